@@ -1,0 +1,99 @@
+"""Every failure a provider call can end in, as one small tree.
+
+    ProviderError                 any failure talking to a provider; carries its own message
+    ├── AuthError                 401: credentials missing, wrong or expired
+    ├── ForbiddenError            403: authenticated, but not allowed
+    ├── NotFoundError             404: unknown resource (or not deployed where we said)
+    ├── ConflictError             409 and kin: the resource cannot take this action now
+    │   ├── AlreadyStoppedError   ... because it is already stopped (not an error for the bot)
+    │   └── LockedError           ... because the provider holds a lock on it
+    ├── InvalidRequestError       400, 405, 422 and other 4xx: the request itself is wrong
+    │   └── UnsupportedError      501: the provider's edition cannot do this (Feldera OSS)
+    ├── UnavailableError          429, 5xx, connection refused or dropped: try again later
+    └── ProviderTimeoutError      no answer within the configured timeout
+
+The bot shows ``str(error)`` to users: it names the provider, what happened, and
+the provider's own message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyStoppedError",
+    "AuthError",
+    "ConflictError",
+    "ForbiddenError",
+    "InvalidRequestError",
+    "LockedError",
+    "NotFoundError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "UnavailableError",
+    "UnsupportedError",
+]
+
+
+class ProviderError(Exception):
+    """A provider call failed. ``message`` is the provider's own words when it gave any."""
+
+    summary = "the provider call failed"
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status_code})" if self.status_code else ""
+        return f"{self.provider}: {self.summary}{status}: {self.message}"
+
+
+class AuthError(ProviderError):
+    summary = "authentication failed, check the provider's credentials"
+
+
+class ForbiddenError(ProviderError):
+    summary = "the provider refused access"
+
+
+class NotFoundError(ProviderError):
+    summary = "not found"
+
+
+class ConflictError(ProviderError):
+    summary = "the resource cannot be stopped right now"
+
+
+class AlreadyStoppedError(ConflictError):
+    summary = "already stopped"
+
+
+class LockedError(ConflictError):
+    summary = "locked on the provider side"
+
+
+class InvalidRequestError(ProviderError):
+    summary = "the provider rejected the request"
+
+
+class UnsupportedError(InvalidRequestError):
+    summary = "not supported by this provider"
+
+
+class UnavailableError(ProviderError):
+    summary = "the provider is unavailable, try again later"
+
+
+class ProviderTimeoutError(ProviderError):
+    summary = "the provider did not answer in time"

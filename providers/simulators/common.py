@@ -1,0 +1,199 @@
+"""What every simulator shares: a clock tests can move, timelines of states, and faults.
+
+A simulated resource does not run a background task per stop. Its state is a
+:class:`Timeline` of (when, state) steps, read against the :class:`SimClock` at
+request time. Tests move the clock (``POST /_sim/clock/advance``) instead of sleeping,
+and a thousand stopping resources cost nothing between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Fault", "FaultMiddleware", "Faults", "SimClock", "Simulator", "Timeline"]
+
+
+class SimClock:
+    """Wall-clock seconds plus an offset that tests advance."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
+
+
+class Timeline:
+    """A resource's states over time: ``state(now)`` is the last step at or before ``now``."""
+
+    def __init__(self, state: str, at: float = 0.0) -> None:
+        self._times: list[float] = [at]
+        self._states: list[str] = [state]
+
+    def state(self, now: float) -> str:
+        index = bisect.bisect_right(self._times, now) - 1
+        return self._states[max(index, 0)]
+
+    def set(self, now: float, state: str) -> None:
+        """Jump to ``state`` now, dropping any steps still to come."""
+        self.plan(now, [(state, 0.0)])
+
+    def plan(self, now: float, steps: Iterable[tuple[str, float]]) -> None:
+        """From ``now``, go through ``steps``: each (state, seconds after the previous step)."""
+        index = bisect.bisect_right(self._times, now)
+        del self._times[index:]
+        del self._states[index:]
+        at = now
+        for state, delay in steps:
+            at += delay
+            self._times.append(at)
+            self._states.append(state)
+
+    def settled(self, now: float) -> bool:
+        """True when no step is still to come."""
+        return self._times[-1] <= now
+
+
+class Fault(BaseModel):
+    """One injected fault, matched against requests to one simulated API.
+
+    ``count`` None means every matching request, forever.
+    """
+
+    api: str
+    kind: Literal["status", "latency", "drop"]
+    method: str | None = None
+    path_contains: str | None = None
+    status: int = 503
+    body: dict[str, Any] | None = None
+    retry_after: float | None = None
+    seconds: float = Field(default=0.0, ge=0)
+    count: int | None = Field(default=1, ge=1)
+
+    def matches(self, api: str, method: str, path: str) -> bool:
+        return (
+            self.api == api
+            and (self.method is None or self.method.upper() == method)
+            and (self.path_contains is None or self.path_contains in path)
+        )
+
+
+class Faults:
+    """The faults in force, shared by the fault middleware of every simulated API."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, api: str, method: str, path: str) -> list[Fault]:
+        """The faults that apply to this request, using up one of each one's count."""
+        taken: list[Fault] = []
+        with self._lock:
+            for fault in list(self._faults):
+                if not fault.matches(api, method, path):
+                    continue
+                taken.append(fault)
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+        return taken
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.model_dump() for f in self._faults]
+
+
+class FaultMiddleware:
+    """ASGI middleware that applies the injected faults before a simulated API answers."""
+
+    def __init__(self, app: ASGIApp, api: str, faults: Faults) -> None:
+        self.app = app
+        self.api = api
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for fault in self.faults.take(self.api, scope["method"], scope["path"]):
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.seconds)
+            elif fault.kind == "status":
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                body = fault.body if fault.body is not None else {"message": "injected fault"}
+                await JSONResponse(body, status_code=fault.status, headers=headers)(
+                    scope, receive, send
+                )
+                return
+            else:  # drop: start a response, then break the connection mid-way
+                start: Message = {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"1000")],
+                }
+                await send(start)
+                raise ConnectionAbortedError("injected dropped connection")
+        await self.app(scope, receive, send)
+
+
+class Simulator(ABC):
+    """One simulated provider API, mounted by the simulator server under ``/<name>``."""
+
+    name: str
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.lock = threading.RLock()
+
+    @abstractmethod
+    def app(self) -> ASGIApp:
+        """The ASGI app serving this API (paths relative to the mount point)."""
+
+    @abstractmethod
+    def seed(self, data: dict[str, Any]) -> None:
+        """Replace all state with ``data`` (this simulator's section of the seed file)."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """The current state, for the control API and tests."""
+
+    def now(self) -> float:
+        return self.clock.now()
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, or None when it has none or it is not JSON."""
+    body = await request.body()
+    if not body:
+        return None
+    try:
+        return await request.json()
+    except ValueError:
+        return None

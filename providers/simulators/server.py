@@ -1,0 +1,191 @@
+"""One loopback HTTP server for the four simulated provider APIs, plus a control API.
+
+    /qovery/...                Qovery API          (providers.simulators.qovery)
+    /nova/identity/v3/...      Keystone v3         (providers.simulators.openstack)
+    /nova/v2.1/...             Nova compute
+    /okeanos/...               ~okeanos LoD API    (providers.simulators.okeanos)
+    /feldera/...               Feldera API         (providers.simulators.feldera)
+    /_sim/...                  control: state, seed, reset, clock, faults
+
+``SimulatorServer`` runs it in a background thread on a free port, for tests and
+for the bot's embedded defaults; ``stopbot simulate`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from providers.simulators.common import Fault, FaultMiddleware, Faults, SimClock, Simulator
+from providers.simulators.feldera import FelderaSimulator
+from providers.simulators.okeanos import OkeanosSimulator
+from providers.simulators.openstack import NovaSimulator
+from providers.simulators.qovery import QoverySimulator
+from providers.simulators.samples import DEFAULT_SEED
+
+__all__ = ["SimulatorHub", "SimulatorServer", "build_app"]
+
+SIMULATOR_CLASSES: tuple[type[Simulator], ...] = (
+    QoverySimulator,
+    NovaSimulator,
+    OkeanosSimulator,
+    FelderaSimulator,
+)
+
+
+class SimulatorHub:
+    """The simulators, their shared clock and faults: what the control API acts on."""
+
+    def __init__(self, seed: Mapping[str, Any] | None = None) -> None:
+        self.clock = SimClock()
+        self.faults = Faults()
+        self.simulators: dict[str, Simulator] = {
+            cls.name: cls(self.clock) for cls in SIMULATOR_CLASSES
+        }
+        self.initial_seed = copy.deepcopy(dict(seed) if seed is not None else DEFAULT_SEED)
+        self.seed(self.initial_seed)
+
+    def seed(self, seed: Mapping[str, Any]) -> None:
+        unknown = set(seed) - set(self.simulators)
+        if unknown:
+            raise ValueError(f"unknown simulator section(s): {', '.join(sorted(unknown))}")
+        for name, section in seed.items():
+            self.simulators[name].seed(copy.deepcopy(section))
+
+    def reset(self) -> None:
+        self.faults.clear()
+        self.seed(self.initial_seed)
+
+    def state(self) -> dict[str, Any]:
+        return {name: sim.snapshot() for name, sim in self.simulators.items()}
+
+    def __getitem__(self, name: str) -> Simulator:
+        return self.simulators[name]
+
+
+def _control_routes(hub: SimulatorHub) -> list[Route]:
+    async def state(request: Request) -> JSONResponse:
+        return JSONResponse(hub.state())
+
+    async def seed(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the seed must be a JSON object")
+            hub.seed(body)
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(hub.state())
+
+    async def reset(request: Request) -> JSONResponse:
+        hub.reset()
+        return JSONResponse(hub.state())
+
+    async def clock(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            body = await request.json()
+            hub.clock.advance(float(body.get("seconds", 0)))
+        return JSONResponse({"now": hub.clock.now()})
+
+    async def faults(request: Request) -> JSONResponse:
+        if request.method == "DELETE":
+            hub.faults.clear()
+        elif request.method == "POST":
+            try:
+                fault = Fault.model_validate(await request.json())
+            except (ValueError, ValidationError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            if fault.api not in hub.simulators:
+                return JSONResponse({"error": f"unknown api {fault.api!r}"}, status_code=400)
+            hub.faults.add(fault)
+        return JSONResponse({"faults": hub.faults.listing()})
+
+    return [
+        Route("/state", state, methods=["GET"]),
+        Route("/seed", seed, methods=["POST"]),
+        Route("/reset", reset, methods=["POST"]),
+        Route("/clock", clock, methods=["GET"]),
+        Route("/clock/advance", clock, methods=["POST"]),
+        Route("/faults", faults, methods=["GET", "POST", "DELETE"]),
+    ]
+
+
+def build_app(hub: SimulatorHub) -> Starlette:
+    """The ASGI app serving every simulated API under its prefix, and ``/_sim``."""
+    mounts = [
+        Mount(f"/{name}", app=FaultMiddleware(sim.app(), name, hub.faults))
+        for name, sim in hub.simulators.items()
+    ]
+    return Starlette(routes=[*mounts, Mount("/_sim", routes=_control_routes(hub))])
+
+
+class SimulatorServer:
+    """The simulators on a loopback port, served from a background thread.
+
+    ``with SimulatorServer() as sims: sims.url("qovery")`` gives a base URL for a client.
+    """
+
+    def __init__(
+        self, seed: Mapping[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.hub = SimulatorHub(seed)
+        self.host = host
+        self.port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, api: str) -> str:
+        return f"{self.base_url}/{api}"
+
+    def start(self) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.hub), log_level="warning", lifespan="off", access_log=False
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="simulators", daemon=True
+        )
+        self._thread.start()
+        while not server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the simulator server failed to start")
+            threading.Event().wait(0.01)
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

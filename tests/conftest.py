@@ -1,0 +1,42 @@
+"""Shared fixtures: the simulators on a loopback port, instant retries, paths to ../shared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stamina
+
+from providers.simulators.server import SimulatorServer
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _instant_backoff() -> Iterator[None]:
+    """Retries keep their configured attempts but never wait, so no test sleeps."""
+    with stamina.set_testing(True, attempts=10, cap=True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimulatorServer]:
+    with SimulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sims(sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
+    """The simulators, back to the sample estate with no faults, for each test."""
+    sim_server.hub.reset()
+    yield sim_server
+    sim_server.hub.reset()
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared, or skip the test: a user's fresh clone has no ../shared."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the reference specs live in ../shared (CI has them)")
+    return path
