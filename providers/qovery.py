@@ -1,0 +1,341 @@
+"""Qovery clusters: stop a cluster, follow its status, read its lock.
+
+API reference: the Qovery OpenAPI spec (``Clusters`` tag). The calls made here:
+
+    POST /organization/{organizationId}/cluster/{clusterId}/stop     -> 202 ClusterStatus
+    GET  /organization/{organizationId}/cluster/{clusterId}/status   -> ClusterStatus
+    GET  /organization/{organizationId}/cluster/status               -> ClusterStatusResponseList
+    GET  /organization/{organizationId}/cluster                      -> ClusterResponseList
+
+Authentication is the spec's ``ApiKeyAuth`` scheme: ``Authorization: Token <token>``
+(API tokens have no TTL, unlike the console's Bearer JWTs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from providers.base import (
+    DiscoveredResource,
+    Phase,
+    Provider,
+    ProviderConfigBase,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    StopAccepted,
+)
+from providers.errors import (
+    AlreadyStoppedError,
+    ConflictError,
+    LockedError,
+    ProviderError,
+)
+from providers.http import ApiClient, ErrorDetails, HttpSettings
+
+__all__ = [
+    "CLUSTER_STATES",
+    "QoveryConfig",
+    "QoveryProvider",
+    "cluster_phase",
+    "parse_qovery_error",
+]
+
+# Every value of the spec's ClusterStateEnum: (phase, terminal). "terminal" follows the
+# official Qovery CLI, which stops polling on DEPLOYED, DELETED, STOPPED, CANCELED, READY,
+# RESTARTED, INVALID_CREDENTIALS and any *_ERROR.
+CLUSTER_STATES: dict[str, tuple[Phase, bool]] = {
+    # Deploying brings the cluster (back) up: it runs, or is about to.
+    "QUEUED": (Phase.RUNNING, False),
+    "BUILDING": (Phase.RUNNING, False),
+    "DEPLOYMENT_QUEUED": (Phase.RUNNING, False),
+    "DEPLOYING": (Phase.RUNNING, False),
+    "DEPLOYED": (Phase.RUNNING, True),
+    "READY": (Phase.RUNNING, True),
+    "RESTART_QUEUED": (Phase.RUNNING, False),
+    "RESTARTING": (Phase.RUNNING, False),
+    "RESTARTED": (Phase.RUNNING, True),
+    "STOP_QUEUED": (Phase.STOPPING, False),
+    "STOPPING": (Phase.STOPPING, False),
+    "STOPPED": (Phase.STOPPED, True),
+    # Deleting takes the cluster down for good; a deleted cluster runs and costs nothing,
+    # so for a bot whose job is to stop spending it is as good as stopped.
+    "DELETE_QUEUED": (Phase.STOPPING, False),
+    "DELETING": (Phase.STOPPING, False),
+    "DELETED": (Phase.STOPPED, True),
+    "BUILD_ERROR": (Phase.FAILED, True),
+    "DEPLOYMENT_ERROR": (Phase.FAILED, True),
+    "RESTART_ERROR": (Phase.FAILED, True),
+    "STOP_ERROR": (Phase.FAILED, True),
+    "DELETE_ERROR": (Phase.FAILED, True),
+    # Qovery cannot reach the cloud account: nothing will move until a human fixes it.
+    "INVALID_CREDENTIALS": (Phase.FAILED, True),
+    # A cancelled operation leaves the cluster wherever it had got to: the state alone
+    # does not say whether it runs.
+    "CANCELING": (Phase.UNKNOWN, False),
+    "CANCELED": (Phase.UNKNOWN, True),
+    # A dry run changes nothing and tells nothing about whether the cluster runs; the CLI
+    # keeps polling through it.
+    "DRY_RUN": (Phase.UNKNOWN, False),
+}
+
+
+def cluster_phase(state: str) -> tuple[Phase, bool]:
+    """The common phase of a Qovery cluster state, and whether Qovery will move on by itself.
+
+    A state added to the API after this table was written must not crash the bot: an
+    unknown ``*_ERROR`` is a failure (the CLI stops on any of them), anything else unknown.
+    """
+    known = CLUSTER_STATES.get(state)
+    if known is not None:
+        return known
+    if state.endswith("_ERROR"):
+        return Phase.FAILED, True
+    return Phase.UNKNOWN, False
+
+
+class QoveryConfig(ProviderConfigBase):
+    """A ``providers:`` entry of type ``qovery``: one organization, one API token."""
+
+    type: Literal["qovery"] = "qovery"
+    base_url: str = Field(default="https://api.qovery.com", min_length=1)
+    token: SecretStr
+    organization_id: str = Field(min_length=1)
+
+
+def parse_qovery_error(response: httpx.Response) -> ErrorDetails:
+    """Qovery's own words from an error answer.
+
+    The spec documents no error body (its ``responses`` only carry a description), so we
+    take the first text field of a JSON object that usually holds it, then the raw text,
+    then the reason phrase: a 401 may come with no body at all.
+    """
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = body.get("code")
+        for key in ("message", "detail", "error", "title"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                return ErrorDetails(
+                    message=value.strip(),
+                    code=str(code) if code is not None else None,
+                )
+    text = response.text.strip()
+    return ErrorDetails(
+        message=text[:500] or response.reason_phrase or f"HTTP {response.status_code}"
+    )
+
+
+class _Model(BaseModel):
+    # Qovery adds fields over time; we read the few we need and ignore the rest.
+    model_config = ConfigDict(extra="ignore")
+
+
+class _ClusterLock(_Model):
+    owner_name: str | None = None
+    reason: str | None = None
+    locked_at: dt.datetime | None = None
+    ttl_in_days: int | None = None
+
+
+class _ClusterStatus(_Model):
+    cluster_id: str
+    # A plain string, not the enum: a state added later must still be read.
+    status: str
+    is_deployed: bool | None = None
+    last_execution_id: str | None = None
+    cluster_lock: _ClusterLock | None = None
+    reason: str | None = None
+
+
+class _ClusterStatusList(_Model):
+    results: list[_ClusterStatus] = Field(default_factory=list)
+
+
+class _Cluster(_Model):
+    id: str
+    name: str
+    status: str | None = None
+
+
+class _ClusterList(_Model):
+    results: list[_Cluster] = Field(default_factory=list)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _parse(provider: str, model: type[_M], response: httpx.Response) -> _M:
+    """A response body as ``model``; a body that is not what the spec says is a provider
+    failure the bot can show, not a crash."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProviderError(
+            provider,
+            f"unexpected answer to {response.request.method} {response.request.url.path}: "
+            f"{exc.error_count()} field error(s), first: {exc.errors()[0]['msg']}",
+            status_code=response.status_code,
+        ) from None
+
+
+class QoveryProvider(Provider):
+    """The clusters of one Qovery organization."""
+
+    type = "qovery"
+
+    def __init__(
+        self,
+        config: QoveryConfig,
+        *,
+        http: HttpSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(config.name)
+        self.config = config
+        self.api = ApiClient(
+            config.name,
+            config.base_url,
+            settings=http,
+            headers={"Authorization": f"Token {config.token.get_secret_value()}"},
+            parse_error=parse_qovery_error,
+            transport=transport,
+        )
+        self._org_path = f"/organization/{quote(config.organization_id, safe='')}"
+
+    def _cluster_path(self, cluster_id: str) -> str:
+        return f"{self._org_path}/cluster/{quote(cluster_id, safe='')}"
+
+    def _status(self, body: _ClusterStatus, resource_id: str | None = None) -> ResourceStatus:
+        phase, terminal = cluster_phase(body.status)
+        return ResourceStatus(
+            provider=self.name,
+            resource_id=resource_id or body.cluster_id,
+            state=body.status,
+            phase=phase,
+            terminal=terminal,
+            message=_status_message(body, phase),
+        )
+
+    async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
+        """Ask Qovery to stop the cluster; 202 means the stop is queued on its side.
+
+        The spec gives one 409 for "already stopped" and "an operation is in progress";
+        we read the status to tell which, and whether a cluster lock is the cause.
+        """
+        try:
+            response = await self.api.request(
+                "POST", f"{self._cluster_path(resource.id)}/stop", ok=(202,)
+            )
+        except ConflictError as conflict:
+            raise await self._explain_conflict(resource, conflict) from conflict
+        body = _parse(self.name, _ClusterStatus, response)
+        return StopAccepted(
+            provider=self.name,
+            resource_id=resource.id,
+            status=self._status(body, resource.id),
+        )
+
+    async def _explain_conflict(self, resource: Resource, conflict: ConflictError) -> ConflictError:
+        """The most precise error for a 409 on stop, from the cluster's current status."""
+        try:
+            current = await self._read_status(resource.id)
+        except ProviderError:
+            # The status is only there to refine the 409; without it the 409 still stands.
+            return conflict
+        phase, terminal = cluster_phase(current.status)
+        kind: type[ConflictError] = ConflictError
+        if phase is Phase.STOPPED and terminal:
+            kind = AlreadyStoppedError
+        elif current.cluster_lock is not None:
+            kind = LockedError
+        message = conflict.message
+        if current.status.lower() not in message.lower():
+            # Qovery's 409 may not say why; the state it is in does.
+            message = f"{message} (cluster status: {current.status})"
+        return kind(
+            self.name,
+            message,
+            status_code=conflict.status_code,
+            code=conflict.code,
+        )
+
+    async def _read_status(self, cluster_id: str) -> _ClusterStatus:
+        response = await self.api.request("GET", f"{self._cluster_path(cluster_id)}/status")
+        return _parse(self.name, _ClusterStatus, response)
+
+    async def status(self, resource: Resource) -> ResourceStatus:
+        return self._status(await self._read_status(resource.id), resource.id)
+
+    async def statuses(self, resources: Sequence[Resource]) -> dict[str, ResourceStatus]:
+        """One call for the whole organization, whatever the number of clusters asked."""
+        if not resources:
+            return {}
+        response = await self.api.request("GET", f"{self._org_path}/cluster/status")
+        by_id = {s.cluster_id: s for s in _parse(self.name, _ClusterStatusList, response).results}
+        return {r.id: self._status(by_id[r.id], r.id) for r in resources if r.id in by_id}
+
+    async def lock(self, resource: Resource) -> ProviderLock | None:
+        """The ``cluster_lock`` the spec carries on ``ClusterStatus``; no TTL: never expires."""
+        found = (await self._read_status(resource.id)).cluster_lock
+        if found is None:
+            return None
+        return ProviderLock(
+            owner=found.owner_name,
+            reason=found.reason,
+            locked_at=found.locked_at,
+            ttl=dt.timedelta(days=found.ttl_in_days) if found.ttl_in_days is not None else None,
+        )
+
+    async def list(self) -> list[DiscoveredResource]:
+        """Every cluster of the organization.
+
+        ``status`` is optional on the spec's ``Cluster``; only when some cluster lacks it
+        do we spend a second call on the bulk status endpoint.
+        """
+        response = await self.api.request("GET", f"{self._org_path}/cluster")
+        clusters = _parse(self.name, _ClusterList, response).results
+        states = {c.id: c.status for c in clusters if c.status is not None}
+        if len(states) < len(clusters):
+            try:
+                reply = await self.api.request("GET", f"{self._org_path}/cluster/status")
+                for s in _parse(self.name, _ClusterStatusList, reply).results:
+                    states.setdefault(s.cluster_id, s.status)
+            except ProviderError:
+                pass  # discovery still lists the clusters, their state shown as unknown
+        found: list[DiscoveredResource] = []
+        for cluster in clusters:
+            state = states.get(cluster.id, "UNKNOWN")
+            found.append(
+                DiscoveredResource(
+                    provider=self.name,
+                    id=cluster.id,
+                    name=cluster.name,
+                    state=state,
+                    phase=cluster_phase(state)[0],
+                )
+            )
+        return found
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+
+def _status_message(body: _ClusterStatus, phase: Phase) -> str | None:
+    """What ClusterStatus offers beyond the state: the execution to look up in the
+    console's logs when something failed, and a maintenance reason."""
+    parts: list[str] = []
+    if phase is Phase.FAILED and body.last_execution_id:
+        parts.append(f"last execution {body.last_execution_id}")
+    if body.reason and body.reason != "UNSPECIFIED":
+        parts.append(f"reason {body.reason}")
+    return "; ".join(parts) or None
