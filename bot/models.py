@@ -1,0 +1,118 @@
+"""The bot's own records: stop operations, their transitions, audit entries, bot locks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Actor", "AuditEntry", "BotLock", "OpState", "Operation", "Transition"]
+
+
+class OpState(StrEnum):
+    """Where a stop operation is. The last six are final."""
+
+    REQUESTED = "requested"
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    STOPPED = "stopped"
+    STOPPED_ALREADY = "stopped_already"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {
+        OpState.STOPPED,
+        OpState.STOPPED_ALREADY,
+        OpState.FAILED,
+        OpState.TIMED_OUT,
+        OpState.CANCELLED,
+        OpState.REFUSED,
+    }
+)
+# After the provider accepted a stop: the bot owes the user a follow-up, even across restarts.
+TRACKED_STATES = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
+
+
+class Operation(BaseModel):
+    """One requested stop, from request to its final state."""
+
+    id: str
+    resource: str
+    provider: str
+    resource_id: str
+    requested_by: str
+    source: str = Field(description="slack, cli or schedule")
+    reason: str | None = None
+    force: bool = False
+    state: OpState
+    detail: str | None = Field(default=None, description="Why it ended so, for the user.")
+    provider_state: str | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+    response_url: str | None = None
+    idempotency_key: str | None = None
+
+
+class Transition(BaseModel):
+    """One step of an operation: a bot state change or a new provider state."""
+
+    operation_id: str
+    at: dt.datetime
+    state: str
+    provider_state: str | None = None
+    phase: str | None = None
+    message: str | None = None
+
+
+class AuditEntry(BaseModel):
+    """One line of the append-only audit log."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    resource: str | None = None
+    operation_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class BotLock(BaseModel):
+    """A lock a user set from Slack: nobody else stops the resource until it expires."""
+
+    resource: str
+    owner: str
+    reason: str | None = None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        return self.expires_at <= now
+
+
+class Actor(BaseModel):
+    """Who asks: a Slack user id (or ``cli:<login>``, ``schedule:<name>``) and the names the
+    providers may know them by (for provider lock ownership)."""
+
+    id: str
+    names: frozenset[str] = frozenset()
+
+    @property
+    def display(self) -> str:
+        return f"<@{self.id}>" if self.id[:1] in {"U", "W"} else self.id

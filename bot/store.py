@@ -1,0 +1,556 @@
+"""The SQLite store: schema, migrations, and one function per query the bot needs.
+
+Why these choices:
+
+* WAL mode, so the audit export and ``/stop history`` read while a stop writes.
+* The connection is in autocommit mode and every multi-row write runs in
+  :meth:`Store.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
+  so two clicks racing on one button serialise here, and the loser sees the winner's
+  state. sqlite-utils (4.x) nests its own writes in savepoints, so its helpers are
+  safe inside; the hot writes are plain SQL so each one reads as the query it is.
+* The audit log is append-only, enforced by triggers rather than by good intentions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.models import (
+    FINAL_STATES,
+    TRACKED_STATES,
+    AuditEntry,
+    BotLock,
+    Operation,
+    OpState,
+    Transition,
+)
+from providers.base import utcnow
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+
+Clock = Callable[[], dt.datetime]
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable file, newer schema, ...)."""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.table("operations").create(
+        {
+            "id": str,
+            "resource": str,
+            "provider": str,
+            "resource_id": str,
+            "requested_by": str,
+            "source": str,
+            "reason": str,
+            "force": int,
+            "state": str,
+            "detail": str,
+            "provider_state": str,
+            "created_at": str,
+            "updated_at": str,
+            "finished_at": str,
+            "expires_at": str,
+            "channel": str,
+            "message_ts": str,
+            "response_url": str,
+            "idempotency_key": str,
+        },
+        pk="id",
+        not_null={"resource", "provider", "resource_id", "requested_by", "source", "state"},
+    )
+    db.table("operations").create_index(["idempotency_key"], unique=True)
+    db.table("operations").create_index(["state"])
+    db.table("operations").create_index(["resource", "created_at"])
+    db.table("transitions").create(
+        {
+            "id": int,
+            "operation_id": str,
+            "at": str,
+            "state": str,
+            "provider_state": str,
+            "phase": str,
+            "message": str,
+        },
+        pk="id",
+        foreign_keys=[("operation_id", "operations", "id")],
+    )
+    db.table("transitions").create_index(["operation_id", "id"])
+    db.table("audit").create(
+        {
+            "id": int,
+            "at": str,
+            "actor": str,
+            "action": str,
+            "resource": str,
+            "operation_id": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action"},
+    )
+    db.table("audit").create_index(["at"])
+    db.table("audit").create_index(["resource", "id"])
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER audit_no_{event.lower()} BEFORE {event} ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+    db.table("bot_locks").create(
+        {"resource": str, "owner": str, "reason": str, "created_at": str, "expires_at": str},
+        pk="resource",
+        not_null={"owner", "created_at", "expires_at"},
+    )
+    db.table("approvals").create(
+        {
+            "id": str,
+            "operation_id": str,
+            "status": str,
+            "requested_by": str,
+            "decided_by": str,
+            "decided_at": str,
+            "reason": str,
+            "created_at": str,
+            "expires_at": str,
+        },
+        pk="id",
+        foreign_keys=[("operation_id", "operations", "id")],
+    )
+    db.table("schedules").create(
+        {"name": str, "definition": str, "created_at": str, "updated_at": str}, pk="name"
+    )
+    db.table("claims").create({"key": str, "claimed_at": str}, pk="key")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests)."""
+
+    def __init__(self, path: str | Path, *, clock: Clock = utcnow) -> None:
+        self.path = str(path)
+        self.clock = clock
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            self.db = sqlite_utils.Database(conn)
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            self._lock = threading.RLock()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of writes; takes SQLite's write lock at once."""
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        if not self.db["schema_version"].exists():
+            return 0
+        row = self.db.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database {self.path} has schema version {current}, newer than this "
+                    f"stopbot knows ({SCHEMA_VERSION}): upgrade stopbot or use another STOPBOT_DB"
+                )
+            for migration in MIGRATIONS[current:]:
+                migration(self.db)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+
+    def _audit(
+        self,
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        *,
+        resource: str | None = None,
+        operation_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        cursor = conn.execute(
+            "INSERT INTO audit (at, actor, action, resource, operation_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                _iso(self.clock()),
+                actor,
+                action,
+                resource,
+                operation_id,
+                json.dumps(detail or {}, sort_keys=True, default=str),
+            ],
+        )
+        return int(cursor.lastrowid or 0)
+
+    # -- audit --------------------------------------------------------------------
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        resource: str | None = None,
+        operation_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one entry to the audit log; returns its id."""
+        with self.transaction() as conn:
+            return self._audit(
+                conn, actor, action, resource=resource, operation_id=operation_id, detail=detail
+            )
+
+    def audit_log(
+        self,
+        *,
+        resource: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if resource is not None:
+            where.append("resource = ?")
+            params.append(resource)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(_iso(since))
+        sql = "SELECT * FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = [dict(r) for r in self.db.query(sql, params)]
+        rows.reverse()
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return [AuditEntry.model_validate(r) for r in rows]
+
+    # -- operations ---------------------------------------------------------------
+
+    def create_operation(
+        self,
+        *,
+        resource: str,
+        provider: str,
+        resource_id: str,
+        requested_by: str,
+        source: str,
+        state: OpState = OpState.REQUESTED,
+        reason: str | None = None,
+        force: bool = False,
+        expires_at: dt.datetime | None = None,
+        channel: str | None = None,
+        response_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Operation, bool]:
+        """Record a new stop request and audit it, in one transaction.
+
+        With an ``idempotency_key`` already used (a Slack retry), nothing is written
+        and the existing operation is returned. Returns (operation, created).
+        """
+        now = self.clock()
+        with self.transaction() as conn:
+            if idempotency_key is not None:
+                existing = conn.execute(
+                    "SELECT id FROM operations WHERE idempotency_key = ?", [idempotency_key]
+                ).fetchone()
+                if existing:
+                    return self._get(conn, existing[0]), False
+            op_id = uuid.uuid4().hex
+            conn.execute(
+                "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
+                "source, reason, force, state, created_at, updated_at, expires_at, channel, "
+                "response_url, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    op_id,
+                    resource,
+                    provider,
+                    resource_id,
+                    requested_by,
+                    source,
+                    reason,
+                    int(force),
+                    state.value,
+                    _iso(now),
+                    _iso(now),
+                    _iso(expires_at),
+                    channel,
+                    response_url,
+                    idempotency_key,
+                ],
+            )
+            conn.execute(
+                "INSERT INTO transitions (operation_id, at, state) VALUES (?, ?, ?)",
+                [op_id, _iso(now), state.value],
+            )
+            self._audit(
+                conn,
+                requested_by,
+                "stop.requested",
+                resource=resource,
+                operation_id=op_id,
+                detail={"source": source, "reason": reason, "force": force, "state": state.value},
+            )
+            return self._get(conn, op_id), True
+
+    def _get(self, conn: sqlite3.Connection, op_id: str) -> Operation:
+        cursor = conn.execute("SELECT * FROM operations WHERE id = ?", [op_id])
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+        if row is None:
+            raise KeyError(op_id)
+        data = dict(zip(names, row, strict=True))
+        data["force"] = bool(data["force"])
+        return Operation.model_validate(data)
+
+    def get_operation(self, op_id: str) -> Operation | None:
+        with self._lock:
+            try:
+                return self._get(self.db.conn, op_id)
+            except KeyError:
+                return None
+
+    def transition(
+        self,
+        op_id: str,
+        to: OpState,
+        *,
+        allowed_from: Iterable[OpState],
+        actor: str,
+        detail: str | None = None,
+        audit_detail: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> Operation | None:
+        """Move an operation to ``to`` if it is in one of ``allowed_from``.
+
+        This compare-and-set is what makes a button act once: of two concurrent
+        clicks, one moves the row and the other gets None. The transition, any
+        extra column ``fields`` and the audit entry are written together.
+        """
+        now = self.clock()
+        allowed = [s.value for s in allowed_from]
+        values: dict[str, Any] = {"state": to.value, "updated_at": _iso(now), **(fields or {})}
+        if detail is not None:
+            values["detail"] = detail
+        if to in FINAL_STATES:
+            values["finished_at"] = _iso(now)
+        for key, value in list(values.items()):
+            if isinstance(value, dt.datetime):
+                values[key] = _iso(value)
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        marks = ", ".join("?" for _ in allowed)
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE operations SET {assignments} WHERE id = ? AND state IN ({marks})",  # noqa: S608 -- keys are ours
+                [*values.values(), op_id, *allowed],
+            )
+            if cursor.rowcount != 1:
+                return None
+            op = self._get(conn, op_id)
+            conn.execute(
+                "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
+                [op_id, _iso(now), to.value, detail],
+            )
+            self._audit(
+                conn,
+                actor,
+                f"stop.{to.value}",
+                resource=op.resource,
+                operation_id=op_id,
+                detail={"detail": detail, **(audit_detail or {})},
+            )
+            return op
+
+    def update_operation(self, op_id: str, **fields: Any) -> None:
+        """Set bookkeeping fields (message ts, ...) that are no state change."""
+        values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE operations SET {assignments} WHERE id = ?",  # noqa: S608 -- keys are ours
+                [*values.values(), op_id],
+            )
+
+    def record_provider_state(
+        self, op_id: str, provider_state: str, phase: str, message: str | None = None
+    ) -> bool:
+        """Add a transition when the provider's state changed; True if it did."""
+        now = self.clock()
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT state, provider_state FROM operations WHERE id = ?", [op_id]
+            ).fetchone()
+            if row is None or row[1] == provider_state:
+                return False
+            conn.execute(
+                "UPDATE operations SET provider_state = ?, updated_at = ? WHERE id = ?",
+                [provider_state, _iso(now), op_id],
+            )
+            conn.execute(
+                "INSERT INTO transitions (operation_id, at, state, provider_state, phase, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [op_id, _iso(now), row[0], provider_state, phase, message],
+            )
+            return True
+
+    def transitions(self, op_id: str) -> list[Transition]:
+        rows = self.db.query(
+            "SELECT operation_id, at, state, provider_state, phase, message FROM transitions "
+            "WHERE operation_id = ? ORDER BY id",
+            [op_id],
+        )
+        return [Transition.model_validate(r) for r in rows]
+
+    def operations_in_flight(self) -> list[Operation]:
+        """Operations the provider accepted (or may have) that have not ended: resumed at start."""
+        marks = ", ".join("?" for _ in TRACKED_STATES)
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT id FROM operations WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608
+                    [s.value for s in TRACKED_STATES],
+                ).fetchall()
+            ]
+            return [self._get(self.db.conn, i) for i in ids]
+
+    def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
+        """The latest operations, newest first."""
+        sql = "SELECT id FROM operations"
+        params: list[Any] = []
+        if resource is not None:
+            sql += " WHERE resource = ?"
+            params.append(resource)
+        sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
+        with self._lock:
+            ids = [r[0] for r in self.db.execute(sql, params).fetchall()]
+            return [self._get(self.db.conn, i) for i in ids]
+
+    # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
+
+    def claim(self, key: str) -> bool:
+        """True the first time ``key`` is claimed, False ever after."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)",
+                [key, _iso(self.clock())],
+            )
+            return cursor.rowcount == 1
+
+    # -- bot locks ----------------------------------------------------------------
+
+    def set_lock(
+        self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
+    ) -> BotLock:
+        """Create or replace the bot lock on ``resource``, audited."""
+        now = self.clock()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO bot_locks (resource, owner, reason, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [resource, owner, reason, _iso(now), _iso(expires_at)],
+            )
+            self._audit(
+                conn,
+                owner,
+                "lock.set",
+                resource=resource,
+                detail={"reason": reason, "expires_at": _iso(expires_at)},
+            )
+        return BotLock(
+            resource=resource, owner=owner, reason=reason, created_at=now, expires_at=expires_at
+        )
+
+    def get_lock(self, resource: str) -> BotLock | None:
+        """The lock on ``resource`` if one is in force now (expired ones are ignored)."""
+        rows = list(
+            self.db.query(
+                "SELECT * FROM bot_locks WHERE resource = ? AND expires_at > ?",
+                [resource, _iso(self.clock())],
+            )
+        )
+        return BotLock.model_validate(rows[0]) if rows else None
+
+    def delete_lock(self, resource: str, actor: str, *, forced: bool = False) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute("DELETE FROM bot_locks WHERE resource = ?", [resource])
+            if cursor.rowcount:
+                self._audit(
+                    conn, actor, "lock.removed", resource=resource, detail={"forced": forced}
+                )
+            return bool(cursor.rowcount)
+
+    def active_locks(self) -> list[BotLock]:
+        rows = self.db.query(
+            "SELECT * FROM bot_locks WHERE expires_at > ? ORDER BY expires_at",
+            [_iso(self.clock())],
+        )
+        return [BotLock.model_validate(r) for r in rows]
+
+    # -- schedules ----------------------------------------------------------------
+
+    def save_schedule(self, name: str, definition: dict[str, Any], actor: str) -> None:
+        now = _iso(self.clock())
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO schedules (name, definition, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "definition = excluded.definition, updated_at = excluded.updated_at",
+                [name, json.dumps(definition, sort_keys=True), now, now],
+            )
+            self._audit(conn, actor, "schedule.saved", detail={"name": name, **definition})
+
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        return {
+            r["name"]: json.loads(r["definition"])
+            for r in self.db.query("SELECT name, definition FROM schedules ORDER BY name")
+        }
+
+    def delete_schedule(self, name: str, actor: str) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute("DELETE FROM schedules WHERE name = ?", [name])
+            if cursor.rowcount:
+                self._audit(conn, actor, "schedule.removed", detail={"name": name})
+            return bool(cursor.rowcount)
