@@ -1,0 +1,301 @@
+"""Settings from the environment, and the ``stopbot.yaml`` model.
+
+The YAML file is read, ``${VAR}`` references are replaced from the environment, then
+pydantic validates it. Every failure becomes a :class:`ConfigError` that names the
+file, the key path and the reason, so ``stopbot check-config`` can print one clear
+line per problem instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.durations import Duration
+from providers.base import Resource
+from providers.feldera import FelderaConfig
+from providers.http import HttpSettings
+from providers.okeanos import OkeanosConfig
+from providers.openstack import OpenStackConfig
+from providers.qovery import QoveryConfig
+
+__all__ = [
+    "ConfigError",
+    "ProviderConfig",
+    "ResourceConfig",
+    "Settings",
+    "StopSettings",
+    "StopbotConfig",
+    "UnknownResourceError",
+    "interpolate",
+    "load_config",
+    "parse_config",
+]
+
+ProviderConfig = Annotated[
+    QoveryConfig | OpenStackConfig | OkeanosConfig | FelderaConfig, Field(discriminator="type")
+]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Settings(BaseSettings):
+    """Process settings, from the environment (never from the YAML file: these are secrets
+    or deployment facts)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    stopbot_config: Path | None = Field(default=None, description="Path of stopbot.yaml.")
+    stopbot_db: Path = Field(default=Path("stopbot.db"), description="Path of the SQLite file.")
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = Field(
+        default=None, description="Base URL of the Slack Web API (tests, local playground)."
+    )
+
+    def config_path(self) -> Path:
+        return self.stopbot_config or Path("stopbot.yaml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.source}: {path}: {reason}" if path else f"{self.source}: {reason}"
+            for path, reason in self.problems
+        ]
+        return "\n".join(lines)
+
+
+class UnknownResourceError(LookupError):
+    """No resource by that name or ``provider:id``; carries the closest names."""
+
+    def __init__(self, ref: str, suggestions: list[str]) -> None:
+        self.ref = ref
+        self.suggestions = suggestions
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        super().__init__(f"Unknown resource {ref!r}.{hint}")
+
+
+class ResourceConfig(BaseModel):
+    """One resource users may stop, by a unique name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    provider: str
+    id: str = Field(min_length=1)
+    tags: dict[str, str] = Field(default_factory=dict)
+    lambda_instance_id: str | None = Field(
+        default=None, description="~okeanos: the lambda instance the application runs on."
+    )
+    allowed_users: list[str] = Field(
+        default_factory=list, description="Slack user ids who may stop it (empty: the global rule)."
+    )
+    allowed_groups: list[str] = Field(
+        default_factory=list, description="Slack user group ids (S...) whose members may stop it."
+    )
+
+    def to_resource(self) -> Resource:
+        options = {"lambda_instance_id": self.lambda_instance_id} if self.lambda_instance_id else {}
+        return Resource(
+            name=self.name, provider=self.provider, id=self.id, options=options, tags=self.tags
+        )
+
+
+class StopSettings(BaseModel):
+    """How stops are confirmed and followed (config key ``stops``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm_ttl: Duration = Field(
+        default=dt.timedelta(minutes=10), description="A confirmation expires after this."
+    )
+    timeout: Duration = Field(
+        default=dt.timedelta(minutes=30), description="Give up following a stop after this."
+    )
+    poll_initial: Duration = Field(default=dt.timedelta(seconds=2))
+    poll_max: Duration = Field(default=dt.timedelta(seconds=15))
+    progress_interval: Duration = Field(
+        default=dt.timedelta(seconds=2),
+        description="At most one progress message update per this, per stop (Slack rate limits).",
+    )
+
+
+class StopbotConfig(BaseModel):
+    """The whole ``stopbot.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    resources: list[ResourceConfig] = Field(default_factory=list)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    stops: StopSettings = Field(default_factory=StopSettings)
+    admins: list[str] = Field(
+        default_factory=list, description="Slack user ids who may stop anything and override."
+    )
+    allowed_users: list[str] = Field(
+        default_factory=list,
+        description="Who may stop resources without their own rule; "
+        "empty with allowed_groups empty: everyone in the workspace.",
+    )
+    allowed_groups: list[str] = Field(default_factory=list)
+
+    def reference_problems(self) -> list[tuple[str, str]]:
+        """What the schema cannot see: duplicate names and dangling references."""
+        problems: list[tuple[str, str]] = []
+        provider_types: dict[str, str] = {}
+        for i, p in enumerate(self.providers):
+            if p.name in provider_types:
+                problems.append((f"providers[{i}].name", f"{p.name!r} is used twice"))
+            provider_types[p.name] = p.type
+        seen: set[str] = set()
+        for i, r in enumerate(self.resources):
+            if r.name in seen:
+                problems.append((f"resources[{i}].name", f"{r.name!r} is used twice"))
+            seen.add(r.name)
+            if r.provider not in provider_types:
+                known = ", ".join(sorted(provider_types)) or "none configured"
+                problems.append(
+                    (
+                        f"resources[{i}].provider",
+                        f"no provider named {r.provider!r} (known: {known})",
+                    )
+                )
+            elif provider_types[r.provider] == "okeanos" and not r.lambda_instance_id:
+                problems.append(
+                    (
+                        f"resources[{i}].lambda_instance_id",
+                        "required for an ~okeanos application: the lambda instance it runs on",
+                    )
+                )
+        return problems
+
+    def provider(self, name: str) -> ProviderConfig:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def resource(self, ref: str) -> Resource:
+        """The resource named ``ref``, or given as ``provider:id``."""
+        ref = ref.strip()
+        for r in self.resources:
+            if r.name == ref:
+                return r.to_resource()
+        provider, sep, rid = ref.partition(":")
+        if sep:
+            for r in self.resources:
+                if r.provider == provider and r.id == rid:
+                    return r.to_resource()
+        names = [r.name for r in self.resources]
+        raise UnknownResourceError(ref, difflib.get_close_matches(ref, names, n=3, cutoff=0.5))
+
+    def resource_config(self, name: str) -> ResourceConfig:
+        for r in self.resources:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def all_resources(self) -> list[Resource]:
+        return [r.to_resource() for r in self.resources]
+
+
+def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` in every string of a YAML tree; ``$${`` stays a literal ``${``."""
+    if isinstance(value, str):
+        missing = [m for m in _VAR.findall(value.replace("$${", "")) if m not in env]
+        if missing:
+            raise ConfigError("", [(path, f"environment variable {missing[0]} is not set")])
+        parts = value.split("$${")
+        return "${".join(_VAR.sub(lambda m: env[m.group(1)], part) for part in parts)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _error_path(loc: tuple[int | str, ...], document: Any) -> str:
+    """``('providers', 0, 'qovery', 'token')`` → ``providers[0].token`` (the union tag dropped)."""
+    path = ""
+    node = document
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # pydantic's discriminated-union tag, not a key the user wrote
+        path = _join(path, part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return path
+
+
+def parse_config(document: Any, source: str, env: Mapping[str, str] | None = None) -> StopbotConfig:
+    """Validate an already-parsed YAML document."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(source, [("", "the file must be a mapping (providers:, resources:)")])
+    try:
+        document = interpolate(document, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.problems) from None
+    try:
+        config = StopbotConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            reason = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "union_tag_invalid":
+                reason = f"unknown provider type; expected one of {error['ctx']['expected_tags']}"
+            elif error["type"] == "extra_forbidden":
+                reason = "unknown key (check its spelling)"
+            problems.append((_error_path(error["loc"], document), reason))
+        raise ConfigError(source, problems) from None
+    problems = config.reference_problems()
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> StopbotConfig:
+    """Read, interpolate and validate ``path``."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            source, [("", "no such file (set STOPBOT_CONFIG or pass a path)")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
+    return parse_config(document, source, env)

@@ -1,0 +1,187 @@
+"""stopbot.yaml: validation, ${VAR} interpolation, and error messages that name file, key and reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.cli import main
+from bot.config import ConfigError, UnknownResourceError, load_config, parse_config
+from providers.simulators.samples import sample_config
+
+GOOD = """
+providers:
+  - {name: qovery, type: qovery, base_url: https://api.qovery.com, token: "${QOVERY_API_TOKEN}", organization_id: org-1}
+  - {name: nova, type: openstack, auth_url: https://keystone.example.com/v3, username: bot, password: "${OS_PASSWORD}", project_name: dev, user_domain_name: Default, project_domain_name: Default}
+  - {name: okeanos, type: okeanos, base_url: https://lod.example.com, token: "${OKEANOS_TOKEN}"}
+  - {name: feldera, type: feldera, base_url: https://feldera.example.com, token: "${FELDERA_API_KEY}"}
+resources:
+  - {name: dev-eu, provider: qovery, id: c-1, tags: {env: dev}}
+  - {name: web-1, provider: nova, id: s-1}
+  - {name: spark, provider: okeanos, id: app-1, lambda_instance_id: li-1}
+  - {name: etl, provider: feldera, id: etl}
+stops: {confirm_ttl: 5m, timeout: 1h}
+"""
+ENV = {
+    "QOVERY_API_TOKEN": "qov-secret",
+    "OS_PASSWORD": "os-secret",
+    "OKEANOS_TOKEN": "ok-secret",
+    "FELDERA_API_KEY": "apikey:fel-secret",
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "stopbot.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env=ENV if env is None else env)
+    return str(info.value).splitlines()
+
+
+def test_valid_config_loads_with_secrets_interpolated(tmp_path: Path) -> None:
+    """A valid file loads; ${VAR} values come from the environment and stay secret."""
+    config = load_config(write(tmp_path, GOOD), env=ENV)
+    assert [p.name for p in config.providers] == ["qovery", "nova", "okeanos", "feldera"]
+    qovery = config.provider("qovery")
+    assert qovery.token.get_secret_value() == "qov-secret"  # type: ignore[union-attr]
+    assert "qov-secret" not in repr(config)
+    assert config.stops.confirm_ttl == dt.timedelta(minutes=5)
+    assert config.stops.timeout == dt.timedelta(hours=1)
+    spark = config.resource("spark")
+    assert (spark.provider, spark.id, dict(spark.options)) == (
+        "okeanos",
+        "app-1",
+        {"lambda_instance_id": "li-1"},
+    )
+
+
+def test_resource_by_provider_and_id(tmp_path: Path) -> None:
+    """A resource can be named as provider:id."""
+    config = load_config(write(tmp_path, GOOD), env=ENV)
+    assert config.resource("qovery:c-1").name == "dev-eu"
+
+
+def test_unknown_resource_suggests_closest_names(tmp_path: Path) -> None:
+    """An unknown name lists the closest configured names."""
+    config = load_config(write(tmp_path, GOOD), env=ENV)
+    with pytest.raises(UnknownResourceError) as info:
+        config.resource("dev-ue")
+    assert info.value.suggestions == ["dev-eu"]
+    assert str(info.value) == "Unknown resource 'dev-ue'. Did you mean dev-eu?"
+
+
+def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
+    """A ${VAR} that is not set names the variable and the key that uses it."""
+    env = {k: v for k, v in ENV.items() if k != "OS_PASSWORD"}
+    assert problems(tmp_path, GOOD, env) == [
+        f"{tmp_path / 'stopbot.yaml'}: providers[1].password: environment variable OS_PASSWORD is not set"
+    ]
+
+
+def test_escaped_dollar_is_kept_literally(tmp_path: Path) -> None:
+    """$${X} stays the literal text ${X}."""
+    text = GOOD.replace("organization_id: org-1", 'organization_id: "$${NOT_A_VAR}"')
+    config = load_config(write(tmp_path, text), env=ENV)
+    assert config.provider("qovery").organization_id == "${NOT_A_VAR}"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("type: qovery,", "type: aws,"),
+            "providers[0]: unknown provider type; expected one of 'qovery', 'openstack', 'okeanos', 'feldera'",
+        ),
+        ((", organization_id: org-1", ""), "providers[0].organization_id: Field required"),
+        (
+            ("tags: {env: dev}", "tagz: {env: dev}"),
+            "resources[0].tagz: unknown key (check its spelling)",
+        ),
+        (
+            ("provider: nova, id: s-1", "provider: novaa, id: s-1"),
+            "resources[1].provider: no provider named 'novaa' (known: feldera, nova, okeanos, qovery)",
+        ),
+        (("name: web-1", "name: dev-eu"), "resources[1].name: 'dev-eu' is used twice"),
+        (
+            (", lambda_instance_id: li-1", ""),
+            "resources[2].lambda_instance_id: required for an ~okeanos application: the lambda instance it runs on",
+        ),
+        (
+            ("confirm_ttl: 5m", "confirm_ttl: soon"),
+            "stops.confirm_ttl: 'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m",
+        ),
+    ],
+)
+def test_each_error_names_key_and_reason(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    """Every kind of mistake is reported with its key path and a reason."""
+    assert change[0] in GOOD
+    assert problems(tmp_path, GOOD.replace(*change, 1)) == [
+        f"{tmp_path / 'stopbot.yaml'}: {expected}"
+    ]
+
+
+def test_invalid_yaml_gives_line_and_column(tmp_path: Path) -> None:
+    """A YAML syntax error says where it is."""
+    [line] = problems(tmp_path, "providers: [\n  {name: x\n")
+    assert line.startswith(f"{tmp_path / 'stopbot.yaml'}: line 3, column 1: invalid YAML:")
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    """A file that is a list, not a mapping, is refused plainly."""
+    assert problems(tmp_path, "- a\n- b\n") == [
+        f"{tmp_path / 'stopbot.yaml'}: the file must be a mapping (providers:, resources:)"
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A missing file says so and how to point at another."""
+    with pytest.raises(ConfigError, match=r"no such file \(set STOPBOT_CONFIG or pass a path\)"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_sample_config_is_valid() -> None:
+    """The built-in sample estate is a valid configuration."""
+    config = parse_config(sample_config("http://127.0.0.1:1"), "sample", env={})
+    assert len(config.resources) == 11
+    assert config.resource("etl").provider == "feldera"
+
+
+def test_check_config_prints_summary_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot check-config` prints a summary and no secret."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    path = write(tmp_path, GOOD)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"{path}: OK",
+        "  providers: 4",
+        "    qovery (qovery): 1 resource(s)",
+        "    nova (openstack): 1 resource(s)",
+        "    okeanos (okeanos): 1 resource(s)",
+        "    feldera (feldera): 1 resource(s)",
+        "  resources: 4",
+    ]
+    assert not any(secret in out for secret in ENV.values())
+
+
+def test_check_config_error_exit_code_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad file exits 2 with the problem on stderr, no traceback."""
+    path = write(tmp_path, yaml.safe_dump({"providers": [{"name": "q", "type": "qovery"}]}))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{path}: providers[0].token: Field required" in err
