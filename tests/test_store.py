@@ -35,8 +35,12 @@ def store(tmp_path: Path, clock: Clock) -> Store:
 
 def new_op(store: Store, **kw: object) -> str:
     fields: dict = {
-        "resource": "dev-eu", "provider": "qovery", "resource_id": "c1",
-        "requested_by": "U1", "source": "slack", **kw,
+        "resource": "dev-eu",
+        "provider": "qovery",
+        "resource_id": "c1",
+        "requested_by": "U1",
+        "source": "slack",
+        **kw,
     }
     op, created = store.create_operation(**fields)
     assert created
@@ -47,8 +51,16 @@ def test_fresh_database_is_at_current_schema_in_wal_mode(tmp_path: Path) -> None
     """A new file gets every table, the current schema version and WAL journaling."""
     store = Store(tmp_path / "a.db")
     assert store.schema_version() == SCHEMA_VERSION
-    assert {"operations", "transitions", "audit", "bot_locks", "approvals", "schedules",
-            "claims", "schema_version"} <= set(store.db.table_names())
+    assert {
+        "operations",
+        "transitions",
+        "audit",
+        "bot_locks",
+        "approvals",
+        "schedules",
+        "claims",
+        "schema_version",
+    } <= set(store.db.table_names())
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -70,7 +82,9 @@ def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match=f"schema version 99, newer than this stopbot knows \\({SCHEMA_VERSION}\\)"):
+    with pytest.raises(
+        StoreError, match=f"schema version 99, newer than this stopbot knows \\({SCHEMA_VERSION}\\)"
+    ):
         Store(tmp_path / "a.db")
 
 
@@ -78,7 +92,7 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     """A file that is not SQLite gives a StoreError naming it, not a raw sqlite3 error."""
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="junk.db"):
+    with pytest.raises(StoreError, match=r"junk\.db"):
         Store(path)
 
 
@@ -91,16 +105,29 @@ def test_create_operation_writes_row_transition_and_audit(store: Store) -> None:
     assert [t.state for t in store.transitions(op_id)] == ["requested"]
     [entry] = store.audit_log()
     assert (entry.actor, entry.action, entry.resource, entry.operation_id) == (
-        "U1", "stop.requested", "dev-eu", op_id)
-    assert entry.detail == {"force": True, "reason": "night", "source": "slack", "state": "requested"}
+        "U1",
+        "stop.requested",
+        "dev-eu",
+        op_id,
+    )
+    assert entry.detail == {
+        "force": True,
+        "reason": "night",
+        "source": "slack",
+        "state": "requested",
+    }
 
 
 def test_idempotency_key_returns_existing_operation(store: Store) -> None:
     """A retried request with the same key creates nothing and returns the first operation."""
     op_id = new_op(store, idempotency_key="slack:trigger-1")
     again, created = store.create_operation(
-        resource="dev-eu", provider="qovery", resource_id="c1", requested_by="U1",
-        source="slack", idempotency_key="slack:trigger-1",
+        resource="dev-eu",
+        provider="qovery",
+        resource_id="c1",
+        requested_by="U1",
+        source="slack",
+        idempotency_key="slack:trigger-1",
     )
     assert (again.id, created) == (op_id, False)
     assert len(store.recent_operations()) == 1
@@ -111,12 +138,14 @@ def test_transition_is_compare_and_set(store: Store, clock: Clock) -> None:
     """A transition applies only from an allowed state; the loser of a race gets None."""
     op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
     clock.now = T0 + dt.timedelta(seconds=5)
-    moved = store.transition(op_id, OpState.SUBMITTING,
-                             allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1")
+    moved = store.transition(
+        op_id, OpState.SUBMITTING, allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1"
+    )
     assert moved is not None and moved.state == OpState.SUBMITTING
     assert moved.updated_at == T0 + dt.timedelta(seconds=5)
-    again = store.transition(op_id, OpState.SUBMITTING,
-                             allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1")
+    again = store.transition(
+        op_id, OpState.SUBMITTING, allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1"
+    )
     assert again is None
     assert [t.state for t in store.transitions(op_id)] == ["awaiting_confirmation", "submitting"]
     assert [e.action for e in store.audit_log()] == ["stop.requested", "stop.submitting"]
@@ -132,9 +161,12 @@ def test_concurrent_transitions_exactly_one_wins(tmp_path: Path) -> None:
 
     def click(s: Store) -> None:
         barrier.wait()
-        results.append(s.transition(op_id, OpState.SUBMITTING,
-                                    allowed_from=[OpState.AWAITING_CONFIRMATION],
-                                    actor="U1") is not None)
+        results.append(
+            s.transition(
+                op_id, OpState.SUBMITTING, allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1"
+            )
+            is not None
+        )
 
     threads = [threading.Thread(target=click, args=(s,)) for s in stores]
     for t in threads:
@@ -148,10 +180,18 @@ def test_final_state_sets_finished_at_and_detail(store: Store, clock: Clock) -> 
     """Reaching a final state records when, and why, for the user."""
     op_id = new_op(store, state=OpState.IN_PROGRESS)
     clock.now = T0 + dt.timedelta(minutes=3)
-    op = store.transition(op_id, OpState.FAILED, allowed_from=[OpState.IN_PROGRESS],
-                          actor="stopbot", detail="STOP_ERROR: nodes did not drain")
+    op = store.transition(
+        op_id,
+        OpState.FAILED,
+        allowed_from=[OpState.IN_PROGRESS],
+        actor="stopbot",
+        detail="STOP_ERROR: nodes did not drain",
+    )
     assert op is not None
-    assert (op.finished_at, op.detail) == (T0 + dt.timedelta(minutes=3), "STOP_ERROR: nodes did not drain")
+    assert (op.finished_at, op.detail) == (
+        T0 + dt.timedelta(minutes=3),
+        "STOP_ERROR: nodes did not drain",
+    )
 
 
 def test_provider_state_recorded_only_when_changed(store: Store) -> None:
@@ -161,14 +201,20 @@ def test_provider_state_recorded_only_when_changed(store: Store) -> None:
     assert not store.record_provider_state(op_id, "STOP_QUEUED", "stopping")
     assert store.record_provider_state(op_id, "STOPPING", "stopping")
     assert [(t.state, t.provider_state) for t in store.transitions(op_id)] == [
-        ("in_progress", None), ("in_progress", "STOP_QUEUED"), ("in_progress", "STOPPING")]
+        ("in_progress", None),
+        ("in_progress", "STOP_QUEUED"),
+        ("in_progress", "STOPPING"),
+    ]
 
 
 def test_operations_in_flight_are_the_tracked_ones(store: Store) -> None:
     """Only submitted, accepted and in-progress operations are resumed at start."""
     ids = {state: new_op(store, state=state) for state in OpState}
     assert {op.id for op in store.operations_in_flight()} == {
-        ids[OpState.SUBMITTING], ids[OpState.ACCEPTED], ids[OpState.IN_PROGRESS]}
+        ids[OpState.SUBMITTING],
+        ids[OpState.ACCEPTED],
+        ids[OpState.IN_PROGRESS],
+    }
 
 
 def test_audit_log_is_append_only(store: Store) -> None:
@@ -220,7 +266,10 @@ def test_delete_lock_is_audited(store: Store) -> None:
     assert store.delete_lock("dev-eu", "U2", forced=True)
     assert not store.delete_lock("dev-eu", "U2")
     assert [(e.actor, e.action, e.detail) for e in store.audit_log()][-1] == (
-        "U2", "lock.removed", {"forced": True})
+        "U2",
+        "lock.removed",
+        {"forced": True},
+    )
 
 
 def test_schedules_round_trip(store: Store) -> None:
