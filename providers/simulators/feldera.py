@@ -1,23 +1,493 @@
-"""PLACEHOLDER: replaced by the real feldera simulator."""
+"""A simulated Feldera API (v0): list, read and stop pipelines, as openapi.json 0.337.0 says.
+
+    GET  /v0/pipelines?selector=all|status|status_with_connectors
+    GET  /v0/pipelines/{pipeline_name}?selector=...
+    POST /v0/pipelines/{pipeline_name}/stop?force=true|false     -> 202
+
+Errors are Feldera ``ErrorResponse`` bodies (``message``, ``error_code``, ``details``); a
+401 has no ``details``. A stop walks the states a real pipeline reports (lifecycle.md):
+
+    force=true                   Running -> Stopping -> Stopped
+    force=false (Enterprise)     Running (desired Suspended) -> Suspended -> Stopping -> Stopped
+    force=false (open source)    501 EnterpriseFeature
+
+one ``step_seconds`` per step, read lazily against the simulator clock. Stopping a pipeline
+that is stopped or stopping already is a no-op 202, as on Feldera: the desired status may
+always become ``Stopped``. A pipeline seeded with ``fail_stop`` stops with its
+``deployment_error`` set, the way a pipeline that hit a fatal error during the stop does.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import hmac
+import uuid
+from typing import Any, Literal, get_args
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from providers.simulators.common import Simulator
+from providers.simulators.common import SimClock, Simulator, Timeline
+
+__all__ = [
+    "DEPLOYMENT_DESIRED_STATUSES",
+    "DEPLOYMENT_STATUSES",
+    "FelderaSeed",
+    "FelderaSimulator",
+    "PipelineSeed",
+]
+
+DeploymentStatus = Literal[
+    "Stopped",
+    "Provisioning",
+    "Unavailable",
+    "Coordination",
+    "Standby",
+    "AwaitingApproval",
+    "Initializing",
+    "Bootstrapping",
+    "ConcurrentBootstrapping",
+    "Synchronizing",
+    "Replaying",
+    "Paused",
+    "Running",
+    "Suspended",
+    "Stopping",
+]
+DesiredStatus = Literal["Stopped", "Unavailable", "Standby", "Paused", "Running", "Suspended"]
+DEPLOYMENT_STATUSES: tuple[str, ...] = get_args(DeploymentStatus)
+DEPLOYMENT_DESIRED_STATUSES: tuple[str, ...] = get_args(DesiredStatus)
+
+# Statuses in which compute is provisioned, i.e. the runtime status shows through
+# (lifecycle.md, "Combined status"). A graceful stop is only possible from these.
+PROVISIONED = frozenset(DEPLOYMENT_STATUSES) - {"Stopped", "Provisioning", "Stopping"}
+STARTING = frozenset(
+    {
+        "Provisioning",
+        "Coordination",
+        "Initializing",
+        "Bootstrapping",
+        "ConcurrentBootstrapping",
+        "Synchronizing",
+        "Replaying",
+    }
+)
+SELECTORS = frozenset({"all", "status", "status_with_connectors"})
+PLATFORM_VERSION = "0.337.0"
+
+
+class DeploymentErrorSeed(BaseModel):
+    """A ``deployment_error`` (an ``ErrorResponse``) a pipeline starts with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    error_code: str = "RunnerError"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSeed(BaseModel):
+    """One pipeline of the seed; everything but ``name`` has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    deployment_status: DeploymentStatus = "Stopped"
+    deployment_desired_status: DesiredStatus | None = Field(
+        default=None, description="None: the one that status naturally has."
+    )
+    deployment_error: DeploymentErrorSeed | None = None
+    description: str = ""
+    program_status: Literal[
+        "Pending",
+        "CompilingSql",
+        "SqlCompiled",
+        "CompilingRust",
+        "Success",
+        "SqlError",
+        "RustError",
+        "SystemError",
+    ] = "Success"
+    storage_status: Literal["Cleared", "InUse", "Clearing"] = "InUse"
+    supports_suspend: bool = Field(
+        default=True, description="False: force=false gets 405 (no storage for a checkpoint)."
+    )
+    fail_stop: bool = Field(default=False, description="The stop ends with deployment_error.")
+    fail_message: str | None = None
+    fail_error_code: str = "RunnerError"
+
+
+class FelderaSeed(BaseModel):
+    """The ``feldera`` section of the simulators' seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str | None = Field(default=None, description="None: no authentication.")
+    step_seconds: float = Field(default=3.0, gt=0)
+    enterprise: bool = Field(default=False, description="False: force=false answers 501.")
+    pipelines: list[PipelineSeed] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FelderaSeed:
+        names = [p.name for p in self.pipelines]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate pipeline name(s): {', '.join(duplicates)}")
+        return self
+
+
+def _natural_desired(status: str) -> str:
+    if status in {"Stopped", "Stopping", "Suspended"}:
+        return "Stopped"
+    if status in {"Paused", "Standby"}:
+        return status
+    return "Running"
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _error(status: int, message: str, code: str, details: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"message": message, "error_code": code, "details": details}, status)
+
+
+class _Pipeline:
+    """One pipeline's state: its status and desired status as timelines on the sim clock."""
+
+    def __init__(self, seed: PipelineSeed, now: float, step: float) -> None:
+        self.seed = seed
+        self.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"feldera-sim:{seed.name}"))
+        self.deployment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"feldera-sim-run:{seed.name}"))
+        self.created_at = now
+        desired = seed.deployment_desired_status or _natural_desired(seed.deployment_status)
+        self.status = Timeline(seed.deployment_status, at=now)
+        self.desired = Timeline(desired, at=now)
+        self.status_since: dict[str, float] = {seed.deployment_status: now}
+        self.desired_since: dict[str, float] = {desired: now}
+        self.error: DeploymentErrorSeed | None = seed.deployment_error
+        self.error_at = now
+        self.fail_stop = seed.fail_stop
+        self.fail_message = seed.fail_message
+        self.move_on(now, step)
+
+    def move_on(self, now: float, step: float) -> None:
+        """Plan where a transitional status goes by itself, as it would on Feldera."""
+        status, desired = self.status.state(now), self.desired.state(now)
+        if status == "Stopping":
+            self.plan(now, [("Stopped", "Stopped", step)])
+        elif status == "Suspended":
+            self.plan(now, [("Stopping", "Stopped", step), ("Stopped", "Stopped", step)])
+        elif status in STARTING and desired in PROVISIONED:
+            self.plan(now, [(desired, desired, step)])
+
+    def plan(self, now: float, steps: list[tuple[str, str, float]]) -> None:
+        """From ``now``: each step is (status, desired status, seconds after the previous)."""
+        at, status, desired = now, self.status.state(now), self.desired.state(now)
+        self.status.plan(now, [(s, delay) for s, _, delay in steps])
+        self.desired.plan(now, [(d, delay) for _, d, delay in steps])
+        for new_status, new_desired, delay in steps:
+            at += delay
+            if new_status != status:
+                self.status_since[new_status] = at
+            if new_desired != desired:
+                self.desired_since[new_desired] = at
+            status, desired = new_status, new_desired
+
+    def fail(self, at: float) -> None:
+        message = self.fail_message or (
+            f"Pipeline {self.seed.name} encountered a fatal error while stopping"
+        )
+        self.error = DeploymentErrorSeed(
+            message=message, error_code=self.seed.fail_error_code, details={}
+        )
+        self.error_at = at
+
+    def current_error(self, now: float) -> DeploymentErrorSeed | None:
+        return self.error if self.error is not None and now >= self.error_at else None
+
+    def info(self, now: float, selector: str) -> dict[str, Any]:
+        """``PipelineSelectedInfo`` with the fields ``selector`` includes."""
+        status = self.status.state(now)
+        desired = self.desired.state(now)
+        provisioned = status in PROVISIONED
+        resources = "Provisioned" if provisioned else status
+        resources_desired = "Stopped" if desired == "Stopped" else "Provisioned"
+        error = self.current_error(now)
+        deployed = status not in {"Stopped", "Stopping"}
+        status_since = _iso(self.status_since.get(status, self.created_at))
+        desired_since = _iso(self.desired_since.get(desired, self.created_at))
+        body: dict[str, Any] = {
+            "id": self.id,
+            "name": self.seed.name,
+            "description": self.seed.description,
+            "tags": [],
+            "created_at": _iso(self.created_at),
+            "version": 1,
+            "platform_version": PLATFORM_VERSION,
+            "program_version": 1,
+            "program_status": self.seed.program_status,
+            "program_status_since": _iso(self.created_at),
+            "refresh_version": 1,
+            "storage_status": "InUse" if status != "Stopped" else self.seed.storage_status,
+            "storage_status_details": None,
+            "deployment_error": error.model_dump() if error else None,
+            "deployment_id": self.deployment_id if deployed else None,
+            "deployment_initial": "Running" if deployed else None,
+            "deployment_status": status,
+            "deployment_status_since": status_since,
+            "deployment_desired_status": desired,
+            "deployment_desired_status_since": desired_since,
+            "deployment_resources_status": resources,
+            "deployment_resources_status_details": None,
+            "deployment_resources_status_since": status_since,
+            "deployment_resources_desired_status": resources_desired,
+            "deployment_resources_desired_status_since": desired_since,
+            "deployment_runtime_status": status if provisioned else None,
+            "deployment_runtime_status_details": None,
+            "deployment_runtime_status_since": status_since if provisioned else None,
+            "deployment_runtime_desired_status": (
+                desired if resources_desired == "Provisioned" else None
+            ),
+            "deployment_runtime_desired_status_since": (
+                desired_since if resources_desired == "Provisioned" else None
+            ),
+        }
+        if selector == "status_with_connectors":
+            body["connectors"] = None
+        if selector == "all":
+            body.update(
+                program_code="CREATE TABLE events (id INT);",
+                udf_rust="",
+                udf_toml="",
+                program_config={"profile": "optimized", "cache": True},
+                runtime_config={"workers": 8},
+                program_info=None,
+                program_error={
+                    "sql_compilation": None,
+                    "rust_compilation": None,
+                    "system_error": None,
+                },
+            )
+        return body
 
 
 class FelderaSimulator(Simulator):
+    """The Feldera pipeline-manager API, for the pipelines of one instance."""
+
     name = "feldera"
 
-    def app(self) -> ASGIApp:
-        return Starlette()
+    def __init__(self, clock: SimClock) -> None:
+        super().__init__(clock)
+        self.config = FelderaSeed()
+        self.pipelines: dict[str, _Pipeline] = {}
 
     def seed(self, data: dict[str, Any]) -> None:
-        self.data = data
+        config = FelderaSeed.model_validate(data)
+        with self.lock:
+            now = self.now()
+            self.config = config
+            self.pipelines = {
+                p.name: _Pipeline(p, now, config.step_seconds) for p in config.pipelines
+            }
 
     def snapshot(self) -> dict[str, Any]:
-        return {}
+        with self.lock:
+            now = self.now()
+            return {
+                "auth_required": self.config.api_key is not None,
+                "enterprise": self.config.enterprise,
+                "step_seconds": self.config.step_seconds,
+                "pipelines": [
+                    {
+                        "name": p.seed.name,
+                        "deployment_status": p.status.state(now),
+                        "deployment_desired_status": p.desired.state(now),
+                        "deployment_error": (
+                            e.model_dump() if (e := p.current_error(now)) else None
+                        ),
+                        "settled": p.status.settled(now),
+                        "fail_stop": p.fail_stop,
+                    }
+                    for p in self.pipelines.values()
+                ],
+            }
+
+    # Test helpers: poke a pipeline without going through HTTP.
+
+    def set_status(self, name: str, status: str, desired: str | None = None) -> None:
+        """Jump ``name`` to ``status`` now, as if seeded so: a transitional one moves on."""
+        if status not in DEPLOYMENT_STATUSES:
+            raise ValueError(f"unknown deployment status {status!r}")
+        with self.lock:
+            pipeline = self.pipelines[name]
+            now = self.now()
+            pipeline.plan(now, [(status, desired or _natural_desired(status), 0.0)])
+            pipeline.move_on(now, self.config.step_seconds)
+
+    def set_fail_stop(self, name: str, message: str | None = None, *, fail: bool = True) -> None:
+        """Make the next stop of ``name`` end with ``deployment_error`` (or not)."""
+        with self.lock:
+            pipeline = self.pipelines[name]
+            pipeline.fail_stop = fail
+            pipeline.fail_message = message
+
+    def set_deployment_error(self, name: str, message: str | None) -> None:
+        """Set or clear (None) ``deployment_error``, as ``/dismiss_error`` would."""
+        with self.lock:
+            pipeline = self.pipelines[name]
+            pipeline.error = (
+                DeploymentErrorSeed(message=message, error_code="RunnerError")
+                if message is not None
+                else None
+            )
+            pipeline.error_at = self.now()
+
+    def app(self) -> ASGIApp:
+        return Starlette(
+            routes=[
+                Route("/v0/pipelines", self._list, methods=["GET"]),
+                Route("/v0/pipelines/{pipeline_name}", self._get, methods=["GET"]),
+                Route("/v0/pipelines/{pipeline_name}/stop", self._stop, methods=["POST"]),
+            ]
+        )
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        """Feldera's 401: an ``ErrorResponse`` without ``details``."""
+        api_key = self.config.api_key
+        if api_key is None:
+            return None
+        header = request.headers.get("authorization")
+        if header is None:
+            message = "Unauthorized: missing Authorization header (expected 'Bearer <API key>')"
+        else:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), api_key.encode()):
+                return None
+            message = "Unauthorized: the API key or token is not valid"
+        return JSONResponse({"message": message, "error_code": "Unauthorized"}, 401)
+
+    @staticmethod
+    def _selector(request: Request) -> str | Response:
+        selector = request.query_params.get("selector", "all")
+        if selector not in SELECTORS:
+            # actix answers a bad query itself, without a Feldera error body.
+            return PlainTextResponse(
+                f"Query deserialize error: unknown variant `{selector}`", status_code=400
+            )
+        return selector
+
+    @staticmethod
+    def _unknown(name: str) -> JSONResponse:
+        return _error(
+            404, f"Unknown pipeline name '{name}'", "UnknownPipelineName", {"pipeline_name": name}
+        )
+
+    async def _list(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        selector = self._selector(request)
+        if isinstance(selector, Response):
+            return selector
+        with self.lock:
+            now = self.now()
+            body = [p.info(now, selector) for p in self.pipelines.values()]
+        return JSONResponse(body)
+
+    async def _get(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        selector = self._selector(request)
+        if isinstance(selector, Response):
+            return selector
+        name = request.path_params["pipeline_name"]
+        with self.lock:
+            pipeline = self.pipelines.get(name)
+            if pipeline is None:
+                return self._unknown(name)
+            return JSONResponse(pipeline.info(self.now(), selector))
+
+    async def _stop(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        raw_force = request.query_params.get("force", "false")
+        if raw_force not in {"true", "false"}:
+            return PlainTextResponse(
+                f"Query deserialize error: invalid value `{raw_force}` for `force`",
+                status_code=400,
+            )
+        force = raw_force == "true"
+        name = request.path_params["pipeline_name"]
+        with self.lock:
+            pipeline = self.pipelines.get(name)
+            if pipeline is None:
+                return self._unknown(name)
+            if not force and not self.config.enterprise:
+                return _error(
+                    501,
+                    "The feature 'stop?force=false' is only available in the Enterprise edition"
+                    " of Feldera.",
+                    "EnterpriseFeature",
+                    {"feature": "stop?force=false"},
+                )
+            now = self.now()
+            status = pipeline.status.state(now)
+            desired = pipeline.desired.state(now)
+            if status == "Stopped" or (desired == "Stopped" and (force or status == "Stopping")):
+                # Stopped, or a forced stop under way: nothing changes, still accepted.
+                return JSONResponse("Pipeline is forcefully stopping", 202)
+            if force or status not in PROVISIONED:
+                self._plan_forced(pipeline, now)
+                return JSONResponse("Pipeline is forcefully stopping", 202)
+            if desired == "Suspended" or status == "Suspended":
+                return JSONResponse("Pipeline is suspending", 202)
+            if not pipeline.seed.supports_suspend:
+                reason = (
+                    "this pipeline does not support the suspend action for the following "
+                    "reason(s):\n    - Storage must be configured"
+                )
+                return _error(
+                    405,
+                    f"Unsupported pipeline action 'suspend': {reason}",
+                    "UnsupportedPipelineAction",
+                    {"action": "suspend", "reason": reason},
+                )
+            self._plan_graceful(pipeline, now, status)
+            return JSONResponse("Pipeline is suspending", 202)
+
+    def _plan_forced(self, pipeline: _Pipeline, now: float) -> None:
+        step = self.config.step_seconds
+        pipeline.plan(now, [("Stopping", "Stopped", 0.0), ("Stopped", "Stopped", step)])
+        if pipeline.fail_stop:
+            pipeline.fail(now)
+
+    def _plan_graceful(self, pipeline: _Pipeline, now: float, status: str) -> None:
+        """Checkpoint for a step while still reporting ``status``, then suspend and stop.
+
+        A failing suspend is forcefully stopped with the error set (stop endpoint docs).
+        """
+        step = self.config.step_seconds
+        if pipeline.fail_stop:
+            pipeline.plan(
+                now,
+                [
+                    (status, "Suspended", 0.0),
+                    ("Stopping", "Stopped", step),
+                    ("Stopped", "Stopped", step),
+                ],
+            )
+            pipeline.fail(now + step)
+            return
+        pipeline.plan(
+            now,
+            [
+                (status, "Suspended", 0.0),
+                ("Suspended", "Stopped", step),
+                ("Stopping", "Stopped", step),
+                ("Stopped", "Stopped", step),
+            ],
+        )

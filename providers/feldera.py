@@ -1,0 +1,330 @@
+"""Feldera pipelines: stop a pipeline, read its deployment status, list an instance's pipelines.
+
+Implements the Feldera REST API v0 (https://docs.feldera.com/api/): ``POST
+/v0/pipelines/{name}/stop``, ``GET /v0/pipelines/{name}?selector=status`` and ``GET
+/v0/pipelines?selector=status``, with ``Authorization: Bearer <API key>``. A pipeline is
+named by its user-given name, which is its resource id here.
+
+The lifecycle reference (docs.feldera.com ``pipelines/lifecycle.md``) shapes three choices:
+
+* ``/stop`` is asynchronous: it sets a desired status and answers 202. A pipeline whose
+  desired status is already ``Stopped`` or ``Suspended`` is stopping even while its
+  ``deployment_status`` still reads ``Running``, so the phase follows the desired status.
+* Stopping a stopped pipeline is not an error on Feldera's side (the desired status may
+  always become ``Stopped``), so "already stopped" is told by reading the status first.
+* ``force=false`` (the server's default, a graceful stop with a final checkpoint) exists
+  only in the Enterprise edition: the open-source one answers 501 ``EnterpriseFeature``.
+  The client always sends ``force`` explicitly, and turns that 501 into advice to force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from providers.base import (
+    DiscoveredResource,
+    Phase,
+    Provider,
+    ProviderConfigBase,
+    Resource,
+    ResourceStatus,
+    StopAccepted,
+)
+from providers.errors import (
+    AlreadyStoppedError,
+    ConflictError,
+    InvalidRequestError,
+    ProviderError,
+    UnsupportedError,
+)
+from providers.http import ApiClient, ErrorDetails, HttpSettings
+
+__all__ = [
+    "FORCE_ADVICE",
+    "FelderaConfig",
+    "FelderaProvider",
+    "IllegalPipelineActionError",
+    "map_deployment_status",
+    "parse_feldera_error",
+]
+
+# Combined statuses of the current API (``CombinedStatus`` in openapi.json 0.337.0), grouped
+# by the phase they mean for a pipeline nobody asked to stop.
+SETTLED_RUNNING = frozenset({"Running", "Paused", "Standby", "AwaitingApproval"})
+STARTING = frozenset(
+    {
+        "Provisioning",
+        "Coordination",
+        "Initializing",
+        "Bootstrapping",
+        "ConcurrentBootstrapping",
+        "Synchronizing",
+        "Replaying",
+    }
+)
+# ``Suspending`` is the pre-0.149 status of a graceful stop; ``ShuttingDown``/``Shutdown``/
+# ``Failed`` are older still (the REST tutorial's ``/shutdown``). Kept so old servers map too.
+STOPPING = frozenset({"Stopping", "Suspended", "Suspending", "ShuttingDown"})
+STOPPED = frozenset({"Stopped", "Shutdown"})
+FAILED = frozenset({"Failed"})
+UNAVAILABLE = "Unavailable"
+# Desired statuses that mean a /stop was accepted: ``Suspended`` for force=false.
+STOP_DESIRED = frozenset({"Stopped", "Suspended"})
+
+FORCE_ADVICE = (
+    "This Feldera edition cannot stop a pipeline gracefully (with a final checkpoint): "
+    "use a forced stop instead."
+)
+
+
+class FelderaConfig(ProviderConfigBase):
+    """A Feldera instance in ``stopbot.yaml``.
+
+    ``token`` is an API key (``apikey:...``); None for a local instance without
+    authentication.
+    """
+
+    type: Literal["feldera"] = "feldera"
+    base_url: str = Field(min_length=1, pattern=r"^https?://", description="e.g. http://h:8080")
+    token: SecretStr | None = None
+
+
+class IllegalPipelineActionError(ConflictError, InvalidRequestError):
+    """400 ``IllegalPipelineAction``: the pipeline's current status forbids the action.
+
+    Feldera sends it as a 400, but it means the pipeline is busy (e.g. still stopping), so
+    it is a :class:`ConflictError` for the bot as well as an invalid request.
+    """
+
+
+class _DeploymentError(BaseModel):
+    """``deployment_error``: an ``ErrorResponse`` kept after the pipeline stopped on an error."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str
+    error_code: str | None = None
+    details: Any = None
+
+
+class _PipelineStatus(BaseModel):
+    """The fields of ``PipelineSelectedInfo`` (``selector=status``) the bot reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    deployment_status: str
+    deployment_desired_status: str | None = None
+    deployment_error: _DeploymentError | None = None
+
+
+def parse_feldera_error(response: httpx.Response) -> ErrorDetails:
+    """The ``message`` and ``error_code`` of a Feldera ``ErrorResponse`` body.
+
+    Proxies and the HTTP server itself may answer without one (openapi.json, "Request
+    outcome expectations"): their text, or the reason phrase, is the message then.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        code = body.get("error_code")
+        return ErrorDetails(message=body["message"], code=code if isinstance(code, str) else None)
+    text = response.text.strip()
+    return ErrorDetails(message=text[:500] or response.reason_phrase or "no details")
+
+
+def map_deployment_status(
+    status: str, desired: str | None = None, error: str | None = None
+) -> tuple[Phase, bool]:
+    """The common phase of a ``deployment_status``, and whether it is terminal.
+
+    :param desired: ``deployment_desired_status``; ``Stopped``/``Suspended`` while the pipeline
+        still reads as running means a stop is under way.
+    :param error: ``deployment_error``'s message; a pipeline stopped with one has failed.
+    """
+    if status in STOPPED:
+        return (Phase.FAILED if error else Phase.STOPPED), True
+    if status in FAILED:
+        return Phase.FAILED, True
+    if status in STOPPING:
+        return Phase.STOPPING, False
+    if status in SETTLED_RUNNING or status in STARTING or status == UNAVAILABLE:
+        if desired in STOP_DESIRED:
+            return Phase.STOPPING, False
+        if status == UNAVAILABLE:
+            return Phase.UNKNOWN, False
+        return Phase.RUNNING, status in SETTLED_RUNNING
+    # A status a newer server added: keep polling, never guess it settled.
+    return Phase.UNKNOWN, False
+
+
+class FelderaProvider(Provider):
+    """One Feldera instance (open-source or Enterprise)."""
+
+    type: ClassVar[str] = "feldera"
+    supports_force: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        config: FelderaConfig,
+        *,
+        http: HttpSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(config.name)
+        headers = {}
+        if config.token is not None:
+            headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
+        self._api = ApiClient(
+            config.name,
+            config.base_url,
+            settings=http,
+            headers=headers,
+            parse_error=parse_feldera_error,
+            transport=transport,
+        )
+
+    async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
+        """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
+
+        Feldera accepts a stop of a stopped pipeline as a no-op, so the status is read first
+        to report :class:`AlreadyStoppedError`. A stop already under way is not sent again,
+        unless ``force`` asks to cut a graceful one short.
+        """
+        current = await self.status(resource)
+        if current.state in STOPPED or current.state in FAILED:
+            detail = f": {current.message}" if current.message else ""
+            raise AlreadyStoppedError(
+                self.name, f"pipeline {resource.id!r} is already {current.state}{detail}"
+            )
+        if current.phase is Phase.STOPPING and not force:
+            return StopAccepted(
+                provider=self.name,
+                resource_id=resource.id,
+                status=current,
+                message=f"pipeline {resource.id!r} is already stopping",
+            )
+        try:
+            response = await self._api.request(
+                "POST",
+                f"{self._path(resource)}/stop",
+                params={"force": "true" if force else "false"},
+                ok=(202,),
+            )
+        except ProviderError as error:
+            refined = self._refine(error, force=force)
+            if refined is error:
+                raise
+            raise refined from error
+        return StopAccepted(
+            provider=self.name, resource_id=resource.id, message=_accepted_message(response)
+        )
+
+    async def status(self, resource: Resource) -> ResourceStatus:
+        response = await self._api.request(
+            "GET", self._path(resource), params={"selector": "status"}
+        )
+        return self._to_status(self._parse(self._json(response)))
+
+    async def statuses(self, resources: Sequence[Resource]) -> dict[str, ResourceStatus]:
+        """One ``GET /v0/pipelines?selector=status`` for every pipeline of the instance."""
+        wanted = {r.id for r in resources}
+        if not wanted:
+            return {}
+        return {p.name: self._to_status(p) for p in await self._list_statuses() if p.name in wanted}
+
+    async def list(self) -> list[DiscoveredResource]:
+        """Every pipeline of the instance, whatever its status (one call)."""
+        statuses = [self._to_status(p) for p in await self._list_statuses()]
+        return [
+            DiscoveredResource(
+                provider=self.name,
+                id=s.resource_id,
+                name=s.resource_id,
+                state=s.state,
+                phase=s.phase,
+            )
+            for s in statuses
+        ]
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+
+    async def _list_statuses(self) -> Sequence[_PipelineStatus]:
+        response = await self._api.request("GET", "/v0/pipelines", params={"selector": "status"})
+        body = self._json(response)
+        if not isinstance(body, list):
+            raise ProviderError(self.name, "the pipeline list is not a JSON array")
+        return [self._parse(item) for item in body]
+
+    @staticmethod
+    def _path(resource: Resource) -> str:
+        return f"/v0/pipelines/{quote(resource.id, safe='')}"
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProviderError(self.name, "the answer is not JSON") from exc
+
+    def _parse(self, data: Any) -> _PipelineStatus:
+        try:
+            return _PipelineStatus.model_validate(data)
+        except ValidationError as exc:
+            raise ProviderError(
+                self.name, f"unexpected pipeline status answer: {exc.error_count()} error(s)"
+            ) from exc
+
+    def _to_status(self, pipeline: _PipelineStatus) -> ResourceStatus:
+        message = pipeline.deployment_error.message if pipeline.deployment_error else None
+        phase, terminal = map_deployment_status(
+            pipeline.deployment_status, pipeline.deployment_desired_status, message
+        )
+        return ResourceStatus(
+            provider=self.name,
+            resource_id=pipeline.name,
+            state=pipeline.deployment_status,
+            phase=phase,
+            terminal=terminal,
+            message=message,
+        )
+
+    def _refine(self, error: ProviderError, *, force: bool) -> ProviderError:
+        """Feldera's error codes say more than the HTTP status: give the bot the better class."""
+        kwargs: dict[str, Any] = {
+            "status_code": error.status_code,
+            "code": error.code,
+            "retry_after": error.retry_after,
+        }
+        if error.code == "IllegalPipelineAction":
+            return IllegalPipelineActionError(self.name, error.message, **kwargs)
+        graceful_refused = isinstance(error, UnsupportedError) or (
+            error.code == "UnsupportedPipelineAction"
+        )
+        if graceful_refused and not force:
+            return UnsupportedError(self.name, _sentence(error.message, FORCE_ADVICE), **kwargs)
+        if error.code == "UnsupportedPipelineAction":
+            return UnsupportedError(self.name, error.message, **kwargs)
+        return error
+
+
+def _sentence(message: str, advice: str) -> str:
+    message = message.rstrip()
+    stop = "" if message.endswith((".", "!", "?")) else "."
+    return f"{message}{stop} {advice}"
+
+
+def _accepted_message(response: httpx.Response) -> str | None:
+    """Feldera answers 202 with a JSON string ("Pipeline is forcefully stopping"), or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, str) else None
