@@ -36,7 +36,6 @@ from providers.base import (
     StopAccepted,
 )
 from providers.errors import (
-    AlreadyStoppedError,
     ConflictError,
     InvalidRequestError,
     ProviderError,
@@ -194,23 +193,11 @@ class FelderaProvider(Provider):
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
 
-        Feldera accepts a stop of a stopped pipeline as a no-op, so the status is read first
-        to report :class:`AlreadyStoppedError`. A stop already under way is not sent again,
-        unless ``force`` asks to cut a graceful one short.
+        The POST goes out as is, with no status read first: Feldera takes a stop of a
+        stopped or stopping pipeline as a no-op 202 (the desired status can always
+        become Stopped), so sending it cannot do harm, and the bot has read the status
+        already when it showed the confirmation.
         """
-        current = await self.status(resource)
-        if current.state in STOPPED or current.state in FAILED:
-            detail = f": {current.message}" if current.message else ""
-            raise AlreadyStoppedError(
-                self.name, f"pipeline {resource.id!r} is already {current.state}{detail}"
-            )
-        if current.phase is Phase.STOPPING and not force:
-            return StopAccepted(
-                provider=self.name,
-                resource_id=resource.id,
-                status=current,
-                message=f"pipeline {resource.id!r} is already stopping",
-            )
         try:
             response = await self._api.request(
                 "POST",

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from providers.base import Phase, Resource, StopAccepted
 from providers.errors import (
-    AlreadyStoppedError,
     AuthError,
     ConflictError,
     InvalidRequestError,
@@ -207,7 +206,7 @@ async def test_graceful_stop_on_open_source_tells_to_force(
         f"Feldera. {FORCE_ADVICE}"
     )
     assert (caught.value.status_code, caught.value.code) == (501, "EnterpriseFeature")
-    assert counting.methods() == ["GET", "POST"]
+    assert counting.methods() == ["POST"]
     assert (await provider.status(pipeline("etl"))).state == "Running"
 
 
@@ -225,36 +224,24 @@ async def test_stop_sends_force_explicitly(
     assert counting.requests[-1] == ("POST", "/feldera/v0/pipelines/etl/stop", {"force": sent})
 
 
-async def test_already_stopped_pipeline_is_reported_without_a_stop(
+async def test_stop_of_a_stopped_pipeline_is_a_no_op_202(
     provider: FelderaProvider, counting: CountingTransport
 ) -> None:
-    """A Stopped pipeline raises AlreadyStoppedError, read from its status; no POST is sent."""
-    with pytest.raises(AlreadyStoppedError) as caught:
-        await provider.stop(pipeline("archive"), force=True)
-    assert caught.value.message == "pipeline 'archive' is already Stopped"
-    assert counting.methods() == ["GET"]
+    """Feldera takes a stop of a Stopped pipeline as a no-op: accepted, one POST, still Stopped."""
+    accepted = await provider.stop(pipeline("archive"), force=True)
+    assert accepted.resource_id == "archive"
+    assert counting.methods() == ["POST"]
+    assert (await provider.status(pipeline("archive"))).state == "Stopped"
 
 
-async def test_already_failed_pipeline_is_already_stopped(
-    sims: SimulatorServer, provider: FelderaProvider
-) -> None:
-    """A pipeline stopped on an error is already stopped too, and the error is named."""
-    simulator(sims).set_deployment_error("archive", "worker crashed")
-    with pytest.raises(AlreadyStoppedError) as caught:
-        await provider.stop(pipeline("archive"), force=True)
-    assert caught.value.message == "pipeline 'archive' is already Stopped: worker crashed"
-
-
-async def test_stop_of_a_stopping_pipeline_is_not_sent_again(
+async def test_stop_of_a_stopping_pipeline_is_accepted(
     sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
 ) -> None:
-    """A pipeline already stopping is accepted as is, without a second /stop."""
+    """A stop sent to a pipeline already stopping is accepted, with no status read first."""
     simulator(sims).set_status("etl", "Stopping")
-    accepted = await provider.stop(pipeline("etl"))
-    assert accepted.message == "pipeline 'etl' is already stopping"
-    assert accepted.status is not None
-    assert accepted.status.state == "Stopping"
-    assert counting.methods() == ["GET"]
+    await provider.stop(pipeline("etl"), force=True)
+    assert counting.methods() == ["POST"]
+    assert (await provider.status(pipeline("etl"))).phase is Phase.STOPPING
 
 
 async def test_forced_stop_cuts_a_graceful_one_short(
@@ -407,7 +394,7 @@ async def test_stop_retried_after_503_with_retry_after(
         Fault(api="feldera", kind="status", method="POST", status=503, retry_after=1, count=1)
     )
     await provider.stop(pipeline("etl"), force=True)
-    assert counting.methods() == ["GET", "POST", "POST"]
+    assert counting.methods() == ["POST", "POST"]
     assert (await provider.status(pipeline("etl"))).state == "Stopping"
 
 
@@ -427,7 +414,7 @@ async def test_stop_not_retried_on_dropped_connection(
     sims.hub.faults.add(Fault(api="feldera", kind="drop", method="POST", count=None))
     with pytest.raises(UnavailableError):
         await provider.stop(pipeline("etl"), force=True)
-    assert counting.methods() == ["GET", "POST"]
+    assert counting.methods() == ["POST"]
 
 
 async def test_status_retried_on_dropped_connection(
