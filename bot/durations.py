@@ -29,7 +29,7 @@ def parse_duration(text: str) -> dt.timedelta:
 
 def format_duration(delta: dt.timedelta) -> str:
     """90 minutes → ``"1h 30m"``; under a minute, seconds."""
-    total = int(delta.total_seconds())
+    total = round(delta.total_seconds())
     if total < 60:
         return f"{max(total, 0)}s"
     parts = []

@@ -312,9 +312,11 @@ async def test_lock_without_ttl_never_expires(
 
 
 async def test_lock_lapses_after_its_ttl(qovery: QoveryProvider, sims: SimulatorServer) -> None:
-    """Once ttl_in_days has passed, Qovery reports no lock and the stop is accepted."""
+    """Past ttl_in_days the lock is still reported, but expired, and the stop is accepted."""
     sims.hub.clock.advance(3 * 86400 + 1)
-    assert await qovery.lock(cluster(STAGING)) is None
+    lock = await qovery.lock(cluster(STAGING))
+    sim_now = dt.datetime.fromtimestamp(sims.hub.clock.now(), dt.UTC)
+    assert lock is not None and lock.owner == "Alice Martin" and lock.is_expired(sim_now)
     accepted = await qovery.stop(cluster(STAGING))
     assert accepted.status is not None
     assert accepted.status.state == "STOP_QUEUED"

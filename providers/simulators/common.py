@@ -25,18 +25,31 @@ __all__ = ["Fault", "FaultMiddleware", "Faults", "SimClock", "Simulator", "Timel
 
 
 class SimClock:
-    """Wall-clock seconds plus an offset that tests advance."""
+    """Wall-clock seconds plus an offset that tests advance; frozen, only ``advance`` moves it."""
 
     def __init__(self) -> None:
         self._offset = 0.0
+        self._frozen_at: float | None = None
         self._lock = threading.Lock()
 
     def now(self) -> float:
-        return time.time() + self._offset
+        base = self._frozen_at if self._frozen_at is not None else time.time()
+        return base + self._offset
 
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._offset += seconds
+
+    def freeze(self) -> None:
+        """Stop following the wall clock, so tests see exact durations."""
+        with self._lock:
+            self._frozen_at = time.time()
+
+    def reset(self) -> None:
+        """Back to the wall clock, with no offset."""
+        with self._lock:
+            self._offset = 0.0
+            self._frozen_at = None
 
 
 class Timeline:

@@ -297,13 +297,15 @@ class QoverySimulator(Simulator):
             self._clusters[cluster_id].timeline.set(self.now(), state)
 
     def _active_lock(self, cluster: _Cluster, now_dt: dt.datetime) -> _Lock | None:
-        # A lock whose TTL ran out is gone, as if Qovery had removed it.
+        """The lock that still holds: one past its TTL no longer blocks a stop."""
         if cluster.lock is not None and not cluster.lock.active(now_dt):
-            cluster.lock = None
+            return None
         return cluster.lock
 
     def _lock_json(self, cluster: _Cluster, now_dt: dt.datetime) -> dict[str, Any] | None:
-        lock = self._active_lock(cluster, now_dt)
+        # A lock past its TTL is still reported (the spec says nothing of Qovery removing
+        # it), so clients must judge staleness from locked_at + ttl_in_days themselves.
+        lock = cluster.lock
         if lock is None:
             return None
         body: dict[str, Any] = {

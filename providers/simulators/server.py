@@ -65,6 +65,7 @@ class SimulatorHub:
 
     def reset(self) -> None:
         self.faults.clear()
+        self.clock.reset()
         self.seed(self.initial_seed)
 
     def state(self) -> dict[str, Any]:

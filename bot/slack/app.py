@@ -1,0 +1,365 @@
+"""The Slack face: a Bolt ``AsyncApp`` whose listeners translate Slack to the workflow.
+
+Every listener acks first (Slack gives three seconds) and does provider work after,
+answering through the ``response_url``. Bolt verifies each request's signature and
+timestamp before any listener runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import StopbotConfig, UnknownResourceError
+from bot.models import Actor, Operation
+from bot.slack import commands, views
+from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
+from bot.store import Store
+from bot.workflow import ProgressListener, StopService
+from providers.base import Provider, ProviderLock, Resource, ResourceStatus
+from providers.errors import ProviderError
+
+__all__ = ["SlackBot", "make_client"]
+
+log = logging.getLogger(__name__)
+
+Respond = Callable[..., Awaitable[Any]]
+INVITE_NOTE = (
+    "Stopbot is not a member of this channel, so progress is shown here only to you. "
+    "Invite it with `/invite @Stopbot` to post progress for everyone."
+)
+NO_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+
+
+def make_client(token: str, base_url: str | None = None) -> AsyncWebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
+    kwargs: dict[str, Any] = {"token": token}
+    if base_url:
+        kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
+    client = AsyncWebClient(**kwargs)
+    client.retry_handlers.extend(
+        [AsyncRateLimitErrorRetryHandler(max_retry_count=3), AsyncConnectionErrorRetryHandler()]
+    )
+    return client
+
+
+def _guarded(
+    func: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """Whatever goes wrong inside a listener, the user gets words, not silence or a trace."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            await func(*args, **kwargs)
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("listener failed", extra={"ref": ref})
+            respond: Respond | None = kwargs.get("respond")
+            if respond is not None:
+                text = (
+                    f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
+                    "Nothing was stopped by this request; try again, or tell your Stopbot admin."
+                )
+                try:
+                    await respond(text=text, response_type="ephemeral", replace_original=False)
+                except Exception:
+                    log.exception("could not tell the user about failure %s", ref)
+
+    return wrapper
+
+
+class SlackBot:
+    """The Bolt app and what its listeners need."""
+
+    def __init__(
+        self,
+        config: StopbotConfig,
+        store: Store,
+        providers: dict[str, Provider],
+        service: StopService,
+        *,
+        token: str,
+        signing_secret: str | None,
+        api_url: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.providers = providers
+        self.service = service
+        self.client = make_client(token, api_url)
+        # Socket Mode requests come over the app-token websocket and carry no signature;
+        # every HTTP request is verified.
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=signing_secret or "",
+            request_verification_enabled=signing_secret is not None,
+        )
+        self._names: dict[str, tuple[float, frozenset[str]]] = {}
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        service.policy.group_members = self.group_members
+        self._register()
+
+    # -- identities -----------------------------------------------------------------
+
+    async def actor(self, user_id: str) -> Actor:
+        """The user, with the names a provider lock may carry (real and display name)."""
+        cached = self._names.get(user_id)
+        if cached and time.monotonic() - cached[0] < 600:
+            return Actor(id=user_id, names=cached[1])
+        names: set[str] = set()
+        try:
+            info = await self.client.users_info(user=user_id)
+            user = info.get("user") or {}
+            profile = user.get("profile") or {}
+            for name in (
+                user.get("real_name"),
+                profile.get("real_name"),
+                profile.get("display_name"),
+                user.get("name"),
+            ):
+                if name:
+                    names.add(str(name))
+        except SlackApiError as exc:
+            log.warning(
+                "users.info failed", extra={"user": user_id, "error": exc.response.get("error")}
+            )
+        frozen = frozenset(names)
+        self._names[user_id] = (time.monotonic(), frozen)
+        return Actor(id=user_id, names=frozen)
+
+    async def group_members(self, group: str) -> frozenset[str]:
+        cached = self._groups.get(group)
+        if cached and time.monotonic() - cached[0] < 300:
+            return cached[1]
+        try:
+            response = await self.client.usergroups_users_list(usergroup=group)
+            members = frozenset(response.get("users") or [])
+        except SlackApiError as exc:
+            log.warning(
+                "usergroups.users.list failed",
+                extra={"group": group, "error": exc.response.get("error")},
+            )
+            members = frozenset()
+        self._groups[group] = (time.monotonic(), members)
+        return members
+
+    # -- progress -------------------------------------------------------------------
+
+    def listener_for(self, op: Operation) -> ProgressListener:
+        """Where an operation shows its progress; used again when resuming after a restart."""
+        if op.channel and op.message_ts:
+            return MessageProgress(
+                self.client,
+                op.channel,
+                op.message_ts,
+                self.config.stops.progress_interval.total_seconds(),
+            )
+        if op.response_url:
+            return ResponseUrlProgress(op.response_url, INVITE_NOTE)
+        return NullProgress()
+
+    async def post_progress(self, op: Operation, respond: Respond) -> ProgressListener:
+        """Post the public progress message, or fall back to the response_url."""
+        text, blocks = views.progress(op, self.store.transitions(op.id), None)
+        if op.channel:
+            try:
+                posted = await self.client.chat_postMessage(
+                    channel=op.channel, text=text, blocks=blocks
+                )
+            except SlackApiError as exc:
+                if exc.response.get("error") not in NO_POST_ERRORS:
+                    raise
+            else:
+                ts, channel = str(posted["ts"]), str(posted["channel"])
+                self.store.update_operation(op.id, message_ts=ts, channel=channel)
+                return MessageProgress(
+                    self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
+                )
+        await respond(
+            text=text, blocks=[*blocks, views.message(INVITE_NOTE)[1][0]], replace_original=True
+        )
+        return (
+            ResponseUrlProgress(op.response_url, INVITE_NOTE) if op.response_url else NullProgress()
+        )
+
+    # -- listeners ------------------------------------------------------------------
+
+    def _register(self) -> None:
+        self.app.command("/stop")(_guarded(self.on_stop))
+        self.app.action(views.CONFIRM)(_guarded(self.on_confirm))
+        self.app.action(views.CANCEL)(_guarded(self.on_cancel))
+
+    async def on_stop(self, ack: Any, command: dict[str, Any], respond: Respond) -> None:
+        try:
+            parsed = commands.parse(command.get("text") or "")
+        except commands.UsageError as exc:
+            await ack(response_type="ephemeral", text=str(exc))
+            return
+        if isinstance(parsed, commands.Help):
+            await ack(response_type="ephemeral", text=commands.HELP)
+            return
+        await ack()
+        user = str(command["user_id"])
+        if isinstance(parsed, commands.StopCommand):
+            await self.stop_requested(parsed, command, respond)
+        elif isinstance(parsed, commands.Status):
+            await self.show_status(parsed.resource, respond)
+        elif isinstance(parsed, commands.ListResources):
+            await self.show_list(parsed.selector, respond)
+        elif isinstance(parsed, commands.History):
+            await self.show_history(parsed.resource, respond)
+        log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
+
+    async def _resolve(self, ref: str, respond: Respond) -> Resource | None:
+        try:
+            return self.config.resource(ref)
+        except UnknownResourceError as exc:
+            hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
+            await respond(text=f"{exc}{hint}", response_type="ephemeral")
+            return None
+
+    async def stop_requested(
+        self, cmd: commands.StopCommand, command: dict[str, Any], respond: Respond
+    ) -> None:
+        actor = await self.actor(str(command["user_id"]))
+        try:
+            preview = await self.service.prepare(
+                cmd.resource,
+                actor,
+                source="slack",
+                reason=cmd.reason,
+                force=cmd.force,
+                channel=command.get("channel_id"),
+                response_url=command.get("response_url"),
+                idempotency_key=f"slack:{command.get('trigger_id')}"
+                if command.get("trigger_id")
+                else None,
+            )
+        except UnknownResourceError as exc:
+            hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
+            await respond(text=f"{exc}{hint}", response_type="ephemeral")
+            return
+        if preview.operation.state.value == "awaiting_confirmation":
+            text, blocks = views.confirmation(preview, self.service.clock())
+        else:
+            text, blocks = views.decided(preview)
+        await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+    async def on_confirm(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        op_id, actor = self._action(body)
+        result = self.service.confirm(op_id, await self.actor(actor))
+        if not result.ok or result.operation is None:
+            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+            return
+        op = result.operation
+        await respond(
+            text=f"Confirmed: stopping {op.resource}. Progress follows in the channel.",
+            replace_original=True,
+        )
+        listener = await self.post_progress(op, respond)
+        self.service.start(op.id, listener, await self.actor(actor))
+
+    async def on_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        op_id, actor = self._action(body)
+        result = self.service.cancel(op_id, await self.actor(actor))
+        if result.ok:
+            await respond(text=result.message, replace_original=True)
+        else:
+            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+
+    @staticmethod
+    def _action(body: dict[str, Any]) -> tuple[str, str]:
+        return str(body["actions"][0]["value"]), str(body["user"]["id"])
+
+    async def _read(
+        self, resource: Resource
+    ) -> tuple[ResourceStatus | None, str | None, ProviderLock | None]:
+        provider = self.providers[resource.provider]
+        status_result, lock_result = await asyncio.gather(
+            provider.status(resource), provider.lock(resource), return_exceptions=True
+        )
+        status = status_result if isinstance(status_result, ResourceStatus) else None
+        error = str(status_result) if isinstance(status_result, ProviderError) else None
+        lock = lock_result if isinstance(lock_result, ProviderLock) else None
+        for result in (status_result, lock_result):
+            if isinstance(result, BaseException) and not isinstance(result, ProviderError):
+                raise result
+        return status, error, lock
+
+    async def show_status(self, ref: str, respond: Respond) -> None:
+        resource = await self._resolve(ref, respond)
+        if resource is None:
+            return
+        status, error, lock = await self._read(resource)
+        text, blocks = views.status(
+            resource,
+            status,
+            error,
+            lock,
+            self.store.get_lock(resource.name),
+            self.service.clock(),
+        )
+        await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+    async def show_list(self, selector: str | None, respond: Respond) -> None:
+        resources = self.config.all_resources()
+        title = "configured"
+        if selector and selector.startswith("tag:"):
+            key, _, value = selector[4:].partition("=")
+            resources = [r for r in resources if r.tags.get(key) == value]
+            title = f"with tag {key}={value}"
+        elif selector:
+            if selector not in self.providers:
+                known = ", ".join(sorted(self.providers))
+                await respond(
+                    text=f"No provider named `{selector}`. Known providers: {known}. "
+                    "Or filter by tag: `/stop list tag:env=dev`.",
+                    response_type="ephemeral",
+                )
+                return
+            resources = [r for r in resources if r.provider == selector]
+            title = f"on {selector}"
+        by_provider: dict[str, list[Resource]] = {}
+        for r in resources:
+            by_provider.setdefault(r.provider, []).append(r)
+        results = await asyncio.gather(
+            *(self.providers[p].statuses(rs) for p, rs in by_provider.items()),
+            return_exceptions=True,
+        )
+        statuses: dict[tuple[str, str], ResourceStatus] = {}
+        for p, result in zip(by_provider, results, strict=True):
+            if isinstance(result, dict):
+                statuses.update({(p, rid): s for rid, s in result.items()})
+        rows = []
+        for r in resources:
+            lock = self.store.get_lock(r.name)
+            rows.append((r, statuses.get((r.provider, r.id)), f"<@{lock.owner}>" if lock else None))
+        text, blocks = views.resources_list(rows, title)
+        await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+    async def show_history(self, ref: str | None, respond: Respond) -> None:
+        name = None
+        if ref is not None:
+            resource = await self._resolve(ref, respond)
+            if resource is None:
+                return
+            name = resource.name
+        ops = self.store.recent_operations(resource=name, limit=10)
+        text, blocks = views.history(ops, f"for {name}" if name else "")
+        await respond(text=text, blocks=blocks, response_type="ephemeral")

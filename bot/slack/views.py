@@ -1,0 +1,256 @@
+"""Block Kit for every message the bot sends. Each builder returns ``(text, blocks)``:
+``text`` is the notification and accessibility fallback Slack asks for."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from bot.durations import format_duration
+from bot.models import BotLock, Operation, OpState, Transition
+from bot.workflow import Preview
+from providers.base import ProviderLock, Resource, ResourceStatus
+
+__all__ = [
+    "CANCEL",
+    "CONFIRM",
+    "confirmation",
+    "decided",
+    "history",
+    "message",
+    "progress",
+    "resources_list",
+    "status",
+]
+
+CONFIRM = "stop_confirm"
+CANCEL = "stop_cancel"
+
+Blocks = list[dict[str, Any]]
+View = tuple[str, Blocks]
+
+FINAL_LINES = {
+    OpState.STOPPED: ":white_check_mark: *Stopped*",
+    OpState.STOPPED_ALREADY: ":white_check_mark: *Already stopped*",
+    OpState.FAILED: ":x: *Failed*",
+    OpState.TIMED_OUT: ":hourglass: *Timed out*",
+    OpState.CANCELLED: ":no_entry_sign: *Cancelled*",
+    OpState.REFUSED: ":no_entry: *Refused*",
+}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text[:3000])}
+
+
+def _context(*texts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(t[:3000]) for t in texts[:10]]}
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "fields": [_mrkdwn(f"*{k}*\n{v}"[:2000]) for k, v in pairs[:10]],
+    }
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+
+
+def when(at: dt.datetime) -> str:
+    """A time Slack shows in each viewer's own time zone."""
+    fallback = at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+
+
+def _status_text(s: ResourceStatus | None, error: str | None = None) -> str:
+    if s is None:
+        return f"unknown: {error}" if error else "unknown"
+    text = f"`{s.state}` ({s.phase.value})"
+    return f"{text}: {s.message}" if s.message else text
+
+
+def _provider_lock_text(lock: ProviderLock | None, now: dt.datetime) -> str:
+    if lock is None:
+        return "none"
+    who = f" by {lock.owner}" if lock.owner else ""
+    why = f": {lock.reason}" if lock.reason else ""
+    if lock.expires_at is None:
+        until = "no expiry"
+    elif lock.is_expired(now):
+        until = "expired, stale"
+    else:
+        until = f"until {when(lock.expires_at)}"
+    return f"locked{who}{why} ({until})"
+
+
+def _bot_lock_text(lock: BotLock | None) -> str:
+    if lock is None:
+        return "none"
+    why = f": {lock.reason}" if lock.reason else ""
+    return f"locked by <@{lock.owner}>{why} (until {when(lock.expires_at)})"
+
+
+def message(text: str) -> View:
+    return text, [_section(text)]
+
+
+def confirmation(preview: Preview, now: dt.datetime) -> View:
+    """The ephemeral 'are you sure?' with Confirm and Cancel."""
+    op, r = preview.operation, preview.resource
+    force = op.force and preview.supports_force
+    action = "forced stop (no checkpoint)" if force else "stop"
+    text = f"Stop {r.name} ({r.provider})? Confirm or cancel."
+    pairs = [
+        ("Resource", f"{r.name} (`{r.id}`)"),
+        ("Provider", r.provider),
+        ("Current status", _status_text(preview.status, preview.status_error)),
+        ("Provider lock", _provider_lock_text(preview.provider_lock, now)),
+        ("Stopbot lock", _bot_lock_text(preview.bot_lock)),
+        ("What happens", f"a {action} request to {r.provider}, then live progress here"),
+    ]
+    if op.reason:
+        pairs.append(("Reason", op.reason))
+    blocks: Blocks = [_header(f"Stop {r.name}?"), _fields(pairs)]
+    if preview.notes:
+        blocks.append(_context(*(f":information_source: {n}" for n in preview.notes)))
+    if op.expires_at:
+        blocks.append(_context(f"This confirmation expires {when(op.expires_at)}."))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"confirm:{op.id}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": CONFIRM,
+                    "text": {"type": "plain_text", "text": "Confirm stop"},
+                    "style": "danger",
+                    "value": op.id,
+                },
+                {
+                    "type": "button",
+                    "action_id": CANCEL,
+                    "text": {"type": "plain_text", "text": "Cancel"},
+                    "value": op.id,
+                },
+            ],
+        }
+    )
+    return text, blocks
+
+
+def decided(preview: Preview) -> View:
+    """A request that ended before confirmation: refused, or nothing to do."""
+    op = preview.operation
+    line = FINAL_LINES.get(op.state, op.state.value)
+    text = f"{line}: {op.detail}" if op.detail else line
+    blocks: Blocks = [_section(text)]
+    if preview.notes:
+        blocks.append(_context(*preview.notes))
+    return text.replace("*", ""), blocks
+
+
+def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[str]:
+    start = op.created_at
+    lines = []
+    for t in timeline:
+        label = f"`{t.provider_state}`" if t.provider_state else t.state.replace("_", " ")
+        elapsed = format_duration(t.at - start)
+        lines.append(f"{label} · {when(t.at)} · +{elapsed}")
+    return lines
+
+
+def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStatus | None) -> View:
+    """The public message that follows a stop from request to end."""
+    title = f"Stopping {op.resource}" if not op.state.final else f"Stop of {op.resource}"
+    pairs = [
+        ("Resource", f"{op.resource} (`{op.resource_id}`)"),
+        ("Provider", op.provider),
+        (
+            "Requested by",
+            f"<@{op.requested_by}>" if op.requested_by[:1] in "UW" else op.requested_by,
+        ),
+        (
+            "Status",
+            f"`{op.provider_state}`" if op.provider_state else op.state.value.replace("_", " "),
+        ),
+    ]
+    if op.reason:
+        pairs.append(("Reason", op.reason))
+    if op.force:
+        pairs.append(("Mode", "forced"))
+    blocks: Blocks = [_header(title), _fields(pairs)]
+    lines = _timeline(op, timeline)
+    if lines:
+        blocks.append(_section("\n".join(lines[-20:])))
+    if op.state.final:
+        line = FINAL_LINES[op.state]
+        if op.state == OpState.STOPPED and op.finished_at:
+            line += f" in {format_duration(op.finished_at - op.created_at)}"
+        if op.detail:
+            line += f": {op.detail}"
+        blocks.append(_section(line))
+        text = f"{op.resource}: {line.replace('*', '')}"
+    else:
+        blocks.append(_context(":arrows_counterclockwise: following the provider's status…"))
+        text = f"Stopping {op.resource}: {op.provider_state or op.state.value}"
+    return text, blocks
+
+
+def status(
+    resource: Resource,
+    current: ResourceStatus | None,
+    error: str | None,
+    provider_lock: ProviderLock | None,
+    bot_lock: BotLock | None,
+    now: dt.datetime,
+) -> View:
+    text = f"{resource.name}: {_status_text(current, error)}"
+    pairs = [
+        ("Resource", f"{resource.name} (`{resource.id}`)"),
+        ("Provider", resource.provider),
+        ("Status", _status_text(current, error)),
+        ("Provider lock", _provider_lock_text(provider_lock, now)),
+        ("Stopbot lock", _bot_lock_text(bot_lock)),
+    ]
+    if resource.tags:
+        pairs.append(("Tags", ", ".join(f"{k}={v}" for k, v in sorted(resource.tags.items()))))
+    return text.replace("`", ""), [_fields(pairs)]
+
+
+def resources_list(
+    rows: Sequence[tuple[Resource, ResourceStatus | None, str | None]],
+    title: str,
+) -> View:
+    if not rows:
+        return message(f"No resources match {title}.")
+    lines = []
+    for r, s, lock in rows:
+        state = f"`{s.state}` ({s.phase.value})" if s else "unknown"
+        lock_text = f" · :lock: {lock}" if lock else ""
+        lines.append(f"• *{r.name}* · {r.provider} · {state}{lock_text}")
+    text = f"{len(rows)} resource(s) {title}"
+    chunks = [lines[i : i + 30] for i in range(0, len(lines), 30)]
+    return text, [_section(f"*{text}*"), *(_section("\n".join(c)) for c in chunks[:45])]
+
+
+def history(ops: Sequence[Operation], title: str) -> View:
+    if not ops:
+        return message(f"No stops recorded {title}.")
+    lines = []
+    for op in ops:
+        who = f"<@{op.requested_by}>" if op.requested_by[:1] in "UW" else op.requested_by
+        detail = f": {op.detail}" if op.detail else ""
+        lines.append(
+            f"• {when(op.created_at)} · *{op.resource}* · {op.state.value.replace('_', ' ')} · "
+            f"{who}{detail}"
+        )
+    text = f"Latest stops {title}"
+    return text, [_section(f"*{text}*"), _section("\n".join(lines))]

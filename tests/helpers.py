@@ -1,0 +1,52 @@
+"""Test helpers shared by the workflow and Slack tests: one movable clock for everything."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from bot.config import StopbotConfig, parse_config
+from bot.models import Operation, Transition
+from providers.base import ResourceStatus
+from providers.simulators.samples import sample_config
+from providers.simulators.server import SimulatorServer
+
+FAST_STOPS = {"poll_initial": "1s", "poll_max": "1s", "timeout": "2m", "progress_interval": 0}
+
+
+def sample(sims: SimulatorServer, **overrides: Any) -> StopbotConfig:
+    """The sample configuration for these simulators, with stops followed every second."""
+    document = sample_config(sims.base_url)
+    document["stops"] = {**FAST_STOPS, **overrides.pop("stops", {})}
+    document.update(overrides)
+    return parse_config(document, "test", env={})
+
+
+class SimTime:
+    """The simulators' clock as the bot's clock; sleeping moves it instead of waiting."""
+
+    def __init__(self, sims: SimulatorServer) -> None:
+        self.sims = sims
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.sims.hub.clock.now(), dt.UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sims.hub.clock.advance(seconds)
+        await asyncio.sleep(0)
+
+
+class Recorder:
+    """A progress listener that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Operation, list[Transition], ResourceStatus | None]] = []
+
+    async def progress(
+        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
+    ) -> None:
+        self.calls.append((op, timeline, status))
+
+    def states(self) -> list[tuple[str, str | None]]:
+        return [(op.state.value, op.provider_state) for op, _, _ in self.calls]

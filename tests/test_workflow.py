@@ -1,0 +1,324 @@
+"""The stop workflow end to end against the simulators, with no Slack: one clock, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.models import Actor, OpState
+from bot.store import Store
+from bot.workflow import StopService
+from providers.base import Provider
+from providers.registry import build_provider
+from providers.simulators.common import Fault
+from providers.simulators.server import SimulatorServer
+from tests.helpers import Recorder, SimTime, sample
+
+ALICE = Actor(id="U0ALICE", names=frozenset({"Alice Martin"}))
+BOB = Actor(id="U0BOB", names=frozenset({"Bob Stone"}))
+ADMIN = Actor(id="U0ADMIN")
+
+
+class Harness:
+    def __init__(self, sims: SimulatorServer, db: Path, **config: object) -> None:
+        self.sims = sims
+        sims.hub.clock.freeze()
+        self.time = SimTime(sims)
+        self.config = sample(sims, admins=[ADMIN.id], **config)
+        self.store = Store(db, clock=self.time.now)
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, http=self.config.http) for p in self.config.providers
+        }
+        self.service = self.new_service()
+
+    def new_service(self) -> StopService:
+        return StopService(
+            self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
+        )
+
+    async def confirmed(self, resource: str, actor: Actor = BOB, **kw: object) -> str:
+        preview = await self.service.prepare(resource, actor, source="test", **kw)  # type: ignore[arg-type]
+        assert preview.operation.state == OpState.AWAITING_CONFIRMATION, preview.operation.detail
+        result = self.service.confirm(preview.operation.id, actor)
+        assert result.ok, result.message
+        return preview.operation.id
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        for p in self.providers.values():
+            await p.aclose()
+        self.store.close()
+
+
+@pytest.fixture
+async def h(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(sims, tmp_path / "stopbot.db")
+    yield harness
+    await harness.aclose()
+
+
+@pytest.mark.parametrize(
+    ("resource", "provider_states"),
+    [
+        ("dev-eu", ["STOP_QUEUED", "STOPPING", "STOPPED"]),
+        ("spark", ["started", "stopped"]),
+        ("etl", ["Stopping", "Stopped"]),
+    ],
+)
+async def test_stop_followed_through_every_provider_state(
+    h: Harness, resource: str, provider_states: list[str]
+) -> None:
+    """A confirmed stop goes requested → … → stopped, recording each provider state once."""
+    op_id = await h.confirmed(resource, force=True)
+    listener = Recorder()
+    final = await h.service.run(op_id, listener, BOB)
+    assert final.state == OpState.STOPPED
+    transitions = h.store.transitions(op_id)
+    assert [t.state for t in transitions if t.provider_state is None] == [
+        "requested",
+        "awaiting_confirmation",
+        "submitting",
+        "accepted",
+        "in_progress",
+        "stopped",
+    ]
+    assert [t.provider_state for t in transitions if t.provider_state] == provider_states
+    assert listener.states()[-1] == ("stopped", provider_states[-1])
+    actions = [e.action for e in h.store.audit_log(resource=resource)]
+    assert actions == [
+        "stop.requested",
+        "stop.awaiting_confirmation",
+        "stop.submitting",
+        "stop.accepted",
+        "stop.in_progress",
+        "stop.stopped",
+    ]
+
+
+async def test_already_stopped_resource_needs_no_confirmation(h: Harness) -> None:
+    """A resource already stopped ends as stopped-already at once, with no buttons to press."""
+    preview = await h.service.prepare("qa-old", BOB, source="test")
+    assert preview.operation.state == OpState.STOPPED_ALREADY
+    assert preview.operation.detail == "qa-old is already stopped (STOPPED): nothing to do."
+
+
+async def test_foreign_provider_lock_refuses_with_owner_reason_and_expiry(h: Harness) -> None:
+    """A live Qovery lock held by someone else refuses the stop, naming owner, reason and expiry."""
+    preview = await h.service.prepare("staging-us", BOB, source="test")
+    assert preview.operation.state == OpState.REFUSED
+    assert preview.operation.detail == (
+        "staging-us is locked in qovery by Alice Martin (load test until Friday); it expires in 3d."
+    )
+    assert preview.provider_lock is not None and preview.provider_lock.owner == "Alice Martin"
+
+
+async def test_lock_owner_may_stop_own_locked_resource(h: Harness) -> None:
+    """The lock's owner (matched by name) may stop the resource they locked."""
+    preview = await h.service.prepare("staging-us", ALICE, source="test")
+    assert preview.operation.state == OpState.AWAITING_CONFIRMATION
+    assert preview.notes == ["locked in qovery by you (load test until Friday)"]
+
+
+async def test_stale_provider_lock_is_noted_and_ignored(h: Harness) -> None:
+    """A lock past locked_at + TTL no longer blocks; the preview says it was stale."""
+    h.sims.hub.clock.advance(4 * 86400)
+    preview = await h.service.prepare("staging-us", BOB, source="test")
+    assert preview.operation.state == OpState.AWAITING_CONFIRMATION
+    assert preview.notes == [
+        "the qovery lock by Alice Martin (load test until Friday) expired 1d ago: stale, ignored"
+    ]
+
+
+async def test_bot_lock_by_another_user_refuses(h: Harness) -> None:
+    """A bot lock set by someone else blocks the stop until it expires."""
+    h.store.set_lock("dev-eu", ALICE.id, h.time.now() + dt.timedelta(hours=2), reason="demo at 3pm")
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    assert preview.operation.state == OpState.REFUSED
+    assert preview.operation.detail == (
+        "dev-eu is locked by <@U0ALICE> (demo at 3pm); it expires in 2h. Ask them to unlock it."
+    )
+
+
+async def test_unauthorised_user_is_refused_and_audited(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """With allowed_users set, anyone else is refused and the attempt is in the audit log."""
+    h = Harness(sims, tmp_path / "db", allowed_users=[ALICE.id])
+    try:
+        preview = await h.service.prepare("dev-eu", BOB, source="test")
+        assert preview.operation.state == OpState.REFUSED
+        assert preview.operation.detail == (
+            "you are not allowed to stop dev-eu (the global rule); ask an admin to add you"
+        )
+        assert [(e.actor, e.action) for e in h.store.audit_log()] == [
+            ("U0BOB", "stop.requested"),
+            ("U0BOB", "stop.refused"),
+        ]
+        allowed = await h.service.prepare("dev-eu", ALICE, source="test")
+        assert allowed.operation.state == OpState.AWAITING_CONFIRMATION
+    finally:
+        await h.aclose()
+
+
+async def test_confirm_acts_once(h: Harness) -> None:
+    """A second confirm, by anyone, changes nothing and says so."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    op_id = preview.operation.id
+    assert h.service.confirm(op_id, BOB).ok
+    again = h.service.confirm(op_id, BOB)
+    assert not again.ok
+    assert (
+        again.message
+        == "This stop of dev-eu was already handled (it is submitting). Nothing was changed."
+    )
+
+
+async def test_only_requester_can_confirm(h: Harness) -> None:
+    """Someone else's click is refused and the operation stays pending."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    result = h.service.confirm(preview.operation.id, ALICE)
+    assert (result.ok, result.message) == (False, "Only <@U0BOB> can confirm this stop of dev-eu.")
+    op = h.store.get_operation(preview.operation.id)
+    assert op is not None and op.state == OpState.AWAITING_CONFIRMATION
+
+
+async def test_expired_confirmation_cancels(h: Harness) -> None:
+    """A confirm after the confirmation's lifetime cancels the request instead of stopping."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    h.sims.hub.clock.advance(10 * 60)
+    result = h.service.confirm(preview.operation.id, BOB)
+    assert (result.ok, result.message) == (
+        False,
+        "This confirmation expired. Run `/stop dev-eu` again.",
+    )
+    assert result.operation is not None and result.operation.state == OpState.CANCELLED
+    assert result.operation.detail == "the confirmation expired"
+
+
+async def test_cancel(h: Harness) -> None:
+    """Cancel ends the request; nothing is sent to the provider."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    result = h.service.cancel(preview.operation.id, BOB)
+    assert (result.ok, result.message) == (True, "Cancelled: dev-eu was not stopped.")
+    state = await h.providers["qovery"].status(h.config.resource("dev-eu"))
+    assert state.state == "DEPLOYED"
+
+
+async def test_concurrent_confirms_submit_once(h: Harness) -> None:
+    """Ten simultaneous confirms: exactly one is accepted."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    results = await asyncio.gather(
+        *(asyncio.to_thread(h.service.confirm, preview.operation.id, BOB) for _ in range(10))
+    )
+    assert sorted(r.ok for r in results) == [False] * 9 + [True]
+
+
+async def test_provider_stop_error_fails_with_provider_message(h: Harness) -> None:
+    """A provider that ends the stop in STOP_ERROR fails the operation with its words."""
+    qovery = h.sims.hub["qovery"]
+    qovery.seed(
+        {
+            **h.sims.hub.initial_seed["qovery"],
+            "clusters": [
+                {**c, "fail_stop": True} if c["name"] == "dev-eu" else c
+                for c in h.sims.hub.initial_seed["qovery"]["clusters"]
+            ],
+        }
+    )
+    op_id = await h.confirmed("dev-eu")
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.FAILED
+    assert [t.provider_state for t in h.store.transitions(op_id) if t.provider_state] == [
+        "STOP_QUEUED",
+        "STOPPING",
+        "STOP_ERROR",
+    ]
+    assert final.detail
+
+
+async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) -> None:
+    """A 500 answering the stop POST fails the operation with the provider's message, one POST."""
+    h.sims.hub.faults.add(
+        Fault(
+            api="qovery",
+            kind="status",
+            method="POST",
+            status=500,
+            body={"message": "database is on fire"},
+        )
+    )
+    op_id = await h.confirmed("dev-eu")
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.FAILED
+    assert final.detail == (
+        "qovery: the provider is unavailable, try again later (HTTP 500): database is on fire"
+    )
+
+
+async def test_silent_failure_times_out(h: Harness) -> None:
+    """An ~okeanos stop that never completes ends as timed out after the configured limit."""
+    h.sims.hub["okeanos"].set_fail_stop(  # type: ignore[attr-defined]
+        h.config.resource("spark").id, h.config.resource("spark").options["lambda_instance_id"]
+    )
+    op_id = await h.confirmed("spark")
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.TIMED_OUT
+    assert final.detail == (
+        "spark did not reach a stopped state within 0:02:00 (last state: started)."
+    )
+
+
+async def test_stopped_between_confirmation_and_submit(h: Harness) -> None:
+    """A cluster stopped by someone else after the preview ends as stopped-already (409)."""
+    op_id = await h.confirmed("dev-eu")
+    h.sims.hub["qovery"].set_state(h.config.resource("dev-eu").id, "STOPPED")  # type: ignore[attr-defined]
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.STOPPED_ALREADY
+
+
+async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> None:
+    """A bot killed mid-stop resumes following from the store; the provider gets one stop."""
+    op_id = await h.confirmed("dev-eu")
+    listener = Recorder()
+    seen_progress = asyncio.Event()
+
+    class StopAfterAccept(Recorder):
+        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
+            await listener.progress(op, timeline, status)
+            if op.state == OpState.IN_PROGRESS:
+                seen_progress.set()
+
+    task = h.service.start(op_id, StopAfterAccept(), BOB)
+    await seen_progress.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    op = h.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.IN_PROGRESS
+
+    h.service = h.new_service()  # "restart"
+    [resumed] = await h.service.resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.STOPPED
+    posts = [e for e in h.store.audit_log() if e.action == "stop.accepted"]
+    assert len(posts) == 1
+    assert [t.provider_state for t in h.store.transitions(op_id) if t.provider_state] == [
+        "STOP_QUEUED",
+        "STOPPING",
+        "STOPPED",
+    ]
+
+
+async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness) -> None:
+    """An operation cut off before the provider answered is not sent again after a restart."""
+    await h.confirmed("dev-eu")  # submitting, never sent
+    [resumed] = await h.new_service().resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.FAILED
+    assert final.detail == (
+        "interrupted by a restart before the provider confirmed the stop; dev-eu is DEPLOYED. "
+        "Run `/stop dev-eu` again."
+    )
