@@ -1,0 +1,591 @@
+"""OpenStack Nova servers: stop a server, follow its status, read its lock.
+
+Authentication is Keystone v3 (``authenticate-v3.inc``); the compute endpoint comes
+from the token's service catalog. The calls made here:
+
+    POST {auth_url}/auth/tokens                 -> 201, token in X-Subject-Token
+    POST {compute}/servers/{id}/action          {"os-stop": null} -> 202, no body
+    GET  {compute}/servers/{id}                 -> {"server": {...}}
+    GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
+
+Every compute call asks for microversion 2.73, the first that reports ``locked_reason``
+(``microversions.rst``, ``parameters.yaml``).
+
+A stop is asynchronous (``faults.rst``, "Server Actions"): ``status`` stays ``ACTIVE``
+while ``OS-EXT-STS:task_state`` is ``powering-off``, and the action is over when
+``task_state`` goes back to null, with ``status`` ``SHUTOFF`` or ``ERROR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import stamina
+from pydantic import SecretStr, model_validator
+
+from providers.base import (
+    DiscoveredResource,
+    Phase,
+    Provider,
+    ProviderConfigBase,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    StopAccepted,
+    utcnow,
+)
+from providers.errors import (
+    AlreadyStoppedError,
+    AuthError,
+    ConflictError,
+    InvalidRequestError,
+    LockedError,
+    ProviderError,
+    UnavailableError,
+)
+from providers.http import ApiClient, ErrorDetails, HttpSettings, default_error_parser
+
+__all__ = [
+    "COMPUTE_MICROVERSION",
+    "SERVER_STATUSES",
+    "NovaProvider",
+    "OpenStackConfig",
+    "parse_openstack_error",
+    "server_phase",
+    "server_state_name",
+]
+
+COMPUTE_MICROVERSION = "2.73"
+
+# Every server status of the api-ref ("List Servers"): (phase, terminal when no task runs).
+SERVER_STATUSES: dict[str, tuple[Phase, bool]] = {
+    "ACTIVE": (Phase.RUNNING, True),
+    # Building, rebooting, rebuilding, migrating, resetting the password and resizing
+    # all end with the server running.
+    "BUILD": (Phase.RUNNING, False),
+    "HARD_REBOOT": (Phase.RUNNING, False),
+    "REBOOT": (Phase.RUNNING, False),
+    "REBUILD": (Phase.RUNNING, False),
+    "MIGRATING": (Phase.RUNNING, False),
+    "PASSWORD": (Phase.RUNNING, False),
+    "RESIZE": (Phase.RUNNING, False),
+    "REVERT_RESIZE": (Phase.RUNNING, False),
+    # Paused servers keep their RAM and host; rescued ones run a rescue image; a resized
+    # server runs while it waits for a confirmation only a human gives.
+    "PAUSED": (Phase.RUNNING, True),
+    "RESCUE": (Phase.RUNNING, True),
+    "VERIFY_RESIZE": (Phase.RUNNING, True),
+    "SHUTOFF": (Phase.STOPPED, True),
+    # Suspended ("the server is stopped", memory on disk), shelved (powered off, maybe
+    # offloaded later: never, if the cloud sets shelved_offload_time to -1) and deleted
+    # servers run nothing: for a bot that stops spending they are stopped.
+    "SUSPENDED": (Phase.STOPPED, True),
+    "SHELVED": (Phase.STOPPED, True),
+    "SHELVED_OFFLOADED": (Phase.STOPPED, True),
+    "SOFT_DELETED": (Phase.STOPPED, True),
+    "DELETED": (Phase.STOPPED, True),
+    "ERROR": (Phase.FAILED, True),
+    # "A part of the infrastructure is temporarily down" (server_concepts.rst): it will
+    # report again, so keep polling.
+    "UNKNOWN": (Phase.UNKNOWN, False),
+}
+
+_POWERING_OFF = "powering-off"
+_POWERING_ON = "powering-on"
+_TASK_STATE = "OS-EXT-STS:task_state"
+# A token this close to its expiry is renewed before use rather than risk a 401 mid-call.
+_RENEW_MARGIN = dt.timedelta(minutes=5)
+# Nova's own wording (nova.exception.InstanceIsLocked / InstanceInvalidState), the only
+# way a 409 conflictingRequest tells a lock from a stop of a stopped server.
+_LOCKED_RE = re.compile(r"\bis locked\b", re.IGNORECASE)
+_STOPPED_RE = re.compile(r"\bvm_state stopped\b", re.IGNORECASE)
+_MAX_PAGES = 1000
+
+# Aliases: inside the provider class, ``list`` and ``type`` name its own members.
+_Servers = list[dict[str, Any]]
+_ConflictKind = type[ConflictError]
+
+
+def server_state_name(status: str, task_state: str | None) -> str:
+    """The state shown to users: the status, and the task running on it if any."""
+    return f"{status} ({task_state})" if task_state else status
+
+
+def server_phase(status: str, task_state: str | None) -> tuple[Phase, bool]:
+    """The common phase of a server, and whether Nova will move it on by itself.
+
+    An action is over when ``task_state`` is null again (``faults.rst``, "Server
+    Actions"), so any task running means "not terminal".
+    """
+    if task_state == _POWERING_OFF:
+        return Phase.STOPPING, False
+    if task_state == _POWERING_ON:
+        return Phase.RUNNING, False
+    phase, terminal = SERVER_STATUSES.get(status, (Phase.UNKNOWN, False))
+    return phase, terminal and not task_state
+
+
+def parse_openstack_error(response: httpx.Response) -> ErrorDetails:
+    """The message of a Nova fault or a Keystone error.
+
+    Nova wraps it in a root element naming the fault (``faults.rst``,
+    "Synchronous Faults"): ``{"itemNotFound": {"code": 404, "message": ...}}``.
+    Keystone and the token middleware in front of Nova use
+    ``{"error": {"code": 401, "title": "Unauthorized", "message": ...}}``.
+    """
+    body = response.json()
+    if isinstance(body, dict) and len(body) == 1:
+        ((root, fault),) = body.items()
+        if isinstance(fault, dict) and isinstance(fault.get("message"), str):
+            title = fault.get("title")
+            code = str(title) if root == "error" and title else root
+            return ErrorDetails(message=fault["message"], code=code)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return ErrorDetails(message=body["message"])
+    return default_error_parser(response)
+
+
+class OpenStackConfig(ProviderConfigBase):
+    """An OpenStack project (config ``type: openstack``), reached through Keystone v3.
+
+    Two ways to log in, as ``clouds.yaml`` has them: a password (user name and domain,
+    project by name and domain, or by id) or an application credential (id and secret;
+    it is scoped already).
+    """
+
+    type: Literal["openstack"]
+    auth_url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    project_name: str | None = None
+    project_id: str | None = None
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    application_credential_id: str | None = None
+    application_credential_secret: SecretStr | None = None
+    region: str | None = None
+    interface: Literal["public", "internal", "admin"] = "public"
+
+    @model_validator(mode="after")
+    def _one_complete_login(self) -> OpenStackConfig:
+        app_credential = self.application_credential_id or self.application_credential_secret
+        password = self.username or self.password
+        if app_credential and password:
+            raise ValueError(
+                "give either a password login (username, password) or an application "
+                "credential (application_credential_id, application_credential_secret), "
+                "not both"
+            )
+        if app_credential:
+            if not (self.application_credential_id and self.application_credential_secret):
+                raise ValueError(
+                    "an application credential needs both application_credential_id "
+                    "and application_credential_secret"
+                )
+            return self
+        missing = [
+            field
+            for field, value in (("username", self.username), ("password", self.password))
+            if not value
+        ]
+        if not (self.project_name or self.project_id):
+            missing.append("project_name or project_id")
+        if missing:
+            raise ValueError(
+                f"password login is missing {', '.join(missing)} (or use "
+                "application_credential_id and application_credential_secret instead)"
+            )
+        return self
+
+    @property
+    def identity_url(self) -> str:
+        """The Keystone v3 root; ``clouds.yaml`` often gives the auth URL without ``/v3``."""
+        url = self.auth_url.rstrip("/")
+        return url if url.endswith("/v3") else f"{url}/v3"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    """A Keystone token and the compute endpoint its catalog named."""
+
+    token: str = dataclasses.field(repr=False)
+    expires_at: dt.datetime
+    compute_url: str
+
+
+class _OverLimit(Exception):
+    """Internal: a 413 overLimit, retried like a 429."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class NovaProvider(Provider):
+    """The servers of one OpenStack project."""
+
+    type = "openstack"
+
+    def __init__(
+        self,
+        config: OpenStackConfig,
+        *,
+        http: HttpSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(config.name)
+        self.config = config
+        # One client for Keystone and Nova: Keystone paths are relative to the auth URL,
+        # Nova URLs are absolute, built from the catalog.
+        self._api = ApiClient(
+            config.name,
+            config.identity_url,
+            settings=http,
+            parse_error=parse_openstack_error,
+            transport=transport,
+        )
+        self._session: _Session | None = None
+        self._session_lock = asyncio.Lock()
+
+    async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
+        """Send ``os-stop``; Nova answers 202 with no body and powers off in the background.
+
+        Nova has no forced stop (``force`` is ignored): only an administrator's token
+        goes through a lock, and that is the cloud's policy, not the request's.
+        """
+        try:
+            await self._compute(
+                "POST",
+                f"/servers/{_quote(resource.id)}/action",
+                json={"os-stop": None},
+                ok=(202,),
+            )
+        except ConflictError as exc:
+            raise await self._refine_conflict(resource, exc) from exc
+        return StopAccepted(provider=self.name, resource_id=resource.id)
+
+    async def status(self, resource: Resource) -> ResourceStatus:
+        return self._status(resource.id, await self._server(resource.id))
+
+    async def statuses(self, resources: Sequence[Resource]) -> dict[str, ResourceStatus]:
+        """One ``GET /servers/detail`` (and its next pages) for all ``resources``.
+
+        The ``uuid`` filter is for administrators only (``parameters.yaml``), so the
+        list is filtered here.
+        """
+        if not resources:
+            return {}
+        servers = {str(s.get("id")): s for s in await self._servers()}
+        return {r.id: self._status(r.id, servers[r.id]) for r in resources if r.id in servers}
+
+    async def lock(self, resource: Resource) -> ProviderLock | None:
+        """Nova's lock: ``locked`` and, from 2.73, ``locked_reason``.
+
+        Nova does not say who locked the server nor when, so only the reason is known.
+        """
+        server = await self._server(resource.id)
+        if not server.get("locked"):
+            return None
+        reason = server.get("locked_reason")
+        return ProviderLock(reason=str(reason) if reason else None)
+
+    async def list(self) -> list[DiscoveredResource]:
+        resources = []
+        for server in await self._servers():
+            server_id = str(server.get("id"))
+            status = self._status(server_id, server)
+            resources.append(
+                DiscoveredResource(
+                    provider=self.name,
+                    id=server_id,
+                    # A server of an unreachable cell comes without its name (2.69).
+                    name=str(server.get("name") or server_id),
+                    state=status.state,
+                    phase=status.phase,
+                )
+            )
+        return resources
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+
+    async def _server(self, server_id: str) -> dict[str, Any]:
+        response = await self._compute("GET", f"/servers/{_quote(server_id)}")
+        server = self._body(response).get("server")
+        if not isinstance(server, dict):
+            raise ProviderError(self.name, "Nova answered a server read without a server")
+        return server
+
+    async def _servers(self) -> _Servers:
+        """Every server of the project, following ``servers_links`` past Nova's page size."""
+        servers: _Servers = []
+        params: dict[str, str] = {}
+        for _ in range(_MAX_PAGES):
+            body = self._body(await self._compute("GET", "/servers/detail", params=params))
+            page = [s for s in body.get("servers") or [] if isinstance(s, dict)]
+            servers.extend(page)
+            next_params = _next_page(body.get("servers_links"))
+            if not page or next_params is None or next_params == params:
+                break
+            params = next_params
+        return servers
+
+    def _status(self, server_id: str, server: Mapping[str, Any]) -> ResourceStatus:
+        # A server of an unreachable cell (2.69) comes with few keys and status UNKNOWN.
+        status = str(server.get("status") or "UNKNOWN")
+        task_state = server.get(_TASK_STATE)
+        task = str(task_state) if task_state else None
+        phase, terminal = server_phase(status, task)
+        fault = server.get("fault")
+        message = None
+        if isinstance(fault, dict) and fault.get("message"):
+            message = str(fault["message"])
+        return ResourceStatus(
+            provider=self.name,
+            resource_id=server_id,
+            state=server_state_name(status, task),
+            phase=phase,
+            terminal=terminal,
+            message=message,
+        )
+
+    async def _refine_conflict(self, resource: Resource, error: ConflictError) -> ProviderError:
+        """Tell a locked server and a stopped one from other conflicts.
+
+        Nova answers both with 409 ``conflictingRequest``; its message names the
+        lock or the ``vm_state``. Failing that, a status read decides.
+        """
+        kind: _ConflictKind | None = None
+        if _LOCKED_RE.search(error.message):
+            kind = LockedError
+        elif _STOPPED_RE.search(error.message):
+            kind = AlreadyStoppedError
+        else:
+            try:
+                status = await self.status(resource)
+            except ProviderError:
+                return error
+            if status.phase is Phase.STOPPED and status.terminal:
+                kind = AlreadyStoppedError
+        if kind is None:
+            return error
+        return kind(self.name, error.message, status_code=error.status_code, code=error.code)
+
+    async def _compute(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        """A Nova call with a valid token; on a 401 the token is renewed and the call
+        made once more (a token can be revoked, or expire early, on Keystone's side)."""
+        session = await self._current_session()
+        try:
+            return await self._send(method, session, path, params=params, json=json, ok=ok)
+        except AuthError:
+            session = await self._current_session(rejected=session)
+            return await self._send(method, session, path, params=params, json=json, ok=ok)
+
+    async def _send(
+        self,
+        method: str,
+        session: _Session,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        json: Any,
+        ok: tuple[int, ...],
+    ) -> httpx.Response:
+        """One Nova call; a 413 ``overLimit`` is retried like a 429.
+
+        Nova answers rate limits with 413 or 429 ``overLimit`` and ``Retry-After``
+        (``limits.rst``); the shared client retries 429 only.
+        """
+        settings = self._api.settings
+        headers = {
+            "X-Auth-Token": session.token,
+            "OpenStack-API-Version": f"compute {COMPUTE_MICROVERSION}",
+            "X-OpenStack-Nova-API-Version": COMPUTE_MICROVERSION,
+        }
+
+        def backoff(exc: Exception) -> bool | float:
+            if not isinstance(exc, _OverLimit):
+                return False
+            retry_after = exc.error.retry_after
+            if retry_after is None:
+                return True
+            return retry_after if retry_after <= settings.max_retry_after else False
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=backoff,
+                attempts=settings.attempts,
+                timeout=settings.retry_budget,
+                wait_initial=settings.wait_initial,
+                wait_max=settings.wait_max,
+            ):
+                with attempt:
+                    try:
+                        return await self._api.request(
+                            method,
+                            session.compute_url + path,
+                            params=params or None,
+                            json=json,
+                            headers=headers,
+                            ok=ok,
+                        )
+                    except InvalidRequestError as exc:
+                        if exc.status_code == 413 and (
+                            exc.code == "overLimit" or exc.retry_after is not None
+                        ):
+                            raise _OverLimit(
+                                UnavailableError(
+                                    self.name,
+                                    exc.message,
+                                    status_code=exc.status_code,
+                                    code=exc.code,
+                                    retry_after=exc.retry_after,
+                                )
+                            ) from exc
+                        raise
+        except _OverLimit as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    async def _current_session(self, *, rejected: _Session | None = None) -> _Session:
+        """The token to use: the current one unless near expiry or ``rejected`` by Nova."""
+        async with self._session_lock:
+            session = self._session
+            if (
+                session is not None
+                and session is not rejected
+                and session.expires_at - utcnow() > _RENEW_MARGIN
+            ):
+                return session
+            self._session = await self._authenticate()
+            return self._session
+
+    async def _authenticate(self) -> _Session:
+        sent_at = utcnow()
+        response = await self._api.request(
+            "POST", "/auth/tokens", json=self._auth_body(), ok=(201,)
+        )
+        token = response.headers.get("X-Subject-Token")
+        if not token:
+            raise AuthError(self.name, "Keystone issued no token (no X-Subject-Token header)")
+        body = self._body(response).get("token")
+        if not isinstance(body, dict):
+            raise AuthError(self.name, "Keystone answered without a token body")
+        expires_at = _timestamp(body.get("expires_at"))
+        issued_at = _timestamp(body.get("issued_at"))
+        if expires_at is None:
+            # Without a known expiry the token is used until Nova refuses it.
+            expires_at = dt.datetime.max.replace(tzinfo=dt.UTC)
+        elif issued_at is not None:
+            # Count the token's lifetime from our own clock: Keystone's may be skewed.
+            expires_at = sent_at + (expires_at - issued_at)
+        return _Session(token=token, expires_at=expires_at, compute_url=self._compute_url(body))
+
+    def _auth_body(self) -> dict[str, Any]:
+        """The ``POST /v3/auth/tokens`` body (``authenticate-v3.inc``)."""
+        config = self.config
+        if config.application_credential_id and config.application_credential_secret:
+            # An application credential carries its scope: a scope block is refused.
+            return {
+                "auth": {
+                    "identity": {
+                        "methods": ["application_credential"],
+                        "application_credential": {
+                            "id": config.application_credential_id,
+                            "secret": config.application_credential_secret.get_secret_value(),
+                        },
+                    }
+                }
+            }
+        project: dict[str, Any] = (
+            {"id": config.project_id}
+            if config.project_id
+            else {"name": config.project_name, "domain": {"name": config.project_domain_name}}
+        )
+        return {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": config.username,
+                            "domain": {"name": config.user_domain_name},
+                            "password": _secret(config.password),
+                        }
+                    },
+                },
+                "scope": {"project": project},
+            }
+        }
+
+    def _compute_url(self, token: Mapping[str, Any]) -> str:
+        """The ``compute`` endpoint for our interface (and region) in the catalog."""
+        interface, region = self.config.interface, self.config.region
+        seen: list[str] = []
+        for service in token.get("catalog") or []:
+            if not isinstance(service, dict) or service.get("type") != "compute":
+                continue
+            for endpoint in service.get("endpoints") or []:
+                if not isinstance(endpoint, dict):
+                    continue
+                regions = {endpoint.get("region_id"), endpoint.get("region")}
+                seen.append(f"{endpoint.get('interface')}@{endpoint.get('region_id')}")
+                if endpoint.get("interface") == interface and (region is None or region in regions):
+                    return str(endpoint["url"]).rstrip("/")
+        where = f"interface {interface!r}" + (f" in region {region!r}" if region else "")
+        found = f" (the catalog has: {', '.join(seen)})" if seen else " (the catalog has none)"
+        raise ProviderError(self.name, f"no compute endpoint with {where}{found}")
+
+    def _body(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ProviderError(
+                self.name, "OpenStack answered with a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProviderError(self.name, "OpenStack answered with a body that is not an object")
+        return body
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    """A Keystone time (``2015-11-07T02:58:43.578887Z``), in UTC if it names no zone."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def _quote(server_id: str) -> str:
+    return quote(server_id, safe="")
+
+
+def _next_page(links: Any) -> dict[str, str] | None:
+    """The query of the ``next`` link (``marker``, ``limit``, filters), to send to the
+    catalog's endpoint: the link's own host is the one Nova sees, maybe not ours."""
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
+            return dict(httpx.URL(str(link["href"])).params)
+    return None
