@@ -371,9 +371,12 @@ class Store:
         """
         now = self.clock()
         allowed = [s.value for s in allowed_from]
-        values: dict[str, Any] = {"state": to.value, "updated_at": _iso(now), **(fields or {})}
-        if detail is not None:
-            values["detail"] = detail
+        values: dict[str, Any] = {
+            "state": to.value,
+            "updated_at": _iso(now),
+            "detail": detail,
+            **(fields or {}),
+        }
         if to in FINAL_STATES:
             values["finished_at"] = _iso(now)
         for key, value in list(values.items()):
@@ -415,15 +418,15 @@ class Store:
 
     def record_provider_state(
         self, op_id: str, provider_state: str, phase: str, message: str | None = None
-    ) -> bool:
-        """Add a transition when the provider's state changed; True if it did."""
+    ) -> Operation | None:
+        """Add a transition when the provider's state changed; the updated operation if it did."""
         now = self.clock()
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT state, provider_state FROM operations WHERE id = ?", [op_id]
             ).fetchone()
             if row is None or row[1] == provider_state:
-                return False
+                return None
             conn.execute(
                 "UPDATE operations SET provider_state = ?, updated_at = ? WHERE id = ?",
                 [provider_state, _iso(now), op_id],
@@ -433,7 +436,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [op_id, _iso(now), row[0], provider_state, phase, message],
             )
-            return True
+            return self._get(conn, op_id)
 
     def transitions(self, op_id: str) -> list[Transition]:
         rows = self.db.query(

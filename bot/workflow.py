@@ -370,8 +370,14 @@ class StopService:
         if moved is None:
             raise RuntimeError(f"operation {op.id} changed state while being submitted")
         if accepted.status is not None:
-            self.store.record_provider_state(
-                op.id, accepted.status.state, accepted.status.phase.value, accepted.status.message
+            moved = (
+                self.store.record_provider_state(
+                    op.id,
+                    accepted.status.state,
+                    accepted.status.phase.value,
+                    accepted.status.message,
+                )
+                or moved
             )
         await self._notify(listener, moved, accepted.status)
         return await self.follow(moved, resource, listener)
@@ -418,12 +424,13 @@ class StopService:
                 changed = self.store.record_provider_state(
                     op.id, status.state, status.phase.value, status.message
                 )
+                op = changed or op
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
                     message = status.message or f"the provider reports {status.state}"
                     return await self._end(op, OpState.FAILED, listener, status, message)
-                if changed:
+                if changed is not None:
                     await self._notify(listener, op, status)
             await self.sleep(interval)
             interval = min(interval * 1.5, self.settings.poll_max.total_seconds())

@@ -197,9 +197,10 @@ def test_final_state_sets_finished_at_and_detail(store: Store, clock: Clock) -> 
 def test_provider_state_recorded_only_when_changed(store: Store) -> None:
     """The same provider state twice is one transition, not two."""
     op_id = new_op(store, state=OpState.IN_PROGRESS)
-    assert store.record_provider_state(op_id, "STOP_QUEUED", "stopping")
-    assert not store.record_provider_state(op_id, "STOP_QUEUED", "stopping")
-    assert store.record_provider_state(op_id, "STOPPING", "stopping")
+    first = store.record_provider_state(op_id, "STOP_QUEUED", "stopping")
+    assert first is not None and first.provider_state == "STOP_QUEUED"
+    assert store.record_provider_state(op_id, "STOP_QUEUED", "stopping") is None
+    assert store.record_provider_state(op_id, "STOPPING", "stopping") is not None
     assert [(t.state, t.provider_state) for t in store.transitions(op_id)] == [
         ("in_progress", None),
         ("in_progress", "STOP_QUEUED"),

@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import StopbotConfig, UnknownResourceError
-from bot.models import Actor, Operation
+from bot.models import Actor, Operation, OpState
 from bot.slack import commands, views
 from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
 from bot.store import Store
@@ -172,8 +172,11 @@ class SlackBot:
             return ResponseUrlProgress(op.response_url, INVITE_NOTE)
         return NullProgress()
 
-    async def post_progress(self, op: Operation, respond: Respond) -> ProgressListener:
-        """Post the public progress message, or fall back to the response_url."""
+    async def post_progress(
+        self, op: Operation, respond: Respond, response_url: str | None
+    ) -> ProgressListener:
+        """Post the public progress message, or fall back to the clicked message's
+        ``response_url`` (kept with the operation, so a restart can resume there)."""
         text, blocks = views.progress(op, self.store.transitions(op.id), None)
         if op.channel:
             try:
@@ -189,12 +192,13 @@ class SlackBot:
                 return MessageProgress(
                     self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
                 )
-        await respond(
-            text=text, blocks=[*blocks, views.message(INVITE_NOTE)[1][0]], replace_original=True
+        if response_url:
+            self.store.update_operation(op.id, response_url=response_url)
+        listener: ProgressListener = (
+            ResponseUrlProgress(response_url, INVITE_NOTE) if response_url else NullProgress()
         )
-        return (
-            ResponseUrlProgress(op.response_url, INVITE_NOTE) if op.response_url else NullProgress()
-        )
+        await listener.progress(op, self.store.transitions(op.id), None)
+        return listener
 
     # -- listeners ------------------------------------------------------------------
 
@@ -224,12 +228,16 @@ class SlackBot:
             await self.show_history(parsed.resource, respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
 
+    @staticmethod
+    async def _unknown(exc: UnknownResourceError, respond: Respond) -> None:
+        hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
+        await respond(text=f"{exc}{hint}", response_type="ephemeral")
+
     async def _resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
             return self.config.resource(ref)
         except UnknownResourceError as exc:
-            hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
-            await respond(text=f"{exc}{hint}", response_type="ephemeral")
+            await self._unknown(exc, respond)
             return None
 
     async def stop_requested(
@@ -250,10 +258,9 @@ class SlackBot:
                 else None,
             )
         except UnknownResourceError as exc:
-            hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
-            await respond(text=f"{exc}{hint}", response_type="ephemeral")
+            await self._unknown(exc, respond)
             return
-        if preview.operation.state.value == "awaiting_confirmation":
+        if preview.operation.state == OpState.AWAITING_CONFIRMATION:
             text, blocks = views.confirmation(preview, self.service.clock())
         else:
             text, blocks = views.decided(preview)
@@ -271,7 +278,7 @@ class SlackBot:
             text=f"Confirmed: stopping {op.resource}. Progress follows in the channel.",
             replace_original=True,
         )
-        listener = await self.post_progress(op, respond)
+        listener = await self.post_progress(op, respond, body.get("response_url"))
         self.service.start(op.id, listener, await self.actor(actor))
 
     async def on_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,11 +53,15 @@ class _Coalescing:
             return
         if self._pending is not None:
             return  # the pending flush will send this newer snapshot
+        if self._last_sent == float("-inf"):
+            await self._flush()  # the first state goes out at once
+            return
         wait = self.interval - (self.monotonic() - self._last_sent)
         if wait <= 0:
             await self._flush()
-        else:
+        elif not math.isinf(wait):
             self._pending = asyncio.create_task(self._flush_later(wait))
+        # with an infinite interval, only the first and the final states are sent
 
     async def _flush_later(self, wait: float) -> None:
         await asyncio.sleep(wait)

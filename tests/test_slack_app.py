@@ -1,0 +1,463 @@
+"""The Slack app end to end: signed requests to its real HTTP endpoint, a fake Slack Web API
+recording every call, and the provider simulators behind it. One clock; no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from bot.models import OpState
+from bot.slack import views
+from bot.slack.app import SlackBot
+from bot.slack.fake_api import (
+    RESPONSE_URL_METHOD,
+    Call,
+    FakeSlack,
+    FakeSlackServer,
+    SlackChannel,
+    SlackUser,
+    block_actions_body,
+    block_actions_payload,
+    sign_request,
+    slash_command_body,
+)
+from bot.slack.server import build_http_app
+from bot.store import Store
+from bot.workflow import StopService
+from providers.base import Provider
+from providers.registry import build_provider
+from providers.simulators.common import Fault
+from providers.simulators.server import SimulatorServer
+from tests.helpers import SimTime, sample
+
+TOKEN = "xoxb-test-token"
+SECRET = "test-signing-secret"
+CHANNEL = "C0DEV"
+BOB, ALICE, ADMIN = "U0BOB", "U0ALICE", "U0ADMIN"
+
+
+class AppServer:
+    """An ASGI app on a loopback port in its own thread, like `stopbot serve --http`."""
+
+    def __init__(self, app: Any) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the bot's server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class Slack:
+    """The bot, behind its HTTP endpoint, talking to a fake Slack and the simulators."""
+
+    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
+        self.sims = sims
+        sims.hub.clock.freeze()
+        self.time = SimTime(sims)
+        self.fake_server = FakeSlackServer(
+            FakeSlack(
+                tokens=[TOKEN],
+                users=[
+                    SlackUser(BOB, "bob", real_name="Bob Stone"),
+                    SlackUser(ALICE, "alice", real_name="Alice Martin"),
+                    SlackUser(ADMIN, "ada", real_name="Ada Admin"),
+                ],
+                channels=[
+                    SlackChannel(CHANNEL, "dev"),
+                    SlackChannel("C0OUT", "outside", member=False),
+                ],
+            )
+        )
+        self.fake_server.start()
+        self.fake = self.fake_server.slack
+        self.config = sample(sims, admins=[ADMIN], **config)
+        self.db = db
+        self.providers: dict[str, Provider] = {}
+        self.server: AppServer | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.store = Store(self.db, clock=self.time.now)
+        self.providers = {
+            p.name: build_provider(p, http=self.config.http) for p in self.config.providers
+        }
+        self.service = StopService(
+            self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
+        )
+        self.bot = SlackBot(
+            self.config,
+            self.store,
+            self.providers,
+            self.service,
+            token=TOKEN,
+            signing_secret=SECRET,
+            api_url=self.fake_server.api_url,
+        )
+        self.server = AppServer(build_http_app(self.bot))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self.store.close()
+
+    async def post(
+        self,
+        body: bytes,
+        *,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        assert self.server is not None
+        signed = sign_request(secret, body, int(time.time()) if timestamp is None else timestamp)
+        async with httpx.AsyncClient() as client:
+            return await client.post(
+                f"{self.server.url}/slack/events",
+                content=body,
+                headers={
+                    **signed,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    **(headers or {}),
+                },
+            )
+
+    async def command(
+        self,
+        text: str,
+        user: str = BOB,
+        channel: str = CHANNEL,
+        trigger_id: str | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        url = self.fake.new_response_url(channel=channel, user=user)
+        body = slash_command_body("/stop", text, user, channel, url, trigger_id or uuid.uuid4().hex)
+        return await self.post(body, **kw)
+
+    async def reply(self, n: int = 1, user: str = BOB) -> Call:
+        """The n-th response_url post (1-based) seen so far, waiting for it."""
+
+        def nth(_: Call) -> bool:
+            return len(self.fake.calls(RESPONSE_URL_METHOD)) >= n
+
+        await self.fake.wait_for(RESPONSE_URL_METHOD, nth)
+        return self.fake.calls(RESPONSE_URL_METHOD)[n - 1]
+
+    def confirmation(self, user: str = BOB, channel: str = CHANNEL) -> tuple[str, str]:
+        """The op id and ts of the latest ephemeral confirmation shown to ``user``."""
+        message = self.fake.ephemeral_messages(channel, user)[-1]
+        actions = next(b for b in message["blocks"] if b["type"] == "actions")
+        return actions["elements"][0]["value"], message["ts"]
+
+    async def click(
+        self, action: str, op_id: str, ts: str, user: str = BOB, channel: str = CHANNEL
+    ) -> httpx.Response:
+        url = self.fake.new_response_url(
+            channel=channel, user=user, message_ts=ts, is_ephemeral=True
+        )
+        payload = block_actions_payload(
+            user,
+            channel,
+            action,
+            op_id,
+            response_url=url,
+            message_ts=ts,
+            is_ephemeral=True,
+            block_id=f"confirm:{op_id}",
+        )
+        return await self.post(block_actions_body(payload))
+
+    async def final_message(self, channel: str = CHANNEL) -> dict[str, Any]:
+        return await self.fake.wait_for_message(
+            channel,
+            lambda m: any(
+                marker in m.get("text", "")
+                for marker in ("Stopped", "Failed", "Timed out", "Refused", "Already stopped")
+            ),
+        )
+
+
+@pytest.fixture
+async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    harness = Slack(sims, tmp_path / "stopbot.db")
+    yield harness
+    harness.stop()
+    harness.fake_server.stop()
+
+
+def block_texts(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks", []))
+
+
+async def test_help_is_answered_in_the_ack(slack: Slack) -> None:
+    """`/stop help` is answered at once, in the HTTP response, ephemeral."""
+    response = await slack.command("help")
+    assert response.status_code == 200
+    assert response.json()["response_type"] == "ephemeral"
+    assert response.json()["text"].startswith("*Stopbot* stops cloud resources safely.")
+
+
+async def test_malformed_command_says_what_was_expected(slack: Slack) -> None:
+    """A malformed command gets the expected grammar, and nothing is recorded."""
+    response = await slack.command("status")
+    assert response.json() == {
+        "response_type": "ephemeral",
+        "text": "Usage: `/stop status <resource>` (one resource name).",
+    }
+    assert slack.store.recent_operations() == []
+
+
+async def test_unknown_resource_suggests_names(slack: Slack) -> None:
+    """An unknown resource is answered with the closest names, and nothing is stopped."""
+    assert (await slack.command("dev-ue")).status_code == 200
+    reply = await slack.reply()
+    assert reply.args["text"] == "Unknown resource 'dev-ue'. Did you mean dev-eu?"
+    assert reply.args["response_type"] == "ephemeral"
+
+
+@pytest.mark.parametrize(
+    ("resource", "provider_states", "progress"),
+    [
+        # Qovery answers the stop with its status, so the first update already names it.
+        ("dev-eu", ["STOP_QUEUED", "STOPPING", "STOPPED"], ["STOP_QUEUED", "STOPPING"]),
+        ("web-1", ["ACTIVE (powering-off)", "SHUTOFF"], ["accepted", "ACTIVE (powering-off)"]),
+        ("spark", ["started", "stopped"], ["accepted", "started"]),
+        ("etl", ["Stopping", "Stopped"], ["accepted", "Stopping"]),
+    ],
+)
+async def test_stop_confirmed_and_followed_to_stopped(
+    slack: Slack, resource: str, provider_states: list[str], progress: list[str]
+) -> None:
+    """Confirm posts a public message that is updated through every provider state to Stopped."""
+    force = " --force" if resource == "etl" else ""
+    await slack.command(f"{resource}{force} nightly savings")
+    confirmation = (await slack.reply()).args
+    assert confirmation["response_type"] == "ephemeral"
+    assert (
+        confirmation["text"]
+        == f"Stop {resource} ({slack.config.resource(resource).provider})? Confirm or cancel."
+    )
+    op_id, ts = slack.confirmation()
+    assert (await slack.click(views.CONFIRM, op_id, ts)).status_code == 200
+
+    final = await slack.final_message()
+    assert final["text"].startswith(f"{resource}: :white_check_mark: Stopped in ")
+    updates = [c.args["text"] for c in slack.fake.calls("chat.update")]
+    assert updates == [*(f"Stopping {resource}: {p}" for p in progress), final["text"]]
+    timeline = block_texts(final)
+    for state in provider_states:
+        assert f"`{state}`" in timeline
+    # The ephemeral confirmation was replaced: no live button is left behind.
+    [ephemeral] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    assert ephemeral["text"] == f"Confirmed: stopping {resource}. Progress follows in the channel."
+    assert "actions" not in block_texts(ephemeral)
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.STOPPED
+
+
+async def test_double_click_acts_once(slack: Slack) -> None:
+    """A second click on Confirm gets an ephemeral explanation and sends no second stop."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CONFIRM, op_id, ts)
+    await slack.click(views.CONFIRM, op_id, ts)
+    await slack.final_message()
+    explanation = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "already handled" in c.args.get("text", "")
+    )
+    assert explanation.args["response_type"] == "ephemeral"
+    assert explanation.args["replace_original"] is False
+    accepted = [e for e in slack.store.audit_log() if e.action == "stop.accepted"]
+    assert len(accepted) == 1
+    assert len(slack.fake.calls("chat.postMessage")) == 1
+
+
+async def test_click_by_another_user_changes_nothing(slack: Slack) -> None:
+    """Only the requester's click confirms; anyone else is told so, ephemerally."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CONFIRM, op_id, ts, user=ALICE)
+    reply = await slack.reply(2)
+    assert reply.args["text"] == "Only <@U0BOB> can confirm this stop of dev-eu."
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.AWAITING_CONFIRMATION
+
+
+async def test_expired_confirmation_does_not_stop(slack: Slack) -> None:
+    """A click after ten minutes is told the confirmation expired; the cluster keeps running."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.sims.hub.clock.advance(11 * 60)
+    await slack.click(views.CONFIRM, op_id, ts)
+    reply = await slack.reply(2)
+    assert reply.args["text"] == "This confirmation expired. Run `/stop dev-eu` again."
+    assert slack.fake.calls("chat.postMessage") == []
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.CANCELLED
+
+
+async def test_cancel_replaces_the_confirmation(slack: Slack) -> None:
+    """Cancel replaces the ephemeral confirmation and nothing is stopped."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CANCEL, op_id, ts)
+    reply = await slack.reply(2)
+    assert reply.args == {"text": "Cancelled: dev-eu was not stopped.", "replace_original": True}
+    assert slack.fake.calls("chat.postMessage") == []
+
+
+async def test_locked_resource_is_refused_with_owner(slack: Slack) -> None:
+    """A cluster locked in Qovery by someone else is refused, naming the owner and reason."""
+    await slack.command("staging-us")
+    reply = await slack.reply()
+    assert reply.args["text"] == (
+        ":no_entry: Refused: staging-us is locked in qovery by Alice Martin "
+        "(load test until Friday); it expires in 3d."
+    )
+    assert "actions" not in json.dumps(reply.args["blocks"])
+
+
+async def test_provider_error_is_shown_in_the_channel(slack: Slack) -> None:
+    """A provider 500 on the stop ends the public message as Failed with the provider's words."""
+    slack.sims.hub.faults.add(
+        Fault(
+            api="qovery",
+            kind="status",
+            method="POST",
+            status=500,
+            body={"message": "maintenance window"},
+        )
+    )
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CONFIRM, op_id, ts)
+    final = await slack.final_message()
+    assert final["text"] == (
+        "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "maintenance window"
+    )
+
+
+async def test_not_in_channel_falls_back_to_response_url(slack: Slack) -> None:
+    """Where the bot may not post, progress replaces the user's message and says how to invite it."""
+    await slack.command("dev-eu", channel="C0OUT")
+    await slack.reply()
+    op_id, ts = slack.confirmation(channel="C0OUT")
+    await slack.click(views.CONFIRM, op_id, ts, channel="C0OUT")
+    await slack.fake.wait_for(RESPONSE_URL_METHOD, lambda c: "Stopped" in c.args.get("text", ""))
+    [shown] = slack.fake.ephemeral_messages("C0OUT", BOB)
+    assert shown["text"].startswith("dev-eu: :white_check_mark: Stopped in ")
+    assert "Invite it with `/invite @Stopbot`" in block_texts(shown)
+    assert slack.fake.messages("C0OUT") == []
+
+
+async def test_status_command(slack: Slack) -> None:
+    """`/stop status` shows the provider's state and lock."""
+    await slack.command("status staging-us")
+    reply = await slack.reply()
+    assert reply.args["text"] == "staging-us: DEPLOYED (running)"
+    assert "locked by Alice Martin: load test until Friday" in json.dumps(reply.args["blocks"])
+
+
+async def test_list_command_filters_by_provider_and_tag(slack: Slack) -> None:
+    """`/stop list nova` lists the Nova servers with their live state."""
+    await slack.command("list nova")
+    reply = await slack.reply()
+    assert reply.args["text"] == "3 resource(s) on nova"
+    listing = json.dumps(reply.args["blocks"])
+    for name in ("web-1", "batch-2", "db-3"):
+        assert f"*{name}* \\u00b7 nova" in listing
+    await slack.command("list tag:env=prod")
+    assert (await slack.reply(2)).args["text"] == "No resources match with tag env=prod."
+
+
+async def test_history_command(slack: Slack) -> None:
+    """`/stop history <resource>` lists the latest operations on it."""
+    await slack.command("qa-old")
+    await slack.reply()
+    await slack.command("history qa-old")
+    reply = await slack.reply(2)
+    assert reply.args["text"] == "Latest stops for qa-old"
+    assert "stopped already" in json.dumps(reply.args["blocks"])
+
+
+async def test_forged_signature_is_refused_with_no_side_effect(slack: Slack) -> None:
+    """A request signed with the wrong secret, or too old, gets 401 and changes nothing."""
+    forged = await slack.command("dev-eu", secret="not-the-secret")
+    stale = await slack.command("dev-eu", timestamp=int(time.time()) - 10 * 60)
+    assert (forged.status_code, stale.status_code) == (401, 401)
+    assert slack.store.recent_operations() == []
+    assert slack.fake.calls(RESPONSE_URL_METHOD) == []
+
+
+async def test_slack_retry_does_not_run_a_command_twice(slack: Slack) -> None:
+    """A retried delivery of the same command (same trigger_id) records one operation."""
+    await slack.command("dev-eu", trigger_id="trigger-1")
+    await slack.reply()
+    await slack.command(
+        "dev-eu",
+        trigger_id="trigger-1",
+        headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+    )
+    await slack.reply(2)
+    assert len(slack.store.recent_operations()) == 1
+
+
+async def test_restart_resumes_progress_updates(slack: Slack) -> None:
+    """A stop in flight when the bot stops is followed to the end by the next process."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.service.sleep = _never_returns  # freeze following after the first poll
+    await slack.click(views.CONFIRM, op_id, ts)
+    await slack.fake.wait_for("chat.update")
+    slack.stop()
+    store = Store(slack.db)
+    op = store.get_operation(op_id)
+    store.close()
+    assert op is not None and op.state == OpState.IN_PROGRESS and op.message_ts
+
+    slack.start()  # a new process: resumes from the store
+    final = await slack.final_message()
+    assert final["ts"] == op.message_ts
+    assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
+    accepted = [e for e in slack.store.audit_log() if e.action == "stop.accepted"]
+    assert len(accepted) == 1
+
+
+async def _never_returns(seconds: float) -> None:
+    await asyncio.Event().wait()
+
+
+def test_timestamps_render_in_the_viewer_time_zone() -> None:
+    """Times in messages use Slack's date token, so each viewer sees their own time zone."""
+    at = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
+    assert views.when(at) == (
+        "<!date^1795636800^{date_short_pretty} {time_secs}|2026-11-25 20:00 UTC>"
+    )
