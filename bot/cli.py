@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +182,18 @@ def _with_runtime(name: str) -> Any:
     return command
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail early, in words, when the port is taken (uvicorn would just exit)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror}. "
+                "Is another stopbot running? Pick another port with --port.",
+            ) from None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.slack.app import SlackBot
     from bot.slack.server import run_http, run_socket_mode
@@ -189,52 +202,64 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     token = settings.slack_bot_token
     secret = settings.slack_signing_secret
     app_token = settings.slack_app_token
-    http_mode = args.http or app_token is None
-    missing = [
-        name
-        for name, value in (
-            ("SLACK_BOT_TOKEN", token),
-            (
-                "SLACK_SIGNING_SECRET" if http_mode else "SLACK_APP_TOKEN",
-                secret if http_mode else app_token,
-            ),
-        )
-        if value is None
-    ]
-    if missing:
-        raise CliError(
-            f"set {' and '.join(missing)} to connect to Slack "
-            "(create the app from app-manifest.yml, see the README). "
-            "Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; "
-            "HTTP mode (--http) needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.",
-            EXIT_USAGE,
-        )
-    if token is None:  # checked above; this narrows the type
-        raise CliError("set SLACK_BOT_TOKEN", EXIT_USAGE)
+    local = token is None and secret is None and app_token is None
+    http_mode = local or args.http or app_token is None
+    if not local:
+        needed = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET" if http_mode else "SLACK_APP_TOKEN"]
+        values = {
+            "SLACK_BOT_TOKEN": token,
+            "SLACK_SIGNING_SECRET": secret,
+            "SLACK_APP_TOKEN": app_token,
+        }
+        missing = [name for name in needed if values[name] is None]
+        if missing:
+            raise CliError(
+                f"set {' and '.join(missing)} to connect to Slack (create the app from "
+                "app-manifest.yml, see the README). Socket Mode needs SLACK_BOT_TOKEN and "
+                "SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "
+                "SLACK_SIGNING_SECRET. With none of them set, stopbot runs in local mode.",
+                EXIT_USAGE,
+            )
+    _check_port(args.host, args.port)
 
     async def run() -> None:
         runtime = Runtime.open(settings)
-        print(f"stopbot: configuration: {runtime.config_source}; database: {settings.stopbot_db}")
+        fake = None
         try:
             service = StopService(runtime.config, runtime.store, runtime.providers)
+            signing: str | None
+            api_url: str | None
+            if local:
+                from bot.slack.local import LocalSlack
+
+                fake = LocalSlack.start()
+                bot_token, signing, api_url = fake.token, fake.signing_secret, fake.api_url
+            else:
+                bot_token = token.get_secret_value() if token else ""
+                signing = secret.get_secret_value() if secret and http_mode else None
+                api_url = settings.slack_api_url
             bot = SlackBot(
                 runtime.config,
                 runtime.store,
                 runtime.providers,
                 service,
-                token=token.get_secret_value(),
-                signing_secret=secret.get_secret_value() if secret and http_mode else None,
-                api_url=settings.slack_api_url,
+                token=bot_token,
+                signing_secret=signing,
+                api_url=api_url,
             )
+            print(f"stopbot: configuration: {runtime.config_source}")
+            print(f"stopbot: database: {settings.stopbot_db}")
+            if fake is not None:
+                print(fake.banner(f"http://{args.host}:{args.port}"))
             if http_mode or app_token is None:
-                print(f"stopbot: HTTP mode on http://{args.host}:{args.port}/slack/events")
+                print(f"stopbot: Slack endpoint http://{args.host}:{args.port}/slack/events")
                 await run_http(bot, args.host, args.port)
             else:
-                print(
-                    f"stopbot: Socket Mode; health check on http://{args.host}:{args.port}/healthz"
-                )
+                print(f"stopbot: Socket Mode; health at http://{args.host}:{args.port}/healthz")
                 await run_socket_mode(bot, app_token.get_secret_value(), args.host, args.port)
         finally:
+            if fake is not None:
+                fake.stop()
             await runtime.aclose()
 
     asyncio.run(run())
