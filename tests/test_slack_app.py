@@ -461,3 +461,65 @@ def test_timestamps_render_in_the_viewer_time_zone() -> None:
     assert views.when(at) == (
         "<!date^1795636800^{date_short_pretty} {time_secs}|2026-11-25 20:00 UTC>"
     )
+
+
+async def test_rate_limited_update_is_retried_after_retry_after(slack: Slack) -> None:
+    """A 429 from chat.update is retried after Retry-After; the final state still arrives."""
+    slack.fake.fail_next("chat.update", "ratelimited", retry_after=0)
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CONFIRM, op_id, ts)
+    final = await slack.final_message()
+    assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
+    statuses = [c.status for c in slack.fake.calls("chat.update")]
+    assert statuses[0] == 429
+    assert statuses[1:] == [200] * (len(statuses) - 1)
+
+
+async def test_user_group_member_may_stop_and_others_are_refused(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """allowed_groups is resolved through usergroups.users.list; non-members are refused, audited."""
+    harness = Slack(sims, tmp_path / "db", allowed_groups=["S0PLATFORM"])
+    try:
+        harness.fake.add_usergroup("S0PLATFORM", [ALICE])
+        await harness.command("dev-eu", user=BOB)
+        refusal = await harness.reply()
+        assert refusal.args["text"] == (
+            ":no_entry: Refused: you are not allowed to stop dev-eu (the global rule); "
+            "ask an admin to add you"
+        )
+        await harness.command("dev-eu", user=ALICE)
+        confirmation = await harness.reply(2)
+        assert confirmation.args["text"] == "Stop dev-eu (qovery)? Confirm or cancel."
+        refused = [e for e in harness.store.audit_log() if e.action == "stop.refused"]
+        assert [(e.actor, e.resource) for e in refused] == [(BOB, "dev-eu")]
+        assert harness.fake.calls("usergroups.users.list")[0].args["usergroup"] == "S0PLATFORM"
+    finally:
+        harness.stop()
+        harness.fake_server.stop()
+
+
+async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) -> None:
+    """Feldera OSS refuses a graceful stop (501): the user is told to use --force."""
+    await slack.command("etl")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    await slack.click(views.CONFIRM, op_id, ts)
+    final = await slack.final_message()
+    assert final["text"].startswith(
+        "etl: :x: Failed: feldera: not supported by this provider (HTTP 501)"
+    )
+    assert final["text"].endswith("Use `--force` to stop it without a checkpoint.")
+
+
+async def test_healthz(slack: Slack) -> None:
+    """/healthz answers 200 with the store's state and the stops being followed."""
+    assert slack.server is not None
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{slack.server.url}/healthz")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ok", "checks": {"store": "ok", "operations_in_flight": 0}},
+    )

@@ -1,0 +1,76 @@
+"""The /stop grammar, and the documentation covering every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import build_parser
+from bot.slack import commands
+from bot.slack.commands import Help, History, ListResources, Status, StopCommand, UsageError, parse
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", Help()),
+        ("help", Help()),
+        ("  HELP ", Help()),
+        ("status dev-eu", Status("dev-eu")),
+        ("list", ListResources()),
+        ("list nova", ListResources("nova")),
+        ("list tag:env=dev", ListResources("tag:env=dev")),
+        ("history", History()),
+        ("history etl", History("etl")),
+        ("dev-eu", StopCommand("dev-eu")),
+        ("qovery:0b9e-1", StopCommand("qovery:0b9e-1")),
+        ("etl --force", StopCommand("etl", force=True)),
+        ("etl --force nightly savings", StopCommand("etl", force=True, reason="nightly savings")),
+        (
+            'dev-eu "costs too much" --force',
+            StopCommand("dev-eu", force=True, reason="costs too much"),
+        ),
+        ("dev-eu it's late", StopCommand("dev-eu", reason="it's late")),
+        (
+            "dev-eu the --verbose flag broke it",
+            StopCommand("dev-eu", reason="the --verbose flag broke it"),
+        ),
+    ],
+)
+def test_parse(text: str, expected: object) -> None:
+    """Each form of the grammar parses to its command."""
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("status", "Usage: `/stop status <resource>` (one resource name)."),
+        ("status a b", "Usage: `/stop status <resource>` (one resource name)."),
+        ("list a b", "Usage: `/stop list [provider | tag:key=value]`."),
+        ("list tag:env", "A tag filter looks like `tag:key=value`, e.g. `tag:env=dev`."),
+        ("history a b", "Usage: `/stop history [resource]`."),
+        (
+            "--force dev-eu",
+            "`--force` is not a resource. Usage: `/stop <resource> [--force] [reason…]`.",
+        ),
+        ("dev-eu --now", "Unknown option `--now`. The only option is `--force`."),
+    ],
+)
+def test_malformed_input_says_what_was_expected(text: str, message: str) -> None:
+    """Malformed input raises a usage error with the expected form."""
+    with pytest.raises(UsageError) as info:
+        parse(text)
+    assert str(info.value) == message
+
+
+def test_readme_documents_every_slash_subcommand_and_cli_command() -> None:
+    """The README names every /stop subcommand and every stopbot command."""
+    for word in sorted(commands.RESERVED):
+        assert f"`/stop {word}" in README
+    subparsers = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name in subparsers:
+        assert f"`stopbot {name}" in README, name
