@@ -156,6 +156,11 @@ class StopbotConfig(BaseModel):
         "empty with allowed_groups empty: everyone in the workspace.",
     )
     allowed_groups: list[str] = Field(default_factory=list)
+    cli_is_admin: bool = Field(
+        default=True,
+        description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
+        "as an admin. Set false to apply allowed_users to `cli:<login>` ids too.",
+    )
 
     def reference_problems(self) -> list[tuple[str, str]]:
         """What the schema cannot see: duplicate names and dangling references."""

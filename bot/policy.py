@@ -25,6 +25,8 @@ class Policy:
         self.group_members = group_members
 
     def is_admin(self, user_id: str) -> bool:
+        if user_id.startswith("cli:") and self.config.cli_is_admin:
+            return True
         return user_id in self.config.admins
 
     async def _in_groups(self, user_id: str, groups: list[str]) -> bool:
