@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -29,7 +29,9 @@ from providers.openstack import OpenStackConfig
 from providers.qovery import QoveryConfig
 
 __all__ = [
+    "ApprovalPolicy",
     "ConfigError",
+    "LockSettings",
     "ProviderConfig",
     "ResourceConfig",
     "Settings",
@@ -93,6 +95,44 @@ class UnknownResourceError(LookupError):
         super().__init__(f"Unknown resource {ref!r}.{hint}")
 
 
+class ApprovalPolicy(BaseModel):
+    """Whether stopping needs a second person, who, and for how long the request stands."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: bool = True
+    approvers: list[str] = Field(
+        default_factory=list, description="Slack user ids (U...) and user group ids (S...)."
+    )
+    min_approvals: int = Field(default=1, ge=1, le=10)
+    expires_after: Duration = Field(default=dt.timedelta(minutes=30))
+    post_to: Literal["channel", "dm"] = Field(
+        default="channel",
+        description="Post the request in the requester's channel, or DM "
+        "each approver (user groups are expanded).",
+    )
+
+
+class TagApproval(BaseModel):
+    """An approval policy for every resource carrying these tags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[str, str] = Field(min_length=1)
+    approval: ApprovalPolicy
+
+
+class LockSettings(BaseModel):
+    """Bot locks set from Slack (config key ``locks``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_duration: Duration = Field(default=dt.timedelta(days=7))
+    warn_before_expiry: Duration = Field(
+        default=dt.timedelta(minutes=30), description="DM the owner, with Extend, this early."
+    )
+
+
 class ResourceConfig(BaseModel):
     """One resource users may stop, by a unique name."""
 
@@ -111,6 +151,7 @@ class ResourceConfig(BaseModel):
     allowed_groups: list[str] = Field(
         default_factory=list, description="Slack user group ids (S...) whose members may stop it."
     )
+    approval: ApprovalPolicy | None = None
 
     def to_resource(self) -> Resource:
         options = {"lambda_instance_id": self.lambda_instance_id} if self.lambda_instance_id else {}
@@ -156,6 +197,17 @@ class StopbotConfig(BaseModel):
         "empty with allowed_groups empty: everyone in the workspace.",
     )
     allowed_groups: list[str] = Field(default_factory=list)
+    identities: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Slack user id -> {provider name: the name that provider gives them}, "
+        "to recognise the owner of a provider lock (e.g. Qovery's owner_name).",
+    )
+    approval: ApprovalPolicy = Field(
+        default_factory=lambda: ApprovalPolicy(required=False),
+        description="The default for resources with no rule of their own.",
+    )
+    approval_by_tag: list[TagApproval] = Field(default_factory=list)
+    locks: LockSettings = Field(default_factory=LockSettings)
     cli_is_admin: bool = Field(
         default=True,
         description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
@@ -217,6 +269,23 @@ class StopbotConfig(BaseModel):
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def approval_for(self, name: str) -> ApprovalPolicy | None:
+        """The approval a stop of ``name`` needs: its own rule, else the first tag rule that
+        matches, else the global default; None when no approval is required."""
+        rc = self.resource_config(name)
+        policy = rc.approval
+        if policy is None:
+            matching = (
+                rule.approval
+                for rule in self.approval_by_tag
+                if all(rc.tags.get(k) == v for k, v in rule.tags.items())
+            )
+            policy = next(matching, self.approval)
+        return policy if policy.required else None
+
+    def identity(self, user_id: str, provider: str) -> str | None:
+        return self.identities.get(user_id, {}).get(provider)
 
     def all_resources(self) -> list[Resource]:
         return [r.to_resource() for r in self.resources]

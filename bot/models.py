@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Actor", "AuditEntry", "BotLock", "OpState", "Operation", "Transition"]
+__all__ = ["Actor", "Approval", "AuditEntry", "BotLock", "OpState", "Operation", "Transition"]
 
 
 class OpState(StrEnum):
@@ -57,6 +57,7 @@ class Operation(BaseModel):
     source: str = Field(description="slack, cli or schedule")
     reason: str | None = None
     force: bool = False
+    override_lock: bool = False
     state: OpState
     detail: str | None = Field(default=None, description="Why it ended so, for the user.")
     provider_state: str | None = None
@@ -93,6 +94,28 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class Vote(BaseModel):
+    approver: str
+    vote: str
+    reason: str | None = None
+    at: dt.datetime
+
+
+class Approval(BaseModel):
+    """The approval request of a protected stop."""
+
+    operation_id: str
+    status: str = Field(description="pending, approved, denied or expired")
+    requested_by: str
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    reason: str | None = None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    min_approvals: int = 1
+    votes: list[Vote] = Field(default_factory=list)
+
+
 class BotLock(BaseModel):
     """A lock a user set from Slack: nobody else stops the resource until it expires."""
 
@@ -112,6 +135,14 @@ class Actor(BaseModel):
 
     id: str
     names: frozenset[str] = frozenset()
+    identities: dict[str, str] = Field(
+        default_factory=dict, description="provider name -> the name that provider knows them by"
+    )
+
+    def known_as(self, provider: str) -> frozenset[str]:
+        """The names a lock owner in ``provider`` may carry for this user."""
+        mapped = self.identities.get(provider)
+        return frozenset({mapped}) if mapped else self.names
 
     @property
     def display(self) -> str:

@@ -37,6 +37,12 @@ class Policy:
                 return True
         return False
 
+    async def is_approver(self, user_id: str, approvers: list[str]) -> bool:
+        """Whether ``user_id`` is listed among ``approvers``, directly or by a user group."""
+        if user_id in approvers:
+            return True
+        return await self._in_groups(user_id, [a for a in approvers if a.startswith("S")])
+
     async def may_stop(self, user_id: str, resource: str) -> Decision:
         """Whether ``user_id`` may stop ``resource``, and why, in words for the user."""
         if self.is_admin(user_id):

@@ -28,6 +28,7 @@ import sqlite_utils
 from bot.models import (
     FINAL_STATES,
     TRACKED_STATES,
+    Approval,
     AuditEntry,
     BotLock,
     Operation,
@@ -138,7 +139,25 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("claims").create({"key": str, "claimed_at": str}, pk="key")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Lock overrides by admins, and approvals with several approvers."""
+    db.table("operations").add_column("override_lock", int, not_null_default=0)
+    db.table("approvals").add_column("min_approvals", int, not_null_default=1)
+    db.table("approvals").create_index(["operation_id"], unique=True)
+    db.table("approvals").create_index(["status", "expires_at"])
+    db.table("approval_votes").create(
+        {"operation_id": str, "approver": str, "vote": str, "reason": str, "at": str},
+        pk=("operation_id", "approver"),
+        foreign_keys=[("operation_id", "operations", "id")],
+    )
+    db.table("approval_messages").create(
+        {"operation_id": str, "channel": str, "ts": str},
+        pk=("operation_id", "channel", "ts"),
+        foreign_keys=[("operation_id", "operations", "id")],
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -280,6 +299,7 @@ class Store:
         state: OpState = OpState.REQUESTED,
         reason: str | None = None,
         force: bool = False,
+        override_lock: bool = False,
         expires_at: dt.datetime | None = None,
         channel: str | None = None,
         response_url: str | None = None,
@@ -301,8 +321,8 @@ class Store:
             op_id = uuid.uuid4().hex
             conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
-                "source, reason, force, state, created_at, updated_at, expires_at, channel, "
-                "response_url, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "source, reason, force, override_lock, state, created_at, updated_at, expires_at,"
+                " channel, response_url, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     op_id,
                     resource,
@@ -312,6 +332,7 @@ class Store:
                     source,
                     reason,
                     int(force),
+                    int(override_lock),
                     state.value,
                     _iso(now),
                     _iso(now),
@@ -331,7 +352,13 @@ class Store:
                 "stop.requested",
                 resource=resource,
                 operation_id=op_id,
-                detail={"source": source, "reason": reason, "force": force, "state": state.value},
+                detail={
+                    "source": source,
+                    "reason": reason,
+                    "force": force,
+                    "state": state.value,
+                    **({"override_lock": True} if override_lock else {}),
+                },
             )
             return self._get(conn, op_id), True
 
@@ -343,6 +370,7 @@ class Store:
             raise KeyError(op_id)
         data = dict(zip(names, row, strict=True))
         data["force"] = bool(data["force"])
+        data["override_lock"] = bool(data["override_lock"])
         return Operation.model_validate(data)
 
     def get_operation(self, op_id: str) -> Operation | None:
@@ -482,6 +510,154 @@ class Store:
             )
             return cursor.rowcount == 1
 
+    # -- approvals ------------------------------------------------------------------
+
+    def await_approval(
+        self, op_id: str, actor: str, *, expires_at: dt.datetime, min_approvals: int
+    ) -> Operation | None:
+        """Confirmed, but protected: the operation waits for approvers (one transaction)."""
+        now = self.clock()
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE operations SET state = ?, updated_at = ?, detail = NULL "
+                "WHERE id = ? AND state = ?",
+                [
+                    OpState.AWAITING_APPROVAL.value,
+                    _iso(now),
+                    op_id,
+                    OpState.AWAITING_CONFIRMATION.value,
+                ],
+            )
+            if cursor.rowcount != 1:
+                return None
+            op = self._get(conn, op_id)
+            conn.execute(
+                "INSERT INTO approvals (id, operation_id, status, requested_by, created_at, "
+                "expires_at, min_approvals) VALUES (?, ?, 'pending', ?, ?, ?, ?)",
+                [op_id, op_id, op.requested_by, _iso(now), _iso(expires_at), min_approvals],
+            )
+            conn.execute(
+                "INSERT INTO transitions (operation_id, at, state) VALUES (?, ?, ?)",
+                [op_id, _iso(now), OpState.AWAITING_APPROVAL.value],
+            )
+            self._audit(
+                conn,
+                actor,
+                "approval.requested",
+                resource=op.resource,
+                operation_id=op_id,
+                detail={"expires_at": _iso(expires_at), "min_approvals": min_approvals},
+            )
+            return op
+
+    def approval(self, op_id: str) -> Approval | None:
+        rows = list(self.db.query("SELECT * FROM approvals WHERE operation_id = ?", [op_id]))
+        if not rows:
+            return None
+        votes = self.db.query(
+            "SELECT approver, vote, reason, at FROM approval_votes WHERE operation_id = ? "
+            "ORDER BY at, approver",
+            [op_id],
+        )
+        return Approval.model_validate({**rows[0], "votes": list(votes)})
+
+    def vote(self, op_id: str, approver: str, vote: str, reason: str | None = None) -> int | None:
+        """Record one approver's approval; None if they had voted already, else the number of
+        approvals so far. The vote and its audit entry are one transaction."""
+        now = self.clock()
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO approval_votes (operation_id, approver, vote, reason, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [op_id, approver, vote, reason, _iso(now)],
+            )
+            if cursor.rowcount != 1:
+                return None
+            op = self._get(conn, op_id)
+            self._audit(
+                conn,
+                approver,
+                f"approval.{vote}",
+                resource=op.resource,
+                operation_id=op_id,
+                detail={"reason": reason},
+            )
+            row = conn.execute(
+                "SELECT COUNT(*) FROM approval_votes WHERE operation_id = ? AND vote = 'approve'",
+                [op_id],
+            ).fetchone()
+            return int(row[0])
+
+    def decide_approval(
+        self,
+        op_id: str,
+        status: str,
+        *,
+        decided_by: str,
+        to: OpState,
+        detail: str | None,
+        reason: str | None = None,
+    ) -> Operation | None:
+        """End a pending approval (approved, denied, expired) and move the operation, once.
+
+        Of an approve and a deny racing, exactly one finds the approval pending.
+        """
+        now = self.clock()
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, reason = ? "
+                "WHERE operation_id = ? AND status = 'pending'",
+                [status, decided_by, _iso(now), reason, op_id],
+            )
+            if cursor.rowcount != 1:
+                return None
+            values = [to.value, _iso(now), detail]
+            final = ", finished_at = ?" if to in FINAL_STATES else ""
+            if final:
+                values.append(_iso(now))
+            conn.execute(
+                f"UPDATE operations SET state = ?, updated_at = ?, detail = ?{final} "  # noqa: S608
+                "WHERE id = ? AND state = ?",
+                [*values, op_id, OpState.AWAITING_APPROVAL.value],
+            )
+            conn.execute(
+                "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
+                [op_id, _iso(now), to.value, detail],
+            )
+            op = self._get(conn, op_id)
+            self._audit(
+                conn,
+                decided_by,
+                f"approval.{status}",
+                resource=op.resource,
+                operation_id=op_id,
+                detail={"reason": reason, "state": to.value},
+            )
+            return op
+
+    def expired_approvals(self) -> list[str]:
+        """Operations whose approval request is still pending past its expiry."""
+        rows = self.db.execute(
+            "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
+            [_iso(self.clock())],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO approval_messages (operation_id, channel, ts) "
+                "VALUES (?, ?, ?)",
+                [op_id, channel, ts],
+            )
+
+    def approval_messages(self, op_id: str) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT channel, ts FROM approval_messages WHERE operation_id = ? ORDER BY rowid",
+            [op_id],
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     # -- bot locks ----------------------------------------------------------------
 
     def set_lock(
@@ -524,6 +700,15 @@ class Store:
                     conn, actor, "lock.removed", resource=resource, detail={"forced": forced}
                 )
             return bool(cursor.rowcount)
+
+    def locks_expiring(self, within: dt.timedelta) -> list[BotLock]:
+        """Locks in force that expire within ``within`` from now."""
+        now = self.clock()
+        rows = self.db.query(
+            "SELECT * FROM bot_locks WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at",
+            [_iso(now), _iso(now + within)],
+        )
+        return [BotLock.model_validate(r) for r in rows]
 
     def active_locks(self) -> list[BotLock]:
         rows = self.db.query(

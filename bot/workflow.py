@@ -17,9 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from bot.config import StopbotConfig, UnknownResourceError
+from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
 from bot.locks import LockVerdict, check_locks
 from bot.models import Actor, BotLock, Operation, OpState, Transition
 from bot.policy import Policy
@@ -55,6 +55,10 @@ class Preview(BaseModel):
     bot_lock: BotLock | None = None
     notes: list[str] = []
     supports_force: bool = False
+    approval: ApprovalPolicy | None = None
+    blocking_lock: LockVerdict | None = Field(
+        default=None, description="When a lock refused the stop: whose, so they can be asked."
+    )
 
 
 class ActionResult(BaseModel):
@@ -63,6 +67,8 @@ class ActionResult(BaseModel):
     ok: bool
     message: str
     operation: Operation | None = None
+    needs_approval: bool = False
+    run: bool = Field(default=False, description="True when the stop should now be submitted.")
 
 
 class ProgressListener(Protocol):
@@ -71,6 +77,14 @@ class ProgressListener(Protocol):
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None: ...
+
+
+def _mention(who: str) -> str:
+    if who[:1] in {"U", "W"}:
+        return f"<@{who}>"
+    if who[:1] == "S":
+        return f"<!subteam^{who}>"
+    return who
 
 
 class StopService:
@@ -103,6 +117,7 @@ class StopService:
         source: str,
         reason: str | None = None,
         force: bool = False,
+        override_lock: bool = False,
         channel: str | None = None,
         response_url: str | None = None,
         idempotency_key: str | None = None,
@@ -122,11 +137,17 @@ class StopService:
             source=source,
             reason=reason,
             force=force,
+            override_lock=override_lock,
             channel=channel,
             response_url=response_url,
             idempotency_key=idempotency_key,
         )
-        preview = Preview(operation=op, resource=resource, supports_force=provider.supports_force)
+        preview = Preview(
+            operation=op,
+            resource=resource,
+            supports_force=provider.supports_force,
+            approval=self.config.approval_for(resource.name),
+        )
         if not created:
             return preview  # a retry of a request already handled: show it again, do nothing
 
@@ -159,8 +180,39 @@ class StopService:
 
         verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
         preview.notes.extend(verdict.notes)
-        if verdict.blocked:
+        if verdict.blocked and override_lock:
+            if not self.policy.is_admin(actor.id):
+                return self._decide(
+                    preview,
+                    OpState.REFUSED,
+                    actor,
+                    f"only admins can use --override-lock. {verdict.reason}",
+                )
+            if not reason:
+                return self._decide(
+                    preview,
+                    OpState.REFUSED,
+                    actor,
+                    "--override-lock needs a reason, e.g. `/stop "
+                    f"{resource.name} --override-lock runaway costs, owner unreachable`.",
+                )
+            preview.notes.append(f"overriding a lock as an admin: {verdict.reason}")
+            self.store.audit(
+                actor.id,
+                "lock.override",
+                resource=resource.name,
+                operation_id=op.id,
+                detail={"lock": verdict.reason, "reason": reason},
+            )
+        elif verdict.blocked:
+            preview.blocking_lock = verdict
             return self._decide(preview, OpState.REFUSED, actor, verdict.reason)
+        if preview.approval is not None:
+            preview.notes.append(
+                f"needs {preview.approval.min_approvals} approval(s) from "
+                + ", ".join(_mention(a) for a in preview.approval.approvers)
+                + " after you confirm"
+            )
         if preview.status is not None and preview.status.phase == Phase.STOPPED:
             return self._decide(
                 preview,
@@ -253,6 +305,23 @@ class StopService:
                 operation=expired or checked,
                 message=f"This confirmation expired. Run `/stop {checked.resource}` again.",
             )
+        approval = self._approval_policy(checked.resource)
+        if approval is not None:
+            waiting = self.store.await_approval(
+                op_id,
+                actor.id,
+                expires_at=self.clock() + approval.expires_after,
+                min_approvals=approval.min_approvals,
+            )
+            if waiting is None:
+                return ActionResult(ok=False, message="This stop was already handled.")
+            return ActionResult(
+                ok=True,
+                operation=waiting,
+                needs_approval=True,
+                message=f"Asked for approval to stop {waiting.resource}. "
+                "You will be told when an approver decides.",
+            )
         op = self.store.transition(
             op_id,
             OpState.SUBMITTING,
@@ -262,7 +331,138 @@ class StopService:
         )
         if op is None:  # another click won the race
             return ActionResult(ok=False, message="This stop was already handled.")
-        return ActionResult(ok=True, message=f"Stopping {op.resource}…", operation=op)
+        return ActionResult(ok=True, message=f"Stopping {op.resource}…", operation=op, run=True)
+
+    def _approval_policy(self, resource: str) -> ApprovalPolicy | None:
+        try:
+            return self.config.approval_for(resource)
+        except KeyError:  # no longer configured: run() will say so
+            return None
+
+    # -- approvals ------------------------------------------------------------------
+
+    async def _check_approvable(self, op_id: str, actor: Actor) -> ActionResult | Operation:
+        op = self.store.get_operation(op_id)
+        if op is None:
+            return ActionResult(ok=False, message="This approval request no longer exists.")
+        if op.state != OpState.AWAITING_APPROVAL:
+            return ActionResult(
+                ok=False,
+                operation=op,
+                message=f"This request to stop {op.resource} was already decided "
+                f"(it is {op.state.value.replace('_', ' ')}). Nothing was changed.",
+            )
+        if op.requested_by == actor.id:
+            return ActionResult(
+                ok=False,
+                operation=op,
+                message="You cannot approve or deny your own stop request: "
+                "another approver has to decide.",
+            )
+        policy = self._approval_policy(op.resource)
+        if policy is None or not await self.policy.is_approver(actor.id, policy.approvers):
+            who = ", ".join(_mention(a) for a in policy.approvers) if policy else "nobody"
+            return ActionResult(
+                ok=False,
+                operation=op,
+                message=f"Only the approvers of {op.resource} ({who}) can decide this request.",
+            )
+        approval = self.store.approval(op_id)
+        if approval is not None and self.clock() >= approval.expires_at:
+            expired = self.store.decide_approval(
+                op_id,
+                "expired",
+                decided_by=SYSTEM,
+                to=OpState.CANCELLED,
+                detail="the approval request expired",
+            )
+            return ActionResult(
+                ok=False,
+                operation=expired or op,
+                message=f"This approval request expired. <@{op.requested_by}> can run "
+                f"`/stop {op.resource}` again.",
+            )
+        return op
+
+    async def can_decide(self, op_id: str, actor: Actor) -> ActionResult:
+        """Whether ``actor`` may approve or deny now (before a deny modal is opened)."""
+        checked = await self._check_approvable(op_id, actor)
+        if isinstance(checked, ActionResult):
+            return checked
+        return ActionResult(ok=True, operation=checked, message="")
+
+    async def approve(self, op_id: str, actor: Actor) -> ActionResult:
+        """An approver approves; with enough approvals the stop is released, once."""
+        checked = await self._check_approvable(op_id, actor)
+        if isinstance(checked, ActionResult):
+            return checked
+        count = self.store.vote(op_id, actor.id, "approve")
+        if count is None:
+            return ActionResult(
+                ok=False, operation=checked, message="You have already approved this request."
+            )
+        approval = self.store.approval(op_id)
+        needed = approval.min_approvals if approval else 1
+        if count < needed:
+            return ActionResult(
+                ok=True,
+                operation=checked,
+                message=f"Approved by <@{actor.id}> ({count} of {needed}); "
+                "waiting for more approvers.",
+            )
+        op = self.store.decide_approval(
+            op_id,
+            "approved",
+            decided_by=actor.id,
+            to=OpState.SUBMITTING,
+            detail=f"approved by <@{actor.id}>",
+        )
+        if op is None:
+            return ActionResult(ok=False, message="This request was already decided.")
+        return ActionResult(
+            ok=True,
+            operation=op,
+            run=True,
+            message=f"Approved by <@{actor.id}>: stopping {op.resource}.",
+        )
+
+    async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
+        """An approver denies: the request ends, refused, once."""
+        checked = await self._check_approvable(op_id, actor)
+        if isinstance(checked, ActionResult):
+            return checked
+        why = f": {reason}" if reason else ""
+        op = self.store.decide_approval(
+            op_id,
+            "denied",
+            decided_by=actor.id,
+            to=OpState.REFUSED,
+            detail=f"denied by <@{actor.id}>{why}",
+            reason=reason,
+        )
+        if op is None:
+            return ActionResult(ok=False, message="This request was already decided.")
+        return ActionResult(
+            ok=True,
+            operation=op,
+            message=f"Denied by <@{actor.id}>{why}. {op.resource} keeps running.",
+        )
+
+    def expire_approvals(self) -> list[Operation]:
+        """End the approval requests past their expiry (enforced by time, so after a restart
+        too); returns the operations that expired now."""
+        expired = []
+        for op_id in self.store.expired_approvals():
+            op = self.store.decide_approval(
+                op_id,
+                "expired",
+                decided_by=SYSTEM,
+                to=OpState.CANCELLED,
+                detail="the approval request expired",
+            )
+            if op is not None:
+                expired.append(op)
+        return expired
 
     def cancel(self, op_id: str, actor: Actor) -> ActionResult:
         checked = self._check_pending(op_id, actor, "cancel")
@@ -328,7 +528,9 @@ class StopService:
         verdict = self._lock_verdict(
             actor, resource, provider_lock, self.store.get_lock(resource.name)
         )
-        if verdict.blocked:
+        # An admin's override was decided and audited at request time; anyone else is
+        # checked again, since a lock may have been taken since the preview.
+        if verdict.blocked and not (op.override_lock and self.policy.is_admin(op.requested_by)):
             return await self._end(op, OpState.REFUSED, listener, None, verdict.reason)
         try:
             accepted = await provider.stop(resource, force=op.force)

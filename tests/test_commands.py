@@ -8,7 +8,15 @@ import pytest
 
 from bot.cli import build_parser
 from bot.slack import commands
-from bot.slack.commands import Help, History, ListResources, Status, StopCommand, UsageError, parse
+from bot.slack.commands import (
+    Help,
+    History,
+    ListResources,
+    Status,
+    StopCommand,
+    UsageError,
+    parse,
+)
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -57,7 +65,21 @@ def test_parse(text: str, expected: object) -> None:
             "--force dev-eu",
             "`--force` is not a resource. Usage: `/stop <resource> [--force] [reason…]`.",
         ),
-        ("dev-eu --now", "Unknown option `--now`. The only option is `--force`."),
+        (
+            "dev-eu --now",
+            "Unknown option `--now`. The options are `--force` and `--override-lock`.",
+        ),
+        (
+            "lock dev-eu",
+            "Usage: `/stop lock <resource> <duration> [reason…]`, e.g. `/stop lock dev-eu 4h demo this afternoon`.",
+        ),
+        (
+            "lock dev-eu soon",
+            "'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m. Usage: `/stop lock <resource> <duration> [reason…]`.",
+        ),
+        ("unlock", "Usage: `/stop unlock <resource> [--force]`."),
+        ("unlock a b", "Usage: `/stop unlock <resource> [--force]`."),
+        ("locks now", "Usage: `/stop locks` (no arguments)."),
     ],
 )
 def test_malformed_input_says_what_was_expected(text: str, message: str) -> None:

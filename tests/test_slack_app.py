@@ -339,7 +339,8 @@ async def test_locked_resource_is_refused_with_owner(slack: Slack) -> None:
         ":no_entry: Refused: staging-us is locked in qovery by Alice Martin "
         "(load test until Friday); it expires in 3d."
     )
-    assert "actions" not in json.dumps(reply.args["blocks"])
+    actions = [b for b in reply.args["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for a in actions for e in a["elements"]] == ["lock_ask_release"]
 
 
 async def test_provider_error_is_shown_in_the_channel(slack: Slack) -> None:

@@ -26,6 +26,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import StopbotConfig, UnknownResourceError
 from bot.models import Actor, Operation, OpState
 from bot.slack import commands, views
+from bot.slack.approvals import ApprovalHandlers
+from bot.slack.locking import LockHandlers
 from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
 from bot.store import Store
 from bot.workflow import ProgressListener, StopService
@@ -95,6 +97,7 @@ class SlackBot:
         token: str,
         signing_secret: str | None,
         api_url: str | None = None,
+        housekeeping_interval: float = 30.0,
     ) -> None:
         self.config = config
         self.store = store
@@ -111,15 +114,22 @@ class SlackBot:
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         service.policy.group_members = self.group_members
+        self.guarded = _guarded
+        self.no_post_errors = NO_POST_ERRORS
+        self.approvals = ApprovalHandlers(self)
+        self.locks = LockHandlers(self)
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.housekeeping_interval = housekeeping_interval
         self._register()
 
     # -- identities -----------------------------------------------------------------
 
     async def actor(self, user_id: str) -> Actor:
         """The user, with the names a provider lock may carry (real and display name)."""
+        identities = self.config.identities.get(user_id, {})
         cached = self._names.get(user_id)
         if cached and time.monotonic() - cached[0] < 600:
-            return Actor(id=user_id, names=cached[1])
+            return Actor(id=user_id, names=cached[1], identities=identities)
         names: set[str] = set()
         try:
             info = await self.client.users_info(user=user_id)
@@ -139,7 +149,20 @@ class SlackBot:
             )
         frozen = frozenset(names)
         self._names[user_id] = (time.monotonic(), frozen)
-        return Actor(id=user_id, names=frozen)
+        return Actor(id=user_id, names=frozen, identities=identities)
+
+    async def dm(
+        self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> tuple[str, str] | None:
+        """Post to a user's DM with the bot; (channel, ts), or None when Slack refused."""
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=user_id, text=text, blocks=blocks or views.message(text)[1]
+            )
+        except SlackApiError as exc:
+            log.warning("DM failed", extra={"user": user_id, "error": exc.response.get("error")})
+            return None
+        return str(posted["channel"]), str(posted["ts"])
 
     async def group_members(self, group: str) -> frozenset[str]:
         cached = self._groups.get(group)
@@ -172,9 +195,7 @@ class SlackBot:
             return ResponseUrlProgress(op.response_url, INVITE_NOTE)
         return NullProgress()
 
-    async def post_progress(
-        self, op: Operation, respond: Respond, response_url: str | None
-    ) -> ProgressListener:
+    async def post_progress(self, op: Operation, response_url: str | None) -> ProgressListener:
         """Post the public progress message, or fall back to the clicked message's
         ``response_url`` (kept with the operation, so a restart can resume there)."""
         text, blocks = views.progress(op, self.store.transitions(op.id), None)
@@ -192,13 +213,49 @@ class SlackBot:
                 return MessageProgress(
                     self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
                 )
+        listener: ProgressListener
         if response_url:
             self.store.update_operation(op.id, response_url=response_url)
-        listener: ProgressListener = (
-            ResponseUrlProgress(response_url, INVITE_NOTE) if response_url else NullProgress()
+            listener = ResponseUrlProgress(response_url, INVITE_NOTE)
+            await listener.progress(op, self.store.transitions(op.id), None)
+            return listener
+        posted_dm = await self.dm(op.requested_by, text, blocks)  # e.g. after an approval
+        if posted_dm is None:
+            return NullProgress()
+        channel, ts = posted_dm
+        self.store.update_operation(op.id, message_ts=ts, channel=channel)
+        return MessageProgress(
+            self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
         )
-        await listener.progress(op, self.store.transitions(op.id), None)
-        return listener
+
+    async def start_stop(self, op: Operation, response_url: str | None) -> None:
+        """Show the progress message and submit the stop, followed in the background."""
+        listener = await self.post_progress(op, response_url)
+        self.service.start(op.id, listener, await self.actor(op.requested_by))
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Time-driven duties: expire approval requests, warn owners of expiring locks."""
+        await self.approvals.expire()
+        await self.locks.warn_expiring()
+
+    def start_housekeeping(self, interval: float) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("housekeeping failed; trying again next round")
+                await asyncio.sleep(interval)
+
+        self._housekeeping = asyncio.create_task(loop(), name="housekeeping")
+
+    async def stop_housekeeping(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+            self._housekeeping = None
 
     # -- listeners ------------------------------------------------------------------
 
@@ -206,6 +263,8 @@ class SlackBot:
         self.app.command("/stop")(_guarded(self.on_stop))
         self.app.action(views.CONFIRM)(_guarded(self.on_confirm))
         self.app.action(views.CANCEL)(_guarded(self.on_cancel))
+        self.approvals.register()
+        self.locks.register()
 
     async def on_stop(self, ack: Any, command: dict[str, Any], respond: Respond) -> None:
         try:
@@ -226,6 +285,12 @@ class SlackBot:
             await self.show_list(parsed.selector, respond)
         elif isinstance(parsed, commands.History):
             await self.show_history(parsed.resource, respond)
+        elif isinstance(parsed, commands.Lock):
+            await self.locks.lock(parsed, user, respond)
+        elif isinstance(parsed, commands.Unlock):
+            await self.locks.unlock(parsed, user, respond)
+        elif isinstance(parsed, commands.Locks):
+            await self.locks.list(respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
 
     @staticmethod
@@ -233,7 +298,7 @@ class SlackBot:
         hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
         await respond(text=f"{exc}{hint}", response_type="ephemeral")
 
-    async def _resolve(self, ref: str, respond: Respond) -> Resource | None:
+    async def resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
             return self.config.resource(ref)
         except UnknownResourceError as exc:
@@ -251,6 +316,7 @@ class SlackBot:
                 source="slack",
                 reason=cmd.reason,
                 force=cmd.force,
+                override_lock=cmd.override_lock,
                 channel=command.get("channel_id"),
                 response_url=command.get("response_url"),
                 idempotency_key=f"slack:{command.get('trigger_id')}"
@@ -268,22 +334,25 @@ class SlackBot:
 
     async def on_confirm(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
         await ack()
-        op_id, actor = self._action(body)
+        op_id, actor = self.action_of(body)
         result = self.service.confirm(op_id, await self.actor(actor))
         if not result.ok or result.operation is None:
             await respond(text=result.message, response_type="ephemeral", replace_original=False)
             return
         op = result.operation
+        if result.needs_approval:
+            await respond(text=result.message, replace_original=True)
+            await self.approvals.post_request(op)
+            return
         await respond(
             text=f"Confirmed: stopping {op.resource}. Progress follows in the channel.",
             replace_original=True,
         )
-        listener = await self.post_progress(op, respond, body.get("response_url"))
-        self.service.start(op.id, listener, await self.actor(actor))
+        await self.start_stop(op, body.get("response_url"))
 
     async def on_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
         await ack()
-        op_id, actor = self._action(body)
+        op_id, actor = self.action_of(body)
         result = self.service.cancel(op_id, await self.actor(actor))
         if result.ok:
             await respond(text=result.message, replace_original=True)
@@ -291,7 +360,8 @@ class SlackBot:
             await respond(text=result.message, response_type="ephemeral", replace_original=False)
 
     @staticmethod
-    def _action(body: dict[str, Any]) -> tuple[str, str]:
+    def action_of(body: dict[str, Any]) -> tuple[str, str]:
+        """The operation id a button carries, and who clicked."""
         return str(body["actions"][0]["value"]), str(body["user"]["id"])
 
     async def _read(
@@ -310,7 +380,7 @@ class SlackBot:
         return status, error, lock
 
     async def show_status(self, ref: str, respond: Respond) -> None:
-        resource = await self._resolve(ref, respond)
+        resource = await self.resolve(ref, respond)
         if resource is None:
             return
         status, error, lock = await self._read(resource)
@@ -363,7 +433,7 @@ class SlackBot:
     async def show_history(self, ref: str | None, respond: Respond) -> None:
         name = None
         if ref is not None:
-            resource = await self._resolve(ref, respond)
+            resource = await self.resolve(ref, respond)
             if resource is None:
                 return
             name = resource.name

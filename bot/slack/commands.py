@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
 from dataclasses import dataclass
+
+from bot.durations import parse_duration
 
 __all__ = [
     "HELP",
     "Help",
     "History",
     "ListResources",
+    "Lock",
+    "Locks",
     "Status",
     "StopCommand",
+    "Unlock",
     "UsageError",
     "parse",
 ]
@@ -21,11 +27,15 @@ HELP = """*Stopbot* stops cloud resources safely. Commands:
 • `/stop status <resource>`: its current status and locks
 • `/stop list [provider | tag:key=value]`: configured resources and their status
 • `/stop history [resource]`: the latest stops, from the audit log
+• `/stop lock <resource> <duration> [reason…]`: keep others from stopping it (e.g. `4h`, `3d`)
+• `/stop unlock <resource> [--force]`: remove your lock (admins: anyone's, with `--force`)
+• `/stop locks`: every active lock, with owner, reason and expiry
 • `/stop help`: this message
 A resource is named as in the configuration, or as `provider:id`. `--force` is Feldera's \
-forced stop (no checkpoint)."""
+forced stop (no checkpoint). Admins may add `--override-lock` and a reason to stop through a \
+lock; it is audited and announced."""
 
-RESERVED = frozenset({"help", "status", "list", "history"})
+RESERVED = frozenset({"help", "status", "list", "history", "lock", "unlock", "locks"})
 
 
 class UsageError(ValueError):
@@ -57,9 +67,28 @@ class StopCommand:
     resource: str
     force: bool = False
     reason: str | None = None
+    override_lock: bool = False
 
 
-Command = Help | Status | ListResources | History | StopCommand
+@dataclass(frozen=True)
+class Lock:
+    resource: str
+    duration: dt.timedelta
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Unlock:
+    resource: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Locks:
+    pass
+
+
+Command = Help | Status | ListResources | History | StopCommand | Lock | Unlock | Locks
 
 
 def _words(text: str) -> list[str]:
@@ -87,6 +116,28 @@ def parse(text: str) -> Command:
         if selector and selector.startswith("tag:") and "=" not in selector:
             raise UsageError("A tag filter looks like `tag:key=value`, e.g. `tag:env=dev`.")
         return ListResources(selector)
+    if head == "locks":
+        if rest:
+            raise UsageError("Usage: `/stop locks` (no arguments).")
+        return Locks()
+    if head == "lock":
+        if len(rest) < 2:
+            raise UsageError(
+                "Usage: `/stop lock <resource> <duration> [reason…]`, e.g. "
+                "`/stop lock dev-eu 4h demo this afternoon`."
+            )
+        try:
+            duration = parse_duration(rest[1])
+        except ValueError as exc:
+            raise UsageError(
+                f"{exc}. Usage: `/stop lock <resource> <duration> [reason…]`."
+            ) from None
+        return Lock(rest[0], duration, " ".join(rest[2:]) or None)
+    if head == "unlock":
+        names = [w for w in rest if w != "--force"]
+        if len(names) != 1 or len(rest) - len(names) > 1:
+            raise UsageError("Usage: `/stop unlock <resource> [--force]`.")
+        return Unlock(names[0], force="--force" in rest)
     if head == "history":
         if len(rest) > 1:
             raise UsageError("Usage: `/stop history [resource]`.")
@@ -96,13 +147,20 @@ def parse(text: str) -> Command:
         raise UsageError(
             f"`{resource}` is not a resource. Usage: `/stop <resource> [--force] [reason…]`."
         )
-    force = False
+    flags = {"--force": False, "--override-lock": False}
     reason_words: list[str] = []
     for word in words[1:]:
-        if word == "--force":
-            force = True
+        if word in flags:
+            flags[word] = True
         elif word.startswith("--") and not reason_words:
-            raise UsageError(f"Unknown option `{word}`. The only option is `--force`.")
+            raise UsageError(
+                f"Unknown option `{word}`. The options are `--force` and `--override-lock`."
+            )
         else:
             reason_words.append(word)
-    return StopCommand(resource, force=force, reason=" ".join(reason_words) or None)
+    return StopCommand(
+        resource,
+        force=flags["--force"],
+        reason=" ".join(reason_words) or None,
+        override_lock=flags["--override-lock"],
+    )

@@ -10,8 +10,10 @@ instead of passing silently.
     GET|POST /api/<method>     Web API methods, https://docs.slack.dev/reference/methods
     POST     /response/<id>    response_url hooks minted by ``FakeSlack.new_response_url``
 
-It also builds what Slack sends *to* an app (signed slash commands and block actions), so a
-test or the playground can drive a Bolt app over real HTTP.
+It also builds what Slack sends *to* an app (signed slash commands, block actions, view
+submissions), so a test or the playground can drive a Bolt app over real HTTP, and does what
+the Slack client does with the app's answers (shows an acknowledgement's reply, closes or
+updates a modal), so the playground can show a channel as a member would see it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ __all__ = [
     "block_actions_payload",
     "sign_request",
     "slash_command_body",
+    "view_block_actions_payload",
+    "view_closed_payload",
+    "view_submission_payload",
 ]
 
 DEFAULT_TOKEN = "xoxb-stopbot-fake-token"  # noqa: S105 - the fake's own made-up bot token
@@ -63,6 +68,10 @@ RESPONSE_URL_METHOD = "response_url"
 """The ``Call.method`` of a POST to a response URL."""
 
 MAX_CONVERSATION_USERS = 8
+SLACKBOT_USER_ID = "USLACKBOT"
+TRIGGER_TTL = 3.0
+"""Seconds a trigger_id may be exchanged for a modal (https://docs.slack.dev/interactivity/handling-user-interaction#modals)."""
+MAX_VIEW_STACK = 3
 
 # Form-encoded calls carry these as JSON strings. The value is Slack's error for a bad one.
 _JSON_FIELDS = {
@@ -72,6 +81,16 @@ _JSON_FIELDS = {
     "metadata": "invalid_metadata_format",
 }
 _CONTENT_FIELDS = ("text", "blocks", "attachments")
+_VIEW_IDENTITY = (
+    "id",
+    "team_id",
+    "state",
+    "previous_view_id",
+    "root_view_id",
+    "app_id",
+    "app_installed_team_id",
+    "bot_id",
+)
 # Response URLs answer like incoming webhooks: an HTTP status and the error's name in plain text.
 _HOOK_ERROR_STATUS = {"no_service": 404, "channel_not_found": 404, "message_not_found": 404}
 
@@ -169,6 +188,13 @@ class _Hook:
     is_ephemeral: bool
 
 
+@dataclass
+class _Trigger:
+    user: str
+    issued_at: float
+    used: bool = False
+
+
 @dataclass(frozen=True)
 class _Fault:
     error: str
@@ -234,11 +260,15 @@ class FakeSlack:
         self._ephemeral: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._views: dict[str, dict[str, Any]] = {}
+        self._view_users: dict[str, str | None] = {}
+        self._closed_views: set[str] = set()
+        self._triggers: dict[str, _Trigger] = {}
         self._conversations: dict[frozenset[str], str] = {}
         self._hooks: dict[str, _Hook] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts = 0
+        self._version = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -251,6 +281,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
+            "views.push": self._views_push,
             "views.update": self._views_update,
         }
         self.app = Starlette(
@@ -367,6 +398,119 @@ class FakeSlack:
             self._hooks[hook_id] = _Hook(channel, user, message_ts, is_ephemeral)
         return f"{self.base_url}/response/{hook_id}"
 
+    def new_trigger_id(self, user: str) -> str:
+        """A trigger_id, as Slack puts in a command or an interaction ``user`` started.
+
+        A modal opened with it belongs to ``user``. As in Slack, it can be exchanged once
+        (``exchanged_trigger_id``) and within ``TRIGGER_TTL`` seconds (``expired_trigger_id``).
+        """
+        with self._lock:
+            self._user(user)
+            trigger_id = f"{int(self.clock())}.{len(self._triggers) + 1}.{secrets.token_hex(8)}"
+            self._triggers[trigger_id] = _Trigger(user, self.clock())
+        return trigger_id
+
+    # -- what the Slack client does --------------------------------------------------------
+
+    def add_ephemeral(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        author: str = SLACKBOT_USER_ID,
+        blocks: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Show ``user`` alone a message from ``author`` (Slackbot by default), as the Slack
+        client shows a slash command's invocation or its failure; returns its ``ts``."""
+        with self._lock:
+            if channel not in self._channels:
+                raise ValueError(f"unknown channel {channel!r}: add_channel it first")
+            ts = self._next_ts()
+            message: dict[str, Any] = {"type": "message", "user": author, "text": text, "ts": ts}
+            if blocks is not None:
+                message["blocks"] = copy.deepcopy(blocks)
+            self._ephemeral.setdefault((channel, user), []).append(message)
+            self._changed()
+        return ts
+
+    def show_reply(self, channel: str, user: str, reply: Mapping[str, Any]) -> None:
+        """Show the body an app acknowledged a slash command with, as Slack does: ephemeral
+        unless ``response_type`` is ``in_channel``.
+
+        https://docs.slack.dev/interactivity/implementing-slash-commands#responding_immediately
+        Raises ``ValueError`` (with Slack's error name) for a body Slack would not show.
+        """
+        with self._lock:
+            try:
+                self._apply_response(_Hook(channel, user, None, False), dict(reply))
+            except _SlackError as exc:
+                raise ValueError(exc.error) from None
+            self._changed()
+
+    def view_owner(self, view_id: str) -> str | None:
+        """Who sees the view: the user whose trigger_id opened it (None for any other)."""
+        with self._lock:
+            return self._view_users.get(view_id)
+
+    def close_view(self, view_id: str) -> None:
+        """The user closed a modal, or the app's answer to a submission closed it. Closing
+        the root view closes the views pushed on it too."""
+        with self._lock:
+            view = self._views.get(view_id)
+            if view is None:
+                raise ValueError(f"unknown view {view_id!r}")
+            for other in self._views.values():
+                if other["id"] == view_id or (
+                    view["root_view_id"] == view_id and other["root_view_id"] == view_id
+                ):
+                    self._closed_views.add(other["id"])
+            self._changed()
+
+    def close_views(self, user: str) -> None:
+        """Close every modal ``user`` has open (an app's ``response_action: clear``)."""
+        with self._lock:
+            for view_id, owner in self._view_users.items():
+                if owner == user:
+                    self._closed_views.add(view_id)
+            self._changed()
+
+    def update_view(self, view_id: str, view: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an open view's content (an app's ``response_action: update``)."""
+        with self._lock:
+            try:
+                updated = self._views_update({"view_id": view_id, "view": dict(view)})
+            except _SlackError as exc:
+                raise ValueError(exc.error) from None
+            self._changed()
+            return dict(updated["view"])
+
+    def push_view(
+        self, user: str, view: Mapping[str, Any], previous_view_id: str
+    ) -> dict[str, Any]:
+        """Open ``view`` on top of ``previous_view_id`` (an app's ``response_action: push``).
+
+        Raises ``ValueError("push_limit_reached")`` past Slack's three stacked views."""
+        with self._lock:
+            previous = self._views.get(previous_view_id)
+            if previous is None:
+                raise ValueError(f"unknown view {previous_view_id!r}")
+            try:
+                stored = self._push(dict(view), user, previous)
+            except _SlackError as exc:
+                raise ValueError(exc.error) from None
+            self._changed()
+            return copy.deepcopy(stored)
+
+    def set_view_state(self, view_id: str, values: Mapping[str, Any]) -> None:
+        """What the user entered in a modal's inputs (``view.state.values``)."""
+        with self._lock:
+            view = self._views.get(view_id)
+            if view is None:
+                raise ValueError(f"unknown view {view_id!r}")
+            view["state"] = {"values": copy.deepcopy(dict(values))}
+            self._changed()
+
     # -- what happened ---------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -392,6 +536,74 @@ class FakeSlack:
         """The views opened so far, as last updated."""
         with self._lock:
             return copy.deepcopy(list(self._views.values()))
+
+    def open_views(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The modals still open (``user``'s only if given), oldest first: a pushed view
+        comes after the one it was pushed on."""
+        with self._lock:
+            return [
+                copy.deepcopy(view)
+                for view_id, view in self._views.items()
+                if view_id not in self._closed_views
+                and (user is None or self._view_users.get(view_id) == user)
+            ]
+
+    @property
+    def version(self) -> int:
+        """A counter moved by every change to what the workspace shows and every call."""
+        with self._lock:
+            return self._version
+
+    async def wait_changed(
+        self,
+        version: int,
+        timeout: float,  # noqa: ASYNC109 - the caller's bound, e.g. a live stream's heartbeat
+    ) -> int:
+        """The version once it moved past ``version``; the unchanged one after ``timeout``."""
+
+        def moved() -> int | None:
+            current = self.version
+            return current if current != version else None
+
+        try:
+            return await self._wait(moved, "a change", timeout)
+        except TimeoutError:
+            return self.version
+
+    def snapshot(self, *, calls: int = 50) -> dict[str, Any]:
+        """Everything the workspace shows, as JSON: users, conversations, messages,
+        ephemeral messages (with whom each is for), open modals (with their user), and the
+        latest ``calls`` calls (method and outcome only: no arguments, no tokens)."""
+        with self._lock:
+            now = self.clock()
+            return {
+                "version": self._version,
+                "team": {"id": self.team_id, "name": self.team_name, "domain": self.team_domain},
+                "bot_user_id": self.bot_user_id,
+                "users": [u.as_api(self.team_id, now) for u in self._users.values()],
+                "channels": [
+                    {
+                        "id": c.id,
+                        "name": c.name,
+                        "member": c.member,
+                        "is_private": c.is_private,
+                        "is_im": c.user is not None,
+                        "user": c.user,
+                    }
+                    for c in self._channels.values()
+                ],
+                "messages": copy.deepcopy(self._messages),
+                "ephemeral": [
+                    {"channel": channel, "user": user, "messages": copy.deepcopy(messages)}
+                    for (channel, user), messages in self._ephemeral.items()
+                ],
+                "views": [
+                    {"user": self._view_users.get(view_id), "view": copy.deepcopy(view)}
+                    for view_id, view in self._views.items()
+                    if view_id not in self._closed_views
+                ],
+                "calls": [_call_summary(c) for c in self._calls[-calls:]] if calls else [],
+            }
 
     async def wait_for(
         self,
@@ -441,7 +653,8 @@ class FakeSlack:
         return found
 
     def _changed(self) -> None:
-        """Wake every waiter (called with the lock held, from any thread)."""
+        """Count a change and wake every waiter (called with the lock held, from any thread)."""
+        self._version += 1
         for loop, event in self._waiters:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
@@ -734,10 +947,59 @@ class FakeSlack:
         return {"ok": True, "users": list(users)}
 
     def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
-        """https://docs.slack.dev/reference/methods/views.open (any trigger_id is accepted)."""
+        """https://docs.slack.dev/reference/methods/views.open
+
+        A trigger_id from ``new_trigger_id`` opens the view for its user, once and in time;
+        any other trigger_id is accepted and opens a view nobody in particular sees.
+        """
         view = args.get("view")
         if not args.get("trigger_id") or not isinstance(view, dict):
             raise _SlackError("invalid_arguments")
+        user = self._exchange_trigger(str(args["trigger_id"]))
+        return {"ok": True, "view": copy.deepcopy(self._open_view(view, user))}
+
+    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        """https://docs.slack.dev/reference/methods/views.push: on top of the trigger's
+        user's open modal."""
+        view = args.get("view")
+        if not args.get("trigger_id") or not isinstance(view, dict):
+            raise _SlackError("invalid_arguments")
+        user = self._exchange_trigger(str(args["trigger_id"]))
+        mine = [
+            v
+            for view_id, v in self._views.items()
+            if user and view_id not in self._closed_views and self._view_users[view_id] == user
+        ]
+        if not mine:
+            raise _SlackError("not_found")
+        return {"ok": True, "view": copy.deepcopy(self._push(view, user, mine[-1]))}
+
+    def _push(
+        self, view: dict[str, Any], user: str | None, previous: dict[str, Any]
+    ) -> dict[str, Any]:
+        stacked = [
+            v
+            for view_id, v in self._views.items()
+            if view_id not in self._closed_views and v["root_view_id"] == previous["root_view_id"]
+        ]
+        if len(stacked) >= MAX_VIEW_STACK:
+            raise _SlackError("push_limit_reached")
+        return self._open_view(view, user, previous=previous)
+
+    def _exchange_trigger(self, trigger_id: str) -> str | None:
+        trigger = self._triggers.get(trigger_id)
+        if trigger is None:
+            return None
+        if trigger.used:
+            raise _SlackError("exchanged_trigger_id")
+        if self.clock() - trigger.issued_at > TRIGGER_TTL:
+            raise _SlackError("expired_trigger_id")
+        trigger.used = True
+        return trigger.user
+
+    def _open_view(
+        self, view: dict[str, Any], user: str | None, previous: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         view_id = self._next_id("V")
         stored = {
             "id": view_id,
@@ -754,14 +1016,15 @@ class FakeSlack:
             "id": view_id,
             "state": {"values": {}},
             "hash": self._view_hash(),
-            "previous_view_id": None,
-            "root_view_id": view_id,
+            "previous_view_id": previous["id"] if previous else None,
+            "root_view_id": previous["root_view_id"] if previous else view_id,
             "app_id": self.app_id,
             "app_installed_team_id": self.team_id,
             "bot_id": self.bot_id,
         }
         self._views[view_id] = stored
-        return {"ok": True, "view": copy.deepcopy(stored)}
+        self._view_users[view_id] = user
+        return stored
 
     def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
         """https://docs.slack.dev/reference/methods/views.update"""
@@ -777,16 +1040,29 @@ class FakeSlack:
             )
         else:
             raise _SlackError("invalid_arguments")
-        if stored is None:
+        if stored is None or stored["id"] in self._closed_views:
             raise _SlackError("not_found")
         if args.get("hash") and args["hash"] != stored["hash"]:
             raise _SlackError("hash_conflict")
+        # The app sends the view's content; Slack keeps the view's identity and lineage.
+        kept = {key: stored[key] for key in _VIEW_IDENTITY}
         stored.update(view)
-        stored |= {"id": stored["root_view_id"], "hash": self._view_hash()}
+        stored |= kept | {"hash": self._view_hash()}
         return {"ok": True, "view": copy.deepcopy(stored)}
 
     def _view_hash(self) -> str:
         return f"{int(self.clock())}.{self._next_id('')}"
+
+
+def _call_summary(call: Call) -> dict[str, Any]:
+    """A call as the playground lists it: what was asked and how it went, nothing secret."""
+    ok = call.status == 200 and (
+        call.response == "ok" or (isinstance(call.response, dict) and call.response.get("ok"))
+    )
+    error = None
+    if not ok:
+        error = call.response if isinstance(call.response, str) else call.response.get("error")
+    return {"method": call.method, "at": call.at, "status": call.status, "ok": ok, "error": error}
 
 
 def _bearer_token(authorization: str) -> str | None:
@@ -1014,3 +1290,107 @@ def block_actions_payload(
 def block_actions_body(payload: Mapping[str, Any]) -> bytes:
     """An interaction's form-encoded body: ``payload=<JSON>``, as Slack posts it."""
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _user_and_team(user_id: str, user_name: str, team_id: str, team_domain: str) -> dict[str, Any]:
+    return {
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "team": {"id": team_id, "domain": team_domain},
+    }
+
+
+def view_block_actions_payload(
+    user_id: str,
+    view: Mapping[str, Any],
+    action_id: str,
+    value: str,
+    *,
+    block_id: str,
+    button_text: str = "Button",
+    user_name: str = "",
+    team_id: str = DEFAULT_TEAM_ID,
+    team_domain: str = DEFAULT_TEAM_DOMAIN,
+    api_app_id: str = DEFAULT_APP_ID,
+    trigger_id: str = "1700000000.1.fake",
+    action_ts: str | None = None,
+) -> dict[str, Any]:
+    """The payload of a button click inside a modal: the container is the view, and the
+    payload carries the view (with what the user entered so far) instead of a message.
+
+    https://docs.slack.dev/reference/interaction-payloads/block_actions-payload
+    """
+    return {
+        "type": "block_actions",
+        **_user_and_team(user_id, user_name, team_id, team_domain),
+        "api_app_id": api_app_id,
+        "container": {"type": "view", "view_id": view["id"]},
+        "trigger_id": trigger_id,
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": copy.deepcopy(dict(view)),
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": block_id,
+                "text": {"type": "plain_text", "text": button_text},
+                "value": value,
+                "type": "button",
+                "action_ts": action_ts if action_ts is not None else f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+def view_submission_payload(
+    user_id: str,
+    view: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    user_name: str = "",
+    team_id: str = DEFAULT_TEAM_ID,
+    team_domain: str = DEFAULT_TEAM_DOMAIN,
+    api_app_id: str = DEFAULT_APP_ID,
+    trigger_id: str = "1700000000.1.fake",
+) -> dict[str, Any]:
+    """What Slack sends when the user presses a modal's submit button.
+
+    https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload#view_submission
+    ``values`` is ``view.state.values``: ``{block_id: {action_id: {"type": ..., "value": ...}}}``.
+    """
+    submitted = copy.deepcopy(dict(view)) | {"state": {"values": copy.deepcopy(dict(values))}}
+    return {
+        "type": "view_submission",
+        **_user_and_team(user_id, user_name, team_id, team_domain),
+        "api_app_id": api_app_id,
+        "token": "",
+        "trigger_id": trigger_id,
+        "view": submitted,
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
+def view_closed_payload(
+    user_id: str,
+    view: Mapping[str, Any],
+    *,
+    user_name: str = "",
+    team_id: str = DEFAULT_TEAM_ID,
+    team_domain: str = DEFAULT_TEAM_DOMAIN,
+    api_app_id: str = DEFAULT_APP_ID,
+) -> dict[str, Any]:
+    """What Slack sends when the user closes a modal opened with ``notify_on_close``.
+
+    https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload#view_closed
+    """
+    return {
+        "type": "view_closed",
+        **_user_and_team(user_id, user_name, team_id, team_domain),
+        "api_app_id": api_app_id,
+        "token": "",
+        "view": copy.deepcopy(dict(view)),
+        "is_cleared": False,
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }

@@ -52,7 +52,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         resumed = await bot.service.resume(bot.listener_for)
         if resumed:
             log.info("resumed %d stop(s) in flight", len(resumed))
+        bot.start_housekeeping(bot.housekeeping_interval)
         yield
+        await bot.stop_housekeeping()
         await bot.service.aclose()
 
     routes = [Route("/healthz", healthz, methods=["GET"])]

@@ -13,19 +13,39 @@ from bot.workflow import Preview
 from providers.base import ProviderLock, Resource, ResourceStatus
 
 __all__ = [
+    "APPROVE",
+    "ASK_RELEASE",
     "CANCEL",
     "CONFIRM",
+    "DENY",
+    "DENY_MODAL",
+    "EXTEND",
+    "KEEP",
+    "RELEASE",
+    "approval_outcome",
+    "approval_request",
     "confirmation",
     "decided",
+    "deny_modal",
     "history",
+    "lock_warning",
+    "locks_list",
     "message",
     "progress",
+    "release_request",
     "resources_list",
     "status",
 ]
 
 CONFIRM = "stop_confirm"
 CANCEL = "stop_cancel"
+APPROVE = "approval_approve"
+DENY = "approval_deny"
+DENY_MODAL = "approval_deny_modal"
+ASK_RELEASE = "lock_ask_release"
+RELEASE = "lock_release"
+KEEP = "lock_keep"
+EXTEND = "lock_extend"
 
 Blocks = list[dict[str, Any]]
 View = tuple[str, Blocks]
@@ -146,6 +166,18 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
     return text, blocks
 
 
+def _button(action_id: str, text: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text},
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
 def decided(preview: Preview) -> View:
     """A request that ended before confirmation: refused, or nothing to do."""
     op = preview.operation
@@ -154,7 +186,149 @@ def decided(preview: Preview) -> View:
     blocks: Blocks = [_section(text)]
     if preview.notes:
         blocks.append(_context(*preview.notes))
+    if preview.blocking_lock is not None and preview.blocking_lock.owner:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"refused:{op.id}",
+                "elements": [_button(ASK_RELEASE, "Ask to release", op.id)],
+            }
+        )
     return text.replace("*", ""), blocks
+
+
+def approval_request(
+    op: Operation, current: str, approvers: Sequence[str], expires_at: dt.datetime
+) -> View:
+    """The request an approver sees, with Approve and Deny."""
+    text = f"Approval needed: <@{op.requested_by}> wants to stop {op.resource}."
+    pairs = [
+        ("Requested by", f"<@{op.requested_by}>"),
+        ("Resource", f"{op.resource} (`{op.resource_id}`)"),
+        ("Provider", op.provider),
+        ("Current status", current),
+        ("Reason", op.reason or "none given"),
+        ("Approvers", ", ".join(_who(a) for a in approvers)),
+    ]
+    if op.force:
+        pairs.append(("Mode", "forced"))
+    blocks: Blocks = [
+        _header(f"Approve stopping {op.resource}?"),
+        _fields(pairs),
+        _context(f"This request expires {when(expires_at)}. The requester cannot approve it."),
+        {
+            "type": "actions",
+            "block_id": f"approval:{op.id}",
+            "elements": [
+                _button(APPROVE, "Approve", op.id, "primary"),
+                _button(DENY, "Deny", op.id, "danger"),
+            ],
+        },
+    ]
+    return text, blocks
+
+
+def approval_outcome(op: Operation, line: str) -> View:
+    """An approval request once decided: no buttons left."""
+    text = f"Stop of {op.resource} requested by <@{op.requested_by}>: {line}"
+    return text, [
+        _header(f"Stop {op.resource}: decided"),
+        _fields(
+            [
+                ("Requested by", f"<@{op.requested_by}>"),
+                ("Resource", op.resource),
+                ("Reason", op.reason or "none given"),
+            ]
+        ),
+        _section(line),
+    ]
+
+
+def deny_modal(op: Operation) -> dict[str, Any]:
+    """The modal an approver fills to deny, with an optional reason for the requester."""
+    return {
+        "type": "modal",
+        "callback_id": DENY_MODAL,
+        "private_metadata": op.id,
+        "title": {"type": "plain_text", "text": "Deny the stop"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            _section(f"Deny <@{op.requested_by}>'s request to stop *{op.resource}*?"),
+            {
+                "type": "input",
+                "block_id": "reason",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Reason (the requester will see it)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "reason",
+                    "multiline": True,
+                    "max_length": 500,
+                },
+            },
+        ],
+    }
+
+
+def release_request(resource: str, asker: str, lock_text: str, value: str, provider: bool) -> View:
+    """The DM asking a lock's owner to release it."""
+    text = f"<@{asker}> asks you to release your lock on {resource} so it can be stopped."
+    release = "I released it" if provider else "Release"
+    return text, [
+        _section(f"{text}\nYour lock: {lock_text}"),
+        {
+            "type": "actions",
+            "block_id": f"release:{resource}",
+            "elements": [
+                _button(RELEASE, release, value, "primary"),
+                _button(KEEP, "Keep it", value),
+            ],
+        },
+    ]
+
+
+def lock_warning(lock: BotLock) -> View:
+    """The DM to a lock's owner before it expires, with Extend."""
+    text = f"Your lock on {lock.resource} expires {when(lock.expires_at)}."
+    return text, [
+        _section(text + (f" ({lock.reason})" if lock.reason else "")),
+        {
+            "type": "actions",
+            "block_id": f"extend:{lock.resource}",
+            "elements": [
+                _button(EXTEND, "Extend 1h", f"{lock.resource}|1h"),
+                _button(EXTEND, "Extend 1 day", f"{lock.resource}|1d"),
+            ],
+        },
+    ]
+
+
+def locks_list(
+    bot_locks: Sequence[BotLock],
+    provider_locks: Sequence[tuple[Resource, ProviderLock]],
+    now: dt.datetime,
+) -> View:
+    if not bot_locks and not provider_locks:
+        return message("No active locks.")
+    lines = [
+        f"• *{lk.resource}* · Stopbot lock by <@{lk.owner}>"
+        + (f" · {lk.reason}" if lk.reason else "")
+        + f" · expires in {format_duration(lk.expires_at - now)} ({when(lk.expires_at)})"
+        for lk in bot_locks
+    ]
+    lines += [
+        f"• *{r.name}* · {r.provider} lock {_provider_lock_text(lk, now)}"
+        for r, lk in provider_locks
+    ]
+    text = f"{len(lines)} active lock(s)"
+    return text, [_section(f"*{text}*"), _section("\n".join(lines))]
+
+
+def _who(ref: str) -> str:
+    if ref[:1] == "S":
+        return f"<!subteam^{ref}>"
+    return f"<@{ref}>"
 
 
 def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[str]:
@@ -187,6 +361,13 @@ def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStat
     if op.force:
         pairs.append(("Mode", "forced"))
     blocks: Blocks = [_header(title), _fields(pairs)]
+    if op.override_lock:
+        blocks.append(
+            _section(
+                f":warning: A lock on {op.resource} was overridden by "
+                f"<@{op.requested_by}> (admin): {op.reason}"
+            )
+        )
     lines = _timeline(op, timeline)
     if lines:
         blocks.append(_section("\n".join(lines[-20:])))

@@ -1,0 +1,142 @@
+"""Approve and Deny in Slack: the request message, the buttons, the deny modal, expiry.
+
+The decisions themselves (who may decide, once, before expiry) are the workflow's;
+this module only carries them between Slack and :class:`~bot.workflow.StopService`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.models import Operation
+from bot.slack import views
+
+if TYPE_CHECKING:
+    from bot.slack.app import Respond, SlackBot
+
+__all__ = ["ApprovalHandlers"]
+
+log = logging.getLogger(__name__)
+
+
+class ApprovalHandlers:
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
+
+    def register(self) -> None:
+        app, guarded = self.bot.app, self.bot.guarded
+        app.action(views.APPROVE)(guarded(self.on_approve))
+        app.action(views.DENY)(guarded(self.on_deny))
+        app.view(views.DENY_MODAL)(guarded(self.on_deny_submitted))
+
+    async def post_request(self, op: Operation) -> None:
+        """Post the approval request in the requester's channel, or DM each approver."""
+        bot = self.bot
+        policy = bot.config.approval_for(op.resource)
+        approval = bot.store.approval(op.id)
+        if policy is None or approval is None:
+            return
+        status = bot.store.transitions(op.id)
+        current = next((t.provider_state for t in reversed(status) if t.provider_state), None)
+        text, blocks = views.approval_request(
+            op,
+            f"`{current}`" if current else "as shown to the requester",
+            policy.approvers,
+            approval.expires_at,
+        )
+        if policy.post_to == "channel" and op.channel:
+            try:
+                posted = await bot.client.chat_postMessage(
+                    channel=op.channel, text=text, blocks=blocks
+                )
+                bot.store.add_approval_message(op.id, str(posted["channel"]), str(posted["ts"]))
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") not in bot.no_post_errors:
+                    raise
+                log.info(
+                    "approval request falls back to DMs",
+                    extra={"operation": op.id, "error": exc.response.get("error")},
+                )
+        for approver in await self._approver_users(policy.approvers, exclude=op.requested_by):
+            posted_dm = await bot.dm(approver, text, blocks)
+            if posted_dm is not None:
+                bot.store.add_approval_message(op.id, *posted_dm)
+
+    async def _approver_users(self, approvers: list[str], *, exclude: str) -> list[str]:
+        users: list[str] = []
+        for ref in approvers:
+            members = sorted(await self.bot.group_members(ref)) if ref.startswith("S") else [ref]
+            users += [u for u in members if u != exclude and u not in users]
+        return users
+
+    async def close_request(self, op: Operation, line: str) -> None:
+        """Replace every copy of the request with its outcome, so no live button is left."""
+        text, blocks = views.approval_outcome(op, line)
+        for channel, ts in self.bot.store.approval_messages(op.id):
+            try:
+                await self.bot.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            except SlackApiError as exc:
+                log.warning(
+                    "approval message update failed",
+                    extra={"operation": op.id, "error": exc.response.get("error")},
+                )
+
+    async def on_approve(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        op_id, user = self.bot.action_of(body)
+        result = await self.bot.service.approve(op_id, await self.bot.actor(user))
+        if not result.ok or result.operation is None or not result.run:
+            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+            return
+        op = result.operation
+        await self.close_request(op, f":white_check_mark: Approved by <@{user}>: stopping now.")
+        await self.bot.dm(
+            op.requested_by,
+            f"Your request to stop {op.resource} was approved by <@{user}>. Stopping it now.",
+        )
+        await self.bot.start_stop(op, response_url=None)
+
+    async def on_deny(self, ack: Any, body: dict[str, Any], respond: Respond, client: Any) -> None:
+        await ack()
+        op_id, user = self.bot.action_of(body)
+        checked = await self.bot.service.can_decide(op_id, await self.bot.actor(user))
+        if checked.operation is None or not checked.ok:
+            await respond(text=checked.message, response_type="ephemeral", replace_original=False)
+            return
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=views.deny_modal(checked.operation)
+        )
+
+    async def on_deny_submitted(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        op_id = str(view.get("private_metadata") or "")
+        user = str(body["user"]["id"])
+        value = (
+            view.get("state", {}).get("values", {}).get("reason", {}).get("reason", {}).get("value")
+        )
+        reason = str(value).strip() if value else None
+        result = await self.bot.service.deny(op_id, await self.bot.actor(user), reason)
+        if not result.ok or result.operation is None:
+            await ack(response_action="errors", errors={"reason": result.message[:150]})
+            return
+        await ack()
+        op = result.operation
+        why = f": {reason}" if reason else ""
+        await self.close_request(op, f":no_entry: Denied by <@{user}>{why}")
+        await self.bot.dm(
+            op.requested_by,
+            f"Your request to stop {op.resource} was denied by <@{user}>{why}. It was not stopped.",
+        )
+
+    async def expire(self) -> None:
+        """Close the requests past their expiry and tell each requester."""
+        for op in self.bot.service.expire_approvals():
+            await self.close_request(op, ":hourglass: Expired: no approver decided in time.")
+            await self.bot.dm(
+                op.requested_by,
+                f"Your request to stop {op.resource} expired before an approver decided. "
+                f"Run `/stop {op.resource}` again if it is still needed.",
+            )

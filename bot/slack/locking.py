@@ -1,0 +1,259 @@
+"""Locks in Slack: /stop lock, unlock and locks, "Ask to release", and expiry warnings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from bot.durations import format_duration, parse_duration
+from bot.locks import BotLocks, LockError
+from bot.slack import commands, views
+from providers.base import ProviderLock, Resource
+from providers.errors import ProviderError
+
+if TYPE_CHECKING:
+    from bot.slack.app import Respond, SlackBot
+
+__all__ = ["LockHandlers"]
+
+log = logging.getLogger(__name__)
+
+LOCK_READ_TIMEOUT = 5.0
+
+
+class LockHandlers:
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
+        self.locks = BotLocks(bot.store, bot.config.locks.max_duration)
+
+    def register(self) -> None:
+        app, guarded = self.bot.app, self.bot.guarded
+        app.action(views.ASK_RELEASE)(guarded(self.on_ask_release))
+        app.action(views.RELEASE)(guarded(self.on_release))
+        app.action(views.KEEP)(guarded(self.on_keep))
+        app.action(views.EXTEND)(guarded(self.on_extend))
+
+    # -- commands -------------------------------------------------------------------
+
+    async def lock(self, cmd: commands.Lock, user: str, respond: Respond) -> None:
+        resource = await self.bot.resolve(cmd.resource, respond)
+        if resource is None:
+            return
+        decision = await self.bot.service.policy.may_stop(user, resource.name)
+        if not decision.allowed:
+            await respond(
+                text=f"You cannot lock {resource.name}: {decision.reason}.",
+                response_type="ephemeral",
+            )
+            return
+        try:
+            lock, extended = self.locks.lock(resource.name, user, cmd.duration, cmd.reason)
+        except LockError as exc:
+            await respond(text=str(exc), response_type="ephemeral")
+            return
+        verb = "Extended your lock on" if extended else "Locked"
+        await respond(
+            text=f":lock: {verb} {resource.name} for {format_duration(cmd.duration)}, until "
+            f"{views.when(lock.expires_at)}. Nobody else can stop it until then; "
+            f"`/stop unlock {resource.name}` releases it.",
+            response_type="ephemeral",
+        )
+
+    async def unlock(self, cmd: commands.Unlock, user: str, respond: Respond) -> None:
+        resource = await self.bot.resolve(cmd.resource, respond)
+        if resource is None:
+            return
+        try:
+            removed = self.locks.unlock(
+                resource.name,
+                user,
+                is_admin=self.bot.service.policy.is_admin(user),
+                force=cmd.force,
+            )
+        except LockError as exc:
+            await respond(text=str(exc), response_type="ephemeral")
+            return
+        if removed.owner != user:
+            await self.bot.dm(
+                removed.owner,
+                f"Your lock on {resource.name} was removed by <@{user}> (admin).",
+            )
+        await respond(text=f":unlock: {resource.name} is unlocked.", response_type="ephemeral")
+
+    async def list(self, respond: Respond) -> None:
+        resources = self.bot.config.all_resources()
+        reads = await asyncio.gather(
+            *(self._provider_lock(r) for r in resources), return_exceptions=True
+        )
+        provider_locks = [
+            (r, lock)
+            for r, lock in zip(resources, reads, strict=True)
+            if isinstance(lock, ProviderLock)
+        ]
+        text, blocks = views.locks_list(
+            self.bot.store.active_locks(), provider_locks, self.bot.service.clock()
+        )
+        await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+    async def _provider_lock(self, resource: Resource) -> ProviderLock | None:
+        provider = self.bot.providers[resource.provider]
+        try:
+            return await asyncio.wait_for(provider.lock(resource), LOCK_READ_TIMEOUT)
+        except (ProviderError, TimeoutError):
+            return None
+
+    # -- ask to release ---------------------------------------------------------------
+
+    def _slack_user_for(self, provider: str, owner: str) -> str | None:
+        """The Slack user whose configured identity in ``provider`` is ``owner``."""
+        for user_id, names in self.bot.config.identities.items():
+            if names.get(provider, "").casefold() == owner.casefold():
+                return user_id
+        return None
+
+    async def on_ask_release(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        op_id, asker = self.bot.action_of(body)
+        op = self.bot.store.get_operation(op_id)
+        if op is None:
+            await respond(
+                text="This request no longer exists.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        resource = await self.bot.resolve(op.resource, respond)
+        if resource is None:
+            return
+        bot_lock = self.bot.store.get_lock(resource.name)
+        owner: str | None = None
+        lock_text = ""
+        kind = "bot"
+        if bot_lock is not None and bot_lock.owner != asker:
+            owner = bot_lock.owner
+            lock_text = (
+                f"Stopbot lock ({bot_lock.reason or 'no reason given'}), expires "
+                f"{views.when(bot_lock.expires_at)}"
+            )
+        else:
+            provider_lock = await self._provider_lock(resource)
+            if provider_lock is not None and provider_lock.owner:
+                kind = "provider"
+                owner = self._slack_user_for(resource.provider, provider_lock.owner)
+                lock_text = (
+                    f"{resource.provider} lock by {provider_lock.owner} "
+                    f"({provider_lock.reason or 'no reason given'})"
+                )
+                if owner is None:
+                    await respond(
+                        text=f"Stopbot does not know who {provider_lock.owner} is in Slack "
+                        "(an admin can add them under `identities` in the configuration). "
+                        "Ask them directly.",
+                        response_type="ephemeral",
+                        replace_original=False,
+                    )
+                    return
+        if owner is None:
+            await respond(
+                text=f"{resource.name} is no longer locked: `/stop {resource.name}` again.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        value = json.dumps({"r": resource.name, "a": asker, "k": kind})
+        text, blocks = views.release_request(
+            resource.name, asker, lock_text, value, provider=kind == "provider"
+        )
+        if await self.bot.dm(owner, text, blocks) is None:
+            await respond(
+                text=f"Could not reach <@{owner}> by DM; ask them directly.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        self.bot.store.audit(
+            asker,
+            "lock.release_asked",
+            resource=resource.name,
+            detail={"owner": owner, "kind": kind},
+        )
+        await respond(
+            text=f"Asked <@{owner}> to release the lock on {resource.name}. "
+            "Their answer will come to you by DM.",
+            response_type="ephemeral",
+            replace_original=False,
+        )
+
+    @staticmethod
+    def _request(body: dict[str, Any]) -> tuple[str, str, str, str]:
+        data = json.loads(str(body["actions"][0]["value"]))
+        return str(data["r"]), str(data["a"]), str(data["k"]), str(body["user"]["id"])
+
+    async def on_release(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        resource, asker, kind, owner = self._request(body)
+        if kind == "bot":
+            try:
+                self.locks.unlock(resource, owner, is_admin=False, force=False)
+            except LockError as exc:
+                await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+                return
+            answer = f"<@{owner}> released the lock on {resource}: `/stop {resource}` now works."
+        else:
+            self.bot.store.audit(
+                owner, "lock.release_confirmed", resource=resource, detail={"asker": asker}
+            )
+            answer = (
+                f"<@{owner}> says they released their provider lock on {resource}. "
+                f"Try `/stop {resource}` again."
+            )
+        await respond(
+            text=f"Done: <@{asker}> is told that {resource} is released.", replace_original=True
+        )
+        await self.bot.dm(asker, answer)
+
+    async def on_keep(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        resource, asker, _, owner = self._request(body)
+        self.bot.store.audit(
+            owner, "lock.release_declined", resource=resource, detail={"asker": asker}
+        )
+        await respond(
+            text=f"You keep your lock on {resource}; <@{asker}> is told.", replace_original=True
+        )
+        await self.bot.dm(asker, f"<@{owner}> keeps the lock on {resource} for now.")
+
+    # -- expiry -------------------------------------------------------------------------
+
+    async def on_extend(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        resource, _, extra = str(body["actions"][0]["value"]).partition("|")
+        user = str(body["user"]["id"])
+        current = self.bot.store.get_lock(resource)
+        if current is None or current.owner != user:
+            await respond(
+                text=f"You no longer hold a lock on {resource}.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        remaining = current.expires_at - self.bot.service.clock()
+        try:
+            lock, _ = self.locks.lock(resource, user, remaining + parse_duration(extra), None)
+        except (LockError, ValueError) as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        await respond(
+            text=f":lock: Extended: your lock on {resource} now expires "
+            f"{views.when(lock.expires_at)}.",
+            replace_original=True,
+        )
+
+    async def warn_expiring(self) -> None:
+        """DM each owner once before their lock expires, with Extend buttons."""
+        for lock in self.bot.store.locks_expiring(self.bot.config.locks.warn_before_expiry):
+            if self.bot.store.claim(f"lock-warning:{lock.resource}:{lock.expires_at.isoformat()}"):
+                text, blocks = views.lock_warning(lock)
+                await self.bot.dm(lock.owner, text, blocks)
