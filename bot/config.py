@@ -242,7 +242,25 @@ class StopbotConfig(BaseModel):
                         "required for an ~okeanos application: the lambda instance it runs on",
                     )
                 )
+        problems += self._approval_problems()
         return problems
+
+    def _approval_problems(self) -> list[tuple[str, str]]:
+        policies: list[tuple[str, ApprovalPolicy]] = [("approval", self.approval)]
+        policies += [
+            (f"approval_by_tag[{i}].approval", r.approval)
+            for i, r in enumerate(self.approval_by_tag)
+        ]
+        policies += [
+            (f"resources[{i}].approval", r.approval)
+            for i, r in enumerate(self.resources)
+            if r.approval is not None
+        ]
+        return [
+            (f"{path}.approvers", "an approval that is required needs at least one approver")
+            for path, policy in policies
+            if policy.required and not policy.approvers
+        ]
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:

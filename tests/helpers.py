@@ -15,9 +15,16 @@ from providers.simulators.server import SimulatorServer
 FAST_STOPS = {"poll_initial": "1s", "poll_max": "1s", "timeout": "2m", "progress_interval": 0}
 
 
-def sample(sims: SimulatorServer, **overrides: Any) -> StopbotConfig:
-    """The sample configuration for these simulators, with stops followed every second."""
+def sample(
+    sims: SimulatorServer,
+    resources_patch: dict[str, dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> StopbotConfig:
+    """The sample configuration for these simulators, with stops followed every second;
+    ``resources_patch`` adds keys to named resources."""
     document = sample_config(sims.base_url)
+    for resource in document["resources"]:
+        resource.update((resources_patch or {}).get(resource["name"], {}))
     document["stops"] = {**FAST_STOPS, **overrides.pop("stops", {})}
     document.update(overrides)
     return parse_config(document, "test", env={})

@@ -114,6 +114,10 @@ def test_escaped_dollar_is_kept_literally(tmp_path: Path) -> None:
             "resources[2].lambda_instance_id: required for an ~okeanos application: the lambda instance it runs on",
         ),
         (
+            ("tags: {env: dev}}", "tags: {env: dev}, approval: {approvers: []}}"),
+            "resources[0].approval.approvers: an approval that is required needs at least one approver",
+        ),
+        (
             ("confirm_ttl: 5m", "confirm_ttl: soon"),
             "stops.confirm_ttl: 'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m",
         ),

@@ -6,196 +6,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import socket
-import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from bot.models import OpState
 from bot.slack import views
-from bot.slack.app import SlackBot
-from bot.slack.fake_api import (
-    RESPONSE_URL_METHOD,
-    Call,
-    FakeSlack,
-    FakeSlackServer,
-    SlackChannel,
-    SlackUser,
-    block_actions_body,
-    block_actions_payload,
-    sign_request,
-    slash_command_body,
-)
-from bot.slack.server import build_http_app
+from bot.slack.fake_api import RESPONSE_URL_METHOD
 from bot.store import Store
-from bot.workflow import StopService
-from providers.base import Provider
-from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
-from tests.helpers import SimTime, sample
-
-TOKEN = "xoxb-test-token"
-SECRET = "test-signing-secret"
-CHANNEL = "C0DEV"
-BOB, ALICE, ADMIN = "U0BOB", "U0ALICE", "U0ADMIN"
-
-
-class AppServer:
-    """An ASGI app on a loopback port in its own thread, like `stopbot serve --http`."""
-
-    def __init__(self, app: Any) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the bot's server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-class Slack:
-    """The bot, behind its HTTP endpoint, talking to a fake Slack and the simulators."""
-
-    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
-        self.sims = sims
-        sims.hub.clock.freeze()
-        self.time = SimTime(sims)
-        self.fake_server = FakeSlackServer(
-            FakeSlack(
-                tokens=[TOKEN],
-                users=[
-                    SlackUser(BOB, "bob", real_name="Bob Stone"),
-                    SlackUser(ALICE, "alice", real_name="Alice Martin"),
-                    SlackUser(ADMIN, "ada", real_name="Ada Admin"),
-                ],
-                channels=[
-                    SlackChannel(CHANNEL, "dev"),
-                    SlackChannel("C0OUT", "outside", member=False),
-                ],
-            )
-        )
-        self.fake_server.start()
-        self.fake = self.fake_server.slack
-        self.config = sample(sims, admins=[ADMIN], **config)
-        self.db = db
-        self.providers: dict[str, Provider] = {}
-        self.server: AppServer | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.store = Store(self.db, clock=self.time.now)
-        self.providers = {
-            p.name: build_provider(p, http=self.config.http) for p in self.config.providers
-        }
-        self.service = StopService(
-            self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
-        )
-        self.bot = SlackBot(
-            self.config,
-            self.store,
-            self.providers,
-            self.service,
-            token=TOKEN,
-            signing_secret=SECRET,
-            api_url=self.fake_server.api_url,
-        )
-        self.server = AppServer(build_http_app(self.bot))
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        self.store.close()
-
-    async def post(
-        self,
-        body: bytes,
-        *,
-        secret: str = SECRET,
-        timestamp: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        assert self.server is not None
-        signed = sign_request(secret, body, int(time.time()) if timestamp is None else timestamp)
-        async with httpx.AsyncClient() as client:
-            return await client.post(
-                f"{self.server.url}/slack/events",
-                content=body,
-                headers={
-                    **signed,
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    **(headers or {}),
-                },
-            )
-
-    async def command(
-        self,
-        text: str,
-        user: str = BOB,
-        channel: str = CHANNEL,
-        trigger_id: str | None = None,
-        **kw: Any,
-    ) -> httpx.Response:
-        url = self.fake.new_response_url(channel=channel, user=user)
-        body = slash_command_body("/stop", text, user, channel, url, trigger_id or uuid.uuid4().hex)
-        return await self.post(body, **kw)
-
-    async def reply(self, n: int = 1, user: str = BOB) -> Call:
-        """The n-th response_url post (1-based) seen so far, waiting for it."""
-
-        def nth(_: Call) -> bool:
-            return len(self.fake.calls(RESPONSE_URL_METHOD)) >= n
-
-        await self.fake.wait_for(RESPONSE_URL_METHOD, nth)
-        return self.fake.calls(RESPONSE_URL_METHOD)[n - 1]
-
-    def confirmation(self, user: str = BOB, channel: str = CHANNEL) -> tuple[str, str]:
-        """The op id and ts of the latest ephemeral confirmation shown to ``user``."""
-        message = self.fake.ephemeral_messages(channel, user)[-1]
-        actions = next(b for b in message["blocks"] if b["type"] == "actions")
-        return actions["elements"][0]["value"], message["ts"]
-
-    async def click(
-        self, action: str, op_id: str, ts: str, user: str = BOB, channel: str = CHANNEL
-    ) -> httpx.Response:
-        url = self.fake.new_response_url(
-            channel=channel, user=user, message_ts=ts, is_ephemeral=True
-        )
-        payload = block_actions_payload(
-            user,
-            channel,
-            action,
-            op_id,
-            response_url=url,
-            message_ts=ts,
-            is_ephemeral=True,
-            block_id=f"confirm:{op_id}",
-        )
-        return await self.post(block_actions_body(payload))
-
-    async def final_message(self, channel: str = CHANNEL) -> dict[str, Any]:
-        return await self.fake.wait_for_message(
-            channel,
-            lambda m: any(
-                marker in m.get("text", "")
-                for marker in ("Stopped", "Failed", "Timed out", "Refused", "Already stopped")
-            ),
-        )
+from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
 
 
 @pytest.fixture
@@ -204,10 +28,6 @@ async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
     yield harness
     harness.stop()
     harness.fake_server.stop()
-
-
-def block_texts(message: dict[str, Any]) -> str:
-    return json.dumps(message.get("blocks", []))
 
 
 async def test_help_is_answered_in_the_ack(slack: Slack) -> None:
