@@ -15,9 +15,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.durations import Duration
@@ -179,6 +188,89 @@ class StopSettings(BaseModel):
     )
 
 
+class Selector(BaseModel):
+    """What a schedule stops: the resources with all these tags, or these resources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[str, str] | None = None
+    resources: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Selector:
+        if (self.tags is None) == (self.resources is None):
+            raise ValueError("give either tags: {key: value} or resources: [names], not both")
+        return self
+
+    def describe(self) -> str:
+        if self.tags is not None:
+            return "tags " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
+        return "resources " + ", ".join(self.resources or [])
+
+
+class ScheduleConfig(BaseModel):
+    """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    cron: str = Field(description="Standard 5-field crontab: minute hour day month weekday.")
+    timezone: str = "UTC"
+    select: Selector
+    channel: str | None = Field(default=None, description="Where warnings and summaries go.")
+    warn_before: Duration = Field(default=dt.timedelta(minutes=15))
+    skip_on: list[str] = Field(default_factory=list, description="Calendar names.")
+    until: dt.time | None = Field(
+        default=None, description="Working hours start: drift is watched until then."
+    )
+    approval: bool = Field(
+        default=False, description="Ask for approval of protected resources on scheduled runs."
+    )
+    retries: int = Field(default=1, ge=0, le=5, description="Tries again after a failure.")
+    force: bool = Field(
+        default=False, description="Forced stops where the provider has them (Feldera)."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+            ) from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from bot.cron import cron_trigger
+
+        cron_trigger(value, "UTC")
+        return value
+
+
+class SchedulingSettings(BaseModel):
+    """How schedules run (config key ``scheduling``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_time: Duration = Field(
+        default=dt.timedelta(minutes=30),
+        description="A run missed while the bot was down still runs at start within this.",
+    )
+    per_provider_concurrency: int = Field(default=10, ge=1, le=100)
+    opt_out_tag: str = Field(
+        default="stopbot/skip", description="Tag a resource 'true' to opt out."
+    )
+    retry_delay: Duration = Field(default=dt.timedelta(minutes=1))
+    summary_interval: Duration = Field(
+        default=dt.timedelta(seconds=5), description="At most one summary update per this."
+    )
+    drift_check_interval: Duration = Field(default=dt.timedelta(minutes=5))
+
+
 class StopbotConfig(BaseModel):
     """The whole ``stopbot.yaml``."""
 
@@ -208,6 +300,11 @@ class StopbotConfig(BaseModel):
     )
     approval_by_tag: list[TagApproval] = Field(default_factory=list)
     locks: LockSettings = Field(default_factory=LockSettings)
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
+    calendars: dict[str, list[dt.date]] = Field(
+        default_factory=dict, description="Named lists of days off, for schedules' skip_on."
+    )
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     cli_is_admin: bool = Field(
         default=True,
         description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
@@ -243,6 +340,31 @@ class StopbotConfig(BaseModel):
                     )
                 )
         problems += self._approval_problems()
+        problems += self._schedule_problems()
+        return problems
+
+    def _schedule_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        names = {r.name for r in self.resources}
+        seen: set[str] = set()
+        for i, s in enumerate(self.schedules):
+            if s.name in seen:
+                problems.append((f"schedules[{i}].name", f"{s.name!r} is used twice"))
+            seen.add(s.name)
+            for j, r in enumerate(s.select.resources or []):
+                if r not in names:
+                    problems.append(
+                        (f"schedules[{i}].select.resources[{j}]", f"no resource named {r!r}")
+                    )
+            for j, c in enumerate(s.skip_on):
+                if c not in self.calendars:
+                    known = ", ".join(sorted(self.calendars)) or "none defined"
+                    problems.append(
+                        (
+                            f"schedules[{i}].skip_on[{j}]",
+                            f"no calendar named {c!r} (known: {known})",
+                        )
+                    )
         return problems
 
     def _approval_problems(self) -> list[tuple[str, str]]:

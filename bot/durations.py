@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer
 
 __all__ = ["Duration", "format_duration", "parse_duration"]
 
@@ -48,4 +48,9 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[dt.timedelta, BeforeValidator(_coerce)]
+# Serialised as whole seconds ("900s"), which parse_duration reads back.
+Duration = Annotated[
+    dt.timedelta,
+    BeforeValidator(_coerce),
+    PlainSerializer(lambda d: f"{round(d.total_seconds())}s", return_type=str, when_used="json"),
+]

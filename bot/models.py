@@ -8,7 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Actor", "Approval", "AuditEntry", "BotLock", "OpState", "Operation", "Transition"]
+__all__ = [
+    "Actor",
+    "Approval",
+    "AuditEntry",
+    "BotLock",
+    "KeepException",
+    "OpState",
+    "Operation",
+    "RunItem",
+    "ScheduleRun",
+    "ScheduleState",
+    "Transition",
+]
 
 
 class OpState(StrEnum):
@@ -147,3 +159,50 @@ class Actor(BaseModel):
     @property
     def display(self) -> str:
         return f"<@{self.id}>" if self.id[:1] in {"U", "W"} else self.id
+
+
+class ScheduleState(BaseModel):
+    """What the scheduler remembers of a schedule between fires (and restarts)."""
+
+    name: str
+    checked_through: dt.datetime | None = None
+    skip_fire: dt.datetime | None = None
+    skip_by: str | None = None
+    snooze_fire: dt.datetime | None = None
+    snooze_until: dt.datetime | None = None
+    drift_checked_at: dt.datetime | None = None
+
+
+class ScheduleRun(BaseModel):
+    """One fire of a schedule: ran, skipped, missed; and where its summary is shown."""
+
+    id: str
+    schedule: str
+    fire_time: dt.datetime
+    kind: str = Field(description="cron, snooze or manual")
+    status: str = Field(description="running, done, skipped or missed")
+    reason: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+
+
+class RunItem(BaseModel):
+    """One resource of a run and what became of it."""
+
+    run_id: str
+    resource: str
+    outcome: str | None = None
+    detail: str | None = None
+    op_id: str | None = None
+
+
+class KeepException(BaseModel):
+    """'Keep <resource>': scheduled runs of ``schedule`` skip it until ``until``."""
+
+    schedule: str
+    resource: str
+    until: dt.datetime
+    created_by: str
+    created_at: dt.datetime

@@ -47,6 +47,9 @@ class Policy:
         """Whether ``user_id`` may stop ``resource``, and why, in words for the user."""
         if self.is_admin(user_id):
             return Decision(allowed=True, reason="admin")
+        if user_id.startswith("schedule:"):
+            # Schedules are written by those who run the bot (config, or admins in Slack).
+            return Decision(allowed=True, reason="a configured schedule")
         rc = self.config.resource_config(resource)
         users, groups, scope = rc.allowed_users, rc.allowed_groups, f"{resource}'s own rule"
         if not users and not groups:

@@ -31,8 +31,12 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    KeepException,
     Operation,
     OpState,
+    RunItem,
+    ScheduleRun,
+    ScheduleState,
     Transition,
 )
 from providers.base import utcnow
@@ -157,7 +161,55 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Scheduled runs: what each fire did, skips and snoozes, Keep exceptions."""
+    db.table("schedules").add_column("source", str, not_null_default="slack")
+    db.table("schedule_state").create(
+        {
+            "name": str,
+            "checked_through": str,
+            "skip_fire": str,
+            "skip_by": str,
+            "snooze_fire": str,
+            "snooze_until": str,
+            "drift_checked_at": str,
+        },
+        pk="name",
+    )
+    db.table("schedule_runs").create(
+        {
+            "id": str,
+            "schedule": str,
+            "fire_time": str,
+            "kind": str,
+            "status": str,
+            "reason": str,
+            "started_at": str,
+            "finished_at": str,
+            "channel": str,
+            "message_ts": str,
+        },
+        pk="id",
+        not_null={"schedule", "fire_time", "status"},
+    )
+    db.table("schedule_runs").create_index(["schedule", "fire_time"], unique=True)
+    db.table("schedule_runs").create_index(["status"])
+    db.table("schedule_items").create(
+        {"run_id": str, "resource": str, "outcome": str, "detail": str, "op_id": str},
+        pk=("run_id", "resource"),
+        foreign_keys=[("run_id", "schedule_runs", "id")],
+    )
+    db.table("schedule_exceptions").create(
+        {"schedule": str, "resource": str, "until": str, "created_by": str, "created_at": str},
+        pk=("schedule", "resource"),
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -719,16 +771,27 @@ class Store:
 
     # -- schedules ----------------------------------------------------------------
 
-    def save_schedule(self, name: str, definition: dict[str, Any], actor: str) -> None:
+    def save_schedule(
+        self, name: str, definition: dict[str, Any], actor: str, *, source: str = "slack"
+    ) -> None:
         now = _iso(self.clock())
         with self.transaction() as conn:
+            existing = conn.execute(
+                "SELECT definition, source FROM schedules WHERE name = ?", [name]
+            ).fetchone()
+            encoded = json.dumps(definition, sort_keys=True, default=str)
+            if existing and existing[0] == encoded and existing[1] == source:
+                return  # unchanged: no audit noise at every start
             conn.execute(
-                "INSERT INTO schedules (name, definition, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "definition = excluded.definition, updated_at = excluded.updated_at",
-                [name, json.dumps(definition, sort_keys=True), now, now],
+                "INSERT INTO schedules (name, definition, created_at, updated_at, source) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "definition = excluded.definition, updated_at = excluded.updated_at, "
+                "source = excluded.source",
+                [name, encoded, now, now, source],
             )
-            self._audit(conn, actor, "schedule.saved", detail={"name": name, **definition})
+            self._audit(
+                conn, actor, "schedule.saved", detail={"name": name, "source": source, **definition}
+            )
 
     def schedules(self) -> dict[str, dict[str, Any]]:
         return {
@@ -736,9 +799,172 @@ class Store:
             for r in self.db.query("SELECT name, definition FROM schedules ORDER BY name")
         }
 
+    def schedule_sources(self) -> dict[str, str]:
+        return {r["name"]: r["source"] for r in self.db.query("SELECT name, source FROM schedules")}
+
     def delete_schedule(self, name: str, actor: str) -> bool:
         with self.transaction() as conn:
             cursor = conn.execute("DELETE FROM schedules WHERE name = ?", [name])
             if cursor.rowcount:
                 self._audit(conn, actor, "schedule.removed", detail={"name": name})
             return bool(cursor.rowcount)
+
+    def schedule_state(self, name: str) -> ScheduleState:
+        rows = list(self.db.query("SELECT * FROM schedule_state WHERE name = ?", [name]))
+        return ScheduleState.model_validate(rows[0]) if rows else ScheduleState(name=name)
+
+    def update_schedule_state(self, name: str, **fields: Any) -> None:
+        """Set some fields of a schedule's state (None clears one)."""
+        values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values)
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO schedule_state (name, {columns}) VALUES (?, {marks}) "  # noqa: S608
+                f"ON CONFLICT(name) DO UPDATE SET {updates}",
+                [name, *values.values()],
+            )
+
+    def create_run(
+        self,
+        schedule: str,
+        fire_time: dt.datetime,
+        *,
+        kind: str,
+        status: str = "running",
+        reason: str | None = None,
+        channel: str | None = None,
+    ) -> ScheduleRun | None:
+        """Record one fire of a schedule; None if that fire was recorded already, which is
+        what keeps a run from happening twice (restarts, overlapping ticks)."""
+        now = self.clock()
+        run_id = uuid.uuid4().hex
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO schedule_runs (id, schedule, fire_time, kind, status, "
+                "reason, started_at, finished_at, channel) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    run_id,
+                    schedule,
+                    _iso(fire_time),
+                    kind,
+                    status,
+                    reason,
+                    _iso(now),
+                    None if status == "running" else _iso(now),
+                    channel,
+                ],
+            )
+            if cursor.rowcount != 1:
+                return None
+            self._audit(
+                conn,
+                f"schedule:{schedule}",
+                f"schedule.run.{status}",
+                detail={
+                    "run": run_id,
+                    "fire_time": _iso(fire_time),
+                    "kind": kind,
+                    "reason": reason,
+                },
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> ScheduleRun | None:
+        rows = list(self.db.query("SELECT * FROM schedule_runs WHERE id = ?", [run_id]))
+        return ScheduleRun.model_validate(rows[0]) if rows else None
+
+    def runs(
+        self, *, status: str | None = None, schedule: str | None = None, limit: int = 50
+    ) -> list[ScheduleRun]:
+        """Runs, newest fire first."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if schedule is not None:
+            where.append("schedule = ?")
+            params.append(schedule)
+        sql = "SELECT * FROM schedule_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY fire_time DESC LIMIT {int(limit)}"
+        return [ScheduleRun.model_validate(r) for r in self.db.query(sql, params)]
+
+    def finish_run(self, run_id: str, status: str = "done") -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE schedule_runs SET status = ?, finished_at = ? WHERE id = ?",
+                [status, _iso(self.clock()), run_id],
+            )
+            row = conn.execute(
+                "SELECT schedule FROM schedule_runs WHERE id = ?", [run_id]
+            ).fetchone()
+            self._audit(
+                conn,
+                f"schedule:{row[0] if row else '?'}",
+                f"schedule.run.{status}",
+                detail={"run": run_id},
+            )
+
+    def set_run_message(self, run_id: str, channel: str, ts: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE schedule_runs SET channel = ?, message_ts = ? WHERE id = ?",
+                [channel, ts, run_id],
+            )
+
+    def record_item(
+        self,
+        run_id: str,
+        resource: str,
+        outcome: str | None,
+        detail: str | None = None,
+        op_id: str | None = None,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO schedule_items (run_id, resource, outcome, detail, op_id) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, resource) DO UPDATE SET "
+                "outcome = excluded.outcome, detail = excluded.detail, "
+                "op_id = COALESCE(excluded.op_id, schedule_items.op_id)",
+                [run_id, resource, outcome, detail, op_id],
+            )
+
+    def run_items(self, run_id: str) -> list[RunItem]:
+        rows = self.db.query(
+            "SELECT * FROM schedule_items WHERE run_id = ? ORDER BY rowid", [run_id]
+        )
+        return [RunItem.model_validate(r) for r in rows]
+
+    def add_exception(
+        self, schedule: str, resource: str, until: dt.datetime, actor: str
+    ) -> KeepException:
+        """Keep ``resource`` out of ``schedule``'s runs until ``until``, audited."""
+        now = self.clock()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO schedule_exceptions "
+                "(schedule, resource, until, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+                [schedule, resource, _iso(until), actor, _iso(now)],
+            )
+            self._audit(
+                conn,
+                actor,
+                "schedule.keep",
+                resource=resource,
+                detail={"schedule": schedule, "until": _iso(until)},
+            )
+        return KeepException(
+            schedule=schedule, resource=resource, until=until, created_by=actor, created_at=now
+        )
+
+    def active_exceptions(self, schedule: str | None = None) -> list[KeepException]:
+        sql = "SELECT * FROM schedule_exceptions WHERE until > ?"
+        params: list[Any] = [_iso(self.clock())]
+        if schedule is not None:
+            sql += " AND schedule = ?"
+            params.append(schedule)
+        rows = self.db.query(sql + " ORDER BY until", params)
+        return [KeepException.model_validate(r) for r in rows]

@@ -287,8 +287,10 @@ class StopService:
             )
         return op
 
-    def confirm(self, op_id: str, actor: Actor) -> ActionResult:
-        """The requester confirms, once, before expiry: the operation moves to submitting."""
+    def confirm(self, op_id: str, actor: Actor, *, require_approval: bool = True) -> ActionResult:
+        """The requester confirms, once, before expiry: the operation moves to submitting, or
+        to awaiting approval for a protected resource (unless ``require_approval`` is False,
+        as for scheduled runs not configured to ask)."""
         checked = self._check_pending(op_id, actor, "confirm")
         if isinstance(checked, ActionResult):
             return checked
@@ -305,7 +307,7 @@ class StopService:
                 operation=expired or checked,
                 message=f"This confirmation expired. Run `/stop {checked.resource}` again.",
             )
-        approval = self._approval_policy(checked.resource)
+        approval = self._approval_policy(checked.resource) if require_approval else None
         if approval is not None:
             waiting = self.store.await_approval(
                 op_id,
@@ -731,6 +733,19 @@ class StopService:
                 or op
             )
         return await self.follow(op, resource, listener)
+
+    async def until_final(self, op_id: str) -> Operation:
+        """Wait for an operation followed elsewhere (in this process) to end."""
+        while True:
+            task = self._tasks.get(op_id)
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+            op = self.store.get_operation(op_id)
+            if op is None:
+                raise KeyError(op_id)
+            if op.state.final or op.state == OpState.AWAITING_APPROVAL:
+                return op
+            await self.sleep(self.settings.poll_initial.total_seconds())
 
     def in_flight(self) -> list[str]:
         """Ids of the operations this process is following now."""

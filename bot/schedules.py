@@ -1,0 +1,648 @@
+"""Scheduled stops: cron fires in their time zone, warnings, skips and snoozes, runs, drift.
+
+The engine is driven by :meth:`ScheduleEngine.tick`, which does whatever is due at the
+clock's ``now`` and is safe to call at any time and any number of times: every fire is
+recorded once in the store (``schedule_runs`` is unique per schedule and fire time), so a
+restart, a second process or an early tick never runs a schedule twice. APScheduler wakes
+the engine at each cron fire and every half minute (see :class:`ScheduleRunner`); tests
+call ``tick`` with a moved clock instead of waiting.
+
+Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel
+
+from bot.config import ScheduleConfig, StopbotConfig
+from bot.cron import cron_trigger, next_fire
+from bot.durations import format_duration
+from bot.models import Actor, Operation, OpState, RunItem, ScheduleRun, Transition
+from bot.store import Store
+from bot.workflow import StopService
+from providers.base import Phase, Resource, ResourceStatus
+from providers.errors import ProviderError
+
+__all__ = [
+    "Outcome",
+    "PlanItem",
+    "RunReport",
+    "ScheduleEngine",
+    "ScheduleError",
+    "ScheduleNotifier",
+    "ScheduleRunner",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ScheduleError(Exception):
+    """A schedule request that cannot be done; the message is for the user."""
+
+
+class Outcome:
+    """What became of one resource in a run."""
+
+    STOPPED = "stopped"
+    ALREADY = "already stopped"
+    LOCKED = "skipped: locked"
+    KEPT = "skipped: kept"
+    OPTED_OUT = "skipped: opted out"
+    AWAITING_APPROVAL = "awaiting approval"
+    FAILED = "failed"
+
+    SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
+
+
+class PlanItem(BaseModel):
+    resource: str
+    provider: str
+    stop: bool
+    outcome: str | None = None
+    detail: str | None = None
+
+
+class RunReport(BaseModel):
+    """A run as its summary shows it."""
+
+    run: ScheduleRun
+    schedule: ScheduleConfig
+    items: list[RunItem]
+    elapsed: dt.timedelta
+
+    @property
+    def finished(self) -> bool:
+        return self.run.status != "running"
+
+    def by_outcome(self) -> dict[str, list[RunItem]]:
+        groups: dict[str, list[RunItem]] = {}
+        for item in self.items:
+            groups.setdefault(item.outcome or "in progress", []).append(item)
+        return groups
+
+
+class ScheduleNotifier(Protocol):
+    """A face that shows what schedules do (a Slack channel, a log)."""
+
+    async def warn(
+        self, schedule: ScheduleConfig, fire: dt.datetime, plan: list[PlanItem]
+    ) -> None: ...
+
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None: ...
+
+    async def summary(self, report: RunReport) -> None: ...
+
+    async def drift(
+        self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
+    ) -> None: ...
+
+    async def approval_requested(self, op: Operation) -> None: ...
+
+
+class _ItemListener:
+    """Keeps a run's summary current while one of its stops progresses."""
+
+    def __init__(self, engine: ScheduleEngine, run_id: str, resource: str) -> None:
+        self.engine, self.run_id, self.resource = engine, run_id, resource
+
+    async def progress(
+        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
+    ) -> None:
+        if not op.state.final:
+            detail = op.provider_state or op.state.value.replace("_", " ")
+            self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
+            await self.engine.publish(self.run_id)
+
+
+class ScheduleEngine:
+    def __init__(
+        self,
+        config: StopbotConfig,
+        store: Store,
+        service: StopService,
+        notifier: ScheduleNotifier,
+        *,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.scheduling
+        self.store = store
+        self.service = service
+        self.notifier = notifier
+        self.clock = clock or service.clock
+        self.sleep = sleep or service.sleep
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._tick_lock = asyncio.Lock()
+
+    # -- definitions ------------------------------------------------------------------
+
+    def sync_config(self) -> None:
+        """The config's schedules into the store, which holds Slack-added ones too."""
+        for schedule in self.config.schedules:
+            self.store.save_schedule(
+                schedule.name, schedule.model_dump(mode="json"), "stopbot.yaml", source="config"
+            )
+
+    def schedules(self) -> dict[str, ScheduleConfig]:
+        found = {}
+        for name, definition in self.store.schedules().items():
+            try:
+                found[name] = ScheduleConfig.model_validate(definition)
+            except ValueError:
+                log.error("schedule %s in the store is invalid; ignored", name)
+        return found
+
+    def schedule(self, name: str) -> ScheduleConfig:
+        found = self.schedules().get(name)
+        if found is None:
+            known = ", ".join(sorted(self.schedules())) or "none"
+            raise ScheduleError(f"No schedule named `{name}` (known: {known}).")
+        return found
+
+    def add(self, schedule: ScheduleConfig, actor: str) -> None:
+        if schedule.name in self.schedules():
+            raise ScheduleError(f"A schedule named `{schedule.name}` exists already.")
+        self._check_selection(schedule)
+        self.store.save_schedule(schedule.name, schedule.model_dump(mode="json"), actor)
+
+    def _check_selection(self, schedule: ScheduleConfig) -> None:
+        names = {r.name for r in self.config.resources}
+        unknown = [r for r in schedule.select.resources or [] if r not in names]
+        if unknown:
+            raise ScheduleError(f"No resource named {', '.join(unknown)}.")
+        missing = [c for c in schedule.skip_on if c not in self.config.calendars]
+        if missing:
+            raise ScheduleError(f"No calendar named {', '.join(missing)}.")
+
+    def remove(self, name: str, actor: str) -> None:
+        self.schedule(name)
+        if self.store.schedule_sources().get(name) == "config":
+            raise ScheduleError(
+                f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
+                "the next start otherwise)."
+            )
+        self.store.delete_schedule(name, actor)
+
+    def next_fire(self, schedule: ScheduleConfig, after: dt.datetime | None = None) -> dt.datetime:
+        return next_fire(cron_trigger(schedule.cron, schedule.timezone), after or self.clock())
+
+    def upcoming(self, schedule: ScheduleConfig) -> dt.datetime:
+        """The next time it will actually run: snoozes and skips taken into account."""
+        state = self.store.schedule_state(schedule.name)
+        if state.snooze_until is not None and state.snooze_until > self.clock():
+            return state.snooze_until
+        fire = self.next_fire(schedule)
+        while fire == state.skip_fire or self._holiday(schedule, fire):
+            fire = self.next_fire(schedule, fire)
+        return fire
+
+    # -- what a run would do -----------------------------------------------------------
+
+    def selected(self, schedule: ScheduleConfig) -> list[Resource]:
+        resources = self.config.all_resources()
+        if schedule.select.resources is not None:
+            wanted = schedule.select.resources
+            return [r for name in wanted for r in resources if r.name == name]
+        tags = schedule.select.tags or {}
+        return [r for r in resources if all(r.tags.get(k) == v for k, v in tags.items())]
+
+    def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
+        """What a run would do, from what the bot knows without calling any provider:
+        opt-out tags, Keep exceptions, Stopbot locks. Provider locks and statuses are
+        read at run time."""
+        at = at or self.clock()
+        kept = {e.resource: e for e in self.store.active_exceptions(schedule.name)}
+        items = []
+        for r in self.selected(schedule):
+            item = PlanItem(resource=r.name, provider=r.provider, stop=True)
+            lock = self.store.get_lock(r.name)
+            if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
+                item.stop, item.outcome = False, Outcome.OPTED_OUT
+                item.detail = f"tagged {self.settings.opt_out_tag}"
+            elif r.name in kept and kept[r.name].until > at:
+                e = kept[r.name]
+                item.stop, item.outcome = False, Outcome.KEPT
+                item.detail = f"kept by <@{e.created_by}> for {format_duration(e.until - at)}"
+            elif lock is not None and not lock.is_expired(at):
+                item.stop, item.outcome = False, Outcome.LOCKED
+                why = f": {lock.reason}" if lock.reason else ""
+                item.detail = f"locked by <@{lock.owner}>{why}"
+            items.append(item)
+        return items
+
+    # -- the clock --------------------------------------------------------------------
+
+    def _holiday(self, schedule: ScheduleConfig, fire: dt.datetime) -> str | None:
+        local = fire.astimezone(ZoneInfo(schedule.timezone)).date()
+        for name in schedule.skip_on:
+            if local in self.config.calendars.get(name, []):
+                return name
+        return None
+
+    async def tick(self) -> None:
+        """Do everything that is due now. Idempotent."""
+        async with self._tick_lock:
+            now = self.clock()
+            for schedule in self.schedules().values():
+                try:
+                    await self._tick_one(schedule, now)
+                except Exception:
+                    log.exception("schedule %s: tick failed", schedule.name)
+
+    async def _tick_one(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
+        state = self.store.schedule_state(schedule.name)
+        if state.checked_through is None:
+            # A new schedule starts from now: fires before it existed are not "missed".
+            self.store.update_schedule_state(schedule.name, checked_through=now)
+            state.checked_through = now
+        fire = self.next_fire(schedule, state.checked_through)
+        while fire <= now:
+            await self._due(schedule, fire, now)
+            fire = self.next_fire(schedule, fire)
+        state = self.store.schedule_state(schedule.name)
+        if state.snooze_until is not None and state.snooze_until <= now:
+            self.store.update_schedule_state(schedule.name, snooze_fire=None, snooze_until=None)
+            await self._start(schedule, state.snooze_until, "snooze", now)
+        await self._warn_if_due(schedule, now)
+        self.store.update_schedule_state(schedule.name, checked_through=now)
+        await self._watch_drift(schedule, now)
+
+    async def _due(self, schedule: ScheduleConfig, fire: dt.datetime, now: dt.datetime) -> None:
+        state = self.store.schedule_state(schedule.name)
+        holiday = self._holiday(schedule, fire)
+        if holiday:
+            await self._skip(schedule, fire, f"{holiday} holiday")
+        elif state.skip_fire == fire:
+            self.store.update_schedule_state(schedule.name, skip_fire=None, skip_by=None)
+            await self._skip(schedule, fire, f"skipped by <@{state.skip_by}>")
+        elif state.snooze_fire == fire:
+            return  # the snoozed run starts at snooze_until
+        elif now - fire > self.settings.grace_time:
+            run = self.store.create_run(
+                schedule.name,
+                fire,
+                kind="cron",
+                status="missed",
+                reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+            )
+            if run is not None:
+                await self.notifier.announce(
+                    schedule,
+                    fire,
+                    f"Missed the {schedule.name} run due {_local(schedule, fire)}: Stopbot "
+                    f"was not running, and {format_duration(now - fire)} is past the grace "
+                    f"time of {format_duration(self.settings.grace_time)}. Nothing was "
+                    f"stopped; run it now with `/stop schedule run {schedule.name}`.",
+                )
+        else:
+            await self._start(schedule, fire, "cron", now)
+
+    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> None:
+        run = self.store.create_run(schedule.name, fire, kind="cron", status="skipped", reason=why)
+        if run is not None:
+            await self.notifier.announce(
+                schedule,
+                fire,
+                f"The {schedule.name} run due {_local(schedule, fire)} is skipped ({why}). "
+                f"Next run: {_local(schedule, self.upcoming(schedule))}.",
+            )
+
+    async def _warn_if_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
+        fire = self.upcoming(schedule)
+        if fire - schedule.warn_before <= now < fire and self.store.claim(
+            f"schedule-warning:{schedule.name}:{fire.isoformat()}"
+        ):
+            await self.notifier.warn(schedule, fire, self.plan(schedule, fire))
+
+    # -- commands from the faces -------------------------------------------------------
+
+    def skip_next(self, name: str, actor: str) -> dt.datetime:
+        schedule = self.schedule(name)
+        fire = self.upcoming(schedule)
+        state = self.store.schedule_state(name)
+        if state.snooze_until == fire:
+            self.store.update_schedule_state(name, snooze_fire=None, snooze_until=None)
+            self.store.create_run(
+                name,
+                state.snooze_fire or fire,
+                kind="snooze",
+                status="skipped",
+                reason=f"skipped by <@{actor}>",
+            )
+        else:
+            self.store.update_schedule_state(name, skip_fire=fire, skip_by=actor)
+        self.store.audit(actor, "schedule.skip", detail={"name": name, "fire": fire.isoformat()})
+        return fire
+
+    def snooze(self, name: str, duration: dt.timedelta, actor: str) -> dt.datetime:
+        schedule = self.schedule(name)
+        state = self.store.schedule_state(name)
+        fire = state.snooze_fire or self.upcoming(schedule)
+        until = (state.snooze_until or fire) + duration
+        self.store.update_schedule_state(name, snooze_fire=fire, snooze_until=until)
+        self.store.audit(
+            actor,
+            "schedule.snooze",
+            detail={"name": name, "fire": fire.isoformat(), "until": until.isoformat()},
+        )
+        return until
+
+    def keep(self, name: str, resource: str, until: dt.datetime, actor: str) -> None:
+        schedule = self.schedule(name)
+        if resource not in {r.name for r in self.selected(schedule)}:
+            raise ScheduleError(f"{resource} is not stopped by `{name}`.")
+        self.store.add_exception(name, resource, until, actor)
+
+    async def run_now(self, name: str, actor: str) -> ScheduleRun:
+        """A manual run, after the user confirmed it."""
+        schedule = self.schedule(name)
+        now = self.clock()
+        run = await self._start(schedule, now, "manual", now, started_by=actor)
+        if run is None:
+            raise ScheduleError(f"`{name}` is running already.")
+        return run
+
+    # -- a run ------------------------------------------------------------------------
+
+    async def _start(
+        self,
+        schedule: ScheduleConfig,
+        fire: dt.datetime,
+        kind: str,
+        now: dt.datetime,
+        *,
+        started_by: str | None = None,
+    ) -> ScheduleRun | None:
+        run = self.store.create_run(
+            schedule.name,
+            fire,
+            kind=kind,
+            channel=schedule.channel,
+            reason=f"started by <@{started_by}>" if started_by else None,
+        )
+        if run is None:
+            return None  # this fire was handled already
+        for item in self.plan(schedule, now):
+            self.store.record_item(run.id, item.resource, item.outcome, item.detail)
+        self._spawn(run)
+        return run
+
+    def _spawn(self, run: ScheduleRun) -> None:
+        task = asyncio.create_task(self._execute(run.id), name=f"schedule-run-{run.id}")
+        self._runs[run.id] = task
+        task.add_done_callback(lambda _: self._runs.pop(run.id, None))
+
+    def resume(self) -> int:
+        """Carry on with the runs a previous process left running; returns how many."""
+        count = 0
+        for run in self.store.runs(status="running"):
+            if run.id not in self._runs:
+                self._spawn(run)
+                count += 1
+        return count
+
+    async def cancel(self) -> None:
+        """Stop working on runs (they stay running in the store; the next start resumes)."""
+        for task in list(self._runs.values()):
+            task.cancel()
+        await asyncio.gather(*self._runs.values(), return_exceptions=True)
+
+    async def wait(self) -> None:
+        """Until every run this engine started has finished (tests, shutdown)."""
+        while self._runs:
+            await asyncio.gather(*list(self._runs.values()), return_exceptions=True)
+
+    async def _execute(self, run_id: str) -> None:
+        run = self.store.run(run_id)
+        if run is None:
+            return
+        schedule = self.schedules().get(run.schedule)
+        if schedule is None:
+            self.store.finish_run(run_id, "done")
+            return
+        limits: dict[str, asyncio.Semaphore] = {}
+        pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
+        resources = {r.name: r for r in self.config.all_resources()}
+
+        async def one(item: RunItem) -> None:
+            resource = resources.get(item.resource)
+            if resource is None:
+                self.store.record_item(
+                    run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
+                )
+                return
+            limit = limits.setdefault(
+                resource.provider, asyncio.Semaphore(self.settings.per_provider_concurrency)
+            )
+            async with limit:
+                await self._stop_one(run, schedule, resource)
+            await self.publish(run_id)
+
+        await self.publish(run_id)
+        await asyncio.gather(*(one(i) for i in pending))
+        self.store.finish_run(run_id, "done")
+        await self.publish(run_id)
+
+    async def _stop_one(
+        self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource
+    ) -> None:
+        actor = Actor(id=f"schedule:{schedule.name}")
+        for attempt in range(schedule.retries + 1):
+            preview = await self.service.prepare(
+                resource.name,
+                actor,
+                source="schedule",
+                reason=f"schedule {schedule.name}",
+                force=schedule.force,
+                channel=schedule.channel,
+                idempotency_key=f"schedule:{run.id}:{resource.name}:{attempt}",
+            )
+            op = await self._drive(preview.operation, run, schedule, resource, actor)
+            outcome, detail = _outcome(op)
+            if outcome != Outcome.FAILED or attempt == schedule.retries:
+                self.store.record_item(run.id, resource.name, outcome, detail, op.id)
+                return
+            self.store.record_item(
+                run.id, resource.name, None, f"failed, trying again: {op.detail}", op.id
+            )
+            await self.publish(run.id)
+            await self.sleep(self.settings.retry_delay.total_seconds())
+
+    async def _drive(
+        self,
+        op: Operation,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        actor: Actor,
+    ) -> Operation:
+        """Take an operation from wherever it is (new, or found again after a restart)
+        to its end."""
+        listener = _ItemListener(self, run.id, resource.name)
+        if op.state == OpState.AWAITING_CONFIRMATION:
+            result = self.service.confirm(op.id, actor, require_approval=schedule.approval)
+            if result.operation is None:
+                return self.store.get_operation(op.id) or op
+            op = result.operation
+            if result.needs_approval:
+                await self.notifier.approval_requested(op)
+        if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
+            return await self.service.run(op.id, listener, actor)
+        return await self.service.until_final(op.id)
+
+    async def publish(self, run_id: str) -> None:
+        run = self.store.run(run_id)
+        schedule = self.schedules().get(run.schedule) if run else None
+        if run is None or schedule is None:
+            return
+        end = run.finished_at or self.clock()
+        report = RunReport(
+            run=run,
+            schedule=schedule,
+            items=self.store.run_items(run_id),
+            elapsed=end - (run.started_at or end),
+        )
+        try:
+            await self.notifier.summary(report)
+        except Exception:
+            log.exception("run summary could not be shown", extra={"run": run_id})
+
+    # -- drift ------------------------------------------------------------------------
+
+    def _drift_window_end(self, schedule: ScheduleConfig, after: dt.datetime) -> dt.datetime | None:
+        if schedule.until is None:
+            return None
+        zone = ZoneInfo(schedule.timezone)
+        local = after.astimezone(zone)
+        end = local.replace(
+            hour=schedule.until.hour, minute=schedule.until.minute, second=0, microsecond=0
+        )
+        if end <= local:
+            end = (local + dt.timedelta(days=1)).replace(
+                hour=schedule.until.hour, minute=schedule.until.minute, second=0, microsecond=0
+            )
+        return end.astimezone(dt.UTC)
+
+    async def _watch_drift(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
+        if schedule.until is None:
+            return
+        state = self.store.schedule_state(schedule.name)
+        if (
+            state.drift_checked_at
+            and now - state.drift_checked_at < self.settings.drift_check_interval
+        ):
+            return
+        self.store.update_schedule_state(schedule.name, drift_checked_at=now)
+        for run in self.store.runs(status="done", schedule=schedule.name, limit=3):
+            end = self._drift_window_end(schedule, run.finished_at or run.fire_time)
+            if end is None or now >= end:
+                continue
+            stopped = [
+                i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
+            ]
+            resources = [r for r in self.config.all_resources() if r.name in stopped]
+            for name, status in (await self._statuses(resources)).items():
+                if status.phase == Phase.RUNNING and self.store.claim(f"drift:{run.id}:{name}"):
+                    self.store.audit(
+                        f"schedule:{schedule.name}",
+                        "schedule.drift",
+                        resource=name,
+                        detail={"state": status.state},
+                    )
+                    await self.notifier.drift(schedule, run, name, status)
+
+    async def _statuses(self, resources: list[Resource]) -> dict[str, ResourceStatus]:
+        """Statuses by resource name, one bulk call per provider."""
+        by_provider: dict[str, list[Resource]] = {}
+        for r in resources:
+            by_provider.setdefault(r.provider, []).append(r)
+        found: dict[str, ResourceStatus] = {}
+        for name, group in by_provider.items():
+            try:
+                statuses = await self.service.providers[name].statuses(group)
+            except ProviderError as exc:
+                log.warning("drift check failed", extra={"provider": name, "error": str(exc)})
+                continue
+            found.update({r.name: statuses[r.id] for r in group if r.id in statuses})
+        return found
+
+
+def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:
+    return at.astimezone(ZoneInfo(schedule.timezone)).strftime(
+        f"%a %d %b %H:%M {schedule.timezone}"
+    )
+
+
+def _outcome(op: Operation) -> tuple[str, str | None]:
+    if op.state == OpState.STOPPED:
+        return Outcome.STOPPED, None
+    if op.state == OpState.STOPPED_ALREADY:
+        return Outcome.ALREADY, None
+    if op.state == OpState.REFUSED:
+        return Outcome.LOCKED, op.detail
+    if op.state == OpState.AWAITING_APPROVAL:
+        return Outcome.AWAITING_APPROVAL, "an approver decides in the channel"
+    return Outcome.FAILED, op.detail or op.state.value.replace("_", " ")
+
+
+class ScheduleRunner:
+    """APScheduler wakes the engine: at each schedule's cron fire, and every 30 s for
+    warnings, snoozes and drift."""
+
+    def __init__(self, engine: ScheduleEngine, interval: float = 30.0) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.scheduler = AsyncIOScheduler(timezone=dt.UTC)
+
+    def start(self) -> None:
+        self.engine.sync_config()
+        resumed = self.engine.resume()
+        if resumed:
+            log.info("resumed %d scheduled run(s)", resumed)
+        self.scheduler.add_job(
+            self.engine.tick,
+            IntervalTrigger(seconds=self.interval),
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.rebuild()
+        self.scheduler.start()
+        asyncio.get_running_loop().create_task(self.engine.tick())
+
+    def rebuild(self) -> None:
+        """One cron job per schedule in the store (called at start and after changes)."""
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("cron:"):
+                job.remove()
+        for schedule in self.engine.schedules().values():
+            self.scheduler.add_job(
+                self.engine.tick,
+                cron_trigger(schedule.cron, schedule.timezone),
+                id=f"cron:{schedule.name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.engine.cancel()
