@@ -632,7 +632,9 @@ class StopService:
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
-                    message = status.message or f"the provider reports {status.state}"
+                    message = f"{resource.provider} reports {status.state}" + (
+                        f": {status.message}" if status.message else ""
+                    )
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
                     await self._notify(listener, op, status)

@@ -423,7 +423,7 @@ async def test_config_schedule_cannot_be_removed_from_slack(s: Sched) -> None:
     """A schedule from stopbot.yaml is refused removal with where to remove it."""
     from bot.schedules import ScheduleError
 
-    with pytest.raises(ScheduleError, match="`nightly` is defined in stopbot.yaml"):
+    with pytest.raises(ScheduleError, match=r"`nightly` is defined in stopbot\.yaml"):
         s.engine.remove("nightly", "U0ADMIN")
 
 

@@ -237,7 +237,8 @@ async def test_provider_stop_error_fails_with_provider_message(h: Harness) -> No
         "STOPPING",
         "STOP_ERROR",
     ]
-    assert final.detail
+    assert final.detail is not None
+    assert final.detail.startswith("qovery reports STOP_ERROR: last execution ")
 
 
 async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) -> None:
