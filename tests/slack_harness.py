@@ -113,6 +113,7 @@ class Slack:
             signing_secret=SECRET,
             api_url=self.fake_server.api_url,
             housekeeping_interval=0.05,
+            schedule_tick=0.05,
         )
         self.server = AppServer(build_http_app(self.bot))
 

@@ -342,5 +342,8 @@ async def test_healthz(slack: Slack) -> None:
         response = await client.get(f"{slack.server.url}/healthz")
     assert (response.status_code, response.json()) == (
         200,
-        {"status": "ok", "checks": {"store": "ok", "operations_in_flight": 0}},
+        {
+            "status": "ok",
+            "checks": {"store": "ok", "operations_in_flight": 0, "scheduler": "running"},
+        },
     )

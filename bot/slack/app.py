@@ -25,12 +25,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import StopbotConfig, UnknownResourceError
 from bot.models import Actor, Operation, OpState
+from bot.schedules import ScheduleEngine, ScheduleRunner
 from bot.slack import commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
+from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.store import Store
-from bot.workflow import ProgressListener, StopService
+from bot.workflow import Preview, ProgressListener, StopService
 from providers.base import Provider, ProviderLock, Resource, ResourceStatus
 from providers.errors import ProviderError
 
@@ -98,6 +100,7 @@ class SlackBot:
         signing_secret: str | None,
         api_url: str | None = None,
         housekeeping_interval: float = 30.0,
+        schedule_tick: float | None = 30.0,
     ) -> None:
         self.config = config
         self.store = store
@@ -118,6 +121,10 @@ class SlackBot:
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
+        self.engine = ScheduleEngine(config, store, service, SlackScheduleNotifier(self))
+        self.schedule_handlers = ScheduleHandlers(self, self.engine)
+        # None: no scheduler in this process (its owner ticks the engine itself).
+        self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
         self._housekeeping: asyncio.Task[None] | None = None
         self.housekeeping_interval = housekeeping_interval
         self._register()
@@ -265,6 +272,11 @@ class SlackBot:
         self.app.action(views.CANCEL)(_guarded(self.on_cancel))
         self.approvals.register()
         self.locks.register()
+        self.schedule_handlers.register()
+
+    def rebuild_schedules(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.rebuild()
 
     async def on_stop(self, ack: Any, command: dict[str, Any], respond: Respond) -> None:
         try:
@@ -291,6 +303,8 @@ class SlackBot:
             await self.locks.unlock(parsed, user, respond)
         elif isinstance(parsed, commands.Locks):
             await self.locks.list(respond)
+        elif isinstance(parsed, commands.ScheduleCommand):
+            await self.schedule_handlers.command(parsed, user, command.get("channel_id"), respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
 
     @staticmethod
@@ -326,6 +340,10 @@ class SlackBot:
         except UnknownResourceError as exc:
             await self._unknown(exc, respond)
             return
+        await self.answer_preview(preview, respond, actor.id)
+
+    async def answer_preview(self, preview: Preview, respond: Respond, user: str) -> None:
+        """The ephemeral confirmation, or why there is nothing to confirm."""
         if preview.operation.state == OpState.AWAITING_CONFIRMATION:
             text, blocks = views.confirmation(preview, self.service.clock())
         else:

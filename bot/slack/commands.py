@@ -15,6 +15,7 @@ __all__ = [
     "ListResources",
     "Lock",
     "Locks",
+    "ScheduleCommand",
     "Status",
     "StopCommand",
     "Unlock",
@@ -30,12 +31,23 @@ HELP = """*Stopbot* stops cloud resources safely. Commands:
 • `/stop lock <resource> <duration> [reason…]`: keep others from stopping it (e.g. `4h`, `3d`)
 • `/stop unlock <resource> [--force]`: remove your lock (admins: anyone's, with `--force`)
 • `/stop locks`: every active lock, with owner, reason and expiry
+• `/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions`
+• `/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]` \
+and `/stop schedule remove <name>` (admins)
+• `/stop dry-run <schedule>`: what a run would do now, without calling any provider
 • `/stop help`: this message
 A resource is named as in the configuration, or as `provider:id`. `--force` is Feldera's \
 forced stop (no checkpoint). Admins may add `--override-lock` and a reason to stop through a \
 lock; it is audited and announced."""
 
-RESERVED = frozenset({"help", "status", "list", "history", "lock", "unlock", "locks"})
+RESERVED = frozenset(
+    {"help", "status", "list", "history", "lock", "unlock", "locks", "schedule", "dry-run"}
+)
+SCHEDULE_USAGE = (
+    "Usage: `/stop schedule list`, `/stop schedule run|skip|remove <name>`, "
+    "`/stop schedule snooze <name> <duration>`, `/stop schedule exceptions`, or "
+    '`/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]`.'
+)
 
 
 class UsageError(ValueError):
@@ -88,7 +100,22 @@ class Locks:
     pass
 
 
-Command = Help | Status | ListResources | History | StopCommand | Lock | Unlock | Locks
+@dataclass(frozen=True)
+class ScheduleCommand:
+    """``/stop schedule <action> …`` and ``/stop dry-run <name>``."""
+
+    action: str
+    name: str | None = None
+    duration: dt.timedelta | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    selector: str | None = None
+    warn_before: dt.timedelta | None = None
+
+
+Command = (
+    Help | Status | ListResources | History | StopCommand | Lock | Unlock | Locks | ScheduleCommand
+)
 
 
 def _words(text: str) -> list[str]:
@@ -97,6 +124,37 @@ def _words(text: str) -> list[str]:
     except ValueError:
         # An unbalanced quote in a free-text reason is not worth refusing the command.
         return text.split()
+
+
+def _duration(text: str, usage: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{exc}. {usage}") from None
+
+
+def _schedule(words: list[str]) -> ScheduleCommand:
+    if not words:
+        raise UsageError(SCHEDULE_USAGE)
+    action, args = words[0].lower(), words[1:]
+    if action in {"list", "exceptions"} and not args:
+        return ScheduleCommand(action)
+    if action in {"run", "skip", "remove"} and len(args) == 1:
+        return ScheduleCommand(action, args[0])
+    if action == "snooze" and len(args) == 2:
+        usage = "Usage: `/stop schedule snooze <name> <duration>`, e.g. `1h`."
+        return ScheduleCommand(action, args[0], duration=_duration(args[1], usage))
+    if action == "add" and len(args) in {4, 5}:
+        warn = None
+        if len(args) == 5:
+            key, _, value = args[4].partition("=")
+            if key != "warn":
+                raise UsageError(f"Unknown option `{args[4]}`: the option is `warn=<duration>`.")
+            warn = _duration(value, SCHEDULE_USAGE)
+        return ScheduleCommand(
+            "add", args[0], cron=args[1], timezone=args[2], selector=args[3], warn_before=warn
+        )
+    raise UsageError(SCHEDULE_USAGE)
 
 
 def parse(text: str) -> Command:
@@ -116,6 +174,12 @@ def parse(text: str) -> Command:
         if selector and selector.startswith("tag:") and "=" not in selector:
             raise UsageError("A tag filter looks like `tag:key=value`, e.g. `tag:env=dev`.")
         return ListResources(selector)
+    if head == "dry-run":
+        if len(rest) != 1:
+            raise UsageError("Usage: `/stop dry-run <schedule>`.")
+        return ScheduleCommand("dry-run", rest[0])
+    if head == "schedule":
+        return _schedule(rest)
     if head == "locks":
         if rest:
             raise UsageError("Usage: `/stop locks` (no arguments).")

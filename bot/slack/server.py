@@ -41,7 +41,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         except Exception as exc:
             checks["store"] = f"error: {exc}"
         checks["operations_in_flight"] = len(bot.service.in_flight())
-        healthy = checks["store"] == "ok"
+        if bot.scheduler is not None:
+            checks["scheduler"] = "running" if bot.scheduler.running else "stopped"
+        healthy = checks["store"] == "ok" and checks.get("scheduler") != "stopped"
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", "checks": checks},
             status_code=200 if healthy else 503,
@@ -53,7 +55,11 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         if resumed:
             log.info("resumed %d stop(s) in flight", len(resumed))
         bot.start_housekeeping(bot.housekeeping_interval)
+        if bot.scheduler is not None:
+            bot.scheduler.start()
         yield
+        if bot.scheduler is not None:
+            await bot.scheduler.stop()
         await bot.stop_housekeeping()
         await bot.service.aclose()
 

@@ -1,0 +1,203 @@
+"""Block Kit for scheduled runs: the warning with Skip / Snooze / Keep, the run summary,
+drift reports, schedule listings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from bot.config import ScheduleConfig
+from bot.durations import format_duration
+from bot.models import KeepException
+from bot.schedules import Outcome, PlanItem, RunReport
+from bot.slack.views import Blocks, View, _button, _context, _header, _section, when
+
+__all__ = [
+    "DRIFT_LEAVE",
+    "DRIFT_STOP",
+    "KEEP",
+    "RUN_CANCEL",
+    "RUN_CONFIRM",
+    "SKIP",
+    "SNOOZE",
+    "drift",
+    "exceptions",
+    "listing",
+    "plan_text",
+    "run_confirmation",
+    "summary",
+    "warning",
+]
+
+SKIP = "schedule_skip"
+SNOOZE = "schedule_snooze"
+KEEP = "schedule_keep"
+RUN_CONFIRM = "schedule_run_confirm"
+RUN_CANCEL = "schedule_run_cancel"
+DRIFT_STOP = "schedule_drift_stop"
+DRIFT_LEAVE = "schedule_drift_leave"
+
+KEEP_CHOICES = (("1h", "for 1 hour"), ("3h", "for 3 hours"), ("next", "until tomorrow's run"))
+MAX_KEEP_MENUS = 20  # an actions block holds 25 elements; two are Skip and Snooze
+
+OUTCOME_LINES = {
+    Outcome.STOPPED: ":white_check_mark: Stopped",
+    Outcome.ALREADY: ":white_check_mark: Already stopped",
+    Outcome.LOCKED: ":lock: Skipped, locked",
+    Outcome.KEPT: ":raised_hand: Skipped, kept",
+    Outcome.OPTED_OUT: ":see_no_evil: Skipped, opted out",
+    Outcome.AWAITING_APPROVAL: ":hourglass: Awaiting approval",
+    Outcome.FAILED: ":x: Failed",
+    "in progress": ":arrows_counterclockwise: In progress",
+}
+
+
+def plan_text(plan: Sequence[PlanItem]) -> str:
+    stop = [i.resource for i in plan if i.stop]
+    lines = [f"*Will stop ({len(stop)}):* " + (", ".join(stop) or "nothing")]
+    for item in plan:
+        if not item.stop:
+            lines.append(f"• {item.resource}: {item.outcome} ({item.detail})")
+    return "\n".join(lines)
+
+
+def warning(schedule: ScheduleConfig, fire: dt.datetime, plan: Sequence[PlanItem]) -> View:
+    text = (
+        f"{schedule.name} stops {sum(i.stop for i in plan)} resource(s) at "
+        f"{fire:%H:%M} UTC unless someone skips it."
+    )
+    blocks: Blocks = [
+        _header(f"Scheduled stop: {schedule.name}"),
+        _section(
+            f"At {when(fire)} Stopbot stops what `{schedule.name}` selects "
+            f"({schedule.select.describe()}).\n{plan_text(plan)}"
+        ),
+        {
+            "type": "actions",
+            "block_id": f"schedule:{schedule.name}",
+            "elements": [
+                _button(SKIP, "Skip tonight", schedule.name, "danger"),
+                _button(SNOOZE, "Snooze 1h", f"{schedule.name}|1h"),
+            ],
+        },
+    ]
+    keepable = [i for i in plan if i.stop]
+    if keepable:
+        menus = [
+            {
+                "type": "static_select",
+                "action_id": f"{KEEP}:{i.resource}"[:255],
+                "placeholder": {"type": "plain_text", "text": f"Keep {i.resource}"[:150]},
+                "options": [
+                    {
+                        "text": {"type": "plain_text", "text": f"Keep {i.resource} {label}"[:75]},
+                        "value": json.dumps({"s": schedule.name, "r": i.resource, "d": code}),
+                    }
+                    for code, label in KEEP_CHOICES
+                ],
+            }
+            for i in keepable[:MAX_KEEP_MENUS]
+        ]
+        blocks.append({"type": "actions", "block_id": f"keep:{schedule.name}", "elements": menus})
+        if len(keepable) > MAX_KEEP_MENUS:
+            blocks.append(
+                _context(
+                    f"{len(keepable) - MAX_KEEP_MENUS} more: "
+                    "lock them with `/stop lock` to keep them."
+                )
+            )
+    return text, blocks
+
+
+def summary(report: RunReport) -> View:
+    run, schedule = report.run, report.schedule
+    groups = report.by_outcome()
+    status = "done" if report.finished else "running"
+    counts = ", ".join(f"{len(items)} {name}" for name, items in groups.items())
+    text = f"{schedule.name} run {status}: {counts or 'nothing selected'}"
+    lines = []
+    for name, items in groups.items():
+        label = OUTCOME_LINES.get(name, name)
+        entries = [i.resource + (f" ({i.detail})" if i.detail else "") for i in items]
+        lines.append(f"{label} ({len(items)}): " + "; ".join(entries))
+    blocks: Blocks = [
+        _header(f"{schedule.name}: {'run finished' if report.finished else 'running'}"),
+        _section("\n".join(lines) or "Nothing was selected."),
+        _context(
+            f"Fire {when(run.fire_time)} · {run.kind} run · "
+            f"{format_duration(report.elapsed)} {'in all' if report.finished else 'so far'}"
+        ),
+    ]
+    return text, blocks
+
+
+def drift(schedule: ScheduleConfig, resource: str, state: str) -> View:
+    text = f"{resource} is running again ({state}) after {schedule.name} stopped it."
+    return text, [
+        _section(f":eyes: {text}"),
+        {
+            "type": "actions",
+            "block_id": f"drift:{schedule.name}:{resource}"[:255],
+            "elements": [
+                _button(DRIFT_STOP, "Stop again", resource, "danger"),
+                _button(
+                    DRIFT_LEAVE, "Leave it running", json.dumps({"s": schedule.name, "r": resource})
+                ),
+            ],
+        },
+    ]
+
+
+def run_confirmation(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View:
+    text = f"Run {schedule.name} now? Confirm or cancel."
+    return text, [
+        _header(f"Run {schedule.name} now?"),
+        _section(plan_text(plan)),
+        {
+            "type": "actions",
+            "block_id": f"run:{schedule.name}",
+            "elements": [
+                _button(RUN_CONFIRM, "Run now", schedule.name, "danger"),
+                _button(RUN_CANCEL, "Cancel", schedule.name),
+            ],
+        },
+    ]
+
+
+def listing(rows: Sequence[tuple[ScheduleConfig, dt.datetime, Sequence[PlanItem], str]]) -> View:
+    if not rows:
+        return "No schedules.", [
+            _section("No schedules. Admins add one with `/stop schedule add`.")
+        ]
+    blocks: Blocks = []
+    for schedule, upcoming, plan, source in rows:
+        stop = [i.resource for i in plan if i.stop]
+        blocks.append(
+            _section(
+                f"*{schedule.name}* · `{schedule.cron}` {schedule.timezone} · "
+                f"next {when(upcoming)}\n"
+                f"Selects {schedule.select.describe()}: would stop {len(stop)} now "
+                f"({', '.join(stop) or 'nothing'}) · from {source}"
+            )
+        )
+    return f"{len(rows)} schedule(s)", blocks
+
+
+def exceptions(items: Sequence[KeepException], now: dt.datetime) -> View:
+    if not items:
+        return "No active exceptions.", [_section("No active exceptions.")]
+    lines = [
+        f"• *{e.resource}* kept out of `{e.schedule}` by <@{e.created_by}> "
+        f"for {format_duration(e.until - now)} (until {when(e.until)})"
+        for e in items
+    ]
+    return f"{len(items)} active exception(s)", [_section("\n".join(lines))]
+
+
+def keep_value(value: str) -> dict[str, Any]:
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError("not a keep choice")
+    return data

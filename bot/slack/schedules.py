@@ -1,0 +1,382 @@
+"""Schedules in Slack: the notifier that posts warnings, summaries and drift, the
+``/stop schedule`` and ``/stop dry-run`` commands, and their buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from slack_sdk.errors import SlackApiError
+
+from bot.config import ScheduleConfig
+from bot.durations import format_duration, parse_duration
+from bot.models import Operation, ScheduleRun
+from bot.schedules import PlanItem, RunReport, ScheduleEngine, ScheduleError
+from bot.slack import commands
+from bot.slack import schedule_views as sv
+from bot.slack.views import message, when
+from providers.base import ResourceStatus
+
+if TYPE_CHECKING:
+    from bot.slack.app import Respond, SlackBot
+
+__all__ = ["ScheduleHandlers", "SlackScheduleNotifier"]
+
+log = logging.getLogger(__name__)
+
+
+class SlackScheduleNotifier:
+    """Shows schedules in their channel; the run summary is one message, updated at most
+    once per ``scheduling.summary_interval`` and at the end."""
+
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, RunReport] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _post(
+        self, channel: str | None, text: str, blocks: list[dict[str, Any]]
+    ) -> tuple[str, str] | None:
+        if not channel:
+            log.info("schedule message with no channel", extra={"text": text})
+            return None
+        try:
+            posted = await self.bot.client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "schedule message failed",
+                extra={"channel": channel, "error": exc.response.get("error")},
+            )
+            return None
+        return str(posted["channel"]), str(posted["ts"])
+
+    async def warn(self, schedule: ScheduleConfig, fire: dt.datetime, plan: list[PlanItem]) -> None:
+        await self._post(schedule.channel, *sv.warning(schedule, fire, plan))
+
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None:
+        await self._post(schedule.channel, *message(text))
+
+    async def drift(
+        self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
+    ) -> None:
+        await self._post(schedule.channel, *sv.drift(schedule, resource, status.state))
+
+    async def approval_requested(self, op: Operation) -> None:
+        await self.bot.approvals.post_request(op)
+
+    async def summary(self, report: RunReport) -> None:
+        run_id = report.run.id
+        self._pending[run_id] = report
+        interval = self.bot.config.scheduling.summary_interval.total_seconds()
+        wait = interval - (time.monotonic() - self._last.get(run_id, float("-inf")))
+        if report.finished or wait <= 0:
+            flusher = self._flushers.pop(run_id, None)
+            if flusher is not None and flusher is not asyncio.current_task():
+                flusher.cancel()
+            await self._flush(run_id)
+        elif run_id not in self._flushers:
+            self._flushers[run_id] = asyncio.create_task(self._flush_later(run_id, wait))
+
+    async def _flush_later(self, run_id: str, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._flushers.pop(run_id, None)
+        await self._flush(run_id)
+
+    async def _flush(self, run_id: str) -> None:
+        async with self._locks.setdefault(run_id, asyncio.Lock()):
+            report = self._pending.pop(run_id, None)
+            if report is None:
+                return
+            self._last[run_id] = time.monotonic()
+            text, blocks = sv.summary(report)
+            run = self.bot.store.run(run_id) or report.run
+            if run.message_ts and run.channel:
+                try:
+                    await self.bot.client.chat_update(
+                        channel=run.channel, ts=run.message_ts, text=text, blocks=blocks
+                    )
+                except SlackApiError as exc:
+                    log.warning(
+                        "summary update failed",
+                        extra={"run": run_id, "error": exc.response.get("error")},
+                    )
+            else:
+                posted = await self._post(report.schedule.channel, text, blocks)
+                if posted is not None:
+                    self.bot.store.set_run_message(run_id, *posted)
+            if report.finished:
+                self._locks.pop(run_id, None)
+                self._last.pop(run_id, None)
+
+
+class ScheduleHandlers:
+    def __init__(self, bot: SlackBot, engine: ScheduleEngine) -> None:
+        self.bot = bot
+        self.engine = engine
+
+    def register(self) -> None:
+        app, guarded = self.bot.app, self.bot.guarded
+        app.action(sv.SKIP)(guarded(self.on_skip))
+        app.action(sv.SNOOZE)(guarded(self.on_snooze))
+        app.action(re.compile(f"^{sv.KEEP}:"))(guarded(self.on_keep))
+        app.action(sv.RUN_CONFIRM)(guarded(self.on_run_confirm))
+        app.action(sv.RUN_CANCEL)(guarded(self.on_run_cancel))
+        app.action(sv.DRIFT_STOP)(guarded(self.on_drift_stop))
+        app.action(sv.DRIFT_LEAVE)(guarded(self.on_drift_leave))
+
+    # -- who may ------------------------------------------------------------------------
+
+    async def _may_act(self, user: str, schedule: ScheduleConfig) -> str | None:
+        """None when ``user`` may skip, snooze or run ``schedule``: an admin, or someone
+        allowed to stop every resource it selects. Else why not."""
+        if self.bot.service.policy.is_admin(user):
+            return None
+        for resource in self.engine.selected(schedule):
+            decision = await self.bot.service.policy.may_stop(user, resource.name)
+            if not decision.allowed:
+                return f"you may not stop {resource.name}, which `{schedule.name}` stops"
+        return None
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def command(
+        self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
+    ) -> None:
+        try:
+            await self._command(cmd, user, channel, respond)
+        except ScheduleError as exc:
+            await respond(text=str(exc), response_type="ephemeral")
+
+    async def _command(
+        self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
+    ) -> None:
+        engine, action = self.engine, cmd.action
+        if action == "list":
+            sources = self.bot.store.schedule_sources()
+            rows = [
+                (
+                    s,
+                    engine.upcoming(s),
+                    engine.plan(s),
+                    "stopbot.yaml" if sources.get(name) == "config" else "Slack",
+                )
+                for name, s in sorted(engine.schedules().items())
+            ]
+            text, blocks = sv.listing(rows)
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            return
+        if action == "exceptions":
+            text, blocks = sv.exceptions(self.bot.store.active_exceptions(), engine.clock())
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            return
+        name = cmd.name or ""
+        if action in {"add", "remove"} and not self.bot.service.policy.is_admin(user):
+            await respond(text=f"Only admins can {action} schedules.", response_type="ephemeral")
+            return
+        if action == "add":
+            await self._add(cmd, user, channel, respond)
+            return
+        schedule = engine.schedule(name)
+        if action == "dry-run":
+            text = (
+                f"Dry run of `{name}` now (no provider was called; provider locks and "
+                f"statuses are read at run time):\n{sv.plan_text(engine.plan(schedule))}"
+            )
+            await respond(text=text, blocks=message(text)[1], response_type="ephemeral")
+            return
+        refusal = await self._may_act(user, schedule)
+        if refusal is not None:
+            await respond(
+                text=f"You cannot {action} `{name}`: {refusal}.", response_type="ephemeral"
+            )
+            return
+        if action == "remove":
+            engine.remove(name, user)
+            self.bot.rebuild_schedules()
+            await respond(text=f"Removed the schedule `{name}`.", response_type="ephemeral")
+        elif action == "run":
+            text, blocks = sv.run_confirmation(schedule, engine.plan(schedule))
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
+        elif action == "skip":
+            fire = engine.skip_next(name, user)
+            await respond(
+                text=f"The next `{name}` run ({_at(fire)}) will be skipped.",
+                response_type="in_channel",
+            )
+        elif action == "snooze" and cmd.duration is not None:
+            until = engine.snooze(name, cmd.duration, user)
+            await respond(
+                text=f"<@{user}> snoozed `{name}`: it now runs at {_at(until)}.",
+                response_type="in_channel",
+            )
+
+    async def _add(
+        self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
+    ) -> None:
+        selector = cmd.selector or ""
+        if selector.startswith("tag:"):
+            key, _, value = selector[4:].partition("=")
+            select: dict[str, Any] = {"tags": {key: value}}
+        else:
+            select = {"resources": [r for r in selector.split(",") if r]}
+        definition: dict[str, Any] = {
+            "name": cmd.name,
+            "cron": cmd.cron,
+            "timezone": cmd.timezone,
+            "select": select,
+            "channel": channel,
+        }
+        if cmd.warn_before is not None:
+            definition["warn_before"] = cmd.warn_before
+        try:
+            schedule = ScheduleConfig.model_validate(definition)
+        except ValidationError as exc:
+            reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            await respond(text=f"Cannot add `{cmd.name}`: {reasons}.", response_type="ephemeral")
+            return
+        self.engine.add(schedule, user)
+        self.bot.rebuild_schedules()
+        await respond(
+            text=f"Added `{schedule.name}`: `{schedule.cron}` in {schedule.timezone}, "
+            f"next run {_at(self.engine.upcoming(schedule))}; warnings and summaries here.",
+            response_type="in_channel",
+        )
+
+    # -- buttons --------------------------------------------------------------------------
+
+    async def _schedule_for(self, name: str, user: str, respond: Respond) -> ScheduleConfig | None:
+        try:
+            schedule = self.engine.schedule(name)
+        except ScheduleError as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return None
+        refusal = await self._may_act(user, schedule)
+        if refusal is not None:
+            await respond(
+                text=f"You cannot change `{name}`: {refusal}.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return None
+        return schedule
+
+    async def on_skip(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        name, user = self.bot.action_of(body)
+        if await self._schedule_for(name, user, respond) is None:
+            return
+        fire = self.engine.skip_next(name, user)
+        await respond(
+            text=f"<@{user}> skipped tonight's `{name}` run ({_at(fire)}).",
+            response_type="in_channel",
+            replace_original=False,
+        )
+
+    async def on_snooze(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        value, user = self.bot.action_of(body)
+        name, _, duration = value.partition("|")
+        if await self._schedule_for(name, user, respond) is None:
+            return
+        delay = parse_duration(duration or "1h")
+        until = self.engine.snooze(name, delay, user)
+        await respond(
+            text=f"<@{user}> snoozed `{name}` by {format_duration(delay)}: "
+            f"it now runs at {_at(until)}.",
+            response_type="in_channel",
+            replace_original=False,
+        )
+
+    async def on_keep(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        action = body["actions"][0]
+        user = str(body["user"]["id"])
+        choice = sv.keep_value(str(action["selected_option"]["value"]))
+        name, resource, code = str(choice["s"]), str(choice["r"]), str(choice["d"])
+        decision = await self.bot.service.policy.may_stop(user, resource)
+        if not decision.allowed:
+            await respond(
+                text=f"You cannot keep {resource}: {decision.reason}.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        try:
+            schedule = self.engine.schedule(name)
+            now = self.engine.clock()
+            if code == "next":
+                tonight = self.engine.upcoming(schedule)
+                until = self.engine.next_fire(schedule, tonight)
+            else:
+                until = now + dt.timedelta(hours=int(code.removesuffix("h")))
+            self.engine.keep(name, resource, until, user)
+        except (ScheduleError, ValueError) as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        await respond(
+            text=f"<@{user}> keeps {resource} out of `{name}` until {_at(until)}.",
+            response_type="in_channel",
+            replace_original=False,
+        )
+
+    async def on_run_confirm(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        name, user = self.bot.action_of(body)
+        if await self._schedule_for(name, user, respond) is None:
+            return
+        if not self.bot.store.claim(
+            f"schedule-run-click:{body.get('container', {}).get('message_ts')}:{name}"
+        ):
+            await respond(
+                text="This run was already started.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        try:
+            await self.engine.run_now(name, user)
+        except ScheduleError as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        await respond(
+            text=f"Running `{name}` now; the summary follows in its channel.", replace_original=True
+        )
+
+    async def on_run_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        name, _ = self.bot.action_of(body)
+        await respond(text=f"Not running `{name}`.", replace_original=True)
+
+    async def on_drift_stop(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        resource, user = self.bot.action_of(body)
+        preview = await self.bot.service.prepare(
+            resource,
+            await self.bot.actor(user),
+            source="slack",
+            reason="drift: running again",
+            channel=body.get("channel", {}).get("id"),
+        )
+        await self.bot.answer_preview(preview, respond, user)
+
+    async def on_drift_leave(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        data = json.loads(str(body["actions"][0]["value"]))
+        user = str(body["user"]["id"])
+        self.bot.store.audit(
+            user, "schedule.drift_accepted", resource=str(data["r"]), detail={"schedule": data["s"]}
+        )
+        await respond(text=f"<@{user}> leaves {data['r']} running.", replace_original=True)
+
+
+_at = when

@@ -1,0 +1,257 @@
+"""Schedules through Slack: the warning's buttons, the run summary, /stop schedule and dry-run.
+The bot ticks its scheduler on the simulators' clock, which the tests move."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.slack import schedule_views as sv
+from bot.slack.fake_api import RESPONSE_URL_METHOD, block_actions_body, block_actions_payload
+from providers.simulators.server import SimulatorServer
+from tests.slack_harness import ADMIN, ALICE, BOB, CHANNEL, Slack, block_texts
+
+DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
+NIGHTLY = {
+    "name": "nightly",
+    "cron": "0 20 * * *",
+    "timezone": "Europe/Paris",
+    "select": {"resources": ["dev-eu", "spark"]},
+    "channel": CHANNEL,
+    "warn_before": "15m",
+    "until": "07:00",
+}
+
+
+@pytest.fixture
+async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[NIGHTLY])
+    yield harness
+    harness.stop()
+    harness.fake_server.stop()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Wait for the bot's scheduler (ticking in its own thread) to get somewhere."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the condition never held")
+        await asyncio.sleep(0.01)
+
+
+def fire_of(slack: Slack) -> dt.datetime:
+    """Tonight's (or tomorrow's) 20:00 Paris, from the bot's clock."""
+    engine = slack.bot.engine
+    return engine.next_fire(engine.schedule("nightly"))
+
+
+def travel(slack: Slack, when: dt.datetime) -> None:
+    slack.sims.hub.clock.advance((when - slack.time.now()).total_seconds())
+
+
+async def warning(slack: Slack) -> dict[str, Any]:
+    travel(slack, fire_of(slack) - dt.timedelta(minutes=14))
+    return await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("nightly stops")
+    )
+
+
+async def summary(slack: Slack) -> dict[str, Any]:
+    return await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("nightly run done")
+    )
+
+
+async def choose(
+    slack: Slack, message: dict[str, Any], action_id: str, value: str, user: str
+) -> None:
+    """Pick an option of a select menu on a channel message."""
+    url = slack.fake.new_response_url(channel=CHANNEL, user=user, message_ts=message["ts"])
+    payload = block_actions_payload(
+        user,
+        CHANNEL,
+        action_id,
+        value,
+        response_url=url,
+        message=message,
+        trigger_id=uuid.uuid4().hex,
+    )
+    payload["actions"][0] = {
+        "type": "static_select",
+        "action_id": action_id,
+        "block_id": "keep:nightly",
+        "selected_option": {"text": {"type": "plain_text", "text": "Keep"}, "value": value},
+        "action_ts": "1.0",
+    }
+    await slack.post(block_actions_body(payload))
+
+
+async def test_warning_then_summary(slack: Slack) -> None:
+    """The warning lists what will stop, with Skip, Snooze and Keep; the summary follows."""
+    message = await warning(slack)
+    assert "*Will stop (2):* dev-eu, spark" in block_texts(message)
+    actions = [
+        e.get("action_id")
+        for b in message["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+    assert actions == [sv.SKIP, sv.SNOOZE, f"{sv.KEEP}:dev-eu", f"{sv.KEEP}:spark"]
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    assert (
+        len([m for m in slack.fake.messages(CHANNEL) if m["text"].startswith("nightly run")]) == 1
+    )
+
+
+async def test_keep_from_the_warning(slack: Slack) -> None:
+    """'Keep dev-eu for 1 hour' spares it tonight; the exception is listed and audited."""
+    message = await warning(slack)
+    await choose(
+        slack,
+        message,
+        f"{sv.KEEP}:dev-eu",
+        json.dumps({"s": "nightly", "r": "dev-eu", "d": "1h"}),
+        ALICE,
+    )
+    said = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "keeps dev-eu" in c.args.get("text", "")
+    )
+    assert said.args["response_type"] == "in_channel"
+    await slack.command("schedule exceptions")
+    listing = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "1 active exception(s)"
+    )
+    assert "*dev-eu* kept out of `nightly` by <@U0ALICE> for 1h" in block_texts(listing.args)
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 1 skipped: kept, 1 stopped"
+
+
+async def test_skip_from_the_warning(slack: Slack) -> None:
+    """Skip tonight: announced when pressed and at the fire; nothing is stopped."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    await slack.click_message(sv.SKIP, "nightly", message, BOB)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "skipped tonight's `nightly` run" in c.args.get("text", "")
+    )
+    travel(slack, fire + dt.timedelta(seconds=1))
+    skipped = await slack.fake.wait_for_message(
+        CHANNEL, lambda m: "is skipped (skipped by <@U0BOB>)" in m.get("text", "")
+    )
+    assert skipped["text"].startswith("The nightly run due ")
+    assert [e for e in slack.store.audit_log() if e.action == "stop.accepted"] == []
+
+
+async def test_snooze_from_the_warning(slack: Slack) -> None:
+    """Snooze 1h moves tonight's run an hour later."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    await slack.click_message(sv.SNOOZE, "nightly|1h", message, BOB)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "snoozed `nightly` by 1h" in c.args.get("text", "")
+    )
+    travel(slack, fire + dt.timedelta(minutes=5))
+    assert slack.store.runs(schedule="nightly") == []
+    travel(slack, fire + dt.timedelta(hours=1))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    [run] = slack.store.runs(schedule="nightly")
+    assert (run.kind, run.fire_time) == ("snooze", fire + dt.timedelta(hours=1))
+
+
+async def test_schedule_commands(slack: Slack) -> None:
+    """list, dry-run, add (admins only), remove (not a config schedule), run with confirmation."""
+    await slack.command("schedule list")
+    listing = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "1 schedule(s)"
+    )
+    assert "would stop 2 now (dev-eu, spark) \\u00b7 from stopbot.yaml" in block_texts(listing.args)
+
+    await slack.command("dry-run nightly")
+    dry = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Dry run")
+    )
+    assert dry.args["text"].endswith("*Will stop (2):* dev-eu, spark")
+
+    await slack.command('schedule add late "0 23 * * *" Europe/Paris tag:env=dev')
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "Only admins can add schedules."
+    )
+    await slack.command('schedule add late "0 23 * * *" Mars/Olympus tag:env=dev', user=ADMIN)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD,
+        lambda c: c.args.get("text", "").startswith(
+            "Cannot add `late`: unknown time zone 'Mars/Olympus'"
+        ),
+    )
+    await slack.command('schedule add late "0 23 * * *" Europe/Paris tag:env=dev', user=ADMIN)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Added `late`")
+    )
+    assert set(slack.bot.engine.schedules()) == {"nightly", "late"}
+
+    await slack.command("schedule remove nightly", user=ADMIN)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD,
+        lambda c: c.args.get("text", "").startswith(
+            "`nightly` is defined in stopbot.yaml: remove it there"
+        ),
+    )
+    await slack.command("schedule remove late", user=ADMIN)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "Removed the schedule `late`."
+    )
+
+    await slack.command("schedule run nightly")
+    confirm = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "Run nightly now? Confirm or cancel."
+    )
+    ephemeral = slack.fake.ephemeral_messages(CHANNEL, BOB)[-1]
+    assert ephemeral["text"] == confirm.args["text"]
+    await slack.click(sv.RUN_CONFIRM, "nightly", ephemeral["ts"])
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    [run] = slack.store.runs(schedule="nightly")
+    assert run.kind == "manual"
+
+
+async def test_drift_reported_with_buttons(slack: Slack) -> None:
+    """A cluster running again after the run is reported once, with Stop again / Leave it."""
+    travel(slack, fire_of(slack))
+    await summary(slack)
+    slack.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")  # type: ignore[attr-defined]
+    travel(slack, slack.time.now() + dt.timedelta(minutes=6))
+    report = await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("dev-eu is running again")
+    )
+    assert report["text"] == "dev-eu is running again (DEPLOYED) after nightly stopped it."
+    await slack.click_message(sv.DRIFT_STOP, "dev-eu", report, BOB)
+    confirmation = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD,
+        lambda c: c.args.get("text") == "Stop dev-eu (qovery)? Confirm or cancel.",
+    )
+    assert confirmation.args["response_type"] == "ephemeral"
+    await slack.click_message(
+        sv.DRIFT_LEAVE, json.dumps({"s": "nightly", "r": "dev-eu"}), report, ALICE
+    )
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "<@U0ALICE> leaves dev-eu running."
+    )
+    later = slack.time.now() + dt.timedelta(minutes=6)
+    travel(slack, later)
+    await until(lambda: (slack.store.schedule_state("nightly").drift_checked_at or later) >= later)
+    drifts = [
+        c for c in slack.fake.calls("chat.postMessage") if "is running again" in c.args["text"]
+    ]
+    assert len(drifts) == 1
