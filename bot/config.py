@@ -182,6 +182,10 @@ class StopSettings(BaseModel):
     )
     poll_initial: Duration = Field(default=dt.timedelta(seconds=2))
     poll_max: Duration = Field(default=dt.timedelta(seconds=15))
+    poll_batch_window: Duration = Field(
+        default=dt.timedelta(milliseconds=100),
+        description="Status reads of stops on one provider within this share one list call.",
+    )
     progress_interval: Duration = Field(
         default=dt.timedelta(seconds=2),
         description="At most one progress message update per this, per stop (Slack rate limits).",

@@ -48,9 +48,9 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-# Serialised as whole seconds ("900s"), which parse_duration reads back.
+# Serialised as a number of seconds, which _coerce reads back.
 Duration = Annotated[
     dt.timedelta,
     BeforeValidator(_coerce),
-    PlainSerializer(lambda d: f"{round(d.total_seconds())}s", return_type=str, when_used="json"),
+    PlainSerializer(lambda d: d.total_seconds(), return_type=float, when_used="json"),
 ]

@@ -23,6 +23,7 @@ from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
 from bot.locks import LockVerdict, check_locks
 from bot.models import Actor, BotLock, Operation, OpState, Transition
 from bot.policy import Policy
+from bot.polling import StatusBatcher
 from bot.store import Store
 from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus, utcnow
 from providers.errors import (
@@ -106,6 +107,10 @@ class StopService:
         self.clock = clock
         self.sleep = sleep
         self._tasks: dict[str, asyncio.Task[Operation]] = {}
+        self._batchers = {
+            name: StatusBatcher(p, self.settings.poll_batch_window.total_seconds())
+            for name, p in providers.items()
+        }
 
     # -- prepare --------------------------------------------------------------------
 
@@ -590,7 +595,6 @@ class StopService:
         self, op: Operation, resource: Resource, listener: ProgressListener
     ) -> Operation:
         """Poll the provider with back-off until the stop ends, fails or times out."""
-        provider = self.providers[resource.provider]
         deadline = self._accepted_at(op) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
         last: ResourceStatus | None = None
@@ -606,7 +610,7 @@ class StopService:
                     f"{self.settings.timeout}{state}.",
                 )
             try:
-                status = await provider.status(resource)
+                status = await self._batchers[resource.provider].status(resource)
             except (NotFoundError, AuthError) as exc:
                 return await self._end(op, OpState.FAILED, listener, last, str(exc))
             except ProviderError as exc:

@@ -12,7 +12,13 @@ from providers.base import ResourceStatus
 from providers.simulators.samples import sample_config
 from providers.simulators.server import SimulatorServer
 
-FAST_STOPS = {"poll_initial": "1s", "poll_max": "1s", "timeout": "2m", "progress_interval": 0}
+FAST_STOPS = {
+    "poll_initial": "1s",
+    "poll_max": "1s",
+    "timeout": "2m",
+    "progress_interval": 0,
+    "poll_batch_window": 0,
+}
 
 
 def sample(
