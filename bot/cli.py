@@ -1,38 +1,87 @@
 """The terminal face of Stopbot: ``stopbot <command>``.
 
-Exit codes: 0 success; 1 the operation failed (a provider error, a refused stop);
-2 bad usage or a bad configuration. Errors are one clear line on stderr, never a
-traceback.
+    serve         the Slack bot (Socket Mode with SLACK_APP_TOKEN, --http for HTTP mode);
+                  with no Slack credentials at all, the local playground
+    dev           the local playground: a stand-in Slack in the browser, the simulators
+    simulate      the four provider API simulators, on their own
+    check-config  validate stopbot.yaml
+    stop          stop a resource: the same workflow, policy, locks and audit as Slack;
+                  asks on a terminal unless --yes, then prints each state as it comes
+    status, list  live status of one resource, or of the configured ones
+    history       the audit log (table, --json or --csv)
+    locks         Stopbot locks and provider locks in force
+    schedules     the schedules in the store
+
+Exit codes:
+    0    success (``stop``: stopped, or already stopped)
+    1    the operation failed: a provider error, a refused or declined stop, a provider
+         lock that could not be read (``locks``)
+    2    bad usage or configuration (unknown resource, invalid stopbot.yaml, no terminal
+         to confirm on without --yes, no database)
+    130  interrupted (Ctrl-C); a stop already sent goes on at the provider
+
+Errors are one clear line on stderr (a configuration error, one line per problem),
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import datetime as dt
+import getpass
+import ipaddress
 import json
+import logging
+import os
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TextIO
 
 import yaml
 
 from bot.config import ConfigError, Settings, UnknownResourceError, load_config
+from bot.durations import format_duration, parse_duration
+from bot.logs import Redactor, configure_logging, secrets_of
+from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
-from bot.store import StoreError
-from providers.base import Resource, ResourceStatus
+from bot.store import Store, StoreError
+from bot.workflow import Preview, StopService
+from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
 
-__all__ = ["main"]
+__all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOCK_READ_TIMEOUT = 15.0
+
+FINAL_WORDS = {
+    OpState.STOPPED: "stopped",
+    OpState.STOPPED_ALREADY: "already stopped",
+    OpState.FAILED: "failed",
+    OpState.TIMED_OUT: "timed out",
+    OpState.CANCELLED: "cancelled",
+    OpState.REFUSED: "refused",
+}
 
 
 class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: shut down as after Ctrl-C, but it is a normal end (exit 0)."""
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
@@ -42,6 +91,21 @@ def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
         for row in [headers, *rows]
     ]
     return "\n".join(lines)
+
+
+def _utc(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
+
+
+def _log_level(args: argparse.Namespace, default: str) -> str:
+    return str(getattr(args, "log_level", None) or default)
+
+
+def _configure_logging(level: str, settings: Settings, *sources: Any) -> None:
+    configure_logging(level, secrets=secrets_of(settings, *sources))
+
+
+# -- check-config, simulate -------------------------------------------------------------
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,6 +149,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if not server.started:
         raise CliError(f"cannot listen on {args.host}:{args.port} (port in use?)")
     return EXIT_OK
+
+
+# -- list, status -----------------------------------------------------------------------
 
 
 def _selected(runtime: Runtime, selector: str | None) -> list[Resource]:
@@ -167,11 +234,70 @@ async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_runtime(name: str) -> Any:
+# -- locks --------------------------------------------------------------------------------
+
+
+async def _provider_locks(
+    runtime: Runtime,
+) -> tuple[list[tuple[Resource, ProviderLock]], list[str]]:
+    """Each configured resource's provider lock; a provider that does not answer within
+    LOCK_READ_TIMEOUT is reported, not waited for."""
+    resources = runtime.config.all_resources()
+
+    async def read(resource: Resource) -> ProviderLock | None:
+        provider = runtime.provider_for(resource)
+        return await asyncio.wait_for(provider.lock(resource), LOCK_READ_TIMEOUT)
+
+    results = await asyncio.gather(*(read(r) for r in resources), return_exceptions=True)
+    locks: list[tuple[Resource, ProviderLock]] = []
+    errors: list[str] = []
+    for resource, result in zip(resources, results, strict=True):
+        if isinstance(result, ProviderLock):
+            locks.append((resource, result))
+        elif isinstance(result, TimeoutError):
+            errors.append(f"{resource.name}: {resource.provider} did not answer in time")
+        elif isinstance(result, ProviderError):
+            errors.append(f"{resource.name}: {result}")
+        elif isinstance(result, BaseException):
+            raise result
+    return locks, errors
+
+
+async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
+    settings = runtime.settings
+    bot_locks = []
+    if settings.stopbot_db.exists():
+        with _existing_store(settings) as store:
+            bot_locks = store.active_locks()
+    provider_locks, errors = await _provider_locks(runtime)
+    rows = [
+        [lock.resource, "stopbot", lock.owner, lock.reason or "", _utc(lock.expires_at)]
+        for lock in bot_locks
+    ]
+    rows += [
+        [
+            resource.name,
+            resource.provider,
+            lock.owner or "?",
+            lock.reason or "",
+            _utc(lock.expires_at) + (" (lapsed)" if lock.is_expired() else ""),
+        ]
+        for resource, lock in provider_locks
+    ]
+    if rows:
+        print(_table(rows, ["RESOURCE", "LOCK", "OWNER", "REASON", "EXPIRES"]))
+    else:
+        print("No locks in force.")
+    for error in errors:
+        print(f"stopbot: could not read the provider lock of {error}", file=sys.stderr)
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
     async def run(args: argparse.Namespace, settings: Settings) -> int:
         runtime = Runtime.open(settings, with_store=False)
         try:
-            handler = {"list": _list, "status": _status}[name]
+            handler = {"list": _list, "status": _status, "locks": _locks}[name]
             return await handler(runtime, args)
         finally:
             await runtime.aclose()
@@ -180,6 +306,273 @@ def _with_runtime(name: str) -> Any:
         return asyncio.run(run(args, settings))
 
     return command
+
+
+# -- history, schedules -----------------------------------------------------------------
+
+
+@contextmanager
+def _existing_store(settings: Settings) -> Iterator[Store]:
+    """The bot's database, which a read command must not create by accident."""
+    path = settings.stopbot_db
+    if not path.exists():
+        raise CliError(
+            f"no database at {path}: nothing has been recorded there. Set STOPBOT_DB to the "
+            "bot's database file.",
+            EXIT_USAGE,
+        )
+    store = Store(path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def parse_since(text: str, now: dt.datetime) -> dt.datetime:
+    """``2026-11-01``, ``2026-11-01T08:00`` (UTC unless an offset is given) or ``24h`` ago."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    else:
+        return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        raise CliError(
+            f"--since takes a date (2026-11-01), a date and time (2026-11-01T08:00, UTC) or a "
+            f"duration back from now (24h, 7d); got {text!r}",
+            EXIT_USAGE,
+        ) from None
+
+
+def _detail_text(entry: AuditEntry) -> str:
+    detail = entry.detail
+    if detail.get("detail"):
+        return str(detail["detail"])
+    return " ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v not in (None, False, ""))
+
+
+HISTORY_FIELDS = ("id", "at", "actor", "action", "resource", "operation_id", "detail")
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    since = parse_since(args.since, utcnow()) if args.since else None
+    with _existing_store(settings) as store:
+        entries = store.audit_log(resource=args.resource, since=since, limit=args.limit)
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(HISTORY_FIELDS)
+        for e in entries:
+            writer.writerow(
+                [
+                    e.id,
+                    e.at.astimezone(dt.UTC).isoformat(),
+                    e.actor,
+                    e.action,
+                    e.resource or "",
+                    e.operation_id or "",
+                    json.dumps(e.detail, sort_keys=True),
+                ]
+            )
+    elif not entries:
+        print("No audit entries" + (" match." if args.since or args.resource else " yet."))
+    else:
+        rows = [
+            [
+                _utc(e.at),
+                e.actor,
+                e.action,
+                e.resource or "-",
+                (e.operation_id or "-")[:8],
+                _detail_text(e),
+            ]
+            for e in entries
+        ]
+        print(_table(rows, ["AT", "ACTOR", "ACTION", "RESOURCE", "OPERATION", "DETAIL"]))
+    return EXIT_OK
+
+
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    with _existing_store(settings) as store:
+        schedules = store.schedules()
+    if args.json:
+        print(json.dumps(schedules, indent=2, sort_keys=True))
+    elif not schedules:
+        print("No schedules.")
+    else:
+        rows = [[name, json.dumps(d, sort_keys=True)] for name, d in schedules.items()]
+        print(_table(rows, ["NAME", "DEFINITION"]))
+    return EXIT_OK
+
+
+# -- stop ---------------------------------------------------------------------------------
+
+
+class TerminalProgress:
+    """Shows a stop on the terminal: one line per change of state, with the time elapsed."""
+
+    def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.out = out or sys.stdout
+        self.clock = clock
+        self.started = clock()
+        self._last: tuple[OpState, str | None] | None = None
+
+    async def progress(
+        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
+    ) -> None:
+        key = (op.state, op.provider_state)
+        if key == self._last:
+            return
+        self._last = key
+        elapsed = format_duration(dt.timedelta(seconds=self.clock() - self.started))
+        print(f"[{elapsed:>7}] {self.line(op, status)}", file=self.out, flush=True)
+
+    @staticmethod
+    def line(op: Operation, status: ResourceStatus | None) -> str:
+        if op.state.final:
+            word = FINAL_WORDS[op.state]
+            return f"{op.resource}: {word}: {op.detail}" if op.detail else f"{op.resource}: {word}"
+        state = op.provider_state or op.state.value.replace("_", " ")
+        phase = f" ({status.phase.value})" if status is not None else ""
+        return f"{op.resource}: {state}{phase}"
+
+
+def _preview_lines(preview: Preview) -> list[str]:
+    op, resource = preview.operation, preview.resource
+    if preview.status is not None:
+        status = f"{preview.status.state} ({preview.status.phase.value})"
+        if preview.status.message:
+            status += f": {preview.status.message}"
+    else:
+        status = f"unknown: {preview.status_error}" if preview.status_error else "unknown"
+    lines = [
+        f"  resource:       {resource.name} ({resource.provider}, id {resource.id})",
+        f"  status:         {status}",
+    ]
+    plock = preview.provider_lock
+    if plock is not None:
+        why = f": {plock.reason}" if plock.reason else ""
+        lines.append(
+            f"  provider lock:  {plock.owner or 'someone'}{why} (expires {_utc(plock.expires_at)})"
+        )
+    else:
+        lines.append("  provider lock:  none")
+    block = preview.bot_lock
+    if block is not None:
+        why = f": {block.reason}" if block.reason else ""
+        lines.append(f"  Stopbot lock:   {block.owner}{why} (expires {_utc(block.expires_at)})")
+    else:
+        lines.append("  Stopbot lock:   none")
+    if op.reason:
+        lines.append(f"  reason:         {op.reason}")
+    if op.force:
+        lines.append("  mode:           forced")
+    lines += [f"  note:           {note}" for note in preview.notes]
+    return lines
+
+
+async def _read_answer(prompt: str) -> str:
+    """A line typed on the terminal, read without blocking the event loop, so Ctrl-C
+    interrupts the question at once. An empty string at end of input."""
+    print(prompt, end="", flush=True)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return sys.stdin.readline()
+
+
+async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
+    service = StopService(runtime.config, runtime.store, runtime.providers)
+    actor = Actor(id=f"cli:{getpass.getuser()}")
+    reason = " ".join(args.reason) if args.reason else None
+    preview = await service.prepare(
+        args.resource,
+        actor,
+        source="cli",
+        reason=reason,
+        force=args.force,
+        override_lock=args.override_lock,
+    )
+    op = preview.operation
+    name = op.resource
+    if op.state == OpState.STOPPED_ALREADY:
+        print(TerminalProgress.line(op, preview.status))
+        return EXIT_OK
+    if op.state != OpState.AWAITING_CONFIRMATION:
+        detail = f": {op.detail}" if op.detail else ""
+        word = FINAL_WORDS.get(op.state, op.state.value.replace("_", " "))
+        raise CliError(f"{name}: {word}{detail}")
+
+    print(f"Stop {name}?")
+    print("\n".join(_preview_lines(preview)))
+    if preview.approval is not None:
+        # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
+        service.cancel(op.id, actor)
+        raise CliError(
+            f"{name} needs {preview.approval.min_approvals} approval(s) before it is stopped, "
+            f"and approvers are asked in Slack: request it there with `/stop {name}`."
+        )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            service.cancel(op.id, actor)
+            raise CliError(
+                f"not stopping {name}: there is no terminal to confirm on. "
+                "Add --yes to confirm from a script.",
+                EXIT_USAGE,
+            )
+        try:
+            answer = await _read_answer(f"Stop {name}? [y/N] ")
+        except asyncio.CancelledError:
+            service.cancel(op.id, actor)
+            print()
+            raise CliError(f"interrupted: {name} was not stopped.", EXIT_INTERRUPTED) from None
+        if answer.strip().lower() not in {"y", "yes"}:
+            service.cancel(op.id, actor)
+            raise CliError(f"{name} was not stopped (not confirmed).")
+
+    result = service.confirm(op.id, actor)
+    if not result.ok or not result.run:
+        raise CliError(result.message)
+    try:
+        final = await service.run(op.id, TerminalProgress(), actor)
+    except asyncio.CancelledError:
+        raise CliError(
+            f"interrupted: this terminal no longer follows the stop of {name}; if it was "
+            f"sent, it goes on at {op.provider}. Check with `stopbot status {name}`; a running "
+            "`stopbot serve` resumes following it.",
+            EXIT_INTERRUPTED,
+        ) from None
+    return EXIT_OK if final.state in {OpState.STOPPED, OpState.STOPPED_ALREADY} else EXIT_FAILED
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    _configure_logging(_log_level(args, "warning"), settings)
+
+    async def run() -> int:
+        runtime = Runtime.open(settings)
+        try:
+            _configure_logging(_log_level(args, "warning"), settings, runtime.config)
+            return await _stop(runtime, args)
+        finally:
+            await runtime.aclose()
+
+    return asyncio.run(run())
+
+
+# -- serve, dev ---------------------------------------------------------------------------
 
 
 def _check_port(host: str, port: int) -> None:
@@ -194,91 +587,159 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.slack.app import SlackBot
-    from bot.slack.server import run_http, run_socket_mode
-    from bot.workflow import StopService
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
 
+
+@contextmanager
+def _sigterm_ends_gracefully() -> Iterator[None]:
+    """While uvicorn serves, it takes SIGTERM itself (stops accepting, finishes requests,
+    runs the app's shutdown) and raises it again once done: this handler then ends the
+    process normally, after the store is closed, instead of dying mid-cleanup."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.playground.dev import run_dev  # a web UI: imported only when used
+
+    _configure_logging(_log_level(args, "info"), settings)
+    with _sigterm_ends_gracefully():
+        try:
+            return run_dev(settings, host=args.host, port=args.port)
+        except _Terminated:
+            return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+SLACK_CREDENTIALS_HELP = (
+    "Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; HTTP mode (--http) needs "
+    "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (create the app from app-manifest.yml, see the "
+    "README)."
+)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     token = settings.slack_bot_token
     secret = settings.slack_signing_secret
     app_token = settings.slack_app_token
-    local = token is None and secret is None and app_token is None
-    http_mode = local or args.http or app_token is None
-    if not local:
-        needed = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET" if http_mode else "SLACK_APP_TOKEN"]
-        values = {
-            "SLACK_BOT_TOKEN": token,
-            "SLACK_SIGNING_SECRET": secret,
-            "SLACK_APP_TOKEN": app_token,
-        }
-        missing = [name for name in needed if values[name] is None]
-        if missing:
+    if token is None and secret is None and app_token is None:
+        if not _is_loopback(args.host):
             raise CliError(
-                f"set {' and '.join(missing)} to connect to Slack (create the app from "
-                "app-manifest.yml, see the README). Socket Mode needs SLACK_BOT_TOKEN and "
-                "SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "
-                "SLACK_SIGNING_SECRET. With none of them set, stopbot runs in local mode.",
+                f"no Slack credentials are set. {SLACK_CREDENTIALS_HELP} Without them, "
+                "`stopbot serve` opens the local playground, which listens on loopback only "
+                "(--host 127.0.0.1).",
                 EXIT_USAGE,
             )
+        return cmd_dev(args, settings)
+    http_mode = args.http or app_token is None
+    needed = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET" if http_mode else "SLACK_APP_TOKEN"]
+    values = {
+        "SLACK_BOT_TOKEN": token,
+        "SLACK_SIGNING_SECRET": secret,
+        "SLACK_APP_TOKEN": app_token,
+    }
+    missing = [name for name in needed if values[name] is None]
+    if missing:
+        raise CliError(
+            f"set {' and '.join(missing)} to connect to Slack. {SLACK_CREDENTIALS_HELP}",
+            EXIT_USAGE,
+        )
+    _configure_logging(_log_level(args, "info"), settings)
     _check_port(args.host, args.port)
-
-    async def run() -> None:
-        runtime = Runtime.open(settings)
-        fake = None
-        try:
-            service = StopService(runtime.config, runtime.store, runtime.providers)
-            signing: str | None
-            api_url: str | None
-            if local:
-                from bot.slack.local import LocalSlack
-
-                fake = LocalSlack.start()
-                bot_token, signing, api_url = fake.token, fake.signing_secret, fake.api_url
-            else:
-                bot_token = token.get_secret_value() if token else ""
-                signing = secret.get_secret_value() if secret and http_mode else None
-                api_url = settings.slack_api_url
-            bot = SlackBot(
-                runtime.config,
-                runtime.store,
-                runtime.providers,
-                service,
-                token=bot_token,
-                signing_secret=signing,
-                api_url=api_url,
-            )
-            print(f"stopbot: configuration: {runtime.config_source}")
-            print(f"stopbot: database: {settings.stopbot_db}")
-            if fake is not None:
-                print(fake.banner(f"http://{args.host}:{args.port}"))
-            if http_mode or app_token is None:
-                print(f"stopbot: Slack endpoint http://{args.host}:{args.port}/slack/events")
-                await run_http(bot, args.host, args.port)
-            else:
-                print(f"stopbot: Socket Mode; health at http://{args.host}:{args.port}/healthz")
-                await run_socket_mode(bot, app_token.get_secret_value(), args.host, args.port)
-        finally:
-            if fake is not None:
-                fake.stop()
-            await runtime.aclose()
-
-    asyncio.run(run())
+    with _sigterm_ends_gracefully(), suppress(_Terminated):
+        asyncio.run(_serve(args, settings, http_mode=http_mode))
     return EXIT_OK
+
+
+async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: bool) -> None:
+    from bot.slack.app import SlackBot
+    from bot.slack.server import run_http, run_socket_mode
+
+    runtime = Runtime.open(settings)
+    try:
+        _configure_logging(_log_level(args, "info"), settings, runtime.config)
+        service = StopService(runtime.config, runtime.store, runtime.providers)
+        token, secret = settings.slack_bot_token, settings.slack_signing_secret
+        bot = SlackBot(
+            runtime.config,
+            runtime.store,
+            runtime.providers,
+            service,
+            token=token.get_secret_value() if token else "",
+            signing_secret=secret.get_secret_value() if secret and http_mode else None,
+            api_url=settings.slack_api_url,
+        )
+        print(f"stopbot: configuration: {runtime.config_source}", flush=True)
+        print(f"stopbot: database: {settings.stopbot_db}", flush=True)
+        app_token = settings.slack_app_token
+        if http_mode or app_token is None:
+            print(
+                f"stopbot: Slack endpoint http://{args.host}:{args.port}/slack/events", flush=True
+            )
+            await run_http(bot, args.host, args.port)
+        else:
+            print(
+                f"stopbot: Socket Mode; health at http://{args.host}:{args.port}/healthz",
+                flush=True,
+            )
+            await run_socket_mode(bot, app_token.get_secret_value(), args.host, args.port)
+    finally:
+        in_flight = len(runtime.store.operations_in_flight())
+        await runtime.aclose()
+        log.info(
+            "stopped: the database is closed; stops in flight are resumed at the next start",
+            extra={"in_flight": in_flight},
+        )
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+def _add_log_level(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help=f"log detail on stderr (default {default}); JSON lines when not a terminal",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stopbot", description="Stop cloud resources safely, from Slack or a terminal."
+        prog="stopbot",
+        description="Stop cloud resources safely, from Slack or a terminal.",
+        epilog="Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration, "
+        "130 interrupted.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the Slack bot (Socket Mode, or --http)")
+    p = sub.add_parser(
+        "serve",
+        help="run the Slack bot (Socket Mode, or --http); with no Slack credentials, the "
+        "local playground",
+    )
     p.add_argument("--http", action="store_true", help="serve Slack's HTTP endpoint instead")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)"
     )
     p.add_argument("--port", type=int, default=3000)
+    _add_log_level(p, "info")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dev", help="the local playground: a stand-in Slack and the simulators")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    _add_log_level(p, "info")
+    p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("check-config", help="validate stopbot.yaml and print a summary")
     p.add_argument("path", nargs="?", help="the file (default: $STOPBOT_CONFIG or ./stopbot.yaml)")
@@ -290,6 +751,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", help="a YAML/JSON file of simulator sections (default: samples)")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("stop", help="stop a resource, after a preview and your confirmation")
+    p.add_argument("resource", help="a resource name, or provider:id")
+    p.add_argument("reason", nargs="*", help="why (recorded in the audit log)")
+    p.add_argument("--force", action="store_true", help="Feldera's forced stop (no checkpoint)")
+    p.add_argument(
+        "--override-lock",
+        action="store_true",
+        help="as an admin, stop despite someone else's lock (give a reason)",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _add_log_level(p, "warning")
+    p.set_defaults(func=cmd_stop)
+
     p = sub.add_parser("list", help="configured resources with their live status")
     p.add_argument("selector", nargs="?", help="a provider name, or tag:key=value")
     p.set_defaults(func=_with_runtime("list"))
@@ -298,7 +772,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("resource", help="a resource name, or provider:id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_with_runtime("status"))
+
+    p = sub.add_parser("history", help="the audit log, oldest first")
+    p.add_argument("--since", help="a date (2026-11-01), date and time, or duration (24h, 7d)")
+    p.add_argument("--resource", help="only this resource's entries")
+    p.add_argument("--limit", type=int, help="only the latest N entries")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON array")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("locks", help="Stopbot locks and provider locks in force")
+    p.set_defaults(func=_with_runtime("locks"))
+
+    p = sub.add_parser("schedules", help="the schedules in the store")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_schedules)
     return parser
+
+
+def _one_line(lines: Iterable[str]) -> str:
+    return " ".join(line.strip() for line in lines if line.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,7 +814,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopbot: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        return 130
+        print("stopbot: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`stopbot history | head`): not an error worth a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        # A bug: say so in one line (the log, when configured, has the traceback).
+        log.debug("unexpected error", exc_info=True)
+        detail = Redactor()(_one_line(str(exc).splitlines())) or type(exc).__name__
+        print(f"stopbot: unexpected error ({type(exc).__name__}): {detail}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

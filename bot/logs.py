@@ -5,10 +5,11 @@ anywhere else (a container, systemd, a file) they are JSON objects, one a line, 
 ``extra`` fields of the call (``operation``, ``user``, ...) as keys, so a log system can
 index them.
 
-Redaction is done by a filter on the handler, not on loggers, because records that
-libraries (Bolt, slack_sdk, httpx) log reach the root handler by propagation and a
-logger's own filters do not see them. Two kinds of secret are removed, everywhere in a
-record (message, arguments, extra fields, exception and stack text):
+Redaction happens as each record is made (a log record factory), so every handler sees
+it redacted, this module's and others' (uvicorn's, a test runner's) alike; the extra
+fields, set on a record after it is made, are redacted by a filter on this module's
+handler. Two kinds of secret are removed, everywhere in a record (message, arguments,
+extra fields, exception and stack text):
 
 * the values the process knows: the Slack tokens and signing secret, every provider token
   and password in the configuration (:func:`secrets_of`);
@@ -42,7 +43,11 @@ REDACTED = "[REDACTED]"
 
 # Shorter values are not redacted by value: a 3-letter "secret" would blank out words.
 MIN_SECRET_LENGTH = 6
-
+# Keys whose whole value is a credential, in a mapping logged as an extra field.
+_SECRET_KEY = re.compile(
+    r"(?i)^(authorization|proxy-authorization|x-auth-token|x-subject-token|cookie|.*token|"
+    r".*password|.*secret|api_?key)$"
+)
 
 
 def _header_value(match: re.Match[str]) -> str:
@@ -95,18 +100,37 @@ class Redactor:
         return text
 
     def value(self, value: Any) -> Any:
-        """A copy of ``value`` with every string in it redacted (dicts, lists, tuples)."""
+        """A copy of ``value`` with every string in it redacted (dicts, lists, tuples); in a
+        mapping, the whole value of a key named like a credential (a headers dict)."""
         if isinstance(value, str):
             return self(value)
         if isinstance(value, SecretStr):
             return REDACTED
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
+            return {
+                k: REDACTED if _SECRET_KEY.match(str(k)) else self.value(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple | set | frozenset):
             return [self.value(v) for v in value]
         if isinstance(value, int | float | bool) or value is None:
             return value
         return self(str(value))
+
+    def record(self, record: logging.LogRecord) -> None:
+        """Redact a record's message (arguments merged in), exception and stack text."""
+        try:
+            message = record.getMessage()
+        except Exception:  # bad %-args: keep the template rather than lose the event
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self(record.stack_info)
 
 
 # The attributes every LogRecord has: anything else on a record came from ``extra=``.
@@ -128,21 +152,24 @@ class RedactingFilter(logging.Filter):
         self.redact = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # bad %-args: keep the template rather than lose the event
-            message = f"{record.msg} {record.args!r}"
-        record.msg = self.redact(message)
-        record.args = None
+        self.redact.record(record)
         for key, value in _extras(record).items():
             setattr(record, key, self.redact.value(value))
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
         return True
+
+
+_original_factory = logging.getLogRecordFactory()
+_current: Redactor | None = None
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Records are redacted as they are made, so handlers this module does not own
+    (uvicorn's, a test runner's) never see a secret either. Extra fields are set on a
+    record after the factory returns: the handler's filter redacts those."""
+    record = _original_factory(*args, **kwargs)
+    if _current is not None:
+        _current.record(record)
+    return record
 
 
 class JsonFormatter(logging.Formatter):
@@ -174,7 +201,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 -- logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         return f"{line} {extras}" if extras else line
@@ -224,7 +251,10 @@ def configure_logging(
     stream = stream if stream is not None else sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
+    global _current
     redactor = Redactor(secrets)
+    _current = redactor
+    logging.setLogRecordFactory(_redacting_factory)
     handler = _StopbotHandler(stream)
     handler.addFilter(RedactingFilter(redactor))
     handler.setFormatter(JsonFormatter() if json else TextFormatter())

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -249,11 +249,27 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a read, under the store's lock, and return its rows as dicts.
+
+        One connection serves every thread (the bot's loop, a test's): a read must not
+        interleave with another thread's open transaction on it.
+        """
+        with self._lock:
+            cursor = self.db.conn.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Like :meth:`rows`, as plain tuples."""
+        with self._lock:
+            return list(self.db.conn.execute(sql, list(params)).fetchall())
+
     def schema_version(self) -> int:
         if not self.db["schema_version"].exists():
             return 0
-        row = self.db.execute("SELECT version FROM schema_version").fetchone()
-        return int(row[0]) if row else 0
+        rows = self.tuples("SELECT version FROM schema_version")
+        return int(rows[0][0]) if rows else 0
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -332,7 +348,7 @@ class Store:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = [dict(r) for r in self.db.query(sql, params)]
+        rows = [dict(r) for r in self.rows(sql, params)]
         rows.reverse()
         for row in rows:
             row["detail"] = json.loads(row["detail"] or "{}")
@@ -519,7 +535,7 @@ class Store:
             return self._get(conn, op_id)
 
     def transitions(self, op_id: str) -> list[Transition]:
-        rows = self.db.query(
+        rows = self.rows(
             "SELECT operation_id, at, state, provider_state, phase, message FROM transitions "
             "WHERE operation_id = ? ORDER BY id",
             [op_id],
@@ -532,10 +548,10 @@ class Store:
         with self._lock:
             ids = [
                 r[0]
-                for r in self.db.execute(
+                for r in self.tuples(
                     f"SELECT id FROM operations WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608
                     [s.value for s in TRACKED_STATES],
-                ).fetchall()
+                )
             ]
             return [self._get(self.db.conn, i) for i in ids]
 
@@ -548,7 +564,7 @@ class Store:
             params.append(resource)
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
         with self._lock:
-            ids = [r[0] for r in self.db.execute(sql, params).fetchall()]
+            ids = [r[0] for r in self.tuples(sql, params)]
             return [self._get(self.db.conn, i) for i in ids]
 
     # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
@@ -603,10 +619,10 @@ class Store:
             return op
 
     def approval(self, op_id: str) -> Approval | None:
-        rows = list(self.db.query("SELECT * FROM approvals WHERE operation_id = ?", [op_id]))
+        rows = list(self.rows("SELECT * FROM approvals WHERE operation_id = ?", [op_id]))
         if not rows:
             return None
-        votes = self.db.query(
+        votes = self.rows(
             "SELECT approver, vote, reason, at FROM approval_votes WHERE operation_id = ? "
             "ORDER BY at, approver",
             [op_id],
@@ -689,10 +705,10 @@ class Store:
 
     def expired_approvals(self) -> list[str]:
         """Operations whose approval request is still pending past its expiry."""
-        rows = self.db.execute(
+        rows = self.tuples(
             "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
             [_iso(self.clock())],
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:
@@ -704,10 +720,10 @@ class Store:
             )
 
     def approval_messages(self, op_id: str) -> list[tuple[str, str]]:
-        rows = self.db.execute(
+        rows = self.tuples(
             "SELECT channel, ts FROM approval_messages WHERE operation_id = ? ORDER BY rowid",
             [op_id],
-        ).fetchall()
+        )
         return [(r[0], r[1]) for r in rows]
 
     # -- bot locks ----------------------------------------------------------------
@@ -737,7 +753,7 @@ class Store:
     def get_lock(self, resource: str) -> BotLock | None:
         """The lock on ``resource`` if one is in force now (expired ones are ignored)."""
         rows = list(
-            self.db.query(
+            self.rows(
                 "SELECT * FROM bot_locks WHERE resource = ? AND expires_at > ?",
                 [resource, _iso(self.clock())],
             )
@@ -756,14 +772,14 @@ class Store:
     def locks_expiring(self, within: dt.timedelta) -> list[BotLock]:
         """Locks in force that expire within ``within`` from now."""
         now = self.clock()
-        rows = self.db.query(
+        rows = self.rows(
             "SELECT * FROM bot_locks WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at",
             [_iso(now), _iso(now + within)],
         )
         return [BotLock.model_validate(r) for r in rows]
 
     def active_locks(self) -> list[BotLock]:
-        rows = self.db.query(
+        rows = self.rows(
             "SELECT * FROM bot_locks WHERE expires_at > ? ORDER BY expires_at",
             [_iso(self.clock())],
         )
@@ -796,11 +812,11 @@ class Store:
     def schedules(self) -> dict[str, dict[str, Any]]:
         return {
             r["name"]: json.loads(r["definition"])
-            for r in self.db.query("SELECT name, definition FROM schedules ORDER BY name")
+            for r in self.rows("SELECT name, definition FROM schedules ORDER BY name")
         }
 
     def schedule_sources(self) -> dict[str, str]:
-        return {r["name"]: r["source"] for r in self.db.query("SELECT name, source FROM schedules")}
+        return {r["name"]: r["source"] for r in self.rows("SELECT name, source FROM schedules")}
 
     def delete_schedule(self, name: str, actor: str) -> bool:
         with self.transaction() as conn:
@@ -810,7 +826,7 @@ class Store:
             return bool(cursor.rowcount)
 
     def schedule_state(self, name: str) -> ScheduleState:
-        rows = list(self.db.query("SELECT * FROM schedule_state WHERE name = ?", [name]))
+        rows = list(self.rows("SELECT * FROM schedule_state WHERE name = ?", [name]))
         return ScheduleState.model_validate(rows[0]) if rows else ScheduleState(name=name)
 
     def update_schedule_state(self, name: str, **fields: Any) -> None:
@@ -872,7 +888,7 @@ class Store:
         return self.run(run_id)
 
     def run(self, run_id: str) -> ScheduleRun | None:
-        rows = list(self.db.query("SELECT * FROM schedule_runs WHERE id = ?", [run_id]))
+        rows = list(self.rows("SELECT * FROM schedule_runs WHERE id = ?", [run_id]))
         return ScheduleRun.model_validate(rows[0]) if rows else None
 
     def runs(
@@ -890,7 +906,7 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY fire_time DESC LIMIT {int(limit)}"
-        return [ScheduleRun.model_validate(r) for r in self.db.query(sql, params)]
+        return [ScheduleRun.model_validate(r) for r in self.rows(sql, params)]
 
     def finish_run(self, run_id: str, status: str = "done") -> None:
         with self.transaction() as conn:
@@ -933,9 +949,7 @@ class Store:
             )
 
     def run_items(self, run_id: str) -> list[RunItem]:
-        rows = self.db.query(
-            "SELECT * FROM schedule_items WHERE run_id = ? ORDER BY rowid", [run_id]
-        )
+        rows = self.rows("SELECT * FROM schedule_items WHERE run_id = ? ORDER BY rowid", [run_id])
         return [RunItem.model_validate(r) for r in rows]
 
     def add_exception(
@@ -966,5 +980,5 @@ class Store:
         if schedule is not None:
             sql += " AND schedule = ?"
             params.append(schedule)
-        rows = self.db.query(sql + " ORDER BY until", params)
+        rows = self.rows(sql + " ORDER BY until", params)
         return [KeepException.model_validate(r) for r in rows]

@@ -7,14 +7,22 @@ Retries are made only where a repeat cannot stop anything twice:
 * read timeouts, and other 5xx, for idempotent methods (GET) only.
 
 stamina does the back-off; ``stamina.set_testing(True)`` makes it instant in tests.
+
+Observers registered with :func:`add_call_observer` see every attempt (provider, method,
+endpoint, outcome, seconds): that is how the bot measures provider latency without this
+package knowing anything about metrics.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import logging
+import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import stamina
@@ -32,7 +40,17 @@ from providers.errors import (
     UnsupportedError,
 )
 
-__all__ = ["ApiClient", "ErrorDetails", "HttpSettings", "parse_retry_after"]
+__all__ = [
+    "ApiClient",
+    "CallObserver",
+    "ErrorDetails",
+    "HttpSettings",
+    "add_call_observer",
+    "endpoint_of",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "stopbot/0.1 (+https://github.com/stopbot)"
 RETRYABLE_STATUSES = frozenset({429, 503})
@@ -61,6 +79,45 @@ class ErrorDetails(BaseModel):
 
 
 ErrorParser = Callable[[httpx.Response], ErrorDetails]
+
+CallObserver = Callable[[str, str, str, str, float], None]
+"""Called after each attempt with (provider, method, endpoint, outcome, seconds).
+
+``endpoint`` is the path with ids replaced by ``{id}`` (see :func:`endpoint_of`);
+``outcome`` is the HTTP status as text, or ``timeout``, ``connect_error``, ``dropped``
+or ``error`` when no status came back.
+"""
+
+_observers: list[CallObserver] = []
+# A path segment that names one object rather than a collection: anything with a digit
+# (uuids, numeric ids, "<uuid>-<epoch>" execution ids), but not API versions like v2.1.
+_ID_SEGMENT = re.compile(r"^(?!v\d+(\.\d+)*$).*\d")
+
+
+def add_call_observer(observer: CallObserver) -> Callable[[], None]:
+    """Have ``observer`` told of every provider call attempt; returns its removal."""
+    _observers.append(observer)
+
+    def remove() -> None:
+        if observer in _observers:
+            _observers.remove(observer)
+
+    return remove
+
+
+def endpoint_of(path: str) -> str:
+    """``/organization/8d2c…/cluster/0b9e…/stop`` → ``/organization/{id}/cluster/{id}/stop``,
+    so latency can be grouped by endpoint without one series per resource."""
+    path = urlsplit(path).path  # absolute URLs too (Nova's come from the service catalog)
+    return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))
+
+
+def _notify(provider: str, method: str, url: str, outcome: str, seconds: float) -> None:
+    for observer in list(_observers):
+        try:
+            observer(provider, method, endpoint_of(url), outcome, seconds)
+        except Exception:  # a broken observer must never break a provider call
+            log.exception("provider call observer failed")
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -184,17 +241,23 @@ class ApiClient:
         ok: tuple[int, ...],
         idempotent: bool,
     ) -> httpx.Response:
+        started = time.perf_counter()
+        outcome: str | None = None  # stays None when cancelled: no answer, and no failure
         try:
             response = await self.http.request(
                 method, url, params=params, json=json, data=data, headers=headers
             )
+            outcome = str(response.status_code)
         except httpx.ConnectError as exc:
+            outcome = "connect_error"
             raise _Retryable(self._unavailable(f"cannot connect: {exc}")) from exc
         except httpx.ConnectTimeout as exc:
+            outcome = "timeout"
             raise _Retryable(
                 ProviderTimeoutError(self.provider, "connecting took too long")
             ) from exc
         except httpx.TimeoutException as exc:
+            outcome = "timeout"
             error: ProviderError = ProviderTimeoutError(
                 self.provider, f"no answer within {self.settings.timeout:g}s"
             )
@@ -202,12 +265,17 @@ class ApiClient:
                 raise _Retryable(error) from exc
             raise error from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            outcome = "dropped"
             error = self._unavailable(f"the connection was dropped: {exc}")
             if idempotent:
                 raise _Retryable(error) from exc
             raise error from exc
         except httpx.HTTPError as exc:
+            outcome = "error"
             raise self._unavailable(str(exc)) from exc
+        finally:
+            if outcome is not None and _observers:
+                _notify(self.provider, method.upper(), url, outcome, time.perf_counter() - started)
         if response.status_code in ok:
             return response
         error = self.error_for(response)

@@ -24,6 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import StopbotConfig, UnknownResourceError
+from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
 from bot.schedules import ScheduleEngine, ScheduleRunner
 from bot.slack import commands, views
@@ -107,6 +108,7 @@ class SlackBot:
         self.providers = providers
         self.service = service
         self.client = make_client(token, api_url)
+        self.signing_secret = signing_secret
         # Socket Mode requests come over the app-token websocket and carry no signature;
         # every HTTP request is verified.
         self.app = AsyncApp(
@@ -114,6 +116,10 @@ class SlackBot:
             signing_secret=signing_secret or "",
             request_verification_enabled=signing_secret is not None,
         )
+        self.metrics = Metrics(store)
+        self.app.use(self.metrics.count_commands)
+        # Socket Mode sets this: /healthz reports the websocket's state.
+        self.slack_connection: Callable[[], str] | None = None
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         service.policy.group_members = self.group_members

@@ -511,6 +511,12 @@ class FakeSlack:
             view["state"] = {"values": copy.deepcopy(dict(values))}
             self._changed()
 
+    def notify(self) -> None:
+        """Wake whoever waits for a change (``wait_changed``): for a watcher that shows more
+        than the workspace, such as the playground's side panel, after a change of its own."""
+        with self._lock:
+            self._changed()
+
     # -- what happened ---------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -631,6 +637,23 @@ class FakeSlack:
             return next((m for m in messages if predicate is None or predicate(m)), None)
 
         return await self._wait(find, f"a matching message in {channel}", timeout)
+
+    async def wait_for_ephemeral(
+        self,
+        channel: str,
+        user: str,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a default bound: a test must fail, not hang
+    ) -> dict[str, Any]:
+        """The first ephemeral message ``user`` sees in ``channel`` matching ``predicate``."""
+
+        def find() -> dict[str, Any] | None:
+            messages = self.ephemeral_messages(channel, user)
+            return next((m for m in messages if predicate is None or predicate(m)), None)
+
+        return await self._wait(
+            find, f"a matching ephemeral message for {user} in {channel}", timeout
+        )
 
     async def _wait(self, find: Callable[[], _T | None], what: str, seconds: float) -> _T:
         # The server answers from its own thread: it wakes this loop after every change.

@@ -4,22 +4,48 @@ with ``GET /healthz`` in both."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.metrics import metrics_route
 from bot.slack.app import SlackBot
 
 __all__ = ["build_http_app", "run_http", "run_socket_mode"]
 
 log = logging.getLogger(__name__)
+
+
+def _malformed(body: bytes) -> bool:
+    """An interaction payload no Slack client sends: not JSON, or missing the parts
+    Bolt indexes into (a user; an action in block_actions; a view in view_* events)."""
+    form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    if "payload" not in form:
+        return False
+    try:
+        payload = json.loads(form["payload"][0])
+    except json.JSONDecodeError:
+        return True
+    if not isinstance(payload, dict) or not isinstance(payload.get("user", {}), dict):
+        return True
+    kind, actions = payload.get("type"), payload.get("actions")
+    if kind == "block_actions":
+        return not (
+            isinstance(actions, list) and actions and all(isinstance(a, dict) for a in actions)
+        )
+    if kind in {"view_submission", "view_closed"}:
+        return not isinstance(payload.get("view"), dict)
+    return False
 
 
 def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
@@ -29,21 +55,34 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     it stops following them (they stay in the store for the next start).
     """
     handler = AsyncSlackRequestHandler(bot.app)
+    verifier = SignatureVerifier(bot.signing_secret) if bot.signing_secret else None
 
     async def events(request: Request) -> Response:
+        body = await request.body()  # Starlette keeps it for Bolt, which checks the signature
+        if _malformed(body):
+            # Never a shape Slack sends; Bolt would fail on it (500). Unsigned: 401 as ever.
+            if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
+                return JSONResponse({"error": "invalid request"}, status_code=401)
+            return JSONResponse({"error": "malformed interaction payload"}, status_code=400)
         return await handler.handle(request)
 
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
-            bot.store.db.execute("SELECT 1").fetchone()
+            bot.store.tuples("SELECT 1")
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {exc}"
         checks["operations_in_flight"] = len(bot.service.in_flight())
         if bot.scheduler is not None:
             checks["scheduler"] = "running" if bot.scheduler.running else "stopped"
-        healthy = checks["store"] == "ok" and checks.get("scheduler") != "stopped"
+        if bot.slack_connection is not None:
+            checks["slack"] = bot.slack_connection()
+        healthy = (
+            checks["store"] == "ok"
+            and checks.get("scheduler") != "stopped"
+            and checks.get("slack", "connected") == "connected"
+        )
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", "checks": checks},
             status_code=200 if healthy else 503,
@@ -51,6 +90,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        bot.metrics.attach()
         resumed = await bot.service.resume(bot.listener_for)
         if resumed:
             log.info("resumed %d stop(s) in flight", len(resumed))
@@ -62,8 +102,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
             await bot.scheduler.stop()
         await bot.stop_housekeeping()
         await bot.service.aclose()
+        bot.metrics.detach()
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes = [Route("/healthz", healthz, methods=["GET"]), metrics_route(bot.metrics)]
     if slack_endpoint:
         routes.append(Route("/slack/events", events, methods=["POST"]))
     return Starlette(routes=routes, lifespan=lifespan)
@@ -76,6 +117,7 @@ async def run_http(bot: SlackBot, host: str, port: int, *, slack_endpoint: bool 
         port=port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's lines go through our (JSON, redacting) logging
     )
     await uvicorn.Server(config).serve()
 
@@ -87,6 +129,11 @@ async def run_socket_mode(bot: SlackBot, app_token: str, host: str, port: int) -
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     socket_handler = AsyncSocketModeHandler(bot.app, app_token)
+
+    def connection() -> str:
+        return "connected" if socket_handler.client.is_connected() else "disconnected"
+
+    bot.slack_connection = connection
     await socket_handler.connect_async()  # type: ignore[no-untyped-call]
     try:
         await run_http(bot, host, port, slack_endpoint=False)

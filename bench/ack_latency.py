@@ -1,0 +1,311 @@
+"""Ack latency: how fast ``stopbot serve --http`` answers Slack while its providers are slow.
+
+Slack gives an app three seconds to acknowledge a slash command or a click; the ack must
+not wait for any provider or Slack Web API call. Target: p99 under 50 ms on a 2-core machine.
+
+    .venv/bin/python -m bench.ack_latency [--runs 5] [--requests 200] [--check]
+
+Each run starts a fresh rig (bench/common.py): the simulators with every call slowed by
+``--provider-latency`` (500 ms), a fake Slack with every answer slowed by
+``--slack-latency`` (200 ms), and the bot on a new database. Then, timing each request
+from before it is sent to its whole response (``perf_counter``):
+
+1. the first signed request after the start, alone (a ``/stop help``);
+2. a warm-up of a few sequential requests, not counted;
+3. the baseline: ``--requests`` concurrent ``GET /healthz``, the same server and client with
+   no Slack handling, so the ratio shows what the Slack path adds to the floor;
+4. ``--requests`` concurrent signed ``/stop dev-eu`` slash commands (each its own trigger_id);
+5. waiting, untimed, until the bot has shown all their confirmations;
+6. ``--requests`` concurrent Confirm clicks, one on each of those distinct operations.
+
+Each figure printed is the median over the runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    CHANNEL,
+    USER,
+    BenchError,
+    HttpRequest,
+    Profiler,
+    Rig,
+    Row,
+    Stats,
+    bench_parser,
+    fire,
+    format_table,
+    load_session,
+    machine,
+    profile_summary,
+    reported_errors,
+    signed_headers,
+)
+from bot.slack import views
+from bot.slack.fake_api import block_actions_body, block_actions_payload, slash_command_body
+
+__all__ = ["Options", "Report", "RunResult", "main", "measure", "measure_once", "report"]
+
+TARGET_P99 = 0.050
+"""Seconds: the p99 that commands and clicks must stay under."""
+RESOURCE = "dev-eu"
+WARM_UP = 10
+HTTP_TIMEOUT = 30.0
+"""Longer than Slack's 3 s on purpose: a slow answer is measured, not cut off."""
+
+LABELS = {
+    "cold": "first request after start",
+    "baseline": "GET /healthz (baseline)",
+    "commands": f"/stop {RESOURCE} (slash command)",
+    "clicks": "Confirm click (block_actions)",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    requests: int = 200
+    provider_latency: float = 0.5
+    slack_latency: float = 0.2
+    confirm_timeout: float = 120.0
+    keep: Path | None = None
+    profile: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run's figures, and what failed in it."""
+
+    cold: Stats
+    baseline: Stats
+    commands: Stats
+    clicks: Stats
+    errors: tuple[str, ...] = ()
+
+
+def _command(rig: Rig, text: str, response_url: str) -> HttpRequest:
+    body = slash_command_body(
+        "/stop", text, USER, CHANNEL, response_url, f"bench.{uuid.uuid4().hex}"
+    )
+    return HttpRequest("POST", rig.bot.events_url, body, signed_headers(body))
+
+
+def _commands(rig: Rig, text: str, count: int) -> list[HttpRequest]:
+    urls = rig.slack.response_urls([{"channel": CHANNEL, "user": USER}] * count)
+    return [_command(rig, text, url) for url in urls]
+
+
+def _clicks(rig: Rig, confirmations: Sequence[tuple[str, str]]) -> list[HttpRequest]:
+    """A Confirm click on each confirmation, as Slack posts a click on an ephemeral message."""
+    hooks = [
+        {"channel": CHANNEL, "user": USER, "message_ts": ts, "is_ephemeral": True}
+        for _, ts in confirmations
+    ]
+    requests = []
+    for (op_id, ts), url in zip(confirmations, rig.slack.response_urls(hooks), strict=True):
+        payload = block_actions_payload(
+            USER,
+            CHANNEL,
+            views.CONFIRM,
+            op_id,
+            response_url=url,
+            message_ts=ts,
+            is_ephemeral=True,
+            block_id=f"confirm:{op_id}",
+            button_text="Confirm stop",
+            trigger_id=f"bench.{uuid.uuid4().hex}",
+        )
+        body = block_actions_body(payload)
+        requests.append(HttpRequest("POST", rig.bot.events_url, body, signed_headers(body)))
+    return requests
+
+
+async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
+    """One run against a started rig (its bot fresh: the first request is the cold one)."""
+    n = options.requests
+    errors: list[str] = []
+    healthz = HttpRequest("GET", f"{rig.bot.url}/healthz")
+
+    async def timed(requests: list[HttpRequest], kind: str) -> Stats:
+        # Behind an ingress the bot's connections are kept open, so a burst is timed on
+        # connections opened beforehand (they may have timed out while the bot worked).
+        await fire(session, [healthz] * len(requests))
+        with _profiled(rig, options, f"run-{run}-{kind}"):
+            latencies, failed = await fire(session, requests)
+        errors.extend(f"{LABELS[kind]}: {error}" for error in failed)
+        return Stats.of(latencies, len(failed))
+
+    async with load_session(HTTP_TIMEOUT) as session:
+        latencies, failed = await fire(session, _commands(rig, "help", 1))
+        errors.extend(f"{LABELS['cold']}: {error}" for error in failed)
+        cold = Stats.of(latencies, len(failed))
+        for request in [*_commands(rig, "help", WARM_UP), *[healthz] * WARM_UP]:
+            await fire(session, [request])
+        baseline = await timed([healthz] * n, "baseline")
+        commands = await timed(_commands(rig, RESOURCE, n), "commands")
+        shown = rig.slack.confirmations(n, timeout=options.confirm_timeout)
+        if len({op_id for op_id, _ in shown}) != n:
+            raise BenchError(
+                f"the bot showed {len(shown)} confirmations for {n} commands, not one each; "
+                "rerun with --keep DIR and read DIR/run-*/bot.log"
+            )
+        clicks = await timed(_clicks(rig, shown), "clicks")
+    return RunResult(cold, baseline, commands, clicks, tuple(errors))
+
+
+def _profiled(rig: Rig, options: Options, name: str) -> contextlib.AbstractContextManager[Any]:
+    if options.profile is None:
+        return contextlib.nullcontext()
+    options.profile.mkdir(parents=True, exist_ok=True)
+    return Profiler(rig.bot.pid, options.profile / f"{name}.txt")
+
+
+def measure(options: Options, runs: int) -> list[RunResult]:
+    """``runs`` independent runs, each on a rig of its own."""
+    results = []
+    for run in range(1, runs + 1):
+        keep = options.keep / f"run-{run}" if options.keep is not None else None
+        with Rig(
+            provider_latency=options.provider_latency,
+            slack_latency=options.slack_latency,
+            keep=keep,
+        ) as rig:
+            results.append(asyncio.run(measure_once(rig, options, run)))
+        print(f"run {run}/{runs} done", file=sys.stderr, flush=True)
+    return results
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: list[Row]
+    missed: list[str]
+    errors: list[str]
+    text: str
+
+
+def _ratio(stats: Stats, baseline: Stats) -> float:
+    return stats.p99 / baseline.p99 if baseline.p99 > 0 else math.nan
+
+
+def report(results: Sequence[RunResult], options: Options) -> Report:
+    """The medians as a table, with the per-run p99s and whether the target was met."""
+    if not results:
+        raise ValueError("no runs to report")
+
+    def median_of(kind: str) -> Stats:
+        return Stats.median([getattr(r, kind) for r in results])
+
+    def ratio_of(kind: str) -> float:
+        return statistics.median(_ratio(getattr(r, kind), r.baseline) for r in results)
+
+    rows = [
+        Row(LABELS["baseline"], median_of("baseline"), ratio_of("baseline")),
+        Row(LABELS["commands"], median_of("commands"), ratio_of("commands")),
+        Row(LABELS["clicks"], median_of("clicks"), ratio_of("clicks")),
+        Row(LABELS["cold"], median_of("cold")),
+    ]
+    errors = [error for r in results for error in r.errors]
+    missed = [
+        f"{row.label}: p99 {row.stats.p99 * 1000:.1f} ms, target under {TARGET_P99 * 1000:g} ms"
+        for row in rows[1:3]
+        if not row.stats.p99 < TARGET_P99
+    ]
+    missed += [
+        f"{row.label}: {row.stats.errors} request(s) without a 200"
+        for row in rows[:3]
+        if row.stats.errors
+    ]
+    per_run = "; ".join(
+        f"{kind} " + " ".join(f"{getattr(r, kind).p99 * 1000:.1f}" for r in results)
+        for kind in ("baseline", "commands", "clicks")
+    )
+    lines = [
+        f"Ack latency: {options.requests} concurrent requests of each kind; providers "
+        f"+{options.provider_latency * 1000:g} ms a call, Slack Web API "
+        f"+{options.slack_latency * 1000:g} ms a call; median of {len(results)} run(s).",
+        f"Machine: {machine()}.",
+        "",
+        format_table(rows),
+        "",
+        f"p99 per run, ms: {per_run}.",
+        f"Target p99 < {TARGET_P99 * 1000:g} ms for commands and clicks: "
+        + ("met." if not missed else "MISSED: " + "; ".join(missed) + "."),
+    ]
+    if errors:
+        shown = errors[:5]
+        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
+        lines.append("Failed requests: " + "; ".join(shown) + more)
+    return Report(rows, missed, errors, "\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = bench_parser(__doc__.split("\n\n")[0] if __doc__ else "ack latency")
+    defaults = Options()
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=defaults.requests,
+        help=f"concurrent requests of each kind (default {defaults.requests})",
+    )
+    parser.add_argument(
+        "--provider-latency",
+        type=float,
+        default=defaults.provider_latency,
+        help=f"seconds added to every provider call (default {defaults.provider_latency:g})",
+    )
+    parser.add_argument(
+        "--slack-latency",
+        type=float,
+        default=defaults.slack_latency,
+        help=f"seconds added to every Slack Web API answer (default {defaults.slack_latency:g})",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep each run's logs, configuration and database under DIR",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the bot with py-spy during each timed burst, into DIR/run-N-KIND.txt "
+        "(the figures are then slower: py-spy shares the CPUs)",
+    )
+    args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
+    if args.provider_latency < 0 or args.slack_latency < 0:
+        parser.error("a latency cannot be negative")
+    options = Options(
+        args.requests,
+        args.provider_latency,
+        args.slack_latency,
+        keep=args.keep,
+        profile=args.profile,
+    )
+    with reported_errors():
+        results = measure(options, args.runs)
+    result = report(results, options)
+    print(result.text)
+    if options.profile is not None:
+        for kind in ("commands", "clicks"):
+            path = options.profile / f"run-{args.runs}-{kind}.txt"
+            print(f"\nWhere the bot spent its time during the {kind} of run {args.runs} ({path}):")
+            for share, frame in profile_summary(path):
+                print(f"  {share:6.1%}  {frame}")
+    return 1 if args.check and result.missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

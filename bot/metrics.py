@@ -1,0 +1,174 @@
+"""Prometheus metrics for ``GET /metrics``: what the bot is asked, what it stops, how fast
+the providers answer.
+
+    stopbot_commands_total{command}                          Slack commands and buttons received
+    stopbot_stops_total{provider,outcome}                    stops that ended, by final state
+    stopbot_operations_in_flight{provider,state}             stops being submitted or followed
+    stopbot_provider_call_seconds{provider,method,endpoint,outcome}   each provider HTTP attempt
+    stopbot_store_up                                         1 when the database answers
+
+Stops and operations in flight are read from the store at scrape time rather than
+counted in memory, so they are right after a restart and agree with the audit log.
+Each :class:`Metrics` has its own registry (not prometheus-client's global one), so two
+bots in one process (tests) never share counts.
+
+The command counter is a Bolt middleware (:meth:`Metrics.count_commands`); it runs after
+Bolt's request verification, so forged requests are never counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.models import FINAL_STATES, TRACKED_STATES
+from bot.slack.commands import RESERVED
+from bot.store import Store
+from providers.http import add_call_observer
+
+__all__ = ["Metrics", "command_name", "metrics_route"]
+
+log = logging.getLogger(__name__)
+
+# Provider calls take from milliseconds (a status read) to the whole HTTP timeout.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
+def command_name(body: dict[str, Any]) -> str:
+    """The label for one Slack request: ``/stop status``, ``/stop`` (a stop),
+    ``action:stop_confirm``, ``view:<callback_id>``, or its type."""
+    command = body.get("command")
+    if isinstance(command, str) and _NAME.match(command):
+        text = body.get("text")
+        words = text.split(maxsplit=1) if isinstance(text, str) else []
+        head = words[0].lower() if words else "help"
+        return f"{command} {head}" if head in RESERVED else command
+    if body.get("type") == "block_actions":
+        actions = body.get("actions")
+        action = actions[0] if isinstance(actions, list) and actions else {}
+        action_id = action.get("action_id") if isinstance(action, dict) else None
+        if isinstance(action_id, str) and _NAME.match(action_id):
+            return f"action:{action_id}"
+        return "action:other"
+    view = body.get("view")
+    if body.get("type") == "view_submission" and isinstance(view, dict):
+        callback = view.get("callback_id")
+        return f"view:{callback}" if isinstance(callback, str) and _NAME.match(callback) else "view"
+    kind = body.get("type")
+    return kind if isinstance(kind, str) and _NAME.match(kind) else "other"
+
+
+class _StoreCollector(Collector):
+    """Stops and operations in flight, counted in SQLite at each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        stops = CounterMetricFamily(
+            "stopbot_stops",
+            "Stops that ended, by provider and final state.",
+            labels=["provider", "outcome"],
+        )
+        in_flight = GaugeMetricFamily(
+            "stopbot_operations_in_flight",
+            "Stops submitted and not yet ended (followed, or resumed at the next start).",
+            labels=["provider", "state"],
+        )
+        up = GaugeMetricFamily("stopbot_store_up", "1 when the database answers, else 0.")
+        try:
+            rows = self.store.tuples(
+                "SELECT provider, state, COUNT(*) FROM operations GROUP BY provider, state"
+            )
+        except sqlite3.Error as exc:  # a scrape must say the store is down, not fail
+            log.warning("metrics: cannot read the store", extra={"error": str(exc)})
+            up.add_metric([], 0)
+            yield up
+            return
+        runs = CounterMetricFamily(
+            "stopbot_schedule_runs",
+            "Scheduled runs by schedule and status (running, done, skipped, missed).",
+            labels=["schedule", "status"],
+        )
+        for schedule, status, count in self.store.tuples(
+            "SELECT schedule, status, COUNT(*) FROM schedule_runs GROUP BY schedule, status"
+        ):
+            runs.add_metric([schedule, status], count)
+        yield runs
+        final = {s.value for s in FINAL_STATES}
+        tracked = {s.value for s in TRACKED_STATES}
+        for provider, state, count in rows:
+            if state in final:
+                stops.add_metric([provider, state], count)
+            elif state in tracked:
+                in_flight.add_metric([provider, state], count)
+        up.add_metric([], 1)
+        yield from (stops, in_flight, up)
+
+
+class Metrics:
+    """One bot's metrics: a registry of its own, fed by Bolt, the providers and the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "stopbot_commands",
+            "Slack slash commands and interactions received (after signature checks).",
+            ["command"],
+            registry=self.registry,
+        )
+        self.provider_calls = Histogram(
+            "stopbot_provider_call_seconds",
+            "Provider HTTP calls, each attempt, by endpoint and outcome (status or error).",
+            ["provider", "method", "endpoint", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StoreCollector(store))
+        self._detach: Callable[[], None] | None = None
+
+    def observe_provider_call(
+        self, provider: str, method: str, endpoint: str, outcome: str, seconds: float
+    ) -> None:
+        self.provider_calls.labels(provider, method, endpoint, outcome).observe(seconds)
+
+    def attach(self) -> None:
+        """Start timing provider calls (idempotent)."""
+        if self._detach is None:
+            self._detach = add_call_observer(self.observe_provider_call)
+
+    def detach(self) -> None:
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
+
+    async def count_commands(self, body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:
+        """Bolt middleware: ``app.use(metrics.count_commands)`` (Bolt passes arguments by
+        name, hence ``next``)."""
+        self.commands.labels(command_name(body)).inc()
+        return await next()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def metrics_route(metrics: Metrics, path: str = "/metrics") -> Route:
+    """``GET /metrics`` for a Starlette app."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return Route(path, endpoint, methods=["GET"])

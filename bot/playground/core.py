@@ -1,0 +1,748 @@
+"""The playground's engine: the real bot, the simulators and a stand-in Slack, in one process.
+
+The page never talks to the bot directly. It tells the playground what a person did ("Dana
+typed `/stop dev-eu` in #platform-team", "Priya clicked Approve"), and the playground does
+what Slack would: it builds Slack's own request (slash command, ``block_actions``,
+``view_submission``), signs it with the app's signing secret, POSTs it to the bot's
+``/slack/events`` and shows the answer. The bot's Web API calls land in the stand-in
+(``FakeSlack``), whose state the page renders. Nothing here reaches a real cloud or a real
+Slack: the configuration is always the sample estate on the built-in simulators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any, Literal
+
+import httpx
+
+from bot.config import ResourceConfig, StopbotConfig, parse_config
+from bot.slack.app import SlackBot
+from bot.slack.fake_api import (
+    FakeSlack,
+    SlackUser,
+    block_actions_body,
+    block_actions_payload,
+    sign_request,
+    slash_command_body,
+    view_block_actions_payload,
+    view_closed_payload,
+    view_submission_payload,
+)
+from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack, local_config
+from bot.store import Store
+from bot.workflow import StopService
+from providers.base import Provider
+from providers.registry import build_provider
+from providers.simulators.common import Fault
+from providers.simulators.server import SimulatorServer
+
+__all__ = ["ACK_TIMEOUT", "FAULT_KINDS", "FaultKind", "Playground", "PlaygroundError", "dumps"]
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+ACK_TIMEOUT = 3.0
+"""Slack waits this long for an app's answer, then tells the user ``operation_timeout``."""
+COMMAND = "/stop"
+MAX_SKIP_SECONDS = 24 * 3600
+LOCK_REASON = "held from the playground"
+
+# Simulator name for each provider type of the configuration.
+SIMULATOR_OF_TYPE = {
+    "qovery": "qovery",
+    "openstack": "nova",
+    "okeanos": "okeanos",
+    "feldera": "feldera",
+}
+
+FaultKind = Literal["http_500", "http_503", "http_429", "slow", "drop"]
+FAULT_KINDS: dict[str, dict[str, Any]] = {
+    "http_500": {"kind": "status", "status": 500},
+    "http_503": {"kind": "status", "status": 503, "retry_after": 1.0},
+    "http_429": {"kind": "status", "status": 429, "retry_after": 1.0},
+    "slow": {"kind": "latency", "seconds": 5.0},
+    "drop": {"kind": "drop"},
+}
+"""What the faults panel offers, as the simulators' ``Fault`` fields."""
+FAULT_BODY = {"message": "fault injected from the playground"}
+
+
+class PlaygroundError(ValueError):
+    """Something the page asked that cannot be done; the message says what to do instead."""
+
+
+class Playground:
+    """The bot, its store and providers, the simulators and the stand-in Slack, wired up.
+
+    Build it with :meth:`start`, serve :func:`bot.playground.web.build_app` on a loopback
+    port, set :attr:`bot_url` to where it is served, and :meth:`close` it at the end.
+    """
+
+    def __init__(
+        self,
+        *,
+        sims: SimulatorServer,
+        local: LocalSlack,
+        config: StopbotConfig,
+        store: Store,
+        providers: dict[str, Provider],
+        service: StopService,
+        bot: SlackBot,
+        owns_sims: bool,
+        temp_dir: TemporaryDirectory[str] | None,
+    ) -> None:
+        self.sims = sims
+        self.local = local
+        self.config = config
+        self.store = store
+        self.providers = providers
+        self.service = service
+        self.bot = bot
+        self.bot_url = ""
+        """Where the bot's ``/slack/events`` is served (the playground's own base URL)."""
+        self._owns_sims = owns_sims
+        self._temp_dir = temp_dir
+        self._view_errors: dict[str, dict[str, str]] = {}
+        self._deliveries: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._skipped = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        db_path: Path | None = None,
+        sims: SimulatorServer | None = None,
+        stops: Mapping[str, Any] | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> Playground:
+        """Start the simulators (unless given) and the stand-in Slack, and build the bot.
+
+        :param db_path: the SQLite file; by default a fresh one in a temporary folder, since
+            the simulators and the stand-in Slack start afresh too.
+        :param stops: overrides of the ``stops`` settings (tests follow stops faster).
+        :param sleep: how the bot waits between status polls (tests pass a movable clock's).
+        """
+        owns_sims = sims is None
+        if sims is None:
+            sims = SimulatorServer()
+            sims.start()
+        temp_dir = None
+        local = None
+        try:
+            local = LocalSlack.start()
+            if db_path is None:
+                temp_dir = TemporaryDirectory(prefix="stopbot-dev-")
+                db_path = Path(temp_dir.name) / "stopbot.db"
+            document = local_config(sims.base_url)
+            if stops:
+                document["stops"] = dict(stops)
+            config = parse_config(document, "<playground>", env={})
+            hub_clock = sims.hub.clock
+
+            # The bot reads the simulators' clock, so "skip ahead" moves both together.
+            def clock() -> dt.datetime:
+                return dt.datetime.fromtimestamp(hub_clock.now(), dt.UTC)
+
+            store = Store(db_path, clock=clock)
+            providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
+            service = StopService(config, store, providers, clock=clock, sleep=sleep)
+            bot = SlackBot(
+                config,
+                store,
+                providers,
+                service,
+                token=local.token,
+                signing_secret=local.signing_secret,
+                api_url=local.api_url,
+            )
+        except BaseException:
+            if local is not None:
+                local.stop()
+            if owns_sims:
+                sims.stop()
+            if temp_dir is not None:
+                temp_dir.cleanup()
+            raise
+        return cls(
+            sims=sims,
+            local=local,
+            config=config,
+            store=store,
+            providers=providers,
+            service=service,
+            bot=bot,
+            owns_sims=owns_sims,
+            temp_dir=temp_dir,
+        )
+
+    @property
+    def slack(self) -> FakeSlack:
+        return self.local.slack
+
+    @property
+    def db_path(self) -> str:
+        return self.store.path
+
+    async def aclose(self) -> None:
+        """Close the provider clients (on the loop that used them)."""
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    def close(self) -> None:
+        """Stop the stand-in Slack and the simulators, close the store, drop the temp files."""
+        self.store.close()
+        self.local.stop()
+        if self._owns_sims:
+            self.sims.stop()
+        if self._temp_dir is not None:
+            self._temp_dir.cleanup()
+
+    # -- what a person does in the page -----------------------------------------------------
+
+    async def type_message(self, user: str, channel: str, text: str) -> None:
+        """``user`` sends ``text`` in ``channel``: a slash command goes to the bot, as Slack
+        sends it; anything else is an ordinary message in the channel."""
+        self._check_user(user)
+        self._check_channel(user, channel)
+        text = text.strip()
+        if not text:
+            raise PlaygroundError("Type a message, or a command such as `/stop dev-eu`.")
+        if not text.startswith("/"):
+            self.slack.add_message(channel, text, user=user)
+            return
+        command, _, args = text.partition(" ")
+        self.slack.add_ephemeral(channel, user, text, author=user)
+        if command != COMMAND:
+            self.slack.add_ephemeral(
+                channel,
+                user,
+                f"`{command}` is not a valid command. The only app in this workspace is "
+                f"Stopbot, whose command is `{COMMAND}`: try `{COMMAND} help`.",
+            )
+            return
+        response_url = self.slack.new_response_url(channel=channel, user=user)
+        body = slash_command_body(
+            COMMAND,
+            args.strip(),
+            user,
+            channel,
+            response_url,
+            self.slack.new_trigger_id(user),
+            team_id=self.slack.team_id,
+            team_domain=self.slack.team_domain,
+            channel_name=self._channel_name(channel),
+            user_name=self._user_name(user),
+        )
+        answer = await self._deliver(body, "slash_command", user, f"{COMMAND} {args.strip()}")
+        if isinstance(answer, str):
+            self.slack.add_ephemeral(
+                channel, user, f'`{COMMAND}` failed with the error "{answer}".'
+            )
+            return
+        reply = _json_body(answer)
+        if reply and any(reply.get(key) for key in ("text", "blocks", "attachments")):
+            try:
+                self.slack.show_reply(channel, user, reply)
+            except ValueError as exc:
+                log.warning("the bot acknowledged with a reply Slack would refuse: %s", exc)
+
+    async def click(
+        self,
+        user: str,
+        channel: str,
+        message_ts: str,
+        *,
+        block: int,
+        element: int | None,
+        ephemeral: bool,
+    ) -> None:
+        """``user`` clicks a button of a message: a ``block_actions`` request, as Slack sends.
+
+        :param block: the index of the button's block in the message.
+        :param element: its index in an ``actions`` block; None for a section's accessory.
+        """
+        self._check_user(user)
+        self._check_channel(user, channel)
+        messages = (
+            self.slack.ephemeral_messages(channel, user)
+            if ephemeral
+            else self.slack.messages(channel)
+        )
+        message = next((m for m in messages if m["ts"] == message_ts), None)
+        if message is None:
+            raise PlaygroundError(
+                "That message is gone (deleted or replaced); nothing was sent to the bot."
+            )
+        button, block_id = _button(message.get("blocks") or [], block, element)
+        response_url = self.slack.new_response_url(
+            channel=channel, user=user, message_ts=message_ts, is_ephemeral=ephemeral
+        )
+        payload = block_actions_payload(
+            user,
+            channel,
+            str(button.get("action_id", "")),
+            str(button.get("value", "")),
+            response_url=response_url,
+            message_ts=message_ts,
+            message=message,
+            is_ephemeral=ephemeral,
+            block_id=block_id,
+            button_text=_plain(button.get("text")),
+            channel_name=self._channel_name(channel),
+            **self._actor_fields(user),
+        )
+        answer = await self._deliver(
+            block_actions_body(payload), "block_actions", user, _plain(button.get("text"))
+        )
+        if isinstance(answer, str):
+            self.slack.add_ephemeral(
+                channel,
+                user,
+                f"Stopbot did not answer your click on “{_plain(button.get('text'))}” "
+                f'(error "{answer}"). Nothing tells whether it acted: check with '
+                f"`{COMMAND} status`.",
+            )
+
+    async def click_in_view(
+        self, user: str, view_id: str, *, block: int, element: int | None
+    ) -> None:
+        """``user`` clicks a button inside a modal."""
+        view = self._open_view(user, view_id)
+        button, block_id = _button(view.get("blocks") or [], block, element)
+        payload = view_block_actions_payload(
+            user,
+            view,
+            str(button.get("action_id", "")),
+            str(button.get("value", "")),
+            block_id=block_id,
+            button_text=_plain(button.get("text")),
+            **self._actor_fields(user),
+        )
+        answer = await self._deliver(
+            block_actions_body(payload), "block_actions", user, _plain(button.get("text"))
+        )
+        if isinstance(answer, str):
+            self._view_errors[view_id] = {"": _trouble(answer)}
+            self.slack.notify()
+
+    async def submit_view(self, user: str, view_id: str, values: Mapping[str, Any]) -> None:
+        """``user`` submits a modal with what they entered: ``{block_id: {action_id: value}}``,
+        a value being text, an option's value, or a list of them (checkboxes)."""
+        view = self._open_view(user, view_id)
+        state, missing = _state_values(view, values)
+        if missing:
+            self._view_errors[view_id] = missing
+            self.slack.notify()
+            return
+        self.slack.set_view_state(view_id, state)
+        payload = view_submission_payload(
+            user,
+            view,
+            state,
+            **self._actor_fields(user),
+        )
+        title = _plain(view.get("title"))
+        answer = await self._deliver(block_actions_body(payload), "view_submission", user, title)
+        self._view_errors.pop(view_id, None)
+        if isinstance(answer, str):
+            self._view_errors[view_id] = {"": _trouble(answer)}
+            self.slack.notify()
+            return
+        self._apply_view_answer(user, view_id, _json_body(answer))
+
+    async def close_view(self, user: str, view_id: str) -> None:
+        """``user`` closes a modal; the bot hears of it if it asked (``notify_on_close``)."""
+        view = self._open_view(user, view_id)
+        self.slack.close_view(view_id)
+        self._view_errors.pop(view_id, None)
+        if view.get("notify_on_close"):
+            payload = view_closed_payload(
+                user,
+                view,
+                **self._actor_fields(user, trigger=False),
+            )
+            await self._deliver(
+                block_actions_body(payload), "view_closed", user, _plain(view.get("title"))
+            )
+
+    def _apply_view_answer(self, user: str, view_id: str, answer: dict[str, Any] | None) -> None:
+        """What Slack does with the app's answer to a submission.
+
+        https://docs.slack.dev/surfaces/modals#updating_response
+        """
+        action = (answer or {}).get("response_action")
+        try:
+            if action == "errors":
+                errors = answer.get("errors") if answer else None
+                self._view_errors[view_id] = {
+                    str(k): str(v) for k, v in (errors if isinstance(errors, dict) else {}).items()
+                }
+            elif action == "update":
+                self.slack.update_view(view_id, _view_of(answer))
+            elif action == "push":
+                self.slack.push_view(user, _view_of(answer), view_id)
+            elif action == "clear":
+                self.slack.close_views(user)
+            else:
+                self.slack.close_view(view_id)
+        except ValueError as exc:
+            self._view_errors[view_id] = {"": f"Stopbot answered with a bad view ({exc})."}
+        self.slack.notify()
+
+    # -- the side panel -----------------------------------------------------------------------
+
+    def inject_fault(
+        self, resource: str, kind: FaultKind, *, stop_only: bool, repeat: bool
+    ) -> Fault:
+        """Make the simulator answer requests about ``resource`` with a fault.
+
+        :param stop_only: only the stop request (a POST), not status reads.
+        :param repeat: every matching request until cleared, instead of the next one only.
+        """
+        rc = self._resource(resource)
+        fields = dict(FAULT_KINDS[kind])
+        if fields["kind"] == "status":
+            fields["body"] = FAULT_BODY
+        fault = Fault(
+            api=self._simulator(rc.provider),
+            method="POST" if stop_only else None,
+            path_contains=rc.id,
+            count=None if repeat else 1,
+            **fields,
+        )
+        self.sims.hub.faults.add(fault)
+        self.slack.notify()
+        return fault
+
+    def clear_faults(self) -> None:
+        self.sims.hub.faults.clear()
+        self.slack.notify()
+
+    def lock(self, resource: str, owner: str) -> str:
+        """Lock ``resource`` as ``owner`` would, where its provider can: a Qovery cluster
+        lock in their name, a Nova server lock; elsewhere a Stopbot lock. Returns which."""
+        rc = self._resource(resource)
+        user = self._check_user(owner)
+        simulator = self.sims.hub[self._simulator(rc.provider)]
+        if simulator.name == "qovery":
+            simulator.set_lock(  # type: ignore[attr-defined]
+                rc.id, owner_name=user.real_name or user.name, reason=LOCK_REASON, ttl_in_days=1
+            )
+            kind = "qovery"
+        elif simulator.name == "nova":
+            simulator.set_lock(rc.id, f"{LOCK_REASON} by {user.real_name}")  # type: ignore[attr-defined]
+            kind = "nova"
+        else:
+            expires = self.service.clock() + dt.timedelta(hours=1)
+            self.store.set_lock(rc.name, owner, expires, LOCK_REASON)
+            kind = "stopbot"
+        self.slack.notify()
+        return kind
+
+    def unlock(self, resource: str) -> None:
+        """Remove every lock on ``resource``: the provider's and Stopbot's."""
+        rc = self._resource(resource)
+        simulator = self.sims.hub[self._simulator(rc.provider)]
+        if simulator.name in {"qovery", "nova"}:
+            simulator.clear_lock(rc.id)  # type: ignore[attr-defined]
+        self.store.delete_lock(rc.name, "playground", forced=True)
+        self.slack.notify()
+
+    def skip_ahead(self, seconds: float) -> None:
+        """Move the simulators' and the bot's clock (confirmations expire, locks lapse)."""
+        if not 0 < seconds <= MAX_SKIP_SECONDS:
+            raise PlaygroundError(f"Skip between 1 second and {MAX_SKIP_SECONDS} seconds.")
+        self.sims.hub.clock.advance(seconds)
+        self._skipped += seconds
+        self.slack.notify()
+
+    # -- what the page shows ---------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything the page renders, as JSON."""
+        slack = self.slack.snapshot()
+        slack.pop("version")
+        for entry in slack["views"]:
+            entry["errors"] = self._view_errors.get(entry["view"]["id"], {})
+        roles = dict(LOCAL_ROLES)
+        return {
+            "slack": slack,
+            "people": [
+                {"id": u.id, "name": u.real_name or u.name, "role": roles.get(u.id, ""), "tz": u.tz}
+                for u in LOCAL_USERS
+            ],
+            "home_channel": LOCAL_CHANNEL.id,
+            "resources": self.resources(),
+            "faults": self._faults(),
+            "deliveries": list(self._deliveries),
+            "clock_offset": self._skipped,
+        }
+
+    def resources(self) -> list[dict[str, Any]]:
+        """Every configured resource with its simulated status and locks."""
+        hub = self.sims.hub.state()
+        rows = []
+        for rc in self.config.resources:
+            simulator = self._simulator(rc.provider)
+            status, settled, provider_lock = _simulated(simulator, hub[simulator], rc.id, rc)
+            bot_lock = self.store.get_lock(rc.name)
+            approval = self.config.approval_for(rc.name)
+            rows.append(
+                {
+                    "name": rc.name,
+                    "provider": rc.provider,
+                    "id": rc.id,
+                    "status": status,
+                    "settled": settled,
+                    "provider_lock": provider_lock,
+                    "bot_lock": (
+                        {
+                            "owner": bot_lock.owner,
+                            "reason": bot_lock.reason,
+                            "expires_at": bot_lock.expires_at.isoformat(),
+                        }
+                        if bot_lock
+                        else None
+                    ),
+                    "approvers": list(approval.approvers) if approval else [],
+                }
+            )
+        return rows
+
+    def _faults(self) -> list[dict[str, Any]]:
+        names = {(self._simulator(r.provider), r.id): r.name for r in self.config.resources}
+        listing = []
+        for fault in self.sims.hub.faults.listing():
+            resource = names.get((fault["api"], fault.get("path_contains") or ""))
+            listing.append(fault | {"resource": resource})
+        return listing
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _deliver(
+        self, body: bytes, kind: str, user: str, summary: str
+    ) -> httpx.Response | str:
+        """POST a signed request to the bot; its HTTP response, or Slack's error name for
+        a failed delivery (``dispatch_failed``, ``operation_timeout``)."""
+        if not self.bot_url:
+            raise RuntimeError("the playground is not served yet: set bot_url")
+        headers = sign_request(self.local.signing_secret, body, int(time.time()))
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        outcome: httpx.Response | str
+        try:
+            async with httpx.AsyncClient(timeout=ACK_TIMEOUT) as client:
+                outcome = await client.post(
+                    f"{self.bot_url}/slack/events", content=body, headers=headers
+                )
+        except httpx.TimeoutException:
+            outcome = "operation_timeout"
+        except httpx.HTTPError:
+            outcome = "dispatch_failed"
+        status = outcome.status_code if isinstance(outcome, httpx.Response) else None
+        if status is not None and status != 200:
+            log.warning("the bot answered a %s with HTTP %d", kind, status)
+            outcome = "dispatch_failed"
+        self._deliveries.append(
+            {
+                "kind": kind,
+                "user": user,
+                "summary": summary,
+                "at": time.time(),
+                "status": status,
+                "error": outcome if isinstance(outcome, str) else None,
+            }
+        )
+        self.slack.notify()
+        return outcome
+
+    def _actor_fields(self, user: str, *, trigger: bool = True) -> dict[str, Any]:
+        """What Slack fills in about who acted, and where, in every payload; with a fresh
+        trigger_id for interactions that may open a modal."""
+        fields: dict[str, Any] = {
+            "user_name": self._user_name(user),
+            "team_id": self.slack.team_id,
+            "team_domain": self.slack.team_domain,
+            "api_app_id": self.slack.app_id,
+        }
+        if trigger:
+            fields["trigger_id"] = self.slack.new_trigger_id(user)
+        return fields
+
+    def _check_user(self, user_id: str) -> SlackUser:
+        user = next((u for u in LOCAL_USERS if u.id == user_id), None)
+        if user is None:
+            known = ", ".join(u.id for u in LOCAL_USERS)
+            raise PlaygroundError(f"No user {user_id!r} in the playground (known: {known}).")
+        return user
+
+    def _check_channel(self, user: str, channel: str) -> None:
+        found = next((c for c in self.slack.channels() if c.id == channel), None)
+        if found is None or (found.user is not None and found.user != user):
+            raise PlaygroundError(
+                f"No conversation {channel!r} for this user; pick one from the list."
+            )
+
+    def _channel_name(self, channel: str) -> str:
+        found = next((c for c in self.slack.channels() if c.id == channel), None)
+        if found is None or found.user is not None:
+            return "directmessage"
+        return found.name
+
+    def _user_name(self, user: str) -> str:
+        return str(self._check_user(user).name)
+
+    def _open_view(self, user: str, view_id: str) -> dict[str, Any]:
+        self._check_user(user)
+        view = next((v for v in self.slack.open_views(user) if v["id"] == view_id), None)
+        if view is None:
+            raise PlaygroundError("That dialog is closed already; nothing was sent to the bot.")
+        return view
+
+    def _resource(self, name: str) -> ResourceConfig:
+        try:
+            return self.config.resource_config(name)
+        except KeyError:
+            known = ", ".join(r.name for r in self.config.resources)
+            raise PlaygroundError(f"No resource {name!r} (known: {known}).") from None
+
+    def _simulator(self, provider: str) -> str:
+        return SIMULATOR_OF_TYPE[self.config.provider(provider).type]
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+    if not response.content:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _view_of(answer: Mapping[str, Any] | None) -> dict[str, Any]:
+    view = (answer or {}).get("view")
+    if not isinstance(view, dict):
+        raise ValueError("invalid_arguments")
+    return view
+
+
+def _trouble(error: str) -> str:
+    return f'We had some trouble connecting to Stopbot (error "{error}"). Try again?'
+
+
+def _plain(text: Any) -> str:
+    return str(text.get("text", "")) if isinstance(text, dict) else ""
+
+
+def _button(
+    blocks: list[dict[str, Any]], block: int, element: int | None
+) -> tuple[dict[str, Any], str]:
+    """The button at a position in ``blocks``, and the block_id Slack reports for it."""
+    if not 0 <= block < len(blocks):
+        raise PlaygroundError("That button is gone (the message changed); nothing was sent.")
+    found = blocks[block]
+    if element is None:
+        candidate = found.get("accessory")
+    else:
+        elements = found.get("elements") or []
+        candidate = elements[element] if 0 <= element < len(elements) else None
+    if not isinstance(candidate, dict) or candidate.get("type") != "button":
+        raise PlaygroundError("That is not a button (the message changed); nothing was sent.")
+    # Slack gives a block without a block_id one of its own; the index stands in for it.
+    return candidate, str(found.get("block_id") or f"b{block}")
+
+
+def _state_values(
+    view: Mapping[str, Any], entered: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``view.state.values`` as Slack builds it from the inputs, and the required inputs
+    left empty (block_id -> message), which Slack's client refuses to submit."""
+    values: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for index, block in enumerate(view.get("blocks") or []):
+        if block.get("type") != "input" or not isinstance(block.get("element"), dict):
+            continue
+        element = block["element"]
+        block_id = str(block.get("block_id") or f"b{index}")
+        action_id = str(element.get("action_id") or f"a{index}")
+        raw = (entered.get(block_id) or {}).get(action_id)
+        state, empty = _element_state(element, raw)
+        values[block_id] = {action_id: state}
+        if empty and not block.get("optional"):
+            missing[block_id] = "Please complete this required field."
+    return values, missing
+
+
+def _element_state(element: Mapping[str, Any], raw: Any) -> tuple[dict[str, Any], bool]:
+    kind = str(element.get("type"))
+    options = {str(o.get("value")): o for o in element.get("options") or []}
+    if kind in {"static_select", "radio_buttons"}:
+        option = options.get(str(raw)) if raw is not None else None
+        return {"type": kind, "selected_option": option}, option is None
+    if kind in {"checkboxes", "multi_static_select"}:
+        chosen = (
+            [options[str(v)] for v in raw if str(v) in options] if isinstance(raw, list) else []
+        )
+        return {"type": kind, "selected_options": chosen}, not chosen
+    text = str(raw) if raw is not None else ""
+    if kind in {"datepicker", "timepicker"}:
+        key = "selected_date" if kind == "datepicker" else "selected_time"
+        return {"type": kind, key: text or None}, not text
+    return {"type": kind, "value": text or None}, not text.strip()
+
+
+def _simulated(
+    simulator: str, state: Mapping[str, Any], resource_id: str, rc: ResourceConfig
+) -> tuple[str, bool, str | None]:
+    """A resource's status, whether it is settled, and its provider lock, in words."""
+    if simulator == "qovery":
+        cluster = _by(state["clusters"], "id", resource_id)
+        if cluster is None:
+            return "missing", True, None
+        lock = cluster["lock"]
+        text = f"locked by {lock['owner_name']}: {lock['reason']}" if lock else None
+        return cluster["status"], cluster["settled"], text
+    if simulator == "nova":
+        server = _by(state["servers"], "id", resource_id)
+        if server is None:
+            return "missing", True, None
+        status = server["status"]
+        if server["task_state"]:
+            status = f"{status} ({server['task_state']})"
+        text = None
+        if server["locked"]:
+            text = f"locked: {server['locked_reason']}" if server["locked_reason"] else "locked"
+        return status, server["settled"], text
+    if simulator == "okeanos":
+        app = _by(state["applications"], "id", resource_id)
+        deployment = (
+            _by(app["deployments"], "lambda_instance_id", rc.lambda_instance_id or "")
+            if app
+            else None
+        )
+        if deployment is None:
+            return "missing", True, None
+        return ("started" if deployment["started"] else "stopped"), deployment["settled"], None
+    pipeline = _by(state["pipelines"], "name", resource_id)
+    if pipeline is None:
+        return "missing", True, None
+    return pipeline["deployment_status"], pipeline["settled"], None
+
+
+def _by(items: list[dict[str, Any]], key: str, value: str) -> dict[str, Any] | None:
+    return next((item for item in items if item.get(key) == value), None)
+
+
+def dumps(state: Mapping[str, Any]) -> str:
+    """The state as the page receives it (compact JSON)."""
+    return json.dumps(state, separators=(",", ":"), sort_keys=True)

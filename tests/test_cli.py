@@ -1,0 +1,625 @@
+"""The terminal face: `stopbot stop` (the same workflow and audit as Slack), history, locks,
+schedules, serve's checks. Interactive runs go through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import pty
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+import yaml
+
+from bot.cli import main, parse_since
+from bot.models import OpState
+from bot.store import Store
+from providers.simulators.samples import DEFAULT_SEED, sample_config
+from providers.simulators.server import SimulatorServer
+
+USER = f"cli:{getpass.getuser()}"
+FAST_STOPS = {"poll_initial": 0.05, "poll_max": 0.1, "timeout": "30m", "progress_interval": 0}
+STEP = 600.0  # simulated seconds per provider step: only the test's clock moves a stop on
+ELAPSED = re.compile(r"\[\s*\d+s\] ")
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def stopbot_command(*args: str) -> list[str]:
+    """The installed `stopbot` script of this environment (what a user runs)."""
+    script = Path(sys.executable).with_name("stopbot")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "bot.cli", *args]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a child process binds it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without Stopbot or Slack settings, plus ``extra``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STOPBOT_", "PYTEST_"))
+    }
+    env.update(extra)
+    return env
+
+
+class Output:
+    """What a child writes on one stream, collected by a thread as it arrives."""
+
+    def __init__(self, stream: IO[bytes] | int) -> None:
+        self.fd = stream if isinstance(stream, int) else stream.fileno()
+        self._data = b""
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # a pty's reading end raises EIO once the child is gone
+                chunk = b""
+            with self._changed:
+                if not chunk:
+                    self._closed = True
+                    self._changed.notify_all()
+                    return
+                self._data += chunk
+                self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return self._data.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 15.0, count: int = 1) -> str:
+        """Everything written so far once ``text`` is in it ``count`` times; fails after
+        ``timeout``."""
+        needle = text.encode()
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._data.count(needle) >= count or self._closed, timeout
+            )
+            data = self._data.decode(errors="replace")
+        if data.count(text) < count:
+            raise AssertionError(f"{text!r} never came ({count}x); the output was:\n{data}")
+        return data
+
+    def closed(self, timeout: float = 15.0) -> str:
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed, timeout)
+        self._thread.join(timeout)
+        return self.text
+
+
+class StopbotProcess:
+    """`stopbot <args>` as a child process, its output read as it comes."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        stdin: int | None = subprocess.DEVNULL,
+        command: list[str] | None = None,
+    ) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 -- our own script, our own arguments
+            command or stopbot_command(*args),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out = Output(self.proc.stdout)
+        self.err = Output(self.proc.stderr)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_healthy(self, url: str, timeout: float = 30.0) -> httpx.Response:
+        """Once ``url`` answers 200 (the server is up); fails if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(url, timeout=2)
+            except httpx.TransportError:
+                pass
+            else:
+                if response.status_code == 200:
+                    return response
+            try:  # doubles as the pause between tries: returns at once if the child died
+                code = self.proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            raise AssertionError(f"exited with {code} before {url} answered:\n{self.err.text}")
+        raise AssertionError(f"{url} did not answer within {timeout}s:\n{self.err.text}")
+
+    def wait(self, timeout: float = 20.0) -> int:
+        code = self.proc.wait(timeout)
+        self.out.closed()
+        self.err.closed()
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands configure the root logger: put it back after each test."""
+    root = logging.getLogger()
+    handlers, level, factory = list(root.handlers), root.level, logging.getLogRecordFactory()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+
+
+class Env:
+    """A working directory with a stopbot.yaml for the test's simulators and a database."""
+
+    def __init__(self, sims: SimulatorServer, path: Path, **config: Any) -> None:
+        self.sims = sims
+        self.path = path
+        self.config_path = path / "stopbot.yaml"
+        self.db = path / "stopbot.db"
+        document = sample_config(sims.base_url)
+        document["stops"] = FAST_STOPS
+        document.update(config)
+        self.config_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+        self.vars = {"STOPBOT_CONFIG": str(self.config_path), "STOPBOT_DB": str(self.db)}
+
+    def process(self, *args: str, stdin: int | None = subprocess.DEVNULL) -> StopbotProcess:
+        return StopbotProcess(*args, env=clean_env(**self.vars), cwd=self.path, stdin=stdin)
+
+    def audit(self) -> list[tuple[str, str, str | None]]:
+        with sqlite3.connect(self.db) as conn:
+            return list(conn.execute("SELECT actor, action, resource FROM audit ORDER BY id"))
+
+    def operations(self) -> list[tuple[str, str]]:
+        with sqlite3.connect(self.db) as conn:
+            return list(conn.execute("SELECT resource, state FROM operations ORDER BY rowid"))
+
+    def slow_qovery(self) -> None:
+        """Qovery stops move on only when the test advances the simulated clock."""
+        self.sims.hub.clock.freeze()
+        self.sims.hub.seed({"qovery": {**DEFAULT_SEED["qovery"], "step_seconds": STEP}})
+
+
+@pytest.fixture
+def env(sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """In-process commands see the same environment as the child processes."""
+    environment = Env(sims, tmp_path)
+    for key in [k for k in os.environ if k.startswith(("SLACK_", "STOPBOT_"))]:
+        monkeypatch.delenv(key)
+    for key, value in environment.vars.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return environment
+
+
+def without_elapsed(text: str) -> list[str]:
+    return [ELAPSED.sub("[t] ", line) for line in text.splitlines()]
+
+
+PREVIEW = [
+    "Stop dev-eu?",
+    "  resource:       dev-eu (qovery, id 0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01)",
+    "  status:         DEPLOYED (running)",
+    "  provider lock:  none",
+    "  Stopbot lock:   none",
+]
+
+# -- stop -------------------------------------------------------------------------------------
+
+
+def test_stop_with_yes_shows_each_state_then_the_end(env: Env) -> None:
+    """`stopbot stop --yes` previews, then prints one line per provider state and the end."""
+    env.slow_qovery()
+    child = env.process("stop", "dev-eu", "nightly", "savings", "--yes")
+    try:
+        env.sims.hub.clock.advance(0)
+        child.out.wait_for("dev-eu: STOP_QUEUED (stopping)\n")
+        env.sims.hub.clock.advance(STEP)
+        child.out.wait_for("dev-eu: STOPPING (stopping)\n")
+        env.sims.hub.clock.advance(STEP)
+        assert child.wait() == 0
+    finally:
+        child.close()
+    assert without_elapsed(child.out.text) == [
+        *PREVIEW,
+        "  reason:         nightly savings",
+        "[t] dev-eu: STOP_QUEUED (stopping)",
+        "[t] dev-eu: STOPPING (stopping)",
+        "[t] dev-eu: stopped",
+    ]
+    assert child.err.text == ""
+    assert env.audit() == [
+        (USER, "stop.requested", "dev-eu"),
+        (USER, "stop.awaiting_confirmation", "dev-eu"),
+        (USER, "stop.submitting", "dev-eu"),
+        ("stopbot", "stop.accepted", "dev-eu"),
+        ("stopbot", "stop.in_progress", "dev-eu"),
+        ("stopbot", "stop.stopped", "dev-eu"),
+    ]
+
+
+def test_stop_asks_on_a_terminal_and_acts_on_yes(env: Env) -> None:
+    """On a terminal the stop waits for `y`, then runs; the answer is read from the tty."""
+    env.sims.hub.seed({"qovery": {**DEFAULT_SEED["qovery"], "step_seconds": 0}})
+    master, slave = pty.openpty()
+    child = env.process("stop", "dev-eu", stdin=slave)
+    os.close(slave)
+    try:
+        child.out.wait_for("Stop dev-eu? [y/N] ")
+        os.write(master, b"y\n")
+        assert child.wait() == 0
+    finally:
+        child.close()
+        os.close(master)
+    # The typed answer is echoed by the terminal, not written on stdout: hence one line.
+    assert without_elapsed(child.out.text) == [
+        *PREVIEW,
+        "Stop dev-eu? [y/N] [t] dev-eu: STOPPED (stopped)",
+        "[t] dev-eu: stopped",
+    ]
+    assert env.operations() == [("dev-eu", "stopped")]
+
+
+def test_stop_declined_on_the_terminal_changes_nothing(env: Env) -> None:
+    """Any answer but y/yes cancels: exit 1, nothing sent to the provider, audited."""
+    master, slave = pty.openpty()
+    child = env.process("stop", "dev-eu", stdin=slave)
+    os.close(slave)
+    try:
+        child.out.wait_for("Stop dev-eu? [y/N] ")
+        os.write(master, b"\n")
+        assert child.wait() == 1
+    finally:
+        child.close()
+        os.close(master)
+    assert child.err.text == "stopbot: dev-eu was not stopped (not confirmed).\n"
+    assert env.operations() == [("dev-eu", "cancelled")]
+    assert env.sims.hub.state()["qovery"]["clusters"][0]["status"] == "DEPLOYED"
+
+
+def test_ctrl_c_at_the_question_stops_nothing(env: Env) -> None:
+    """Ctrl-C while the question waits: exit 130, the request cancelled, nothing stopped."""
+    master, slave = pty.openpty()
+    child = env.process("stop", "dev-eu", stdin=slave)
+    os.close(slave)
+    try:
+        child.out.wait_for("Stop dev-eu? [y/N] ")
+        child.signal(signal.SIGINT)
+        assert child.wait() == 130
+    finally:
+        child.close()
+        os.close(master)
+    assert child.err.text == "stopbot: interrupted: dev-eu was not stopped.\n"
+    assert env.operations() == [("dev-eu", "cancelled")]
+
+
+def test_ctrl_c_while_following_leaves_the_stop_to_the_provider(env: Env) -> None:
+    """Ctrl-C after the provider took the stop: exit 130, how to check it, and the operation
+    stays in flight for `stopbot serve` to resume."""
+    env.slow_qovery()
+    child = env.process("stop", "dev-eu", "--yes")
+    try:
+        child.out.wait_for("dev-eu: STOP_QUEUED (stopping)\n")
+        child.signal(signal.SIGINT)
+        assert child.wait() == 130
+    finally:
+        child.close()
+    assert child.err.text == (
+        "stopbot: interrupted: this terminal no longer follows the stop of dev-eu; if it was "
+        "sent, it goes on at qovery. Check with `stopbot status dev-eu`; a running "
+        "`stopbot serve` resumes following it.\n"
+    )
+    [(resource, state)] = env.operations()
+    assert resource == "dev-eu" and state in {"accepted", "in_progress"}
+    assert env.sims.hub.state()["qovery"]["clusters"][0]["status"] == "STOP_QUEUED"
+
+
+def test_stop_without_a_terminal_needs_yes(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no terminal to ask on and no --yes, nothing is stopped: exit 2, and why."""
+    assert main(["stop", "dev-eu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == PREVIEW
+    assert captured.err == (
+        "stopbot: not stopping dev-eu: there is no terminal to confirm on. "
+        "Add --yes to confirm from a script.\n"
+    )
+    assert env.operations() == [("dev-eu", "cancelled")]
+
+
+def test_stop_of_a_stopped_resource_says_so(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resource already stopped: exit 0, the reason, no question asked."""
+    assert main(["stop", "qa-old"]) == 0
+    assert capsys.readouterr().out == (
+        "qa-old: already stopped: qa-old is already stopped (STOPPED): nothing to do.\n"
+    )
+    assert env.audit() == [
+        (USER, "stop.requested", "qa-old"),
+        (USER, "stop.stopped_already", "qa-old"),
+    ]
+
+
+def test_stop_refused_by_policy(
+    sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """With cli_is_admin false, the terminal user is held to allowed_users: refused, exit 1."""
+    refused = Env(sims, tmp_path, cli_is_admin=False, allowed_users=["U0ADMIN"])
+    for key, value in refused.vars.items():
+        monkeypatch.setenv(key, value)
+    assert main(["stop", "dev-eu", "--yes"]) == 1
+    assert capsys.readouterr().err == (
+        "stopbot: dev-eu: refused: you are not allowed to stop dev-eu (the global rule); "
+        "ask an admin to add you\n"
+    )
+    assert refused.operations() == [("dev-eu", "refused")]
+
+
+def test_unknown_resource_is_a_usage_error(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name not configured: exit 2 and the closest names; nothing recorded."""
+    assert main(["stop", "dev-ue", "--yes"]) == 2
+    assert capsys.readouterr().err == "stopbot: Unknown resource 'dev-ue'. Did you mean dev-eu?\n"
+    assert env.operations() == []
+
+
+# -- history, locks, schedules ------------------------------------------------------------------
+
+T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
+
+
+def seeded_store(db: Path) -> tuple[str, str]:
+    """Two operations at known times; their ids."""
+    now = [T0]
+    store = Store(db, clock=lambda: now[0])
+    op, _ = store.create_operation(
+        resource="dev-eu",
+        provider="qovery",
+        resource_id="c1",
+        requested_by="U0BOB",
+        source="slack",
+        reason="nightly",
+    )
+    now[0] = T0 + dt.timedelta(seconds=5)
+    store.transition(
+        op.id,
+        OpState.REFUSED,
+        allowed_from=[OpState.REQUESTED],
+        actor="U0BOB",
+        detail="locked by Alice",
+    )
+    now[0] = T0 + dt.timedelta(days=1)
+    etl, _ = store.create_operation(
+        resource="etl", provider="feldera", resource_id="etl", requested_by=USER, source="cli"
+    )
+    store.close()
+    return op.id[:8], etl.id[:8]
+
+
+def test_history_table(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`stopbot history` prints the audit log as a table, oldest first."""
+    dev, etl = seeded_store(env.db)
+    assert main(["history"]) == 0
+    actor = f"{'ACTOR':<{len(USER)}}"
+    assert capsys.readouterr().out.splitlines() == [
+        f"AT                       {actor}  ACTION          RESOURCE  OPERATION  DETAIL",
+        f"2026-11-02 08:00:00 UTC  {'U0BOB':<{len(USER)}}  stop.requested  dev-eu    {dev}   "
+        "reason=nightly source=slack state=requested",
+        f"2026-11-02 08:00:05 UTC  {'U0BOB':<{len(USER)}}  stop.refused    dev-eu    {dev}   "
+        "locked by Alice",
+        f"2026-11-03 08:00:00 UTC  {USER}  stop.requested  etl       {etl}   "
+        "source=cli state=requested",
+    ]
+
+
+def test_history_filters_and_exports(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resource and --since filter; --json and --csv export every field."""
+    seeded_store(env.db)
+    assert main(["history", "--resource", "dev-eu", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [(e["id"], e["at"], e["action"], e["detail"]) for e in entries] == [
+        (
+            1,
+            "2026-11-02T08:00:00Z",
+            "stop.requested",
+            {"force": False, "reason": "nightly", "source": "slack", "state": "requested"},
+        ),
+        (2, "2026-11-02T08:00:05Z", "stop.refused", {"detail": "locked by Alice"}),
+    ]
+    assert main(["history", "--since", "2026-11-03", "--csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "id,at,actor,action,resource,operation_id,detail"
+    assert len(rows) == 2
+    assert rows[1].startswith(f"3,2026-11-03T08:00:00+00:00,{USER},stop.requested,etl,")
+    assert rows[1].endswith(
+        ',"{""force"": false, ""reason"": null, ""source"": ""cli"", ""state"": ""requested""}"'
+    )
+    assert main(["history", "--since", "2027-01-01"]) == 0
+    assert capsys.readouterr().out == "No audit entries match.\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-01", dt.datetime(2026, 11, 1, tzinfo=dt.UTC)),
+        ("2026-11-01T08:30", dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.UTC)),
+        ("2026-11-01T08:30+01:00", dt.datetime(2026, 11, 1, 7, 30, tzinfo=dt.UTC)),
+        ("24h", dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)),
+        ("1h30m", dt.datetime(2026, 11, 25, 10, 30, tzinfo=dt.UTC)),
+    ],
+)
+def test_since_takes_dates_and_durations(text: str, expected: dt.datetime) -> None:
+    """--since is a date, a date and time (UTC unless an offset is given), or time ago."""
+    assert parse_since(text, dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)) == expected
+
+
+def test_history_bad_since_and_missing_database(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --since, or no database at STOPBOT_DB, is a one-line usage error (exit 2)."""
+    assert main(["history", "--since", "yesterday"]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: --since takes a date (2026-11-01), a date and time (2026-11-01T08:00, UTC) "
+        "or a duration back from now (24h, 7d); got 'yesterday'\n"
+    )
+    assert not env.db.exists()
+    assert main(["history"]) == 2
+    assert capsys.readouterr().err == (
+        f"stopbot: no database at {env.db}: nothing has been recorded there. "
+        "Set STOPBOT_DB to the bot's database file.\n"
+    )
+    assert not env.db.exists()
+
+
+def test_locks_lists_stopbot_and_provider_locks(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot locks` shows the bot's locks and each provider lock in force."""
+    store = Store(env.db)
+    store.set_lock("web-1", "U0BOB", dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "demo on Friday")
+    store.close()
+    lock = env.sims.hub.state()["qovery"]["clusters"][1]["lock"]
+    expires = dt.datetime.fromisoformat(lock["locked_at"].replace("Z", "+00:00")) + dt.timedelta(
+        days=3
+    )
+    assert main(["locks"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "RESOURCE    LOCK     OWNER         REASON                      EXPIRES",
+        "web-1       stopbot  U0BOB         demo on Friday              2099-01-01 00:00:00 UTC",
+        f"staging-us  qovery   Alice Martin  load test until Friday      "
+        f"{expires:%Y-%m-%d %H:%M:%S} UTC",
+        "batch-2     nova     ?             kernel upgrade in progress  never",
+    ]
+
+
+def test_schedules_lists_the_store(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`stopbot schedules` lists what the store holds, as a table or JSON."""
+    store = Store(env.db)
+    store.close()
+    assert main(["schedules"]) == 0
+    assert capsys.readouterr().out == "No schedules.\n"
+    store = Store(env.db)
+    store.save_schedule("nightly", {"cron": "0 20 * * 1-5", "resources": ["dev-eu"]}, "U0ADMIN")
+    store.close()
+    assert main(["schedules"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "NAME     DEFINITION",
+        'nightly  {"cron": "0 20 * * 1-5", "resources": ["dev-eu"]}',
+    ]
+    assert main(["schedules", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "nightly": {"cron": "0 20 * * 1-5", "resources": ["dev-eu"]}
+    }
+
+
+# -- serve's checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variables", "args", "message"),
+    [
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-1-2"},
+            ["serve", "--http"],
+            "stopbot: set SLACK_SIGNING_SECRET to connect to Slack. Socket Mode needs "
+            "SLACK_BOT_TOKEN and SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "
+            "SLACK_SIGNING_SECRET (create the app from app-manifest.yml, see the README).\n",
+        ),
+        (
+            {"SLACK_APP_TOKEN": "xapp-1-2"},
+            ["serve"],
+            "stopbot: set SLACK_BOT_TOKEN to connect to Slack. Socket Mode needs "
+            "SLACK_BOT_TOKEN and SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "
+            "SLACK_SIGNING_SECRET (create the app from app-manifest.yml, see the README).\n",
+        ),
+        (
+            {},
+            ["serve", "--host", "0.0.0.0"],  # noqa: S104 -- refused before anything binds
+            "stopbot: no Slack credentials are set. Socket Mode needs SLACK_BOT_TOKEN and "
+            "SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
+            "(create the app from app-manifest.yml, see the README). Without them, `stopbot "
+            "serve` opens the local playground, which listens on loopback only "
+            "(--host 127.0.0.1).\n",
+        ),
+    ],
+)
+def test_serve_says_which_credentials_are_missing(
+    env: Env,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str],
+    args: list[str],
+    message: str,
+) -> None:
+    """Incomplete Slack credentials (or none, off loopback) exit 2 naming what to set."""
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    assert main(args) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_an_unexpected_error_is_one_line_without_secrets(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug surfaces as one line naming the error, with any token in it redacted."""
+
+    def broken() -> None:
+        raise RuntimeError("boom with xoxb-123-456-secret\nsecond line")
+
+    monkeypatch.setattr("bot.cli.Settings", broken)
+    assert main(["schedules"]) == 1
+    assert capsys.readouterr().err == (
+        "stopbot: unexpected error (RuntimeError): boom with xoxb-[REDACTED] second line\n"
+    )
+
+
+def test_serve_without_credentials_opens_the_playground(env: Env) -> None:
+    """With no Slack credentials, `stopbot serve` on loopback runs the playground (the page
+    and the bot behind it); SIGTERM ends it with 0."""
+    port = free_port()
+    child = env.process("serve", "--port", str(port))
+    try:
+        child.wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200
+        assert "text/html" in page.headers["content-type"]
+        child.signal(signal.SIGTERM)
+        assert child.wait(timeout=15) == 0
+    finally:
+        child.close()
+    assert f"Stopbot playground: open http://127.0.0.1:{port}/ in your browser." in child.out.text
