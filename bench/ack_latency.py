@@ -37,7 +37,6 @@ from typing import Any
 from bench.common import (
     CHANNEL,
     USER,
-    BenchError,
     HttpRequest,
     Profiler,
     Rig,
@@ -155,9 +154,9 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
         commands = await timed(_commands(rig, RESOURCE, n), "commands")
         shown = rig.slack.confirmations(n, timeout=options.confirm_timeout)
         if len({op_id for op_id, _ in shown}) != n:
-            raise BenchError(
-                f"the bot showed {len(shown)} confirmations for {n} commands, not one each; "
-                "rerun with --keep DIR and read DIR/run-*/bot.log"
+            raise rig.bot.failed(
+                f"the bot showed {len(shown)} confirmations for {n} commands within "
+                f"{options.confirm_timeout:g}s, not one each"
             )
         clicks = await timed(_clicks(rig, shown), "clicks")
     return RunResult(cold, baseline, commands, clicks, tuple(errors))
@@ -301,9 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.profile is not None:
         for kind in ("commands", "clicks"):
             path = options.profile / f"run-{args.runs}-{kind}.txt"
-            print(f"\nWhere the bot spent its time during the {kind} of run {args.runs} ({path}):")
-            for share, frame in profile_summary(path):
-                print(f"  {share:6.1%}  {frame}")
+            inner, own = profile_summary(path)
+            print(f"\nThe bot during the {kind} burst of run {args.runs} ({path}):")
+            print("  time spent in (self):")
+            print("\n".join(f"    {share:6.1%}  {frame}" for share, frame in inner))
+            print("  Stopbot's own calls (with what they called):")
+            print("\n".join(f"    {share:6.1%}  {frame}" for share, frame in own))
     return 1 if args.check and result.missed else 0
 
 

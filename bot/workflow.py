@@ -514,16 +514,9 @@ class StopService:
         op = self.store.get_operation(op_id)
         if op is None or op.state != OpState.SUBMITTING:
             raise ValueError(f"operation {op_id} is not waiting to be submitted")
-        try:
-            resource = self.config.resource(op.resource)
-        except UnknownResourceError:
-            return await self._end(
-                op,
-                OpState.FAILED,
-                listener,
-                None,
-                f"{op.resource} is no longer in the configuration.",
-            )
+        resource = await self._configured(op, listener)
+        if isinstance(resource, Operation):
+            return resource
         provider = self.providers[resource.provider]
         provider_lock: ProviderLock | None = None
         try:
@@ -590,6 +583,19 @@ class StopService:
             )
         await self._notify(listener, moved, accepted.status)
         return await self.follow(moved, resource, listener)
+
+    async def _configured(self, op: Operation, listener: ProgressListener) -> Resource | Operation:
+        """The operation's resource, or the operation failed because the config lost it."""
+        try:
+            return self.config.resource(op.resource)
+        except UnknownResourceError:
+            return await self._end(
+                op,
+                OpState.FAILED,
+                listener,
+                None,
+                f"{op.resource} is no longer in the configuration.",
+            )
 
     async def follow(
         self, op: Operation, resource: Resource, listener: ProgressListener
@@ -696,16 +702,9 @@ class StopService:
         return tasks
 
     async def _resume_one(self, op: Operation, listener: ProgressListener) -> Operation:
-        try:
-            resource = self.config.resource(op.resource)
-        except UnknownResourceError:
-            return await self._end(
-                op,
-                OpState.FAILED,
-                listener,
-                None,
-                f"{op.resource} is no longer in the configuration.",
-            )
+        resource = await self._configured(op, listener)
+        if isinstance(resource, Operation):
+            return resource
         if op.state == OpState.SUBMITTING:
             # The process died around the provider call: whether the stop went out is
             # unknown. Following is safe; sending it again could stop twice.

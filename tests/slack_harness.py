@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bot.slack.app import SlackBot
 from bot.slack.fake_api import (
@@ -32,6 +29,7 @@ from bot.workflow import StopService
 from providers.base import Provider
 from providers.registry import build_provider
 from providers.simulators.server import SimulatorServer
+from providers.threaded_server import ThreadedServer
 from tests.helpers import SimTime, sample
 
 TOKEN = "xoxb-test-token"
@@ -40,24 +38,12 @@ CHANNEL = "C0DEV"
 BOB, ALICE, ADMIN, CAROL = "U0BOB", "U0ALICE", "U0ADMIN", "U0CAROL"
 
 
-class AppServer:
-    """An ASGI app on a loopback port in its own thread, like `stopbot serve --http`."""
+class AppServer(ThreadedServer):
+    """The bot's ASGI app (with its lifespan) on a loopback port, like `stopbot serve --http`."""
 
     def __init__(self, app: Any) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the bot's server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        super().__init__(app, name="bot", lifespan="on")
+        self.url = self.start()
 
 
 class Slack:

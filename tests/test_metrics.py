@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import Metrics, command_name, metrics_route
+from bot.metrics import Metrics, command_name
 from bot.models import OpState
 from bot.slack import views
 from bot.store import Store
@@ -168,15 +168,9 @@ def test_a_closed_store_is_reported_not_raised(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[tuple[Slack, Metrics]]:
-    """The Slack harness with metrics wired as `stopbot serve` wires them."""
+    """The Slack harness: its server mounts /metrics and times provider calls, as serve does."""
     harness = Slack(sims, tmp_path / "stopbot.db")
-    metrics = Metrics(harness.store)
-    metrics.attach()
-    harness.bot.app.use(metrics.count_commands)
-    assert harness.server is not None
-    harness.server.server.config.app.router.routes.append(metrics_route(metrics))
-    yield harness, metrics
-    metrics.detach()
+    yield harness, harness.bot.metrics
     harness.stop()
     harness.fake_server.stop()
 

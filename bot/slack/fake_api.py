@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
 import threading
 import time
 from collections import deque
@@ -36,11 +35,12 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from providers.threaded_server import ThreadedServer
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -1145,14 +1145,19 @@ class FakeSlackServer:
         self, slack: FakeSlack | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.slack = slack if slack is not None else FakeSlack()
-        self.host = host
-        self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(self.slack.app, host=host, port=port, name="fake-slack")
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._server.base_url
 
     @property
     def api_url(self) -> str:
@@ -1160,31 +1165,12 @@ class FakeSlackServer:
         return f"{self.base_url}/api/"
 
     def start(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self.slack.base_url = self.base_url
-        config = uvicorn.Config(
-            self.slack.app, log_level="warning", lifespan="off", access_log=False
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-slack", daemon=True
-        )
-        self._thread.start()
-        while not server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the fake Slack server failed to start")
-            threading.Event().wait(0.01)
-        return self.base_url
+        url = self._server.start()
+        self.slack.base_url = url
+        return url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
 
     def __enter__(self) -> FakeSlackServer:
         self.start()

@@ -14,13 +14,10 @@ for the bot's embedded defaults; ``stopbot simulate`` runs it in the foreground.
 from __future__ import annotations
 
 import copy
-import socket
-import threading
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +30,7 @@ from providers.simulators.okeanos import OkeanosSimulator
 from providers.simulators.openstack import NovaSimulator
 from providers.simulators.qovery import QoverySimulator
 from providers.simulators.samples import DEFAULT_SEED
+from providers.threaded_server import ThreadedServer
 
 __all__ = ["SimulatorHub", "SimulatorServer", "build_app"]
 
@@ -141,43 +139,24 @@ class SimulatorServer:
         self, seed: Mapping[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.hub = SimulatorHub(seed)
-        self.host = host
-        self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(build_app(self.hub), host=host, port=port, name="simulators")
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._server.base_url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     def url(self, api: str) -> str:
         return f"{self.base_url}/{api}"
 
     def start(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            build_app(self.hub), log_level="warning", lifespan="off", access_log=False
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="simulators", daemon=True
-        )
-        self._thread.start()
-        while not server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the simulator server failed to start")
-            threading.Event().wait(0.01)
-        return self.base_url
+        return self._server.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
 
     def __enter__(self) -> SimulatorServer:
         self.start()
