@@ -7,6 +7,7 @@ test decides what the bot sees; the bot polls every 50 ms of real time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -485,3 +486,74 @@ def test_forged_replayed_and_unsigned_requests_are_refused(shared_bot: Bot) -> N
     assert all(r["event"].startswith("Invalid request signature detected") for r in refusals)
     assert all("response_url=[REDACTED]" in r["event"] for r in refusals)
     assert SECRET not in "".join(new_lines)
+
+
+async def test_sigkill_during_a_scheduled_run_finishes_it_once(
+    own_bot: Bot, sims: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in the middle of a scheduled run, the next process finishes that run, on the
+    same summary message, with one stop per resource and one run in the store."""
+    slow_qovery(sims)
+    requests = Requests(sims, monkeypatch)
+    config = own_bot.workdir / "stopbot.yaml"
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    document["schedules"] = [
+        {
+            "name": "nightly",
+            "cron": "0 3 * * *",
+            "timezone": "UTC",
+            "select": {"resources": ["dev-eu", "web-1"]},
+            "channel": "C0DEV",
+        }
+    ]
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    own_bot.start()
+    assert own_bot.post(own_bot.command_body("schedule run nightly", "C0DEV")).status_code == 200
+    await own_bot.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda _: bool(own_bot.fake.ephemeral_messages("C0DEV", BOB))
+    )
+    [message] = own_bot.fake.ephemeral_messages("C0DEV", BOB)
+    assert message["text"] == "Run nightly now? Confirm or cancel."
+    url = own_bot.fake.new_response_url(
+        channel="C0DEV", user=BOB, message_ts=message["ts"], is_ephemeral=True
+    )
+    payload = block_actions_payload(
+        BOB,
+        "C0DEV",
+        "schedule_run_confirm",
+        "nightly",
+        response_url=url,
+        message_ts=message["ts"],
+        is_ephemeral=True,
+        block_id="run:nightly",
+    )
+    assert own_bot.post(block_actions_body(payload)).status_code == 200
+    summary = await own_bot.fake.wait_for(
+        "chat.postMessage", lambda c: c.args["text"].startswith("nightly run running")
+    )
+    deadline = time.monotonic() + 15
+    while len(own_bot.rows("SELECT id FROM audit WHERE action = 'stop.in_progress'")) < 2:
+        assert time.monotonic() < deadline, "the run's stops were never accepted"
+        await asyncio.sleep(0.05)  # the bot runs in another process: poll its database
+    assert own_bot.end(signal.SIGKILL) == -signal.SIGKILL
+    [(status,)] = own_bot.rows("SELECT status FROM schedule_runs")
+    assert status == "running"
+
+    own_bot.start()
+    sims.hub.clock.advance(2 * STEP)
+    done = await own_bot.fake.wait_for(
+        "chat.update", lambda c: c.args["text"].startswith("nightly run done"), timeout=15
+    )
+    assert own_bot.end() == 0
+
+    assert isinstance(summary.response, dict)
+    assert done.args["ts"] == summary.response["ts"]
+    assert done.args["text"] == "nightly run done: 2 stopped"
+    runs = own_bot.rows("SELECT status, kind FROM schedule_runs")
+    assert runs == [("done", "manual")]
+    accepted = own_bot.rows(
+        "SELECT resource FROM audit WHERE action = 'stop.accepted' ORDER BY resource"
+    )
+    assert accepted == [("dev-eu",), ("web-1",)]
+    assert (requests.stop_posts(), requests.stops_applied) == (1, 1)
+    assert_clean_logs(own_bot.logs)
