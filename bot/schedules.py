@@ -606,6 +606,8 @@ class ScheduleRunner:
         self.engine = engine
         self.interval = interval
         self.scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        # APScheduler logs each tick (every half minute) at INFO: keep only its problems.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
     def start(self) -> None:
         self.engine.sync_config()
