@@ -77,3 +77,14 @@ def test_seed_with_unknown_section_is_refused(sims: SimulatorServer) -> None:
     assert response.status_code == 400
     assert "gcp" in response.json()["error"]
     assert httpx.get(f"{sims.base_url}/_sim/state").json() == before
+
+
+def test_stats_count_requests_per_api_and_method(sims: SimulatorServer) -> None:
+    """GET /_sim/stats counts what each simulated API received; DELETE starts again."""
+    httpx.get(f"{sims.base_url}/feldera/v0/pipelines")
+    httpx.post(f"{sims.base_url}/feldera/v0/pipelines/etl/stop")
+    httpx.get(f"{sims.base_url}/qovery/organization")
+    stats = httpx.get(f"{sims.base_url}/_sim/stats").json()
+    assert stats == {"requests": {"feldera": {"GET": 1, "POST": 1}, "qovery": {"GET": 1}}}
+    httpx.delete(f"{sims.base_url}/_sim/stats")
+    assert httpx.get(f"{sims.base_url}/_sim/stats").json() == {"requests": {}}

@@ -108,10 +108,12 @@ class Fault(BaseModel):
 
 
 class Faults:
-    """The faults in force, shared by the fault middleware of every simulated API."""
+    """The faults in force, shared by the fault middleware of every simulated API; it also
+    counts the requests each API received (``/_sim/stats``), for tests and benchmarks."""
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
+        self._counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
 
     def add(self, fault: Fault) -> None:
@@ -126,6 +128,8 @@ class Faults:
         """The faults that apply to this request, using up one of each one's count."""
         taken: list[Fault] = []
         with self._lock:
+            per_api = self._counts.setdefault(api, {})
+            per_api[method] = per_api.get(method, 0) + 1
             for fault in list(self._faults):
                 if not fault.matches(api, method, path):
                     continue
@@ -135,6 +139,15 @@ class Faults:
                     if fault.count == 0:
                         self._faults.remove(fault)
         return taken
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Requests received so far, by API and method."""
+        with self._lock:
+            return {api: dict(methods) for api, methods in self._counts.items()}
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._counts.clear()
 
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:

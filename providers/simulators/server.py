@@ -63,6 +63,7 @@ class SimulatorHub:
 
     def reset(self) -> None:
         self.faults.clear()
+        self.faults.reset_counts()
         self.clock.reset()
         self.seed(self.initial_seed)
 
@@ -86,6 +87,11 @@ def _control_routes(hub: SimulatorHub) -> list[Route]:
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(hub.state())
+
+    async def stats(request: Request) -> JSONResponse:
+        if request.method == "DELETE":
+            hub.faults.reset_counts()
+        return JSONResponse({"requests": hub.faults.counts()})
 
     async def reset(request: Request) -> JSONResponse:
         hub.reset()
@@ -117,6 +123,7 @@ def _control_routes(hub: SimulatorHub) -> list[Route]:
         Route("/clock", clock, methods=["GET"]),
         Route("/clock/advance", clock, methods=["POST"]),
         Route("/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/stats", stats, methods=["GET", "DELETE"]),
     ]
 
 
