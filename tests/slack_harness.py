@@ -142,6 +142,15 @@ class Slack:
         body = slash_command_body("/stop", text, user, channel, url, trigger_id or uuid.uuid4().hex)
         return await self.post(body, **kw)
 
+    async def ask(self, text: str, user: str = BOB, channel: str = CHANNEL) -> Call:
+        """Send ``/stop <text>`` and wait for the first answer to that very command."""
+        url = self.fake.new_response_url(channel=channel, user=user)
+        body = slash_command_body("/stop", text, user, channel, url, uuid.uuid4().hex)
+        response = await self.post(body)
+        assert response.status_code == 200, response.text
+        path = url.removeprefix(self.fake_server.base_url)
+        return await self.fake.wait_for(RESPONSE_URL_METHOD, lambda c: c.path == path)
+
     async def reply(self, n: int = 1, user: str = BOB) -> Call:
         """The n-th response_url post (1-based) seen so far, waiting for it."""
 

@@ -165,7 +165,7 @@ def test_profile_summary_ranks_self_time_and_stopbots_own_calls(tmp_path: Path) 
 def test_bench_options_refuse_zero_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """--runs 0 is a usage error (exit 2) with the reason, not a crash later."""
     with pytest.raises(SystemExit) as exit_info:
-        bench_parser("x").parse_args(["--runs", "0"])
+        bench_parser("bench", "x").parse_args(["--runs", "0"])
 
     assert exit_info.value.code == 2
     assert "expected at least 1, not 0" in capsys.readouterr().err

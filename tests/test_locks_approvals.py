@@ -38,15 +38,8 @@ async def guarded(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]
     harness.fake_server.stop()
 
 
-async def last_reply(slack: Slack, user: str = BOB) -> Call:
-    """The newest response_url post, once there is one more than before."""
-    return slack.fake.calls(RESPONSE_URL_METHOD)[-1]
-
-
 async def say(slack: Slack, text: str, user: str = BOB) -> Call:
-    before = len(slack.fake.calls(RESPONSE_URL_METHOD))
-    await slack.command(text, user=user)
-    return await slack.reply(before + 1)
+    return await slack.ask(text, user)
 
 
 async def dm_to(slack: Slack, user: str, contains: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -46,6 +47,7 @@ INVITE_NOTE = (
     "Stopbot is not a member of this channel, so progress is shown here only to you. "
     "Invite it with `/invite @Stopbot` to post progress for everyone."
 )
+AFTER_ACK_CONCURRENCY = 64
 NO_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 
 
@@ -63,11 +65,28 @@ def make_client(token: str, base_url: str | None = None) -> AsyncWebClient:
 
 def _guarded(
     func: Callable[..., Awaitable[None]],
+    after_ack: asyncio.Semaphore | None = None,
 ) -> Callable[..., Awaitable[None]]:
-    """Whatever goes wrong inside a listener, the user gets words, not silence or a trace."""
+    """Whatever goes wrong inside a listener, the user gets words, not silence or a trace.
+
+    With ``after_ack``, the work a listener does after acking waits its turn: in a burst,
+    the acks of newer requests are not queued behind the slow work of older ones.
+    """
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> None:
+        ack = kwargs.get("ack")
+        queued = False
+        if ack is not None and after_ack is not None:
+
+            async def ack_then_queue(*a: Any, **k: Any) -> Any:
+                nonlocal queued
+                answer = await ack(*a, **k)
+                await after_ack.acquire()
+                queued = True
+                return answer
+
+            kwargs["ack"] = ack_then_queue
         try:
             await func(*args, **kwargs)
         except Exception:
@@ -83,6 +102,9 @@ def _guarded(
                     await respond(text=text, response_type="ephemeral", replace_original=False)
                 except Exception:
                     log.exception("could not tell the user about failure %s", ref)
+        finally:
+            if queued and after_ack is not None:
+                after_ack.release()
 
     return wrapper
 
@@ -121,9 +143,11 @@ class SlackBot:
         # Socket Mode sets this: /healthz reports the websocket's state.
         self.slack_connection: Callable[[], str] | None = None
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lookups: dict[str, asyncio.Future[frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         service.policy.group_members = self.group_members
-        self.guarded = _guarded
+        # At most this many listeners work after their ack at once (see _guarded).
+        self._after_ack = asyncio.Semaphore(AFTER_ACK_CONCURRENCY)
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
@@ -143,6 +167,14 @@ class SlackBot:
         cached = self._names.get(user_id)
         if cached and time.monotonic() - cached[0] < 600:
             return Actor(id=user_id, names=cached[1], identities=identities)
+        lookup = self._lookups.get(user_id)
+        if lookup is None:  # one users.info per user at a time, however many requests wait
+            lookup = asyncio.ensure_future(self._names_of(user_id))
+            self._lookups[user_id] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(user_id, None))
+        return Actor(id=user_id, names=await asyncio.shield(lookup), identities=identities)
+
+    async def _names_of(self, user_id: str) -> frozenset[str]:
         names: set[str] = set()
         try:
             info = await self.client.users_info(user=user_id)
@@ -162,7 +194,7 @@ class SlackBot:
             )
         frozen = frozenset(names)
         self._names[user_id] = (time.monotonic(), frozen)
-        return Actor(id=user_id, names=frozen, identities=identities)
+        return frozen
 
     async def dm(
         self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
@@ -273,12 +305,27 @@ class SlackBot:
     # -- listeners ------------------------------------------------------------------
 
     def _register(self) -> None:
-        self.app.command("/stop")(_guarded(self.on_stop))
-        self.app.action(views.CONFIRM)(_guarded(self.on_confirm))
-        self.app.action(views.CANCEL)(_guarded(self.on_cancel))
+        self.app.command("/stop")(self.guarded(self.on_stop))
+        self.app.action(views.CONFIRM)(self.guarded(self.on_confirm))
+        self.app.action(views.CANCEL)(self.guarded(self.on_cancel))
         self.approvals.register()
         self.locks.register()
         self.schedule_handlers.register()
+
+    def guarded(self, func: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """A listener that answers failures in words and queues its post-ack work."""
+        return _guarded(func, self._after_ack)
+
+    async def open_session(self) -> None:
+        """One HTTP session for every Web API call, opened in the serving loop: a new
+        session (and TCP connection) per call cost most of the bot's time in a burst."""
+        if self.client.session is None:
+            self.client.session = aiohttp.ClientSession()
+
+    async def close_session(self) -> None:
+        session, self.client.session = self.client.session, None
+        if session is not None:
+            await session.close()
 
     def rebuild_schedules(self) -> None:
         if self.scheduler is not None and self.scheduler.running:

@@ -6,6 +6,8 @@ this module only carries them between Slack and :class:`~bot.workflow.StopServic
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +23,15 @@ __all__ = ["ApprovalHandlers"]
 
 log = logging.getLogger(__name__)
 
+POST_WAIT = 10.0  # seconds a decision waits for its request to be posted
+
 
 class ApprovalHandlers:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
+        # Set once a request's messages are posted and recorded: an approver quick enough
+        # to click before that must not leave a live copy behind.
+        self._posted: dict[str, asyncio.Event] = {}
 
     def register(self) -> None:
         app, guarded = self.bot.app, self.bot.guarded
@@ -34,6 +41,13 @@ class ApprovalHandlers:
 
     async def post_request(self, op: Operation) -> None:
         """Post the approval request in the requester's channel, or DM each approver."""
+        posted = self._posted.setdefault(op.id, asyncio.Event())
+        try:
+            await self._post_request(op)
+        finally:
+            posted.set()
+
+    async def _post_request(self, op: Operation) -> None:
         bot = self.bot
         policy = bot.config.approval_for(op.resource)
         approval = bot.store.approval(op.id)
@@ -75,6 +89,10 @@ class ApprovalHandlers:
 
     async def close_request(self, op: Operation, line: str) -> None:
         """Replace every copy of the request with its outcome, so no live button is left."""
+        posted = self._posted.pop(op.id, None)
+        if posted is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(posted.wait(), POST_WAIT)
         text, blocks = views.approval_outcome(op, line)
         for channel, ts in self.bot.store.approval_messages(op.id):
             try:

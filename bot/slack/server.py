@@ -4,6 +4,7 @@ with ``GET /healthz`` in both."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -91,6 +92,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         bot.metrics.attach()
+        await bot.open_session()
         resumed = await bot.service.resume(bot.listener_for)
         if resumed:
             log.info("resumed %d stop(s) in flight", len(resumed))
@@ -102,6 +104,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
             await bot.scheduler.stop()
         await bot.stop_housekeeping()
         await bot.service.aclose()
+        await bot.close_session()
         bot.metrics.detach()
 
     routes = [Route("/healthz", healthz, methods=["GET"]), metrics_route(bot.metrics)]
@@ -119,6 +122,10 @@ async def run_http(bot: SlackBot, host: str, port: int, *, slack_endpoint: bool 
         access_log=False,
         log_config=None,  # uvicorn's lines go through our (JSON, redacting) logging
     )
+    # Everything built so far lives as long as the process: keep it out of the garbage
+    # collector's way, whose pauses otherwise stall acks in a burst.
+    gc.collect()
+    gc.freeze()
     await uvicorn.Server(config).serve()
 
 
