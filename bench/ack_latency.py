@@ -248,7 +248,7 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = bench_parser(__doc__.split("\n\n")[0] if __doc__ else "ack latency")
+    parser = bench_parser("python -m bench.ack_latency", (__doc__ or "").split("\n\n")[0])
     defaults = Options()
     parser.add_argument(
         "--requests",

@@ -208,10 +208,10 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join([line(cells[0]), f"|{rule}|", *(line(c) for c in cells[1:])])
 
 
-def bench_parser(description: str, *, runs: int = 5) -> argparse.ArgumentParser:
+def bench_parser(prog: str, description: str, *, runs: int = 5) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--runs N`` (figures are medians over the runs)
     and ``--check`` (exit 1 when a target is missed, for manual use: never in CI)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--runs",
         type=_positive_int,
@@ -618,7 +618,11 @@ def profile_summary(
 ) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
     """What a py-spy recording says, as shares of its samples: the functions the time was
     spent in themselves (``select`` is the event loop waiting: idle), and the project's
-    own functions with what they called (where in Stopbot that time came from)."""
+    own functions with what they called (where in Stopbot that time came from).
+
+    py-spy shows no frame for the garbage collector: a pause shows up as a large share of
+    self time in whatever function happened to allocate (``Store._get``, say).
+    """
     own: dict[str, int] = {}
     inner: dict[str, int] = {}
     total = 0
@@ -638,7 +642,9 @@ def profile_summary(
         return [], []
 
     def ranked(counts: dict[str, int]) -> list[tuple[float, str]]:
-        return sorted(((c / total, f) for f, c in counts.items()), reverse=True)[:top]
+        # What is on every stack (the entry point) says nothing about where time went.
+        shares = ((c / total, f) for f, c in counts.items() if c < total)
+        return sorted(shares, reverse=True)[:top]
 
     return ranked(inner), ranked(own)
 
