@@ -123,7 +123,7 @@ class _ItemListener:
         if not op.state.final:
             detail = op.provider_state or op.state.value.replace("_", " ")
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
-            await self.engine.publish(self.run_id)
+            self.engine.publish_soon(self.run_id)
 
 
 class ScheduleEngine:
@@ -145,6 +145,7 @@ class ScheduleEngine:
         self.clock = clock or service.clock
         self.sleep = sleep or service.sleep
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._publishers: dict[str, asyncio.Task[None]] = {}
         self._tick_lock = asyncio.Lock()
 
     # -- definitions ------------------------------------------------------------------
@@ -416,9 +417,12 @@ class ScheduleEngine:
 
     async def cancel(self) -> None:
         """Stop working on runs (they stay running in the store; the next start resumes)."""
-        for task in list(self._runs.values()):
+        for task in [*self._runs.values(), *self._publishers.values()]:
             task.cancel()
-        await asyncio.gather(*self._runs.values(), return_exceptions=True)
+        await asyncio.gather(
+            *self._runs.values(), *self._publishers.values(), return_exceptions=True
+        )
+        self._publishers.clear()
 
     async def wait(self) -> None:
         """Until every run this engine started has finished (tests, shutdown)."""
@@ -449,11 +453,12 @@ class ScheduleEngine:
             )
             async with limit:
                 await self._stop_one(run, schedule, resource)
-            await self.publish(run_id)
+            self.publish_soon(run_id)
 
         await self.publish(run_id)
         await asyncio.gather(*(one(i) for i in pending))
         self.store.finish_run(run_id, "done")
+        self._cancel_publisher(run_id)
         await self.publish(run_id)
 
     async def _stop_one(
@@ -478,7 +483,7 @@ class ScheduleEngine:
             self.store.record_item(
                 run.id, resource.name, None, f"failed, trying again: {op.detail}", op.id
             )
-            await self.publish(run.id)
+            self.publish_soon(run.id)
             await self.sleep(self.settings.retry_delay.total_seconds())
 
     async def _drive(
@@ -502,6 +507,25 @@ class ScheduleEngine:
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.run(op.id, listener, actor)
         return await self.service.until_final(op.id)
+
+    def publish_soon(self, run_id: str) -> None:
+        """Show the run's progress within ``summary_interval``, once however many of its
+        stops moved meanwhile: building a report reads every item of the run, and doing it
+        at each event made a run of n resources cost O(n^2)."""
+        if run_id in self._publishers:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(self.settings.summary_interval.total_seconds())
+            self._publishers.pop(run_id, None)
+            await self.publish(run_id)
+
+        self._publishers[run_id] = asyncio.create_task(later(), name=f"publish-{run_id}")
+
+    def _cancel_publisher(self, run_id: str) -> None:
+        task = self._publishers.pop(run_id, None)
+        if task is not None:
+            task.cancel()
 
     async def publish(self, run_id: str) -> None:
         run = self.store.run(run_id)

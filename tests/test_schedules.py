@@ -441,3 +441,44 @@ async def test_runner_builds_jobs_from_the_store(s: Sched) -> None:
 class _Null:
     async def progress(self, op: Operation, timeline: Any, status: Any) -> None:
         return None
+
+
+def test_summary_of_a_large_run_fits_slack_sections() -> None:
+    """1,000 stopped and 50 failed resources: every section stays under 3,000 characters,
+    failures keep their reason, and the rest is counted."""
+    from bot.models import RunItem
+    from bot.slack.schedule_views import summary
+
+    run = ScheduleRun(
+        id="r1",
+        schedule="nightly",
+        fire_time=utc(2027, 1, 11, 19),
+        kind="cron",
+        status="done",
+        started_at=utc(2027, 1, 11, 19),
+    )
+    items = [
+        RunItem(run_id="r1", resource=f"res-{i:04d}", outcome=Outcome.STOPPED) for i in range(1000)
+    ]
+    items += [
+        RunItem(
+            run_id="r1",
+            resource=f"bad-{i:02d}",
+            outcome=Outcome.FAILED,
+            detail="qovery reports STOP_ERROR",
+        )
+        for i in range(50)
+    ]
+    report = RunReport(
+        run=run,
+        schedule=ScheduleConfig.model_validate(NIGHTLY),
+        items=items,
+        elapsed=dt.timedelta(minutes=3),
+    )
+    text, blocks = summary(report)
+    assert text == "nightly run done: 1000 stopped, 50 failed"
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert all(len(s) <= 3000 for s in sections)
+    assert sections[0].startswith(":white_check_mark: Stopped (1000): res-0000; res-0001")
+    assert sections[0].endswith(" more")
+    assert sections[1].startswith(":x: Failed (50): bad-00 (qovery reports STOP_ERROR); ")

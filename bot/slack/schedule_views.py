@@ -117,20 +117,40 @@ def summary(report: RunReport) -> View:
     status = "done" if report.finished else "running"
     counts = ", ".join(f"{len(items)} {name}" for name, items in groups.items())
     text = f"{schedule.name} run {status}: {counts or 'nothing selected'}"
-    lines = []
+    sections = []
     for name, items in groups.items():
         label = OUTCOME_LINES.get(name, name)
-        entries = [i.resource + (f" ({i.detail})" if i.detail else "") for i in items]
-        lines.append(f"{label} ({len(items)}): " + "; ".join(entries))
+        # Failures and skips say why; the rest is a count and a few names.
+        with_detail = name == Outcome.FAILED or name in Outcome.SKIPPED
+        entries = [
+            i.resource + (f" ({i.detail})" if i.detail and with_detail else "") for i in items
+        ]
+        sections.append(_bounded(f"{label} ({len(items)}): ", entries))
     blocks: Blocks = [
         _header(f"{schedule.name}: {'run finished' if report.finished else 'running'}"),
-        _section("\n".join(lines) or "Nothing was selected."),
+        *(_section(s) for s in sections[:40]),
+        *([] if sections else [_section("Nothing was selected.")]),
         _context(
             f"Fire {when(run.fire_time)} · {run.kind} run · "
             f"{format_duration(report.elapsed)} {'in all' if report.finished else 'so far'}"
         ),
     ]
     return text, blocks
+
+
+SECTION_LIMIT = 3000  # Slack refuses a section text longer than this
+
+
+def _bounded(head: str, entries: Sequence[str]) -> str:
+    """``head`` and as many entries as fit in one section, then how many more there are."""
+    text = head
+    for shown, entry in enumerate(entries):
+        rest = f" … and {len(entries) - shown} more"
+        piece = ("; " if shown else "") + entry[:300]
+        if len(text) + len(piece) + len(rest) > SECTION_LIMIT:
+            return text + rest
+        text += piece
+    return text
 
 
 def drift(schedule: ScheduleConfig, resource: str, state: str) -> View:
