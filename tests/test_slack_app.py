@@ -352,7 +352,11 @@ async def test_healthz(slack: Slack) -> None:
 async def test_healthz_reports_a_lost_slack_connection(slack: Slack) -> None:
     """In Socket Mode, a dropped websocket makes /healthz answer 503, naming it."""
     assert slack.server is not None
-    slack.bot.slack_connection = lambda: "disconnected"
+
+    async def disconnected() -> str:
+        return "disconnected"
+
+    slack.bot.slack_connection = disconnected
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{slack.server.url}/healthz")
     assert response.status_code == 503

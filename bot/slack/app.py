@@ -141,7 +141,7 @@ class SlackBot:
         self.metrics = Metrics(store)
         self.app.use(self.metrics.count_commands)
         # Socket Mode sets this: /healthz reports the websocket's state.
-        self.slack_connection: Callable[[], str] | None = None
+        self.slack_connection: Callable[[], Awaitable[str]] | None = None
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
         self._lookups: dict[str, asyncio.Future[frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}

@@ -78,7 +78,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         if bot.scheduler is not None:
             checks["scheduler"] = "running" if bot.scheduler.running else "stopped"
         if bot.slack_connection is not None:
-            checks["slack"] = bot.slack_connection()
+            checks["slack"] = await bot.slack_connection()
         healthy = (
             checks["store"] == "ok"
             and checks.get("scheduler") != "stopped"
@@ -137,12 +137,17 @@ async def run_socket_mode(bot: SlackBot, app_token: str, host: str, port: int) -
 
     socket_handler = AsyncSocketModeHandler(bot.app, app_token)
 
-    def connection() -> str:
-        return "connected" if socket_handler.client.is_connected() else "disconnected"
+    async def connection() -> str:
+        connected = await socket_handler.client.is_connected()
+        return "connected" if connected else "disconnected"
 
     bot.slack_connection = connection
-    await socket_handler.connect_async()  # type: ignore[no-untyped-call]
+    # Connect beside the health server, not before it: while Slack is unreachable (the client
+    # retries on its own), /healthz is up and says "disconnected".
+    connecting = asyncio.create_task(socket_handler.connect_async())  # type: ignore[no-untyped-call]
     try:
         await run_http(bot, host, port, slack_endpoint=False)
     finally:
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
         await asyncio.shield(socket_handler.close_async())  # type: ignore[no-untyped-call]
