@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -67,7 +67,7 @@ class ThreadedServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def __enter__(self) -> ThreadedServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

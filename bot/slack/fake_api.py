@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -1135,7 +1134,7 @@ def _content(args: Mapping[str, Any]) -> dict[str, Any]:
     return content
 
 
-class FakeSlackServer:
+class FakeSlackServer(ThreadedServer):
     """A ``FakeSlack`` on a loopback port, served from a background thread.
 
     ``with FakeSlackServer() as server: AsyncWebClient(token=..., base_url=server.api_url)``
@@ -1145,19 +1144,7 @@ class FakeSlackServer:
         self, slack: FakeSlack | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.slack = slack if slack is not None else FakeSlack()
-        self._server = ThreadedServer(self.slack.app, host=host, port=port, name="fake-slack")
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
+        super().__init__(self.slack.app, host=host, port=port, name="fake-slack")
 
     @property
     def api_url(self) -> str:
@@ -1165,24 +1152,9 @@ class FakeSlackServer:
         return f"{self.base_url}/api/"
 
     def start(self) -> str:
-        url = self._server.start()
-        self.slack.base_url = url
+        url = super().start()
+        self.slack.base_url = url  # response URLs are minted under it
         return url
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeSlackServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- what Slack sends to an app ------------------------------------------------------------

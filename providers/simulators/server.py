@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from pydantic import ValidationError
@@ -136,7 +135,7 @@ def build_app(hub: SimulatorHub) -> Starlette:
     return Starlette(routes=[*mounts, Mount("/_sim", routes=_control_routes(hub))])
 
 
-class SimulatorServer:
+class SimulatorServer(ThreadedServer):
     """The simulators on a loopback port, served from a background thread.
 
     ``with SimulatorServer() as sims: sims.url("qovery")`` gives a base URL for a client.
@@ -146,33 +145,7 @@ class SimulatorServer:
         self, seed: Mapping[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.hub = SimulatorHub(seed)
-        self._server = ThreadedServer(build_app(self.hub), host=host, port=port, name="simulators")
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
-
-    @property
-    def port(self) -> int:
-        return self._server.port
+        super().__init__(build_app(self.hub), host=host, port=port, name="simulators")
 
     def url(self, api: str) -> str:
         return f"{self.base_url}/{api}"
-
-    def start(self) -> str:
-        return self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> SimulatorServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
