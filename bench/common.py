@@ -564,7 +564,7 @@ class Profiler:
     slower than without: py-spy takes CPU from the same cores.
     """
 
-    def __init__(self, pid: int, path: Path, rate: int = 250) -> None:
+    def __init__(self, pid: int, path: Path, rate: int = 1000) -> None:
         self.pid = pid
         self.path = path
         self.rate = rate

@@ -39,7 +39,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -657,8 +657,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     _configure_logging(_log_level(args, "info"), settings)
     _check_port(args.host, args.port)
     with _sigterm_ends_gracefully(), suppress(_Terminated):
-        asyncio.run(_serve(args, settings, http_mode=http_mode))
+        _run_serving(_serve(args, settings, http_mode=http_mode))
     return EXIT_OK
+
+
+def _run_serving(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server's loop: uvloop where it is installed (Linux and macOS), asyncio's
+    own elsewhere. uvloop halves the event loop's share of each request in a burst."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: bool) -> None:

@@ -38,6 +38,17 @@ async def test_help_is_answered_in_the_ack(slack: Slack) -> None:
     assert response.json()["text"].startswith("*Stopbot* stops cloud resources safely.")
 
 
+async def test_the_ack_does_not_wait_for_the_provider(slack: Slack) -> None:
+    """`/stop dev-eu` is acked (an empty 200) while Qovery is still answering the status
+    read; the confirmation follows through the response URL once it has."""
+    slack.sims.hub.faults.add(Fault(api="qovery", kind="latency", seconds=2, count=None))
+    response = await slack.command("dev-eu")
+    assert (response.status_code, response.text) == (200, "")
+    assert slack.fake.calls(RESPONSE_URL_METHOD) == []
+    reply = await slack.reply()
+    assert reply.args["text"] == "Stop dev-eu (qovery)? Confirm or cancel."
+
+
 async def test_malformed_command_says_what_was_expected(slack: Slack) -> None:
     """A malformed command gets the expected grammar, and nothing is recorded."""
     response = await slack.command("status")

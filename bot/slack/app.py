@@ -8,11 +8,12 @@ timestamp before any listener runs.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -63,50 +64,213 @@ def make_client(token: str, base_url: str | None = None) -> AsyncWebClient:
     return client
 
 
+class AfterAck:
+    """When a listener's post-ack work may run: once the server has had no request to
+    answer for ``quiet`` seconds (or after ``max_wait`` at most), and at most ``limit``
+    listeners at once.
+
+    Slack's three seconds are for the ack; the work after it answers through the
+    response URL, valid for thirty minutes. In a burst, answering every request first
+    and working after keeps each ack as fast as the server can parse and check it:
+    the work's SQLite commits and JSON would otherwise sit between the acks.
+    """
+
+    def __init__(self, limit: int, *, quiet: float = 0.01, max_wait: float = 1.0) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._answering = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self.quiet = quiet
+        self.max_wait = max_wait
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around the handling of one request, up to its response."""
+        self._answering += 1
+        self._quiet.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.quiet, self._quiet.set)
+
+    async def enter(self) -> None:
+        if not self._quiet.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+        await self._slots.acquire()
+
+    def leave(self) -> None:
+        self._slots.release()
+
+
+EarlyAck = Callable[[Callable[..., Awaitable[Any]], dict[str, Any]], Awaitable[bool]]
+
+
+async def ack_at_once(ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> bool:
+    """The early ack of most listeners: an empty 200, then the work."""
+    await ack()
+    return True
+
+
+# What a guarded listener may ask for, by name (Bolt's names for them).
+LISTENER_ARGS = ("ack", "body", "command", "view", "respond", "client")
+
+
 def _guarded(
     func: Callable[..., Awaitable[None]],
-    after_ack: asyncio.Semaphore | None = None,
+    after_ack: AfterAck | None = None,
+    background: set[asyncio.Task[None]] | None = None,
+    *,
+    early: EarlyAck | None = ack_at_once,
 ) -> Callable[..., Awaitable[None]]:
     """Whatever goes wrong inside a listener, the user gets words, not silence or a trace.
 
-    With ``after_ack``, the work a listener does after acking waits its turn: in a burst,
-    the acks of newer requests are not queued behind the slow work of older ones.
+    Bolt runs with ``process_before_response=True``: it answers Slack when this wrapper
+    returns. ``early`` acks inline, in the request's own turn of the event loop, and says
+    whether work is left; the listener, which then takes no ``ack``, runs as a task of
+    its own. A listener whose answer depends on its work (a modal's validation errors)
+    takes ``ack`` and passes ``early=None``: it runs as a task, and the wrapper returns
+    when it acks.
+    (Bolt's own background mode polls every 10 ms for the ack, which under a burst of
+    requests cost more than the requests themselves; a task switch before the ack puts
+    each request behind every other one in the burst.)
+
+    With ``after_ack``, the work after the ack waits its turn (see :class:`AfterAck`).
+    ``background`` keeps the tasks, which the server drains on shutdown.
     """
 
-    @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> None:
-        ack = kwargs.get("ack")
-        queued = False
-        if ack is not None and after_ack is not None:
+    def spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"listener:{func.__name__}")
+        if background is not None:
+            background.add(task)
+            task.add_done_callback(background.discard)
+        return task
 
-            async def ack_then_queue(*a: Any, **k: Any) -> Any:
-                nonlocal queued
-                answer = await ack(*a, **k)
-                await after_ack.acquire()
-                queued = True
-                return answer
+    wanted = list(inspect.signature(func).parameters)
+    unknown = set(wanted) - set(LISTENER_ARGS)
+    if unknown:
+        raise TypeError(f"{func.__qualname__} asks for {sorted(unknown)}: not in LISTENER_ARGS")
+    if early is not None and "ack" in wanted:
+        raise TypeError(f"{func.__qualname__} takes `ack`, but the wrapper acks early for it")
 
-            kwargs["ack"] = ack_then_queue
+    # Bolt injects arguments by the names of the function it is given (unwrapped): this
+    # one names them all, and the listener gets the ones it asks for.
+    async def wrapper(
+        ack: Any, body: Any, command: Any, view: Any, respond: Any, client: Any
+    ) -> None:
+        given = {"ack": ack, "body": body, "command": command, "view": view}
+        given |= {"respond": respond, "client": client}
+        kwargs = {name: given[name] for name in wanted}
+        if early is not None:
+            if await _early_ack(early, ack, given):
+                spawn(_after(after_ack, _run_guarded(func, (), kwargs)))
+        else:
+            await _ack_from_task(func, (), kwargs, ack, after_ack, spawn)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__qualname__ = func.__qualname__
+    return wrapper
+
+
+async def _early_ack(
+    early: EarlyAck, ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]
+) -> bool:
+    try:
+        return await early(ack, kwargs)
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("early ack failed", extra={"ref": ref})
+        if getattr(ack, "response", None) is None:
+            await ack(response_type="ephemeral", text=_sorry(ref))
+        return False
+
+
+async def _after(after_ack: AfterAck | None, work: Coroutine[Any, Any, None]) -> None:
+    if after_ack is None:
+        await work
+        return
+    try:
+        await after_ack.enter()
+    except BaseException:
+        work.close()
+        raise
+    try:
+        await work
+    finally:
+        after_ack.leave()
+
+
+async def _ack_from_task(
+    func: Callable[..., Awaitable[None]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ack: Callable[..., Awaitable[Any]],
+    after_ack: AfterAck | None,
+    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+) -> None:
+    """The listener acks itself, in a task: return once it has (or has ended)."""
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    queued = False
+
+    async def ack_then_queue(*a: Any, **k: Any) -> Any:
+        nonlocal queued
         try:
-            await func(*args, **kwargs)
-        except Exception:
-            ref = uuid.uuid4().hex[:8]
-            log.exception("listener failed", extra={"ref": ref})
-            respond: Respond | None = kwargs.get("respond")
-            if respond is not None:
-                text = (
-                    f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
-                    "Nothing was stopped by this request; try again, or tell your Stopbot admin."
-                )
-                try:
-                    await respond(text=text, response_type="ephemeral", replace_original=False)
-                except Exception:
-                    log.exception("could not tell the user about failure %s", ref)
+            answer = await ack(*a, **k)
+        finally:
+            if not acked.done():
+                acked.set_result(None)
+        if after_ack is not None and not queued:
+            await after_ack.enter()
+            queued = True
+        return answer
+
+    kwargs["ack"] = ack_then_queue
+
+    async def run() -> None:
+        try:
+            await _run_guarded(func, args, kwargs)
         finally:
             if queued and after_ack is not None:
-                after_ack.release()
+                after_ack.leave()
 
-    return wrapper
+    def ended(_: asyncio.Task[None]) -> None:
+        if not acked.done():  # it ended without acking (it failed): Bolt answers 200
+            acked.set_result(None)
+
+    spawn(run()).add_done_callback(ended)
+    await acked
+
+
+def _sorry(ref: str) -> str:
+    return (
+        f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
+        "Nothing was stopped by this request; try again, or tell your Stopbot admin."
+    )
+
+
+async def _run_guarded(
+    func: Callable[..., Awaitable[None]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    try:
+        await func(*args, **kwargs)
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("listener failed", extra={"ref": ref})
+        respond: Respond | None = kwargs.get("respond")
+        try:
+            if respond is not None:
+                await respond(text=_sorry(ref), response_type="ephemeral", replace_original=False)
+        except Exception:
+            log.exception("could not tell the user about failure %s", ref)
 
 
 class SlackBot:
@@ -137,6 +301,8 @@ class SlackBot:
             client=self.client,
             signing_secret=signing_secret or "",
             request_verification_enabled=signing_secret is not None,
+            # The listeners return once they ack (see _guarded): answer then, no polling.
+            process_before_response=True,
         )
         self.metrics = Metrics(store)
         self.app.use(self.metrics.count_commands)
@@ -147,7 +313,8 @@ class SlackBot:
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         service.policy.group_members = self.group_members
         # At most this many listeners work after their ack at once (see _guarded).
-        self._after_ack = asyncio.Semaphore(AFTER_ACK_CONCURRENCY)
+        self.after_ack = AfterAck(AFTER_ACK_CONCURRENCY)
+        self._listeners: set[asyncio.Task[None]] = set()
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
@@ -302,19 +469,35 @@ class SlackBot:
             await asyncio.gather(self._housekeeping, return_exceptions=True)
             self._housekeeping = None
 
+    async def drain_listeners(self, grace: float = 5.0) -> None:
+        """On shutdown, let listeners finish their post-ack work for a while, then cancel
+        them (a stop already submitted is resumed from the store at the next start)."""
+        pending = set(self._listeners)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cancelled %d listener(s) still working at shutdown", len(late))
+            await asyncio.gather(*late, return_exceptions=True)
+
     # -- listeners ------------------------------------------------------------------
 
     def _register(self) -> None:
-        self.app.command("/stop")(self.guarded(self.on_stop))
+        self.app.command("/stop")(self.guarded(self.on_stop, early=self.ack_command))
         self.app.action(views.CONFIRM)(self.guarded(self.on_confirm))
         self.app.action(views.CANCEL)(self.guarded(self.on_cancel))
         self.approvals.register()
         self.locks.register()
         self.schedule_handlers.register()
 
-    def guarded(self, func: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        """A listener that answers failures in words and queues its post-ack work."""
-        return _guarded(func, self._after_ack)
+    def guarded(
+        self, func: Callable[..., Awaitable[None]], *, early: EarlyAck | None = ack_at_once
+    ) -> Callable[..., Awaitable[None]]:
+        """A listener that acks early, answers failures in words and queues its post-ack
+        work (see :func:`_guarded`)."""
+        return _guarded(func, self.after_ack, self._listeners, early=early)
 
     async def open_session(self) -> None:
         """One HTTP session for every Web API call, opened in the serving loop: a new
@@ -331,16 +514,24 @@ class SlackBot:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.rebuild()
 
-    async def on_stop(self, ack: Any, command: dict[str, Any], respond: Respond) -> None:
+    @staticmethod
+    async def ack_command(ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> bool:
+        """`/stop`'s ack: the grammar's error or the help in it, or empty while the work
+        follows."""
         try:
-            parsed = commands.parse(command.get("text") or "")
+            parsed = commands.parse(kwargs["command"].get("text") or "")
         except commands.UsageError as exc:
             await ack(response_type="ephemeral", text=str(exc))
-            return
+            return False
         if isinstance(parsed, commands.Help):
             await ack(response_type="ephemeral", text=commands.HELP)
-            return
+            return False
         await ack()
+        return True
+
+    async def on_stop(self, command: dict[str, Any], respond: Respond) -> None:
+        """After :meth:`ack_command`, which refused what does not parse."""
+        parsed = commands.parse(command.get("text") or "")
         user = str(command["user_id"])
         if isinstance(parsed, commands.StopCommand):
             await self.stop_requested(parsed, command, respond)
@@ -403,8 +594,7 @@ class SlackBot:
             text, blocks = views.decided(preview)
         await respond(text=text, blocks=blocks, response_type="ephemeral")
 
-    async def on_confirm(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
         result = self.service.confirm(op_id, await self.actor(actor))
         if not result.ok or result.operation is None:
@@ -421,8 +611,7 @@ class SlackBot:
         )
         await self.start_stop(op, body.get("response_url"))
 
-    async def on_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_cancel(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
         result = self.service.cancel(op_id, await self.actor(actor))
         if result.ok:

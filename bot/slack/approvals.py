@@ -37,7 +37,8 @@ class ApprovalHandlers:
         app, guarded = self.bot.app, self.bot.guarded
         app.action(views.APPROVE)(guarded(self.on_approve))
         app.action(views.DENY)(guarded(self.on_deny))
-        app.view(views.DENY_MODAL)(guarded(self.on_deny_submitted))
+        # Its answer (the modal's validation errors) depends on the work: it acks itself.
+        app.view(views.DENY_MODAL)(guarded(self.on_deny_submitted, early=None))
 
     async def post_request(self, op: Operation) -> None:
         """Post the approval request in the requester's channel, or DM each approver."""
@@ -103,8 +104,7 @@ class ApprovalHandlers:
                     extra={"operation": op.id, "error": exc.response.get("error")},
                 )
 
-    async def on_approve(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_approve(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, user = self.bot.action_of(body)
         result = await self.bot.service.approve(op_id, await self.bot.actor(user))
         if not result.ok or result.operation is None or not result.run:
@@ -118,8 +118,7 @@ class ApprovalHandlers:
         )
         await self.bot.start_stop(op, response_url=None)
 
-    async def on_deny(self, ack: Any, body: dict[str, Any], respond: Respond, client: Any) -> None:
-        await ack()
+    async def on_deny(self, body: dict[str, Any], respond: Respond, client: Any) -> None:
         op_id, user = self.bot.action_of(body)
         checked = await self.bot.service.can_decide(op_id, await self.bot.actor(user))
         if checked.operation is None or not checked.ok:

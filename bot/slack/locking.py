@@ -113,8 +113,7 @@ class LockHandlers:
                 return user_id
         return None
 
-    async def on_ask_release(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_ask_release(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, asker = self.bot.action_of(body)
         op = self.bot.store.get_operation(op_id)
         if op is None:
@@ -191,8 +190,7 @@ class LockHandlers:
         data = json.loads(str(body["actions"][0]["value"]))
         return str(data["r"]), str(data["a"]), str(data["k"]), str(body["user"]["id"])
 
-    async def on_release(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_release(self, body: dict[str, Any], respond: Respond) -> None:
         resource, asker, kind, owner = self._request(body)
         if kind == "bot":
             try:
@@ -214,8 +212,7 @@ class LockHandlers:
         )
         await self.bot.dm(asker, answer)
 
-    async def on_keep(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_keep(self, body: dict[str, Any], respond: Respond) -> None:
         resource, asker, _, owner = self._request(body)
         self.bot.store.audit(
             owner, "lock.release_declined", resource=resource, detail={"asker": asker}
@@ -227,8 +224,7 @@ class LockHandlers:
 
     # -- expiry -------------------------------------------------------------------------
 
-    async def on_extend(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_extend(self, body: dict[str, Any], respond: Respond) -> None:
         resource, _, extra = str(body["actions"][0]["value"]).partition("|")
         user = str(body["user"]["id"])
         current = self.bot.store.get_lock(resource)

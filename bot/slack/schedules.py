@@ -270,8 +270,7 @@ class ScheduleHandlers:
             return None
         return schedule
 
-    async def on_skip(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_skip(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)
         if await self._schedule_for(name, user, respond) is None:
             return
@@ -282,8 +281,7 @@ class ScheduleHandlers:
             replace_original=False,
         )
 
-    async def on_snooze(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_snooze(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
         name, _, duration = value.partition("|")
         if await self._schedule_for(name, user, respond) is None:
@@ -297,8 +295,7 @@ class ScheduleHandlers:
             replace_original=False,
         )
 
-    async def on_keep(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_keep(self, body: dict[str, Any], respond: Respond) -> None:
         action = body["actions"][0]
         user = str(body["user"]["id"])
         choice = sv.keep_value(str(action["selected_option"]["value"]))
@@ -329,8 +326,7 @@ class ScheduleHandlers:
             replace_original=False,
         )
 
-    async def on_run_confirm(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_run_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)
         if await self._schedule_for(name, user, respond) is None:
             return
@@ -352,13 +348,11 @@ class ScheduleHandlers:
             text=f"Running `{name}` now; the summary follows in its channel.", replace_original=True
         )
 
-    async def on_run_cancel(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_run_cancel(self, body: dict[str, Any], respond: Respond) -> None:
         name, _ = self.bot.action_of(body)
         await respond(text=f"Not running `{name}`.", replace_original=True)
 
-    async def on_drift_stop(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_drift_stop(self, body: dict[str, Any], respond: Respond) -> None:
         resource, user = self.bot.action_of(body)
         preview = await self.bot.service.prepare(
             resource,
@@ -369,8 +363,7 @@ class ScheduleHandlers:
         )
         await self.bot.answer_preview(preview, respond, user)
 
-    async def on_drift_leave(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
-        await ack()
+    async def on_drift_leave(self, body: dict[str, Any], respond: Respond) -> None:
         data = json.loads(str(body["actions"][0]["value"]))
         user = str(body["user"]["id"])
         self.bot.store.audit(
