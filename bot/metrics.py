@@ -12,8 +12,9 @@ counted in memory, so they are right after a restart and agree with the audit lo
 Each :class:`Metrics` has its own registry (not prometheus-client's global one), so two
 bots in one process (tests) never share counts.
 
-The command counter is a Bolt middleware (:meth:`Metrics.count_commands`); it runs after
-Bolt's request verification, so forged requests are never counted.
+The command counter (:meth:`Metrics.count`) is called by the Slack listeners, which run
+after Bolt's request verification: forged requests are never counted. (Not a Bolt
+middleware: each one builds every listener argument again, a sixth of an ack's cost.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -154,11 +155,9 @@ class Metrics:
             self._detach()
             self._detach = None
 
-    async def count_commands(self, body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:
-        """Bolt middleware: ``app.use(metrics.count_commands)`` (Bolt passes arguments by
-        name, hence ``next``)."""
+    def count(self, body: dict[str, Any]) -> None:
+        """Count one Slack request that reached a listener (so a verified one)."""
         self.commands.labels(command_name(body)).inc()
-        return await next()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -8,12 +8,12 @@ timestamp before any listener runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -78,32 +78,41 @@ class AfterAck:
     def __init__(self, limit: int, *, quiet: float = 0.01, max_wait: float = 1.0) -> None:
         self._slots = asyncio.Semaphore(limit)
         self._answering = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self._quiet_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self.quiet = quiet
         self.max_wait = max_wait
 
-    @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
-        """Around the handling of one request, up to its response."""
+    def begin(self) -> None:
+        """A request is being answered (call :meth:`end` once its response is out)."""
         self._answering += 1
-        self._quiet.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        try:
-            yield
-        finally:
-            self._answering -= 1
-            if not self._answering:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(self.quiet, self._quiet.set)
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+        if self._open.is_set():
+            self._open.clear()
+            # Under a load that never pauses, the work still goes every max_wait.
+            self._deadline = asyncio.get_running_loop().call_later(self.max_wait, self._let_go)
+
+    def end(self) -> None:
+        self._answering -= 1
+        if not self._answering:
+            loop = asyncio.get_running_loop()
+            self._quiet_timer = loop.call_later(self.quiet, self._let_go)
+
+    def _let_go(self) -> None:
+        for timer in (self._quiet_timer, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._quiet_timer = self._deadline = None
+        self._open.set()
 
     async def enter(self) -> None:
-        if not self._quiet.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+        """Wait for the turn of one listener's post-ack work (then :meth:`leave`)."""
+        if not self._open.is_set():
+            await self._open.wait()
         await self._slots.acquire()
 
     def leave(self) -> None:
@@ -121,6 +130,7 @@ async def ack_at_once(ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]
 
 # What a guarded listener may ask for, by name (Bolt's names for them).
 LISTENER_ARGS = ("ack", "body", "command", "view", "respond", "client")
+Listener = Callable[..., Awaitable[None]]
 
 
 def _guarded(
@@ -129,6 +139,7 @@ def _guarded(
     background: set[asyncio.Task[None]] | None = None,
     *,
     early: EarlyAck | None = ack_at_once,
+    observe: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Whatever goes wrong inside a listener, the user gets words, not silence or a trace.
 
@@ -143,7 +154,8 @@ def _guarded(
     each request behind every other one in the burst.)
 
     With ``after_ack``, the work after the ack waits its turn (see :class:`AfterAck`).
-    ``background`` keeps the tasks, which the server drains on shutdown.
+    ``background`` keeps the tasks, which the server drains on shutdown. ``observe`` sees
+    each request's body first (the metrics count it).
     """
 
     def spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -165,6 +177,8 @@ def _guarded(
     async def wrapper(
         ack: Any, body: Any, command: Any, view: Any, respond: Any, client: Any
     ) -> None:
+        if observe is not None:
+            observe(body)
         given = {"ack": ack, "body": body, "command": command, "view": view}
         given |= {"respond": respond, "client": client}
         kwargs = {name: given[name] for name in wanted}
@@ -273,6 +287,41 @@ async def _run_guarded(
             log.exception("could not tell the user about failure %s", ref)
 
 
+class ActionRouter:
+    """Every button and menu of the bot behind one Bolt listener.
+
+    Bolt tries its listeners in order, and each try builds the whole set of listener
+    arguments: with a listener a button, the last button cost a dozen tries before its
+    ack. One listener, matched by an anchored pattern of the known action ids, then a
+    dictionary lookup, makes every click cost one try. Unknown action ids still match
+    no listener (Bolt answers 404, as for anything it has no listener for).
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[str, Listener] = {}
+        self._prefixes: list[tuple[str, Listener]] = []
+
+    def add(self, action_id: str, listener: Listener, *, prefix: bool = False) -> None:
+        """``prefix``: every action id starting with ``action_id`` (ids that carry data)."""
+        if action_id in self._exact or any(p == action_id for p, _ in self._prefixes):
+            raise ValueError(f"two listeners for the action {action_id!r}")
+        if prefix:
+            self._prefixes.append((action_id, listener))
+        else:
+            self._exact[action_id] = listener
+
+    def pattern(self) -> re.Pattern[str]:
+        exact = [f"{re.escape(a)}$" for a in self._exact]
+        prefixes = [re.escape(p) for p, _ in self._prefixes]
+        return re.compile("^(?:" + "|".join(exact + prefixes) + ")")
+
+    def find(self, action_id: str) -> Listener | None:
+        found = self._exact.get(action_id)
+        if found is None:
+            found = next((ln for p, ln in self._prefixes if action_id.startswith(p)), None)
+        return found
+
+
 class SlackBot:
     """The Bolt app and what its listeners need."""
 
@@ -305,7 +354,6 @@ class SlackBot:
             process_before_response=True,
         )
         self.metrics = Metrics(store)
-        self.app.use(self.metrics.count_commands)
         # Socket Mode sets this: /healthz reports the websocket's state.
         self.slack_connection: Callable[[], Awaitable[str]] | None = None
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
@@ -315,6 +363,7 @@ class SlackBot:
         # At most this many listeners work after their ack at once (see _guarded).
         self.after_ack = AfterAck(AFTER_ACK_CONCURRENCY)
         self._listeners: set[asyncio.Task[None]] = set()
+        self._actions = ActionRouter()
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
@@ -486,18 +535,34 @@ class SlackBot:
 
     def _register(self) -> None:
         self.app.command("/stop")(self.guarded(self.on_stop, early=self.ack_command))
-        self.app.action(views.CONFIRM)(self.guarded(self.on_confirm))
-        self.app.action(views.CANCEL)(self.guarded(self.on_cancel))
+        self.action(views.CONFIRM, self.on_confirm)
+        self.action(views.CANCEL, self.on_cancel)
         self.approvals.register()
         self.locks.register()
         self.schedule_handlers.register()
+        self.app.action(self._actions.pattern())(self._route_action)
+
+    def action(self, action_id: str, func: Listener, *, prefix: bool = False) -> None:
+        """Route a button (or menu) to ``func``, guarded (see :class:`ActionRouter`)."""
+        self._actions.add(action_id, self.guarded(func), prefix=prefix)
+
+    async def _route_action(
+        self, ack: Any, body: Any, command: Any, view: Any, respond: Any, client: Any
+    ) -> None:
+        listener = self._actions.find(str(body["actions"][0]["action_id"]))
+        assert listener is not None  # Bolt matched the router's own pattern
+        await listener(
+            ack=ack, body=body, command=command, view=view, respond=respond, client=client
+        )
 
     def guarded(
         self, func: Callable[..., Awaitable[None]], *, early: EarlyAck | None = ack_at_once
     ) -> Callable[..., Awaitable[None]]:
         """A listener that acks early, answers failures in words and queues its post-ack
         work (see :func:`_guarded`)."""
-        return _guarded(func, self.after_ack, self._listeners, early=early)
+        return _guarded(
+            func, self.after_ack, self._listeners, early=early, observe=self.metrics.count
+        )
 
     async def open_session(self) -> None:
         """One HTTP session for every Web API call, opened in the serving loop: a new

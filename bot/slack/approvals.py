@@ -34,11 +34,10 @@ class ApprovalHandlers:
         self._posted: dict[str, asyncio.Event] = {}
 
     def register(self) -> None:
-        app, guarded = self.bot.app, self.bot.guarded
-        app.action(views.APPROVE)(guarded(self.on_approve))
-        app.action(views.DENY)(guarded(self.on_deny))
+        self.bot.action(views.APPROVE, self.on_approve)
+        self.bot.action(views.DENY, self.on_deny)
         # Its answer (the modal's validation errors) depends on the work: it acks itself.
-        app.view(views.DENY_MODAL)(guarded(self.on_deny_submitted, early=None))
+        self.bot.app.view(views.DENY_MODAL)(self.bot.guarded(self.on_deny_submitted, early=None))
 
     async def post_request(self, op: Operation) -> None:
         """Post the approval request in the requester's channel, or DM each approver."""

@@ -29,11 +29,10 @@ class LockHandlers:
         self.locks = BotLocks(bot.store, bot.config.locks.max_duration)
 
     def register(self) -> None:
-        app, guarded = self.bot.app, self.bot.guarded
-        app.action(views.ASK_RELEASE)(guarded(self.on_ask_release))
-        app.action(views.RELEASE)(guarded(self.on_release))
-        app.action(views.KEEP)(guarded(self.on_keep))
-        app.action(views.EXTEND)(guarded(self.on_extend))
+        self.bot.action(views.ASK_RELEASE, self.on_ask_release)
+        self.bot.action(views.RELEASE, self.on_release)
+        self.bot.action(views.KEEP, self.on_keep)
+        self.bot.action(views.EXTEND, self.on_extend)
 
     # -- commands -------------------------------------------------------------------
 

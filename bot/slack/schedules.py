@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -125,14 +124,14 @@ class ScheduleHandlers:
         self.engine = engine
 
     def register(self) -> None:
-        app, guarded = self.bot.app, self.bot.guarded
-        app.action(sv.SKIP)(guarded(self.on_skip))
-        app.action(sv.SNOOZE)(guarded(self.on_snooze))
-        app.action(re.compile(f"^{sv.KEEP}:"))(guarded(self.on_keep))
-        app.action(sv.RUN_CONFIRM)(guarded(self.on_run_confirm))
-        app.action(sv.RUN_CANCEL)(guarded(self.on_run_cancel))
-        app.action(sv.DRIFT_STOP)(guarded(self.on_drift_stop))
-        app.action(sv.DRIFT_LEAVE)(guarded(self.on_drift_leave))
+        action = self.bot.action
+        action(sv.SKIP, self.on_skip)
+        action(sv.SNOOZE, self.on_snooze)
+        action(f"{sv.KEEP}:", self.on_keep, prefix=True)
+        action(sv.RUN_CONFIRM, self.on_run_confirm)
+        action(sv.RUN_CANCEL, self.on_run_cancel)
+        action(sv.DRIFT_STOP, self.on_drift_stop)
+        action(sv.DRIFT_LEAVE, self.on_drift_leave)
 
     # -- who may ------------------------------------------------------------------------
 

@@ -59,26 +59,32 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     verifier = SignatureVerifier(bot.signing_secret) if bot.signing_secret else None
 
     async def events(request: Request) -> Response:
-        with bot.after_ack.answering():  # listeners' post-ack work waits for the answer
-            failure: Exception | None = None
-            try:
-                response = await handler.handle(request)
-            except Exception as exc:  # Bolt parses the body before its own error handling
-                failure = exc
-            else:
-                if response.status_code < 500:
-                    return response
-            body = await request.body()
-            if not _malformed(body):
-                if failure is not None:
-                    raise failure  # a real failure: Starlette's 500, logged
+        bot.after_ack.begin()  # listeners' post-ack work waits for the answers
+        try:
+            return await answer(request)
+        finally:
+            bot.after_ack.end()
+
+    async def answer(request: Request) -> Response:
+        failure: Exception | None = None
+        try:
+            response = await handler.handle(request)
+        except Exception as exc:  # Bolt parses the body before its own error handling
+            failure = exc
+        else:
+            if response.status_code < 500:
                 return response
-            # Never a shape Slack sends, and Bolt failed on it: a 400 (401 unsigned), not
-            # a 500. Checked only after a failure: parsing a payload twice on every request
-            # cost a sixth of an ack's time.
-            if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
-                return JSONResponse({"error": "invalid request"}, status_code=401)
-            return JSONResponse({"error": "malformed interaction payload"}, status_code=400)
+        body = await request.body()
+        if not _malformed(body):
+            if failure is not None:
+                raise failure  # a real failure: Starlette's 500, logged
+            return response
+        # Never a shape Slack sends, and Bolt failed on it: a 400 (401 unsigned), not a
+        # 500. Checked only after a failure: parsing each payload twice cost a sixth of
+        # an ack's time.
+        if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        return JSONResponse({"error": "malformed interaction payload"}, status_code=400)
 
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {}
