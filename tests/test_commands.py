@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.cli import build_parser
 from bot.slack import commands
@@ -96,3 +99,13 @@ def test_readme_documents_every_slash_subcommand_and_cli_command() -> None:
     subparsers = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in subparsers:
         assert f"`stopbot {name}" in README, name
+
+
+@given(st.text())
+def test_words_split_as_shlex_does(text: str) -> None:
+    """The fast path for text without quotes or backslashes splits exactly as shlex."""
+    try:
+        expected = shlex.split(text)
+    except ValueError:
+        expected = text.split()
+    assert commands._words(text) == expected

@@ -352,6 +352,11 @@ class SlackBot:
             request_verification_enabled=signing_secret is not None,
             # The listeners return once they ack (see _guarded): answer then, no polling.
             process_before_response=True,
+            # No Events API subscription, no workflow functions: their middleware would
+            # only cost each request a turn (the bot answers commands and interactions).
+            url_verification_enabled=False,
+            ignoring_self_events_enabled=False,
+            attaching_function_token_enabled=False,
         )
         self.metrics = Metrics(store)
         # Socket Mode sets this: /healthz reports the websocket's state.
@@ -534,6 +539,8 @@ class SlackBot:
     # -- listeners ------------------------------------------------------------------
 
     def _register(self) -> None:
+        # Bolt tries its listeners in this order, each try a full argument build: the
+        # command, then every button through one router, then the modal.
         self.app.command("/stop")(self.guarded(self.on_stop, early=self.ack_command))
         self.action(views.CONFIRM, self.on_confirm)
         self.action(views.CANCEL, self.on_cancel)
@@ -541,6 +548,7 @@ class SlackBot:
         self.locks.register()
         self.schedule_handlers.register()
         self.app.action(self._actions.pattern())(self._route_action)
+        self.approvals.register_views()
 
     def action(self, action_id: str, func: Listener, *, prefix: bool = False) -> None:
         """Route a button (or menu) to ``func``, guarded (see :class:`ActionRouter`)."""

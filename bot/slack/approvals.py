@@ -36,6 +36,9 @@ class ApprovalHandlers:
     def register(self) -> None:
         self.bot.action(views.APPROVE, self.on_approve)
         self.bot.action(views.DENY, self.on_deny)
+
+    def register_views(self) -> None:
+        """After the buttons' router: clicks are far more frequent than this modal."""
         # Its answer (the modal's validation errors) depends on the work: it acks itself.
         self.bot.app.view(views.DENY_MODAL)(self.bot.guarded(self.on_deny_submitted, early=None))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -113,12 +114,17 @@ class ScheduleCommand:
     warn_before: dt.timedelta | None = None
 
 
+_QUOTING = re.compile(r"[\"'\\]")
+_SHELL_SPACE = re.compile(r"[ \t\r\n]+")  # shlex's whitespace
+
 Command = (
     Help | Status | ListResources | History | StopCommand | Lock | Unlock | Locks | ScheduleCommand
 )
 
 
 def _words(text: str) -> list[str]:
+    if not _QUOTING.search(text):  # most commands: shlex would only split on whitespace
+        return [word for word in _SHELL_SPACE.split(text) if word]
     try:
         return shlex.split(text)
     except ValueError:
