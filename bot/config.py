@@ -450,8 +450,14 @@ def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
     return value
 
 
+_PLAIN_KEY = re.compile(r"[\w:/@.-]+")
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    """A key as the user wrote it; quoted when it has spaces, quotes or line breaks, so
+    that each problem stays on one line and the key shows what is odd about it."""
+    shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+    return f"{path}.{shown}" if path else shown
 
 
 def _error_path(loc: tuple[int | str, ...], document: Any) -> str:

@@ -105,6 +105,10 @@ def test_escaped_dollar_is_kept_literally(tmp_path: Path) -> None:
             "resources[0].tagz: unknown key (check its spelling)",
         ),
         (
+            ("tags: {env: dev}", '"ta\\ngs": {env: dev}'),
+            "resources[0].'ta\\ngs': unknown key (check its spelling)",
+        ),
+        (
             ("provider: nova, id: s-1", "provider: novaa, id: s-1"),
             "resources[1].provider: no provider named 'novaa' (known: feldera, nova, okeanos, qovery)",
         ),
