@@ -47,6 +47,7 @@ from bench.common import (
     format_table,
     load_session,
     machine,
+    main_thread_cpu,
     profile_summary,
     reported_errors,
     signed_headers,
@@ -90,6 +91,9 @@ class RunResult:
     commands: Stats
     clicks: Stats
     errors: tuple[str, ...] = ()
+    cpu: tuple[float, float] = (math.nan, math.nan)
+    """The CPU seconds of the bot's event loop a request, in the commands and the clicks
+    bursts (its post-ack work may start before a burst's last answer is read)."""
 
 
 def _command(rig: Rig, text: str, response_url: str) -> HttpRequest:
@@ -135,12 +139,16 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
     errors: list[str] = []
     healthz = HttpRequest("GET", f"{rig.bot.url}/healthz")
 
+    cpu: dict[str, float] = {}
+
     async def timed(requests: list[HttpRequest], kind: str) -> Stats:
         # Behind an ingress the bot's connections are kept open, so a burst is timed on
         # connections opened beforehand (they may have timed out while the bot worked).
         await fire(session, [healthz] * len(requests))
         with _profiled(rig, options, f"run-{run}-{kind}"):
+            before = main_thread_cpu(rig.bot.pid)
             latencies, failed = await fire(session, requests)
+            cpu[kind] = (main_thread_cpu(rig.bot.pid) - before) / len(requests)
         errors.extend(f"{LABELS[kind]}: {error}" for error in failed)
         return Stats.of(latencies, len(failed))
 
@@ -159,7 +167,9 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
                 f"{options.confirm_timeout:g}s, not one each"
             )
         clicks = await timed(_clicks(rig, shown), "clicks")
-    return RunResult(cold, baseline, commands, clicks, tuple(errors))
+    return RunResult(
+        cold, baseline, commands, clicks, tuple(errors), (cpu["commands"], cpu["clicks"])
+    )
 
 
 def _profiled(rig: Rig, options: Options, name: str) -> contextlib.AbstractContextManager[Any]:
@@ -228,6 +238,14 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
         f"{kind} " + " ".join(f"{getattr(r, kind).p99 * 1000:.1f}" for r in results)
         for kind in ("baseline", "commands", "clicks")
     )
+
+    def cpu_of(index: int) -> str:
+        return " ".join(f"{r.cpu[index] * 1e6:.0f}" for r in results)
+
+    cpu_line = (
+        "The bot's event loop CPU a request during each burst, µs: commands "
+        f"{cpu_of(0)}; clicks {cpu_of(1)}."
+    )
     lines = [
         f"Ack latency: {options.requests} concurrent requests of each kind; providers "
         f"+{options.provider_latency * 1000:g} ms a call, Slack Web API "
@@ -237,6 +255,7 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
         format_table(rows),
         "",
         f"p99 per run, ms: {per_run}.",
+        cpu_line,
         f"Target p99 < {TARGET_P99 * 1000:g} ms for commands and clicks: "
         + ("met." if not missed else "MISSED: " + "; ".join(missed) + "."),
     ]

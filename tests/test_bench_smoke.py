@@ -6,13 +6,23 @@ No timing is asserted here: the benchmarks measure, a person reads (bench/README
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.ack_latency import LABELS, Options, RunResult, main, report
-from bench.common import Row, Stats, bench_parser, format_table, percentile, profile_summary
+from bench.common import (
+    Row,
+    Stats,
+    bench_parser,
+    format_table,
+    main_thread_cpu,
+    percentile,
+    profile_summary,
+)
 
 ROW = re.compile(
     r"^\| (?P<label>.+?) +\| +(?P<n>\d+) \| +(?P<errors>\d+) \| +(?P<p50>[\d.]+) \| "
@@ -47,6 +57,19 @@ def test_ack_latency_runs_end_to_end_and_prints_a_table(capsys: pytest.CaptureFi
         assert float(row["p50"]) <= float(row["p95"]) <= float(row["p99"]) <= float(row["max"])
     assert "median of 1 run(s)" in out
     assert "Failed requests" not in out
+    [cpu] = [line for line in out.splitlines() if line.startswith("The bot's event loop CPU")]
+    commands, clicks = re.findall(r"(?:commands|clicks) (\d+)", cpu)
+    assert int(commands) > 0 and int(clicks) > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/schedstat").is_file(), reason="no /proc (not Linux)")
+def test_main_thread_cpu_is_what_the_main_thread_used() -> None:
+    """Nanosecond CPU time of the main thread: at least what the thread itself counts."""
+    before, start = main_thread_cpu(os.getpid()), time.thread_time()
+    sum(i * i for i in range(300_000))
+    used = time.thread_time() - start
+    assert main_thread_cpu(os.getpid()) - before >= used * 0.99 > 0
+    assert math.isnan(main_thread_cpu(2**22 + 12345))  # no such process
 
 
 def test_percentile_is_the_nearest_rank() -> None:
