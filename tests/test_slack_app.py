@@ -49,6 +49,17 @@ async def test_the_ack_does_not_wait_for_the_provider(slack: Slack) -> None:
     assert reply.args["text"] == "Stop dev-eu (qovery)? Confirm or cancel."
 
 
+async def test_slack_url_verification_and_ssl_check_are_answered(slack: Slack) -> None:
+    """Slack's two handshakes: the Events API URL check gets its challenge back, and the
+    slash command SSL check an empty 200; neither records anything."""
+    challenge = json.dumps({"token": "x", "challenge": "c-123", "type": "url_verification"})
+    response = await slack.post(challenge.encode(), headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (200, {"challenge": "c-123"})
+    response = await slack.post(b"ssl_check=1&token=x")
+    assert (response.status_code, response.text) == (200, "")
+    assert slack.store.recent_operations() == []
+
+
 async def test_malformed_command_says_what_was_expected(slack: Slack) -> None:
     """A malformed command gets the expected grammar, and nothing is recorded."""
     response = await slack.command("status")

@@ -352,11 +352,6 @@ class SlackBot:
             request_verification_enabled=signing_secret is not None,
             # The listeners return once they ack (see _guarded): answer then, no polling.
             process_before_response=True,
-            # No Events API subscription, no workflow functions: their middleware would
-            # only cost each request a turn (the bot answers commands and interactions).
-            url_verification_enabled=False,
-            ignoring_self_events_enabled=False,
-            attaching_function_token_enabled=False,
         )
         self.metrics = Metrics(store)
         # Socket Mode sets this: /healthz reports the websocket's state.
