@@ -366,9 +366,35 @@ async def test_healthz(slack: Slack) -> None:
         200,
         {
             "status": "ok",
-            "checks": {"store": "ok", "operations_in_flight": 0, "scheduler": "running"},
+            "checks": {
+                "store": "ok",
+                "operations_in_flight": 0,
+                "scheduler": "running",
+                "slack_token": "ok",
+            },
         },
     )
+
+
+async def test_token_checked_once_at_start_not_per_request(slack: Slack) -> None:
+    """auth.test is called at start-up; the commands after it do not call it again."""
+    assert len(slack.fake.calls("auth.test")) == 1
+    await slack.ask("dev-eu")
+    await slack.ask("status dev-eu")
+    assert len(slack.fake.calls("auth.test")) == 1
+
+
+async def test_refused_token_makes_healthz_unhealthy(slack: Slack) -> None:
+    """A token Slack refuses is reported at start, by /healthz (503), not first by a
+    user's command."""
+    slack.stop()
+    slack.fake.tokens.clear()
+    slack.start()
+    assert slack.server is not None
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{slack.server.url}/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["slack_token"] == "refused: invalid_auth"
 
 
 async def test_healthz_reports_a_lost_slack_connection(slack: Slack) -> None:

@@ -18,6 +18,9 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import (
+    AsyncSingleTeamAuthorization,
+)
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -356,6 +359,8 @@ class SlackBot:
         self.metrics = Metrics(store)
         # Socket Mode sets this: /healthz reports the websocket's state.
         self.slack_connection: Callable[[], Awaitable[str]] | None = None
+        # What check_token found: "ok", "refused: <error>", "unchecked" (None: not yet).
+        self.auth_state: str | None = None
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
         self._lookups: dict[str, asyncio.Future[frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
@@ -566,6 +571,31 @@ class SlackBot:
         return _guarded(
             func, self.after_ack, self._listeners, early=early, observe=self.metrics.count
         )
+
+    async def check_token(self) -> None:
+        """``auth.test`` once, at start: a refused token is reported now (log, /healthz)
+        instead of at the first command. The answer also primes Bolt's single-workspace
+        authorization, which otherwise calls auth.test on the first request, and once per
+        request of a burst that arrives before the first answer."""
+        try:
+            answer = await self.client.auth_test()
+        except SlackApiError as exc:
+            self.auth_state = f"refused: {exc.response.get('error')}"
+            log.error(
+                "Slack refused the bot token (%s): check SLACK_BOT_TOKEN",
+                exc.response.get("error"),
+            )
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.auth_state = "unchecked"  # Bolt checks it again at the first request
+            log.warning("could not reach Slack to check the bot token: %s", exc)
+            return
+        self.auth_state = "ok"
+        # Bolt keeps the answer on its authorization middleware, which has no public way
+        # in: where this Bolt has no such attribute, it simply asks at the first request.
+        for middleware in getattr(self.app, "_async_middleware_list", []):
+            if isinstance(middleware, AsyncSingleTeamAuthorization):
+                middleware.auth_test_result = answer
 
     async def open_session(self) -> None:
         """One HTTP session for every Web API call, opened in the serving loop: a new

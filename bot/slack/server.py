@@ -98,10 +98,13 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
             checks["scheduler"] = "running" if bot.scheduler.running else "stopped"
         if bot.slack_connection is not None:
             checks["slack"] = await bot.slack_connection()
+        if bot.auth_state is not None:
+            checks["slack_token"] = bot.auth_state
         healthy = (
             checks["store"] == "ok"
             and checks.get("scheduler") != "stopped"
             and checks.get("slack", "connected") == "connected"
+            and not checks.get("slack_token", "").startswith("refused")
         )
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", "checks": checks},
@@ -112,6 +115,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         bot.metrics.attach()
         await bot.open_session()
+        await bot.check_token()
         resumed = await bot.service.resume(bot.listener_for)
         if resumed:
             log.info("resumed %d stop(s) in flight", len(resumed))
