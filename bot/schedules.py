@@ -28,7 +28,7 @@ from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.models import Actor, Operation, OpState, RunItem, ScheduleRun, Transition
 from bot.store import Store
-from bot.workflow import StopService
+from bot.workflow import Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
 from providers.errors import ProviderError
 
@@ -475,7 +475,7 @@ class ScheduleEngine:
                 channel=schedule.channel,
                 idempotency_key=f"schedule:{run.id}:{resource.name}:{attempt}",
             )
-            op = await self._drive(preview.operation, run, schedule, resource, actor)
+            op = await self._drive(preview, run, schedule, resource, actor)
             outcome, detail = _outcome(op)
             if outcome != Outcome.FAILED or attempt == schedule.retries:
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
@@ -488,7 +488,7 @@ class ScheduleEngine:
 
     async def _drive(
         self,
-        op: Operation,
+        preview: Preview,
         run: ScheduleRun,
         schedule: ScheduleConfig,
         resource: Resource,
@@ -496,7 +496,9 @@ class ScheduleEngine:
     ) -> Operation:
         """Take an operation from wherever it is (new, or found again after a restart)
         to its end."""
+        op = preview.operation
         listener = _ItemListener(self, run.id, resource.name)
+        prepared: Preview | None = None
         if op.state == OpState.AWAITING_CONFIRMATION:
             result = self.service.confirm(op.id, actor, require_approval=schedule.approval)
             if result.operation is None:
@@ -504,8 +506,10 @@ class ScheduleEngine:
             op = result.operation
             if result.needs_approval:
                 await self.notifier.approval_requested(op)
+            else:
+                prepared = preview  # submitted at once: its lock read is still fresh
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
-            return await self.service.run(op.id, listener, actor)
+            return await self.service.run(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id)
 
     def publish_soon(self, run_id: str) -> None:

@@ -2,7 +2,9 @@
 
     prepare:  resolve → may this user stop it? → read status and locks → awaiting confirmation
     confirm:  the requester, once, before expiry → submitting
-    run:      locks again → provider stop (202) → follow the status until final → audit
+    run:      locks again (the provider's read reused when it is under a second old: a
+              scheduled stop runs right after its preview) → provider stop (202) → follow
+              the status until final → audit
 
 Every step is a compare-and-set transition in the store, so a double click, a Slack
 retry or two bot processes can never submit one stop twice. Nothing here knows
@@ -36,13 +38,16 @@ from providers.errors import (
     UnsupportedError,
 )
 
-__all__ = ["ActionResult", "Preview", "ProgressListener", "StopService"]
+__all__ = ["LOCK_READ_REUSE", "ActionResult", "Preview", "ProgressListener", "StopService"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 Sleep = Callable[[float], Awaitable[None]]
 SYSTEM = "stopbot"
+# How old a provider lock read may be and still stand for the read right before a stop:
+# about one provider round trip, the age a read made just before the stop has too.
+LOCK_READ_REUSE = dt.timedelta(seconds=1)
 
 
 class Preview(BaseModel):
@@ -59,6 +64,10 @@ class Preview(BaseModel):
     approval: ApprovalPolicy | None = None
     blocking_lock: LockVerdict | None = Field(
         default=None, description="When a lock refused the stop: whose, so they can be asked."
+    )
+    lock_read_at: dt.datetime | None = Field(
+        default=None,
+        description="When ``provider_lock`` was read (None: not read, or the read failed).",
     )
 
 
@@ -162,9 +171,7 @@ class StopService:
         if force and not provider.supports_force:
             preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
 
-        status_result, lock_result = await asyncio.gather(
-            provider.status(resource), provider.lock(resource), return_exceptions=True
-        )
+        status_result, lock_result = await provider.status_and_lock(resource)
         if isinstance(status_result, NotFoundError):
             return self._decide(
                 preview,
@@ -177,10 +184,12 @@ class StopService:
             preview.status = status_result
         elif isinstance(status_result, BaseException):
             preview.status_error = str(status_result)
-        if isinstance(lock_result, ProviderLock):
+        if isinstance(lock_result, BaseException):
+            if preview.status_error is None:
+                preview.status_error = f"could not read the provider lock: {lock_result}"
+        else:
             preview.provider_lock = lock_result
-        elif isinstance(lock_result, BaseException) and preview.status_error is None:
-            preview.status_error = f"could not read the provider lock: {lock_result}"
+            preview.lock_read_at = self.clock()
         preview.bot_lock = self.store.get_lock(resource.name)
 
         verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
@@ -509,8 +518,21 @@ class StopService:
 
         task.add_done_callback(forget)
 
-    async def run(self, op_id: str, listener: ProgressListener, actor: Actor) -> Operation:
-        """Submit a confirmed stop and follow it to its end; returns the final operation."""
+    async def run(
+        self,
+        op_id: str,
+        listener: ProgressListener,
+        actor: Actor,
+        *,
+        prepared: Preview | None = None,
+    ) -> Operation:
+        """Submit a confirmed stop and follow it to its end; returns the final operation.
+
+        The provider lock is read right before the stop. ``prepared``, the preview of this
+        operation when the stop follows its preparation at once (a scheduled stop that
+        needs no approval), saves that read: its lock read is used instead if it is at
+        most ``LOCK_READ_REUSE`` old, so no more recent than a read made here would be.
+        """
         op = self.store.get_operation(op_id)
         if op is None or op.state != OpState.SUBMITTING:
             raise ValueError(f"operation {op_id} is not waiting to be submitted")
@@ -519,12 +541,20 @@ class StopService:
             return resource
         provider = self.providers[resource.provider]
         provider_lock: ProviderLock | None = None
-        try:
-            provider_lock = await provider.lock(resource)
-        except ProviderError as exc:
-            log.warning(
-                "lock read failed before stop", extra={"operation": op_id, "error": str(exc)}
-            )
+        if (
+            prepared is not None
+            and prepared.operation.id == op_id
+            and prepared.lock_read_at is not None
+            and self.clock() - prepared.lock_read_at <= LOCK_READ_REUSE
+        ):
+            provider_lock = prepared.provider_lock
+        else:
+            try:
+                provider_lock = await provider.lock(resource)
+            except ProviderError as exc:
+                log.warning(
+                    "lock read failed before stop", extra={"operation": op_id, "error": str(exc)}
+                )
         verdict = self._lock_verdict(
             actor, resource, provider_lock, self.store.get_lock(resource.name)
         )
@@ -600,12 +630,17 @@ class StopService:
     async def follow(
         self, op: Operation, resource: Resource, listener: ProgressListener
     ) -> Operation:
-        """Poll the provider with back-off until the stop ends, fails or times out."""
+        """Poll the provider with back-off until the stop ends, fails or times out.
+
+        Reads start ``interval`` apart, counted from the start of the previous read: the
+        time a read takes (the batch window, the provider's latency) is not added to it.
+        """
         deadline = self._accepted_at(op) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
         last: ResourceStatus | None = None
         while True:
-            if self.clock() >= deadline:
+            read_at = self.clock()
+            if read_at >= deadline:
                 state = f" (last state: {last.state})" if last else ""
                 return await self._end(
                     op,
@@ -648,7 +683,8 @@ class StopService:
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
                     await self._notify(listener, op, status)
-            await self.sleep(interval)
+            spent = (self.clock() - read_at).total_seconds()
+            await self.sleep(max(interval - spent, 0.0))
             interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
 
     def _accepted_at(self, op: Operation) -> dt.datetime:

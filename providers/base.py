@@ -24,6 +24,7 @@ __all__ = [
     "ProviderLock",
     "Resource",
     "ResourceStatus",
+    "StatusAndLock",
     "StopAccepted",
     "utcnow",
 ]
@@ -113,6 +114,10 @@ class DiscoveredResource(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+# A status read and a lock read, each its answer or the exception it raised.
+StatusAndLock = tuple[ResourceStatus | BaseException, ProviderLock | BaseException | None]
+
+
 class Provider(ABC):
     """One provider account: the API calls the bot makes, and nothing else.
 
@@ -153,6 +158,15 @@ class Provider(ABC):
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The provider-side lock on ``resource``, or None (the default: no such concept)."""
         return None
+
+    async def status_and_lock(self, resource: Resource) -> StatusAndLock:
+        """:meth:`status` and :meth:`lock` together, each an answer or the exception it
+        raised. Both reads go out at once; providers whose one read carries both (Qovery's
+        ClusterStatus, Nova's server) override this to make one call, not two."""
+        status, lock = await asyncio.gather(
+            self.status(resource), self.lock(resource), return_exceptions=True
+        )
+        return status, lock
 
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:

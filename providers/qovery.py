@@ -29,6 +29,7 @@ from providers.base import (
     ProviderLock,
     Resource,
     ResourceStatus,
+    StatusAndLock,
     StopAccepted,
 )
 from providers.errors import (
@@ -286,15 +287,15 @@ class QoveryProvider(Provider):
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``; no TTL: never expires."""
-        found = (await self._read_status(resource.id)).cluster_lock
-        if found is None:
-            return None
-        return ProviderLock(
-            owner=found.owner_name,
-            reason=found.reason,
-            locked_at=found.locked_at,
-            ttl=dt.timedelta(days=found.ttl_in_days) if found.ttl_in_days is not None else None,
-        )
+        return _lock((await self._read_status(resource.id)).cluster_lock)
+
+    async def status_and_lock(self, resource: Resource) -> StatusAndLock:
+        """Both from one ``GET .../status``: ClusterStatus carries the ``cluster_lock``."""
+        try:
+            body = await self._read_status(resource.id)
+        except Exception as exc:  # handed to the caller, as the base class does
+            return exc, exc
+        return self._status(body, resource.id), _lock(body.cluster_lock)
 
     async def list(self) -> list[DiscoveredResource]:
         """Every cluster of the organization.
@@ -328,6 +329,17 @@ class QoveryProvider(Provider):
 
     async def aclose(self) -> None:
         await self.api.aclose()
+
+
+def _lock(found: _ClusterLock | None) -> ProviderLock | None:
+    if found is None:
+        return None
+    return ProviderLock(
+        owner=found.owner_name,
+        reason=found.reason,
+        locked_at=found.locked_at,
+        ttl=dt.timedelta(days=found.ttl_in_days) if found.ttl_in_days is not None else None,
+    )
 
 
 def _status_message(body: _ClusterStatus, phase: Phase) -> str | None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from providers.base import DiscoveredResource, Phase, Resource
+from providers.base import DiscoveredResource, Phase, Resource, ResourceStatus
 from providers.errors import (
     AlreadyStoppedError,
     AuthError,
@@ -587,3 +587,22 @@ def test_config_keeps_the_token_secret() -> None:
         QoveryConfig.model_validate(
             {"name": "q", "token": "t", "organization_id": "o", "region": "eu"}
         )
+
+
+async def test_status_and_lock_come_from_one_read(
+    qovery: QoveryProvider, transport: CountingTransport
+) -> None:
+    """status_and_lock() answers what status() and lock() do, with one GET .../status;
+    an unknown cluster is the same NotFoundError for both."""
+    both = await qovery.status_and_lock(cluster(STAGING))
+    assert transport.requests == [("GET", f"{ORG_PATH}/cluster/{STAGING}/status")]
+    status, lock = both
+    assert isinstance(status, ResourceStatus)
+    assert (status.state, status.phase) == (
+        (await qovery.status(cluster(STAGING))).state,
+        Phase.RUNNING,
+    )
+    assert lock == await qovery.lock(cluster(STAGING))
+    assert lock is not None and lock.owner == "Alice Martin"
+    status, lock = await qovery.status_and_lock(cluster(UNKNOWN))
+    assert isinstance(status, NotFoundError) and lock is status

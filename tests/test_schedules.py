@@ -482,3 +482,45 @@ def test_summary_of_a_large_run_fits_slack_sections() -> None:
     assert sections[0].startswith(":white_check_mark: Stopped (1000): res-0000; res-0001")
     assert sections[0].endswith(" more")
     assert sections[1].startswith(":x: Failed (50): bad-00 (qovery reports STOP_ERROR); ")
+
+
+@pytest.mark.parametrize(
+    ("resource", "requests"),
+    [
+        # One read of status and lock together, the stop, then the polls.
+        ("dev-eu", {"qovery": {"GET": 1 + 7, "POST": 1}}),
+        # The same, after the Keystone login (a POST).
+        ("web-1", {"nova": {"GET": 1 + 4, "POST": 1 + 1}}),
+        # No lock to read: the status, the stop, the polls.
+        ("spark", {"okeanos": {"GET": 1 + 4, "POST": 1}}),
+        ("etl", {"feldera": {"GET": 1 + 4, "POST": 1}}),
+    ],
+)
+async def test_a_scheduled_stop_reads_status_and_lock_once_before_stopping(
+    sims: SimulatorServer, tmp_path: Path, resource: str, requests: dict[str, dict[str, int]]
+) -> None:
+    """The lock read with the status just before is the one checked before the stop: no
+    second read. Polls every second: Qovery's stop takes two 3 s steps, the others one."""
+    one = {**NIGHTLY, "force": True, "select": {"resources": [resource]}}
+    h = Sched(sims, tmp_path / "db", [one])
+    try:
+        h.travel(utc(2027, 1, 11, 12))
+        await h.engine.tick()
+        sims.hub.faults.reset_counts()
+        await h.tick_at(utc(2027, 1, 11, 19))
+        await h.engine.wait()
+        assert [(i.resource, i.outcome) for i in h.notes.final().items] == [
+            (resource, Outcome.STOPPED)
+        ]
+        assert sims.hub.faults.counts() == requests
+        (op,) = h.store.recent_operations(resource=resource)
+        assert [t.state for t in h.store.transitions(op.id) if t.provider_state is None] == [
+            "requested",
+            "awaiting_confirmation",
+            "submitting",
+            "accepted",
+            "in_progress",
+            "stopped",
+        ]
+    finally:
+        await h.aclose()

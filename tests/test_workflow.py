@@ -11,8 +11,8 @@ import pytest
 
 from bot.models import Actor, OpState
 from bot.store import Store
-from bot.workflow import StopService
-from providers.base import Provider
+from bot.workflow import LOCK_READ_REUSE, StopService
+from providers.base import Provider, Resource, ResourceStatus
 from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
@@ -323,3 +323,75 @@ async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness)
         "interrupted by a restart before the provider confirmed the stop; dev-eu is DEPLOYED. "
         "Run `/stop dev-eu` again."
     )
+
+
+async def test_a_stop_right_after_its_preview_checks_the_lock_read_with_the_status(
+    h: Harness,
+) -> None:
+    """run(prepared=preview) within LOCK_READ_REUSE of the preview's read checks that read,
+    and the Stopbot locks afresh: one GET before the stop, not two."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    assert h.service.confirm(preview.operation.id, BOB).ok
+    h.sims.hub.faults.reset_counts()
+    final = await h.service.run(preview.operation.id, Recorder(), BOB, prepared=preview)
+    assert final.state == OpState.STOPPED
+    # The stop, then one poll a second through STOP_QUEUED and STOPPING (3 s each).
+    assert h.sims.hub.faults.counts() == {"qovery": {"POST": 1, "GET": 7}}
+
+
+async def test_a_stopbot_lock_taken_after_the_preview_still_refuses_the_stop(
+    h: Harness,
+) -> None:
+    """Reusing the preview's provider lock read, the Stopbot lock is still read at run."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    assert h.service.confirm(preview.operation.id, BOB).ok
+    h.store.set_lock("dev-eu", ALICE.id, h.time.now() + dt.timedelta(hours=2), reason="demo")
+    h.sims.hub.faults.reset_counts()
+    final = await h.service.run(preview.operation.id, Recorder(), BOB, prepared=preview)
+    assert final.state == OpState.REFUSED
+    assert h.sims.hub.faults.counts() == {}
+
+
+async def test_a_preview_older_than_the_reuse_limit_means_a_fresh_lock_read(
+    h: Harness,
+) -> None:
+    """A provider lock taken after a preview read more than LOCK_READ_REUSE ago is seen:
+    the lock is read again right before the stop, which is not sent."""
+    preview = await h.service.prepare("dev-eu", BOB, source="test")
+    assert h.service.confirm(preview.operation.id, BOB).ok
+    await h.time.sleep((LOCK_READ_REUSE + dt.timedelta(milliseconds=1)).total_seconds())
+    h.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
+        "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner_name="Alice Martin", reason="load test"
+    )
+    h.sims.hub.faults.reset_counts()
+    final = await h.service.run(preview.operation.id, Recorder(), BOB, prepared=preview)
+    assert final.state == OpState.REFUSED
+    assert final.detail is not None and "locked in qovery by Alice Martin" in final.detail
+    assert h.sims.hub.faults.counts() == {"qovery": {"GET": 1}}
+
+
+async def test_polls_start_a_poll_interval_apart_however_long_a_read_takes(h: Harness) -> None:
+    """A read that takes 0.4 s (on the one clock) is followed by a 0.6 s sleep, not 1 s:
+    with polls every second, reads start every second."""
+    provider = h.providers["qovery"]
+    read = provider.status
+
+    async def slow_status(resource: Resource) -> ResourceStatus:
+        h.sims.hub.clock.advance(0.4)
+        return await read(resource)
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await h.time.sleep(seconds)
+
+    provider.status = slow_status  # type: ignore[method-assign]
+    service = StopService(h.config, h.store, h.providers, clock=h.time.now, sleep=sleep)
+    preview = await service.prepare("dev-eu", BOB, source="test")
+    assert service.confirm(preview.operation.id, BOB).ok
+    final = await service.run(preview.operation.id, Recorder(), BOB, prepared=preview)
+    assert final.state == OpState.STOPPED
+    # Reads 0.4 s after 0 s, 1 s, … 6 s: STOPPED (two 3 s steps) is seen by the seventh.
+    assert slept == [pytest.approx(0.6, abs=1e-5)] * 6
+    await service.aclose()
