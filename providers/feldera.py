@@ -19,7 +19,7 @@ The lifecycle reference (docs.feldera.com ``pipelines/lifecycle.md``) shapes thr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -225,7 +225,11 @@ class FelderaProvider(Provider):
         wanted = {r.id for r in resources}
         if not wanted:
             return {}
-        return {p.name: self._to_status(p) for p in await self._list_statuses() if p.name in wanted}
+        # Only the pipelines asked for are parsed: the list has every pipeline of the instance.
+        return {
+            p.name: self._to_status(p)
+            for p in await self._list_statuses(lambda item: item.get("name") in wanted)
+        }
 
     async def list(self) -> list[DiscoveredResource]:
         """Every pipeline of the instance, whatever its status (one call)."""
@@ -244,12 +248,19 @@ class FelderaProvider(Provider):
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    async def _list_statuses(self) -> Sequence[_PipelineStatus]:
+    async def _list_statuses(
+        self, keep: Callable[[dict[str, Any]], bool] | None = None
+    ) -> Sequence[_PipelineStatus]:
+        """Every pipeline's status (``keep``: only the list items it accepts)."""
         response = await self._api.request("GET", "/v0/pipelines", params={"selector": "status"})
         body = self._json(response)
         if not isinstance(body, list):
             raise ProviderError(self.name, "the pipeline list is not a JSON array")
-        return [self._parse(item) for item in body]
+        return [
+            self._parse(item)
+            for item in body
+            if keep is None or (isinstance(item, dict) and keep(item))
+        ]
 
     @staticmethod
     def _path(resource: Resource) -> str:

@@ -7,6 +7,7 @@ from the token's service catalog. The calls made here:
     POST {compute}/servers/{id}/action          {"os-stop": null} -> 202, no body
     GET  {compute}/servers/{id}                 -> {"server": {...}}
     GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
+                                                   (changes-since when polling stops)
 
 Every compute call asks for microversion 2.73, the first that reports ``locked_reason``
 (``microversions.rst``, ``parameters.yaml``).
@@ -38,6 +39,7 @@ from providers.base import (
     ProviderLock,
     Resource,
     ResourceStatus,
+    StatusAndLock,
     StopAccepted,
     utcnow,
 )
@@ -53,6 +55,7 @@ from providers.errors import (
 from providers.http import ApiClient, ErrorDetails, HttpSettings, default_error_parser
 
 __all__ = [
+    "CHANGES_SINCE_MARGIN",
     "COMPUTE_MICROVERSION",
     "SERVER_STATUSES",
     "NovaProvider",
@@ -107,6 +110,9 @@ _RENEW_MARGIN = dt.timedelta(minutes=5)
 _LOCKED_RE = re.compile(r"\bis locked\b", re.IGNORECASE)
 _STOPPED_RE = re.compile(r"\bvm_state stopped\b", re.IGNORECASE)
 _MAX_PAGES = 1000
+# How far changes-since reaches back before the time it is computed from: Nova's hosts'
+# clocks may differ a little, and a server left out costs a read of its own.
+CHANGES_SINCE_MARGIN = dt.timedelta(seconds=60)
 
 # Aliases: inside the provider class, ``list`` and ``type`` name its own members.
 _Servers = list[dict[str, Any]]
@@ -253,6 +259,11 @@ class NovaProvider(Provider):
         )
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
+        # For polling with changes-since (polling_changes.rst): the latest ``updated`` time
+        # Nova has shown us, and for each server being stopped, a time its changes since
+        # the stop cannot be earlier than (the latest ``updated`` seen before the stop).
+        self._latest_change: dt.datetime | None = None
+        self._changed_since: dict[str, dt.datetime] = {}
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Send ``os-stop``; Nova answers 202 with no body and powers off in the background.
@@ -260,6 +271,9 @@ class NovaProvider(Provider):
         Nova has no forced stop (``force`` is ignored): only an administrator's token
         goes through a lock, and that is the cloud's policy, not the request's.
         """
+        # Nova sets the server's updated_at when it takes the stop, after every time it
+        # showed us so far: polling can ask for the servers changed since then.
+        before_stop = self._latest_change
         try:
             await self._compute(
                 "POST",
@@ -269,6 +283,8 @@ class NovaProvider(Provider):
             )
         except ConflictError as exc:
             raise await self._refine_conflict(resource, exc) from exc
+        if before_stop is not None:
+            self._changed_since[resource.id] = before_stop
         return StopAccepted(provider=self.name, resource_id=resource.id)
 
     async def status(self, resource: Resource) -> ResourceStatus:
@@ -278,23 +294,43 @@ class NovaProvider(Provider):
         """One ``GET /servers/detail`` (and its next pages) for all ``resources``.
 
         The ``uuid`` filter is for administrators only (``parameters.yaml``), so the
-        list is filtered here.
+        list is filtered here. When every server asked for is one we are stopping, the
+        list is only of the servers changed since the earliest of their stops
+        (``changes-since``, polling_changes.rst), less ``CHANGES_SINCE_MARGIN`` for clock
+        differences between Nova's hosts: a few servers, not the whole project. A server
+        missing from the answer is left out, as for any bulk read.
         """
         if not resources:
             return {}
-        servers = {str(s.get("id")): s for s in await self._servers()}
-        return {r.id: self._status(r.id, servers[r.id]) for r in resources if r.id in servers}
+        params: dict[str, str] = {}
+        since = [self._changed_since.get(r.id) for r in resources]
+        if all(t is not None for t in since):
+            earliest = min(t for t in since if t is not None) - CHANGES_SINCE_MARGIN
+            params["changes-since"] = earliest.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        servers = {str(s.get("id")): s for s in await self._servers(params)}
+        found = {}
+        for r in resources:
+            server = servers.get(r.id)
+            if server is not None:
+                found[r.id] = status = self._status(r.id, server)
+                if status.terminal:
+                    self._changed_since.pop(r.id, None)  # its stop is over
+        return found
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """Nova's lock: ``locked`` and, from 2.73, ``locked_reason``.
 
         Nova does not say who locked the server nor when, so only the reason is known.
         """
-        server = await self._server(resource.id)
-        if not server.get("locked"):
-            return None
-        reason = server.get("locked_reason")
-        return ProviderLock(reason=str(reason) if reason else None)
+        return _lock(await self._server(resource.id))
+
+    async def status_and_lock(self, resource: Resource) -> StatusAndLock:
+        """Both from one ``GET /servers/{id}``."""
+        try:
+            server = await self._server(resource.id)
+        except Exception as exc:  # handed to the caller, as the base class does
+            return exc, exc
+        return self._status(resource.id, server), _lock(server)
 
     async def list(self) -> list[DiscoveredResource]:
         resources = []
@@ -321,21 +357,31 @@ class NovaProvider(Provider):
         server = self._body(response).get("server")
         if not isinstance(server, dict):
             raise ProviderError(self.name, "Nova answered a server read without a server")
+        self._saw_changes([server])
         return server
 
-    async def _servers(self) -> _Servers:
-        """Every server of the project, following ``servers_links`` past Nova's page size."""
+    async def _servers(self, filters: Mapping[str, str] | None = None) -> _Servers:
+        """Every server of the project (matching ``filters``), following ``servers_links``
+        past Nova's page size."""
         servers: _Servers = []
-        params: dict[str, str] = {}
+        params: dict[str, str] = dict(filters or {})
         for _ in range(_MAX_PAGES):
             body = self._body(await self._compute("GET", "/servers/detail", params=params))
             page = [s for s in body.get("servers") or [] if isinstance(s, dict)]
+            self._saw_changes(page)
             servers.extend(page)
             next_params = _next_page(body.get("servers_links"))
             if not page or next_params is None or next_params == params:
                 break
             params = next_params
         return servers
+
+    def _saw_changes(self, servers: _Servers) -> None:
+        """Note the latest ``updated`` time of ``servers``."""
+        stamps = [t for s in servers if (t := _timestamp(s.get("updated"))) is not None]
+        latest = max(stamps, default=None)
+        if latest is not None and (self._latest_change is None or latest > self._latest_change):
+            self._latest_change = latest
 
     def _status(self, server_id: str, server: Mapping[str, Any]) -> ResourceStatus:
         # A server of an unreachable cell (2.69) comes with few keys and status UNKNOWN.
@@ -570,6 +616,13 @@ def _timestamp(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _lock(server: Mapping[str, Any]) -> ProviderLock | None:
+    if not server.get("locked"):
+        return None
+    reason = server.get("locked_reason")
+    return ProviderLock(reason=str(reason) if reason else None)
 
 
 def _secret(value: SecretStr | None) -> str:

@@ -18,6 +18,7 @@ from providers.base import (
     Phase,
     ProviderLock,
     Resource,
+    ResourceStatus,
     StopAccepted,
     utcnow,
 )
@@ -65,6 +66,7 @@ class Exchange:
     body: bytes
     status: int | None = None
     response_headers: httpx.Headers | None = None
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -79,7 +81,11 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         exchange = Exchange(
-            request.method, request.url.path, request.headers, await request.aread()
+            request.method,
+            request.url.path,
+            request.headers,
+            await request.aread(),
+            params=dict(request.url.params),
         )
         self.exchanges.append(exchange)
         response = await self.inner.handle_async_request(request)
@@ -662,6 +668,67 @@ async def test_statuses_make_one_call(nova: NovaProvider, transport: RecordingTr
     ]
 
 
+async def test_statuses_of_stopping_servers_ask_for_the_changes_since_their_stops(
+    sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """Polling servers it stopped, the client lists only the servers changed since the
+    latest change Nova showed it before the earliest of those stops, less the margin;
+    a server it did not stop, or one whose stop is over, means the whole list again."""
+    sims.hub.clock.freeze()
+    sim = reseed(
+        sims,
+        servers=[
+            {"id": WEB, "name": "web-1"},
+            {"id": BATCH, "name": "batch-2"},
+            {"id": DB, "name": "db-3", "status": "SHUTOFF"},
+        ],
+    )
+    start = sim.now()  # every server's last change
+    await nova.status(resource(BATCH))
+    sim.clock.advance(120)
+    await nova.stop(resource(BATCH))
+    sim.clock.advance(STEP)  # BATCH is SHUTOFF since start + 120 + STEP
+    assert seen((await nova.statuses([resource(BATCH)]))[BATCH]) == (
+        "SHUTOFF",
+        Phase.STOPPED,
+        True,
+    )
+    sim.clock.advance(30)
+    await nova.stop(resource(WEB))
+    polled = await nova.statuses([resource(WEB)])
+    sim.clock.advance(STEP)
+    ended = await nova.statuses([resource(WEB)])
+    mixed = await nova.statuses([resource(WEB), resource(DB)])
+
+    def since(moment: float) -> str:
+        return dt.datetime.fromtimestamp(int(moment) - 60, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # BATCH's first poll: its stop came after the seed (the latest change seen), and WEB's
+    # after BATCH's SHUTOFF; once WEB's stop is over, no filter (nor with DB, not stopped).
+    assert [e.params for e in transport.sent("GET", "/servers/detail")] == [
+        {"changes-since": since(start)},
+        {"changes-since": since(start + 120 + STEP)},
+        {"changes-since": since(start + 120 + STEP)},
+        {},
+    ]
+    assert seen(polled[WEB]) == ("ACTIVE (powering-off)", Phase.STOPPING, False)
+    assert seen(ended[WEB]) == ("SHUTOFF", Phase.STOPPED, True)
+    assert {k: seen(v) for k, v in mixed.items()} == {
+        WEB: ("SHUTOFF", Phase.STOPPED, True),
+        DB: ("SHUTOFF", Phase.STOPPED, True),
+    }
+    # What Nova answered to WEB's polls: BATCH and WEB, changed since; not DB.
+    token = transport.logins[0].response_headers["X-Subject-Token"]  # type: ignore[index]
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(
+            f"{sims.url('nova')}/v2.1/servers/detail",
+            params={"changes-since": since(start + 120 + STEP)},
+            headers={"X-Auth-Token": token},
+        )
+    listed = answer.json()["servers"]
+    assert sorted(s["id"] for s in listed) == sorted([BATCH, WEB])
+
+
 async def test_statuses_follow_the_next_pages(
     sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
 ) -> None:
@@ -954,3 +1021,20 @@ async def test_token_lifetime_counts_from_our_clock(times: dict[str, str]) -> No
     await nova.list()
     assert hits.count("http://k/v3/auth/tokens") == 1
     await nova.aclose()
+
+
+async def test_status_and_lock_come_from_one_read(
+    nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """status_and_lock() answers what status() and lock() do, with one GET /servers/{id};
+    an unknown server is the same NotFoundError for both."""
+    status, lock = await nova.status_and_lock(resource(BATCH))
+    assert [(e.method, e.path.rsplit("/nova", 1)[1]) for e in transport.exchanges] == [
+        ("POST", "/identity/v3/auth/tokens"),
+        ("GET", f"/v2.1/servers/{BATCH}"),
+    ]
+    assert isinstance(status, ResourceStatus)
+    assert seen(status) == ("ACTIVE", Phase.RUNNING, True)
+    assert lock == ProviderLock(reason="kernel upgrade in progress")
+    status, lock = await nova.status_and_lock(resource(UNKNOWN_ID))
+    assert isinstance(status, NotFoundError) and lock is status

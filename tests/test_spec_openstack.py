@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from functools import cache
@@ -494,3 +495,62 @@ def test_expired_token_is_refused(sims: SimulatorServer) -> None:
     assert nova(sims, "GET", "/servers/detail", token=token).status_code == 200
     sims.hub.clock.advance(3600)
     assert nova(sims, "GET", "/servers/detail", token=token).status_code == 401
+
+
+def _at(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_changes_since_lists_only_the_servers_changed_since(sims: SimulatorServer) -> None:
+    """changes-since (polling_changes.rst) lists the servers whose last change is at or
+    after it, changes-before (2.66) those at or before it; no time zone means UTC."""
+    sim = nova_sim(sims)
+    sim.clock.freeze()
+    token = login(sims)
+    seeded = sim.now()
+    sim.clock.advance(60)
+    assert nova(sims, "POST", f"/servers/{WEB}/action", token=token, json={"os-stop": None})
+    stopped = sim.now()
+
+    def listed(**params: str) -> list[str]:
+        response = nova(sims, "GET", "/servers/detail", token=token, params=params)
+        assert response.status_code == 200, response.text
+        return [s["id"] for s in response.json()["servers"]]
+
+    assert listed(**{"changes-since": _at(stopped)}) == [WEB]
+    assert listed(**{"changes-since": _at(stopped).rstrip("Z")}) == [WEB]
+    assert listed(**{"changes-since": _at(seeded)}) == [WEB, BATCH, DB]
+    assert listed(**{"changes-since": _at(stopped + 1)}) == []
+    assert listed(**{"changes-before": _at(seeded + 1)}) == [BATCH, DB]
+    assert listed(**{"changes-since": _at(seeded), "changes-before": _at(stopped - 1)}) == [
+        BATCH,
+        DB,
+    ]
+    # The stop's SHUTOFF, a step later, is a change too.
+    sim.clock.advance(DEFAULT_SEED["nova"]["step_seconds"])
+    assert listed(**{"changes-since": _at(stopped + 1)}) == [WEB]
+    assert "changes-since" in api_ref("servers.inc")
+    assert parameters()["changes_since_server"]["in"] == "query"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"changes-since": "yesterday"},
+            "Invalid input for query parameters changes-since. Value: yesterday. "
+            "'yesterday' is not a 'date-time'",
+        ),
+        (
+            {"changes-since": "2026-01-02T00:00:00Z", "changes-before": "2026-01-01T00:00:00Z"},
+            "The value of changes-since must be less than or equal to changes-before.",
+        ),
+    ],
+)
+def test_bad_change_filters_are_bad_requests(
+    sims: SimulatorServer, params: dict[str, str], message: str
+) -> None:
+    """A time that is no date-time, or changes-before before changes-since, is a 400."""
+    response = nova(sims, "GET", "/servers/detail", params=params)
+    assert response.status_code == 400
+    assert response.json() == {"badRequest": {"code": 400, "message": message}}

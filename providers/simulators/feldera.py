@@ -20,6 +20,7 @@ always become ``Stopped``. A pipeline seeded with ``fail_stop`` stops with its
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import uuid
 from typing import Any, Literal, get_args
@@ -148,6 +149,7 @@ def _natural_desired(status: str) -> str:
     return "Running"
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
 

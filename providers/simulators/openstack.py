@@ -4,7 +4,8 @@ Served under the simulator server's ``/nova`` mount:
 
     POST identity/v3/auth/tokens          password or application credential -> 201
     GET  v2.1/servers                      id, name, links
-    GET  v2.1/servers/detail               with limit/marker paging, status/name/locked filters
+    GET  v2.1/servers/detail               with limit/marker paging, status/name/locked and
+                                           changes-since/changes-before filters
     GET  v2.1/servers/{id}
     POST v2.1/servers/{id}/action          os-stop, os-start, lock, unlock -> 202
 
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -202,9 +204,35 @@ def _key(status: str, task_state: str | None) -> str:
     return f"{status}|{task_state or ''}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(seconds: float, *, micro: bool = False) -> str:
     moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _query_time(query: Mapping[str, str], key: str) -> float | None:
+    """An ISO 8601 time filter of the query, as epoch seconds (UTC when it names no zone)."""
+    if key not in query:
+        return None
+    value = query[key]
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _Rejected(
+            _nova_fault(
+                400,
+                f"Invalid input for query parameters {key}. Value: {value}. "
+                f"'{value}' is not a 'date-time'",
+            )
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+@functools.lru_cache(maxsize=64)
+def _host_id(project_id: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_DNS, project_id + "compute").hex
 
 
 def _domain_id(name: str) -> str:
@@ -688,6 +716,21 @@ class NovaSimulator(Simulator):
                     )
                 )
             servers = [s for s in servers if s.locked == (flag in _TRUE)]
+        # servers.inc, parameters.yaml (changes_since_server, changes_before_server): the
+        # servers whose last change is at or after changes-since, at or before
+        # changes-before (2.66); polling_changes.rst: no time zone means UTC.
+        since = _query_time(query, "changes-since")
+        before = _query_time(query, "changes-before") if version >= (2, 66) else None
+        if since is not None and before is not None and before < since:
+            raise _Rejected(
+                _nova_fault(
+                    400, "The value of changes-since must be less than or equal to changes-before."
+                )
+            )
+        if since is not None:
+            servers = [s for s in servers if s.updated(now) >= since]
+        if before is not None:
+            servers = [s for s in servers if s.updated(now) <= before]
         if "marker" in query:
             ids = [s.id for s in servers]
             if query["marker"] not in ids:
@@ -734,7 +777,6 @@ class NovaSimulator(Simulator):
                 "tenant_id": project_id,
             }
         vm_state, power_state = self._vm_and_power(status)
-        instance = f"instance-{uuid.uuid5(uuid.NAMESPACE_OID, server.id).hex[:8]}"
         body: dict[str, Any] = {
             "OS-DCF:diskConfig": "AUTO",
             "OS-EXT-AZ:availability_zone": "nova",
@@ -754,7 +796,7 @@ class NovaSimulator(Simulator):
                 "id": "1",
                 "links": [{"href": f"{self._base(request)}/flavors/1", "rel": "bookmark"}],
             },
-            "hostId": uuid.uuid5(uuid.NAMESPACE_DNS, project_id + "compute").hex,
+            "hostId": _host_id(project_id),
             "id": server.id,
             "image": {
                 "id": _IMAGE_ID,
@@ -774,6 +816,7 @@ class NovaSimulator(Simulator):
         }
         if self.config.admin:
             # Nova's default policy shows the extended attributes to administrators only.
+            instance = f"instance-{uuid.uuid5(uuid.NAMESPACE_OID, server.id).hex[:8]}"
             body |= {
                 "OS-EXT-SRV-ATTR:host": "compute",
                 "OS-EXT-SRV-ATTR:hostname": server.name,
@@ -834,9 +877,17 @@ def _mount_url(request: Request) -> str:
     """This API's own URL, as the client reached it: scheme, host, port and mount point.
 
     ``request.base_url`` names the app's root, not the ``/nova`` mount this app sits under.
+    Worked out once a request: a list renders links for each of its servers.
     """
-    mount = str(request.scope.get("root_path", "")).rstrip("/")
-    return str(request.url.replace(path=mount, query="", fragment="")).rstrip("/")
+    url = request.scope.get(_MOUNT_URL_KEY)
+    if not isinstance(url, str):
+        mount = str(request.scope.get("root_path", "")).rstrip("/")
+        url = str(request.url.replace(path=mount, query="", fragment="")).rstrip("/")
+        request.scope[_MOUNT_URL_KEY] = url
+    return url
+
+
+_MOUNT_URL_KEY = "stopbot.nova_mount_url"
 
 
 def _dotted(version: tuple[int, int]) -> str:
