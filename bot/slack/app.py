@@ -557,8 +557,12 @@ class SlackBot:
     async def _route_action(
         self, ack: Any, body: Any, command: Any, view: Any, respond: Any, client: Any
     ) -> None:
-        listener = self._actions.find(str(body["actions"][0]["action_id"]))
-        assert listener is not None  # Bolt matched the router's own pattern
+        action_id = str(body["actions"][0]["action_id"])
+        listener = self._actions.find(action_id)
+        if listener is None:  # cannot happen: Bolt matched the router's own pattern
+            log.error("no listener for the action %r", action_id)
+            await ack()
+            return
         await listener(
             ack=ack, body=body, command=command, view=view, respond=respond, client=client
         )
