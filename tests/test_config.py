@@ -68,6 +68,19 @@ def test_resource_by_provider_and_id(tmp_path: Path) -> None:
     assert config.resource("qovery:c-1").name == "dev-eu"
 
 
+def test_lookups_follow_a_replaced_resource_list(tmp_path: Path) -> None:
+    """Lookups are indexed, and a copy with other resources answers from its own."""
+    config = load_config(write(tmp_path, GOOD), env=ENV)
+    assert config.resource_config("dev-eu").id == "c-1"
+    renamed = config.resources[0].model_copy(update={"name": "dev-eu-2"})
+    other = config.model_copy(update={"resources": [renamed, *config.resources[1:]]})
+    assert other.resource("qovery:c-1").name == "dev-eu-2"
+    assert other.resource_config("dev-eu-2").id == "c-1"
+    with pytest.raises(KeyError):
+        other.resource_config("dev-eu")
+    assert config.resource("qovery:c-1").name == "dev-eu"
+
+
 def test_unknown_resource_suggests_closest_names(tmp_path: Path) -> None:
     """An unknown name lists the closest configured names."""
     config = load_config(write(tmp_path, GOOD), env=ENV)
