@@ -50,6 +50,14 @@ SYSTEM = "stopbot"
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
 
 
+def _typed(source: str, args: str, verb: str = "stop") -> str:
+    """A command to type again, in the words of the interface the stop came from: the CLI's
+    for a stop asked from the CLI, Slack's otherwise (schedules report in Slack)."""
+    if source == "cli":
+        return f"`stopbot {verb} {args}`"
+    return f"`/stop {args}`" if verb == "stop" else f"`/stop {verb} {args}`"
+
+
 class Preview(BaseModel):
     """What a user is shown before confirming: the resource as it is now."""
 
@@ -207,8 +215,11 @@ class StopService:
                     preview,
                     OpState.REFUSED,
                     actor,
-                    "--override-lock needs a reason, e.g. `/stop "
-                    f"{resource.name} --override-lock runaway costs, owner unreachable`.",
+                    "--override-lock needs a reason, e.g. "
+                    + _typed(
+                        source, f"{resource.name} --override-lock runaway costs, owner unreachable"
+                    )
+                    + ".",
                 )
             preview.notes.append(f"overriding a lock as an admin: {verdict.reason}")
             self.store.audit(
@@ -319,7 +330,8 @@ class StopService:
             return ActionResult(
                 ok=False,
                 operation=expired or checked,
-                message=f"This confirmation expired. Run `/stop {checked.resource}` again.",
+                message="This confirmation expired. Run "
+                f"{_typed(checked.source, checked.resource)} again.",
             )
         approval = self._approval_policy(checked.resource) if require_approval else None
         if approval is not None:
@@ -396,7 +408,7 @@ class StopService:
                 ok=False,
                 operation=expired or op,
                 message=f"This approval request expired. <@{op.requested_by}> can run "
-                f"`/stop {op.resource}` again.",
+                f"{_typed(op.source, op.resource)} again.",
             )
         return op
 
@@ -588,7 +600,7 @@ class StopService:
                 listener,
                 None,
                 f"{exc}. The stop may or may not have been taken: "
-                f"check with `/stop status {resource.name}` before trying again.",
+                f"check with {_typed(op.source, resource.name, 'status')} before trying again.",
             )
         except ProviderError as exc:
             return await self._end(op, OpState.FAILED, listener, None, str(exc))
@@ -761,7 +773,8 @@ class StopService:
                     listener,
                     status,
                     "interrupted by a restart before the provider confirmed the stop; "
-                    f"{resource.name} is {status.state}. Run `/stop {resource.name}` again.",
+                    f"{resource.name} is {status.state}. "
+                    f"Run {_typed(op.source, resource.name)} again.",
                 )
             op = (
                 self.store.transition(

@@ -116,6 +116,22 @@ async def test_foreign_provider_lock_refuses_with_owner_reason_and_expiry(h: Har
     assert preview.provider_lock is not None and preview.provider_lock.owner == "Alice Martin"
 
 
+@pytest.mark.parametrize(
+    ("source", "example"),
+    [
+        ("cli", "`stopbot stop staging-us --override-lock runaway costs, owner unreachable`"),
+        ("slack", "`/stop staging-us --override-lock runaway costs, owner unreachable`"),
+    ],
+)
+async def test_advice_names_the_command_of_the_interface_asked_from(
+    h: Harness, source: str, example: str
+) -> None:
+    """What to type is said in the words of the interface the stop came from."""
+    preview = await h.service.prepare("staging-us", ADMIN, source=source, override_lock=True)
+    assert preview.operation.state == OpState.REFUSED
+    assert preview.operation.detail == f"--override-lock needs a reason, e.g. {example}."
+
+
 async def test_lock_owner_may_stop_own_locked_resource(h: Harness) -> None:
     """The lock's owner (matched by name) may stop the resource they locked."""
     preview = await h.service.prepare("staging-us", ALICE, source="test")
