@@ -194,7 +194,7 @@ class OkeanosProvider(Provider):
     ) -> None:
         super().__init__(config.name)
         self.config = config
-        self.api = ApiClient(
+        self._api = ApiClient(
             config.name,
             config.base_url,
             settings=http,
@@ -211,7 +211,7 @@ class OkeanosProvider(Provider):
         """
         instance_id = self._instance_id(resource)
         try:
-            response = await self.api.request(
+            response = await self._api.request(
                 "POST",
                 f"/api/apps/{quote(resource.id, safe='')}/stop/",
                 data={"lambda_instance_id": instance_id},
@@ -274,7 +274,7 @@ class OkeanosProvider(Provider):
         return found
 
     async def aclose(self) -> None:
-        await self.api.aclose()
+        await self._api.aclose()
 
     def _instance_id(self, resource: Resource) -> str:
         instance_id = resource.options.get("lambda_instance_id")
@@ -315,7 +315,7 @@ class OkeanosProvider(Provider):
         return {r.id: self._status(r.id, flags[r.id], status) for r in resources if r.id in flags}
 
     async def _deployment(self, application_id: str, instance_id: str) -> _InstanceOfApp:
-        response = await self.api.request("GET", f"/api/apps/{quote(application_id, safe='')}/")
+        response = await self._api.request("GET", f"/api/apps/{quote(application_id, safe='')}/")
         app = self._only(response, _Application)
         for deployment in app.lambda_instances:
             if deployment.id == instance_id:
@@ -326,7 +326,7 @@ class OkeanosProvider(Provider):
         )
 
     async def _instance(self, instance_id: str) -> _Instance:
-        response = await self.api.request(
+        response = await self._api.request(
             "GET", f"/api/lambda-instances/{quote(instance_id, safe='')}/"
         )
         return self._only(response, _Instance)
@@ -339,7 +339,7 @@ class OkeanosProvider(Provider):
             params: dict[str, int] = {"limit": PAGE_SIZE}
             if offset:
                 params["offset"] = offset
-            answer = self._answer(await self.api.request("GET", path, params=params))
+            answer = self._answer(await self._api.request("GET", path, params=params))
             items.extend(answer.data)
             if not answer.data or answer.pagination is None or not answer.pagination.next:
                 return items

@@ -203,7 +203,7 @@ class QoveryProvider(Provider):
     ) -> None:
         super().__init__(config.name)
         self.config = config
-        self.api = ApiClient(
+        self._api = ApiClient(
             config.name,
             config.base_url,
             settings=http,
@@ -234,7 +234,7 @@ class QoveryProvider(Provider):
         we read the status to tell which, and whether a cluster lock is the cause.
         """
         try:
-            response = await self.api.request(
+            response = await self._api.request(
                 "POST", f"{self._cluster_path(resource.id)}/stop", ok=(202,)
             )
         except ConflictError as conflict:
@@ -271,7 +271,7 @@ class QoveryProvider(Provider):
         )
 
     async def _read_status(self, cluster_id: str) -> _ClusterStatus:
-        response = await self.api.request("GET", f"{self._cluster_path(cluster_id)}/status")
+        response = await self._api.request("GET", f"{self._cluster_path(cluster_id)}/status")
         return _parse(self.name, _ClusterStatus, response)
 
     async def status(self, resource: Resource) -> ResourceStatus:
@@ -281,7 +281,7 @@ class QoveryProvider(Provider):
         """One call for the whole organization, whatever the number of clusters asked."""
         if not resources:
             return {}
-        response = await self.api.request("GET", f"{self._org_path}/cluster/status")
+        response = await self._api.request("GET", f"{self._org_path}/cluster/status")
         by_id = {s.cluster_id: s for s in _parse(self.name, _ClusterStatusList, response).results}
         return {r.id: self._status(by_id[r.id], r.id) for r in resources if r.id in by_id}
 
@@ -303,12 +303,12 @@ class QoveryProvider(Provider):
         ``status`` is optional on the spec's ``Cluster``; only when some cluster lacks it
         do we spend a second call on the bulk status endpoint.
         """
-        response = await self.api.request("GET", f"{self._org_path}/cluster")
+        response = await self._api.request("GET", f"{self._org_path}/cluster")
         clusters = _parse(self.name, _ClusterList, response).results
         states = {c.id: c.status for c in clusters if c.status is not None}
         if len(states) < len(clusters):
             try:
-                reply = await self.api.request("GET", f"{self._org_path}/cluster/status")
+                reply = await self._api.request("GET", f"{self._org_path}/cluster/status")
                 for s in _parse(self.name, _ClusterStatusList, reply).results:
                     states.setdefault(s.cluster_id, s.status)
             except ProviderError:
@@ -328,7 +328,7 @@ class QoveryProvider(Provider):
         return found
 
     async def aclose(self) -> None:
-        await self.api.aclose()
+        await self._api.aclose()
 
 
 def _lock(found: _ClusterLock | None) -> ProviderLock | None:
