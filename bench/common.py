@@ -473,6 +473,20 @@ class FakeSlackProcess(_Child):
         response.raise_for_status()
         return [(str(op), str(ts)) for op, ts in response.json()["confirmations"]]
 
+    def ephemeral(self, user: str = USER, channel: str = CHANNEL) -> list[dict[str, Any]]:
+        """The ephemeral messages ``user`` sees in ``channel``, oldest first."""
+        response = httpx.get(
+            f"{self.url}/_bench/ephemeral", params={"user": user, "channel": channel}, timeout=30
+        )
+        response.raise_for_status()
+        return list(response.json()["messages"])
+
+    def calls(self, since: float) -> list[dict[str, Any]]:
+        """Web API calls received at or after ``since`` (epoch seconds): method, time, text."""
+        response = httpx.get(f"{self.url}/_bench/calls", params={"since": since}, timeout=30)
+        response.raise_for_status()
+        return list(response.json()["calls"])
+
 
 class Bot(_Child):
     """``stopbot serve --http`` on a free port."""
@@ -725,11 +739,26 @@ def _serve_fake_slack(latency: float) -> None:
                 return JSONResponse({"confirmations": found})
             await fake.wait_changed(version, left)
 
+    async def ephemeral(request: Request) -> JSONResponse:
+        query = request.query_params
+        return JSONResponse({"messages": fake.ephemeral_messages(query["channel"], query["user"])})
+
+    async def calls(request: Request) -> JSONResponse:
+        since = float(request.query_params["since"])
+        found = [
+            {"method": c.method, "at": c.at, "text": c.args.get("text", "")}
+            for c in fake.calls()
+            if c.at >= since
+        ]
+        return JSONResponse({"calls": found})
+
     app = Starlette(
         routes=[
             Route("/_bench/ready", ready, methods=["GET"]),
             Route("/_bench/response_urls", response_urls, methods=["POST"]),
             Route("/_bench/confirmations", confirmations, methods=["GET"]),
+            Route("/_bench/ephemeral", ephemeral, methods=["GET"]),
+            Route("/_bench/calls", calls, methods=["GET"]),
             Mount("/", app=slowed(fake.app)),
         ]
     )

@@ -23,8 +23,6 @@ import argparse
 import contextlib
 import json
 import math
-import select
-import socket
 import statistics
 import sys
 import tempfile
@@ -276,89 +274,6 @@ def _stopbot() -> str:
     return str(beside)
 
 
-class RecordingSlack(FakeSlackProcess):
-    """The fake Slack (``python -m bench.nightly_run fake-slack``), with ``/_bench`` routes
-    to mint response URLs, read a user's ephemeral messages and the calls it received."""
-
-    def start(self, latency: float = 0.0) -> str:
-        argv = [sys.executable, "-m", "bench.nightly_run", "fake-slack"]
-        self._spawn(argv, {}, pipe_stdout=True)
-        assert self.process is not None and self.process.stdout is not None
-        readable, _, _ = select.select([self.process.stdout], [], [], START_TIMEOUT)
-        first = self.process.stdout.readline().decode().strip() if readable else ""
-        if not first.startswith("http://"):
-            raise self.failed("the fake Slack did not start")
-        self.url = first
-        self.wait_ready(f"{self.url}/_bench/ready")
-        return self.url
-
-    def ephemeral(self, user: str = USER, channel: str = CHANNEL) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.url}/_bench/ephemeral", params={"user": user, "channel": channel}, timeout=30
-        )
-        response.raise_for_status()
-        return list(response.json()["messages"])
-
-    def calls(self, since: float) -> list[dict[str, Any]]:
-        """Calls received at or after ``since`` (epoch seconds): method, time, text."""
-        response = httpx.get(f"{self.url}/_bench/calls", params={"since": since}, timeout=30)
-        response.raise_for_status()
-        return list(response.json()["calls"])
-
-
-def _serve_fake_slack() -> None:
-    """Serve a recording fake Slack until SIGTERM; its address is the first line out."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Mount, Route
-
-    from bot.slack.fake_api import FakeSlack, SlackChannel, SlackUser
-
-    fake = FakeSlack(
-        users=[SlackUser(USER, "bench", real_name="Bench User")],
-        channels=[SlackChannel(CHANNEL, "bench")],
-    )
-
-    async def ready(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True})
-
-    async def response_urls(request: Request) -> JSONResponse:
-        hooks = (await request.json())["hooks"]
-        return JSONResponse({"urls": [fake.new_response_url(**hook) for hook in hooks]})
-
-    async def ephemeral(request: Request) -> JSONResponse:
-        query = request.query_params
-        return JSONResponse({"messages": fake.ephemeral_messages(query["channel"], query["user"])})
-
-    async def calls(request: Request) -> JSONResponse:
-        since = float(request.query_params["since"])
-        found = [
-            {"method": c.method, "at": c.at, "text": c.args.get("text", "")}
-            for c in fake.calls()
-            if c.at >= since
-        ]
-        return JSONResponse({"calls": found})
-
-    app = Starlette(
-        routes=[
-            Route("/_bench/ready", ready, methods=["GET"]),
-            Route("/_bench/response_urls", response_urls, methods=["POST"]),
-            Route("/_bench/ephemeral", ephemeral, methods=["GET"]),
-            Route("/_bench/calls", calls, methods=["GET"]),
-            Mount("/", app=fake.app),
-        ]
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    fake.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    print(fake.base_url, flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
-
-
 def peak_rss_mb(pid: int) -> float:
     """A process's peak resident set (``VmHWM``), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
@@ -437,7 +352,7 @@ def _run_confirm_ts(messages: Sequence[Mapping[str, Any]]) -> str | None:
 def measure_once(estate: Estate, options: Options, workdir: Path, label: str) -> RunResult:
     """Start the three processes, run the schedule now, and take the run's figures."""
     sims = SeededSimulators(workdir)
-    slack = RecordingSlack(workdir)
+    slack = FakeSlackProcess(workdir)
     bot = Bot(workdir)
     try:
         sims_url = sims.start_seeded(estate.seed)
@@ -673,9 +588,6 @@ def parse_options(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["fake-slack"]:
-        _serve_fake_slack()
-        return 0
     options = parse_options(args)
     with reported_errors():
         results = measure(options)
