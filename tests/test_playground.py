@@ -625,6 +625,32 @@ async def test_only_json_from_this_host_is_accepted(page: Page) -> None:
     assert page.slack.messages(CHANNEL) == []
 
 
+async def test_choosing_in_a_menu_sends_the_option_to_the_bot(page: Page) -> None:
+    """A static_select in a message: choosing an option is a block_actions request with
+    the option chosen, which the bot answers (here: a Keep menu naming no known schedule);
+    an option the menu does not have is refused before the bot hears of it."""
+    keep = json.dumps({"s": "nightly", "r": "dev-eu", "d": "1h"})
+    menu = {
+        "type": "static_select",
+        "action_id": "schedule_keep:dev-eu",
+        "placeholder": {"type": "plain_text", "text": "Keep dev-eu"},
+        "options": [
+            {"text": {"type": "plain_text", "text": "Keep dev-eu for 1 hour"}, "value": keep}
+        ],
+    }
+    ts = page.slack.add_message(
+        CHANNEL, "Tonight's stops", user=DANA, blocks=[{"type": "actions", "elements": [menu]}]
+    )
+    choice = {"user": DANA, "channel": CHANNEL, "message_ts": ts, "block": 0, "element": 0}
+    refused = await page.post("/playground/click", {**choice, "option": "other"}, expect=400)
+    assert refused == {"error": "Choose one of the menu's options; nothing was sent."}
+    await page.post("/playground/click", {**choice, "option": keep})
+    answer = await page.reply()
+    assert answer["text"] == "No schedule named `nightly` (known: none)."
+    [delivery] = (await page.state())["deliveries"]
+    assert delivery["kind"] == "block_actions"
+
+
 async def test_click_on_a_non_button_is_refused(page: Page) -> None:
     """A position that holds no button is refused, and the bot hears nothing."""
     await page.type("/stop dev-eu")
@@ -641,7 +667,9 @@ async def test_click_on_a_non_button_is_refused(page: Page) -> None:
         },
         expect=400,
     )
-    assert refused == {"error": "That is not a button (the message changed); nothing was sent."}
+    assert refused == {
+        "error": "That is not a button or a menu (the message changed); nothing was sent."
+    }
     assert len((await page.state())["deliveries"]) == 1
 
 

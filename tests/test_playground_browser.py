@@ -8,6 +8,7 @@ leaves a screenshot under test-artifacts/.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import threading
@@ -325,6 +326,36 @@ def test_confirm_dialog_asks_before_the_click_is_sent(page: Page, served: Playgr
     dialog.get_by_role("button", name="Stop them").click()
     expect(page.locator("#delivery-list")).to_contain_text("Stop everything", timeout=WAIT_MS)
     assert clicks == ["v1"]
+
+
+def test_choosing_in_a_menu_reaches_the_bot(page: Page, served: PlaygroundServer) -> None:
+    """A static_select (the Keep menu of schedule warnings) is a menu in the page; choosing
+    an option sends it to the bot, whose answer shows (no schedule by that name here)."""
+    playground = served.playground
+    value = json.dumps({"s": "nightly", "r": "dev-eu", "d": "1h"})
+    menu = {
+        "type": "static_select",
+        "action_id": "schedule_keep:dev-eu",
+        "placeholder": {"type": "plain_text", "text": "Keep dev-eu"},
+        "options": [
+            {"text": {"type": "plain_text", "text": "Keep dev-eu for 1 hour"}, "value": value}
+        ],
+    }
+    posted = httpx.post(
+        f"{playground.local.api_url}chat.postMessage",
+        headers={"Authorization": f"Bearer {playground.local.token}"},
+        json={
+            "channel": LOCAL_CHANNEL.id,
+            "text": "Tonight's stops",
+            "blocks": [{"type": "actions", "elements": [menu]}],
+        },
+    )
+    assert posted.json()["ok"] is True
+    page.get_by_label("Keep dev-eu").select_option(label="Keep dev-eu for 1 hour", timeout=WAIT_MS)
+    expect(page.locator("#messages")).to_contain_text(
+        "No schedule named nightly (known: none).", timeout=WAIT_MS
+    )
+    expect(page.locator("#delivery-list")).to_contain_text("Keep dev-eu for 1 hour")
 
 
 def test_mrkdwn_renders_formatting_and_never_markup(page: Page) -> None:

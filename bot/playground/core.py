@@ -265,8 +265,10 @@ class Playground:
         block: int,
         element: int | None,
         ephemeral: bool,
+        option: str | None = None,
     ) -> None:
-        """``user`` clicks a button of a message: a ``block_actions`` request, as Slack sends.
+        """``user`` clicks a button of a message, or chooses ``option`` (its value) in a
+        menu (``static_select``): a ``block_actions`` request, as Slack sends.
 
         :param block: the index of the button's block in the message.
         :param element: its index in an ``actions`` block; None for a section's accessory.
@@ -284,6 +286,7 @@ class Playground:
                 "That message is gone (deleted or replaced); nothing was sent to the bot."
             )
         button, block_id = _button(message.get("blocks") or [], block, element)
+        chosen = _chosen_option(button, option)
         response_url = self.slack.new_response_url(
             channel=channel, user=user, message_ts=message_ts, is_ephemeral=ephemeral
         )
@@ -301,9 +304,18 @@ class Playground:
             channel_name=self._channel_name(channel),
             **self._actor_fields(user),
         )
-        answer = await self._deliver(
-            block_actions_body(payload), "block_actions", user, _plain(button.get("text"))
-        )
+        if chosen is not None:  # a menu's action: what was chosen, no value nor text
+            clicked = payload["actions"][0]
+            payload["actions"][0] = {
+                "type": "static_select",
+                "action_id": clicked["action_id"],
+                "block_id": block_id,
+                "selected_option": chosen,
+                "placeholder": button.get("placeholder"),
+                "action_ts": clicked["action_ts"],
+            }
+        label = _plain(chosen["text"]) if chosen is not None else _plain(button.get("text"))
+        answer = await self._deliver(block_actions_body(payload), "block_actions", user, label)
         if isinstance(answer, str):
             self.slack.add_ephemeral(
                 channel,
@@ -656,10 +668,25 @@ def _button(
     else:
         elements = found.get("elements") or []
         candidate = elements[element] if 0 <= element < len(elements) else None
-    if not isinstance(candidate, dict) or candidate.get("type") != "button":
-        raise PlaygroundError("That is not a button (the message changed); nothing was sent.")
+    if not isinstance(candidate, dict) or candidate.get("type") not in {"button", "static_select"}:
+        raise PlaygroundError(
+            "That is not a button or a menu (the message changed); nothing was sent."
+        )
     # Slack gives a block without a block_id one of its own; the index stands in for it.
     return candidate, str(found.get("block_id") or f"b{block}")
+
+
+def _chosen_option(element: Mapping[str, Any], value: str | None) -> dict[str, Any] | None:
+    """The option chosen in a menu (None for a button); an unknown one is refused."""
+    if element.get("type") != "static_select":
+        return None
+    options = [*(element.get("options") or [])]
+    for group in element.get("option_groups") or []:
+        options.extend(group.get("options") or [])
+    for candidate in options:
+        if isinstance(candidate, dict) and str(candidate.get("value")) == value:
+            return dict(candidate)
+    raise PlaygroundError("Choose one of the menu's options; nothing was sent.")
 
 
 def _state_values(

@@ -66,6 +66,7 @@ class ClickBody(_Body):
     block: int = Field(ge=0)
     element: int | None = Field(default=None, ge=0)
     ephemeral: bool = False
+    option: str | None = Field(default=None, description="the value chosen, for a menu")
 
 
 class ViewBody(_Body):
@@ -161,6 +162,7 @@ def build_app(playground: Playground) -> Starlette:
             block=body.block,
             element=body.element,
             ephemeral=body.ephemeral,
+            option=body.option,
         )
 
     async def view_submit(body: ViewSubmitBody) -> None:

@@ -254,6 +254,7 @@
       clockOffset: page.state.clock_offset,
       key,
       onButton: (element, position, node) => clickButton(entry, element, position, node),
+      onSelect: (element, position, value, node) => chooseOption(entry, position, value, node),
     };
     const time = new Intl.DateTimeFormat("en-US", { timeZone: me.tz, hour: "numeric", minute: "2-digit" })
       .format(new Date(Number(message.ts) * 1000));
@@ -285,6 +286,20 @@
       block: position.block,
       element: position.element,
       ephemeral: entry.ephemeral,
+    });
+    node.removeAttribute("aria-busy");
+  }
+
+  async function chooseOption(entry, position, value, node) {
+    node.setAttribute("aria-busy", "true");
+    await post("/playground/click", {
+      user: page.user,
+      channel: page.channel,
+      message_ts: entry.message.ts,
+      block: position.block,
+      element: position.element,
+      ephemeral: entry.ephemeral,
+      option: value,
     });
     node.removeAttribute("aria-busy");
   }

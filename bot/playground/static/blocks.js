@@ -259,8 +259,36 @@
     return el("span", { class: "bk-unsupported" }, `[${what} is not shown in the playground]`);
   }
 
+  // A menu: choosing an option is the action (Slack sends block_actions at once).
+  // https://docs.slack.dev/reference/block-kit/block-elements/select-menu-element
+  function staticSelect(element, ctx, position) {
+    const option = (o) => el("option", { value: o.value }, plain(o.text));
+    const choices = (element.option_groups || []).length
+      ? element.option_groups.map((g) => el("optgroup", { label: plain(g.label) }, ...(g.options || []).map(option)))
+      : (element.options || []).map(option);
+    const placeholder = el("option", { value: "", disabled: true, selected: true }, plain(element.placeholder) || "Select an item");
+    const node = el(
+      "select",
+      {
+        class: "bk-select",
+        "data-focus-key": `${ctx.key || ""}:${position.block}:${position.element ?? "accessory"}`,
+        "data-action-id": element.action_id || "",
+        "aria-label": plain(element.placeholder) || "Select an item",
+      },
+      placeholder,
+      ...choices,
+    );
+    if (ctx.onSelect) {
+      node.addEventListener("change", () => ctx.onSelect(element, position, node.value, node));
+    } else {
+      node.disabled = true;
+    }
+    return node;
+  }
+
   function actionElement(element, ctx, position) {
     if (element.type === "button") return button(element, ctx, position);
+    if (element.type === "static_select") return staticSelect(element, ctx, position);
     if (element.type === "image") return imageElement(element);
     return unsupported(`a ${element.type} element`);
   }
