@@ -296,8 +296,9 @@ class ActionRouter:
     Bolt tries its listeners in order, and each try builds the whole set of listener
     arguments: with a listener a button, the last button cost a dozen tries before its
     ack. One listener, matched by an anchored pattern of the known action ids, then a
-    dictionary lookup, makes every click cost one try. Unknown action ids still match
-    no listener (Bolt answers 404, as for anything it has no listener for).
+    dictionary lookup, makes every click cost two (the command's listener, then this
+    one). Unknown action ids still match no listener (Bolt answers 404, as for anything
+    it has no listener for).
     """
 
     def __init__(self) -> None:
