@@ -12,18 +12,16 @@ counted in memory, so they are right after a restart and agree with the audit lo
 Each :class:`Metrics` has its own registry (not prometheus-client's global one), so two
 bots in one process (tests) never share counts.
 
-The command counter (:meth:`Metrics.count`) is called by the Slack listeners, which run
-after Bolt's request verification: forged requests are never counted. (Not a Bolt
+The command counter (:meth:`Metrics.count_command`) is called by the Slack listeners,
+which run after Bolt's request verification: forged requests are never counted. (Not a Bolt
 middleware: each one builds every listener argument again, a sixth of an ack's cost.)
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,41 +32,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.models import FINAL_STATES, TRACKED_STATES
-from bot.slack.commands import RESERVED
 from bot.store import Store
 from providers.http import add_call_observer
 
-__all__ = ["Metrics", "command_name", "metrics_route"]
+__all__ = ["Metrics", "metrics_route"]
 
 log = logging.getLogger(__name__)
 
 # Provider calls take from milliseconds (a status read) to the whole HTTP timeout.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
-
-
-def command_name(body: dict[str, Any]) -> str:
-    """The label for one Slack request: ``/stop status``, ``/stop`` (a stop),
-    ``action:stop_confirm``, ``view:<callback_id>``, or its type."""
-    command = body.get("command")
-    if isinstance(command, str) and _NAME.match(command):
-        text = body.get("text")
-        words = text.split(maxsplit=1) if isinstance(text, str) else []
-        head = words[0].lower() if words else "help"
-        return f"{command} {head}" if head in RESERVED else command
-    if body.get("type") == "block_actions":
-        actions = body.get("actions")
-        action = actions[0] if isinstance(actions, list) and actions else {}
-        action_id = action.get("action_id") if isinstance(action, dict) else None
-        if isinstance(action_id, str) and _NAME.match(action_id):
-            return f"action:{action_id}"
-        return "action:other"
-    view = body.get("view")
-    if body.get("type") == "view_submission" and isinstance(view, dict):
-        callback = view.get("callback_id")
-        return f"view:{callback}" if isinstance(callback, str) and _NAME.match(callback) else "view"
-    kind = body.get("type")
-    return kind if isinstance(kind, str) and _NAME.match(kind) else "other"
 
 
 class _StoreCollector(Collector):
@@ -155,9 +127,10 @@ class Metrics:
             self._detach()
             self._detach = None
 
-    def count(self, body: dict[str, Any]) -> None:
-        """Count one Slack request that reached a listener (so a verified one)."""
-        self.commands.labels(command_name(body)).inc()
+    def count_command(self, name: str) -> None:
+        """Count one request that reached a listener (so a verified one), by a name of
+        few values (``bot.slack.commands.request_name``)."""
+        self.commands.labels(name).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import Metrics, command_name
+from bot.metrics import Metrics
 from bot.models import OpState
 from bot.slack import views
+from bot.slack.commands import request_name
 from bot.store import Store
 from providers.http import add_call_observer, endpoint_of
 from providers.registry import build_provider
@@ -75,7 +76,7 @@ def test_endpoints_group_ids_but_keep_versions(path: str, endpoint: str) -> None
 )
 def test_command_names_are_few_and_bounded(body: dict[str, Any], name: str) -> None:
     """Each request is counted under a short, known name; odd input cannot add label values."""
-    assert command_name(body) == name
+    assert request_name(body) == name
 
 
 async def test_provider_calls_are_timed_per_attempt(sims: SimulatorServer, tmp_path: Path) -> None:

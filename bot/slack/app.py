@@ -187,9 +187,9 @@ def _guarded(
         kwargs = {name: given[name] for name in wanted}
         if early is not None:
             if await _early_ack(early, ack, given):
-                spawn(_after(after_ack, _run_guarded(func, (), kwargs)))
+                spawn(_after(after_ack, _run_guarded(func, kwargs)))
         else:
-            await _ack_from_task(func, (), kwargs, ack, after_ack, spawn)
+            await _ack_from_task(func, kwargs, ack, after_ack, spawn)
 
     wrapper.__name__ = func.__name__
     wrapper.__qualname__ = func.__qualname__
@@ -202,8 +202,7 @@ async def _early_ack(
     try:
         return await early(ack, kwargs)
     except Exception:
-        ref = uuid.uuid4().hex[:8]
-        log.exception("early ack failed", extra={"ref": ref})
+        ref = _logged_failure("early ack failed")
         if getattr(ack, "response", None) is None:
             await ack(response_type="ephemeral", text=_sorry(ref))
         return False
@@ -226,7 +225,6 @@ async def _after(after_ack: AfterAck | None, work: Coroutine[Any, Any, None]) ->
 
 async def _ack_from_task(
     func: Callable[..., Awaitable[None]],
-    args: tuple[Any, ...],
     kwargs: dict[str, Any],
     ack: Callable[..., Awaitable[Any]],
     after_ack: AfterAck | None,
@@ -252,7 +250,7 @@ async def _ack_from_task(
 
     async def run() -> None:
         try:
-            await _run_guarded(func, args, kwargs)
+            await _run_guarded(func, kwargs)
         finally:
             if queued and after_ack is not None:
                 after_ack.leave()
@@ -265,6 +263,13 @@ async def _ack_from_task(
     await acked
 
 
+def _logged_failure(what: str) -> str:
+    """Log the exception being handled; the reference the user is given for it."""
+    ref = uuid.uuid4().hex[:8]
+    log.exception(what, extra={"ref": ref})
+    return ref
+
+
 def _sorry(ref: str) -> str:
     return (
         f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
@@ -272,16 +277,11 @@ def _sorry(ref: str) -> str:
     )
 
 
-async def _run_guarded(
-    func: Callable[..., Awaitable[None]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
+async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, Any]) -> None:
     try:
-        await func(*args, **kwargs)
+        await func(**kwargs)
     except Exception:
-        ref = uuid.uuid4().hex[:8]
-        log.exception("listener failed", extra={"ref": ref})
+        ref = _logged_failure("listener failed")
         respond: Respond | None = kwargs.get("respond")
         try:
             if respond is not None:
@@ -574,8 +574,11 @@ class SlackBot:
         """A listener that acks early, answers failures in words and queues its post-ack
         work (see :func:`_guarded`)."""
         return _guarded(
-            func, self.after_ack, self._listeners, early=early, observe=self.metrics.count
+            func, self.after_ack, self._listeners, early=early, observe=self.count_request
         )
+
+    def count_request(self, body: dict[str, Any]) -> None:
+        self.metrics.count_command(commands.request_name(body))
 
     async def check_token(self) -> None:
         """``auth.test`` once, at start: a refused token is reported now (log, /healthz)

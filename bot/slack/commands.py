@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from bot.durations import parse_duration
 
@@ -22,6 +23,7 @@ __all__ = [
     "Unlock",
     "UsageError",
     "parse",
+    "request_name",
 ]
 
 HELP = """*Stopbot* stops cloud resources safely. Commands:
@@ -234,3 +236,32 @@ def parse(text: str) -> Command:
         reason=" ".join(reason_words) or None,
         override_lock=flags["--override-lock"],
     )
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
+def request_name(body: dict[str, Any]) -> str:
+    """The label for one Slack request: ``/stop status``, ``/stop`` (a stop),
+    ``action:stop_confirm``, ``view:<callback_id>``, or its type."""
+    command = body.get("command")
+    if isinstance(command, str) and _LABEL.match(command):
+        text = body.get("text")
+        words = text.split(maxsplit=1) if isinstance(text, str) else []
+        head = words[0].lower() if words else "help"
+        return f"{command} {head}" if head in RESERVED else command
+    if body.get("type") == "block_actions":
+        actions = body.get("actions")
+        action = actions[0] if isinstance(actions, list) and actions else {}
+        action_id = action.get("action_id") if isinstance(action, dict) else None
+        if isinstance(action_id, str) and _LABEL.match(action_id):
+            return f"action:{action_id}"
+        return "action:other"
+    view = body.get("view")
+    if body.get("type") == "view_submission" and isinstance(view, dict):
+        callback = view.get("callback_id")
+        return (
+            f"view:{callback}" if isinstance(callback, str) and _LABEL.match(callback) else "view"
+        )
+    kind = body.get("type")
+    return kind if isinstance(kind, str) and _LABEL.match(kind) else "other"
