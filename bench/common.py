@@ -339,6 +339,7 @@ class _Child:
         self.log_path = workdir / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: TextIO | None = None
+        self.url = ""  # its base URL, once started
 
     def _spawn(self, argv: Sequence[str], env: Mapping[str, str], *, pipe_stdout: bool) -> None:
         self._log = self.log_path.open("w", encoding="utf-8")
@@ -403,10 +404,6 @@ class Simulators(_Child):
 
     name = "simulators"
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.url = ""
-
     def start(self) -> str:
         port = free_port()
         self._spawn([_stopbot(), "simulate", "--port", str(port)], {}, pipe_stdout=False)
@@ -430,10 +427,6 @@ class FakeSlackProcess(_Child):
     """The fake Slack in a process of its own (``python -m bench.common fake-slack``)."""
 
     name = "fake-slack"
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.url = ""
 
     @property
     def api_url(self) -> str:
@@ -492,10 +485,6 @@ class Bot(_Child):
     """``stopbot serve --http`` on a free port."""
 
     name = "bot"
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
-        self.url = ""
 
     @property
     def events_url(self) -> str:
