@@ -278,19 +278,15 @@
     if (element.confirm && !(await confirmDialog(element.confirm))) return;
     // A link button opens its page, and Slack still tells the app about the click.
     if (element.url && /^https?:/i.test(element.url)) window.open(element.url, "_blank", "noopener");
-    node.setAttribute("aria-busy", "true");
-    await post("/playground/click", {
-      user: page.user,
-      channel: page.channel,
-      message_ts: entry.message.ts,
-      block: position.block,
-      element: position.element,
-      ephemeral: entry.ephemeral,
-    });
-    node.removeAttribute("aria-busy");
+    await sendAction(entry, position, node, {});
   }
 
-  async function chooseOption(entry, position, value, node) {
+  // A menu's choice is an action too: the same request, with the option chosen.
+  function chooseOption(entry, position, value, node) {
+    return sendAction(entry, position, node, { option: value });
+  }
+
+  async function sendAction(entry, position, node, extra) {
     node.setAttribute("aria-busy", "true");
     await post("/playground/click", {
       user: page.user,
@@ -299,7 +295,7 @@
       block: position.block,
       element: position.element,
       ephemeral: entry.ephemeral,
-      option: value,
+      ...extra,
     });
     node.removeAttribute("aria-busy");
   }
