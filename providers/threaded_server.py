@@ -27,14 +27,30 @@ class ThreadedServer:
         port: int = 0,
         name: str = "server",
         lifespan: Literal["auto", "on", "off"] = "off",
+        sock: socket.socket | None = None,
+        graceful_shutdown: int | None = None,
     ) -> None:
+        """``sock``: a listening socket bound already (its port wins over ``port``);
+        ``graceful_shutdown``: seconds requests in progress get at a stop."""
         self.app = app
         self.host = host
-        self.port = port
+        self.port = sock.getsockname()[1] if sock is not None else port
         self.name = name
         self.lifespan = lifespan
+        self._sock = sock
+        self.graceful_shutdown = graceful_shutdown
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+
+    def config(self) -> uvicorn.Config:
+        """How uvicorn serves the app, in a thread here or in the foreground elsewhere."""
+        return uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan=self.lifespan,
+            access_log=False,
+            timeout_graceful_shutdown=self.graceful_shutdown,
+        )
 
     @property
     def base_url(self) -> str:
@@ -42,14 +58,13 @@ class ThreadedServer:
 
     def start(self) -> str:
         """Bind, serve in a thread, and return the base URL once requests are answered."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan=self.lifespan, access_log=False
-        )
-        server = uvicorn.Server(config)
+        sock = self._sock
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
+        server = uvicorn.Server(self.config())
         self._server = server
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name=self.name, daemon=True

@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import socket
 import sys
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +25,7 @@ from bot.playground.core import Playground, Sleep
 from bot.playground.web import STATIC_DIR, build_app
 from bot.slack.local import LOCAL_ROLES, LOCAL_USERS
 from providers.simulators.server import SimulatorServer
+from providers.threaded_server import ThreadedServer
 
 __all__ = ["PlaygroundServer", "PortInUseError", "banner", "run_dev"]
 
@@ -102,14 +102,14 @@ class PlaygroundServer:
             self.socket.close()
             raise
         self.playground.bot_url = self.url
-        config = uvicorn.Config(
+        self._served = ThreadedServer(
             build_app(self.playground),
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            host=host,
+            name="playground",
+            lifespan="auto",
+            sock=self.socket,
+            graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
-        self.server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -118,28 +118,21 @@ class PlaygroundServer:
     def serve(self) -> None:
         """Serve until Ctrl+C (uvicorn's signal handlers end it gracefully)."""
         try:
-            asyncio.run(self.server.serve(sockets=[self.socket]))
+            asyncio.run(uvicorn.Server(self._served.config()).serve(sockets=[self.socket]))
         finally:
             self.playground.close()
 
     def start(self) -> PlaygroundServer:
         """Serve from a background thread; returns once the server answers."""
-        self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, name="playground"
-        )
-        self._thread.start()
-        started = threading.Event()
-        while not self.server.started:
-            if not self._thread.is_alive():
-                self.playground.close()
-                raise RuntimeError("the playground server did not start")
-            started.wait(0.01)
+        try:
+            self._served.start()
+        except BaseException:
+            self.playground.close()
+            raise
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._served.stop()
         self.playground.close()
 
     def __enter__(self) -> PlaygroundServer:
