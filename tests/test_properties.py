@@ -121,24 +121,29 @@ def paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 SAMPLE_PATHS = paths(SAMPLE)
 
 
+def mutate(draw: st.DrawFn, document: Any, path: tuple[Any, ...]) -> None:
+    """Replace the value at ``path`` in ``document`` by any JSON value, or remove it;
+    nothing when an earlier mutation removed or replaced that branch."""
+    parent: Any = document
+    try:
+        for part in path[:-1]:
+            parent = parent[part]
+        if draw(st.booleans()):
+            parent[path[-1]] = draw(json_values)
+        elif isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent.pop(path[-1])
+    except (KeyError, IndexError, TypeError):
+        pass
+
+
 @st.composite
 def near_valid_configs(draw: st.DrawFn) -> Any:
     """The sample configuration with a few keys replaced by wrong values, or removed."""
     document = copy.deepcopy(SAMPLE)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(SAMPLE_PATHS))
-        parent: Any = document
-        try:
-            for part in path[:-1]:
-                parent = parent[part]
-            if draw(st.booleans()):
-                parent[path[-1]] = draw(json_values)
-            elif isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                parent.pop(path[-1])
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed or replaced this branch
+        mutate(draw, document, draw(st.sampled_from(SAMPLE_PATHS)))
     if draw(st.booleans()):
         document[draw(st.text(max_size=10))] = draw(json_values)
     return document
@@ -220,19 +225,7 @@ def action_payloads(draw: st.DrawFn) -> bytes:
     )
     payload["actions"][0]["value"] = draw(st.one_of(st.text(max_size=40), huge))
     for _ in range(draw(st.integers(0, 3))):
-        path = draw(st.sampled_from(ACTION_PATHS))
-        parent: Any = payload
-        try:
-            for part in path[:-1]:
-                parent = parent[part]
-            if draw(st.booleans()):
-                parent[path[-1]] = draw(json_values)
-            elif isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                parent.pop(path[-1])
-        except (KeyError, IndexError, TypeError):
-            continue
+        mutate(draw, payload, draw(st.sampled_from(ACTION_PATHS)))
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
