@@ -13,11 +13,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_bolt.middleware.authorization.async_single_team_authorization import (
     AsyncSingleTeamAuthorization,
 )
@@ -120,6 +121,28 @@ class AfterAck:
 
     def leave(self) -> None:
         self._slots.release()
+
+    async def opened(self) -> None:
+        """Wait until post-ack work may start (without taking a slot)."""
+        if not self._open.is_set():
+            await self._open.wait()
+
+
+def bolt_request(raw_body: str, headers: Mapping[str, str]) -> AsyncBoltRequest:
+    """Bolt's request for an HTTP body, read as Slack meant it.
+
+    Bolt reads any form body that mentions "payload" as an interaction (``payload=...``)
+    and, finding no such field, reads it as empty: `/stop dev-eu payload deploy broken`
+    would match no listener, and Slack would show "dispatch_failed". Such a body is read
+    as the form it is (its context built by Bolt, from the parsed body).
+    """
+    request = AsyncBoltRequest(body=raw_body, headers=dict(headers))
+    if not request.body and raw_body and not raw_body.startswith("{"):
+        form = dict(parse_qsl(raw_body, keep_blank_values=True))
+        if form and "payload" not in form:
+            request.body = form
+            request.context = AsyncBoltRequest(body=form, mode="socket_mode").context
+    return request
 
 
 EarlyAck = Callable[[Callable[..., Awaitable[Any]], dict[str, Any]], Awaitable[bool]]
@@ -621,19 +644,67 @@ class SlackBot:
             self.scheduler.rebuild()
 
     @staticmethod
-    async def ack_command(ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> bool:
+    def command_answer(text: str) -> dict[str, Any]:
         """`/stop`'s ack: the grammar's error or the help in it, or empty while the work
         follows."""
         try:
-            parsed = commands.parse(kwargs["command"].get("text") or "")
+            parsed = commands.parse(text)
         except commands.UsageError as exc:
-            await ack(response_type="ephemeral", text=str(exc))
-            return False
+            return {"text": str(exc), "response_type": "ephemeral"}
         if isinstance(parsed, commands.Help):
-            await ack(response_type="ephemeral", text=commands.HELP)
-            return False
-        await ack()
-        return True
+            return {"text": commands.HELP, "response_type": "ephemeral"}
+        return {}
+
+    @classmethod
+    async def ack_command(cls, ack: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> bool:
+        """The /stop listener's early ack: :meth:`command_answer`; whether work follows."""
+        answer = cls.command_answer(kwargs["command"].get("text") or "")
+        await ack(**answer)
+        return not answer
+
+    def answer_ahead(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What Slack is answered for ``body`` (a request, parsed and verified), when the
+        listener's ack is known without Bolt: a routed button's empty 200, or `/stop`'s
+        answer. None: only Bolt can answer it (another kind of request, an action id no
+        listener has, a workspace token not yet accepted), in line as usual.
+
+        A request answered ahead goes through Bolt afterwards (:meth:`dispatch_later`),
+        whose listener then acks the same answer into the void and does the work.
+        """
+        if self.auth_state != "ok":  # Bolt's authorization answers those requests itself
+            return None
+        if body.get("type") == "block_actions":
+            actions = body.get("actions")
+            if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+                return None
+            routed = self._actions.find(str(actions[0].get("action_id")))
+            return {} if routed is not None else None
+        if body.get("command") == "/stop":
+            return self.command_answer(str(body.get("text") or ""))
+        return None
+
+    def dispatch_later(self, raw_body: str, headers: Mapping[str, str]) -> None:
+        """Bolt's whole handling (verification, listener, work) of a request answered ahead,
+        once the burst of answers is over (see :class:`AfterAck`)."""
+
+        async def dispatch() -> None:
+            await self.after_ack.opened()
+            request = bolt_request(raw_body, headers)
+            try:
+                response = await self.app.async_dispatch(request)
+            except Exception:
+                log.exception("Bolt failed on a request already answered")
+                return
+            if response.status != 200:
+                log.error(
+                    "Bolt answered %d to a request Slack was already answered 200 for: %s",
+                    response.status,
+                    response.body[:200],
+                )
+
+        task = asyncio.create_task(dispatch(), name="dispatch-after-ack")
+        self._listeners.add(task)
+        task.add_done_callback(self._listeners.discard)
 
     async def on_stop(self, command: dict[str, Any], respond: Respond) -> None:
         """After :meth:`ack_command`, which refused what does not parse."""

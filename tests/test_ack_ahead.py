@@ -1,0 +1,222 @@
+"""Answering Slack ahead of Bolt: which requests the server answers itself, that its answer
+is the one Bolt gives, and that Bolt still does the work afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from slack_bolt.async_app import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.models import OpState
+from bot.slack import commands, views
+from bot.slack.app import bolt_request
+from bot.slack.fake_api import (
+    block_actions_body,
+    block_actions_payload,
+    sign_request,
+    slash_command_body,
+)
+from bot.slack.server import FORM, _answer_ahead, _form
+from providers.simulators.server import SimulatorServer
+from tests.slack_harness import BOB, CHANNEL, SECRET, Slack
+
+URL = "https://hooks.slack.com/commands/T0/1/x"
+
+
+@pytest.fixture
+async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    harness = Slack(sims, tmp_path / "stopbot.db")
+    yield harness
+    harness.stop()
+    harness.fake_server.stop()
+
+
+def _command(text: str) -> bytes:
+    return slash_command_body("/stop", text, BOB, CHANNEL, URL, "trigger-1")
+
+
+def _click(action_id: str, value: str = "op-1") -> bytes:
+    payload = block_actions_payload(
+        BOB, CHANNEL, action_id, value, response_url=URL, message_ts="1.2", is_ephemeral=True
+    )
+    return block_actions_body(payload)
+
+
+def _headers(body: bytes, *, secret: str = SECRET, age: int = 0) -> dict[str, str]:
+    signed = sign_request(secret, body, int(time.time()) - age)
+    return {k.lower(): v for k, v in signed.items()} | {"content-type": FORM}
+
+
+class Decider:
+    """Stands for the bot's decision: records what it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[Mapping[str, Any]] = []
+
+    def __call__(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.asked.append(body)
+        return {"text": "ahead"}
+
+
+VERIFIER = SignatureVerifier(SECRET)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        pytest.param(_command("dev-eu"), {"x-slack-signature": "v0=00"}, id="forged signature"),
+        pytest.param(_command("dev-eu"), {"age": 10 * 60}, id="replayed after 10 minutes"),
+        pytest.param(_command("dev-eu"), {"content-type": "application/json"}, id="not a form"),
+        pytest.param(b'{"type":"url_verification","challenge":"c"}', {}, id="JSON body"),
+        pytest.param(b"command=%2Fstop&text=\xff", {}, id="not UTF-8"),
+        pytest.param(_command("dev-eu") + b"&text=prod", {}, id="a field twice"),
+        pytest.param(b"payload=%7Bnot+json", {}, id="payload not JSON"),
+        pytest.param(
+            block_actions_body({"type": "block_actions", "user": {"id": BOB}, "actions": []}),
+            {},
+            id="click without an action",
+        ),
+    ],
+)
+def test_what_only_bolt_can_answer_is_left_to_it(body: bytes, headers: dict[str, Any]) -> None:
+    """Unsigned, stale, non-form requests, and bodies Bolt would read otherwise than the
+    server, are never answered ahead: the bot is not even asked."""
+    age = headers.pop("age", 0)
+    decide = Decider()
+    assert _answer_ahead(decide, VERIFIER, body, _headers(body, age=age) | headers) is None
+    assert decide.asked == []
+
+
+def test_a_command_is_decided_on_the_form_bolt_reads() -> None:
+    body = _command("dev-eu --reason 'nightly & quiet' ü+")
+    decide = Decider()
+    assert _answer_ahead(decide, VERIFIER, body, _headers(body)) == {"text": "ahead"}
+    assert decide.asked == [dict(parse_qsl(body.decode(), keep_blank_values=True))]
+    assert decide.asked[0]["text"] == "dev-eu --reason 'nightly & quiet' ü+"
+
+
+def test_a_click_is_decided_on_its_payload() -> None:
+    body = _click(views.CONFIRM)
+    payload = json.loads(dict(parse_qsl(body.decode()))["payload"])
+    decide = Decider()
+    assert _answer_ahead(decide, VERIFIER, body, _headers(body)) == {"text": "ahead"}
+    assert decide.asked == [payload]
+
+
+@given(
+    st.dictionaries(st.text(min_size=1), st.text(), max_size=6),
+    st.booleans(),
+)
+def test_form_decodes_as_the_standard_library_does(fields: dict[str, str], plus: bool) -> None:
+    """yarl's decoder gives what `parse_qsl` (Bolt's) gives, for any text, spaces as `+`
+    or `%20`."""
+    body = urlencode(fields).replace("+", "%20" if not plus else "+")
+    assert _form(body) == dict(parse_qsl(body, keep_blank_values=True))
+
+
+async def test_answers_ahead_are_bolts_own(slack: Slack) -> None:
+    """For each request the server answers ahead, Bolt, asked in line, answers the same
+    bytes: help, a usage error, a stop, a click."""
+    ahead: list[str] = []
+    dispatch = slack.bot.dispatch_later
+    slack.bot.dispatch_later = lambda raw, headers: (ahead.append(raw), dispatch(raw, headers))  # type: ignore[method-assign]
+
+    async def both(send: Any) -> None:
+        first = await send()
+        answer_ahead = slack.bot.answer_ahead
+        slack.bot.answer_ahead = lambda body: None  # type: ignore[method-assign]
+        try:
+            second = await send()
+        finally:
+            slack.bot.answer_ahead = answer_ahead  # type: ignore[method-assign]
+        assert first.status_code == 200
+        assert (first.headers["content-type"], first.content) == (
+            second.headers["content-type"],
+            second.content,
+        )
+
+    await both(lambda: slack.command("help"))
+    await both(lambda: slack.command("status"))
+    await both(lambda: slack.command("dev-eu"))
+    await slack.ask("dev-eu")
+    op_id, ts = slack.confirmation()
+    await both(lambda: slack.click(views.CANCEL, op_id, ts))
+    assert len(ahead) == 5  # one answer each, and the stop asked to show the confirmation
+
+
+async def test_bolt_does_the_work_of_a_request_answered_ahead(slack: Slack) -> None:
+    """`/stop dev-eu` and Confirm are answered ahead, then Bolt's listeners stop dev-eu."""
+    await slack.ask("dev-eu")
+    op_id, ts = slack.confirmation()
+    response = await slack.click(views.CONFIRM, op_id, ts)
+    assert (response.status_code, response.text) == (200, "")
+    await slack.final_message()
+    operation = slack.store.get_operation(op_id)
+    assert operation is not None and operation.state is OpState.STOPPED
+
+
+def test_the_bot_answers_ahead_only_what_it_knows(slack: Slack) -> None:
+    """Routed buttons get an empty ack, /stop its own answer; an unknown action id, another
+    kind of request, or any request while the token is not accepted: Bolt's to answer."""
+    bot = slack.bot
+    click = json.loads(dict(parse_qsl(_click(views.CONFIRM).decode()))["payload"])
+    unknown = json.loads(dict(parse_qsl(_click("nobody_listens").decode()))["payload"])
+    assert bot.auth_state == "ok"
+    assert bot.answer_ahead(click) == {}
+    assert bot.answer_ahead(unknown) is None
+    assert bot.answer_ahead({"command": "/stop", "text": "dev-eu"}) == {}
+    assert bot.answer_ahead({"command": "/stop", "text": "help"}) == {
+        "text": commands.HELP,
+        "response_type": "ephemeral",
+    }
+    assert bot.answer_ahead({"command": "/other", "text": ""}) is None
+    assert bot.answer_ahead({"type": "view_submission", "view": {}}) is None
+    bot.auth_state = "refused: invalid_auth"
+    assert bot.answer_ahead(click) is None
+
+
+async def test_bolt_refusing_later_is_logged(
+    slack: Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should Bolt refuse a request that was answered ahead (here, a click no listener
+    takes), the refusal is logged: it cannot reach Slack any more."""
+    slack.bot.answer_ahead = lambda body: {}  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="bot.slack.app"):
+        response = await slack.post(_click("nobody_listens"))
+        assert (response.status_code, response.text) == (200, "")
+        for _ in range(200):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.01)
+    assert [r.getMessage() for r in caplog.records] == [
+        'Bolt answered 404 to a request Slack was already answered 200 for: {"error": "unhandled request"}'
+    ]
+
+
+async def test_a_command_mentioning_payload_is_a_command(slack: Slack) -> None:
+    """Bolt alone reads any form mentioning "payload" as an interaction and finds nothing
+    in it (Slack would show "dispatch_failed"); the bot reads it as the command it is."""
+    reply = await slack.ask("dev-eu payload service is broken")
+    assert reply.args["text"] == "Stop dev-eu (qovery)? Confirm or cancel."
+
+
+@pytest.mark.parametrize("text", ["dev-eu nightly", "dev-eu payload deploy"])
+def test_bolt_request_reads_a_command_as_bolt_would_without_the_word(text: str) -> None:
+    """Body and context as Bolt builds them for a command that does not mention "payload"."""
+    body = _command(text).decode()
+    request = bolt_request(body, _headers(body.encode()))
+    expected = AsyncBoltRequest(body=_command("dev-eu nightly").decode(), headers={})
+    assert request.body == {**expected.body, "text": text}
+    assert request.raw_body == body
+    assert dict(request.context) == dict(expected.context)
