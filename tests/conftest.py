@@ -1,14 +1,16 @@
-"""Shared fixtures: the simulators on a loopback port, instant retries, paths to ../shared."""
+"""Shared fixtures: the simulators on a loopback port, the Slack app behind its endpoint,
+instant retries, paths to ../shared."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import stamina
 
 from providers.simulators.server import SimulatorServer
+from tests.slack_harness import Slack
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -32,6 +34,14 @@ def sims(sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
     sim_server.hub.reset()
     yield sim_server
     sim_server.hub.reset()
+
+
+@pytest.fixture
+async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    """The bot behind its HTTP endpoint, with a fake Slack, on the sample configuration."""
+    harness = Slack(sims, tmp_path / "stopbot.db")
+    yield harness
+    harness.close()
 
 
 def shared_path(*parts: str) -> Path:

@@ -109,6 +109,11 @@ class Slack:
             self.server = None
         self.store.close()
 
+    def close(self) -> None:
+        """Stop the bot and the fake Slack (the simulators belong to their fixture)."""
+        self.stop()
+        self.fake_server.stop()
+
     async def post(
         self,
         body: bytes,

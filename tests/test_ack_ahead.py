@@ -7,8 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,18 +27,9 @@ from bot.slack.fake_api import (
     slash_command_body,
 )
 from bot.slack.server import FORM, _answer_ahead, _form
-from providers.simulators.server import SimulatorServer
 from tests.slack_harness import BOB, CHANNEL, SECRET, Slack
 
 URL = "https://hooks.slack.com/commands/T0/1/x"
-
-
-@pytest.fixture
-async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
-    harness = Slack(sims, tmp_path / "stopbot.db")
-    yield harness
-    harness.stop()
-    harness.fake_server.stop()
 
 
 def _command(text: str) -> bytes:

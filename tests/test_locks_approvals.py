@@ -22,20 +22,11 @@ CAROL_APPROVES = {"dev-eu": {"approval": {"required": True, "approvers": [CAROL]
 
 
 @pytest.fixture
-async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
-    harness = Slack(sims, tmp_path / "stopbot.db")
-    yield harness
-    harness.stop()
-    harness.fake_server.stop()
-
-
-@pytest.fixture
 async def guarded(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
     """dev-eu needs Carol's approval."""
     harness = Slack(sims, tmp_path / "stopbot.db", resources=CAROL_APPROVES)
     yield harness
-    harness.stop()
-    harness.fake_server.stop()
+    harness.close()
 
 
 async def say(slack: Slack, text: str, user: str = BOB) -> Call:
@@ -216,8 +207,7 @@ async def test_provider_lock_owner_recognised_through_identities(
         ask = await dm_to(harness, ALICE, "asks you to release your lock on dev-eu")
         assert "qovery lock by amartin (perf test)" in block_texts(ask)
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()
 
 
 async def test_admin_override_is_audited_and_announced(slack: Slack) -> None:
@@ -336,8 +326,7 @@ async def test_user_group_approver(sims: SimulatorServer, tmp_path: Path) -> Non
         final = await harness.final_message()
         assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()
 
 
 async def test_deny_with_a_reason_through_the_modal(guarded: Slack) -> None:
@@ -420,8 +409,7 @@ async def test_two_approvals_needed(sims: SimulatorServer, tmp_path: Path) -> No
         final = await harness.final_message()
         assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()
 
 
 async def test_approval_by_dm(sims: SimulatorServer, tmp_path: Path) -> None:
@@ -445,8 +433,7 @@ async def test_approval_by_dm(sims: SimulatorServer, tmp_path: Path) -> None:
         }
         assert asked == {CAROL, ALICE}
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()
 
 
 async def test_concurrent_approve_and_deny_exactly_one_wins(
@@ -478,5 +465,4 @@ async def test_concurrent_approve_and_deny_exactly_one_wins(
         loser = next(r for r in results if not r.ok)
         assert "already decided" in loser.message
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()

@@ -172,8 +172,7 @@ async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[tuple[Sl
     """The Slack harness: its server mounts /metrics and times provider calls, as serve does."""
     harness = Slack(sims, tmp_path / "stopbot.db")
     yield harness, harness.bot.metrics
-    harness.stop()
-    harness.fake_server.stop()
+    harness.close()
 
 
 async def test_metrics_endpoint_after_a_stop(slack: tuple[Slack, Metrics]) -> None:

@@ -233,8 +233,7 @@ def action_payloads(draw: st.DrawFn) -> bytes:
 def endpoint(sims: SimulatorServer, tmp_path: Path) -> Any:
     harness = Slack(sims, tmp_path / "stopbot.db")
     yield harness
-    harness.stop()
-    harness.fake_server.stop()
+    harness.close()
 
 
 def post_signed(client: httpx.Client, url: str, body: bytes) -> httpx.Response:

@@ -34,8 +34,7 @@ NIGHTLY = {
 async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
     harness = Slack(sims, tmp_path / "stopbot.db", schedules=[NIGHTLY])
     yield harness
-    harness.stop()
-    harness.fake_server.stop()
+    harness.close()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109

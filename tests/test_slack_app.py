@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,14 +19,6 @@ from bot.store import Store
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
-
-
-@pytest.fixture
-async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
-    harness = Slack(sims, tmp_path / "stopbot.db")
-    yield harness
-    harness.stop()
-    harness.fake_server.stop()
 
 
 async def test_help_is_answered_in_the_ack(slack: Slack) -> None:
@@ -340,8 +331,7 @@ async def test_user_group_member_may_stop_and_others_are_refused(
         assert [(e.actor, e.resource) for e in refused] == [(BOB, "dev-eu")]
         assert harness.fake.calls("usergroups.users.list")[0].args["usergroup"] == "S0PLATFORM"
     finally:
-        harness.stop()
-        harness.fake_server.stop()
+        harness.close()
 
 
 async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) -> None:
