@@ -9,12 +9,13 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from slack_bolt.async_app import AsyncBoltRequest
+from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
 
 from bot.models import OpState
@@ -27,6 +28,7 @@ from bot.slack.fake_api import (
     slash_command_body,
 )
 from bot.slack.server import FORM, _answer_ahead, _form
+from tests.conftest import shared_path
 from tests.slack_harness import BOB, CHANNEL, SECRET, Slack
 
 URL = "https://hooks.slack.com/commands/T0/1/x"
@@ -210,3 +212,31 @@ def test_bolt_request_reads_a_command_as_bolt_would_without_the_word(text: str) 
     assert request.body == {**expected.body, "text": text}
     assert request.raw_body == body
     assert dict(request.context) == dict(expected.context)
+
+
+def _shared_body(name: str) -> bytes:
+    """A body from ../shared/slack: a form as is, a JSON payload as Slack posts it (the
+    way Bolt's own tests build it: ``payload=`` and the quoted JSON)."""
+    text = shared_path("slack", name).read_text()
+    if name.endswith(".json"):
+        return f"payload={quote(json.dumps(json.loads(text)))}".encode()
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "slash_command_body.docs_example.txt",
+        "slash_command_body.bolt_tests.txt",
+        "block_actions.button.ephemeral.bolt_tests.json",
+        "block_actions.button.message.bolt_tests.json",
+        "view_submission.bolt_tests.json",
+    ],
+)
+def test_slack_samples_are_read_as_bolt_reads_them(name: str) -> None:
+    """Slack's and Bolt's sample bodies: what the bot is asked to decide on is, field for
+    field, what Bolt parses from them."""
+    body = _shared_body(name)
+    decide = Decider()
+    assert _answer_ahead(decide, VERIFIER, body, _headers(body)) == {"text": "ahead"}
+    assert decide.asked == [parse_body(body.decode(), FORM)]
