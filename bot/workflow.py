@@ -124,6 +124,8 @@ class StopService:
         self.clock = clock
         self.sleep = sleep
         self._tasks: dict[str, asyncio.Task[Operation]] = {}
+        # Operations being prepared, by id: a retry of the request waits for the preview.
+        self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
         self._batchers = {
             name: StatusBatcher(p, self.settings.poll_batch_window.total_seconds())
             for name, p in providers.items()
@@ -147,7 +149,9 @@ class StopService:
         """Record a stop request and decide whether it may go to confirmation.
 
         The returned operation is awaiting confirmation, refused (``detail`` says why)
-        or stopped already. Raises UnknownResourceError for a name not configured.
+        or stopped already; for a request recorded already (same ``idempotency_key``),
+        as it stands (see :meth:`_again`). Raises UnknownResourceError for a name not
+        configured.
         """
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
@@ -171,37 +175,63 @@ class StopService:
             approval=self.config.approval_for(resource.name),
         )
         if not created:
-            return preview  # a retry of a request already handled: show it again, do nothing
+            return await self._again(preview, actor)
+        preparing: asyncio.Future[Preview | None] = asyncio.get_running_loop().create_future()
+        self._preparing[op.id] = preparing
+        try:
+            decided = await self._prepare(preview, actor, source, reason, force, override_lock)
+        except BaseException:
+            preparing.set_result(None)  # the retries read the resource for themselves
+            raise
+        finally:
+            del self._preparing[op.id]
+        preparing.set_result(decided)
+        return decided
 
+    async def _again(self, preview: Preview, actor: Actor) -> Preview:
+        """A request recorded already: a retry (Slack redelivers a command it took for
+        unanswered). It is shown as the first delivery left it, and nothing is decided:
+        the first delivery's preview when it is still being prepared in this process,
+        else the operation as it stands, the resource read again (read only) while it
+        awaits confirmation, so that the confirmation shows its status and locks."""
+        preparing = self._preparing.get(preview.operation.id)
+        if preparing is not None:
+            first = await asyncio.shield(preparing)
+            if first is not None:
+                return first
+        preview.operation = self.store.get_operation(preview.operation.id) or preview.operation
+        if preview.operation.state == OpState.AWAITING_CONFIRMATION:
+            await self._read(preview, actor)
+            self._note_approval(preview)
+        return preview
+
+    async def _prepare(
+        self,
+        preview: Preview,
+        actor: Actor,
+        source: str,
+        reason: str | None,
+        force: bool,
+        override_lock: bool,
+    ) -> Preview:
+        resource = preview.resource
+        provider = self.providers[resource.provider]
+        op = preview.operation
         decision = await self.policy.may_stop(actor.id, resource.name)
         if not decision.allowed:
             return self._decide(preview, OpState.REFUSED, actor, decision.reason)
         if force and not provider.supports_force:
             preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
 
-        status_result, lock_result = await provider.status_and_lock(resource)
-        if isinstance(status_result, NotFoundError):
+        verdict = await self._read(preview, actor)
+        if isinstance(verdict, NotFoundError):
             return self._decide(
                 preview,
                 OpState.REFUSED,
                 actor,
                 f"{resource.provider} does not know {resource.name} (id {resource.id}): "
-                f"{status_result.message}. Check the id in the configuration.",
+                f"{verdict.message}. Check the id in the configuration.",
             )
-        if isinstance(status_result, ResourceStatus):
-            preview.status = status_result
-        elif isinstance(status_result, BaseException):
-            preview.status_error = str(status_result)
-        if isinstance(lock_result, BaseException):
-            if preview.status_error is None:
-                preview.status_error = f"could not read the provider lock: {lock_result}"
-        else:
-            preview.provider_lock = lock_result
-            preview.lock_read_at = self.clock()
-        preview.bot_lock = self.store.get_lock(resource.name)
-
-        verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
-        preview.notes.extend(verdict.notes)
         if verdict.blocked and override_lock:
             if not self.policy.is_admin(actor.id):
                 return self._decide(
@@ -232,12 +262,7 @@ class StopService:
         elif verdict.blocked:
             preview.blocking_lock = verdict
             return self._decide(preview, OpState.REFUSED, actor, verdict.reason)
-        if preview.approval is not None:
-            preview.notes.append(
-                f"needs {preview.approval.min_approvals} approval(s) from "
-                + ", ".join(_mention(a) for a in preview.approval.approvers)
-                + " after you confirm"
-            )
+        self._note_approval(preview)
         if preview.status is not None and preview.status.phase == Phase.STOPPED:
             return self._decide(
                 preview,
@@ -252,6 +277,39 @@ class StopService:
             None,
             expires_at=self.clock() + self.settings.confirm_ttl,
         )
+
+    async def _read(self, preview: Preview, actor: Actor) -> LockVerdict | NotFoundError:
+        """Fill ``preview`` with the resource as it is now (status, provider lock, Stopbot
+        lock): the locks' verdict for ``actor``, its notes added, or the provider's
+        not-found."""
+        resource = preview.resource
+        provider = self.providers[resource.provider]
+        status_result, lock_result = await provider.status_and_lock(resource)
+        if isinstance(status_result, NotFoundError):
+            return status_result
+        if isinstance(status_result, ResourceStatus):
+            preview.status = status_result
+        elif isinstance(status_result, BaseException):
+            preview.status_error = str(status_result)
+        if isinstance(lock_result, BaseException):
+            if preview.status_error is None:
+                preview.status_error = f"could not read the provider lock: {lock_result}"
+        else:
+            preview.provider_lock = lock_result
+            preview.lock_read_at = self.clock()
+        preview.bot_lock = self.store.get_lock(resource.name)
+        verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
+        preview.notes.extend(verdict.notes)
+        return verdict
+
+    @staticmethod
+    def _note_approval(preview: Preview) -> None:
+        if preview.approval is not None:
+            preview.notes.append(
+                f"needs {preview.approval.min_approvals} approval(s) from "
+                + ", ".join(_mention(a) for a in preview.approval.approvers)
+                + " after you confirm"
+            )
 
     def _decide(
         self,

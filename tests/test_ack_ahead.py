@@ -240,3 +240,34 @@ def test_slack_samples_are_read_as_bolt_reads_them(name: str) -> None:
     decide = Decider()
     assert _answer_ahead(decide, VERIFIER, body, _headers(body)) == {"text": "ahead"}
     assert decide.asked == [parse_body(body.decode(), FORM)]
+
+
+async def test_a_burst_of_clicks_on_one_confirmation_stops_once(slack: Slack) -> None:
+    """Ten Confirm clicks at once, all answered ahead: their Bolt handling runs together
+    after the burst, and Qovery gets one stop, the audit one acceptance."""
+    await slack.ask("dev-eu")
+    op_id, ts = slack.confirmation()
+    slack.sims.hub.faults.reset_counts()
+    clicks = await asyncio.gather(*(slack.click(views.CONFIRM, op_id, ts) for _ in range(10)))
+    assert [(r.status_code, r.text) for r in clicks] == [(200, "")] * 10
+    await slack.final_message()
+    assert slack.sims.hub.faults.counts()["qovery"]["POST"] == 1
+    accepted = [e for e in slack.store.audit_log() if e.action == "stop.accepted"]
+    assert len(accepted) == 1
+
+
+async def test_a_retried_command_in_a_burst_records_one_operation(slack: Slack) -> None:
+    """Slack's retries of one `/stop dev-eu` (same trigger_id) arriving together, all
+    answered ahead: one operation, which each delivery shows (Slack retried because it
+    took an answer for lost)."""
+    responses = await asyncio.gather(
+        *(slack.command("dev-eu", trigger_id="trigger-burst") for _ in range(5))
+    )
+    assert [(r.status_code, r.text) for r in responses] == [(200, "")] * 5
+    await slack.reply()
+    for _ in range(20):  # let every retry's handling finish
+        await asyncio.sleep(0.05)
+    [op] = slack.store.recent_operations()
+    shown = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    buttons = [next(b for b in m["blocks"] if b["type"] == "actions") for m in shown]
+    assert [b["elements"][0]["value"] for b in buttons] == [op.id] * 5

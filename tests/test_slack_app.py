@@ -20,6 +20,8 @@ from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
 
+DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
+
 
 async def test_help_is_answered_in_the_ack(slack: Slack) -> None:
     """`/stop help` is answered at once, in the HTTP response, ephemeral."""
@@ -251,15 +253,38 @@ async def test_forged_signature_is_refused_with_no_side_effect(slack: Slack) -> 
 
 
 async def test_slack_retry_does_not_run_a_command_twice(slack: Slack) -> None:
-    """A retried delivery of the same command (same trigger_id) records one operation."""
+    """A retried delivery of the same command (same trigger_id) records one operation, and
+    shows its confirmation again as the first showed it: status and locks read anew, not
+    left out (a provider lock shown as "none")."""
+    slack.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
+        DEV_EU, owner_name="Bob Stone", reason="load test", ttl_in_days=1
+    )
     await slack.command("dev-eu", trigger_id="trigger-1")
-    await slack.reply()
+    first = await slack.reply()
     await slack.command(
         "dev-eu",
         trigger_id="trigger-1",
         headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
     )
-    await slack.reply(2)
+    again = await slack.reply(2)
+    assert len(slack.store.recent_operations()) == 1
+    assert again.args["blocks"] == first.args["blocks"]
+    assert "by Bob Stone" in json.dumps(first.args["blocks"])
+
+
+async def test_slack_retry_after_the_confirm_says_where_the_stop_is(slack: Slack) -> None:
+    """A command redelivered once its stop is under way shows that, not a raw state."""
+    await slack.command("dev-eu", trigger_id="trigger-1")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.service.sleep = _never_returns  # the stop stays in progress
+    await slack.click(views.CONFIRM, op_id, ts)
+    await slack.fake.wait_for("chat.update")
+    await slack.command("dev-eu", trigger_id="trigger-1")
+    again = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith(":arrows")
+    )
+    assert again.args["text"] == ":arrows_counterclockwise: Confirmed, stopping"
     assert len(slack.store.recent_operations()) == 1
 
 

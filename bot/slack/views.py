@@ -58,6 +58,14 @@ FINAL_LINES = {
     OpState.CANCELLED: ":no_entry_sign: *Cancelled*",
     OpState.REFUSED: ":no_entry: *Refused*",
 }
+# A request shown again (Slack redelivered it) after it moved on from its confirmation.
+ONGOING_LINES = {
+    OpState.REQUESTED: ":hourglass: *Being prepared*",
+    OpState.AWAITING_APPROVAL: ":hourglass_flowing_sand: *Confirmed, waiting for approval*",
+    OpState.SUBMITTING: ":arrows_counterclockwise: *Confirmed, stopping*",
+    OpState.ACCEPTED: ":arrows_counterclockwise: *Confirmed, stopping*",
+    OpState.IN_PROGRESS: ":arrows_counterclockwise: *Confirmed, stopping*",
+}
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -179,9 +187,10 @@ def _button(action_id: str, text: str, value: str, style: str | None = None) -> 
 
 
 def decided(preview: Preview) -> View:
-    """A request that ended before confirmation: refused, or nothing to do."""
+    """A request that ended before confirmation (refused, or nothing to do), or a request
+    shown again once past its confirmation."""
     op = preview.operation
-    line = FINAL_LINES.get(op.state, op.state.value)
+    line = FINAL_LINES.get(op.state) or ONGOING_LINES.get(op.state, op.state.value)
     text = f"{line}: {op.detail}" if op.detail else line
     blocks: Blocks = [_section(text)]
     if preview.notes:
