@@ -4,7 +4,11 @@ Retries are made only where a repeat cannot stop anything twice:
 
 * connection errors (the request never reached the provider),
 * 429 and 503 answers (the provider said it did not act), waiting for ``Retry-After``,
-* read timeouts, and other 5xx, for idempotent methods (GET) only.
+  unless the call takes them as answers (``no_retry``: Feldera's 503 to a stop means
+  "cannot be done now", not "busy"),
+* read timeouts, 408, 502 and 504 (a gateway's or a proxy's hiccup), for idempotent
+  methods (GET) only. A 500 is the provider's own failure and is answered at once:
+  asking again rarely helps, and Feldera's API says to return the error immediately.
 
 stamina does the back-off; ``stamina.set_testing(True)`` makes it instant in tests.
 
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "stopbot/0.1 (+https://github.com/stopbot)"
 RETRYABLE_STATUSES = frozenset({429, 503})
+TRANSIENT_STATUSES = frozenset({408, 502, 504})  # retried for idempotent methods only
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -193,9 +198,11 @@ class ApiClient:
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
+        no_retry: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         """Send one request, with retries where safe; return the response if its status is in
-        ``ok``, raise the matching :class:`ProviderError` otherwise."""
+        ``ok``, raise the matching :class:`ProviderError` otherwise (at once for a status
+        in ``no_retry``)."""
         idempotent = method.upper() in IDEMPOTENT_METHODS
 
         def backoff(exc: Exception) -> bool | float:
@@ -224,6 +231,7 @@ class ApiClient:
                         headers=headers,
                         ok=ok,
                         idempotent=idempotent,
+                        no_retry=no_retry,
                     )
         except _Retryable as exc:
             raise exc.error from None
@@ -240,6 +248,7 @@ class ApiClient:
         headers: Mapping[str, str] | None,
         ok: tuple[int, ...],
         idempotent: bool,
+        no_retry: frozenset[int],
     ) -> httpx.Response:
         started = time.perf_counter()
         outcome: str | None = None  # stays None when cancelled: no answer, and no failure
@@ -279,8 +288,9 @@ class ApiClient:
         if response.status_code in ok:
             return response
         error = self.error_for(response)
-        if response.status_code in RETRYABLE_STATUSES or (
-            idempotent and response.status_code >= 500
+        status = response.status_code
+        if status not in no_retry and (
+            status in RETRYABLE_STATUSES or (idempotent and status in TRANSIENT_STATUSES)
         ):
             raise _Retryable(error)
         raise error

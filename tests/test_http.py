@@ -1,0 +1,78 @@
+"""The HTTP layer every provider client shares: which answers are tried again, over real
+HTTP against the simulators (their fault injection gives the answers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from providers.errors import UnavailableError
+from providers.http import ApiClient
+from providers.registry import build_provider
+from providers.simulators.common import Fault
+from providers.simulators.server import SimulatorServer
+from tests.helpers import sample
+
+
+async def test_a_500_to_a_read_is_answered_at_once(sims: SimulatorServer) -> None:
+    """A provider's own failure is reported, not asked again (Feldera's API: "immediately
+    return with an error")."""
+    config = sample(sims)
+    provider = build_provider(config.provider("qovery"), http=config.http)
+    sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", status=500))
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            await provider.status(config.resource("dev-eu"))
+    finally:
+        await provider.aclose()
+    assert caught.value.status_code == 500
+    assert sims.hub.faults.counts() == {"qovery": {"GET": 1}}
+
+
+@pytest.mark.parametrize("status", [408, 502, 503, 504])
+async def test_a_gateway_hiccup_on_a_read_is_read_again(sims: SimulatorServer, status: int) -> None:
+    config = sample(sims)
+    provider = build_provider(config.provider("qovery"), http=config.http)
+    sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", status=status))
+    try:
+        found = await provider.status(config.resource("dev-eu"))
+    finally:
+        await provider.aclose()
+    assert found.state == "DEPLOYED"
+    assert sims.hub.faults.counts() == {"qovery": {"GET": 2}}
+
+
+def _feldera(sims: SimulatorServer) -> ApiClient:
+    token = sample(sims).provider("feldera").token  # type: ignore[union-attr]
+    return ApiClient(
+        "feldera",
+        sims.url("feldera"),
+        headers={"Authorization": f"Bearer {token.get_secret_value()}"},
+    )
+
+
+STOP = "/v0/pipelines/etl/stop?force=true"
+
+
+async def test_a_503_to_a_post_is_tried_again(sims: SimulatorServer) -> None:
+    """503 says the provider did not act: even a POST may go again."""
+    api = _feldera(sims)
+    sims.hub.faults.add(Fault(api="feldera", kind="status", method="POST", status=503))
+    try:
+        response = await api.request("POST", STOP, ok=(202,))
+    finally:
+        await api.aclose()
+    assert response.status_code == 202
+    assert sims.hub.faults.counts() == {"feldera": {"POST": 2}}
+
+
+async def test_a_call_taking_503_as_an_answer_gets_it_at_once(sims: SimulatorServer) -> None:
+    """For Feldera's stop, 503 means "cannot be done now", not "busy": no second try."""
+    api = _feldera(sims)
+    sims.hub.faults.add(Fault(api="feldera", kind="status", method="POST", status=503))
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            await api.request("POST", STOP, ok=(202,), no_retry=frozenset({503}))
+    finally:
+        await api.aclose()
+    assert caught.value.status_code == 503
+    assert sims.hub.faults.counts() == {"feldera": {"POST": 1}}
