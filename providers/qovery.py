@@ -2,7 +2,7 @@
 
 API reference: the Qovery OpenAPI spec (``Clusters`` tag). The calls made here:
 
-    POST /organization/{organizationId}/cluster/{clusterId}/stop     -> 202 ClusterStatus
+    POST /organization/{organizationId}/cluster/{clusterId}/stop     -> 202 ClusterStatus, 409
     GET  /organization/{organizationId}/cluster/{clusterId}/status   -> ClusterStatus
     GET  /organization/{organizationId}/cluster/status               -> ClusterStatusResponseList
     GET  /organization/{organizationId}/cluster                      -> ClusterResponseList
@@ -14,12 +14,13 @@ Authentication is the spec's ``ApiKeyAuth`` scheme: ``Authorization: Token <toke
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from providers.base import (
     DiscoveredResource,
@@ -47,6 +48,8 @@ __all__ = [
     "cluster_phase",
     "parse_qovery_error",
 ]
+
+log = logging.getLogger(__name__)
 
 # Every value of the spec's ClusterStateEnum: (phase, terminal). "terminal" follows the
 # official Qovery CLI, which stops polling on DEPLOYED, DELETED, STOPPED, CANCELED, READY,
@@ -147,6 +150,15 @@ class _ClusterLock(_Model):
     locked_at: dt.datetime | None = None
     ttl_in_days: int | None = None
 
+    @field_validator("locked_at")
+    @classmethod
+    def _utc_when_naive(cls, value: dt.datetime | None) -> dt.datetime | None:
+        """A ``locked_at`` without an offset, as UTC: left naive, it could not be compared
+        with the bot's clock when the lock's expiry is checked."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
 
 class _ClusterStatus(_Model):
     cluster_id: str
@@ -230,34 +242,68 @@ class QoveryProvider(Provider):
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Qovery to stop the cluster; 202 means the stop is queued on its side.
 
-        The spec gives one 409 for "already stopped" and "an operation is in progress";
-        we read the status to tell which, and whether a cluster lock is the cause.
+        A 202 whose body is not the ClusterStatus the spec promises is still a queued
+        stop: it is accepted without a status, and the bot reads the status as it follows.
+        A 409 is told apart by :meth:`_after_conflict`.
         """
         try:
             response = await self._api.request(
                 "POST", f"{self._cluster_path(resource.id)}/stop", ok=(202,)
             )
         except ConflictError as conflict:
-            raise await self._explain_conflict(resource, conflict) from conflict
-        body = _parse(self.name, _ClusterStatus, response)
+            outcome = await self._after_conflict(resource, conflict)
+            if isinstance(outcome, StopAccepted):
+                return outcome
+            raise outcome from conflict
+        try:
+            body = _parse(self.name, _ClusterStatus, response)
+        except ProviderError as unreadable:
+            log.warning(
+                "stop accepted (202) without a ClusterStatus",
+                extra={"provider": self.name, "error": unreadable.message},
+            )
+            return StopAccepted(provider=self.name, resource_id=resource.id)
         return StopAccepted(
             provider=self.name,
             resource_id=resource.id,
             status=self._status(body, resource.id),
         )
 
-    async def _explain_conflict(self, resource: Resource, conflict: ConflictError) -> ConflictError:
-        """The most precise error for a 409 on stop, from the cluster's current status."""
+    async def _after_conflict(
+        self, resource: Resource, conflict: ConflictError
+    ) -> StopAccepted | ConflictError:
+        """What a 409 on stop means, from the cluster's status read right after it.
+
+        The spec gives one 409 for "already stopped or an operation is in progress":
+
+        * a stop (or delete) already under way is accepted, so the bot follows it to its
+          end rather than failing a stop that is happening;
+        * stopped (or deleted) is :class:`AlreadyStoppedError`;
+        * with an unexpired ``cluster_lock`` it is :class:`LockedError`; a lock past its
+          TTL no longer explains anything;
+        * anything else, or a status that cannot be read, is the 409 as a ConflictError.
+        """
         try:
             current = await self._read_status(resource.id)
         except ProviderError:
             # The status is only there to refine the 409; without it the 409 still stands.
             return conflict
         phase, terminal = cluster_phase(current.status)
+        if phase is Phase.STOPPING:
+            return StopAccepted(
+                provider=self.name,
+                resource_id=resource.id,
+                status=self._status(current, resource.id),
+                message=(
+                    f"Qovery was already taking the cluster down (cluster status: "
+                    f"{current.status}); following that."
+                ),
+            )
+        lock = _lock(current.cluster_lock)
         kind: type[ConflictError] = ConflictError
         if phase is Phase.STOPPED and terminal:
             kind = AlreadyStoppedError
-        elif current.cluster_lock is not None:
+        elif lock is not None and not lock.is_expired():
             kind = LockedError
         message = conflict.message
         if current.status.lower() not in message.lower():
@@ -286,7 +332,8 @@ class QoveryProvider(Provider):
         return {r.id: self._status(by_id[r.id], r.id) for r in resources if r.id in by_id}
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
-        """The ``cluster_lock`` the spec carries on ``ClusterStatus``; no TTL: never expires."""
+        """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses
+        ``ttl_in_days`` after ``locked_at``; without ``ttl_in_days`` it never does."""
         return _lock((await self._read_status(resource.id)).cluster_lock)
 
     async def status_and_lock(self, resource: Resource) -> StatusAndLock:

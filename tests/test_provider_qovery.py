@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from providers.base import DiscoveredResource, Phase, Resource, ResourceStatus
+from providers.base import DiscoveredResource, Phase, Resource, ResourceStatus, StopAccepted
 from providers.errors import (
     AlreadyStoppedError,
     AuthError,
@@ -189,13 +190,103 @@ async def test_stop_conflict_is_told_apart_by_the_status(
     assert caught.value.message == message
 
 
-async def test_second_stop_while_stopping_is_a_plain_conflict(qovery: QoveryProvider) -> None:
-    """Stopping a cluster whose stop is queued is a ConflictError, not 'already stopped'."""
+async def test_second_stop_while_stopping_follows_the_first(
+    qovery: QoveryProvider, sims: SimulatorServer, transport: CountingTransport
+) -> None:
+    """A stop answered 409 while the first is queued is accepted with the status read after it,
+    and that one stop still ends in STOPPED."""
     await qovery.stop(cluster(DEV))
+    accepted = await qovery.stop(cluster(DEV))
+    assert accepted.status is not None
+    assert (accepted.status.state, accepted.status.phase, accepted.status.terminal) == (
+        "STOP_QUEUED",
+        Phase.STOPPING,
+        False,
+    )
+    assert accepted.message == (
+        "Qovery was already taking the cluster down (cluster status: STOP_QUEUED); following that."
+    )
+    stop, status = f"{ORG_PATH}/cluster/{DEV}/stop", f"{ORG_PATH}/cluster/{DEV}/status"
+    assert transport.requests == [("POST", stop), ("POST", stop), ("GET", status)]
+    sims.hub.clock.advance(6.0)
+    assert (await qovery.status(cluster(DEV))).state == "STOPPED"
+
+
+@pytest.mark.parametrize("state", ["STOP_QUEUED", "STOPPING", "DELETE_QUEUED", "DELETING"])
+async def test_stop_answered_409_while_going_down_is_accepted(
+    qovery: QoveryProvider, qsim: QoverySimulator, state: str
+) -> None:
+    """A 409 on a cluster already stopping (or being deleted) is a StopAccepted carrying that
+    state, even with a live lock: the cluster goes down whatever the stop's answer."""
+    qsim.set_state(STAGING, state)
+    accepted = await qovery.stop(cluster(STAGING))
+    assert accepted.status is not None
+    assert (accepted.resource_id, accepted.status.state, accepted.status.phase) == (
+        STAGING,
+        state,
+        Phase.STOPPING,
+    )
+
+
+def conflict_then(status: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """Qovery answering the stop with a bare 409, and the status read after it with ``status``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(409, json={"message": "Cluster is busy"})
+        return httpx.Response(200, json=status)
+
+    return handler
+
+
+def lock_body(locked_at: str, ttl_in_days: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "cluster_id": DEV,
+        "owner_name": "Alice Martin",
+        "reason": "load test",
+        "locked_at": locked_at,
+    }
+    if ttl_in_days is not None:
+        body["ttl_in_days"] = ttl_in_days
+    return body
+
+
+@pytest.mark.parametrize(
+    ("lock", "kind"),
+    [
+        (lock_body("2020-01-01T00:00:00Z", None), LockedError),
+        (lock_body("2020-01-01T00:00:00Z", 36500), LockedError),
+        (lock_body("2020-01-01T00:00:00Z", 1), ConflictError),
+        (lock_body("2020-01-01T00:00:00", 1), ConflictError),
+        (None, ConflictError),
+    ],
+    ids=["no-ttl", "unexpired", "lapsed", "lapsed-naive", "no-lock"],
+)
+async def test_only_an_unexpired_lock_explains_a_conflict(
+    lock: dict[str, Any] | None, kind: type[ConflictError]
+) -> None:
+    """A 409 while DEPLOYING is a LockedError only when the cluster_lock has no TTL or one
+    still running; a lapsed lock (offset or not) leaves it a plain ConflictError."""
+    provider = mock_provider(conflict_then(status_body("DEPLOYING", cluster_lock=lock)))
+    with pytest.raises(ConflictError) as caught:
+        await provider.stop(cluster(DEV))
+    await provider.aclose()
+    assert type(caught.value) is kind
+    assert caught.value.message == "Cluster is busy (cluster status: DEPLOYING)"
+
+
+async def test_lapsed_lock_leaves_a_busy_cluster_a_plain_conflict(
+    qovery: QoveryProvider, qsim: QoverySimulator
+) -> None:
+    """A cluster deploying under a lock lapsed a day ago answers the simulator's 'operation in
+    progress' 409 as a ConflictError, not a LockedError."""
+    locked_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    qsim.set_lock(DEV, owner_name="Bob", reason="migration", ttl_in_days=1, locked_at=locked_at)
+    qsim.set_state(DEV, "DEPLOYING")
     with pytest.raises(ConflictError) as caught:
         await qovery.stop(cluster(DEV))
     assert type(caught.value) is ConflictError
-    assert caught.value.message == "Cluster dev-eu has an operation in progress (STOP_QUEUED)"
+    assert caught.value.message == "Cluster dev-eu has an operation in progress (DEPLOYING)"
 
 
 async def test_conflict_stands_when_the_status_cannot_be_read() -> None:
@@ -264,6 +355,27 @@ async def test_forbidden_stop_is_a_forbidden_error(
     assert caught.value.message == "You are not allowed to stop this cluster"
 
 
+@pytest.mark.parametrize("content", [b"", b"{}", b'{"message": "Stop queued"}', b"[]", b"not json"])
+async def test_stop_accepted_without_a_cluster_status(
+    content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 202 whose body is not a ClusterStatus is still a queued stop: StopAccepted with no
+    status, and one warning that names the call but not the token."""
+    provider = mock_provider(lambda request: httpx.Response(202, content=content))
+    with caplog.at_level(logging.WARNING, logger="providers.qovery"):
+        accepted = await provider.stop(cluster(DEV))
+    await provider.aclose()
+    assert accepted == StopAccepted(provider="qovery", resource_id=DEV)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "stop accepted (202) without a ClusterStatus")
+    ]
+    error = caplog.records[0].error
+    assert error.startswith(
+        f"unexpected answer to POST /organization/{QOVERY_ORG}/cluster/{DEV}/stop"
+    )
+    assert QOVERY_TOKEN not in caplog.text and QOVERY_TOKEN not in error
+
+
 async def test_malformed_answer_is_a_provider_error() -> None:
     """A status body without the spec's required fields is a ProviderError, not a crash."""
     provider = mock_provider(lambda request: httpx.Response(200, json={"state": "DEPLOYED"}))
@@ -309,6 +421,19 @@ async def test_lock_without_ttl_never_expires(
     assert lock.expires_at is None
     qsim.clear_lock(DEV)
     assert await qovery.lock(cluster(DEV)) is None
+
+
+async def test_lock_without_offset_is_read_as_utc() -> None:
+    """A locked_at with no offset is read as UTC, so the lock's expiry can be checked."""
+    body = status_body("DEPLOYED", cluster_lock=lock_body("2030-01-02T03:04:05", 1))
+    provider = mock_provider(lambda request: httpx.Response(200, json=body))
+    lock = await provider.lock(cluster(DEV))
+    await provider.aclose()
+    assert lock is not None
+    assert lock.locked_at == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert lock.expires_at == dt.datetime(2030, 1, 3, 3, 4, 5, tzinfo=dt.UTC)
+    assert lock.is_expired() is False
+    assert lock.is_expired(dt.datetime(2030, 1, 3, 3, 4, 5, tzinfo=dt.UTC)) is True
 
 
 async def test_lock_lapses_after_its_ttl(qovery: QoveryProvider, sims: SimulatorServer) -> None:

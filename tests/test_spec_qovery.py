@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from providers.base import Phase
 from providers.qovery import CLUSTER_STATES as CLIENT_STATES
 from providers.simulators.common import SimClock
 from providers.simulators.qovery import CLUSTER_STATES as SIMULATOR_STATES
@@ -264,6 +265,38 @@ def test_error_codes_are_the_documented_ones(
     assert body["status"] == status
     assert isinstance(body["message"], str)
     assert body["message"]
+
+
+@pytest.mark.parametrize("state", ["STOP_QUEUED", "STOPPING"])
+def test_stop_during_a_stop_is_the_spec_s_409(
+    spec: dict[str, Any], sims: SimulatorServer, state: str
+) -> None:
+    """A stop while one is queued or running is 'an operation in progress': the spec's 409,
+    and the cluster carries on with the first stop."""
+    responses = operation(spec, "POST", f"{ORG}/cluster/{{clusterId}}/stop")["responses"]
+    assert responses["409"]["description"] == (
+        "Cluster is already stopped or an operation is in progress"
+    )
+    simulator = sims.hub["qovery"]
+    assert isinstance(simulator, QoverySimulator)
+    simulator.set_state(DEV, state)
+    response = api(sims, "POST", f"/organization/{QOVERY_ORG}/cluster/{DEV}/stop")
+    assert response.status_code == 409
+    assert response.json() == {
+        "status": 409,
+        "message": f"Cluster dev-eu has an operation in progress ({state})",
+    }
+    status = api(sims, "GET", f"/organization/{QOVERY_ORG}/cluster/{DEV}/status").json()
+    assert status["status"] == state
+
+
+def test_spec_gives_ready_and_is_deployed_no_meaning(spec: dict[str, Any]) -> None:
+    """Neither ClusterStateEnum nor ClusterStatus.is_deployed is described, so READY keeps
+    its one reading (running, terminal): the spec gives no ground to call it stopped."""
+    schemas = spec["components"]["schemas"]
+    assert "description" not in schemas["ClusterStateEnum"]
+    assert schemas["ClusterStatus"]["properties"]["is_deployed"] == {"type": "boolean"}
+    assert CLIENT_STATES["READY"] == (Phase.RUNNING, True)
 
 
 def test_unlock_answers_the_spec_s_204(spec: dict[str, Any], sims: SimulatorServer) -> None:

@@ -297,6 +297,29 @@ async def test_stopped_between_confirmation_and_submit(h: Harness) -> None:
     assert final.state == OpState.STOPPED_ALREADY
 
 
+async def test_a_stop_someone_else_queued_after_the_preview_is_followed(h: Harness) -> None:
+    """Someone else stops the cluster between the preview and the submit: Qovery's 409
+    ("an operation is in progress") is that stop, followed to Stopped, not a failure."""
+    op_id = await h.confirmed("dev-eu")
+    await h.providers["qovery"].stop(h.config.resource("dev-eu"))
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.STOPPED
+    steps = [(t.state, t.provider_state, t.message) for t in h.store.transitions(op_id)]
+    assert steps[3:] == [
+        (
+            "accepted",
+            None,
+            "Qovery was already taking the cluster down (cluster status: STOP_QUEUED); "
+            "following that.",
+        ),
+        ("accepted", "STOP_QUEUED", None),
+        ("in_progress", None, None),
+        ("in_progress", "STOPPING", None),
+        ("in_progress", "STOPPED", None),
+        ("stopped", None, None),
+    ]
+
+
 async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> None:
     """A bot killed mid-stop resumes following from the store; the provider gets one stop."""
     op_id = await h.confirmed("dev-eu")

@@ -11,6 +11,11 @@
 A stop goes STOP_QUEUED -> STOPPING -> STOPPED (or STOP_ERROR when the cluster is
 seeded with ``fail_stop: true``), one ``step_seconds`` per step of the shared clock.
 
+A stop is refused with the spec's one 409, "already stopped or an operation is in
+progress": on STOPPED or DELETED, on every state of ``IN_PROGRESS`` (a stop already
+queued or running among them), and on a lock within its TTL. The spec does not say what
+a lock refuses; refusing the stop with that same 409 is our reading.
+
 The spec documents no error body, only status codes and descriptions; errors here are
 ``{"status": <code>, "message": <text>}``, which the client reads like any JSON error.
 
