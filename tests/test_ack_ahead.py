@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -271,3 +272,23 @@ async def test_a_retried_command_in_a_burst_records_one_operation(slack: Slack) 
     shown = slack.fake.ephemeral_messages(CHANNEL, BOB)
     buttons = [next(b for b in m["blocks"] if b["type"] == "actions") for m in shown]
     assert [b["elements"][0]["value"] for b in buttons] == [op.id] * 5
+
+
+async def test_a_header_sent_twice_is_read_as_bolt_reads_it(slack: Slack) -> None:
+    """A forged signature followed by a valid one: the server and Bolt both read the first,
+    so the request is refused (401), not answered 200 and then dropped by Bolt."""
+    assert slack.server is not None
+    body = _command("dev-eu")
+    good = sign_request(SECRET, body, int(time.time()))
+    headers = [
+        ("Content-Type", FORM),
+        ("X-Slack-Request-Timestamp", good["X-Slack-Request-Timestamp"]),
+        ("X-Slack-Signature", "v0=" + "0" * 64),
+        ("X-Slack-Signature", good["X-Slack-Signature"]),
+    ]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{slack.server.url}/slack/events", content=body, headers=headers
+        )
+    assert response.status_code == 401
+    assert slack.store.recent_operations() == []

@@ -173,6 +173,77 @@ def test_malformed_blocks_are_refused(server: FakeSlackServer) -> None:
     assert response.json() == {"ok": False, "error": "invalid_blocks_format"}
 
 
+def _button(action_id: str, text: str = "Go", value: str = "v") -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text},
+        "value": value,
+    }
+
+
+def _section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return block | ({"block_id": block_id} if block_id else {})
+
+
+def _menu(value: str) -> dict[str, Any]:
+    option = {"text": {"type": "plain_text", "text": "x"}, "value": value}
+    return {"type": "static_select", "action_id": "pick", "options": [option]}
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        pytest.param([_section("x")] * 51, id="51 blocks"),
+        pytest.param([_section("a", "b1"), _section("b", "b1")], id="block_id twice"),
+        pytest.param([_section("a", "b" * 256)], id="block_id of 256"),
+        pytest.param([_section("x" * 3001)], id="section text of 3001"),
+        pytest.param(
+            [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+            id="header of 151",
+        ),
+        pytest.param(
+            [{"type": "actions", "elements": [_button("extend"), _button("extend")]}],
+            id="action_id twice in a block",
+        ),
+        pytest.param(
+            [{"type": "actions", "elements": [_button("go", text="t" * 76)]}],
+            id="button text of 76",
+        ),
+        pytest.param(
+            [{"type": "actions", "elements": [_button("go", value="v" * 2001)]}],
+            id="button value of 2001",
+        ),
+        pytest.param(
+            [{"type": "actions", "elements": [_menu("v" * 151)]}], id="option value of 151"
+        ),
+        pytest.param(
+            [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}],
+            id="11 context elements",
+        ),
+    ],
+)
+async def test_blocks_past_block_kit_s_limits_are_refused(
+    client: AsyncWebClient, blocks: list[dict[str, Any]]
+) -> None:
+    """Slack answers invalid_blocks for blocks past Block Kit's documented limits."""
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_postMessage(channel="C1OPS", text="t", blocks=blocks)
+    assert refused.value.response["error"] == "invalid_blocks"
+
+
+async def test_blocks_at_block_kit_s_limits_are_taken(client: AsyncWebClient) -> None:
+    """The same limits, reached and not passed: posted."""
+    blocks = [
+        {"type": "actions", "elements": [_button("a", text="t" * 75, value="v" * 2000)]},
+        {"type": "actions", "elements": [_menu("v" * 150)]},
+        *(_section("x" * 3000, f"b{i}") for i in range(48)),
+    ]
+    posted = await client.chat_postMessage(channel="C1OPS", text="t", blocks=blocks)
+    assert posted["ok"] is True
+
+
 async def test_wait_for_returns_a_call_made_meanwhile(
     client: AsyncWebClient, fake: FakeSlack
 ) -> None:

@@ -146,7 +146,9 @@ async def test_owner_warned_before_expiry_and_extends(slack: Slack) -> None:
     await say(slack, "lock dev-eu 40m", user=ALICE)
     slack.sims.hub.clock.advance(15 * 60)
     warning = await dm_to(slack, ALICE, "Your lock on dev-eu expires")
-    await slack.click_message(views.EXTEND, "dev-eu|1h", warning, ALICE, channel=warning["channel"])
+    await slack.click_message(
+        f"{views.EXTEND}1h", "dev-eu|1h", warning, ALICE, channel=warning["channel"]
+    )
     await slack.fake.wait_for(RESPONSE_URL_METHOD, lambda c: "Extended" in c.args.get("text", ""))
     lock = slack.store.get_lock("dev-eu")
     assert lock is not None
@@ -291,6 +293,39 @@ async def test_approved_stop_runs_and_everyone_is_told(guarded: Slack) -> None:
     ]
 
 
+async def test_a_refused_channel_post_asks_the_approvers_by_dm(guarded: Slack) -> None:
+    """Slack refusing the request in the channel for any reason (here, a workspace policy)
+    still gets it to the approvers: Carol is asked in a DM."""
+    await say(guarded, "dev-eu nightly")
+    op_id, ts = guarded.confirmation()
+    guarded.fake.fail_next("chat.postMessage", "restricted_action")
+    await guarded.click(views.CONFIRM, op_id, ts)
+    request = await dm_to(guarded, CAROL, "Approval needed: <@U0BOB> wants to stop dev-eu.")
+    await guarded.click_message(views.APPROVE, op_id, request, CAROL, channel=request["channel"])
+    final = await guarded.final_message()
+    assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
+
+
+async def test_a_request_posted_nowhere_is_said_to_the_requester(guarded: Slack) -> None:
+    """Neither the channel nor Carol's DM takes the request: Bob is told to ask directly."""
+    await say(guarded, "dev-eu nightly")
+    op_id, ts = guarded.confirmation()
+    guarded.fake.fail_next("chat.postMessage", "restricted_action")
+    guarded.fake.fail_next("chat.postMessage", "restricted_action")
+    await guarded.click(views.CONFIRM, op_id, ts)
+    told = await guarded.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "could not post" in c.args.get("text", "")
+    )
+    assert told.args == {
+        "text": "Stopbot could not post the approval request for dev-eu anywhere (see its "
+        "log). Ask an approver directly; the request stays open until it expires.",
+        "response_type": "ephemeral",
+        "replace_original": False,
+    }
+    op = guarded.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.AWAITING_APPROVAL
+
+
 @pytest.mark.parametrize(
     ("clicker", "message"),
     [
@@ -348,6 +383,23 @@ async def test_deny_with_a_reason_through_the_modal(guarded: Slack) -> None:
     assert op is not None and op.state == OpState.REFUSED
     assert op.detail == "denied by <@U0CAROL>: not tonight"
     assert guarded.sims.hub.state()["qovery"]["clusters"][0]["status"] == "DEPLOYED"
+
+
+async def test_deny_by_a_non_approver_opens_the_modal_and_says_why(guarded: Slack) -> None:
+    """The modal opens at once (its trigger lasts three seconds); for Alice, who may not
+    decide, it then says why instead of asking for a reason. Nothing changes."""
+    op_id = await request_and_confirm(guarded, "dev-eu")
+    request = await approval_message(guarded)
+    await guarded.click_message(views.DENY, op_id, request, ALICE)
+    opened = await guarded.fake.wait_for("views.open")
+    assert opened.args["view"]["callback_id"] == views.DENY_MODAL
+    updated = await guarded.fake.wait_for("views.update")
+    assert updated.args["view_id"] == opened.response["view"]["id"]  # type: ignore[index]
+    assert updated.args["view"] == views.deny_refused(
+        "Only the approvers of dev-eu (<@U0CAROL>) can decide this request."
+    )
+    op = guarded.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.AWAITING_APPROVAL
 
 
 async def test_expired_request_is_closed_and_requester_told(guarded: Slack) -> None:

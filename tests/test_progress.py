@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.models import Operation, OpState
-from bot.slack.progress import _Coalescing
+from bot.slack.fake_api import DEFAULT_TOKEN, FakeSlack, FakeSlackServer, SlackChannel
+from bot.slack.progress import MessageProgress, _Coalescing
 
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 
@@ -66,3 +69,25 @@ async def test_infinite_interval_sends_first_and_final_only() -> None:
         await sink.progress(op(OpState.IN_PROGRESS, state), [], None)
     await sink.progress(op(OpState.STOPPED, "STOPPED"), [], None)
     assert sink.sent == ["STOP_QUEUED", "STOPPED"]
+
+
+async def test_a_failed_final_update_is_tried_again_and_a_progress_one_is_not() -> None:
+    """Slack failing chat.update (internal_error, which slack_sdk does not retry): a state
+    in progress is dropped, since a later one replaces it; the final state is tried again
+    until Slack takes it."""
+    with FakeSlackServer(
+        FakeSlack(tokens=[DEFAULT_TOKEN], channels=[SlackChannel("C1OPS", "ops")])
+    ) as server:
+        client = AsyncWebClient(token=DEFAULT_TOKEN, base_url=server.api_url)
+        fake = server.slack
+        posted = await client.chat_postMessage(channel="C1OPS", text="Stopping dev-eu")
+        sink = MessageProgress(client, str(posted["channel"]), str(posted["ts"]), 0.0)
+        fake.fail_next("chat.update", "internal_error")
+        await sink.progress(op(OpState.IN_PROGRESS, "STOPPING"), [], None)
+        fake.fail_next("chat.update", "internal_error")
+        fake.fail_next("chat.update", "internal_error")
+        await sink.progress(op(OpState.STOPPED, "STOPPED"), [], None)
+        answers = [c.response.get("error", "ok") for c in fake.calls("chat.update")]  # type: ignore[union-attr]
+        assert answers == ["internal_error", "internal_error", "internal_error", "ok"]
+        [shown] = fake.messages("C1OPS")
+        assert shown["text"].startswith("dev-eu: :white_check_mark: Stopped")

@@ -105,7 +105,7 @@ async def test_stop_confirmed_and_followed_to_stopped(
         assert f"`{state}`" in timeline
     # The ephemeral confirmation was replaced: no live button is left behind.
     [ephemeral] = slack.fake.ephemeral_messages(CHANNEL, BOB)
-    assert ephemeral["text"] == f"Confirmed: stopping {resource}. Progress follows in the channel."
+    assert ephemeral["text"] == f"Confirmed: stopping {resource}. Progress follows."
     assert "actions" not in block_texts(ephemeral)
     op = slack.store.get_operation(op_id)
     assert op is not None and op.state == OpState.STOPPED
@@ -211,6 +211,43 @@ async def test_not_in_channel_falls_back_to_response_url(slack: Slack) -> None:
     assert shown["text"].startswith("dev-eu: :white_check_mark: Stopped in ")
     assert "Invite it with `/invite @Stopbot`" in block_texts(shown)
     assert slack.fake.messages("C0OUT") == []
+
+
+async def test_a_refused_progress_post_does_not_keep_the_stop_back(slack: Slack) -> None:
+    """Slack refusing the progress message for a reason the bot does not expect (a workspace
+    policy): the confirmed stop still goes ahead, its progress shown to the user instead."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.fake.fail_next("chat.postMessage", "restricted_action")
+    await slack.click(views.CONFIRM, op_id, ts)
+    await slack.fake.wait_for(RESPONSE_URL_METHOD, lambda c: "Stopped" in c.args.get("text", ""))
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.STOPPED
+    assert slack.fake.messages(CHANNEL) == []
+
+
+async def test_final_state_past_the_response_url_s_life_goes_to_a_dm(slack: Slack) -> None:
+    """Progress shown through a response URL: when the final state comes after Slack stopped
+    taking that URL (thirty minutes, here across a restart), it reaches the requester in a
+    DM instead of nowhere."""
+    await slack.command("dev-eu", channel="C0OUT")
+    await slack.reply()
+    op_id, ts = slack.confirmation(channel="C0OUT")
+    slack.service.sleep = _never_returns  # freeze following after the first poll
+    await slack.click(views.CONFIRM, op_id, ts, channel="C0OUT")
+    await slack.fake.wait_for(RESPONSE_URL_METHOD, lambda c: "Stopping" in c.args.get("text", ""))
+    slack.stop()
+    slack.fake.clock = lambda: time.time() + 31 * 60
+    slack.start()  # resumes following, and the URL has expired
+    dm = await slack.fake.wait_for(
+        "chat.postMessage",
+        lambda c: c.args.get("channel") == BOB and "Stopped" in c.args.get("text", ""),
+    )
+    assert dm.args["text"].startswith("dev-eu: :white_check_mark: Stopped in ")
+    refused = [c for c in slack.fake.calls(RESPONSE_URL_METHOD) if c.status == 404]
+    # The state on resuming, then the final one: Slack refused both.
+    assert [c.response for c in refused] == ["expired_url", "expired_url"]
 
 
 async def test_status_command(slack: Slack) -> None:

@@ -444,13 +444,15 @@ class SlackBot:
     async def dm(
         self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
     ) -> tuple[str, str] | None:
-        """Post to a user's DM with the bot; (channel, ts), or None when Slack refused."""
+        """Post to a user's DM with the bot; (channel, ts), or None when Slack refused or
+        could not be reached."""
         try:
             posted = await self.client.chat_postMessage(
                 channel=user_id, text=text, blocks=blocks or views.message(text)[1]
             )
-        except SlackApiError as exc:
-            log.warning("DM failed", extra={"user": user_id, "error": exc.response.get("error")})
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+            log.warning("DM failed", extra={"user": user_id, "error": error})
             return None
         return str(posted["channel"]), str(posted["ts"])
 
@@ -482,21 +484,32 @@ class SlackBot:
                 self.config.stops.progress_interval.total_seconds(),
             )
         if op.response_url:
-            return ResponseUrlProgress(op.response_url, INVITE_NOTE)
+            return self._response_url_progress(op, op.response_url)
         return NullProgress()
+
+    def _response_url_progress(self, op: Operation, response_url: str) -> ResponseUrlProgress:
+        async def dm_requester(text: str, blocks: list[dict[str, Any]]) -> object:
+            return await self.dm(op.requested_by, text, blocks)
+
+        return ResponseUrlProgress(response_url, INVITE_NOTE, fallback=dm_requester)
 
     async def post_progress(self, op: Operation, response_url: str | None) -> ProgressListener:
         """Post the public progress message, or fall back to the clicked message's
-        ``response_url`` (kept with the operation, so a restart can resume there)."""
+        ``response_url`` (kept with the operation, so a restart can resume there), then to
+        a DM. The stop is confirmed by now: whatever Slack refuses, it goes ahead."""
         text, blocks = views.progress(op, self.store.transitions(op.id), None)
         if op.channel:
             try:
                 posted = await self.client.chat_postMessage(
                     channel=op.channel, text=text, blocks=blocks
                 )
-            except SlackApiError as exc:
-                if exc.response.get("error") not in NO_POST_ERRORS:
-                    raise
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+                if error not in NO_POST_ERRORS:  # those are expected: say nothing
+                    log.warning(
+                        "progress message not posted in the channel: falls back",
+                        extra={"operation": op.id, "channel": op.channel, "error": error},
+                    )
             else:
                 ts, channel = str(posted["ts"]), str(posted["channel"])
                 self.store.update_operation(op.id, message_ts=ts, channel=channel)
@@ -506,7 +519,7 @@ class SlackBot:
         listener: ProgressListener
         if response_url:
             self.store.update_operation(op.id, response_url=response_url)
-            listener = ResponseUrlProgress(response_url, INVITE_NOTE)
+            listener = self._response_url_progress(op, response_url)
             await listener.progress(op, self.store.transitions(op.id), None)
             return listener
         posted_dm = await self.dm(op.requested_by, text, blocks)  # e.g. after an approval
@@ -731,7 +744,8 @@ class SlackBot:
     @staticmethod
     async def _unknown(exc: UnknownResourceError, respond: Respond) -> None:
         hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
-        await respond(text=f"{exc}{hint}", response_type="ephemeral")
+        # Also answers clicks: never in place of the clicked message.
+        await respond(text=f"{exc}{hint}", response_type="ephemeral", replace_original=False)
 
     async def resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
@@ -769,7 +783,7 @@ class SlackBot:
             text, blocks = views.confirmation(preview, self.service.clock())
         else:
             text, blocks = views.decided(preview)
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
 
     async def on_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
@@ -780,10 +794,17 @@ class SlackBot:
         op = result.operation
         if result.needs_approval:
             await respond(text=result.message, replace_original=True)
-            await self.approvals.post_request(op)
+            if not await self.approvals.post_request(op):
+                await respond(
+                    text=f"Stopbot could not post the approval request for {op.resource} "
+                    "anywhere (see its log). Ask an approver directly; the request stays "
+                    "open until it expires.",
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
             return
         await respond(
-            text=f"Confirmed: stopping {op.resource}. Progress follows in the channel.",
+            text=f"Confirmed: stopping {op.resource}. Progress follows.",
             replace_original=True,
         )
         await self.start_stop(op, body.get("response_url"))

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.models import Operation
@@ -42,20 +43,21 @@ class ApprovalHandlers:
         # Its answer (the modal's validation errors) depends on the work: it acks itself.
         self.bot.app.view(views.DENY_MODAL)(self.bot.guarded(self.on_deny_submitted, early=None))
 
-    async def post_request(self, op: Operation) -> None:
-        """Post the approval request in the requester's channel, or DM each approver."""
+    async def post_request(self, op: Operation) -> bool:
+        """Post the approval request in the requester's channel, or DM each approver;
+        whether it was posted anywhere."""
         posted = self._posted.setdefault(op.id, asyncio.Event())
         try:
-            await self._post_request(op)
+            return await self._post_request(op)
         finally:
             posted.set()
 
-    async def _post_request(self, op: Operation) -> None:
+    async def _post_request(self, op: Operation) -> bool:
         bot = self.bot
         policy = bot.config.approval_for(op.resource)
         approval = bot.store.approval(op.id)
         if policy is None or approval is None:
-            return
+            return False
         status = bot.store.transitions(op.id)
         current = next((t.provider_state for t in reversed(status) if t.provider_state), None)
         text, blocks = views.approval_request(
@@ -70,18 +72,25 @@ class ApprovalHandlers:
                     channel=op.channel, text=text, blocks=blocks
                 )
                 bot.store.add_approval_message(op.id, str(posted["channel"]), str(posted["ts"]))
-                return
-            except SlackApiError as exc:
-                if exc.response.get("error") not in bot.no_post_errors:
-                    raise
-                log.info(
+                return True
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+                # Not a member, an archived channel: expected. Anything else, worth a warning.
+                level = logging.INFO if error in bot.no_post_errors else logging.WARNING
+                log.log(
+                    level,
                     "approval request falls back to DMs",
-                    extra={"operation": op.id, "error": exc.response.get("error")},
+                    extra={"operation": op.id, "error": error},
                 )
+        asked = False
         for approver in await self._approver_users(policy.approvers, exclude=op.requested_by):
             posted_dm = await bot.dm(approver, text, blocks)
             if posted_dm is not None:
                 bot.store.add_approval_message(op.id, *posted_dm)
+                asked = True
+        if not asked:
+            log.error("approval request posted nowhere", extra={"operation": op.id})
+        return asked
 
     async def _approver_users(self, approvers: list[str], *, exclude: str) -> list[str]:
         users: list[str] = []
@@ -121,14 +130,27 @@ class ApprovalHandlers:
         await self.bot.start_stop(op, response_url=None)
 
     async def on_deny(self, body: dict[str, Any], respond: Respond, client: Any) -> None:
+        """Open the deny modal first: its trigger_id lasts three seconds, and telling who
+        may decide can wait on Slack (users.info, usergroups.users.list). A user who may
+        not decide then sees the modal say why, instead of the form."""
         op_id, user = self.bot.action_of(body)
+        op = self.bot.store.get_operation(op_id)
+        if op is None:
+            await respond(
+                text="This stop request no longer exists.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        opened = await client.views_open(trigger_id=body["trigger_id"], view=views.deny_modal(op))
         checked = await self.bot.service.can_decide(op_id, await self.bot.actor(user))
         if checked.operation is None or not checked.ok:
-            await respond(text=checked.message, response_type="ephemeral", replace_original=False)
-            return
-        await client.views_open(
-            trigger_id=body["trigger_id"], view=views.deny_modal(checked.operation)
-        )
+            shown = opened["view"]
+            await client.views_update(
+                view_id=shown["id"],
+                hash=shown.get("hash"),
+                view=views.deny_refused(checked.message),
+            )
 
     async def on_deny_submitted(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         op_id = str(view.get("private_metadata") or "")

@@ -66,6 +66,9 @@ DEFAULT_SCOPES = ("chat:write", "commands", "im:write", "users:read", "usergroup
 RESPONSE_URL_METHOD = "response_url"
 """The ``Call.method`` of a POST to a response URL."""
 
+RESPONSE_URL_TTL, RESPONSE_URL_USES = 30 * 60.0, 5
+"""A response URL takes five posts within thirty minutes
+(https://docs.slack.dev/interactivity/handling-user-interaction#message_responses)."""
 MAX_CONVERSATION_USERS = 8
 SLACKBOT_USER_ID = "USLACKBOT"
 TRIGGER_TTL = 3.0
@@ -91,7 +94,13 @@ _VIEW_IDENTITY = (
     "bot_id",
 )
 # Response URLs answer like incoming webhooks: an HTTP status and the error's name in plain text.
-_HOOK_ERROR_STATUS = {"no_service": 404, "channel_not_found": 404, "message_not_found": 404}
+_HOOK_ERROR_STATUS = {
+    "no_service": 404,
+    "channel_not_found": 404,
+    "message_not_found": 404,
+    "expired_url": 404,
+    "used_url": 404,
+}
 
 _T = TypeVar("_T")
 
@@ -177,14 +186,17 @@ class SlackChannel:
     """For a direct message: the person on the other side."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Hook:
-    """What a response URL belongs to: where replies go, and the message it may replace."""
+    """What a response URL belongs to: where replies go, and the message it may replace;
+    when it was minted and how often it was used."""
 
     channel: str | None
     user: str | None
     message_ts: str | None
     is_ephemeral: bool
+    issued_at: float = 0.0
+    uses: int = 0
 
 
 @dataclass
@@ -394,7 +406,7 @@ class FakeSlack:
             raise RuntimeError("the fake is not served yet: start a FakeSlackServer first")
         hook_id = secrets.token_urlsafe(12)
         with self._lock:
-            self._hooks[hook_id] = _Hook(channel, user, message_ts, is_ephemeral)
+            self._hooks[hook_id] = _Hook(channel, user, message_ts, is_ephemeral, self.clock())
         return f"{self.base_url}/response/{hook_id}"
 
     def new_trigger_id(self, user: str) -> str:
@@ -738,6 +750,11 @@ class FakeSlack:
                 hook = self._hooks.get(request.path_params["hook_id"])
                 if hook is None:
                     raise _SlackError("no_service")
+                if self.clock() - hook.issued_at > RESPONSE_URL_TTL:
+                    raise _SlackError("expired_url")
+                if hook.uses >= RESPONSE_URL_USES:
+                    raise _SlackError("used_url")
+                hook.uses += 1
                 payload = _json_object(body, "invalid_payload")
                 self._apply_response(hook, payload)
                 status, answer = 200, "ok"
@@ -1022,6 +1039,7 @@ class FakeSlack:
     def _open_view(
         self, view: dict[str, Any], user: str | None, previous: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        check_blocks(view.get("blocks", []), most=MAX_VIEW_BLOCKS)
         view_id = self._next_id("V")
         stored = {
             "id": view_id,
@@ -1125,13 +1143,94 @@ def _json_object(body: bytes, error: str) -> dict[str, Any]:
 def _content(args: Mapping[str, Any]) -> dict[str, Any]:
     """A message's text, blocks and attachments from a call; Slack wants at least one."""
     content = {key: args[key] for key in _CONTENT_FIELDS if args.get(key) is not None}
-    if "blocks" in content and not isinstance(content["blocks"], list):
-        raise _SlackError("invalid_blocks_format")
+    if "blocks" in content:
+        if not isinstance(content["blocks"], list):
+            raise _SlackError("invalid_blocks_format")
+        check_blocks(content["blocks"])
     if "text" in content:
         content["text"] = str(content["text"])
     if not any(content.values()):
         raise _SlackError("no_text")
     return content
+
+
+# Block Kit's limits, which Slack enforces with ``invalid_blocks``: a message holds at most
+# 50 blocks and a modal 100 (https://docs.slack.dev/reference/block-kit/blocks), and each
+# block and element has its own (the pages of each, under block-kit/).
+MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS = 50, 100
+_TEXT_LIMITS = {"section": 3000, "header": 150, "field": 2000, "button": 75, "option": 75}
+
+
+def check_blocks(blocks: Any, *, most: int = MAX_MESSAGE_BLOCKS) -> None:
+    """Refuse blocks past Block Kit's limits as Slack does (``invalid_blocks``): too many
+    blocks, a ``block_id`` repeated in a message or over 255 characters, an ``action_id``
+    repeated in a block, and text, fields, elements or options past their lengths."""
+    if not isinstance(blocks, list) or len(blocks) > most:
+        raise _SlackError("invalid_blocks")
+    block_ids: set[str] = set()
+    for block in blocks:
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _SlackError("invalid_blocks")
+        block_id = block.get("block_id")
+        if block_id is not None:
+            _require(isinstance(block_id, str) and len(block_id) <= 255)
+            _require(block_id not in block_ids)
+            block_ids.add(block_id)
+        kind = block["type"]
+        if kind == "section":
+            fields = block.get("fields") or []
+            _require(block.get("text") is not None or bool(fields))
+            if block.get("text") is not None:
+                _check_text(block["text"], _TEXT_LIMITS["section"])
+            _require(isinstance(fields, list) and len(fields) <= 10)
+            for field in fields:
+                _check_text(field, _TEXT_LIMITS["field"])
+            if block.get("accessory") is not None:
+                _check_element(block["accessory"])
+        elif kind == "header":
+            _check_text(block.get("text"), _TEXT_LIMITS["header"], plain=True)
+        elif kind == "context":
+            elements = block.get("elements")
+            _require(isinstance(elements, list) and 0 < len(elements) <= 10)
+        elif kind == "actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 0 < len(elements) <= 25:
+                raise _SlackError("invalid_blocks")
+            action_ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
+            named = [a for a in action_ids if a is not None]
+            _require(len(named) == len(set(named)))
+            for element in elements:
+                _check_element(element)
+
+
+def _require(condition: bool) -> None:
+    if not condition:
+        raise _SlackError("invalid_blocks")
+
+
+def _check_text(text: Any, most: int, *, plain: bool = False) -> None:
+    _require(isinstance(text, dict) and isinstance(text.get("text"), str))
+    _require(text["type"] == "plain_text" if plain else text.get("type") in TEXT_TYPES)
+    _require(0 < len(text["text"]) <= most)
+
+
+def _check_element(element: Any) -> None:
+    _require(isinstance(element, dict))
+    action_id = element.get("action_id")
+    _require(action_id is None or (isinstance(action_id, str) and len(action_id) <= 255))
+    if element.get("type") == "button":
+        _check_text(element.get("text"), _TEXT_LIMITS["button"], plain=True)
+        _require(len(str(element.get("value", ""))) <= 2000)
+    elif element.get("type") == "static_select":
+        options = element.get("options") or []
+        _require(isinstance(options, list) and len(options) <= 100)
+        for option in options:
+            _require(isinstance(option, dict))
+            _check_text(option.get("text"), _TEXT_LIMITS["option"])
+            _require(len(str(option.get("value", ""))) <= 150)
+
+
+TEXT_TYPES = frozenset({"plain_text", "mrkdwn"})
 
 
 class FakeSlackServer(ThreadedServer):

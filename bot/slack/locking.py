@@ -32,7 +32,7 @@ class LockHandlers:
         self.bot.action(views.ASK_RELEASE, self.on_ask_release)
         self.bot.action(views.RELEASE, self.on_release)
         self.bot.action(views.KEEP, self.on_keep)
-        self.bot.action(views.EXTEND, self.on_extend)
+        self.bot.action(views.EXTEND, self.on_extend, prefix=True)
 
     # -- commands -------------------------------------------------------------------
 

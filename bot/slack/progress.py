@@ -12,9 +12,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
+import stamina
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -91,33 +93,64 @@ class MessageProgress(_Coalescing):
         self.ts = ts
 
     async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
+        """One update; the final one is tried again a few times over a minute or two
+        when Slack is busy or out of reach (after slack_sdk's own rate-limit retries),
+        since no later update would replace it."""
         try:
-            await self.client.chat_update(
-                channel=self.channel, ts=self.ts, text=text, blocks=blocks
-            )
-        except SlackApiError as exc:
-            log.warning(
-                "chat.update failed",
-                extra={"operation": op.id, "error": exc.response.get("error")},
-            )
+            async for attempt in stamina.retry_context(
+                on=_transient,
+                attempts=FINAL_ATTEMPTS if op.state.final else 1,
+                wait_initial=2.0,
+                wait_max=30.0,
+                timeout=120.0,
+            ):
+                with attempt:
+                    await self.client.chat_update(
+                        channel=self.channel, ts=self.ts, text=text, blocks=blocks
+                    )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+            log.warning("chat.update failed", extra={"operation": op.id, "error": error})
+
+
+FINAL_ATTEMPTS = 4
+TRANSIENT_ERRORS = frozenset({"ratelimited", "fatal_error", "internal_error", "request_timeout"})
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure worth another try: Slack busy or failing, or the connection."""
+    if isinstance(exc, SlackApiError):
+        return exc.response.get("error") in TRANSIENT_ERRORS
+    return isinstance(exc, aiohttp.ClientError | TimeoutError)
+
+
+Fallback = Callable[[str, list[dict[str, Any]]], Awaitable[object]]
 
 
 class ResponseUrlProgress(_Coalescing):
     """Where the bot may not post in the channel: replace the user's message through the
     command's ``response_url`` (Slack allows five uses in 30 minutes, so only the
-    first and the final state are sent)."""
+    first and the final state are sent). A final state Slack no longer takes there (the
+    URL expired, say, after a long stop) goes to ``fallback`` (a DM to the requester)."""
 
-    def __init__(self, response_url: str, note: str) -> None:
+    def __init__(self, response_url: str, note: str, fallback: Fallback | None = None) -> None:
         super().__init__(interval=float("inf"))
         self.webhook = AsyncWebhookClient(response_url)
         self.note = note
+        self.fallback = fallback
 
     async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
-        blocks = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": self.note}]}]
+        noted = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": self.note}]}]
         try:
-            await self.webhook.send(text=text, blocks=blocks, replace_original=True)
-        except Exception:  # the user's Slack client going away must not stop the stop
-            log.warning("response_url update failed", extra={"operation": op.id})
+            answer = await self.webhook.send(text=text, blocks=noted, replace_original=True)
+            error = None if answer.status_code == 200 else f"{answer.status_code} {answer.body}"
+        except Exception as exc:  # the user's Slack client going away must not stop the stop
+            error = str(exc) or type(exc).__name__
+        if error is None:
+            return
+        log.warning("response_url update failed", extra={"operation": op.id, "error": error})
+        if op.state.final and self.fallback is not None:
+            await self.fallback(text, blocks)
 
 
 class NullProgress:

@@ -71,7 +71,7 @@ class SlackScheduleNotifier:
         await self._post(schedule.channel, *sv.drift(schedule, resource, status.state))
 
     async def approval_requested(self, op: Operation) -> None:
-        await self.bot.approvals.post_request(op)
+        await self.bot.approvals.post_request(op)  # logged when posted nowhere
 
     async def summary(self, report: RunReport) -> None:
         run_id = report.run.id

@@ -117,14 +117,17 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         bot.after_ack.begin()  # listeners' post-ack work waits for the answers
         try:
             body = await request.body()
+            # The headers as Bolt takes them (a header sent twice: its first value), so
+            # that both verify the same signature.
+            headers = dict(request.headers)
             try:
-                ahead = _answer_ahead(bot.answer_ahead, verifier, body, request.headers)
+                ahead = _answer_ahead(bot.answer_ahead, verifier, body, headers)
             except Exception:  # Bolt answers it, with the listeners' guard around it
                 log.exception("answering ahead failed")
                 ahead = None
             if ahead is None:
                 return await answer(request)
-            bot.dispatch_later(body.decode("utf-8"), request.headers)
+            bot.dispatch_later(body.decode("utf-8"), headers)
             return to_starlette_response(BoltResponse(status=200, body=ahead or ""))
         finally:
             bot.after_ack.end()

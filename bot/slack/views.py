@@ -45,7 +45,7 @@ DENY_MODAL = "approval_deny_modal"
 ASK_RELEASE = "lock_ask_release"
 RELEASE = "lock_release"
 KEEP = "lock_keep"
-EXTEND = "lock_extend"
+EXTEND = "lock_extend:"  # + the extension: action ids are unique within their block
 
 Blocks = list[dict[str, Any]]
 View = tuple[str, Blocks]
@@ -280,6 +280,16 @@ def deny_modal(op: Operation) -> dict[str, Any]:
     }
 
 
+def deny_refused(message: str) -> dict[str, Any]:
+    """The deny modal, once it turns out the user may not decide: why, and Close."""
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Deny the stop"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [_section(message)],
+    }
+
+
 def release_request(resource: str, asker: str, lock_text: str, value: str, provider: bool) -> View:
     """The DM asking a lock's owner to release it."""
     text = f"<@{asker}> asks you to release your lock on {resource} so it can be stopped."
@@ -306,8 +316,8 @@ def lock_warning(lock: BotLock) -> View:
             "type": "actions",
             "block_id": f"extend:{lock.resource}",
             "elements": [
-                _button(EXTEND, "Extend 1h", f"{lock.resource}|1h"),
-                _button(EXTEND, "Extend 1 day", f"{lock.resource}|1d"),
+                _button(f"{EXTEND}1h", "Extend 1h", f"{lock.resource}|1h"),
+                _button(f"{EXTEND}1d", "Extend 1 day", f"{lock.resource}|1d"),
             ],
         },
     ]
