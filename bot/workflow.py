@@ -650,7 +650,9 @@ class StopService:
                 if provider.supports_force and not op.force
                 else ""
             )
-            return await self._end(op, OpState.FAILED, listener, None, f"{exc}.{hint}")
+            said = str(exc)
+            stop = "" if said.endswith((".", "!", "?")) else "."
+            return await self._end(op, OpState.FAILED, listener, None, f"{said}{stop}{hint}")
         except ProviderTimeoutError as exc:
             return await self._end(
                 op,

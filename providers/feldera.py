@@ -5,13 +5,20 @@ Implements the Feldera REST API v0 (https://docs.feldera.com/api/): ``POST
 /v0/pipelines?selector=status``, with ``Authorization: Bearer <API key>``. A pipeline is
 named by its user-given name, which is its resource id here.
 
-The lifecycle reference (docs.feldera.com ``pipelines/lifecycle.md``) shapes three choices:
+The stop endpoint's description in openapi.json and the lifecycle reference
+(docs.feldera.com ``pipelines/lifecycle.md``) shape four choices:
 
 * ``/stop`` is asynchronous: it sets a desired status and answers 202. A pipeline whose
   desired status is already ``Stopped`` or ``Suspended`` is stopping even while its
   ``deployment_status`` still reads ``Running``, so the phase follows the desired status.
-* Stopping a stopped pipeline is not an error on Feldera's side (the desired status may
-  always become ``Stopped``), so "already stopped" is told by reading the status first.
+* A stop is sent without reading the status first. ``force`` is ignored while compute is
+  not provisioned, so a stop of a ``Stopped`` pipeline is a 202 that changes nothing. A
+  graceful stop of a pipeline already suspending or stopping is refused with 400
+  ``IllegalPipelineAction``, and a stop Feldera cannot act on with 503: after either, the
+  status is read once, and a pipeline stopping or stopped already is followed or reported
+  as already stopped, instead of failing the operation.
+* ``Stopped`` is terminal and means compute is released, even with a ``deployment_error``
+  (kept until dismissed): that error is shown as the status message, not as a failure.
 * ``force=false`` (the server's default, a graceful stop with a final checkpoint) exists
   only in the Enterprise edition: the open-source one answers 501 ``EnterpriseFeature``.
   The client always sends ``force`` explicitly, and turns that 501 into advice to force.
@@ -36,6 +43,7 @@ from providers.base import (
     StopAccepted,
 )
 from providers.errors import (
+    AlreadyStoppedError,
     ConflictError,
     InvalidRequestError,
     ProviderError,
@@ -146,10 +154,13 @@ def map_deployment_status(
 
     :param desired: ``deployment_desired_status``; ``Stopped``/``Suspended`` while the pipeline
         still reads as running means a stop is under way.
-    :param error: ``deployment_error``'s message; a pipeline stopped with one has failed.
+    :param error: ``deployment_error``'s message. It does not change the phase: the error
+        stays set until dismissed, and a ``Stopped`` pipeline has released its compute
+        whatever ended it (lifecycle.md), so it is stopped; callers show the error as the
+        status message.
     """
     if status in STOPPED:
-        return (Phase.FAILED if error else Phase.STOPPED), True
+        return Phase.STOPPED, True
     if status in FAILED:
         return Phase.FAILED, True
     if status in STOPPING:
@@ -193,10 +204,14 @@ class FelderaProvider(Provider):
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
 
-        The POST goes out as is, with no status read first: Feldera takes a stop of a
-        stopped or stopping pipeline as a no-op 202 (the desired status can always
-        become Stopped), so sending it cannot do harm, and the bot has read the status
-        already when it showed the confirmation.
+        The POST goes out with no status read first: the bot read the status when it showed
+        the confirmation. Feldera accepts a stop of a ``Stopped`` pipeline as a 202 that
+        changes nothing, and a forced stop of a stopping one likewise. It refuses a graceful
+        stop of a pipeline already suspending or stopping (400 ``IllegalPipelineAction``),
+        and answers 503 when it cannot act (a pipeline suspended already, for one): then
+        the status is read once, see :meth:`_after_refusal`.
+
+        :raises AlreadyStoppedError: Feldera refused because the pipeline is stopped.
         """
         try:
             response = await self._api.request(
@@ -204,9 +219,16 @@ class FelderaProvider(Provider):
                 f"{self._path(resource)}/stop",
                 params={"force": "true" if force else "false"},
                 ok=(202,),
+                # The spec's 503 for a stop is "cannot be performed", an answer, not "busy".
+                no_retry=frozenset({503}),
             )
         except ProviderError as error:
             refined = self._refine(error, force=force)
+            if error.status_code == 503 or isinstance(refined, IllegalPipelineActionError):
+                outcome = await self._after_refusal(resource, refined)
+                if isinstance(outcome, StopAccepted):
+                    return outcome
+                refined = outcome
             if refined is error:
                 raise
             raise refined from error
@@ -292,6 +314,42 @@ class FelderaProvider(Provider):
             phase=phase,
             terminal=terminal,
             message=message,
+        )
+
+    async def _after_refusal(
+        self, resource: Resource, refused: ProviderError
+    ) -> StopAccepted | ProviderError:
+        """A stop refused with 503 or ``IllegalPipelineAction``: what the pipeline is doing.
+
+        Stopping already: accepted, with that status, so the bot follows the stop under
+        way. Stopped: :class:`AlreadyStoppedError`. Anything else: the refusal stands, a 503
+        as a :class:`ConflictError` that names the status (Feldera said it did not act, so
+        "try again later" would mislead). A status that cannot be read changes nothing.
+        """
+        try:
+            status = await self.status(resource)
+        except ProviderError:
+            return refused
+        said = refused.message.rstrip().rstrip(".")
+        if status.phase is Phase.STOPPING:
+            return StopAccepted(
+                provider=self.name,
+                resource_id=resource.id,
+                status=status,
+                message=(
+                    f"The pipeline was stopping already ({status.state}); Feldera said: {said}."
+                ),
+            )
+        kwargs: dict[str, Any] = {"status_code": refused.status_code, "code": refused.code}
+        if status.phase is Phase.STOPPED:
+            return AlreadyStoppedError(self.name, f"{said}; its status is {status.state}", **kwargs)
+        if isinstance(refused, IllegalPipelineActionError):
+            return refused
+        return ConflictError(
+            self.name,
+            f"Feldera did not act on the stop ({said}) and the pipeline is {status.state}. "
+            "Check its status before trying again.",
+            **kwargs,
         )
 
     def _refine(self, error: ProviderError, *, force: bool) -> ProviderError:

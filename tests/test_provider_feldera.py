@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from providers.base import Phase, Resource, StopAccepted
 from providers.errors import (
+    AlreadyStoppedError,
     AuthError,
     ConflictError,
     InvalidRequestError,
@@ -160,7 +161,7 @@ async def test_graceful_stop_in_enterprise_suspends_first(
             True,
             [
                 ("Stopping", Phase.STOPPING, False, "disk full"),
-                ("Stopped", Phase.FAILED, True, "disk full"),
+                ("Stopped", Phase.STOPPED, True, "disk full"),
             ],
         ),
         (
@@ -169,19 +170,20 @@ async def test_graceful_stop_in_enterprise_suspends_first(
             [
                 ("Running", Phase.STOPPING, False, None),
                 ("Stopping", Phase.STOPPING, False, "disk full"),
-                ("Stopped", Phase.FAILED, True, "disk full"),
+                ("Stopped", Phase.STOPPED, True, "disk full"),
             ],
         ),
     ],
 )
-async def test_failing_stop_ends_failed_with_the_deployment_error(
+async def test_failing_stop_ends_stopped_showing_the_deployment_error(
     sims: SimulatorServer,
     provider: FelderaProvider,
     enterprise: bool,
     force: bool,
     expected: list[Seen],
 ) -> None:
-    """A stop that hits an error ends Stopped with deployment_error: FAILED, with its message."""
+    """A stop that hits an error still ends Stopped (compute released): STOPPED, terminal,
+    with deployment_error's message kept for the user."""
     reseed(
         sims,
         enterprise=enterprise,
@@ -308,13 +310,6 @@ UNSUPPORTED = {
             UnavailableError,
             "database unreachable",
         ),
-        (
-            503,
-            {"message": "pipeline is suspended", "error_code": "Unavailable", "details": {}},
-            True,
-            UnavailableError,
-            "pipeline is suspended",
-        ),
     ],
 )
 async def test_stop_error_codes_map_to_the_error_tree(
@@ -341,6 +336,142 @@ def test_illegal_action_is_both_a_conflict_and_an_invalid_request() -> None:
     """IllegalPipelineAction is a 400 the bot can still treat as a busy resource."""
     assert issubclass(IllegalPipelineActionError, ConflictError)
     assert issubclass(IllegalPipelineActionError, InvalidRequestError)
+
+
+# A stop refused because the pipeline is stopping or stopped already
+
+
+@pytest.mark.parametrize(
+    ("before", "accepted_as"),
+    [
+        ("suspending", ("Running", Phase.STOPPING, False, None)),
+        ("Suspended", ("Suspended", Phase.STOPPING, False, None)),
+        ("Stopping", ("Stopping", Phase.STOPPING, False, None)),
+    ],
+)
+async def test_graceful_stop_of_a_pipeline_stopping_already_is_followed(
+    sims: SimulatorServer,
+    provider: FelderaProvider,
+    counting: CountingTransport,
+    before: str,
+    accepted_as: Seen,
+) -> None:
+    """A graceful stop refused with 400 IllegalPipelineAction because the pipeline is
+    suspending or stopping already is accepted, with the status read once, and ends Stopped."""
+    reseed(sims, enterprise=True)
+    if before == "suspending":
+        await provider.stop(pipeline("etl"))
+    else:
+        simulator(sims).set_status("etl", before)
+    counting.requests.clear()
+    accepted = await provider.stop(pipeline("etl"))
+    assert accepted.status is not None
+    assert seen(accepted.status) == accepted_as
+    desired, doing = (
+        ("Suspended", "suspending") if before == "suspending" else ("Stopped", "stopping")
+    )
+    assert accepted.message == (
+        f"The pipeline was stopping already ({accepted_as[0]}); Feldera said: Pipeline 'etl' "
+        f"is {doing} already (status '{accepted_as[0]}', desired '{desired}'): it cannot be "
+        "stopped gracefully now. Stop it with force=true, or wait until it has stopped."
+    )
+    assert counting.methods() == ["POST", "GET"]
+    sims.hub.clock.advance(3 * STEP)
+    assert (await provider.status(pipeline("etl"))).phase is Phase.STOPPED
+
+
+async def test_illegal_action_on_a_pipeline_not_stopping_stays_an_error(
+    sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
+) -> None:
+    """IllegalPipelineAction for a pipeline that reads Running is still the error, after one
+    status read."""
+    reseed(sims, enterprise=True)
+    sims.hub.faults.add(
+        Fault(api="feldera", kind="status", method="POST", status=400, body=ILLEGAL, count=1)
+    )
+    with pytest.raises(IllegalPipelineActionError) as caught:
+        await provider.stop(pipeline("etl"))
+    assert caught.value.message == ILLEGAL["message"]
+    assert counting.methods() == ["POST", "GET"]
+
+
+async def test_illegal_action_on_a_pipeline_stopped_meanwhile_is_already_stopped() -> None:
+    """IllegalPipelineAction, then a status read that says Stopped: AlreadyStoppedError."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(400, json=ILLEGAL)
+        return httpx.Response(200, json={"name": "etl", "deployment_status": "Stopped"})
+
+    provider = mock_provider(handler)
+    with pytest.raises(AlreadyStoppedError) as caught:
+        await provider.stop(pipeline("etl"))
+    assert caught.value.message == f"{ILLEGAL['message'].rstrip('.')}; its status is Stopped"
+    assert (caught.value.status_code, caught.value.code) == (400, "IllegalPipelineAction")
+    await provider.aclose()
+
+
+# The documented 503 of /stop: Feldera could not act
+
+REFUSED = "Pipeline etl is suspended already"
+
+
+async def test_stop_answered_503_on_a_stopped_pipeline_is_already_stopped(
+    sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
+) -> None:
+    """A 503 from /stop, with the pipeline Stopped: AlreadyStoppedError, one status read."""
+    simulator(sims).set_stop_unavailable("archive", REFUSED)
+    with pytest.raises(AlreadyStoppedError) as caught:
+        await provider.stop(pipeline("archive"), force=True)
+    assert caught.value.message == f"{REFUSED}; its status is Stopped"
+    assert (caught.value.status_code, caught.value.code) == (503, "PipelineInteractionUnreachable")
+    methods = counting.methods()
+    assert (set(methods[:-1]), methods[-1]) == ({"POST"}, "GET")
+
+
+async def test_stop_answered_503_on_a_stopping_pipeline_is_followed(
+    sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
+) -> None:
+    """A 503 from /stop, with the pipeline Stopping: accepted with that status, then Stopped."""
+    simulator(sims).set_status("etl", "Stopping")
+    simulator(sims).set_stop_unavailable("etl", REFUSED)
+    accepted = await provider.stop(pipeline("etl"), force=True)
+    assert accepted.status is not None
+    assert seen(accepted.status) == ("Stopping", Phase.STOPPING, False, None)
+    assert accepted.message == (
+        f"The pipeline was stopping already (Stopping); Feldera said: {REFUSED}."
+    )
+    assert counting.methods().count("GET") == 1
+    sims.hub.clock.advance(STEP)
+    assert (await provider.status(pipeline("etl"))).phase is Phase.STOPPED
+
+
+async def test_stop_answered_503_on_a_running_pipeline_is_a_conflict(
+    sims: SimulatorServer, provider: FelderaProvider
+) -> None:
+    """A 503 from /stop, with the pipeline Running: a ConflictError (not "try again later")
+    with Feldera's message and the status; the pipeline is left running."""
+    simulator(sims).set_stop_unavailable("etl", REFUSED)
+    with pytest.raises(ConflictError) as caught:
+        await provider.stop(pipeline("etl"), force=True)
+    assert type(caught.value) is ConflictError
+    assert str(caught.value) == (
+        "feldera: the resource cannot be stopped right now (HTTP 503): Feldera did not act on "
+        f"the stop ({REFUSED}) and the pipeline is Running. Check its status before trying again."
+    )
+    assert (await provider.status(pipeline("etl"))).state == "Running"
+
+
+async def test_stop_answered_503_with_no_status_to_read_stays_unavailable(
+    sims: SimulatorServer, provider: FelderaProvider
+) -> None:
+    """A 503 from /stop when the status cannot be read either: the UnavailableError stands."""
+    simulator(sims).set_stop_unavailable("etl", REFUSED)
+    sims.hub.faults.add(Fault(api="feldera", kind="status", method="GET", count=None))
+    with pytest.raises(UnavailableError) as caught:
+        await provider.stop(pipeline("etl"), force=True)
+    assert caught.value.message == REFUSED
+    assert caught.value.status_code == 503
 
 
 @pytest.mark.parametrize(
@@ -386,16 +517,19 @@ async def test_unknown_pipeline_is_not_found(provider: FelderaProvider, call: st
 # Retries and timeouts
 
 
-async def test_stop_retried_after_503_with_retry_after(
+async def test_stop_answered_503_is_not_sent_again(
     sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
 ) -> None:
-    """A 503 with Retry-After on /stop is retried (Feldera did not act), then accepted."""
+    """The spec's 503 for /stop means the action cannot be performed: the stop is not sent
+    again (even with Retry-After); the status read after it says what it means."""
     sims.hub.faults.add(
         Fault(api="feldera", kind="status", method="POST", status=503, retry_after=1, count=1)
     )
-    await provider.stop(pipeline("etl"), force=True)
-    assert counting.methods() == ["POST", "POST"]
-    assert (await provider.status(pipeline("etl"))).state == "Stopping"
+    with pytest.raises(ConflictError) as caught:
+        await provider.stop(pipeline("etl"), force=True)
+    assert type(caught.value) is ConflictError
+    assert counting.methods() == ["POST", "GET"]
+    assert (await provider.status(pipeline("etl"))).state == "Running"
 
 
 async def test_status_retried_after_429(
@@ -502,7 +636,7 @@ async def test_feldera_has_no_provider_locks(provider: FelderaProvider) -> None:
         ("Stopping", "Stopped", None, (Phase.STOPPING, False)),
         ("Stopping", "Stopped", "boom", (Phase.STOPPING, False)),
         ("Stopped", "Stopped", None, (Phase.STOPPED, True)),
-        ("Stopped", "Stopped", "boom", (Phase.FAILED, True)),
+        ("Stopped", "Stopped", "boom", (Phase.STOPPED, True)),
         ("Running", None, None, (Phase.RUNNING, True)),
         ("Suspending", "Suspended", None, (Phase.STOPPING, False)),
         ("Shutdown", None, None, (Phase.STOPPED, True)),
@@ -513,7 +647,8 @@ async def test_feldera_has_no_provider_locks(provider: FelderaProvider) -> None:
 def test_deployment_status_mapping(
     status: str, desired: str | None, error: str | None, expected: tuple[Phase, bool]
 ) -> None:
-    """Every status, current or older, maps to a phase; a stop desired means stopping."""
+    """Every status, current or older, maps to a phase; a stop desired means stopping;
+    Stopped is stopped even with a deployment_error."""
     assert map_deployment_status(status, desired, error) == expected
 
 
@@ -621,7 +756,7 @@ async def test_set_fail_stop_makes_the_next_stop_fail(
     sims.hub.clock.advance(STEP)
     assert seen(await provider.status(pipeline("analytics"))) == (
         "Stopped",
-        Phase.FAILED,
+        Phase.STOPPED,
         True,
         "out of memory",
     )

@@ -406,7 +406,9 @@ async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) 
     assert final["text"].startswith(
         "etl: :x: Failed: feldera: not supported by this provider (HTTP 501)"
     )
-    assert final["text"].endswith("Use `--force` to stop it without a checkpoint.")
+    assert final["text"].endswith(
+        "use a forced stop instead. Use `--force` to stop it without a checkpoint."
+    )
 
 
 async def test_healthz(slack: Slack) -> None:

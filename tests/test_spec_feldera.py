@@ -234,10 +234,13 @@ def test_unknown_pipeline_error_is_the_documented_one(
     }
 
 
+@pytest.mark.parametrize("status", ["Running", "Stopping"])
 def test_open_source_graceful_stop_is_501_error_response(
-    spec: dict[str, Any], api: httpx.Client
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client, status: str
 ) -> None:
-    """force=false on the open-source edition is a 501 ErrorResponse (EnterpriseFeature)."""
+    """force=false on the open-source edition is a 501 ErrorResponse (EnterpriseFeature)
+    wherever force is not ignored, a stopping pipeline included."""
+    simulator(sims).set_status("etl", status)
     response = api.post("/v0/pipelines/etl/stop", params={"force": "false"})
     assert response.status_code == 501
     assert problems(spec, schema(spec, "ErrorResponse"), response.json()) == []
@@ -272,13 +275,15 @@ def test_unauthorized_body_has_message_and_code_but_no_details(
     assert response.json()["error_code"] == "Unauthorized"
 
 
+@pytest.mark.parametrize("enterprise", [False, True])
 @pytest.mark.parametrize("force", ["true", "false"])
 def test_stop_of_a_stopped_pipeline_is_accepted_and_changes_nothing(
-    sims: SimulatorServer, api: httpx.Client, force: str
+    sims: SimulatorServer, api: httpx.Client, force: str, enterprise: bool
 ) -> None:
-    """It is always possible to stop (ResourcesStatus docs): 202 on Stopped, still Stopped."""
+    """It is always possible to stop (ResourcesStatus docs): 202 on Stopped, still Stopped,
+    in either edition, since force is ignored there (lifecycle.md): no 501."""
     section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
-    section["enterprise"] = True
+    section["enterprise"] = enterprise
     simulator(sims).seed(section)
     response = api.post("/v0/pipelines/archive/stop", params={"force": force})
     assert response.status_code == 202
@@ -286,12 +291,14 @@ def test_stop_of_a_stopped_pipeline_is_accepted_and_changes_nothing(
     assert (body["deployment_status"], body["deployment_desired_status"]) == ("Stopped", "Stopped")
 
 
+@pytest.mark.parametrize("enterprise", [False, True])
 def test_graceful_stop_of_an_unprovisioned_pipeline_is_forced(
-    sims: SimulatorServer, api: httpx.Client
+    sims: SimulatorServer, api: httpx.Client, enterprise: bool
 ) -> None:
-    """lifecycle.md: force=false only applies when Provisioned; otherwise the stop is forced."""
+    """lifecycle.md: force=false only applies when Provisioned; otherwise the stop is forced,
+    in the open-source edition too (no 501)."""
     section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
-    section["enterprise"] = True
+    section["enterprise"] = enterprise
     simulator(sims).seed(section)
     simulator(sims).set_status("etl", "Provisioning")
     assert api.post("/v0/pipelines/etl/stop", params={"force": "false"}).status_code == 202
@@ -328,3 +335,92 @@ def test_graceful_stop_sets_desired_suspended_then_stopped(
         ("Stopping", "Stopped", "Stopping", None),
         ("Stopped", "Stopped", "Stopped", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("before", "status", "desired"),
+    [
+        ("suspending", "Running", "Suspended"),
+        ("Suspended", "Suspended", "Stopped"),
+        ("Stopping", "Stopping", "Stopped"),
+    ],
+)
+def test_graceful_stop_while_suspending_or_stopping_is_the_documented_400(
+    spec: dict[str, Any],
+    sims: SimulatorServer,
+    api: httpx.Client,
+    before: str,
+    status: str,
+    desired: str,
+) -> None:
+    """The stop docs: a pipeline suspending or stopping can only be forcefully stopped, so
+    force=false answers 400 IllegalPipelineAction, detailed like the spec's example, and
+    changes nothing. (lifecycle.md would force a stop of a Stopping pipeline: the spec wins.)"""
+    section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
+    section["enterprise"] = True
+    simulator(sims).seed(section)
+    if before == "suspending":
+        assert api.post("/v0/pipelines/etl/stop", params={"force": "false"}).status_code == 202
+    else:
+        simulator(sims).set_status("etl", before)
+    response = api.post("/v0/pipelines/etl/stop", params={"force": "false"})
+    documented = example(spec, "/v0/pipelines/{pipeline_name}/stop", "post", "400")
+    body = response.json()
+    assert response.status_code == 400
+    assert problems(spec, schema(spec, "ErrorResponse"), body) == []
+    assert body["error_code"] == documented["error_code"] == "IllegalPipelineAction"
+    assert set(body["details"]) == set(documented["details"])
+    assert (body["details"]["status"], body["details"]["current_desired_status"]) == (
+        status,
+        desired,
+    )
+    after = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
+    assert (after["deployment_status"], after["deployment_desired_status"]) == (status, desired)
+
+
+def test_forced_stop_while_stopping_is_accepted(sims: SimulatorServer, api: httpx.Client) -> None:
+    """Only a forced stop is possible while stopping: it is accepted and changes nothing."""
+    simulator(sims).set_status("etl", "Stopping")
+    assert api.post("/v0/pipelines/etl/stop", params={"force": "true"}).status_code == 202
+    body = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
+    assert (body["deployment_status"], body["deployment_desired_status"]) == (
+        "Stopping",
+        "Stopped",
+    )
+
+
+def test_stop_unavailable_is_the_documented_503(
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client
+) -> None:
+    """set_stop_unavailable() makes /stop answer the spec's 503 with an ErrorResponse, acting
+    on nothing; cleared, the stop is accepted again."""
+    responses = spec["paths"]["/v0/pipelines/{pipeline_name}/stop"]["post"]["responses"]
+    assert responses["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+    simulator(sims).set_stop_unavailable("etl", "cannot act now")
+    response = api.post("/v0/pipelines/etl/stop", params={"force": "true"})
+    assert response.status_code == 503
+    assert problems(spec, schema(spec, "ErrorResponse"), response.json()) == []
+    assert response.json() == {
+        "message": "cannot act now",
+        "error_code": "PipelineInteractionUnreachable",
+        "details": {"pipeline_name": "etl"},
+    }
+    body = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
+    assert body["deployment_status"] == "Running"
+    simulator(sims).set_stop_unavailable("etl", None)
+    assert api.post("/v0/pipelines/etl/stop", params={"force": "true"}).status_code == 202
+
+
+def test_stop_unavailable_can_be_seeded(sims: SimulatorServer, api: httpx.Client) -> None:
+    """A pipeline seeded with stop_unavailable answers every stop with that 503."""
+    section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
+    section["pipelines"][0]["stop_unavailable"] = {"message": "busy", "error_code": "X"}
+    simulator(sims).seed(section)
+    for force in ("true", "false"):
+        response = api.post("/v0/pipelines/etl/stop", params={"force": force})
+        assert (response.status_code, response.json()) == (
+            503,
+            {"message": "busy", "error_code": "X", "details": {}},
+        )

@@ -11,10 +11,16 @@ Errors are Feldera ``ErrorResponse`` bodies (``message``, ``error_code``, ``deta
     force=false (Enterprise)     Running (desired Suspended) -> Suspended -> Stopping -> Stopped
     force=false (open source)    501 EnterpriseFeature
 
-one ``step_seconds`` per step, read lazily against the simulator clock. Stopping a pipeline
-that is stopped or stopping already is a no-op 202, as on Feldera: the desired status may
-always become ``Stopped``. A pipeline seeded with ``fail_stop`` stops with its
-``deployment_error`` set, the way a pipeline that hit a fatal error during the stop does.
+one ``step_seconds`` per step, read lazily against the simulator clock. ``force`` is
+ignored while compute is not provisioned (``Stopped``, ``Provisioning``; lifecycle.md), in
+either edition: a stop of a ``Stopped`` pipeline is a 202 that changes nothing, and one of a
+``Provisioning`` pipeline is forced. A forced stop of a stopping pipeline is a 202 that
+changes nothing too; a graceful one of a pipeline suspending or stopping is a 400
+``IllegalPipelineAction`` (the stop endpoint's description in openapi.json). A pipeline
+seeded with ``fail_stop`` stops with its ``deployment_error`` set, the way a pipeline that
+hit a fatal error during the stop does; one seeded with ``stop_unavailable`` answers every
+stop with that ``ErrorResponse`` and does not change: the 503 the spec documents for a stop
+Feldera cannot act on.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ DEPLOYMENT_DESIRED_STATUSES: tuple[str, ...] = get_args(DesiredStatus)
 # Statuses in which compute is provisioned, i.e. the runtime status shows through
 # (lifecycle.md, "Combined status"). A graceful stop is only possible from these.
 PROVISIONED = frozenset(DEPLOYMENT_STATUSES) - {"Stopped", "Provisioning", "Stopping"}
+# Where ``force`` is ignored. lifecycle.md says so of every unprovisioned status, Stopping
+# included, but openapi.json's /stop description refuses a graceful stop of a stopping
+# pipeline: the spec wins, so Stopping is left out and answered 400 (see ``_stop``).
+FORCE_IGNORED = frozenset({"Stopped", "Provisioning"})
 STARTING = frozenset(
     {
         "Provisioning",
@@ -82,7 +92,8 @@ PLATFORM_VERSION = "0.337.0"
 
 
 class DeploymentErrorSeed(BaseModel):
-    """A ``deployment_error`` (an ``ErrorResponse``) a pipeline starts with."""
+    """An ``ErrorResponse`` of the seed: a ``deployment_error`` a pipeline starts with, or
+    the 503 of ``stop_unavailable``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -120,6 +131,9 @@ class PipelineSeed(BaseModel):
     fail_stop: bool = Field(default=False, description="The stop ends with deployment_error.")
     fail_message: str | None = None
     fail_error_code: str = "RunnerError"
+    stop_unavailable: DeploymentErrorSeed | None = Field(
+        default=None, description="Set: every /stop answers 503 with it and changes nothing."
+    )
 
 
 class FelderaSeed(BaseModel):
@@ -158,6 +172,25 @@ def _error(status: int, message: str, code: str, details: dict[str, Any]) -> JSO
     return JSONResponse({"message": message, "error_code": code, "details": details}, status)
 
 
+def _illegal_graceful_stop(name: str, status: str, desired: str) -> JSONResponse:
+    """400 ``IllegalPipelineAction`` for force=false while suspending or stopping, with the
+    details the spec's example of that error has."""
+    doing = "suspending" if desired == "Suspended" else "stopping"
+    hint = "Stop it with force=true, or wait until it has stopped."
+    return _error(
+        400,
+        f"Pipeline '{name}' is {doing} already (status '{status}', desired '{desired}'): "
+        f"it cannot be stopped gracefully now. {hint}",
+        "IllegalPipelineAction",
+        {
+            "status": status,
+            "current_desired_status": desired,
+            "new_desired_status": "Suspended",
+            "hint": hint,
+        },
+    )
+
+
 class _Pipeline:
     """One pipeline's state: its status and desired status as timelines on the sim clock."""
 
@@ -175,6 +208,7 @@ class _Pipeline:
         self.error_at = now
         self.fail_stop = seed.fail_stop
         self.fail_message = seed.fail_message
+        self.stop_unavailable = seed.stop_unavailable
         self.move_on(now, step)
 
     def move_on(self, now: float, step: float) -> None:
@@ -338,6 +372,19 @@ class FelderaSimulator(Simulator):
             pipeline.fail_stop = fail
             pipeline.fail_message = message
 
+    def set_stop_unavailable(
+        self, name: str, message: str | None, error_code: str = "PipelineInteractionUnreachable"
+    ) -> None:
+        """Make every stop of ``name`` answer 503 with ``message`` (None: accept stops again)."""
+        with self.lock:
+            self.pipelines[name].stop_unavailable = (
+                DeploymentErrorSeed(
+                    message=message, error_code=error_code, details={"pipeline_name": name}
+                )
+                if message is not None
+                else None
+            )
+
     def set_deployment_error(self, name: str, message: str | None) -> None:
         """Set or clear (None) ``deployment_error``, as ``/dismiss_error`` would."""
         with self.lock:
@@ -428,6 +475,17 @@ class FelderaSimulator(Simulator):
             pipeline = self.pipelines.get(name)
             if pipeline is None:
                 return self._unknown(name)
+            if (refusal := pipeline.stop_unavailable) is not None:
+                return _error(503, refusal.message, refusal.error_code, refusal.details)
+            now = self.now()
+            status = pipeline.status.state(now)
+            desired = pipeline.desired.state(now)
+            if status in FORCE_IGNORED:
+                # Not provisioned: there is nothing to checkpoint, so neither the edition
+                # nor force matters. A stopped pipeline stays as it is.
+                if status != "Stopped":
+                    self._plan_forced(pipeline, now)
+                return JSONResponse("Pipeline is forcefully stopping", 202)
             if not force and not self.config.enterprise:
                 return _error(
                     501,
@@ -436,17 +494,13 @@ class FelderaSimulator(Simulator):
                     "EnterpriseFeature",
                     {"feature": "stop?force=false"},
                 )
-            now = self.now()
-            status = pipeline.status.state(now)
-            desired = pipeline.desired.state(now)
-            if status == "Stopped" or (desired == "Stopped" and (force or status == "Stopping")):
-                # Stopped, or a forced stop under way: nothing changes, still accepted.
+            if force:
+                # A forced stop under way stays as it is; a suspend is cut short.
+                if desired != "Stopped":
+                    self._plan_forced(pipeline, now)
                 return JSONResponse("Pipeline is forcefully stopping", 202)
-            if force or status not in PROVISIONED:
-                self._plan_forced(pipeline, now)
-                return JSONResponse("Pipeline is forcefully stopping", 202)
-            if desired == "Suspended" or status == "Suspended":
-                return JSONResponse("Pipeline is suspending", 202)
+            if status in {"Stopping", "Suspended"} or desired in {"Stopped", "Suspended"}:
+                return _illegal_graceful_stop(name, status, desired)
             if not pipeline.seed.supports_suspend:
                 reason = (
                     "this pipeline does not support the suspend action for the following "
