@@ -144,12 +144,18 @@ class LockSettings(BaseModel):
     )
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_LIMIT = 60
+"""Resource and schedule names are typed in commands and carried in Slack's buttons and
+menus, whose ids and values Slack limits (a menu option's value: 150 characters)."""
+
+
 class ResourceConfig(BaseModel):
     """One resource users may stop, by a unique name."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=NAME_LIMIT, pattern=NAME_PATTERN)
     provider: str
     id: str = Field(min_length=1)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -219,7 +225,7 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=NAME_LIMIT, pattern=NAME_PATTERN)
     cron: str = Field(description="Standard 5-field crontab: minute hour day month weekday.")
     timezone: str = "UTC"
     select: Selector

@@ -12,7 +12,17 @@ from bot.config import ScheduleConfig
 from bot.durations import format_duration
 from bot.models import KeepException
 from bot.schedules import Outcome, PlanItem, RunReport
-from bot.slack.views import Blocks, View, _button, _context, _header, _section, when
+from bot.slack.views import (
+    SECTION_LIMIT,
+    Blocks,
+    View,
+    _button,
+    _context,
+    _header,
+    _section,
+    line_sections,
+    when,
+)
 
 __all__ = [
     "DRIFT_LEAVE",
@@ -93,7 +103,11 @@ def warning(schedule: ScheduleConfig, fire: dt.datetime, plan: Sequence[PlanItem
                 "options": [
                     {
                         "text": {"type": "plain_text", "text": f"Keep {i.resource} {label}"[:75]},
-                        "value": json.dumps({"s": schedule.name, "r": i.resource, "d": code}),
+                        # At most 150 characters (Slack), names 60 at most: compact.
+                        "value": json.dumps(
+                            {"s": schedule.name, "r": i.resource, "d": code},
+                            separators=(",", ":"),
+                        ),
                     }
                     for code, label in KEEP_CHOICES
                 ],
@@ -138,16 +152,19 @@ def summary(report: RunReport) -> View:
     return text, blocks
 
 
-SECTION_LIMIT = 3000  # Slack refuses a section text longer than this
+MAX_LISTED = 45  # schedules in one listing: a message holds 50 blocks
 
 
-def _bounded(head: str, entries: Sequence[str]) -> str:
-    """``head`` and as many entries as fit in one section, then how many more there are."""
+def _bounded(
+    head: str, entries: Sequence[str], *, sep: str = "; ", limit: int = SECTION_LIMIT
+) -> str:
+    """``head`` and as many entries as fit in ``limit`` characters (one section's, by
+    default), then how many more there are."""
     text = head
     for shown, entry in enumerate(entries):
         rest = f" … and {len(entries) - shown} more"
-        piece = ("; " if shown else "") + entry[:300]
-        if len(text) + len(piece) + len(rest) > SECTION_LIMIT:
+        piece = (sep if shown else "") + entry[:300]
+        if len(text) + len(piece) + len(rest) > limit:
             return text + rest
         text += piece
     return text
@@ -192,16 +209,18 @@ def listing(rows: Sequence[tuple[ScheduleConfig, dt.datetime, Sequence[PlanItem]
             _section("No schedules. Admins add one with `/stop schedule add`.")
         ]
     blocks: Blocks = []
-    for schedule, upcoming, plan, source in rows:
+    for schedule, upcoming, plan, source in rows[:MAX_LISTED]:
         stop = [i.resource for i in plan if i.stop]
         blocks.append(
             _section(
                 f"*{schedule.name}* · `{schedule.cron}` {schedule.timezone} · "
                 f"next {when(upcoming)}\n"
                 f"Selects {schedule.select.describe()}: would stop {len(stop)} now "
-                f"({', '.join(stop) or 'nothing'}) · from {source}"
+                f"({_bounded('', stop, sep=', ', limit=2000) or 'nothing'}) · from {source}"
             )
         )
+    if len(rows) > MAX_LISTED:
+        blocks.append(_context(f"… and {len(rows) - MAX_LISTED} more schedule(s)."))
     return f"{len(rows)} schedule(s)", blocks
 
 
@@ -213,7 +232,7 @@ def exceptions(items: Sequence[KeepException], now: dt.datetime) -> View:
         f"for {format_duration(e.until - now)} (until {when(e.until)})"
         for e in items
     ]
-    return f"{len(items)} active exception(s)", [_section("\n".join(lines))]
+    return f"{len(items)} active exception(s)", line_sections(lines)
 
 
 def keep_value(value: str) -> dict[str, Any]:

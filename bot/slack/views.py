@@ -76,6 +76,34 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(text[:3000])}
 
 
+SECTION_LIMIT = 3000  # Slack refuses a section text longer than this
+MAX_LIST_SECTIONS = 45  # a message holds 50 blocks: room for a title and a note
+
+
+def line_sections(lines: Sequence[str], most: int = MAX_LIST_SECTIONS) -> list[dict[str, Any]]:
+    """Lines packed whole into sections (a line is never cut, so no ``<!date^…>`` is
+    broken), at most ``most`` of them; the lines that do not fit are counted at the end."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for shown, line in enumerate(lines):
+        line = line[: SECTION_LIMIT // 2]
+        if chunks[-1] and size + 1 + len(line) > SECTION_LIMIT:
+            if len(chunks) == most:
+                left = len(lines) - shown
+                more = f"… and {left} more"
+                while chunks[-1] and size + 1 + len(more) > SECTION_LIMIT:
+                    size -= len(chunks[-1].pop()) + 1
+                    left += 1
+                    more = f"… and {left} more"
+                chunks[-1].append(more)
+                break
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += len(line) + 1
+    return [_section("\n".join(chunk)) for chunk in chunks if chunk]
+
+
 def _context(*texts: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_mrkdwn(t[:3000]) for t in texts[:10]]}
 
@@ -341,7 +369,7 @@ def locks_list(
         for r, lk in provider_locks
     ]
     text = f"{len(lines)} active lock(s)"
-    return text, [_section(f"*{text}*"), _section("\n".join(lines))]
+    return text, [_section(f"*{text}*"), *line_sections(lines)]
 
 
 def _who(ref: str) -> str:
@@ -437,8 +465,7 @@ def resources_list(
         lock_text = f" · :lock: {lock}" if lock else ""
         lines.append(f"• *{r.name}* · {r.provider} · {state}{lock_text}")
     text = f"{len(rows)} resource(s) {title}"
-    chunks = [lines[i : i + 30] for i in range(0, len(lines), 30)]
-    return text, [_section(f"*{text}*"), *(_section("\n".join(c)) for c in chunks[:45])]
+    return text, [_section(f"*{text}*"), *line_sections(lines)]
 
 
 def history(ops: Sequence[Operation], title: str) -> View:
@@ -453,4 +480,4 @@ def history(ops: Sequence[Operation], title: str) -> View:
             f"{who}{detail}"
         )
     text = f"Latest stops {title}"
-    return text, [_section(f"*{text}*"), _section("\n".join(lines))]
+    return text, [_section(f"*{text}*"), *line_sections(lines)]
