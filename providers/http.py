@@ -196,13 +196,15 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[None, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         no_retry: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         """Send one request, with retries where safe; return the response if its status is in
         ``ok``, raise the matching :class:`ProviderError` otherwise (at once for a status
-        in ``no_retry``)."""
+        in ``no_retry``). ``files`` sends a multipart form (``(None, value)``: a plain
+        field)."""
         idempotent = method.upper() in IDEMPOTENT_METHODS
 
         def backoff(exc: Exception) -> bool | float:
@@ -228,6 +230,7 @@ class ApiClient:
                         params=params,
                         json=json,
                         data=data,
+                        files=files,
                         headers=headers,
                         ok=ok,
                         idempotent=idempotent,
@@ -245,6 +248,7 @@ class ApiClient:
         params: Mapping[str, Any] | None,
         json: Any,
         data: Mapping[str, str] | None,
+        files: Mapping[str, tuple[None, str]] | None,
         headers: Mapping[str, str] | None,
         ok: tuple[int, ...],
         idempotent: bool,
@@ -254,7 +258,7 @@ class ApiClient:
         outcome: str | None = None  # stays None when cancelled: no answer, and no failure
         try:
             response = await self.http.request(
-                method, url, params=params, json=json, data=data, headers=headers
+                method, url, params=params, json=json, data=data, files=files, headers=headers
             )
             outcome = str(response.status_code)
         except httpx.ConnectError as exc:

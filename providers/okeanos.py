@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
@@ -61,10 +62,13 @@ __all__ = [
     "parse_okeanos_error",
 ]
 
+log = logging.getLogger(__name__)
+
 PAGE_SIZE = 100
 
 # The service's 409 text when the application (or its job slot) is stopped already,
-# e.g. "... has already been stopped."; the other 409 says the instance is not STARTED.
+# e.g. "... has already been stopped."; the service's code (not its docs) has another 409,
+# for an instance that is not STARTED.
 _ALREADY_STOPPED = re.compile(r"\balready\b.*\bstopped\b", re.IGNORECASE | re.DOTALL)
 
 
@@ -214,7 +218,8 @@ class OkeanosProvider(Provider):
             response = await self._api.request(
                 "POST",
                 f"/api/apps/{quote(resource.id, safe='')}/stop/",
-                data={"lambda_instance_id": instance_id},
+                # A multipart form, as the docs' example sends it (curl -F).
+                files={"lambda_instance_id": (None, instance_id)},
                 ok=(200, 202),
             )
         except ConflictError as error:
@@ -253,12 +258,30 @@ class OkeanosProvider(Provider):
         return found
 
     async def list(self) -> list[DiscoveredResource]:
-        """Every application on every lambda instance, one resource per deployment."""
+        """Every application on every lambda instance, one resource per deployment.
+
+        An instance whose details cannot be read (destroyed since it was listed, say) is
+        skipped with a warning: the others' applications are still worth showing.
+        """
         instances = await self._all("/api/lambda-instances/")
         ids = [i["id"] for i in instances if isinstance(i, dict) and isinstance(i.get("id"), str)]
-        details = await asyncio.gather(*(self._instance(instance_id) for instance_id in ids))
+        details = await asyncio.gather(
+            *(self._instance(instance_id) for instance_id in ids), return_exceptions=True
+        )
         found: list[DiscoveredResource] = []
         for instance_id, instance in zip(ids, details, strict=True):
+            if isinstance(instance, ProviderError):
+                log.warning(
+                    "lambda instance left out of discovery: its details cannot be read",
+                    extra={
+                        "provider": self.name,
+                        "lambda_instance_id": instance_id,
+                        "error": str(instance),
+                    },
+                )
+                continue
+            if isinstance(instance, BaseException):
+                raise instance
             for app in instance.applications:
                 state, phase, _ = application_state(app.started)
                 found.append(

@@ -8,9 +8,13 @@ from the token's service catalog. The calls made here:
     GET  {compute}/servers/{id}                 -> {"server": {...}}
     GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
                                                    (changes-since when polling stops)
+    GET  {compute}/                             -> {"version": {"version": max, ...}}
+                                                   (only after a 406, versions.inc)
 
 Every compute call asks for microversion 2.73, the first that reports ``locked_reason``
-(``microversions.rst``, ``parameters.yaml``).
+(``microversions.rst``, ``parameters.yaml``). A cloud whose maximum is lower answers 406:
+the client then asks once more, at the maximum the endpoint's version document names (or
+at 2.9, the first with ``locked``, if it names no lower one), and keeps to it.
 
 A stop is asynchronous (``faults.rst``, "Server Actions"): ``status`` stays ``ACTIVE``
 while ``OS-EXT-STS:task_state`` is ``powering-off``, and the action is over when
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -47,6 +52,7 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    ForbiddenError,
     InvalidRequestError,
     LockedError,
     ProviderError,
@@ -57,6 +63,7 @@ from providers.http import ApiClient, ErrorDetails, HttpSettings, default_error_
 __all__ = [
     "CHANGES_SINCE_MARGIN",
     "COMPUTE_MICROVERSION",
+    "FALLBACK_MICROVERSION",
     "SERVER_STATUSES",
     "NovaProvider",
     "OpenStackConfig",
@@ -65,7 +72,12 @@ __all__ = [
     "server_state_name",
 ]
 
+log = logging.getLogger(__name__)
+
 COMPUTE_MICROVERSION = "2.73"
+# The first version that shows ``locked`` (parameters.yaml): asked for after a 406 when
+# the endpoint's version document names no lower maximum.
+FALLBACK_MICROVERSION = "2.9"
 
 # Every server status of the api-ref ("List Servers"): (phase, terminal when no task runs).
 SERVER_STATUSES: dict[str, tuple[Phase, bool]] = {
@@ -103,12 +115,15 @@ SERVER_STATUSES: dict[str, tuple[Phase, bool]] = {
 _POWERING_OFF = "powering-off"
 _POWERING_ON = "powering-on"
 _TASK_STATE = "OS-EXT-STS:task_state"
-# A token this close to its expiry is renewed before use rather than risk a 401 mid-call.
-_RENEW_MARGIN = dt.timedelta(minutes=5)
-# Nova's own wording (nova.exception.InstanceIsLocked / InstanceInvalidState), the only
-# way a 409 conflictingRequest tells a lock from a stop of a stopped server.
-_LOCKED_RE = re.compile(r"\bis locked\b", re.IGNORECASE)
+# A token is renewed before use once this close to its expiry, rather than risk a 401
+# mid-call: a tenth of its lifetime, at most five minutes, so that a Keystone issuing
+# short tokens (minutes) does not get a login before every call.
+_MAX_RENEW_MARGIN = dt.timedelta(minutes=5)
+_RENEW_FRACTION = 10
+# Nova's own wording (nova.exception.InstanceInvalidState) for a stop of a stopped server:
+# it decides when the server cannot be read after the 409.
 _STOPPED_RE = re.compile(r"\bvm_state stopped\b", re.IGNORECASE)
+_MICROVERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
 _MAX_PAGES = 1000
 # How far changes-since reaches back before the time it is computed from: Nova's hosts'
 # clocks may differ a little, and a server left out costs a read of its own.
@@ -143,18 +158,23 @@ def parse_openstack_error(response: httpx.Response) -> ErrorDetails:
 
     Nova wraps it in a root element naming the fault (``faults.rst``,
     "Synchronous Faults"): ``{"itemNotFound": {"code": 404, "message": ...}}``.
+    Some of Nova's faults carry the text itself: ``{"badRequest": "..."}``.
     Keystone and the token middleware in front of Nova use
     ``{"error": {"code": 401, "title": "Unauthorized", "message": ...}}``.
     """
     body = response.json()
-    if isinstance(body, dict) and len(body) == 1:
+    if not isinstance(body, dict):
+        return default_error_parser(response)
+    if isinstance(body.get("message"), str):
+        return ErrorDetails(message=body["message"])
+    if len(body) == 1:
         ((root, fault),) = body.items()
+        if isinstance(fault, str) and fault.strip():
+            return ErrorDetails(message=fault.strip(), code=root)
         if isinstance(fault, dict) and isinstance(fault.get("message"), str):
             title = fault.get("title")
             code = str(title) if root == "error" and title else root
             return ErrorDetails(message=fault["message"], code=code)
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return ErrorDetails(message=body["message"])
     return default_error_parser(response)
 
 
@@ -219,10 +239,10 @@ class OpenStackConfig(ProviderConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class _Session:
-    """A Keystone token and the compute endpoint its catalog named."""
+    """A Keystone token, when to renew it, and the compute endpoint its catalog named."""
 
     token: str = dataclasses.field(repr=False)
-    expires_at: dt.datetime
+    renew_at: dt.datetime
     compute_url: str
 
 
@@ -259,6 +279,8 @@ class NovaProvider(Provider):
         )
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
+        # Lowered once if Nova answers 406 (microversions.rst), for every later call.
+        self._microversion = COMPUTE_MICROVERSION
         # For polling with changes-since (polling_changes.rst): the latest ``updated`` time
         # Nova has shown us, and for each server being stopped, a time its changes since
         # the stop cannot be earlier than (the latest ``updated`` seen before the stop).
@@ -281,8 +303,8 @@ class NovaProvider(Provider):
                 json={"os-stop": None},
                 ok=(202,),
             )
-        except ConflictError as exc:
-            raise await self._refine_conflict(resource, exc) from exc
+        except (ConflictError, ForbiddenError) as exc:
+            raise await self._refine_refusal(resource, exc) from exc
         if before_stop is not None:
             self._changed_since[resource.id] = before_stop
         return StopAccepted(provider=self.name, resource_id=resource.id)
@@ -297,8 +319,12 @@ class NovaProvider(Provider):
         list is filtered here. When every server asked for is one we are stopping, the
         list is only of the servers changed since the earliest of their stops
         (``changes-since``, polling_changes.rst), less ``CHANGES_SINCE_MARGIN`` for clock
-        differences between Nova's hosts: a few servers, not the whole project. A server
-        missing from the answer is left out, as for any bulk read.
+        differences between Nova's hosts: a few servers, not the whole project.
+
+        ``changes-since`` is "when the server last changed status" (parameters.yaml), so a
+        cloud may leave out a server still ACTIVE (powering-off): each server asked for and
+        missing from such an answer is read on its own. A server missing from a full list,
+        or whose own read fails, is left out, as for any bulk read.
         """
         if not resources:
             return {}
@@ -306,8 +332,18 @@ class NovaProvider(Provider):
         since = [self._changed_since.get(r.id) for r in resources]
         if all(t is not None for t in since):
             earliest = min(t for t in since if t is not None) - CHANGES_SINCE_MARGIN
-            params["changes-since"] = earliest.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            params["changes-since"] = _query_time(earliest)
         servers = {str(s.get("id")): s for s in await self._servers(params)}
+        missing = [r.id for r in resources if r.id not in servers]
+        if params and missing:
+            reads = await asyncio.gather(
+                *(self._server(server_id) for server_id in missing), return_exceptions=True
+            )
+            for server_id, read in zip(missing, reads, strict=True):
+                if isinstance(read, dict):
+                    servers[server_id] = read
+                elif not isinstance(read, ProviderError):
+                    raise read
         found = {}
         for r in resources:
             server = servers.get(r.id)
@@ -402,27 +438,34 @@ class NovaProvider(Provider):
             message=message,
         )
 
-    async def _refine_conflict(self, resource: Resource, error: ConflictError) -> ProviderError:
-        """Tell a locked server and a stopped one from other conflicts.
+    async def _refine_refusal(self, resource: Resource, error: ProviderError) -> ProviderError:
+        """Tell a locked server, and a stopped one, from other refusals of ``os-stop``.
 
-        Nova answers both with 409 ``conflictingRequest``; its message names the
-        lock or the ``vm_state``. Failing that, a status read decides.
+        The api-ref fixes neither the wording nor even the status of a refused stop of a
+        locked server (only an administrator may stop one: others may get 409 or, by the
+        cloud's policy, 403), so one read of the server decides: ``locked`` means
+        LockedError, with its ``locked_reason``. Otherwise a 409 on a server that is
+        stopped (the read shows it, or Nova's message names ``vm_state stopped``) is
+        AlreadyStoppedError; a 403 stays ForbiddenError.
         """
-        kind: _ConflictKind | None = None
-        if _LOCKED_RE.search(error.message):
-            kind = LockedError
-        elif _STOPPED_RE.search(error.message):
-            kind = AlreadyStoppedError
-        else:
-            try:
-                status = await self.status(resource)
-            except ProviderError:
-                return error
-            if status.phase is Phase.STOPPED and status.terminal:
-                kind = AlreadyStoppedError
-        if kind is None:
+        try:
+            server: Mapping[str, Any] | None = await self._server(resource.id)
+        except ProviderError:
+            server = None
+        lock = _lock(server) if server is not None else None
+        if lock is not None:
+            message = f"{error.message} (reason: {lock.reason})" if lock.reason else error.message
+            return self._refined(LockedError, error, message)
+        if not isinstance(error, ConflictError):
             return error
-        return kind(self.name, error.message, status_code=error.status_code, code=error.code)
+        stopped = _STOPPED_RE.search(error.message) is not None
+        if server is not None and not stopped:
+            status = self._status(resource.id, server)
+            stopped = status.phase is Phase.STOPPED and status.terminal
+        return self._refined(AlreadyStoppedError, error, error.message) if stopped else error
+
+    def _refined(self, kind: _ConflictKind, error: ProviderError, message: str) -> ConflictError:
+        return kind(self.name, message, status_code=error.status_code, code=error.code)
 
     async def _compute(
         self,
@@ -433,35 +476,91 @@ class NovaProvider(Provider):
         json: Any = None,
         ok: tuple[int, ...] = (200,),
     ) -> httpx.Response:
-        """A Nova call with a valid token; on a 401 the token is renewed and the call
-        made once more (a token can be revoked, or expire early, on Keystone's side)."""
+        """A Nova call with a valid token and a microversion Nova takes.
+
+        On a 401 the token is renewed and the call made once more (a token can be revoked,
+        or expire early, on Keystone's side); on a 406 the microversion is lowered
+        (:meth:`_lower_microversion`) and the call made once more.
+        """
         session = await self._current_session()
+        version = self._microversion
+        renewed = lowered = False
+        while True:
+            try:
+                return await self._send(
+                    method, session, version, path, params=params, json=json, ok=ok
+                )
+            except AuthError:
+                if renewed:
+                    raise
+                renewed = True
+                session = await self._current_session(rejected=session)
+            except InvalidRequestError as exc:
+                if exc.status_code != 406 or lowered:
+                    raise
+                lowered = True
+                version = await self._lower_microversion(session, refused=version)
+
+    async def _lower_microversion(self, session: _Session, *, refused: str) -> str:
+        """The microversion to ask for once Nova refused ``refused`` with 406.
+
+        "The client should specify a microversion between (and including) the minimum and
+        maximum" that ``GET`` on the version URL names (``microversions.rst``,
+        ``versions.inc``): its maximum when lower than ``refused``, or else
+        ``FALLBACK_MICROVERSION``. A cloud below 2.9 shows no locks at all.
+        """
+        if self._microversion != refused:
+            return self._microversion  # another call lowered it meanwhile
+        highest = await self._highest_microversion(session)
+        if highest is not None and _version_key(highest) < _version_key(refused):
+            self._microversion = highest
+        else:
+            self._microversion = FALLBACK_MICROVERSION
+        log.warning(
+            "Nova refused the microversion (406): asking for a lower one from now on",
+            extra={"provider": self.name, "refused": refused, "microversion": self._microversion},
+        )
+        return self._microversion
+
+    async def _highest_microversion(self, session: _Session) -> str | None:
+        """The ``version`` (maximum) of the compute endpoint's version document, if any."""
         try:
-            return await self._send(method, session, path, params=params, json=json, ok=ok)
-        except AuthError:
-            session = await self._current_session(rejected=session)
-            return await self._send(method, session, path, params=params, json=json, ok=ok)
+            response = await self._api.request(
+                "GET", session.compute_url + "/", headers={"X-Auth-Token": session.token}
+            )
+            document = self._body(response).get("version")
+        except ProviderError:
+            return None
+        highest = document.get("version") if isinstance(document, dict) else None
+        if isinstance(highest, str) and _MICROVERSION_RE.match(highest):
+            return highest
+        return None
 
     async def _send(
         self,
         method: str,
         session: _Session,
+        version: str,
         path: str,
         *,
         params: Mapping[str, str] | None,
         json: Any,
         ok: tuple[int, ...],
     ) -> httpx.Response:
-        """One Nova call; a 413 ``overLimit`` is retried like a 429.
+        """One Nova call at microversion ``version``; a 413 ``overLimit`` is retried like
+        a 429.
 
-        Nova answers rate limits with 413 or 429 ``overLimit`` and ``Retry-After``
-        (``limits.rst``); the shared client retries 429 only.
+        Rate limiting in front of Nova (older Nova's own limiter, or a proxy) may answer
+        413 ``overLimit``, with ``Retry-After``, where others answer 429; none of the
+        saved docs says so (``limits.rst`` is about absolute limits only), so a 413 is
+        retried only when it names ``overLimit`` or says when to come back. The shared
+        client retries 429 by itself.
         """
         settings = self._api.settings
         headers = {
             "X-Auth-Token": session.token,
-            "OpenStack-API-Version": f"compute {COMPUTE_MICROVERSION}",
-            "X-OpenStack-Nova-API-Version": COMPUTE_MICROVERSION,
+            "OpenStack-API-Version": f"compute {version}",
+            "X-OpenStack-Nova-API-Version": version,
         }
 
         def backoff(exc: Exception) -> bool | float:
@@ -512,20 +611,26 @@ class NovaProvider(Provider):
         """The token to use: the current one unless near expiry or ``rejected`` by Nova."""
         async with self._session_lock:
             session = self._session
-            if (
-                session is not None
-                and session is not rejected
-                and session.expires_at - utcnow() > _RENEW_MARGIN
-            ):
+            if session is not None and session is not rejected and utcnow() < session.renew_at:
                 return session
             self._session = await self._authenticate()
             return self._session
 
     async def _authenticate(self) -> _Session:
+        """A new token; Keystone refusing the login in any way (400, 401, 403, 404 in
+        ``authenticate-v3.inc``) is an AuthError with Keystone's message, while 429 and
+        5xx stay "unavailable, try again"."""
         sent_at = utcnow()
-        response = await self._api.request(
-            "POST", "/auth/tokens", json=self._auth_body(), ok=(201,)
-        )
+        try:
+            response = await self._api.request(
+                "POST", "/auth/tokens", json=self._auth_body(), ok=(201,)
+            )
+        except ProviderError as exc:
+            status = exc.status_code
+            refused = status is not None and 400 <= status < 500 and status != 429
+            if isinstance(exc, AuthError) or not refused:
+                raise
+            raise AuthError(self.name, exc.message, status_code=status, code=exc.code) from exc
         token = response.headers.get("X-Subject-Token")
         if not token:
             raise AuthError(self.name, "Keystone issued no token (no X-Subject-Token header)")
@@ -536,11 +641,14 @@ class NovaProvider(Provider):
         issued_at = _timestamp(body.get("issued_at"))
         if expires_at is None:
             # Without a known expiry the token is used until Nova refuses it.
-            expires_at = dt.datetime.max.replace(tzinfo=dt.UTC)
-        elif issued_at is not None:
-            # Count the token's lifetime from our own clock: Keystone's may be skewed.
-            expires_at = sent_at + (expires_at - issued_at)
-        return _Session(token=token, expires_at=expires_at, compute_url=self._compute_url(body))
+            renew_at = dt.datetime.max.replace(tzinfo=dt.UTC)
+        else:
+            if issued_at is not None:
+                # Count the token's lifetime from our own clock: Keystone's may be skewed.
+                expires_at = sent_at + (expires_at - issued_at)
+            lifetime = max(expires_at - sent_at, dt.timedelta(0))
+            renew_at = expires_at - min(_MAX_RENEW_MARGIN, lifetime / _RENEW_FRACTION)
+        return _Session(token=token, renew_at=renew_at, compute_url=self._compute_url(body))
 
     def _auth_body(self) -> dict[str, Any]:
         """The ``POST /v3/auth/tokens`` body (``authenticate-v3.inc``)."""
@@ -616,6 +724,18 @@ def _timestamp(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _query_time(moment: dt.datetime) -> str:
+    """A ``changes-since`` value: UTC with no zone designator. parameters.yaml and
+    polling_changes.rst both give ``CCYY-MM-DDThh:mm:ss`` and say no zone means UTC; a
+    ``Z`` is only in the latter's examples, and ``+00:00`` would need its ``+`` escaped."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _version_key(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor)
 
 
 def _lock(server: Mapping[str, Any]) -> ProviderLock | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ class Recorder(httpx.AsyncBaseTransport):
         self.requests: list[httpx.Request] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()  # a multipart body is a stream: keep it readable
         self.requests.append(request)
         return await self.inner.handle_async_request(request)
 
@@ -131,7 +133,8 @@ async def test_stop_goes_from_started_to_stopped(
 
 
 async def test_stop_sends_the_documented_request(make: Callable[..., OkeanosProvider]) -> None:
-    """The stop is a form POST of lambda_instance_id with a Token Authorization header."""
+    """The stop is a multipart form POST of lambda_instance_id (the docs' example is
+    ``curl -F``) with a Token Authorization header."""
     recorder = Recorder()
     await make(transport=recorder).stop(resource())
 
@@ -139,8 +142,16 @@ async def test_stop_sends_the_documented_request(make: Callable[..., OkeanosProv
     assert request.method == "POST"
     assert request.url.path == f"/okeanos/api/apps/{SPARK}/stop/"
     assert request.headers["Authorization"] == f"Token {OKEANOS_TOKEN}"
-    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert request.content == f"lambda_instance_id={INSTANCE}".encode()
+    media_type, _, boundary = request.headers["Content-Type"].partition("; boundary=")
+    assert media_type == "multipart/form-data"
+    assert (
+        request.content
+        == (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="lambda_instance_id"\r\n\r\n'
+            f"{INSTANCE}\r\n--{boundary}--\r\n"
+        ).encode()
+    )
 
 
 async def test_failed_stop_stays_started_forever(
@@ -175,31 +186,15 @@ async def test_stop_on_stopped_app_is_already_stopped(provider: OkeanosProvider)
     )
 
 
-async def test_stop_on_stopped_instance_is_a_conflict(
+async def test_stop_on_an_instance_not_started_goes_by_the_flag(
     provider: OkeanosProvider, sim: OkeanosSimulator
 ) -> None:
-    """A 409 because the instance is not STARTED stays a ConflictError that says so."""
+    """ApplicationStop.md decides on the application alone, whatever its instance's status:
+    a started one is accepted (202), a stopped one is AlreadyStoppedError (409)."""
     sim.set_instance_status(INSTANCE, "STOPPED")
-    with pytest.raises(ConflictError) as caught:
-        await provider.stop(resource())
-    assert type(caught.value) is ConflictError
-    assert caught.value.message == (
-        "Can't stop the application spark while the lambda instance lambda-cluster-1 is STOPPED."
-    )
-
-
-async def test_stop_on_stopped_instance_of_stopped_app_is_already_stopped(
-    make: Callable[..., OkeanosProvider], sim: OkeanosSimulator
-) -> None:
-    """When the 409 text is not conclusive, a status read showing started=false decides."""
-    sim.set_instance_status(INSTANCE, "STOPPED")
-    recorder = Recorder()
-    with pytest.raises(AlreadyStoppedError) as caught:
-        await make(transport=recorder).stop(resource(FLINK))
-    assert caught.value.message == (
-        "Can't stop the application flink while the lambda instance lambda-cluster-1 is STOPPED."
-    )
-    assert recorder.calls == [f"POST /api/apps/{FLINK}/stop/", f"GET /api/apps/{FLINK}/"]
+    assert (await provider.stop(resource(SPARK))).message == ACCEPTED
+    with pytest.raises(AlreadyStoppedError):
+        await provider.stop(resource(FLINK))
 
 
 @pytest.mark.parametrize(
@@ -425,6 +420,36 @@ async def test_list_follows_pages(
     ]
 
 
+async def test_list_skips_an_instance_it_cannot_read(
+    make: Callable[..., OkeanosProvider],
+    sim: OkeanosSimulator,
+    sims: SimulatorServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An instance whose details cannot be read is left out of list(), with a warning;
+    the applications of the other instances are still listed."""
+    sim.seed(seed_with_second_instance())
+    sims.hub.faults.add(
+        Fault(
+            api="okeanos",
+            kind="status",
+            status=404,
+            method="GET",
+            path_contains=f"/api/lambda-instances/{OTHER_INSTANCE}/",
+            count=None,
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="providers.okeanos"):
+        found = await make().list()
+    assert [(r.id, r.options["lambda_instance_id"]) for r in found] == [
+        (SPARK, INSTANCE),
+        (FLINK, INSTANCE),
+    ]
+    [record] = [r for r in caplog.records if r.name == "providers.okeanos"]
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "lambda_instance_id", None) == OTHER_INSTANCE
+
+
 async def test_instance_failure_message_is_reported(
     provider: OkeanosProvider, sim: OkeanosSimulator
 ) -> None:
@@ -502,6 +527,26 @@ async def test_already_stopped_text_needs_no_status_read() -> None:
     await provider.aclose()
     assert caught.value.message == text
     assert sent == ["POST"]
+
+
+async def test_inconclusive_conflict_on_a_stopped_app_is_already_stopped() -> None:
+    """When the 409 text is not conclusive, a status read showing started=false decides."""
+    sent: list[str] = []
+    text = "Can't start/stop an application while lambda instance status is STOPPED."
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":
+            return httpx.Response(409, json={"errors": [{"status": 409, "detail": text}]})
+        app = {"id": FLINK, "lambda_instances": [{"id": INSTANCE, "started": False}]}
+        return httpx.Response(200, json={"data": [app]})
+
+    provider = mock_provider(handler)
+    with pytest.raises(AlreadyStoppedError) as caught:
+        await provider.stop(resource(FLINK))
+    await provider.aclose()
+    assert caught.value.message == text
+    assert sent == [f"POST /api/apps/{FLINK}/stop/", f"GET /api/apps/{FLINK}/"]
 
 
 async def test_conflict_names_the_instance_status() -> None:

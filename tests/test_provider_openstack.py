@@ -26,6 +26,8 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
     LockedError,
     NotFoundError,
     ProviderError,
@@ -343,10 +345,13 @@ async def test_stop_of_a_stopped_server_is_already_stopped(nova: NovaProvider) -
 
 
 async def test_stop_of_a_locked_server_is_locked(nova: NovaProvider) -> None:
-    """Nova's 409 for a locked server becomes LockedError with Nova's message."""
+    """Nova's 409 for a locked server becomes LockedError with Nova's message and the
+    server's locked_reason."""
     with pytest.raises(LockedError) as caught:
         await nova.stop(resource(BATCH))
-    assert caught.value.message == f"Instance {BATCH} is locked"
+    assert caught.value.message == (
+        f"Instance {BATCH} is locked (reason: kernel upgrade in progress)"
+    )
     assert (caught.value.status_code, caught.value.code) == (409, "conflictingRequest")
 
 
@@ -701,7 +706,7 @@ async def test_statuses_of_stopping_servers_ask_for_the_changes_since_their_stop
     mixed = await nova.statuses([resource(WEB), resource(DB)])
 
     def since(moment: float) -> str:
-        return dt.datetime.fromtimestamp(int(moment) - 60, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(int(moment) - 60, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
     # BATCH's first poll: its stop came after the seed (the latest change seen), and WEB's
     # after BATCH's SHUTOFF; once WEB's stop is over, no filter (nor with DB, not stopped).
@@ -833,6 +838,7 @@ def test_task_state_phase(
             "Unauthorized",
         ),
         ({"message": "plain"}, "plain", None),
+        ({"badRequest": "Malformed request body"}, "Malformed request body", "badRequest"),
     ],
 )
 def test_error_bodies_are_parsed(body: dict[str, Any], message: str, code: str | None) -> None:
@@ -939,6 +945,7 @@ async def test_missing_compute_endpoint_is_explained() -> None:
         ),
         ({"servers": [{"id": "a", "name": "a", "colour": "red"}]}, "colour"),
         ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
+        ({"max_microversion": "3.0"}, "max_microversion '3.0' is not a version"),
     ],
 )
 def test_bad_seed_is_a_clear_error(
@@ -1038,3 +1045,295 @@ async def test_status_and_lock_come_from_one_read(
     assert lock == ProviderLock(reason="kernel upgrade in progress")
     status, lock = await nova.status_and_lock(resource(UNKNOWN_ID))
     assert isinstance(status, NotFoundError) and lock is status
+
+
+# Against a fake cloud: answers the simulator does not give, but the api-ref allows
+
+COMPUTE = "http://nova.example/v2.1"
+UPDATED = "2026-01-01T00:00:00Z"
+NovaHandler = Callable[[httpx.Request], httpx.Response]
+
+
+def fake_cloud(nova: NovaHandler, sent: list[httpx.Request]) -> NovaProvider:
+    """A client of a fake Keystone, issuing one-hour tokens whose catalog names COMPUTE,
+    and of ``nova`` behind it; every request it sends is kept in ``sent``."""
+    catalog = [
+        {
+            "type": "compute",
+            "endpoints": [{"interface": "public", "region_id": "one", "url": COMPUTE}],
+        }
+    ]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.url.path.endswith("/auth/tokens"):
+            token = {
+                "expires_at": "2099-01-01T01:00:00.000000Z",
+                "issued_at": "2099-01-01T00:00:00.000000Z",
+                "catalog": catalog,
+            }
+            return httpx.Response(201, json={"token": token}, headers={"X-Subject-Token": "t"})
+        return nova(request)
+
+    config = OpenStackConfig(
+        name="os",
+        type="openstack",
+        auth_url="http://keystone.example/v3",
+        application_credential_id="i",
+        application_credential_secret="s",
+    )
+    return NovaProvider(config, transport=httpx.MockTransport(handle))
+
+
+def server_body(**fields: Any) -> dict[str, Any]:
+    """A server as GET /servers/{id} shows it: ACTIVE, no task, unlocked, unless changed."""
+    server = {
+        "id": WEB,
+        "name": "web-1",
+        "status": "ACTIVE",
+        "OS-EXT-STS:task_state": None,
+        "locked": False,
+        "updated": UPDATED,
+    }
+    return {"server": server | fields}
+
+
+def calls(sent: list[httpx.Request]) -> list[tuple[str, str]]:
+    return [(r.method, r.url.path) for r in sent]
+
+
+def nova_login_config() -> OpenStackConfig:
+    return OpenStackConfig(
+        name="os",
+        type="openstack",
+        auth_url="http://keystone.example/v3",
+        username="u",
+        password="p",
+        project_name="dev",
+    )
+
+
+@pytest.mark.parametrize(("status", "root"), [(409, "conflictingRequest"), (403, "forbidden")])
+@pytest.mark.parametrize(
+    ("lock", "message"),
+    [
+        ({"locked": True, "locked_reason": "disk migration"}, "Refused. (reason: disk migration)"),
+        ({"locked": True, "locked_reason": None}, "Refused."),
+    ],
+)
+async def test_a_refused_stop_of_a_locked_server_is_locked_whatever_the_wording(
+    status: int, root: str, lock: dict[str, Any], message: str
+) -> None:
+    """A 409 or a 403 to os-stop, in any wording, on a server whose one read shows
+    ``locked`` is LockedError, with the locked_reason when there is one."""
+    sent: list[httpx.Request] = []
+
+    def nova(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(status, json={root: {"code": status, "message": "Refused."}})
+        return httpx.Response(200, json=server_body(**lock))
+
+    provider = fake_cloud(nova, sent)
+    with pytest.raises(LockedError) as caught:
+        await provider.stop(resource(WEB))
+    await provider.aclose()
+    assert (caught.value.message, caught.value.status_code, caught.value.code) == (
+        message,
+        status,
+        root,
+    )
+    assert calls(sent) == [
+        ("POST", "/v3/auth/tokens"),
+        ("POST", f"/v2.1/servers/{WEB}/action"),
+        ("GET", f"/v2.1/servers/{WEB}"),
+    ]
+
+
+async def test_a_forbidden_stop_of_an_unlocked_server_stays_forbidden() -> None:
+    """A 403 to os-stop on a server that is not locked stays ForbiddenError with Nova's
+    message, even when the server is stopped: only a 409 means "already stopped"."""
+    text = "Policy doesn't allow os_compute_api:servers:stop to be performed."
+    sent: list[httpx.Request] = []
+
+    def nova(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(403, json={"forbidden": {"code": 403, "message": text}})
+        return httpx.Response(200, json=server_body(status="SHUTOFF"))
+
+    provider = fake_cloud(nova, sent)
+    with pytest.raises(ForbiddenError) as caught:
+        await provider.stop(resource(WEB))
+    await provider.aclose()
+    assert type(caught.value) is ForbiddenError
+    assert (caught.value.message, caught.value.status_code) == (text, 403)
+    assert len(sent) == 3
+
+
+async def test_a_vague_conflict_on_a_stopped_server_is_already_stopped() -> None:
+    """A 409 whose wording names no state, on an unlocked server the read shows SHUTOFF,
+    is AlreadyStoppedError: the same one read decides."""
+    sent: list[httpx.Request] = []
+
+    def nova(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(409, json={"conflictingRequest": {"code": 409, "message": "No."}})
+        return httpx.Response(200, json=server_body(status="SHUTOFF"))
+
+    provider = fake_cloud(nova, sent)
+    with pytest.raises(AlreadyStoppedError) as caught:
+        await provider.stop(resource(WEB))
+    await provider.aclose()
+    assert (caught.value.message, caught.value.status_code) == ("No.", 409)
+    assert len(sent) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "title", "text"),
+    [
+        (400, "Bad Request", "Expecting to find identity in auth."),
+        (403, "Forbidden", "You are not authorized to perform the requested action."),
+        (404, "Not Found", "Could not find project: dev."),
+    ],
+)
+async def test_any_refused_login_is_an_auth_error(status: int, title: str, text: str) -> None:
+    """Keystone's 400, 403 and 404 to POST /v3/auth/tokens are AuthError with Keystone's
+    message: a 404 there is a wrong project, not a server that does not exist."""
+    body = {"error": {"code": status, "title": title, "message": text}}
+    provider = NovaProvider(
+        nova_login_config(),
+        transport=httpx.MockTransport(lambda request: httpx.Response(status, json=body)),
+    )
+    with pytest.raises(AuthError) as caught:
+        await provider.status(resource(WEB))
+    await provider.aclose()
+    assert type(caught.value) is AuthError
+    assert (caught.value.message, caught.value.status_code, caught.value.code) == (
+        text,
+        status,
+        title,
+    )
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_busy_keystone_is_unavailable(status: int) -> None:
+    """Keystone's 429 and 5xx stay UnavailableError: try again later, not fix the login."""
+    body = {"error": {"code": status, "title": "Busy", "message": "Try later."}}
+    provider = NovaProvider(
+        nova_login_config(),
+        transport=httpx.MockTransport(lambda request: httpx.Response(status, json=body)),
+    )
+    with pytest.raises(UnavailableError) as caught:
+        await provider.status(resource(WEB))
+    await provider.aclose()
+    assert (caught.value.message, caught.value.status_code) == ("Try later.", status)
+
+
+async def test_statuses_read_a_server_the_changes_since_answer_left_out() -> None:
+    """changes-since is "when the server last changed status" (parameters.yaml): a cloud
+    may leave out a server still ACTIVE (powering-off), which statuses() then reads on its
+    own. The time is sent in UTC with no zone designator."""
+    sent: list[httpx.Request] = []
+    stopped = False
+
+    def nova(request: httpx.Request) -> httpx.Response:
+        nonlocal stopped
+        if request.method == "POST":
+            stopped = True
+            return httpx.Response(202)
+        if request.url.path.endswith("/servers/detail"):
+            return httpx.Response(200, json={"servers": []})
+        task = "powering-off" if stopped else None
+        return httpx.Response(200, json=server_body(**{"OS-EXT-STS:task_state": task}))
+
+    provider = fake_cloud(nova, sent)
+    await provider.status(resource(WEB))
+    await provider.stop(resource(WEB))
+    found = await provider.statuses([resource(WEB)])
+    await provider.aclose()
+    assert {k: seen(v) for k, v in found.items()} == {
+        WEB: ("ACTIVE (powering-off)", Phase.STOPPING, False)
+    }
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in sent[3:]] == [
+        ("GET", "/v2.1/servers/detail", {"changes-since": "2025-12-31T23:59:00"}),
+        ("GET", f"/v2.1/servers/{WEB}", {}),
+    ]
+
+
+# Tokens of a short lifetime, and clouds of an older microversion
+
+
+async def test_short_tokens_are_renewed_a_tenth_of_their_lifetime_early(
+    sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """A 120 s token serves every call until 12 s are left (a tenth of its lifetime), not
+    only while more than five minutes are left, which would be never."""
+    reseed(sims, token_ttl_seconds=120)
+    with time_machine.travel(utcnow(), tick=True) as traveller:
+        await nova.status(resource(WEB))
+        traveller.shift(dt.timedelta(seconds=60))
+        await nova.status(resource(WEB))
+        traveller.shift(dt.timedelta(seconds=45))  # 15 s left
+        await nova.status(resource(WEB))
+        logins_while_fresh = len(transport.logins)
+        traveller.shift(dt.timedelta(seconds=5))  # 10 s left
+        await nova.status(resource(WEB))
+    assert (logins_while_fresh, len(transport.logins)) == (1, 2)
+
+
+async def test_an_older_cloud_is_asked_at_its_highest_microversion(
+    sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """A cloud whose maximum is 2.60 answers 406 to 2.73: the client reads the maximum from
+    the version document, asks again at 2.60 and keeps to it; 2.60 shows the lock without
+    its reason."""
+    reseed(sims, max_microversion="2.60")
+    status = await nova.status(resource(BATCH))
+    lock = await nova.lock(resource(BATCH))
+    await nova.stop(resource(WEB))
+    assert [
+        (e.method, e.path.rsplit("/nova", 1)[1], e.headers.get("OpenStack-API-Version"), e.status)
+        for e in transport.exchanges[1:]
+    ] == [
+        ("GET", f"/v2.1/servers/{BATCH}", "compute 2.73", 406),
+        ("GET", "/v2.1/", None, 200),
+        ("GET", f"/v2.1/servers/{BATCH}", "compute 2.60", 200),
+        ("GET", f"/v2.1/servers/{BATCH}", "compute 2.60", 200),
+        ("POST", f"/v2.1/servers/{WEB}/action", "compute 2.60", 202),
+    ]
+    assert seen(status) == ("ACTIVE", Phase.RUNNING, True)
+    assert lock == ProviderLock()
+
+
+@pytest.mark.parametrize(
+    ("accepted", "asked"),
+    [("2.9", ["2.73", "2.9"]), ("none", ["2.73", "2.9"])],
+    ids=["falls back to 2.9", "no second retry"],
+)
+async def test_without_a_version_document_the_client_asks_at_2_9(
+    accepted: str, asked: list[str]
+) -> None:
+    """When the version document cannot be read, the client asks again at 2.9, the first
+    microversion with ``locked``; a 406 to that too is an error, not a loop."""
+    sent: list[httpx.Request] = []
+    refused = {"computeFault": {"code": 406, "message": "Version not supported."}}
+
+    def nova(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2.1/":
+            return httpx.Response(404, json={"itemNotFound": {"code": 404, "message": "No."}})
+        if request.headers["X-OpenStack-Nova-API-Version"] == accepted:
+            return httpx.Response(200, json=server_body(locked=True))
+        return httpx.Response(406, json=refused)
+
+    provider = fake_cloud(nova, sent)
+    try:
+        if accepted == "none":
+            with pytest.raises(InvalidRequestError) as caught:
+                await provider.lock(resource(WEB))
+            assert caught.value.status_code == 406
+        else:
+            assert await provider.lock(resource(WEB)) == ProviderLock()
+    finally:
+        await provider.aclose()
+    server_reads = [r for r in sent if r.url.path == f"/v2.1/servers/{WEB}"]
+    assert [r.headers["X-OpenStack-Nova-API-Version"] for r in server_reads] == asked
+    assert len([r for r in sent if r.url.path == "/v2.1/"]) == 1

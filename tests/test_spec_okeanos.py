@@ -305,16 +305,20 @@ def test_errors_have_the_documented_shape(
     assert isinstance(error["details"], str)
 
 
-def test_stop_on_a_stopping_instance_is_a_conflict(
+def test_stop_on_an_instance_not_started_answers_as_the_docs_say(
     api: httpx.Client, sims: SimulatorServer
 ) -> None:
-    """A stop while the instance is not STARTED is a 409 (the job slot cannot be acted on)."""
+    """ApplicationStop.md answers 202 to a deployed application not yet stopped and 409 to
+    one already stopped; it names no other condition, so the instance's status (here
+    STOPPING) changes neither answer."""
     simulator = sims.hub["okeanos"]
     assert isinstance(simulator, OkeanosSimulator)
     simulator.set_instance_status(INSTANCE, "STOPPING")
-    response = api.post(f"/api/apps/{SPARK}/stop/", headers=AUTH, data=FORM)
-    assert response.status_code == 409
-    assert 409 in doc_statuses("ApplicationStop")
+    started = api.post(f"/api/apps/{SPARK}/stop/", headers=AUTH, data=FORM)
+    stopped = api.post(f"/api/apps/{FLINK}/stop/", headers=AUTH, data=FORM)
+    assert (started.status_code, stopped.status_code) == (202, 409)
+    assert {202, 409} <= doc_statuses("ApplicationStop")
+    assert "already been stopped" in stopped.json()["errors"][0]["message"]
 
 
 def test_instance_status_codes_agree_with_the_docs() -> None:

@@ -150,6 +150,8 @@ def test_simulated_routes_are_in_the_spec(sims: SimulatorServer) -> None:
     for name in ("servers.inc", "servers-actions.inc"):
         for method, path in re.findall(r"rest_method:: (\w+) (\S+)", api_ref(name)):
             documented.add((method, f"/v2.1{path}"))
+    for method, path in re.findall(r"rest_method:: (\w+) (\S+)", api_ref("versions.inc")):
+        documented.add((method, path.replace("{api_version}", "v2.1")))
     keystone = read_text(*KEYSTONE, "authenticate-v3.inc")
     for method, path in re.findall(r"rest_method::\s+(\w+) (\S+)", keystone):
         documented.add((method, f"/identity{path}"))
@@ -226,6 +228,34 @@ def test_unsupported_microversion_is_not_acceptable(sims: SimulatorServer) -> No
     """A version past the maximum is refused with 406 (microversions.rst)."""
     response = nova(sims, "GET", f"/servers/{WEB}", version="2.999")
     assert response.status_code == 406
+
+
+def version_parameters() -> set[str]:
+    """The response keys of versions.inc's "Show Details of Specific API Version"."""
+    shown = section(api_ref("versions.inc"), "Show Details of Specific API Version")
+    response = shown.split("Response\n---")[1]
+    return set(re.findall(r"^\s+- (\S+): \S+$", response, re.MULTILINE))
+
+
+def test_version_document_names_the_microversion_range(sims: SimulatorServer) -> None:
+    """GET /v2.1/ needs no token and shows versions.inc's keys; its ``version`` is the
+    maximum microversion: that one is served, the next one is refused with 406."""
+    nova_sim(sims, max_microversion="2.60")
+    response = httpx.get(f"{sims.url('nova')}/v2.1/")
+    assert response.status_code == 200
+    document = response.json()["version"]
+    assert set(document) == version_parameters()
+    assert (document["id"], document["min_version"], document["version"]) == (
+        "v2.1",
+        "2.1",
+        "2.60",
+    )
+    assert parameters()["version_max"]["in"] == "body"
+    token = login(sims)
+    highest = nova(sims, "GET", f"/servers/{WEB}", token=token, version="2.60")
+    beyond = nova(sims, "GET", f"/servers/{WEB}", token=token, version="2.61")
+    assert (highest.status_code, beyond.status_code) == (200, 406)
+    assert "maximum is 2.60" in beyond.json()["computeFault"]["message"]
 
 
 def test_stop_sample_runs_through_powering_off(sims: SimulatorServer) -> None:

@@ -3,6 +3,7 @@
 Served under the simulator server's ``/nova`` mount:
 
     POST identity/v3/auth/tokens          password or application credential -> 201
+    GET  v2.1/                             the version document: min and max microversions
     GET  v2.1/servers                      id, name, links
     GET  v2.1/servers/detail               with limit/marker paging, status/name/locked and
                                            changes-since/changes-before filters
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 MIN_MICROVERSION = (2, 1)
-MAX_MICROVERSION = (2, 100)
+MAX_MICROVERSION = (2, 100)  # the default; a seed's max_microversion plays an older cloud
 
 # Status -> (vm_state, task_state, power_state) of a server at rest in that status, as
 # Nova derives the status from vm_state and task_state (server_concepts.rst).
@@ -151,8 +152,28 @@ class NovaSeed(BaseModel):
     step_seconds: float = Field(default=3.0, ge=0)
     regions: list[str] = Field(default_factory=lambda: ["RegionOne"], min_length=1)
     max_limit: int = Field(default=1000, ge=1, description="Nova's [api]/max_limit page size.")
+    max_microversion: str = Field(
+        default="2.100", description="The highest microversion served; above it, 406."
+    )
     application_credentials: list[AppCredentialSeed] = Field(default_factory=list)
     servers: list[ServerSeed] = Field(default_factory=list)
+
+    @field_validator("max_microversion")
+    @classmethod
+    def _known_microversion(cls, value: str) -> str:
+        match = _VERSION_RE.match(value)
+        if match is None or not MIN_MICROVERSION <= _parsed(match) <= MAX_MICROVERSION:
+            raise ValueError(
+                f"max_microversion {value!r} is not a version from {_dotted(MIN_MICROVERSION)} "
+                f"to {_dotted(MAX_MICROVERSION)}"
+            )
+        return value
+
+    @property
+    def max_version(self) -> tuple[int, int]:
+        match = _VERSION_RE.match(self.max_microversion)
+        assert match is not None  # checked by _known_microversion
+        return _parsed(match)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> NovaSeed:
@@ -297,6 +318,7 @@ class NovaSimulator(Simulator):
         return Starlette(
             routes=[
                 Route("/identity/v3/auth/tokens", self._issue_token, methods=["POST"]),
+                Route("/v2.1/", self._version_document, methods=["GET"]),
                 Route("/v2.1/servers/detail", self._list_detail, methods=["GET"]),
                 Route("/v2.1/servers", self._list_brief, methods=["GET"]),
                 Route("/v2.1/servers/{server_id}", self._show, methods=["GET"]),
@@ -556,8 +578,32 @@ class NovaSimulator(Simulator):
             raise _Rejected(response)
         return self._microversion(request)
 
-    @staticmethod
-    def _microversion(request: Request) -> tuple[int, int]:
+    async def _version_document(self, request: Request) -> Response:
+        """``GET /v2.1/`` (versions.inc, "Show Details of Specific API Version"): the
+        minimum and maximum microversions, to anyone: version calls need no token."""
+        with self.lock:
+            highest = self.config.max_version
+        base = _mount_url(request)
+        return JSONResponse(
+            {
+                "version": {
+                    "id": "v2.1",
+                    "links": [{"href": f"{base}/v2.1/", "rel": "self"}],
+                    "media-types": [
+                        {
+                            "base": "application/json",
+                            "type": "application/vnd.openstack.compute+json;version=2.1",
+                        }
+                    ],
+                    "min_version": _dotted(MIN_MICROVERSION),
+                    "status": "CURRENT",
+                    "updated": "2025-01-01T00:00:00Z",
+                    "version": _dotted(highest),
+                }
+            }
+        )
+
+    def _microversion(self, request: Request) -> tuple[int, int]:
         """The version asked for (microversions.rst): the newer header wins, none means 2.1."""
         value = None
         for part in request.headers.get("OpenStack-API-Version", "").split(","):
@@ -568,8 +614,9 @@ class NovaSimulator(Simulator):
             value = request.headers.get("X-OpenStack-Nova-API-Version")
         if not value:
             return MIN_MICROVERSION
+        highest = self.config.max_version
         if value == "latest":
-            return MAX_MICROVERSION
+            return highest
         match = _VERSION_RE.match(value)
         if match is None:
             raise _Rejected(
@@ -579,13 +626,13 @@ class NovaSimulator(Simulator):
                     "MajorNum.MinorNum.",
                 )
             )
-        version = (int(match.group(1)), int(match.group(2)))
-        if not MIN_MICROVERSION <= version <= MAX_MICROVERSION:
+        version = _parsed(match)
+        if not MIN_MICROVERSION <= version <= highest:
             raise _Rejected(
                 _nova_fault(
                     406,
                     f"Version {value} is not supported by the API. Minimum is "
-                    f"{_dotted(MIN_MICROVERSION)} and maximum is {_dotted(MAX_MICROVERSION)}.",
+                    f"{_dotted(MIN_MICROVERSION)} and maximum is {_dotted(highest)}.",
                 )
             )
         return version
@@ -892,3 +939,7 @@ _MOUNT_URL_KEY = "stopbot.nova_mount_url"
 
 def _dotted(version: tuple[int, int]) -> str:
     return f"{version[0]}.{version[1]}"
+
+
+def _parsed(match: re.Match[str]) -> tuple[int, int]:
+    return int(match.group(1)), int(match.group(2))
