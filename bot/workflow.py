@@ -48,6 +48,8 @@ SYSTEM = "stopbot"
 # How old a provider lock read may be and still stand for the read right before a stop:
 # about one provider round trip, the age a read made just before the stop has too.
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
+# Added to a stop call's longest time before a restarted process judges its operation.
+SUBMIT_MARGIN = 5.0
 
 
 def _typed(source: str, args: str, verb: str = "stop") -> str:
@@ -672,7 +674,22 @@ class StopService:
             detail=accepted.message,
         )
         if moved is None:
-            raise RuntimeError(f"operation {op.id} changed state while being submitted")
+            # Judged meanwhile by another process (it took the stop for lost): the provider
+            # has the stop all the same. Say so where it will be read, and leave the
+            # operation to whoever holds it now.
+            current = self.store.get_operation(op.id) or op
+            log.error(
+                "stop accepted by the provider after its operation changed state",
+                extra={"operation": op.id, "state": current.state.value},
+            )
+            self.store.audit(
+                SYSTEM,
+                "stop.accepted_late",
+                resource=op.resource,
+                operation_id=op.id,
+                detail={"state": current.state.value, "provider": accepted.message},
+            )
+            return current
         if accepted.status is not None:
             moved = (
                 self.store.record_provider_state(
@@ -814,6 +831,16 @@ class StopService:
         if isinstance(resource, Operation):
             return resource
         if op.state == OpState.SUBMITTING:
+            # Another process may be submitting it right now (a rolling deploy starts the
+            # new process before the old one ends): judge it only once its submit, with
+            # every retry, would be over.
+            left = self._submit_window() - (self.clock() - op.updated_at)
+            if left > dt.timedelta(0):
+                await self.sleep(left.total_seconds())
+                op = self.store.get_operation(op.id) or op
+                if op.state.final or op.state == OpState.AWAITING_APPROVAL:
+                    return op
+        if op.state == OpState.SUBMITTING:
             # The process died around the provider call: whether the stop went out is
             # unknown. Following is safe; sending it again could stop twice.
             try:
@@ -847,6 +874,11 @@ class StopService:
                 or op
             )
         return await self.follow(op, resource, listener)
+
+    def _submit_window(self) -> dt.timedelta:
+        """The longest a provider's stop call may take, every retry included."""
+        http = self.config.http
+        return dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
 
     async def until_final(self, op_id: str) -> Operation:
         """Wait for an operation followed elsewhere (in this process) to end."""

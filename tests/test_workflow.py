@@ -11,8 +11,8 @@ import pytest
 
 from bot.models import Actor, OpState
 from bot.store import Store
-from bot.workflow import LOCK_READ_REUSE, StopService
-from providers.base import Provider, Resource, ResourceStatus
+from bot.workflow import LOCK_READ_REUSE, SUBMIT_MARGIN, StopService
+from providers.base import Provider, Resource, ResourceStatus, StopAccepted
 from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
@@ -362,6 +362,54 @@ async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness)
         "interrupted by a restart before the provider confirmed the stop; dev-eu is DEPLOYED. "
         "Run `/stop dev-eu` again."
     )
+
+
+async def test_a_restart_beside_a_process_still_submitting_waits_for_it(h: Harness) -> None:
+    """A new process started while the old one is still sending the stop (a rolling
+    deploy) judges the operation only once the stop call, every retry included, would be
+    over: the old process's stop stands and ends Stopped, sent once, never marked failed."""
+    op_id = await h.confirmed("dev-eu")  # the old process is about to send it
+    h.sims.hub.faults.reset_counts()
+    restarted = h.new_service()
+    waits: list[float] = []
+
+    async def meanwhile_the_old_process_sends_it(seconds: float) -> None:
+        waits.append(seconds)
+        op = h.store.get_operation(op_id)
+        if op is not None and op.state == OpState.SUBMITTING:
+            await h.service.run(op_id, Recorder(), BOB)
+        await h.time.sleep(seconds)
+
+    restarted.sleep = meanwhile_the_old_process_sends_it
+    [resumed] = await restarted.resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.STOPPED
+    http = h.config.http
+    assert waits[0] == http.retry_budget + http.timeout + SUBMIT_MARGIN
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+    assert [e.action for e in h.store.audit_log() if e.action.startswith("stop.")][-1] == (
+        "stop.stopped"
+    )
+
+
+async def test_a_stop_accepted_after_another_process_gave_it_up_is_audited(
+    h: Harness,
+) -> None:
+    """Should another process mark the operation failed while the provider was taking the
+    stop, the acceptance is not lost: the audit log says the provider has the stop."""
+    op_id = await h.confirmed("dev-eu")
+    qovery = h.providers["qovery"]
+    send = qovery.stop
+
+    async def judged_meanwhile(resource: Resource, *, force: bool = False) -> StopAccepted:
+        h.store.transition(op_id, OpState.FAILED, allowed_from=[OpState.SUBMITTING], actor="other")
+        return await send(resource, force=force)
+
+    qovery.stop = judged_meanwhile  # type: ignore[method-assign]
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.FAILED
+    [late] = [e for e in h.store.audit_log() if e.action == "stop.accepted_late"]
+    assert (late.actor, late.operation_id, late.detail["state"]) == ("stopbot", op_id, "failed")
 
 
 async def test_a_stop_right_after_its_preview_checks_the_lock_read_with_the_status(
