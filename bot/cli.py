@@ -494,9 +494,22 @@ async def _read_answer(prompt: str) -> str:
     return sys.stdin.readline()
 
 
+def _login() -> str:
+    """Who runs the command, for the audit log: the account of the process's real user id,
+    not $USER or $LOGNAME, which anyone sets to anything (getpass reads those first)."""
+    try:
+        import pwd
+    except ImportError:  # pragma: no cover - Windows
+        return getpass.getuser()
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no account (some containers)
+        return f"uid-{os.getuid()}"
+
+
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     service = StopService(runtime.config, runtime.store, runtime.providers)
-    actor = Actor(id=f"cli:{getpass.getuser()}")
+    actor = Actor(id=f"cli:{_login()}")
     reason = " ".join(args.reason) if args.reason else None
     preview = await service.prepare(
         args.resource,

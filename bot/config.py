@@ -76,6 +76,15 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the Slack Web API (tests, local playground)."
     )
 
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """``SLACK_SIGNING_SECRET=`` (an empty value) is no secret: it is left unset, so
+        that the bot refuses to start rather than verify nothing."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     def config_path(self) -> Path:
         return self.stopbot_config or Path("stopbot.yaml")
 

@@ -70,12 +70,22 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
         _header_value,
     ),
     (re.compile(r"\b(Bearer|Token)\s+[A-Za-z0-9._~+/=:-]{8,}"), rf"\1 {REDACTED}"),
+    # A response URL (or an incoming webhook) posts as the bot for whoever holds it:
+    # https://docs.slack.dev/interactivity/handling-user-interaction#message_responses
+    (
+        re.compile(
+            r"(hooks\.slack\.com/(?:actions|commands|services|triggers|workflows)/)[^\s'\"]+"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # Credentials in a URL: scheme://user:password@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s/@'\"]+:[^\s/@'\"]+@"), rf"\1{REDACTED}@"),
     # Form fields and JSON members named like a secret (Slack's verification token,
     # Keystone's password body, Feldera's api_key, a response_url that can post as us).
     (
         re.compile(
-            r"(?i)(\b(?:token|password|secret|api_key|apikey|signing_secret|client_secret|"
-            r"application_credential_secret|response_url)['\"]?\s*[:=]\s*['\"]?)"
+            r"(?i)(\b(?:[\w-]*token|password|secret|api_key|apikey|x-api-key|signing_secret|"
+            r"client_secret|application_credential_secret|response_url)['\"]?\s*[:=]\s*['\"]?)"
             r"(?!\[REDACTED\])[^\s'\",&}]+"
         ),
         rf"\1{REDACTED}",
@@ -266,4 +276,7 @@ def configure_logging(
     # One line per provider request is noise next to the bot's own events.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # slack_sdk logs each call's URL (a response URL among them) at INFO and DEBUG.
+    logging.getLogger("slack_sdk").setLevel(logging.WARNING)
+    logging.getLogger("slack_bolt").setLevel(logging.WARNING)
     return redactor

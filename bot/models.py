@@ -150,11 +150,18 @@ class Actor(BaseModel):
     identities: dict[str, str] = Field(
         default_factory=dict, description="provider name -> the name that provider knows them by"
     )
+    mapped: frozenset[str] = Field(
+        default=frozenset(),
+        description="Providers the configuration maps identities for (for anyone): there, "
+        "only a mapped name counts, never a Slack name the user may have set to anything.",
+    )
 
     def known_as(self, provider: str) -> frozenset[str]:
         """The names a lock owner in ``provider`` may carry for this user."""
         mapped = self.identities.get(provider)
-        return frozenset({mapped}) if mapped else self.names
+        if mapped:
+            return frozenset({mapped})
+        return frozenset() if provider in self.mapped else self.names
 
     @property
     def display(self) -> str:

@@ -28,7 +28,7 @@ from bot.slack.fake_api import (
     sign_request,
     slash_command_body,
 )
-from bot.slack.server import FORM, _answer_ahead, _form
+from bot.slack.server import FORM, _answer_ahead, _form, build_http_app
 from tests.conftest import shared_path
 from tests.slack_harness import BOB, CHANNEL, SECRET, Slack
 
@@ -292,3 +292,11 @@ async def test_a_header_sent_twice_is_read_as_bolt_reads_it(slack: Slack) -> Non
         )
     assert response.status_code == 401
     assert slack.store.recent_operations() == []
+
+
+def test_no_http_endpoint_without_a_signing_secret(slack: Slack) -> None:
+    """Without a secret nothing could be verified: the endpoint is refused, not served."""
+    slack.bot.signing_secret = None
+    with pytest.raises(ValueError, match="needs a signing secret"):
+        build_http_app(slack.bot)
+    assert build_http_app(slack.bot, slack_endpoint=False) is not None  # Socket Mode's health

@@ -4,11 +4,11 @@ schedules, serve's checks. Interactive runs go through a real pseudo-terminal.""
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import logging
 import os
 import pty
+import pwd
 import re
 import signal
 import socket
@@ -31,7 +31,7 @@ from bot.store import Store
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 
-USER = f"cli:{getpass.getuser()}"
+USER = f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
 FAST_STOPS = {"poll_initial": 0.05, "poll_max": 0.1, "timeout": "30m", "progress_interval": 0}
 STEP = 600.0  # simulated seconds per provider step: only the test's clock moves a stop on
 ELAPSED = re.compile(r"\[\s*\d+s\] ")
@@ -376,6 +376,17 @@ def test_stop_of_a_stopped_resource_says_so(env: Env, capsys: pytest.CaptureFixt
     ]
 
 
+def test_the_audit_names_the_account_not_what_user_says(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$USER and $LOGNAME are anyone's to set: the audit log names the process's account."""
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert main(["stop", "qa-old"]) == 0
+    assert {actor for actor, _, _ in env.audit()} == {USER}
+    assert USER != "cli:mallory"
+
+
 def test_stop_refused_by_policy(
     sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -555,6 +566,13 @@ def test_schedules_lists_the_store(env: Env, capsys: pytest.CaptureFixture[str])
     [
         (
             {"SLACK_BOT_TOKEN": "xoxb-1-2"},
+            ["serve", "--http"],
+            "stopbot: set SLACK_SIGNING_SECRET to connect to Slack. Socket Mode needs "
+            "SLACK_BOT_TOKEN and SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "
+            "SLACK_SIGNING_SECRET (create the app from app-manifest.yml, see the README).\n",
+        ),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": " "},  # blank: not a secret
             ["serve", "--http"],
             "stopbot: set SLACK_SIGNING_SECRET to connect to Slack. Socket Mode needs "
             "SLACK_BOT_TOKEN and SLACK_APP_TOKEN; HTTP mode (--http) needs SLACK_BOT_TOKEN and "

@@ -142,14 +142,21 @@ async def test_locks_lists_bot_and_provider_locks(slack: Slack) -> None:
 
 
 async def test_owner_warned_before_expiry_and_extends(slack: Slack) -> None:
-    """The owner gets one DM before the lock expires; Extend pushes the expiry."""
+    """The owner gets one DM before the lock expires; Extend pushes the expiry, once
+    however often it is clicked."""
     await say(slack, "lock dev-eu 40m", user=ALICE)
     slack.sims.hub.clock.advance(15 * 60)
     warning = await dm_to(slack, ALICE, "Your lock on dev-eu expires")
-    await slack.click_message(
-        f"{views.EXTEND}1h", "dev-eu|1h", warning, ALICE, channel=warning["channel"]
-    )
+    [extend_1h, _] = next(b for b in warning["blocks"] if b["type"] == "actions")["elements"]
+    for _ in range(2):
+        await slack.click_message(
+            extend_1h["action_id"], extend_1h["value"], warning, ALICE, channel=warning["channel"]
+        )
     await slack.fake.wait_for(RESPONSE_URL_METHOD, lambda c: "Extended" in c.args.get("text", ""))
+    again = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "nothing to extend" in c.args.get("text", "")
+    )
+    assert again.args["response_type"] == "ephemeral"
     lock = slack.store.get_lock("dev-eu")
     assert lock is not None
     assert lock.expires_at - slack.time.now() == dt.timedelta(minutes=85)
@@ -208,6 +215,31 @@ async def test_provider_lock_owner_recognised_through_identities(
         )
         ask = await dm_to(harness, ALICE, "asks you to release your lock on dev-eu")
         assert "qovery lock by amartin (perf test)" in block_texts(ask)
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize(
+    ("identities", "names"),
+    [
+        ({}, {"display_name": "amartin"}),  # a display name anyone may set
+        ({ALICE: {"qovery": "amartin"}}, {"real_name": "amartin"}),  # qovery's names are mapped
+    ],
+    ids=["display name", "unmapped name"],
+)
+async def test_a_lock_owner_s_name_taken_by_someone_else_does_not_open_the_lock(
+    sims: SimulatorServer, tmp_path: Path, identities: dict[str, Any], names: dict[str, str]
+) -> None:
+    """Carol names herself like the lock's owner: she is still refused. Display names are
+    never trusted, and where identities are mapped for a provider only they count."""
+    harness = Slack(sims, tmp_path / "db", identities=identities)
+    try:
+        harness.fake.add_user(CAROL, "carol", **names)
+        sims.hub["qovery"].set_lock(DEV_EU, owner_name="amartin", reason="perf test", ttl_in_days=1)  # type: ignore[attr-defined]
+        refusal = await say(harness, "dev-eu", user=CAROL)
+        assert refusal.args["text"] == (
+            ":no_entry: Refused: dev-eu is locked in qovery by amartin (perf test); it expires in 1d."
+        )
     finally:
         harness.close()
 

@@ -77,6 +77,21 @@ def emit(message: str, *args: Any, **extra: Any) -> dict[str, Any]:
             'keystone body {"password": "[REDACTED]", "name": "stopbot"}',
         ),
         ("Token expired for user U0BOB", "Token expired for user U0BOB"),
+        (
+            "POST https://hooks.slack.com/actions/T0/1234/AbCdEf failed",
+            "POST https://hooks.slack.com/actions/[REDACTED] failed",
+        ),
+        (
+            "retry handler found for POST https://hooks.slack.com/commands/T0/99/xyz",
+            "retry handler found for POST https://hooks.slack.com/commands/[REDACTED]",
+        ),
+        ("access_token=abc123def&x=1", "access_token=[REDACTED]&x=1"),
+        ('{"bot_token": "abc123def"}', '{"bot_token": "[REDACTED]"}'),
+        ("X-Api-Key: k-123456789", "X-Api-Key: [REDACTED]"),
+        (
+            "cannot connect to https://stopbot:hunter22@keystone.example.com/v3",
+            "cannot connect to https://[REDACTED]@keystone.example.com/v3",
+        ),
     ],
 )
 def test_each_kind_of_secret_is_redacted(message: str, expected: str) -> None:
@@ -206,3 +221,13 @@ def test_a_secret_inside_another_is_removed_whole() -> None:
     assert Redactor(["abc"])("abc stays: too short to redact by value") == (
         "abc stays: too short to redact by value"
     )
+
+
+def test_slack_sdk_s_own_lines_with_urls_stay_out_of_the_log() -> None:
+    """slack_sdk logs each response URL call at INFO: below the bot's threshold for it."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    logging.getLogger("slack_sdk.webhook.async_client").info("Sending a request - url: x")
+    logging.getLogger("slack_bolt.App").info("dispatching")
+    logging.getLogger("slack_sdk.web").warning("rate limited")
+    assert [line["event"] for line in lines(stream)] == ["rate limited"]

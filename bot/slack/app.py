@@ -411,13 +411,24 @@ class SlackBot:
         identities = self.config.identities.get(user_id, {})
         cached = self._names.get(user_id)
         if cached and time.monotonic() - cached[0] < 600:
-            return Actor(id=user_id, names=cached[1], identities=identities)
+            return Actor(
+                id=user_id, names=cached[1], identities=identities, mapped=self._mapped_providers
+            )
         lookup = self._lookups.get(user_id)
         if lookup is None:  # one users.info per user at a time, however many requests wait
             lookup = asyncio.ensure_future(self._names_of(user_id))
             self._lookups[user_id] = lookup
             lookup.add_done_callback(lambda _: self._lookups.pop(user_id, None))
-        return Actor(id=user_id, names=await asyncio.shield(lookup), identities=identities)
+        return Actor(
+            id=user_id,
+            names=await asyncio.shield(lookup),
+            identities=identities,
+            mapped=self._mapped_providers,
+        )
+
+    @property
+    def _mapped_providers(self) -> frozenset[str]:
+        return frozenset(p for names in self.config.identities.values() for p in names)
 
     async def _names_of(self, user_id: str) -> frozenset[str]:
         names: set[str] = set()
@@ -425,12 +436,8 @@ class SlackBot:
             info = await self.client.users_info(user=user_id)
             user = info.get("user") or {}
             profile = user.get("profile") or {}
-            for name in (
-                user.get("real_name"),
-                profile.get("real_name"),
-                profile.get("display_name"),
-                user.get("name"),
-            ):
+            # Not the display name: anyone sets theirs to anything, a colleague's included.
+            for name in (user.get("real_name"), profile.get("real_name"), user.get("name")):
                 if name:
                     names.add(str(name))
         except SlackApiError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -224,7 +225,10 @@ class LockHandlers:
     # -- expiry -------------------------------------------------------------------------
 
     async def on_extend(self, body: dict[str, Any], respond: Respond) -> None:
-        resource, _, extra = str(body["actions"][0]["value"]).partition("|")
+        """Extend by the button's duration from the expiry the warning was about: clicking
+        twice extends once. (A value without that expiry, from an older message, extends
+        from the lock's current expiry.)"""
+        resource, extra, *warned = str(body["actions"][0]["value"]).split("|")
         user = str(body["user"]["id"])
         current = self.bot.store.get_lock(resource)
         if current is None or current.owner != user:
@@ -234,10 +238,23 @@ class LockHandlers:
                 replace_original=False,
             )
             return
-        remaining = current.expires_at - self.bot.service.clock()
         try:
-            lock, _ = self.locks.lock(resource, user, remaining + parse_duration(extra), None)
-        except (LockError, ValueError) as exc:
+            base = dt.datetime.fromisoformat(warned[0]) if warned else current.expires_at
+            until = base + parse_duration(extra)
+        except ValueError as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        if current.expires_at >= until:
+            await respond(
+                text=f"Your lock on {resource} already runs until "
+                f"{views.when(current.expires_at)}: nothing to extend.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        try:
+            lock, _ = self.locks.lock(resource, user, until - self.bot.service.clock(), None)
+        except LockError as exc:
             await respond(text=str(exc), response_type="ephemeral", replace_original=False)
             return
         await respond(

@@ -111,6 +111,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     On start-up it resumes the stops a previous process left in flight; on shutdown
     it stops following them (they stay in the store for the next start).
     """
+    if slack_endpoint and not bot.signing_secret:
+        # Bolt alone would answer unverifiable requests (and fail on each): refuse instead.
+        raise ValueError("the HTTP endpoint needs a signing secret to verify Slack's requests")
     verifier = SignatureVerifier(bot.signing_secret) if bot.signing_secret else None
 
     async def events(request: Request) -> Response:

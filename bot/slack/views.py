@@ -338,14 +338,17 @@ def release_request(resource: str, asker: str, lock_text: str, value: str, provi
 def lock_warning(lock: BotLock) -> View:
     """The DM to a lock's owner before it expires, with Extend."""
     text = f"Your lock on {lock.resource} expires {when(lock.expires_at)}."
+    warned = lock.expires_at.isoformat()
     return text, [
         _section(text + (f" ({lock.reason})" if lock.reason else "")),
         {
             "type": "actions",
             "block_id": f"extend:{lock.resource}",
             "elements": [
-                _button(f"{EXTEND}1h", "Extend 1h", f"{lock.resource}|1h"),
-                _button(f"{EXTEND}1d", "Extend 1 day", f"{lock.resource}|1d"),
+                # The expiry warned about goes with the click: a second click extends
+                # from it again, so it changes nothing.
+                _button(f"{EXTEND}1h", "Extend 1h", f"{lock.resource}|1h|{warned}"),
+                _button(f"{EXTEND}1d", "Extend 1 day", f"{lock.resource}|1d|{warned}"),
             ],
         },
     ]
