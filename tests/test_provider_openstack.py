@@ -1188,44 +1188,33 @@ async def test_a_vague_conflict_on_a_stopped_server_is_already_stopped() -> None
 
 
 @pytest.mark.parametrize(
-    ("status", "title", "text"),
+    ("status", "title", "text", "kind"),
     [
-        (400, "Bad Request", "Expecting to find identity in auth."),
-        (403, "Forbidden", "You are not authorized to perform the requested action."),
-        (404, "Not Found", "Could not find project: dev."),
+        (400, "Bad Request", "Expecting to find identity in auth.", AuthError),
+        (403, "Forbidden", "You are not authorized to perform the requested action.", AuthError),
+        (404, "Not Found", "Could not find project: dev.", AuthError),
+        (429, "Busy", "Try later.", UnavailableError),
+        (503, "Busy", "Try later.", UnavailableError),
     ],
 )
-async def test_any_refused_login_is_an_auth_error(status: int, title: str, text: str) -> None:
+async def test_a_refused_login_is_an_auth_error_and_a_busy_keystone_unavailable(
+    status: int, title: str, text: str, kind: type[ProviderError]
+) -> None:
     """Keystone's 400, 403 and 404 to POST /v3/auth/tokens are AuthError with Keystone's
-    message: a 404 there is a wrong project, not a server that does not exist."""
+    message (a 404 there is a wrong project, not a server that does not exist); its 429
+    and 5xx stay UnavailableError: try again later, not fix the login."""
     body = {"error": {"code": status, "title": title, "message": text}}
     provider = NovaProvider(
         nova_login_config(),
         transport=httpx.MockTransport(lambda request: httpx.Response(status, json=body)),
     )
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(ProviderError) as caught:
         await provider.status(resource(WEB))
     await provider.aclose()
-    assert type(caught.value) is AuthError
-    assert (caught.value.message, caught.value.status_code, caught.value.code) == (
-        text,
-        status,
-        title,
-    )
-
-
-@pytest.mark.parametrize("status", [429, 503])
-async def test_a_busy_keystone_is_unavailable(status: int) -> None:
-    """Keystone's 429 and 5xx stay UnavailableError: try again later, not fix the login."""
-    body = {"error": {"code": status, "title": "Busy", "message": "Try later."}}
-    provider = NovaProvider(
-        nova_login_config(),
-        transport=httpx.MockTransport(lambda request: httpx.Response(status, json=body)),
-    )
-    with pytest.raises(UnavailableError) as caught:
-        await provider.status(resource(WEB))
-    await provider.aclose()
-    assert (caught.value.message, caught.value.status_code) == ("Try later.", status)
+    assert type(caught.value) is kind
+    assert (caught.value.message, caught.value.status_code) == (text, status)
+    if kind is AuthError:
+        assert caught.value.code == title
 
 
 async def test_statuses_read_a_server_the_changes_since_answer_left_out() -> None:

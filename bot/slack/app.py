@@ -37,17 +37,17 @@ from bot.slack import commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
+from bot.slack.replies import Respond, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.store import Store
 from bot.workflow import Preview, ProgressListener, StopService
 from providers.base import Provider, ProviderLock, Resource, ResourceStatus
 from providers.errors import ProviderError
 
-__all__ = ["SlackBot", "make_client"]
+__all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler modules
 
 log = logging.getLogger(__name__)
 
-Respond = Callable[..., Awaitable[Any]]
 INVITE_NOTE = (
     "Stopbot is not a member of this channel, so progress is shown here only to you. "
     "Invite it with `/invite @Stopbot` to post progress for everyone."
@@ -308,7 +308,7 @@ async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, A
         respond: Respond | None = kwargs.get("respond")
         try:
             if respond is not None:
-                await respond(text=_sorry(ref), response_type="ephemeral", replace_original=False)
+                await tell(respond, _sorry(ref))
         except Exception:
             log.exception("could not tell the user about failure %s", ref)
 
@@ -752,7 +752,7 @@ class SlackBot:
     async def _unknown(exc: UnknownResourceError, respond: Respond) -> None:
         hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
         # Also answers clicks: never in place of the clicked message.
-        await respond(text=f"{exc}{hint}", response_type="ephemeral", replace_original=False)
+        await tell(respond, f"{exc}{hint}")
 
     async def resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
@@ -790,24 +790,23 @@ class SlackBot:
             text, blocks = views.confirmation(preview, self.service.clock())
         else:
             text, blocks = views.decided(preview)
-        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+        await tell(respond, text, blocks)
 
     async def on_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
         result = self.service.confirm(op_id, await self.actor(actor))
         if not result.ok or result.operation is None:
-            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+            await tell(respond, result.message)
             return
         op = result.operation
         if result.needs_approval:
             await respond(text=result.message, replace_original=True)
             if not await self.approvals.post_request(op):
-                await respond(
-                    text=f"Stopbot could not post the approval request for {op.resource} "
+                await tell(
+                    respond,
+                    f"Stopbot could not post the approval request for {op.resource} "
                     "anywhere (see its log). Ask an approver directly; the request stays "
                     "open until it expires.",
-                    response_type="ephemeral",
-                    replace_original=False,
                 )
             return
         await respond(
@@ -822,7 +821,7 @@ class SlackBot:
         if result.ok:
             await respond(text=result.message, replace_original=True)
         else:
-            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+            await tell(respond, result.message)
 
     @staticmethod
     def action_of(body: dict[str, Any]) -> tuple[str, str]:
@@ -857,7 +856,7 @@ class SlackBot:
             self.store.get_lock(resource.name),
             self.service.clock(),
         )
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        await tell(respond, text, blocks)
 
     async def show_list(self, selector: str | None, respond: Respond) -> None:
         resources = self.config.all_resources()
@@ -869,10 +868,10 @@ class SlackBot:
         elif selector:
             if selector not in self.providers:
                 known = ", ".join(sorted(self.providers))
-                await respond(
-                    text=f"No provider named `{selector}`. Known providers: {known}. "
+                await tell(
+                    respond,
+                    f"No provider named `{selector}`. Known providers: {known}. "
                     "Or filter by tag: `/stop list tag:env=dev`.",
-                    response_type="ephemeral",
                 )
                 return
             resources = [r for r in resources if r.provider == selector]
@@ -893,7 +892,7 @@ class SlackBot:
             lock = self.store.get_lock(r.name)
             rows.append((r, statuses.get((r.provider, r.id)), f"<@{lock.owner}>" if lock else None))
         text, blocks = views.resources_list(rows, title)
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        await tell(respond, text, blocks)
 
     async def show_history(self, ref: str | None, respond: Respond) -> None:
         name = None
@@ -904,4 +903,4 @@ class SlackBot:
             name = resource.name
         ops = self.store.recent_operations(resource=name, limit=10)
         text, blocks = views.history(ops, f"for {name}" if name else "")
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        await tell(respond, text, blocks)

@@ -16,9 +16,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.models import Operation
 from bot.slack import views
+from bot.slack.replies import Respond, tell
 
 if TYPE_CHECKING:
-    from bot.slack.app import Respond, SlackBot
+    from bot.slack.app import SlackBot
 
 __all__ = ["ApprovalHandlers"]
 
@@ -119,7 +120,7 @@ class ApprovalHandlers:
         op_id, user = self.bot.action_of(body)
         result = await self.bot.service.approve(op_id, await self.bot.actor(user))
         if not result.ok or result.operation is None or not result.run:
-            await respond(text=result.message, response_type="ephemeral", replace_original=False)
+            await tell(respond, result.message)
             return
         op = result.operation
         await self.close_request(op, f":white_check_mark: Approved by <@{user}>: stopping now.")
@@ -136,10 +137,9 @@ class ApprovalHandlers:
         op_id, user = self.bot.action_of(body)
         op = self.bot.store.get_operation(op_id)
         if op is None:
-            await respond(
-                text="This stop request no longer exists.",
-                response_type="ephemeral",
-                replace_original=False,
+            await tell(
+                respond,
+                "This stop request no longer exists.",
             )
             return
         opened = await client.views_open(trigger_id=body["trigger_id"], view=views.deny_modal(op))

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from bot.durations import format_duration, parse_duration
 from bot.locks import BotLocks, LockError
 from bot.slack import commands, views
+from bot.slack.replies import Respond, tell
 from providers.base import ProviderLock, Resource
 from providers.errors import ProviderError
 
 if TYPE_CHECKING:
-    from bot.slack.app import Respond, SlackBot
+    from bot.slack.app import SlackBot
 
 __all__ = ["LockHandlers"]
 
@@ -43,22 +44,22 @@ class LockHandlers:
             return
         decision = await self.bot.service.policy.may_stop(user, resource.name)
         if not decision.allowed:
-            await respond(
-                text=f"You cannot lock {resource.name}: {decision.reason}.",
-                response_type="ephemeral",
+            await tell(
+                respond,
+                f"You cannot lock {resource.name}: {decision.reason}.",
             )
             return
         try:
             lock, extended = self.locks.lock(resource.name, user, cmd.duration, cmd.reason)
         except LockError as exc:
-            await respond(text=str(exc), response_type="ephemeral")
+            await tell(respond, str(exc))
             return
         verb = "Extended your lock on" if extended else "Locked"
-        await respond(
-            text=f":lock: {verb} {resource.name} for {format_duration(cmd.duration)}, until "
+        await tell(
+            respond,
+            f":lock: {verb} {resource.name} for {format_duration(cmd.duration)}, until "
             f"{views.when(lock.expires_at)}. Nobody else can stop it until then; "
             f"`/stop unlock {resource.name}` releases it.",
-            response_type="ephemeral",
         )
 
     async def unlock(self, cmd: commands.Unlock, user: str, respond: Respond) -> None:
@@ -73,14 +74,14 @@ class LockHandlers:
                 force=cmd.force,
             )
         except LockError as exc:
-            await respond(text=str(exc), response_type="ephemeral")
+            await tell(respond, str(exc))
             return
         if removed.owner != user:
             await self.bot.dm(
                 removed.owner,
                 f"Your lock on {resource.name} was removed by <@{user}> (admin).",
             )
-        await respond(text=f":unlock: {resource.name} is unlocked.", response_type="ephemeral")
+        await tell(respond, f":unlock: {resource.name} is unlocked.")
 
     async def list(self, respond: Respond) -> None:
         resources = self.bot.config.all_resources()
@@ -95,7 +96,7 @@ class LockHandlers:
         text, blocks = views.locks_list(
             self.bot.store.active_locks(), provider_locks, self.bot.service.clock()
         )
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        await tell(respond, text, blocks)
 
     async def _provider_lock(self, resource: Resource) -> ProviderLock | None:
         provider = self.bot.providers[resource.provider]
@@ -117,10 +118,9 @@ class LockHandlers:
         op_id, asker = self.bot.action_of(body)
         op = self.bot.store.get_operation(op_id)
         if op is None:
-            await respond(
-                text="This request no longer exists.",
-                response_type="ephemeral",
-                replace_original=False,
+            await tell(
+                respond,
+                "This request no longer exists.",
             )
             return
         resource = await self.bot.resolve(op.resource, respond)
@@ -146,19 +146,17 @@ class LockHandlers:
                     f"({provider_lock.reason or 'no reason given'})"
                 )
                 if owner is None:
-                    await respond(
-                        text=f"Stopbot does not know who {provider_lock.owner} is in Slack "
+                    await tell(
+                        respond,
+                        f"Stopbot does not know who {provider_lock.owner} is in Slack "
                         "(an admin can add them under `identities` in the configuration). "
                         "Ask them directly.",
-                        response_type="ephemeral",
-                        replace_original=False,
                     )
                     return
         if owner is None:
-            await respond(
-                text=f"{resource.name} is no longer locked: `/stop {resource.name}` again.",
-                response_type="ephemeral",
-                replace_original=False,
+            await tell(
+                respond,
+                f"{resource.name} is no longer locked: `/stop {resource.name}` again.",
             )
             return
         value = json.dumps({"r": resource.name, "a": asker, "k": kind})
@@ -166,10 +164,9 @@ class LockHandlers:
             resource.name, asker, lock_text, value, provider=kind == "provider"
         )
         if await self.bot.dm(owner, text, blocks) is None:
-            await respond(
-                text=f"Could not reach <@{owner}> by DM; ask them directly.",
-                response_type="ephemeral",
-                replace_original=False,
+            await tell(
+                respond,
+                f"Could not reach <@{owner}> by DM; ask them directly.",
             )
             return
         self.bot.store.audit(
@@ -178,11 +175,10 @@ class LockHandlers:
             resource=resource.name,
             detail={"owner": owner, "kind": kind},
         )
-        await respond(
-            text=f"Asked <@{owner}> to release the lock on {resource.name}. "
+        await tell(
+            respond,
+            f"Asked <@{owner}> to release the lock on {resource.name}. "
             "Their answer will come to you by DM.",
-            response_type="ephemeral",
-            replace_original=False,
         )
 
     @staticmethod
@@ -196,7 +192,7 @@ class LockHandlers:
             try:
                 self.locks.unlock(resource, owner, is_admin=False, force=False)
             except LockError as exc:
-                await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+                await tell(respond, str(exc))
                 return
             answer = f"<@{owner}> released the lock on {resource}: `/stop {resource}` now works."
         else:
@@ -232,30 +228,28 @@ class LockHandlers:
         user = str(body["user"]["id"])
         current = self.bot.store.get_lock(resource)
         if current is None or current.owner != user:
-            await respond(
-                text=f"You no longer hold a lock on {resource}.",
-                response_type="ephemeral",
-                replace_original=False,
+            await tell(
+                respond,
+                f"You no longer hold a lock on {resource}.",
             )
             return
         try:
             base = dt.datetime.fromisoformat(warned[0]) if warned else current.expires_at
             until = base + parse_duration(extra)
         except ValueError as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await tell(respond, str(exc))
             return
         if current.expires_at >= until:
-            await respond(
-                text=f"Your lock on {resource} already runs until "
+            await tell(
+                respond,
+                f"Your lock on {resource} already runs until "
                 f"{views.when(current.expires_at)}: nothing to extend.",
-                response_type="ephemeral",
-                replace_original=False,
             )
             return
         try:
             lock, _ = self.locks.lock(resource, user, until - self.bot.service.clock(), None)
         except LockError as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await tell(respond, str(exc))
             return
         await respond(
             text=f":lock: Extended: your lock on {resource} now expires "
