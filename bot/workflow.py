@@ -674,10 +674,11 @@ class StopService:
             detail=accepted.message,
         )
         if moved is None:
-            # Judged meanwhile by another process (it took the stop for lost): the provider
-            # has the stop all the same. Say so where it will be read, and leave the
-            # operation to whoever holds it now.
             current = self.store.get_operation(op.id) or op
+            if not current.state.final:
+                return current  # another process saw the stop under way and follows it
+            # Judged meanwhile by another process (it took the stop for lost): the provider
+            # has the stop all the same. Say so where it will be read.
             log.error(
                 "stop accepted by the provider after its operation changed state",
                 extra={"operation": op.id, "state": current.state.value},
@@ -831,49 +832,63 @@ class StopService:
         if isinstance(resource, Operation):
             return resource
         if op.state == OpState.SUBMITTING:
-            # Another process may be submitting it right now (a rolling deploy starts the
-            # new process before the old one ends): judge it only once its submit, with
-            # every retry, would be over.
-            left = self._submit_window() - (self.clock() - op.updated_at)
-            if left > dt.timedelta(0):
-                await self.sleep(left.total_seconds())
-                op = self.store.get_operation(op.id) or op
-                if op.state.final or op.state == OpState.AWAITING_APPROVAL:
-                    return op
-        if op.state == OpState.SUBMITTING:
-            # The process died around the provider call: whether the stop went out is
-            # unknown. Following is safe; sending it again could stop twice.
+            op = await self._judge_submitting(op, resource, listener)
+            if op.state.final or op.state == OpState.AWAITING_APPROVAL:
+                return op
+        return await self.follow(op, resource, listener)
+
+    async def _judge_submitting(
+        self, op: Operation, resource: Resource, listener: ProgressListener
+    ) -> Operation:
+        """An operation a previous process left SUBMITTING: whether its stop went out is
+        unknown. Following is safe; sending it again could stop twice.
+
+        The provider's status decides: a stop under way (or done) means it went out, and
+        it is followed. A resource still running may yet get it from another process
+        still submitting (a rolling deploy starts the new process before the old one
+        ends), so that is the verdict only once the stop call, every retry included,
+        would be over; meanwhile the status is read again every poll interval.
+        """
+        deadline = op.updated_at + self._submit_window()
+        while True:
             try:
-                status = await self.providers[resource.provider].status(resource)
+                status: ResourceStatus | None = await self.providers[resource.provider].status(
+                    resource
+                )
             except ProviderError as exc:
-                return await self._end(
-                    op,
-                    OpState.FAILED,
-                    listener,
-                    None,
-                    f"interrupted by a restart, and the status is unknown: {exc}",
-                )
-            if status.phase in {Phase.RUNNING, Phase.UNKNOWN}:
-                return await self._end(
-                    op,
-                    OpState.FAILED,
-                    listener,
-                    status,
-                    "interrupted by a restart before the provider confirmed the stop; "
-                    f"{resource.name} is {status.state}. "
-                    f"Run {_typed(op.source, resource.name)} again.",
-                )
-            op = (
-                self.store.transition(
+                status, unknown = None, exc
+            current = self.store.get_operation(op.id) or op
+            if current.state != OpState.SUBMITTING:  # another process moved it on
+                return current
+            if status is not None and status.phase not in {Phase.RUNNING, Phase.UNKNOWN}:
+                moved = self.store.transition(
                     op.id,
                     OpState.ACCEPTED,
                     allowed_from=[OpState.SUBMITTING],
                     actor=SYSTEM,
                     detail="resumed after a restart",
                 )
-                or op
+                return moved or self.store.get_operation(op.id) or op
+            if self.clock() >= deadline:
+                break
+            await self.sleep(self.settings.poll_initial.total_seconds())
+        if status is None:
+            return await self._end(
+                op,
+                OpState.FAILED,
+                listener,
+                None,
+                f"interrupted by a restart, and the status is unknown: {unknown}",
             )
-        return await self.follow(op, resource, listener)
+        return await self._end(
+            op,
+            OpState.FAILED,
+            listener,
+            status,
+            "interrupted by a restart before the provider confirmed the stop; "
+            f"{resource.name} is {status.state}. "
+            f"Run {_typed(op.source, resource.name)} again.",
+        )
 
     def _submit_window(self) -> dt.timedelta:
         """The longest a provider's stop call may take, every retry included."""

@@ -366,8 +366,9 @@ async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness)
 
 async def test_a_restart_beside_a_process_still_submitting_waits_for_it(h: Harness) -> None:
     """A new process started while the old one is still sending the stop (a rolling
-    deploy) judges the operation only once the stop call, every retry included, would be
-    over: the old process's stop stands and ends Stopped, sent once, never marked failed."""
+    deploy) sees the resource still running, and reads it again every poll interval until
+    the stop call, every retry included, would be over: the old process's stop is seen
+    under way, and ends Stopped, sent once, never marked failed."""
     op_id = await h.confirmed("dev-eu")  # the old process is about to send it
     h.sims.hub.faults.reset_counts()
     restarted = h.new_service()
@@ -384,12 +385,29 @@ async def test_a_restart_beside_a_process_still_submitting_waits_for_it(h: Harne
     [resumed] = await restarted.resume(lambda op: Recorder())
     final = await resumed
     assert final.state == OpState.STOPPED
-    http = h.config.http
-    assert waits[0] == http.retry_budget + http.timeout + SUBMIT_MARGIN
+    assert waits[0] == h.config.stops.poll_initial.total_seconds()
     assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
     assert [e.action for e in h.store.audit_log() if e.action.startswith("stop.")][-1] == (
         "stop.stopped"
     )
+
+
+async def test_a_stop_still_not_taken_when_the_submit_could_be_over_fails_safe(
+    h: Harness,
+) -> None:
+    """Nobody sends it (the old process died before the call): the resource stays running
+    until the stop call could be over, and only then is the operation failed, unsent."""
+    op_id = await h.confirmed("dev-eu")
+    started = h.time.now()
+    restarted = h.new_service()
+    [resumed] = await restarted.resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.FAILED
+    http = h.config.http
+    window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
+    assert window <= h.time.now() - started < window + h.config.stops.poll_initial * 2
+    assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
+    assert h.store.get_operation(op_id) == final
 
 
 async def test_a_stop_accepted_after_another_process_gave_it_up_is_audited(
