@@ -7,6 +7,13 @@ restart, a second process or an early tick never runs a schedule twice. APSchedu
 the engine at each cron fire and every half minute (see :class:`ScheduleRunner`); tests
 call ``tick`` with a moved clock instead of waiting.
 
+Skips and snoozes act on one fire each, named by the button that was pressed: a second
+click finds that fire skipped (or snoozed to the same time) and changes nothing, and a
+click after the fire's run started changes nothing either. A snooze moves only the fire
+it was pressed for; the regular fires after it keep happening, with their warnings.
+Whatever starts late, a regular fire, a snoozed run or a run resumed after a restart,
+starts only within ``grace_time``, else it is recorded as missed and announced.
+
 Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens.
 """
 
@@ -15,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bot.config import ScheduleConfig, StopbotConfig
 from bot.cron import cron_trigger, next_fire
@@ -33,6 +41,7 @@ from providers.base import Phase, Resource, ResourceStatus
 from providers.errors import ProviderError
 
 __all__ = [
+    "Change",
     "Outcome",
     "PlanItem",
     "RunReport",
@@ -61,9 +70,18 @@ class Outcome:
     KEPT = "skipped: kept"
     OPTED_OUT = "skipped: opted out"
     AWAITING_APPROVAL = "awaiting approval"
+    REFUSED = "refused"
+    MISSED = "missed"
     FAILED = "failed"
 
     SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
+    # Outcomes whose detail says why, in the summary.
+    EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
+
+
+# How the workflow words a failure after which the stop may have gone out (a timeout of
+# the stop call, a restart around it): trying again could stop twice.
+_UNCERTAIN = ("may or may not have been taken", "the status is unknown")
 
 
 class PlanItem(BaseModel):
@@ -72,6 +90,15 @@ class PlanItem(BaseModel):
     stop: bool
     outcome: str | None = None
     detail: str | None = None
+
+
+class Change(BaseModel):
+    """What a skip or a snooze did to one fire."""
+
+    fire: dt.datetime
+    at: dt.datetime | None = Field(default=None, description="When its run happens now.")
+    by: str | None = Field(default=None, description="Who skipped or snoozed it.")
+    repeat: bool = Field(default=False, description="It was so already: nothing changed.")
 
 
 class RunReport(BaseModel):
@@ -97,8 +124,11 @@ class ScheduleNotifier(Protocol):
     """A face that shows what schedules do (a Slack channel, a log)."""
 
     async def warn(
-        self, schedule: ScheduleConfig, fire: dt.datetime, plan: list[PlanItem]
-    ) -> None: ...
+        self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
+    ) -> bool:
+        """Show that ``schedule`` runs at ``at`` (for its ``fire``, which Skip and Snooze
+        act on); False when it could not be shown, to be tried again."""
+        ...
 
     async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None: ...
 
@@ -151,11 +181,17 @@ class ScheduleEngine:
     # -- definitions ------------------------------------------------------------------
 
     def sync_config(self) -> None:
-        """The config's schedules into the store, which holds Slack-added ones too."""
+        """The config's schedules into the store, which holds Slack-added ones too; those
+        that came from the config and are no longer in it are removed, with their state."""
         for schedule in self.config.schedules:
             self.store.save_schedule(
                 schedule.name, schedule.model_dump(mode="json"), "stopbot.yaml", source="config"
             )
+        configured = {s.name for s in self.config.schedules}
+        for name, source in self.store.schedule_sources().items():
+            if source == "config" and name not in configured:
+                self.store.delete_schedule(name, "stopbot.yaml")
+                log.info("schedule %s is no longer in stopbot.yaml: removed", name)
 
     def schedules(self) -> dict[str, ScheduleConfig]:
         found = {}
@@ -202,13 +238,25 @@ class ScheduleEngine:
 
     def upcoming(self, schedule: ScheduleConfig) -> dt.datetime:
         """The next time it will actually run: snoozes and skips taken into account."""
-        state = self.store.schedule_state(schedule.name)
-        if state.snooze_until is not None and state.snooze_until > self.clock():
-            return state.snooze_until
+        return self.next_run(schedule)[1]
+
+    def next_run(
+        self, schedule: ScheduleConfig, *, counting_skips: bool = True
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """The next run as (the fire it is for, when it happens): the earlier of the next
+        regular fire (past holidays, snoozed fires and, ``counting_skips``, skipped ones)
+        and the next snoozed run."""
+        now = self.clock()
+        skipped = self.store.skips(schedule.name) if counting_skips else {}
+        snoozes = self.store.snoozes(schedule.name)
         fire = self.next_fire(schedule)
-        while fire == state.skip_fire or self._holiday(schedule, fire):
+        while fire in skipped or fire in snoozes or self._holiday(schedule, fire):
             fire = self.next_fire(schedule, fire)
-        return fire
+        found = (fire, fire)
+        for snoozed, (until, started) in snoozes.items():
+            if not started and now < until < found[1]:
+                found = (snoozed, until)
+        return found
 
     # -- what a run would do -----------------------------------------------------------
 
@@ -269,47 +317,97 @@ class ScheduleEngine:
             # A new schedule starts from now: fires before it existed are not "missed".
             self.store.update_schedule_state(schedule.name, checked_through=now)
             state.checked_through = now
+        missed: list[dt.datetime] = []
         fire = self.next_fire(schedule, state.checked_through)
         while fire <= now:
-            await self._due(schedule, fire, now)
+            await self._due(schedule, fire, now, missed)
             fire = self.next_fire(schedule, fire)
-        state = self.store.schedule_state(schedule.name)
-        if state.snooze_until is not None and state.snooze_until <= now:
-            self.store.update_schedule_state(schedule.name, snooze_fire=None, snooze_until=None)
-            await self._start(schedule, state.snooze_until, "snooze", now)
+        await self._report_missed(schedule, missed, now)
+        await self._snoozes_due(schedule, now)
         await self._warn_if_due(schedule, now)
         self.store.update_schedule_state(schedule.name, checked_through=now)
         await self._watch_drift(schedule, now)
 
-    async def _due(self, schedule: ScheduleConfig, fire: dt.datetime, now: dt.datetime) -> None:
-        state = self.store.schedule_state(schedule.name)
+    async def _due(
+        self,
+        schedule: ScheduleConfig,
+        fire: dt.datetime,
+        now: dt.datetime,
+        missed: list[dt.datetime],
+    ) -> None:
+        """Handle one regular fire. Missed ones are added to ``missed``, announced together
+        with their neighbours (after a long downtime they are hundreds), and before
+        anything else is said, so the channel reads in order."""
         holiday = self._holiday(schedule, fire)
-        if holiday:
-            await self._skip(schedule, fire, f"{holiday} holiday")
-        elif state.skip_fire == fire:
-            self.store.update_schedule_state(schedule.name, skip_fire=None, skip_by=None)
-            await self._skip(schedule, fire, f"skipped by <@{state.skip_by}>")
-        elif state.snooze_fire == fire:
-            return  # the snoozed run starts at snooze_until
-        elif now - fire > self.settings.grace_time:
-            run = self.store.create_run(
-                schedule.name,
-                fire,
-                kind="cron",
-                status="missed",
-                reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+        skipped_by = self.store.skips(schedule.name).get(fire)
+        if holiday or skipped_by:
+            await self._report_missed(schedule, missed, now)
+            await self._skip(
+                schedule, fire, f"{holiday} holiday" if holiday else f"skipped by <@{skipped_by}>"
             )
-            if run is not None:
-                await self.notifier.announce(
-                    schedule,
-                    fire,
-                    f"Missed the {schedule.name} run due {_local(schedule, fire)}: Stopbot "
-                    f"was not running, and {format_duration(now - fire)} is past the grace "
-                    f"time of {format_duration(self.settings.grace_time)}. Nothing was "
-                    f"stopped; run it now with `/stop schedule run {schedule.name}`.",
-                )
+        elif fire in self.store.snoozes(schedule.name):
+            return  # it runs at its snooze time
+        elif now - fire > self.settings.grace_time:
+            if self._record_missed(schedule, fire, "cron") is not None:
+                missed.append(fire)
         else:
+            await self._report_missed(schedule, missed, now)
             await self._start(schedule, fire, "cron", now)
+
+    def _record_missed(
+        self, schedule: ScheduleConfig, fire: dt.datetime, kind: str
+    ) -> ScheduleRun | None:
+        return self.store.create_run(
+            schedule.name,
+            fire,
+            kind=kind,
+            status="missed",
+            reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+        )
+
+    async def _report_missed(
+        self, schedule: ScheduleConfig, fires: list[dt.datetime], now: dt.datetime
+    ) -> None:
+        """One message for consecutive missed fires (then forgets them)."""
+        if not fires:
+            return
+        first, last, count = fires[0], fires[-1], len(fires)
+        fires.clear()
+        grace = format_duration(self.settings.grace_time)
+        if count == 1:
+            what = (
+                f"Missed the {schedule.name} run due {_local(schedule, first)}: Stopbot was "
+                f"not running, and {format_duration(now - first)} is past the grace time "
+                f"of {grace}."
+            )
+        else:
+            what = (
+                f"Missed {count} {schedule.name} runs, due from {_local(schedule, first)} to "
+                f"{_local(schedule, last)}: Stopbot was not running, and even the last is "
+                f"{format_duration(now - last)} late, past the grace time of {grace}."
+            )
+        await self.notifier.announce(
+            schedule,
+            first,
+            f"{what} Nothing was stopped; run it now with `/stop schedule run {schedule.name}`.",
+        )
+
+    async def _snoozes_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
+        """Start the snoozed runs whose time has come, within the grace time."""
+        snoozes = self.store.snoozes(schedule.name)
+        for fire, (until, started) in sorted(snoozes.items(), key=lambda s: s[1][0]):
+            if started or until > now:
+                continue
+            # The run is recorded before the snooze is marked started: a crash between the
+            # two finds the run recorded, and does not start it twice.
+            if now - until > self.settings.grace_time:
+                run = self._record_missed(schedule, until, "snooze")
+                self.store.start_snooze(schedule.name, fire)
+                if run is not None:
+                    await self._report_missed(schedule, [until], now)
+            else:
+                await self._start(schedule, until, "snooze", now)
+                self.store.start_snooze(schedule.name, fire)
 
     async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> None:
         run = self.store.create_run(schedule.name, fire, kind="cron", status="skipped", reason=why)
@@ -322,44 +420,99 @@ class ScheduleEngine:
             )
 
     async def _warn_if_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
-        fire = self.upcoming(schedule)
-        if fire - schedule.warn_before <= now < fire and self.store.claim(
-            f"schedule-warning:{schedule.name}:{fire.isoformat()}"
-        ):
-            await self.notifier.warn(schedule, fire, self.plan(schedule, fire))
+        fire, at = self.next_run(schedule)
+        key = f"schedule-warning:{schedule.name}:{at.isoformat()}"
+        if not (at - schedule.warn_before <= now < at and self.store.claim(key)):
+            return
+        try:
+            shown = await self.notifier.warn(schedule, at, self.plan(schedule, at), fire=fire)
+        except Exception:
+            log.exception("schedule warning could not be shown", extra={"schedule": schedule.name})
+            shown = False
+        if not shown:
+            self.store.unclaim(key)  # the next tick tries again, while still before the run
 
     # -- commands from the faces -------------------------------------------------------
 
-    def skip_next(self, name: str, actor: str) -> dt.datetime:
+    def skip(self, name: str, actor: str, fire: dt.datetime | None = None) -> Change:
+        """Skip ``fire`` (a button names the one it was shown for), else the next run.
+
+        Skipping it again changes nothing (``repeat``); once its run has started, raises
+        ScheduleError and changes nothing.
+        """
         schedule = self.schedule(name)
-        fire = self.upcoming(schedule)
-        state = self.store.schedule_state(name)
-        if state.snooze_until == fire:
-            self.store.update_schedule_state(name, snooze_fire=None, snooze_until=None)
+        fire = self._fire(schedule, fire)
+        run = self.store.run_at(name, fire)
+        if run is not None and run.status == "skipped":
+            return Change(fire=fire, by=self.store.skips(name).get(fire), repeat=True)
+        self._refuse_if_started(schedule, fire, run)
+        skipped_by = self.store.skip_fire(name, fire, actor)
+        if skipped_by is not None:
+            return Change(fire=fire, by=skipped_by, repeat=True)
+        checked = self.store.schedule_state(name).checked_through
+        if checked is not None and fire <= checked:
+            # A snoozed fire, past already: no tick comes by it again to record the skip.
             self.store.create_run(
-                name,
-                state.snooze_fire or fire,
-                kind="snooze",
-                status="skipped",
-                reason=f"skipped by <@{actor}>",
+                name, fire, kind="snooze", status="skipped", reason=f"skipped by <@{actor}>"
             )
-        else:
-            self.store.update_schedule_state(name, skip_fire=fire, skip_by=actor)
-        self.store.audit(actor, "schedule.skip", detail={"name": name, "fire": fire.isoformat()})
+        return Change(fire=fire, by=actor)
+
+    def snooze(
+        self, name: str, duration: dt.timedelta, actor: str, fire: dt.datetime | None = None
+    ) -> Change:
+        """Run ``fire`` (else the next run) at ``fire + duration`` instead: pressing the same
+        snooze again changes nothing (``repeat``), another duration replaces it. Raises
+        ScheduleError, changing nothing, when that run is skipped or has started."""
+        schedule = self.schedule(name)
+        fire = self._fire(schedule, fire)
+        run = self.store.run_at(name, fire)
+        skipped = (run is not None and run.status == "skipped") or fire in self.store.skips(name)
+        if skipped or self._holiday(schedule, fire):
+            raise ScheduleError(
+                f"The `{name}` run due {_local(schedule, fire)} is skipped: there is nothing "
+                "to snooze."
+            )
+        self._refuse_if_started(schedule, fire, run)
+        until = fire + duration
+        now = self.clock()
+        if until <= now:
+            raise ScheduleError(
+                f"{_local(schedule, until)} has passed: snooze `{name}` by more than "
+                f"{format_duration(now - fire)}."
+            )
+        changed = self.store.snooze_fire(name, fire, until, actor)
+        if changed is None:
+            self._refuse_if_started(schedule, fire, None)
+        return Change(fire=fire, at=until, by=actor, repeat=not changed)
+
+    def _fire(self, schedule: ScheduleConfig, fire: dt.datetime | None) -> dt.datetime:
+        """``fire`` if it is one of the schedule's fires, else the next run's fire."""
+        if fire is None:
+            return self.next_run(schedule)[0]
+        if self.next_fire(schedule, fire - dt.timedelta(microseconds=1)) != fire:
+            raise ScheduleError(
+                f"`{schedule.name}` no longer runs at {_local(schedule, fire)} (it was changed "
+                "since): nothing was changed."
+            )
         return fire
 
-    def snooze(self, name: str, duration: dt.timedelta, actor: str) -> dt.datetime:
-        schedule = self.schedule(name)
-        state = self.store.schedule_state(name)
-        fire = state.snooze_fire or self.upcoming(schedule)
-        until = (state.snooze_until or fire) + duration
-        self.store.update_schedule_state(name, snooze_fire=fire, snooze_until=until)
-        self.store.audit(
-            actor,
-            "schedule.snooze",
-            detail={"name": name, "fire": fire.isoformat(), "until": until.isoformat()},
-        )
-        return until
+    def _refuse_if_started(
+        self, schedule: ScheduleConfig, fire: dt.datetime, run: ScheduleRun | None
+    ) -> None:
+        """Raise ScheduleError when ``fire`` can no longer be skipped or snoozed."""
+        due = f"The `{schedule.name}` run due {_local(schedule, fire)}"
+        if run is not None:
+            verb = "was missed" if run.status == "missed" else "has already started"
+            raise ScheduleError(f"{due} {verb}: nothing was changed.")
+        snooze = self.store.snoozes(schedule.name).get(fire)
+        if snooze is not None and snooze[1]:
+            raise ScheduleError(
+                f"{due}, snoozed to {_local(schedule, snooze[0])}, has already started: "
+                "nothing was changed."
+            )
+        checked = self.store.schedule_state(schedule.name).checked_through
+        if snooze is None and checked is not None and fire <= checked:
+            raise ScheduleError(f"{due} has passed: nothing was changed.")
 
     def keep(self, name: str, resource: str, until: dt.datetime, actor: str) -> None:
         schedule = self.schedule(name)
@@ -398,22 +551,48 @@ class ScheduleEngine:
             return None  # this fire was handled already
         for item in self.plan(schedule, now):
             self.store.record_item(run.id, item.resource, item.outcome, item.detail)
-        self._spawn(run)
+        self._spawn(run, schedule=schedule)
         return run
 
-    def _spawn(self, run: ScheduleRun) -> None:
-        task = asyncio.create_task(self._execute(run.id), name=f"schedule-run-{run.id}")
+    def _spawn(
+        self,
+        run: ScheduleRun,
+        late: str | None = None,
+        *,
+        schedule: ScheduleConfig | None = None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._execute(run.id, late, schedule), name=f"schedule-run-{run.id}"
+        )
         self._runs[run.id] = task
         task.add_done_callback(lambda _: self._runs.pop(run.id, None))
 
     def resume(self) -> int:
-        """Carry on with the runs a previous process left running; returns how many."""
+        """Carry on with the runs a previous process left running; returns how many.
+
+        Within the grace time of when that process last ticked (about when it stopped),
+        a run goes on as it would have. Later, only what it had already sent to a provider
+        is followed to its end; the rest is recorded as missed, and announced.
+        """
         count = 0
+        now = self.clock()
         for run in self.store.runs(status="running"):
             if run.id not in self._runs:
-                self._spawn(run)
+                self._spawn(run, self._lateness(run, now))
                 count += 1
         return count
+
+    def _lateness(self, run: ScheduleRun, now: dt.datetime) -> str | None:
+        """Why ``run``, resumed at ``now``, is too late to start more stops; None if it is
+        not."""
+        checked = self.store.schedule_state(run.schedule).checked_through
+        since = max(run.fire_time, checked or run.fire_time)
+        if now - since <= self.settings.grace_time:
+            return None
+        return (
+            f"Stopbot was down for {format_duration(now - since)}, past the grace time of "
+            f"{format_duration(self.settings.grace_time)}"
+        )
 
     async def cancel(self) -> None:
         """Stop working on runs (they stay running in the store; the next start resumes)."""
@@ -429,11 +608,17 @@ class ScheduleEngine:
         while self._runs:
             await asyncio.gather(*list(self._runs.values()), return_exceptions=True)
 
-    async def _execute(self, run_id: str) -> None:
+    async def _execute(
+        self, run_id: str, late: str | None = None, started: ScheduleConfig | None = None
+    ) -> None:
+        """Stop what the run selected, each resource on its own: one that raises is
+        recorded as failed and the others go on; the run always ends with its summary
+        (unless this process is shutting down: the next one resumes it). ``started``, the
+        definition the run started with, still shows its summary if it is removed."""
         run = self.store.run(run_id)
         if run is None:
             return
-        schedule = self.schedules().get(run.schedule)
+        schedule = self.schedules().get(run.schedule) or started
         if schedule is None:
             self.store.finish_run(run_id, "done")
             return
@@ -442,30 +627,67 @@ class ScheduleEngine:
         resources = {r.name: r for r in self.config.all_resources()}
 
         async def one(item: RunItem) -> None:
-            resource = resources.get(item.resource)
-            if resource is None:
-                self.store.record_item(
-                    run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
+            try:
+                resource = resources.get(item.resource)
+                if resource is None:
+                    self.store.record_item(
+                        run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
+                    )
+                    return
+                limit = limits.setdefault(
+                    resource.provider, asyncio.Semaphore(self.settings.per_provider_concurrency)
                 )
-                return
-            limit = limits.setdefault(
-                resource.provider, asyncio.Semaphore(self.settings.per_provider_concurrency)
-            )
-            async with limit:
-                await self._stop_one(run, schedule, resource)
+                async with limit:
+                    await self._stop_one(run, schedule, resource, late)
+            except Exception as exc:
+                reference = uuid.uuid4().hex[:8]
+                log.exception(
+                    "scheduled stop failed",
+                    extra={"run": run_id, "resource": item.resource, "reference": reference},
+                )
+                self.store.record_item(
+                    run_id,
+                    item.resource,
+                    Outcome.FAILED,
+                    f"unexpected error ({type(exc).__name__}); Stopbot's log has the details "
+                    f"under reference {reference}",
+                )
             self.publish_soon(run_id)
 
-        await self.publish(run_id)
-        await asyncio.gather(*(one(i) for i in pending))
-        self.store.finish_run(run_id, "done")
-        self._cancel_publisher(run_id)
-        await self.publish(run_id)
+        try:
+            await self.publish(run_id, schedule)
+            await asyncio.gather(*(one(i) for i in pending), return_exceptions=True)
+        except Exception:
+            log.exception("scheduled run failed", extra={"run": run_id})
+        await self._finish(run, schedule, late)
+
+    async def _finish(self, run: ScheduleRun, schedule: ScheduleConfig, late: str | None) -> None:
+        left = [i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.MISSED]
+        self.store.finish_run(run.id, "missed" if left else "done")
+        self._cancel_publisher(run.id)
+        await self.publish(run.id, schedule)
+        if left and late is not None:
+            await self.notifier.announce(
+                schedule,
+                run.fire_time,
+                f"The {schedule.name} run due {_local(schedule, run.fire_time)} was cut by a "
+                f"restart, and {late}: {len(left)} resource(s) it had not stopped yet were not "
+                f"stopped. Run it now with `/stop schedule run {schedule.name}`.",
+            )
 
     async def _stop_one(
-        self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource
+        self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource, late: str | None
     ) -> None:
+        """One resource of a run, tried again after a failure ``retries`` times, except
+        when the stop may have gone out (it could stop twice) or the run is ``late``."""
         actor = Actor(id=f"schedule:{schedule.name}")
         for attempt in range(schedule.retries + 1):
+            key = f"schedule:{run.id}:{resource.name}:{attempt}"
+            if late is not None and not self._sent(key, actor):
+                self.store.record_item(
+                    run.id, resource.name, Outcome.MISSED, f"not stopped: {late}"
+                )
+                return
             preview = await self.service.prepare(
                 resource.name,
                 actor,
@@ -473,11 +695,12 @@ class ScheduleEngine:
                 reason=f"schedule {schedule.name}",
                 force=schedule.force,
                 channel=schedule.channel,
-                idempotency_key=f"schedule:{run.id}:{resource.name}:{attempt}",
+                idempotency_key=key,
             )
             op = await self._drive(preview, run, schedule, resource, actor)
-            outcome, detail = _outcome(op)
-            if outcome != Outcome.FAILED or attempt == schedule.retries:
+            outcome, detail = self._outcome(op, preview)
+            uncertain = any(words in (op.detail or "") for words in _UNCERTAIN)
+            if outcome != Outcome.FAILED or attempt == schedule.retries or late or uncertain:
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
                 return
             self.store.record_item(
@@ -499,6 +722,10 @@ class ScheduleEngine:
         op = preview.operation
         listener = _ItemListener(self, run.id, resource.name)
         prepared: Preview | None = None
+        if op.state == OpState.REQUESTED:
+            # prepare() waits for a preparation still going on in this process: one left
+            # REQUESTED died with the process before, and nobody will ever decide it.
+            op = self._end_unprepared(op, actor) or op
         if op.state == OpState.AWAITING_CONFIRMATION:
             result = self.service.confirm(op.id, actor, require_approval=schedule.approval)
             if result.operation is None:
@@ -511,6 +738,50 @@ class ScheduleEngine:
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.run(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id)
+
+    def _end_unprepared(self, op: Operation, actor: Actor) -> Operation | None:
+        """End an operation a restart cut while it was being prepared (compare-and-set:
+        whoever decided it meanwhile wins); the operation as it now stands."""
+        ended = self.store.transition(
+            op.id,
+            OpState.FAILED,
+            allowed_from=[OpState.REQUESTED],
+            actor=actor.id,
+            detail="interrupted while preparing, by a restart",
+        )
+        return ended or self.store.get_operation(op.id)
+
+    def _sent(self, key: str, actor: Actor) -> bool:
+        """Whether the stop recorded under ``key`` went (or may have gone) to the provider.
+        One that never got that far is ended: a late run does not start it."""
+        op = self.store.operation_for_key(key)
+        if op is None:
+            return False
+        if op.state == OpState.REQUESTED:
+            self._end_unprepared(op, actor)
+            return False
+        if op.state == OpState.AWAITING_CONFIRMATION:
+            self.store.transition(
+                op.id,
+                OpState.CANCELLED,
+                allowed_from=[OpState.AWAITING_CONFIRMATION],
+                actor=actor.id,
+                detail="not started: the scheduled run resumed past its grace time",
+            )
+            return False
+        return True
+
+    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, str | None]:
+        if op.state == OpState.REFUSED:
+            # A lock refuses at preview (where it is named) or right before the stop (the
+            # only refusal once submitting); anything else refused says its own reason.
+            locked = preview.blocking_lock is not None and preview.operation.id == op.id
+            if locked or any(
+                t.state == OpState.SUBMITTING.value for t in self.store.transitions(op.id)
+            ):
+                return Outcome.LOCKED, op.detail
+            return Outcome.REFUSED, op.detail
+        return _outcome(op)
 
     def publish_soon(self, run_id: str) -> None:
         """Show the run's progress within ``summary_interval``, once however many of its
@@ -531,10 +802,14 @@ class ScheduleEngine:
         if task is not None:
             task.cancel()
 
-    async def publish(self, run_id: str) -> None:
+    async def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
+        """Show the run's summary; ``schedule`` stands in for its definition once it was
+        removed mid-run, so the summary still ends."""
         run = self.store.run(run_id)
-        schedule = self.schedules().get(run.schedule) if run else None
-        if run is None or schedule is None:
+        if run is None:
+            return
+        schedule = self.schedules().get(run.schedule) or schedule
+        if schedule is None:
             return
         end = run.finished_at or self.clock()
         report = RunReport(
@@ -619,8 +894,6 @@ def _outcome(op: Operation) -> tuple[str, str | None]:
         return Outcome.STOPPED, None
     if op.state == OpState.STOPPED_ALREADY:
         return Outcome.ALREADY, None
-    if op.state == OpState.REFUSED:
-        return Outcome.LOCKED, op.detail
     if op.state == OpState.AWAITING_APPROVAL:
         return Outcome.AWAITING_APPROVAL, "an approver decides in the channel"
     return Outcome.FAILED, op.detail or op.state.value.replace("_", " ")

@@ -205,10 +205,46 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Skips and snoozes kept per fire, each button acting on the fire it was shown for
+    (``schedule_state`` kept one of each, so a second click moved on to the next fire)."""
+    db.table("schedule_skips").create(
+        {"schedule": str, "fire_time": str, "skipped_by": str, "skipped_at": str},
+        pk=("schedule", "fire_time"),
+    )
+    db.table("schedule_snoozes").create(
+        {
+            "schedule": str,
+            "fire_time": str,
+            "until": str,
+            "snoozed_by": str,
+            "snoozed_at": str,
+            "started": int,
+        },
+        pk=("schedule", "fire_time"),
+        not_null={"until", "started"},
+        defaults={"started": 0},
+    )
+    db.execute(
+        "INSERT INTO schedule_skips (schedule, fire_time, skipped_by) "
+        "SELECT name, skip_fire, skip_by FROM schedule_state WHERE skip_fire IS NOT NULL"
+    )
+    db.execute(
+        "INSERT INTO schedule_snoozes (schedule, fire_time, until) "
+        "SELECT name, COALESCE(snooze_fire, snooze_until), snooze_until FROM schedule_state "
+        "WHERE snooze_until IS NOT NULL"
+    )
+    db.execute(
+        "UPDATE schedule_state SET skip_fire = NULL, skip_by = NULL, snooze_fire = NULL, "
+        "snooze_until = NULL"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -819,11 +855,20 @@ class Store:
         return {r["name"]: r["source"] for r in self.rows("SELECT name, source FROM schedules")}
 
     def delete_schedule(self, name: str, actor: str) -> bool:
+        """Remove a schedule with what the scheduler remembers of it (state, skips, snoozes,
+        Keep exceptions), so a schedule added again under its name starts afresh. Its
+        runs stay, as history."""
         with self.transaction() as conn:
-            cursor = conn.execute("DELETE FROM schedules WHERE name = ?", [name])
-            if cursor.rowcount:
-                self._audit(conn, actor, "schedule.removed", detail={"name": name})
-            return bool(cursor.rowcount)
+            row = conn.execute("SELECT source FROM schedules WHERE name = ?", [name]).fetchone()
+            conn.execute("DELETE FROM schedules WHERE name = ?", [name])
+            for table in ("schedule_skips", "schedule_snoozes", "schedule_exceptions"):
+                conn.execute(f"DELETE FROM {table} WHERE schedule = ?", [name])  # noqa: S608
+            conn.execute("DELETE FROM schedule_state WHERE name = ?", [name])
+            if row is not None:
+                self._audit(
+                    conn, actor, "schedule.removed", detail={"name": name, "source": row[0]}
+                )
+            return row is not None
 
     def schedule_state(self, name: str) -> ScheduleState:
         rows = list(self.rows("SELECT * FROM schedule_state WHERE name = ?", [name]))
@@ -841,6 +886,100 @@ class Store:
                 f"ON CONFLICT(name) DO UPDATE SET {updates}",
                 [name, *values.values()],
             )
+
+    def skip_fire(self, schedule: str, fire: dt.datetime, actor: str) -> str | None:
+        """Skip one fire of ``schedule`` (replacing a snooze of it), audited; None when this
+        call skipped it, else who had skipped it already (a second click changes nothing)."""
+        with self.transaction() as conn:
+            existing = conn.execute(
+                "SELECT skipped_by FROM schedule_skips WHERE schedule = ? AND fire_time = ?",
+                [schedule, _iso(fire)],
+            ).fetchone()
+            if existing is not None:
+                return str(existing[0])
+            conn.execute(
+                "INSERT INTO schedule_skips (schedule, fire_time, skipped_by, skipped_at) "
+                "VALUES (?, ?, ?, ?)",
+                [schedule, _iso(fire), actor, _iso(self.clock())],
+            )
+            conn.execute(
+                "DELETE FROM schedule_snoozes WHERE schedule = ? AND fire_time = ? AND started = 0",
+                [schedule, _iso(fire)],
+            )
+            self._audit(conn, actor, "schedule.skip", detail={"name": schedule, "fire": _iso(fire)})
+            return None
+
+    def skips(self, schedule: str) -> dict[dt.datetime, str]:
+        """The skipped fires of ``schedule`` and who skipped each."""
+        rows = self.tuples(
+            "SELECT fire_time, skipped_by FROM schedule_skips WHERE schedule = ?", [schedule]
+        )
+        return {dt.datetime.fromisoformat(fire): str(by) for fire, by in rows}
+
+    def snooze_fire(
+        self, schedule: str, fire: dt.datetime, until: dt.datetime, actor: str
+    ) -> bool | None:
+        """Run one fire of ``schedule`` at ``until`` instead, audited. True when this changed
+        it, False when it was so already, None when that snoozed run has started."""
+        with self.transaction() as conn:
+            existing = conn.execute(
+                "SELECT until, started FROM schedule_snoozes WHERE schedule = ? AND fire_time = ?",
+                [schedule, _iso(fire)],
+            ).fetchone()
+            if existing is not None and existing[1]:
+                return None
+            if existing is not None and existing[0] == _iso(until):
+                return False
+            conn.execute(
+                "INSERT INTO schedule_snoozes (schedule, fire_time, until, snoozed_by, snoozed_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(schedule, fire_time) DO UPDATE SET "
+                "until = excluded.until, snoozed_by = excluded.snoozed_by, "
+                "snoozed_at = excluded.snoozed_at",
+                [schedule, _iso(fire), _iso(until), actor, _iso(self.clock())],
+            )
+            self._audit(
+                conn,
+                actor,
+                "schedule.snooze",
+                detail={"name": schedule, "fire": _iso(fire), "until": _iso(until)},
+            )
+            return True
+
+    def snoozes(self, schedule: str) -> dict[dt.datetime, tuple[dt.datetime, bool]]:
+        """The snoozed fires of ``schedule``: when each runs instead, and whether that run
+        has started."""
+        rows = self.tuples(
+            "SELECT fire_time, until, started FROM schedule_snoozes WHERE schedule = ?",
+            [schedule],
+        )
+        return {
+            dt.datetime.fromisoformat(fire): (dt.datetime.fromisoformat(until), bool(started))
+            for fire, until, started in rows
+        }
+
+    def start_snooze(self, schedule: str, fire: dt.datetime) -> bool:
+        """Mark a snoozed fire's run as started; False if it was already."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE schedule_snoozes SET started = 1 "
+                "WHERE schedule = ? AND fire_time = ? AND started = 0",
+                [schedule, _iso(fire)],
+            )
+            return cursor.rowcount == 1
+
+    def unclaim(self, key: str) -> None:
+        """Give a claim back: a schedule warning whose post failed is tried again."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM claims WHERE key = ?", [key])
+
+    def operation_for_key(self, idempotency_key: str) -> Operation | None:
+        """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
+        resource, one attempt), if any."""
+        with self._lock:
+            row = self.db.conn.execute(
+                "SELECT id FROM operations WHERE idempotency_key = ?", [idempotency_key]
+            ).fetchone()
+            return self._get(self.db.conn, row[0]) if row else None
 
     def create_run(
         self,
@@ -889,6 +1028,14 @@ class Store:
 
     def run(self, run_id: str) -> ScheduleRun | None:
         rows = list(self.rows("SELECT * FROM schedule_runs WHERE id = ?", [run_id]))
+        return ScheduleRun.model_validate(rows[0]) if rows else None
+
+    def run_at(self, schedule: str, fire_time: dt.datetime) -> ScheduleRun | None:
+        """The run recorded for one fire of ``schedule``, if any."""
+        rows = self.rows(
+            "SELECT * FROM schedule_runs WHERE schedule = ? AND fire_time = ?",
+            [schedule, _iso(fire_time)],
+        )
         return ScheduleRun.model_validate(rows[0]) if rows else None
 
     def runs(

@@ -4,7 +4,9 @@ sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,18 @@ import pytest
 from bot.config import ScheduleConfig
 from bot.cron import cron_trigger, next_fire
 from bot.models import Operation, ScheduleRun
-from bot.schedules import Outcome, PlanItem, RunReport, ScheduleEngine, ScheduleRunner
+from bot.schedules import (
+    Outcome,
+    PlanItem,
+    RunReport,
+    ScheduleEngine,
+    ScheduleError,
+    ScheduleRunner,
+)
 from bot.store import Store
 from bot.workflow import StopService
 from providers.base import Provider, ResourceStatus
+from providers.errors import ProviderTimeoutError
 from providers.registry import build_provider
 from providers.simulators.server import SimulatorServer
 from tests.helpers import SimTime, sample
@@ -32,13 +42,22 @@ class Notes:
 
     def __init__(self) -> None:
         self.warnings: list[tuple[str, dt.datetime, list[PlanItem]]] = []
+        self.warned_fires: list[dt.datetime] = []
         self.announcements: list[str] = []
         self.summaries: list[RunReport] = []
         self.drifts: list[tuple[str, str, str]] = []
         self.approvals: list[Operation] = []
+        self.failing_warnings = 0  # how many warnings to fail to show, as a Slack outage would
 
-    async def warn(self, schedule: ScheduleConfig, fire: dt.datetime, plan: list[PlanItem]) -> None:
-        self.warnings.append((schedule.name, fire, plan))
+    async def warn(
+        self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
+    ) -> bool:
+        if self.failing_warnings:
+            self.failing_warnings -= 1
+            return False
+        self.warnings.append((schedule.name, at, plan))
+        self.warned_fires.append(fire)
+        return True
 
     async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None:
         self.announcements.append(text)
@@ -189,8 +208,8 @@ async def test_each_fire_runs_once_even_across_a_restart(s: Sched) -> None:
 
 async def test_skip_next_run(s: Sched) -> None:
     """Skip tonight: the run is recorded as skipped and announced; tomorrow runs."""
-    fire = s.engine.skip_next("nightly", "U0BOB")
-    assert fire == utc(2027, 1, 11, 19)
+    change = s.engine.skip("nightly", "U0BOB")
+    assert (change.fire, change.repeat) == (utc(2027, 1, 11, 19), False)
     await s.tick_at(utc(2027, 1, 11, 19, 0))
     assert s.notes.announcements == [
         "The nightly run due Mon 11 Jan 20:00 Europe/Paris is skipped (skipped by <@U0BOB>). "
@@ -204,8 +223,8 @@ async def test_skip_next_run(s: Sched) -> None:
 
 async def test_snooze_moves_tonights_run(s: Sched) -> None:
     """Snooze 1h: nothing at 20:00, the run at 21:00, and the warning comes again before it."""
-    until = s.engine.snooze("nightly", dt.timedelta(hours=1), "U0BOB")
-    assert until == utc(2027, 1, 11, 20)
+    change = s.engine.snooze("nightly", dt.timedelta(hours=1), "U0BOB")
+    assert (change.fire, change.at) == (utc(2027, 1, 11, 19), utc(2027, 1, 11, 20))
     await s.tick_at(utc(2027, 1, 11, 19, 0))
     assert s.store.runs(schedule="nightly") == []
     await s.tick_at(utc(2027, 1, 11, 19, 45))
@@ -421,8 +440,6 @@ async def test_dry_run_plan_calls_no_provider(s: Sched) -> None:
 
 async def test_config_schedule_cannot_be_removed_from_slack(s: Sched) -> None:
     """A schedule from stopbot.yaml is refused removal with where to remove it."""
-    from bot.schedules import ScheduleError
-
     with pytest.raises(ScheduleError, match=r"`nightly` is defined in stopbot\.yaml"):
         s.engine.remove("nightly", "U0ADMIN")
 
@@ -521,6 +538,391 @@ async def test_a_scheduled_stop_reads_status_and_lock_once_before_stopping(
             "accepted",
             "in_progress",
             "stopped",
+        ]
+    finally:
+        await h.aclose()
+
+
+# -- skip and snooze act on one fire ---------------------------------------------------
+
+TONIGHT = utc(2027, 1, 11, 19)  # 20:00 Paris, Monday
+TOMORROW = utc(2027, 1, 12, 19)
+
+
+async def test_skip_clicked_twice_skips_that_fire_once(s: Sched) -> None:
+    """Two clicks on one warning's Skip skip that fire: the second changes nothing and says
+    who skipped it; the next night runs."""
+    first = s.engine.skip("nightly", "U0BOB", TONIGHT)
+    second = s.engine.skip("nightly", "U0CAROL", TONIGHT)
+    assert (first.fire, first.by, first.repeat) == (TONIGHT, "U0BOB", False)
+    assert (second.fire, second.by, second.repeat) == (TONIGHT, "U0BOB", True)
+    assert s.store.skips("nightly") == {TONIGHT: "U0BOB"}
+    assert len([e for e in s.store.audit_log() if e.action == "schedule.skip"]) == 1
+    assert s.engine.upcoming(s.engine.schedule("nightly")) == TOMORROW
+    await s.tick_at(TONIGHT)
+    await s.tick_at(TOMORROW)
+    await s.engine.wait()
+    assert [(r.fire_time, r.status) for r in s.store.runs(schedule="nightly")] == [
+        (TOMORROW, "done"),
+        (TONIGHT, "skipped"),
+    ]
+
+
+async def test_skip_or_snooze_after_the_run_started_changes_nothing(s: Sched) -> None:
+    """Skip or Snooze pressed a minute after the fire answer that the run started, and
+    leave tomorrow's run alone."""
+    await s.tick_at(TONIGHT + dt.timedelta(minutes=1))
+    started = re.escape(
+        "The `nightly` run due Mon 11 Jan 20:00 Europe/Paris has already started: "
+        "nothing was changed."
+    )
+    with pytest.raises(ScheduleError, match=f"^{started}$"):
+        s.engine.skip("nightly", "U0BOB", TONIGHT)
+    with pytest.raises(ScheduleError, match=f"^{started}$"):
+        s.engine.snooze("nightly", dt.timedelta(hours=1), "U0BOB", TONIGHT)
+    await s.engine.wait()
+    assert (s.store.skips("nightly"), s.store.snoozes("nightly")) == ({}, {})
+    await s.tick_at(TOMORROW)
+    await s.engine.wait()
+    assert [(r.fire_time, r.status) for r in s.store.runs(schedule="nightly")] == [
+        (TOMORROW, "done"),
+        (TONIGHT, "done"),
+    ]
+
+
+async def test_snooze_clicked_twice_moves_the_run_once(s: Sched) -> None:
+    """Snooze 1h twice: one hour from the fire, not two; another duration replaces it."""
+    first = s.engine.snooze("nightly", dt.timedelta(hours=1), "U0BOB", TONIGHT)
+    second = s.engine.snooze("nightly", dt.timedelta(hours=1), "U0CAROL", TONIGHT)
+    assert (first.at, first.repeat) == (utc(2027, 1, 11, 20), False)
+    assert (second.at, second.repeat) == (utc(2027, 1, 11, 20), True)
+    assert s.engine.snooze("nightly", dt.timedelta(hours=2), "U0BOB", TONIGHT).at == utc(
+        2027, 1, 11, 21
+    )
+    assert s.store.snoozes("nightly") == {TONIGHT: (utc(2027, 1, 11, 21), False)}
+    assert s.engine.upcoming(s.engine.schedule("nightly")) == utc(2027, 1, 11, 21)
+    assert len([e for e in s.store.audit_log() if e.action == "schedule.snooze"]) == 2
+
+
+async def test_a_snooze_past_the_next_fire_keeps_that_fire(s: Sched) -> None:
+    """Tonight's run snoozed by 25 hours: tomorrow's 20:00 still comes first, warned and
+    run, then the snoozed run at 21:00, warned too."""
+    change = s.engine.snooze("nightly", dt.timedelta(hours=25), "U0BOB")
+    assert (change.fire, change.at) == (TONIGHT, utc(2027, 1, 12, 20))
+    assert s.engine.upcoming(s.engine.schedule("nightly")) == TOMORROW
+    for at in (TONIGHT, utc(2027, 1, 12, 18, 45), TOMORROW):
+        await s.tick_at(at)
+    await s.engine.wait()
+    for at in (utc(2027, 1, 12, 19, 45), utc(2027, 1, 12, 20)):
+        await s.tick_at(at)
+    await s.engine.wait()
+    assert [w[1] for w in s.notes.warnings] == [TOMORROW, utc(2027, 1, 12, 20)]
+    assert s.notes.warned_fires == [TOMORROW, TONIGHT]
+    assert [(r.fire_time, r.kind, r.status) for r in s.store.runs(schedule="nightly")] == [
+        (utc(2027, 1, 12, 20), "snooze", "done"),
+        (TOMORROW, "cron", "done"),
+    ]
+
+
+# -- grace time ------------------------------------------------------------------------
+
+
+async def test_a_snoozed_run_past_the_grace_time_is_missed(s: Sched) -> None:
+    """Snoozed to 21:00 Paris, and the bot down from 20:00 to 09:00: the run is recorded
+    as missed and announced, and nothing is stopped in the morning."""
+    s.engine.snooze("nightly", dt.timedelta(hours=1), "U0BOB")
+    await s.tick_at(TONIGHT)
+    await s.restart()
+    await s.tick_at(utc(2027, 1, 12, 8))
+    await s.engine.wait()
+    [run] = s.store.runs(schedule="nightly")
+    assert (run.kind, run.fire_time, run.status) == ("snooze", utc(2027, 1, 11, 20), "missed")
+    assert s.notes.announcements == [
+        "Missed the nightly run due Mon 11 Jan 21:00 Europe/Paris: Stopbot was not running, "
+        "and 12h is past the grace time of 30m. Nothing was stopped; run it now with "
+        "`/stop schedule run nightly`."
+    ]
+    assert [e for e in s.store.audit_log() if e.action == "stop.accepted"] == []
+
+
+def gate(provider: Provider, method: str) -> asyncio.Event:
+    """Hold ``provider.method`` until the event is set (a slow provider, frozen)."""
+    event = asyncio.Event()
+    original = getattr(provider, method)
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await event.wait()
+        return await original(*args, **kwargs)
+
+    setattr(provider, method, held)
+    return event
+
+
+async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) -> None:
+    """Killed while spark's preview was read, back 12 hours later: what was stopped stays
+    recorded, spark is not stopped (missed), and the run is announced as cut."""
+    gate(s.providers["okeanos"], "status_and_lock")
+    await s.tick_at(TONIGHT)
+    [run] = s.store.runs(schedule="nightly")
+    while s.store.run_items(run.id)[0].outcome is None:  # dev-eu
+        await s.time.sleep(0)
+    await s.restart()
+    del s.providers["okeanos"].status_and_lock  # type: ignore[attr-defined]
+    s.travel(utc(2027, 1, 12, 7))
+    assert s.engine.resume() == 1
+    await asyncio.wait_for(s.engine.wait(), 10)  # a guard: it hung forever before
+    run = s.store.run(run.id) or run
+    assert run.status == "missed"
+    assert [(i.resource, i.outcome, i.detail) for i in s.store.run_items(run.id)] == [
+        ("dev-eu", Outcome.STOPPED, None),
+        (
+            "spark",
+            Outcome.MISSED,
+            "not stopped: Stopbot was down for 12h, past the grace time of 30m",
+        ),
+    ]
+    (spark,) = s.store.recent_operations(resource="spark")
+    assert (spark.state.value, spark.detail) == (
+        "failed",
+        "interrupted while preparing, by a restart",
+    )
+    assert s.notes.announcements == [
+        "The nightly run due Mon 11 Jan 20:00 Europe/Paris was cut by a restart, and Stopbot "
+        "was down for 12h, past the grace time of 30m: 1 resource(s) it had not stopped yet "
+        "were not stopped. Run it now with `/stop schedule run nightly`."
+    ]
+    assert s.notes.final().run.status == "missed"
+
+
+async def test_a_restart_while_preparing_a_stop_fails_it_and_tries_again(s: Sched) -> None:
+    """Killed while dev-eu's preview was read: the next process ends that request as failed
+    (it would wait for it forever otherwise) and tries again once, which stops it."""
+    gate(s.providers["qovery"], "status_and_lock")
+    await s.tick_at(TONIGHT)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    [first] = s.store.recent_operations(resource="dev-eu")
+    assert first.state.value == "requested"
+    await s.restart()
+    del s.providers["qovery"].status_and_lock  # type: ignore[attr-defined]
+    await s.service.resume(lambda op: _Null())
+    assert s.engine.resume() == 1
+    await asyncio.wait_for(s.engine.wait(), 10)  # a guard: it hung forever before
+    [run] = s.store.runs(schedule="nightly")
+    assert run.status == "done"
+    assert {i.resource: i.outcome for i in s.store.run_items(run.id)} == {
+        "dev-eu": Outcome.STOPPED,
+        "spark": Outcome.STOPPED,
+    }
+    assert [(t.state, t.message) for t in s.store.transitions(first.id)] == [
+        ("requested", None),
+        ("failed", "interrupted while preparing, by a restart"),
+    ]
+    accepted = [e for e in s.store.audit_log(resource="dev-eu") if e.action == "stop.accepted"]
+    assert len(accepted) == 1
+
+
+# -- schedules removed, downtime -------------------------------------------------------
+
+
+async def test_a_schedule_removed_from_stopbot_yaml_is_deleted(s: Sched) -> None:
+    """Gone from the file, gone from the store at the next start, with its skips, Keep
+    exceptions and state, audited; it no longer runs."""
+    s.engine.skip("nightly", "U0BOB", TOMORROW)
+    s.engine.keep("nightly", "dev-eu", TOMORROW, "U0ALICE")
+    s.config = sample(s.sims, schedules=[])
+    await s.restart()
+    assert s.engine.schedules() == {}
+    assert s.store.skips("nightly") == {}
+    assert s.store.active_exceptions("nightly") == []
+    assert s.store.schedule_state("nightly").checked_through is None
+    [removed] = [e for e in s.store.audit_log() if e.action == "schedule.removed"]
+    assert (removed.actor, removed.detail) == (
+        "stopbot.yaml",
+        {"name": "nightly", "source": "config"},
+    )
+    await s.tick_at(TONIGHT)
+    await s.engine.wait()
+    assert s.store.runs(schedule="nightly") == []
+
+
+async def test_a_schedule_added_again_starts_afresh(s: Sched) -> None:
+    """Removed, then added again under its name days later: the fires in between are not
+    reported as missed (they were never its)."""
+    late = ScheduleConfig.model_validate(
+        {**NIGHTLY, "name": "late", "cron": "0 23 * * *", "select": {"resources": ["etl"]}}
+    )
+    s.engine.add(late, "U0ADMIN")
+    await s.tick_at(utc(2027, 1, 11, 13))
+    s.engine.remove("late", "U0ADMIN")
+    s.travel(utc(2027, 1, 14, 12))
+    s.engine.add(late, "U0ADMIN")
+    await s.tick_at(utc(2027, 1, 14, 12, 1))
+    assert s.store.runs(schedule="late") == []
+    assert [a for a in s.notes.announcements if "run late`" in a] == []
+
+
+async def test_missed_fires_after_downtime_are_announced_together(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A schedule every 5 minutes, the bot down for two days: each fire is recorded missed,
+    and the channel gets one message per stretch of consecutive misses (a skipped fire
+    splits them), not 576."""
+    h = Sched(
+        sims,
+        tmp_path / "db",
+        [{**NIGHTLY, "cron": "*/5 * * * *"}],
+        scheduling={"grace_time": "1m"},
+    )
+    try:
+        h.travel(utc(2027, 1, 11, 12))
+        await h.engine.tick()
+        h.engine.skip("nightly", "U0BOB", utc(2027, 1, 12, 12))
+        await h.restart()
+        await h.tick_at(utc(2027, 1, 13, 12, 2))
+        assert h.notes.announcements == [
+            "Missed 287 nightly runs, due from Mon 11 Jan 13:05 Europe/Paris to Tue 12 Jan "
+            "12:55 Europe/Paris: Stopbot was not running, and even the last is 1d 7m late, "
+            "past the grace time of 1m. Nothing was stopped; run it now with "
+            "`/stop schedule run nightly`.",
+            "The nightly run due Tue 12 Jan 13:00 Europe/Paris is skipped (skipped by "
+            "<@U0BOB>). Next run: Wed 13 Jan 13:05 Europe/Paris.",
+            "Missed 288 nightly runs, due from Tue 12 Jan 13:05 Europe/Paris to Wed 13 Jan "
+            "13:00 Europe/Paris: Stopbot was not running, and even the last is 2m late, "
+            "past the grace time of 1m. Nothing was stopped; run it now with "
+            "`/stop schedule run nightly`.",
+        ]
+        runs = h.store.runs(schedule="nightly", limit=1000)
+        assert len(runs) == 576
+        assert {r.status for r in runs if r.fire_time != utc(2027, 1, 12, 12)} == {"missed"}
+    finally:
+        await h.aclose()
+
+
+# -- a run always ends -----------------------------------------------------------------
+
+
+async def test_an_unexpected_error_fails_one_resource_and_the_run_ends(
+    s: Sched, caplog: pytest.LogCaptureFixture
+) -> None:
+    """okeanos raising something unforeseen fails spark alone, with a reference to the
+    log; dev-eu is stopped and the run ends with its summary."""
+
+    async def broken(resource: Any, force: bool = False) -> Any:
+        raise RuntimeError("unexpected payload")
+
+    s.providers["okeanos"].stop = broken  # type: ignore[method-assign]
+    await s.tick_at(TONIGHT)
+    await s.engine.wait()
+    final = s.notes.final()
+    assert final.run.status == "done"
+    outcomes = {i.resource: (i.outcome, i.detail) for i in final.items}
+    assert outcomes["dev-eu"] == (Outcome.STOPPED, None)
+    outcome, detail = outcomes["spark"]
+    assert outcome == Outcome.FAILED
+    found = re.fullmatch(
+        r"unexpected error \(RuntimeError\); Stopbot's log has the details under reference "
+        r"([0-9a-f]{8})",
+        detail or "",
+    )
+    assert found is not None
+    [logged] = [r for r in caplog.records if r.getMessage() == "scheduled stop failed"]
+    assert (logged.reference, logged.resource) == (found.group(1), "spark")  # type: ignore[attr-defined]
+    assert logged.exc_info is not None
+
+
+async def test_removing_a_schedule_mid_run_ends_its_summary(s: Sched) -> None:
+    """A Slack-added schedule removed while it runs: its summary still ends."""
+    late = ScheduleConfig.model_validate(
+        {
+            **NIGHTLY,
+            "name": "late",
+            "cron": "0 23 * * *",
+            "select": {"resources": ["etl"]},
+            "force": True,
+        }
+    )
+    s.engine.add(late, "U0ADMIN")
+    await s.engine.tick()  # it counts from here
+    await s.tick_at(utc(2027, 1, 11, 22))
+    assert [r.status for r in s.store.runs(schedule="late")] == ["running"]
+    while not s.notes.summaries:
+        await s.time.sleep(0)
+    s.engine.remove("late", "U0ADMIN")
+    await s.engine.wait()
+    final = s.notes.final()
+    assert (final.schedule.name, final.run.status) == ("late", "done")
+    assert [(i.resource, i.outcome) for i in final.items] == [("etl", Outcome.STOPPED)]
+
+
+# -- summaries and warnings ------------------------------------------------------------
+
+
+async def test_refusals_other_than_locks_say_why(sims: SimulatorServer, tmp_path: Path) -> None:
+    """A resource the provider does not know is reported refused with the provider's
+    words, not as 'skipped: locked'."""
+    h = Sched(
+        sims,
+        tmp_path / "db",
+        [NIGHTLY],
+        resources_patch={"spark": {"id": "00000000-0000-4000-8000-000000000000"}},
+    )
+    try:
+        h.travel(utc(2027, 1, 11, 12))
+        await h.engine.tick()
+        await h.tick_at(TONIGHT)
+        await h.engine.wait()
+        outcomes = {i.resource: (i.outcome, i.detail) for i in h.notes.final().items}
+        assert outcomes["dev-eu"] == (Outcome.STOPPED, None)
+        outcome, detail = outcomes["spark"]
+        assert outcome == Outcome.REFUSED
+        assert (detail or "").startswith(
+            "okeanos does not know spark (id 00000000-0000-4000-8000-000000000000): "
+        )
+        assert (detail or "").endswith("Check the id in the configuration.")
+    finally:
+        await h.aclose()
+
+
+async def test_a_warning_that_could_not_be_shown_is_tried_again(s: Sched) -> None:
+    """The warning's post fails at 19:45: the next tick, still before the run, posts it."""
+    s.notes.failing_warnings = 1
+    await s.tick_at(utc(2027, 1, 11, 18, 45))
+    assert s.notes.warnings == []
+    await s.tick_at(utc(2027, 1, 11, 18, 46))
+    await s.tick_at(utc(2027, 1, 11, 18, 47))
+    assert [(w[0], w[1]) for w in s.notes.warnings] == [("nightly", TONIGHT)]
+
+
+async def test_no_second_stop_after_a_stop_that_timed_out(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """The stop call timed out (it may have been taken): the run reports it failed with
+    the advice to check, and does not send a second stop."""
+    h = Sched(sims, tmp_path / "db", [{**NIGHTLY, "select": {"resources": ["dev-eu"]}}])
+    try:
+        h.travel(utc(2027, 1, 11, 12))
+        await h.engine.tick()
+        qovery = h.providers["qovery"]
+        original, calls = qovery.stop, []
+
+        async def times_out(resource: Any, force: bool = False) -> Any:
+            calls.append(resource.name)
+            await original(resource, force=force)
+            raise ProviderTimeoutError("qovery", "no answer within 10s")
+
+        qovery.stop = times_out  # type: ignore[method-assign]
+        await h.tick_at(TONIGHT)
+        await h.engine.wait()
+        assert calls == ["dev-eu"]
+        assert [(i.resource, i.outcome, i.detail) for i in h.notes.final().items] == [
+            (
+                "dev-eu",
+                Outcome.FAILED,
+                "qovery: the provider did not answer in time: no answer within 10s. The stop "
+                "may or may not have been taken: check with `/stop status dev-eu` before "
+                "trying again.",
+            )
         ]
     finally:
         await h.aclose()

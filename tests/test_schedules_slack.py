@@ -15,6 +15,7 @@ import pytest
 
 from bot.slack import schedule_views as sv
 from bot.slack.fake_api import RESPONSE_URL_METHOD, block_actions_body, block_actions_payload
+from bot.slack.views import when
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CHANNEL, Slack, block_texts
 
@@ -60,6 +61,17 @@ async def warning(slack: Slack) -> dict[str, Any]:
     travel(slack, fire_of(slack) - dt.timedelta(minutes=14))
     return await slack.fake.wait_for_message(
         CHANNEL, lambda m: m.get("text", "").startswith("nightly stops")
+    )
+
+
+def button(message: dict[str, Any], action_id: str) -> str:
+    """The value of a button on a message."""
+    return next(
+        str(e["value"])
+        for b in message["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == action_id
     )
 
 
@@ -140,7 +152,8 @@ async def test_skip_from_the_warning(slack: Slack) -> None:
     """Skip tonight: announced when pressed and at the fire; nothing is stopped."""
     message = await warning(slack)
     fire = fire_of(slack)
-    await slack.click_message(sv.SKIP, "nightly", message, BOB)
+    assert button(message, sv.SKIP) == f"nightly|{fire.isoformat()}"
+    await slack.click_message(sv.SKIP, button(message, sv.SKIP), message, BOB)
     await slack.fake.wait_for(
         RESPONSE_URL_METHOD, lambda c: "skipped tonight's `nightly` run" in c.args.get("text", "")
     )
@@ -156,7 +169,8 @@ async def test_snooze_from_the_warning(slack: Slack) -> None:
     """Snooze 1h moves tonight's run an hour later."""
     message = await warning(slack)
     fire = fire_of(slack)
-    await slack.click_message(sv.SNOOZE, "nightly|1h", message, BOB)
+    assert button(message, sv.SNOOZE) == f"nightly|1h|{fire.isoformat()}"
+    await slack.click_message(sv.SNOOZE, button(message, sv.SNOOZE), message, BOB)
     await slack.fake.wait_for(
         RESPONSE_URL_METHOD, lambda c: "snoozed `nightly` by 1h" in c.args.get("text", "")
     )
@@ -254,3 +268,83 @@ async def test_drift_reported_with_buttons(slack: Slack) -> None:
         c for c in slack.fake.calls("chat.postMessage") if "is running again" in c.args["text"]
     ]
     assert len(drifts) == 1
+
+
+def said(slack: Slack, words: str) -> list[dict[str, Any]]:
+    """What the bot answered through response URLs, containing ``words``."""
+    return [
+        c.args for c in slack.fake.calls(RESPONSE_URL_METHOD) if words in c.args.get("text", "")
+    ]
+
+
+async def test_skip_clicked_twice_skips_tonight_only(slack: Slack) -> None:
+    """Bob then Alice press Skip: tonight is skipped once, Alice is told it already was,
+    and tomorrow's run is untouched."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    await slack.click_message(sv.SKIP, button(message, sv.SKIP), message, BOB)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "skipped tonight's `nightly` run" in c.args.get("text", "")
+    )
+    await slack.click_message(sv.SKIP, button(message, sv.SKIP), message, ALICE)
+    again = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "is already skipped" in c.args.get("text", "")
+    )
+    assert again.args["text"] == (
+        f"The `nightly` run due {when(fire)} is already skipped by <@{BOB}>: nothing was changed."
+    )
+    assert again.args["response_type"] == "ephemeral"
+    assert slack.store.skips("nightly") == {fire: BOB}
+    assert len(said(slack, "skipped tonight's")) == 1
+
+
+async def test_buttons_posted_before_they_carried_the_fire_still_work(slack: Slack) -> None:
+    """A warning posted by the previous version (values `nightly` and `nightly|1h`): Skip
+    acts on the next fire, and twice is still once."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    for user in (BOB, ALICE):
+        await slack.click_message(sv.SKIP, "nightly", message, user)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "is already skipped" in c.args.get("text", "")
+    )
+    assert slack.store.skips("nightly") == {fire: BOB}
+    await slack.click_message(sv.SNOOZE, "nightly|1h", message, BOB)
+    refused = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "nothing to snooze" in c.args.get("text", "")
+    )
+    assert refused.args["response_type"] == "ephemeral"
+
+
+async def test_snooze_clicked_twice_moves_the_run_an_hour(slack: Slack) -> None:
+    """Snooze 1h pressed twice: the run moves one hour, and the second click says so."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    await slack.click_message(sv.SNOOZE, button(message, sv.SNOOZE), message, BOB)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "snoozed `nightly` by 1h" in c.args.get("text", "")
+    )
+    await slack.click_message(sv.SNOOZE, button(message, sv.SNOOZE), message, ALICE)
+    again = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "is already snoozed" in c.args.get("text", "")
+    )
+    later = fire + dt.timedelta(hours=1)
+    assert again.args["text"] == (
+        f"The `nightly` run due {when(fire)} is already snoozed to {when(later)}: "
+        "nothing was changed."
+    )
+    assert slack.store.snoozes("nightly") == {fire: (later, False)}
+
+
+async def test_skip_after_the_run_started_says_so(slack: Slack) -> None:
+    """Skip pressed after the fire: the run has started, and nothing else is skipped."""
+    message = await warning(slack)
+    fire = fire_of(slack)
+    travel(slack, fire)
+    await summary(slack)
+    await slack.click_message(sv.SKIP, button(message, sv.SKIP), message, BOB)
+    late = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "has already started" in c.args.get("text", "")
+    )
+    assert late.args["response_type"] == "ephemeral"
+    assert slack.store.skips("nightly") == {}

@@ -280,3 +280,77 @@ def test_schedules_round_trip(store: Store) -> None:
     assert store.schedules() == {"nightly": {"cron": "0 21 * * 1-5", "timezone": "Europe/Paris"}}
     assert store.delete_schedule("nightly", "U1")
     assert store.schedules() == {}
+
+
+FIRE = dt.datetime(2026, 11, 26, 19, 0, tzinfo=dt.UTC)
+
+
+def test_a_fire_is_skipped_once(store: Store) -> None:
+    """Skipping one fire twice records it once, audited once, and names the first skipper."""
+    assert store.skip_fire("nightly", FIRE, "U1") is None
+    assert store.skip_fire("nightly", FIRE, "U2") == "U1"
+    assert store.skips("nightly") == {FIRE: "U1"}
+    assert [(e.actor, e.detail) for e in store.audit_log() if e.action == "schedule.skip"] == [
+        ("U1", {"name": "nightly", "fire": "2026-11-26T19:00:00+00:00"})
+    ]
+
+
+def test_a_snooze_is_set_once_and_frozen_once_started(store: Store) -> None:
+    """The same snooze again changes nothing; another time replaces it; once its run
+    started it is not changed; a skip replaces a snooze not started."""
+    later = FIRE + dt.timedelta(hours=1)
+    assert store.snooze_fire("nightly", FIRE, later, "U1") is True
+    assert store.snooze_fire("nightly", FIRE, later, "U2") is False
+    assert store.snooze_fire("nightly", FIRE, later + dt.timedelta(hours=1), "U2") is True
+    assert store.start_snooze("nightly", FIRE)
+    assert not store.start_snooze("nightly", FIRE)
+    assert store.snooze_fire("nightly", FIRE, later, "U1") is None
+    assert store.snoozes("nightly") == {FIRE: (later + dt.timedelta(hours=1), True)}
+    tomorrow = FIRE + dt.timedelta(days=1)
+    store.snooze_fire("nightly", tomorrow, tomorrow + dt.timedelta(hours=1), "U1")
+    store.skip_fire("nightly", tomorrow, "U1")
+    assert list(store.snoozes("nightly")) == [FIRE]
+
+
+def test_removing_a_schedule_forgets_its_state(store: Store) -> None:
+    """A removed schedule leaves no state, skip, snooze or Keep exception behind; its runs
+    stay as history."""
+    store.save_schedule("nightly", {"cron": "0 20 * * *"}, "U1", source="config")
+    store.update_schedule_state("nightly", checked_through=T0)
+    store.skip_fire("nightly", FIRE, "U1")
+    store.snooze_fire("nightly", FIRE + dt.timedelta(days=1), FIRE + dt.timedelta(days=2), "U1")
+    store.add_exception("nightly", "dev-eu", T0 + dt.timedelta(days=1), "U1")
+    store.create_run("nightly", T0, kind="cron", status="missed")
+    assert store.delete_schedule("nightly", "stopbot.yaml")
+    assert store.schedule_state("nightly").checked_through is None
+    assert (store.skips("nightly"), store.snoozes("nightly")) == ({}, {})
+    assert store.active_exceptions("nightly") == []
+    assert [r.status for r in store.runs(schedule="nightly")] == ["missed"]
+    assert [(e.actor, e.detail) for e in store.audit_log() if e.action == "schedule.removed"] == [
+        ("stopbot.yaml", {"name": "nightly", "source": "config"})
+    ]
+    assert not store.delete_schedule("nightly", "stopbot.yaml")
+
+
+def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
+    """A database of schema 3 keeps its pending skip and snooze, now kept per fire."""
+    Store(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.execute("DROP TABLE schedule_skips")
+    conn.execute("DROP TABLE schedule_snoozes")
+    conn.execute("UPDATE schema_version SET version = 3")
+    conn.execute(
+        "INSERT INTO schedule_state (name, skip_fire, skip_by, snooze_fire, snooze_until) "
+        "VALUES ('nightly', '2026-11-26T19:00:00+00:00', 'U1', '2026-11-27T19:00:00+00:00', "
+        "'2026-11-27T20:00:00+00:00')"
+    )
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.skips("nightly") == {FIRE: "U1"}
+    assert store.snoozes("nightly") == {
+        FIRE + dt.timedelta(days=1): (FIRE + dt.timedelta(days=1, hours=1), False)
+    }
+    state = store.schedule_state("nightly")
+    assert (state.skip_fire, state.snooze_until) == (None, None)

@@ -34,8 +34,10 @@ __all__ = [
     "SNOOZE",
     "drift",
     "exceptions",
+    "fire_value",
     "listing",
     "plan_text",
+    "read_fire_value",
     "run_confirmation",
     "summary",
     "warning",
@@ -59,6 +61,8 @@ OUTCOME_LINES = {
     Outcome.KEPT: ":raised_hand: Skipped, kept",
     Outcome.OPTED_OUT: ":see_no_evil: Skipped, opted out",
     Outcome.AWAITING_APPROVAL: ":hourglass: Awaiting approval",
+    Outcome.REFUSED: ":no_entry: Refused",
+    Outcome.MISSED: ":zzz: Missed",
     Outcome.FAILED: ":x: Failed",
     "in progress": ":arrows_counterclockwise: In progress",
 }
@@ -73,23 +77,52 @@ def plan_text(plan: Sequence[PlanItem]) -> str:
     return "\n".join(lines)
 
 
-def warning(schedule: ScheduleConfig, fire: dt.datetime, plan: Sequence[PlanItem]) -> View:
+def fire_value(schedule: str, fire: dt.datetime, *middle: str) -> str:
+    """A Skip or Snooze button's value: the schedule, the button's own fields, and the fire
+    it acts on, so that a second click finds that fire skipped or snoozed already."""
+    return "|".join([schedule, *middle, fire.astimezone(dt.UTC).isoformat()])
+
+
+def read_fire_value(value: str, fields: int = 0) -> tuple[str, list[str], dt.datetime | None]:
+    """The schedule, ``fields`` fields (empty strings when absent) and the fire of a
+    :func:`fire_value`; the fire is None in the values of messages posted before the
+    buttons carried it (``nightly``, ``nightly|1h``)."""
+    name, *rest = value.split("|")
+    middle, tail = rest[:fields], rest[fields:]
+    try:
+        fire = dt.datetime.fromisoformat(tail[0]) if tail else None
+    except ValueError:
+        fire = None
+    if fire is not None and fire.tzinfo is None:
+        fire = None
+    return name, middle + [""] * (fields - len(middle)), fire
+
+
+def warning(
+    schedule: ScheduleConfig,
+    at: dt.datetime,
+    plan: Sequence[PlanItem],
+    fire: dt.datetime | None = None,
+) -> View:
+    """The warning before a run at ``at``; its Skip and Snooze act on ``fire`` (the fire
+    that run is for: ``at`` itself unless a snooze moved that fire to ``at``)."""
+    fire = fire or at
     text = (
         f"{schedule.name} stops {sum(i.stop for i in plan)} resource(s) at "
-        f"{fire:%H:%M} UTC unless someone skips it."
+        f"{at:%H:%M} UTC unless someone skips it."
     )
     blocks: Blocks = [
         _header(f"Scheduled stop: {schedule.name}"),
         _section(
-            f"At {when(fire)} Stopbot stops what `{schedule.name}` selects "
+            f"At {when(at)} Stopbot stops what `{schedule.name}` selects "
             f"({schedule.select.describe()}).\n{plan_text(plan)}"
         ),
         {
             "type": "actions",
             "block_id": f"schedule:{schedule.name}",
             "elements": [
-                _button(SKIP, "Skip tonight", schedule.name, "danger"),
-                _button(SNOOZE, "Snooze 1h", f"{schedule.name}|1h"),
+                _button(SKIP, "Skip tonight", fire_value(schedule.name, fire), "danger"),
+                _button(SNOOZE, "Snooze 1h", fire_value(schedule.name, fire, "1h")),
             ],
         },
     ]
@@ -135,7 +168,7 @@ def summary(report: RunReport) -> View:
     for name, items in groups.items():
         label = OUTCOME_LINES.get(name, name)
         # Failures and skips say why; the rest is a count and a few names.
-        with_detail = name == Outcome.FAILED or name in Outcome.SKIPPED
+        with_detail = name in Outcome.EXPLAINED
         entries = [
             i.resource + (f" ({i.detail})" if i.detail and with_detail else "") for i in items
         ]

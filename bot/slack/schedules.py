@@ -16,9 +16,10 @@ from slack_sdk.errors import SlackApiError
 from bot.config import ScheduleConfig
 from bot.durations import format_duration, parse_duration
 from bot.models import Operation, ScheduleRun
-from bot.schedules import PlanItem, RunReport, ScheduleEngine, ScheduleError
+from bot.schedules import Change, PlanItem, RunReport, ScheduleEngine, ScheduleError
 from bot.slack import commands
 from bot.slack import schedule_views as sv
+from bot.slack.replies import tell
 from bot.slack.views import message, when
 from providers.base import ResourceStatus
 
@@ -59,8 +60,12 @@ class SlackScheduleNotifier:
             return None
         return str(posted["channel"]), str(posted["ts"])
 
-    async def warn(self, schedule: ScheduleConfig, fire: dt.datetime, plan: list[PlanItem]) -> None:
-        await self._post(schedule.channel, *sv.warning(schedule, fire, plan))
+    async def warn(
+        self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
+    ) -> bool:
+        posted = await self._post(schedule.channel, *sv.warning(schedule, at, plan, fire))
+        # With no channel there is nowhere to show it: nothing to try again.
+        return posted is not None or not schedule.channel
 
     async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None:
         await self._post(schedule.channel, *message(text))
@@ -207,15 +212,21 @@ class ScheduleHandlers:
             text, blocks = sv.run_confirmation(schedule, engine.plan(schedule))
             await respond(text=text, blocks=blocks, response_type="ephemeral")
         elif action == "skip":
-            fire = engine.skip_next(name, user)
+            change = engine.skip(name, user)
+            if change.repeat:
+                await respond(text=_already_skipped(name, change), response_type="ephemeral")
+                return
             await respond(
-                text=f"The next `{name}` run ({_at(fire)}) will be skipped.",
+                text=f"The next `{name}` run ({_at(change.fire)}) will be skipped.",
                 response_type="in_channel",
             )
         elif action == "snooze" and cmd.duration is not None:
-            until = engine.snooze(name, cmd.duration, user)
+            change = engine.snooze(name, cmd.duration, user)
+            if change.repeat:
+                await respond(text=_already_snoozed(name, change), response_type="ephemeral")
+                return
             await respond(
-                text=f"<@{user}> snoozed `{name}`: it now runs at {_at(until)}.",
+                text=f"<@{user}> snoozed `{name}`: it now runs at {_at(change.at or change.fire)}.",
                 response_type="in_channel",
             )
 
@@ -269,27 +280,50 @@ class ScheduleHandlers:
             return None
         return schedule
 
+    def _button_fire(self, schedule: ScheduleConfig, fire: dt.datetime | None) -> dt.datetime:
+        """The fire a Skip or Snooze button acts on: the one it carries, else (a message
+        posted before buttons carried it) the next fire, skipped or not, so that a second
+        click of such a button finds it skipped too."""
+        return fire or self.engine.next_run(schedule, counting_skips=False)[0]
+
     async def on_skip(self, body: dict[str, Any], respond: Respond) -> None:
-        name, user = self.bot.action_of(body)
-        if await self._schedule_for(name, user, respond) is None:
+        value, user = self.bot.action_of(body)
+        name, _, fire = sv.read_fire_value(value)
+        schedule = await self._schedule_for(name, user, respond)
+        if schedule is None:
             return
-        fire = self.engine.skip_next(name, user)
+        try:
+            change = self.engine.skip(name, user, self._button_fire(schedule, fire))
+        except ScheduleError as exc:
+            await tell(respond, str(exc))
+            return
+        if change.repeat:
+            await tell(respond, _already_skipped(name, change))
+            return
         await respond(
-            text=f"<@{user}> skipped tonight's `{name}` run ({_at(fire)}).",
+            text=f"<@{user}> skipped tonight's `{name}` run ({_at(change.fire)}).",
             response_type="in_channel",
             replace_original=False,
         )
 
     async def on_snooze(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
-        name, _, duration = value.partition("|")
-        if await self._schedule_for(name, user, respond) is None:
+        name, [duration], fire = sv.read_fire_value(value, 1)
+        schedule = await self._schedule_for(name, user, respond)
+        if schedule is None:
             return
         delay = parse_duration(duration or "1h")
-        until = self.engine.snooze(name, delay, user)
+        try:
+            change = self.engine.snooze(name, delay, user, self._button_fire(schedule, fire))
+        except ScheduleError as exc:
+            await tell(respond, str(exc))
+            return
+        if change.repeat:
+            await tell(respond, _already_snoozed(name, change))
+            return
         await respond(
             text=f"<@{user}> snoozed `{name}` by {format_duration(delay)}: "
-            f"it now runs at {_at(until)}.",
+            f"it now runs at {_at(change.at or change.fire)}.",
             response_type="in_channel",
             replace_original=False,
         )
@@ -372,3 +406,15 @@ class ScheduleHandlers:
 
 
 _at = when
+
+
+def _already_skipped(name: str, change: Change) -> str:
+    by = f" by <@{change.by}>" if change.by else ""
+    return f"The `{name}` run due {_at(change.fire)} is already skipped{by}: nothing was changed."
+
+
+def _already_snoozed(name: str, change: Change) -> str:
+    return (
+        f"The `{name}` run due {_at(change.fire)} is already snoozed to "
+        f"{_at(change.at or change.fire)}: nothing was changed."
+    )
