@@ -193,6 +193,7 @@ class ScheduleRun(BaseModel):
     finished_at: dt.datetime | None = None
     channel: str | None = None
     message_ts: str | None = None
+    started_by: str | None = Field(default=None, description="Who started a manual run.")
 
 
 class RunItem(BaseModel):

@@ -57,6 +57,10 @@ Clock = Callable[[], dt.datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+MAX_SNOOZE = dt.timedelta(days=7)
+"""The most a snooze moves a run: more is a skip, which says so."""
+
+
 class ScheduleError(Exception):
     """A schedule request that cannot be done; the message is for the user."""
 
@@ -463,6 +467,11 @@ class ScheduleEngine:
         """Run ``fire`` (else the next run) at ``fire + duration`` instead: pressing the same
         snooze again changes nothing (``repeat``), another duration replaces it. Raises
         ScheduleError, changing nothing, when that run is skipped or has started."""
+        if duration > MAX_SNOOZE:
+            raise ScheduleError(
+                f"A snooze moves one run by {format_duration(MAX_SNOOZE)} at most: to leave a "
+                f"run out, skip it (`/stop schedule skip {name}`)."
+            )
         schedule = self.schedule(name)
         fire = self._fire(schedule, fire)
         run = self.store.run_at(name, fire)
@@ -546,6 +555,7 @@ class ScheduleEngine:
             kind=kind,
             channel=schedule.channel,
             reason=f"started by <@{started_by}>" if started_by else None,
+            started_by=started_by,
         )
         if run is None:
             return None  # this fire was handled already
@@ -680,7 +690,7 @@ class ScheduleEngine:
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
         when the stop may have gone out (it could stop twice) or the run is ``late``."""
-        actor = Actor(id=f"schedule:{schedule.name}")
+        actor = self._actor_of(run, schedule)
         for attempt in range(schedule.retries + 1):
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
             if late is not None and not self._sent(key, actor):
@@ -709,6 +719,19 @@ class ScheduleEngine:
             self.publish_soon(run.id)
             await self.sleep(self.settings.retry_delay.total_seconds())
 
+    def _actor_of(self, run: ScheduleRun, schedule: ScheduleConfig) -> Actor:
+        """Who asks for a run's stops: the schedule, or for a manual run the person who
+        started it, so that its stops are theirs as a `/stop` would be (approval by
+        someone else, the audit log)."""
+        if run.kind == "manual" and run.started_by:
+            user = run.started_by
+            return Actor(
+                id=user,
+                identities=self.config.identities.get(user, {}),
+                mapped=frozenset(p for names in self.config.identities.values() for p in names),
+            )
+        return Actor(id=f"schedule:{schedule.name}")
+
     async def _drive(
         self,
         preview: Preview,
@@ -727,7 +750,10 @@ class ScheduleEngine:
             # REQUESTED died with the process before, and nobody will ever decide it.
             op = self._end_unprepared(op, actor) or op
         if op.state == OpState.AWAITING_CONFIRMATION:
-            result = self.service.confirm(op.id, actor, require_approval=schedule.approval)
+            # A person's run goes through approval as their /stop would; a timed one as
+            # the schedule says.
+            needs = schedule.approval or run.kind == "manual"
+            result = self.service.confirm(op.id, actor, require_approval=needs)
             if result.operation is None:
                 return self.store.get_operation(op.id) or op
             op = result.operation

@@ -240,11 +240,17 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Who started a manual run: its stops are theirs (approval, audit)."""
+    db.table("schedule_runs").add_column("started_by", str)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -990,6 +996,7 @@ class Store:
         status: str = "running",
         reason: str | None = None,
         channel: str | None = None,
+        started_by: str | None = None,
     ) -> ScheduleRun | None:
         """Record one fire of a schedule; None if that fire was recorded already, which is
         what keeps a run from happening twice (restarts, overlapping ticks)."""
@@ -998,7 +1005,8 @@ class Store:
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO schedule_runs (id, schedule, fire_time, kind, status, "
-                "reason, started_at, finished_at, channel) VALUES (?,?,?,?,?,?,?,?,?)",
+                "reason, started_at, finished_at, channel, started_by) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     run_id,
                     schedule,
@@ -1009,6 +1017,7 @@ class Store:
                     _iso(now),
                     None if status == "running" else _iso(now),
                     channel,
+                    started_by,
                 ],
             )
             if cursor.rowcount != 1:

@@ -348,3 +348,101 @@ async def test_skip_after_the_run_started_says_so(slack: Slack) -> None:
     )
     assert late.args["response_type"] == "ephemeral"
     assert slack.store.skips("nightly") == {}
+
+
+async def test_a_manual_run_asks_approval_for_what_needs_it(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """Bob runs `nightly` by hand: its stops are his, as his /stop would be. dev-eu, which
+    needs Carol's approval, waits for it (Bob may not approve it himself); spark stops."""
+    harness = Slack(
+        sims,
+        tmp_path / "stopbot.db",
+        schedules=[NIGHTLY],
+        resources={"dev-eu": {"approval": {"required": True, "approvers": ["U0CAROL"]}}},
+    )
+    try:
+        await harness.command("schedule run nightly")
+        await harness.fake.wait_for(
+            RESPONSE_URL_METHOD,
+            lambda c: c.args.get("text") == "Run nightly now? Confirm or cancel.",
+        )
+        ephemeral = harness.fake.ephemeral_messages(CHANNEL, BOB)[-1]
+        await harness.click(sv.RUN_CONFIRM, "nightly", ephemeral["ts"])
+        request = await harness.fake.wait_for_message(
+            CHANNEL, lambda m: m.get("text", "").startswith("Approval needed")
+        )
+        assert request["text"] == "Approval needed: <@U0BOB> wants to stop dev-eu."
+        ops = {op.resource: op for op in harness.store.recent_operations()}
+        assert (ops["dev-eu"].requested_by, ops["dev-eu"].state.value) == (
+            BOB,
+            "awaiting_approval",
+        )
+        assert ops["dev-eu"].source == "schedule"
+        travel(harness, harness.time.now() + dt.timedelta(hours=1))
+
+        def spark() -> str:
+            return next(o for o in harness.store.recent_operations() if o.resource == "spark").state
+
+        await until(lambda: spark() == "stopped")
+    finally:
+        harness.close()
+
+
+async def test_a_keep_choice_the_menu_does_not_offer_is_refused(slack: Slack) -> None:
+    """A Keep value naming a year (not one of the menu's choices) changes nothing."""
+    message = await warning(slack)
+    await choose(
+        slack,
+        message,
+        f"{sv.KEEP}:dev-eu",
+        json.dumps({"s": "nightly", "r": "dev-eu", "d": "8760h"}),
+        ALICE,
+    )
+    refused = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "not one of the Keep choices" in c.args.get("text", "")
+    )
+    assert refused.args["response_type"] == "ephemeral"
+    assert slack.store.active_exceptions("nightly") == []
+
+
+async def test_a_snooze_longer_than_a_week_is_refused(slack: Slack) -> None:
+    await slack.command("schedule snooze nightly 52w")
+    refused = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: "at most" in c.args.get("text", "")
+    )
+    assert refused.args["text"] == (
+        "A snooze moves one run by 7d at most: to leave a run out, skip it "
+        "(`/stop schedule skip nightly`)."
+    )
+
+
+async def test_only_someone_who_may_stop_it_leaves_a_drifted_resource_running(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """Carol may not stop dev-eu: her "Leave it running" is refused, and the report keeps
+    its Stop again button for the others."""
+    harness = Slack(
+        sims,
+        tmp_path / "stopbot.db",
+        schedules=[NIGHTLY],
+        resources={"dev-eu": {"allowed_users": [BOB, ALICE]}},
+    )
+    try:
+        travel(harness, fire_of(harness))
+        await summary(harness)
+        harness.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")  # type: ignore[attr-defined]
+        travel(harness, harness.time.now() + dt.timedelta(minutes=6))
+        report = await harness.fake.wait_for_message(
+            CHANNEL, lambda m: m.get("text", "").startswith("dev-eu is running again")
+        )
+        await harness.click_message(
+            sv.DRIFT_LEAVE, json.dumps({"s": "nightly", "r": "dev-eu"}), report, "U0CAROL"
+        )
+        refused = await harness.fake.wait_for(
+            RESPONSE_URL_METHOD, lambda c: "cannot decide" in c.args.get("text", "")
+        )
+        assert refused.args["text"].startswith("You cannot decide for dev-eu: ")
+        assert [e for e in harness.store.audit_log() if e.action == "schedule.drift_accepted"] == []
+    finally:
+        harness.close()

@@ -338,6 +338,7 @@ def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "a.db")
     conn.execute("DROP TABLE schedule_skips")
     conn.execute("DROP TABLE schedule_snoozes")
+    conn.execute("ALTER TABLE schedule_runs DROP COLUMN started_by")  # migration 5's
     conn.execute("UPDATE schema_version SET version = 3")
     conn.execute(
         "INSERT INTO schedule_state (name, skip_fire, skip_by, snooze_fire, snooze_until) "

@@ -333,6 +333,9 @@ class ScheduleHandlers:
         user = str(body["user"]["id"])
         choice = sv.keep_value(str(action["selected_option"]["value"]))
         name, resource, code = str(choice["s"]), str(choice["r"]), str(choice["d"])
+        if code not in {c for c, _ in sv.KEEP_CHOICES}:  # only what the menu offers
+            await tell(respond, "That is not one of the Keep choices: nothing was changed.")
+            return
         decision = await self.bot.service.policy.may_stop(user, resource)
         if not decision.allowed:
             await respond(
@@ -399,6 +402,12 @@ class ScheduleHandlers:
     async def on_drift_leave(self, body: dict[str, Any], respond: Respond) -> None:
         data = json.loads(str(body["actions"][0]["value"]))
         user = str(body["user"]["id"])
+        # Dismissing the report takes "Stop again" away from everyone: only someone who
+        # could stop it decides to leave it running.
+        decision = await self.bot.service.policy.may_stop(user, str(data["r"]))
+        if not decision.allowed:
+            await tell(respond, f"You cannot decide for {data['r']}: {decision.reason}.")
+            return
         self.bot.store.audit(
             user, "schedule.drift_accepted", resource=str(data["r"]), detail={"schedule": data["s"]}
         )
