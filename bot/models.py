@@ -173,10 +173,6 @@ class ScheduleState(BaseModel):
 
     name: str
     checked_through: dt.datetime | None = None
-    skip_fire: dt.datetime | None = None
-    skip_by: str | None = None
-    snooze_fire: dt.datetime | None = None
-    snooze_until: dt.datetime | None = None
     drift_checked_at: dt.datetime | None = None
 
 

@@ -353,5 +353,6 @@ def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
     assert store.snoozes("nightly") == {
         FIRE + dt.timedelta(days=1): (FIRE + dt.timedelta(days=1, hours=1), False)
     }
-    state = store.schedule_state("nightly")
-    assert (state.skip_fire, state.snooze_until) == (None, None)
+    assert store.tuples(
+        "SELECT skip_fire, skip_by, snooze_fire, snooze_until FROM schedule_state"
+    ) == [(None, None, None, None)]
