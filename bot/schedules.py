@@ -763,7 +763,7 @@ class ScheduleEngine:
                 prepared = preview  # submitted at once: its lock read is still fresh
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.run(op.id, listener, actor, prepared=prepared)
-        return await self.service.until_final(op.id)
+        return await self.service.until_final(op.id, listener)
 
     def _end_unprepared(self, op: Operation, actor: Actor) -> Operation | None:
         """End an operation a restart cut while it was being prepared (compare-and-set:

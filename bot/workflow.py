@@ -99,6 +99,19 @@ class ProgressListener(Protocol):
     ) -> None: ...
 
 
+# The states in which an operation is followed by some process until it ends.
+_FOLLOWED = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
+
+
+class _Unshown:
+    """A progress listener for an operation nobody is shown (the audit log has it all)."""
+
+    async def progress(
+        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
+    ) -> None:
+        return None
+
+
 def _mention(who: str) -> str:
     if who[:1] in {"U", "W"}:
         return f"<@{who}>"
@@ -895,10 +908,19 @@ class StopService:
         http = self.config.http
         return dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
 
-    async def until_final(self, op_id: str) -> Operation:
-        """Wait for an operation followed elsewhere (in this process) to end."""
+    async def until_final(self, op_id: str, listener: ProgressListener | None = None) -> Operation:
+        """Wait for an operation followed elsewhere (in this process) to end. One this
+        process does not follow (its follower died with another process) is taken over,
+        shown to ``listener``: waiting for nobody would never end."""
         while True:
             task = self._tasks.get(op_id)
+            if task is None:
+                op = self.store.get_operation(op_id)
+                if op is not None and op.state in _FOLLOWED:
+                    task = asyncio.create_task(
+                        self._resume_one(op, listener or _Unshown()), name=f"adopt-{op_id}"
+                    )
+                    self._track(op_id, task)
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
             op = self.store.get_operation(op_id)

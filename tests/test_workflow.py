@@ -352,6 +352,29 @@ async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> No
     ]
 
 
+async def test_waiting_for_an_operation_nobody_follows_takes_it_over(h: Harness) -> None:
+    """An operation left in progress by a process that died is not waited for forever:
+    until_final follows it itself, to Stopped, without a second stop."""
+    op_id = await h.confirmed("dev-eu")
+    seen = asyncio.Event()
+
+    class Watch(Recorder):
+        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
+            if op.state == OpState.IN_PROGRESS:
+                seen.set()
+
+    task = h.service.start(op_id, Watch(), BOB)
+    await seen.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    h.sims.hub.faults.reset_counts()
+    listener = Recorder()
+    final = await h.new_service().until_final(op_id, listener)
+    assert final.state == OpState.STOPPED
+    assert listener.states()[-1][0] == "stopped"
+    assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
+
+
 async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness) -> None:
     """An operation cut off before the provider answered is not sent again after a restart."""
     await h.confirmed("dev-eu")  # submitting, never sent
