@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.durations import Duration
+from bot.models import Actor
 from providers.base import Resource
 from providers.feldera import FelderaConfig
 from providers.http import HttpSettings
@@ -467,8 +468,16 @@ class StopbotConfig(BaseModel):
             policy = next(matching, self.approval)
         return policy if policy.required else None
 
-    def identity(self, user_id: str, provider: str) -> str | None:
-        return self.identities.get(user_id, {}).get(provider)
+    def actor(self, user_id: str, names: frozenset[str] = frozenset()) -> Actor:
+        """A user as the workflow knows them: their mapped provider identities, and the
+        other ``names`` a provider lock may carry (counted only for providers with no
+        mapped identities at all)."""
+        return Actor(
+            id=user_id,
+            names=names,
+            identities=self.identities.get(user_id, {}),
+            mapped=frozenset(p for names in self.identities.values() for p in names),
+        )
 
     def all_resources(self) -> list[Resource]:
         return [r.to_resource() for r in self.resources]

@@ -724,12 +724,7 @@ class ScheduleEngine:
         started it, so that its stops are theirs as a `/stop` would be (approval by
         someone else, the audit log)."""
         if run.kind == "manual" and run.started_by:
-            user = run.started_by
-            return Actor(
-                id=user,
-                identities=self.config.identities.get(user, {}),
-                mapped=frozenset(p for names in self.config.identities.values() for p in names),
-            )
+            return self.config.actor(run.started_by)
         return Actor(id=f"schedule:{schedule.name}")
 
     async def _drive(

@@ -407,28 +407,16 @@ class SlackBot:
     # -- identities -----------------------------------------------------------------
 
     async def actor(self, user_id: str) -> Actor:
-        """The user, with the names a provider lock may carry (real and display name)."""
-        identities = self.config.identities.get(user_id, {})
+        """The user, with the Slack names a provider lock may carry (real name, username)."""
         cached = self._names.get(user_id)
         if cached and time.monotonic() - cached[0] < 600:
-            return Actor(
-                id=user_id, names=cached[1], identities=identities, mapped=self._mapped_providers
-            )
+            return self.config.actor(user_id, cached[1])
         lookup = self._lookups.get(user_id)
         if lookup is None:  # one users.info per user at a time, however many requests wait
             lookup = asyncio.ensure_future(self._names_of(user_id))
             self._lookups[user_id] = lookup
             lookup.add_done_callback(lambda _: self._lookups.pop(user_id, None))
-        return Actor(
-            id=user_id,
-            names=await asyncio.shield(lookup),
-            identities=identities,
-            mapped=self._mapped_providers,
-        )
-
-    @property
-    def _mapped_providers(self) -> frozenset[str]:
-        return frozenset(p for names in self.config.identities.values() for p in names)
+        return self.config.actor(user_id, await asyncio.shield(lookup))
 
     async def _names_of(self, user_id: str) -> frozenset[str]:
         names: set[str] = set()
@@ -827,6 +815,18 @@ class SlackBot:
     def action_of(body: dict[str, Any]) -> tuple[str, str]:
         """The operation id a button carries, and who clicked."""
         return str(body["actions"][0]["value"]), str(body["user"]["id"])
+
+    async def operation_of(
+        self, body: dict[str, Any], respond: Respond
+    ) -> tuple[Operation, str] | None:
+        """The operation a button carries and who clicked; None, the user told, when the
+        operation is gone."""
+        op_id, user = self.action_of(body)
+        op = self.store.get_operation(op_id)
+        if op is None:
+            await tell(respond, "This stop request no longer exists.")
+            return None
+        return op, user
 
     async def _read(
         self, resource: Resource
