@@ -134,16 +134,12 @@ class ApprovalHandlers:
         """Open the deny modal first: its trigger_id lasts three seconds, and telling who
         may decide can wait on Slack (users.info, usergroups.users.list). A user who may
         not decide then sees the modal say why, instead of the form."""
-        op_id, user = self.bot.action_of(body)
-        op = self.bot.store.get_operation(op_id)
-        if op is None:
-            await tell(
-                respond,
-                "This stop request no longer exists.",
-            )
+        clicked = await self.bot.operation_of(body, respond)
+        if clicked is None:
             return
+        op, user = clicked
         opened = await client.views_open(trigger_id=body["trigger_id"], view=views.deny_modal(op))
-        checked = await self.bot.service.can_decide(op_id, await self.bot.actor(user))
+        checked = await self.bot.service.can_decide(op.id, await self.bot.actor(user))
         if checked.operation is None or not checked.ok:
             shown = opened["view"]
             await client.views_update(

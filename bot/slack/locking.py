@@ -44,10 +44,7 @@ class LockHandlers:
             return
         decision = await self.bot.service.policy.may_stop(user, resource.name)
         if not decision.allowed:
-            await tell(
-                respond,
-                f"You cannot lock {resource.name}: {decision.reason}.",
-            )
+            await tell(respond, f"You cannot lock {resource.name}: {decision.reason}.")
             return
         try:
             lock, extended = self.locks.lock(resource.name, user, cmd.duration, cmd.reason)
@@ -115,14 +112,10 @@ class LockHandlers:
         return None
 
     async def on_ask_release(self, body: dict[str, Any], respond: Respond) -> None:
-        op_id, asker = self.bot.action_of(body)
-        op = self.bot.store.get_operation(op_id)
-        if op is None:
-            await tell(
-                respond,
-                "This request no longer exists.",
-            )
+        clicked = await self.bot.operation_of(body, respond)
+        if clicked is None:
             return
+        op, asker = clicked
         resource = await self.bot.resolve(op.resource, respond)
         if resource is None:
             return
@@ -155,8 +148,7 @@ class LockHandlers:
                     return
         if owner is None:
             await tell(
-                respond,
-                f"{resource.name} is no longer locked: `/stop {resource.name}` again.",
+                respond, f"{resource.name} is no longer locked: `/stop {resource.name}` again."
             )
             return
         value = json.dumps({"r": resource.name, "a": asker, "k": kind})
@@ -164,10 +156,7 @@ class LockHandlers:
             resource.name, asker, lock_text, value, provider=kind == "provider"
         )
         if await self.bot.dm(owner, text, blocks) is None:
-            await tell(
-                respond,
-                f"Could not reach <@{owner}> by DM; ask them directly.",
-            )
+            await tell(respond, f"Could not reach <@{owner}> by DM; ask them directly.")
             return
         self.bot.store.audit(
             asker,
@@ -228,10 +217,7 @@ class LockHandlers:
         user = str(body["user"]["id"])
         current = self.bot.store.get_lock(resource)
         if current is None or current.owner != user:
-            await tell(
-                respond,
-                f"You no longer hold a lock on {resource}.",
-            )
+            await tell(respond, f"You no longer hold a lock on {resource}.")
             return
         try:
             base = dt.datetime.fromisoformat(warned[0]) if warned else current.expires_at
