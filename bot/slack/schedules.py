@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -286,19 +287,42 @@ class ScheduleHandlers:
         click of such a button finds it skipped too."""
         return fire or self.engine.next_run(schedule, counting_skips=False)[0]
 
+    async def _from_button(
+        self,
+        name: str,
+        fire: dt.datetime | None,
+        user: str,
+        respond: Respond,
+        change: Callable[[dt.datetime], Change],
+        already: Callable[[str, Change], str],
+    ) -> Change | None:
+        """Skip or Snooze, on the fire the button carries; None once the clicker is told why
+        nothing changed (not theirs to do, too late, done already)."""
+        schedule = await self._schedule_for(name, user, respond)
+        if schedule is None:
+            return None
+        try:
+            made = change(self._button_fire(schedule, fire))
+        except ScheduleError as exc:
+            await tell(respond, str(exc))
+            return None
+        if made.repeat:
+            await tell(respond, already(name, made))
+            return None
+        return made
+
     async def on_skip(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
         name, _, fire = sv.read_fire_value(value)
-        schedule = await self._schedule_for(name, user, respond)
-        if schedule is None:
-            return
-        try:
-            change = self.engine.skip(name, user, self._button_fire(schedule, fire))
-        except ScheduleError as exc:
-            await tell(respond, str(exc))
-            return
-        if change.repeat:
-            await tell(respond, _already_skipped(name, change))
+        change = await self._from_button(
+            name,
+            fire,
+            user,
+            respond,
+            lambda at: self.engine.skip(name, user, at),
+            _already_skipped,
+        )
+        if change is None:
             return
         await respond(
             text=f"<@{user}> skipped tonight's `{name}` run ({_at(change.fire)}).",
@@ -309,17 +333,16 @@ class ScheduleHandlers:
     async def on_snooze(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
         name, [duration], fire = sv.read_fire_value(value, 1)
-        schedule = await self._schedule_for(name, user, respond)
-        if schedule is None:
-            return
         delay = parse_duration(duration or "1h")
-        try:
-            change = self.engine.snooze(name, delay, user, self._button_fire(schedule, fire))
-        except ScheduleError as exc:
-            await tell(respond, str(exc))
-            return
-        if change.repeat:
-            await tell(respond, _already_snoozed(name, change))
+        change = await self._from_button(
+            name,
+            fire,
+            user,
+            respond,
+            lambda at: self.engine.snooze(name, delay, user, at),
+            _already_snoozed,
+        )
+        if change is None:
             return
         await respond(
             text=f"<@{user}> snoozed `{name}` by {format_duration(delay)}: "
@@ -334,7 +357,10 @@ class ScheduleHandlers:
         choice = sv.keep_value(str(action["selected_option"]["value"]))
         name, resource, code = str(choice["s"]), str(choice["r"]), str(choice["d"])
         if code not in {c for c, _ in sv.KEEP_CHOICES}:  # only what the menu offers
-            await tell(respond, "That is not one of the Keep choices: nothing was changed.")
+            await tell(
+                respond,
+                "That is not one of the Keep choices: nothing was changed. Pick one from the menu.",
+            )
             return
         decision = await self.bot.service.policy.may_stop(user, resource)
         if not decision.allowed:
