@@ -101,6 +101,11 @@ def test_a_warning_with_the_longest_names_is_a_valid_message() -> None:
     plan = [PlanItem(resource=n, provider="qovery", stop=True) for n in names]
     _, blocks = schedule_views.warning(schedule, NOW, plan)
     check_blocks(blocks)
+    menus = [e for b in blocks if b["type"] == "actions" for e in b["elements"] if "options" in e]
+    values = [o["value"] for m in menus for o in m["options"]]
+    assert len(menus) == schedule_views.MAX_KEEP_MENUS
+    # 22 characters of JSON, two 60-character names, the longest choice ("next"): under 150
+    assert max(len(v) for v in values) == 146
 
 
 def test_a_listing_of_many_schedules_is_a_valid_message() -> None:

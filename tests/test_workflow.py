@@ -47,6 +47,20 @@ class Harness:
         assert result.ok, result.message
         return preview.operation.id
 
+    async def cut_in_progress(self, op_id: str) -> None:
+        """Start the stop and cut it (a process dying) once the provider took it."""
+        taken = asyncio.Event()
+
+        class Watch(Recorder):
+            async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
+                if op.state == OpState.IN_PROGRESS:
+                    taken.set()
+
+        task = self.service.start(op_id, Watch(), BOB)
+        await taken.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def aclose(self) -> None:
         await self.service.aclose()
         for p in self.providers.values():
@@ -323,19 +337,7 @@ async def test_a_stop_someone_else_queued_after_the_preview_is_followed(h: Harne
 async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> None:
     """A bot killed mid-stop resumes following from the store; the provider gets one stop."""
     op_id = await h.confirmed("dev-eu")
-    listener = Recorder()
-    seen_progress = asyncio.Event()
-
-    class StopAfterAccept(Recorder):
-        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
-            await listener.progress(op, timeline, status)
-            if op.state == OpState.IN_PROGRESS:
-                seen_progress.set()
-
-    task = h.service.start(op_id, StopAfterAccept(), BOB)
-    await seen_progress.wait()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await h.cut_in_progress(op_id)
     op = h.store.get_operation(op_id)
     assert op is not None and op.state == OpState.IN_PROGRESS
 
@@ -356,17 +358,7 @@ async def test_waiting_for_an_operation_nobody_follows_takes_it_over(h: Harness)
     """An operation left in progress by a process that died is not waited for forever:
     until_final follows it itself, to Stopped, without a second stop."""
     op_id = await h.confirmed("dev-eu")
-    seen = asyncio.Event()
-
-    class Watch(Recorder):
-        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
-            if op.state == OpState.IN_PROGRESS:
-                seen.set()
-
-    task = h.service.start(op_id, Watch(), BOB)
-    await seen.wait()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await h.cut_in_progress(op_id)
     h.sims.hub.faults.reset_counts()
     listener = Recorder()
     final = await h.new_service().until_final(op_id, listener)
