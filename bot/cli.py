@@ -589,8 +589,11 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_port(host: str, port: int) -> None:
-    """Fail early, in words, when the port is taken (uvicorn would just exit)."""
+    """Fail early, in words, when the port is taken (uvicorn would just exit). Bound as
+    uvicorn binds (SO_REUSEADDR): the connections of a process just killed, waiting in
+    TIME_WAIT, do not keep its restart from listening."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

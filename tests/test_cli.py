@@ -641,3 +641,21 @@ def test_serve_without_credentials_opens_the_playground(env: Env) -> None:
     finally:
         child.close()
     assert f"Stopbot playground: open http://127.0.0.1:{port}/ in your browser." in child.out.text
+
+
+def test_serve_comes_back_on_a_port_its_killed_process_left_in_time_wait() -> None:
+    """A port whose last connections wait in TIME_WAIT (the process that served them was
+    killed) is free to listen on at once, as uvicorn does; one that is listened on is
+    refused in words."""
+    from bot.cli import CliError, _check_port
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _ = listener.accept()
+    with pytest.raises(CliError, match=f"cannot listen on 127.0.0.1:{port}: Address already"):
+        _check_port("127.0.0.1", port)
+    served.close()  # the server side closes first: its port goes to TIME_WAIT
+    client.close()
+    listener.close()
+    _check_port("127.0.0.1", port)
