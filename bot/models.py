@@ -16,6 +16,7 @@ __all__ = [
     "KeepException",
     "OpState",
     "Operation",
+    "Owed",
     "RunItem",
     "ScheduleRun",
     "ScheduleState",
@@ -81,6 +82,26 @@ class Operation(BaseModel):
     message_ts: str | None = None
     response_url: str | None = None
     idempotency_key: str | None = None
+    owner: str | None = Field(
+        default=None, description="The process driving it now (preparing, sending, following)."
+    )
+    send_claimed_at: dt.datetime | None = Field(
+        default=None,
+        description="When a process won the right to send the stop: from then on it may "
+        "have left, and it is never sent again.",
+    )
+    joined: str | None = Field(
+        default=None,
+        description="The stop of the same resource already in flight that this one follows "
+        "instead of sending its own.",
+    )
+    notify: bool = Field(
+        default=False,
+        description="A face shows its progress, owed durably (the outbox) from confirmation on.",
+    )
+    shown_in: str | None = Field(
+        default=None, description="Where the face shows its progress (the face's own word)."
+    )
 
 
 class Transition(BaseModel):
@@ -190,6 +211,7 @@ class ScheduleRun(BaseModel):
     channel: str | None = None
     message_ts: str | None = None
     started_by: str | None = Field(default=None, description="Who started a manual run.")
+    owner: str | None = Field(default=None, description="The process executing it.")
 
 
 class RunItem(BaseModel):
@@ -210,3 +232,18 @@ class KeepException(BaseModel):
     until: dt.datetime
     created_by: str
     created_at: dt.datetime
+
+
+class Owed(BaseModel):
+    """A message owed to a face (a progress update, a run summary, an announcement), kept
+    in the store until delivered: ``key`` names what it is about, and owing it again bumps
+    ``version`` (the face shows the latest state, once, however many changes came)."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    version: int = 0
+    urgent: bool = Field(default=False, description="Deliver without waiting for its interval.")
+    owner: str | None = None
+    attempts: int = 0
+    not_before: dt.datetime | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,9 +35,9 @@ from pydantic import BaseModel, Field
 from bot.config import ScheduleConfig, StopbotConfig
 from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
-from bot.models import Actor, Operation, OpState, RunItem, ScheduleRun, Transition
+from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
 from bot.store import Store
-from bot.workflow import Preview, StopService
+from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
 from providers.errors import ProviderError
 
@@ -125,24 +126,33 @@ class RunReport(BaseModel):
 
 
 class ScheduleNotifier(Protocol):
-    """A face that shows what schedules do (a Slack channel, a log)."""
+    """A face that shows what schedules do (a Slack channel, a log). Each call is a
+    delivery from the outbox: False means it could not be shown and is tried again later
+    (anything else: done)."""
 
     async def warn(
         self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
     ) -> bool:
         """Show that ``schedule`` runs at ``at`` (for its ``fire``, which Skip and Snooze
-        act on); False when it could not be shown, to be tried again."""
+        act on)."""
         ...
 
-    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None: ...
+    async def announce(
+        self, schedule: ScheduleConfig, fire: dt.datetime, text: str
+    ) -> bool | None: ...
 
-    async def summary(self, report: RunReport) -> None: ...
+    async def summary(self, report: RunReport) -> bool | None: ...
 
     async def drift(
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
-    ) -> None: ...
+    ) -> bool | None: ...
 
-    async def approval_requested(self, op: Operation) -> None: ...
+
+# The outbox kinds of what schedules owe their face.
+WARNING = "schedule-warning"
+ANNOUNCEMENT = "schedule-announcement"
+SUMMARY = "schedule-summary"
+DRIFT = "schedule-drift"
 
 
 class _ItemListener:
@@ -178,9 +188,17 @@ class ScheduleEngine:
         self.notifier = notifier
         self.clock = clock or service.clock
         self.sleep = sleep or service.sleep
+        self.registry = service.registry
+        self.outbox = service.outbox
         self._runs: dict[str, asyncio.Task[None]] = {}
-        self._publishers: dict[str, asyncio.Task[None]] = {}
         self._tick_lock = asyncio.Lock()
+        self.outbox.handle(WARNING, self._deliver_warning)
+        self.outbox.handle(ANNOUNCEMENT, self._deliver_announcement)
+        self.outbox.handle(
+            SUMMARY, self._deliver_summary, interval=self.settings.summary_interval.total_seconds()
+        )
+        self.outbox.handle(DRIFT, self._deliver_drift)
+        self.registry.sweeps.append(self.sweep)
 
     # -- definitions ------------------------------------------------------------------
 
@@ -321,7 +339,7 @@ class ScheduleEngine:
             # A new schedule starts from now: fires before it existed are not "missed".
             self.store.update_schedule_state(schedule.name, checked_through=now)
             state.checked_through = now
-        missed: list[dt.datetime] = []
+        missed: list[ScheduleRun] = []
         fire = self.next_fire(schedule, state.checked_through)
         while fire <= now:
             await self._due(schedule, fire, now, missed)
@@ -337,7 +355,7 @@ class ScheduleEngine:
         schedule: ScheduleConfig,
         fire: dt.datetime,
         now: dt.datetime,
-        missed: list[dt.datetime],
+        missed: list[ScheduleRun],
     ) -> None:
         """Handle one regular fire. Missed ones are added to ``missed``, announced together
         with their neighbours (after a long downtime they are hundreds), and before
@@ -352,8 +370,9 @@ class ScheduleEngine:
         elif fire in self.store.snoozes(schedule.name):
             return  # it runs at its snooze time
         elif now - fire > self.settings.grace_time:
-            if self._record_missed(schedule, fire, "cron") is not None:
-                missed.append(fire)
+            run = self._record_missed(schedule, fire, "cron")
+            if run is not None:
+                missed.append(run)
         else:
             await self._report_missed(schedule, missed, now)
             await self._start(schedule, fire, "cron", now)
@@ -367,16 +386,37 @@ class ScheduleEngine:
             kind=kind,
             status="missed",
             reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+            owner=self.registry.id,
         )
 
+    def _announce(
+        self, schedule: ScheduleConfig, fire: dt.datetime, text: str, runs: list[str]
+    ) -> None:
+        """Owe an announcement in the schedule's channel, the runs it tells of marked told."""
+        owed = Owed(
+            key=f"{ANNOUNCEMENT}:{uuid.uuid4().hex}",
+            kind=ANNOUNCEMENT,
+            payload={
+                "schedule": schedule.model_dump(mode="json"),
+                "fire": fire.isoformat(),
+                "text": text,
+            },
+            urgent=True,
+            owner=self.registry.id,
+        )
+        self.store.announce_runs(runs, owed)
+        self.outbox.kick()
+
     async def _report_missed(
-        self, schedule: ScheduleConfig, fires: list[dt.datetime], now: dt.datetime
+        self, schedule: ScheduleConfig, runs: list[ScheduleRun], now: dt.datetime
     ) -> None:
         """One message for consecutive missed fires (then forgets them)."""
-        if not fires:
+        if not runs:
             return
+        fires = [r.fire_time for r in runs]
+        ids = [r.id for r in runs]
+        runs.clear()
         first, last, count = fires[0], fires[-1], len(fires)
-        fires.clear()
         grace = format_duration(self.settings.grace_time)
         if count == 1:
             what = (
@@ -390,10 +430,11 @@ class ScheduleEngine:
                 f"{_local(schedule, last)}: Stopbot was not running, and even the last is "
                 f"{format_duration(now - last)} late, past the grace time of {grace}."
             )
-        await self.notifier.announce(
+        self._announce(
             schedule,
             first,
             f"{what} Nothing was stopped; run it now with `/stop schedule run {schedule.name}`.",
+            ids,
         )
 
     async def _snoozes_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
@@ -408,33 +449,63 @@ class ScheduleEngine:
                 run = self._record_missed(schedule, until, "snooze")
                 self.store.start_snooze(schedule.name, fire)
                 if run is not None:
-                    await self._report_missed(schedule, [until], now)
+                    await self._report_missed(schedule, [run], now)
             else:
                 await self._start(schedule, until, "snooze", now)
                 self.store.start_snooze(schedule.name, fire)
 
     async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> None:
-        run = self.store.create_run(schedule.name, fire, kind="cron", status="skipped", reason=why)
+        run = self.store.create_run(
+            schedule.name,
+            fire,
+            kind="cron",
+            status="skipped",
+            reason=why,
+            owner=self.registry.id,
+        )
         if run is not None:
-            await self.notifier.announce(
-                schedule,
-                fire,
-                f"The {schedule.name} run due {_local(schedule, fire)} is skipped ({why}). "
-                f"Next run: {_local(schedule, self.upcoming(schedule))}.",
-            )
+            self._announce(schedule, fire, self._skipped_text(schedule, fire, why), [run.id])
+
+    def _skipped_text(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> str:
+        return (
+            f"The {schedule.name} run due {_local(schedule, fire)} is skipped ({why}). "
+            f"Next run: {_local(schedule, self.upcoming(schedule))}."
+        )
 
     async def _warn_if_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
         fire, at = self.next_run(schedule)
-        key = f"schedule-warning:{schedule.name}:{at.isoformat()}"
-        if not (at - schedule.warn_before <= now < at and self.store.claim(key)):
+        if not at - schedule.warn_before <= now < at:
             return
-        try:
-            shown = await self.notifier.warn(schedule, at, self.plan(schedule, at), fire=fire)
-        except Exception:
-            log.exception("schedule warning could not be shown", extra={"schedule": schedule.name})
-            shown = False
-        if not shown:
-            self.store.unclaim(key)  # the next tick tries again, while still before the run
+        key = f"{WARNING}:{schedule.name}:{at.isoformat()}"
+        owed = Owed(
+            key=key,
+            kind=WARNING,
+            payload={
+                "schedule": schedule.model_dump(mode="json"),
+                "at": at.isoformat(),
+                "fire": fire.isoformat(),
+            },
+            urgent=True,
+            owner=self.registry.id,
+        )
+        if self.store.claim(key, owe=owed):
+            self.outbox.kick()
+
+    async def _deliver_warning(self, owed: Owed) -> bool:
+        schedule = ScheduleConfig.model_validate(owed.payload["schedule"])
+        at = dt.datetime.fromisoformat(owed.payload["at"])
+        if self.clock() >= at:
+            log.warning(
+                "schedule warning not shown before its run", extra={"schedule": schedule.name}
+            )
+            return True
+        fire = dt.datetime.fromisoformat(owed.payload["fire"])
+        return await self.notifier.warn(schedule, at, self.plan(schedule, at), fire=fire)
+
+    async def _deliver_announcement(self, owed: Owed) -> bool:
+        schedule = ScheduleConfig.model_validate(owed.payload["schedule"])
+        fire = dt.datetime.fromisoformat(owed.payload["fire"])
+        return await self.notifier.announce(schedule, fire, owed.payload["text"]) is not False
 
     # -- commands from the faces -------------------------------------------------------
 
@@ -456,9 +527,16 @@ class ScheduleEngine:
         checked = self.store.schedule_state(name).checked_through
         if checked is not None and fire <= checked:
             # A snoozed fire, past already: no tick comes by it again to record the skip.
-            self.store.create_run(
-                name, fire, kind="snooze", status="skipped", reason=f"skipped by <@{actor}>"
+            run = self.store.create_run(
+                name,
+                fire,
+                kind="snooze",
+                status="skipped",
+                reason=f"skipped by <@{actor}>",
+                owner=self.registry.id,
             )
+            if run is not None:  # said by the button's answer
+                self.store.announce_runs([run.id], None)
         return Change(fire=fire, by=actor)
 
     def snooze(
@@ -556,6 +634,7 @@ class ScheduleEngine:
             channel=schedule.channel,
             reason=f"started by <@{started_by}>" if started_by else None,
             started_by=started_by,
+            owner=self.registry.id,
         )
         if run is None:
             return None  # this fire was handled already
@@ -578,7 +657,7 @@ class ScheduleEngine:
         task.add_done_callback(lambda _: self._runs.pop(run.id, None))
 
     def resume(self) -> int:
-        """Carry on with the runs a previous process left running; returns how many.
+        """Take over the runs that processes now dead were executing; returns how many.
 
         Within the grace time of when that process last ticked (about when it stopped),
         a run goes on as it would have. Later, only what it had already sent to a provider
@@ -586,11 +665,36 @@ class ScheduleEngine:
         """
         count = 0
         now = self.clock()
-        for run in self.store.runs(status="running"):
-            if run.id not in self._runs:
+        dead = self.registry.dead()
+        for run in self.store.running_runs():
+            if run.id in self._runs or not self.registry.mine_or_orphaned(run.owner, dead):
+                continue
+            if self.registry.take("schedule_runs", run.id, run.owner):
                 self._spawn(run, self._lateness(run, now))
                 count += 1
         return count
+
+    async def sweep(self) -> None:
+        """What dead processes left: their runs, and skipped or missed runs they recorded
+        but did not live to announce."""
+        self.resume()
+        async with self._tick_lock:  # this process's own tick announces its own
+            dead = self.registry.dead()
+            now = self.clock()
+            missed: dict[str, list[ScheduleRun]] = {}
+            for run in self.store.unannounced_runs():
+                schedule = self.schedules().get(run.schedule)
+                if not self.registry.mine_or_orphaned(run.owner, dead):
+                    continue
+                if schedule is None:
+                    self.store.announce_runs([run.id], None)
+                elif run.status == "missed":
+                    missed.setdefault(run.schedule, []).append(run)
+                else:
+                    text = self._skipped_text(schedule, run.fire_time, run.reason or "skipped")
+                    self._announce(schedule, run.fire_time, text, [run.id])
+            for name, runs in missed.items():
+                await self._report_missed(self.schedule(name), runs, now)
 
     def _lateness(self, run: ScheduleRun, now: dt.datetime) -> str | None:
         """Why ``run``, resumed at ``now``, is too late to start more stops; None if it is
@@ -606,17 +710,16 @@ class ScheduleEngine:
 
     async def cancel(self) -> None:
         """Stop working on runs (they stay running in the store; the next start resumes)."""
-        for task in [*self._runs.values(), *self._publishers.values()]:
+        for task in self._runs.values():
             task.cancel()
-        await asyncio.gather(
-            *self._runs.values(), *self._publishers.values(), return_exceptions=True
-        )
-        self._publishers.clear()
+        await asyncio.gather(*self._runs.values(), return_exceptions=True)
 
     async def wait(self) -> None:
-        """Until every run this engine started has finished (tests, shutdown)."""
+        """Until every run this engine started has finished and what it owes is delivered
+        (tests, shutdown)."""
         while self._runs:
             await asyncio.gather(*list(self._runs.values()), return_exceptions=True)
+        await self.outbox.flush()
 
     async def _execute(
         self, run_id: str, late: str | None = None, started: ScheduleConfig | None = None
@@ -630,7 +733,7 @@ class ScheduleEngine:
             return
         schedule = self.schedules().get(run.schedule) or started
         if schedule is None:
-            self.store.finish_run(run_id, "done")
+            self.store.finish_run(run_id, "done", owner=self.registry.id)
             return
         limits: dict[str, asyncio.Semaphore] = {}
         pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
@@ -665,7 +768,7 @@ class ScheduleEngine:
             self.publish_soon(run_id)
 
         try:
-            await self.publish(run_id, schedule)
+            self.publish(run_id, schedule)
             await asyncio.gather(*(one(i) for i in pending), return_exceptions=True)
         except Exception:
             log.exception("scheduled run failed", extra={"run": run_id})
@@ -673,25 +776,32 @@ class ScheduleEngine:
 
     async def _finish(self, run: ScheduleRun, schedule: ScheduleConfig, late: str | None) -> None:
         left = [i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.MISSED]
-        self.store.finish_run(run.id, "missed" if left else "done")
-        self._cancel_publisher(run.id)
-        await self.publish(run.id, schedule)
-        if left and late is not None:
-            await self.notifier.announce(
+        finished = self.store.finish_run(
+            run.id,
+            "missed" if left else "done",
+            owner=self.registry.id,
+            owe=self._summary(run.id, schedule, urgent=True),
+        )
+        self.outbox.kick()
+        if finished and left and late is not None:
+            self._announce(
                 schedule,
                 run.fire_time,
                 f"The {schedule.name} run due {_local(schedule, run.fire_time)} was cut by a "
                 f"restart, and {late}: {len(left)} resource(s) it had not stopped yet were not "
                 f"stopped. Run it now with `/stop schedule run {schedule.name}`.",
+                [],
             )
 
     async def _stop_one(
         self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource, late: str | None
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
-        when the stop may have gone out (it could stop twice) or the run is ``late``."""
+        when the stop may have gone out (it could stop twice) or the run is ``late``. A
+        preparation a restart cut short is no failure: it is simply tried again."""
         actor = self._actor_of(run, schedule)
-        for attempt in range(schedule.retries + 1):
+        failures = 0
+        for attempt in itertools.count():
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
             if late is not None and not self._sent(key, actor):
                 self.store.record_item(
@@ -708,11 +818,14 @@ class ScheduleEngine:
                 idempotency_key=key,
             )
             op = await self._drive(preview, run, schedule, resource, actor)
+            if op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING:
+                continue
             outcome, detail = self._outcome(op, preview)
             uncertain = any(words in (op.detail or "") for words in _UNCERTAIN)
-            if outcome != Outcome.FAILED or attempt == schedule.retries or late or uncertain:
+            if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
                 return
+            failures += 1
             self.store.record_item(
                 run.id, resource.name, None, f"failed, trying again: {op.detail}", op.id
             )
@@ -741,9 +854,9 @@ class ScheduleEngine:
         listener = _ItemListener(self, run.id, resource.name)
         prepared: Preview | None = None
         if op.state == OpState.REQUESTED:
-            # prepare() waits for a preparation still going on in this process: one left
-            # REQUESTED died with the process before, and nobody will ever decide it.
-            op = self._end_unprepared(op, actor) or op
+            # prepare() waits for a preparation going on in this process, and prepares
+            # again one whose process died: one left REQUESTED is another live process's.
+            op = await self.service.until_decided(op.id)
         if op.state == OpState.AWAITING_CONFIRMATION:
             # A person's run goes through approval as their /stop would; a timed one as
             # the schedule says.
@@ -752,25 +865,11 @@ class ScheduleEngine:
             if result.operation is None:
                 return self.store.get_operation(op.id) or op
             op = result.operation
-            if result.needs_approval:
-                await self.notifier.approval_requested(op)
-            else:
+            if not result.needs_approval:  # (the request to approvers is owed by confirm)
                 prepared = preview  # submitted at once: its lock read is still fresh
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.run(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id, listener)
-
-    def _end_unprepared(self, op: Operation, actor: Actor) -> Operation | None:
-        """End an operation a restart cut while it was being prepared (compare-and-set:
-        whoever decided it meanwhile wins); the operation as it now stands."""
-        ended = self.store.transition(
-            op.id,
-            OpState.FAILED,
-            allowed_from=[OpState.REQUESTED],
-            actor=actor.id,
-            detail="interrupted while preparing, by a restart",
-        )
-        return ended or self.store.get_operation(op.id)
 
     def _sent(self, key: str, actor: Actor) -> bool:
         """Whether the stop recorded under ``key`` went (or may have gone) to the provider.
@@ -779,7 +878,7 @@ class ScheduleEngine:
         if op is None:
             return False
         if op.state == OpState.REQUESTED:
-            self._end_unprepared(op, actor)
+            self.service.end_unprepared(op)
             return False
         if op.state == OpState.AWAITING_CONFIRMATION:
             self.store.transition(
@@ -805,44 +904,55 @@ class ScheduleEngine:
         return _outcome(op)
 
     def publish_soon(self, run_id: str) -> None:
-        """Show the run's progress within ``summary_interval``, once however many of its
-        stops moved meanwhile: building a report reads every item of the run, and doing it
-        at each event made a run of n resources cost O(n^2)."""
-        if run_id in self._publishers:
-            return
+        """Show the run's progress: its summary is owed, and shown at most every
+        ``summary_interval`` however many of its stops moved meanwhile (building a report
+        reads every item of the run: at each event, a run of n resources cost O(n^2))."""
+        self.publish(run_id)
 
-        async def later() -> None:
-            await asyncio.sleep(self.settings.summary_interval.total_seconds())
-            self._publishers.pop(run_id, None)
-            await self.publish(run_id)
-
-        self._publishers[run_id] = asyncio.create_task(later(), name=f"publish-{run_id}")
-
-    def _cancel_publisher(self, run_id: str) -> None:
-        task = self._publishers.pop(run_id, None)
-        if task is not None:
-            task.cancel()
-
-    async def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
-        """Show the run's summary; ``schedule`` stands in for its definition once it was
+    def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
+        """Owe the run's summary; ``schedule`` stands in for its definition once it was
         removed mid-run, so the summary still ends."""
+        self.store.owe(self._summary(run_id, schedule))
+        self.outbox.kick()
+
+    def _summary(
+        self, run_id: str, schedule: ScheduleConfig | None, *, urgent: bool = False
+    ) -> Owed:
+        return Owed(
+            key=f"{SUMMARY}:{run_id}",
+            kind=SUMMARY,
+            payload={
+                "run": run_id,
+                "schedule": schedule.model_dump(mode="json") if schedule else None,
+            },
+            urgent=urgent,
+            owner=self.registry.id,
+        )
+
+    def report(self, run_id: str, schedule: ScheduleConfig | None = None) -> RunReport | None:
+        """The run as its summary shows it now."""
         run = self.store.run(run_id)
         if run is None:
-            return
+            return None
         schedule = self.schedules().get(run.schedule) or schedule
         if schedule is None:
-            return
+            return None
         end = run.finished_at or self.clock()
-        report = RunReport(
+        return RunReport(
             run=run,
             schedule=schedule,
             items=self.store.run_items(run_id),
             elapsed=end - (run.started_at or end),
         )
-        try:
-            await self.notifier.summary(report)
-        except Exception:
-            log.exception("run summary could not be shown", extra={"run": run_id})
+
+    async def _deliver_summary(self, owed: Owed) -> bool:
+        given = owed.payload.get("schedule")
+        report = self.report(
+            owed.payload["run"], ScheduleConfig.model_validate(given) if given else None
+        )
+        if report is None:
+            return True
+        return await self.notifier.summary(report) is not False
 
     # -- drift ------------------------------------------------------------------------
 
@@ -879,14 +989,37 @@ class ScheduleEngine:
             ]
             resources = [r for r in self.config.all_resources() if r.name in stopped]
             for name, status in (await self._statuses(resources)).items():
-                if status.phase == Phase.RUNNING and self.store.claim(f"drift:{run.id}:{name}"):
+                key = f"{DRIFT}:{run.id}:{name}"
+                owed = Owed(
+                    key=key,
+                    kind=DRIFT,
+                    payload={
+                        "schedule": schedule.model_dump(mode="json"),
+                        "run": run.id,
+                        "resource": name,
+                        "status": status.model_dump(mode="json"),
+                    },
+                    urgent=True,
+                    owner=self.registry.id,
+                )
+                if status.phase == Phase.RUNNING and self.store.claim(key, owe=owed):
                     self.store.audit(
                         f"schedule:{schedule.name}",
                         "schedule.drift",
                         resource=name,
                         detail={"state": status.state},
                     )
-                    await self.notifier.drift(schedule, run, name, status)
+                    self.outbox.kick()
+
+    async def _deliver_drift(self, owed: Owed) -> bool:
+        run = self.store.run(owed.payload["run"])
+        if run is None:
+            return True
+        schedule = ScheduleConfig.model_validate(owed.payload["schedule"])
+        status = ResourceStatus.model_validate(owed.payload["status"])
+        return (
+            await self.notifier.drift(schedule, run, owed.payload["resource"], status) is not False
+        )
 
     async def _statuses(self, resources: list[Resource]) -> dict[str, ResourceStatus]:
         """Statuses by resource name, one bulk call per provider."""

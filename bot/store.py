@@ -34,11 +34,13 @@ from bot.models import (
     KeepException,
     Operation,
     OpState,
+    Owed,
     RunItem,
     ScheduleRun,
     ScheduleState,
     Transition,
 )
+from bot.processes import ProcessInfo, Registration
 from providers.base import utcnow
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
@@ -52,6 +54,10 @@ class StoreError(Exception):
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+# The states of a stop that is being sent or followed: one such stop per resource.
+IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -245,12 +251,98 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.table("schedule_runs").add_column("started_by", str)
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """Work owned by a process (taken over when it dies), stops claimed before they are
+    sent, one stop in flight per resource, and the messages and requests kept until they
+    are delivered or handled (see bot/processes.py and bot/outbox.py)."""
+    db.table("processes").create(
+        {
+            "id": str,
+            "host": str,
+            "pid": int,
+            "pid_start": str,
+            "started_at": str,
+            "heartbeat_at": str,
+            "retired_at": str,
+        },
+        pk="id",
+        not_null={"host", "pid", "pid_start", "started_at", "heartbeat_at"},
+    )
+    operations = db.table("operations")
+    operations.add_column("owner", str)
+    operations.add_column("send_claimed_at", str)
+    operations.add_column("joined", str)
+    operations.add_column("notify", int, not_null_default=0)
+    operations.add_column("shown_in", str)
+    # Before this version a submitting stop may have been sent: judged, never sent again.
+    db.execute("UPDATE operations SET send_claimed_at = updated_at WHERE state = 'submitting'")
+    # Stops in flight on one resource before this version: the later ones follow the first.
+    first = (
+        "(SELECT first.id FROM operations first WHERE first.resource = operations.resource "  # noqa: S608
+        f"AND first.state IN ({IN_FLIGHT_SQL}) ORDER BY first.created_at, first.rowid LIMIT 1)"
+    )
+    db.execute(
+        f"UPDATE operations SET joined = {first} "  # noqa: S608
+        f"WHERE state IN ({IN_FLIGHT_SQL}) AND id != {first}"
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX one_stop_in_flight ON operations (resource) "
+        f"WHERE state IN ({IN_FLIGHT_SQL}) AND joined IS NULL"
+    )
+    db.execute("CREATE INDEX operations_owner ON operations (owner, state)")
+    runs = db.table("schedule_runs")
+    runs.add_column("owner", str)
+    runs.add_column("announced_at", str)
+    # Skipped and missed runs before this version were announced when recorded.
+    db.execute(
+        "UPDATE schedule_runs SET announced_at = COALESCE(finished_at, started_at) "
+        "WHERE status IN ('skipped', 'missed')"
+    )
+    db.table("outbox").create(
+        {
+            "key": str,
+            "kind": str,
+            "payload": str,
+            "version": int,
+            "sent_version": int,
+            "urgent": int,
+            "owner": str,
+            "created_at": str,
+            "updated_at": str,
+            "attempts": int,
+            "not_before": str,
+            "last_error": str,
+        },
+        pk="key",
+        not_null={"kind", "payload", "version", "sent_version", "urgent", "attempts"},
+        defaults={"sent_version": 0, "urgent": 0, "attempts": 0},
+    )
+    db.execute("CREATE INDEX outbox_owed ON outbox (updated_at) WHERE sent_version < version")
+    db.table("inbox").create(
+        {
+            "id": str,
+            "received_at": str,
+            "body": str,
+            "content_type": str,
+            "owner": str,
+            "done_at": str,
+            "attempts": int,
+        },
+        pk="id",
+        not_null={"received_at", "body", "attempts"},
+        defaults={"attempts": 0},
+    )
+    db.execute("CREATE INDEX inbox_open ON inbox (received_at) WHERE done_at IS NULL")
+    db.execute("CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -268,6 +360,10 @@ class Store:
             self.db = sqlite_utils.Database(conn)
             if self.path != ":memory:":
                 self.db.enable_wal()
+                # With WAL, a commit survives the process being killed at any instant
+                # without an fsync each: only an OS crash or power loss may lose the last
+                # commits (never the file). Acks record the request before answering.
+                conn.execute("PRAGMA synchronous = NORMAL")
             self._lock = threading.RLock()
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -414,6 +510,8 @@ class Store:
         channel: str | None = None,
         response_url: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
+        notify: bool = False,
     ) -> tuple[Operation, bool]:
         """Record a new stop request and audit it, in one transaction.
 
@@ -432,7 +530,8 @@ class Store:
             conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
                 "source, reason, force, override_lock, state, created_at, updated_at, expires_at,"
-                " channel, response_url, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " channel, response_url, idempotency_key, owner, notify) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     op_id,
                     resource,
@@ -450,6 +549,8 @@ class Store:
                     channel,
                     response_url,
                     idempotency_key,
+                    owner,
+                    int(notify),
                 ],
             )
             conn.execute(
@@ -481,6 +582,7 @@ class Store:
         data = dict(zip(names, row, strict=True))
         data["force"] = bool(data["force"])
         data["override_lock"] = bool(data["override_lock"])
+        data["notify"] = bool(data["notify"])
         return Operation.model_validate(data)
 
     def get_operation(self, op_id: str) -> Operation | None:
@@ -500,12 +602,19 @@ class Store:
         detail: str | None = None,
         audit_detail: dict[str, Any] | None = None,
         fields: dict[str, Any] | None = None,
+        owe: Owed | None = None,
+        owner: str | None = None,
     ) -> Operation | None:
         """Move an operation to ``to`` if it is in one of ``allowed_from``.
 
         This compare-and-set is what makes a button act once: of two concurrent
         clicks, one moves the row and the other gets None. The transition, any
-        extra column ``fields`` and the audit entry are written together.
+        extra column ``fields``, the audit entry and the message it makes ``owe``
+        are written together. With ``owner``, only while that process owns it (a
+        process that lost it to another says nothing more about it).
+
+        A move to SUBMITTING while another stop of the resource is in flight joins
+        that stop (``joined``): one stop is sent per resource at a time.
         """
         now = self.clock()
         allowed = [s.value for s in allowed_from]
@@ -520,16 +629,22 @@ class Store:
         for key, value in list(values.items()):
             if isinstance(value, dt.datetime):
                 values[key] = _iso(value)
-        assignments = ", ".join(f"{key} = ?" for key in values)
         marks = ", ".join("?" for _ in allowed)
+        fence, fenced = ("", []) if owner is None else (" AND owner IS ?", [owner])
         with self.transaction() as conn:
+            if to == OpState.SUBMITTING:
+                values["joined"] = self._in_flight_on(conn, op_id)
+            assignments = ", ".join(f"{key} = ?" for key in values)
             cursor = conn.execute(
-                f"UPDATE operations SET {assignments} WHERE id = ? AND state IN ({marks})",  # noqa: S608 -- keys are ours
-                [*values.values(), op_id, *allowed],
+                f"UPDATE operations SET {assignments} "  # noqa: S608 -- keys are ours
+                f"WHERE id = ? AND state IN ({marks}){fence}",
+                [*values.values(), op_id, *allowed, *fenced],
             )
             if cursor.rowcount != 1:
                 return None
             op = self._get(conn, op_id)
+            if owe is not None:
+                self._owe(conn, owe)
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
                 [op_id, _iso(now), to.value, detail],
@@ -555,16 +670,28 @@ class Store:
             )
 
     def record_provider_state(
-        self, op_id: str, provider_state: str, phase: str, message: str | None = None
+        self,
+        op_id: str,
+        provider_state: str,
+        phase: str,
+        message: str | None = None,
+        *,
+        owner: str | None = None,
+        owe: Owed | None = None,
     ) -> Operation | None:
-        """Add a transition when the provider's state changed; the updated operation if it did."""
+        """Add a transition when the provider's state changed; the updated operation if it
+        did. With ``owner``, only while that process owns it; ``owe`` is owed with it."""
         now = self.clock()
         with self.transaction() as conn:
             row = conn.execute(
-                "SELECT state, provider_state FROM operations WHERE id = ?", [op_id]
+                "SELECT state, provider_state, owner FROM operations WHERE id = ?", [op_id]
             ).fetchone()
             if row is None or row[1] == provider_state:
                 return None
+            if owner is not None and row[2] != owner:
+                return None
+            if owe is not None:
+                self._owe(conn, owe)
             conn.execute(
                 "UPDATE operations SET provider_state = ?, updated_at = ? WHERE id = ?",
                 [provider_state, _iso(now), op_id],
@@ -611,21 +738,31 @@ class Store:
 
     # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
 
-    def claim(self, key: str) -> bool:
-        """True the first time ``key`` is claimed, False ever after."""
+    def claim(self, key: str, *, owe: Owed | None = None) -> bool:
+        """True the first time ``key`` is claimed, False ever after; the message the claim
+        is for, ``owe``, is owed with it."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)",
                 [key, _iso(self.clock())],
             )
+            if cursor.rowcount == 1 and owe is not None:
+                self._owe(conn, owe)
             return cursor.rowcount == 1
 
     # -- approvals ------------------------------------------------------------------
 
     def await_approval(
-        self, op_id: str, actor: str, *, expires_at: dt.datetime, min_approvals: int
+        self,
+        op_id: str,
+        actor: str,
+        *,
+        expires_at: dt.datetime,
+        min_approvals: int,
+        owe: Owed | None = None,
     ) -> Operation | None:
-        """Confirmed, but protected: the operation waits for approvers (one transaction)."""
+        """Confirmed, but protected: the operation waits for approvers, and the request
+        to them is owed (one transaction)."""
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -658,6 +795,8 @@ class Store:
                 operation_id=op_id,
                 detail={"expires_at": _iso(expires_at), "min_approvals": min_approvals},
             )
+            if owe is not None:
+                self._owe(conn, owe)
             return op
 
     def approval(self, op_id: str) -> Approval | None:
@@ -707,8 +846,12 @@ class Store:
         to: OpState,
         detail: str | None,
         reason: str | None = None,
+        owner: str | None = None,
+        owe: Owed | None = None,
     ) -> Operation | None:
-        """End a pending approval (approved, denied, expired) and move the operation, once.
+        """End a pending approval (approved, denied, expired) and move the operation, once
+        (to SUBMITTING: owned by ``owner``, joining a stop of it in flight), with the
+        message it makes ``owe``.
 
         Of an approve and a deny racing, exactly one finds the approval pending.
         """
@@ -721,14 +864,16 @@ class Store:
             )
             if cursor.rowcount != 1:
                 return None
-            values = [to.value, _iso(now), detail]
-            final = ", finished_at = ?" if to in FINAL_STATES else ""
-            if final:
-                values.append(_iso(now))
+            values: dict[str, Any] = {"state": to.value, "updated_at": _iso(now), "detail": detail}
+            if to in FINAL_STATES:
+                values["finished_at"] = _iso(now)
+            if to == OpState.SUBMITTING:
+                values["joined"] = self._in_flight_on(conn, op_id)
+                values["owner"] = owner
+            assignments = ", ".join(f"{key} = ?" for key in values)
             conn.execute(
-                f"UPDATE operations SET state = ?, updated_at = ?, detail = ?{final} "  # noqa: S608
-                "WHERE id = ? AND state = ?",
-                [*values, op_id, OpState.AWAITING_APPROVAL.value],
+                f"UPDATE operations SET {assignments} WHERE id = ? AND state = ?",  # noqa: S608
+                [*values.values(), op_id, OpState.AWAITING_APPROVAL.value],
             )
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
@@ -743,6 +888,8 @@ class Store:
                 operation_id=op_id,
                 detail={"reason": reason, "state": to.value},
             )
+            if owe is not None:
+                self._owe(conn, owe)
             return op
 
     def expired_approvals(self) -> list[str]:
@@ -997,16 +1144,19 @@ class Store:
         reason: str | None = None,
         channel: str | None = None,
         started_by: str | None = None,
+        owner: str | None = None,
     ) -> ScheduleRun | None:
         """Record one fire of a schedule; None if that fire was recorded already, which is
-        what keeps a run from happening twice (restarts, overlapping ticks)."""
+        what keeps a run from happening twice (restarts, overlapping ticks). A running run
+        is executed by ``owner``; a skipped or missed one is owed an announcement
+        (:meth:`unannounced_runs`)."""
         now = self.clock()
         run_id = uuid.uuid4().hex
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO schedule_runs (id, schedule, fire_time, kind, status, "
-                "reason, started_at, finished_at, channel, started_by) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "reason, started_at, finished_at, channel, started_by, owner) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     run_id,
                     schedule,
@@ -1018,6 +1168,7 @@ class Store:
                     None if status == "running" else _iso(now),
                     channel,
                     started_by,
+                    owner,
                 ],
             )
             if cursor.rowcount != 1:
@@ -1064,12 +1215,25 @@ class Store:
         sql += f" ORDER BY fire_time DESC LIMIT {int(limit)}"
         return [ScheduleRun.model_validate(r) for r in self.rows(sql, params)]
 
-    def finish_run(self, run_id: str, status: str = "done") -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: str = "done",
+        *,
+        owner: str | None = None,
+        owe: Owed | None = None,
+    ) -> bool:
+        """End a running run, once (with ``owner``: only while that process owns it), its
+        summary owed with it; False when it was not running (or not owned)."""
+        fence, fenced = ("", []) if owner is None else (" AND owner IS ?", [owner])
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE schedule_runs SET status = ?, finished_at = ? WHERE id = ?",
-                [status, _iso(self.clock()), run_id],
+            cursor = conn.execute(
+                "UPDATE schedule_runs SET status = ?, finished_at = ? "  # noqa: S608
+                f"WHERE id = ? AND status = 'running'{fence}",
+                [status, _iso(self.clock()), run_id, *fenced],
             )
+            if cursor.rowcount != 1:
+                return False
             row = conn.execute(
                 "SELECT schedule FROM schedule_runs WHERE id = ?", [run_id]
             ).fetchone()
@@ -1079,6 +1243,32 @@ class Store:
                 f"schedule.run.{status}",
                 detail={"run": run_id},
             )
+            if owe is not None:
+                self._owe(conn, owe)
+            return True
+
+    def unannounced_runs(self) -> list[ScheduleRun]:
+        """Skipped and missed runs nobody was told of yet, oldest fire first."""
+        rows = self.rows(
+            "SELECT * FROM schedule_runs WHERE status IN ('skipped', 'missed') "
+            "AND announced_at IS NULL ORDER BY schedule, fire_time"
+        )
+        return [ScheduleRun.model_validate(r) for r in rows]
+
+    def announce_runs(self, run_ids: Sequence[str], owed: Owed | None) -> None:
+        """Owe the announcement of ``run_ids`` (and mark them announced), at once (None:
+        they were told some other way)."""
+        now = _iso(self.clock())
+        with self.transaction() as conn:
+            for run_id in run_ids:
+                conn.execute(
+                    "UPDATE schedule_runs SET announced_at = ? WHERE id = ?", [now, run_id]
+                )
+            if owed is not None:
+                self._owe(conn, owed)
+
+    def running_runs(self) -> list[ScheduleRun]:
+        return self.runs(status="running", limit=10_000)
 
     def set_run_message(self, run_id: str, channel: str, ts: str) -> None:
         with self.transaction() as conn:
@@ -1138,3 +1328,225 @@ class Store:
             params.append(schedule)
         rows = self.rows(sql + " ORDER BY until", params)
         return [KeepException.model_validate(r) for r in rows]
+
+    # -- stops in flight: claims and joins -----------------------------------------
+
+    def _in_flight_on(self, conn: sqlite3.Connection, op_id: str) -> str | None:
+        """The stop in flight on ``op_id``'s resource, other than itself (that ``op_id``
+        then joins), if any."""
+        row = conn.execute(
+            "SELECT other.id FROM operations other JOIN operations me "  # noqa: S608
+            "ON other.resource = me.resource "
+            f"WHERE me.id = ? AND other.id != me.id AND other.state IN ({IN_FLIGHT_SQL}) "
+            "AND other.joined IS NULL",
+            [op_id],
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def claim_send(self, op_id: str, owner: str) -> Operation | None:
+        """Win the right to send a submitted stop, once: from now on it may have left,
+        and it is never sent again. None when another process won it first."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE operations SET send_claimed_at = ?, owner = ? "
+                "WHERE id = ? AND state = ? AND send_claimed_at IS NULL AND joined IS NULL",
+                [_iso(self.clock()), owner, op_id, OpState.SUBMITTING.value],
+            )
+            return self._get(conn, op_id) if cursor.rowcount == 1 else None
+
+    # -- processes and what they own ---------------------------------------------
+
+    def register_process(self, process: Registration) -> None:
+        now = _iso(self.clock())
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO processes (id, host, pid, pid_start, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [process.id, process.host, process.pid, process.pid_start, now, now],
+            )
+
+    def heartbeat(self, process_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE processes SET heartbeat_at = ? WHERE id = ?",
+                [_iso(self.clock()), process_id],
+            )
+
+    def retire_process(self, process_id: str) -> None:
+        """A process ending cleanly: what it owned is anyone's at once, and it is dead."""
+        with self.transaction() as conn:
+            for table in ("operations", "schedule_runs", "outbox", "inbox"):
+                conn.execute(
+                    f"UPDATE {table} SET owner = NULL WHERE owner = ?",  # noqa: S608
+                    [process_id],
+                )
+            conn.execute(
+                "UPDATE processes SET retired_at = ? WHERE id = ?",
+                [_iso(self.clock()), process_id],
+            )
+
+    def processes(self) -> list[ProcessInfo]:
+        rows = self.rows("SELECT id, host, pid, pid_start, heartbeat_at, retired_at FROM processes")
+        return [
+            ProcessInfo(
+                id=r["id"],
+                host=r["host"],
+                pid=int(r["pid"]),
+                pid_start=r["pid_start"],
+                heartbeat_at=dt.datetime.fromisoformat(r["heartbeat_at"]),
+                retired=r["retired_at"] is not None,
+            )
+            for r in rows
+        ]
+
+    def forget_processes(self, ids: Iterable[str]) -> None:
+        """Drop dead processes that own nothing any more."""
+        with self.transaction() as conn:
+            for process_id in ids:
+                owns = any(
+                    conn.execute(
+                        f"SELECT 1 FROM {table} WHERE owner = ? LIMIT 1",  # noqa: S608
+                        [process_id],
+                    ).fetchone()
+                    for table in ("operations", "schedule_runs", "outbox", "inbox")
+                )
+                if not owns:
+                    conn.execute("DELETE FROM processes WHERE id = ?", [process_id])
+
+    def take_over(self, table: str, key: str, owner: str, previous: str | None) -> bool:
+        """Make ``owner`` the owner of one row of ``table`` (operations, schedule_runs,
+        outbox or inbox) if ``previous`` still owns it: of two processes taking over
+        the same work, one wins."""
+        column = {"operations": "id", "schedule_runs": "id", "outbox": "key", "inbox": "id"}
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE {table} SET owner = ? WHERE {column[table]} = ? AND owner IS ?",  # noqa: S608
+                [owner, key, previous],
+            )
+            return cursor.rowcount == 1
+
+    def owned_operations(self, states: Iterable[OpState]) -> list[Operation]:
+        """Operations in ``states`` that a process drives (or should), oldest first."""
+        wanted = [s.value for s in states]
+        marks = ", ".join("?" for _ in wanted)
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self.tuples(
+                    f"SELECT id FROM operations WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608
+                    wanted,
+                )
+            ]
+            return [self._get(self.db.conn, i) for i in ids]
+
+    # -- the outbox: messages owed to a face --------------------------------------
+
+    def _owe(self, conn: sqlite3.Connection, owed: Owed) -> None:
+        now = _iso(self.clock())
+        conn.execute(
+            "INSERT INTO outbox (key, kind, payload, version, urgent, owner, created_at, "
+            "updated_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "version = version + 1, payload = excluded.payload, urgent = excluded.urgent, "
+            "owner = excluded.owner, updated_at = excluded.updated_at, attempts = 0, "
+            "not_before = NULL",
+            [
+                owed.key,
+                owed.kind,
+                json.dumps(owed.payload, sort_keys=True, default=str),
+                int(owed.urgent),
+                owed.owner,
+                now,
+                now,
+            ],
+        )
+
+    def owe(self, owed: Owed) -> None:
+        """Owe a message (again: the face shows the latest state of ``owed.key``)."""
+        with self.transaction() as conn:
+            self._owe(conn, owed)
+
+    def owed(self, limit: int = 500, *, key: str | None = None) -> list[Owed]:
+        """Messages not delivered in their latest version, oldest change first (``key``:
+        that one only)."""
+        only, params = ("", []) if key is None else (" AND key = ?", [key])
+        rows = self.rows(
+            "SELECT key, kind, payload, version, urgent, owner, attempts, not_before "  # noqa: S608
+            f"FROM outbox WHERE sent_version < version{only} ORDER BY updated_at LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            Owed.model_validate(
+                {**r, "payload": json.loads(r["payload"]), "urgent": bool(r["urgent"])}
+            )
+            for r in rows
+        ]
+
+    def delivered(self, key: str, version: int) -> None:
+        """``version`` of ``key`` is shown (a later version stays owed)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET sent_version = ?, attempts = 0, not_before = NULL, "
+                "last_error = NULL WHERE key = ? AND sent_version < ?",
+                [version, key, version],
+            )
+
+    def postpone(self, key: str, version: int, until: dt.datetime, error: str) -> None:
+        """Try ``key`` again at ``until`` (unless a new version is owed meanwhile)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
+                "WHERE key = ? AND version = ?",
+                [_iso(until), error[:500], key, version],
+            )
+
+    def purge_delivered(self, before: dt.datetime) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM outbox WHERE sent_version >= version AND updated_at < ?",
+                [_iso(before)],
+            )
+            return cursor.rowcount
+
+    # -- the inbox: requests answered before they were handled --------------------
+
+    def receive(self, request_id: str, body: str, content_type: str, owner: str) -> str:
+        """Record a request before it is answered: "new", or "open"/"done" for one seen
+        already (a redelivery of the very same body)."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO inbox (id, received_at, body, content_type, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [request_id, _iso(self.clock()), body, content_type, owner],
+            )
+            if cursor.rowcount == 1:
+                return "new"
+            row = conn.execute("SELECT done_at FROM inbox WHERE id = ?", [request_id]).fetchone()
+            return "done" if row and row[0] else "open"
+
+    def handled(self, request_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE inbox SET done_at = ?, body = '' WHERE id = ?",
+                [_iso(self.clock()), request_id],
+            )
+
+    def open_requests(self) -> list[dict[str, Any]]:
+        """Requests answered but not handled to the end, oldest first."""
+        return self.rows(
+            "SELECT id, received_at, body, content_type, owner, attempts FROM inbox "
+            "WHERE done_at IS NULL ORDER BY received_at"
+        )
+
+    def retry_request(self, request_id: str) -> int:
+        """Count one more attempt at handling a request; the attempts so far."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE inbox SET attempts = attempts + 1 WHERE id = ?", [request_id])
+            row = conn.execute("SELECT attempts FROM inbox WHERE id = ?", [request_id]).fetchone()
+            return int(row[0]) if row else 0
+
+    def purge_handled(self, before: dt.datetime) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < ?", [_iso(before)]
+            )
+            return cursor.rowcount

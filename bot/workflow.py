@@ -1,14 +1,25 @@
 """The stop workflow, the same for Slack, the scheduler and the CLI.
 
     prepare:  resolve → may this user stop it? → read status and locks → awaiting confirmation
-    confirm:  the requester, once, before expiry → submitting
+    confirm:  the requester, once, before expiry → submitting (joining a stop of the same
+              resource already in flight, if any: one stop per resource is sent at a time)
     run:      locks again (the provider's read reused when it is under a second old: a
-              scheduled stop runs right after its preview) → provider stop (202) → follow
-              the status until final → audit
+              scheduled stop runs right after its preview) → claim the send → provider
+              stop (202) → follow the status until final → audit
 
 Every step is a compare-and-set transition in the store, so a double click, a Slack
-retry or two bot processes can never submit one stop twice. Nothing here knows
-about Slack: faces talk to the workflow through :class:`ProgressListener`.
+retry or two bot processes can never submit one stop twice. The provider's stop is sent
+only by the process that won the claim to send it (:meth:`Store.claim_send`): a stop
+whose claim was never taken provably never left, and is sent after a restart; one whose
+claim was taken may have left, and is judged by reading the provider, never sent again.
+
+An operation is driven by one process at a time, its ``owner``; every later transition
+is fenced by that ownership. When the owner dies, another process takes the operation
+over (:meth:`StopService.resume`, run at start and every few seconds).
+
+Nothing here knows about Slack: faces talk to the workflow through
+:class:`ProgressListener`, and a face that shows progress durably (``notify``) is owed
+each change through the outbox, in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -17,15 +28,17 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
 from bot.locks import LockVerdict, check_locks
-from bot.models import Actor, BotLock, Operation, OpState, Transition
+from bot.models import Actor, BotLock, Operation, OpState, Owed, Transition
+from bot.outbox import Outbox
 from bot.policy import Policy
 from bot.polling import StatusBatcher
+from bot.processes import ProcessRegistry
 from bot.store import Store
 from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus, utcnow
 from providers.errors import (
@@ -50,6 +63,8 @@ SYSTEM = "stopbot"
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
 # Added to a stop call's longest time before a restarted process judges its operation.
 SUBMIT_MARGIN = 5.0
+INTERRUPTED_PREPARING = "interrupted by a restart while it was being prepared: nothing was stopped"
+_STOPPED_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY})
 
 
 def _typed(source: str, args: str, verb: str = "stop") -> str:
@@ -89,6 +104,9 @@ class ActionResult(BaseModel):
     operation: Operation | None = None
     needs_approval: bool = False
     run: bool = Field(default=False, description="True when the stop should now be submitted.")
+    joined: str | None = Field(
+        default=None, description="The stop in flight on the resource this one follows."
+    )
 
 
 class ProgressListener(Protocol):
@@ -101,6 +119,14 @@ class ProgressListener(Protocol):
 
 # The states in which an operation is followed by some process until it ends.
 _FOLLOWED = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
+# Where a process drives an operation: taken over when that process dies.
+_DRIVEN = _FOLLOWED | {OpState.REQUESTED}
+PROGRESS = "progress"
+"""The outbox kind of a stop's progress, owed to the face that shows it."""
+APPROVAL_REQUEST = "approval-request"
+"""The outbox kind of the request to approvers of a confirmed, protected stop."""
+APPROVAL_OUTCOME = "approval-outcome"
+"""The outbox kind of an approval's end (approved, denied, expired), told to everyone."""
 
 
 class _Unshown:
@@ -130,6 +156,8 @@ class StopService:
         policy: Policy | None = None,
         clock: Clock = utcnow,
         sleep: Sleep = asyncio.sleep,
+        registry: ProcessRegistry | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.settings = config.stops
@@ -138,6 +166,9 @@ class StopService:
         self.policy = policy or Policy(config)
         self.clock = clock
         self.sleep = sleep
+        self.registry = registry or ProcessRegistry(store)
+        self.registry.register()
+        self.outbox = outbox or Outbox(store, self.registry)
         self._tasks: dict[str, asyncio.Task[Operation]] = {}
         # Operations being prepared, by id: a retry of the request waits for the preview.
         self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
@@ -160,13 +191,15 @@ class StopService:
         channel: str | None = None,
         response_url: str | None = None,
         idempotency_key: str | None = None,
+        notify: bool = False,
     ) -> Preview:
         """Record a stop request and decide whether it may go to confirmation.
 
         The returned operation is awaiting confirmation, refused (``detail`` says why)
         or stopped already; for a request recorded already (same ``idempotency_key``),
-        as it stands (see :meth:`_again`). Raises UnknownResourceError for a name not
-        configured.
+        as it stands (see :meth:`_again`). ``notify``: the face shows its progress from
+        confirmation on, owed through the outbox. Raises UnknownResourceError for a name
+        not configured.
         """
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
@@ -182,6 +215,8 @@ class StopService:
             channel=channel,
             response_url=response_url,
             idempotency_key=idempotency_key,
+            owner=self.registry.id,
+            notify=notify,
         )
         preview = Preview(
             operation=op,
@@ -191,10 +226,17 @@ class StopService:
         )
         if not created:
             return await self._again(preview, actor)
+        return await self._prepare_once(preview, actor)
+
+    async def _prepare_once(self, preview: Preview, actor: Actor) -> Preview:
+        """Prepare an operation this process owns, its retries waiting for the preview."""
+        op = preview.operation
         preparing: asyncio.Future[Preview | None] = asyncio.get_running_loop().create_future()
         self._preparing[op.id] = preparing
         try:
-            decided = await self._prepare(preview, actor, source, reason, force, override_lock)
+            decided = await self._prepare(
+                preview, actor, op.source, op.reason, op.force, op.override_lock
+            )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
             raise
@@ -205,16 +247,27 @@ class StopService:
 
     async def _again(self, preview: Preview, actor: Actor) -> Preview:
         """A request recorded already: a retry (Slack redelivers a command it took for
-        unanswered). It is shown as the first delivery left it, and nothing is decided:
-        the first delivery's preview when it is still being prepared in this process,
-        else the operation as it stands, the resource read again (read only) while it
-        awaits confirmation, so that the confirmation shows its status and locks."""
+        unanswered, or a restart handles a request its dead process had answered). It
+        is shown as the first delivery left it, and nothing is decided: the first
+        delivery's preview when it is still being prepared in this process, else the
+        operation as it stands, the resource read again (read only) while it awaits
+        confirmation, so that the confirmation shows its status and locks. One still
+        being prepared by a process that died is prepared again, here."""
         preparing = self._preparing.get(preview.operation.id)
         if preparing is not None:
             first = await asyncio.shield(preparing)
             if first is not None:
                 return first
-        preview.operation = self.store.get_operation(preview.operation.id) or preview.operation
+        op = self.store.get_operation(preview.operation.id) or preview.operation
+        preview.operation = op
+        if (
+            op.state == OpState.REQUESTED
+            and op.id not in self._preparing
+            and self.registry.orphaned(op.owner)
+            and self.registry.take("operations", op.id, op.owner)
+        ):
+            preview.operation = self.store.get_operation(op.id) or op
+            return await self._prepare_once(preview, actor)
         if preview.operation.state == OpState.AWAITING_CONFIRMATION:
             await self._read(preview, actor)
             self._note_approval(preview)
@@ -342,6 +395,7 @@ class StopService:
             actor=actor.id,
             detail=detail,
             fields={"expires_at": expires_at} if expires_at else None,
+            owner=self.registry.id,
         )
         if op is not None:
             preview.operation = op
@@ -385,10 +439,18 @@ class StopService:
             )
         return op
 
-    def confirm(self, op_id: str, actor: Actor, *, require_approval: bool = True) -> ActionResult:
+    def confirm(
+        self,
+        op_id: str,
+        actor: Actor,
+        *,
+        require_approval: bool = True,
+        response_url: str | None = None,
+    ) -> ActionResult:
         """The requester confirms, once, before expiry: the operation moves to submitting, or
         to awaiting approval for a protected resource (unless ``require_approval`` is False,
-        as for scheduled runs not configured to ask)."""
+        as for scheduled runs not configured to ask). ``response_url``: where the face may
+        show its progress from now on (the confirmed message)."""
         checked = self._check_pending(op_id, actor, "confirm")
         if isinstance(checked, ActionResult):
             return checked
@@ -413,9 +475,17 @@ class StopService:
                 actor.id,
                 expires_at=self.clock() + approval.expires_after,
                 min_approvals=approval.min_approvals,
+                owe=Owed(
+                    key=f"{APPROVAL_REQUEST}:{op_id}",
+                    kind=APPROVAL_REQUEST,
+                    payload={"operation": op_id},
+                    urgent=True,
+                    owner=self.registry.id,
+                ),
             )
             if waiting is None:
                 return ActionResult(ok=False, message="This stop was already handled.")
+            self.outbox.kick()
             return ActionResult(
                 ok=True,
                 operation=waiting,
@@ -429,10 +499,38 @@ class StopService:
             allowed_from=[OpState.AWAITING_CONFIRMATION],
             actor=actor.id,
             detail="confirmed",
+            fields={"owner": self.registry.id}
+            | ({"response_url": response_url} if response_url else {}),
+            owe=self._progress(checked),
         )
         if op is None:  # another click won the race
             return ActionResult(ok=False, message="This stop was already handled.")
-        return ActionResult(ok=True, message=f"Stopping {op.resource}…", operation=op, run=True)
+        self.outbox.kick()
+        return ActionResult(
+            ok=True, message=self._submitted(op), operation=op, run=True, joined=op.joined
+        )
+
+    def _submitted(self, op: Operation) -> str:
+        if op.joined is None:
+            return f"Stopping {op.resource}…"
+        leader = self.store.get_operation(op.joined)
+        who = f" by {_mention(leader.requested_by)}" if leader is not None else ""
+        return (
+            f"{op.resource} is already being stopped{who}: "
+            "this request follows that stop instead of sending another."
+        )
+
+    def _progress(self, op: Operation, *, urgent: bool = False) -> Owed | None:
+        """The progress message owed for ``op``'s next change, if a face shows it."""
+        if not op.notify:
+            return None
+        return Owed(
+            key=f"{PROGRESS}:{op.id}",
+            kind=PROGRESS,
+            payload={"operation": op.id},
+            urgent=urgent,
+            owner=self.registry.id,
+        )
 
     def _approval_policy(self, resource: str) -> ApprovalPolicy | None:
         try:
@@ -476,7 +574,9 @@ class StopService:
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
                 detail="the approval request expired",
+                owe=self._outcome(op_id),
             )
+            self.outbox.kick()
             return ActionResult(
                 ok=False,
                 operation=expired or op,
@@ -517,15 +617,35 @@ class StopService:
             decided_by=actor.id,
             to=OpState.SUBMITTING,
             detail=f"approved by <@{actor.id}>",
+            owner=self.registry.id,
+            owe=self._outcome(op_id),
         )
         if op is None:
             return ActionResult(ok=False, message="This request was already decided.")
+        self._owe_progress(op)
         return ActionResult(
             ok=True,
             operation=op,
             run=True,
+            joined=op.joined,
             message=f"Approved by <@{actor.id}>: stopping {op.resource}.",
         )
+
+    def _outcome(self, op_id: str) -> Owed:
+        """An approval's end owed to its requester and to every copy of its request."""
+        return Owed(
+            key=f"{APPROVAL_OUTCOME}:{op_id}",
+            kind=APPROVAL_OUTCOME,
+            payload={"operation": op_id},
+            urgent=True,
+            owner=self.registry.id,
+        )
+
+    def _owe_progress(self, op: Operation) -> None:
+        owed = self._progress(op, urgent=op.state.final)
+        if owed is not None:
+            self.store.owe(owed)
+        self.outbox.kick()
 
     async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
         """An approver denies: the request ends, refused, once."""
@@ -540,9 +660,11 @@ class StopService:
             to=OpState.REFUSED,
             detail=f"denied by <@{actor.id}>{why}",
             reason=reason,
+            owe=self._outcome(op_id),
         )
         if op is None:
             return ActionResult(ok=False, message="This request was already decided.")
+        self.outbox.kick()
         return ActionResult(
             ok=True,
             operation=op,
@@ -560,9 +682,12 @@ class StopService:
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
                 detail="the approval request expired",
+                owe=self._outcome(op_id),
             )
             if op is not None:
                 expired.append(op)
+        if expired:
+            self.outbox.kick()
         return expired
 
     def cancel(self, op_id: str, actor: Actor) -> ActionResult:
@@ -603,6 +728,47 @@ class StopService:
 
         task.add_done_callback(forget)
 
+    def _move(
+        self,
+        op: Operation,
+        to: OpState,
+        allowed_from: list[OpState],
+        detail: str | None = None,
+        *,
+        audit_detail: dict[str, Any] | None = None,
+        shown: bool = True,
+    ) -> Operation | None:
+        """A transition of an operation this process drives: fenced by its ownership, the
+        progress it makes owed in the same transaction (unless not ``shown`` by itself:
+        the provider's state that comes with it is)."""
+        moved = self.store.transition(
+            op.id,
+            to,
+            allowed_from=allowed_from,
+            actor=SYSTEM,
+            detail=detail,
+            audit_detail=audit_detail,
+            owner=self.registry.id,
+            owe=self._progress(op, urgent=to.final) if shown else None,
+        )
+        if moved is not None:
+            self.outbox.kick()
+        return moved
+
+    def _observe(self, op: Operation, status: ResourceStatus) -> Operation | None:
+        """Record a new provider state of an operation this process drives."""
+        changed = self.store.record_provider_state(
+            op.id,
+            status.state,
+            status.phase.value,
+            status.message,
+            owner=self.registry.id,
+            owe=self._progress(op),
+        )
+        if changed is not None:
+            self.outbox.kick()
+        return changed
+
     async def run(
         self,
         op_id: str,
@@ -617,13 +783,31 @@ class StopService:
         operation when the stop follows its preparation at once (a scheduled stop that
         needs no approval), saves that read: its lock read is used instead if it is at
         most ``LOCK_READ_REUSE`` old, so no more recent than a read made here would be.
+
+        The stop is sent only after winning the claim to send it. An operation another
+        live process drives, or whose claim another process won, is waited for instead;
+        one that joined a stop in flight follows that stop.
         """
         op = self.store.get_operation(op_id)
         if op is None or op.state != OpState.SUBMITTING:
             raise ValueError(f"operation {op_id} is not waiting to be submitted")
+        if op.owner != self.registry.id:
+            if not (
+                self.registry.orphaned(op.owner)
+                and self.registry.take("operations", op.id, op.owner)
+            ):
+                return await self.until_final(op_id, listener)
+            op = self.store.get_operation(op_id) or op
         resource = await self._configured(op, listener)
         if isinstance(resource, Operation):
             return resource
+        if op.joined is not None:
+            return await self._follow_joined(op, resource, listener)
+        if op.send_claimed_at is not None:  # this process sent it before a restart
+            op = await self._judge_submitting(op, resource, listener)
+            if op.state.final or op.owner != self.registry.id:
+                return op
+            return await self.follow(op, resource, listener)
         provider = self.providers[resource.provider]
         provider_lock: ProviderLock | None = None
         if (
@@ -647,6 +831,10 @@ class StopService:
         # checked again, since a lock may have been taken since the preview.
         if verdict.blocked and not (op.override_lock and self.policy.is_admin(op.requested_by)):
             return await self._end(op, OpState.REFUSED, listener, None, verdict.reason)
+        claimed = self.store.claim_send(op.id, self.registry.id)
+        if claimed is None:  # lost to another process: it sends, and is followed there
+            return await self.until_final(op_id, listener)
+        op = claimed
         try:
             accepted = await provider.stop(resource, force=op.force)
         except AlreadyStoppedError as exc:
@@ -679,17 +867,11 @@ class StopService:
             )
         except ProviderError as exc:
             return await self._end(op, OpState.FAILED, listener, None, str(exc))
-        moved = self.store.transition(
-            op.id,
-            OpState.ACCEPTED,
-            allowed_from=[OpState.SUBMITTING],
-            actor=SYSTEM,
-            detail=accepted.message,
-        )
+        moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], accepted.message)
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
-                return current  # another process saw the stop under way and follows it
+                return current  # another process took it over (it took this one for dead)
             # Judged meanwhile by another process (it took the stop for lost): the provider
             # has the stop all the same. Say so where it will be read.
             log.error(
@@ -705,15 +887,7 @@ class StopService:
             )
             return current
         if accepted.status is not None:
-            moved = (
-                self.store.record_provider_state(
-                    op.id,
-                    accepted.status.state,
-                    accepted.status.phase.value,
-                    accepted.status.message,
-                )
-                or moved
-            )
+            moved = self._observe(moved, accepted.status) or moved
         await self._notify(listener, moved, accepted.status)
         return await self.follow(moved, resource, listener)
 
@@ -730,6 +904,32 @@ class StopService:
                 f"{op.resource} is no longer in the configuration.",
             )
 
+    async def _follow_joined(
+        self, op: Operation, resource: Resource, listener: ProgressListener
+    ) -> Operation:
+        """A stop that joined another one of the same resource: no call of its own, it
+        follows the resource until it stops, or ends as that stop ended."""
+        moved = self._move(
+            op,
+            OpState.IN_PROGRESS,
+            [OpState.SUBMITTING],
+            "following the stop already in flight",
+        )
+        if moved is None:
+            return self.store.get_operation(op.id) or op
+        await self._notify(listener, moved, None)
+        return await self.follow(moved, resource, listener)
+
+    def _leader_ended(self, op: Operation) -> str | None:
+        """For a stop that joined another: why that one ended without stopping, if it did."""
+        if op.joined is None:
+            return None
+        leader = self.store.get_operation(op.joined)
+        if leader is None or not leader.state.final or leader.state in _STOPPED_STATES:
+            return None
+        said = f": {leader.detail}" if leader.detail else ""
+        return f"the stop it followed ended {leader.state.value.replace('_', ' ')}{said}"
+
     async def follow(
         self, op: Operation, resource: Resource, listener: ProgressListener
     ) -> Operation:
@@ -737,6 +937,7 @@ class StopService:
 
         Reads start ``interval`` apart, counted from the start of the previous read: the
         time a read takes (the batch window, the provider's latency) is not added to it.
+        Ends quietly when another process took the operation over.
         """
         deadline = self._accepted_at(op) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
@@ -764,18 +965,8 @@ class StopService:
             else:
                 last = status
                 if op.state == OpState.ACCEPTED:
-                    op = (
-                        self.store.transition(
-                            op.id,
-                            OpState.IN_PROGRESS,
-                            allowed_from=[OpState.ACCEPTED],
-                            actor=SYSTEM,
-                        )
-                        or op
-                    )
-                changed = self.store.record_provider_state(
-                    op.id, status.state, status.phase.value, status.message
-                )
+                    op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
+                changed = self._observe(op, status)
                 op = changed or op
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
@@ -786,13 +977,19 @@ class StopService:
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
                     await self._notify(listener, op, status)
+            ended = self._leader_ended(op)
+            if ended is not None:
+                return await self._end(op, OpState.FAILED, listener, last, ended)
+            current = self.store.get_operation(op.id)
+            if current is None or current.owner != self.registry.id or current.state.final:
+                return current or op  # taken over by another process, or ended there
             spent = (self.clock() - read_at).total_seconds()
             await self.sleep(max(interval - spent, 0.0))
             interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
 
     def _accepted_at(self, op: Operation) -> dt.datetime:
         for t in self.store.transitions(op.id):
-            if t.state == OpState.ACCEPTED.value:
+            if t.state in {OpState.ACCEPTED.value, OpState.IN_PROGRESS.value}:
                 return t.at
         return op.updated_at
 
@@ -804,13 +1001,7 @@ class StopService:
         status: ResourceStatus | None,
         detail: str | None,
     ) -> Operation:
-        final = self.store.transition(
-            op.id,
-            state,
-            allowed_from=[OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS],
-            actor=SYSTEM,
-            detail=detail,
-        )
+        final = self._move(op, state, [*_FOLLOWED], detail)
         final = final or self.store.get_operation(op.id) or op
         await self._notify(listener, final, status)
         return final
@@ -823,15 +1014,27 @@ class StopService:
         except Exception:  # a face that cannot show progress must not stop the stop
             log.exception("progress listener failed", extra={"operation": op.id})
 
-    # -- restart --------------------------------------------------------------------
+    # -- restart and takeover -----------------------------------------------------
 
     async def resume(
         self, listener_for: Callable[[Operation], ProgressListener]
     ) -> list[asyncio.Task[Operation]]:
-        """Pick up the operations a previous process left in flight."""
+        """Take over the operations that processes now dead were driving, and carry each
+        on: one being prepared is ended (nobody is there to confirm it) and its requester
+        told; a submitted one is sent if its claim was never taken, judged by reading the
+        provider if it was; one under way is followed to its end."""
         tasks = []
-        for op in self.store.operations_in_flight():
-            if op.id in self._tasks:
+        dead = self.registry.dead()
+        for op in self.store.owned_operations(_DRIVEN):
+            if op.id in self._tasks or op.id in self._preparing:
+                continue
+            if not self.registry.mine_or_orphaned(op.owner, dead):
+                continue
+            if not self.registry.take("operations", op.id, op.owner):
+                continue
+            op = self.store.get_operation(op.id) or op
+            if op.state == OpState.REQUESTED:
+                self.end_unprepared(op)
                 continue
             task = asyncio.create_task(
                 self._resume_one(op, listener_for(op)), name=f"resume-{op.id}"
@@ -840,29 +1043,48 @@ class StopService:
             tasks.append(task)
         return tasks
 
+    def end_unprepared(self, op: Operation) -> Operation | None:
+        """End an operation whose preparation died with its process (taken over from it
+        first): nothing was sent. None when it is still another live process's, or was
+        decided meanwhile."""
+        if op.owner != self.registry.id and not (
+            self.registry.orphaned(op.owner) and self.registry.take("operations", op.id, op.owner)
+        ):
+            return None
+        ended = self.store.transition(
+            op.id,
+            OpState.FAILED,
+            allowed_from=[OpState.REQUESTED],
+            actor=SYSTEM,
+            detail=INTERRUPTED_PREPARING,
+            owner=self.registry.id,
+            owe=self._progress(op, urgent=True),
+        )
+        if ended is not None:
+            self.outbox.kick()
+        return ended
+
     async def _resume_one(self, op: Operation, listener: ProgressListener) -> Operation:
+        if op.state == OpState.SUBMITTING:
+            return await self.run(op.id, listener, self.config.actor(op.requested_by))
         resource = await self._configured(op, listener)
         if isinstance(resource, Operation):
             return resource
-        if op.state == OpState.SUBMITTING:
-            op = await self._judge_submitting(op, resource, listener)
-            if op.state.final or op.state == OpState.AWAITING_APPROVAL:
-                return op
         return await self.follow(op, resource, listener)
 
     async def _judge_submitting(
         self, op: Operation, resource: Resource, listener: ProgressListener
     ) -> Operation:
-        """An operation a previous process left SUBMITTING: whether its stop went out is
-        unknown. Following is safe; sending it again could stop twice.
+        """An operation whose claim to send was taken by a process that died: whether its
+        stop went out is unknown. Following is safe; sending it again could stop twice.
 
         The provider's status decides: a stop under way (or done) means it went out, and
-        it is followed. A resource still running may yet get it from another process
-        still submitting (a rolling deploy starts the new process before the old one
-        ends), so that is the verdict only once the stop call, every retry included,
-        would be over; meanwhile the status is read again every poll interval.
+        it is followed. A resource still running may yet get it (a request on the wire
+        when its sender died), so that is the verdict only once the stop call, every
+        retry included, would be over; meanwhile the status is read again every poll
+        interval.
         """
-        deadline = op.updated_at + self._submit_window()
+        deadline = (op.send_claimed_at or op.updated_at) + self._submit_window()
         while True:
             try:
                 status: ResourceStatus | None = await self.providers[resource.provider].status(
@@ -871,15 +1093,11 @@ class StopService:
             except ProviderError as exc:
                 status, unknown = None, exc
             current = self.store.get_operation(op.id) or op
-            if current.state != OpState.SUBMITTING:  # another process moved it on
-                return current
+            if current.state != OpState.SUBMITTING or current.owner != self.registry.id:
+                return current  # moved on, or taken over, elsewhere
             if status is not None and status.phase not in {Phase.RUNNING, Phase.UNKNOWN}:
-                moved = self.store.transition(
-                    op.id,
-                    OpState.ACCEPTED,
-                    allowed_from=[OpState.SUBMITTING],
-                    actor=SYSTEM,
-                    detail="resumed after a restart",
+                moved = self._move(
+                    op, OpState.ACCEPTED, [OpState.SUBMITTING], "resumed after a restart"
                 )
                 return moved or self.store.get_operation(op.id) or op
             if self.clock() >= deadline:
@@ -891,15 +1109,17 @@ class StopService:
                 OpState.FAILED,
                 listener,
                 None,
-                f"interrupted by a restart, and the status is unknown: {unknown}",
+                "interrupted by a restart while the stop was being sent, and the status is "
+                f"unknown: {unknown}. The stop may or may not have been taken: check with "
+                f"{_typed(op.source, resource.name, 'status')} before trying again.",
             )
         return await self._end(
             op,
             OpState.FAILED,
             listener,
             status,
-            "interrupted by a restart before the provider confirmed the stop; "
-            f"{resource.name} is {status.state}. "
+            "interrupted by a restart while the stop was being sent; the provider did not "
+            f"take it: {resource.name} is {status.state}. "
             f"Run {_typed(op.source, resource.name)} again.",
         )
 
@@ -909,14 +1129,18 @@ class StopService:
         return dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
 
     async def until_final(self, op_id: str, listener: ProgressListener | None = None) -> Operation:
-        """Wait for an operation followed elsewhere (in this process) to end. One this
-        process does not follow (its follower died with another process) is taken over,
-        shown to ``listener``: waiting for nobody would never end."""
+        """Wait for an operation driven elsewhere to end. One whose process died is
+        taken over, shown to ``listener``: waiting for nobody would never end."""
         while True:
             task = self._tasks.get(op_id)
             if task is None:
                 op = self.store.get_operation(op_id)
-                if op is not None and op.state in _FOLLOWED:
+                if (
+                    op is not None
+                    and op.state in _FOLLOWED
+                    and self.registry.orphaned(op.owner)
+                    and self.registry.take("operations", op.id, op.owner)
+                ):
                     task = asyncio.create_task(
                         self._resume_one(op, listener or _Unshown()), name=f"adopt-{op_id}"
                     )
@@ -930,6 +1154,19 @@ class StopService:
                 return op
             await self.sleep(self.settings.poll_initial.total_seconds())
 
+    async def until_decided(self, op_id: str) -> Operation:
+        """Wait for a preparation another live process is making; one whose process dies
+        meanwhile is ended (see :meth:`end_unprepared`)."""
+        while True:
+            op = self.store.get_operation(op_id)
+            if op is None:
+                raise KeyError(op_id)
+            if op.state != OpState.REQUESTED:
+                return op
+            if self.registry.orphaned(op.owner):
+                return self.end_unprepared(op) or self.store.get_operation(op_id) or op
+            await self.sleep(self.settings.poll_initial.total_seconds())
+
     def in_flight(self) -> list[str]:
         """Ids of the operations this process is following now."""
         return list(self._tasks)
@@ -939,3 +1176,4 @@ class StopService:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.outbox.aclose()

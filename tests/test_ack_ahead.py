@@ -122,8 +122,11 @@ async def test_answers_ahead_are_bolts_own(slack: Slack) -> None:
     """For each request the server answers ahead, Bolt, asked in line, answers the same
     bytes: help, a usage error, a stop, a click."""
     ahead: list[str] = []
-    dispatch = slack.bot.dispatch_later
-    slack.bot.dispatch_later = lambda raw, headers: (ahead.append(raw), dispatch(raw, headers))  # type: ignore[method-assign]
+    handle = slack.bot.inbox.handle
+    slack.bot.inbox.handle = lambda key, raw, headers: (  # type: ignore[method-assign]
+        ahead.append(raw),
+        handle(key, raw, headers),
+    )[1]
 
     async def both(send: Any) -> None:
         first = await send()

@@ -339,7 +339,8 @@ async def test_a_refused_channel_post_asks_the_approvers_by_dm(guarded: Slack) -
 
 
 async def test_a_request_posted_nowhere_is_said_to_the_requester(guarded: Slack) -> None:
-    """Neither the channel nor Carol's DM takes the request: Bob is told to ask directly."""
+    """Neither the channel nor Carol's DM takes the request: Bob is told at once, and to
+    ask directly if it is urgent (the request stays owed, tried again later)."""
     await say(guarded, "dev-eu nightly")
     op_id, ts = guarded.confirmation()
     guarded.fake.fail_next("chat.postMessage", "restricted_action")
@@ -349,8 +350,9 @@ async def test_a_request_posted_nowhere_is_said_to_the_requester(guarded: Slack)
         RESPONSE_URL_METHOD, lambda c: "could not post" in c.args.get("text", "")
     )
     assert told.args == {
-        "text": "Stopbot could not post the approval request for dev-eu anywhere (see its "
-        "log). Ask an approver directly; the request stays open until it expires.",
+        "text": "Stopbot could not post the approval request for dev-eu yet (see its log); "
+        "it keeps trying. Ask an approver directly if it is urgent; the request stays open "
+        "until it expires.",
         "response_type": "ephemeral",
         "replace_original": False,
     }

@@ -46,7 +46,6 @@ class Notes:
         self.announcements: list[str] = []
         self.summaries: list[RunReport] = []
         self.drifts: list[tuple[str, str, str]] = []
-        self.approvals: list[Operation] = []
         self.failing_warnings = 0  # how many warnings to fail to show, as a Slack outage would
 
     async def warn(
@@ -69,9 +68,6 @@ class Notes:
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
     ) -> None:
         self.drifts.append((schedule.name, resource, status.state))
-
-    async def approval_requested(self, op: Operation) -> None:
-        self.approvals.append(op)
 
     def final(self) -> RunReport:
         return next(r for r in reversed(self.summaries) if r.finished)
@@ -111,6 +107,8 @@ class Sched:
         self.engine.sync_config()
 
     async def restart(self) -> None:
+        """The process dies (what it drove left as it stands) and a new one starts."""
+        self.service.registry.me.abandon()
         await self.engine.cancel()
         await self.service.aclose()
         self.store.close()
@@ -121,8 +119,10 @@ class Sched:
         self.sims.hub.clock.advance((when - self.time.now()).total_seconds())
 
     async def tick_at(self, when: dt.datetime) -> None:
+        """Move the clock, tick, and let the outbox deliver what the tick owes."""
         self.travel(when)
         await self.engine.tick()
+        await self.service.outbox.flush()
 
     async def aclose(self) -> None:
         await self.engine.cancel()
@@ -684,7 +684,7 @@ async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) 
     (spark,) = s.store.recent_operations(resource="spark")
     assert (spark.state.value, spark.detail) == (
         "failed",
-        "interrupted while preparing, by a restart",
+        "interrupted by a restart while it was being prepared: nothing was stopped",
     )
     assert s.notes.announcements == [
         "The nightly run due Mon 11 Jan 20:00 Europe/Paris was cut by a restart, and Stopbot "
@@ -716,7 +716,7 @@ async def test_a_restart_while_preparing_a_stop_fails_it_and_tries_again(s: Sche
     }
     assert [(t.state, t.message) for t in s.store.transitions(first.id)] == [
         ("requested", None),
-        ("failed", "interrupted while preparing, by a restart"),
+        ("failed", "interrupted by a restart while it was being prepared: nothing was stopped"),
     ]
     accepted = [e for e in s.store.audit_log(resource="dev-eu") if e.action == "stop.accepted"]
     assert len(accepted) == 1

@@ -210,7 +210,7 @@ def test_provider_state_recorded_only_when_changed(store: Store) -> None:
 
 def test_operations_in_flight_are_the_tracked_ones(store: Store) -> None:
     """Only submitted, accepted and in-progress operations are resumed at start."""
-    ids = {state: new_op(store, state=state) for state in OpState}
+    ids = {state: new_op(store, state=state, resource=f"r-{state.value}") for state in OpState}
     assert {op.id for op in store.operations_in_flight()} == {
         ids[OpState.SUBMITTING],
         ids[OpState.ACCEPTED],
@@ -332,10 +332,53 @@ def test_removing_a_schedule_forgets_its_state(store: Store) -> None:
     assert not store.delete_schedule("nightly", "stopbot.yaml")
 
 
+def undo_migration_6(conn: sqlite3.Connection) -> None:
+    for index in ("one_stop_in_flight", "operations_owner"):
+        conn.execute(f"DROP INDEX {index}")
+    for table in ("processes", "outbox", "inbox"):
+        conn.execute(f"DROP TABLE {table}")
+    for column in ("owner", "send_claimed_at", "joined", "notify", "shown_in"):
+        conn.execute(f"ALTER TABLE operations DROP COLUMN {column}")
+    for column in ("owner", "announced_at"):
+        conn.execute(f"ALTER TABLE schedule_runs DROP COLUMN {column}")
+    conn.execute("UPDATE schema_version SET version = 5")
+
+
+def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Path) -> None:
+    """A database of schema 5: a stop it left submitting may have been sent (never sent
+    again: its claim is taken), and two stops of one resource in flight become one
+    followed by the other; skipped and missed runs count as announced."""
+    store = Store(tmp_path / "a.db")
+    first = new_op(store, state=OpState.SUBMITTING)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_6(conn)
+    conn.execute(
+        "INSERT INTO operations (id, resource, provider, resource_id, requested_by, source, "
+        "state, created_at, updated_at) VALUES ('second', 'dev-eu', 'qovery', 'c1', 'U2', "
+        "'slack', 'in_progress', '2099-01-01T00:00:00+00:00', '2099-01-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO schedule_runs (id, schedule, fire_time, kind, status, started_at, "
+        "finished_at) VALUES ('r1', 'nightly', '2026-11-26T19:00:00+00:00', 'cron', 'missed', "
+        "'2026-11-26T20:00:00+00:00', '2026-11-26T20:00:00+00:00')"
+    )
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    op = store.get_operation(first)
+    assert op is not None and op.send_claimed_at == op.updated_at and op.joined is None
+    second = store.get_operation("second")
+    assert second is not None and second.joined == first and second.send_claimed_at is None
+    assert store.unannounced_runs() == []
+
+
 def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
     """A database of schema 3 keeps its pending skip and snooze, now kept per fire."""
     Store(tmp_path / "a.db").close()
     conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_6(conn)
     conn.execute("DROP TABLE schedule_skips")
     conn.execute("DROP TABLE schedule_snoozes")
     conn.execute("ALTER TABLE schedule_runs DROP COLUMN started_by")  # migration 5's

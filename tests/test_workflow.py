@@ -40,6 +40,12 @@ class Harness:
             self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
         )
 
+    def restart(self) -> StopService:
+        """The process dies (its work left where it stands) and a new one starts."""
+        self.service.registry.me.abandon()
+        self.service = self.new_service()
+        return self.service
+
     async def confirmed(self, resource: str, actor: Actor = BOB, **kw: object) -> str:
         preview = await self.service.prepare(resource, actor, source="test", **kw)  # type: ignore[arg-type]
         assert preview.operation.state == OpState.AWAITING_CONFIRMATION, preview.operation.detail
@@ -341,8 +347,7 @@ async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> No
     op = h.store.get_operation(op_id)
     assert op is not None and op.state == OpState.IN_PROGRESS
 
-    h.service = h.new_service()  # "restart"
-    [resumed] = await h.service.resume(lambda op: Recorder())
+    [resumed] = await h.restart().resume(lambda op: Recorder())
     final = await resumed
     assert final.state == OpState.STOPPED
     posts = [e for e in h.store.audit_log() if e.action == "stop.accepted"]
@@ -361,68 +366,121 @@ async def test_waiting_for_an_operation_nobody_follows_takes_it_over(h: Harness)
     await h.cut_in_progress(op_id)
     h.sims.hub.faults.reset_counts()
     listener = Recorder()
-    final = await h.new_service().until_final(op_id, listener)
+    final = await h.restart().until_final(op_id, listener)
     assert final.state == OpState.STOPPED
     assert listener.states()[-1][0] == "stopped"
     assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
 
 
-async def test_restart_while_submitting_and_still_running_fails_safe(h: Harness) -> None:
-    """An operation cut off before the provider answered is not sent again after a restart."""
-    await h.confirmed("dev-eu")  # submitting, never sent
-    [resumed] = await h.new_service().resume(lambda op: Recorder())
+async def test_a_confirmed_stop_never_sent_before_a_restart_is_sent_after_it(h: Harness) -> None:
+    """A process killed after the confirmation but before it claimed the send provably
+    never sent the stop: the next process sends it, once, and follows it to Stopped."""
+    op_id = await h.confirmed("dev-eu")  # submitting, its claim to send never taken
+    h.sims.hub.faults.reset_counts()
+    [resumed] = await h.restart().resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.STOPPED
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+    assert [e.action for e in h.store.audit_log(resource="dev-eu")] == [
+        "stop.requested",
+        "stop.awaiting_confirmation",
+        "stop.submitting",
+        "stop.accepted",
+        "stop.in_progress",
+        "stop.stopped",
+    ]
+    assert h.store.get_operation(op_id) == final
+
+
+async def test_a_process_started_beside_a_live_one_leaves_its_stops_alone(h: Harness) -> None:
+    """A new process started while the old one still drives a stop (a rolling deploy) does
+    not take it: the old process sends it, once, and the new one never calls the provider."""
+    op_id = await h.confirmed("dev-eu")
+    h.sims.hub.faults.reset_counts()
+    beside = h.new_service()
+    assert await beside.resume(lambda op: Recorder()) == []
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.STOPPED
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+    assert beside.in_flight() == []
+    await beside.aclose()
+
+
+async def test_two_processes_taking_over_one_stop_send_it_once(h: Harness) -> None:
+    """The owner of a confirmed stop dies; two processes race to carry it on: one wins
+    the claim to send and sends it, the other waits for it; both see it Stopped."""
+    op_id = await h.confirmed("dev-eu")
+    h.service.registry.me.abandon()
+    h.sims.hub.faults.reset_counts()
+    first, second = h.new_service(), h.new_service()
+    finals = await asyncio.gather(
+        first.run(op_id, Recorder(), BOB), second.run(op_id, Recorder(), BOB)
+    )
+    assert [f.state for f in finals] == [OpState.STOPPED, OpState.STOPPED]
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+    for service in (first, second):
+        await service.aclose()
+
+
+async def test_a_stop_whose_sender_died_is_judged_by_the_provider_and_never_resent(
+    h: Harness,
+) -> None:
+    """The claim to send was won, then the process died (the call may have left): the
+    next process reads the status until the stop call could be over; the resource still
+    running, it fails the operation, saying the stop was not taken, and sends nothing."""
+    op_id = await h.confirmed("dev-eu")
+    assert h.store.claim_send(op_id, h.service.registry.id) is not None
+    claimed_at = h.time.now()
+    h.sims.hub.faults.reset_counts()
+    [resumed] = await h.restart().resume(lambda op: Recorder())
     final = await resumed
     assert final.state == OpState.FAILED
     assert final.detail == (
-        "interrupted by a restart before the provider confirmed the stop; dev-eu is DEPLOYED. "
-        "Run `/stop dev-eu` again."
+        "interrupted by a restart while the stop was being sent; the provider did not take "
+        "it: dev-eu is DEPLOYED. Run `/stop dev-eu` again."
     )
-
-
-async def test_a_restart_beside_a_process_still_submitting_waits_for_it(h: Harness) -> None:
-    """A new process started while the old one is still sending the stop (a rolling
-    deploy) sees the resource still running, and reads it again every poll interval until
-    the stop call, every retry included, would be over: the old process's stop is seen
-    under way, and ends Stopped, sent once, never marked failed."""
-    op_id = await h.confirmed("dev-eu")  # the old process is about to send it
-    h.sims.hub.faults.reset_counts()
-    restarted = h.new_service()
-    waits: list[float] = []
-
-    async def meanwhile_the_old_process_sends_it(seconds: float) -> None:
-        waits.append(seconds)
-        op = h.store.get_operation(op_id)
-        if op is not None and op.state == OpState.SUBMITTING:
-            await h.service.run(op_id, Recorder(), BOB)
-        await h.time.sleep(seconds)
-
-    restarted.sleep = meanwhile_the_old_process_sends_it
-    [resumed] = await restarted.resume(lambda op: Recorder())
-    final = await resumed
-    assert final.state == OpState.STOPPED
-    assert waits[0] == h.config.stops.poll_initial.total_seconds()
-    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
-    assert [e.action for e in h.store.audit_log() if e.action.startswith("stop.")][-1] == (
-        "stop.stopped"
-    )
-
-
-async def test_a_stop_still_not_taken_when_the_submit_could_be_over_fails_safe(
-    h: Harness,
-) -> None:
-    """Nobody sends it (the old process died before the call): the resource stays running
-    until the stop call could be over, and only then is the operation failed, unsent."""
-    op_id = await h.confirmed("dev-eu")
-    started = h.time.now()
-    restarted = h.new_service()
-    [resumed] = await restarted.resume(lambda op: Recorder())
-    final = await resumed
-    assert final.state == OpState.FAILED
     http = h.config.http
     window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
-    assert window <= h.time.now() - started < window + h.config.stops.poll_initial * 2
+    assert window <= h.time.now() - claimed_at < window + h.config.stops.poll_initial * 2
     assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
     assert h.store.get_operation(op_id) == final
+
+
+async def test_a_stop_whose_sender_died_after_sending_is_followed(h: Harness) -> None:
+    """The claim was won and the stop sent, then the process died before recording the
+    answer: the next process sees the stop under way and follows it, sending nothing."""
+    op_id = await h.confirmed("dev-eu")
+    assert h.store.claim_send(op_id, h.service.registry.id) is not None
+    await h.providers["qovery"].stop(h.config.resource("dev-eu"))
+    h.sims.hub.faults.reset_counts()
+    [resumed] = await h.restart().resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.STOPPED
+    assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
+    accepted = [e for e in h.store.audit_log() if e.action == "stop.accepted"]
+    assert [e.detail for e in accepted] == [{"detail": "resumed after a restart"}]
+
+
+async def test_a_preparation_cut_by_a_restart_is_ended_and_owed_to_its_face(h: Harness) -> None:
+    """A request whose process died while preparing it stays nowhere: the next process
+    ends it failed, saying nothing was stopped, and owes its face that news."""
+    op, _ = h.store.create_operation(
+        resource="dev-eu",
+        provider="qovery",
+        resource_id="x",
+        requested_by=BOB.id,
+        source="slack",
+        owner=h.service.registry.id,
+        notify=True,
+    )
+    assert await h.restart().resume(lambda op: Recorder()) == []
+    ended = h.store.get_operation(op.id)
+    assert ended is not None and ended.state == OpState.FAILED
+    assert ended.detail == (
+        "interrupted by a restart while it was being prepared: nothing was stopped"
+    )
+    [owed] = h.store.owed()
+    assert (owed.key, owed.kind, owed.urgent) == (f"progress:{op.id}", "progress", True)
 
 
 async def test_a_stop_accepted_after_another_process_gave_it_up_is_audited(

@@ -35,12 +35,13 @@ from bot.models import Actor, Operation, OpState
 from bot.schedules import ScheduleEngine, ScheduleRunner
 from bot.slack import commands, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.inbox import Inbox, track
 from bot.slack.locking import LockHandlers
-from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
+from bot.slack.progress import NO_POST_ERRORS, NullProgress, SlackProgress
 from bot.slack.replies import Respond, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.store import Store
-from bot.workflow import Preview, ProgressListener, StopService
+from bot.workflow import APPROVAL_REQUEST, PROGRESS, Preview, ProgressListener, StopService
 from providers.base import Provider, ProviderLock, Resource, ResourceStatus
 from providers.errors import ProviderError
 
@@ -48,12 +49,7 @@ __all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler mod
 
 log = logging.getLogger(__name__)
 
-INVITE_NOTE = (
-    "Stopbot is not a member of this channel, so progress is shown here only to you. "
-    "Invite it with `/invite @Stopbot` to post progress for everyone."
-)
 AFTER_ACK_CONCURRENCY = 64
-NO_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 
 
 def make_client(token: str, base_url: str | None = None) -> AsyncWebClient:
@@ -189,6 +185,7 @@ def _guarded(
         if background is not None:
             background.add(task)
             task.add_done_callback(background.discard)
+        track(task)
         return task
 
     wanted = list(inspect.signature(func).parameters)
@@ -396,6 +393,16 @@ class SlackBot:
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
+        self.progress = SlackProgress(self)
+        self.inbox = Inbox(self)
+        # What dead processes left, taken over first: requests they answered (a /stop
+        # being prepared is prepared again), then the stops they drove.
+        service.registry.sweeps[0:0] = [self.inbox.replay, self.resume_stops]
+        service.outbox.handle(
+            PROGRESS,
+            self.progress.deliver,
+            interval=config.stops.progress_interval.total_seconds(),
+        )
         self.engine = ScheduleEngine(config, store, service, SlackScheduleNotifier(self))
         self.schedule_handlers = ScheduleHandlers(self, self.engine)
         # None: no scheduler in this process (its owner ticks the engine itself).
@@ -470,66 +477,13 @@ class SlackBot:
     # -- progress -------------------------------------------------------------------
 
     def listener_for(self, op: Operation) -> ProgressListener:
-        """Where an operation shows its progress; used again when resuming after a restart."""
-        if op.channel and op.message_ts:
-            return MessageProgress(
-                self.client,
-                op.channel,
-                op.message_ts,
-                self.config.stops.progress_interval.total_seconds(),
-            )
-        if op.response_url:
-            return self._response_url_progress(op, op.response_url)
+        """What follows an operation here: nothing live, its progress is owed to Slack
+        through the outbox (see bot/slack/progress.py), across restarts too."""
         return NullProgress()
 
-    def _response_url_progress(self, op: Operation, response_url: str) -> ResponseUrlProgress:
-        async def dm_requester(text: str, blocks: list[dict[str, Any]]) -> object:
-            return await self.dm(op.requested_by, text, blocks)
-
-        return ResponseUrlProgress(response_url, INVITE_NOTE, fallback=dm_requester)
-
-    async def post_progress(self, op: Operation, response_url: str | None) -> ProgressListener:
-        """Post the public progress message, or fall back to the clicked message's
-        ``response_url`` (kept with the operation, so a restart can resume there), then to
-        a DM. The stop is confirmed by now: whatever Slack refuses, it goes ahead."""
-        text, blocks = views.progress(op, self.store.transitions(op.id), None)
-        if op.channel:
-            try:
-                posted = await self.client.chat_postMessage(
-                    channel=op.channel, text=text, blocks=blocks
-                )
-            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-                error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
-                if error not in NO_POST_ERRORS:  # those are expected: say nothing
-                    log.warning(
-                        "progress message not posted in the channel: falls back",
-                        extra={"operation": op.id, "channel": op.channel, "error": error},
-                    )
-            else:
-                ts, channel = str(posted["ts"]), str(posted["channel"])
-                self.store.update_operation(op.id, message_ts=ts, channel=channel)
-                return MessageProgress(
-                    self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
-                )
-        listener: ProgressListener
-        if response_url:
-            self.store.update_operation(op.id, response_url=response_url)
-            listener = self._response_url_progress(op, response_url)
-            await listener.progress(op, self.store.transitions(op.id), None)
-            return listener
-        posted_dm = await self.dm(op.requested_by, text, blocks)  # e.g. after an approval
-        if posted_dm is None:
-            return NullProgress()
-        channel, ts = posted_dm
-        self.store.update_operation(op.id, message_ts=ts, channel=channel)
-        return MessageProgress(
-            self.client, channel, ts, self.config.stops.progress_interval.total_seconds()
-        )
-
-    async def start_stop(self, op: Operation, response_url: str | None) -> None:
-        """Show the progress message and submit the stop, followed in the background."""
-        listener = await self.post_progress(op, response_url)
-        self.service.start(op.id, listener, await self.actor(op.requested_by))
+    async def start_stop(self, op: Operation) -> None:
+        """Submit the stop, followed in the background (its progress is owed)."""
+        self.service.start(op.id, self.listener_for(op), await self.actor(op.requested_by))
 
     # -- housekeeping ---------------------------------------------------------------
 
@@ -691,28 +645,35 @@ class SlackBot:
             return self.command_answer(str(body.get("text") or ""))
         return None
 
-    def dispatch_later(self, raw_body: str, headers: Mapping[str, str]) -> None:
-        """Bolt's whole handling (verification, listener, work) of a request answered ahead,
-        once the burst of answers is over (see :class:`AfterAck`)."""
-
-        async def dispatch() -> None:
-            await self.after_ack.opened()
-            request = bolt_request(raw_body, headers)
-            try:
-                response = await self.app.async_dispatch(request)
-            except Exception:
-                log.exception("Bolt failed on a request already answered")
-                return
-            if response.status != 200:
-                log.error(
-                    "Bolt answered %d to a request Slack was already answered 200 for: %s",
-                    response.status,
-                    response.body[:200],
-                )
-
-        task = asyncio.create_task(dispatch(), name="dispatch-after-ack")
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Keep a task of a request's handling until it ends (drained on shutdown)."""
         self._listeners.add(task)
         task.add_done_callback(self._listeners.discard)
+
+    async def resume_stops(self) -> None:
+        resumed = await self.service.resume(self.listener_for)
+        if resumed:
+            log.info("took over %d stop(s) in flight", len(resumed))
+
+    async def start_duties(self) -> None:
+        """Take over what dead processes left, then keep this process alive in the store
+        and do the time-driven work (housekeeping, schedules)."""
+        registry = self.service.registry
+        await registry.sweep()
+        registry.start()
+        self.start_housekeeping(self.housekeeping_interval)
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def stop_duties(self) -> None:
+        """Stop working, and hand what this process owned to the next one at once."""
+        await self.service.registry.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        await self.stop_housekeeping()
+        await self.drain_listeners()
+        await self.service.aclose()
+        self.service.registry.retire()
 
     async def on_stop(self, command: dict[str, Any], respond: Respond) -> None:
         """After :meth:`ack_command`, which refused what does not parse."""
@@ -766,6 +727,7 @@ class SlackBot:
                 idempotency_key=f"slack:{command.get('trigger_id')}"
                 if command.get("trigger_id")
                 else None,
+                notify=True,
             )
         except UnknownResourceError as exc:
             await self._unknown(exc, respond)
@@ -782,26 +744,34 @@ class SlackBot:
 
     async def on_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
-        result = self.service.confirm(op_id, await self.actor(actor))
+        # Progress goes to the clicked message where the bot may not post.
+        url = body.get("response_url")
+        result = self.service.confirm(
+            op_id, await self.actor(actor), response_url=str(url) if url else None
+        )
         if not result.ok or result.operation is None:
             await tell(respond, result.message)
             return
         op = result.operation
         if result.needs_approval:
             await respond(text=result.message, replace_original=True)
-            if not await self.approvals.post_request(op):
+            if not await self.service.outbox.deliver_now(f"{APPROVAL_REQUEST}:{op.id}"):
                 await tell(
                     respond,
                     f"Stopbot could not post the approval request for {op.resource} "
-                    "anywhere (see its log). Ask an approver directly; the request stays "
-                    "open until it expires.",
+                    "yet (see its log); it keeps trying. Ask an approver directly if it is "
+                    "urgent; the request stays open until it expires.",
                 )
             return
-        await respond(
-            text=f"Confirmed: stopping {op.resource}. Progress follows.",
-            replace_original=True,
+        said = (
+            result.message
+            if result.joined
+            else f"Confirmed: stopping {op.resource}. Progress follows."
         )
-        await self.start_stop(op, body.get("response_url"))
+        await respond(text=said, replace_original=True)
+        # The progress message first, showing the stop confirmed; then the stop.
+        await self.service.outbox.deliver_now(f"{PROGRESS}:{op.id}")
+        await self.start_stop(op)
 
     async def on_cancel(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)

@@ -2,6 +2,8 @@
 
 The decisions themselves (who may decide, once, before expiry) are the workflow's;
 this module only carries them between Slack and :class:`~bot.workflow.StopService`.
+The request to approvers and the news of each decision are owed through the outbox, in
+the same transaction as the confirmation or the decision: a restart loses neither.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.models import Operation
+from bot.models import Operation, Owed
 from bot.slack import views
 from bot.slack.replies import Respond, tell
+from bot.workflow import APPROVAL_OUTCOME, APPROVAL_REQUEST
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -38,6 +41,44 @@ class ApprovalHandlers:
     def register(self) -> None:
         self.bot.action(views.APPROVE, self.on_approve)
         self.bot.action(views.DENY, self.on_deny)
+        self.bot.service.outbox.handle(APPROVAL_REQUEST, self.deliver_request)
+        self.bot.service.outbox.handle(APPROVAL_OUTCOME, self.deliver_outcome)
+
+    async def deliver_request(self, owed: Owed) -> bool:
+        """The outbox's handler for a request to approvers: posted once, while pending."""
+        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
+        approval = self.bot.store.approval(op.id) if op is not None else None
+        if op is None or approval is None or approval.status != "pending":
+            return True
+        if self.bot.store.approval_messages(op.id):
+            return True  # posted before a restart cut its record short
+        return await self.post_request(op)
+
+    async def deliver_outcome(self, owed: Owed) -> bool:
+        """The outbox's handler for a decision: every copy of the request replaced by it
+        (no live button left), and the requester told by DM."""
+        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
+        approval = self.bot.store.approval(op.id) if op is not None else None
+        if op is None or approval is None or approval.status == "pending":
+            return True
+        who = f"<@{approval.decided_by}>"
+        why = f": {approval.reason}" if approval.reason else ""
+        if approval.status == "approved":
+            line = f":white_check_mark: Approved by {who}: stopping now."
+            told = f"Your request to stop {op.resource} was approved by {who}. Stopping it now."
+        elif approval.status == "denied":
+            line = f":no_entry: Denied by {who}{why}"
+            told = (
+                f"Your request to stop {op.resource} was denied by {who}{why}. It was not stopped."
+            )
+        else:
+            line = ":hourglass: Expired: no approver decided in time."
+            told = (
+                f"Your request to stop {op.resource} expired before an approver decided. "
+                f"Run `/stop {op.resource}` again if it is still needed."
+            )
+        await self.close_request(op, line)
+        return await self.bot.dm(op.requested_by, told) is not None
 
     def register_views(self) -> None:
         """After the buttons' router: clicks are far more frequent than this modal."""
@@ -122,13 +163,7 @@ class ApprovalHandlers:
         if not result.ok or result.operation is None or not result.run:
             await tell(respond, result.message)
             return
-        op = result.operation
-        await self.close_request(op, f":white_check_mark: Approved by <@{user}>: stopping now.")
-        await self.bot.dm(
-            op.requested_by,
-            f"Your request to stop {op.resource} was approved by <@{user}>. Stopping it now.",
-        )
-        await self.bot.start_stop(op, response_url=None)
+        await self.bot.start_stop(result.operation)
 
     async def on_deny(self, body: dict[str, Any], respond: Respond, client: Any) -> None:
         """Open the deny modal first: its trigger_id lasts three seconds, and telling who
@@ -159,21 +194,8 @@ class ApprovalHandlers:
         if not result.ok or result.operation is None:
             await ack(response_action="errors", errors={"reason": result.message[:150]})
             return
-        await ack()
-        op = result.operation
-        why = f": {reason}" if reason else ""
-        await self.close_request(op, f":no_entry: Denied by <@{user}>{why}")
-        await self.bot.dm(
-            op.requested_by,
-            f"Your request to stop {op.resource} was denied by <@{user}>{why}. It was not stopped.",
-        )
+        await ack()  # what the decision owes (messages, the requester's DM) is delivered
 
     async def expire(self) -> None:
-        """Close the requests past their expiry and tell each requester."""
-        for op in self.bot.service.expire_approvals():
-            await self.close_request(op, ":hourglass: Expired: no approver decided in time.")
-            await self.bot.dm(
-                op.requested_by,
-                f"Your request to stop {op.resource} expired before an approver decided. "
-                f"Run `/stop {op.resource}` again if it is still needed.",
-            )
+        """End the requests past their expiry (the outbox tells everyone)."""
+        self.bot.service.expire_approvals()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.durations import format_duration, parse_duration
 from bot.locks import BotLocks, LockError
+from bot.models import Owed
 from bot.slack import commands, views
 from bot.slack.replies import Respond, tell
 from providers.base import ProviderLock, Resource
@@ -23,6 +24,8 @@ __all__ = ["LockHandlers"]
 log = logging.getLogger(__name__)
 
 LOCK_READ_TIMEOUT = 5.0
+LOCK_WARNING = "lock-warning"
+"""The outbox kind of a DM warning a lock's owner before it expires."""
 
 
 class LockHandlers:
@@ -35,6 +38,7 @@ class LockHandlers:
         self.bot.action(views.RELEASE, self.on_release)
         self.bot.action(views.KEEP, self.on_keep)
         self.bot.action(views.EXTEND, self.on_extend, prefix=True)
+        self.bot.service.outbox.handle(LOCK_WARNING, self.deliver_warning)
 
     # -- commands -------------------------------------------------------------------
 
@@ -244,8 +248,25 @@ class LockHandlers:
         )
 
     async def warn_expiring(self) -> None:
-        """DM each owner once before their lock expires, with Extend buttons."""
+        """DM each owner once before their lock expires, with Extend buttons (owed with the
+        claim that makes it once, delivered by the outbox)."""
+        outbox = self.bot.service.outbox
         for lock in self.bot.store.locks_expiring(self.bot.config.locks.warn_before_expiry):
-            if self.bot.store.claim(f"lock-warning:{lock.resource}:{lock.expires_at.isoformat()}"):
-                text, blocks = views.lock_warning(lock)
-                await self.bot.dm(lock.owner, text, blocks)
+            key = f"{LOCK_WARNING}:{lock.resource}:{lock.expires_at.isoformat()}"
+            owed = Owed(
+                key=key,
+                kind=LOCK_WARNING,
+                payload={"resource": lock.resource, "expires_at": lock.expires_at.isoformat()},
+                urgent=True,
+                owner=self.bot.service.registry.id,
+            )
+            if self.bot.store.claim(key, owe=owed):
+                outbox.kick()
+
+    async def deliver_warning(self, owed: Owed) -> bool:
+        """The outbox's handler for a lock expiry warning: sent while that lock holds."""
+        lock = self.bot.store.get_lock(str(owed.payload.get("resource")))
+        if lock is None or lock.expires_at.isoformat() != owed.payload.get("expires_at"):
+            return True  # released, or extended since: nothing to warn of
+        text, blocks = views.lock_warning(lock)
+        return await self.bot.dm(lock.owner, text, blocks) is not None

@@ -1,160 +1,166 @@
-"""Progress listeners that show a stop in Slack, within Slack's rate limits.
+"""A stop's progress in Slack, delivered from the outbox (bot/outbox.py).
 
-``chat.update`` is rate limited per channel (Slack's "special" tier, about one a
-second), so updates are coalesced: at most one per ``interval``, always the latest
-state, and the final state at once. 429 answers are retried by slack_sdk's
-rate-limit handler, which waits for ``Retry-After``.
+Every change of a stop a Slack user confirmed is owed to this face in the same transaction
+as the change, so a restart never leaves a message at "Stopping…": whichever process
+carries on delivers the latest state. Where it is shown, in this order:
+
+1. a public message in the channel the stop was asked from: posted once, then updated
+   with ``chat.update`` (rate limited per channel, about one a second: the outbox sends
+   one stop's updates at most every ``stops.progress_interval``, the latest state each
+   time, and the final state at once);
+2. where the bot may not post there, the requester's own message through the command's
+   ``response_url`` (Slack allows five uses in thirty minutes: only the first and the
+   final state are sent there);
+3. a DM to the requester (after an approval, or once the response URL is refused).
+
+A failure worth another try (Slack busy, out of reach) leaves the message owed: the outbox
+tries again later. 429s are retried first by slack_sdk's rate-limit handler, which waits
+for ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import stamina
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.models import Operation, Transition
+from bot.models import Operation, Owed, Transition
 from bot.slack import views
 from providers.base import ResourceStatus
 
-__all__ = ["MessageProgress", "NullProgress", "ResponseUrlProgress"]
+if TYPE_CHECKING:
+    from bot.slack.app import SlackBot
+
+__all__ = ["INVITE_NOTE", "NO_POST_ERRORS", "NullProgress", "SlackProgress", "transient"]
 
 log = logging.getLogger(__name__)
 
-Snapshot = tuple[Operation, list[Transition], ResourceStatus | None]
-
-
-class _Coalescing:
-    """Send the latest snapshot at most once per ``interval``; final snapshots at once."""
-
-    def __init__(self, interval: float, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.monotonic = monotonic
-        self._latest: Snapshot | None = None
-        self._last_sent = float("-inf")
-        self._pending: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-
-    async def progress(
-        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
-    ) -> None:
-        self._latest = (op, timeline, status)
-        if op.state.final:
-            if self._pending is not None:
-                self._pending.cancel()
-                self._pending = None
-            await self._flush()
-            return
-        if self._pending is not None:
-            return  # the pending flush will send this newer snapshot
-        if self._last_sent == float("-inf"):
-            await self._flush()  # the first state goes out at once
-            return
-        wait = self.interval - (self.monotonic() - self._last_sent)
-        if wait <= 0:
-            await self._flush()
-        elif not math.isinf(wait):
-            self._pending = asyncio.create_task(self._flush_later(wait))
-        # with an infinite interval, only the first and the final states are sent
-
-    async def _flush_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        self._pending = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            snapshot, self._latest = self._latest, None
-            if snapshot is None:
-                return
-            self._last_sent = self.monotonic()
-            text, blocks = views.progress(*snapshot)
-            await self.send(text, blocks, snapshot[0])
-
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
-        raise NotImplementedError
-
-
-class MessageProgress(_Coalescing):
-    """Updates the public progress message in the channel with ``chat.update``."""
-
-    def __init__(self, client: AsyncWebClient, channel: str, ts: str, interval: float) -> None:
-        super().__init__(interval)
-        self.client = client
-        self.channel = channel
-        self.ts = ts
-
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
-        """One update; the final one is tried again a few times over a minute or two
-        when Slack is busy or out of reach (after slack_sdk's own rate-limit retries),
-        since no later update would replace it."""
-        try:
-            async for attempt in stamina.retry_context(
-                on=_transient,
-                attempts=FINAL_ATTEMPTS if op.state.final else 1,
-                wait_initial=2.0,
-                wait_max=30.0,
-                timeout=120.0,
-            ):
-                with attempt:
-                    await self.client.chat_update(
-                        channel=self.channel, ts=self.ts, text=text, blocks=blocks
-                    )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
-            log.warning("chat.update failed", extra={"operation": op.id, "error": error})
-
-
-FINAL_ATTEMPTS = 4
+INVITE_NOTE = (
+    "Stopbot is not a member of this channel, so progress is shown here only to you. "
+    "Invite it with `/invite @Stopbot` to post progress for everyone."
+)
+NO_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 TRANSIENT_ERRORS = frozenset({"ratelimited", "fatal_error", "internal_error", "request_timeout"})
 
+# Where a stop's progress is shown (Operation.shown_in).
+IN_MESSAGE = "message"
+IN_RESPONSE = "response_url"
+IN_DM = "dm"
 
-def _transient(exc: Exception) -> bool:
+
+def transient(exc: Exception) -> bool:
     """A failure worth another try: Slack busy or failing, or the connection."""
     if isinstance(exc, SlackApiError):
         return exc.response.get("error") in TRANSIENT_ERRORS
     return isinstance(exc, aiohttp.ClientError | TimeoutError)
 
 
-Fallback = Callable[[str, list[dict[str, Any]]], Awaitable[object]]
+def _error(exc: Exception) -> str:
+    return str(exc.response.get("error")) if isinstance(exc, SlackApiError) else str(exc)
 
 
-class ResponseUrlProgress(_Coalescing):
-    """Where the bot may not post in the channel: replace the user's message through the
-    command's ``response_url`` (Slack allows five uses in 30 minutes, so only the
-    first and the final state are sent). A final state Slack no longer takes there (the
-    URL expired, say, after a long stop) goes to ``fallback`` (a DM to the requester)."""
+class SlackProgress:
+    """The outbox's handler for the progress of stops asked from Slack."""
 
-    def __init__(self, response_url: str, note: str, fallback: Fallback | None = None) -> None:
-        super().__init__(interval=float("inf"))
-        self.webhook = AsyncWebhookClient(response_url)
-        self.note = note
-        self.fallback = fallback
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
 
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
-        noted = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": self.note}]}]
+    async def deliver(self, owed: Owed) -> bool:
+        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
+        if op is None or not op.notify:
+            return True
+        text, blocks = views.progress(op, self.bot.store.transitions(op.id), None)
+        if op.shown_in in {IN_MESSAGE, IN_DM} and op.channel and op.message_ts:
+            return await self._update(op, op.channel, op.message_ts, text, blocks)
+        if op.shown_in is None and op.channel:
+            posted = await self._post(op, op.channel, text, blocks)
+            if posted is not None:
+                return posted
+        if op.response_url and (op.shown_in is None or op.shown_in == IN_RESPONSE):
+            if op.shown_in == IN_RESPONSE and not op.state.final:
+                return True  # its five uses are kept for the final state
+            if await self._respond(op, op.response_url, text, blocks):
+                return True
+            if not op.state.final:
+                return True  # the final state falls back to a DM
+        return await self._dm(op, text, blocks)
+
+    async def _post(
+        self, op: Operation, channel: str, text: str, blocks: list[dict[str, Any]]
+    ) -> bool | None:
+        """Post the public message; None when the bot may not post there (fall back)."""
         try:
-            answer = await self.webhook.send(text=text, blocks=noted, replace_original=True)
+            posted = await self.bot.client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            if transient(exc):
+                log.warning("progress message not posted yet", extra=self._about(op, exc))
+                return False
+            if _error(exc) not in NO_POST_ERRORS:  # those are expected: say nothing
+                log.warning(
+                    "progress message not posted in the channel: falls back",
+                    extra=self._about(op, exc),
+                )
+            return None
+        self.bot.store.update_operation(
+            op.id,
+            channel=str(posted["channel"]),
+            message_ts=str(posted["ts"]),
+            shown_in=IN_MESSAGE,
+        )
+        return True
+
+    async def _update(
+        self, op: Operation, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> bool:
+        try:
+            await self.bot.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("chat.update failed", extra=self._about(op, exc))
+            return not transient(exc)
+        return True
+
+    async def _respond(
+        self, op: Operation, url: str, text: str, blocks: list[dict[str, Any]]
+    ) -> bool:
+        noted = [
+            *blocks,
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": INVITE_NOTE}]},
+        ]
+        try:
+            answer = await AsyncWebhookClient(url).send(
+                text=text, blocks=noted, replace_original=True
+            )
             error = None if answer.status_code == 200 else f"{answer.status_code} {answer.body}"
         except Exception as exc:  # the user's Slack client going away must not stop the stop
             error = str(exc) or type(exc).__name__
-        if error is None:
-            return
-        log.warning("response_url update failed", extra={"operation": op.id, "error": error})
-        if op.state.final and self.fallback is not None:
-            await self.fallback(text, blocks)
+        if error is not None:
+            log.warning("response_url update failed", extra={"operation": op.id, "error": error})
+            return False
+        if op.shown_in != IN_RESPONSE:
+            self.bot.store.update_operation(op.id, shown_in=IN_RESPONSE)
+        return True
+
+    async def _dm(self, op: Operation, text: str, blocks: list[dict[str, Any]]) -> bool:
+        posted = await self.bot.dm(op.requested_by, text, blocks)
+        if posted is None:
+            return False
+        channel, ts = posted
+        self.bot.store.update_operation(op.id, channel=channel, message_ts=ts, shown_in=IN_DM)
+        return True
+
+    @staticmethod
+    def _about(op: Operation, exc: Exception) -> dict[str, str]:
+        return {"operation": op.id, "channel": op.channel or "", "error": _error(exc)}
 
 
 class NullProgress:
-    """For operations with nowhere to show progress (all is still in the audit log)."""
+    """For a stop followed with nothing shown live (Slack's is delivered from the outbox;
+    all is in the audit log)."""
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None

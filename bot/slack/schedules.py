@@ -3,23 +3,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration, parse_duration
-from bot.models import Operation, ScheduleRun
+from bot.models import ScheduleRun
 from bot.schedules import Change, PlanItem, RunReport, ScheduleEngine, ScheduleError
 from bot.slack import commands
 from bot.slack import schedule_views as sv
+from bot.slack.progress import transient
 from bot.slack.replies import tell
 from bot.slack.views import message, when
 from providers.base import ResourceStatus
@@ -33,95 +33,67 @@ log = logging.getLogger(__name__)
 
 
 class SlackScheduleNotifier:
-    """Shows schedules in their channel; the run summary is one message, updated at most
-    once per ``scheduling.summary_interval`` and at the end."""
+    """Shows schedules in their channel: each call a delivery from the outbox, which says
+    when (the run summary is one message, updated at most once per
+    ``scheduling.summary_interval`` and at the end). False: Slack could not be reached or
+    refused for now, try again later."""
 
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, RunReport] = {}
-        self._flushers: dict[str, asyncio.Task[None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _post(
         self, channel: str | None, text: str, blocks: list[dict[str, Any]]
-    ) -> tuple[str, str] | None:
+    ) -> tuple[str, str] | bool:
+        """Post; (channel, ts), or whether it is done with (no channel, or a refusal
+        trying again would not change)."""
         if not channel:
             log.info("schedule message with no channel", extra={"text": text})
-            return None
+            return True
         try:
             posted = await self.bot.client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks
             )
-        except SlackApiError as exc:
-            log.warning(
-                "schedule message failed",
-                extra={"channel": channel, "error": exc.response.get("error")},
-            )
-            return None
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            return _failed("schedule message failed", exc, channel=channel)
         return str(posted["channel"]), str(posted["ts"])
 
     async def warn(
         self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
     ) -> bool:
-        posted = await self._post(schedule.channel, *sv.warning(schedule, at, plan, fire))
-        # With no channel there is nowhere to show it: nothing to try again.
-        return posted is not None or not schedule.channel
+        return bool(await self._post(schedule.channel, *sv.warning(schedule, at, plan, fire)))
 
-    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None:
-        await self._post(schedule.channel, *message(text))
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> bool:
+        return bool(await self._post(schedule.channel, *message(text)))
 
     async def drift(
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
-    ) -> None:
-        await self._post(schedule.channel, *sv.drift(schedule, resource, status.state))
+    ) -> bool:
+        return bool(await self._post(schedule.channel, *sv.drift(schedule, resource, status.state)))
 
-    async def approval_requested(self, op: Operation) -> None:
-        await self.bot.approvals.post_request(op)  # logged when posted nowhere
-
-    async def summary(self, report: RunReport) -> None:
+    async def summary(self, report: RunReport) -> bool:
         run_id = report.run.id
-        self._pending[run_id] = report
-        interval = self.bot.config.scheduling.summary_interval.total_seconds()
-        wait = interval - (time.monotonic() - self._last.get(run_id, float("-inf")))
-        if report.finished or wait <= 0:
-            flusher = self._flushers.pop(run_id, None)
-            if flusher is not None and flusher is not asyncio.current_task():
-                flusher.cancel()
-            await self._flush(run_id)
-        elif run_id not in self._flushers:
-            self._flushers[run_id] = asyncio.create_task(self._flush_later(run_id, wait))
+        text, blocks = sv.summary(report)
+        run = self.bot.store.run(run_id) or report.run
+        if not (run.message_ts and run.channel):
+            posted = await self._post(report.schedule.channel, text, blocks)
+            if isinstance(posted, tuple):
+                self.bot.store.set_run_message(run_id, *posted)
+                return True
+            return posted
+        try:
+            await self.bot.client.chat_update(
+                channel=run.channel, ts=run.message_ts, text=text, blocks=blocks
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            return _failed("summary update failed", exc, run=run_id)
+        return True
 
-    async def _flush_later(self, run_id: str, wait: float) -> None:
-        await asyncio.sleep(wait)
-        self._flushers.pop(run_id, None)
-        await self._flush(run_id)
 
-    async def _flush(self, run_id: str) -> None:
-        async with self._locks.setdefault(run_id, asyncio.Lock()):
-            report = self._pending.pop(run_id, None)
-            if report is None:
-                return
-            self._last[run_id] = time.monotonic()
-            text, blocks = sv.summary(report)
-            run = self.bot.store.run(run_id) or report.run
-            if run.message_ts and run.channel:
-                try:
-                    await self.bot.client.chat_update(
-                        channel=run.channel, ts=run.message_ts, text=text, blocks=blocks
-                    )
-                except SlackApiError as exc:
-                    log.warning(
-                        "summary update failed",
-                        extra={"run": run_id, "error": exc.response.get("error")},
-                    )
-            else:
-                posted = await self._post(report.schedule.channel, text, blocks)
-                if posted is not None:
-                    self.bot.store.set_run_message(run_id, *posted)
-            if report.finished:
-                self._locks.pop(run_id, None)
-                self._last.pop(run_id, None)
+def _failed(what: str, exc: Exception, **about: str) -> bool:
+    """Log a Slack failure; whether it is done with (False: worth another try later)."""
+    error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+    log.warning(what, extra={**about, "error": error})
+    return not transient(exc)
 
 
 class ScheduleHandlers:

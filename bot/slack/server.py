@@ -130,7 +130,10 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
                 ahead = None
             if ahead is None:
                 return await answer(request)
-            bot.dispatch_later(body.decode("utf-8"), headers)
+            # Recorded before the answer leaves: a kill after it loses nothing.
+            request_id, seen = bot.inbox.receive(body, headers.get("content-type", FORM))
+            if seen == "new":
+                bot.inbox.handle(request_id, body.decode("utf-8"), headers)
             return to_starlette_response(BoltResponse(status=200, body=ahead or ""))
         finally:
             bot.after_ack.end()
@@ -188,18 +191,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         bot.metrics.attach()
         await bot.open_session()
         await bot.check_token()
-        resumed = await bot.service.resume(bot.listener_for)
-        if resumed:
-            log.info("resumed %d stop(s) in flight", len(resumed))
-        bot.start_housekeeping(bot.housekeeping_interval)
-        if bot.scheduler is not None:
-            bot.scheduler.start()
+        await bot.start_duties()
         yield
-        if bot.scheduler is not None:
-            await bot.scheduler.stop()
-        await bot.stop_housekeeping()
-        await bot.drain_listeners()
-        await bot.service.aclose()
+        await bot.stop_duties()
         await bot.close_session()
         bot.metrics.detach()
 

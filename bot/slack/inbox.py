@@ -1,0 +1,164 @@
+"""Requests answered before they are handled, kept until they are.
+
+Slack gets its 200 before the work: the HTTP endpoint answers a click or a `/stop` ahead
+of Bolt (bot/slack/server.py), and a process killed in between would drop the click
+silently. So the request is recorded in the store before the answer leaves, and marked
+handled once the listener's work is over. A process taking over a dead one's open
+requests handles them again, signed afresh with the signing secret (their signature was
+checked on arrival; Bolt checks it again, and would refuse one older than five minutes).
+
+A request seen again byte for byte (a redelivery) is answered and not handled twice. A
+request whose handling was cut three times (it may be what kills the process) is dropped,
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from slack_sdk.signature import SignatureVerifier
+
+if TYPE_CHECKING:
+    from bot.slack.app import SlackBot
+
+__all__ = ["MAX_ATTEMPTS", "Inbox", "track"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+REPLAY_WAIT = 60.0  # seconds a sweep waits for the requests it handles again
+
+
+class _Handling:
+    """One request's handling in this process: Bolt's dispatch and the work it spawned."""
+
+    def __init__(self, inbox: Inbox, request_id: str) -> None:
+        self.inbox = inbox
+        self.request_id = request_id
+        self.pending = 0
+        self.dispatched = False
+        self.over = asyncio.Event()
+
+    def started(self, task: asyncio.Task[None]) -> None:
+        self.pending += 1
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.pending -= 1
+        if not task.cancelled():  # cancelled: shutting down, the next process handles it
+            self._check()
+
+    def dispatch_over(self) -> None:
+        self.dispatched = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.dispatched and not self.pending and not self.over.is_set():
+            self.over.set()
+            try:
+                self.inbox.bot.store.handled(self.request_id)
+            except Exception:
+                log.exception("could not record a request as handled")
+
+
+_CURRENT: contextvars.ContextVar[_Handling | None] = contextvars.ContextVar(
+    "stopbot_request", default=None
+)
+
+
+def track(task: asyncio.Task[None]) -> None:
+    """A listener's work, spawned while handling a recorded request: the request is
+    handled once it ends."""
+    handling = _CURRENT.get()
+    if handling is not None:
+        handling.started(task)
+
+
+class Inbox:
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
+
+    @staticmethod
+    def request_id(body: bytes) -> str:
+        return hashlib.sha256(body).hexdigest()
+
+    def receive(self, body: bytes, content_type: str) -> tuple[str, str]:
+        """Record a request before answering it: (its id, "new" | "open" | "done")."""
+        request_id = self.request_id(body)
+        state = self.bot.store.receive(
+            request_id, body.decode("utf-8"), content_type, self.bot.service.registry.id
+        )
+        return request_id, state
+
+    def handle(self, request_id: str, raw_body: str, headers: Mapping[str, str]) -> _Handling:
+        """Bolt's whole handling (verification, listener, work) of a recorded request, once
+        the burst of answers is over (see :class:`bot.slack.app.AfterAck`)."""
+        handling = _Handling(self, request_id)
+
+        async def dispatch() -> None:
+            from bot.slack.app import bolt_request
+
+            _CURRENT.set(handling)
+            await self.bot.after_ack.opened()
+            try:
+                response = await self.bot.app.async_dispatch(bolt_request(raw_body, headers))
+            except Exception:
+                log.exception("Bolt failed on a request already answered")
+            else:
+                if response.status != 200:
+                    log.error(
+                        "Bolt answered %d to a request Slack was already answered 200 for: %s",
+                        response.status,
+                        response.body[:200],
+                    )
+            handling.dispatch_over()
+
+        task = asyncio.create_task(dispatch(), name="dispatch-after-ack")
+        self.bot.keep(task)
+        return handling
+
+    async def replay(self) -> int:
+        """Handle again the requests that processes now dead answered but did not finish
+        (a sweep: at start, and every few seconds); how many."""
+        secret = self.bot.signing_secret
+        if not secret:
+            return 0
+        verifier = SignatureVerifier(secret)
+        registry = self.bot.service.registry
+        store = self.bot.store
+        dead = registry.dead()
+        started = []
+        for row in store.open_requests():
+            if row["owner"] == registry.id or not registry.orphaned(row["owner"], dead):
+                continue
+            if not registry.take("inbox", row["id"], row["owner"]):
+                continue
+            if store.retry_request(row["id"]) > MAX_ATTEMPTS:
+                log.error(
+                    "a request was cut %d times while handled: dropped",
+                    MAX_ATTEMPTS,
+                    extra={"request": row["id"]},
+                )
+                store.handled(row["id"])
+                continue
+            body = str(row["body"])
+            now = str(int(time.time()))
+            headers = {
+                "content-type": str(row["content_type"] or "application/x-www-form-urlencoded"),
+                "x-slack-request-timestamp": now,
+                "x-slack-signature": str(verifier.generate_signature(timestamp=now, body=body)),
+            }
+            log.info("handling a request again after a restart", extra={"request": row["id"]})
+            started.append(self.handle(row["id"], body, headers))
+        if started:
+            waits = [asyncio.ensure_future(h.over.wait()) for h in started]
+            _, late = await asyncio.wait(waits, timeout=REPLAY_WAIT)
+            for wait in late:
+                wait.cancel()
+        return len(started)
