@@ -15,7 +15,7 @@
 Exit codes:
     0    success (``stop``: stopped, or already stopped)
     1    the operation failed: a provider error, a refused or declined stop, a provider
-         lock that could not be read (``locks``)
+         lock that could not be read (``locks``, ``status``)
     2    bad usage or configuration (unknown resource, invalid stopbot.yaml, no terminal
          to confirm on without --yes, no database)
     130  interrupted (Ctrl-C); a stop already sent goes on at the provider
@@ -47,6 +47,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from bot import reads
 from bot.config import ConfigError, Settings, UnknownResourceError, load_config
 from bot.durations import format_duration, parse_duration
 from bot.logs import Redactor, configure_logging, secrets_of
@@ -54,7 +55,7 @@ from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
 from bot.store import Store, StoreError
 from bot.workflow import Preview, StopService
-from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
+from providers.base import Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
 
 __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
@@ -207,9 +208,9 @@ async def _list(runtime: Runtime, args: argparse.Namespace) -> int:
 
 async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
     resource = runtime.config.resource(args.resource)
-    provider = runtime.provider_for(resource)
-    status = await provider.status(resource)
-    lock = await provider.lock(resource)
+    status, lock = await runtime.provider_for(resource).status_and_lock(resource)
+    if isinstance(status, BaseException):
+        raise status
     out: dict[str, Any] = {
         "resource": resource.name,
         "provider": resource.provider,
@@ -220,77 +221,69 @@ async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
     }
     if status.message:
         out["message"] = status.message
-    if lock is not None:
+    if isinstance(lock, BaseException):
+        # Unknown is not none: no provider_lock at all, and the command fails.
+        out["provider_lock_error"] = str(lock)
+        lock_text = f"unknown: {lock}"
+    elif lock is not None:
         out["provider_lock"] = {
             "owner": lock.owner,
             "reason": lock.reason,
             "expires_at": lock.expires_at.isoformat() if lock.expires_at else "never",
         }
+        lock_text = str(out["provider_lock"])
+    else:
+        out["provider_lock"] = None
+        lock_text = "none"
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for key, value in out.items():
-            print(f"{key:>14}: {value}")
-    return EXIT_OK
+            if not key.startswith("provider_lock"):
+                print(f"{key:>14}: {value}")
+        print(f"{'provider_lock':>14}: {lock_text}")
+    return EXIT_FAILED if isinstance(lock, BaseException) else EXIT_OK
 
 
 # -- locks --------------------------------------------------------------------------------
 
 
-async def _provider_locks(
-    runtime: Runtime,
-) -> tuple[list[tuple[Resource, ProviderLock]], list[str]]:
-    """Each configured resource's provider lock; a provider that does not answer within
-    LOCK_READ_TIMEOUT is reported, not waited for."""
-    resources = runtime.config.all_resources()
-
-    async def read(resource: Resource) -> ProviderLock | None:
-        provider = runtime.provider_for(resource)
-        return await asyncio.wait_for(provider.lock(resource), LOCK_READ_TIMEOUT)
-
-    results = await asyncio.gather(*(read(r) for r in resources), return_exceptions=True)
-    locks: list[tuple[Resource, ProviderLock]] = []
-    errors: list[str] = []
-    for resource, result in zip(resources, results, strict=True):
-        if isinstance(result, ProviderLock):
-            locks.append((resource, result))
-        elif isinstance(result, TimeoutError):
-            errors.append(f"{resource.name}: {resource.provider} did not answer in time")
-        elif isinstance(result, ProviderError):
-            errors.append(f"{resource.name}: {result}")
-        elif isinstance(result, BaseException):
-            raise result
-    return locks, errors
-
-
 async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Each lock in force; a provider that could not be read (or did not answer within
+    LOCK_READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
     settings = runtime.settings
     bot_locks = []
     if settings.stopbot_db.exists():
         with _existing_store(settings) as store:
             bot_locks = store.active_locks()
-    provider_locks, errors = await _provider_locks(runtime)
+    readings = await reads.read_locks(
+        runtime.providers, runtime.config.all_resources(), within=LOCK_READ_TIMEOUT
+    )
     rows = [
         [lock.resource, "stopbot", lock.owner, lock.reason or "", _utc(lock.expires_at)]
         for lock in bot_locks
     ]
-    rows += [
-        [
-            resource.name,
-            resource.provider,
-            lock.owner or "?",
-            lock.reason or "",
-            _utc(lock.expires_at) + (" (lapsed)" if lock.is_expired() else ""),
-        ]
-        for resource, lock in provider_locks
-    ]
+    unread: dict[tuple[str, str], list[str]] = {}
+    for reading in readings.values():
+        resource, lock = reading.resource, reading.lock
+        if reading.lock_error is not None:
+            rows.append([resource.name, resource.provider, "unknown", "could not be read", "-"])
+            unread.setdefault((resource.provider, reading.lock_error), []).append(resource.name)
+        elif lock is not None:
+            expires = _utc(lock.expires_at) + (" (lapsed)" if lock.is_expired() else "")
+            rows.append(
+                [resource.name, resource.provider, lock.owner or "?", lock.reason or "", expires]
+            )
     if rows:
         print(_table(rows, ["RESOURCE", "LOCK", "OWNER", "REASON", "EXPIRES"]))
     else:
         print("No locks in force.")
-    for error in errors:
-        print(f"stopbot: could not read the provider lock of {error}", file=sys.stderr)
-    return EXIT_FAILED if errors else EXIT_OK
+    for (provider, error), names in unread.items():
+        print(
+            f"stopbot: could not read the {provider} locks of {', '.join(names)}: {error}",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if unread else EXIT_OK
 
 
 def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
@@ -453,7 +446,9 @@ def _preview_lines(preview: Preview) -> list[str]:
         f"  status:         {status}",
     ]
     plock = preview.provider_lock
-    if plock is not None:
+    if preview.lock_error is not None:
+        lines.append(f"  provider lock:  unknown: {preview.lock_error}")
+    elif plock is not None:
         why = f": {plock.reason}" if plock.reason else ""
         lines.append(
             f"  provider lock:  {plock.owner or 'someone'}{why} (expires {_utc(plock.expires_at)})"

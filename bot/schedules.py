@@ -32,9 +32,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, Field
 
+from bot import reads
 from bot.config import ScheduleConfig, StopbotConfig
 from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
+from bot.locks import check_locks
 from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
 from bot.store import Store
 from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
@@ -78,6 +80,7 @@ class Outcome:
     REFUSED = "refused"
     MISSED = "missed"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # a dry run's: its status or lock could not be read
 
     SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
     # Outcomes whose detail says why, in the summary.
@@ -293,7 +296,7 @@ class ScheduleEngine:
     def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
         """What a run would do, from what the bot knows without calling any provider:
         opt-out tags, Keep exceptions, Stopbot locks. Provider locks and statuses are
-        read at run time."""
+        read at run time (and by :meth:`read_plan`, for a dry run)."""
         at = at or self.clock()
         kept = {e.resource: e for e in self.store.active_exceptions(schedule.name)}
         items = []
@@ -312,6 +315,44 @@ class ScheduleEngine:
                 why = f": {lock.reason}" if lock.reason else ""
                 item.detail = f"locked by <@{lock.owner}>{why}"
             items.append(item)
+        return items
+
+    async def read_plan(
+        self, schedule: ScheduleConfig, *, started_by: str | None = None
+    ) -> list[PlanItem]:
+        """What a run started now would do, from reads only (no stop call): :meth:`plan`,
+        then, for each resource it would stop, its status and provider lock (one bulk read
+        per provider, all at once, bounded in time) judged as a run judges them: the lock
+        rule for the run's actor (the schedule, or ``started_by`` for a manual run), then
+        already stopped. A resource whose read failed is unknown, and says why."""
+        now = self.clock()
+        items = self.plan(schedule, now)
+        actor = self._actor(schedule, started_by)
+        is_admin = self.service.policy.is_admin(actor.id)
+        selected = {r.name: r for r in self.selected(schedule)}
+        readings = await reads.read(
+            self.service.providers, [selected[i.resource] for i in items if i.stop]
+        )
+        for item in items:
+            reading = readings.get(item.resource)
+            if reading is None:
+                continue
+            verdict = check_locks(
+                actor,
+                item.resource,
+                item.provider,
+                reading.lock,
+                self.store.get_lock(item.resource),
+                is_admin=is_admin,
+                now=now,
+            )
+            if verdict.blocked:
+                item.stop, item.outcome = False, Outcome.LOCKED
+                item.detail = (verdict.reason or "").removeprefix(f"{item.resource} is ")
+            elif reading.status is not None and reading.status.phase == Phase.STOPPED:
+                item.stop, item.outcome, item.detail = False, Outcome.ALREADY, reading.status.state
+            elif reading.status_error is not None or reading.lock_error is not None:
+                item.stop, item.outcome, item.detail = False, Outcome.UNKNOWN, _unread(reading)
         return items
 
     # -- the clock --------------------------------------------------------------------
@@ -836,8 +877,11 @@ class ScheduleEngine:
         """Who asks for a run's stops: the schedule, or for a manual run the person who
         started it, so that its stops are theirs as a `/stop` would be (approval by
         someone else, the audit log)."""
-        if run.kind == "manual" and run.started_by:
-            return self.config.actor(run.started_by)
+        return self._actor(schedule, run.started_by if run.kind == "manual" else None)
+
+    def _actor(self, schedule: ScheduleConfig, started_by: str | None) -> Actor:
+        if started_by:
+            return self.config.actor(started_by)
         return Actor(id=f"schedule:{schedule.name}")
 
     async def _drive(
@@ -1041,6 +1085,16 @@ def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:
     return at.astimezone(ZoneInfo(schedule.timezone)).strftime(
         f"%a %d %b %H:%M {schedule.timezone}"
     )
+
+
+def _unread(reading: reads.Reading) -> str:
+    """What could not be read of a resource, and why, once when one failure cost both."""
+    status, lock = reading.status_error, reading.lock_error
+    if status is not None and status == lock:
+        return f"status and provider lock unknown: {status}"
+    parts = [f"status unknown: {status}"] if status is not None else []
+    parts += [f"provider lock unknown: {lock}"] if lock is not None else []
+    return "; ".join(parts)
 
 
 def _outcome(op: Operation) -> tuple[str, str | None]:

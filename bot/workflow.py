@@ -83,6 +83,11 @@ class Preview(BaseModel):
     status: ResourceStatus | None = None
     status_error: str | None = None
     provider_lock: ProviderLock | None = None
+    lock_error: str | None = Field(
+        default=None,
+        description="Why the provider lock is unknown (its read failed); ``provider_lock`` "
+        "None without it means there is none.",
+    )
     bot_lock: BotLock | None = None
     notes: list[str] = []
     supports_force: bool = False
@@ -360,8 +365,7 @@ class StopService:
         elif isinstance(status_result, BaseException):
             preview.status_error = str(status_result)
         if isinstance(lock_result, BaseException):
-            if preview.status_error is None:
-                preview.status_error = f"could not read the provider lock: {lock_result}"
+            preview.lock_error = str(lock_result)
         else:
             preview.provider_lock = lock_result
             preview.lock_read_at = self.clock()

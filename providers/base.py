@@ -16,6 +16,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from providers.errors import ProviderError
+
 __all__ = [
     "DiscoveredResource",
     "Phase",
@@ -126,6 +128,8 @@ class Provider(ABC):
 
     type: ClassVar[str]
     supports_force: ClassVar[bool] = False
+    has_locks: ClassVar[bool] = False
+    """Whether the provider holds locks of its own (:meth:`lock` is more than None)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -167,6 +171,36 @@ class Provider(ABC):
             self.status(resource), self.lock(resource), return_exceptions=True
         )
         return status, lock
+
+    async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """:meth:`status_and_lock` of many resources, keyed by resource id, every one of
+        them there: reads only, in bulk where the provider allows it.
+
+        Here the statuses come from :meth:`statuses` and the locks from :meth:`lock`, one
+        by one; a resource the bulk read left out is read on its own, so that its failure
+        says why. Providers whose bulk read carries the locks (Qovery's cluster statuses,
+        Nova's server list) override this to make one call for all.
+        """
+
+        async def bulk() -> dict[str, ResourceStatus | BaseException]:
+            try:
+                return dict(await self.statuses(resources))
+            except ProviderError as exc:
+                return {r.id: exc for r in resources}
+
+        found, locks = await asyncio.gather(
+            bulk(), asyncio.gather(*(self.lock(r) for r in resources), return_exceptions=True)
+        )
+        left_out = [r for r in resources if r.id not in found]
+        alone = await asyncio.gather(*(self.status(r) for r in left_out), return_exceptions=True)
+        found.update({r.id: s for r, s in zip(left_out, alone, strict=True)})
+        return {r.id: (found[r.id], lock) for r, lock in zip(resources, locks, strict=True)}
+
+    async def _each_alone(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """:meth:`status_and_lock` of each of ``resources``, all at once: for those a bulk
+        read left out, so that each one's own read says why."""
+        reads = await asyncio.gather(*(self.status_and_lock(r) for r in resources))
+        return {r.id: read for r, read in zip(resources, reads, strict=True)}
 
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:

@@ -258,6 +258,7 @@ class NovaProvider(Provider):
     """The servers of one OpenStack project."""
 
     type = "openstack"
+    has_locks = True
 
     def __init__(
         self,
@@ -367,6 +368,22 @@ class NovaProvider(Provider):
         except Exception as exc:  # handed to the caller, as the base class does
             return exc, exc
         return self._status(resource.id, server), _lock(server)
+
+    async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """One ``GET /servers/detail`` (and its next pages): each server carries ``locked``.
+        A server the list leaves out is read on its own."""
+        if not resources:
+            return {}
+        try:
+            servers = {str(s.get("id")): s for s in await self._servers()}
+        except ProviderError as exc:
+            return {r.id: (exc, exc) for r in resources}
+        found: dict[str, StatusAndLock] = {
+            r.id: (self._status(r.id, servers[r.id]), _lock(servers[r.id]))
+            for r in resources
+            if r.id in servers
+        }
+        return found | await self._each_alone([r for r in resources if r.id not in servers])
 
     async def list(self) -> list[DiscoveredResource]:
         resources = []

@@ -205,6 +205,7 @@ class QoveryProvider(Provider):
     """The clusters of one Qovery organization."""
 
     type = "qovery"
+    has_locks = True
 
     def __init__(
         self,
@@ -343,6 +344,24 @@ class QoveryProvider(Provider):
         except Exception as exc:  # handed to the caller, as the base class does
             return exc, exc
         return self._status(body, resource.id), _lock(body.cluster_lock)
+
+    async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """One call for the whole organization: each ClusterStatus carries its
+        ``cluster_lock``. A cluster the list leaves out is read on its own."""
+        if not resources:
+            return {}
+        try:
+            response = await self._api.request("GET", f"{self._org_path}/cluster/status")
+            listed = _parse(self.name, _ClusterStatusList, response).results
+        except ProviderError as exc:
+            return {r.id: (exc, exc) for r in resources}
+        by_id = {s.cluster_id: s for s in listed}
+        found: dict[str, StatusAndLock] = {
+            r.id: (self._status(by_id[r.id], r.id), _lock(by_id[r.id].cluster_lock))
+            for r in resources
+            if r.id in by_id
+        }
+        return found | await self._each_alone([r for r in resources if r.id not in by_id])
 
     async def list(self) -> list[DiscoveredResource]:
         """Every cluster of the organization.

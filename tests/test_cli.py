@@ -28,6 +28,7 @@ import yaml
 from bot.cli import main, parse_since
 from bot.models import OpState
 from bot.store import Store
+from providers.simulators.common import Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 
@@ -535,6 +536,64 @@ def test_locks_lists_stopbot_and_provider_locks(
         f"staging-us  qovery   Alice Martin  load test until Friday      "
         f"{expires:%Y-%m-%d %H:%M:%S} UTC",
         "batch-2     nova     ?             kernel upgrade in progress  never",
+    ]
+
+
+QOVERY_503 = "qovery: the provider is unavailable, try again later (HTTP 503): injected fault"
+
+
+def qovery_unavailable(env: Env) -> None:
+    env.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+
+
+def test_locks_lists_what_could_not_be_read_as_unknown(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Qovery answers 503: `stopbot locks` lists its clusters' locks as unknown, says why
+    once on stderr, and fails (exit 1); Nova's lock is listed as usual."""
+    qovery_unavailable(env)
+    assert main(["locks"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "RESOURCE    LOCK    OWNER    REASON                      EXPIRES",
+        "dev-eu      qovery  unknown  could not be read           -",
+        "staging-us  qovery  unknown  could not be read           -",
+        "qa-old      qovery  unknown  could not be read           -",
+        "batch-2     nova    ?        kernel upgrade in progress  never",
+    ]
+    assert captured.err == (
+        f"stopbot: could not read the qovery locks of dev-eu, staging-us, qa-old: {QOVERY_503}\n"
+    )
+
+
+def test_status_says_none_only_for_a_lock_read(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot status` says "none" (JSON null) for a provider lock read and absent; when
+    Qovery answers 503 it claims nothing and fails with Qovery's error."""
+    assert main(["status", "dev-eu"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == " provider_lock: none"
+    assert main(["status", "dev-eu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provider_lock"] is None
+    qovery_unavailable(env)
+    assert main(["status", "dev-eu"]) == 1
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"stopbot: {QOVERY_503}\n")
+
+
+def test_stop_preview_says_an_unreadable_lock_is_unknown(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Qovery answers 503: `stopbot stop`'s preview says the provider lock is unknown,
+    with Qovery's error, not "none"."""
+    qovery_unavailable(env)
+    assert main(["stop", "dev-eu"]) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        "Stop dev-eu?",
+        "  resource:       dev-eu (qovery, id 0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01)",
+        f"  status:         unknown: {QOVERY_503}",
+        f"  provider lock:  unknown: {QOVERY_503}",
+        "  Stopbot lock:   none",
     ]
 
 

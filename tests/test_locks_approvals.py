@@ -14,6 +14,7 @@ from bot.models import Actor, OpState
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD, Call
 from bot.store import Store
+from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CAROL, CHANNEL, Slack, block_texts
 
@@ -139,6 +140,38 @@ async def test_locks_lists_bot_and_provider_locks(slack: Slack) -> None:
         "*staging-us* \\u00b7 qovery lock locked by Alice Martin: load test until Friday" in listing
     )
     assert "*batch-2* \\u00b7 nova lock locked: kernel upgrade in progress (no expiry)" in listing
+
+
+QOVERY_503 = "qovery: the provider is unavailable, try again later (HTTP 503): injected fault"
+
+
+async def test_locks_whose_provider_cannot_be_read_are_listed_as_unknown(slack: Slack) -> None:
+    """Qovery answers 503: /stop locks lists its clusters' locks as unknown, with its error,
+    instead of leaving them out; Nova's lock is listed as usual."""
+    slack.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    reply = await say(slack, "locks")
+    assert reply.args["text"] == "1 active lock(s); the qovery locks could not be read"
+    assert [b["text"]["text"] for b in reply.args["blocks"]] == [
+        "*1 active lock(s); the qovery locks could not be read*",
+        "• *batch-2* · nova lock locked: kernel upgrade in progress (no expiry)\n"
+        f"• *dev-eu, staging-us, qa-old* · qovery lock unknown: {QOVERY_503}",
+    ]
+
+
+async def test_ask_to_release_when_the_lock_cannot_be_read_says_so(slack: Slack) -> None:
+    """Refused by Alice's Qovery lock, Bob asks her to release it while Qovery answers 503:
+    he is told the lock could not be read, not that it is gone, and nobody is asked."""
+    refusal = await say(slack, "staging-us")
+    op_id = refusal.args["blocks"][-1]["elements"][0]["value"]
+    slack.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    await slack.click(
+        views.ASK_RELEASE, op_id, slack.fake.ephemeral_messages(CHANNEL, BOB)[-1]["ts"]
+    )
+    told = await slack.reply(2)
+    assert told.args["text"] == (
+        f"Could not read the qovery lock on staging-us ({QOVERY_503}): try again in a moment."
+    )
+    assert [e for e in slack.store.audit_log() if e.action == "lock.release_asked"] == []
 
 
 async def test_owner_warned_before_expiry_and_extends(slack: Slack) -> None:

@@ -350,6 +350,37 @@ async def test_statuses_is_one_call_per_instance(
     }
 
 
+async def test_statuses_and_locks_say_why_a_status_is_unknown(
+    make: Callable[..., OkeanosProvider], sims: SimulatorServer
+) -> None:
+    """statuses_and_locks() reads the statuses in bulk; an app the bulk read left out (its
+    instance answered 503) is read on its own, whose failure is its status. ~okeanos holds
+    no locks: each lock is none, read or not."""
+    sims.hub.faults.add(
+        Fault(
+            api="okeanos",
+            kind="status",
+            method="GET",
+            path_contains="/lambda-instances/",
+            count=None,
+        )
+    )
+    recorder = Recorder()
+    found = await make(transport=recorder).statuses_and_locks([resource(SPARK), resource(FLINK)])
+    assert set(recorder.calls) == {
+        f"GET /api/lambda-instances/{INSTANCE}/",  # tried again, as every read
+        f"GET /api/apps/{FLINK}/",
+        f"GET /api/apps/{SPARK}/",
+    }
+    assert {k: (type(s).__name__, lock) for k, (s, lock) in found.items()} == {
+        SPARK: ("ResourceStatus", None),
+        FLINK: ("ResourceStatus", None),
+    }
+    sims.hub.faults.add(Fault(api="okeanos", kind="status", method="GET", count=None))
+    [(status, lock)] = (await make().statuses_and_locks([resource(SPARK)])).values()
+    assert isinstance(status, UnavailableError) and lock is None
+
+
 async def test_statuses_leaves_out_what_it_cannot_read(
     make: Callable[..., OkeanosProvider], sim: OkeanosSimulator
 ) -> None:

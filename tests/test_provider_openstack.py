@@ -673,6 +673,28 @@ async def test_statuses_make_one_call(nova: NovaProvider, transport: RecordingTr
     ]
 
 
+async def test_statuses_and_locks_make_one_call(
+    nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """statuses_and_locks() reads every server and its lock with one GET /servers/detail;
+    a server it leaves out is read on its own (its NotFoundError)."""
+    found = await nova.statuses_and_locks([resource(i) for i in (WEB, BATCH, DB, UNKNOWN_ID)])
+    assert [(e.method, e.path.rsplit("/nova", 1)[1]) for e in transport.exchanges] == [
+        ("POST", "/identity/v3/auth/tokens"),
+        ("GET", "/v2.1/servers/detail"),
+        ("GET", f"/v2.1/servers/{UNKNOWN_ID}"),
+    ]
+    assert {
+        k: (seen(s), lock) for k, (s, lock) in found.items() if isinstance(s, ResourceStatus)
+    } == {
+        WEB: (("ACTIVE", Phase.RUNNING, True), None),
+        BATCH: (("ACTIVE", Phase.RUNNING, True), ProviderLock(reason="kernel upgrade in progress")),
+        DB: (("SHUTOFF", Phase.STOPPED, True), None),
+    }
+    status, lock = found[UNKNOWN_ID]
+    assert isinstance(status, NotFoundError) and lock is status
+
+
 async def test_statuses_of_stopping_servers_ask_for_the_changes_since_their_stops(
     sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
 ) -> None:

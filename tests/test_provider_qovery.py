@@ -560,6 +560,43 @@ async def test_statuses_cost_one_call_for_the_organization(
     assert transport.requests == [("GET", f"{ORG_PATH}/cluster/status")]
 
 
+async def test_statuses_and_locks_cost_one_call_for_the_organization(
+    qovery: QoveryProvider, transport: CountingTransport
+) -> None:
+    """statuses_and_locks() answers what status_and_lock() does for each cluster, with one
+    GET .../cluster/status; a cluster it leaves out is read on its own (its NotFoundError)."""
+    found = await qovery.statuses_and_locks([cluster(DEV), cluster(STAGING), cluster(QA)])
+    assert transport.requests == [("GET", f"{ORG_PATH}/cluster/status")]
+    for cluster_id, (status, lock) in found.items():
+        alone_status, alone_lock = await qovery.status_and_lock(cluster(cluster_id))
+        assert isinstance(status, ResourceStatus) and isinstance(alone_status, ResourceStatus)
+        assert (status.state, status.phase, lock) == (
+            alone_status.state,
+            alone_status.phase,
+            alone_lock,
+        )
+    assert [found[c][1] is not None for c in (DEV, STAGING, QA)] == [False, True, False]
+    transport.requests.clear()
+    [(status, lock)] = (await qovery.statuses_and_locks([cluster(UNKNOWN)])).values()
+    assert isinstance(status, NotFoundError) and lock is status
+    assert transport.requests == [
+        ("GET", f"{ORG_PATH}/cluster/status"),
+        ("GET", f"{ORG_PATH}/cluster/{UNKNOWN}/status"),
+    ]
+
+
+async def test_statuses_and_locks_give_each_cluster_the_failure(
+    qovery: QoveryProvider, sims: SimulatorServer
+) -> None:
+    """A 503 on the organization's statuses is each cluster's status and lock: unknown, with
+    the same UnavailableError, not "no lock"."""
+    sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    found = await qovery.statuses_and_locks([cluster(DEV), cluster(STAGING)])
+    assert list(found) == [DEV, STAGING]
+    for status, lock in found.values():
+        assert isinstance(status, UnavailableError) and lock is status
+
+
 async def test_statuses_of_nothing_cost_nothing(
     qovery: QoveryProvider, transport: CountingTransport
 ) -> None:

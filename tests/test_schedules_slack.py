@@ -16,6 +16,7 @@ import pytest
 from bot.slack import schedule_views as sv
 from bot.slack.fake_api import RESPONSE_URL_METHOD, block_actions_body, block_actions_payload
 from bot.slack.views import when
+from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CHANNEL, Slack, block_texts
 
@@ -446,3 +447,157 @@ async def test_only_someone_who_may_stop_it_leaves_a_drifted_resource_running(
         assert [e for e in harness.store.audit_log() if e.action == "schedule.drift_accepted"] == []
     finally:
         harness.close()
+
+
+MIX = {
+    "name": "mix",
+    "cron": "0 20 * * *",
+    "timezone": "Europe/Paris",
+    "select": {
+        "resources": [
+            "dev-eu",
+            "etl",
+            "qa-old",
+            "db-3",
+            "staging-us",
+            "batch-2",
+            "web-1",
+            "spark",
+            "analytics",
+        ]
+    },
+    "channel": CHANNEL,
+}
+# What a run of MIX would do, as the sample estate stands: staging-us is locked in Qovery
+# by Alice Martin, batch-2 in Nova; web-1 gets Alice's Stopbot lock, spark her Keep, and
+# analytics the opt-out tag (see the `mixed` fixture).
+MIX_PLAN = (
+    "*Will stop (2):* dev-eu, etl\n"
+    "*Already stopped (2):* qa-old (STOPPED), db-3 (SHUTOFF)\n"
+    "*Skipped, locked (3):*\n"
+    "• staging-us: locked in qovery by Alice Martin (load test until Friday); "
+    "it expires in 3d.\n"
+    "• batch-2: locked in nova (kernel upgrade in progress); only an admin can stop it.\n"
+    "• web-1: locked by <@U0ALICE>: demo\n"
+    "*Skipped, kept (1):*\n"
+    "• spark: kept by <@U0ALICE> for 1h\n"
+    "*Skipped, opted out (1):*\n"
+    "• analytics: tagged stopbot/skip"
+)
+# One bulk read per provider read (okeanos has only spark, kept: not read); Nova's POST is
+# its Keystone token, which reads need.
+MIX_READS = {"qovery": {"GET": 1}, "nova": {"POST": 1, "GET": 1}, "feldera": {"GET": 1}}
+
+
+def estate(sims: SimulatorServer) -> dict[str, Any]:
+    """Every simulated resource as it stands (a stop call would change one)."""
+    state = sims.hub.state()
+    return {
+        "clusters": state["qovery"]["clusters"],
+        "servers": state["nova"]["servers"],
+        "applications": state["okeanos"]["applications"],
+        "pipelines": state["feldera"]["pipelines"],
+    }
+
+
+@pytest.fixture
+async def mixed(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    """The MIX schedule, with Alice's Stopbot lock on web-1 and Keep on spark, analytics
+    opted out; the simulators' request counts start from zero after that."""
+    harness = Slack(
+        sims,
+        tmp_path / "stopbot.db",
+        schedules=[MIX],
+        resources={"analytics": {"tags": {"env": "dev", "stopbot/skip": "true"}}},
+    )
+    try:
+        await harness.command("lock web-1 4h demo", user=ALICE)
+        await harness.fake.wait_for(
+            RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith(":lock: Locked")
+        )
+        harness.bot.engine.keep("mix", "spark", harness.time.now() + dt.timedelta(hours=1), ALICE)
+        sims.hub.faults.reset_counts()
+        yield harness
+    finally:
+        harness.close()
+
+
+async def test_dry_run_reads_and_sorts_every_resource(mixed: Slack) -> None:
+    """A dry run reads statuses and locks, one bulk read per provider, and lists each
+    resource under what a run would do: will stop, already stopped, skipped for a provider
+    or a Stopbot lock with its owner and reason, kept, opted out. Nothing is stopped."""
+    before = estate(mixed.sims)
+    await mixed.command("dry-run mix")
+    dry = await mixed.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Dry run")
+    )
+    assert dry.args["text"] == (
+        "Dry run of `mix` now (statuses and locks read, nothing stopped):\n" + MIX_PLAN
+    )
+    assert dry.args["response_type"] == "ephemeral"
+    assert [b["text"]["text"] for b in dry.args["blocks"]] == [dry.args["text"]]
+    assert mixed.sims.hub.faults.counts() == MIX_READS
+    assert estate(mixed.sims) == before
+    assert mixed.store.recent_operations() == []
+
+
+def sections(message: dict[str, Any]) -> str:
+    """The text of a message's sections, one after the other."""
+    return "\n".join(b["text"]["text"] for b in message["blocks"] if b["type"] == "section")
+
+
+async def test_run_now_confirmation_shows_what_the_run_would_do(mixed: Slack) -> None:
+    """ "Run now" asks with the dry run of the person who runs it (the lock rule judges
+    their stops): Bob's skips Nova's locked batch-2, an admin's stops it. Nothing is
+    stopped before the click."""
+    before = estate(mixed.sims)
+    bobs = await mixed.ask("schedule run mix")
+    assert bobs.args["text"] == "Run mix now? Confirm or cancel."
+    assert sections(bobs.args) == MIX_PLAN
+    admins = await mixed.ask("schedule run mix", user=ADMIN)
+    assert sections(admins.args) == (
+        "*Will stop (3):* dev-eu, etl, batch-2\n"
+        "*Already stopped (2):* qa-old (STOPPED), db-3 (SHUTOFF)\n"
+        "*Skipped, locked (2):*\n"
+        "• staging-us: locked in qovery by Alice Martin (load test until Friday); "
+        "it expires in 3d.\n"
+        "• web-1: locked by <@U0ALICE>: demo\n"
+        "*Skipped, kept (1):*\n"
+        "• spark: kept by <@U0ALICE> for 1h\n"
+        "*Skipped, opted out (1):*\n"
+        "• analytics: tagged stopbot/skip"
+    )
+    assert estate(mixed.sims) == before
+    assert mixed.store.recent_operations() == []
+    assert mixed.store.runs(schedule="mix") == []
+
+
+async def test_dry_run_says_unknown_where_a_provider_cannot_be_read(mixed: Slack) -> None:
+    """Qovery answers 503: its resources, and their locks, are unknown, with its error (not
+    "will stop", not "no lock"); the other providers' are read as usual."""
+    mixed.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    await mixed.command("dry-run mix")
+    dry = await mixed.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Dry run")
+    )
+    unknown = (
+        "status and provider lock unknown: qovery: the provider is unavailable, try again "
+        "later (HTTP 503): injected fault"
+    )
+    assert dry.args["text"] == (
+        "Dry run of `mix` now (statuses and locks read, nothing stopped):\n"
+        "*Will stop (1):* etl\n"
+        "*Already stopped (1):* db-3 (SHUTOFF)\n"
+        "*Skipped, locked (2):*\n"
+        "• batch-2: locked in nova (kernel upgrade in progress); only an admin can stop it.\n"
+        "• web-1: locked by <@U0ALICE>: demo\n"
+        "*Skipped, kept (1):*\n"
+        "• spark: kept by <@U0ALICE> for 1h\n"
+        "*Skipped, opted out (1):*\n"
+        "• analytics: tagged stopbot/skip\n"
+        "*Unknown, could not be read (3):*\n"
+        f"• dev-eu: {unknown}\n"
+        f"• qa-old: {unknown}\n"
+        f"• staging-us: {unknown}"
+    )
+    assert mixed.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0

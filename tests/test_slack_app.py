@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -256,6 +257,31 @@ async def test_status_command(slack: Slack) -> None:
     reply = await slack.reply()
     assert reply.args["text"] == "staging-us: DEPLOYED (running)"
     assert "locked by Alice Martin: load test until Friday" in json.dumps(reply.args["blocks"])
+
+
+def field(reply: dict[str, Any], name: str) -> str:
+    """The value of a message's field ``name`` (a ``*name*\\nvalue`` field)."""
+    return next(
+        f["text"].removeprefix(f"*{name}*\n")
+        for b in reply["blocks"]
+        for f in b.get("fields", [])
+        if f["text"].startswith(f"*{name}*\n")
+    )
+
+
+async def test_an_unreadable_provider_lock_is_unknown_not_none(slack: Slack) -> None:
+    """Qovery answers 503: the confirmation and `/stop status` say its lock is unknown, with
+    Qovery's error, where they used to say "none"."""
+    slack.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    unknown = (
+        "unknown: qovery: the provider is unavailable, try again later (HTTP 503): injected fault"
+    )
+    confirmation = await slack.ask("dev-eu")
+    assert confirmation.args["text"] == "Stop dev-eu (qovery)? Confirm or cancel."
+    assert field(confirmation.args, "Provider lock") == unknown
+    status = await slack.ask("status dev-eu")
+    assert field(status.args, "Provider lock") == unknown
+    assert field(status.args, "Status") == unknown
 
 
 async def test_list_command_filters_by_provider_and_tag(slack: Slack) -> None:

@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import StopbotConfig, UnknownResourceError
 from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
+from bot.reads import Reading
 from bot.schedules import ScheduleEngine, ScheduleRunner
 from bot.slack import commands, views
 from bot.slack.approvals import ApprovalHandlers
@@ -42,7 +43,7 @@ from bot.slack.replies import Respond, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.store import Store
 from bot.workflow import APPROVAL_REQUEST, PROGRESS, Preview, ProgressListener, StopService
-from providers.base import Provider, ProviderLock, Resource, ResourceStatus
+from providers.base import Provider, Resource, ResourceStatus
 from providers.errors import ProviderError
 
 __all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler modules
@@ -798,33 +799,28 @@ class SlackBot:
             return None
         return op, user
 
-    async def _read(
-        self, resource: Resource
-    ) -> tuple[ResourceStatus | None, str | None, ProviderLock | None]:
-        provider = self.providers[resource.provider]
-        status_result, lock_result = await asyncio.gather(
-            provider.status(resource), provider.lock(resource), return_exceptions=True
-        )
-        status = status_result if isinstance(status_result, ResourceStatus) else None
-        error = str(status_result) if isinstance(status_result, ProviderError) else None
-        lock = lock_result if isinstance(lock_result, ProviderLock) else None
-        for result in (status_result, lock_result):
+    async def _read(self, resource: Resource) -> Reading:
+        """Its status and provider lock, each known or why not (one call where the
+        provider's one read carries both)."""
+        answer = await self.providers[resource.provider].status_and_lock(resource)
+        for result in answer:
             if isinstance(result, BaseException) and not isinstance(result, ProviderError):
                 raise result
-        return status, error, lock
+        return Reading.of(resource, answer)
 
     async def show_status(self, ref: str, respond: Respond) -> None:
         resource = await self.resolve(ref, respond)
         if resource is None:
             return
-        status, error, lock = await self._read(resource)
+        read = await self._read(resource)
         text, blocks = views.status(
             resource,
-            status,
-            error,
-            lock,
+            read.status,
+            read.status_error,
+            read.lock,
             self.store.get_lock(resource.name),
             self.service.clock(),
+            read.lock_error,
         )
         await tell(respond, text, blocks)
 

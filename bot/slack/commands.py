@@ -37,7 +37,7 @@ HELP = """*Stopbot* stops cloud resources safely. Commands:
 • `/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions`
 • `/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]` \
 and `/stop schedule remove <name>` (admins)
-• `/stop dry-run <schedule>`: what a run would do now, without calling any provider
+• `/stop dry-run <schedule>`: what a run would do now, from statuses and locks (nothing is stopped)
 • `/stop help`: this message
 A resource is named as in the configuration, or as `provider:id`. `--force` is Feldera's \
 forced stop (no checkpoint). Admins may add `--override-lock` and a reason to stop through a \

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from bot import reads
 from bot.durations import format_duration, parse_duration
 from bot.locks import BotLocks, LockError
 from bot.models import Owed
@@ -85,26 +86,26 @@ class LockHandlers:
         await tell(respond, f":unlock: {resource.name} is unlocked.")
 
     async def list(self, respond: Respond) -> None:
-        resources = self.bot.config.all_resources()
-        reads = await asyncio.gather(
-            *(self._provider_lock(r) for r in resources), return_exceptions=True
+        readings = await reads.read_locks(
+            self.bot.providers, self.bot.config.all_resources(), within=LOCK_READ_TIMEOUT
         )
-        provider_locks = [
-            (r, lock)
-            for r, lock in zip(resources, reads, strict=True)
-            if isinstance(lock, ProviderLock)
-        ]
+        provider_locks = [(r.resource, r.lock) for r in readings.values() if r.lock is not None]
+        unread: dict[tuple[str, str], list[str]] = {}
+        for r in readings.values():
+            if r.lock_error is not None:
+                unread.setdefault((r.resource.provider, r.lock_error), []).append(r.resource.name)
         text, blocks = views.locks_list(
-            self.bot.store.active_locks(), provider_locks, self.bot.service.clock()
+            self.bot.store.active_locks(),
+            provider_locks,
+            self.bot.service.clock(),
+            [(provider, names, error) for (provider, error), names in unread.items()],
         )
         await tell(respond, text, blocks)
 
     async def _provider_lock(self, resource: Resource) -> ProviderLock | None:
+        """Raises ProviderError, or TimeoutError after LOCK_READ_TIMEOUT."""
         provider = self.bot.providers[resource.provider]
-        try:
-            return await asyncio.wait_for(provider.lock(resource), LOCK_READ_TIMEOUT)
-        except (ProviderError, TimeoutError):
-            return None
+        return await asyncio.wait_for(provider.lock(resource), LOCK_READ_TIMEOUT)
 
     # -- ask to release ---------------------------------------------------------------
 
@@ -134,7 +135,16 @@ class LockHandlers:
                 f"{views.when(bot_lock.expires_at)}"
             )
         else:
-            provider_lock = await self._provider_lock(resource)
+            try:
+                provider_lock = await self._provider_lock(resource)
+            except (ProviderError, TimeoutError) as exc:
+                why = str(exc) or f"{resource.provider} did not answer in time"
+                await tell(
+                    respond,
+                    f"Could not read the {resource.provider} lock on {resource.name} ({why}): "
+                    "try again in a moment.",
+                )
+                return
             if provider_lock is not None and provider_lock.owner:
                 kind = "provider"
                 owner = self._slack_user_for(resource.provider, provider_lock.owner)

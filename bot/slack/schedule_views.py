@@ -33,6 +33,7 @@ __all__ = [
     "SKIP",
     "SNOOZE",
     "drift",
+    "dry_run",
     "exceptions",
     "fire_value",
     "listing",
@@ -68,13 +69,43 @@ OUTCOME_LINES = {
 }
 
 
+# What a plan shows besides what it will stop, in this order.
+PLAN_HEADINGS = {
+    Outcome.ALREADY: "Already stopped",
+    Outcome.LOCKED: "Skipped, locked",
+    Outcome.KEPT: "Skipped, kept",
+    Outcome.OPTED_OUT: "Skipped, opted out",
+    Outcome.UNKNOWN: "Unknown, could not be read",
+}
+
+
 def plan_text(plan: Sequence[PlanItem]) -> str:
+    """What a run would stop, then each other outcome under its heading: already stopped
+    ones with their state on one line, the others one a line with why."""
     stop = [i.resource for i in plan if i.stop]
     lines = [f"*Will stop ({len(stop)}):* " + (", ".join(stop) or "nothing")]
-    for item in plan:
-        if not item.stop:
-            lines.append(f"• {item.resource}: {item.outcome} ({item.detail})")
+    for outcome, heading in PLAN_HEADINGS.items():
+        items = [i for i in plan if not i.stop and i.outcome == outcome]
+        if not items:
+            continue
+        if outcome == Outcome.ALREADY:
+            lines.append(
+                f"*{heading} ({len(items)}):* "
+                + ", ".join(i.resource + (f" ({i.detail})" if i.detail else "") for i in items)
+            )
+            continue
+        lines.append(f"*{heading} ({len(items)}):*")
+        lines += [f"• {i.resource}" + (f": {i.detail}" if i.detail else "") for i in items]
     return "\n".join(lines)
+
+
+def dry_run(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View:
+    """What a run of ``schedule`` started now would do, as read from the providers."""
+    text = (
+        f"Dry run of `{schedule.name}` now (statuses and locks read, nothing stopped):\n"
+        f"{plan_text(plan)}"
+    )
+    return text, line_sections(text.splitlines())
 
 
 def fire_value(schedule: str, fire: dt.datetime, *middle: str) -> str:
@@ -224,7 +255,7 @@ def run_confirmation(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View
     text = f"Run {schedule.name} now? Confirm or cancel."
     return text, [
         _header(f"Run {schedule.name} now?"),
-        _section(plan_text(plan)),
+        *line_sections(plan_text(plan).splitlines(), most=40),
         {
             "type": "actions",
             "block_id": f"run:{schedule.name}",

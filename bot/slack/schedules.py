@@ -165,11 +165,8 @@ class ScheduleHandlers:
             return
         schedule = engine.schedule(name)
         if action == "dry-run":
-            text = (
-                f"Dry run of `{name}` now (no provider was called; provider locks and "
-                f"statuses are read at run time):\n{sv.plan_text(engine.plan(schedule))}"
-            )
-            await respond(text=text, blocks=message(text)[1], response_type="ephemeral")
+            text, blocks = sv.dry_run(schedule, await engine.read_plan(schedule))
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
             return
         refusal = await self._may_act(user, schedule)
         if refusal is not None:
@@ -182,7 +179,8 @@ class ScheduleHandlers:
             self.bot.rebuild_schedules()
             await respond(text=f"Removed the schedule `{name}`.", response_type="ephemeral")
         elif action == "run":
-            text, blocks = sv.run_confirmation(schedule, engine.plan(schedule))
+            plan = await engine.read_plan(schedule, started_by=user)
+            text, blocks = sv.run_confirmation(schedule, plan)
             await respond(text=text, blocks=blocks, response_type="ephemeral")
         elif action == "skip":
             change = engine.skip(name, user)

@@ -132,7 +132,12 @@ def _status_text(s: ResourceStatus | None, error: str | None = None) -> str:
     return f"{text}: {s.message}" if s.message else text
 
 
-def _provider_lock_text(lock: ProviderLock | None, now: dt.datetime) -> str:
+def _provider_lock_text(
+    lock: ProviderLock | None, now: dt.datetime, error: str | None = None
+) -> str:
+    """The provider lock, or why it is unknown: never "none" when it could not be read."""
+    if error is not None:
+        return f"unknown: {error}"
     if lock is None:
         return "none"
     who = f" by {lock.owner}" if lock.owner else ""
@@ -167,7 +172,7 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
         ("Resource", f"{r.name} (`{r.id}`)"),
         ("Provider", r.provider),
         ("Current status", _status_text(preview.status, preview.status_error)),
-        ("Provider lock", _provider_lock_text(preview.provider_lock, now)),
+        ("Provider lock", _provider_lock_text(preview.provider_lock, now, preview.lock_error)),
         ("Stopbot lock", _bot_lock_text(preview.bot_lock)),
         ("What happens", f"a {action} request to {r.provider}, then live progress here"),
     ]
@@ -358,8 +363,11 @@ def locks_list(
     bot_locks: Sequence[BotLock],
     provider_locks: Sequence[tuple[Resource, ProviderLock]],
     now: dt.datetime,
+    unread: Sequence[tuple[str, Sequence[str], str]] = (),
 ) -> View:
-    if not bot_locks and not provider_locks:
+    """Every lock in force; ``unread``: (provider, resources, error) whose provider locks
+    could not be read, shown as unknown rather than left out."""
+    if not bot_locks and not provider_locks and not unread:
         return message("No active locks.")
     lines = [
         f"• *{lk.resource}* · Stopbot lock by <@{lk.owner}>"
@@ -372,6 +380,12 @@ def locks_list(
         for r, lk in provider_locks
     ]
     text = f"{len(lines)} active lock(s)"
+    if unread:
+        text += f"; the {' and '.join(sorted({p for p, _, _ in unread}))} locks could not be read"
+    lines += [
+        f"• *{', '.join(names)}* · {provider} lock unknown: {error}"
+        for provider, names, error in unread
+    ]
     return text, [_section(f"*{text}*"), *line_sections(lines)]
 
 
@@ -442,13 +456,14 @@ def status(
     provider_lock: ProviderLock | None,
     bot_lock: BotLock | None,
     now: dt.datetime,
+    lock_error: str | None = None,
 ) -> View:
     text = f"{resource.name}: {_status_text(current, error)}"
     pairs = [
         ("Resource", f"{resource.name} (`{resource.id}`)"),
         ("Provider", resource.provider),
         ("Status", _status_text(current, error)),
-        ("Provider lock", _provider_lock_text(provider_lock, now)),
+        ("Provider lock", _provider_lock_text(provider_lock, now, lock_error)),
         ("Stopbot lock", _bot_lock_text(bot_lock)),
     ]
     if resource.tags:
