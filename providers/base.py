@@ -16,6 +16,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from providers.pacing import RequestLimits
+
 __all__ = [
     "DiscoveredResource",
     "Phase",
@@ -168,6 +170,21 @@ class Provider(ABC):
         )
         return status, lock
 
+    async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """Many resources' statuses and provider locks, keyed by resource id: what a
+        scheduled run reads once, before its stops, instead of once a resource.
+
+        The statuses come from :meth:`statuses` (one list call per account where the
+        provider has one), each lock from :meth:`lock`, which calls nothing for a provider
+        without locks. Providers whose list carries the locks too (Qovery's cluster status
+        list, Nova's ``servers/detail``) override this with that one list. A resource the
+        answer leaves out is left out here, for the caller to read on its own.
+        """
+        statuses = await self.statuses(resources)
+        found = [r for r in resources if r.id in statuses]
+        locks = await asyncio.gather(*(self.lock(r) for r in found), return_exceptions=True)
+        return {r.id: (statuses[r.id], lock) for r, lock in zip(found, locks, strict=True)}
+
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:
         """Every resource of this account that could be stopped."""
@@ -183,3 +200,7 @@ class ProviderConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="What the provider allows this account: requests in flight, a second.",
+    )

@@ -40,6 +40,7 @@ from providers.errors import (
     ProviderError,
 )
 from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.pacing import RequestGate
 
 __all__ = [
     "CLUSTER_STATES",
@@ -212,6 +213,7 @@ class QoveryProvider(Provider):
         *,
         http: HttpSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config.name)
         self.config = config
@@ -222,6 +224,7 @@ class QoveryProvider(Provider):
             headers={"Authorization": f"Token {config.token.get_secret_value()}"},
             parse_error=parse_qovery_error,
             transport=transport,
+            gate=gate or RequestGate(config.requests),
         )
         self._org_path = f"/organization/{quote(config.organization_id, safe='')}"
 
@@ -300,21 +303,16 @@ class QoveryProvider(Provider):
                 ),
             )
         lock = _lock(current.cluster_lock)
-        kind: type[ConflictError] = ConflictError
-        if phase is Phase.STOPPED and terminal:
-            kind = AlreadyStoppedError
-        elif lock is not None and not lock.is_expired():
-            kind = LockedError
         message = conflict.message
         if current.status.lower() not in message.lower():
             # Qovery's 409 may not say why; the state it is in does.
             message = f"{message} (cluster status: {current.status})"
-        return kind(
-            self.name,
-            message,
-            status_code=conflict.status_code,
-            code=conflict.code,
-        )
+        kwargs: dict[str, Any] = {"status_code": conflict.status_code, "code": conflict.code}
+        if phase is Phase.STOPPED and terminal:
+            return AlreadyStoppedError(self.name, message, **kwargs)
+        if lock is not None and not lock.is_expired():
+            return LockedError(self.name, message, lock=lock, **kwargs)
+        return ConflictError(self.name, message, **kwargs)
 
     async def _read_status(self, cluster_id: str) -> _ClusterStatus:
         response = await self._api.request("GET", f"{self._cluster_path(cluster_id)}/status")
@@ -330,6 +328,20 @@ class QoveryProvider(Provider):
         response = await self._api.request("GET", f"{self._org_path}/cluster/status")
         by_id = {s.cluster_id: s for s in _parse(self.name, _ClusterStatusList, response).results}
         return {r.id: self._status(by_id[r.id], r.id) for r in resources if r.id in by_id}
+
+    async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
+        """One ``GET .../cluster/status`` for the whole organization: each ClusterStatus of
+        the list carries its ``cluster_lock`` (the spec's ClusterStatusResponseList, one
+        unpaged ``results`` array)."""
+        if not resources:
+            return {}
+        response = await self._api.request("GET", f"{self._org_path}/cluster/status")
+        by_id = {s.cluster_id: s for s in _parse(self.name, _ClusterStatusList, response).results}
+        return {
+            r.id: (self._status(by_id[r.id], r.id), _lock(by_id[r.id].cluster_lock))
+            for r in resources
+            if r.id in by_id
+        }
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses
