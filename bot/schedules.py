@@ -35,6 +35,7 @@ from bot.config import ScheduleConfig, StopbotConfig
 from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.models import Actor, Operation, OpState, RunItem, ScheduleRun, Transition
+from bot.run_pace import RunPace
 from bot.store import Store
 from bot.workflow import Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
@@ -82,6 +83,9 @@ class Outcome:
     # Outcomes whose detail says why, in the summary.
     EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
 
+
+# States in which the provider has a stop: following it holds no place in a run's window.
+_SENT = frozenset({OpState.ACCEPTED, OpState.IN_PROGRESS})
 
 # How the workflow words a failure after which the stop may have gone out (a timeout of
 # the stop call, a restart around it): trying again could stop twice.
@@ -146,14 +150,19 @@ class ScheduleNotifier(Protocol):
 
 
 class _ItemListener:
-    """Keeps a run's summary current while one of its stops progresses."""
+    """Keeps a run's summary current while one of its stops progresses, and tells when the
+    provider has the stop (``sent``): it then holds no place in the window of stops being
+    sent."""
 
     def __init__(self, engine: ScheduleEngine, run_id: str, resource: str) -> None:
         self.engine, self.run_id, self.resource = engine, run_id, resource
+        self.sent = asyncio.Event()
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
+        if op.state in _SENT or op.state.final:
+            self.sent.set()
         if not op.state.final:
             detail = op.provider_state or op.state.value.replace("_", " ")
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
@@ -632,9 +641,10 @@ class ScheduleEngine:
         if schedule is None:
             self.store.finish_run(run_id, "done")
             return
-        limits: dict[str, asyncio.Semaphore] = {}
         pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
         resources = {r.name: r for r in self.config.all_resources()}
+        selected = [resources[i.resource] for i in pending if i.resource in resources]
+        pace = RunPace(self.config, self.service.providers, selected, self.clock)
 
         async def one(item: RunItem) -> None:
             try:
@@ -644,11 +654,8 @@ class ScheduleEngine:
                         run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
                     )
                     return
-                limit = limits.setdefault(
-                    resource.provider, asyncio.Semaphore(self.settings.per_provider_concurrency)
-                )
-                async with limit:
-                    await self._stop_one(run, schedule, resource, late)
+                async with pace.in_progress(resource.provider):
+                    await self._stop_one(run, schedule, resource, late, pace)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
@@ -686,10 +693,19 @@ class ScheduleEngine:
             )
 
     async def _stop_one(
-        self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource, late: str | None
+        self,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        late: str | None,
+        pace: RunPace,
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
-        when the stop may have gone out (it could stop twice) or the run is ``late``."""
+        when the stop may have gone out (it could stop twice) or the run is ``late``.
+
+        The first try uses the run's bulk read of the resource; a try holds its place in
+        the provider's window of stops being sent until the provider accepts the stop (or
+        the try ends), then follows it with no place held."""
         actor = self._actor_of(run, schedule)
         for attempt in range(schedule.retries + 1):
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
@@ -698,16 +714,33 @@ class ScheduleEngine:
                     run.id, resource.name, Outcome.MISSED, f"not stopped: {late}"
                 )
                 return
-            preview = await self.service.prepare(
-                resource.name,
-                actor,
-                source="schedule",
-                reason=f"schedule {schedule.name}",
-                force=schedule.force,
-                channel=schedule.channel,
-                idempotency_key=key,
-            )
-            op = await self._drive(preview, run, schedule, resource, actor)
+            prior = await pace.prior(resource) if attempt == 0 else None
+            listener = _ItemListener(self, run.id, resource.name)
+            async with pace.sending(resource.provider):
+                preview = await self.service.prepare(
+                    resource.name,
+                    actor,
+                    source="schedule",
+                    reason=f"schedule {schedule.name}",
+                    force=schedule.force,
+                    channel=schedule.channel,
+                    idempotency_key=key,
+                    prior=prior,
+                )
+                driving = asyncio.create_task(
+                    self._drive(preview, run, schedule, resource, actor, listener),
+                    name=f"schedule-stop-{run.id}-{resource.name}",
+                )
+                try:
+                    await _until_sent(listener, driving)
+                except asyncio.CancelledError:
+                    driving.cancel()
+                    raise
+            try:
+                op = await driving
+            except asyncio.CancelledError:
+                driving.cancel()
+                raise
             outcome, detail = self._outcome(op, preview)
             uncertain = any(words in (op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or attempt == schedule.retries or late or uncertain:
@@ -734,11 +767,11 @@ class ScheduleEngine:
         schedule: ScheduleConfig,
         resource: Resource,
         actor: Actor,
+        listener: _ItemListener,
     ) -> Operation:
         """Take an operation from wherever it is (new, or found again after a restart)
         to its end."""
         op = preview.operation
-        listener = _ItemListener(self, run.id, resource.name)
         prepared: Preview | None = None
         if op.state == OpState.REQUESTED:
             # prepare() waits for a preparation still going on in this process: one left
@@ -902,6 +935,15 @@ class ScheduleEngine:
                 continue
             found.update({r.name: statuses[r.id] for r in group if r.id in statuses})
         return found
+
+
+async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
+    """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
+    sent = asyncio.create_task(listener.sent.wait())
+    try:
+        await asyncio.wait({sent, driving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sent.cancel()
 
 
 def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:

@@ -14,6 +14,7 @@ about Slack: faces talk to the workflow through :class:`ProgressListener`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,15 @@ from bot.models import Actor, BotLock, Operation, OpState, Transition
 from bot.policy import Policy
 from bot.polling import StatusBatcher
 from bot.store import Store
-from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus, utcnow
+from providers.base import (
+    Phase,
+    Provider,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    StatusAndLock,
+    utcnow,
+)
 from providers.errors import (
     AlreadyStoppedError,
     AuthError,
@@ -38,7 +47,14 @@ from providers.errors import (
     UnsupportedError,
 )
 
-__all__ = ["LOCK_READ_REUSE", "ActionResult", "Preview", "ProgressListener", "StopService"]
+__all__ = [
+    "LOCK_READ_REUSE",
+    "ActionResult",
+    "Preview",
+    "PriorRead",
+    "ProgressListener",
+    "StopService",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +76,22 @@ def _typed(source: str, args: str, verb: str = "stop") -> str:
     return f"`/stop {args}`" if verb == "stop" else f"`/stop {verb} {args}`"
 
 
+@dataclasses.dataclass(frozen=True)
+class PriorRead:
+    """A resource's status and provider lock, read before :meth:`StopService.prepare` (a
+    scheduled run reads all its resources with one list call per provider account), to be
+    used instead of reading them again.
+
+    ``lock_stands_for`` is how long the lock read stands for the one right before the
+    stop. A scheduled run's bulk read stands for the whole run: a lock taken since is the
+    provider's to enforce, and its refusal (LockedError) is reported as skipped.
+    """
+
+    read: StatusAndLock
+    at: dt.datetime
+    lock_stands_for: dt.timedelta = LOCK_READ_REUSE
+
+
 class Preview(BaseModel):
     """What a user is shown before confirming: the resource as it is now."""
 
@@ -78,6 +110,11 @@ class Preview(BaseModel):
     lock_read_at: dt.datetime | None = Field(
         default=None,
         description="When ``provider_lock`` was read (None: not read, or the read failed).",
+    )
+    lock_read_reuse: dt.timedelta = Field(
+        default=LOCK_READ_REUSE,
+        description="How old ``provider_lock`` may be and still stand for the read right "
+        "before the stop (see PriorRead).",
     )
 
 
@@ -160,13 +197,14 @@ class StopService:
         channel: str | None = None,
         response_url: str | None = None,
         idempotency_key: str | None = None,
+        prior: PriorRead | None = None,
     ) -> Preview:
         """Record a stop request and decide whether it may go to confirmation.
 
         The returned operation is awaiting confirmation, refused (``detail`` says why)
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). Raises UnknownResourceError for a name not
-        configured.
+        configured. ``prior``: the resource's status and lock, read already.
         """
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
@@ -194,7 +232,9 @@ class StopService:
         preparing: asyncio.Future[Preview | None] = asyncio.get_running_loop().create_future()
         self._preparing[op.id] = preparing
         try:
-            decided = await self._prepare(preview, actor, source, reason, force, override_lock)
+            decided = await self._prepare(
+                preview, actor, source, reason, force, override_lock, prior
+            )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
             raise
@@ -228,6 +268,7 @@ class StopService:
         reason: str | None,
         force: bool,
         override_lock: bool,
+        prior: PriorRead | None = None,
     ) -> Preview:
         resource = preview.resource
         provider = self.providers[resource.provider]
@@ -238,7 +279,7 @@ class StopService:
         if force and not provider.supports_force:
             preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
 
-        verdict = await self._read(preview, actor)
+        verdict = await self._read(preview, actor, prior)
         if isinstance(verdict, NotFoundError):
             return self._decide(
                 preview,
@@ -293,13 +334,20 @@ class StopService:
             expires_at=self.clock() + self.settings.confirm_ttl,
         )
 
-    async def _read(self, preview: Preview, actor: Actor) -> LockVerdict | NotFoundError:
+    async def _read(
+        self, preview: Preview, actor: Actor, prior: PriorRead | None = None
+    ) -> LockVerdict | NotFoundError:
         """Fill ``preview`` with the resource as it is now (status, provider lock, Stopbot
-        lock): the locks' verdict for ``actor``, its notes added, or the provider's
-        not-found."""
+        lock), or as ``prior`` read it: the locks' verdict for ``actor``, its notes added,
+        or the provider's not-found."""
         resource = preview.resource
-        provider = self.providers[resource.provider]
-        status_result, lock_result = await provider.status_and_lock(resource)
+        if prior is None:
+            provider = self.providers[resource.provider]
+            status_result, lock_result = await provider.status_and_lock(resource)
+            read_at = self.clock()
+        else:
+            (status_result, lock_result), read_at = prior.read, prior.at
+            preview.lock_read_reuse = prior.lock_stands_for
         if isinstance(status_result, NotFoundError):
             return status_result
         if isinstance(status_result, ResourceStatus):
@@ -311,7 +359,7 @@ class StopService:
                 preview.status_error = f"could not read the provider lock: {lock_result}"
         else:
             preview.provider_lock = lock_result
-            preview.lock_read_at = self.clock()
+            preview.lock_read_at = read_at
         preview.bot_lock = self.store.get_lock(resource.name)
         verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
         preview.notes.extend(verdict.notes)
@@ -616,7 +664,8 @@ class StopService:
         The provider lock is read right before the stop. ``prepared``, the preview of this
         operation when the stop follows its preparation at once (a scheduled stop that
         needs no approval), saves that read: its lock read is used instead if it is at
-        most ``LOCK_READ_REUSE`` old, so no more recent than a read made here would be.
+        most its ``lock_read_reuse`` old (``LOCK_READ_REUSE``, so no more recent than a
+        read made here would be, unless a PriorRead said otherwise).
         """
         op = self.store.get_operation(op_id)
         if op is None or op.state != OpState.SUBMITTING:
@@ -630,7 +679,7 @@ class StopService:
             prepared is not None
             and prepared.operation.id == op_id
             and prepared.lock_read_at is not None
-            and self.clock() - prepared.lock_read_at <= LOCK_READ_REUSE
+            and self.clock() - prepared.lock_read_at <= prepared.lock_read_reuse
         ):
             provider_lock = prepared.provider_lock
         else:
