@@ -92,7 +92,7 @@ class RunPace:
         """The window of stops of ``provider`` being prepared and sent, until accepted."""
         window = self._windows.get(provider)
         if window is None:
-            window = asyncio.Semaphore(2 * self._in_flight(provider))
+            window = asyncio.Semaphore(5 * self._in_flight(provider))
             self._windows[provider] = window
         return window
 

@@ -157,14 +157,18 @@ class _ItemListener:
     def __init__(self, engine: ScheduleEngine, run_id: str, resource: str) -> None:
         self.engine, self.run_id, self.resource = engine, run_id, resource
         self.sent = asyncio.Event()
+        self._shown: str | None = None
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
         if op.state in _SENT or op.state.final:
             self.sent.set()
-        if not op.state.final:
-            detail = op.provider_state or op.state.value.replace("_", " ")
+        detail = op.provider_state or op.state.value.replace("_", " ")
+        if not op.state.final and detail != self._shown:
+            # Only a change is written: a night of thousands of stops polls them all each
+            # round, and the store's writes are most of a run's own work.
+            self._shown = detail
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
             self.engine.publish_soon(self.run_id)
 

@@ -179,7 +179,13 @@ class StopService:
         # Operations being prepared, by id: a retry of the request waits for the preview.
         self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
         self._batchers = {
-            name: StatusBatcher(p, self.settings.poll_batch_window.total_seconds())
+            name: StatusBatcher(
+                p,
+                self.settings.poll_batch_window.total_seconds(),
+                every=self.settings.poll_initial.total_seconds(),
+                clock=lambda: self.clock().timestamp(),
+                sleep=self.sleep,
+            )
             for name, p in providers.items()
         }
 

@@ -282,8 +282,9 @@ class QoveryProvider(Provider):
         * a stop (or delete) already under way is accepted, so the bot follows it to its
           end rather than failing a stop that is happening;
         * stopped (or deleted) is :class:`AlreadyStoppedError`;
-        * with an unexpired ``cluster_lock`` it is :class:`LockedError`; a lock past its
-          TTL no longer explains anything;
+        * with an unexpired ``cluster_lock`` it is :class:`LockedError`, which names the
+          lock's owner (a lock taken since the bot read it is reported with whose it is);
+          a lock past its TTL no longer explains anything;
         * anything else, or a status that cannot be read, is the 409 as a ConflictError.
         """
         try:
@@ -311,6 +312,9 @@ class QoveryProvider(Provider):
         if phase is Phase.STOPPED and terminal:
             return AlreadyStoppedError(self.name, message, **kwargs)
         if lock is not None and not lock.is_expired():
+            if lock.owner and lock.owner.casefold() not in message.casefold():
+                why = f": {lock.reason}" if lock.reason else ""
+                message = f"{message} (locked by {lock.owner}{why})"
             return LockedError(self.name, message, lock=lock, **kwargs)
         return ConflictError(self.name, message, **kwargs)
 

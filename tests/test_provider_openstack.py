@@ -1326,3 +1326,33 @@ async def test_without_a_version_document_the_client_asks_at_2_9(
     server_reads = [r for r in sent if r.url.path == f"/v2.1/servers/{WEB}"]
     assert [r.headers["X-OpenStack-Nova-API-Version"] for r in server_reads] == asked
     assert len([r for r in sent if r.url.path == "/v2.1/"]) == 1
+
+
+async def test_a_bulk_read_is_the_servers_list_with_each_lock(
+    sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """Before a run, one GET /servers/detail gives every server's status and lock, with
+    locked_reason at 2.73; a server the project does not have is left out."""
+    ghost = resource("6a1f0e2d-9b8c-4d7e-a6f5-1c2b3a4d5eff")
+    found = await nova.statuses_and_locks([resource(WEB), resource(BATCH), resource(DB), ghost])
+    assert {rid: (seen(status), lock) for rid, (status, lock) in found.items()} == {
+        WEB: (("ACTIVE", Phase.RUNNING, True), None),
+        BATCH: (("ACTIVE", Phase.RUNNING, True), ProviderLock(reason="kernel upgrade in progress")),
+        DB: (("SHUTOFF", Phase.STOPPED, True), None),
+    }
+    assert [(e.method, e.path.rsplit("/nova", 1)[1]) for e in transport.exchanges[1:]] == [
+        ("GET", "/v2.1/servers/detail")
+    ]
+
+
+async def test_below_2_9_a_bulk_read_says_the_locks_are_unknown(
+    sims: SimulatorServer, nova: NovaProvider
+) -> None:
+    """A cloud whose maximum is 2.6 shows no ``locked`` in servers/detail: the statuses are
+    read, and each lock is an error saying it cannot be known (not "unlocked")."""
+    reseed(sims, max_microversion="2.6")
+    found = await nova.statuses_and_locks([resource(WEB), resource(BATCH)])
+    status, lock = found[BATCH]
+    assert seen(status) == ("ACTIVE", Phase.RUNNING, True)
+    assert isinstance(lock, ProviderError)
+    assert "microversion 2.6, which shows no locks" in str(lock)
