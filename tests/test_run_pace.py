@@ -18,7 +18,7 @@ from bot.schedules import Outcome
 from providers.base import Provider, Resource
 from providers.pacing import RequestGate, RequestLimits
 from providers.registry import build_provider
-from providers.simulators.common import Fault
+from providers.simulators.common import AccountLimit, Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 from tests.helpers import sample
@@ -109,18 +109,15 @@ async def test_requests_in_flight_never_exceed_the_accounts_limit(
     more than three at once, and serves three."""
     s = qovery_estate(sims, tmp_path, in_flight=3)
     closing.append(s)
-    httpx.post(
-        f"{sims.base_url}/_sim/limits", json={"api": "qovery", "max_in_flight": 3}
-    ).raise_for_status()
+    sims.hub.faults.set_limit(AccountLimit(api="qovery", max_in_flight=3))
     sims.hub.faults.add(Fault(api="qovery", kind="latency", seconds=0.05, count=None))
-    httpx.delete(f"{sims.base_url}/_sim/stats").raise_for_status()
+    sims.hub.faults.reset_counts()
     run = await s.engine.run_now("nightly", "U0ADMIN")
     await s.engine.wait()
-    stats = httpx.get(f"{sims.base_url}/_sim/stats").json()
-    assert stats["peak_in_flight"]["qovery"] == 3
+    assert sims.hub.faults.peaks()["qovery"] == 3
     assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
-    # One bulk read, eight stops and the polls: never a read per cluster before its stop.
-    assert stats["requests"]["qovery"]["POST"] == 8
+    # Eight stops, none refused with a 429, and never a read per cluster before its stop.
+    assert sims.hub.faults.counts()["qovery"]["POST"] == 8
 
 
 async def test_a_lock_taken_after_the_bulk_read_is_a_skip_with_its_owner(
@@ -155,7 +152,7 @@ async def test_a_lock_taken_after_the_bulk_read_is_a_skip_with_its_owner(
         return found
 
     qovery.statuses_and_locks = read_then_lock  # type: ignore[method-assign]
-    httpx.delete(f"{sims.base_url}/_sim/stats").raise_for_status()
+    sims.hub.faults.reset_counts()
     run = await s.engine.run_now("nightly", "U0ADMIN")
     await s.engine.wait()
     items = {i.resource: i for i in s.store.run_items(run.id)}
@@ -166,7 +163,7 @@ async def test_a_lock_taken_after_the_bulk_read_is_a_skip_with_its_owner(
     assert (items["staging-us"].detail or "").startswith(
         "staging-us is locked in qovery by Alice Martin (load test until Friday)"
     )
-    requests = httpx.get(f"{sims.base_url}/_sim/stats").json()["requests"]["qovery"]
+    requests = sims.hub.faults.counts()["qovery"]
     # The list, dev-eu's stop, and the read of dev-eu that tells Qovery's 409 apart.
     assert requests == {"GET": 2, "POST": 1}
 
