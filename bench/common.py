@@ -71,6 +71,7 @@ __all__ = [
     "percentile",
     "profile_summary",
     "reported_errors",
+    "run_queue_wait",
     "signed_headers",
 ]
 
@@ -166,6 +167,15 @@ def main_thread_cpu(pid: int) -> float:
     /proc/PID/stat counts every thread but in 10 ms ticks, too coarse for one burst."""
     try:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def run_queue_wait(pid: int) -> float:
+    """Seconds the main thread of a process was ready to run but waited for a CPU (the
+    second figure of /proc/PID/schedstat): what other processes on the machine cost it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return math.nan
 
