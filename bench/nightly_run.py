@@ -87,6 +87,9 @@ __all__ = [
     "measure",
     "misses",
     "peak_rss_mb",
+    "post_signed",
+    "run_done",
+    "run_now_click",
 ]
 
 SCHEDULE = "nightly"
@@ -403,6 +406,43 @@ def _post(bot: Bot, body: bytes) -> None:
         raise BenchError(f"the bot answered HTTP {response.status_code}: {response.text[:200]}")
 
 
+def run_now_click(bot: Bot, slack: FakeSlackProcess) -> bytes:
+    """Ask for ``/stop schedule run nightly`` and return the signed body of the click on
+    its "Run now" (posting it starts the run)."""
+    [url] = slack.response_urls([{"channel": CHANNEL, "user": USER}])
+    command = f"schedule run {SCHEDULE}"
+    trigger = f"bench.{uuid.uuid4().hex}"
+    _post(bot, slash_command_body("/stop", command, USER, CHANNEL, url, trigger))
+    ts = _wait_for("the Run now confirmation", 60, lambda: _run_confirm_ts(slack.ephemeral()))
+    hook = {"channel": CHANNEL, "user": USER, "message_ts": ts, "is_ephemeral": True}
+    [url] = slack.response_urls([hook])
+    payload = block_actions_payload(
+        USER,
+        CHANNEL,
+        RUN_CONFIRM,
+        SCHEDULE,
+        response_url=url,
+        message_ts=ts,
+        is_ephemeral=True,
+        block_id=f"run:{SCHEDULE}",
+    )
+    return block_actions_body(payload)
+
+
+def post_signed(bot: Bot, body: bytes) -> None:
+    """Post a signed Slack request to the bot (a click), checking it was taken."""
+    _post(bot, body)
+
+
+def run_done(slack: FakeSlackProcess, since: float) -> bool:
+    """Whether the run summary says it is done (a call made after ``since``)."""
+    return any(
+        c["method"] in ("chat.update", "chat.postMessage")
+        and str(c["text"]).startswith(f"{SCHEDULE} run done")
+        for c in slack.calls(since)
+    )
+
+
 def _run_confirm_ts(messages: Sequence[Mapping[str, Any]]) -> str | None:
     for message in messages:
         for block in message.get("blocks") or []:
@@ -441,25 +481,7 @@ def measure_once(
         for leftover in (db, db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm")):
             leftover.unlink(missing_ok=True)
         bot.start(config, db, slack.api_url)
-
-        [url] = slack.response_urls([{"channel": CHANNEL, "user": USER}])
-        command = f"schedule run {SCHEDULE}"
-        trigger = f"bench.{uuid.uuid4().hex}"
-        _post(bot, slash_command_body("/stop", command, USER, CHANNEL, url, trigger))
-        ts = _wait_for("the Run now confirmation", 60, lambda: _run_confirm_ts(slack.ephemeral()))
-        hook = {"channel": CHANNEL, "user": USER, "message_ts": ts, "is_ephemeral": True}
-        [url] = slack.response_urls([hook])
-        payload = block_actions_payload(
-            USER,
-            CHANNEL,
-            RUN_CONFIRM,
-            SCHEDULE,
-            response_url=url,
-            message_ts=ts,
-            is_ephemeral=True,
-            block_id=f"run:{SCHEDULE}",
-        )
-        click = block_actions_body(payload)
+        click = run_now_click(bot, slack)
         sims.reset_stats()
         ideal = ideal_seconds(estate, options)
         profiler = (

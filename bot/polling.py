@@ -12,9 +12,12 @@ from collections.abc import Awaitable, Callable
 
 from providers.base import Provider, Resource, ResourceStatus
 
-__all__ = ["StatusBatcher"]
+__all__ = ["WAKE_AT_ONCE", "StatusBatcher"]
 
 log = logging.getLogger(__name__)
+
+WAKE_AT_ONCE = 32
+"""Followers a round wakes in one turn of the event loop."""
 
 
 class StatusBatcher:
@@ -78,7 +81,7 @@ class StatusBatcher:
         )
         outcomes: dict[str, ResourceStatus | BaseException] = dict(found)
         outcomes.update({r.id: s for r, s in zip(missing, singles, strict=True)})
-        for rid, (_, futures) in batch.items():
+        for count, (rid, (_, futures)) in enumerate(batch.items(), start=1):
             outcome = outcomes[rid]
             for future in futures:
                 if future.done():
@@ -87,3 +90,7 @@ class StatusBatcher:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+            if count % WAKE_AT_ONCE == 0:
+                # Each answer wakes a follower that writes to the store: thousands at once
+                # would hold the event loop, and every ack behind it, for a second.
+                await asyncio.sleep(0)

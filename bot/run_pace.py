@@ -55,6 +55,7 @@ class RunPace:
             self._groups.setdefault(resource.provider, []).append(resource)
         self._reads: dict[str, asyncio.Task[dict[str, PriorRead]]] = {}
         self._windows: dict[str, asyncio.Semaphore] = {}
+        self._previews: dict[str, asyncio.Lock] = {}
         self._caps: dict[str, asyncio.Semaphore] = {}
 
     async def prior(self, resource: Resource) -> PriorRead | None:
@@ -95,6 +96,12 @@ class RunPace:
             window = asyncio.Semaphore(5 * self._in_flight(provider))
             self._windows[provider] = window
         return window
+
+    def previewing(self, provider: str) -> asyncio.Lock:
+        """One preview of ``provider`` at a time: with its read done before, a preview is
+        only store writes, and a window's worth at once would hold the event loop (and
+        every Slack ack behind it) for as long; one at a time, they take turns with it."""
+        return self._previews.setdefault(provider, asyncio.Lock())
 
     def in_progress(self, provider: str) -> contextlib.AbstractAsyncContextManager[object]:
         """A slot among ``provider``'s stops in progress, when they are capped."""

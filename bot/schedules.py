@@ -721,16 +721,17 @@ class ScheduleEngine:
             prior = await pace.prior(resource) if attempt == 0 else None
             listener = _ItemListener(self, run.id, resource.name)
             async with pace.sending(resource.provider):
-                preview = await self.service.prepare(
-                    resource.name,
-                    actor,
-                    source="schedule",
-                    reason=f"schedule {schedule.name}",
-                    force=schedule.force,
-                    channel=schedule.channel,
-                    idempotency_key=key,
-                    prior=prior,
-                )
+                async with pace.previewing(resource.provider):
+                    preview = await self.service.prepare(
+                        resource.name,
+                        actor,
+                        source="schedule",
+                        reason=f"schedule {schedule.name}",
+                        force=schedule.force,
+                        channel=schedule.channel,
+                        idempotency_key=key,
+                        prior=prior,
+                    )
                 driving = asyncio.create_task(
                     self._drive(preview, run, schedule, resource, actor, listener),
                     name=f"schedule-stop-{run.id}-{resource.name}",
