@@ -828,8 +828,14 @@ class StopService:
                         )
                         or op
                     )
-                changed = self.store.record_provider_state(
-                    op.id, status.state, status.phase.value, status.message
+                # Most reads find the state the operation records already: no write then (a
+                # run of 10,000 stops reads them all every round).
+                changed = (
+                    self.store.record_provider_state(
+                        op.id, status.state, status.phase.value, status.message
+                    )
+                    if status.state != op.provider_state
+                    else None
                 )
                 op = changed or op
                 if status.phase == Phase.STOPPED:
