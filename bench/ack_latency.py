@@ -18,6 +18,11 @@ from before it is sent to its whole response (``perf_counter``):
 5. waiting, untimed, until the bot has shown all their confirmations;
 6. ``--requests`` concurrent Confirm clicks, one on each of those distinct operations.
 
+With ``--during-run N``, the simulators also hold N bench resources (bench/nightly_run.py's
+estate, beside the sample one) and the bot a schedule over them: each run first starts that
+schedule ("Run now"), lets it send stops for a few seconds, then takes the same figures
+while the run is in flight (a run that ended before the last click is reported).
+
 Each figure printed is the median over the runs.
 """
 
@@ -28,6 +33,7 @@ import contextlib
 import math
 import statistics
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,8 +58,11 @@ from bench.common import (
     reported_errors,
     signed_headers,
 )
+from bench.nightly_run import Options as NightlyOptions
+from bench.nightly_run import bot_config, make_estate, post_signed, run_done, run_now_click
 from bot.slack import views
 from bot.slack.fake_api import block_actions_body, block_actions_payload, slash_command_body
+from providers.simulators.samples import DEFAULT_SEED, sample_config
 
 __all__ = ["Options", "Report", "RunResult", "main", "measure", "measure_once", "report"]
 
@@ -80,6 +89,8 @@ class Options:
     confirm_timeout: float = 120.0
     keep: Path | None = None
     profile: Path | None = None
+    during_run: int = 0
+    ramp_up: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,11 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
         errors.extend(f"{LABELS[kind]}: {error}" for error in failed)
         return Stats.of(latencies, len(failed))
 
+    run_started = math.nan
+    if options.during_run:
+        post_signed(rig.bot, run_now_click(rig.bot, rig.slack))
+        run_started = time.time()
+        await asyncio.sleep(options.ramp_up)  # the bulk read is over, stops are being sent
     async with load_session(HTTP_TIMEOUT) as session:
         latencies, failed = await fire(session, _commands(rig, "help", 1))
         errors.extend(f"{LABELS['cold']}: {error}" for error in failed)
@@ -167,6 +183,8 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
                 f"{options.confirm_timeout:g}s, not one each"
             )
         clicks = await timed(_clicks(rig, shown), "clicks")
+    if options.during_run and run_done(rig.slack, run_started):
+        errors.append(f"the {options.during_run}-resource run ended before the last click")
     return RunResult(
         cold, baseline, commands, clicks, tuple(errors), (cpu["commands"], cpu["clicks"])
     )
@@ -179,15 +197,34 @@ def _profiled(rig: Rig, options: Options, name: str) -> contextlib.AbstractConte
     return Profiler(rig.bot.pid, options.profile / f"{name}.txt")
 
 
+def _with_estate(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The simulators' seed and the stopbot.yaml keys for the sample estate plus ``n``
+    bench resources, and the bench's schedule over those."""
+    estate = make_estate(n, stop_seconds=5.0)
+    seed: dict[str, Any] = {}
+    for api, section in estate.seed.items():
+        merged = {**DEFAULT_SEED[api], **section}
+        for key, value in section.items():
+            if isinstance(value, list):
+                merged[key] = [*DEFAULT_SEED[api].get(key, []), *value]
+        seed[api] = merged
+    config = bot_config(estate, "http://unused", NightlyOptions())
+    resources = [*sample_config("http://unused")["resources"], *estate.resources]
+    return seed, {"resources": resources, "schedules": config["schedules"]}
+
+
 def measure(options: Options, runs: int) -> list[RunResult]:
     """``runs`` independent runs, each on a rig of its own."""
     results = []
+    seed, config = _with_estate(options.during_run) if options.during_run else (None, None)
     for run in range(1, runs + 1):
         keep = options.keep / f"run-{run}" if options.keep is not None else None
         with Rig(
             provider_latency=options.provider_latency,
             slack_latency=options.slack_latency,
             keep=keep,
+            seed=seed,
+            config=config,
         ) as rig:
             results.append(asyncio.run(measure_once(rig, options, run)))
         print(f"run {run}/{runs} done", file=sys.stderr, flush=True)
@@ -249,7 +286,12 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
     lines = [
         f"Ack latency: {options.requests} concurrent requests of each kind; providers "
         f"+{options.provider_latency * 1000:g} ms a call, Slack Web API "
-        f"+{options.slack_latency * 1000:g} ms a call; median of {len(results)} run(s).",
+        f"+{options.slack_latency * 1000:g} ms a call; median of {len(results)} run(s)"
+        + (
+            f"; while a scheduled run over {options.during_run} more resources was in flight."
+            if options.during_run
+            else "."
+        ),
         f"Machine: {machine()}.",
         "",
         format_table(rows),
@@ -300,6 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="record the bot with py-spy during each timed burst, into DIR/run-N-KIND.txt "
         "(the figures are then slower: py-spy shares the CPUs)",
     )
+    parser.add_argument(
+        "--during-run",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure while a scheduled run over N more resources is in flight",
+    )
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
@@ -311,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.slack_latency,
         keep=args.keep,
         profile=args.profile,
+        during_run=args.during_run,
     )
     with reported_errors():
         results = measure(options, args.runs)

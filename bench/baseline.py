@@ -214,7 +214,7 @@ def measure(
         bot = None
         if with_bot:
             with tempfile.TemporaryDirectory(prefix="stopbot-nightly-") as tmp:
-                bot = measure_once(estate, options, Path(tmp), f"n{n}-run{run}")
+                bot = measure_once(estate, options, Path(tmp), f"n{n}-run{run}", script=False)
         result = BaselineResult(n, wall, calls, stopped, rounds, bot)
         results.append(result)
         bot_text = "" if bot is None else f"; bot {bot.wall:.1f}s, ratio {result.bot_ratio:.3f}"

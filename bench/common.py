@@ -71,6 +71,7 @@ __all__ = [
     "percentile",
     "profile_summary",
     "reported_errors",
+    "run_queue_wait",
     "signed_headers",
 ]
 
@@ -166,6 +167,15 @@ def main_thread_cpu(pid: int) -> float:
     /proc/PID/stat counts every thread but in 10 ms ticks, too coarse for one burst."""
     try:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def run_queue_wait(pid: int) -> float:
+    """Seconds the main thread of a process was ready to run but waited for a CPU (the
+    second figure of /proc/PID/schedstat): what other processes on the machine cost it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return math.nan
 
@@ -404,11 +414,17 @@ class Simulators(_Child):
 
     name = "simulators"
 
-    def start(self) -> str:
+    def start(self, seed: Mapping[str, Any] | None = None) -> str:
+        """Start them, on the sample estate or on ``seed`` (a seed file's content)."""
         port = free_port()
-        self._spawn([_stopbot(), "simulate", "--port", str(port)], {}, pipe_stdout=False)
+        argv = [_stopbot(), "simulate", "--port", str(port)]
+        if seed is not None:
+            seed_path = self.workdir / "seed.yaml"
+            seed_path.write_text(yaml.safe_dump(dict(seed)), encoding="utf-8")
+            argv += ["--seed", str(seed_path)]
+        self._spawn(argv, {}, pipe_stdout=False)
         self.url = f"http://127.0.0.1:{port}"
-        self.wait_ready(f"{self.url}/_sim/state")
+        self.wait_ready(f"{self.url}/_sim/state", timeout=START_TIMEOUT * 4)
         return self.url
 
     def slow_down(self, seconds: float, apis: Sequence[str] = PROVIDER_APIS) -> None:
@@ -513,13 +529,23 @@ class Rig:
     (the bot with a fresh database) and stops them on the way out, whatever happened.
 
     :param keep: a folder to keep the logs and database in, instead of a temporary one.
+    :param seed: the simulators' estate instead of the sample one.
+    :param config: top-level keys of stopbot.yaml replacing the sample configuration's.
     """
 
     def __init__(
-        self, *, provider_latency: float, slack_latency: float, keep: Path | None = None
+        self,
+        *,
+        provider_latency: float,
+        slack_latency: float,
+        keep: Path | None = None,
+        seed: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.provider_latency = provider_latency
         self.slack_latency = slack_latency
+        self.seed = seed
+        self.config = config
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if keep is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="stopbot-bench-")
@@ -532,12 +558,13 @@ class Rig:
         self.bot = Bot(self.workdir)
 
     def start(self) -> Rig:
-        sims_url = self.simulators.start()
+        sims_url = self.simulators.start(self.seed)
         if self.provider_latency > 0:
             self.simulators.slow_down(self.provider_latency)
         self.slack.start(self.slack_latency)
         config = self.workdir / "stopbot.yaml"
-        config.write_text(yaml.safe_dump(sample_config(sims_url)), encoding="utf-8")
+        document = {**sample_config(sims_url), **(self.config or {})}
+        config.write_text(yaml.safe_dump(document), encoding="utf-8")
         db = self.workdir / "stopbot.db"
         for leftover in (db, db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm")):
             leftover.unlink(missing_ok=True)  # a kept folder's previous run

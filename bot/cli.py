@@ -118,6 +118,8 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
         count = sum(1 for r in config.resources if r.provider == p.name)
         print(f"    {p.name} ({p.type}): {count} resource(s)")
     print(f"  resources: {len(config.resources)}")
+    for line in config.deprecations():
+        print(f"{path}: warning: {line}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -690,6 +692,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: boo
     runtime = Runtime.open(settings)
     try:
         _configure_logging(_log_level(args, "info"), settings, runtime.config)
+        for line in runtime.config.deprecations():
+            log.warning(line, extra={"config": runtime.config_source})
         service = StopService(runtime.config, runtime.store, runtime.providers)
         token, secret = settings.slack_bot_token, settings.slack_signing_secret
         bot = SlackBot(

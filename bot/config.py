@@ -282,7 +282,20 @@ class SchedulingSettings(BaseModel):
         default=dt.timedelta(minutes=30),
         description="A run missed while the bot was down still runs at start within this.",
     )
-    per_provider_concurrency: int = Field(default=10, ge=1, le=100)
+    max_stops_in_progress: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stops of one run in progress at once per provider (sent, not yet "
+        "ended); null: no cap, only the providers' request limits (providers[].requests). "
+        "For a provider that queues many stops badly.",
+    )
+    per_provider_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Deprecated: read as providers[].requests.max_in_flight where a "
+        "provider sets none (see StopbotConfig.deprecations).",
+    )
     opt_out_tag: str = Field(
         default="stopbot/skip", description="Tag a resource 'true' to opt out."
     )
@@ -340,6 +353,33 @@ class StopbotConfig(BaseModel):
         description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
         "as an admin. Set false to apply allowed_users to `cli:<login>` ids too.",
     )
+
+    @model_validator(mode="after")
+    def _legacy_concurrency(self) -> StopbotConfig:
+        """``scheduling.per_provider_concurrency`` limited the stops in progress per provider
+        (10), which is what kept requests to a provider at 10 at a time: it now limits
+        just that, the requests in flight, for each provider that sets no limit of its own."""
+        legacy = self.scheduling.per_provider_concurrency
+        if legacy is not None:
+            for provider in self.providers:
+                if "max_in_flight" not in provider.requests.model_fields_set:
+                    provider.requests = provider.requests.model_copy(
+                        update={"max_in_flight": legacy}
+                    )
+        return self
+
+    def deprecations(self) -> list[str]:
+        """One line for each deprecated setting in use: what it does now, what to write."""
+        legacy = self.scheduling.per_provider_concurrency
+        if legacy is None:
+            return []
+        return [
+            f"scheduling.per_provider_concurrency ({legacy}) is deprecated: it held a slot for "
+            "each stop until the resource had stopped, and is now read as the requests in "
+            f"flight each provider account allows (providers[].requests.max_in_flight: {legacy} "
+            "where a provider sets none). Set that instead, and "
+            "scheduling.max_stops_in_progress only for a provider that queues stops badly."
+        ]
 
     def reference_problems(self) -> list[tuple[str, str]]:
         """What the schema cannot see: duplicate names and dangling references."""

@@ -103,15 +103,15 @@ class Outbox:
     async def drain(self) -> int:
         """Start delivering everything owed that may go now; how many deliveries started."""
         started = 0
-        dead: set[str] | None = None
+        live: set[str] | None = None
         now = self.store.clock()
         for owed in self.store.owed():
             if owed.key in self._busy or owed.kind not in self._handlers:
                 continue
             if owed.owner != self.registry.id:
-                if dead is None:
-                    dead = self.registry.dead()
-                if not self.registry.orphaned(owed.owner, dead):
+                if live is None:
+                    live = self.registry.live()
+                if not self.registry.orphaned(owed.owner, live):
                     continue
             if owed.not_before is not None and owed.not_before > now:
                 self._kick_later((owed.not_before - now).total_seconds())

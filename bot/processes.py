@@ -169,23 +169,32 @@ class ProcessRegistry:
 
     def dead(self) -> set[str]:
         """The ids of registered processes that are dead (never this one)."""
-        now = self.store.clock()
-        return {
-            p.id
-            for p in self.store.processes()
-            if p.id != self.me.id and not p.alive(now, self.lease, self.here)
-        }
+        return self._judged()[1]
 
-    def orphaned(self, owner: str | None, dead: set[str] | None = None) -> bool:
-        """Whether work owned by ``owner`` has nobody alive driving it."""
+    def live(self) -> set[str]:
+        """The ids of the registered processes alive now, this one among them."""
+        return self._judged()[0]
+
+    def _judged(self) -> tuple[set[str], set[str]]:
+        now = self.store.clock()
+        live: set[str] = {self.me.id}
+        dead: set[str] = set()
+        for p in self.store.processes():
+            if p.id != self.me.id:
+                (live if p.alive(now, self.lease, self.here) else dead).add(p.id)
+        return live, dead
+
+    def orphaned(self, owner: str | None, live: set[str] | None = None) -> bool:
+        """Whether work owned by ``owner`` has nobody alive driving it (an owner the
+        store no longer knows is long dead)."""
         if owner is None:
             return True
         if owner == self.me.id:
             return False
-        return owner in (self.dead() if dead is None else dead)
+        return owner not in (self.live() if live is None else live)
 
-    def mine_or_orphaned(self, owner: str | None, dead: set[str] | None = None) -> bool:
-        return owner == self.me.id or self.orphaned(owner, dead)
+    def mine_or_orphaned(self, owner: str | None, live: set[str] | None = None) -> bool:
+        return owner == self.me.id or self.orphaned(owner, live)
 
     def take(self, table: str, key: str, previous: str | None) -> bool:
         """Own one row (see :meth:`Store.take_over`); True when it is this process's now."""
@@ -200,6 +209,10 @@ class ProcessRegistry:
                 await sweep()
             except Exception:
                 log.exception("taking over a dead process's work failed; next round retries")
+        try:
+            self.store.forget_processes(self.dead())
+        except Exception:
+            log.exception("could not forget dead processes")
 
     def start(self, interval: float | None = None) -> None:
         """Heartbeat and sweep every ``interval`` seconds (a third of the lease)."""

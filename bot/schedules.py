@@ -38,6 +38,7 @@ from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.locks import check_locks
 from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
+from bot.run_pace import RunPace
 from bot.store import Store
 from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
@@ -86,6 +87,9 @@ class Outcome:
     # Outcomes whose detail says why, in the summary.
     EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
 
+
+# States in which the provider has a stop: following it holds no place in a run's window.
+_SENT = frozenset({OpState.ACCEPTED, OpState.IN_PROGRESS})
 
 # How the workflow words a failure after which the stop may have gone out (a timeout of
 # the stop call, a restart around it): trying again could stop twice.
@@ -159,16 +163,25 @@ DRIFT = "schedule-drift"
 
 
 class _ItemListener:
-    """Keeps a run's summary current while one of its stops progresses."""
+    """Keeps a run's summary current while one of its stops progresses, and tells when the
+    provider has the stop (``sent``): it then holds no place in the window of stops being
+    sent."""
 
     def __init__(self, engine: ScheduleEngine, run_id: str, resource: str) -> None:
         self.engine, self.run_id, self.resource = engine, run_id, resource
+        self.sent = asyncio.Event()
+        self._shown: str | None = None
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
-        if not op.state.final:
-            detail = op.provider_state or op.state.value.replace("_", " ")
+        if op.state in _SENT or op.state.final:
+            self.sent.set()
+        detail = op.provider_state or op.state.value.replace("_", " ")
+        if not op.state.final and detail != self._shown:
+            # Only a change is written: a night of thousands of stops polls them all each
+            # round, and the store's writes are most of a run's own work.
+            self._shown = detail
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
             self.engine.publish_soon(self.run_id)
 
@@ -194,6 +207,7 @@ class ScheduleEngine:
         self.registry = service.registry
         self.outbox = service.outbox
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._summary_owed: set[str] = set()
         self._tick_lock = asyncio.Lock()
         self.outbox.handle(WARNING, self._deliver_warning)
         self.outbox.handle(ANNOUNCEMENT, self._deliver_announcement)
@@ -706,9 +720,9 @@ class ScheduleEngine:
         """
         count = 0
         now = self.clock()
-        dead = self.registry.dead()
+        live = self.registry.live()
         for run in self.store.running_runs():
-            if run.id in self._runs or not self.registry.mine_or_orphaned(run.owner, dead):
+            if run.id in self._runs or not self.registry.mine_or_orphaned(run.owner, live):
                 continue
             if self.registry.take("schedule_runs", run.id, run.owner):
                 self._spawn(run, self._lateness(run, now))
@@ -720,12 +734,12 @@ class ScheduleEngine:
         but did not live to announce."""
         self.resume()
         async with self._tick_lock:  # this process's own tick announces its own
-            dead = self.registry.dead()
+            live = self.registry.live()
             now = self.clock()
             missed: dict[str, list[ScheduleRun]] = {}
             for run in self.store.unannounced_runs():
                 schedule = self.schedules().get(run.schedule)
-                if not self.registry.mine_or_orphaned(run.owner, dead):
+                if not self.registry.mine_or_orphaned(run.owner, live):
                     continue
                 if schedule is None:
                     self.store.announce_runs([run.id], None)
@@ -776,9 +790,10 @@ class ScheduleEngine:
         if schedule is None:
             self.store.finish_run(run_id, "done", owner=self.registry.id)
             return
-        limits: dict[str, asyncio.Semaphore] = {}
         pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
         resources = {r.name: r for r in self.config.all_resources()}
+        selected = [resources[i.resource] for i in pending if i.resource in resources]
+        pace = RunPace(self.config, self.service.providers, selected, self.clock)
 
         async def one(item: RunItem) -> None:
             try:
@@ -788,11 +803,8 @@ class ScheduleEngine:
                         run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
                     )
                     return
-                limit = limits.setdefault(
-                    resource.provider, asyncio.Semaphore(self.settings.per_provider_concurrency)
-                )
-                async with limit:
-                    await self._stop_one(run, schedule, resource, late)
+                async with pace.in_progress(resource.provider):
+                    await self._stop_one(run, schedule, resource, late, pace)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
@@ -835,11 +847,20 @@ class ScheduleEngine:
             )
 
     async def _stop_one(
-        self, run: ScheduleRun, schedule: ScheduleConfig, resource: Resource, late: str | None
+        self,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        late: str | None,
+        pace: RunPace,
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
         when the stop may have gone out (it could stop twice) or the run is ``late``. A
-        preparation a restart cut short is no failure: it is simply tried again."""
+        preparation a restart cut short is no failure: it is simply tried again.
+
+        The first try uses the run's bulk read of the resource; a try holds its place in
+        the provider's window of stops being sent until the provider accepts the stop (or
+        the try ends), then follows it with no place held."""
         actor = self._actor_of(run, schedule)
         failures = 0
         for attempt in itertools.count():
@@ -849,16 +870,34 @@ class ScheduleEngine:
                     run.id, resource.name, Outcome.MISSED, f"not stopped: {late}"
                 )
                 return
-            preview = await self.service.prepare(
-                resource.name,
-                actor,
-                source="schedule",
-                reason=f"schedule {schedule.name}",
-                force=schedule.force,
-                channel=schedule.channel,
-                idempotency_key=key,
-            )
-            op = await self._drive(preview, run, schedule, resource, actor)
+            prior = await pace.prior(resource) if attempt == 0 else None
+            listener = _ItemListener(self, run.id, resource.name)
+            async with pace.sending(resource.provider):
+                async with pace.previewing(resource.provider):
+                    preview = await self.service.prepare(
+                        resource.name,
+                        actor,
+                        source="schedule",
+                        reason=f"schedule {schedule.name}",
+                        force=schedule.force,
+                        channel=schedule.channel,
+                        idempotency_key=key,
+                        prior=prior,
+                    )
+                driving = asyncio.create_task(
+                    self._drive(preview, run, schedule, resource, actor, listener),
+                    name=f"schedule-stop-{run.id}-{resource.name}",
+                )
+                try:
+                    await _until_sent(listener, driving)
+                except asyncio.CancelledError:
+                    driving.cancel()
+                    raise
+            try:
+                op = await driving
+            except asyncio.CancelledError:
+                driving.cancel()
+                raise
             if op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING:
                 continue
             outcome, detail = self._outcome(op, preview)
@@ -891,11 +930,11 @@ class ScheduleEngine:
         schedule: ScheduleConfig,
         resource: Resource,
         actor: Actor,
+        listener: _ItemListener,
     ) -> Operation:
         """Take an operation from wherever it is (new, or found again after a restart)
         to its end."""
         op = preview.operation
-        listener = _ItemListener(self, run.id, resource.name)
         prepared: Preview | None = None
         if op.state == OpState.REQUESTED:
             # prepare() waits for a preparation going on in this process, and prepares
@@ -950,8 +989,11 @@ class ScheduleEngine:
     def publish_soon(self, run_id: str) -> None:
         """Show the run's progress: its summary is owed, and shown at most every
         ``summary_interval`` however many of its stops moved meanwhile (building a report
-        reads every item of the run: at each event, a run of n resources cost O(n^2))."""
-        self.publish(run_id)
+        reads every item of the run: at each event, a run of n resources cost O(n^2)).
+        Owed already and not shown yet, it is not owed again: it will show this too."""
+        if run_id not in self._summary_owed:
+            self._summary_owed.add(run_id)
+            self.publish(run_id)
 
     def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
         """Owe the run's summary; ``schedule`` stands in for its definition once it was
@@ -990,6 +1032,7 @@ class ScheduleEngine:
         )
 
     async def _deliver_summary(self, owed: Owed) -> bool:
+        self._summary_owed.discard(owed.payload["run"])  # what changes from now is owed again
         given = owed.payload.get("schedule")
         report = self.report(
             owed.payload["run"], ScheduleConfig.model_validate(given) if given else None
@@ -1079,6 +1122,15 @@ class ScheduleEngine:
                 continue
             found.update({r.name: statuses[r.id] for r in group if r.id in statuses})
         return found
+
+
+async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
+    """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
+    sent = asyncio.create_task(listener.sent.wait())
+    try:
+        await asyncio.wait({sent, driving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sent.cancel()
 
 
 def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:

@@ -25,6 +25,7 @@ each change through the outbox, in the same transaction as the change.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,15 @@ from bot.policy import Policy
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store
-from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus, utcnow
+from providers.base import (
+    Phase,
+    Provider,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    StatusAndLock,
+    utcnow,
+)
 from providers.errors import (
     AlreadyStoppedError,
     AuthError,
@@ -51,7 +60,14 @@ from providers.errors import (
     UnsupportedError,
 )
 
-__all__ = ["LOCK_READ_REUSE", "ActionResult", "Preview", "ProgressListener", "StopService"]
+__all__ = [
+    "LOCK_READ_REUSE",
+    "ActionResult",
+    "Preview",
+    "PriorRead",
+    "ProgressListener",
+    "StopService",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +89,22 @@ def _typed(source: str, args: str, verb: str = "stop") -> str:
     if source == "cli":
         return f"`stopbot {verb} {args}`"
     return f"`/stop {args}`" if verb == "stop" else f"`/stop {verb} {args}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorRead:
+    """A resource's status and provider lock, read before :meth:`StopService.prepare` (a
+    scheduled run reads all its resources with one list call per provider account), to be
+    used instead of reading them again.
+
+    ``lock_stands_for`` is how long the lock read stands for the one right before the
+    stop. A scheduled run's bulk read stands for the whole run: a lock taken since is the
+    provider's to enforce, and its refusal (LockedError) is reported as skipped.
+    """
+
+    read: StatusAndLock
+    at: dt.datetime
+    lock_stands_for: dt.timedelta = LOCK_READ_REUSE
 
 
 class Preview(BaseModel):
@@ -98,6 +130,11 @@ class Preview(BaseModel):
     lock_read_at: dt.datetime | None = Field(
         default=None,
         description="When ``provider_lock`` was read (None: not read, or the read failed).",
+    )
+    lock_read_reuse: dt.timedelta = Field(
+        default=LOCK_READ_REUSE,
+        description="How old ``provider_lock`` may be and still stand for the read right "
+        "before the stop (see PriorRead).",
     )
 
 
@@ -178,7 +215,13 @@ class StopService:
         # Operations being prepared, by id: a retry of the request waits for the preview.
         self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
         self._batchers = {
-            name: StatusBatcher(p, self.settings.poll_batch_window.total_seconds())
+            name: StatusBatcher(
+                p,
+                self.settings.poll_batch_window.total_seconds(),
+                every=self.settings.poll_initial.total_seconds(),
+                clock=lambda: self.clock().timestamp(),
+                sleep=self.sleep,
+            )
             for name, p in providers.items()
         }
 
@@ -197,14 +240,15 @@ class StopService:
         response_url: str | None = None,
         idempotency_key: str | None = None,
         notify: bool = False,
+        prior: PriorRead | None = None,
     ) -> Preview:
         """Record a stop request and decide whether it may go to confirmation.
 
         The returned operation is awaiting confirmation, refused (``detail`` says why)
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). ``notify``: the face shows its progress from
-        confirmation on, owed through the outbox. Raises UnknownResourceError for a name
-        not configured.
+        confirmation on, owed through the outbox. ``prior``: the resource's status and
+        lock, read already. Raises UnknownResourceError for a name not configured.
         """
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
@@ -231,16 +275,18 @@ class StopService:
         )
         if not created:
             return await self._again(preview, actor)
-        return await self._prepare_once(preview, actor)
+        return await self._prepare_once(preview, actor, prior)
 
-    async def _prepare_once(self, preview: Preview, actor: Actor) -> Preview:
+    async def _prepare_once(
+        self, preview: Preview, actor: Actor, prior: PriorRead | None = None
+    ) -> Preview:
         """Prepare an operation this process owns, its retries waiting for the preview."""
         op = preview.operation
         preparing: asyncio.Future[Preview | None] = asyncio.get_running_loop().create_future()
         self._preparing[op.id] = preparing
         try:
             decided = await self._prepare(
-                preview, actor, op.source, op.reason, op.force, op.override_lock
+                preview, actor, op.source, op.reason, op.force, op.override_lock, prior
             )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
@@ -286,6 +332,7 @@ class StopService:
         reason: str | None,
         force: bool,
         override_lock: bool,
+        prior: PriorRead | None = None,
     ) -> Preview:
         resource = preview.resource
         provider = self.providers[resource.provider]
@@ -296,7 +343,7 @@ class StopService:
         if force and not provider.supports_force:
             preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
 
-        verdict = await self._read(preview, actor)
+        verdict = await self._read(preview, actor, prior)
         if isinstance(verdict, NotFoundError):
             return self._decide(
                 preview,
@@ -351,13 +398,20 @@ class StopService:
             expires_at=self.clock() + self.settings.confirm_ttl,
         )
 
-    async def _read(self, preview: Preview, actor: Actor) -> LockVerdict | NotFoundError:
+    async def _read(
+        self, preview: Preview, actor: Actor, prior: PriorRead | None = None
+    ) -> LockVerdict | NotFoundError:
         """Fill ``preview`` with the resource as it is now (status, provider lock, Stopbot
-        lock): the locks' verdict for ``actor``, its notes added, or the provider's
-        not-found."""
+        lock), or as ``prior`` read it: the locks' verdict for ``actor``, its notes added,
+        or the provider's not-found."""
         resource = preview.resource
-        provider = self.providers[resource.provider]
-        status_result, lock_result = await provider.status_and_lock(resource)
+        if prior is None:
+            provider = self.providers[resource.provider]
+            status_result, lock_result = await provider.status_and_lock(resource)
+            read_at = self.clock()
+        else:
+            (status_result, lock_result), read_at = prior.read, prior.at
+            preview.lock_read_reuse = prior.lock_stands_for
         if isinstance(status_result, NotFoundError):
             return status_result
         if isinstance(status_result, ResourceStatus):
@@ -368,7 +422,7 @@ class StopService:
             preview.lock_error = str(lock_result)
         else:
             preview.provider_lock = lock_result
-            preview.lock_read_at = self.clock()
+            preview.lock_read_at = read_at
         preview.bot_lock = self.store.get_lock(resource.name)
         verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
         preview.notes.extend(verdict.notes)
@@ -786,7 +840,8 @@ class StopService:
         The provider lock is read right before the stop. ``prepared``, the preview of this
         operation when the stop follows its preparation at once (a scheduled stop that
         needs no approval), saves that read: its lock read is used instead if it is at
-        most ``LOCK_READ_REUSE`` old, so no more recent than a read made here would be.
+        most its ``lock_read_reuse`` old (``LOCK_READ_REUSE``, so no more recent than a
+        read made here would be, unless a PriorRead said otherwise).
 
         The stop is sent only after winning the claim to send it. An operation another
         live process drives, or whose claim another process won, is waited for instead;
@@ -818,7 +873,7 @@ class StopService:
             prepared is not None
             and prepared.operation.id == op_id
             and prepared.lock_read_at is not None
-            and self.clock() - prepared.lock_read_at <= LOCK_READ_REUSE
+            and self.clock() - prepared.lock_read_at <= prepared.lock_read_reuse
         ):
             provider_lock = prepared.provider_lock
         else:
@@ -970,7 +1025,9 @@ class StopService:
                 last = status
                 if op.state == OpState.ACCEPTED:
                     op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
-                changed = self._observe(op, status)
+                # Most reads find the state the operation records already: no write then (a
+                # run of 10,000 stops reads them all every round).
+                changed = self._observe(op, status) if status.state != op.provider_state else None
                 op = changed or op
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
@@ -1028,11 +1085,11 @@ class StopService:
         told; a submitted one is sent if its claim was never taken, judged by reading the
         provider if it was; one under way is followed to its end."""
         tasks = []
-        dead = self.registry.dead()
+        live = self.registry.live()
         for op in self.store.owned_operations(_DRIVEN):
             if op.id in self._tasks or op.id in self._preparing:
                 continue
-            if not self.registry.mine_or_orphaned(op.owner, dead):
+            if not self.registry.mine_or_orphaned(op.owner, live):
                 continue
             if not self.registry.take("operations", op.id, op.owner):
                 continue

@@ -17,6 +17,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import ProviderError
+from providers.pacing import RequestLimits
 
 __all__ = [
     "DiscoveredResource",
@@ -217,3 +218,7 @@ class ProviderConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="What the provider allows this account: requests in flight, a second.",
+    )

@@ -18,6 +18,11 @@ the provider's own message.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the models import this tree: only their type is needed here
+    from providers.base import ProviderLock
+
 __all__ = [
     "AlreadyStoppedError",
     "AuthError",
@@ -80,7 +85,25 @@ class AlreadyStoppedError(ConflictError):
 
 
 class LockedError(ConflictError):
+    """The provider refused because it holds a lock; ``lock`` is that lock (whose, why)
+    when the provider showed it."""
+
     summary = "locked on the provider side"
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        lock: ProviderLock | None = None,
+    ) -> None:
+        super().__init__(
+            provider, message, status_code=status_code, code=code, retry_after=retry_after
+        )
+        self.lock = lock
 
 
 class InvalidRequestError(ProviderError):

@@ -50,6 +50,7 @@ from providers.errors import (
     UnsupportedError,
 )
 from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.pacing import RequestGate
 
 __all__ = [
     "FORCE_ADVICE",
@@ -187,6 +188,7 @@ class FelderaProvider(Provider):
         *,
         http: HttpSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config.name)
         headers = {}
@@ -199,6 +201,7 @@ class FelderaProvider(Provider):
             headers=headers,
             parse_error=parse_feldera_error,
             transport=transport,
+            gate=gate or RequestGate(config.requests),
         )
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:

@@ -43,6 +43,7 @@ from providers.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from providers.pacing import RequestGate
 
 __all__ = [
     "ApiClient",
@@ -161,6 +162,7 @@ class ApiClient:
 
     :param provider: the provider's configured name, used in every error message.
     :param parse_error: turns an error response into the provider's own message and code.
+    :param gate: the account's request limits, shared by every call of this client.
     """
 
     def __init__(
@@ -172,15 +174,22 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
         parse_error: ErrorParser = default_error_parser,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self.provider = provider
         self.settings = settings or HttpSettings()
+        self.gate = gate or RequestGate()
         self.parse_error = parse_error
         timeout = httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout)
         self.http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
             timeout=timeout,
+            # The gate decides how many requests are in flight: the pool keeps them all.
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=self.gate.limits.max_in_flight,
+            ),
             transport=transport,
             follow_redirects=False,
         )
@@ -254,41 +263,48 @@ class ApiClient:
         idempotent: bool,
         no_retry: frozenset[int],
     ) -> httpx.Response:
-        started = time.perf_counter()
-        outcome: str | None = None  # stays None when cancelled: no answer, and no failure
-        try:
-            response = await self.http.request(
-                method, url, params=params, json=json, data=data, files=files, headers=headers
-            )
-            outcome = str(response.status_code)
-        except httpx.ConnectError as exc:
-            outcome = "connect_error"
-            raise _Retryable(self._unavailable(f"cannot connect: {exc}")) from exc
-        except httpx.ConnectTimeout as exc:
-            outcome = "timeout"
-            raise _Retryable(
-                ProviderTimeoutError(self.provider, "connecting took too long")
-            ) from exc
-        except httpx.TimeoutException as exc:
-            outcome = "timeout"
-            error: ProviderError = ProviderTimeoutError(
-                self.provider, f"no answer within {self.settings.timeout:g}s"
-            )
-            if idempotent:
-                raise _Retryable(error) from exc
-            raise error from exc
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            outcome = "dropped"
-            error = self._unavailable(f"the connection was dropped: {exc}")
-            if idempotent:
-                raise _Retryable(error) from exc
-            raise error from exc
-        except httpx.HTTPError as exc:
-            outcome = "error"
-            raise self._unavailable(str(exc)) from exc
-        finally:
-            if outcome is not None and _observers:
-                _notify(self.provider, method.upper(), url, outcome, time.perf_counter() - started)
+        async with self.gate.slot():
+            started = time.perf_counter()
+            outcome: str | None = None  # stays None when cancelled: no answer, and no failure
+            try:
+                response = await self.http.request(
+                    method, url, params=params, json=json, data=data, files=files, headers=headers
+                )
+                outcome = str(response.status_code)
+            except httpx.ConnectError as exc:
+                outcome = "connect_error"
+                raise _Retryable(self._unavailable(f"cannot connect: {exc}")) from exc
+            except httpx.ConnectTimeout as exc:
+                outcome = "timeout"
+                raise _Retryable(
+                    ProviderTimeoutError(self.provider, "connecting took too long")
+                ) from exc
+            except httpx.TimeoutException as exc:
+                outcome = "timeout"
+                error: ProviderError = ProviderTimeoutError(
+                    self.provider, f"no answer within {self.settings.timeout:g}s"
+                )
+                if idempotent:
+                    raise _Retryable(error) from exc
+                raise error from exc
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                outcome = "dropped"
+                error = self._unavailable(f"the connection was dropped: {exc}")
+                if idempotent:
+                    raise _Retryable(error) from exc
+                raise error from exc
+            except httpx.HTTPError as exc:
+                outcome = "error"
+                raise self._unavailable(str(exc)) from exc
+            finally:
+                if outcome is not None and _observers:
+                    _notify(
+                        self.provider, method.upper(), url, outcome, time.perf_counter() - started
+                    )
+            if response.status_code == 429:
+                self.gate.slow_down(parse_retry_after(response.headers.get("Retry-After")))
+            else:
+                self.gate.answered()
         if response.status_code in ok:
             return response
         error = self.error_for(response)

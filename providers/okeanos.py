@@ -54,6 +54,7 @@ from providers.errors import (
     ProviderError,
 )
 from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.pacing import RequestGate
 
 __all__ = [
     "OkeanosConfig",
@@ -195,6 +196,7 @@ class OkeanosProvider(Provider):
         *,
         http: HttpSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config.name)
         self.config = config
@@ -205,6 +207,7 @@ class OkeanosProvider(Provider):
             headers={"Authorization": f"Token {config.token.get_secret_value()}"},
             parse_error=parse_okeanos_error,
             transport=transport,
+            gate=gate or RequestGate(config.requests),
         )
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:

@@ -59,6 +59,7 @@ from providers.errors import (
     UnavailableError,
 )
 from providers.http import ApiClient, ErrorDetails, HttpSettings, default_error_parser
+from providers.pacing import RequestGate
 
 __all__ = [
     "CHANGES_SINCE_MARGIN",
@@ -266,6 +267,7 @@ class NovaProvider(Provider):
         *,
         http: HttpSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config.name)
         self.config = config
@@ -277,6 +279,7 @@ class NovaProvider(Provider):
             settings=http,
             parse_error=parse_openstack_error,
             transport=transport,
+            gate=gate or RequestGate(config.requests),
         )
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
@@ -359,7 +362,7 @@ class NovaProvider(Provider):
 
         Nova does not say who locked the server nor when, so only the reason is known.
         """
-        return _lock(await self._server(resource.id))
+        return self._lock_shown(await self._server(resource.id))
 
     async def status_and_lock(self, resource: Resource) -> StatusAndLock:
         """Both from one ``GET /servers/{id}``."""
@@ -367,11 +370,30 @@ class NovaProvider(Provider):
             server = await self._server(resource.id)
         except Exception as exc:  # handed to the caller, as the base class does
             return exc, exc
-        return self._status(resource.id, server), _lock(server)
+        return self._status(resource.id, server), self._lock_or_error(server)
+
+    def _lock_shown(self, server: Mapping[str, Any]) -> ProviderLock | None:
+        """The server's lock as the microversion in use shows it; below 2.9 Nova shows
+        none at all (parameters.yaml, ``locked``), so the lock cannot be known."""
+        if _version_key(self._microversion) < _version_key(FALLBACK_MICROVERSION):
+            raise ProviderError(
+                self.name,
+                f"this Nova answers at microversion {self._microversion}, which shows no "
+                f"locks (they show from {FALLBACK_MICROVERSION}): the lock is unknown",
+            )
+        return _lock(server)
+
+    def _lock_or_error(self, server: Mapping[str, Any]) -> ProviderLock | ProviderError | None:
+        try:
+            return self._lock_shown(server)
+        except ProviderError as exc:
+            return exc
 
     async def statuses_and_locks(self, resources: Sequence[Resource]) -> dict[str, StatusAndLock]:
-        """One ``GET /servers/detail`` (and its next pages): each server carries ``locked``.
-        A server the list leaves out is read on its own."""
+        """Every server of the project from ``GET /servers/detail`` (all its pages): each
+        carries ``locked`` (from 2.9) and ``locked_reason`` (from 2.73) as the servers.inc
+        list response has them. The ``uuid`` filter is for administrators only, so the list
+        is filtered here. A server the list leaves out is read on its own."""
         if not resources:
             return {}
         try:
@@ -379,7 +401,7 @@ class NovaProvider(Provider):
         except ProviderError as exc:
             return {r.id: (exc, exc) for r in resources}
         found: dict[str, StatusAndLock] = {
-            r.id: (self._status(r.id, servers[r.id]), _lock(servers[r.id]))
+            r.id: (self._status(r.id, servers[r.id]), self._lock_or_error(servers[r.id]))
             for r in resources
             if r.id in servers
         }
@@ -472,7 +494,9 @@ class NovaProvider(Provider):
         lock = _lock(server) if server is not None else None
         if lock is not None:
             message = f"{error.message} (reason: {lock.reason})" if lock.reason else error.message
-            return self._refined(LockedError, error, message)
+            return LockedError(
+                self.name, message, status_code=error.status_code, code=error.code, lock=lock
+            )
         if not isinstance(error, ConflictError):
             return error
         stopped = _STOPPED_RE.search(error.message) is not None
@@ -565,7 +589,7 @@ class NovaProvider(Provider):
         ok: tuple[int, ...],
     ) -> httpx.Response:
         """One Nova call at microversion ``version``; a 413 ``overLimit`` is retried like
-        a 429.
+        a 429, and slows the account down as one does.
 
         Rate limiting in front of Nova (older Nova's own limiter, or a proxy) may answer
         413 ``overLimit``, with ``Retry-After``, where others answer 429; none of the
@@ -610,6 +634,7 @@ class NovaProvider(Provider):
                         if exc.status_code == 413 and (
                             exc.code == "overLimit" or exc.retry_after is not None
                         ):
+                            self._api.gate.slow_down(exc.retry_after)
                             raise _OverLimit(
                                 UnavailableError(
                                     self.name,

@@ -40,6 +40,7 @@ from providers.errors import (
     ProviderError,
 )
 from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.pacing import RequestGate
 
 __all__ = [
     "CLUSTER_STATES",
@@ -213,6 +214,7 @@ class QoveryProvider(Provider):
         *,
         http: HttpSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config.name)
         self.config = config
@@ -223,6 +225,7 @@ class QoveryProvider(Provider):
             headers={"Authorization": f"Token {config.token.get_secret_value()}"},
             parse_error=parse_qovery_error,
             transport=transport,
+            gate=gate or RequestGate(config.requests),
         )
         self._org_path = f"/organization/{quote(config.organization_id, safe='')}"
 
@@ -280,8 +283,9 @@ class QoveryProvider(Provider):
         * a stop (or delete) already under way is accepted, so the bot follows it to its
           end rather than failing a stop that is happening;
         * stopped (or deleted) is :class:`AlreadyStoppedError`;
-        * with an unexpired ``cluster_lock`` it is :class:`LockedError`; a lock past its
-          TTL no longer explains anything;
+        * with an unexpired ``cluster_lock`` it is :class:`LockedError`, which names the
+          lock's owner (a lock taken since the bot read it is reported with whose it is);
+          a lock past its TTL no longer explains anything;
         * anything else, or a status that cannot be read, is the 409 as a ConflictError.
         """
         try:
@@ -301,21 +305,19 @@ class QoveryProvider(Provider):
                 ),
             )
         lock = _lock(current.cluster_lock)
-        kind: type[ConflictError] = ConflictError
-        if phase is Phase.STOPPED and terminal:
-            kind = AlreadyStoppedError
-        elif lock is not None and not lock.is_expired():
-            kind = LockedError
         message = conflict.message
         if current.status.lower() not in message.lower():
             # Qovery's 409 may not say why; the state it is in does.
             message = f"{message} (cluster status: {current.status})"
-        return kind(
-            self.name,
-            message,
-            status_code=conflict.status_code,
-            code=conflict.code,
-        )
+        kwargs: dict[str, Any] = {"status_code": conflict.status_code, "code": conflict.code}
+        if phase is Phase.STOPPED and terminal:
+            return AlreadyStoppedError(self.name, message, **kwargs)
+        if lock is not None and not lock.is_expired():
+            if lock.owner and lock.owner.casefold() not in message.casefold():
+                why = f": {lock.reason}" if lock.reason else ""
+                message = f"{message} (locked by {lock.owner}{why})"
+            return LockedError(self.name, message, lock=lock, **kwargs)
+        return ConflictError(self.name, message, **kwargs)
 
     async def _read_status(self, cluster_id: str) -> _ClusterStatus:
         response = await self._api.request("GET", f"{self._cluster_path(cluster_id)}/status")

@@ -10,36 +10,53 @@ import re
 import pytest
 
 from bench import baseline, nightly_run
-from bench.nightly_run import Options, RunResult, bot_config, ideal_seconds, make_estate, misses
+from bench.nightly_run import (
+    Options,
+    RunResult,
+    bot_config,
+    floor_seconds,
+    ideal_seconds,
+    make_estate,
+    misses,
+)
 from bot.config import parse_config
 
 ROW = re.compile(
-    r"^\| +(?P<n>\d+) \| +(?P<runs>\d+) \| +(?P<wall>[\d.]+) \| +(?P<ideal>[\d.]+) \| "
-    r"+(?P<ratio>[\d.]+) \| +(?P<calls>[\d.]+) \| +(?P<slack>\d+) \| +(?P<updates>\d+) \| "
-    r"+(?P<rss>[\d.]+) \| +(?P<stopped>\d+/\d+) \|$"
+    r"^\| +(?P<n>\d+) \| +(?P<runs>\d+) \| +(?P<wall>[\d.]+) \| +(?P<floor>[\d.]+) \| "
+    r"+(?P<ratio>[\d.]+) \| +(?P<script>[\d.]+) \| +(?P<script_ratio>[\d.]+) \| "
+    r"+(?P<ideal>[\d.]+) \| +(?P<calls>[\d.]+) \| +(?P<peak>\d+) \| +(?P<slack>\d+) "
+    r"\((?P<budget>\d+)\) \| +(?P<rss>[\d.]+) \| +(?P<cpu>[\d.]+) \([\d.]+\) \| "
+    r"+(?P<stopped>\d+/\d+) \|$"
 )
 TINY = ["--stop-seconds", "1", "--provider-latency", "0.02"]
 
 
-def _result(n: int, wall: float, ideal: float, rss: float, stopped: int) -> RunResult:
+def _result(
+    n: int, wall: float, floor: float, rss: float, stopped: int, calls: float = 1.1
+) -> RunResult:
     return RunResult(
         n=n,
         wall=wall,
-        ideal=ideal,
-        provider_calls=3 * n,
+        ideal=127.5,
+        provider_calls=round(calls * n),
         provider_calls_by_api={},
         slack_calls={"chat.postMessage": 1, "chat.update": 2},
         summary_updates=2,
         rss_mb=rss,
         outcomes={"stopped": stopped},
+        floor=floor,
+        script_wall=wall / 1.1,
+        peak_in_flight=10,
     )
 
 
 def test_nightly_run_stops_every_resource_and_prints_one_row(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Eight resources over a real `stopbot serve --http` all end stopped, and the table has
-    one row for the size with its wall time, the ideal and a Slack call count."""
+    """Eight resources over a real `stopbot serve --http` all end stopped, after the asyncio
+    script stopped them too, and the table has one row for the size with its wall time, the
+    floor, the script's time, a Slack call count and its budget, and requests in flight
+    never past the account's limit."""
     code = nightly_run.main(["--resources", "8", "--runs", "1", *TINY])
 
     out = capsys.readouterr().out
@@ -48,8 +65,10 @@ def test_nightly_run_stops_every_resource_and_prints_one_row(
     assert len(rows) == 1
     [row] = rows
     assert (row["n"], row["runs"], row["stopped"]) == ("8", "1", "8/8")
-    assert row["ideal"] == "1.0"  # one wave of 2 a provider: 1 s stop + 20 ms call
-    assert float(row["wall"]) > 0
+    assert row["floor"] == "1.0"  # one wave of 2 a provider: a 20 ms call, then a 1 s stop
+    assert row["ideal"] == "1.0"
+    assert float(row["wall"]) > 0 and float(row["script"]) > 0
+    assert 1 <= int(row["peak"]) <= 10
     assert float(row["calls"]) > 0
     assert int(row["slack"]) >= 1  # at least the summary's post
     assert "medians of 1 run(s)" in out
@@ -93,14 +112,16 @@ def test_estate_splits_resources_evenly_and_seeds_each_provider() -> None:
 
 def test_bot_config_is_valid_and_schedules_every_resource() -> None:
     """The stopbot.yaml the bench writes passes the bot's own validation, with the poll
-    settings and concurrency asked for and one forced schedule selecting all 12."""
+    settings and requests in flight asked for and one forced schedule selecting all 12."""
     options = Options(concurrency=7, poll_interval=0.5, batch_window=0.25)
     document = bot_config(make_estate(12, 1.0), "http://127.0.0.1:9", options)
 
     config = parse_config(document, "bench")
 
     assert len(config.resources) == 12
-    assert config.scheduling.per_provider_concurrency == 7
+    assert {p.requests.max_in_flight for p in config.providers} == {7}
+    assert {p.requests.max_per_second for p in config.providers} == {None}
+    assert config.deprecations() == []
     assert config.stops.poll_initial.total_seconds() == 0.5
     assert config.stops.poll_max.total_seconds() == 0.5
     assert config.stops.poll_batch_window.total_seconds() == 0.25
@@ -116,16 +137,26 @@ def test_ideal_is_the_slowest_providers_waves() -> None:
     assert ideal_seconds(make_estate(1001, 5.0), options) == pytest.approx(132.6)
 
 
+def test_floor_is_sending_the_stops_then_the_last_stop() -> None:
+    """The issue's floor: 1,000 resources, 10 requests at once, 100 ms a call, 5 s stops:
+    25 waves of calls (2.5 s) and the last stop (5 s), 7.5 s; 10,000: 30 s."""
+    options = Options(provider_latency=0.1, stop_seconds=5.0, concurrency=10)
+
+    assert floor_seconds(make_estate(1000, 5.0), options) == pytest.approx(7.5)
+    assert floor_seconds(make_estate(10000, 5.0), options) == pytest.approx(30.0)
+
+
 def test_misses_names_each_target_missed() -> None:
-    """A ratio of 1.3, 160 MB and a resource left running are each reported; a run within
-    the targets is not."""
-    good = {1000: [_result(1000, 130.0, 127.5, 90.0, 1000)]}
-    bad = {1000: [_result(1000, 165.75, 127.5, 160.0, 999)]}
+    """A wall 1.4 times the floor, 1.3 calls a resource, 210 MB and a resource left running
+    are each reported; a run within the targets is not."""
+    good = {1000: [_result(1000, 9.0, 7.5, 90.0, 1000)]}
+    bad = {1000: [_result(1000, 10.5, 7.5, 210.0, 999, calls=1.3)]}
 
     assert misses(good) == []
     assert misses(bad) == [
-        "1000 resources: wall / ideal 1.300, target under 1.25",
-        "1000 resources: peak RSS 160.0 MB, target under 150 MB",
+        "1000 resources: wall / floor 1.400, target at most 1.3",
+        "1000 resources: 1.30 provider calls a resource, target 1.2",
+        "1000 resources: peak RSS 210.0 MB, target at most 200 MB",
         "1000 resources: a run ended with {'stopped': 999}, not all stopped",
     ]
 

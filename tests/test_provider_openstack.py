@@ -1348,3 +1348,16 @@ async def test_without_a_version_document_the_client_asks_at_2_9(
     server_reads = [r for r in sent if r.url.path == f"/v2.1/servers/{WEB}"]
     assert [r.headers["X-OpenStack-Nova-API-Version"] for r in server_reads] == asked
     assert len([r for r in sent if r.url.path == "/v2.1/"]) == 1
+
+
+async def test_below_2_9_a_bulk_read_says_the_locks_are_unknown(
+    sims: SimulatorServer, nova: NovaProvider
+) -> None:
+    """A cloud whose maximum is 2.6 shows no ``locked`` in servers/detail: the statuses are
+    read, and each lock is an error saying it cannot be known (not "unlocked")."""
+    reseed(sims, max_microversion="2.6")
+    found = await nova.statuses_and_locks([resource(WEB), resource(BATCH)])
+    status, lock = found[BATCH]
+    assert seen(status) == ("ACTIVE", Phase.RUNNING, True)
+    assert isinstance(lock, ProviderError)
+    assert "microversion 2.6, which shows no locks" in str(lock)

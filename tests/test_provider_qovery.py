@@ -266,13 +266,15 @@ async def test_only_an_unexpired_lock_explains_a_conflict(
     lock: dict[str, Any] | None, kind: type[ConflictError]
 ) -> None:
     """A 409 while DEPLOYING is a LockedError only when the cluster_lock has no TTL or one
-    still running; a lapsed lock (offset or not) leaves it a plain ConflictError."""
+    still running, and then names the lock's owner and reason (Qovery's words did not); a
+    lapsed lock (offset or not) leaves it a plain ConflictError."""
     provider = mock_provider(conflict_then(status_body("DEPLOYING", cluster_lock=lock)))
     with pytest.raises(ConflictError) as caught:
         await provider.stop(cluster(DEV))
     await provider.aclose()
     assert type(caught.value) is kind
-    assert caught.value.message == "Cluster is busy (cluster status: DEPLOYING)"
+    owner = " (locked by Alice Martin: load test)" if kind is LockedError else ""
+    assert caught.value.message == f"Cluster is busy (cluster status: DEPLOYING){owner}"
 
 
 async def test_lapsed_lock_leaves_a_busy_cluster_a_plain_conflict(

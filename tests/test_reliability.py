@@ -168,6 +168,13 @@ class Bot:
             channel, lambda m: bool(FINAL.match(m.get("text", ""))), timeout=timeout
         )
 
+    async def delivered(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until the bot has recorded every message it owed Slack as delivered."""
+        deadline = time.monotonic() + timeout
+        while self.rows("SELECT COUNT(*) FROM outbox WHERE sent_version < version") != [(0,)]:
+            assert time.monotonic() < deadline, "messages still owed"
+            await asyncio.sleep(0.02)  # the bot runs in another process: poll its database
+
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
@@ -258,6 +265,7 @@ async def test_a_stop_being_followed_is_resumed_by_the_next_process(
     own_bot.start()
     op_id = await own_bot.stop("dev-eu", "C0DEV")
     await own_bot.fake.wait_for("chat.update")
+    await own_bot.delivered()  # (killed before that, the new process shows it again)
     assert own_bot.end(sig) == code
     [(state, ts)] = own_bot.rows("SELECT state, message_ts FROM operations WHERE id = ?", op_id)
     assert state in {"accepted", "in_progress"} and ts

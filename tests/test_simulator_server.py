@@ -80,11 +80,18 @@ def test_seed_with_unknown_section_is_refused(sims: SimulatorServer) -> None:
 
 
 def test_stats_count_requests_per_api_and_method(sims: SimulatorServer) -> None:
-    """GET /_sim/stats counts what each simulated API received; DELETE starts again."""
+    """GET /_sim/stats counts what each simulated API received, and the most it served at
+    once; DELETE starts again."""
     httpx.get(f"{sims.base_url}/feldera/v0/pipelines")
     httpx.post(f"{sims.base_url}/feldera/v0/pipelines/etl/stop")
     httpx.get(f"{sims.base_url}/qovery/organization")
     stats = httpx.get(f"{sims.base_url}/_sim/stats").json()
-    assert stats == {"requests": {"feldera": {"GET": 1, "POST": 1}, "qovery": {"GET": 1}}}
+    assert stats == {
+        "requests": {"feldera": {"GET": 1, "POST": 1}, "qovery": {"GET": 1}},
+        "peak_in_flight": {"feldera": 1, "qovery": 1},
+    }
     httpx.delete(f"{sims.base_url}/_sim/stats")
-    assert httpx.get(f"{sims.base_url}/_sim/stats").json() == {"requests": {}}
+    assert httpx.get(f"{sims.base_url}/_sim/stats").json() == {
+        "requests": {},
+        "peak_in_flight": {},
+    }

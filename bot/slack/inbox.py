@@ -132,10 +132,10 @@ class Inbox:
         verifier = SignatureVerifier(secret)
         registry = self.bot.service.registry
         store = self.bot.store
-        dead = registry.dead()
+        live = registry.live()
         started = []
         for row in store.open_requests():
-            if row["owner"] == registry.id or not registry.orphaned(row["owner"], dead):
+            if row["owner"] == registry.id or not registry.orphaned(row["owner"], live):
                 continue
             if not registry.take("inbox", row["id"], row["owner"]):
                 continue

@@ -21,7 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Fault", "FaultMiddleware", "Faults", "SimClock", "Simulator", "Timeline"]
+__all__ = [
+    "AccountLimit",
+    "Fault",
+    "FaultMiddleware",
+    "Faults",
+    "SimClock",
+    "Simulator",
+    "Timeline",
+]
 
 
 class SimClock:
@@ -107,14 +115,54 @@ class Fault(BaseModel):
         )
 
 
+class AccountLimit(BaseModel):
+    """What one simulated API allows at once, as a provider limits an account: a request
+    beyond ``max_in_flight`` is answered 429 with ``Retry-After``, and not served."""
+
+    api: str
+    max_in_flight: int = Field(ge=1)
+    retry_after: float = Field(default=1.0, ge=0)
+
+
 class Faults:
     """The faults in force, shared by the fault middleware of every simulated API; it also
-    counts the requests each API received (``/_sim/stats``), for tests and benchmarks."""
+    counts the requests each API received, and how many it served at once at most
+    (``/_sim/stats``), for tests and benchmarks."""
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
         self._counts: dict[str, dict[str, int]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._peaks: dict[str, int] = {}
+        self._limits: dict[str, AccountLimit] = {}
         self._lock = threading.Lock()
+
+    def enter(self, api: str, method: str) -> AccountLimit | None:
+        """A request to ``api`` starts (counted); the limit it is over, if any: it is not
+        served, nor counted as in flight."""
+        with self._lock:
+            per_api = self._counts.setdefault(api, {})
+            per_api[method] = per_api.get(method, 0) + 1
+            limit = self._limits.get(api)
+            current = self._in_flight.get(api, 0)
+            if limit is not None and current >= limit.max_in_flight:
+                return limit
+            self._in_flight[api] = current + 1
+            self._peaks[api] = max(self._peaks.get(api, 0), current + 1)
+            return None
+
+    def leave(self, api: str) -> None:
+        with self._lock:
+            self._in_flight[api] -= 1
+
+    def set_limit(self, limit: AccountLimit) -> None:
+        with self._lock:
+            self._limits[limit.api] = limit
+
+    def peaks(self) -> dict[str, int]:
+        """The most requests each API was serving at once, since the last reset."""
+        with self._lock:
+            return dict(self._peaks)
 
     def add(self, fault: Fault) -> None:
         with self._lock:
@@ -123,13 +171,12 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._limits.clear()
 
     def take(self, api: str, method: str, path: str) -> list[Fault]:
         """The faults that apply to this request, using up one of each one's count."""
         taken: list[Fault] = []
         with self._lock:
-            per_api = self._counts.setdefault(api, {})
-            per_api[method] = per_api.get(method, 0) + 1
             for fault in list(self._faults):
                 if not fault.matches(api, method, path):
                     continue
@@ -148,6 +195,7 @@ class Faults:
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._peaks = {api: n for api, n in self._in_flight.items() if n}
 
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -166,6 +214,20 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        over = self.faults.enter(self.api, scope["method"])
+        if over is not None:
+            await JSONResponse(
+                {"message": "too many requests at once for this account"},
+                status_code=429,
+                headers={"Retry-After": f"{over.retry_after:g}"},
+            )(scope, receive, send)
+            return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.faults.leave(self.api)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         for fault in self.faults.take(self.api, scope["method"], scope["path"]):
             if fault.kind == "latency":
                 await asyncio.sleep(fault.seconds)

@@ -5,7 +5,8 @@
     /nova/v2.1/...             Nova compute
     /okeanos/...               ~okeanos LoD API    (providers.simulators.okeanos)
     /feldera/...               Feldera API         (providers.simulators.feldera)
-    /_sim/...                  control: state, seed, reset, clock, faults
+    /_sim/...                  control: state, seed, reset, clock, faults, account limits,
+                               request counts and peak requests in flight (stats)
 
 ``SimulatorServer`` runs it in a background thread on a free port, for tests and
 for the bot's embedded defaults; ``stopbot simulate`` runs it in the foreground.
@@ -23,7 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from providers.simulators.common import Fault, FaultMiddleware, Faults, SimClock, Simulator
+from providers.simulators.common import (
+    AccountLimit,
+    Fault,
+    FaultMiddleware,
+    Faults,
+    SimClock,
+    Simulator,
+)
 from providers.simulators.feldera import FelderaSimulator
 from providers.simulators.okeanos import OkeanosSimulator
 from providers.simulators.openstack import NovaSimulator
@@ -90,7 +98,17 @@ def _control_routes(hub: SimulatorHub) -> list[Route]:
     async def stats(request: Request) -> JSONResponse:
         if request.method == "DELETE":
             hub.faults.reset_counts()
-        return JSONResponse({"requests": hub.faults.counts()})
+        return JSONResponse({"requests": hub.faults.counts(), "peak_in_flight": hub.faults.peaks()})
+
+    async def limits(request: Request) -> JSONResponse:
+        try:
+            limit = AccountLimit.model_validate(await request.json())
+        except (ValueError, ValidationError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if limit.api not in hub.simulators:
+            return JSONResponse({"error": f"unknown api {limit.api!r}"}, status_code=400)
+        hub.faults.set_limit(limit)
+        return JSONResponse(limit.model_dump())
 
     async def reset(request: Request) -> JSONResponse:
         hub.reset()
@@ -123,6 +141,7 @@ def _control_routes(hub: SimulatorHub) -> list[Route]:
         Route("/clock/advance", clock, methods=["POST"]),
         Route("/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/stats", stats, methods=["GET", "DELETE"]),
+        Route("/limits", limits, methods=["POST"]),
     ]
 
 

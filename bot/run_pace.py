@@ -1,0 +1,116 @@
+"""How a scheduled run paces its stops: at the providers' speed, not at the stops'.
+
+A stop is one request the provider answers at once (202); the resource then stops by
+itself. So a run holds nothing per stop once it is accepted (following it is the shared
+status polling of :mod:`bot.polling`), and what limits it is what providers limit: the
+requests of each account (:class:`providers.pacing.RequestGate`). Around that, a run
+
+* reads every selected resource's status and provider lock once, with one list call per
+  provider account (:meth:`RunPace.prior`), so that each resource costs its stop call and
+  nothing else (a provider's lone resource is read on its own: one call either way);
+* prepares and sends only a window of stops per provider at a time (twice the requests
+  the account allows in flight), so that the gate always has the next request ready while
+  the event loop is never taken by thousands of previews at once;
+* caps the stops in progress per provider only if ``scheduling.max_stops_in_progress``
+  says so, for a provider that queues many stops badly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+
+from bot.config import StopbotConfig
+from bot.workflow import PriorRead
+from providers.base import Provider, Resource
+
+__all__ = ["RunPace"]
+
+log = logging.getLogger(__name__)
+
+# A run's bulk read stands for its whole run: a lock taken since is the provider's to
+# enforce (it refuses the stop, reported as skipped), as it would be a second after a read.
+_READ_STANDS_FOR_THE_RUN = dt.timedelta.max
+
+
+class RunPace:
+    """One run's bulk reads and windows, per provider account."""
+
+    def __init__(
+        self,
+        config: StopbotConfig,
+        providers: dict[str, Provider],
+        resources: Sequence[Resource],
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.clock = clock
+        self._groups: dict[str, list[Resource]] = {}
+        for resource in resources:
+            self._groups.setdefault(resource.provider, []).append(resource)
+        self._reads: dict[str, asyncio.Task[dict[str, PriorRead]]] = {}
+        self._windows: dict[str, asyncio.Semaphore] = {}
+        self._previews: dict[str, asyncio.Lock] = {}
+        self._caps: dict[str, asyncio.Semaphore] = {}
+
+    async def prior(self, resource: Resource) -> PriorRead | None:
+        """``resource``'s status and lock from its provider's bulk read (made at the first
+        call for that provider); None when the bulk read failed or left it out, or when it
+        is the run's only resource of that provider (one call either way, and its own read
+        is the fresher): it is then read on its own, as a `/stop` is."""
+        if len(self._groups.get(resource.provider, ())) < 2:
+            return None
+        read = self._reads.get(resource.provider)
+        if read is None:
+            read = asyncio.create_task(
+                self._read(resource.provider), name=f"bulk-read-{resource.provider}"
+            )
+            self._reads[resource.provider] = read
+        return (await asyncio.shield(read)).get(resource.id)
+
+    async def _read(self, name: str) -> dict[str, PriorRead]:
+        group = self._groups.get(name, [])
+        found = await self.providers[name].statuses_and_locks(group)
+        failed = [str(s) for s, _ in found.values() if isinstance(s, BaseException)]
+        if failed:
+            log.warning(
+                "bulk read before the run failed for some: each is read on its own",
+                extra={"provider": name, "error": failed[0], "count": len(failed)},
+            )
+        at = self.clock()
+        return {
+            rid: PriorRead(read, at, lock_stands_for=_READ_STANDS_FOR_THE_RUN)
+            for rid, read in found.items()
+            if not isinstance(read[0], BaseException)
+        }
+
+    def sending(self, provider: str) -> asyncio.Semaphore:
+        """The window of stops of ``provider`` being prepared and sent, until accepted."""
+        window = self._windows.get(provider)
+        if window is None:
+            window = asyncio.Semaphore(5 * self._in_flight(provider))
+            self._windows[provider] = window
+        return window
+
+    def previewing(self, provider: str) -> asyncio.Lock:
+        """One preview of ``provider`` at a time: with its read done before, a preview is
+        only store writes, and a window's worth at once would hold the event loop (and
+        every Slack ack behind it) for as long; one at a time, they take turns with it."""
+        return self._previews.setdefault(provider, asyncio.Lock())
+
+    def in_progress(self, provider: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """A slot among ``provider``'s stops in progress, when they are capped."""
+        cap = self.config.scheduling.max_stops_in_progress
+        if cap is None:
+            return contextlib.nullcontext()
+        return self._caps.setdefault(provider, asyncio.Semaphore(cap))
+
+    def _in_flight(self, provider: str) -> int:
+        try:
+            return self.config.provider(provider).requests.max_in_flight
+        except KeyError:  # a provider no longer configured: its stops fail on their own
+            return 1
