@@ -36,6 +36,7 @@ from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.models import Actor, Operation, OpState, RunItem, ScheduleRun, Transition
 from bot.store import Store
+from bot.text import Command, Person, Text, TextError, say
 from bot.workflow import Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
 from providers.errors import ProviderError
@@ -61,7 +62,7 @@ MAX_SNOOZE = dt.timedelta(days=7)
 """The most a snooze moves a run: more is a skip, which says so."""
 
 
-class ScheduleError(Exception):
+class ScheduleError(TextError):
     """A schedule request that cannot be done; the message is for the user."""
 
 
@@ -93,7 +94,7 @@ class PlanItem(BaseModel):
     provider: str
     stop: bool
     outcome: str | None = None
-    detail: str | None = None
+    detail: Text | None = None
 
 
 class Change(BaseModel):
@@ -134,7 +135,7 @@ class ScheduleNotifier(Protocol):
         act on); False when it could not be shown, to be tried again."""
         ...
 
-    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None: ...
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: Text) -> None: ...
 
     async def summary(self, report: RunReport) -> None: ...
 
@@ -155,7 +156,7 @@ class _ItemListener:
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
         if not op.state.final:
-            detail = op.provider_state or op.state.value.replace("_", " ")
+            detail = Text(op.provider_state or op.state.value.replace("_", " "))
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
             self.engine.publish_soon(self.run_id)
 
@@ -210,12 +211,12 @@ class ScheduleEngine:
         found = self.schedules().get(name)
         if found is None:
             known = ", ".join(sorted(self.schedules())) or "none"
-            raise ScheduleError(f"No schedule named `{name}` (known: {known}).")
+            raise ScheduleError(Text(f"No schedule named `{name}` (known: {known})."))
         return found
 
     def add(self, schedule: ScheduleConfig, actor: str) -> None:
         if schedule.name in self.schedules():
-            raise ScheduleError(f"A schedule named `{schedule.name}` exists already.")
+            raise ScheduleError(Text(f"A schedule named `{schedule.name}` exists already."))
         self._check_selection(schedule)
         self.store.save_schedule(schedule.name, schedule.model_dump(mode="json"), actor)
 
@@ -223,17 +224,19 @@ class ScheduleEngine:
         names = {r.name for r in self.config.resources}
         unknown = [r for r in schedule.select.resources or [] if r not in names]
         if unknown:
-            raise ScheduleError(f"No resource named {', '.join(unknown)}.")
+            raise ScheduleError(Text(f"No resource named {', '.join(unknown)}."))
         missing = [c for c in schedule.skip_on if c not in self.config.calendars]
         if missing:
-            raise ScheduleError(f"No calendar named {', '.join(missing)}.")
+            raise ScheduleError(Text(f"No calendar named {', '.join(missing)}."))
 
     def remove(self, name: str, actor: str) -> None:
         self.schedule(name)
         if self.store.schedule_sources().get(name) == "config":
             raise ScheduleError(
-                f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
-                "the next start otherwise)."
+                Text(
+                    f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
+                    "the next start otherwise)."
+                )
             )
         self.store.delete_schedule(name, actor)
 
@@ -284,15 +287,17 @@ class ScheduleEngine:
             lock = self.store.get_lock(r.name)
             if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
                 item.stop, item.outcome = False, Outcome.OPTED_OUT
-                item.detail = f"tagged {self.settings.opt_out_tag}"
+                item.detail = say("tagged {}", self.settings.opt_out_tag)
             elif r.name in kept and kept[r.name].until > at:
                 e = kept[r.name]
                 item.stop, item.outcome = False, Outcome.KEPT
-                item.detail = f"kept by <@{e.created_by}> for {format_duration(e.until - at)}"
+                item.detail = say(
+                    "kept by {} for {}", Person(e.created_by), format_duration(e.until - at)
+                )
             elif lock is not None and not lock.is_expired(at):
                 item.stop, item.outcome = False, Outcome.LOCKED
                 why = f": {lock.reason}" if lock.reason else ""
-                item.detail = f"locked by <@{lock.owner}>{why}"
+                item.detail = say("locked by {}{}", Person(lock.owner), why)
             items.append(item)
         return items
 
@@ -347,7 +352,11 @@ class ScheduleEngine:
         if holiday or skipped_by:
             await self._report_missed(schedule, missed, now)
             await self._skip(
-                schedule, fire, f"{holiday} holiday" if holiday else f"skipped by <@{skipped_by}>"
+                schedule,
+                fire,
+                say("{} holiday", holiday)
+                if holiday
+                else say("skipped by {}", Person(str(skipped_by))),
             )
         elif fire in self.store.snoozes(schedule.name):
             return  # it runs at its snooze time
@@ -366,7 +375,7 @@ class ScheduleEngine:
             fire,
             kind=kind,
             status="missed",
-            reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+            reason=say("the bot was down at {:%H:%M} UTC, longer than the grace time", fire),
         )
 
     async def _report_missed(
@@ -393,7 +402,11 @@ class ScheduleEngine:
         await self.notifier.announce(
             schedule,
             first,
-            f"{what} Nothing was stopped; run it now with `/stop schedule run {schedule.name}`.",
+            say(
+                "{} Nothing was stopped; run it now with {}.",
+                what,
+                Command("schedule run", schedule.name),
+            ),
         )
 
     async def _snoozes_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
@@ -413,14 +426,19 @@ class ScheduleEngine:
                 await self._start(schedule, until, "snooze", now)
                 self.store.start_snooze(schedule.name, fire)
 
-    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> None:
+    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: Text) -> None:
         run = self.store.create_run(schedule.name, fire, kind="cron", status="skipped", reason=why)
         if run is not None:
             await self.notifier.announce(
                 schedule,
                 fire,
-                f"The {schedule.name} run due {_local(schedule, fire)} is skipped ({why}). "
-                f"Next run: {_local(schedule, self.upcoming(schedule))}.",
+                say(
+                    "The {} run due {} is skipped ({}). Next run: {}.",
+                    schedule.name,
+                    _local(schedule, fire),
+                    why,
+                    _local(schedule, self.upcoming(schedule)),
+                ),
             )
 
     async def _warn_if_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
@@ -457,7 +475,11 @@ class ScheduleEngine:
         if checked is not None and fire <= checked:
             # A snoozed fire, past already: no tick comes by it again to record the skip.
             self.store.create_run(
-                name, fire, kind="snooze", status="skipped", reason=f"skipped by <@{actor}>"
+                name,
+                fire,
+                kind="snooze",
+                status="skipped",
+                reason=say("skipped by {}", Person(actor)),
             )
         return Change(fire=fire, by=actor)
 
@@ -469,8 +491,11 @@ class ScheduleEngine:
         ScheduleError, changing nothing, when that run is skipped or has started."""
         if duration > MAX_SNOOZE:
             raise ScheduleError(
-                f"A snooze moves one run by {format_duration(MAX_SNOOZE)} at most: to leave a "
-                f"run out, skip it (`/stop schedule skip {name}`)."
+                say(
+                    "A snooze moves one run by {} at most: to leave a run out, skip it ({}).",
+                    format_duration(MAX_SNOOZE),
+                    Command("schedule skip", name),
+                )
             )
         schedule = self.schedule(name)
         fire = self._fire(schedule, fire)
@@ -478,16 +503,20 @@ class ScheduleEngine:
         skipped = (run is not None and run.status == "skipped") or fire in self.store.skips(name)
         if skipped or self._holiday(schedule, fire):
             raise ScheduleError(
-                f"The `{name}` run due {_local(schedule, fire)} is skipped: there is nothing "
-                "to snooze."
+                Text(
+                    f"The `{name}` run due {_local(schedule, fire)} is skipped: there is nothing "
+                    "to snooze."
+                )
             )
         self._refuse_if_started(schedule, fire, run)
         until = fire + duration
         now = self.clock()
         if until <= now:
             raise ScheduleError(
-                f"{_local(schedule, until)} has passed: snooze `{name}` by more than "
-                f"{format_duration(now - fire)}."
+                Text(
+                    f"{_local(schedule, until)} has passed: snooze `{name}` by more than "
+                    f"{format_duration(now - fire)}."
+                )
             )
         changed = self.store.snooze_fire(name, fire, until, actor)
         if changed is None:
@@ -500,8 +529,10 @@ class ScheduleEngine:
             return self.next_run(schedule)[0]
         if self.next_fire(schedule, fire - dt.timedelta(microseconds=1)) != fire:
             raise ScheduleError(
-                f"`{schedule.name}` no longer runs at {_local(schedule, fire)} (it was changed "
-                "since): nothing was changed."
+                Text(
+                    f"`{schedule.name}` no longer runs at {_local(schedule, fire)} (it was changed "
+                    "since): nothing was changed."
+                )
             )
         return fire
 
@@ -512,21 +543,23 @@ class ScheduleEngine:
         due = f"The `{schedule.name}` run due {_local(schedule, fire)}"
         if run is not None:
             verb = "was missed" if run.status == "missed" else "has already started"
-            raise ScheduleError(f"{due} {verb}: nothing was changed.")
+            raise ScheduleError(Text(f"{due} {verb}: nothing was changed."))
         snooze = self.store.snoozes(schedule.name).get(fire)
         if snooze is not None and snooze[1]:
             raise ScheduleError(
-                f"{due}, snoozed to {_local(schedule, snooze[0])}, has already started: "
-                "nothing was changed."
+                Text(
+                    f"{due}, snoozed to {_local(schedule, snooze[0])}, has already started: "
+                    "nothing was changed."
+                )
             )
         checked = self.store.schedule_state(schedule.name).checked_through
         if snooze is None and checked is not None and fire <= checked:
-            raise ScheduleError(f"{due} has passed: nothing was changed.")
+            raise ScheduleError(Text(f"{due} has passed: nothing was changed."))
 
     def keep(self, name: str, resource: str, until: dt.datetime, actor: str) -> None:
         schedule = self.schedule(name)
         if resource not in {r.name for r in self.selected(schedule)}:
-            raise ScheduleError(f"{resource} is not stopped by `{name}`.")
+            raise ScheduleError(Text(f"{resource} is not stopped by `{name}`."))
         self.store.add_exception(name, resource, until, actor)
 
     async def run_now(self, name: str, actor: str) -> ScheduleRun:
@@ -535,7 +568,7 @@ class ScheduleEngine:
         now = self.clock()
         run = await self._start(schedule, now, "manual", now, started_by=actor)
         if run is None:
-            raise ScheduleError(f"`{name}` is running already.")
+            raise ScheduleError(Text(f"`{name}` is running already."))
         return run
 
     # -- a run ------------------------------------------------------------------------
@@ -554,7 +587,7 @@ class ScheduleEngine:
             fire,
             kind=kind,
             channel=schedule.channel,
-            reason=f"started by <@{started_by}>" if started_by else None,
+            reason=say("started by {}", Person(started_by)) if started_by else None,
             started_by=started_by,
         )
         if run is None:
@@ -641,7 +674,10 @@ class ScheduleEngine:
                 resource = resources.get(item.resource)
                 if resource is None:
                     self.store.record_item(
-                        run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
+                        run_id,
+                        item.resource,
+                        Outcome.FAILED,
+                        Text("no longer in the configuration"),
                     )
                     return
                 limit = limits.setdefault(
@@ -659,8 +695,11 @@ class ScheduleEngine:
                     run_id,
                     item.resource,
                     Outcome.FAILED,
-                    f"unexpected error ({type(exc).__name__}); Stopbot's log has the details "
-                    f"under reference {reference}",
+                    say(
+                        "unexpected error ({}); Stopbot's log has the details under reference {}",
+                        type(exc).__name__,
+                        reference,
+                    ),
                 )
             self.publish_soon(run_id)
 
@@ -680,9 +719,15 @@ class ScheduleEngine:
             await self.notifier.announce(
                 schedule,
                 run.fire_time,
-                f"The {schedule.name} run due {_local(schedule, run.fire_time)} was cut by a "
-                f"restart, and {late}: {len(left)} resource(s) it had not stopped yet were not "
-                f"stopped. Run it now with `/stop schedule run {schedule.name}`.",
+                say(
+                    "The {} run due {} was cut by a restart, and {}: {} resource(s) it had not "
+                    "stopped yet were not stopped. Run it now with {}.",
+                    schedule.name,
+                    _local(schedule, run.fire_time),
+                    late,
+                    len(left),
+                    Command("schedule run", schedule.name),
+                ),
             )
 
     async def _stop_one(
@@ -695,7 +740,7 @@ class ScheduleEngine:
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
             if late is not None and not self._sent(key, actor):
                 self.store.record_item(
-                    run.id, resource.name, Outcome.MISSED, f"not stopped: {late}"
+                    run.id, resource.name, Outcome.MISSED, say("not stopped: {}", late)
                 )
                 return
             preview = await self.service.prepare(
@@ -709,12 +754,12 @@ class ScheduleEngine:
             )
             op = await self._drive(preview, run, schedule, resource, actor)
             outcome, detail = self._outcome(op, preview)
-            uncertain = any(words in (op.detail or "") for words in _UNCERTAIN)
+            uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or attempt == schedule.retries or late or uncertain:
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
                 return
             self.store.record_item(
-                run.id, resource.name, None, f"failed, trying again: {op.detail}", op.id
+                run.id, resource.name, None, say("failed, trying again: {}", op.detail or ""), op.id
             )
             self.publish_soon(run.id)
             await self.sleep(self.settings.retry_delay.total_seconds())
@@ -768,7 +813,7 @@ class ScheduleEngine:
             OpState.FAILED,
             allowed_from=[OpState.REQUESTED],
             actor=actor.id,
-            detail="interrupted while preparing, by a restart",
+            detail=Text("interrupted while preparing, by a restart"),
         )
         return ended or self.store.get_operation(op.id)
 
@@ -787,12 +832,12 @@ class ScheduleEngine:
                 OpState.CANCELLED,
                 allowed_from=[OpState.AWAITING_CONFIRMATION],
                 actor=actor.id,
-                detail="not started: the scheduled run resumed past its grace time",
+                detail=Text("not started: the scheduled run resumed past its grace time"),
             )
             return False
         return True
 
-    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, str | None]:
+    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, Text | None]:
         if op.state == OpState.REFUSED:
             # A lock refuses at preview (where it is named) or right before the stop (the
             # only refusal once submitting); anything else refused says its own reason.
@@ -910,14 +955,14 @@ def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:
     )
 
 
-def _outcome(op: Operation) -> tuple[str, str | None]:
+def _outcome(op: Operation) -> tuple[str, Text | None]:
     if op.state == OpState.STOPPED:
         return Outcome.STOPPED, None
     if op.state == OpState.STOPPED_ALREADY:
         return Outcome.ALREADY, None
     if op.state == OpState.AWAITING_APPROVAL:
-        return Outcome.AWAITING_APPROVAL, "an approver decides in the channel"
-    return Outcome.FAILED, op.detail or op.state.value.replace("_", " ")
+        return Outcome.AWAITING_APPROVAL, Text("an approver decides in the channel")
+    return Outcome.FAILED, op.detail or Text(op.state.value.replace("_", " "))
 
 
 class ScheduleRunner:

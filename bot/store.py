@@ -2,7 +2,7 @@
 
 Why these choices:
 
-* WAL mode, so the audit export and ``/stop history`` read while a stop writes.
+* WAL mode, so the audit export and the history commands read while a stop writes.
 * The connection is in autocommit mode and every multi-row write runs in
   :meth:`Store.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
   so two clicks racing on one button serialise here, and the loser sees the winner's
@@ -39,6 +39,7 @@ from bot.models import (
     ScheduleState,
     Transition,
 )
+from bot.text import Text
 from providers.base import utcnow
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
@@ -52,6 +53,11 @@ class StoreError(Exception):
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def _stored(text: Text | None) -> str | None:
+    """A sentence for the user as its column keeps it: parts, never a face's markup."""
+    return text.stored() if text is not None else None
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -346,6 +352,7 @@ class Store:
                 action,
                 resource,
                 operation_id,
+                # default=str: a Text is kept as its neutral words ("denied by U0CAROL").
                 json.dumps(detail or {}, sort_keys=True, default=str),
             ],
         )
@@ -497,7 +504,7 @@ class Store:
         *,
         allowed_from: Iterable[OpState],
         actor: str,
-        detail: str | None = None,
+        detail: Text | None = None,
         audit_detail: dict[str, Any] | None = None,
         fields: dict[str, Any] | None = None,
     ) -> Operation | None:
@@ -512,7 +519,7 @@ class Store:
         values: dict[str, Any] = {
             "state": to.value,
             "updated_at": _iso(now),
-            "detail": detail,
+            "detail": _stored(detail),
             **(fields or {}),
         }
         if to in FINAL_STATES:
@@ -532,7 +539,7 @@ class Store:
             op = self._get(conn, op_id)
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
-                [op_id, _iso(now), to.value, detail],
+                [op_id, _iso(now), to.value, _stored(detail)],
             )
             self._audit(
                 conn,
@@ -572,7 +579,14 @@ class Store:
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, provider_state, phase, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [op_id, _iso(now), row[0], provider_state, phase, message],
+                [
+                    op_id,
+                    _iso(now),
+                    row[0],
+                    provider_state,
+                    phase,
+                    _stored(Text(message) if message else None),
+                ],
             )
             return self._get(conn, op_id)
 
@@ -705,7 +719,7 @@ class Store:
         *,
         decided_by: str,
         to: OpState,
-        detail: str | None,
+        detail: Text | None,
         reason: str | None = None,
     ) -> Operation | None:
         """End a pending approval (approved, denied, expired) and move the operation, once.
@@ -721,7 +735,7 @@ class Store:
             )
             if cursor.rowcount != 1:
                 return None
-            values = [to.value, _iso(now), detail]
+            values = [to.value, _iso(now), _stored(detail)]
             final = ", finished_at = ?" if to in FINAL_STATES else ""
             if final:
                 values.append(_iso(now))
@@ -732,7 +746,7 @@ class Store:
             )
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
-                [op_id, _iso(now), to.value, detail],
+                [op_id, _iso(now), to.value, _stored(detail)],
             )
             op = self._get(conn, op_id)
             self._audit(
@@ -994,7 +1008,7 @@ class Store:
         *,
         kind: str,
         status: str = "running",
-        reason: str | None = None,
+        reason: Text | None = None,
         channel: str | None = None,
         started_by: str | None = None,
     ) -> ScheduleRun | None:
@@ -1013,7 +1027,7 @@ class Store:
                     _iso(fire_time),
                     kind,
                     status,
-                    reason,
+                    _stored(reason),
                     _iso(now),
                     None if status == "running" else _iso(now),
                     channel,
@@ -1092,7 +1106,7 @@ class Store:
         run_id: str,
         resource: str,
         outcome: str | None,
-        detail: str | None = None,
+        detail: Text | None = None,
         op_id: str | None = None,
     ) -> None:
         with self.transaction() as conn:
@@ -1101,7 +1115,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, resource) DO UPDATE SET "
                 "outcome = excluded.outcome, detail = excluded.detail, "
                 "op_id = COALESCE(excluded.op_id, schedule_items.op_id)",
-                [run_id, resource, outcome, detail, op_id],
+                [run_id, resource, outcome, _stored(detail), op_id],
             )
 
     def run_items(self, run_id: str) -> list[RunItem]:

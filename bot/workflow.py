@@ -27,6 +27,7 @@ from bot.models import Actor, BotLock, Operation, OpState, Transition
 from bot.policy import Policy
 from bot.polling import StatusBatcher
 from bot.store import Store
+from bot.text import Command, Person, Text, check_length, say, too_long
 from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus, utcnow
 from providers.errors import (
     AlreadyStoppedError,
@@ -52,14 +53,6 @@ LOCK_READ_REUSE = dt.timedelta(seconds=1)
 SUBMIT_MARGIN = 5.0
 
 
-def _typed(source: str, args: str, verb: str = "stop") -> str:
-    """A command to type again, in the words of the interface the stop came from: the CLI's
-    for a stop asked from the CLI, Slack's otherwise (schedules report in Slack)."""
-    if source == "cli":
-        return f"`stopbot {verb} {args}`"
-    return f"`/stop {args}`" if verb == "stop" else f"`/stop {verb} {args}`"
-
-
 class Preview(BaseModel):
     """What a user is shown before confirming: the resource as it is now."""
 
@@ -69,7 +62,7 @@ class Preview(BaseModel):
     status_error: str | None = None
     provider_lock: ProviderLock | None = None
     bot_lock: BotLock | None = None
-    notes: list[str] = []
+    notes: list[Text] = []
     supports_force: bool = False
     approval: ApprovalPolicy | None = None
     blocking_lock: LockVerdict | None = Field(
@@ -85,7 +78,7 @@ class ActionResult(BaseModel):
     """The answer to a button press or command: did it act, and what to tell the user."""
 
     ok: bool
-    message: str
+    message: Text
     operation: Operation | None = None
     needs_approval: bool = False
     run: bool = Field(default=False, description="True when the stop should now be submitted.")
@@ -110,14 +103,6 @@ class _Unshown:
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
         return None
-
-
-def _mention(who: str) -> str:
-    if who[:1] in {"U", "W"}:
-        return f"<@{who}>"
-    if who[:1] == "S":
-        return f"<!subteam^{who}>"
-    return who
 
 
 class StopService:
@@ -166,8 +151,9 @@ class StopService:
         The returned operation is awaiting confirmation, refused (``detail`` says why)
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). Raises UnknownResourceError for a name not
-        configured.
+        configured, TooLongError for a reason longer than REASON_LIMIT (nothing recorded).
         """
+        check_length("A reason", reason)
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
         op, created = self.store.create_operation(
@@ -194,7 +180,7 @@ class StopService:
         preparing: asyncio.Future[Preview | None] = asyncio.get_running_loop().create_future()
         self._preparing[op.id] = preparing
         try:
-            decided = await self._prepare(preview, actor, source, reason, force, override_lock)
+            decided = await self._prepare(preview, actor, reason, force, override_lock)
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
             raise
@@ -224,7 +210,6 @@ class StopService:
         self,
         preview: Preview,
         actor: Actor,
-        source: str,
         reason: str | None,
         force: bool,
         override_lock: bool,
@@ -234,9 +219,9 @@ class StopService:
         op = preview.operation
         decision = await self.policy.may_stop(actor.id, resource.name)
         if not decision.allowed:
-            return self._decide(preview, OpState.REFUSED, actor, decision.reason)
+            return self._decide(preview, OpState.REFUSED, actor, Text(decision.reason))
         if force and not provider.supports_force:
-            preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
+            preview.notes.append(say("--force has no meaning for {}: ignored", resource.provider))
 
         verdict = await self._read(preview, actor)
         if isinstance(verdict, NotFoundError):
@@ -244,8 +229,13 @@ class StopService:
                 preview,
                 OpState.REFUSED,
                 actor,
-                f"{resource.provider} does not know {resource.name} (id {resource.id}): "
-                f"{verdict.message}. Check the id in the configuration.",
+                say(
+                    "{} does not know {} (id {}): {}. Check the id in the configuration.",
+                    resource.provider,
+                    resource.name,
+                    resource.id,
+                    verdict.message,
+                ),
             )
         if verdict.blocked and override_lock:
             if not self.policy.is_admin(actor.id):
@@ -253,20 +243,22 @@ class StopService:
                     preview,
                     OpState.REFUSED,
                     actor,
-                    f"only admins can use --override-lock. {verdict.reason}",
+                    say("only admins can use --override-lock. {}", verdict.reason or ""),
                 )
             if not reason:
                 return self._decide(
                     preview,
                     OpState.REFUSED,
                     actor,
-                    "--override-lock needs a reason, e.g. "
-                    + _typed(
-                        source, f"{resource.name} --override-lock runaway costs, owner unreachable"
-                    )
-                    + ".",
+                    say(
+                        "--override-lock needs a reason, e.g. {}.",
+                        Command(
+                            "stop",
+                            f"{resource.name} --override-lock runaway costs, owner unreachable",
+                        ),
+                    ),
                 )
-            preview.notes.append(f"overriding a lock as an admin: {verdict.reason}")
+            preview.notes.append(say("overriding a lock as an admin: {}", verdict.reason or ""))
             self.store.audit(
                 actor.id,
                 "lock.override",
@@ -283,7 +275,11 @@ class StopService:
                 preview,
                 OpState.STOPPED_ALREADY,
                 actor,
-                f"{resource.name} is already stopped ({preview.status.state}): nothing to do.",
+                say(
+                    "{} is already stopped ({}): nothing to do.",
+                    resource.name,
+                    preview.status.state,
+                ),
             )
         return self._decide(
             preview,
@@ -321,9 +317,11 @@ class StopService:
     def _note_approval(preview: Preview) -> None:
         if preview.approval is not None:
             preview.notes.append(
-                f"needs {preview.approval.min_approvals} approval(s) from "
-                + ", ".join(_mention(a) for a in preview.approval.approvers)
-                + " after you confirm"
+                say(
+                    "needs {} approval(s) from {} after you confirm",
+                    preview.approval.min_approvals,
+                    Text(", ").join(Person(a) for a in preview.approval.approvers),
+                )
             )
 
     def _decide(
@@ -331,7 +329,7 @@ class StopService:
         preview: Preview,
         state: OpState,
         actor: Actor,
-        detail: str | None,
+        detail: Text | None,
         *,
         expires_at: dt.datetime | None = None,
     ) -> Preview:
@@ -369,19 +367,24 @@ class StopService:
     def _check_pending(self, op_id: str, actor: Actor, verb: str) -> ActionResult | Operation:
         op = self.store.get_operation(op_id)
         if op is None:
-            return ActionResult(ok=False, message="This stop request no longer exists.")
+            return ActionResult(ok=False, message=Text("This stop request no longer exists."))
         if op.requested_by != actor.id:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"Only <@{op.requested_by}> can {verb} this stop of {op.resource}.",
+                message=say(
+                    "Only {} can {} this stop of {}.", Person(op.requested_by), verb, op.resource
+                ),
             )
         if op.state != OpState.AWAITING_CONFIRMATION:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"This stop of {op.resource} was already handled "
-                f"(it is {op.state.value.replace('_', ' ')}). Nothing was changed.",
+                message=say(
+                    "This stop of {} was already handled (it is {}). Nothing was changed.",
+                    op.resource,
+                    op.state.value.replace("_", " "),
+                ),
             )
         return op
 
@@ -398,13 +401,14 @@ class StopService:
                 OpState.CANCELLED,
                 allowed_from=[OpState.AWAITING_CONFIRMATION],
                 actor=SYSTEM,
-                detail="the confirmation expired",
+                detail=Text("the confirmation expired"),
             )
             return ActionResult(
                 ok=False,
                 operation=expired or checked,
-                message="This confirmation expired. Run "
-                f"{_typed(checked.source, checked.resource)} again.",
+                message=say(
+                    "This confirmation expired. Run {} again.", Command("stop", checked.resource)
+                ),
             )
         approval = self._approval_policy(checked.resource) if require_approval else None
         if approval is not None:
@@ -415,24 +419,28 @@ class StopService:
                 min_approvals=approval.min_approvals,
             )
             if waiting is None:
-                return ActionResult(ok=False, message="This stop was already handled.")
+                return ActionResult(ok=False, message=Text("This stop was already handled."))
             return ActionResult(
                 ok=True,
                 operation=waiting,
                 needs_approval=True,
-                message=f"Asked for approval to stop {waiting.resource}. "
-                "You will be told when an approver decides.",
+                message=say(
+                    "Asked for approval to stop {}. You will be told when an approver decides.",
+                    waiting.resource,
+                ),
             )
         op = self.store.transition(
             op_id,
             OpState.SUBMITTING,
             allowed_from=[OpState.AWAITING_CONFIRMATION],
             actor=actor.id,
-            detail="confirmed",
+            detail=Text("confirmed"),
         )
         if op is None:  # another click won the race
-            return ActionResult(ok=False, message="This stop was already handled.")
-        return ActionResult(ok=True, message=f"Stopping {op.resource}…", operation=op, run=True)
+            return ActionResult(ok=False, message=Text("This stop was already handled."))
+        return ActionResult(
+            ok=True, message=say("Stopping {}…", op.resource), operation=op, run=True
+        )
 
     def _approval_policy(self, resource: str) -> ApprovalPolicy | None:
         try:
@@ -445,28 +453,35 @@ class StopService:
     async def _check_approvable(self, op_id: str, actor: Actor) -> ActionResult | Operation:
         op = self.store.get_operation(op_id)
         if op is None:
-            return ActionResult(ok=False, message="This approval request no longer exists.")
+            return ActionResult(ok=False, message=Text("This approval request no longer exists."))
         if op.state != OpState.AWAITING_APPROVAL:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"This request to stop {op.resource} was already decided "
-                f"(it is {op.state.value.replace('_', ' ')}). Nothing was changed.",
+                message=say(
+                    "This request to stop {} was already decided (it is {}). Nothing was changed.",
+                    op.resource,
+                    op.state.value.replace("_", " "),
+                ),
             )
         if op.requested_by == actor.id:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message="You cannot approve or deny your own stop request: "
-                "another approver has to decide.",
+                message=Text(
+                    "You cannot approve or deny your own stop request: "
+                    "another approver has to decide."
+                ),
             )
         policy = self._approval_policy(op.resource)
         if policy is None or not await self.policy.is_approver(actor.id, policy.approvers):
-            who = ", ".join(_mention(a) for a in policy.approvers) if policy else "nobody"
+            who = Text(", ").join(Person(a) for a in policy.approvers) if policy else "nobody"
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"Only the approvers of {op.resource} ({who}) can decide this request.",
+                message=say(
+                    "Only the approvers of {} ({}) can decide this request.", op.resource, who
+                ),
             )
         approval = self.store.approval(op_id)
         if approval is not None and self.clock() >= approval.expires_at:
@@ -475,13 +490,16 @@ class StopService:
                 "expired",
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
-                detail="the approval request expired",
+                detail=Text("the approval request expired"),
             )
             return ActionResult(
                 ok=False,
                 operation=expired or op,
-                message=f"This approval request expired. <@{op.requested_by}> can run "
-                f"{_typed(op.source, op.resource)} again.",
+                message=say(
+                    "This approval request expired. {} can run {} again.",
+                    Person(op.requested_by),
+                    Command("stop", op.resource),
+                ),
             )
         return op
 
@@ -490,7 +508,7 @@ class StopService:
         checked = await self._check_approvable(op_id, actor)
         if isinstance(checked, ActionResult):
             return checked
-        return ActionResult(ok=True, operation=checked, message="")
+        return ActionResult(ok=True, operation=checked, message=Text())
 
     async def approve(self, op_id: str, actor: Actor) -> ActionResult:
         """An approver approves; with enough approvals the stop is released, once."""
@@ -500,7 +518,9 @@ class StopService:
         count = self.store.vote(op_id, actor.id, "approve")
         if count is None:
             return ActionResult(
-                ok=False, operation=checked, message="You have already approved this request."
+                ok=False,
+                operation=checked,
+                message=Text("You have already approved this request."),
             )
         approval = self.store.approval(op_id)
         needed = approval.min_approvals if approval else 1
@@ -508,27 +528,34 @@ class StopService:
             return ActionResult(
                 ok=True,
                 operation=checked,
-                message=f"Approved by <@{actor.id}> ({count} of {needed}); "
-                "waiting for more approvers.",
+                message=say(
+                    "Approved by {} ({} of {}); waiting for more approvers.",
+                    Person(actor.id),
+                    count,
+                    needed,
+                ),
             )
         op = self.store.decide_approval(
             op_id,
             "approved",
             decided_by=actor.id,
             to=OpState.SUBMITTING,
-            detail=f"approved by <@{actor.id}>",
+            detail=say("approved by {}", Person(actor.id)),
         )
         if op is None:
-            return ActionResult(ok=False, message="This request was already decided.")
+            return ActionResult(ok=False, message=Text("This request was already decided."))
         return ActionResult(
             ok=True,
             operation=op,
             run=True,
-            message=f"Approved by <@{actor.id}>: stopping {op.resource}.",
+            message=say("Approved by {}: stopping {}.", Person(actor.id), op.resource),
         )
 
     async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
         """An approver denies: the request ends, refused, once."""
+        refused = too_long("A reason", reason)
+        if refused is not None:
+            return ActionResult(ok=False, message=refused)
         checked = await self._check_approvable(op_id, actor)
         if isinstance(checked, ActionResult):
             return checked
@@ -538,15 +565,15 @@ class StopService:
             "denied",
             decided_by=actor.id,
             to=OpState.REFUSED,
-            detail=f"denied by <@{actor.id}>{why}",
+            detail=say("denied by {}{}", Person(actor.id), why),
             reason=reason,
         )
         if op is None:
-            return ActionResult(ok=False, message="This request was already decided.")
+            return ActionResult(ok=False, message=Text("This request was already decided."))
         return ActionResult(
             ok=True,
             operation=op,
-            message=f"Denied by <@{actor.id}>{why}. {op.resource} keeps running.",
+            message=say("Denied by {}{}. {} keeps running.", Person(actor.id), why, op.resource),
         )
 
     def expire_approvals(self) -> list[Operation]:
@@ -559,7 +586,7 @@ class StopService:
                 "expired",
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
-                detail="the approval request expired",
+                detail=Text("the approval request expired"),
             )
             if op is not None:
                 expired.append(op)
@@ -574,12 +601,12 @@ class StopService:
             OpState.CANCELLED,
             allowed_from=[OpState.AWAITING_CONFIRMATION],
             actor=actor.id,
-            detail=f"cancelled by <@{actor.id}>",
+            detail=say("cancelled by {}", Person(actor.id)),
         )
         if op is None:
-            return ActionResult(ok=False, message="This stop was already handled.")
+            return ActionResult(ok=False, message=Text("This stop was already handled."))
         return ActionResult(
-            ok=True, message=f"Cancelled: {op.resource} was not stopped.", operation=op
+            ok=True, message=say("Cancelled: {} was not stopped.", op.resource), operation=op
         )
 
     # -- run and follow -------------------------------------------------------------
@@ -655,10 +682,10 @@ class StopService:
                 OpState.STOPPED_ALREADY,
                 listener,
                 None,
-                f"{resource.name} was already stopped ({exc.message}).",
+                say("{} was already stopped ({}).", resource.name, exc.message),
             )
         except LockedError as exc:
-            return await self._end(op, OpState.REFUSED, listener, None, str(exc))
+            return await self._end(op, OpState.REFUSED, listener, None, Text(str(exc)))
         except UnsupportedError as exc:
             hint = (
                 " Use `--force` to stop it without a checkpoint."
@@ -667,24 +694,28 @@ class StopService:
             )
             said = str(exc)
             stop = "" if said.endswith((".", "!", "?")) else "."
-            return await self._end(op, OpState.FAILED, listener, None, f"{said}{stop}{hint}")
+            return await self._end(op, OpState.FAILED, listener, None, Text(said, stop, hint))
         except ProviderTimeoutError as exc:
             return await self._end(
                 op,
                 OpState.FAILED,
                 listener,
                 None,
-                f"{exc}. The stop may or may not have been taken: "
-                f"check with {_typed(op.source, resource.name, 'status')} before trying again.",
+                say(
+                    "{}. The stop may or may not have been taken: check with {} before trying "
+                    "again.",
+                    exc,
+                    Command("status", resource.name),
+                ),
             )
         except ProviderError as exc:
-            return await self._end(op, OpState.FAILED, listener, None, str(exc))
+            return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
         moved = self.store.transition(
             op.id,
             OpState.ACCEPTED,
             allowed_from=[OpState.SUBMITTING],
             actor=SYSTEM,
-            detail=accepted.message,
+            detail=Text(accepted.message),
         )
         if moved is None:
             current = self.store.get_operation(op.id) or op
@@ -727,7 +758,7 @@ class StopService:
                 OpState.FAILED,
                 listener,
                 None,
-                f"{op.resource} is no longer in the configuration.",
+                say("{} is no longer in the configuration.", op.resource),
             )
 
     async def follow(
@@ -750,13 +781,17 @@ class StopService:
                     OpState.TIMED_OUT,
                     listener,
                     last,
-                    f"{resource.name} did not reach a stopped state within "
-                    f"{self.settings.timeout}{state}.",
+                    say(
+                        "{} did not reach a stopped state within {}{}.",
+                        resource.name,
+                        self.settings.timeout,
+                        state,
+                    ),
                 )
             try:
                 status = await self._batchers[resource.provider].status(resource)
             except (NotFoundError, AuthError) as exc:
-                return await self._end(op, OpState.FAILED, listener, last, str(exc))
+                return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
             except ProviderError as exc:
                 log.warning(
                     "status read failed, will retry", extra={"operation": op.id, "error": str(exc)}
@@ -780,8 +815,11 @@ class StopService:
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
-                    message = f"{resource.provider} reports {status.state}" + (
-                        f": {status.message}" if status.message else ""
+                    message = say(
+                        "{} reports {}{}",
+                        resource.provider,
+                        status.state,
+                        f": {status.message}" if status.message else "",
                     )
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
@@ -802,7 +840,7 @@ class StopService:
         state: OpState,
         listener: ProgressListener,
         status: ResourceStatus | None,
-        detail: str | None,
+        detail: Text | None,
     ) -> Operation:
         final = self.store.transition(
             op.id,
@@ -879,7 +917,7 @@ class StopService:
                     OpState.ACCEPTED,
                     allowed_from=[OpState.SUBMITTING],
                     actor=SYSTEM,
-                    detail="resumed after a restart",
+                    detail=Text("resumed after a restart"),
                 )
                 return moved or self.store.get_operation(op.id) or op
             if self.clock() >= deadline:
@@ -891,16 +929,20 @@ class StopService:
                 OpState.FAILED,
                 listener,
                 None,
-                f"interrupted by a restart, and the status is unknown: {unknown}",
+                say("interrupted by a restart, and the status is unknown: {}", unknown),
             )
         return await self._end(
             op,
             OpState.FAILED,
             listener,
             status,
-            "interrupted by a restart before the provider confirmed the stop; "
-            f"{resource.name} is {status.state}. "
-            f"Run {_typed(op.source, resource.name)} again.",
+            say(
+                "interrupted by a restart before the provider confirmed the stop; {} is {}. "
+                "Run {} again.",
+                resource.name,
+                status.state,
+                Command("stop", resource.name),
+            ),
         )
 
     def _submit_window(self) -> dt.timedelta:

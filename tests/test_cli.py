@@ -28,6 +28,7 @@ import yaml
 from bot.cli import main, parse_since
 from bot.models import OpState
 from bot.store import Store
+from bot.text import Text
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 
@@ -432,7 +433,7 @@ def seeded_store(db: Path) -> tuple[str, str]:
         OpState.REFUSED,
         allowed_from=[OpState.REQUESTED],
         actor="U0BOB",
-        detail="locked by Alice",
+        detail=Text("locked by Alice"),
     )
     now[0] = T0 + dt.timedelta(days=1)
     etl, _ = store.create_operation(

@@ -33,12 +33,13 @@ from bot.config import StopbotConfig, UnknownResourceError
 from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
 from bot.schedules import ScheduleEngine, ScheduleRunner
-from bot.slack import commands, views
+from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import MessageProgress, NullProgress, ResponseUrlProgress
-from bot.slack.replies import Respond, tell
+from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
+from bot.slack.wording import Mrkdwn, code, md, mrkdwn
 from bot.store import Store
 from bot.workflow import Preview, ProgressListener, StopService
 from providers.base import Provider, ProviderLock, Resource, ResourceStatus
@@ -48,7 +49,7 @@ __all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler mod
 
 log = logging.getLogger(__name__)
 
-INVITE_NOTE = (
+INVITE_NOTE = Mrkdwn(
     "Stopbot is not a member of this channel, so progress is shown here only to you. "
     "Invite it with `/invite @Stopbot` to post progress for everyone."
 )
@@ -293,19 +294,25 @@ def _logged_failure(what: str) -> str:
     return ref
 
 
-def _sorry(ref: str) -> str:
-    return (
-        f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
-        "Nothing was stopped by this request; try again, or tell your Stopbot admin."
+def _sorry(ref: str) -> Mrkdwn:
+    return md(
+        "Sorry, something went wrong on Stopbot's side (reference {}). "
+        "Nothing was stopped by this request; try again, or tell your Stopbot admin.",
+        ref,
     )
 
 
 async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, Any]) -> None:
     try:
         await func(**kwargs)
+    except buttons.StaleButton:
+        log.info("a click Stopbot cannot act on", extra={"listener": func.__name__})
+        respond: Respond | None = kwargs.get("respond")
+        if respond is not None:
+            await tell(respond, buttons.STALE)
     except Exception:
         ref = _logged_failure("listener failed")
-        respond: Respond | None = kwargs.get("respond")
+        respond = kwargs.get("respond")
         try:
             if respond is not None:
                 await tell(respond, _sorry(ref))
@@ -437,7 +444,7 @@ class SlackBot:
         return frozen
 
     async def dm(
-        self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+        self, user_id: str, text: Mrkdwn, blocks: list[dict[str, Any]] | None = None
     ) -> tuple[str, str] | None:
         """Post to a user's DM with the bot; (channel, ts), or None when Slack refused or
         could not be reached."""
@@ -483,7 +490,7 @@ class SlackBot:
         return NullProgress()
 
     def _response_url_progress(self, op: Operation, response_url: str) -> ResponseUrlProgress:
-        async def dm_requester(text: str, blocks: list[dict[str, Any]]) -> object:
+        async def dm_requester(text: Mrkdwn, blocks: list[dict[str, Any]]) -> object:
             return await self.dm(op.requested_by, text, blocks)
 
         return ResponseUrlProgress(response_url, INVITE_NOTE, fallback=dm_requester)
@@ -658,7 +665,7 @@ class SlackBot:
         try:
             parsed = commands.parse(text)
         except commands.UsageError as exc:
-            return {"text": str(exc), "response_type": "ephemeral"}
+            return {"text": exc.message, "response_type": "ephemeral"}
         if isinstance(parsed, commands.Help):
             return {"text": commands.HELP, "response_type": "ephemeral"}
         return {}
@@ -740,7 +747,7 @@ class SlackBot:
     async def _unknown(exc: UnknownResourceError, respond: Respond) -> None:
         hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
         # Also answers clicks: never in place of the clicked message.
-        await tell(respond, f"{exc}{hint}")
+        await tell(respond, md("{}{}", str(exc), Mrkdwn(hint)))
 
     async def resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
@@ -784,37 +791,37 @@ class SlackBot:
         op_id, actor = self.action_of(body)
         result = self.service.confirm(op_id, await self.actor(actor))
         if not result.ok or result.operation is None:
-            await tell(respond, result.message)
+            await tell(respond, mrkdwn(result.message))
             return
         op = result.operation
         if result.needs_approval:
-            await respond(text=result.message, replace_original=True)
+            await replace(respond, mrkdwn(result.message))
             if not await self.approvals.post_request(op):
                 await tell(
                     respond,
-                    f"Stopbot could not post the approval request for {op.resource} "
-                    "anywhere (see its log). Ask an approver directly; the request stays "
-                    "open until it expires.",
+                    md(
+                        "Stopbot could not post the approval request for {} anywhere (see its "
+                        "log). Ask an approver directly; the request stays open until it "
+                        "expires.",
+                        op.resource,
+                    ),
                 )
             return
-        await respond(
-            text=f"Confirmed: stopping {op.resource}. Progress follows.",
-            replace_original=True,
-        )
+        await replace(respond, md("Confirmed: stopping {}. Progress follows.", op.resource))
         await self.start_stop(op, body.get("response_url"))
 
     async def on_cancel(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, actor = self.action_of(body)
         result = self.service.cancel(op_id, await self.actor(actor))
         if result.ok:
-            await respond(text=result.message, replace_original=True)
+            await replace(respond, mrkdwn(result.message))
         else:
-            await tell(respond, result.message)
+            await tell(respond, mrkdwn(result.message))
 
     @staticmethod
     def action_of(body: dict[str, Any]) -> tuple[str, str]:
-        """The operation id a button carries, and who clicked."""
-        return str(body["actions"][0]["value"]), str(body["user"]["id"])
+        """The value a button carries (an operation id, a name), and who clicked."""
+        return buttons.value(body), buttons.clicker(body)
 
     async def operation_of(
         self, body: dict[str, Any], respond: Respond
@@ -824,7 +831,7 @@ class SlackBot:
         op_id, user = self.action_of(body)
         op = self.store.get_operation(op_id)
         if op is None:
-            await tell(respond, "This stop request no longer exists.")
+            await tell(respond, Mrkdwn("This stop request no longer exists."))
             return None
         return op, user
 
@@ -870,8 +877,12 @@ class SlackBot:
                 known = ", ".join(sorted(self.providers))
                 await tell(
                     respond,
-                    f"No provider named `{selector}`. Known providers: {known}. "
-                    "Or filter by tag: `/stop list tag:env=dev`.",
+                    md(
+                        "No provider named {}. Known providers: {}. Or filter by tag: {}.",
+                        code(selector),
+                        known,
+                        code("/stop list tag:env=dev"),
+                    ),
                 )
                 return
             resources = [r for r in resources if r.provider == selector]
@@ -890,7 +901,7 @@ class SlackBot:
         rows = []
         for r in resources:
             lock = self.store.get_lock(r.name)
-            rows.append((r, statuses.get((r.provider, r.id)), f"<@{lock.owner}>" if lock else None))
+            rows.append((r, statuses.get((r.provider, r.id)), lock.owner if lock else None))
         text, blocks = views.resources_list(rows, title)
         await tell(respond, text, blocks)
 

@@ -23,6 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.models import Operation, Transition
 from bot.slack import views
+from bot.slack.wording import Mrkdwn
 from providers.base import ResourceStatus
 
 __all__ = ["MessageProgress", "NullProgress", "ResponseUrlProgress"]
@@ -79,7 +80,7 @@ class _Coalescing:
             text, blocks = views.progress(*snapshot)
             await self.send(text, blocks, snapshot[0])
 
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
+    async def send(self, text: Mrkdwn, blocks: list[dict[str, Any]], op: Operation) -> None:
         raise NotImplementedError
 
 
@@ -92,7 +93,7 @@ class MessageProgress(_Coalescing):
         self.channel = channel
         self.ts = ts
 
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
+    async def send(self, text: Mrkdwn, blocks: list[dict[str, Any]], op: Operation) -> None:
         """One update; the final one is tried again a few times over a minute or two
         when Slack is busy or out of reach (after slack_sdk's own rate-limit retries),
         since no later update would replace it."""
@@ -124,7 +125,7 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, aiohttp.ClientError | TimeoutError)
 
 
-Fallback = Callable[[str, list[dict[str, Any]]], Awaitable[object]]
+Fallback = Callable[[Mrkdwn, list[dict[str, Any]]], Awaitable[object]]
 
 
 class ResponseUrlProgress(_Coalescing):
@@ -133,13 +134,13 @@ class ResponseUrlProgress(_Coalescing):
     first and the final state are sent). A final state Slack no longer takes there (the
     URL expired, say, after a long stop) goes to ``fallback`` (a DM to the requester)."""
 
-    def __init__(self, response_url: str, note: str, fallback: Fallback | None = None) -> None:
+    def __init__(self, response_url: str, note: Mrkdwn, fallback: Fallback | None = None) -> None:
         super().__init__(interval=float("inf"))
         self.webhook = AsyncWebhookClient(response_url)
         self.note = note
         self.fallback = fallback
 
-    async def send(self, text: str, blocks: list[dict[str, Any]], op: Operation) -> None:
+    async def send(self, text: Mrkdwn, blocks: list[dict[str, Any]], op: Operation) -> None:
         noted = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": self.note}]}]
         try:
             answer = await self.webhook.send(text=text, blocks=noted, replace_original=True)
