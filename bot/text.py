@@ -66,8 +66,8 @@ Part = str | Person | Command
 
 
 class Text:
-    """A sentence as parts (see the module's docstring). Immutable; ``+`` and :func:`say`
-    build longer ones."""
+    """A sentence as parts (see the module's docstring), immutable; :func:`say` builds one
+    from a template, ``Text(a, b, …)`` and :meth:`join` from pieces."""
 
     __slots__ = ("parts",)
 
@@ -88,11 +88,9 @@ class Text:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Text is immutable")
 
-    def __add__(self, other: Part | Text) -> Text:
-        return Text(self, other)
-
-    def __radd__(self, other: Part) -> Text:
-        return Text(other, self)
+    def __reduce__(self) -> tuple[type[Text], tuple[Part, ...]]:
+        # copy and deepcopy rebuild it from its parts (it has no setter they could use).
+        return Text, self.parts
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Text) and other.parts == self.parts

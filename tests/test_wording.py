@@ -3,6 +3,7 @@ escaped once, mentions only for well-formed ids, cut never inside an entity."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 from pathlib import Path
@@ -105,6 +106,7 @@ def test_say_reads_like_a_format_template() -> None:
 def test_a_text_is_stored_as_parts_and_read_back() -> None:
     text = say("denied by {}: {}; run {}", Person("U0CAROL"), "<!channel>", Command("stop", "x"))
     assert Text.from_stored(text.stored()) == text
+    assert copy.deepcopy(text) == copy.copy(text) == text
 
 
 @pytest.mark.parametrize(
