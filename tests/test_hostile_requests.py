@@ -354,3 +354,24 @@ async def test_a_submission_of_another_shape_of_state_changes_nothing(guarded: S
     response = await guarded.submit_view(view, CAROL, {"reason": "not a block"})
     assert response.json()["response_action"] == "errors"
     assert "already decided" in response.json()["errors"]["reason"]
+
+
+async def test_a_message_button_clicked_in_a_modal_changes_nothing(
+    slack: Slack, tracebacks: list[logging.LogRecord]
+) -> None:
+    """Stopbot's buttons are all on messages: one arriving from a modal (no response URL to
+    answer on) is stale, said nowhere, and the confirmation stays pending (Cancel, clicked
+    after it, still cancels)."""
+    await slack.ask("web-1")
+    op_id, ts = slack.confirmation()
+    payload = block_actions_payload(
+        BOB, CHANNEL, views.CONFIRM, op_id, response_url="", message_ts="1700000000.000100"
+    )
+    del payload["response_url"]
+    payload["view"] = {"id": "V1", "type": "modal", "callback_id": "x"}
+    assert (await slack.post(block_actions_body(payload))).status_code == 200
+    await slack.click(views.CANCEL, op_id, ts)
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text") == "Cancelled: web-1 was not stopped."
+    )
+    assert with_traceback(tracebacks) == []

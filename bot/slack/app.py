@@ -308,7 +308,8 @@ async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, A
     except buttons.StaleButton:
         log.info("a click Stopbot cannot act on", extra={"listener": func.__name__})
         respond: Respond | None = kwargs.get("respond")
-        if respond is not None:
+        # Bolt's respond refuses (ValueError) when the request came with no response URL.
+        if respond is not None and getattr(respond, "response_url", None):
             await tell(respond, buttons.STALE)
     except Exception:
         ref = _logged_failure("listener failed")

@@ -42,7 +42,10 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 
 def clicked(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The action (button or menu) of a ``block_actions`` request."""
+    """The action (button or menu) of a ``block_actions`` request, clicked on a message (all
+    of Stopbot's buttons are: a click in a modal has no response URL to answer on)."""
+    if not isinstance(body.get("response_url"), str):
+        raise StaleButton
     actions = body.get("actions")
     if not isinstance(actions, list) or not actions:
         raise StaleButton

@@ -36,9 +36,9 @@ MAX_BODY = 256 * 1024
 """The largest request read, in bytes. Slack's largest, a modal submitted with every input
 full, is a few tens of kilobytes."""
 JSON = "application/json"
-# The interactions the bot has listeners for: Slack sends it no other (no shortcuts, no
-# modal sent with notify_on_close).
-INTERACTIONS = frozenset({"block_actions", "view_submission"})
+# The interactions an app of buttons and modals gets: no shortcuts, menus of options
+# loaded from the app, or legacy attachments.
+INTERACTIONS = frozenset({"block_actions", "view_submission", "view_closed"})
 # What Bolt reads, building a request's context, as an object, a list of objects, or an
 # id (a string or an object), without checking its type first.
 _OBJECTS = (
@@ -112,6 +112,12 @@ def _read(
     except UnicodeDecodeError:
         raise Refused(400, "the body is not UTF-8") from None
     if verifier is not None and not _signed(verifier, body, headers):
+        # As Bolt logs it (the logging redacts what the body holds of secrets).
+        log.info(
+            "Invalid request signature detected (timestamp: %s, body: %s)",
+            headers.get("x-slack-request-timestamp"),
+            text[:4000],
+        )
         raise Refused(401, "invalid signature")
     content_type = headers.get("content-type", "")
     # As Bolt decides (parse_body): JSON by its content type or by its first character.
@@ -181,14 +187,18 @@ def _checked(body: dict[str, Any]) -> dict[str, Any]:
             raise Refused(400, "a command without its user or response URL")
     elif kind == "block_actions":
         actions = body.get("actions")
-        if not (_named(who) and actions and _url(body.get("response_url"))):
-            raise Refused(400, "a click without its user, action or response URL")
+        if not (_named(who) and actions):
+            raise Refused(400, "a click without its user or action")
         if not all(isinstance(action.get("action_id"), str) for action in actions):
             raise Refused(400, "an action without its id")
-    elif kind == "view_submission":
+        # A click on a message has where to answer; one in a modal has the modal.
+        where = body.get("response_url")
+        if not (_url(where) or (where is None and "view" in body)):
+            raise Refused(400, "a click with nowhere to answer")
+    elif kind in {"view_submission", "view_closed"}:
         view = body.get("view") or {}
         if not (_named(who) and _named(view.get("type")) and _named(view.get("callback_id"))):
-            raise Refused(400, "a submission without its user or view")
+            raise Refused(400, "a modal's request without its user or view")
     return body
 
 
