@@ -54,6 +54,7 @@ from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
 from bot.store import Store, StoreError
+from bot.text import Command, Text, TextError
 from bot.workflow import Preview, StopService
 from providers.base import Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
@@ -73,6 +74,20 @@ FINAL_WORDS = {
     OpState.CANCELLED: "cancelled",
     OpState.REFUSED: "refused",
 }
+
+
+CLI_VERBS = frozenset({"stop", "status", "list", "history", "locks"})
+
+
+def _command(cmd: Command) -> str:
+    """A command to type, as this terminal's (or, for what only Slack does, Slack's)."""
+    typed = " ".join(word for word in (cmd.verb, cmd.args) if word)
+    return f"`stopbot {typed}`" if cmd.verb in CLI_VERBS else f"`/stop {typed}` in Slack"
+
+
+def words(text: Text | None) -> str:
+    """A sentence of the core for the terminal: people by id, commands as typed here."""
+    return text.render(str, lambda person: person.id, _command) if text else ""
 
 
 class CliError(Exception):
@@ -342,10 +357,15 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
 
 
 def _detail_text(entry: AuditEntry) -> str:
+    """An entry's detail in words (entries from older versions may hold ``<@U…>``)."""
     detail = entry.detail
     if detail.get("detail"):
-        return str(detail["detail"])
-    return " ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v not in (None, False, ""))
+        return str(Text.legacy(str(detail["detail"])))
+    return " ".join(
+        f"{k}={Text.legacy(str(v))}"
+        for k, v in sorted(detail.items())
+        if v not in (None, False, "")
+    )
 
 
 HISTORY_FIELDS = ("id", "at", "actor", "action", "resource", "operation_id", "detail")
@@ -429,7 +449,11 @@ class TerminalProgress:
     def line(op: Operation, status: ResourceStatus | None) -> str:
         if op.state.final:
             word = FINAL_WORDS[op.state]
-            return f"{op.resource}: {word}: {op.detail}" if op.detail else f"{op.resource}: {word}"
+            return (
+                f"{op.resource}: {word}: {words(op.detail)}"
+                if op.detail
+                else f"{op.resource}: {word}"
+            )
         state = op.provider_state or op.state.value.replace("_", " ")
         phase = f" ({status.phase.value})" if status is not None else ""
         return f"{op.resource}: {state}{phase}"
@@ -467,7 +491,7 @@ def _preview_lines(preview: Preview) -> list[str]:
         lines.append(f"  reason:         {op.reason}")
     if op.force:
         lines.append("  mode:           forced")
-    lines += [f"  note:           {note}" for note in preview.notes]
+    lines += [f"  note:           {words(note)}" for note in preview.notes]
     return lines
 
 
@@ -522,7 +546,7 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
         print(TerminalProgress.line(op, preview.status))
         return EXIT_OK
     if op.state != OpState.AWAITING_CONFIRMATION:
-        detail = f": {op.detail}" if op.detail else ""
+        detail = f": {words(op.detail)}" if op.detail else ""
         word = FINAL_WORDS.get(op.state, op.state.value.replace("_", " "))
         raise CliError(f"{name}: {word}{detail}")
 
@@ -555,7 +579,7 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
 
     result = service.confirm(op.id, actor)
     if not result.ok or not result.run:
-        raise CliError(result.message)
+        raise CliError(words(result.message))
     try:
         final = await service.run(op.id, TerminalProgress(), actor)
     except asyncio.CancelledError:
@@ -832,6 +856,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except UnknownResourceError as exc:
         print(f"stopbot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TextError as exc:  # what someone typed cannot be taken (a reason too long)
+        print(f"stopbot: {words(exc.text)}", file=sys.stderr)
         return EXIT_USAGE
     except (ProviderError, StoreError) as exc:
         print(f"stopbot: {exc}", file=sys.stderr)

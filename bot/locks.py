@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from bot.durations import format_duration
 from bot.models import Actor, BotLock
 from bot.store import Store
+from bot.text import Person, Text, TextError, say, too_long
 from providers.base import ProviderLock
 
 __all__ = ["BotLocks", "LockError", "LockVerdict", "check_locks"]
@@ -20,8 +21,8 @@ __all__ = ["BotLocks", "LockError", "LockVerdict", "check_locks"]
 
 class LockVerdict(BaseModel):
     blocked: bool = False
-    reason: str | None = None
-    notes: list[str] = []
+    reason: Text | None = None
+    notes: list[Text] = []
     owner: str | None = Field(
         default=None,
         description="Who holds the blocking lock: a Slack user id for a bot "
@@ -36,6 +37,10 @@ def _expiry(expires: dt.datetime | None, now: dt.datetime) -> str:
     return f"it expires in {format_duration(expires - now)}"
 
 
+def _why(reason: str | None, around: str = " ({})") -> str:
+    return around.format(reason) if reason else ""
+
+
 def check_locks(
     actor: Actor,
     resource: str,
@@ -47,46 +52,63 @@ def check_locks(
     now: dt.datetime,
 ) -> LockVerdict:
     """Whether a lock blocks ``actor`` from stopping ``resource``."""
-    notes: list[str] = []
+    notes: list[Text] = []
     if bot_lock is not None and not bot_lock.is_expired(now) and bot_lock.owner != actor.id:
-        why = f" ({bot_lock.reason})" if bot_lock.reason else ""
         return LockVerdict(
             blocked=True,
-            reason=f"{resource} is locked by <@{bot_lock.owner}>{why}; "
-            f"{_expiry(bot_lock.expires_at, now)}. Ask them to unlock it.",
+            reason=say(
+                "{} is locked by {}{}; {}. Ask them to unlock it.",
+                resource,
+                Person(bot_lock.owner),
+                _why(bot_lock.reason),
+                _expiry(bot_lock.expires_at, now),
+            ),
             owner=bot_lock.owner,
             bot_lock=True,
         )
     if bot_lock is not None and bot_lock.owner == actor.id:
-        notes.append("your own lock on it is left in place")
+        notes.append(Text("your own lock on it is left in place"))
     if provider_lock is not None:
-        why = f" ({provider_lock.reason})" if provider_lock.reason else ""
+        why = _why(provider_lock.reason)
         if provider_lock.owner is None:
             # Nova: a locked server can only be stopped by an admin, as in Nova itself.
             if not is_admin:
                 return LockVerdict(
                     blocked=True,
-                    reason=f"{resource} is locked in {provider}{why}; only an admin can stop it.",
+                    reason=say(
+                        "{} is locked in {}{}; only an admin can stop it.", resource, provider, why
+                    ),
                 )
-            notes.append(f"locked in {provider}{why}: stopping as an admin")
+            notes.append(say("locked in {}{}: stopping as an admin", provider, why))
         elif provider_lock.is_expired(now):
             notes.append(
-                f"the {provider} lock by {provider_lock.owner}{why} expired "
-                f"{format_duration(now - (provider_lock.expires_at or now))} ago: stale, ignored"
+                say(
+                    "the {} lock by {}{} expired {} ago: stale, ignored",
+                    provider,
+                    provider_lock.owner,
+                    why,
+                    format_duration(now - (provider_lock.expires_at or now)),
+                )
             )
         elif provider_lock.owner.casefold() not in {n.casefold() for n in actor.known_as(provider)}:
             return LockVerdict(
                 blocked=True,
-                reason=f"{resource} is locked in {provider} by {provider_lock.owner}{why}; "
-                f"{_expiry(provider_lock.expires_at, now)}.",
+                reason=say(
+                    "{} is locked in {} by {}{}; {}.",
+                    resource,
+                    provider,
+                    provider_lock.owner,
+                    why,
+                    _expiry(provider_lock.expires_at, now),
+                ),
                 owner=provider_lock.owner,
             )
         else:
-            notes.append(f"locked in {provider} by you{why}")
+            notes.append(say("locked in {} by you{}", provider, why))
     return LockVerdict(notes=notes)
 
 
-class LockError(Exception):
+class LockError(TextError):
     """A lock request that cannot be granted; the message is for the user."""
 
 
@@ -102,19 +124,32 @@ class BotLocks:
     ) -> tuple[BotLock, bool]:
         """Lock ``resource`` for ``duration``; returns (lock, extended).
 
-        Refused when someone else holds it; the holder extends it from now.
+        Refused when someone else holds it, or the reason is longer than REASON_LIMIT; the
+        holder extends it from now.
         """
+        refused = too_long("A reason", reason)
+        if refused is not None:
+            raise LockError(refused)
         if duration > self.max_duration:
             raise LockError(
-                f"{format_duration(duration)} is longer than the maximum lock of "
-                f"{format_duration(self.max_duration)}. Lock it for less, and extend it later."
+                say(
+                    "{} is longer than the maximum lock of {}. Lock it for less, and extend "
+                    "it later.",
+                    format_duration(duration),
+                    format_duration(self.max_duration),
+                )
             )
         current = self.store.get_lock(resource)
         if current is not None and current.owner != owner:
-            why = f" ({current.reason})" if current.reason else ""
             raise LockError(
-                f"{resource} is already locked by <@{current.owner}>{why} until "
-                f"{current.expires_at:%Y-%m-%d %H:%M} UTC. Ask them to release it."
+                say(
+                    "{} is already locked by {}{} until {:%Y-%m-%d %H:%M} UTC. Ask them to "
+                    "release it.",
+                    resource,
+                    Person(current.owner),
+                    _why(current.reason),
+                    current.expires_at,
+                )
             )
         now = self.store.clock()
         lock = self.store.set_lock(
@@ -126,15 +161,19 @@ class BotLocks:
         """Remove the lock on ``resource``: its owner may, an admin with ``force`` may."""
         current = self.store.get_lock(resource)
         if current is None:
-            raise LockError(f"{resource} has no Stopbot lock.")
+            raise LockError(say("{} has no Stopbot lock.", resource))
         if current.owner != actor:
             if not force:
                 hint = " As an admin you may add `--force`." if is_admin else ""
                 raise LockError(
-                    f"{resource} is locked by <@{current.owner}>, not you: only they can "
-                    f"unlock it.{hint}"
+                    say(
+                        "{} is locked by {}, not you: only they can unlock it.{}",
+                        resource,
+                        Person(current.owner),
+                        hint,
+                    )
                 )
             if not is_admin:
-                raise LockError("Only admins can remove someone else's lock with `--force`.")
+                raise LockError(Text("Only admins can remove someone else's lock with `--force`."))
         self.store.delete_lock(resource, actor, forced=current.owner != actor)
         return current

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bot.text import Text
+
 __all__ = [
     "Actor",
     "Approval",
@@ -72,7 +74,7 @@ class Operation(BaseModel):
     force: bool = False
     override_lock: bool = False
     state: OpState
-    detail: str | None = Field(default=None, description="Why it ended so, for the user.")
+    detail: Text | None = Field(default=None, description="Why it ended so, for the user.")
     provider_state: str | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -112,7 +114,7 @@ class Transition(BaseModel):
     state: str
     provider_state: str | None = None
     phase: str | None = None
-    message: str | None = None
+    message: Text | None = None
 
 
 class AuditEntry(BaseModel):
@@ -184,10 +186,6 @@ class Actor(BaseModel):
             return frozenset({mapped})
         return frozenset() if provider in self.mapped else self.names
 
-    @property
-    def display(self) -> str:
-        return f"<@{self.id}>" if self.id[:1] in {"U", "W"} else self.id
-
 
 class ScheduleState(BaseModel):
     """What the scheduler remembers of a schedule between fires (and restarts)."""
@@ -205,7 +203,7 @@ class ScheduleRun(BaseModel):
     fire_time: dt.datetime
     kind: str = Field(description="cron, snooze or manual")
     status: str = Field(description="running, done, skipped or missed")
-    reason: str | None = None
+    reason: Text | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     channel: str | None = None
@@ -220,7 +218,7 @@ class RunItem(BaseModel):
     run_id: str
     resource: str
     outcome: str | None = None
-    detail: str | None = None
+    detail: Text | None = None
     op_id: str | None = None
 
 

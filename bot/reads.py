@@ -1,5 +1,5 @@
 """One fan-out over the providers: the statuses and provider locks of many resources,
-read only, for every face that shows them (a dry run, `/stop locks`, `stopbot locks`).
+read only, for every face that shows them (a dry run, the locks commands of Slack and the terminal).
 
 Each provider is read in bulk (:meth:`~providers.base.Provider.statuses_and_locks`: one
 call per account where its API allows it), all providers at once, and none is waited for

@@ -40,6 +40,7 @@ from bot.locks import check_locks
 from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
 from bot.run_pace import RunPace
 from bot.store import Store
+from bot.text import Command, Person, Text, TextError, say
 from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
 from providers.errors import ProviderError
@@ -65,7 +66,7 @@ MAX_SNOOZE = dt.timedelta(days=7)
 """The most a snooze moves a run: more is a skip, which says so."""
 
 
-class ScheduleError(Exception):
+class ScheduleError(TextError):
     """A schedule request that cannot be done; the message is for the user."""
 
 
@@ -101,7 +102,7 @@ class PlanItem(BaseModel):
     provider: str
     stop: bool
     outcome: str | None = None
-    detail: str | None = None
+    detail: Text | None = None
 
 
 class Change(BaseModel):
@@ -145,7 +146,7 @@ class ScheduleNotifier(Protocol):
         ...
 
     async def announce(
-        self, schedule: ScheduleConfig, fire: dt.datetime, text: str
+        self, schedule: ScheduleConfig, fire: dt.datetime, text: Text
     ) -> bool | None: ...
 
     async def summary(self, report: RunReport) -> bool | None: ...
@@ -177,11 +178,12 @@ class _ItemListener:
     ) -> None:
         if op.state in _SENT or op.state.final:
             self.sent.set()
-        detail = op.provider_state or op.state.value.replace("_", " ")
-        if not op.state.final and detail != self._shown:
+        shown = op.provider_state or op.state.value.replace("_", " ")
+        if not op.state.final and shown != self._shown:
             # Only a change is written: a night of thousands of stops polls them all each
             # round, and the store's writes are most of a run's own work.
-            self._shown = detail
+            self._shown = shown
+            detail = Text(shown)
             self.engine.store.record_item(self.run_id, self.resource, None, detail, op.id)
             self.engine.publish_soon(self.run_id)
 
@@ -245,12 +247,12 @@ class ScheduleEngine:
         found = self.schedules().get(name)
         if found is None:
             known = ", ".join(sorted(self.schedules())) or "none"
-            raise ScheduleError(f"No schedule named `{name}` (known: {known}).")
+            raise ScheduleError(Text(f"No schedule named `{name}` (known: {known})."))
         return found
 
     def add(self, schedule: ScheduleConfig, actor: str) -> None:
         if schedule.name in self.schedules():
-            raise ScheduleError(f"A schedule named `{schedule.name}` exists already.")
+            raise ScheduleError(Text(f"A schedule named `{schedule.name}` exists already."))
         self._check_selection(schedule)
         self.store.save_schedule(schedule.name, schedule.model_dump(mode="json"), actor)
 
@@ -258,17 +260,19 @@ class ScheduleEngine:
         names = {r.name for r in self.config.resources}
         unknown = [r for r in schedule.select.resources or [] if r not in names]
         if unknown:
-            raise ScheduleError(f"No resource named {', '.join(unknown)}.")
+            raise ScheduleError(Text(f"No resource named {', '.join(unknown)}."))
         missing = [c for c in schedule.skip_on if c not in self.config.calendars]
         if missing:
-            raise ScheduleError(f"No calendar named {', '.join(missing)}.")
+            raise ScheduleError(Text(f"No calendar named {', '.join(missing)}."))
 
     def remove(self, name: str, actor: str) -> None:
         self.schedule(name)
         if self.store.schedule_sources().get(name) == "config":
             raise ScheduleError(
-                f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
-                "the next start otherwise)."
+                Text(
+                    f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
+                    "the next start otherwise)."
+                )
             )
         self.store.delete_schedule(name, actor)
 
@@ -319,15 +323,17 @@ class ScheduleEngine:
             lock = self.store.get_lock(r.name)
             if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
                 item.stop, item.outcome = False, Outcome.OPTED_OUT
-                item.detail = f"tagged {self.settings.opt_out_tag}"
+                item.detail = say("tagged {}", self.settings.opt_out_tag)
             elif r.name in kept and kept[r.name].until > at:
                 e = kept[r.name]
                 item.stop, item.outcome = False, Outcome.KEPT
-                item.detail = f"kept by <@{e.created_by}> for {format_duration(e.until - at)}"
+                item.detail = say(
+                    "kept by {} for {}", Person(e.created_by), format_duration(e.until - at)
+                )
             elif lock is not None and not lock.is_expired(at):
                 item.stop, item.outcome = False, Outcome.LOCKED
                 why = f": {lock.reason}" if lock.reason else ""
-                item.detail = f"locked by <@{lock.owner}>{why}"
+                item.detail = say("locked by {}{}", Person(lock.owner), why)
             items.append(item)
         return items
 
@@ -362,9 +368,10 @@ class ScheduleEngine:
             )
             if verdict.blocked:
                 item.stop, item.outcome = False, Outcome.LOCKED
-                item.detail = (verdict.reason or "").removeprefix(f"{item.resource} is ")
+                item.detail = _without_subject(verdict.reason or Text(), item.resource)
             elif reading.status is not None and reading.status.phase == Phase.STOPPED:
-                item.stop, item.outcome, item.detail = False, Outcome.ALREADY, reading.status.state
+                item.stop, item.outcome = False, Outcome.ALREADY
+                item.detail = Text(reading.status.state)
             elif reading.status_error is not None or reading.lock_error is not None:
                 item.stop, item.outcome, item.detail = False, Outcome.UNKNOWN, _unread(reading)
         return items
@@ -420,7 +427,11 @@ class ScheduleEngine:
         if holiday or skipped_by:
             await self._report_missed(schedule, missed, now)
             await self._skip(
-                schedule, fire, f"{holiday} holiday" if holiday else f"skipped by <@{skipped_by}>"
+                schedule,
+                fire,
+                say("{} holiday", holiday)
+                if holiday
+                else say("skipped by {}", Person(str(skipped_by))),
             )
         elif fire in self.store.snoozes(schedule.name):
             return  # it runs at its snooze time
@@ -440,12 +451,12 @@ class ScheduleEngine:
             fire,
             kind=kind,
             status="missed",
-            reason=f"the bot was down at {fire:%H:%M} UTC, longer than the grace time",
+            reason=say("the bot was down at {:%H:%M} UTC, longer than the grace time", fire),
             owner=self.registry.id,
         )
 
     def _announce(
-        self, schedule: ScheduleConfig, fire: dt.datetime, text: str, runs: list[str]
+        self, schedule: ScheduleConfig, fire: dt.datetime, text: Text, runs: list[str]
     ) -> None:
         """Owe an announcement in the schedule's channel, the runs it tells of marked told."""
         owed = Owed(
@@ -454,7 +465,7 @@ class ScheduleEngine:
             payload={
                 "schedule": schedule.model_dump(mode="json"),
                 "fire": fire.isoformat(),
-                "text": text,
+                "text": text.to_json(),
             },
             urgent=True,
             owner=self.registry.id,
@@ -488,7 +499,11 @@ class ScheduleEngine:
         self._announce(
             schedule,
             first,
-            f"{what} Nothing was stopped; run it now with `/stop schedule run {schedule.name}`.",
+            say(
+                "{} Nothing was stopped; run it now with {}.",
+                what,
+                Command("schedule run", schedule.name),
+            ),
             ids,
         )
 
@@ -509,7 +524,7 @@ class ScheduleEngine:
                 await self._start(schedule, until, "snooze", now)
                 self.store.start_snooze(schedule.name, fire)
 
-    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> None:
+    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: Text) -> None:
         run = self.store.create_run(
             schedule.name,
             fire,
@@ -521,10 +536,13 @@ class ScheduleEngine:
         if run is not None:
             self._announce(schedule, fire, self._skipped_text(schedule, fire, why), [run.id])
 
-    def _skipped_text(self, schedule: ScheduleConfig, fire: dt.datetime, why: str) -> str:
-        return (
-            f"The {schedule.name} run due {_local(schedule, fire)} is skipped ({why}). "
-            f"Next run: {_local(schedule, self.upcoming(schedule))}."
+    def _skipped_text(self, schedule: ScheduleConfig, fire: dt.datetime, why: Text) -> Text:
+        return say(
+            "The {} run due {} is skipped ({}). Next run: {}.",
+            schedule.name,
+            _local(schedule, fire),
+            why,
+            _local(schedule, self.upcoming(schedule)),
         )
 
     async def _warn_if_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
@@ -560,7 +578,8 @@ class ScheduleEngine:
     async def _deliver_announcement(self, owed: Owed) -> bool:
         schedule = ScheduleConfig.model_validate(owed.payload["schedule"])
         fire = dt.datetime.fromisoformat(owed.payload["fire"])
-        return await self.notifier.announce(schedule, fire, owed.payload["text"]) is not False
+        text = Text.coerce(owed.payload["text"])
+        return await self.notifier.announce(schedule, fire, text) is not False
 
     # -- commands from the faces -------------------------------------------------------
 
@@ -587,7 +606,7 @@ class ScheduleEngine:
                 fire,
                 kind="snooze",
                 status="skipped",
-                reason=f"skipped by <@{actor}>",
+                reason=say("skipped by {}", Person(actor)),
                 owner=self.registry.id,
             )
             if run is not None:  # said by the button's answer
@@ -602,8 +621,11 @@ class ScheduleEngine:
         ScheduleError, changing nothing, when that run is skipped or has started."""
         if duration > MAX_SNOOZE:
             raise ScheduleError(
-                f"A snooze moves one run by {format_duration(MAX_SNOOZE)} at most: to leave a "
-                f"run out, skip it (`/stop schedule skip {name}`)."
+                say(
+                    "A snooze moves one run by {} at most: to leave a run out, skip it ({}).",
+                    format_duration(MAX_SNOOZE),
+                    Command("schedule skip", name),
+                )
             )
         schedule = self.schedule(name)
         fire = self._fire(schedule, fire)
@@ -611,16 +633,20 @@ class ScheduleEngine:
         skipped = (run is not None and run.status == "skipped") or fire in self.store.skips(name)
         if skipped or self._holiday(schedule, fire):
             raise ScheduleError(
-                f"The `{name}` run due {_local(schedule, fire)} is skipped: there is nothing "
-                "to snooze."
+                Text(
+                    f"The `{name}` run due {_local(schedule, fire)} is skipped: there is nothing "
+                    "to snooze."
+                )
             )
         self._refuse_if_started(schedule, fire, run)
         until = fire + duration
         now = self.clock()
         if until <= now:
             raise ScheduleError(
-                f"{_local(schedule, until)} has passed: snooze `{name}` by more than "
-                f"{format_duration(now - fire)}."
+                Text(
+                    f"{_local(schedule, until)} has passed: snooze `{name}` by more than "
+                    f"{format_duration(now - fire)}."
+                )
             )
         changed = self.store.snooze_fire(name, fire, until, actor)
         if changed is None:
@@ -633,8 +659,10 @@ class ScheduleEngine:
             return self.next_run(schedule)[0]
         if self.next_fire(schedule, fire - dt.timedelta(microseconds=1)) != fire:
             raise ScheduleError(
-                f"`{schedule.name}` no longer runs at {_local(schedule, fire)} (it was changed "
-                "since): nothing was changed."
+                Text(
+                    f"`{schedule.name}` no longer runs at {_local(schedule, fire)} (it was changed "
+                    "since): nothing was changed."
+                )
             )
         return fire
 
@@ -645,21 +673,23 @@ class ScheduleEngine:
         due = f"The `{schedule.name}` run due {_local(schedule, fire)}"
         if run is not None:
             verb = "was missed" if run.status == "missed" else "has already started"
-            raise ScheduleError(f"{due} {verb}: nothing was changed.")
+            raise ScheduleError(Text(f"{due} {verb}: nothing was changed."))
         snooze = self.store.snoozes(schedule.name).get(fire)
         if snooze is not None and snooze[1]:
             raise ScheduleError(
-                f"{due}, snoozed to {_local(schedule, snooze[0])}, has already started: "
-                "nothing was changed."
+                Text(
+                    f"{due}, snoozed to {_local(schedule, snooze[0])}, has already started: "
+                    "nothing was changed."
+                )
             )
         checked = self.store.schedule_state(schedule.name).checked_through
         if snooze is None and checked is not None and fire <= checked:
-            raise ScheduleError(f"{due} has passed: nothing was changed.")
+            raise ScheduleError(Text(f"{due} has passed: nothing was changed."))
 
     def keep(self, name: str, resource: str, until: dt.datetime, actor: str) -> None:
         schedule = self.schedule(name)
         if resource not in {r.name for r in self.selected(schedule)}:
-            raise ScheduleError(f"{resource} is not stopped by `{name}`.")
+            raise ScheduleError(Text(f"{resource} is not stopped by `{name}`."))
         self.store.add_exception(name, resource, until, actor)
 
     async def run_now(self, name: str, actor: str) -> ScheduleRun:
@@ -668,7 +698,7 @@ class ScheduleEngine:
         now = self.clock()
         run = await self._start(schedule, now, "manual", now, started_by=actor)
         if run is None:
-            raise ScheduleError(f"`{name}` is running already.")
+            raise ScheduleError(Text(f"`{name}` is running already."))
         return run
 
     # -- a run ------------------------------------------------------------------------
@@ -687,7 +717,7 @@ class ScheduleEngine:
             fire,
             kind=kind,
             channel=schedule.channel,
-            reason=f"started by <@{started_by}>" if started_by else None,
+            reason=say("started by {}", Person(started_by)) if started_by else None,
             started_by=started_by,
             owner=self.registry.id,
         )
@@ -746,7 +776,8 @@ class ScheduleEngine:
                 elif run.status == "missed":
                     missed.setdefault(run.schedule, []).append(run)
                 else:
-                    text = self._skipped_text(schedule, run.fire_time, run.reason or "skipped")
+                    why = run.reason or Text("skipped")
+                    text = self._skipped_text(schedule, run.fire_time, why)
                     self._announce(schedule, run.fire_time, text, [run.id])
             for name, runs in missed.items():
                 await self._report_missed(self.schedule(name), runs, now)
@@ -800,7 +831,10 @@ class ScheduleEngine:
                 resource = resources.get(item.resource)
                 if resource is None:
                     self.store.record_item(
-                        run_id, item.resource, Outcome.FAILED, "no longer in the configuration"
+                        run_id,
+                        item.resource,
+                        Outcome.FAILED,
+                        Text("no longer in the configuration"),
                     )
                     return
                 async with pace.in_progress(resource.provider):
@@ -815,8 +849,11 @@ class ScheduleEngine:
                     run_id,
                     item.resource,
                     Outcome.FAILED,
-                    f"unexpected error ({type(exc).__name__}); Stopbot's log has the details "
-                    f"under reference {reference}",
+                    say(
+                        "unexpected error ({}); Stopbot's log has the details under reference {}",
+                        type(exc).__name__,
+                        reference,
+                    ),
                 )
             self.publish_soon(run_id)
 
@@ -840,9 +877,15 @@ class ScheduleEngine:
             self._announce(
                 schedule,
                 run.fire_time,
-                f"The {schedule.name} run due {_local(schedule, run.fire_time)} was cut by a "
-                f"restart, and {late}: {len(left)} resource(s) it had not stopped yet were not "
-                f"stopped. Run it now with `/stop schedule run {schedule.name}`.",
+                say(
+                    "The {} run due {} was cut by a restart, and {}: {} resource(s) it had "
+                    "not stopped yet were not stopped. Run it now with {}.",
+                    schedule.name,
+                    _local(schedule, run.fire_time),
+                    late,
+                    len(left),
+                    Command("schedule run", schedule.name),
+                ),
                 [],
             )
 
@@ -867,7 +910,7 @@ class ScheduleEngine:
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
             if late is not None and not self._sent(key, actor):
                 self.store.record_item(
-                    run.id, resource.name, Outcome.MISSED, f"not stopped: {late}"
+                    run.id, resource.name, Outcome.MISSED, say("not stopped: {}", late)
                 )
                 return
             prior = await pace.prior(resource) if attempt == 0 else None
@@ -901,13 +944,13 @@ class ScheduleEngine:
             if op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING:
                 continue
             outcome, detail = self._outcome(op, preview)
-            uncertain = any(words in (op.detail or "") for words in _UNCERTAIN)
+            uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
                 return
             failures += 1
             self.store.record_item(
-                run.id, resource.name, None, f"failed, trying again: {op.detail}", op.id
+                run.id, resource.name, None, say("failed, trying again: {}", op.detail or ""), op.id
             )
             self.publish_soon(run.id)
             await self.sleep(self.settings.retry_delay.total_seconds())
@@ -969,12 +1012,12 @@ class ScheduleEngine:
                 OpState.CANCELLED,
                 allowed_from=[OpState.AWAITING_CONFIRMATION],
                 actor=actor.id,
-                detail="not started: the scheduled run resumed past its grace time",
+                detail=Text("not started: the scheduled run resumed past its grace time"),
             )
             return False
         return True
 
-    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, str | None]:
+    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, Text | None]:
         if op.state == OpState.REFUSED:
             # A lock refuses at preview (where it is named) or right before the stop (the
             # only refusal once submitting); anything else refused says its own reason.
@@ -1139,24 +1182,33 @@ def _local(schedule: ScheduleConfig, at: dt.datetime) -> str:
     )
 
 
-def _unread(reading: reads.Reading) -> str:
+def _unread(reading: reads.Reading) -> Text:
     """What could not be read of a resource, and why, once when one failure cost both."""
     status, lock = reading.status_error, reading.lock_error
     if status is not None and status == lock:
-        return f"status and provider lock unknown: {status}"
-    parts = [f"status unknown: {status}"] if status is not None else []
-    parts += [f"provider lock unknown: {lock}"] if lock is not None else []
-    return "; ".join(parts)
+        return say("status and provider lock unknown: {}", status)
+    parts = [say("status unknown: {}", status)] if status is not None else []
+    parts += [say("provider lock unknown: {}", lock)] if lock is not None else []
+    return Text("; ").join(parts)
 
 
-def _outcome(op: Operation) -> tuple[str, str | None]:
+def _without_subject(reason: Text, name: str) -> Text:
+    """A lock rule's sentence about ``name`` without "<name> is " (shown under its name)."""
+    subject = f"{name} is "
+    first = reason.parts[0] if reason.parts else None
+    if isinstance(first, str) and first.startswith(subject):
+        return Text(first.removeprefix(subject), *reason.parts[1:])
+    return reason
+
+
+def _outcome(op: Operation) -> tuple[str, Text | None]:
     if op.state == OpState.STOPPED:
         return Outcome.STOPPED, None
     if op.state == OpState.STOPPED_ALREADY:
         return Outcome.ALREADY, None
     if op.state == OpState.AWAITING_APPROVAL:
-        return Outcome.AWAITING_APPROVAL, "an approver decides in the channel"
-    return Outcome.FAILED, op.detail or op.state.value.replace("_", " ")
+        return Outcome.AWAITING_APPROVAL, Text("an approver decides in the channel")
+    return Outcome.FAILED, op.detail or Text(op.state.value.replace("_", " "))
 
 
 class ScheduleRunner:

@@ -2,7 +2,7 @@
 
 Why these choices:
 
-* WAL mode, so the audit export and ``/stop history`` read while a stop writes, with
+* WAL mode, so the audit export and the history commands read while a stop writes, with
   ``synchronous = NORMAL``: durable across a killed process, fsynced at checkpoints.
 * The connection is in autocommit mode and every multi-row write runs in
   :meth:`Store.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
@@ -42,6 +42,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.text import Text
 from providers.base import utcnow
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
@@ -59,6 +60,11 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 # The states of a stop that is being sent or followed: one such stop per resource.
 IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
+
+
+def _stored(text: Text | None) -> str | None:
+    """A sentence for the user as its column keeps it: parts, never a face's markup."""
+    return text.stored() if text is not None else None
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -445,6 +451,7 @@ class Store:
                 action,
                 resource,
                 operation_id,
+                # default=str: a Text is kept as its neutral words ("denied by U0CAROL").
                 json.dumps(detail or {}, sort_keys=True, default=str),
             ],
         )
@@ -602,7 +609,7 @@ class Store:
         *,
         allowed_from: Iterable[OpState],
         actor: str,
-        detail: str | None = None,
+        detail: Text | None = None,
         audit_detail: dict[str, Any] | None = None,
         fields: dict[str, Any] | None = None,
         owe: Owed | None = None,
@@ -624,7 +631,7 @@ class Store:
         values: dict[str, Any] = {
             "state": to.value,
             "updated_at": _iso(now),
-            "detail": detail,
+            "detail": _stored(detail),
             **(fields or {}),
         }
         if to in FINAL_STATES:
@@ -650,7 +657,7 @@ class Store:
                 self._owe(conn, owe)
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
-                [op_id, _iso(now), to.value, detail],
+                [op_id, _iso(now), to.value, _stored(detail)],
             )
             self._audit(
                 conn,
@@ -702,7 +709,14 @@ class Store:
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, provider_state, phase, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [op_id, _iso(now), row[0], provider_state, phase, message],
+                [
+                    op_id,
+                    _iso(now),
+                    row[0],
+                    provider_state,
+                    phase,
+                    _stored(Text(message) if message else None),
+                ],
             )
             return self._get(conn, op_id)
 
@@ -847,7 +861,7 @@ class Store:
         *,
         decided_by: str,
         to: OpState,
-        detail: str | None,
+        detail: Text | None,
         reason: str | None = None,
         owner: str | None = None,
         owe: Owed | None = None,
@@ -867,7 +881,11 @@ class Store:
             )
             if cursor.rowcount != 1:
                 return None
-            values: dict[str, Any] = {"state": to.value, "updated_at": _iso(now), "detail": detail}
+            values: dict[str, Any] = {
+                "state": to.value,
+                "updated_at": _iso(now),
+                "detail": _stored(detail),
+            }
             if to in FINAL_STATES:
                 values["finished_at"] = _iso(now)
             if to == OpState.SUBMITTING:
@@ -880,7 +898,7 @@ class Store:
             )
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, message) VALUES (?, ?, ?, ?)",
-                [op_id, _iso(now), to.value, detail],
+                [op_id, _iso(now), to.value, _stored(detail)],
             )
             op = self._get(conn, op_id)
             self._audit(
@@ -1144,7 +1162,7 @@ class Store:
         *,
         kind: str,
         status: str = "running",
-        reason: str | None = None,
+        reason: Text | None = None,
         channel: str | None = None,
         started_by: str | None = None,
         owner: str | None = None,
@@ -1166,7 +1184,7 @@ class Store:
                     _iso(fire_time),
                     kind,
                     status,
-                    reason,
+                    _stored(reason),
                     _iso(now),
                     None if status == "running" else _iso(now),
                     channel,
@@ -1285,7 +1303,7 @@ class Store:
         run_id: str,
         resource: str,
         outcome: str | None,
-        detail: str | None = None,
+        detail: Text | None = None,
         op_id: str | None = None,
     ) -> None:
         with self.transaction() as conn:
@@ -1294,7 +1312,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, resource) DO UPDATE SET "
                 "outcome = excluded.outcome, detail = excluded.detail, "
                 "op_id = COALESCE(excluded.op_id, schedule_items.op_id)",
-                [run_id, resource, outcome, detail, op_id],
+                [run_id, resource, outcome, _stored(detail), op_id],
             )
 
     def run_items(self, run_id: str) -> list[RunItem]:

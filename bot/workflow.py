@@ -41,6 +41,7 @@ from bot.policy import Policy
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store
+from bot.text import Command, Person, Text, check_length, say, too_long
 from providers.base import (
     Phase,
     Provider,
@@ -79,16 +80,10 @@ SYSTEM = "stopbot"
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
 # Added to a stop call's longest time before a restarted process judges its operation.
 SUBMIT_MARGIN = 5.0
-INTERRUPTED_PREPARING = "interrupted by a restart while it was being prepared: nothing was stopped"
+INTERRUPTED_PREPARING = Text(
+    "interrupted by a restart while it was being prepared: nothing was stopped"
+)
 _STOPPED_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY})
-
-
-def _typed(source: str, args: str, verb: str = "stop") -> str:
-    """A command to type again, in the words of the interface the stop came from: the CLI's
-    for a stop asked from the CLI, Slack's otherwise (schedules report in Slack)."""
-    if source == "cli":
-        return f"`stopbot {verb} {args}`"
-    return f"`/stop {args}`" if verb == "stop" else f"`/stop {verb} {args}`"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +116,7 @@ class Preview(BaseModel):
         "None without it means there is none.",
     )
     bot_lock: BotLock | None = None
-    notes: list[str] = []
+    notes: list[Text] = []
     supports_force: bool = False
     approval: ApprovalPolicy | None = None
     blocking_lock: LockVerdict | None = Field(
@@ -142,7 +137,7 @@ class ActionResult(BaseModel):
     """The answer to a button press or command: did it act, and what to tell the user."""
 
     ok: bool
-    message: str
+    message: Text
     operation: Operation | None = None
     needs_approval: bool = False
     run: bool = Field(default=False, description="True when the stop should now be submitted.")
@@ -178,14 +173,6 @@ class _Unshown:
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
         return None
-
-
-def _mention(who: str) -> str:
-    if who[:1] in {"U", "W"}:
-        return f"<@{who}>"
-    if who[:1] == "S":
-        return f"<!subteam^{who}>"
-    return who
 
 
 class StopService:
@@ -248,8 +235,10 @@ class StopService:
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). ``notify``: the face shows its progress from
         confirmation on, owed through the outbox. ``prior``: the resource's status and
-        lock, read already. Raises UnknownResourceError for a name not configured.
+        lock, read already. Raises UnknownResourceError for a name not configured,
+        TooLongError for a reason longer than REASON_LIMIT (nothing recorded).
         """
+        check_length("A reason", reason)
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
         op, created = self.store.create_operation(
@@ -286,7 +275,7 @@ class StopService:
         self._preparing[op.id] = preparing
         try:
             decided = await self._prepare(
-                preview, actor, op.source, op.reason, op.force, op.override_lock, prior
+                preview, actor, op.reason, op.force, op.override_lock, prior
             )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
@@ -328,7 +317,6 @@ class StopService:
         self,
         preview: Preview,
         actor: Actor,
-        source: str,
         reason: str | None,
         force: bool,
         override_lock: bool,
@@ -339,9 +327,9 @@ class StopService:
         op = preview.operation
         decision = await self.policy.may_stop(actor.id, resource.name)
         if not decision.allowed:
-            return self._decide(preview, OpState.REFUSED, actor, decision.reason)
+            return self._decide(preview, OpState.REFUSED, actor, Text(decision.reason))
         if force and not provider.supports_force:
-            preview.notes.append(f"--force has no meaning for {resource.provider}: ignored")
+            preview.notes.append(say("--force has no meaning for {}: ignored", resource.provider))
 
         verdict = await self._read(preview, actor, prior)
         if isinstance(verdict, NotFoundError):
@@ -349,8 +337,13 @@ class StopService:
                 preview,
                 OpState.REFUSED,
                 actor,
-                f"{resource.provider} does not know {resource.name} (id {resource.id}): "
-                f"{verdict.message}. Check the id in the configuration.",
+                say(
+                    "{} does not know {} (id {}): {}. Check the id in the configuration.",
+                    resource.provider,
+                    resource.name,
+                    resource.id,
+                    verdict.message,
+                ),
             )
         if verdict.blocked and override_lock:
             if not self.policy.is_admin(actor.id):
@@ -358,20 +351,22 @@ class StopService:
                     preview,
                     OpState.REFUSED,
                     actor,
-                    f"only admins can use --override-lock. {verdict.reason}",
+                    say("only admins can use --override-lock. {}", verdict.reason or ""),
                 )
             if not reason:
                 return self._decide(
                     preview,
                     OpState.REFUSED,
                     actor,
-                    "--override-lock needs a reason, e.g. "
-                    + _typed(
-                        source, f"{resource.name} --override-lock runaway costs, owner unreachable"
-                    )
-                    + ".",
+                    say(
+                        "--override-lock needs a reason, e.g. {}.",
+                        Command(
+                            "stop",
+                            f"{resource.name} --override-lock runaway costs, owner unreachable",
+                        ),
+                    ),
                 )
-            preview.notes.append(f"overriding a lock as an admin: {verdict.reason}")
+            preview.notes.append(say("overriding a lock as an admin: {}", verdict.reason or ""))
             self.store.audit(
                 actor.id,
                 "lock.override",
@@ -388,7 +383,11 @@ class StopService:
                 preview,
                 OpState.STOPPED_ALREADY,
                 actor,
-                f"{resource.name} is already stopped ({preview.status.state}): nothing to do.",
+                say(
+                    "{} is already stopped ({}): nothing to do.",
+                    resource.name,
+                    preview.status.state,
+                ),
             )
         return self._decide(
             preview,
@@ -432,9 +431,11 @@ class StopService:
     def _note_approval(preview: Preview) -> None:
         if preview.approval is not None:
             preview.notes.append(
-                f"needs {preview.approval.min_approvals} approval(s) from "
-                + ", ".join(_mention(a) for a in preview.approval.approvers)
-                + " after you confirm"
+                say(
+                    "needs {} approval(s) from {} after you confirm",
+                    preview.approval.min_approvals,
+                    Text(", ").join(Person(a) for a in preview.approval.approvers),
+                )
             )
 
     def _decide(
@@ -442,7 +443,7 @@ class StopService:
         preview: Preview,
         state: OpState,
         actor: Actor,
-        detail: str | None,
+        detail: Text | None,
         *,
         expires_at: dt.datetime | None = None,
     ) -> Preview:
@@ -481,19 +482,24 @@ class StopService:
     def _check_pending(self, op_id: str, actor: Actor, verb: str) -> ActionResult | Operation:
         op = self.store.get_operation(op_id)
         if op is None:
-            return ActionResult(ok=False, message="This stop request no longer exists.")
+            return ActionResult(ok=False, message=Text("This stop request no longer exists."))
         if op.requested_by != actor.id:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"Only <@{op.requested_by}> can {verb} this stop of {op.resource}.",
+                message=say(
+                    "Only {} can {} this stop of {}.", Person(op.requested_by), verb, op.resource
+                ),
             )
         if op.state != OpState.AWAITING_CONFIRMATION:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"This stop of {op.resource} was already handled "
-                f"(it is {op.state.value.replace('_', ' ')}). Nothing was changed.",
+                message=say(
+                    "This stop of {} was already handled (it is {}). Nothing was changed.",
+                    op.resource,
+                    op.state.value.replace("_", " "),
+                ),
             )
         return op
 
@@ -518,13 +524,14 @@ class StopService:
                 OpState.CANCELLED,
                 allowed_from=[OpState.AWAITING_CONFIRMATION],
                 actor=SYSTEM,
-                detail="the confirmation expired",
+                detail=Text("the confirmation expired"),
             )
             return ActionResult(
                 ok=False,
                 operation=expired or checked,
-                message="This confirmation expired. Run "
-                f"{_typed(checked.source, checked.resource)} again.",
+                message=say(
+                    "This confirmation expired. Run {} again.", Command("stop", checked.resource)
+                ),
             )
         approval = self._approval_policy(checked.resource) if require_approval else None
         if approval is not None:
@@ -542,40 +549,44 @@ class StopService:
                 ),
             )
             if waiting is None:
-                return ActionResult(ok=False, message="This stop was already handled.")
+                return ActionResult(ok=False, message=Text("This stop was already handled."))
             self.outbox.kick()
             return ActionResult(
                 ok=True,
                 operation=waiting,
                 needs_approval=True,
-                message=f"Asked for approval to stop {waiting.resource}. "
-                "You will be told when an approver decides.",
+                message=say(
+                    "Asked for approval to stop {}. You will be told when an approver decides.",
+                    waiting.resource,
+                ),
             )
         op = self.store.transition(
             op_id,
             OpState.SUBMITTING,
             allowed_from=[OpState.AWAITING_CONFIRMATION],
             actor=actor.id,
-            detail="confirmed",
+            detail=Text("confirmed"),
             fields={"owner": self.registry.id}
             | ({"response_url": response_url} if response_url else {}),
             owe=self._progress(checked),
         )
         if op is None:  # another click won the race
-            return ActionResult(ok=False, message="This stop was already handled.")
+            return ActionResult(ok=False, message=Text("This stop was already handled."))
         self.outbox.kick()
         return ActionResult(
             ok=True, message=self._submitted(op), operation=op, run=True, joined=op.joined
         )
 
-    def _submitted(self, op: Operation) -> str:
+    def _submitted(self, op: Operation) -> Text:
         if op.joined is None:
-            return f"Stopping {op.resource}…"
+            return say("Stopping {}…", op.resource)
         leader = self.store.get_operation(op.joined)
-        who = f" by {_mention(leader.requested_by)}" if leader is not None else ""
-        return (
-            f"{op.resource} is already being stopped{who}: "
-            "this request follows that stop instead of sending another."
+        by = say(" by {}", Person(leader.requested_by)) if leader is not None else None
+        return say(
+            "{} is already being stopped{}: this request follows that stop instead of "
+            "sending another.",
+            op.resource,
+            by,
         )
 
     def _progress(self, op: Operation, *, urgent: bool = False) -> Owed | None:
@@ -601,28 +612,35 @@ class StopService:
     async def _check_approvable(self, op_id: str, actor: Actor) -> ActionResult | Operation:
         op = self.store.get_operation(op_id)
         if op is None:
-            return ActionResult(ok=False, message="This approval request no longer exists.")
+            return ActionResult(ok=False, message=Text("This approval request no longer exists."))
         if op.state != OpState.AWAITING_APPROVAL:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"This request to stop {op.resource} was already decided "
-                f"(it is {op.state.value.replace('_', ' ')}). Nothing was changed.",
+                message=say(
+                    "This request to stop {} was already decided (it is {}). Nothing was changed.",
+                    op.resource,
+                    op.state.value.replace("_", " "),
+                ),
             )
         if op.requested_by == actor.id:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message="You cannot approve or deny your own stop request: "
-                "another approver has to decide.",
+                message=Text(
+                    "You cannot approve or deny your own stop request: "
+                    "another approver has to decide."
+                ),
             )
         policy = self._approval_policy(op.resource)
         if policy is None or not await self.policy.is_approver(actor.id, policy.approvers):
-            who = ", ".join(_mention(a) for a in policy.approvers) if policy else "nobody"
+            who = Text(", ").join(Person(a) for a in policy.approvers) if policy else "nobody"
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=f"Only the approvers of {op.resource} ({who}) can decide this request.",
+                message=say(
+                    "Only the approvers of {} ({}) can decide this request.", op.resource, who
+                ),
             )
         approval = self.store.approval(op_id)
         if approval is not None and self.clock() >= approval.expires_at:
@@ -631,15 +649,18 @@ class StopService:
                 "expired",
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
-                detail="the approval request expired",
+                detail=Text("the approval request expired"),
                 owe=self._outcome(op_id),
             )
             self.outbox.kick()
             return ActionResult(
                 ok=False,
                 operation=expired or op,
-                message=f"This approval request expired. <@{op.requested_by}> can run "
-                f"{_typed(op.source, op.resource)} again.",
+                message=say(
+                    "This approval request expired. {} can run {} again.",
+                    Person(op.requested_by),
+                    Command("stop", op.resource),
+                ),
             )
         return op
 
@@ -648,7 +669,7 @@ class StopService:
         checked = await self._check_approvable(op_id, actor)
         if isinstance(checked, ActionResult):
             return checked
-        return ActionResult(ok=True, operation=checked, message="")
+        return ActionResult(ok=True, operation=checked, message=Text())
 
     async def approve(self, op_id: str, actor: Actor) -> ActionResult:
         """An approver approves; with enough approvals the stop is released, once."""
@@ -658,7 +679,9 @@ class StopService:
         count = self.store.vote(op_id, actor.id, "approve")
         if count is None:
             return ActionResult(
-                ok=False, operation=checked, message="You have already approved this request."
+                ok=False,
+                operation=checked,
+                message=Text("You have already approved this request."),
             )
         approval = self.store.approval(op_id)
         needed = approval.min_approvals if approval else 1
@@ -666,27 +689,31 @@ class StopService:
             return ActionResult(
                 ok=True,
                 operation=checked,
-                message=f"Approved by <@{actor.id}> ({count} of {needed}); "
-                "waiting for more approvers.",
+                message=say(
+                    "Approved by {} ({} of {}); waiting for more approvers.",
+                    Person(actor.id),
+                    count,
+                    needed,
+                ),
             )
         op = self.store.decide_approval(
             op_id,
             "approved",
             decided_by=actor.id,
             to=OpState.SUBMITTING,
-            detail=f"approved by <@{actor.id}>",
+            detail=say("approved by {}", Person(actor.id)),
             owner=self.registry.id,
             owe=self._outcome(op_id),
         )
         if op is None:
-            return ActionResult(ok=False, message="This request was already decided.")
+            return ActionResult(ok=False, message=Text("This request was already decided."))
         self._owe_progress(op)
         return ActionResult(
             ok=True,
             operation=op,
             run=True,
             joined=op.joined,
-            message=f"Approved by <@{actor.id}>: stopping {op.resource}.",
+            message=say("Approved by {}: stopping {}.", Person(actor.id), op.resource),
         )
 
     def _outcome(self, op_id: str) -> Owed:
@@ -707,6 +734,9 @@ class StopService:
 
     async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
         """An approver denies: the request ends, refused, once."""
+        refused = too_long("A reason", reason)
+        if refused is not None:
+            return ActionResult(ok=False, message=refused)
         checked = await self._check_approvable(op_id, actor)
         if isinstance(checked, ActionResult):
             return checked
@@ -716,17 +746,17 @@ class StopService:
             "denied",
             decided_by=actor.id,
             to=OpState.REFUSED,
-            detail=f"denied by <@{actor.id}>{why}",
+            detail=say("denied by {}{}", Person(actor.id), why),
             reason=reason,
             owe=self._outcome(op_id),
         )
         if op is None:
-            return ActionResult(ok=False, message="This request was already decided.")
+            return ActionResult(ok=False, message=Text("This request was already decided."))
         self.outbox.kick()
         return ActionResult(
             ok=True,
             operation=op,
-            message=f"Denied by <@{actor.id}>{why}. {op.resource} keeps running.",
+            message=say("Denied by {}{}. {} keeps running.", Person(actor.id), why, op.resource),
         )
 
     def expire_approvals(self) -> list[Operation]:
@@ -739,7 +769,7 @@ class StopService:
                 "expired",
                 decided_by=SYSTEM,
                 to=OpState.CANCELLED,
-                detail="the approval request expired",
+                detail=Text("the approval request expired"),
                 owe=self._outcome(op_id),
             )
             if op is not None:
@@ -757,12 +787,12 @@ class StopService:
             OpState.CANCELLED,
             allowed_from=[OpState.AWAITING_CONFIRMATION],
             actor=actor.id,
-            detail=f"cancelled by <@{actor.id}>",
+            detail=say("cancelled by {}", Person(actor.id)),
         )
         if op is None:
-            return ActionResult(ok=False, message="This stop was already handled.")
+            return ActionResult(ok=False, message=Text("This stop was already handled."))
         return ActionResult(
-            ok=True, message=f"Cancelled: {op.resource} was not stopped.", operation=op
+            ok=True, message=say("Cancelled: {} was not stopped.", op.resource), operation=op
         )
 
     # -- run and follow -------------------------------------------------------------
@@ -791,7 +821,7 @@ class StopService:
         op: Operation,
         to: OpState,
         allowed_from: list[OpState],
-        detail: str | None = None,
+        detail: Text | None = None,
         *,
         audit_detail: dict[str, Any] | None = None,
         shown: bool = True,
@@ -902,10 +932,10 @@ class StopService:
                 OpState.STOPPED_ALREADY,
                 listener,
                 None,
-                f"{resource.name} was already stopped ({exc.message}).",
+                say("{} was already stopped ({}).", resource.name, exc.message),
             )
         except LockedError as exc:
-            return await self._end(op, OpState.REFUSED, listener, None, str(exc))
+            return await self._end(op, OpState.REFUSED, listener, None, Text(str(exc)))
         except UnsupportedError as exc:
             hint = (
                 " Use `--force` to stop it without a checkpoint."
@@ -914,19 +944,23 @@ class StopService:
             )
             said = str(exc)
             stop = "" if said.endswith((".", "!", "?")) else "."
-            return await self._end(op, OpState.FAILED, listener, None, f"{said}{stop}{hint}")
+            return await self._end(op, OpState.FAILED, listener, None, Text(said, stop, hint))
         except ProviderTimeoutError as exc:
             return await self._end(
                 op,
                 OpState.FAILED,
                 listener,
                 None,
-                f"{exc}. The stop may or may not have been taken: "
-                f"check with {_typed(op.source, resource.name, 'status')} before trying again.",
+                say(
+                    "{}. The stop may or may not have been taken: check with {} before trying "
+                    "again.",
+                    exc,
+                    Command("status", resource.name),
+                ),
             )
         except ProviderError as exc:
-            return await self._end(op, OpState.FAILED, listener, None, str(exc))
-        moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], accepted.message)
+            return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
+        moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -960,7 +994,7 @@ class StopService:
                 OpState.FAILED,
                 listener,
                 None,
-                f"{op.resource} is no longer in the configuration.",
+                say("{} is no longer in the configuration.", op.resource),
             )
 
     async def _follow_joined(
@@ -972,22 +1006,22 @@ class StopService:
             op,
             OpState.IN_PROGRESS,
             [OpState.SUBMITTING],
-            "following the stop already in flight",
+            Text("following the stop already in flight"),
         )
         if moved is None:
             return self.store.get_operation(op.id) or op
         await self._notify(listener, moved, None)
         return await self.follow(moved, resource, listener)
 
-    def _leader_ended(self, op: Operation) -> str | None:
+    def _leader_ended(self, op: Operation) -> Text | None:
         """For a stop that joined another: why that one ended without stopping, if it did."""
         if op.joined is None:
             return None
         leader = self.store.get_operation(op.joined)
         if leader is None or not leader.state.final or leader.state in _STOPPED_STATES:
             return None
-        said = f": {leader.detail}" if leader.detail else ""
-        return f"the stop it followed ended {leader.state.value.replace('_', ' ')}{said}"
+        said = say(": {}", leader.detail) if leader.detail else None
+        return say("the stop it followed ended {}{}", leader.state.value.replace("_", " "), said)
 
     async def follow(
         self, op: Operation, resource: Resource, listener: ProgressListener
@@ -1010,13 +1044,17 @@ class StopService:
                     OpState.TIMED_OUT,
                     listener,
                     last,
-                    f"{resource.name} did not reach a stopped state within "
-                    f"{self.settings.timeout}{state}.",
+                    say(
+                        "{} did not reach a stopped state within {}{}.",
+                        resource.name,
+                        self.settings.timeout,
+                        state,
+                    ),
                 )
             try:
                 status = await self._batchers[resource.provider].status(resource)
             except (NotFoundError, AuthError) as exc:
-                return await self._end(op, OpState.FAILED, listener, last, str(exc))
+                return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
             except ProviderError as exc:
                 log.warning(
                     "status read failed, will retry", extra={"operation": op.id, "error": str(exc)}
@@ -1032,8 +1070,11 @@ class StopService:
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
-                    message = f"{resource.provider} reports {status.state}" + (
-                        f": {status.message}" if status.message else ""
+                    message = say(
+                        "{} reports {}{}",
+                        resource.provider,
+                        status.state,
+                        f": {status.message}" if status.message else "",
                     )
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
@@ -1060,7 +1101,7 @@ class StopService:
         state: OpState,
         listener: ProgressListener,
         status: ResourceStatus | None,
-        detail: str | None,
+        detail: Text | None,
     ) -> Operation:
         final = self._move(op, state, [*_FOLLOWED], detail)
         final = final or self.store.get_operation(op.id) or op
@@ -1158,7 +1199,7 @@ class StopService:
                 return current  # moved on, or taken over, elsewhere
             if status is not None and status.phase not in {Phase.RUNNING, Phase.UNKNOWN}:
                 moved = self._move(
-                    op, OpState.ACCEPTED, [OpState.SUBMITTING], "resumed after a restart"
+                    op, OpState.ACCEPTED, [OpState.SUBMITTING], Text("resumed after a restart")
                 )
                 return moved or self.store.get_operation(op.id) or op
             if self.clock() >= deadline:
@@ -1170,18 +1211,26 @@ class StopService:
                 OpState.FAILED,
                 listener,
                 None,
-                "interrupted by a restart while the stop was being sent, and the status is "
-                f"unknown: {unknown}. The stop may or may not have been taken: check with "
-                f"{_typed(op.source, resource.name, 'status')} before trying again.",
+                say(
+                    "interrupted by a restart while the stop was being sent, and the status "
+                    "is unknown: {}. The stop may or may not have been taken: check with {} "
+                    "before trying again.",
+                    unknown,
+                    Command("status", resource.name),
+                ),
             )
         return await self._end(
             op,
             OpState.FAILED,
             listener,
             status,
-            "interrupted by a restart while the stop was being sent; the provider did not "
-            f"take it: {resource.name} is {status.state}. "
-            f"Run {_typed(op.source, resource.name)} again.",
+            say(
+                "interrupted by a restart while the stop was being sent; the provider did "
+                "not take it: {} is {}. Run {} again.",
+                resource.name,
+                status.state,
+                Command("stop", resource.name),
+            ),
         )
 
     def _submit_window(self) -> dt.timedelta:

@@ -24,6 +24,7 @@ from bot.slack.fake_api import (
     slash_command_body,
 )
 from bot.slack.server import build_http_app
+from bot.slack.wording import escape
 from bot.store import Store
 from bot.workflow import StopService
 from providers.base import Provider
@@ -144,13 +145,15 @@ class Slack:
         **kw: Any,
     ) -> httpx.Response:
         url = self.fake.new_response_url(channel=channel, user=user)
-        body = slash_command_body("/stop", text, user, channel, url, trigger_id or uuid.uuid4().hex)
+        body = slash_command_body(
+            "/stop", escape(text), user, channel, url, trigger_id or uuid.uuid4().hex
+        )
         return await self.post(body, **kw)
 
     async def ask(self, text: str, user: str = BOB, channel: str = CHANNEL) -> Call:
         """Send ``/stop <text>`` and wait for the first answer to that very command."""
         url = self.fake.new_response_url(channel=channel, user=user)
-        body = slash_command_body("/stop", text, user, channel, url, uuid.uuid4().hex)
+        body = slash_command_body("/stop", escape(text), user, channel, url, uuid.uuid4().hex)
         response = await self.post(body)
         assert response.status_code == 200, response.text
         path = url.removeprefix(self.fake_server.base_url)

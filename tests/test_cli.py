@@ -28,6 +28,7 @@ import yaml
 from bot.cli import main, parse_since
 from bot.models import OpState
 from bot.store import Store
+from bot.text import Person, Text, say
 from providers.simulators.common import Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
@@ -410,6 +411,15 @@ def test_unknown_resource_is_a_usage_error(env: Env, capsys: pytest.CaptureFixtu
     assert env.operations() == []
 
 
+def test_a_reason_too_long_is_a_usage_error(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reason over 500 characters: exit 2, the limit said, nothing recorded."""
+    assert main(["stop", "dev-eu", "x" * 501, "--yes"]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: A reason is 500 characters at most (this one has 501): shorten it.\n"
+    )
+    assert env.operations() == []
+
+
 # -- history, locks, schedules ------------------------------------------------------------------
 
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
@@ -433,7 +443,7 @@ def seeded_store(db: Path) -> tuple[str, str]:
         OpState.REFUSED,
         allowed_from=[OpState.REQUESTED],
         actor="U0BOB",
-        detail="locked by Alice",
+        detail=Text("locked by Alice"),
     )
     now[0] = T0 + dt.timedelta(days=1)
     etl, _ = store.create_operation(
@@ -457,6 +467,29 @@ def test_history_table(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
         f"2026-11-03 08:00:00 UTC  {USER}  stop.requested  etl       {etl}   "
         "source=cli state=requested",
     ]
+
+
+def test_history_never_prints_slack_mentions(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """People are named by id in the terminal: a sentence that names someone, and a row an
+    older version wrote with Slack's mention syntax, print no `<@U…>`."""
+    store = Store(env.db, clock=lambda: T0)
+    op, _ = store.create_operation(
+        resource="dev-eu", provider="qovery", resource_id="c1", requested_by="U0BOB", source="slack"
+    )
+    store.transition(
+        op.id,
+        OpState.REFUSED,
+        allowed_from=[OpState.REQUESTED],
+        actor="U0CAROL",
+        detail=say("denied by {}: not tonight", Person("U0CAROL")),
+    )
+    store.audit("U0ALICE", "lock.override", resource="dev-eu", detail={"lock": "by <@U0ALICE>"})
+    store.close()
+    assert main(["history"]) == 0
+    out = capsys.readouterr().out
+    assert "denied by U0CAROL: not tonight" in out
+    assert "lock=by U0ALICE" in out
+    assert "<@" not in out
 
 
 def test_history_filters_and_exports(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

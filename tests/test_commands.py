@@ -59,14 +59,14 @@ def test_parse(text: str, expected: object) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("status", "Usage: `/stop status <resource>` (one resource name)."),
-        ("status a b", "Usage: `/stop status <resource>` (one resource name)."),
+        ("status", "Usage: `/stop status &lt;resource&gt;` (one resource name)."),
+        ("status a b", "Usage: `/stop status &lt;resource&gt;` (one resource name)."),
         ("list a b", "Usage: `/stop list [provider | tag:key=value]`."),
         ("list tag:env", "A tag filter looks like `tag:key=value`, e.g. `tag:env=dev`."),
         ("history a b", "Usage: `/stop history [resource]`."),
         (
             "--force dev-eu",
-            "`--force` is not a resource. Usage: `/stop <resource> [--force] [reason…]`.",
+            "`--force` is not a resource. Usage: `/stop &lt;resource&gt; [--force] [reason…]`.",
         ),
         (
             "dev-eu --now",
@@ -74,19 +74,20 @@ def test_parse(text: str, expected: object) -> None:
         ),
         (
             "lock dev-eu",
-            "Usage: `/stop lock <resource> <duration> [reason…]`, e.g. `/stop lock dev-eu 4h demo this afternoon`.",
+            "Usage: `/stop lock &lt;resource&gt; &lt;duration&gt; [reason…]`, e.g. `/stop lock dev-eu 4h demo this afternoon`.",
         ),
         (
             "lock dev-eu soon",
-            "'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m. Usage: `/stop lock <resource> <duration> [reason…]`.",
+            "'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m. Usage: `/stop lock &lt;resource&gt; &lt;duration&gt; [reason…]`.",
         ),
-        ("unlock", "Usage: `/stop unlock <resource> [--force]`."),
-        ("unlock a b", "Usage: `/stop unlock <resource> [--force]`."),
+        ("unlock", "Usage: `/stop unlock &lt;resource&gt; [--force]`."),
+        ("unlock a b", "Usage: `/stop unlock &lt;resource&gt; [--force]`."),
         ("locks now", "Usage: `/stop locks` (no arguments)."),
     ],
 )
 def test_malformed_input_says_what_was_expected(text: str, message: str) -> None:
-    """Malformed input raises a usage error with the expected form."""
+    """Malformed input raises a usage error with the expected form, in mrkdwn (the
+    grammar's placeholders escaped, so Slack shows them)."""
     with pytest.raises(UsageError) as info:
         parse(text)
     assert str(info.value) == message

@@ -14,6 +14,8 @@ from bot.models import Actor, OpState
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD, Call
 from bot.store import Store
+from bot.text import Person, Text
+from bot.text import say as text_of
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CAROL, CHANNEL, Slack, block_texts
@@ -448,7 +450,7 @@ async def test_deny_with_a_reason_through_the_modal(guarded: Slack) -> None:
     assert closed["text"].endswith(":no_entry: Denied by <@U0CAROL>: not tonight")
     op = guarded.store.get_operation(op_id)
     assert op is not None and op.state == OpState.REFUSED
-    assert op.detail == "denied by <@U0CAROL>: not tonight"
+    assert op.detail == text_of("denied by {}: not tonight", Person("U0CAROL"))
     assert guarded.sims.hub.state()["qovery"]["clusters"][0]["status"] == "DEPLOYED"
 
 
@@ -485,7 +487,7 @@ async def test_expired_request_is_closed_and_requester_told(guarded: Slack) -> N
     op = guarded.store.get_operation(op_id)
     assert op is not None and (op.state, op.detail) == (
         OpState.CANCELLED,
-        "the approval request expired",
+        Text("the approval request expired"),
     )
 
 
@@ -582,6 +584,6 @@ async def test_concurrent_approve_and_deny_exactly_one_wins(
         store.close()
         assert approval is not None and approval.status in {"approved", "denied"}
         loser = next(r for r in results if not r.ok)
-        assert "already decided" in loser.message
+        assert "already decided" in str(loser.message)
     finally:
         harness.close()

@@ -158,10 +158,10 @@ async def test_a_lock_taken_after_the_bulk_read_is_a_skip_with_its_owner(
     await s.engine.wait()
     items = {i.resource: i for i in s.store.run_items(run.id)}
     assert items["dev-eu"].outcome == Outcome.LOCKED
-    assert "Carol Danvers" in (items["dev-eu"].detail or "")
-    assert "demo at 9" in (items["dev-eu"].detail or "")
+    assert "Carol Danvers" in str(items["dev-eu"].detail or "")
+    assert "demo at 9" in str(items["dev-eu"].detail or "")
     assert items["staging-us"].outcome == Outcome.LOCKED
-    assert (items["staging-us"].detail or "").startswith(
+    assert str(items["staging-us"].detail or "").startswith(
         "staging-us is locked in qovery by Alice Martin (load test until Friday)"
     )
     requests = sims.hub.faults.counts()["qovery"]

@@ -24,7 +24,9 @@ from bot.schedules import (
     ScheduleError,
     ScheduleRunner,
 )
+from bot.slack.wording import mrkdwn
 from bot.store import Store
+from bot.text import Text
 from bot.workflow import StopService
 from providers.base import Provider, ResourceStatus
 from providers.errors import ProviderTimeoutError
@@ -38,7 +40,7 @@ STAGING = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c02"
 
 
 class Notes:
-    """A notifier that keeps everything it is told."""
+    """A notifier that keeps everything it is told (texts as Slack shows them)."""
 
     def __init__(self) -> None:
         self.warnings: list[tuple[str, dt.datetime, list[PlanItem]]] = []
@@ -58,8 +60,8 @@ class Notes:
         self.warned_fires.append(fire)
         return True
 
-    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> None:
-        self.announcements.append(text)
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: Text) -> None:
+        self.announcements.append(mrkdwn(text))
 
     async def summary(self, report: RunReport) -> None:
         self.summaries.append(report)
@@ -139,6 +141,11 @@ async def s(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Sched]:
     await harness.engine.tick()  # the schedule starts counting from here
     yield harness
     await harness.aclose()
+
+
+def said(text: Text | None) -> str | None:
+    """A sentence of the core as Slack shows it."""
+    return None if text is None else mrkdwn(text)
 
 
 def utc(*args: int) -> dt.datetime:
@@ -243,7 +250,7 @@ async def test_keep_exception_expires_by_itself(s: Sched) -> None:
     assert (kept.resource, kept.created_by) == ("dev-eu", "U0ALICE")
     await s.tick_at(utc(2027, 1, 11, 19, 0))
     await s.engine.wait()
-    assert [(i.resource, i.outcome, i.detail) for i in s.notes.final().items] == [
+    assert [(i.resource, i.outcome, said(i.detail)) for i in s.notes.final().items] == [
         ("dev-eu", Outcome.KEPT, "kept by <@U0ALICE> for 50m"),
         ("spark", Outcome.STOPPED, None),
     ]
@@ -268,7 +275,7 @@ async def test_holiday_is_skipped_and_announced(sims: SimulatorServer, tmp_path:
             "Next run: Mon 28 Dec 20:00 Europe/Paris."
         ]
         [run] = h.store.runs(schedule="nightly")
-        assert (run.status, run.reason) == ("skipped", "fr holiday")
+        assert (run.status, said(run.reason)) == ("skipped", "fr holiday")
     finally:
         await h.aclose()
 
@@ -340,7 +347,7 @@ async def test_run_with_locked_already_stopped_failing_and_opted_out(
         h.store.set_lock("web-1", "U0ALICE", utc(2027, 1, 12), reason="demo")
         await h.tick_at(utc(2027, 1, 11, 19))
         await h.engine.wait()
-        outcomes = {i.resource: (i.outcome, i.detail) for i in h.notes.final().items}
+        outcomes = {i.resource: (i.outcome, said(i.detail)) for i in h.notes.final().items}
         assert outcomes == {
             "dev-eu": (Outcome.FAILED, outcomes["dev-eu"][1]),
             "staging-us": (
@@ -673,7 +680,7 @@ async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) 
     await asyncio.wait_for(s.engine.wait(), 10)  # a guard: it hung forever before
     run = s.store.run(run.id) or run
     assert run.status == "missed"
-    assert [(i.resource, i.outcome, i.detail) for i in s.store.run_items(run.id)] == [
+    assert [(i.resource, i.outcome, said(i.detail)) for i in s.store.run_items(run.id)] == [
         ("dev-eu", Outcome.STOPPED, None),
         (
             "spark",
@@ -682,7 +689,7 @@ async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) 
         ),
     ]
     (spark,) = s.store.recent_operations(resource="spark")
-    assert (spark.state.value, spark.detail) == (
+    assert (spark.state.value, said(spark.detail)) == (
         "failed",
         "interrupted by a restart while it was being prepared: nothing was stopped",
     )
@@ -714,7 +721,7 @@ async def test_a_restart_while_preparing_a_stop_fails_it_and_tries_again(s: Sche
         "dev-eu": Outcome.STOPPED,
         "spark": Outcome.STOPPED,
     }
-    assert [(t.state, t.message) for t in s.store.transitions(first.id)] == [
+    assert [(t.state, said(t.message)) for t in s.store.transitions(first.id)] == [
         ("requested", None),
         ("failed", "interrupted by a restart while it was being prepared: nothing was stopped"),
     ]
@@ -816,7 +823,7 @@ async def test_an_unexpected_error_fails_one_resource_and_the_run_ends(
     await s.engine.wait()
     final = s.notes.final()
     assert final.run.status == "done"
-    outcomes = {i.resource: (i.outcome, i.detail) for i in final.items}
+    outcomes = {i.resource: (i.outcome, said(i.detail)) for i in final.items}
     assert outcomes["dev-eu"] == (Outcome.STOPPED, None)
     outcome, detail = outcomes["spark"]
     assert outcome == Outcome.FAILED
@@ -872,7 +879,7 @@ async def test_refusals_other_than_locks_say_why(sims: SimulatorServer, tmp_path
         await h.engine.tick()
         await h.tick_at(TONIGHT)
         await h.engine.wait()
-        outcomes = {i.resource: (i.outcome, i.detail) for i in h.notes.final().items}
+        outcomes = {i.resource: (i.outcome, said(i.detail)) for i in h.notes.final().items}
         assert outcomes["dev-eu"] == (Outcome.STOPPED, None)
         outcome, detail = outcomes["spark"]
         assert outcome == Outcome.REFUSED
@@ -915,7 +922,7 @@ async def test_no_second_stop_after_a_stop_that_timed_out(
         await h.tick_at(TONIGHT)
         await h.engine.wait()
         assert calls == ["dev-eu"]
-        assert [(i.resource, i.outcome, i.detail) for i in h.notes.final().items] == [
+        assert [(i.resource, i.outcome, said(i.detail)) for i in h.notes.final().items] == [
             (
                 "dev-eu",
                 Outcome.FAILED,

@@ -59,7 +59,7 @@ async def test_malformed_command_says_what_was_expected(slack: Slack) -> None:
     response = await slack.command("status")
     assert response.json() == {
         "response_type": "ephemeral",
-        "text": "Usage: `/stop status <resource>` (one resource name).",
+        "text": "Usage: `/stop status &lt;resource&gt;` (one resource name).",
     }
     assert slack.store.recent_operations() == []
 

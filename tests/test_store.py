@@ -11,6 +11,7 @@ import pytest
 
 from bot.models import OpState
 from bot.store import SCHEMA_VERSION, Store, StoreError
+from bot.text import Text
 
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 
@@ -185,12 +186,12 @@ def test_final_state_sets_finished_at_and_detail(store: Store, clock: Clock) -> 
         OpState.FAILED,
         allowed_from=[OpState.IN_PROGRESS],
         actor="stopbot",
-        detail="STOP_ERROR: nodes did not drain",
+        detail=Text("STOP_ERROR: nodes did not drain"),
     )
     assert op is not None
     assert (op.finished_at, op.detail) == (
         T0 + dt.timedelta(minutes=3),
-        "STOP_ERROR: nodes did not drain",
+        Text("STOP_ERROR: nodes did not drain"),
     )
 
 

@@ -13,6 +13,8 @@ from bot.models import BotLock, Operation, OpState
 from bot.schedules import PlanItem
 from bot.slack import schedule_views, views
 from bot.slack.fake_api import check_blocks
+from bot.slack.wording import md
+from bot.text import Text
 from providers.base import Phase, Resource, ResourceStatus
 
 NOW = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
@@ -22,7 +24,7 @@ LONG = "r" * NAME_LIMIT
 def test_long_lists_are_packed_into_whole_lines_and_counted() -> None:
     """2,000 lines: at most 45 sections of at most 3,000 characters, no line cut, and the
     lines left out counted exactly."""
-    lines = [f"• line {i} {views.when(NOW)}" for i in range(2000)]
+    lines = [md("• line {} {}", i, views.when(NOW)) for i in range(2000)]
     sections = views.line_sections(lines)
     check_blocks(sections)
     assert len(sections) == views.MAX_LIST_SECTIONS
@@ -34,7 +36,7 @@ def test_long_lists_are_packed_into_whole_lines_and_counted() -> None:
 
 
 def test_a_short_list_is_one_section() -> None:
-    assert views.line_sections(["a", "b"]) == [views._section("a\nb")]
+    assert views.line_sections([md("a"), md("b")]) == [views._section(md("a\nb"))]
 
 
 @pytest.mark.parametrize("count", [1, 300, 5000])
@@ -72,7 +74,7 @@ def test_lists_of_locks_resources_and_stops_are_valid_messages(count: int) -> No
             requested_by="U0BOB",
             source="slack",
             state=OpState.FAILED,
-            detail="d" * 800,
+            detail=Text("d" * 800),
             created_at=NOW,
             updated_at=NOW,
         )

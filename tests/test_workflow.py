@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import words
 from bot.models import Actor, OpState
+from bot.slack.wording import mrkdwn
 from bot.store import Store
+from bot.text import Command, Person, Text, say
 from bot.workflow import LOCK_READ_REUSE, SUBMIT_MARGIN, StopService
 from providers.base import Provider, Resource, ResourceStatus, StopAccepted
 from providers.registry import build_provider
@@ -123,40 +126,36 @@ async def test_already_stopped_resource_needs_no_confirmation(h: Harness) -> Non
     """A resource already stopped ends as stopped-already at once, with no buttons to press."""
     preview = await h.service.prepare("qa-old", BOB, source="test")
     assert preview.operation.state == OpState.STOPPED_ALREADY
-    assert preview.operation.detail == "qa-old is already stopped (STOPPED): nothing to do."
+    assert preview.operation.detail == Text("qa-old is already stopped (STOPPED): nothing to do.")
 
 
 async def test_foreign_provider_lock_refuses_with_owner_reason_and_expiry(h: Harness) -> None:
     """A live Qovery lock held by someone else refuses the stop, naming owner, reason and expiry."""
     preview = await h.service.prepare("staging-us", BOB, source="test")
     assert preview.operation.state == OpState.REFUSED
-    assert preview.operation.detail == (
+    assert preview.operation.detail == Text(
         "staging-us is locked in qovery by Alice Martin (load test until Friday); it expires in 3d."
     )
     assert preview.provider_lock is not None and preview.provider_lock.owner == "Alice Martin"
 
 
-@pytest.mark.parametrize(
-    ("source", "example"),
-    [
-        ("cli", "`stopbot stop staging-us --override-lock runaway costs, owner unreachable`"),
-        ("slack", "`/stop staging-us --override-lock runaway costs, owner unreachable`"),
-    ],
-)
-async def test_advice_names_the_command_of_the_interface_asked_from(
-    h: Harness, source: str, example: str
-) -> None:
-    """What to type is said in the words of the interface the stop came from."""
-    preview = await h.service.prepare("staging-us", ADMIN, source=source, override_lock=True)
+async def test_advice_names_a_command_each_interface_writes_in_its_own_words(h: Harness) -> None:
+    """What to type is a command, not text: the terminal shows it as `stopbot stop …`,
+    Slack as `/stop …`, wherever the stop was asked from."""
+    preview = await h.service.prepare("staging-us", ADMIN, source="cli", override_lock=True)
     assert preview.operation.state == OpState.REFUSED
-    assert preview.operation.detail == f"--override-lock needs a reason, e.g. {example}."
+    detail = preview.operation.detail
+    example = "staging-us --override-lock runaway costs, owner unreachable"
+    assert detail == say("--override-lock needs a reason, e.g. {}.", Command("stop", example))
+    assert words(detail) == f"--override-lock needs a reason, e.g. `stopbot stop {example}`."
+    assert mrkdwn(detail) == f"--override-lock needs a reason, e.g. `/stop {example}`."
 
 
 async def test_lock_owner_may_stop_own_locked_resource(h: Harness) -> None:
     """The lock's owner (matched by name) may stop the resource they locked."""
     preview = await h.service.prepare("staging-us", ALICE, source="test")
     assert preview.operation.state == OpState.AWAITING_CONFIRMATION
-    assert preview.notes == ["locked in qovery by you (load test until Friday)"]
+    assert preview.notes == [Text("locked in qovery by you (load test until Friday)")]
 
 
 async def test_stale_provider_lock_is_noted_and_ignored(h: Harness) -> None:
@@ -165,7 +164,9 @@ async def test_stale_provider_lock_is_noted_and_ignored(h: Harness) -> None:
     preview = await h.service.prepare("staging-us", BOB, source="test")
     assert preview.operation.state == OpState.AWAITING_CONFIRMATION
     assert preview.notes == [
-        "the qovery lock by Alice Martin (load test until Friday) expired 1d ago: stale, ignored"
+        Text(
+            "the qovery lock by Alice Martin (load test until Friday) expired 1d ago: stale, ignored"
+        )
     ]
 
 
@@ -174,8 +175,9 @@ async def test_bot_lock_by_another_user_refuses(h: Harness) -> None:
     h.store.set_lock("dev-eu", ALICE.id, h.time.now() + dt.timedelta(hours=2), reason="demo at 3pm")
     preview = await h.service.prepare("dev-eu", BOB, source="test")
     assert preview.operation.state == OpState.REFUSED
-    assert preview.operation.detail == (
-        "dev-eu is locked by <@U0ALICE> (demo at 3pm); it expires in 2h. Ask them to unlock it."
+    assert preview.operation.detail == say(
+        "dev-eu is locked by {} (demo at 3pm); it expires in 2h. Ask them to unlock it.",
+        Person("U0ALICE"),
     )
 
 
@@ -187,7 +189,7 @@ async def test_unauthorised_user_is_refused_and_audited(
     try:
         preview = await h.service.prepare("dev-eu", BOB, source="test")
         assert preview.operation.state == OpState.REFUSED
-        assert preview.operation.detail == (
+        assert preview.operation.detail == Text(
             "you are not allowed to stop dev-eu (the global rule); ask an admin to add you"
         )
         assert [(e.actor, e.action) for e in h.store.audit_log()] == [
@@ -207,9 +209,8 @@ async def test_confirm_acts_once(h: Harness) -> None:
     assert h.service.confirm(op_id, BOB).ok
     again = h.service.confirm(op_id, BOB)
     assert not again.ok
-    assert (
-        again.message
-        == "This stop of dev-eu was already handled (it is submitting). Nothing was changed."
+    assert again.message == Text(
+        "This stop of dev-eu was already handled (it is submitting). Nothing was changed."
     )
 
 
@@ -217,7 +218,10 @@ async def test_only_requester_can_confirm(h: Harness) -> None:
     """Someone else's click is refused and the operation stays pending."""
     preview = await h.service.prepare("dev-eu", BOB, source="test")
     result = h.service.confirm(preview.operation.id, ALICE)
-    assert (result.ok, result.message) == (False, "Only <@U0BOB> can confirm this stop of dev-eu.")
+    assert (result.ok, result.message) == (
+        False,
+        say("Only {} can confirm this stop of dev-eu.", Person("U0BOB")),
+    )
     op = h.store.get_operation(preview.operation.id)
     assert op is not None and op.state == OpState.AWAITING_CONFIRMATION
 
@@ -229,17 +233,17 @@ async def test_expired_confirmation_cancels(h: Harness) -> None:
     result = h.service.confirm(preview.operation.id, BOB)
     assert (result.ok, result.message) == (
         False,
-        "This confirmation expired. Run `/stop dev-eu` again.",
+        say("This confirmation expired. Run {} again.", Command("stop", "dev-eu")),
     )
     assert result.operation is not None and result.operation.state == OpState.CANCELLED
-    assert result.operation.detail == "the confirmation expired"
+    assert result.operation.detail == Text("the confirmation expired")
 
 
 async def test_cancel(h: Harness) -> None:
     """Cancel ends the request; nothing is sent to the provider."""
     preview = await h.service.prepare("dev-eu", BOB, source="test")
     result = h.service.cancel(preview.operation.id, BOB)
-    assert (result.ok, result.message) == (True, "Cancelled: dev-eu was not stopped.")
+    assert (result.ok, result.message) == (True, Text("Cancelled: dev-eu was not stopped."))
     state = await h.providers["qovery"].status(h.config.resource("dev-eu"))
     assert state.state == "DEPLOYED"
 
@@ -274,7 +278,7 @@ async def test_provider_stop_error_fails_with_provider_message(h: Harness) -> No
         "STOP_ERROR",
     ]
     assert final.detail is not None
-    assert final.detail.startswith("qovery reports STOP_ERROR: last execution ")
+    assert str(final.detail).startswith("qovery reports STOP_ERROR: last execution ")
 
 
 async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) -> None:
@@ -291,7 +295,7 @@ async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) 
     op_id = await h.confirmed("dev-eu")
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.FAILED
-    assert final.detail == (
+    assert final.detail == Text(
         "qovery: the provider is unavailable, try again later (HTTP 500): database is on fire"
     )
 
@@ -304,7 +308,7 @@ async def test_silent_failure_times_out(h: Harness) -> None:
     op_id = await h.confirmed("spark")
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.TIMED_OUT
-    assert final.detail == (
+    assert final.detail == Text(
         "spark did not reach a stopped state within 0:02:00 (last state: started)."
     )
 
@@ -329,8 +333,10 @@ async def test_a_stop_someone_else_queued_after_the_preview_is_followed(h: Harne
         (
             "accepted",
             None,
-            "Qovery was already taking the cluster down (cluster status: STOP_QUEUED); "
-            "following that.",
+            Text(
+                "Qovery was already taking the cluster down (cluster status: STOP_QUEUED); "
+                "following that."
+            ),
         ),
         ("accepted", "STOP_QUEUED", None),
         ("in_progress", None, None),
@@ -435,9 +441,10 @@ async def test_a_stop_whose_sender_died_is_judged_by_the_provider_and_never_rese
     [resumed] = await h.restart().resume(lambda op: Recorder())
     final = await resumed
     assert final.state == OpState.FAILED
-    assert final.detail == (
+    assert final.detail == say(
         "interrupted by a restart while the stop was being sent; the provider did not take "
-        "it: dev-eu is DEPLOYED. Run `/stop dev-eu` again."
+        "it: dev-eu is DEPLOYED. Run {} again.",
+        Command("stop", "dev-eu"),
     )
     http = h.config.http
     window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
@@ -476,7 +483,7 @@ async def test_a_preparation_cut_by_a_restart_is_ended_and_owed_to_its_face(h: H
     assert await h.restart().resume(lambda op: Recorder()) == []
     ended = h.store.get_operation(op.id)
     assert ended is not None and ended.state == OpState.FAILED
-    assert ended.detail == (
+    assert ended.detail == Text(
         "interrupted by a restart while it was being prepared: nothing was stopped"
     )
     [owed] = h.store.owed()
@@ -544,7 +551,7 @@ async def test_a_preview_older_than_the_reuse_limit_means_a_fresh_lock_read(
     h.sims.hub.faults.reset_counts()
     final = await h.service.run(preview.operation.id, Recorder(), BOB, prepared=preview)
     assert final.state == OpState.REFUSED
-    assert final.detail is not None and "locked in qovery by Alice Martin" in final.detail
+    assert "locked in qovery by Alice Martin" in str(final.detail)
     assert h.sims.hub.faults.counts() == {"qovery": {"GET": 1}}
 
 

@@ -38,6 +38,7 @@ from bot.slack.fake_api import (
     view_submission_payload,
 )
 from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack, local_config
+from bot.slack.wording import escape
 from bot.store import Store
 from bot.workflow import StopService
 from providers.base import Provider
@@ -233,7 +234,7 @@ class Playground:
         response_url = self.slack.new_response_url(channel=channel, user=user)
         body = slash_command_body(
             COMMAND,
-            args.strip(),
+            escape(args.strip()),  # as Slack sends a command's text
             user,
             channel,
             response_url,

@@ -34,13 +34,14 @@ from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
 from bot.reads import Reading
 from bot.schedules import ScheduleEngine, ScheduleRunner
-from bot.slack import commands, views
+from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.inbox import Inbox, track
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, NullProgress, SlackProgress
-from bot.slack.replies import Respond, tell
+from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
+from bot.slack.wording import Mrkdwn, code, md, mrkdwn
 from bot.store import Store
 from bot.workflow import APPROVAL_REQUEST, PROGRESS, Preview, ProgressListener, StopService
 from providers.base import Provider, Resource, ResourceStatus
@@ -291,19 +292,26 @@ def _logged_failure(what: str) -> str:
     return ref
 
 
-def _sorry(ref: str) -> str:
-    return (
-        f"Sorry, something went wrong on Stopbot's side (reference {ref}). "
-        "Nothing was stopped by this request; try again, or tell your Stopbot admin."
+def _sorry(ref: str) -> Mrkdwn:
+    return md(
+        "Sorry, something went wrong on Stopbot's side (reference {}). "
+        "Nothing was stopped by this request; try again, or tell your Stopbot admin.",
+        ref,
     )
 
 
 async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, Any]) -> None:
     try:
         await func(**kwargs)
+    except buttons.StaleButton:
+        log.info("a click Stopbot cannot act on", extra={"listener": func.__name__})
+        respond: Respond | None = kwargs.get("respond")
+        # Bolt's respond refuses (ValueError) when the request came with no response URL.
+        if respond is not None and getattr(respond, "response_url", None):
+            await tell(respond, buttons.STALE)
     except Exception:
         ref = _logged_failure("listener failed")
-        respond: Respond | None = kwargs.get("respond")
+        respond = kwargs.get("respond")
         try:
             if respond is not None:
                 await tell(respond, _sorry(ref))
@@ -445,7 +453,7 @@ class SlackBot:
         return frozen
 
     async def dm(
-        self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+        self, user_id: str, text: Mrkdwn, blocks: list[dict[str, Any]] | None = None
     ) -> tuple[str, str] | None:
         """Post to a user's DM with the bot; (channel, ts), or None when Slack refused or
         could not be reached."""
@@ -613,7 +621,7 @@ class SlackBot:
         try:
             parsed = commands.parse(text)
         except commands.UsageError as exc:
-            return {"text": str(exc), "response_type": "ephemeral"}
+            return {"text": exc.message, "response_type": "ephemeral"}
         if isinstance(parsed, commands.Help):
             return {"text": commands.HELP, "response_type": "ephemeral"}
         return {}
@@ -702,7 +710,7 @@ class SlackBot:
     async def _unknown(exc: UnknownResourceError, respond: Respond) -> None:
         hint = " Use `/stop list` to see them all." if not exc.suggestions else ""
         # Also answers clicks: never in place of the clicked message.
-        await tell(respond, f"{exc}{hint}")
+        await tell(respond, md("{}{}", str(exc), Mrkdwn(hint)))
 
     async def resolve(self, ref: str, respond: Respond) -> Resource | None:
         try:
@@ -751,25 +759,28 @@ class SlackBot:
             op_id, await self.actor(actor), response_url=str(url) if url else None
         )
         if not result.ok or result.operation is None:
-            await tell(respond, result.message)
+            await tell(respond, mrkdwn(result.message))
             return
         op = result.operation
         if result.needs_approval:
-            await respond(text=result.message, replace_original=True)
+            await replace(respond, mrkdwn(result.message))
             if not await self.service.outbox.deliver_now(f"{APPROVAL_REQUEST}:{op.id}"):
                 await tell(
                     respond,
-                    f"Stopbot could not post the approval request for {op.resource} "
-                    "yet (see its log); it keeps trying. Ask an approver directly if it is "
-                    "urgent; the request stays open until it expires.",
+                    md(
+                        "Stopbot could not post the approval request for {} yet (see its "
+                        "log); it keeps trying. Ask an approver directly if it is urgent; the "
+                        "request stays open until it expires.",
+                        op.resource,
+                    ),
                 )
             return
         said = (
-            result.message
+            mrkdwn(result.message)
             if result.joined
-            else f"Confirmed: stopping {op.resource}. Progress follows."
+            else md("Confirmed: stopping {}. Progress follows.", op.resource)
         )
-        await respond(text=said, replace_original=True)
+        await replace(respond, said)
         # The progress message first, showing the stop confirmed; then the stop.
         await self.service.outbox.deliver_now(f"{PROGRESS}:{op.id}")
         await self.start_stop(op)
@@ -778,14 +789,14 @@ class SlackBot:
         op_id, actor = self.action_of(body)
         result = self.service.cancel(op_id, await self.actor(actor))
         if result.ok:
-            await respond(text=result.message, replace_original=True)
+            await replace(respond, mrkdwn(result.message))
         else:
-            await tell(respond, result.message)
+            await tell(respond, mrkdwn(result.message))
 
     @staticmethod
     def action_of(body: dict[str, Any]) -> tuple[str, str]:
-        """The operation id a button carries, and who clicked."""
-        return str(body["actions"][0]["value"]), str(body["user"]["id"])
+        """The value a button carries (an operation id, a name), and who clicked."""
+        return buttons.value(body), buttons.clicker(body)
 
     async def operation_of(
         self, body: dict[str, Any], respond: Respond
@@ -795,7 +806,7 @@ class SlackBot:
         op_id, user = self.action_of(body)
         op = self.store.get_operation(op_id)
         if op is None:
-            await tell(respond, "This stop request no longer exists.")
+            await tell(respond, Mrkdwn("This stop request no longer exists."))
             return None
         return op, user
 
@@ -836,8 +847,12 @@ class SlackBot:
                 known = ", ".join(sorted(self.providers))
                 await tell(
                     respond,
-                    f"No provider named `{selector}`. Known providers: {known}. "
-                    "Or filter by tag: `/stop list tag:env=dev`.",
+                    md(
+                        "No provider named {}. Known providers: {}. Or filter by tag: {}.",
+                        code(selector),
+                        known,
+                        code("/stop list tag:env=dev"),
+                    ),
                 )
                 return
             resources = [r for r in resources if r.provider == selector]
@@ -856,7 +871,7 @@ class SlackBot:
         rows = []
         for r in resources:
             lock = self.store.get_lock(r.name)
-            rows.append((r, statuses.get((r.provider, r.id)), f"<@{lock.owner}>" if lock else None))
+            rows.append((r, statuses.get((r.provider, r.id)), lock.owner if lock else None))
         text, blocks = views.resources_list(rows, title)
         await tell(respond, text, blocks)
 

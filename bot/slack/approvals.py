@@ -17,8 +17,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.models import Operation, Owed
-from bot.slack import views
+from bot.slack import buttons, views
 from bot.slack.replies import Respond, tell
+from bot.slack.wording import Mrkdwn, md, mrkdwn, plain
+from bot.text import Command, Person, too_long
 from bot.workflow import APPROVAL_OUTCOME, APPROVAL_REQUEST
 
 if TYPE_CHECKING:
@@ -29,6 +31,17 @@ __all__ = ["ApprovalHandlers"]
 log = logging.getLogger(__name__)
 
 POST_WAIT = 10.0  # seconds a decision waits for its request to be posted
+# views.open's answers for a trigger_id it will not exchange (expired, used, unknown).
+TRIGGER_ERRORS = frozenset({"expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"})
+
+
+def _typed(view: dict[str, Any], block: str, action: str) -> str | None:
+    """What was typed in a modal's input, stripped; None when empty or absent."""
+    state: Any = view.get("state")
+    for key in ("values", block, action):
+        state = state.get(key) if isinstance(state, dict) else None
+    value = state.get("value") if isinstance(state, dict) else None
+    return value.strip() or None if isinstance(value, str) else None
 
 
 class ApprovalHandlers:
@@ -61,21 +74,28 @@ class ApprovalHandlers:
         approval = self.bot.store.approval(op.id) if op is not None else None
         if op is None or approval is None or approval.status == "pending":
             return True
-        who = f"<@{approval.decided_by}>"
-        why = f": {approval.reason}" if approval.reason else ""
+        who = Person(approval.decided_by or "")
+        why = md(": {}", approval.reason) if approval.reason else Mrkdwn()
         if approval.status == "approved":
-            line = f":white_check_mark: Approved by {who}: stopping now."
-            told = f"Your request to stop {op.resource} was approved by {who}. Stopping it now."
+            line = md(":white_check_mark: Approved by {}: stopping now.", who)
+            told = md(
+                "Your request to stop {} was approved by {}. Stopping it now.", op.resource, who
+            )
         elif approval.status == "denied":
-            line = f":no_entry: Denied by {who}{why}"
-            told = (
-                f"Your request to stop {op.resource} was denied by {who}{why}. It was not stopped."
+            line = md(":no_entry: Denied by {}{}", who, why)
+            told = md(
+                "Your request to stop {} was denied by {}{}. It was not stopped.",
+                op.resource,
+                who,
+                why,
             )
         else:
-            line = ":hourglass: Expired: no approver decided in time."
-            told = (
-                f"Your request to stop {op.resource} expired before an approver decided. "
-                f"Run `/stop {op.resource}` again if it is still needed."
+            line = Mrkdwn(":hourglass: Expired: no approver decided in time.")
+            told = md(
+                "Your request to stop {} expired before an approver decided. Run {} again "
+                "if it is still needed.",
+                op.resource,
+                Command("stop", op.resource),
             )
         await self.close_request(op, line)
         return await self.bot.dm(op.requested_by, told) is not None
@@ -104,7 +124,7 @@ class ApprovalHandlers:
         current = next((t.provider_state for t in reversed(status) if t.provider_state), None)
         text, blocks = views.approval_request(
             op,
-            f"`{current}`" if current else "as shown to the requester",
+            md("`{}`", current) if current else Mrkdwn("as shown to the requester"),
             policy.approvers,
             approval.expires_at,
         )
@@ -141,7 +161,7 @@ class ApprovalHandlers:
             users += [u for u in members if u != exclude and u not in users]
         return users
 
-    async def close_request(self, op: Operation, line: str) -> None:
+    async def close_request(self, op: Operation, line: Mrkdwn) -> None:
         """Replace every copy of the request with its outcome, so no live button is left."""
         posted = self._posted.pop(op.id, None)
         if posted is not None:
@@ -161,7 +181,7 @@ class ApprovalHandlers:
         op_id, user = self.bot.action_of(body)
         result = await self.bot.service.approve(op_id, await self.bot.actor(user))
         if not result.ok or result.operation is None or not result.run:
-            await tell(respond, result.message)
+            await tell(respond, mrkdwn(result.message))
             return
         await self.bot.start_stop(result.operation)
 
@@ -173,26 +193,38 @@ class ApprovalHandlers:
         if clicked is None:
             return
         op, user = clicked
-        opened = await client.views_open(trigger_id=body["trigger_id"], view=views.deny_modal(op))
+        trigger = body.get("trigger_id")
+        if not isinstance(trigger, str) or not trigger:
+            raise buttons.StaleButton
+        try:
+            opened = await client.views_open(trigger_id=trigger, view=views.deny_modal(op))
+        except SlackApiError as exc:
+            if exc.response.get("error") not in TRIGGER_ERRORS:
+                raise
+            # Slack gives three seconds to open a form from a click.
+            await tell(respond, Mrkdwn("Slack did not open the form in time: click Deny again."))
+            return
         checked = await self.bot.service.can_decide(op.id, await self.bot.actor(user))
         if checked.operation is None or not checked.ok:
             shown = opened["view"]
             await client.views_update(
                 view_id=shown["id"],
                 hash=shown.get("hash"),
-                view=views.deny_refused(checked.message),
+                view=views.deny_refused(mrkdwn(checked.message)),
             )
 
     async def on_deny_submitted(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         op_id = str(view.get("private_metadata") or "")
-        user = str(body["user"]["id"])
-        value = (
-            view.get("state", {}).get("values", {}).get("reason", {}).get("reason", {}).get("value")
-        )
-        reason = str(value).strip() if value else None
+        user = buttons.clicker(body)
+        reason = _typed(view, "reason", "reason")
+        refused = too_long("A reason", reason)
+        if refused is not None:  # the modal's max_length says so already, Slack willing
+            await ack(response_action="errors", errors={"reason": plain(str(refused), 150)})
+            return
         result = await self.bot.service.deny(op_id, await self.bot.actor(user), reason)
         if not result.ok or result.operation is None:
-            await ack(response_action="errors", errors={"reason": result.message[:150]})
+            # A modal's errors are plain text: the message's neutral words.
+            await ack(response_action="errors", errors={"reason": plain(str(result.message), 150)})
             return
         await ack()  # what the decision owes (messages, the requester's DM) is delivered
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.durations import parse_duration
+from bot.slack.wording import Mrkdwn, code, md, mrkdwn, unescape
+from bot.text import too_long
 
 __all__ = [
     "HELP",
@@ -26,35 +28,87 @@ __all__ = [
     "request_name",
 ]
 
-HELP = """*Stopbot* stops cloud resources safely. Commands:
-• `/stop <resource> [--force] [reason…]`: stop a resource, after you confirm
-• `/stop status <resource>`: its current status and locks
-• `/stop list [provider | tag:key=value]`: configured resources and their status
-• `/stop history [resource]`: the latest stops, from the audit log
-• `/stop lock <resource> <duration> [reason…]`: keep others from stopping it (e.g. `4h`, `3d`)
-• `/stop unlock <resource> [--force]`: remove your lock (admins: anyone's, with `--force`)
-• `/stop locks`: every active lock, with owner, reason and expiry
-• `/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions`
-• `/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]` \
-and `/stop schedule remove <name>` (admins)
-• `/stop dry-run <schedule>`: what a run would do now, from statuses and locks (nothing is stopped)
-• `/stop help`: this message
-A resource is named as in the configuration, or as `provider:id`. `--force` is Feldera's \
-forced stop (no checkpoint). Admins may add `--override-lock` and a reason to stop through a \
-lock; it is audited and announced."""
+
+SCHEDULE_ADD = (
+    '/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]'
+)
+
+
+def _line(syntax: str, what: str = "") -> Mrkdwn:
+    return md("• {}{}", code(syntax), f": {what}" if what else "")
+
+
+HELP = Mrkdwn("\n").join(
+    [
+        Mrkdwn("*Stopbot* stops cloud resources safely. Commands:"),
+        _line("/stop <resource> [--force] [reason…]", "stop a resource, after you confirm"),
+        _line("/stop status <resource>", "its current status and locks"),
+        _line("/stop list [provider | tag:key=value]", "configured resources and their status"),
+        _line("/stop history [resource]", "the latest stops, from the audit log"),
+        md(
+            "• {}: keep others from stopping it (e.g. {}, {})",
+            code("/stop lock <resource> <duration> [reason…]"),
+            code("4h"),
+            code("3d"),
+        ),
+        md(
+            "• {}: remove your lock (admins: anyone's, with {})",
+            code("/stop unlock <resource> [--force]"),
+            code("--force"),
+        ),
+        _line("/stop locks", "every active lock, with owner, reason and expiry"),
+        _line(
+            "/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions"
+        ),
+        md(
+            "• {} and {} (admins)",
+            code(SCHEDULE_ADD),
+            code("/stop schedule remove <name>"),
+        ),
+        _line(
+            "/stop dry-run <schedule>",
+            "what a run would do now, from statuses and locks (nothing is stopped)",
+        ),
+        _line("/stop help", "this message"),
+        md(
+            "A resource is named as in the configuration, or as {}. {} is Feldera's forced "
+            "stop (no checkpoint). Admins may add {} and a reason to stop through a lock; it "
+            "is audited and announced.",
+            code("provider:id"),
+            code("--force"),
+            code("--override-lock"),
+        ),
+    ]
+)
 
 RESERVED = frozenset(
     {"help", "status", "list", "history", "lock", "unlock", "locks", "schedule", "dry-run"}
 )
-SCHEDULE_USAGE = (
-    "Usage: `/stop schedule list`, `/stop schedule run|skip|remove <name>`, "
-    "`/stop schedule snooze <name> <duration>`, `/stop schedule exceptions`, or "
-    '`/stop schedule add <name> "<cron>" <timezone> <tag:key=value | res1,res2> [warn=15m]`.'
+SCHEDULE_USAGE = md(
+    "Usage: {}, {}, {}, {}, or {}.",
+    code("/stop schedule list"),
+    code("/stop schedule run|skip|remove <name>"),
+    code("/stop schedule snooze <name> <duration>"),
+    code("/stop schedule exceptions"),
+    code(SCHEDULE_ADD),
 )
 
 
+COMMAND_LIMIT = 4000
+"""The longest text after ``/stop`` read (the longest command, a schedule of many resources,
+is well under it)."""
+
+
+def _usage(syntax: str, after: str = ".") -> Mrkdwn:
+    return md("Usage: {}{}", code(syntax), after)
+
+
 class UsageError(ValueError):
-    """Malformed input: the message says what was expected."""
+    """Malformed input: the message (mrkdwn) says what was expected."""
+
+    def __init__(self, message: Mrkdwn) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -134,11 +188,11 @@ def _words(text: str) -> list[str]:
         return text.split()
 
 
-def _duration(text: str, usage: str) -> dt.timedelta:
+def _duration(text: str, usage: Mrkdwn) -> dt.timedelta:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"{exc}. {usage}") from None
+        raise UsageError(md("{}. {}", str(exc), usage)) from None
 
 
 def _schedule(words: list[str]) -> ScheduleCommand:
@@ -150,14 +204,22 @@ def _schedule(words: list[str]) -> ScheduleCommand:
     if action in {"run", "skip", "remove"} and len(args) == 1:
         return ScheduleCommand(action, args[0])
     if action == "snooze" and len(args) == 2:
-        usage = "Usage: `/stop schedule snooze <name> <duration>`, e.g. `1h`."
+        usage = md(
+            "{}, e.g. {}.", _usage("/stop schedule snooze <name> <duration>", ""), code("1h")
+        )
         return ScheduleCommand(action, args[0], duration=_duration(args[1], usage))
     if action == "add" and len(args) in {4, 5}:
         warn = None
         if len(args) == 5:
             key, _, value = args[4].partition("=")
             if key != "warn":
-                raise UsageError(f"Unknown option `{args[4]}`: the option is `warn=<duration>`.")
+                raise UsageError(
+                    md(
+                        "Unknown option {}: the option is {}.",
+                        code(args[4]),
+                        code("warn=<duration>"),
+                    )
+                )
             warn = _duration(value, SCHEDULE_USAGE)
         return ScheduleCommand(
             "add", args[0], cron=args[1], timezone=args[2], selector=args[3], warn_before=warn
@@ -166,58 +228,80 @@ def _schedule(words: list[str]) -> ScheduleCommand:
 
 
 def parse(text: str) -> Command:
-    """Parse the text after ``/stop``."""
-    words = _words(text.strip())
+    """Parse the text after ``/stop`` as Slack sends it (``&``, ``<`` and ``>`` escaped):
+    the command holds what the user typed."""
+    typed = unescape(text).strip()
+    if len(typed) > COMMAND_LIMIT:
+        raise UsageError(
+            md(
+                "That command is {:,} characters long, and a command is {:,} at most.",
+                len(typed),
+                COMMAND_LIMIT,
+            )
+        )
+    words = _words(typed)
     if not words or words[0].lower() in {"help", "-h", "--help"}:
         return Help()
     head, rest = words[0].lower(), words[1:]
     if head == "status":
         if len(rest) != 1:
-            raise UsageError("Usage: `/stop status <resource>` (one resource name).")
+            raise UsageError(_usage("/stop status <resource>", " (one resource name)."))
         return Status(rest[0])
     if head == "list":
         if len(rest) > 1:
-            raise UsageError("Usage: `/stop list [provider | tag:key=value]`.")
+            raise UsageError(_usage("/stop list [provider | tag:key=value]"))
         selector = rest[0] if rest else None
         if selector and selector.startswith("tag:") and "=" not in selector:
-            raise UsageError("A tag filter looks like `tag:key=value`, e.g. `tag:env=dev`.")
+            raise UsageError(
+                md(
+                    "A tag filter looks like {}, e.g. {}.",
+                    code("tag:key=value"),
+                    code("tag:env=dev"),
+                )
+            )
         return ListResources(selector)
     if head == "dry-run":
         if len(rest) != 1:
-            raise UsageError("Usage: `/stop dry-run <schedule>`.")
+            raise UsageError(_usage("/stop dry-run <schedule>"))
         return ScheduleCommand("dry-run", rest[0])
     if head == "schedule":
         return _schedule(rest)
     if head == "locks":
         if rest:
-            raise UsageError("Usage: `/stop locks` (no arguments).")
+            raise UsageError(_usage("/stop locks", " (no arguments)."))
         return Locks()
     if head == "lock":
         if len(rest) < 2:
             raise UsageError(
-                "Usage: `/stop lock <resource> <duration> [reason…]`, e.g. "
-                "`/stop lock dev-eu 4h demo this afternoon`."
+                _usage(
+                    "/stop lock <resource> <duration> [reason…]",
+                    md(", e.g. {}.", code("/stop lock dev-eu 4h demo this afternoon")),
+                )
             )
         try:
             duration = parse_duration(rest[1])
         except ValueError as exc:
             raise UsageError(
-                f"{exc}. Usage: `/stop lock <resource> <duration> [reason…]`."
+                md("{}. {}", str(exc), _usage("/stop lock <resource> <duration> [reason…]"))
             ) from None
-        return Lock(rest[0], duration, " ".join(rest[2:]) or None)
+        return Lock(rest[0], duration, _reason(rest[2:]))
     if head == "unlock":
         names = [w for w in rest if w != "--force"]
         if len(names) != 1 or len(rest) - len(names) > 1:
-            raise UsageError("Usage: `/stop unlock <resource> [--force]`.")
+            raise UsageError(_usage("/stop unlock <resource> [--force]"))
         return Unlock(names[0], force="--force" in rest)
     if head == "history":
         if len(rest) > 1:
-            raise UsageError("Usage: `/stop history [resource]`.")
+            raise UsageError(_usage("/stop history [resource]"))
         return History(rest[0] if rest else None)
     resource = words[0]
     if resource.startswith("-"):
         raise UsageError(
-            f"`{resource}` is not a resource. Usage: `/stop <resource> [--force] [reason…]`."
+            md(
+                "{} is not a resource. {}",
+                code(resource),
+                _usage("/stop <resource> [--force] [reason…]"),
+            )
         )
     flags = {"--force": False, "--override-lock": False}
     reason_words: list[str] = []
@@ -226,16 +310,29 @@ def parse(text: str) -> Command:
             flags[word] = True
         elif word.startswith("--") and not reason_words:
             raise UsageError(
-                f"Unknown option `{word}`. The options are `--force` and `--override-lock`."
+                md(
+                    "Unknown option {}. The options are {} and {}.",
+                    code(word),
+                    code("--force"),
+                    code("--override-lock"),
+                )
             )
         else:
             reason_words.append(word)
     return StopCommand(
         resource,
         force=flags["--force"],
-        reason=" ".join(reason_words) or None,
+        reason=_reason(reason_words),
         override_lock=flags["--override-lock"],
     )
+
+
+def _reason(words: list[str]) -> str | None:
+    reason = " ".join(words) or None
+    refused = too_long("A reason", reason)
+    if refused is not None:
+        raise UsageError(mrkdwn(refused))
+    return reason
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")

@@ -84,16 +84,10 @@ class Inbox:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
 
-    @staticmethod
-    def request_id(body: bytes) -> str:
-        return hashlib.sha256(body).hexdigest()
-
-    def receive(self, body: bytes, content_type: str) -> tuple[str, str]:
+    def receive(self, body: str, content_type: str) -> tuple[str, str]:
         """Record a request before answering it: (its id, "new" | "open" | "done")."""
-        request_id = self.request_id(body)
-        state = self.bot.store.receive(
-            request_id, body.decode("utf-8"), content_type, self.bot.service.registry.id
-        )
+        request_id = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        state = self.bot.store.receive(request_id, body, content_type, self.bot.service.registry.id)
         return request_id, state
 
     def handle(self, request_id: str, raw_body: str, headers: Mapping[str, str]) -> _Handling:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from bot import reads
+from bot.config import UnknownResourceError
 from bot.durations import format_duration, parse_duration
 from bot.locks import BotLocks, LockError
 from bot.models import Owed
-from bot.slack import commands, views
-from bot.slack.replies import Respond, tell
+from bot.slack import buttons, commands, views
+from bot.slack.replies import Respond, replace, tell
+from bot.slack.wording import Mrkdwn, md, mrkdwn
+from bot.text import Command, Person
 from providers.base import ProviderLock, Resource
 from providers.errors import ProviderError
 
@@ -49,19 +51,25 @@ class LockHandlers:
             return
         decision = await self.bot.service.policy.may_stop(user, resource.name)
         if not decision.allowed:
-            await tell(respond, f"You cannot lock {resource.name}: {decision.reason}.")
+            await tell(respond, md("You cannot lock {}: {}.", resource.name, decision.reason))
             return
         try:
             lock, extended = self.locks.lock(resource.name, user, cmd.duration, cmd.reason)
         except LockError as exc:
-            await tell(respond, str(exc))
+            await tell(respond, mrkdwn(exc.text))
             return
         verb = "Extended your lock on" if extended else "Locked"
         await tell(
             respond,
-            f":lock: {verb} {resource.name} for {format_duration(cmd.duration)}, until "
-            f"{views.when(lock.expires_at)}. Nobody else can stop it until then; "
-            f"`/stop unlock {resource.name}` releases it.",
+            md(
+                ":lock: {} {} for {}, until {}. Nobody else can stop it until then; {} "
+                "releases it.",
+                verb,
+                resource.name,
+                format_duration(cmd.duration),
+                views.when(lock.expires_at),
+                Command("unlock", resource.name),
+            ),
         )
 
     async def unlock(self, cmd: commands.Unlock, user: str, respond: Respond) -> None:
@@ -76,14 +84,14 @@ class LockHandlers:
                 force=cmd.force,
             )
         except LockError as exc:
-            await tell(respond, str(exc))
+            await tell(respond, mrkdwn(exc.text))
             return
         if removed.owner != user:
             await self.bot.dm(
                 removed.owner,
-                f"Your lock on {resource.name} was removed by <@{user}> (admin).",
+                md("Your lock on {} was removed by {} (admin).", resource.name, Person(user)),
             )
-        await tell(respond, f":unlock: {resource.name} is unlocked.")
+        await tell(respond, md(":unlock: {} is unlocked.", resource.name))
 
     async def list(self, respond: Respond) -> None:
         readings = await reads.read_locks(
@@ -126,13 +134,14 @@ class LockHandlers:
             return
         bot_lock = self.bot.store.get_lock(resource.name)
         owner: str | None = None
-        lock_text = ""
+        lock_text = Mrkdwn()
         kind = "bot"
         if bot_lock is not None and bot_lock.owner != asker:
             owner = bot_lock.owner
-            lock_text = (
-                f"Stopbot lock ({bot_lock.reason or 'no reason given'}), expires "
-                f"{views.when(bot_lock.expires_at)}"
+            lock_text = md(
+                "Stopbot lock ({}), expires {}",
+                bot_lock.reason or "no reason given",
+                views.when(bot_lock.expires_at),
             )
         else:
             try:
@@ -141,28 +150,41 @@ class LockHandlers:
                 why = str(exc) or f"{resource.provider} did not answer in time"
                 await tell(
                     respond,
-                    f"Could not read the {resource.provider} lock on {resource.name} ({why}): "
-                    "try again in a moment.",
+                    md(
+                        "Could not read the {} lock on {} ({}): try again in a moment.",
+                        resource.provider,
+                        resource.name,
+                        why,
+                    ),
                 )
                 return
             if provider_lock is not None and provider_lock.owner:
                 kind = "provider"
                 owner = self._slack_user_for(resource.provider, provider_lock.owner)
-                lock_text = (
-                    f"{resource.provider} lock by {provider_lock.owner} "
-                    f"({provider_lock.reason or 'no reason given'})"
+                lock_text = md(
+                    "{} lock by {} ({})",
+                    resource.provider,
+                    provider_lock.owner,
+                    provider_lock.reason or "no reason given",
                 )
                 if owner is None:
                     await tell(
                         respond,
-                        f"Stopbot does not know who {provider_lock.owner} is in Slack "
-                        "(an admin can add them under `identities` in the configuration). "
-                        "Ask them directly.",
+                        md(
+                            "Stopbot does not know who {} is in Slack (an admin can add them "
+                            "under `identities` in the configuration). Ask them directly.",
+                            provider_lock.owner,
+                        ),
                     )
                     return
         if owner is None:
             await tell(
-                respond, f"{resource.name} is no longer locked: `/stop {resource.name}` again."
+                respond,
+                md(
+                    "{} is no longer locked: {} again.",
+                    resource.name,
+                    Command("stop", resource.name),
+                ),
             )
             return
         value = json.dumps({"r": resource.name, "a": asker, "k": kind})
@@ -170,7 +192,7 @@ class LockHandlers:
             resource.name, asker, lock_text, value, provider=kind == "provider"
         )
         if await self.bot.dm(owner, text, blocks) is None:
-            await tell(respond, f"Could not reach <@{owner}> by DM; ask them directly.")
+            await tell(respond, md("Could not reach {} by DM; ask them directly.", Person(owner)))
             return
         self.bot.store.audit(
             asker,
@@ -180,14 +202,26 @@ class LockHandlers:
         )
         await tell(
             respond,
-            f"Asked <@{owner}> to release the lock on {resource.name}. "
-            "Their answer will come to you by DM.",
+            md(
+                "Asked {} to release the lock on {}. Their answer will come to you by DM.",
+                Person(owner),
+                resource.name,
+            ),
         )
 
-    @staticmethod
-    def _request(body: dict[str, Any]) -> tuple[str, str, str, str]:
-        data = json.loads(str(body["actions"][0]["value"]))
-        return str(data["r"]), str(data["a"]), str(data["k"]), str(body["user"]["id"])
+    def _request(self, body: dict[str, Any]) -> tuple[str, str, str, str]:
+        """A Release or Keep click: (resource, asker, kind of lock, owner who clicked)."""
+        data = buttons.fields(buttons.value(body), "r", "a", "k")
+        if data["k"] not in {"bot", "provider"}:
+            raise buttons.StaleButton
+        return self._known(data["r"]), data["a"], data["k"], buttons.clicker(body)
+
+    def _known(self, resource: str) -> str:
+        """The name of a configured resource a button names (else the button is stale)."""
+        try:
+            return self.bot.config.resource(resource).name
+        except UnknownResourceError:
+            raise buttons.StaleButton from None
 
     async def on_release(self, body: dict[str, Any], respond: Respond) -> None:
         resource, asker, kind, owner = self._request(body)
@@ -195,20 +229,25 @@ class LockHandlers:
             try:
                 self.locks.unlock(resource, owner, is_admin=False, force=False)
             except LockError as exc:
-                await tell(respond, str(exc))
+                await tell(respond, mrkdwn(exc.text))
                 return
-            answer = f"<@{owner}> released the lock on {resource}: `/stop {resource}` now works."
+            answer = md(
+                "{} released the lock on {}: {} now works.",
+                Person(owner),
+                resource,
+                Command("stop", resource),
+            )
         else:
             self.bot.store.audit(
                 owner, "lock.release_confirmed", resource=resource, detail={"asker": asker}
             )
-            answer = (
-                f"<@{owner}> says they released their provider lock on {resource}. "
-                f"Try `/stop {resource}` again."
+            answer = md(
+                "{} says they released their provider lock on {}. Try {} again.",
+                Person(owner),
+                resource,
+                Command("stop", resource),
             )
-        await respond(
-            text=f"Done: <@{asker}> is told that {resource} is released.", replace_original=True
-        )
+        await replace(respond, md("Done: {} is told that {} is released.", Person(asker), resource))
         await self.bot.dm(asker, answer)
 
     async def on_keep(self, body: dict[str, Any], respond: Respond) -> None:
@@ -216,10 +255,8 @@ class LockHandlers:
         self.bot.store.audit(
             owner, "lock.release_declined", resource=resource, detail={"asker": asker}
         )
-        await respond(
-            text=f"You keep your lock on {resource}; <@{asker}> is told.", replace_original=True
-        )
-        await self.bot.dm(asker, f"<@{owner}> keeps the lock on {resource} for now.")
+        await replace(respond, md("You keep your lock on {}; {} is told.", resource, Person(asker)))
+        await self.bot.dm(asker, md("{} keeps the lock on {} for now.", Person(owner), resource))
 
     # -- expiry -------------------------------------------------------------------------
 
@@ -227,34 +264,40 @@ class LockHandlers:
         """Extend by the button's duration from the expiry the warning was about: clicking
         twice extends once. (A value without that expiry, from an older message, extends
         from the lock's current expiry.)"""
-        resource, extra, *warned = str(body["actions"][0]["value"]).split("|")
-        user = str(body["user"]["id"])
+        parts = buttons.value(body).split("|")
+        if len(parts) not in {2, 3} or parts[1] not in views.EXTENSIONS:
+            raise buttons.StaleButton
+        resource, extra = parts[:2]
+        warned = buttons.moment(parts[2]) if len(parts) == 3 else None
+        self._known(resource)
+        user = buttons.clicker(body)
         current = self.bot.store.get_lock(resource)
         if current is None or current.owner != user:
-            await tell(respond, f"You no longer hold a lock on {resource}.")
+            await tell(respond, md("You no longer hold a lock on {}.", resource))
             return
-        try:
-            base = dt.datetime.fromisoformat(warned[0]) if warned else current.expires_at
-            until = base + parse_duration(extra)
-        except ValueError as exc:
-            await tell(respond, str(exc))
-            return
+        until = (warned or current.expires_at) + parse_duration(extra)
         if current.expires_at >= until:
             await tell(
                 respond,
-                f"Your lock on {resource} already runs until "
-                f"{views.when(current.expires_at)}: nothing to extend.",
+                md(
+                    "Your lock on {} already runs until {}: nothing to extend.",
+                    resource,
+                    views.when(current.expires_at),
+                ),
             )
             return
         try:
             lock, _ = self.locks.lock(resource, user, until - self.bot.service.clock(), None)
         except LockError as exc:
-            await tell(respond, str(exc))
+            await tell(respond, mrkdwn(exc.text))
             return
-        await respond(
-            text=f":lock: Extended: your lock on {resource} now expires "
-            f"{views.when(lock.expires_at)}.",
-            replace_original=True,
+        await replace(
+            respond,
+            md(
+                ":lock: Extended: your lock on {} now expires {}.",
+                resource,
+                views.when(lock.expires_at),
+            ),
         )
 
     async def warn_expiring(self) -> None:

@@ -29,6 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.models import Operation, Owed, Transition
 from bot.slack import views
+from bot.slack.wording import Mrkdwn
 from providers.base import ResourceStatus
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ __all__ = ["INVITE_NOTE", "NO_POST_ERRORS", "NullProgress", "SlackProgress", "tr
 
 log = logging.getLogger(__name__)
 
-INVITE_NOTE = (
+INVITE_NOTE = Mrkdwn(
     "Stopbot is not a member of this channel, so progress is shown here only to you. "
     "Invite it with `/invite @Stopbot` to post progress for everyone."
 )
@@ -145,7 +146,7 @@ class SlackProgress:
             self.bot.store.update_operation(op.id, shown_in=IN_RESPONSE)
         return True
 
-    async def _dm(self, op: Operation, text: str, blocks: list[dict[str, Any]]) -> bool:
+    async def _dm(self, op: Operation, text: Mrkdwn, blocks: list[dict[str, Any]]) -> bool:
         posted = await self.bot.dm(op.requested_by, text, blocks)
         if posted is None:
             return False

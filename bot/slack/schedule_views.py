@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
@@ -21,8 +20,9 @@ from bot.slack.views import (
     _header,
     _section,
     line_sections,
-    when,
 )
+from bot.slack.wording import Mrkdwn, code, cut, md, plain, when
+from bot.text import Person
 
 __all__ = [
     "DRIFT_LEAVE",
@@ -52,6 +52,7 @@ RUN_CANCEL = "schedule_run_cancel"
 DRIFT_STOP = "schedule_drift_stop"
 DRIFT_LEAVE = "schedule_drift_leave"
 
+SNOOZE_BY = "1h"  # what Snooze does; buttons posted before it was in their value mean it
 KEEP_CHOICES = (("1h", "for 1 hour"), ("3h", "for 3 hours"), ("next", "until tomorrow's run"))
 MAX_KEEP_MENUS = 20  # an actions block holds 25 elements; two are Skip and Snooze
 
@@ -79,33 +80,39 @@ PLAN_HEADINGS = {
 }
 
 
-def plan_text(plan: Sequence[PlanItem]) -> str:
+def plan_text(plan: Sequence[PlanItem]) -> Mrkdwn:
     """What a run would stop, then each other outcome under its heading: already stopped
     ones with their state on one line, the others one a line with why."""
     stop = [i.resource for i in plan if i.stop]
-    lines = [f"*Will stop ({len(stop)}):* " + (", ".join(stop) or "nothing")]
+    lines = [md("*Will stop ({}):* {}", len(stop), ", ".join(stop) or "nothing")]
     for outcome, heading in PLAN_HEADINGS.items():
         items = [i for i in plan if not i.stop and i.outcome == outcome]
         if not items:
             continue
         if outcome == Outcome.ALREADY:
-            lines.append(
-                f"*{heading} ({len(items)}):* "
-                + ", ".join(i.resource + (f" ({i.detail})" if i.detail else "") for i in items)
-            )
+            shown = [
+                md("{}{}", i.resource, md(" ({})", i.detail) if i.detail else "") for i in items
+            ]
+            lines.append(md("*{} ({}):* {}", heading, len(items), Mrkdwn(", ").join(shown)))
             continue
-        lines.append(f"*{heading} ({len(items)}):*")
-        lines += [f"• {i.resource}" + (f": {i.detail}" if i.detail else "") for i in items]
-    return "\n".join(lines)
+        lines.append(md("*{} ({}):*", heading, len(items)))
+        lines += [md("• {}{}", i.resource, md(": {}", i.detail) if i.detail else "") for i in items]
+    return Mrkdwn("\n").join(lines)
 
 
 def dry_run(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View:
     """What a run of ``schedule`` started now would do, as read from the providers."""
-    text = (
-        f"Dry run of `{schedule.name}` now (statuses and locks read, nothing stopped):\n"
-        f"{plan_text(plan)}"
+    text = md(
+        "Dry run of {} now (statuses and locks read, nothing stopped):\n{}",
+        code(schedule.name),
+        plan_text(plan),
     )
-    return text, line_sections(text.splitlines())
+    return text, line_sections(_lines(text))
+
+
+def _lines(text: Mrkdwn) -> list[Mrkdwn]:
+    """A message's lines, each whole (an escaped line stays escaped)."""
+    return [Mrkdwn(line) for line in text.splitlines()]
 
 
 def fire_value(schedule: str, fire: dt.datetime, *middle: str) -> str:
@@ -138,22 +145,29 @@ def warning(
     """The warning before a run at ``at``; its Skip and Snooze act on ``fire`` (the fire
     that run is for: ``at`` itself unless a snooze moved that fire to ``at``)."""
     fire = fire or at
-    text = (
-        f"{schedule.name} stops {sum(i.stop for i in plan)} resource(s) at "
-        f"{at:%H:%M} UTC unless someone skips it."
+    text = md(
+        "{} stops {} resource(s) at {:%H:%M} UTC unless someone skips it.",
+        schedule.name,
+        sum(i.stop for i in plan),
+        at,
     )
     blocks: Blocks = [
         _header(f"Scheduled stop: {schedule.name}"),
         _section(
-            f"At {when(at)} Stopbot stops what `{schedule.name}` selects "
-            f"({schedule.select.describe()}).\n{plan_text(plan)}"
+            md(
+                "At {} Stopbot stops what `{}` selects ({}).\n{}",
+                when(at),
+                schedule.name,
+                schedule.select.describe(),
+                plan_text(plan),
+            )
         ),
         {
             "type": "actions",
             "block_id": f"schedule:{schedule.name}",
             "elements": [
                 _button(SKIP, "Skip tonight", fire_value(schedule.name, fire), "danger"),
-                _button(SNOOZE, "Snooze 1h", fire_value(schedule.name, fire, "1h")),
+                _button(SNOOZE, f"Snooze {SNOOZE_BY}", fire_value(schedule.name, fire, SNOOZE_BY)),
             ],
         },
     ]
@@ -163,10 +177,13 @@ def warning(
             {
                 "type": "static_select",
                 "action_id": f"{KEEP}:{i.resource}"[:255],
-                "placeholder": {"type": "plain_text", "text": f"Keep {i.resource}"[:150]},
+                "placeholder": {"type": "plain_text", "text": plain(f"Keep {i.resource}", 150)},
                 "options": [
                     {
-                        "text": {"type": "plain_text", "text": f"Keep {i.resource} {label}"[:75]},
+                        "text": {
+                            "type": "plain_text",
+                            "text": plain(f"Keep {i.resource} {label}", 75),
+                        },
                         # At most 150 characters (Slack), names 60 at most: compact.
                         "value": json.dumps(
                             {"s": schedule.name, "r": i.resource, "d": code},
@@ -182,8 +199,10 @@ def warning(
         if len(keepable) > MAX_KEEP_MENUS:
             blocks.append(
                 _context(
-                    f"{len(keepable) - MAX_KEEP_MENUS} more: "
-                    "lock them with `/stop lock` to keep them."
+                    md(
+                        "{} more: lock them with `/stop lock` to keep them.",
+                        len(keepable) - MAX_KEEP_MENUS,
+                    )
                 )
             )
     return text, blocks
@@ -194,23 +213,31 @@ def summary(report: RunReport) -> View:
     groups = report.by_outcome()
     status = "done" if report.finished else "running"
     counts = ", ".join(f"{len(items)} {name}" for name, items in groups.items())
-    text = f"{schedule.name} run {status}: {counts or 'nothing selected'}"
+    text = md("{} run {}: {}", schedule.name, status, counts or "nothing selected")
     sections = []
     for name, items in groups.items():
         label = OUTCOME_LINES.get(name, name)
         # Failures and skips say why; the rest is a count and a few names.
         with_detail = name in Outcome.EXPLAINED
         entries = [
-            i.resource + (f" ({i.detail})" if i.detail and with_detail else "") for i in items
+            md("{} ({})", i.resource, i.detail)
+            if i.detail and with_detail
+            else md("{}", i.resource)
+            for i in items
         ]
-        sections.append(_bounded(f"{label} ({len(items)}): ", entries))
+        sections.append(_bounded(md("{} ({}): ", Mrkdwn(label), len(items)), entries))
     blocks: Blocks = [
         _header(f"{schedule.name}: {'run finished' if report.finished else 'running'}"),
         *(_section(s) for s in sections[:40]),
-        *([] if sections else [_section("Nothing was selected.")]),
+        *([] if sections else [_section(Mrkdwn("Nothing was selected."))]),
         _context(
-            f"Fire {when(run.fire_time)} · {run.kind} run · "
-            f"{format_duration(report.elapsed)} {'in all' if report.finished else 'so far'}"
+            md(
+                "Fire {} · {} run · {} {}",
+                when(run.fire_time),
+                run.kind,
+                format_duration(report.elapsed),
+                "in all" if report.finished else "so far",
+            )
         ),
     ]
     return text, blocks
@@ -220,14 +247,14 @@ MAX_LISTED = 45  # schedules in one listing: a message holds 50 blocks
 
 
 def _bounded(
-    head: str, entries: Sequence[str], *, sep: str = "; ", limit: int = SECTION_LIMIT
-) -> str:
-    """``head`` and as many entries as fit in ``limit`` characters (one section's, by
-    default), then how many more there are."""
+    head: Mrkdwn, entries: Sequence[Mrkdwn], *, sep: str = "; ", limit: int = SECTION_LIMIT
+) -> Mrkdwn:
+    """``head`` and as many entries (each cut to 300 characters) as fit in ``limit``
+    characters (one section's, by default), then how many more there are."""
     text = head
     for shown, entry in enumerate(entries):
-        rest = f" … and {len(entries) - shown} more"
-        piece = (sep if shown else "") + entry[:300]
+        rest = md(" … and {} more", len(entries) - shown)
+        piece = md("{}{}", sep if shown else "", cut(entry, 300))
         if len(text) + len(piece) + len(rest) > limit:
             return text + rest
         text += piece
@@ -235,9 +262,9 @@ def _bounded(
 
 
 def drift(schedule: ScheduleConfig, resource: str, state: str) -> View:
-    text = f"{resource} is running again ({state}) after {schedule.name} stopped it."
+    text = md("{} is running again ({}) after {} stopped it.", resource, state, schedule.name)
     return text, [
-        _section(f":eyes: {text}"),
+        _section(md(":eyes: {}", text)),
         {
             "type": "actions",
             "block_id": f"drift:{schedule.name}:{resource}"[:255],
@@ -252,10 +279,10 @@ def drift(schedule: ScheduleConfig, resource: str, state: str) -> View:
 
 
 def run_confirmation(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View:
-    text = f"Run {schedule.name} now? Confirm or cancel."
+    text = md("Run {} now? Confirm or cancel.", schedule.name)
     return text, [
         _header(f"Run {schedule.name} now?"),
-        *line_sections(plan_text(plan).splitlines(), most=40),
+        *line_sections(_lines(plan_text(plan)), most=40),
         {
             "type": "actions",
             "block_id": f"run:{schedule.name}",
@@ -269,38 +296,44 @@ def run_confirmation(schedule: ScheduleConfig, plan: Sequence[PlanItem]) -> View
 
 def listing(rows: Sequence[tuple[ScheduleConfig, dt.datetime, Sequence[PlanItem], str]]) -> View:
     if not rows:
-        return "No schedules.", [
-            _section("No schedules. Admins add one with `/stop schedule add`.")
+        return Mrkdwn("No schedules."), [
+            _section(Mrkdwn("No schedules. Admins add one with `/stop schedule add`."))
         ]
     blocks: Blocks = []
     for schedule, upcoming, plan, source in rows[:MAX_LISTED]:
-        stop = [i.resource for i in plan if i.stop]
+        stop = [md("{}", i.resource) for i in plan if i.stop]
         blocks.append(
             _section(
-                f"*{schedule.name}* · `{schedule.cron}` {schedule.timezone} · "
-                f"next {when(upcoming)}\n"
-                f"Selects {schedule.select.describe()}: would stop {len(stop)} now "
-                f"({_bounded('', stop, sep=', ', limit=2000) or 'nothing'}) · from {source}"
+                md(
+                    "*{}* · `{}` {} · next {}\nSelects {}: would stop {} now ({}) · from {}",
+                    schedule.name,
+                    schedule.cron,
+                    schedule.timezone,
+                    when(upcoming),
+                    schedule.select.describe(),
+                    len(stop),
+                    _bounded(Mrkdwn(), stop, sep=", ", limit=2000) or "nothing",
+                    source,
+                )
             )
         )
     if len(rows) > MAX_LISTED:
-        blocks.append(_context(f"… and {len(rows) - MAX_LISTED} more schedule(s)."))
-    return f"{len(rows)} schedule(s)", blocks
+        blocks.append(_context(md("… and {} more schedule(s).", len(rows) - MAX_LISTED)))
+    return md("{} schedule(s)", len(rows)), blocks
 
 
 def exceptions(items: Sequence[KeepException], now: dt.datetime) -> View:
     if not items:
-        return "No active exceptions.", [_section("No active exceptions.")]
+        return Mrkdwn("No active exceptions."), [_section(Mrkdwn("No active exceptions."))]
     lines = [
-        f"• *{e.resource}* kept out of `{e.schedule}` by <@{e.created_by}> "
-        f"for {format_duration(e.until - now)} (until {when(e.until)})"
+        md(
+            "• *{}* kept out of `{}` by {} for {} (until {})",
+            e.resource,
+            e.schedule,
+            Person(e.created_by),
+            format_duration(e.until - now),
+            when(e.until),
+        )
         for e in items
     ]
-    return f"{len(items)} active exception(s)", line_sections(lines)
-
-
-def keep_value(value: str) -> dict[str, Any]:
-    data = json.loads(value)
-    if not isinstance(data, dict):
-        raise ValueError("not a keep choice")
-    return data
+    return md("{} active exception(s)", len(items)), line_sections(lines)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -13,15 +12,17 @@ import aiohttp
 from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
-from bot.config import ScheduleConfig
+from bot.config import ScheduleConfig, UnknownResourceError
 from bot.durations import format_duration, parse_duration
 from bot.models import ScheduleRun
 from bot.schedules import Change, PlanItem, RunReport, ScheduleEngine, ScheduleError
-from bot.slack import commands
+from bot.slack import buttons, commands
 from bot.slack import schedule_views as sv
 from bot.slack.progress import transient
-from bot.slack.replies import tell
-from bot.slack.views import message, when
+from bot.slack.replies import replace, tell, tell_channel
+from bot.slack.views import message
+from bot.slack.wording import Mrkdwn, code, md, mrkdwn, when
+from bot.text import Person, Text
 from providers.base import ResourceStatus
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class SlackScheduleNotifier:
         self.bot = bot
 
     async def _post(
-        self, channel: str | None, text: str, blocks: list[dict[str, Any]]
+        self, channel: str | None, text: Mrkdwn, blocks: list[dict[str, Any]]
     ) -> tuple[str, str] | bool:
         """Post; (channel, ts), or whether it is done with (no channel, or a refusal
         trying again would not change)."""
@@ -62,8 +63,8 @@ class SlackScheduleNotifier:
     ) -> bool:
         return bool(await self._post(schedule.channel, *sv.warning(schedule, at, plan, fire)))
 
-    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: str) -> bool:
-        return bool(await self._post(schedule.channel, *message(text)))
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: Text) -> bool:
+        return bool(await self._post(schedule.channel, *message(mrkdwn(text))))
 
     async def drift(
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
@@ -132,7 +133,7 @@ class ScheduleHandlers:
         try:
             await self._command(cmd, user, channel, respond)
         except ScheduleError as exc:
-            await respond(text=str(exc), response_type="ephemeral")
+            await tell(respond, mrkdwn(exc.text))
 
     async def _command(
         self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
@@ -150,15 +151,15 @@ class ScheduleHandlers:
                 for name, s in sorted(engine.schedules().items())
             ]
             text, blocks = sv.listing(rows)
-            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            await tell(respond, text, blocks)
             return
         if action == "exceptions":
             text, blocks = sv.exceptions(self.bot.store.active_exceptions(), engine.clock())
-            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            await tell(respond, text, blocks)
             return
         name = cmd.name or ""
         if action in {"add", "remove"} and not self.bot.service.policy.is_admin(user):
-            await respond(text=f"Only admins can {action} schedules.", response_type="ephemeral")
+            await tell(respond, md("Only admins can {} schedules.", action))
             return
         if action == "add":
             await self._add(cmd, user, channel, respond)
@@ -166,39 +167,40 @@ class ScheduleHandlers:
         schedule = engine.schedule(name)
         if action == "dry-run":
             text, blocks = sv.dry_run(schedule, await engine.read_plan(schedule))
-            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            await tell(respond, text, blocks)
             return
         refusal = await self._may_act(user, schedule)
         if refusal is not None:
-            await respond(
-                text=f"You cannot {action} `{name}`: {refusal}.", response_type="ephemeral"
-            )
+            await tell(respond, md("You cannot {} {}: {}.", action, code(name), refusal))
             return
         if action == "remove":
             engine.remove(name, user)
             self.bot.rebuild_schedules()
-            await respond(text=f"Removed the schedule `{name}`.", response_type="ephemeral")
+            await tell(respond, md("Removed the schedule {}.", code(name)))
         elif action == "run":
             plan = await engine.read_plan(schedule, started_by=user)
-            text, blocks = sv.run_confirmation(schedule, plan)
-            await respond(text=text, blocks=blocks, response_type="ephemeral")
+            await tell(respond, *sv.run_confirmation(schedule, plan))
         elif action == "skip":
             change = engine.skip(name, user)
             if change.repeat:
-                await respond(text=_already_skipped(name, change), response_type="ephemeral")
+                await tell(respond, _already_skipped(name, change))
                 return
-            await respond(
-                text=f"The next `{name}` run ({_at(change.fire)}) will be skipped.",
-                response_type="in_channel",
+            await tell_channel(
+                respond, md("The next {} run ({}) will be skipped.", code(name), _at(change.fire))
             )
         elif action == "snooze" and cmd.duration is not None:
             change = engine.snooze(name, cmd.duration, user)
             if change.repeat:
-                await respond(text=_already_snoozed(name, change), response_type="ephemeral")
+                await tell(respond, _already_snoozed(name, change))
                 return
-            await respond(
-                text=f"<@{user}> snoozed `{name}`: it now runs at {_at(change.at or change.fire)}.",
-                response_type="in_channel",
+            await tell_channel(
+                respond,
+                md(
+                    "{} snoozed {}: it now runs at {}.",
+                    Person(user),
+                    code(name),
+                    _at(change.at or change.fire),
+                ),
             )
 
     async def _add(
@@ -223,14 +225,19 @@ class ScheduleHandlers:
             schedule = ScheduleConfig.model_validate(definition)
         except ValidationError as exc:
             reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            await respond(text=f"Cannot add `{cmd.name}`: {reasons}.", response_type="ephemeral")
+            await tell(respond, md("Cannot add {}: {}.", code(cmd.name or ""), reasons))
             return
         self.engine.add(schedule, user)
         self.bot.rebuild_schedules()
-        await respond(
-            text=f"Added `{schedule.name}`: `{schedule.cron}` in {schedule.timezone}, "
-            f"next run {_at(self.engine.upcoming(schedule))}; warnings and summaries here.",
-            response_type="in_channel",
+        await tell_channel(
+            respond,
+            md(
+                "Added {}: {} in {}, next run {}; warnings and summaries here.",
+                code(schedule.name),
+                code(schedule.cron),
+                schedule.timezone,
+                _at(self.engine.upcoming(schedule)),
+            ),
         )
 
     # -- buttons --------------------------------------------------------------------------
@@ -239,15 +246,11 @@ class ScheduleHandlers:
         try:
             schedule = self.engine.schedule(name)
         except ScheduleError as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await tell(respond, mrkdwn(exc.text))
             return None
         refusal = await self._may_act(user, schedule)
         if refusal is not None:
-            await respond(
-                text=f"You cannot change `{name}`: {refusal}.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+            await tell(respond, md("You cannot change {}: {}.", code(name), refusal))
             return None
         return schedule
 
@@ -264,7 +267,7 @@ class ScheduleHandlers:
         user: str,
         respond: Respond,
         change: Callable[[dt.datetime], Change],
-        already: Callable[[str, Change], str],
+        already: Callable[[str, Change], Mrkdwn],
     ) -> Change | None:
         """Skip or Snooze, on the fire the button carries; None once the clicker is told why
         nothing changed (not theirs to do, too late, done already)."""
@@ -274,7 +277,7 @@ class ScheduleHandlers:
         try:
             made = change(self._button_fire(schedule, fire))
         except ScheduleError as exc:
-            await tell(respond, str(exc))
+            await tell(respond, mrkdwn(exc.text))
             return None
         if made.repeat:
             await tell(respond, already(name, made))
@@ -294,16 +297,17 @@ class ScheduleHandlers:
         )
         if change is None:
             return
-        await respond(
-            text=f"<@{user}> skipped tonight's `{name}` run ({_at(change.fire)}).",
-            response_type="in_channel",
-            replace_original=False,
+        await tell_channel(
+            respond,
+            md("{} skipped tonight's {} run ({}).", Person(user), code(name), _at(change.fire)),
         )
 
     async def on_snooze(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
         name, [duration], fire = sv.read_fire_value(value, 1)
-        delay = parse_duration(duration or "1h")
+        if duration not in {sv.SNOOZE_BY, ""}:
+            raise buttons.StaleButton
+        delay = parse_duration(duration or sv.SNOOZE_BY)
         change = await self._from_button(
             name,
             fire,
@@ -314,112 +318,125 @@ class ScheduleHandlers:
         )
         if change is None:
             return
-        await respond(
-            text=f"<@{user}> snoozed `{name}` by {format_duration(delay)}: "
-            f"it now runs at {_at(change.at or change.fire)}.",
-            response_type="in_channel",
-            replace_original=False,
+        await tell_channel(
+            respond,
+            md(
+                "{} snoozed {} by {}: it now runs at {}.",
+                Person(user),
+                code(name),
+                format_duration(delay),
+                _at(change.at or change.fire),
+            ),
         )
 
+    def _known(self, resource: str) -> str:
+        """The name of a configured resource a button names (else the button is stale)."""
+        try:
+            return self.bot.config.resource(resource).name
+        except UnknownResourceError:
+            raise buttons.StaleButton from None
+
     async def on_keep(self, body: dict[str, Any], respond: Respond) -> None:
-        action = body["actions"][0]
-        user = str(body["user"]["id"])
-        choice = sv.keep_value(str(action["selected_option"]["value"]))
-        name, resource, code = str(choice["s"]), str(choice["r"]), str(choice["d"])
-        if code not in {c for c, _ in sv.KEEP_CHOICES}:  # only what the menu offers
+        user = buttons.clicker(body)
+        choice = buttons.fields(buttons.selected(body), "s", "r", "d")
+        name, resource, kept = choice["s"], self._known(choice["r"]), choice["d"]
+        if kept not in {c for c, _ in sv.KEEP_CHOICES}:  # only what the menu offers
             await tell(
                 respond,
-                "That is not one of the Keep choices: nothing was changed. Pick one from the menu.",
+                Mrkdwn(
+                    "That is not one of the Keep choices: nothing was changed. Pick one from "
+                    "the menu."
+                ),
             )
             return
         decision = await self.bot.service.policy.may_stop(user, resource)
         if not decision.allowed:
-            await respond(
-                text=f"You cannot keep {resource}: {decision.reason}.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+            await tell(respond, md("You cannot keep {}: {}.", resource, decision.reason))
             return
         try:
             schedule = self.engine.schedule(name)
             now = self.engine.clock()
-            if code == "next":
+            if kept == "next":
                 tonight = self.engine.upcoming(schedule)
                 until = self.engine.next_fire(schedule, tonight)
             else:
-                until = now + dt.timedelta(hours=int(code.removesuffix("h")))
+                until = now + dt.timedelta(hours=int(kept.removesuffix("h")))
             self.engine.keep(name, resource, until, user)
-        except (ScheduleError, ValueError) as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        except ScheduleError as exc:
+            await tell(respond, mrkdwn(exc.text))
             return
-        await respond(
-            text=f"<@{user}> keeps {resource} out of `{name}` until {_at(until)}.",
-            response_type="in_channel",
-            replace_original=False,
+        await tell_channel(
+            respond,
+            md("{} keeps {} out of {} until {}.", Person(user), resource, code(name), _at(until)),
         )
 
     async def on_run_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)
         if await self._schedule_for(name, user, respond) is None:
             return
-        if not self.bot.store.claim(
-            f"schedule-run-click:{body.get('container', {}).get('message_ts')}:{name}"
-        ):
-            await respond(
-                text="This run was already started.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+        container = body.get("container")
+        message_ts = container.get("message_ts") if isinstance(container, dict) else None
+        if not self.bot.store.claim(f"schedule-run-click:{message_ts}:{name}"):
+            await tell(respond, Mrkdwn("This run was already started."))
             return
         try:
             await self.engine.run_now(name, user)
         except ScheduleError as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await tell(respond, mrkdwn(exc.text))
             return
-        await respond(
-            text=f"Running `{name}` now; the summary follows in its channel.", replace_original=True
+        await replace(
+            respond, md("Running {} now; the summary follows in its channel.", code(name))
         )
 
     async def on_run_cancel(self, body: dict[str, Any], respond: Respond) -> None:
         name, _ = self.bot.action_of(body)
-        await respond(text=f"Not running `{name}`.", replace_original=True)
+        await replace(respond, md("Not running {}.", code(name)))
 
     async def on_drift_stop(self, body: dict[str, Any], respond: Respond) -> None:
         resource, user = self.bot.action_of(body)
+        channel = body.get("channel")
         preview = await self.bot.service.prepare(
-            resource,
+            self._known(resource),
             await self.bot.actor(user),
             source="slack",
             reason="drift: running again",
-            channel=body.get("channel", {}).get("id"),
+            channel=channel.get("id") if isinstance(channel, dict) else None,
         )
         await self.bot.answer_preview(preview, respond, user)
 
     async def on_drift_leave(self, body: dict[str, Any], respond: Respond) -> None:
-        data = json.loads(str(body["actions"][0]["value"]))
-        user = str(body["user"]["id"])
+        data = buttons.fields(buttons.value(body), "s", "r")
+        resource = self._known(data["r"])
+        user = buttons.clicker(body)
         # Dismissing the report takes "Stop again" away from everyone: only someone who
         # could stop it decides to leave it running.
-        decision = await self.bot.service.policy.may_stop(user, str(data["r"]))
+        decision = await self.bot.service.policy.may_stop(user, resource)
         if not decision.allowed:
-            await tell(respond, f"You cannot decide for {data['r']}: {decision.reason}.")
+            await tell(respond, md("You cannot decide for {}: {}.", resource, decision.reason))
             return
         self.bot.store.audit(
-            user, "schedule.drift_accepted", resource=str(data["r"]), detail={"schedule": data["s"]}
+            user, "schedule.drift_accepted", resource=resource, detail={"schedule": data["s"]}
         )
-        await respond(text=f"<@{user}> leaves {data['r']} running.", replace_original=True)
+        await replace(respond, md("{} leaves {} running.", Person(user), resource))
 
 
 _at = when
 
 
-def _already_skipped(name: str, change: Change) -> str:
-    by = f" by <@{change.by}>" if change.by else ""
-    return f"The `{name}` run due {_at(change.fire)} is already skipped{by}: nothing was changed."
+def _already_skipped(name: str, change: Change) -> Mrkdwn:
+    by = md(" by {}", Person(change.by)) if change.by else Mrkdwn()
+    return md(
+        "The {} run due {} is already skipped{}: nothing was changed.",
+        code(name),
+        _at(change.fire),
+        by,
+    )
 
 
-def _already_snoozed(name: str, change: Change) -> str:
-    return (
-        f"The `{name}` run due {_at(change.fire)} is already snoozed to "
-        f"{_at(change.at or change.fire)}: nothing was changed."
+def _already_snoozed(name: str, change: Change) -> Mrkdwn:
+    return md(
+        "The {} run due {} is already snoozed to {}: nothing was changed.",
+        code(name),
+        _at(change.fire),
+        _at(change.at or change.fire),
     )

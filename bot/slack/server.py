@@ -8,8 +8,9 @@ import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 import uvicorn
 from slack_bolt import BoltResponse
@@ -31,30 +32,174 @@ log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
 
 
-def _malformed(body: bytes) -> bool:
-    """An interaction payload no Slack client sends: not JSON, or missing the parts
-    Bolt indexes into (a user; an action in block_actions; a view in view_* events)."""
-    form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    if "payload" not in form:
-        return False
+MAX_BODY = 256 * 1024
+"""The largest request read, in bytes. Slack's largest, a modal submitted with every input
+full, is a few tens of kilobytes."""
+JSON = "application/json"
+# The interactions an app of buttons and modals gets: no shortcuts, menus of options
+# loaded from the app, or legacy attachments.
+INTERACTIONS = frozenset({"block_actions", "view_submission", "view_closed"})
+# What Bolt reads, building a request's context, as an object, a list of objects, or an
+# id (a string or an object), without checking its type first.
+_OBJECTS = (
+    "event",
+    "view",
+    "container",
+    "message",
+    "previous_message",
+    "item",
+    "assistant_thread",
+    "function_data",
+    "workflow_step",
+)
+_LISTS = ("authorizations", "response_urls", "actions")
+_IDS = ("user", "team", "enterprise", "channel")
+
+
+class Refused(Exception):
+    """A request no Slack client sends: answered ``status`` (a 4xx), nothing done."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": str(self)}, status_code=self.status)
+
+
+@dataclass(frozen=True)
+class SlackRequest:
+    """A request signed by Slack and shaped as Slack sends it, read as Bolt reads it;
+    ``ahead``: read as the server reads it too (see _answer_ahead)."""
+
+    text: str
+    body: dict[str, Any]
+    ahead: bool = False
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body; Refused (413) past MAX_BODY. The rest is read and dropped, so
+    that the client gets the answer rather than a connection closed mid-upload."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= MAX_BODY:
+            chunks.append(chunk)
+    if size > MAX_BODY:
+        raise Refused(413, f"a request is {MAX_BODY} bytes at most")
+    return b"".join(chunks)
+
+
+def _signed(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Whether Slack signed ``body`` (UTF-8) in the last five minutes. slack_sdk reads the
+    timestamp with int(): one that is no number is no signature."""
     try:
-        payload = json.loads(form["payload"][0])
-    except json.JSONDecodeError:
-        return True
-    return _malformed_payload(payload)
+        return verifier.is_valid_request(body, headers)
+    except ValueError:
+        return False
 
 
-def _malformed_payload(payload: Any) -> bool:
-    if not isinstance(payload, dict) or not isinstance(payload.get("user", {}), dict):
-        return True
-    kind, actions = payload.get("type"), payload.get("actions")
-    if kind == "block_actions":
-        return not (
-            isinstance(actions, list) and actions and all(isinstance(a, dict) for a in actions)
+def _read(
+    verifier: SignatureVerifier | None, body: bytes, headers: Mapping[str, str]
+) -> SlackRequest:
+    """The request, checked: UTF-8 (else Refused 400: slack_sdk verifies signatures of text
+    only), signed (else Refused 401), a form (a slash command, an interaction's payload,
+    Slack's SSL check) or Slack's URL check in JSON, of the shape Slack sends (else
+    Refused 400): Bolt, and the listeners, can read it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(400, "the body is not UTF-8") from None
+    if verifier is not None and not _signed(verifier, body, headers):
+        # As Bolt logs it (the logging redacts what the body holds of secrets).
+        log.info(
+            "Invalid request signature detected (timestamp: %s, body: %s)",
+            headers.get("x-slack-request-timestamp"),
+            text[:4000],
         )
-    if kind in {"view_submission", "view_closed"}:
-        return not isinstance(payload.get("view"), dict)
-    return False
+        raise Refused(401, "invalid signature")
+    content_type = headers.get("content-type", "")
+    # As Bolt decides (parse_body): JSON by its content type or by its first character.
+    if content_type.split(";")[0] == JSON or text.startswith("{"):
+        parsed = _object(text)
+        if parsed.get("type") != "url_verification":
+            raise Refused(400, "Stopbot subscribes to no events")
+        return SlackRequest(text, _checked(parsed))
+    form = _form(text)
+    fields = form if form is not None else dict(parse_qsl(text, keep_blank_values=True))
+    # Answered ahead only when the server reads the form as Bolt does: no field twice.
+    ahead = form is not None and content_type.split(";")[0].strip().lower() == FORM
+    if "payload" in fields:
+        parsed = _object(fields["payload"])
+        if not isinstance(parsed.get("type"), str) or parsed["type"] not in INTERACTIONS:
+            raise Refused(400, "Stopbot has no listener for this interaction")
+        return SlackRequest(text, _checked(parsed), ahead)
+    if "command" not in fields and "ssl_check" not in fields:
+        raise Refused(400, "neither a command nor an interaction")
+    return SlackRequest(text, _checked(fields), ahead)
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        raise Refused(400, "malformed JSON") from None
+    if not isinstance(parsed, dict):
+        raise Refused(400, "not a JSON object")
+    return parsed
+
+
+def _readable(body: Mapping[str, Any]) -> bool:
+    """Whether Bolt builds its context from ``body`` without failing (see _OBJECTS)."""
+    if any(key in body and not isinstance(body[key], dict) for key in _OBJECTS):
+        return False
+    for key in _LISTS:
+        value = body.get(key)
+        if key in body and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            return False
+    if any(body.get(key) is not None and not isinstance(body[key], str | dict) for key in _IDS):
+        return False
+    nested = [*body.get("authorizations", [])[:1], *([body["event"]] if "event" in body else [])]
+    return all(_readable(inner) for inner in nested)
+
+
+def _named(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+def _checked(body: dict[str, Any]) -> dict[str, Any]:
+    """``body``, if it has what Slack always sends with it and the listeners read (who,
+    and where to answer); else Refused (400)."""
+    if not _readable(body):
+        raise Refused(400, "malformed request")
+    kind = body.get("type")
+    user = body.get("user")
+    who = user.get("id") if isinstance(user, dict) else None
+    if "command" in body:
+        if not (_named(body.get("user_id")) and _url(body.get("response_url"))):
+            raise Refused(400, "a command without its user or response URL")
+    elif kind == "block_actions":
+        actions = body.get("actions")
+        if not (_named(who) and actions):
+            raise Refused(400, "a click without its user or action")
+        if not all(isinstance(action.get("action_id"), str) for action in actions):
+            raise Refused(400, "an action without its id")
+        # A click on a message has where to answer; one in a modal has the modal.
+        where = body.get("response_url")
+        if not (_url(where) or (where is None and "view" in body)):
+            raise Refused(400, "a click with nowhere to answer")
+    elif kind in {"view_submission", "view_closed"}:
+        view = body.get("view") or {}
+        if not (_named(who) and _named(view.get("type")) and _named(view.get("callback_id"))):
+            raise Refused(400, "a modal's request without its user or view")
+    return body
 
 
 def _form(body: str) -> dict[str, str] | None:
@@ -76,33 +221,13 @@ def _answer_ahead(
     headers: Mapping[str, str],
 ) -> dict[str, Any] | None:
     """Slack's answer for a request whose ack the bot knows without Bolt (see
-    :meth:`SlackBot.answer_ahead`), or None for Bolt to answer in line.
-
-    Only a request signed as Slack signs it qualifies, in a form (Bolt reads a body
-    starting with "{" as JSON), read as :func:`bolt_request` reads it.
-    """
-    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != FORM or body[:1] == b"{":
-        return None
+    :meth:`SlackBot.answer_ahead`), or None for Bolt to answer in line (or for the
+    endpoint to refuse, see :func:`_read`)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+        request = _read(verifier, body, headers)
+    except Refused:
         return None
-    if verifier is not None and not verifier.is_valid_request(body, headers):
-        return None
-    form = _form(text)
-    if form is None:
-        return None
-    if "payload" in form:
-        try:
-            parsed: Any = json.loads(form["payload"])
-        except json.JSONDecodeError:
-            return None
-        if _malformed_payload(parsed):
-            return None
-    else:
-        parsed = form
-    return decide(parsed)
+    return decide(request.body) if request.ahead else None
 
 
 def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
@@ -119,47 +244,36 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     async def events(request: Request) -> Response:
         bot.after_ack.begin()  # listeners' post-ack work waits for the answers
         try:
-            body = await request.body()
             # The headers as Bolt takes them (a header sent twice: its first value), so
             # that both verify the same signature.
             headers = dict(request.headers)
             try:
-                ahead = _answer_ahead(bot.answer_ahead, verifier, body, headers)
+                checked = _read(verifier, await _body(request), headers)
+            except Refused as refused:
+                return refused.response()
+            try:
+                ahead = bot.answer_ahead(checked.body) if checked.ahead else None
             except Exception:  # Bolt answers it, with the listeners' guard around it
                 log.exception("answering ahead failed")
                 ahead = None
             if ahead is None:
-                return await answer(request)
+                return await answer(checked.text, headers)
             # Recorded before the answer leaves: a kill after it loses nothing.
-            request_id, seen = bot.inbox.receive(body, headers.get("content-type", FORM))
+            request_id, seen = bot.inbox.receive(checked.text, headers.get("content-type", FORM))
             if seen == "new":
-                bot.inbox.handle(request_id, body.decode("utf-8"), headers)
+                bot.inbox.handle(request_id, checked.text, headers)
             return to_starlette_response(BoltResponse(status=200, body=ahead or ""))
         finally:
             bot.after_ack.end()
 
-    async def answer(request: Request) -> Response:
-        failure: Exception | None = None
+    async def answer(text: str, headers: Mapping[str, str]) -> Response:
         try:
-            raw_body = (await request.body()).decode("utf-8")
-            bolt_response = await bot.app.async_dispatch(bolt_request(raw_body, request.headers))
-            response = to_starlette_response(bolt_response)
-        except Exception as exc:  # Bolt parses the body before its own error handling
-            failure = exc
-        else:
-            if response.status_code < 500:
-                return response
-        body = await request.body()
-        if not _malformed(body):
-            if failure is not None:
-                raise failure  # a real failure: Starlette's 500, logged
-            return response
-        # Never a shape Slack sends, and Bolt failed on it: a 400 (401 unsigned), not a
-        # 500. Checked only after a failure: parsing each payload twice cost a sixth of
-        # an ack's time.
-        if verifier is not None and not verifier.is_valid_request(body, dict(request.headers)):
-            return JSONResponse({"error": "invalid request"}, status_code=401)
-        return JSONResponse({"error": "malformed interaction payload"}, status_code=400)
+            bolt_response = await bot.app.async_dispatch(bolt_request(text, headers))
+        except Exception as exc:
+            # _read let through only what Bolt reads: a shape it reads otherwise.
+            log.warning("Bolt could not read a Slack request: refused", extra={"error": repr(exc)})
+            return JSONResponse({"error": "malformed request"}, status_code=400)
+        return to_starlette_response(bolt_response)
 
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {}

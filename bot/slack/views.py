@@ -1,5 +1,9 @@
 """Block Kit for every message the bot sends. Each builder returns ``(text, blocks)``:
-``text`` is the notification and accessibility fallback Slack asks for."""
+``text`` is the notification and accessibility fallback Slack asks for.
+
+Every text is :class:`~bot.slack.wording.Mrkdwn`, written with :func:`~bot.slack.wording.md`
+(user and provider text escaped) and cut to Block Kit's limits by the block builders here
+(never inside an entity); ``plain_text`` fields are capped, not escaped."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import Any
 
 from bot.durations import format_duration
 from bot.models import BotLock, Operation, OpState, Transition
+from bot.slack.wording import Mrkdwn, cut, md, mrkdwn, plain, when
+from bot.text import REASON_LIMIT, Person, Text
 from bot.workflow import Preview
 from providers.base import ProviderLock, Resource, ResourceStatus
 
@@ -35,6 +41,7 @@ __all__ = [
     "release_request",
     "resources_list",
     "status",
+    "when",
 ]
 
 CONFIRM = "stop_confirm"
@@ -46,9 +53,10 @@ ASK_RELEASE = "lock_ask_release"
 RELEASE = "lock_release"
 KEEP = "lock_keep"
 EXTEND = "lock_extend:"  # + the extension: action ids are unique within their block
+EXTENSIONS = ("1h", "1d")
 
 Blocks = list[dict[str, Any]]
-View = tuple[str, Blocks]
+View = tuple[Mrkdwn, Blocks]
 
 FINAL_LINES = {
     OpState.STOPPED: ":white_check_mark: *Stopped*",
@@ -68,97 +76,100 @@ ONGOING_LINES = {
 }
 
 
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": _mrkdwn(text[:3000])}
+def _mrkdwn(text: Mrkdwn, limit: int) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": cut(text, limit)}
 
 
 SECTION_LIMIT = 3000  # Slack refuses a section text longer than this
+FIELD_LIMIT = 2000
+CONTEXT_LIMIT = 3000
+HEADER_LIMIT = 150
+BUTTON_LIMIT = 75
 MAX_LIST_SECTIONS = 45  # a message holds 50 blocks: room for a title and a note
 
 
-def line_sections(lines: Sequence[str], most: int = MAX_LIST_SECTIONS) -> list[dict[str, Any]]:
-    """Lines packed whole into sections (a line is never cut, so no ``<!date^…>`` is
-    broken), at most ``most`` of them; the lines that do not fit are counted at the end."""
-    chunks: list[list[str]] = [[]]
+def _section(text: Mrkdwn) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text, SECTION_LIMIT)}
+
+
+def line_sections(lines: Sequence[Mrkdwn], most: int = MAX_LIST_SECTIONS) -> list[dict[str, Any]]:
+    """Lines packed whole into sections (a long line is cut, never inside an entity or a
+    ``<!date^…>``), at most ``most`` of them; the lines that do not fit are counted at the
+    end."""
+    chunks: list[list[Mrkdwn]] = [[]]
     size = 0
     for shown, line in enumerate(lines):
-        line = line[: SECTION_LIMIT // 2]
+        line = cut(line, SECTION_LIMIT // 2)
         if chunks[-1] and size + 1 + len(line) > SECTION_LIMIT:
             if len(chunks) == most:
                 left = len(lines) - shown
-                more = f"… and {left} more"
+                more = md("… and {} more", left)
                 while chunks[-1] and size + 1 + len(more) > SECTION_LIMIT:
                     size -= len(chunks[-1].pop()) + 1
                     left += 1
-                    more = f"… and {left} more"
+                    more = md("… and {} more", left)
                 chunks[-1].append(more)
                 break
             chunks.append([])
             size = 0
         chunks[-1].append(line)
         size += len(line) + 1
-    return [_section("\n".join(chunk)) for chunk in chunks if chunk]
+    return [_section(Mrkdwn("\n").join(chunk)) for chunk in chunks if chunk]
 
 
-def _context(*texts: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [_mrkdwn(t[:3000]) for t in texts[:10]]}
+def _context(*texts: Mrkdwn) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(t, CONTEXT_LIMIT) for t in texts[:10]]}
 
 
-def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _fields(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """Labelled values (each value escaped or rendered by :func:`md`)."""
     return {
         "type": "section",
-        "fields": [_mrkdwn(f"*{k}*\n{v}"[:2000]) for k, v in pairs[:10]],
+        "fields": [_mrkdwn(md("*{}*\n{}", k, v), FIELD_LIMIT) for k, v in pairs[:10]],
     }
 
 
 def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": plain(text, HEADER_LIMIT), "emoji": True},
+    }
 
 
-def when(at: dt.datetime) -> str:
-    """A time Slack shows in each viewer's own time zone."""
-    fallback = at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
-
-
-def _status_text(s: ResourceStatus | None, error: str | None = None) -> str:
+def _status_text(s: ResourceStatus | None, error: str | None = None) -> Mrkdwn:
     if s is None:
-        return f"unknown: {error}" if error else "unknown"
-    text = f"`{s.state}` ({s.phase.value})"
-    return f"{text}: {s.message}" if s.message else text
+        return md("unknown: {}", error) if error else Mrkdwn("unknown")
+    text = md("`{}` ({})", s.state, s.phase.value)
+    return md("{}: {}", text, s.message) if s.message else text
 
 
 def _provider_lock_text(
     lock: ProviderLock | None, now: dt.datetime, error: str | None = None
-) -> str:
+) -> Mrkdwn:
     """The provider lock, or why it is unknown: never "none" when it could not be read."""
     if error is not None:
-        return f"unknown: {error}"
+        return md("unknown: {}", error)
     if lock is None:
-        return "none"
-    who = f" by {lock.owner}" if lock.owner else ""
-    why = f": {lock.reason}" if lock.reason else ""
+        return Mrkdwn("none")
+    who = md(" by {}", lock.owner) if lock.owner else Mrkdwn()
+    why = md(": {}", lock.reason) if lock.reason else Mrkdwn()
     if lock.expires_at is None:
-        until = "no expiry"
+        until = Mrkdwn("no expiry")
     elif lock.is_expired(now):
-        until = "expired, stale"
+        until = Mrkdwn("expired, stale")
     else:
-        until = f"until {when(lock.expires_at)}"
-    return f"locked{who}{why} ({until})"
+        until = md("until {}", when(lock.expires_at))
+    return md("locked{}{} ({})", who, why, until)
 
 
-def _bot_lock_text(lock: BotLock | None) -> str:
+def _bot_lock_text(lock: BotLock | None) -> Mrkdwn:
     if lock is None:
-        return "none"
-    why = f": {lock.reason}" if lock.reason else ""
-    return f"locked by <@{lock.owner}>{why} (until {when(lock.expires_at)})"
+        return Mrkdwn("none")
+    why = md(": {}", lock.reason) if lock.reason else Mrkdwn()
+    return md("locked by {}{} (until {})", Person(lock.owner), why, when(lock.expires_at))
 
 
-def message(text: str) -> View:
+def message(text: Mrkdwn) -> View:
     return text, [_section(text)]
 
 
@@ -167,9 +178,9 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
     op, r = preview.operation, preview.resource
     force = op.force and preview.supports_force
     action = "forced stop (no checkpoint)" if force else "stop"
-    text = f"Stop {r.name} ({r.provider})? Confirm or cancel."
-    pairs = [
-        ("Resource", f"{r.name} (`{r.id}`)"),
+    text = md("Stop {} ({})? Confirm or cancel.", r.name, r.provider)
+    pairs: list[tuple[str, Any]] = [
+        ("Resource", md("{} (`{}`)", r.name, r.id)),
         ("Provider", r.provider),
         ("Current status", _status_text(preview.status, preview.status_error)),
         ("Provider lock", _provider_lock_text(preview.provider_lock, now, preview.lock_error)),
@@ -180,27 +191,16 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
         pairs.append(("Reason", op.reason))
     blocks: Blocks = [_header(f"Stop {r.name}?"), _fields(pairs)]
     if preview.notes:
-        blocks.append(_context(*(f":information_source: {n}" for n in preview.notes)))
+        blocks.append(_context(*(md(":information_source: {}", n) for n in preview.notes)))
     if op.expires_at:
-        blocks.append(_context(f"This confirmation expires {when(op.expires_at)}."))
+        blocks.append(_context(md("This confirmation expires {}.", when(op.expires_at))))
     blocks.append(
         {
             "type": "actions",
             "block_id": f"confirm:{op.id}",
             "elements": [
-                {
-                    "type": "button",
-                    "action_id": CONFIRM,
-                    "text": {"type": "plain_text", "text": "Confirm stop"},
-                    "style": "danger",
-                    "value": op.id,
-                },
-                {
-                    "type": "button",
-                    "action_id": CANCEL,
-                    "text": {"type": "plain_text", "text": "Cancel"},
-                    "value": op.id,
-                },
+                _button(CONFIRM, "Confirm stop", op.id, "danger"),
+                _button(CANCEL, "Cancel", op.id),
             ],
         }
     )
@@ -211,7 +211,7 @@ def _button(action_id: str, text: str, value: str, style: str | None = None) -> 
     button: dict[str, Any] = {
         "type": "button",
         "action_id": action_id,
-        "text": {"type": "plain_text", "text": text},
+        "text": {"type": "plain_text", "text": plain(text, BUTTON_LIMIT)},
         "value": value,
     }
     if style:
@@ -219,15 +219,20 @@ def _button(action_id: str, text: str, value: str, style: str | None = None) -> 
     return button
 
 
+def _unstarred(text: Mrkdwn) -> Mrkdwn:
+    """A notification text without bold markers (``*`` can never open an entity)."""
+    return Mrkdwn(text.replace("*", ""))
+
+
 def decided(preview: Preview) -> View:
     """A request that ended before confirmation (refused, or nothing to do), or a request
     shown again once past its confirmation."""
     op = preview.operation
-    line = FINAL_LINES.get(op.state) or ONGOING_LINES.get(op.state, op.state.value)
-    text = f"{line}: {op.detail}" if op.detail else line
+    line = Mrkdwn(FINAL_LINES.get(op.state) or ONGOING_LINES.get(op.state, op.state.value))
+    text = md("{}: {}", line, op.detail) if op.detail else line
     blocks: Blocks = [_section(text)]
     if preview.notes:
-        blocks.append(_context(*preview.notes))
+        blocks.append(_context(*(mrkdwn(n) for n in preview.notes)))
     if preview.blocking_lock is not None and preview.blocking_lock.owner:
         blocks.append(
             {
@@ -236,28 +241,29 @@ def decided(preview: Preview) -> View:
                 "elements": [_button(ASK_RELEASE, "Ask to release", op.id)],
             }
         )
-    return text.replace("*", ""), blocks
+    return _unstarred(text), blocks
 
 
 def approval_request(
-    op: Operation, current: str, approvers: Sequence[str], expires_at: dt.datetime
+    op: Operation, current: Mrkdwn, approvers: Sequence[str], expires_at: dt.datetime
 ) -> View:
     """The request an approver sees, with Approve and Deny."""
-    text = f"Approval needed: <@{op.requested_by}> wants to stop {op.resource}."
-    pairs = [
-        ("Requested by", f"<@{op.requested_by}>"),
-        ("Resource", f"{op.resource} (`{op.resource_id}`)"),
+    requester = Person(op.requested_by)
+    text = md("Approval needed: {} wants to stop {}.", requester, op.resource)
+    pairs: list[tuple[str, Any]] = [
+        ("Requested by", requester),
+        ("Resource", md("{} (`{}`)", op.resource, op.resource_id)),
         ("Provider", op.provider),
         ("Current status", current),
         ("Reason", op.reason or "none given"),
-        ("Approvers", ", ".join(_who(a) for a in approvers)),
+        ("Approvers", Text(", ").join(Person(a) for a in approvers)),
     ]
     if op.force:
         pairs.append(("Mode", "forced"))
     blocks: Blocks = [
         _header(f"Approve stopping {op.resource}?"),
         _fields(pairs),
-        _context(f"This request expires {when(expires_at)}. The requester cannot approve it."),
+        _context(md("This request expires {}. The requester cannot approve it.", when(expires_at))),
         {
             "type": "actions",
             "block_id": f"approval:{op.id}",
@@ -270,20 +276,24 @@ def approval_request(
     return text, blocks
 
 
-def approval_outcome(op: Operation, line: str) -> View:
+def approval_outcome(op: Operation, line: Mrkdwn) -> View:
     """An approval request once decided: no buttons left."""
-    text = f"Stop of {op.resource} requested by <@{op.requested_by}>: {line}"
+    requester = Person(op.requested_by)
+    text = md("Stop of {} requested by {}: {}", op.resource, requester, line)
     return text, [
         _header(f"Stop {op.resource}: decided"),
         _fields(
             [
-                ("Requested by", f"<@{op.requested_by}>"),
+                ("Requested by", requester),
                 ("Resource", op.resource),
                 ("Reason", op.reason or "none given"),
             ]
         ),
         _section(line),
     ]
+
+
+DENY_REASON_LIMIT = REASON_LIMIT
 
 
 def deny_modal(op: Operation) -> dict[str, Any]:
@@ -296,7 +306,7 @@ def deny_modal(op: Operation) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Deny"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            _section(f"Deny <@{op.requested_by}>'s request to stop *{op.resource}*?"),
+            _section(md("Deny {}'s request to stop *{}*?", Person(op.requested_by), op.resource)),
             {
                 "type": "input",
                 "block_id": "reason",
@@ -306,14 +316,14 @@ def deny_modal(op: Operation) -> dict[str, Any]:
                     "type": "plain_text_input",
                     "action_id": "reason",
                     "multiline": True,
-                    "max_length": 500,
+                    "max_length": DENY_REASON_LIMIT,
                 },
             },
         ],
     }
 
 
-def deny_refused(message: str) -> dict[str, Any]:
+def deny_refused(message: Mrkdwn) -> dict[str, Any]:
     """The deny modal, once it turns out the user may not decide: why, and Close."""
     return {
         "type": "modal",
@@ -323,12 +333,16 @@ def deny_refused(message: str) -> dict[str, Any]:
     }
 
 
-def release_request(resource: str, asker: str, lock_text: str, value: str, provider: bool) -> View:
+def release_request(
+    resource: str, asker: str, lock_text: Mrkdwn, value: str, provider: bool
+) -> View:
     """The DM asking a lock's owner to release it."""
-    text = f"<@{asker}> asks you to release your lock on {resource} so it can be stopped."
+    text = md(
+        "{} asks you to release your lock on {} so it can be stopped.", Person(asker), resource
+    )
     release = "I released it" if provider else "Release"
     return text, [
-        _section(f"{text}\nYour lock: {lock_text}"),
+        _section(md("{}\nYour lock: {}", text, lock_text)),
         {
             "type": "actions",
             "block_id": f"release:{resource}",
@@ -342,18 +356,18 @@ def release_request(resource: str, asker: str, lock_text: str, value: str, provi
 
 def lock_warning(lock: BotLock) -> View:
     """The DM to a lock's owner before it expires, with Extend."""
-    text = f"Your lock on {lock.resource} expires {when(lock.expires_at)}."
+    text = md("Your lock on {} expires {}.", lock.resource, when(lock.expires_at))
     warned = lock.expires_at.isoformat()
     return text, [
-        _section(text + (f" ({lock.reason})" if lock.reason else "")),
+        _section(md("{} ({})", text, lock.reason) if lock.reason else text),
         {
             "type": "actions",
             "block_id": f"extend:{lock.resource}",
+            # The expiry warned about goes with the click: a second click extends from it
+            # again, so it changes nothing.
             "elements": [
-                # The expiry warned about goes with the click: a second click extends
-                # from it again, so it changes nothing.
-                _button(f"{EXTEND}1h", "Extend 1h", f"{lock.resource}|1h|{warned}"),
-                _button(f"{EXTEND}1d", "Extend 1 day", f"{lock.resource}|1d|{warned}"),
+                _button(f"{EXTEND}{extra}", label, f"{lock.resource}|{extra}|{warned}")
+                for extra, label in zip(EXTENSIONS, ("Extend 1h", "Extend 1 day"), strict=True)
             ],
         },
     ]
@@ -368,56 +382,55 @@ def locks_list(
     """Every lock in force; ``unread``: (provider, resources, error) whose provider locks
     could not be read, shown as unknown rather than left out."""
     if not bot_locks and not provider_locks and not unread:
-        return message("No active locks.")
+        return message(Mrkdwn("No active locks."))
     lines = [
-        f"• *{lk.resource}* · Stopbot lock by <@{lk.owner}>"
-        + (f" · {lk.reason}" if lk.reason else "")
-        + f" · expires in {format_duration(lk.expires_at - now)} ({when(lk.expires_at)})"
+        md(
+            "• *{}* · Stopbot lock by {}{} · expires in {} ({})",
+            lk.resource,
+            Person(lk.owner),
+            md(" · {}", lk.reason) if lk.reason else Mrkdwn(),
+            format_duration(lk.expires_at - now),
+            when(lk.expires_at),
+        )
         for lk in bot_locks
     ]
     lines += [
-        f"• *{r.name}* · {r.provider} lock {_provider_lock_text(lk, now)}"
+        md("• *{}* · {} lock {}", r.name, r.provider, _provider_lock_text(lk, now))
         for r, lk in provider_locks
     ]
-    text = f"{len(lines)} active lock(s)"
+    text = md("{} active lock(s)", len(lines))
     if unread:
-        text += f"; the {' and '.join(sorted({p for p, _, _ in unread}))} locks could not be read"
+        providers = " and ".join(sorted({p for p, _, _ in unread}))
+        text += md("; the {} locks could not be read", providers)
     lines += [
-        f"• *{', '.join(names)}* · {provider} lock unknown: {error}"
+        md("• *{}* · {} lock unknown: {}", ", ".join(names), provider, error)
         for provider, names, error in unread
     ]
-    return text, [_section(f"*{text}*"), *line_sections(lines)]
+    return text, [_section(md("*{}*", text)), *line_sections(lines)]
 
 
-def _who(ref: str) -> str:
-    if ref[:1] == "S":
-        return f"<!subteam^{ref}>"
-    return f"<@{ref}>"
-
-
-def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[str]:
+def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[Mrkdwn]:
     start = op.created_at
     lines = []
     for t in timeline:
-        label = f"`{t.provider_state}`" if t.provider_state else t.state.replace("_", " ")
+        label = md("`{}`", t.provider_state) if t.provider_state else t.state.replace("_", " ")
         elapsed = format_duration(t.at - start)
-        lines.append(f"{label} · {when(t.at)} · +{elapsed}")
+        lines.append(md("{} · {} · +{}", label, when(t.at), elapsed))
     return lines
 
 
 def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStatus | None) -> View:
     """The public message that follows a stop from request to end."""
     title = f"Stopping {op.resource}" if not op.state.final else f"Stop of {op.resource}"
-    pairs = [
-        ("Resource", f"{op.resource} (`{op.resource_id}`)"),
+    pairs: list[tuple[str, Any]] = [
+        ("Resource", md("{} (`{}`)", op.resource, op.resource_id)),
         ("Provider", op.provider),
-        (
-            "Requested by",
-            f"<@{op.requested_by}>" if op.requested_by[:1] in "UW" else op.requested_by,
-        ),
+        ("Requested by", Person(op.requested_by)),
         (
             "Status",
-            f"`{op.provider_state}`" if op.provider_state else op.state.value.replace("_", " "),
+            md("`{}`", op.provider_state)
+            if op.provider_state
+            else op.state.value.replace("_", " "),
         ),
     ]
     if op.reason:
@@ -428,24 +441,30 @@ def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStat
     if op.override_lock:
         blocks.append(
             _section(
-                f":warning: A lock on {op.resource} was overridden by "
-                f"<@{op.requested_by}> (admin): {op.reason}"
+                md(
+                    ":warning: A lock on {} was overridden by {} (admin): {}",
+                    op.resource,
+                    Person(op.requested_by),
+                    op.reason or "",
+                )
             )
         )
     lines = _timeline(op, timeline)
     if lines:
-        blocks.append(_section("\n".join(lines[-20:])))
+        blocks.append(_section(Mrkdwn("\n").join(lines[-20:])))
     if op.state.final:
-        line = FINAL_LINES[op.state]
+        line = Mrkdwn(FINAL_LINES[op.state])
         if op.state == OpState.STOPPED and op.finished_at:
-            line += f" in {format_duration(op.finished_at - op.created_at)}"
+            line += md(" in {}", format_duration(op.finished_at - op.created_at))
         if op.detail:
-            line += f": {op.detail}"
+            line += md(": {}", op.detail)
         blocks.append(_section(line))
-        text = f"{op.resource}: {line.replace('*', '')}"
+        text = md("{}: {}", op.resource, _unstarred(line))
     else:
-        blocks.append(_context(":arrows_counterclockwise: following the provider's status…"))
-        text = f"Stopping {op.resource}: {op.provider_state or op.state.value}"
+        blocks.append(
+            _context(Mrkdwn(":arrows_counterclockwise: following the provider's status…"))
+        )
+        text = md("Stopping {}: {}", op.resource, op.provider_state or op.state.value)
     return text, blocks
 
 
@@ -458,9 +477,9 @@ def status(
     now: dt.datetime,
     lock_error: str | None = None,
 ) -> View:
-    text = f"{resource.name}: {_status_text(current, error)}"
-    pairs = [
-        ("Resource", f"{resource.name} (`{resource.id}`)"),
+    text = md("{}: {}", resource.name, _status_text(current, error))
+    pairs: list[tuple[str, Any]] = [
+        ("Resource", md("{} (`{}`)", resource.name, resource.id)),
         ("Provider", resource.provider),
         ("Status", _status_text(current, error)),
         ("Provider lock", _provider_lock_text(provider_lock, now, lock_error)),
@@ -468,34 +487,41 @@ def status(
     ]
     if resource.tags:
         pairs.append(("Tags", ", ".join(f"{k}={v}" for k, v in sorted(resource.tags.items()))))
-    return text.replace("`", ""), [_fields(pairs)]
+    return Mrkdwn(text.replace("`", "")), [_fields(pairs)]
 
 
 def resources_list(
     rows: Sequence[tuple[Resource, ResourceStatus | None, str | None]],
     title: str,
 ) -> View:
+    """``rows``: each resource, its status, and who holds its Stopbot lock (a user id)."""
     if not rows:
-        return message(f"No resources match {title}.")
+        return message(md("No resources match {}.", title))
     lines = []
-    for r, s, lock in rows:
-        state = f"`{s.state}` ({s.phase.value})" if s else "unknown"
-        lock_text = f" · :lock: {lock}" if lock else ""
-        lines.append(f"• *{r.name}* · {r.provider} · {state}{lock_text}")
-    text = f"{len(rows)} resource(s) {title}"
-    return text, [_section(f"*{text}*"), *line_sections(lines)]
+    for r, s, owner in rows:
+        state = md("`{}` ({})", s.state, s.phase.value) if s else Mrkdwn("unknown")
+        lock_text = md(" · :lock: {}", Person(owner)) if owner else Mrkdwn()
+        lines.append(md("• *{}* · {} · {}{}", r.name, r.provider, state, lock_text))
+    text = md("{} resource(s) {}", len(rows), title)
+    return text, [_section(md("*{}*", text)), *line_sections(lines)]
 
 
 def history(ops: Sequence[Operation], title: str) -> View:
+    """The latest stops; ``title`` says of what ("for dev-eu"), or is empty."""
+    heading = " ".join(["Latest stops", title]).strip()
     if not ops:
-        return message(f"No stops recorded {title}.")
-    lines = []
-    for op in ops:
-        who = f"<@{op.requested_by}>" if op.requested_by[:1] in "UW" else op.requested_by
-        detail = f": {op.detail}" if op.detail else ""
-        lines.append(
-            f"• {when(op.created_at)} · *{op.resource}* · {op.state.value.replace('_', ' ')} · "
-            f"{who}{detail}"
+        return message(
+            md("No stops recorded {}.", title) if title else Mrkdwn("No stops recorded.")
         )
-    text = f"Latest stops {title}"
-    return text, [_section(f"*{text}*"), *line_sections(lines)]
+    lines = [
+        md(
+            "• {} · *{}* · {} · {}{}",
+            when(op.created_at),
+            op.resource,
+            op.state.value.replace("_", " "),
+            Person(op.requested_by),
+            md(": {}", op.detail) if op.detail else Mrkdwn(),
+        )
+        for op in ops
+    ]
+    return mrkdwn(heading), [_section(md("*{}*", heading)), *line_sections(lines)]
