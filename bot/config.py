@@ -210,6 +210,33 @@ class StopSettings(BaseModel):
     )
 
 
+class RecoverySettings(BaseModel):
+    """How a process tells that another died, and takes its work over (config key
+    ``recovery``; see bot/processes.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease: Duration = Field(
+        default=dt.timedelta(seconds=30),
+        description="A process on another host whose heartbeat is older than this is dead "
+        "(on the same host, a dead process is known at once).",
+    )
+    sweep_interval: Duration = Field(
+        default=dt.timedelta(seconds=10),
+        description="How often a process renews its heartbeat and takes over what dead "
+        "ones left (at most a third of the lease).",
+    )
+
+    @model_validator(mode="after")
+    def _sweeps_within_the_lease(self) -> RecoverySettings:
+        if self.sweep_interval * 3 > self.lease:
+            raise ValueError(
+                "sweep_interval must be at most a third of lease, or a live process could "
+                "be taken for dead between two heartbeats"
+            )
+        return self
+
+
 class Selector(BaseModel):
     """What a schedule stops: the resources with all these tags, or these resources."""
 
@@ -323,6 +350,7 @@ class StopbotConfig(BaseModel):
     resources: list[ResourceConfig] = Field(default_factory=list)
     http: HttpSettings = Field(default_factory=HttpSettings)
     stops: StopSettings = Field(default_factory=StopSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     admins: list[str] = Field(
         default_factory=list, description="Slack user ids who may stop anything and override."
     )

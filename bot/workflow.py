@@ -195,7 +195,7 @@ class StopService:
         self.policy = policy or Policy(config)
         self.clock = clock
         self.sleep = sleep
-        self.registry = registry or ProcessRegistry(store)
+        self.registry = registry or ProcessRegistry(store, lease=config.recovery.lease)
         self.registry.register()
         self.outbox = outbox or Outbox(store, self.registry)
         self._tasks: dict[str, asyncio.Task[Operation]] = {}

@@ -206,3 +206,16 @@ def test_check_config_error_exit_code_and_no_traceback(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert f"{path}: providers[0].token: Field required" in err
+
+
+def test_a_sweep_slower_than_a_third_of_the_lease_is_refused() -> None:
+    """recovery.sweep_interval must fit three times in recovery.lease: a live process's
+    heartbeat would otherwise come after another took it for dead."""
+    document = {
+        **sample_config("http://127.0.0.1:1"),
+        "recovery": {"lease": "30s", "sweep_interval": "15s"},
+    }
+    with pytest.raises(ConfigError, match="sweep_interval must be at most a third of lease"):
+        parse_config(document, "sample", env={})
+    fine = {**document, "recovery": {"lease": "30s", "sweep_interval": "10s"}}
+    assert parse_config(fine, "sample", env={}).recovery.sweep_interval.total_seconds() == 10

@@ -565,3 +565,104 @@ async def test_sigkill_during_a_scheduled_run_finishes_it_once(
     assert accepted == [("dev-eu",), ("web-1",)]
     assert (requests.stop_posts(), requests.stops_applied) == (1, 1)
     assert_clean_logs(own_bot.logs)
+
+
+async def test_a_rolling_restart_during_a_scheduled_run_stops_each_resource_once(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A new process started while the old one executes a run (a rolling deploy) leaves the
+    run to it; the old one is then SIGKILLed: the new one takes the run and its stops over,
+    sends no stop again, and ends the run once, on the same summary message."""
+    slow_qovery(sims)
+    stops: list[str] = []
+    take = sims.hub.faults.take
+
+    def spy(api: str, method: str, path: str) -> list[Fault]:
+        if method == "POST" and (path.endswith(("/stop", "/stop/")) or "/action" in path):
+            stops.append(path)
+        return take(api, method, path)
+
+    with FakeSlackServer(slack_fake()) as fake, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sims.hub.faults, "take", spy)
+        old, new = Bot(sims, fake, tmp_path), Bot(sims, fake, tmp_path)  # one database
+        config = tmp_path / "stopbot.yaml"
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+        document["recovery"] = {"lease": 3, "sweep_interval": 0.2}
+        document["schedules"] = [
+            {
+                "name": "nightly",
+                "cron": "0 3 * * *",
+                "timezone": "UTC",
+                "select": {"resources": ["dev-eu", "web-1", "spark", "etl"]},
+                "channel": "C0DEV",
+                "force": True,
+            }
+        ]
+        config.write_text(yaml.safe_dump(document), encoding="utf-8")
+        try:
+            old.start()
+            command = old.command_body("schedule run nightly", "C0DEV")
+            assert old.post(command).status_code == 200
+            await old.fake.wait_for(
+                RESPONSE_URL_METHOD, lambda _: bool(old.fake.ephemeral_messages("C0DEV", BOB))
+            )
+            [message] = old.fake.ephemeral_messages("C0DEV", BOB)
+            url = old.fake.new_response_url(
+                channel="C0DEV", user=BOB, message_ts=message["ts"], is_ephemeral=True
+            )
+            payload = block_actions_payload(
+                BOB,
+                "C0DEV",
+                "schedule_run_confirm",
+                "nightly",
+                response_url=url,
+                message_ts=message["ts"],
+                is_ephemeral=True,
+                block_id="run:nightly",
+            )
+            assert old.post(block_actions_body(payload)).status_code == 200
+            summary = await old.fake.wait_for(
+                "chat.postMessage", lambda c: c.args["text"].startswith("nightly run")
+            )
+            deadline = time.monotonic() + 15
+            while len(old.rows("SELECT id FROM audit WHERE action = 'stop.accepted'")) < 4:
+                assert time.monotonic() < deadline, "the run's stops were never accepted"
+                await asyncio.sleep(0.05)  # the bot runs in another process: poll its database
+
+            new.start()  # the rolling deploy: both serve for a while
+            await asyncio.sleep(0.6)  # three sweeps of the new process
+            [(owner_before,)] = old.rows("SELECT owner FROM schedule_runs")
+            assert len(stops) == 4
+            assert old.end(signal.SIGKILL) == -signal.SIGKILL
+
+            deadline = time.monotonic() + 10
+            while old.rows("SELECT owner FROM schedule_runs") == [(owner_before,)]:
+                assert time.monotonic() < deadline, "the run was never taken over"
+                await asyncio.sleep(0.05)
+            sims.hub.clock.advance(2 * STEP)
+            done = await new.fake.wait_for(
+                "chat.update",
+                lambda c: c.args["text"].startswith("nightly run done"),
+                timeout=15,
+            )
+            assert new.end() == 0
+        finally:
+            for bot in (old, new):
+                if bot.process is not None:
+                    bot.end(signal.SIGKILL)
+
+        assert isinstance(summary.response, dict)
+        assert done.args["ts"] == summary.response["ts"]
+        assert done.args["text"] == "nightly run done: 4 stopped"
+        assert sorted(stops) == sorted(set(stops)) and len(stops) == 4
+        assert new.rows("SELECT status FROM schedule_runs") == [("done",)]
+        ends = new.rows("SELECT COUNT(*) FROM audit WHERE action = 'schedule.run.done'")
+        assert ends == [(1,)]
+        finals = new.rows(
+            "SELECT resource, COUNT(*) FROM audit WHERE action LIKE 'stop.%' AND action IN "
+            "('stop.stopped', 'stop.failed', 'stop.refused', 'stop.timed_out') "
+            "GROUP BY resource ORDER BY resource"
+        )
+        assert finals == [("dev-eu", 1), ("etl", 1), ("spark", 1), ("web-1", 1)]
+        assert new.rows("SELECT state FROM operations ORDER BY resource") == [("stopped",)] * 4
+        assert_clean_logs(old.logs + new.logs)

@@ -15,7 +15,7 @@ import pytest
 
 from bot.config import ScheduleConfig
 from bot.cron import cron_trigger, next_fire
-from bot.models import Operation, ScheduleRun
+from bot.models import Operation, OpState, ScheduleRun
 from bot.schedules import (
     Outcome,
     PlanItem,
@@ -933,3 +933,47 @@ async def test_no_second_stop_after_a_stop_that_timed_out(
         ]
     finally:
         await h.aclose()
+
+
+async def test_a_second_process_beside_a_run_sends_nothing_and_takes_it_over_when_it_dies(
+    s: Sched,
+) -> None:
+    """A second process started while the first executes a run (a rolling deploy) leaves
+    the run and its stops to it, even a stop whose call is on the wire. The first then
+    dies: the second takes the run over; the stop the dead one had claimed is judged by
+    the provider (it never left: not taken) and tried again as a new stop, so each
+    resource gets one stop call in all."""
+    held = gate(s.providers["qovery"], "stop")
+    s.sims.hub.faults.reset_counts()
+    await s.tick_at(TONIGHT)
+    [run] = s.store.runs(schedule="nightly")
+    while not any(op.send_claimed_at for op in s.store.recent_operations(resource="dev-eu")):
+        await s.time.sleep(0)
+    beside = StopService(s.config, s.store, s.providers, clock=s.time.now, sleep=s.time.sleep)
+    engine = ScheduleEngine(s.config, s.store, beside, Notes())
+    assert await beside.resume(lambda op: _Null()) == []
+    assert engine.resume() == 0
+
+    s.service.registry.me.abandon()  # the first process dies, its stop call never sent
+    await s.engine.cancel()
+    await s.service.aclose()
+    held.set()
+    await beside.resume(lambda op: _Null())
+    assert engine.resume() == 1
+    await asyncio.wait_for(engine.wait(), 10)
+
+    run = s.store.run(run.id) or run
+    assert run.status == "done"
+    assert {i.resource: i.outcome for i in s.store.run_items(run.id)} == {
+        "dev-eu": Outcome.STOPPED,
+        "spark": Outcome.STOPPED,
+    }
+    first, retry = sorted(s.store.recent_operations(resource="dev-eu"), key=lambda o: o.created_at)
+    assert first.state == OpState.FAILED
+    assert "the provider did not take it" in str(first.detail)
+    assert retry.state == OpState.STOPPED
+    counts = s.sims.hub.faults.counts()
+    assert (counts["qovery"].get("POST"), counts["okeanos"].get("POST")) == (1, 1)
+    ended = [e for e in s.store.audit_log() if e.action == "schedule.run.done"]
+    assert len(ended) == 1
+    await beside.aclose()

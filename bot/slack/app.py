@@ -669,7 +669,7 @@ class SlackBot:
         and do the time-driven work (housekeeping, schedules)."""
         registry = self.service.registry
         await registry.sweep()
-        registry.start()
+        registry.start(self.config.recovery.sweep_interval.total_seconds())
         self.start_housekeeping(self.housekeeping_interval)
         if self.scheduler is not None:
             self.scheduler.start()
