@@ -580,3 +580,48 @@ async def test_polls_start_a_poll_interval_apart_however_long_a_read_takes(h: Ha
     # Reads 0.4 s after 0 s, 1 s, … 6 s: STOPPED (two 3 s steps) is seen by the seventh.
     assert slept == [pytest.approx(0.6, abs=1e-5)] * 6
     await service.aclose()
+
+
+async def test_two_stops_of_one_resource_confirmed_together_make_one_provider_call(
+    h: Harness,
+) -> None:
+    """Bob and Alice each ask to stop dev-eu and confirm at once: one stop call reaches
+    Qovery; Alice's request is told Bob is already stopping it, follows that stop instead
+    of sending its own, and ends Stopped with it."""
+    bob_preview = await h.service.prepare("dev-eu", BOB, source="test")
+    alice_preview = await h.service.prepare("dev-eu", ALICE, source="test")
+    h.sims.hub.faults.reset_counts()
+    bob = h.service.confirm(bob_preview.operation.id, BOB)
+    alice = h.service.confirm(alice_preview.operation.id, ALICE)
+    assert bob.ok and bob.joined is None
+    assert alice.ok and alice.joined == bob_preview.operation.id
+    assert alice.message == say(
+        "{} is already being stopped{}: this request follows that stop instead of sending another.",
+        "dev-eu",
+        say(" by {}", Person(BOB.id)),
+    )
+    finals = await asyncio.gather(
+        h.service.run(bob_preview.operation.id, Recorder(), BOB),
+        h.service.run(alice_preview.operation.id, Recorder(), ALICE),
+    )
+    assert [f.state for f in finals] == [OpState.STOPPED, OpState.STOPPED]
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+
+
+async def test_a_stop_following_another_ends_as_that_one_when_it_fails(h: Harness) -> None:
+    """The stop it followed is refused by the provider: the follower does not wait for a
+    resource that will not stop; it fails, saying why."""
+    bob_preview = await h.service.prepare("dev-eu", BOB, source="test")
+    alice_preview = await h.service.prepare("dev-eu", ALICE, source="test")
+    h.service.confirm(bob_preview.operation.id, BOB)
+    h.service.confirm(alice_preview.operation.id, ALICE)
+    h.sims.hub.faults.add(
+        Fault(api="qovery", kind="status", method="POST", status=500, body={"message": "boom"})
+    )
+    bob, alice = await asyncio.gather(
+        h.service.run(bob_preview.operation.id, Recorder(), BOB),
+        h.service.run(alice_preview.operation.id, Recorder(), ALICE),
+    )
+    assert bob.state == OpState.FAILED
+    assert alice.state == OpState.FAILED
+    assert str(alice.detail).startswith("the stop it followed ended failed: qovery:")
