@@ -92,6 +92,7 @@ class Operation(BaseModel):
         description="When a process won the right to send the stop: from then on it may "
         "have left, and it is never sent again.",
     )
+    sends: int = Field(default=0, description="Claims to send it taken so far.")
     joined: str | None = Field(
         default=None,
         description="The stop of the same resource already in flight that this one follows "

@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.models import Owed
 from bot.processes import ProcessRegistry
@@ -52,6 +53,19 @@ class Outbox:
         self._loop: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         registry.sweeps.append(self.drain)
+
+    def message(
+        self, kind: str, about: str, payload: dict[str, Any], *, urgent: bool = True
+    ) -> Owed:
+        """A message of ``kind`` about ``about`` (its key: a second one owed about the same
+        thing replaces it, or is the same one when it is a claim's), owned by this process."""
+        return Owed(
+            key=f"{kind}:{about}",
+            kind=kind,
+            payload=payload,
+            urgent=urgent,
+            owner=self.registry.id,
+        )
 
     def handle(self, kind: str, handler: Handler, *, interval: float = 0.0) -> None:
         """Deliver ``kind`` with ``handler``, one key at most every ``interval`` seconds."""

@@ -459,16 +459,14 @@ class ScheduleEngine:
         self, schedule: ScheduleConfig, fire: dt.datetime, text: Text, runs: list[str]
     ) -> None:
         """Owe an announcement in the schedule's channel, the runs it tells of marked told."""
-        owed = Owed(
-            key=f"{ANNOUNCEMENT}:{uuid.uuid4().hex}",
-            kind=ANNOUNCEMENT,
-            payload={
+        owed = self.outbox.message(
+            ANNOUNCEMENT,
+            uuid.uuid4().hex,
+            {
                 "schedule": schedule.model_dump(mode="json"),
                 "fire": fire.isoformat(),
                 "text": text.to_json(),
             },
-            urgent=True,
-            owner=self.registry.id,
         )
         self.store.announce_runs(runs, owed)
         self.outbox.kick()
@@ -549,19 +547,16 @@ class ScheduleEngine:
         fire, at = self.next_run(schedule)
         if not at - schedule.warn_before <= now < at:
             return
-        key = f"{WARNING}:{schedule.name}:{at.isoformat()}"
-        owed = Owed(
-            key=key,
-            kind=WARNING,
-            payload={
+        owed = self.outbox.message(
+            WARNING,
+            f"{schedule.name}:{at.isoformat()}",
+            {
                 "schedule": schedule.model_dump(mode="json"),
                 "at": at.isoformat(),
                 "fire": fire.isoformat(),
             },
-            urgent=True,
-            owner=self.registry.id,
         )
-        if self.store.claim(key, owe=owed):
+        if self.store.claim(owed.key, owe=owed):
             self.outbox.kick()
 
     async def _deliver_warning(self, owed: Owed) -> bool:
@@ -1047,15 +1042,11 @@ class ScheduleEngine:
     def _summary(
         self, run_id: str, schedule: ScheduleConfig | None, *, urgent: bool = False
     ) -> Owed:
-        return Owed(
-            key=f"{SUMMARY}:{run_id}",
-            kind=SUMMARY,
-            payload={
-                "run": run_id,
-                "schedule": schedule.model_dump(mode="json") if schedule else None,
-            },
+        return self.outbox.message(
+            SUMMARY,
+            run_id,
+            {"run": run_id, "schedule": schedule.model_dump(mode="json") if schedule else None},
             urgent=urgent,
-            owner=self.registry.id,
         )
 
     def report(self, run_id: str, schedule: ScheduleConfig | None = None) -> RunReport | None:
@@ -1119,20 +1110,17 @@ class ScheduleEngine:
             ]
             resources = [r for r in self.config.all_resources() if r.name in stopped]
             for name, status in (await self._statuses(resources)).items():
-                key = f"{DRIFT}:{run.id}:{name}"
-                owed = Owed(
-                    key=key,
-                    kind=DRIFT,
-                    payload={
+                owed = self.outbox.message(
+                    DRIFT,
+                    f"{run.id}:{name}",
+                    {
                         "schedule": schedule.model_dump(mode="json"),
                         "run": run.id,
                         "resource": name,
                         "status": status.model_dump(mode="json"),
                     },
-                    urgent=True,
-                    owner=self.registry.id,
                 )
-                if status.phase == Phase.RUNNING and self.store.claim(key, owe=owed):
+                if status.phase == Phase.RUNNING and self.store.claim(owed.key, owe=owed):
                     self.store.audit(
                         f"schedule:{schedule.name}",
                         "schedule.drift",

@@ -281,6 +281,7 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     operations.add_column("joined", str)
     operations.add_column("notify", int, not_null_default=0)
     operations.add_column("shown_in", str)
+    operations.add_column("sends", int, not_null_default=0)
     # Before this version a submitting stop may have been sent: judged, never sent again.
     db.execute("UPDATE operations SET send_claimed_at = updated_at WHERE state = 'submitting'")
     # Stops in flight on one resource before this version: the later ones follow the first.
@@ -1369,11 +1370,34 @@ class Store:
         and it is never sent again. None when another process won it first."""
         with self.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE operations SET send_claimed_at = ?, owner = ? "
+                "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
                 "WHERE id = ? AND state = ? AND send_claimed_at IS NULL AND joined IS NULL",
                 [_iso(self.clock()), owner, op_id, OpState.SUBMITTING.value],
             )
             return self._get(conn, op_id) if cursor.rowcount == 1 else None
+
+    def release_claim(self, op_id: str, owner: str, sends: int) -> Operation | None:
+        """Give back the claim to send a stop that provably did not take (the provider
+        shows the resource running once the call could be over), audited; the operation,
+        to be claimed and sent again, or None when it moved on meanwhile."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE operations SET send_claimed_at = NULL WHERE id = ? AND owner = ? "
+                "AND state = ? AND sends = ? AND send_claimed_at IS NOT NULL",
+                [op_id, owner, OpState.SUBMITTING.value, sends],
+            )
+            if cursor.rowcount != 1:
+                return None
+            op = self._get(conn, op_id)
+            self._audit(
+                conn,
+                "stopbot",
+                "stop.not_taken",
+                resource=op.resource,
+                operation_id=op_id,
+                detail={"sends": sends},
+            )
+            return op
 
     # -- processes and what they own ---------------------------------------------
 

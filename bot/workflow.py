@@ -84,6 +84,9 @@ INTERRUPTED_PREPARING = Text(
     "interrupted by a restart while it was being prepared: nothing was stopped"
 )
 _STOPPED_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY})
+MAX_SENDS = 2
+"""Claims to send one stop at most: a claim whose call did not take (its process died
+before the call left) is given back once."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -540,13 +543,7 @@ class StopService:
                 actor.id,
                 expires_at=self.clock() + approval.expires_after,
                 min_approvals=approval.min_approvals,
-                owe=Owed(
-                    key=f"{APPROVAL_REQUEST}:{op_id}",
-                    kind=APPROVAL_REQUEST,
-                    payload={"operation": op_id},
-                    urgent=True,
-                    owner=self.registry.id,
-                ),
+                owe=self.outbox.message(APPROVAL_REQUEST, op_id, {"operation": op_id}),
             )
             if waiting is None:
                 return ActionResult(ok=False, message=Text("This stop was already handled."))
@@ -593,13 +590,7 @@ class StopService:
         """The progress message owed for ``op``'s next change, if a face shows it."""
         if not op.notify:
             return None
-        return Owed(
-            key=f"{PROGRESS}:{op.id}",
-            kind=PROGRESS,
-            payload={"operation": op.id},
-            urgent=urgent,
-            owner=self.registry.id,
-        )
+        return self.outbox.message(PROGRESS, op.id, {"operation": op.id}, urgent=urgent)
 
     def _approval_policy(self, resource: str) -> ApprovalPolicy | None:
         try:
@@ -718,13 +709,7 @@ class StopService:
 
     def _outcome(self, op_id: str) -> Owed:
         """An approval's end owed to its requester and to every copy of its request."""
-        return Owed(
-            key=f"{APPROVAL_OUTCOME}:{op_id}",
-            kind=APPROVAL_OUTCOME,
-            payload={"operation": op_id},
-            urgent=True,
-            owner=self.registry.id,
-        )
+        return self.outbox.message(APPROVAL_OUTCOME, op_id, {"operation": op_id})
 
     def _owe_progress(self, op: Operation) -> None:
         owed = self._progress(op, urgent=op.state.final)
@@ -892,11 +877,12 @@ class StopService:
             return resource
         if op.joined is not None:
             return await self._follow_joined(op, resource, listener)
-        if op.send_claimed_at is not None:  # this process sent it before a restart
+        if op.send_claimed_at is not None:  # its sender died: did the call leave?
             op = await self._judge_submitting(op, resource, listener)
             if op.state.final or op.owner != self.registry.id:
                 return op
-            return await self.follow(op, resource, listener)
+            if op.state != OpState.SUBMITTING:
+                return await self.follow(op, resource, listener)
         provider = self.providers[resource.provider]
         provider_lock: ProviderLock | None = None
         if (
@@ -1184,7 +1170,9 @@ class StopService:
         it is followed. A resource still running may yet get it (a request on the wire
         when its sender died), so that is the verdict only once the stop call, every
         retry included, would be over; meanwhile the status is read again every poll
-        interval.
+        interval. Still running then, the stop did not take (its sender died before the
+        call left, most often): its claim is given back, once (``MAX_SENDS``), and the
+        operation returned submitting, to be claimed and sent again.
         """
         deadline = (op.send_claimed_at or op.updated_at) + self._submit_window()
         while True:
@@ -1205,6 +1193,14 @@ class StopService:
             if self.clock() >= deadline:
                 break
             await self.sleep(self.settings.poll_initial.total_seconds())
+        if status is not None and op.sends < MAX_SENDS:
+            again = self.store.release_claim(op.id, self.registry.id, op.sends)
+            if again is not None:
+                log.warning(
+                    "a stop its dead sender had claimed did not take: sent again",
+                    extra={"operation": op.id, "state": status.state},
+                )
+                return again
         if status is None:
             return await self._end(
                 op,

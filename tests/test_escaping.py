@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -303,9 +304,15 @@ async def test_the_approval_request_and_its_update_after_deny_are_inert(guarded:
     _inert(guarded)
 
 
+def _hours_away(hours: int) -> str:
+    """A daily cron ``hours`` from now in Paris: its warning is never due at start."""
+    paris = dt.datetime.now(ZoneInfo("Europe/Paris"))
+    return f"0 {(paris.hour + hours) % 24} * * *"
+
+
 NIGHTLY = {
     "name": "nightly",
-    "cron": "0 20 * * *",
+    "cron": _hours_away(3),
     "timezone": "Europe/Paris",
     "select": {"resources": ["dev-eu", "spark"]},
     "channel": CHANNEL,

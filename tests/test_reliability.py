@@ -163,6 +163,29 @@ class Bot:
         assert self.post(block_actions_body(payload)).status_code == 200
         return op_id
 
+    async def run_now(self, schedule: str, channel: str) -> None:
+        """`/stop schedule run <schedule>` then Confirm, as Bob."""
+        assert self.post(self.command_body(f"schedule run {schedule}", channel)).status_code == 200
+        await self.fake.wait_for(
+            RESPONSE_URL_METHOD, lambda _: bool(self.fake.ephemeral_messages(channel, BOB))
+        )
+        [message] = self.fake.ephemeral_messages(channel, BOB)
+        assert message["text"] == f"Run {schedule} now? Confirm or cancel."
+        url = self.fake.new_response_url(
+            channel=channel, user=BOB, message_ts=message["ts"], is_ephemeral=True
+        )
+        payload = block_actions_payload(
+            BOB,
+            channel,
+            "schedule_run_confirm",
+            schedule,
+            response_url=url,
+            message_ts=message["ts"],
+            is_ephemeral=True,
+            block_id=f"run:{schedule}",
+        )
+        assert self.post(block_actions_body(payload)).status_code == 200
+
     async def final(self, channel: str, timeout: float = 15.0) -> dict[str, Any]:  # noqa: ASYNC109
         return await self.fake.wait_for_message(
             channel, lambda m: bool(FINAL.match(m.get("text", ""))), timeout=timeout
@@ -516,26 +539,7 @@ async def test_sigkill_during_a_scheduled_run_finishes_it_once(
     ]
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     own_bot.start()
-    assert own_bot.post(own_bot.command_body("schedule run nightly", "C0DEV")).status_code == 200
-    await own_bot.fake.wait_for(
-        RESPONSE_URL_METHOD, lambda _: bool(own_bot.fake.ephemeral_messages("C0DEV", BOB))
-    )
-    [message] = own_bot.fake.ephemeral_messages("C0DEV", BOB)
-    assert message["text"] == "Run nightly now? Confirm or cancel."
-    url = own_bot.fake.new_response_url(
-        channel="C0DEV", user=BOB, message_ts=message["ts"], is_ephemeral=True
-    )
-    payload = block_actions_payload(
-        BOB,
-        "C0DEV",
-        "schedule_run_confirm",
-        "nightly",
-        response_url=url,
-        message_ts=message["ts"],
-        is_ephemeral=True,
-        block_id="run:nightly",
-    )
-    assert own_bot.post(block_actions_body(payload)).status_code == 200
+    await own_bot.run_now("nightly", "C0DEV")
     summary = await own_bot.fake.wait_for(
         "chat.postMessage", lambda c: c.args["text"].startswith("nightly run running")
     )
@@ -601,26 +605,7 @@ async def test_a_rolling_restart_during_a_scheduled_run_stops_each_resource_once
         config.write_text(yaml.safe_dump(document), encoding="utf-8")
         try:
             old.start()
-            command = old.command_body("schedule run nightly", "C0DEV")
-            assert old.post(command).status_code == 200
-            await old.fake.wait_for(
-                RESPONSE_URL_METHOD, lambda _: bool(old.fake.ephemeral_messages("C0DEV", BOB))
-            )
-            [message] = old.fake.ephemeral_messages("C0DEV", BOB)
-            url = old.fake.new_response_url(
-                channel="C0DEV", user=BOB, message_ts=message["ts"], is_ephemeral=True
-            )
-            payload = block_actions_payload(
-                BOB,
-                "C0DEV",
-                "schedule_run_confirm",
-                "nightly",
-                response_url=url,
-                message_ts=message["ts"],
-                is_ephemeral=True,
-                block_id="run:nightly",
-            )
-            assert old.post(block_actions_body(payload)).status_code == 200
+            await old.run_now("nightly", "C0DEV")
             summary = await old.fake.wait_for(
                 "chat.postMessage", lambda c: c.args["text"].startswith("nightly run")
             )

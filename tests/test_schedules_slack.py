@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,6 +22,14 @@ from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CHANNEL, Slack, block_texts
 
 DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
+
+
+def _hours_away(hours: int) -> str:
+    """A daily cron ``hours`` from now in Paris."""
+    paris = dt.datetime.now(ZoneInfo("Europe/Paris"))
+    return f"0 {(paris.hour + hours) % 24} * * *"
+
+
 NIGHTLY = {
     "name": "nightly",
     "cron": "0 20 * * *",
@@ -359,7 +368,8 @@ async def test_a_manual_run_asks_approval_for_what_needs_it(
     harness = Slack(
         sims,
         tmp_path / "stopbot.db",
-        schedules=[NIGHTLY],
+        # A fire hours away: the hour this test travels never holds one.
+        schedules=[{**NIGHTLY, "cron": _hours_away(3)}],
         resources={"dev-eu": {"approval": {"required": True, "approvers": ["U0CAROL"]}}},
     )
     try:

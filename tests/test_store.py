@@ -338,7 +338,7 @@ def undo_migration_6(conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP INDEX {index}")
     for table in ("processes", "outbox", "inbox"):
         conn.execute(f"DROP TABLE {table}")
-    for column in ("owner", "send_claimed_at", "joined", "notify", "shown_in"):
+    for column in ("owner", "send_claimed_at", "joined", "notify", "shown_in", "sends"):
         conn.execute(f"ALTER TABLE operations DROP COLUMN {column}")
     for column in ("owner", "announced_at"):
         conn.execute(f"ALTER TABLE schedule_runs DROP COLUMN {column}")

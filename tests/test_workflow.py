@@ -428,15 +428,35 @@ async def test_two_processes_taking_over_one_stop_send_it_once(h: Harness) -> No
         await service.aclose()
 
 
-async def test_a_stop_whose_sender_died_is_judged_by_the_provider_and_never_resent(
+async def test_a_stop_whose_sender_died_before_the_call_left_is_judged_then_sent_again(
     h: Harness,
 ) -> None:
     """The claim to send was won, then the process died (the call may have left): the
     next process reads the status until the stop call could be over; the resource still
-    running, it fails the operation, saying the stop was not taken, and sends nothing."""
+    running, the stop did not take: its claim is given back (audited) and the stop sent,
+    once, and followed to Stopped."""
     op_id = await h.confirmed("dev-eu")
     assert h.store.claim_send(op_id, h.service.registry.id) is not None
     claimed_at = h.time.now()
+    h.sims.hub.faults.reset_counts()
+    [resumed] = await h.restart().resume(lambda op: Recorder())
+    final = await resumed
+    assert final.state == OpState.STOPPED and final.sends == 2
+    http = h.config.http
+    window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
+    [not_taken] = [e for e in h.store.audit_log() if e.action == "stop.not_taken"]
+    assert window <= not_taken.at - claimed_at < window + h.config.stops.poll_initial * 2
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+
+
+async def test_a_stop_that_did_not_take_twice_fails_saying_so(h: Harness) -> None:
+    """A stop whose second claim did not take either (its sender died again before the
+    call left) is not sent a third time: it fails, saying the provider did not take it."""
+    op_id = await h.confirmed("dev-eu")
+    me = h.service.registry.id
+    assert h.store.claim_send(op_id, me) is not None
+    assert h.store.release_claim(op_id, me, 1) is not None
+    assert h.store.claim_send(op_id, me) is not None
     h.sims.hub.faults.reset_counts()
     [resumed] = await h.restart().resume(lambda op: Recorder())
     final = await resumed
@@ -446,9 +466,6 @@ async def test_a_stop_whose_sender_died_is_judged_by_the_provider_and_never_rese
         "it: dev-eu is DEPLOYED. Run {} again.",
         Command("stop", "dev-eu"),
     )
-    http = h.config.http
-    window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
-    assert window <= h.time.now() - claimed_at < window + h.config.stops.poll_initial * 2
     assert h.sims.hub.faults.counts()["qovery"].get("POST", 0) == 0
     assert h.store.get_operation(op_id) == final
 

@@ -305,15 +305,13 @@ class LockHandlers:
         claim that makes it once, delivered by the outbox)."""
         outbox = self.bot.service.outbox
         for lock in self.bot.store.locks_expiring(self.bot.config.locks.warn_before_expiry):
-            key = f"{LOCK_WARNING}:{lock.resource}:{lock.expires_at.isoformat()}"
-            owed = Owed(
-                key=key,
-                kind=LOCK_WARNING,
-                payload={"resource": lock.resource, "expires_at": lock.expires_at.isoformat()},
-                urgent=True,
-                owner=self.bot.service.registry.id,
+            expiry = lock.expires_at.isoformat()
+            owed = outbox.message(
+                LOCK_WARNING,
+                f"{lock.resource}:{expiry}",
+                {"resource": lock.resource, "expires_at": expiry},
             )
-            if self.bot.store.claim(key, owe=owed):
+            if self.bot.store.claim(owed.key, owe=owed):
                 outbox.kick()
 
     async def deliver_warning(self, owed: Owed) -> bool:
