@@ -176,7 +176,10 @@ class Outbox:
             return done
         finally:
             self._busy.pop(owed.key, None)
-            self.kick()
+            # Owed again while it was delivered: go again (a kick each time, with
+            # hundreds delivered at once, read the whole outbox hundreds of times).
+            if self.store.owed(key=owed.key):
+                self.kick()
 
     async def flush(self, rounds: int = 100) -> None:
         """Deliver what is owed now and what that makes owed, until nothing more may go

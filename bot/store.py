@@ -1554,19 +1554,27 @@ class Store:
 
     # -- the inbox: requests answered before they were handled --------------------
 
-    def receive(self, request_id: str, body: str, content_type: str, owner: str) -> str:
-        """Record a request before it is answered: "new", or "open"/"done" for one seen
-        already (a redelivery of the very same body)."""
+    def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
+        """Record requests (id, body, content type) before they are answered, in one
+        transaction: for each, "new", or "open"/"done" for one seen already (a redelivery
+        of the very same body)."""
+        now = _iso(self.clock())
+        seen = []
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO inbox (id, received_at, body, content_type, owner) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [request_id, _iso(self.clock()), body, content_type, owner],
-            )
-            if cursor.rowcount == 1:
-                return "new"
-            row = conn.execute("SELECT done_at FROM inbox WHERE id = ?", [request_id]).fetchone()
-            return "done" if row and row[0] else "open"
+            for request_id, body, content_type in requests:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO inbox (id, received_at, body, content_type, owner) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [request_id, now, body, content_type, owner],
+                )
+                if cursor.rowcount == 1:
+                    seen.append("new")
+                    continue
+                row = conn.execute(
+                    "SELECT done_at FROM inbox WHERE id = ?", [request_id]
+                ).fetchone()
+                seen.append("done" if row and row[0] else "open")
+        return seen
 
     def handled(self, request_id: str) -> None:
         with self.transaction() as conn:

@@ -83,12 +83,34 @@ def track(task: asyncio.Task[None]) -> None:
 class Inbox:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
+        self._waiting: list[tuple[str, str, str, asyncio.Future[str]]] = []
 
-    def receive(self, body: str, content_type: str) -> tuple[str, str]:
-        """Record a request before answering it: (its id, "new" | "open" | "done")."""
+    async def receive(self, body: str, content_type: str) -> tuple[str, str]:
+        """Record a request before answering it: (its id, "new" | "open" | "done").
+
+        The requests of a burst that arrive in one turn of the event loop are recorded in
+        one transaction (a commit each cost about 50 µs of the loop, and 200 of them,
+        back to back, put the last ack 10 ms or more behind)."""
         request_id = hashlib.sha256(body.encode("utf-8")).hexdigest()
-        state = self.bot.store.receive(request_id, body, content_type, self.bot.service.registry.id)
-        return request_id, state
+        recorded: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request_id, body, content_type, recorded))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._record)
+        return request_id, await recorded
+
+    def _record(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            seen = self.bot.store.receive(
+                [(rid, body, kind) for rid, body, kind, _ in waiting],
+                self.bot.service.registry.id,
+            )
+        except Exception as exc:  # each request fails as its own recording would
+            for *_, recorded in waiting:
+                recorded.set_exception(exc)
+            return
+        for (*_, recorded), state in zip(waiting, seen, strict=True):
+            recorded.set_result(state)
 
     def handle(self, request_id: str, raw_body: str, headers: Mapping[str, str]) -> _Handling:
         """Bolt's whole handling (verification, listener, work) of a recorded request, once

@@ -259,7 +259,8 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
             if ahead is None:
                 return await answer(checked.text, headers)
             # Recorded before the answer leaves: a kill after it loses nothing.
-            request_id, seen = bot.inbox.receive(checked.text, headers.get("content-type", FORM))
+            content_type = headers.get("content-type", FORM)
+            request_id, seen = await bot.inbox.receive(checked.text, content_type)
             if seen == "new":
                 bot.inbox.handle(request_id, checked.text, headers)
             return to_starlette_response(BoltResponse(status=200, body=ahead or ""))
