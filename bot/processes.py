@@ -193,9 +193,6 @@ class ProcessRegistry:
             return False
         return owner not in (self.live() if live is None else live)
 
-    def mine_or_orphaned(self, owner: str | None, live: set[str] | None = None) -> bool:
-        return owner == self.me.id or self.orphaned(owner, live)
-
     def take(self, table: str, key: str, previous: str | None) -> bool:
         """Own one row (see :meth:`Store.take_over`); True when it is this process's now."""
         if previous == self.me.id:

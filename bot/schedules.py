@@ -747,7 +747,7 @@ class ScheduleEngine:
         now = self.clock()
         live = self.registry.live()
         for run in self.store.running_runs():
-            if run.id in self._runs or not self.registry.mine_or_orphaned(run.owner, live):
+            if run.id in self._runs or not self.registry.orphaned(run.owner, live):
                 continue
             if self.registry.take("schedule_runs", run.id, run.owner):
                 self._spawn(run, self._lateness(run, now))
@@ -764,7 +764,7 @@ class ScheduleEngine:
             missed: dict[str, list[ScheduleRun]] = {}
             for run in self.store.unannounced_runs():
                 schedule = self.schedules().get(run.schedule)
-                if not self.registry.mine_or_orphaned(run.owner, live):
+                if not self.registry.orphaned(run.owner, live):
                     continue
                 if schedule is None:
                     self.store.announce_runs([run.id], None)

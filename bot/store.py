@@ -1470,16 +1470,22 @@ class Store:
             )
             return cursor.rowcount == 1
 
-    def owned_operations(self, states: Iterable[OpState]) -> list[Operation]:
-        """Operations in ``states`` that a process drives (or should), oldest first."""
+    def orphaned_operations(
+        self, states: Iterable[OpState], live: Iterable[str]
+    ) -> list[Operation]:
+        """Operations in ``states`` that no live process owns (``live``: the live ones'
+        ids), oldest first."""
         wanted = [s.value for s in states]
+        alive = list(live)
         marks = ", ".join("?" for _ in wanted)
+        owners = ", ".join("?" for _ in alive) or "NULL"
         with self._lock:
             ids = [
                 r[0]
                 for r in self.tuples(
-                    f"SELECT id FROM operations WHERE state IN ({marks}) ORDER BY created_at",  # noqa: S608
-                    wanted,
+                    f"SELECT id FROM operations WHERE state IN ({marks}) "  # noqa: S608
+                    f"AND (owner IS NULL OR owner NOT IN ({owners})) ORDER BY created_at",
+                    [*wanted, *alive],
                 )
             ]
             return [self._get(self.db.conn, i) for i in ids]

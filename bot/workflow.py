@@ -84,6 +84,9 @@ INTERRUPTED_PREPARING = Text(
     "interrupted by a restart while it was being prepared: nothing was stopped"
 )
 _STOPPED_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY})
+OWNER_CHECK_EVERY = 5
+"""Polls between a follower's checks that it still owns its operation (a process taken
+for dead is fenced out of every write, and stops following at the next check)."""
 MAX_SENDS = 2
 """Claims to send one stop at most: a claim whose call did not take (its process died
 before the call left) is given back once."""
@@ -814,6 +817,7 @@ class StopService:
         """A transition of an operation this process drives: fenced by its ownership, the
         progress it makes owed in the same transaction (unless not ``shown`` by itself:
         the provider's state that comes with it is)."""
+        owed = self._progress(op, urgent=to.final) if shown else None
         moved = self.store.transition(
             op.id,
             to,
@@ -822,23 +826,24 @@ class StopService:
             detail=detail,
             audit_detail=audit_detail,
             owner=self.registry.id,
-            owe=self._progress(op, urgent=to.final) if shown else None,
+            owe=owed,
         )
-        if moved is not None:
+        if moved is not None and owed is not None:
             self.outbox.kick()
         return moved
 
     def _observe(self, op: Operation, status: ResourceStatus) -> Operation | None:
         """Record a new provider state of an operation this process drives."""
+        owed = self._progress(op)
         changed = self.store.record_provider_state(
             op.id,
             status.state,
             status.phase.value,
             status.message,
             owner=self.registry.id,
-            owe=self._progress(op),
+            owe=owed,
         )
-        if changed is not None:
+        if changed is not None and owed is not None:
             self.outbox.kick()
         return changed
 
@@ -1021,6 +1026,7 @@ class StopService:
         deadline = self._accepted_at(op) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
         last: ResourceStatus | None = None
+        polls = 0
         while True:
             read_at = self.clock()
             if read_at >= deadline:
@@ -1068,9 +1074,11 @@ class StopService:
             ended = self._leader_ended(op)
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
-            current = self.store.get_operation(op.id)
-            if current is None or current.owner != self.registry.id or current.state.final:
-                return current or op  # taken over by another process, or ended there
+            polls += 1
+            if polls % OWNER_CHECK_EVERY == 0:  # (a write fenced out says so too)
+                current = self.store.get_operation(op.id)
+                if current is None or current.owner != self.registry.id or current.state.final:
+                    return current or op  # taken over by another process, or ended there
             spent = (self.clock() - read_at).total_seconds()
             await self.sleep(max(interval - spent, 0.0))
             interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
@@ -1112,12 +1120,8 @@ class StopService:
         told; a submitted one is sent if its claim was never taken, judged by reading the
         provider if it was; one under way is followed to its end."""
         tasks = []
-        live = self.registry.live()
-        for op in self.store.owned_operations(_DRIVEN):
-            if op.id in self._tasks or op.id in self._preparing:
-                continue
-            if not self.registry.mine_or_orphaned(op.owner, live):
-                continue
+        # This process's own are driven where they started (a click, a run).
+        for op in self.store.orphaned_operations(_DRIVEN, self.registry.live()):
             if not self.registry.take("operations", op.id, op.owner):
                 continue
             op = self.store.get_operation(op.id) or op
