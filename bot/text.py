@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "TextError",
     "TooLongError",
     "check_length",
+    "fields",
     "say",
     "too_long",
 ]
@@ -243,14 +244,14 @@ _LEGACY_MENTION = re.compile(r"<(?:@|!subteam\^)([A-Z0-9]+)(?:\|[^>]*)?>")
 _FORMATTER = string.Formatter()
 
 
-def say(template: str, /, *args: Any, **kwargs: Any) -> Text:
-    """A :class:`Text` from a ``str.format`` template: ``say("{} is locked by {who}",
-    name, who=Person(owner))``. A field given a Person, a Command or a Text becomes
-    those parts; anything else is formatted (with its format spec) as words."""
-    parts: list[Part | Text] = []
+def fields(template: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    """``template`` (``str.format``'s syntax) piece by piece: each literal as a ``str``,
+    each field as a ``(value, format spec)`` pair, its conversion applied. The builders of
+    sentences (:func:`say`) and of mrkdwn (``bot.slack.wording.md``) render the values."""
     auto = 0
     for literal, field, spec, conversion in _FORMATTER.parse(template):
-        parts.append(literal)
+        if literal:
+            yield literal
         if field is None:
             continue
         if field == "":
@@ -258,8 +259,18 @@ def say(template: str, /, *args: Any, **kwargs: Any) -> Text:
         value, _ = _FORMATTER.get_field(field, args, kwargs)
         if conversion:
             value = _FORMATTER.convert_field(value, conversion)
-        if isinstance(value, Text | Person | Command):
-            parts.append(value)
-        else:
-            parts.append(format(value, spec or ""))
+        yield value, spec or ""
+
+
+def say(template: str, /, *args: Any, **kwargs: Any) -> Text:
+    """A :class:`Text` from a ``str.format`` template: ``say("{} is locked by {who}",
+    name, who=Person(owner))``. A field given a Person, a Command or a Text becomes
+    those parts; anything else is formatted (with its format spec) as words."""
+    parts: list[Part | Text] = []
+    for piece in fields(template, args, kwargs):
+        if isinstance(piece, str):
+            parts.append(piece)
+            continue
+        value, spec = piece
+        parts.append(value if isinstance(value, Text | Person | Command) else format(value, spec))
     return Text(*parts)

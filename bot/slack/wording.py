@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import string
 from collections.abc import Iterable
 from typing import Any
 
-from bot.text import Command, Person, Text
+from bot.text import Command, Person, Text, fields
 
 __all__ = [
     "Mrkdwn",
@@ -117,23 +116,15 @@ def mrkdwn(value: Any) -> Mrkdwn:
     return escape(str(value))
 
 
-_FORMATTER = string.Formatter()
-
-
 def md(template: str, /, *args: Any, **kwargs: Any) -> Mrkdwn:
     """A ``str.format`` template of Stopbot's own mrkdwn, each value through
     :func:`mrkdwn` (a value with a format spec is formatted first, then escaped)."""
     out: list[str] = []
-    auto = 0
-    for literal, field, spec, conversion in _FORMATTER.parse(template):
-        out.append(literal)
-        if field is None:
+    for piece in fields(template, args, kwargs):
+        if isinstance(piece, str):
+            out.append(piece)
             continue
-        if field == "":
-            field, auto = str(auto), auto + 1
-        value, _ = _FORMATTER.get_field(field, args, kwargs)
-        if conversion:
-            value = _FORMATTER.convert_field(value, conversion)
+        value, spec = piece
         out.append(escape(format(value, spec)) if spec else mrkdwn(value))
     return Mrkdwn("".join(out))
 
