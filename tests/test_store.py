@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.models import OpState
-from bot.store import SCHEMA_VERSION, Store, StoreError
+from bot.store import Store, StoreError
+from bot.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from bot.text import Text
 
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
@@ -31,7 +32,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> Store:
-    return Store(tmp_path / "stopbot.db", clock=clock)
+    return SQLiteStore(tmp_path / "stopbot.db", clock=clock)
 
 
 def new_op(store: Store, **kw: object) -> str:
@@ -50,7 +51,7 @@ def new_op(store: Store, **kw: object) -> str:
 
 def test_fresh_database_is_at_current_schema_in_wal_mode(tmp_path: Path) -> None:
     """A new file gets every table, the current schema version and WAL journaling."""
-    store = Store(tmp_path / "a.db")
+    store = SQLiteStore(tmp_path / "a.db")
     assert store.schema_version() == SCHEMA_VERSION
     assert {
         "operations",
@@ -67,10 +68,10 @@ def test_fresh_database_is_at_current_schema_in_wal_mode(tmp_path: Path) -> None
 
 def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
     """Opening an existing database keeps its rows and its schema version."""
-    first = Store(tmp_path / "a.db")
+    first = SQLiteStore(tmp_path / "a.db")
     op_id = new_op(first)
     first.close()
-    second = Store(tmp_path / "a.db")
+    second = SQLiteStore(tmp_path / "a.db")
     assert second.schema_version() == SCHEMA_VERSION
     op = second.get_operation(op_id)
     assert op is not None and op.resource == "dev-eu"
@@ -78,7 +79,7 @@ def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None
 
 def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     """A database from a newer stopbot is refused, naming both versions."""
-    Store(tmp_path / "a.db").close()
+    SQLiteStore(tmp_path / "a.db").close()
     conn = sqlite3.connect(tmp_path / "a.db")
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
@@ -86,7 +87,7 @@ def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     with pytest.raises(
         StoreError, match=f"schema version 99, newer than this stopbot knows \\({SCHEMA_VERSION}\\)"
     ):
-        Store(tmp_path / "a.db")
+        SQLiteStore(tmp_path / "a.db")
 
 
 def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"junk\.db"):
-        Store(path)
+        SQLiteStore(path)
 
 
 def test_create_operation_writes_row_transition_and_audit(store: Store) -> None:
@@ -155,8 +156,8 @@ def test_transition_is_compare_and_set(store: Store, clock: Clock) -> None:
 def test_concurrent_transitions_exactly_one_wins(tmp_path: Path) -> None:
     """Two connections racing to confirm the same operation: exactly one succeeds."""
     path = tmp_path / "race.db"
-    op_id = new_op(Store(path), state=OpState.AWAITING_CONFIRMATION)
-    stores = [Store(path) for _ in range(8)]
+    op_id = new_op(SQLiteStore(path), state=OpState.AWAITING_CONFIRMATION)
+    stores = [SQLiteStore(path) for _ in range(8)]
     barrier = threading.Barrier(len(stores))
     results: list[bool] = []
 
@@ -349,7 +350,7 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
     """A database of schema 5: a stop it left submitting may have been sent (never sent
     again: its claim is taken), and two stops of one resource in flight become one
     followed by the other; skipped and missed runs count as announced."""
-    store = Store(tmp_path / "a.db")
+    store = SQLiteStore(tmp_path / "a.db")
     first = new_op(store, state=OpState.SUBMITTING)
     store.close()
     conn = sqlite3.connect(tmp_path / "a.db")
@@ -366,7 +367,7 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
     )
     conn.commit()
     conn.close()
-    store = Store(tmp_path / "a.db")
+    store = SQLiteStore(tmp_path / "a.db")
     assert store.schema_version() == SCHEMA_VERSION
     op = store.get_operation(first)
     assert op is not None and op.send_claimed_at == op.updated_at and op.joined is None
@@ -377,7 +378,7 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
 
 def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
     """A database of schema 3 keeps its pending skip and snooze, now kept per fire."""
-    Store(tmp_path / "a.db").close()
+    SQLiteStore(tmp_path / "a.db").close()
     conn = sqlite3.connect(tmp_path / "a.db")
     undo_migration_6(conn)
     conn.execute("DROP TABLE schedule_skips")
@@ -391,7 +392,7 @@ def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    store = Store(tmp_path / "a.db")
+    store = SQLiteStore(tmp_path / "a.db")
     assert store.schema_version() == SCHEMA_VERSION
     assert store.skips("nightly") == {FIRE: "U1"}
     assert store.snoozes("nightly") == {

@@ -1,28 +1,33 @@
-"""The SQLite store: schema, migrations, and one function per query the bot needs.
+"""The SQLite backend of the store (the default): schema, migrations, one query per need.
 
 Why these choices:
 
 * WAL mode, so the audit export and the history commands read while a stop writes, with
   ``synchronous = NORMAL``: durable across a killed process, fsynced at checkpoints.
 * The connection is in autocommit mode and every multi-row write runs in
-  :meth:`Store.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
+  :meth:`SQLiteStore.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
   so two clicks racing on one button serialise here, and the loser sees the winner's
-  state. sqlite-utils (4.x) nests its own writes in savepoints, so its helpers are
-  safe inside; the hot writes are plain SQL so each one reads as the query it is.
+  state. That is how each compare-and-set of the interface (bot/store/base.py) has one
+  winner across threads and processes. sqlite-utils (4.x) nests its own writes in
+  savepoints, so its helpers are safe inside; the hot writes are plain SQL so each one
+  reads as the query it is.
 * The audit log is append-only, enforced by triggers rather than by good intentions.
+* Several processes share one file on one host only (SQLite's locks are the kernel's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
 import sqlite_utils
 
@@ -42,16 +47,17 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.base import Clock, OpenRequest, OwnedWork, Store, StoreCounts
+from bot.store.errors import (
+    StoreError,
+    StoreLocationError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
 from bot.text import Text
 from providers.base import utcnow
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
-
-Clock = Callable[[], dt.datetime]
-
-
-class StoreError(Exception):
-    """The database cannot be used (unreadable file, newer schema, ...)."""
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -355,18 +361,62 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class Store:
+# SQLite's primary result codes, by the branch of bot/store/errors.py each one means.
+_NOT_A_STORE = frozenset({"SQLITE_CANTOPEN", "SQLITE_NOTADB"})
+_UNAVAILABLE = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PROTOCOL"}
+)
+
+
+class _Errors:
+    """Within it, sqlite3's exceptions become the store's own, so that no caller catches
+    ``sqlite3.Error`` (a second backend would raise something else)."""
+
+    __slots__ = ("store", "where")
+
+    def __init__(self, store: SQLiteStore, where: str) -> None:
+        self.store = store
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
+        if self.store.closed:
+            raise StoreUnavailableError(f"{self.where} is closed") from exc
+        # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) share their primary's.
+        code = "_".join(getattr(exc, "sqlite_errorname", "").split("_")[:2])
+        error = (
+            StoreLocationError
+            if code in _NOT_A_STORE
+            else StoreUnavailableError
+            if code in _UNAVAILABLE
+            else StoreError
+        )
+        raise error(f"{self.where}: {exc}") from exc
+
+
+class SQLiteStore(Store):
     """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests)."""
 
-    def __init__(self, path: str | Path, *, clock: Clock = utcnow) -> None:
-        self.path = str(path)
-        self.clock = clock
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def __init__(self, location: str | os.PathLike[str], *, clock: Clock = utcnow) -> None:
+        super().__init__(os.fspath(location), clock=clock)
+        self.closed = False
+        self._lock = threading.RLock()
+        self._errors = _Errors(self, f"the database {self.location}")
+        with _Errors(self, f"cannot open the database {self.location}"):
+            conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 5000")
             self.db = sqlite_utils.Database(conn)
-            if self.path != ":memory:":
+            if self.location != ":memory:":
                 self.db.enable_wal()
                 # With WAL, a commit survives the process being killed at any instant
                 # without an fsync each (which cost 0.2-0.5 ms on the event loop, a dozen
@@ -374,20 +424,37 @@ class Store:
                 # commits, never corrupt the file (SQLite's advice for WAL mode). Acks
                 # record their request before answering, so this is on their path too.
                 conn.execute("PRAGMA synchronous = NORMAL")
-            self._lock = threading.RLock()
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+
+    @classmethod
+    def exists(cls, location: str) -> bool:
+        return Path(location).exists()
 
     def close(self) -> None:
+        self.closed = True
         self.db.conn.close()
 
-    # -- plumbing ---------------------------------------------------------------
+    def health(self) -> None:
+        self.tuples("SELECT version FROM schema_version")
+
+    def counts(self) -> StoreCounts:
+        # One statement, so both counts are of one instant.
+        rows = self.tuples(
+            "SELECT 'operations', provider, state, COUNT(*) FROM operations "
+            "GROUP BY provider, state UNION ALL "
+            "SELECT 'runs', schedule, status, COUNT(*) FROM schedule_runs GROUP BY schedule, status"
+        )
+        counted: dict[str, dict[tuple[str, str], int]] = {"operations": {}, "runs": {}}
+        for kind, key, value, count in rows:
+            counted[kind][(key, value)] = int(count)
+        return StoreCounts(operations=counted["operations"], runs=counted["runs"])
+
+    # -- plumbing (SQLite's own: tests may use it, the rest of the bot never does) ----
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic unit of writes; takes SQLite's write lock at once."""
-        with self._lock:
+        with self._lock, self._errors:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -397,21 +464,27 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Run a read, under the store's lock, and return its rows as dicts.
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, under the store's lock.
 
         One connection serves every thread (the bot's loop, a test's): a read must not
         interleave with another thread's open transaction on it.
         """
-        with self._lock:
-            cursor = self.db.conn.execute(sql, list(params))
+        with self._lock, self._errors:
+            yield self.db.conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a read and return its rows as dicts."""
+        with self._reading() as conn:
+            cursor = conn.execute(sql, list(params))
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Like :meth:`rows`, as plain tuples."""
-        with self._lock:
-            return list(self.db.conn.execute(sql, list(params)).fetchall())
+        with self._reading() as conn:
+            return list(conn.execute(sql, list(params)).fetchall())
 
     def schema_version(self) -> int:
         if not self.db["schema_version"].exists():
@@ -424,8 +497,8 @@ class Store:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = self.schema_version()
             if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database {self.path} has schema version {current}, newer than this "
+                raise StoreSchemaError(
+                    f"the database {self.location} has schema version {current}, newer than this "
                     f"stopbot knows ({SCHEMA_VERSION}): upgrade stopbot or use another STOPBOT_DB"
                 )
             for migration in MIGRATIONS[current:]:
@@ -597,9 +670,9 @@ class Store:
         return Operation.model_validate(data)
 
     def get_operation(self, op_id: str) -> Operation | None:
-        with self._lock:
+        with self._reading() as conn:
             try:
-                return self._get(self.db.conn, op_id)
+                return self._get(conn, op_id)
             except KeyError:
                 return None
 
@@ -732,7 +805,7 @@ class Store:
     def operations_in_flight(self) -> list[Operation]:
         """Operations the provider accepted (or may have) that have not ended: resumed at start."""
         marks = ", ".join("?" for _ in TRACKED_STATES)
-        with self._lock:
+        with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
@@ -740,7 +813,7 @@ class Store:
                     [s.value for s in TRACKED_STATES],
                 )
             ]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
         """The latest operations, newest first."""
@@ -750,9 +823,9 @@ class Store:
             sql += " WHERE resource = ?"
             params.append(resource)
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
-        with self._lock:
+        with self._reading() as conn:
             ids = [r[0] for r in self.tuples(sql, params)]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
 
@@ -1150,11 +1223,11 @@ class Store:
     def operation_for_key(self, idempotency_key: str) -> Operation | None:
         """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
         resource, one attempt), if any."""
-        with self._lock:
-            row = self.db.conn.execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 "SELECT id FROM operations WHERE idempotency_key = ?", [idempotency_key]
             ).fetchone()
-            return self._get(self.db.conn, row[0]) if row else None
+            return self._get(conn, row[0]) if row else None
 
     def create_run(
         self,
@@ -1458,14 +1531,12 @@ class Store:
                 if not owns:
                     conn.execute("DELETE FROM processes WHERE id = ?", [process_id])
 
-    def take_over(self, table: str, key: str, owner: str, previous: str | None) -> bool:
-        """Make ``owner`` the owner of one row of ``table`` (operations, schedule_runs,
-        outbox or inbox) if ``previous`` still owns it: of two processes taking over
-        the same work, one wins."""
+    def take_over(self, work: OwnedWork, key: str, owner: str, previous: str | None) -> bool:
+        # Each kind of owned work is the table of that name.
         column = {"operations": "id", "schedule_runs": "id", "outbox": "key", "inbox": "id"}
         with self.transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE {table} SET owner = ? WHERE {column[table]} = ? AND owner IS ?",  # noqa: S608
+                f"UPDATE {work} SET owner = ? WHERE {column[work]} = ? AND owner IS ?",  # noqa: S608
                 [owner, key, previous],
             )
             return cursor.rowcount == 1
@@ -1479,7 +1550,7 @@ class Store:
         alive = list(live)
         marks = ", ".join("?" for _ in wanted)
         owners = ", ".join("?" for _ in alive) or "NULL"
-        with self._lock:
+        with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
@@ -1488,7 +1559,7 @@ class Store:
                     [*wanted, *alive],
                 )
             ]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     # -- the outbox: messages owed to a face --------------------------------------
 
@@ -1589,12 +1660,12 @@ class Store:
                 [_iso(self.clock()), request_id],
             )
 
-    def open_requests(self) -> list[dict[str, Any]]:
-        """Requests answered but not handled to the end, oldest first."""
-        return self.rows(
+    def open_requests(self) -> list[OpenRequest]:
+        rows = self.rows(
             "SELECT id, received_at, body, content_type, owner, attempts FROM inbox "
             "WHERE done_at IS NULL ORDER BY received_at"
         )
+        return cast(list[OpenRequest], rows)  # the columns OpenRequest names
 
     def retry_request(self, request_id: str) -> int:
         """Count one more attempt at handling a request; the attempts so far."""
