@@ -404,7 +404,10 @@ class _Errors:
 
 
 class SQLiteStore(Store):
-    """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests)."""
+    """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests).
+
+    What each method promises is said once, in bot/store/base.py; here is how SQLite keeps it.
+    """
 
     def __init__(self, location: str | os.PathLike[str], *, clock: Clock = utcnow) -> None:
         super().__init__(os.fspath(location), clock=clock)
@@ -542,7 +545,6 @@ class SQLiteStore(Store):
         operation_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Append one entry to the audit log; returns its id."""
         with self.transaction() as conn:
             return self._audit(
                 conn, actor, action, resource=resource, operation_id=operation_id, detail=detail
@@ -555,7 +557,6 @@ class SQLiteStore(Store):
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
         where: list[str] = []
         params: list[Any] = []
         if resource is not None:
@@ -597,11 +598,6 @@ class SQLiteStore(Store):
         owner: str | None = None,
         notify: bool = False,
     ) -> tuple[Operation, bool]:
-        """Record a new stop request and audit it, in one transaction.
-
-        With an ``idempotency_key`` already used (a Slack retry), nothing is written
-        and the existing operation is returned. Returns (operation, created).
-        """
         now = self.clock()
         with self.transaction() as conn:
             if idempotency_key is not None:
@@ -689,17 +685,6 @@ class SQLiteStore(Store):
         owe: Owed | None = None,
         owner: str | None = None,
     ) -> Operation | None:
-        """Move an operation to ``to`` if it is in one of ``allowed_from``.
-
-        This compare-and-set is what makes a button act once: of two concurrent
-        clicks, one moves the row and the other gets None. The transition, any
-        extra column ``fields``, the audit entry and the message it makes ``owe``
-        are written together. With ``owner``, only while that process owns it (a
-        process that lost it to another says nothing more about it).
-
-        A move to SUBMITTING while another stop of the resource is in flight joins
-        that stop (``joined``): one stop is sent per resource at a time.
-        """
         now = self.clock()
         allowed = [s.value for s in allowed_from]
         values: dict[str, Any] = {
@@ -744,7 +729,6 @@ class SQLiteStore(Store):
             return op
 
     def update_operation(self, op_id: str, **fields: Any) -> None:
-        """Set bookkeeping fields (message ts, ...) that are no state change."""
         values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
         assignments = ", ".join(f"{key} = ?" for key in values)
         with self.transaction() as conn:
@@ -763,8 +747,6 @@ class SQLiteStore(Store):
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """Add a transition when the provider's state changed; the updated operation if it
-        did. With ``owner``, only while that process owns it; ``owe`` is owed with it."""
         now = self.clock()
         with self.transaction() as conn:
             row = conn.execute(
@@ -803,7 +785,6 @@ class SQLiteStore(Store):
         return [Transition.model_validate(r) for r in rows]
 
     def operations_in_flight(self) -> list[Operation]:
-        """Operations the provider accepted (or may have) that have not ended: resumed at start."""
         marks = ", ".join("?" for _ in TRACKED_STATES)
         with self._reading() as conn:
             ids = [
@@ -816,7 +797,6 @@ class SQLiteStore(Store):
             return [self._get(conn, i) for i in ids]
 
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
-        """The latest operations, newest first."""
         sql = "SELECT id FROM operations"
         params: list[Any] = []
         if resource is not None:
@@ -830,8 +810,6 @@ class SQLiteStore(Store):
     # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
 
     def claim(self, key: str, *, owe: Owed | None = None) -> bool:
-        """True the first time ``key`` is claimed, False ever after; the message the claim
-        is for, ``owe``, is owed with it."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)",
@@ -852,8 +830,6 @@ class SQLiteStore(Store):
         min_approvals: int,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """Confirmed, but protected: the operation waits for approvers, and the request
-        to them is owed (one transaction)."""
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -902,8 +878,6 @@ class SQLiteStore(Store):
         return Approval.model_validate({**rows[0], "votes": list(votes)})
 
     def vote(self, op_id: str, approver: str, vote: str, reason: str | None = None) -> int | None:
-        """Record one approver's approval; None if they had voted already, else the number of
-        approvals so far. The vote and its audit entry are one transaction."""
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -940,12 +914,6 @@ class SQLiteStore(Store):
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """End a pending approval (approved, denied, expired) and move the operation, once
-        (to SUBMITTING: owned by ``owner``, joining a stop of it in flight), with the
-        message it makes ``owe``.
-
-        Of an approve and a deny racing, exactly one finds the approval pending.
-        """
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -988,7 +956,6 @@ class SQLiteStore(Store):
             return op
 
     def expired_approvals(self) -> list[str]:
-        """Operations whose approval request is still pending past its expiry."""
         rows = self.tuples(
             "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
             [_iso(self.clock())],
@@ -1015,7 +982,6 @@ class SQLiteStore(Store):
     def set_lock(
         self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
     ) -> BotLock:
-        """Create or replace the bot lock on ``resource``, audited."""
         now = self.clock()
         with self.transaction() as conn:
             conn.execute(
@@ -1035,7 +1001,6 @@ class SQLiteStore(Store):
         )
 
     def get_lock(self, resource: str) -> BotLock | None:
-        """The lock on ``resource`` if one is in force now (expired ones are ignored)."""
         rows = list(
             self.rows(
                 "SELECT * FROM bot_locks WHERE resource = ? AND expires_at > ?",
@@ -1054,7 +1019,6 @@ class SQLiteStore(Store):
             return bool(cursor.rowcount)
 
     def locks_expiring(self, within: dt.timedelta) -> list[BotLock]:
-        """Locks in force that expire within ``within`` from now."""
         now = self.clock()
         rows = self.rows(
             "SELECT * FROM bot_locks WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at",
@@ -1103,9 +1067,6 @@ class SQLiteStore(Store):
         return {r["name"]: r["source"] for r in self.rows("SELECT name, source FROM schedules")}
 
     def delete_schedule(self, name: str, actor: str) -> bool:
-        """Remove a schedule with what the scheduler remembers of it (state, skips, snoozes,
-        Keep exceptions), so a schedule added again under its name starts afresh. Its
-        runs stay, as history."""
         with self.transaction() as conn:
             row = conn.execute("SELECT source FROM schedules WHERE name = ?", [name]).fetchone()
             conn.execute("DELETE FROM schedules WHERE name = ?", [name])
@@ -1123,7 +1084,6 @@ class SQLiteStore(Store):
         return ScheduleState.model_validate(rows[0]) if rows else ScheduleState(name=name)
 
     def update_schedule_state(self, name: str, **fields: Any) -> None:
-        """Set some fields of a schedule's state (None clears one)."""
         values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -1136,8 +1096,6 @@ class SQLiteStore(Store):
             )
 
     def skip_fire(self, schedule: str, fire: dt.datetime, actor: str) -> str | None:
-        """Skip one fire of ``schedule`` (replacing a snooze of it), audited; None when this
-        call skipped it, else who had skipped it already (a second click changes nothing)."""
         with self.transaction() as conn:
             existing = conn.execute(
                 "SELECT skipped_by FROM schedule_skips WHERE schedule = ? AND fire_time = ?",
@@ -1158,7 +1116,6 @@ class SQLiteStore(Store):
             return None
 
     def skips(self, schedule: str) -> dict[dt.datetime, str]:
-        """The skipped fires of ``schedule`` and who skipped each."""
         rows = self.tuples(
             "SELECT fire_time, skipped_by FROM schedule_skips WHERE schedule = ?", [schedule]
         )
@@ -1167,8 +1124,6 @@ class SQLiteStore(Store):
     def snooze_fire(
         self, schedule: str, fire: dt.datetime, until: dt.datetime, actor: str
     ) -> bool | None:
-        """Run one fire of ``schedule`` at ``until`` instead, audited. True when this changed
-        it, False when it was so already, None when that snoozed run has started."""
         with self.transaction() as conn:
             existing = conn.execute(
                 "SELECT until, started FROM schedule_snoozes WHERE schedule = ? AND fire_time = ?",
@@ -1194,8 +1149,6 @@ class SQLiteStore(Store):
             return True
 
     def snoozes(self, schedule: str) -> dict[dt.datetime, tuple[dt.datetime, bool]]:
-        """The snoozed fires of ``schedule``: when each runs instead, and whether that run
-        has started."""
         rows = self.tuples(
             "SELECT fire_time, until, started FROM schedule_snoozes WHERE schedule = ?",
             [schedule],
@@ -1206,7 +1159,6 @@ class SQLiteStore(Store):
         }
 
     def start_snooze(self, schedule: str, fire: dt.datetime) -> bool:
-        """Mark a snoozed fire's run as started; False if it was already."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE schedule_snoozes SET started = 1 "
@@ -1216,13 +1168,10 @@ class SQLiteStore(Store):
             return cursor.rowcount == 1
 
     def unclaim(self, key: str) -> None:
-        """Give a claim back: a schedule warning whose post failed is tried again."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM claims WHERE key = ?", [key])
 
     def operation_for_key(self, idempotency_key: str) -> Operation | None:
-        """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
-        resource, one attempt), if any."""
         with self._reading() as conn:
             row = conn.execute(
                 "SELECT id FROM operations WHERE idempotency_key = ?", [idempotency_key]
@@ -1241,10 +1190,6 @@ class SQLiteStore(Store):
         started_by: str | None = None,
         owner: str | None = None,
     ) -> ScheduleRun | None:
-        """Record one fire of a schedule; None if that fire was recorded already, which is
-        what keeps a run from happening twice (restarts, overlapping ticks). A running run
-        is executed by ``owner``; a skipped or missed one is owed an announcement
-        (:meth:`unannounced_runs`)."""
         now = self.clock()
         run_id = uuid.uuid4().hex
         with self.transaction() as conn:
@@ -1286,7 +1231,6 @@ class SQLiteStore(Store):
         return ScheduleRun.model_validate(rows[0]) if rows else None
 
     def run_at(self, schedule: str, fire_time: dt.datetime) -> ScheduleRun | None:
-        """The run recorded for one fire of ``schedule``, if any."""
         rows = self.rows(
             "SELECT * FROM schedule_runs WHERE schedule = ? AND fire_time = ?",
             [schedule, _iso(fire_time)],
@@ -1296,7 +1240,6 @@ class SQLiteStore(Store):
     def runs(
         self, *, status: str | None = None, schedule: str | None = None, limit: int = 50
     ) -> list[ScheduleRun]:
-        """Runs, newest fire first."""
         where, params = [], []
         if status is not None:
             where.append("status = ?")
@@ -1318,8 +1261,6 @@ class SQLiteStore(Store):
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> bool:
-        """End a running run, once (with ``owner``: only while that process owns it), its
-        summary owed with it; False when it was not running (or not owned)."""
         fence, fenced = ("", []) if owner is None else (" AND owner IS ?", [owner])
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -1343,7 +1284,6 @@ class SQLiteStore(Store):
             return True
 
     def unannounced_runs(self) -> list[ScheduleRun]:
-        """Skipped and missed runs nobody was told of yet, oldest fire first."""
         rows = self.rows(
             "SELECT * FROM schedule_runs WHERE status IN ('skipped', 'missed') "
             "AND announced_at IS NULL ORDER BY schedule, fire_time"
@@ -1351,8 +1291,6 @@ class SQLiteStore(Store):
         return [ScheduleRun.model_validate(r) for r in rows]
 
     def announce_runs(self, run_ids: Sequence[str], owed: Owed | None) -> None:
-        """Owe the announcement of ``run_ids`` (and mark them announced), at once (None:
-        they were told some other way)."""
         now = _iso(self.clock())
         with self.transaction() as conn:
             for run_id in run_ids:
@@ -1361,9 +1299,6 @@ class SQLiteStore(Store):
                 )
             if owed is not None:
                 self._owe(conn, owed)
-
-    def running_runs(self) -> list[ScheduleRun]:
-        return self.runs(status="running", limit=10_000)
 
     def set_run_message(self, run_id: str, channel: str, ts: str) -> None:
         with self.transaction() as conn:
@@ -1396,7 +1331,6 @@ class SQLiteStore(Store):
     def add_exception(
         self, schedule: str, resource: str, until: dt.datetime, actor: str
     ) -> KeepException:
-        """Keep ``resource`` out of ``schedule``'s runs until ``until``, audited."""
         now = self.clock()
         with self.transaction() as conn:
             conn.execute(
@@ -1439,8 +1373,6 @@ class SQLiteStore(Store):
         return str(row[0]) if row else None
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
-        """Win the right to send a submitted stop, once: from now on it may have left,
-        and it is never sent again. None when another process won it first."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
@@ -1450,9 +1382,6 @@ class SQLiteStore(Store):
             return self._get(conn, op_id) if cursor.rowcount == 1 else None
 
     def release_claim(self, op_id: str, owner: str, sends: int) -> Operation | None:
-        """Give back the claim to send a stop that provably did not take (the provider
-        shows the resource running once the call could be over), audited; the operation,
-        to be claimed and sent again, or None when it moved on meanwhile."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = NULL WHERE id = ? AND owner = ? "
@@ -1491,7 +1420,6 @@ class SQLiteStore(Store):
             )
 
     def retire_process(self, process_id: str) -> None:
-        """A process ending cleanly: what it owned is anyone's at once, and it is dead."""
         with self.transaction() as conn:
             for table in ("operations", "schedule_runs", "outbox", "inbox"):
                 conn.execute(
@@ -1518,7 +1446,6 @@ class SQLiteStore(Store):
         ]
 
     def forget_processes(self, ids: Iterable[str]) -> None:
-        """Drop dead processes that own nothing any more."""
         with self.transaction() as conn:
             for process_id in ids:
                 owns = any(
@@ -1544,8 +1471,6 @@ class SQLiteStore(Store):
     def orphaned_operations(
         self, states: Iterable[OpState], live: Iterable[str]
     ) -> list[Operation]:
-        """Operations in ``states`` that no live process owns (``live``: the live ones'
-        ids), oldest first."""
         wanted = [s.value for s in states]
         alive = list(live)
         marks = ", ".join("?" for _ in wanted)
@@ -1583,13 +1508,10 @@ class SQLiteStore(Store):
         )
 
     def owe(self, owed: Owed) -> None:
-        """Owe a message (again: the face shows the latest state of ``owed.key``)."""
         with self.transaction() as conn:
             self._owe(conn, owed)
 
     def owed(self, limit: int = 500, *, key: str | None = None) -> list[Owed]:
-        """Messages not delivered in their latest version, oldest change first (``key``:
-        that one only)."""
         only, params = ("", []) if key is None else (" AND key = ?", [key])
         rows = self.rows(
             "SELECT key, kind, payload, version, urgent, owner, attempts, not_before "  # noqa: S608
@@ -1604,7 +1526,6 @@ class SQLiteStore(Store):
         ]
 
     def delivered(self, key: str, version: int) -> None:
-        """``version`` of ``key`` is shown (a later version stays owed)."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET sent_version = ?, attempts = 0, not_before = NULL, "
@@ -1613,7 +1534,6 @@ class SQLiteStore(Store):
             )
 
     def postpone(self, key: str, version: int, until: dt.datetime, error: str) -> None:
-        """Try ``key`` again at ``until`` (unless a new version is owed meanwhile)."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
@@ -1632,9 +1552,6 @@ class SQLiteStore(Store):
     # -- the inbox: requests answered before they were handled --------------------
 
     def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
-        """Record requests (id, body, content type) before they are answered, in one
-        transaction: for each, "new", or "open"/"done" for one seen already (a redelivery
-        of the very same body)."""
         now = _iso(self.clock())
         seen = []
         with self.transaction() as conn:
@@ -1668,7 +1585,6 @@ class SQLiteStore(Store):
         return cast(list[OpenRequest], rows)  # the columns OpenRequest names
 
     def retry_request(self, request_id: str) -> int:
-        """Count one more attempt at handling a request; the attempts so far."""
         with self.transaction() as conn:
             conn.execute("UPDATE inbox SET attempts = attempts + 1 WHERE id = ?", [request_id])
             row = conn.execute("SELECT attempts FROM inbox WHERE id = ?", [request_id]).fetchone()
