@@ -456,6 +456,16 @@ async def test_healthz(slack: Slack) -> None:
     )
 
 
+async def test_healthz_reports_a_store_that_does_not_answer(slack: Slack) -> None:
+    """A database that does not answer makes /healthz answer 503, with the store's words."""
+    assert slack.server is not None
+    slack.store.close()
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{slack.server.url}/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["store"] == f"error: the database {slack.db} is closed"
+
+
 async def test_token_checked_once_at_start_not_per_request(slack: Slack) -> None:
     """auth.test is called at start-up; the commands after it do not call it again."""
     assert len(slack.fake.calls("auth.test")) == 1
