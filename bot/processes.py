@@ -195,7 +195,8 @@ class ProcessRegistry:
         return owner not in (self.live() if live is None else live)
 
     def take(self, work: OwnedWork, key: str, previous: str | None) -> bool:
-        """Own one row (see :meth:`Store.take_over`); True when it is this process's now."""
+        """Own one piece of work (see :meth:`Store.take_over`); True when it is this
+        process's now."""
         if previous == self.me.id:
             return True
         return self.store.take_over(work, key, self.me.id, previous)
