@@ -53,7 +53,7 @@ from bot.durations import format_duration, parse_duration
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
-from bot.store import Store, StoreError
+from bot.store import Store, StoreError, open_store, store_exists
 from bot.text import Command, Text, TextError
 from bot.workflow import Preview, StopService
 from providers.base import Resource, ResourceStatus, utcnow
@@ -270,7 +270,7 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     LOCK_READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
     settings = runtime.settings
     bot_locks = []
-    if settings.stopbot_db.exists():
+    if store_exists(settings.stopbot_db):
         with _existing_store(settings) as store:
             bot_locks = store.active_locks()
     readings = await reads.read_locks(
@@ -325,13 +325,13 @@ def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
 def _existing_store(settings: Settings) -> Iterator[Store]:
     """The bot's database, which a read command must not create by accident."""
     path = settings.stopbot_db
-    if not path.exists():
+    if not store_exists(path):
         raise CliError(
             f"no database at {path}: nothing has been recorded there. Set STOPBOT_DB to the "
             "bot's database file.",
             EXIT_USAGE,
         )
-    store = Store(path)
+    store = open_store(path)
     try:
         yield store
     finally:

@@ -69,7 +69,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     stopbot_config: Path | None = Field(default=None, description="Path of stopbot.yaml.")
-    stopbot_db: Path = Field(default=Path("stopbot.db"), description="Path of the SQLite file.")
+    stopbot_db: str = Field(
+        default="stopbot.db",
+        description="Where the store is (bot/store): a file path is a SQLite database, the "
+        "only backend so far; a URL's scheme will pick another.",
+    )
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None

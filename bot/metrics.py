@@ -20,7 +20,6 @@ middleware: each one builds every listener argument again, a sixth of an ack's c
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -32,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.models import FINAL_STATES, TRACKED_STATES
-from bot.store import Store
+from bot.store import Store, StoreError
 from providers.http import add_call_observer
 
 __all__ = ["Metrics", "metrics_route"]
@@ -44,7 +43,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class _StoreCollector(Collector):
-    """Stops and operations in flight, counted in SQLite at each scrape."""
+    """Stops, operations in flight and runs, counted by the store at each scrape."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -62,10 +61,8 @@ class _StoreCollector(Collector):
         )
         up = GaugeMetricFamily("stopbot_store_up", "1 when the database answers, else 0.")
         try:
-            rows = self.store.tuples(
-                "SELECT provider, state, COUNT(*) FROM operations GROUP BY provider, state"
-            )
-        except sqlite3.Error as exc:  # a scrape must say the store is down, not fail
+            counts = self.store.counts()
+        except StoreError as exc:  # a scrape must say the store is down, not fail
             log.warning("metrics: cannot read the store", extra={"error": str(exc)})
             up.add_metric([], 0)
             yield up
@@ -75,14 +72,12 @@ class _StoreCollector(Collector):
             "Scheduled runs by schedule and status (running, done, skipped, missed).",
             labels=["schedule", "status"],
         )
-        for schedule, status, count in self.store.tuples(
-            "SELECT schedule, status, COUNT(*) FROM schedule_runs GROUP BY schedule, status"
-        ):
+        for (schedule, status), count in counts.runs.items():
             runs.add_metric([schedule, status], count)
         yield runs
         final = {s.value for s in FINAL_STATES}
         tracked = {s.value for s in TRACKED_STATES}
-        for provider, state, count in rows:
+        for (provider, state), count in counts.operations.items():
             if state in final:
                 stops.add_metric([provider, state], count)
             elif state in tracked:

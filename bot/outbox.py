@@ -3,12 +3,12 @@ once, whatever process dies when.
 
 A change a face must show (a stop's progress, an approval's request and outcome, a run's
 warning, summary and announcements) is owed in the same transaction as the change itself
-(``Store._owe``): it cannot be lost between the change and the message. The outbox
-delivers what is owed, each key's latest version through the handler its face registered
-for its kind, then records the delivery. A key owed again while it is being delivered is
-delivered again after; updates of one key come at most every ``interval`` (its kind's)
-unless urgent (a final state). A delivery that fails is tried again later, with
-back-off; one that a dead process owned is taken over (:class:`ProcessRegistry`).
+(the ``owe`` of the store's writes): it cannot be lost between the change and the message.
+The outbox delivers what is owed, each key's latest version through the handler its face
+registered for its kind, then records the delivery. A key owed again while it is being
+delivered is delivered again after; updates of one key come at most every ``interval``
+(its kind's) unless urgent (a final state). A delivery that fails is tried again later,
+with back-off; one that a dead process owned is taken over (:class:`ProcessRegistry`).
 
 Delivery is at least once: a process killed between a delivery and its record delivers it
 again after the restart. For an update of a message that is harmless; a new message could

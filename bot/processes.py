@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.store import Store
+    from bot.store.base import OwnedWork
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -193,11 +194,12 @@ class ProcessRegistry:
             return False
         return owner not in (self.live() if live is None else live)
 
-    def take(self, table: str, key: str, previous: str | None) -> bool:
-        """Own one row (see :meth:`Store.take_over`); True when it is this process's now."""
+    def take(self, work: OwnedWork, key: str, previous: str | None) -> bool:
+        """Own one piece of work (see :meth:`Store.take_over`); True when it is this
+        process's now."""
         if previous == self.me.id:
             return True
-        return self.store.take_over(table, key, self.me.id, previous)
+        return self.store.take_over(work, key, self.me.id, previous)
 
     async def sweep(self) -> None:
         """Take over what dead processes left, once (start, and each interval)."""

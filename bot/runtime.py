@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from bot.config import Settings, StopbotConfig, load_config, parse_config
-from bot.store import Store
+from bot.store import Store, open_store
 from providers.base import Provider, Resource
 from providers.registry import build_provider
 from providers.simulators.samples import sample_config
@@ -47,7 +47,7 @@ class Runtime:
         else:
             config = load_config(path)
             source = str(path)
-        store = Store(settings.stopbot_db if with_store else ":memory:")
+        store = open_store(settings.stopbot_db if with_store else ":memory:")
         providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
         return cls(settings, config, source, store, providers, simulators)
 

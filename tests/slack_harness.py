@@ -25,7 +25,7 @@ from bot.slack.fake_api import (
 )
 from bot.slack.server import build_http_app
 from bot.slack.wording import escape
-from bot.store import Store
+from bot.store import open_store
 from bot.workflow import StopService
 from providers.base import Provider
 from providers.registry import build_provider
@@ -84,7 +84,7 @@ class Slack:
         self.start()
 
     def start(self) -> None:
-        self.store = Store(self.db, clock=self.time.now)
+        self.store = open_store(self.db, clock=self.time.now)
         self.providers = {
             p.name: build_provider(p, http=self.config.http) for p in self.config.providers
         }

@@ -27,7 +27,7 @@ import yaml
 
 from bot.cli import main, parse_since
 from bot.models import OpState
-from bot.store import Store
+from bot.store import open_store
 from bot.text import Person, Text, say
 from providers.simulators.common import Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
@@ -428,7 +428,7 @@ T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 def seeded_store(db: Path) -> tuple[str, str]:
     """Two operations at known times; their ids."""
     now = [T0]
-    store = Store(db, clock=lambda: now[0])
+    store = open_store(db, clock=lambda: now[0])
     op, _ = store.create_operation(
         resource="dev-eu",
         provider="qovery",
@@ -472,7 +472,7 @@ def test_history_table(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
 def test_history_never_prints_slack_mentions(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """People are named by id in the terminal: a sentence that names someone, and a row an
     older version wrote with Slack's mention syntax, print no `<@U…>`."""
-    store = Store(env.db, clock=lambda: T0)
+    store = open_store(env.db, clock=lambda: T0)
     op, _ = store.create_operation(
         resource="dev-eu", provider="qovery", resource_id="c1", requested_by="U0BOB", source="slack"
     )
@@ -555,7 +555,7 @@ def test_locks_lists_stopbot_and_provider_locks(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`stopbot locks` shows the bot's locks and each provider lock in force."""
-    store = Store(env.db)
+    store = open_store(env.db)
     store.set_lock("web-1", "U0BOB", dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "demo on Friday")
     store.close()
     lock = env.sims.hub.state()["qovery"]["clusters"][1]["lock"]
@@ -632,11 +632,11 @@ def test_stop_preview_says_an_unreadable_lock_is_unknown(
 
 def test_schedules_lists_the_store(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """`stopbot schedules` lists what the store holds, as a table or JSON."""
-    store = Store(env.db)
+    store = open_store(env.db)
     store.close()
     assert main(["schedules"]) == 0
     assert capsys.readouterr().out == "No schedules.\n"
-    store = Store(env.db)
+    store = open_store(env.db)
     store.save_schedule("nightly", {"cron": "0 20 * * 1-5", "resources": ["dev-eu"]}, "U0ADMIN")
     store.close()
     assert main(["schedules"]) == 0

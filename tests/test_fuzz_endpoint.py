@@ -31,7 +31,7 @@ from bot.slack.fake_api import (
     slash_command_body,
 )
 from bot.slack.wording import escape
-from bot.store import Store
+from bot.store import open_store
 from providers.simulators.server import SimulatorServer
 from tests.hostile import HOSTILE, live_markup, live_markup_in_calls
 from tests.slack_harness import ADMIN, ALICE, BOB, CAROL, CHANNEL, SECRET, Slack
@@ -355,7 +355,7 @@ def test_thousands_of_hostile_requests(
     said = json.dumps([c.args for c in calls])
     assert "went wrong" not in said
     assert "FORGED" not in said
-    store = Store(slack.db)
+    store = open_store(slack.db)
     try:
         assert "FORGED" not in json.dumps([e.model_dump(mode="json") for e in store.audit_log()])
         assert [lock for lock in store.active_locks() if "FORGED" in (lock.reason or "")] == []

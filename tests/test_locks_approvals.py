@@ -13,7 +13,7 @@ import pytest
 from bot.models import Actor, OpState
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD, Call
-from bot.store import Store
+from bot.store import open_store
 from bot.text import Person, Text
 from bot.text import say as text_of
 from providers.simulators.common import Fault
@@ -579,7 +579,7 @@ async def test_concurrent_approve_and_deny_exactly_one_wins(
             asyncio.to_thread(asyncio.run, service.deny(op_id, carol, "no")),
         )
         assert sorted(r.ok for r in results) == [False, True]
-        store = Store(harness.db)
+        store = open_store(harness.db)
         approval = store.approval(op_id)
         store.close()
         assert approval is not None and approval.status in {"approved", "denied"}

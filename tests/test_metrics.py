@@ -14,7 +14,7 @@ from bot.metrics import Metrics
 from bot.models import OpState
 from bot.slack import views
 from bot.slack.commands import request_name
-from bot.store import Store
+from bot.store import open_store
 from providers.http import add_call_observer, endpoint_of
 from providers.registry import build_provider
 from providers.simulators.common import Fault
@@ -82,7 +82,7 @@ def test_command_names_are_few_and_bounded(body: dict[str, Any], name: str) -> N
 async def test_provider_calls_are_timed_per_attempt(sims: SimulatorServer, tmp_path: Path) -> None:
     """Every attempt is observed with its outcome: a 503 then the retried 200."""
     config = sample(sims)
-    store = Store(tmp_path / "db")
+    store = open_store(tmp_path / "db")
     metrics = Metrics(store)
     metrics.attach()
     provider = build_provider(config.provider("qovery"), http=config.http)
@@ -124,7 +124,7 @@ async def test_a_broken_observer_does_not_break_calls(sims: SimulatorServer) -> 
 
 def test_stops_and_work_in_flight_are_read_from_the_store(tmp_path: Path) -> None:
     """Operations are counted by provider and state at scrape time, from the database."""
-    store = Store(tmp_path / "db")
+    store = open_store(tmp_path / "db")
     states = [
         ("qovery", OpState.STOPPED),
         ("qovery", OpState.STOPPED),
@@ -159,7 +159,7 @@ def test_stops_and_work_in_flight_are_read_from_the_store(tmp_path: Path) -> Non
 
 def test_a_closed_store_is_reported_not_raised(tmp_path: Path) -> None:
     """When the database cannot be read, the scrape still answers, with stopbot_store_up 0."""
-    store = Store(tmp_path / "db")
+    store = open_store(tmp_path / "db")
     metrics = Metrics(store)
     store.close()
     got = samples(metrics.render().decode())

@@ -12,7 +12,7 @@ import pytest
 from bot.models import Owed
 from bot.outbox import MAX_ATTEMPTS, Outbox
 from bot.processes import ProcessRegistry
-from bot.store import Store
+from bot.store import Store, open_store
 
 T0 = dt.datetime(2026, 12, 3, 20, 0, tzinfo=dt.UTC)
 
@@ -47,7 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    store = Store(tmp_path / "stopbot.db", clock=clock)
+    store = open_store(tmp_path / "stopbot.db", clock=clock)
     yield store
     store.close()
 

@@ -25,7 +25,7 @@ from bot.schedules import (
     ScheduleRunner,
 )
 from bot.slack.wording import mrkdwn
-from bot.store import Store
+from bot.store import open_store
 from bot.text import Text
 from bot.workflow import StopService
 from providers.base import Provider, ResourceStatus
@@ -100,7 +100,7 @@ class Sched:
         self.start()
 
     def start(self) -> None:
-        self.store = Store(self.db, clock=self.time.now)
+        self.store = open_store(self.db, clock=self.time.now)
         self.service = StopService(
             self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
         )

@@ -16,7 +16,7 @@ import pytest
 from bot.models import OpState
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD
-from bot.store import Store
+from bot.store import open_store
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
@@ -360,7 +360,7 @@ async def test_restart_resumes_progress_updates(slack: Slack) -> None:
     await slack.click(views.CONFIRM, op_id, ts)
     await slack.fake.wait_for("chat.update")
     slack.stop()
-    store = Store(slack.db)
+    store = open_store(slack.db)
     op = store.get_operation(op_id)
     store.close()
     assert op is not None and op.state == OpState.IN_PROGRESS and op.message_ts
@@ -454,6 +454,16 @@ async def test_healthz(slack: Slack) -> None:
             },
         },
     )
+
+
+async def test_healthz_reports_a_store_that_does_not_answer(slack: Slack) -> None:
+    """A database that does not answer makes /healthz answer 503, with the store's words."""
+    assert slack.server is not None
+    slack.store.close()
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{slack.server.url}/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["store"] == f"error: the database {slack.db} is closed"
 
 
 async def test_token_checked_once_at_start_not_per_request(slack: Slack) -> None:

@@ -12,7 +12,7 @@ import pytest
 from bot.cli import words
 from bot.models import Actor, OpState
 from bot.slack.wording import mrkdwn
-from bot.store import Store
+from bot.store import open_store
 from bot.text import Command, Person, Text, say
 from bot.workflow import LOCK_READ_REUSE, SUBMIT_MARGIN, StopService
 from providers.base import Provider, Resource, ResourceStatus, StopAccepted
@@ -32,7 +32,7 @@ class Harness:
         sims.hub.clock.freeze()
         self.time = SimTime(sims)
         self.config = sample(sims, admins=[ADMIN.id], **config)
-        self.store = Store(db, clock=self.time.now)
+        self.store = open_store(db, clock=self.time.now)
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, http=self.config.http) for p in self.config.providers
         }

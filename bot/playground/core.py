@@ -39,7 +39,7 @@ from bot.slack.fake_api import (
 )
 from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack, local_config
 from bot.slack.wording import escape
-from bot.store import Store
+from bot.store import Store, open_store
 from bot.workflow import StopService
 from providers.base import Provider
 from providers.registry import build_provider
@@ -154,7 +154,7 @@ class Playground:
             def clock() -> dt.datetime:
                 return dt.datetime.fromtimestamp(hub_clock.now(), dt.UTC)
 
-            store = Store(db_path, clock=clock)
+            store = open_store(db_path, clock=clock)
             providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
             service = StopService(config, store, providers, clock=clock, sleep=sleep)
             bot = SlackBot(
@@ -192,7 +192,7 @@ class Playground:
 
     @property
     def db_path(self) -> str:
-        return self.store.path
+        return self.store.location
 
     async def aclose(self) -> None:
         """Close the provider clients (on the loop that used them)."""

@@ -279,7 +279,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
-            bot.store.tuples("SELECT 1")
+            bot.store.health()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {exc}"

@@ -1,28 +1,33 @@
-"""The SQLite store: schema, migrations, and one function per query the bot needs.
+"""The SQLite backend of the store (the default): schema, migrations, one query per need.
 
 Why these choices:
 
 * WAL mode, so the audit export and the history commands read while a stop writes, with
   ``synchronous = NORMAL``: durable across a killed process, fsynced at checkpoints.
 * The connection is in autocommit mode and every multi-row write runs in
-  :meth:`Store.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
+  :meth:`SQLiteStore.transaction` (``BEGIN IMMEDIATE``): the write lock is taken up front,
   so two clicks racing on one button serialise here, and the loser sees the winner's
-  state. sqlite-utils (4.x) nests its own writes in savepoints, so its helpers are
-  safe inside; the hot writes are plain SQL so each one reads as the query it is.
+  state. That is how each compare-and-set of the interface (bot/store/base.py) has one
+  winner across threads and processes. sqlite-utils (4.x) nests its own writes in
+  savepoints, so its helpers are safe inside; the hot writes are plain SQL so each one
+  reads as the query it is.
 * The audit log is append-only, enforced by triggers rather than by good intentions.
+* Several processes share one file on one host only (SQLite's locks are the kernel's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 
 import sqlite_utils
 
@@ -42,16 +47,17 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.base import Clock, OpenRequest, OwnedWork, Store, StoreCounts
+from bot.store.errors import (
+    StoreError,
+    StoreLocationError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
 from bot.text import Text
 from providers.base import utcnow
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
-
-Clock = Callable[[], dt.datetime]
-
-
-class StoreError(Exception):
-    """The database cannot be used (unreadable file, newer schema, ...)."""
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -355,18 +361,65 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class Store:
-    """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests)."""
+# SQLite's primary result codes, by the branch of bot/store/errors.py each one means.
+_NOT_A_STORE = frozenset({"SQLITE_CANTOPEN", "SQLITE_NOTADB"})
+_UNAVAILABLE = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PROTOCOL"}
+)
 
-    def __init__(self, path: str | Path, *, clock: Clock = utcnow) -> None:
-        self.path = str(path)
-        self.clock = clock
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
+class _Errors:
+    """Within it, sqlite3's exceptions become the store's own, so that no caller catches
+    ``sqlite3.Error`` (a second backend would raise something else)."""
+
+    __slots__ = ("store", "where")
+
+    def __init__(self, store: SQLiteStore, where: str) -> None:
+        self.store = store
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
+        if self.store.closed:
+            raise StoreUnavailableError(f"{self.where} is closed") from exc
+        # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) share their primary's.
+        code = "_".join(getattr(exc, "sqlite_errorname", "").split("_")[:2])
+        error = (
+            StoreLocationError
+            if code in _NOT_A_STORE
+            else StoreUnavailableError
+            if code in _UNAVAILABLE
+            else StoreError
+        )
+        raise error(f"{self.where}: {exc}") from exc
+
+
+class SQLiteStore(Store):
+    """All persistent state of the bot, in one SQLite file (``:memory:`` in some tests).
+
+    What each method promises is said once, in bot/store/base.py; here is how SQLite keeps it.
+    """
+
+    def __init__(self, location: str | os.PathLike[str], *, clock: Clock = utcnow) -> None:
+        super().__init__(os.fspath(location), clock=clock)
+        self.closed = False
+        self._lock = threading.RLock()
+        self._errors = _Errors(self, f"the database {self.location}")
+        with _Errors(self, f"cannot open the database {self.location}"):
+            conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 5000")
             self.db = sqlite_utils.Database(conn)
-            if self.path != ":memory:":
+            if self.location != ":memory:":
                 self.db.enable_wal()
                 # With WAL, a commit survives the process being killed at any instant
                 # without an fsync each (which cost 0.2-0.5 ms on the event loop, a dozen
@@ -374,20 +427,37 @@ class Store:
                 # commits, never corrupt the file (SQLite's advice for WAL mode). Acks
                 # record their request before answering, so this is on their path too.
                 conn.execute("PRAGMA synchronous = NORMAL")
-            self._lock = threading.RLock()
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+
+    @classmethod
+    def exists(cls, location: str) -> bool:
+        return Path(location).exists()
 
     def close(self) -> None:
+        self.closed = True
         self.db.conn.close()
 
-    # -- plumbing ---------------------------------------------------------------
+    def health(self) -> None:
+        self.tuples("SELECT version FROM schema_version")
+
+    def counts(self) -> StoreCounts:
+        # One statement, so both counts are of one instant.
+        rows = self.tuples(
+            "SELECT 'operations', provider, state, COUNT(*) FROM operations "
+            "GROUP BY provider, state UNION ALL "
+            "SELECT 'runs', schedule, status, COUNT(*) FROM schedule_runs GROUP BY schedule, status"
+        )
+        counted: dict[str, dict[tuple[str, str], int]] = {"operations": {}, "runs": {}}
+        for kind, key, value, count in rows:
+            counted[kind][(key, value)] = int(count)
+        return StoreCounts(operations=counted["operations"], runs=counted["runs"])
+
+    # -- plumbing (SQLite's own: tests may use it, the rest of the bot never does) ----
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic unit of writes; takes SQLite's write lock at once."""
-        with self._lock:
+        with self._lock, self._errors:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -397,21 +467,27 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Run a read, under the store's lock, and return its rows as dicts.
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, under the store's lock.
 
         One connection serves every thread (the bot's loop, a test's): a read must not
         interleave with another thread's open transaction on it.
         """
-        with self._lock:
-            cursor = self.db.conn.execute(sql, list(params))
+        with self._lock, self._errors:
+            yield self.db.conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a read and return its rows as dicts."""
+        with self._reading() as conn:
+            cursor = conn.execute(sql, list(params))
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Like :meth:`rows`, as plain tuples."""
-        with self._lock:
-            return list(self.db.conn.execute(sql, list(params)).fetchall())
+        with self._reading() as conn:
+            return list(conn.execute(sql, list(params)).fetchall())
 
     def schema_version(self) -> int:
         if not self.db["schema_version"].exists():
@@ -424,8 +500,8 @@ class Store:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = self.schema_version()
             if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database {self.path} has schema version {current}, newer than this "
+                raise StoreSchemaError(
+                    f"the database {self.location} has schema version {current}, newer than this "
                     f"stopbot knows ({SCHEMA_VERSION}): upgrade stopbot or use another STOPBOT_DB"
                 )
             for migration in MIGRATIONS[current:]:
@@ -469,7 +545,6 @@ class Store:
         operation_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Append one entry to the audit log; returns its id."""
         with self.transaction() as conn:
             return self._audit(
                 conn, actor, action, resource=resource, operation_id=operation_id, detail=detail
@@ -482,7 +557,6 @@ class Store:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
         where: list[str] = []
         params: list[Any] = []
         if resource is not None:
@@ -524,11 +598,6 @@ class Store:
         owner: str | None = None,
         notify: bool = False,
     ) -> tuple[Operation, bool]:
-        """Record a new stop request and audit it, in one transaction.
-
-        With an ``idempotency_key`` already used (a Slack retry), nothing is written
-        and the existing operation is returned. Returns (operation, created).
-        """
         now = self.clock()
         with self.transaction() as conn:
             if idempotency_key is not None:
@@ -597,9 +666,9 @@ class Store:
         return Operation.model_validate(data)
 
     def get_operation(self, op_id: str) -> Operation | None:
-        with self._lock:
+        with self._reading() as conn:
             try:
-                return self._get(self.db.conn, op_id)
+                return self._get(conn, op_id)
             except KeyError:
                 return None
 
@@ -616,17 +685,6 @@ class Store:
         owe: Owed | None = None,
         owner: str | None = None,
     ) -> Operation | None:
-        """Move an operation to ``to`` if it is in one of ``allowed_from``.
-
-        This compare-and-set is what makes a button act once: of two concurrent
-        clicks, one moves the row and the other gets None. The transition, any
-        extra column ``fields``, the audit entry and the message it makes ``owe``
-        are written together. With ``owner``, only while that process owns it (a
-        process that lost it to another says nothing more about it).
-
-        A move to SUBMITTING while another stop of the resource is in flight joins
-        that stop (``joined``): one stop is sent per resource at a time.
-        """
         now = self.clock()
         allowed = [s.value for s in allowed_from]
         values: dict[str, Any] = {
@@ -671,7 +729,6 @@ class Store:
             return op
 
     def update_operation(self, op_id: str, **fields: Any) -> None:
-        """Set bookkeeping fields (message ts, ...) that are no state change."""
         values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
         assignments = ", ".join(f"{key} = ?" for key in values)
         with self.transaction() as conn:
@@ -690,8 +747,6 @@ class Store:
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """Add a transition when the provider's state changed; the updated operation if it
-        did. With ``owner``, only while that process owns it; ``owe`` is owed with it."""
         now = self.clock()
         with self.transaction() as conn:
             row = conn.execute(
@@ -730,9 +785,8 @@ class Store:
         return [Transition.model_validate(r) for r in rows]
 
     def operations_in_flight(self) -> list[Operation]:
-        """Operations the provider accepted (or may have) that have not ended: resumed at start."""
         marks = ", ".join("?" for _ in TRACKED_STATES)
-        with self._lock:
+        with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
@@ -740,25 +794,22 @@ class Store:
                     [s.value for s in TRACKED_STATES],
                 )
             ]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
-        """The latest operations, newest first."""
         sql = "SELECT id FROM operations"
         params: list[Any] = []
         if resource is not None:
             sql += " WHERE resource = ?"
             params.append(resource)
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
-        with self._lock:
+        with self._reading() as conn:
             ids = [r[0] for r in self.tuples(sql, params)]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     # -- claims: at-most-once for anything keyed (Slack retries, button clicks) ---
 
     def claim(self, key: str, *, owe: Owed | None = None) -> bool:
-        """True the first time ``key`` is claimed, False ever after; the message the claim
-        is for, ``owe``, is owed with it."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)",
@@ -779,8 +830,6 @@ class Store:
         min_approvals: int,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """Confirmed, but protected: the operation waits for approvers, and the request
-        to them is owed (one transaction)."""
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -829,8 +878,6 @@ class Store:
         return Approval.model_validate({**rows[0], "votes": list(votes)})
 
     def vote(self, op_id: str, approver: str, vote: str, reason: str | None = None) -> int | None:
-        """Record one approver's approval; None if they had voted already, else the number of
-        approvals so far. The vote and its audit entry are one transaction."""
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -867,12 +914,6 @@ class Store:
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> Operation | None:
-        """End a pending approval (approved, denied, expired) and move the operation, once
-        (to SUBMITTING: owned by ``owner``, joining a stop of it in flight), with the
-        message it makes ``owe``.
-
-        Of an approve and a deny racing, exactly one finds the approval pending.
-        """
         now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -915,7 +956,6 @@ class Store:
             return op
 
     def expired_approvals(self) -> list[str]:
-        """Operations whose approval request is still pending past its expiry."""
         rows = self.tuples(
             "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
             [_iso(self.clock())],
@@ -942,7 +982,6 @@ class Store:
     def set_lock(
         self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
     ) -> BotLock:
-        """Create or replace the bot lock on ``resource``, audited."""
         now = self.clock()
         with self.transaction() as conn:
             conn.execute(
@@ -962,7 +1001,6 @@ class Store:
         )
 
     def get_lock(self, resource: str) -> BotLock | None:
-        """The lock on ``resource`` if one is in force now (expired ones are ignored)."""
         rows = list(
             self.rows(
                 "SELECT * FROM bot_locks WHERE resource = ? AND expires_at > ?",
@@ -981,7 +1019,6 @@ class Store:
             return bool(cursor.rowcount)
 
     def locks_expiring(self, within: dt.timedelta) -> list[BotLock]:
-        """Locks in force that expire within ``within`` from now."""
         now = self.clock()
         rows = self.rows(
             "SELECT * FROM bot_locks WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at",
@@ -1030,9 +1067,6 @@ class Store:
         return {r["name"]: r["source"] for r in self.rows("SELECT name, source FROM schedules")}
 
     def delete_schedule(self, name: str, actor: str) -> bool:
-        """Remove a schedule with what the scheduler remembers of it (state, skips, snoozes,
-        Keep exceptions), so a schedule added again under its name starts afresh. Its
-        runs stay, as history."""
         with self.transaction() as conn:
             row = conn.execute("SELECT source FROM schedules WHERE name = ?", [name]).fetchone()
             conn.execute("DELETE FROM schedules WHERE name = ?", [name])
@@ -1050,7 +1084,6 @@ class Store:
         return ScheduleState.model_validate(rows[0]) if rows else ScheduleState(name=name)
 
     def update_schedule_state(self, name: str, **fields: Any) -> None:
-        """Set some fields of a schedule's state (None clears one)."""
         values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in fields.items()}
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -1063,8 +1096,6 @@ class Store:
             )
 
     def skip_fire(self, schedule: str, fire: dt.datetime, actor: str) -> str | None:
-        """Skip one fire of ``schedule`` (replacing a snooze of it), audited; None when this
-        call skipped it, else who had skipped it already (a second click changes nothing)."""
         with self.transaction() as conn:
             existing = conn.execute(
                 "SELECT skipped_by FROM schedule_skips WHERE schedule = ? AND fire_time = ?",
@@ -1085,7 +1116,6 @@ class Store:
             return None
 
     def skips(self, schedule: str) -> dict[dt.datetime, str]:
-        """The skipped fires of ``schedule`` and who skipped each."""
         rows = self.tuples(
             "SELECT fire_time, skipped_by FROM schedule_skips WHERE schedule = ?", [schedule]
         )
@@ -1094,8 +1124,6 @@ class Store:
     def snooze_fire(
         self, schedule: str, fire: dt.datetime, until: dt.datetime, actor: str
     ) -> bool | None:
-        """Run one fire of ``schedule`` at ``until`` instead, audited. True when this changed
-        it, False when it was so already, None when that snoozed run has started."""
         with self.transaction() as conn:
             existing = conn.execute(
                 "SELECT until, started FROM schedule_snoozes WHERE schedule = ? AND fire_time = ?",
@@ -1121,8 +1149,6 @@ class Store:
             return True
 
     def snoozes(self, schedule: str) -> dict[dt.datetime, tuple[dt.datetime, bool]]:
-        """The snoozed fires of ``schedule``: when each runs instead, and whether that run
-        has started."""
         rows = self.tuples(
             "SELECT fire_time, until, started FROM schedule_snoozes WHERE schedule = ?",
             [schedule],
@@ -1133,7 +1159,6 @@ class Store:
         }
 
     def start_snooze(self, schedule: str, fire: dt.datetime) -> bool:
-        """Mark a snoozed fire's run as started; False if it was already."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE schedule_snoozes SET started = 1 "
@@ -1143,18 +1168,15 @@ class Store:
             return cursor.rowcount == 1
 
     def unclaim(self, key: str) -> None:
-        """Give a claim back: a schedule warning whose post failed is tried again."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM claims WHERE key = ?", [key])
 
     def operation_for_key(self, idempotency_key: str) -> Operation | None:
-        """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
-        resource, one attempt), if any."""
-        with self._lock:
-            row = self.db.conn.execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 "SELECT id FROM operations WHERE idempotency_key = ?", [idempotency_key]
             ).fetchone()
-            return self._get(self.db.conn, row[0]) if row else None
+            return self._get(conn, row[0]) if row else None
 
     def create_run(
         self,
@@ -1168,10 +1190,6 @@ class Store:
         started_by: str | None = None,
         owner: str | None = None,
     ) -> ScheduleRun | None:
-        """Record one fire of a schedule; None if that fire was recorded already, which is
-        what keeps a run from happening twice (restarts, overlapping ticks). A running run
-        is executed by ``owner``; a skipped or missed one is owed an announcement
-        (:meth:`unannounced_runs`)."""
         now = self.clock()
         run_id = uuid.uuid4().hex
         with self.transaction() as conn:
@@ -1213,7 +1231,6 @@ class Store:
         return ScheduleRun.model_validate(rows[0]) if rows else None
 
     def run_at(self, schedule: str, fire_time: dt.datetime) -> ScheduleRun | None:
-        """The run recorded for one fire of ``schedule``, if any."""
         rows = self.rows(
             "SELECT * FROM schedule_runs WHERE schedule = ? AND fire_time = ?",
             [schedule, _iso(fire_time)],
@@ -1223,7 +1240,6 @@ class Store:
     def runs(
         self, *, status: str | None = None, schedule: str | None = None, limit: int = 50
     ) -> list[ScheduleRun]:
-        """Runs, newest fire first."""
         where, params = [], []
         if status is not None:
             where.append("status = ?")
@@ -1245,8 +1261,6 @@ class Store:
         owner: str | None = None,
         owe: Owed | None = None,
     ) -> bool:
-        """End a running run, once (with ``owner``: only while that process owns it), its
-        summary owed with it; False when it was not running (or not owned)."""
         fence, fenced = ("", []) if owner is None else (" AND owner IS ?", [owner])
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -1270,7 +1284,6 @@ class Store:
             return True
 
     def unannounced_runs(self) -> list[ScheduleRun]:
-        """Skipped and missed runs nobody was told of yet, oldest fire first."""
         rows = self.rows(
             "SELECT * FROM schedule_runs WHERE status IN ('skipped', 'missed') "
             "AND announced_at IS NULL ORDER BY schedule, fire_time"
@@ -1278,8 +1291,6 @@ class Store:
         return [ScheduleRun.model_validate(r) for r in rows]
 
     def announce_runs(self, run_ids: Sequence[str], owed: Owed | None) -> None:
-        """Owe the announcement of ``run_ids`` (and mark them announced), at once (None:
-        they were told some other way)."""
         now = _iso(self.clock())
         with self.transaction() as conn:
             for run_id in run_ids:
@@ -1288,9 +1299,6 @@ class Store:
                 )
             if owed is not None:
                 self._owe(conn, owed)
-
-    def running_runs(self) -> list[ScheduleRun]:
-        return self.runs(status="running", limit=10_000)
 
     def set_run_message(self, run_id: str, channel: str, ts: str) -> None:
         with self.transaction() as conn:
@@ -1323,7 +1331,6 @@ class Store:
     def add_exception(
         self, schedule: str, resource: str, until: dt.datetime, actor: str
     ) -> KeepException:
-        """Keep ``resource`` out of ``schedule``'s runs until ``until``, audited."""
         now = self.clock()
         with self.transaction() as conn:
             conn.execute(
@@ -1366,8 +1373,6 @@ class Store:
         return str(row[0]) if row else None
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
-        """Win the right to send a submitted stop, once: from now on it may have left,
-        and it is never sent again. None when another process won it first."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
@@ -1377,9 +1382,6 @@ class Store:
             return self._get(conn, op_id) if cursor.rowcount == 1 else None
 
     def release_claim(self, op_id: str, owner: str, sends: int) -> Operation | None:
-        """Give back the claim to send a stop that provably did not take (the provider
-        shows the resource running once the call could be over), audited; the operation,
-        to be claimed and sent again, or None when it moved on meanwhile."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = NULL WHERE id = ? AND owner = ? "
@@ -1418,7 +1420,6 @@ class Store:
             )
 
     def retire_process(self, process_id: str) -> None:
-        """A process ending cleanly: what it owned is anyone's at once, and it is dead."""
         with self.transaction() as conn:
             for table in ("operations", "schedule_runs", "outbox", "inbox"):
                 conn.execute(
@@ -1445,7 +1446,6 @@ class Store:
         ]
 
     def forget_processes(self, ids: Iterable[str]) -> None:
-        """Drop dead processes that own nothing any more."""
         with self.transaction() as conn:
             for process_id in ids:
                 owns = any(
@@ -1458,14 +1458,12 @@ class Store:
                 if not owns:
                     conn.execute("DELETE FROM processes WHERE id = ?", [process_id])
 
-    def take_over(self, table: str, key: str, owner: str, previous: str | None) -> bool:
-        """Make ``owner`` the owner of one row of ``table`` (operations, schedule_runs,
-        outbox or inbox) if ``previous`` still owns it: of two processes taking over
-        the same work, one wins."""
+    def take_over(self, work: OwnedWork, key: str, owner: str, previous: str | None) -> bool:
+        # Each kind of owned work is the table of that name.
         column = {"operations": "id", "schedule_runs": "id", "outbox": "key", "inbox": "id"}
         with self.transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE {table} SET owner = ? WHERE {column[table]} = ? AND owner IS ?",  # noqa: S608
+                f"UPDATE {work} SET owner = ? WHERE {column[work]} = ? AND owner IS ?",  # noqa: S608
                 [owner, key, previous],
             )
             return cursor.rowcount == 1
@@ -1473,13 +1471,11 @@ class Store:
     def orphaned_operations(
         self, states: Iterable[OpState], live: Iterable[str]
     ) -> list[Operation]:
-        """Operations in ``states`` that no live process owns (``live``: the live ones'
-        ids), oldest first."""
         wanted = [s.value for s in states]
         alive = list(live)
         marks = ", ".join("?" for _ in wanted)
         owners = ", ".join("?" for _ in alive) or "NULL"
-        with self._lock:
+        with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
@@ -1488,7 +1484,7 @@ class Store:
                     [*wanted, *alive],
                 )
             ]
-            return [self._get(self.db.conn, i) for i in ids]
+            return [self._get(conn, i) for i in ids]
 
     # -- the outbox: messages owed to a face --------------------------------------
 
@@ -1512,13 +1508,10 @@ class Store:
         )
 
     def owe(self, owed: Owed) -> None:
-        """Owe a message (again: the face shows the latest state of ``owed.key``)."""
         with self.transaction() as conn:
             self._owe(conn, owed)
 
     def owed(self, limit: int = 500, *, key: str | None = None) -> list[Owed]:
-        """Messages not delivered in their latest version, oldest change first (``key``:
-        that one only)."""
         only, params = ("", []) if key is None else (" AND key = ?", [key])
         rows = self.rows(
             "SELECT key, kind, payload, version, urgent, owner, attempts, not_before "  # noqa: S608
@@ -1533,7 +1526,6 @@ class Store:
         ]
 
     def delivered(self, key: str, version: int) -> None:
-        """``version`` of ``key`` is shown (a later version stays owed)."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET sent_version = ?, attempts = 0, not_before = NULL, "
@@ -1542,7 +1534,6 @@ class Store:
             )
 
     def postpone(self, key: str, version: int, until: dt.datetime, error: str) -> None:
-        """Try ``key`` again at ``until`` (unless a new version is owed meanwhile)."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
@@ -1561,9 +1552,6 @@ class Store:
     # -- the inbox: requests answered before they were handled --------------------
 
     def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
-        """Record requests (id, body, content type) before they are answered, in one
-        transaction: for each, "new", or "open"/"done" for one seen already (a redelivery
-        of the very same body)."""
         now = _iso(self.clock())
         seen = []
         with self.transaction() as conn:
@@ -1589,15 +1577,14 @@ class Store:
                 [_iso(self.clock()), request_id],
             )
 
-    def open_requests(self) -> list[dict[str, Any]]:
-        """Requests answered but not handled to the end, oldest first."""
-        return self.rows(
+    def open_requests(self) -> list[OpenRequest]:
+        rows = self.rows(
             "SELECT id, received_at, body, content_type, owner, attempts FROM inbox "
             "WHERE done_at IS NULL ORDER BY received_at"
         )
+        return cast(list[OpenRequest], rows)  # the columns OpenRequest names
 
     def retry_request(self, request_id: str) -> int:
-        """Count one more attempt at handling a request; the attempts so far."""
         with self.transaction() as conn:
             conn.execute("UPDATE inbox SET attempts = attempts + 1 WHERE id = ?", [request_id])
             row = conn.execute("SELECT attempts FROM inbox WHERE id = ?", [request_id]).fetchone()

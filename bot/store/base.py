@@ -1,0 +1,610 @@
+"""The store's interface: every record the bot keeps, by kind, whatever the database.
+
+The rest of the bot talks to a :class:`Store` and runs no SQL of its own: a backend is one
+module beside this one (:mod:`bot.store.sqlite` today) implementing it, opened by
+:func:`bot.store.open_store` from the location in ``STOPBOT_DB``. The interface is split by
+kind of record (operations, approvals, locks, schedules, runs, audit, claims, processes,
+outbox, inbox) so that each part reads on its own; one backend implements them all in one
+class, because one call often writes several kinds at once (a transition, its audit entry
+and the message it owes).
+
+What every backend promises (the tests in tests/test_store.py hold any of them to it):
+
+* **Each call is atomic.** What one method writes (the row, its transition, its audit entry,
+  the message it makes ``owe``) commits together or not at all.
+* **Every compare-and-set has one winner.** A method that moves a record "if" (a state, an
+  owner, a pending approval, a key not yet claimed) is one statement or one transaction, so
+  of concurrent callers (threads, processes, hosts) exactly one wins and the others see the
+  winner's result. That is what makes a button act once and a stop be sent once.
+* **"Now" is the store's.** ``clock`` stamps what is written; comparisons with the present
+  (a lock or an approval that expired, a Keep exception in force) are made inside the store,
+  never handed in by a caller, so a database shared by several hosts may use its own clock.
+* **Facts, not markup.** Sentences are kept as :class:`~bot.text.Text` parts, datetimes as
+  aware UTC instants; no face's syntax reaches the database.
+* **Errors are the store's own** (:mod:`bot.store.errors`), never a driver's exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from bot.models import (
+    Approval,
+    AuditEntry,
+    BotLock,
+    KeepException,
+    Operation,
+    OpState,
+    Owed,
+    RunItem,
+    ScheduleRun,
+    ScheduleState,
+    Transition,
+)
+from bot.processes import ProcessInfo, Registration
+from bot.text import Text
+from providers.base import utcnow
+
+__all__ = [
+    "ApprovalStore",
+    "AuditStore",
+    "ClaimStore",
+    "Clock",
+    "InboxStore",
+    "LockStore",
+    "OpenRequest",
+    "OperationStore",
+    "OutboxStore",
+    "OwnedWork",
+    "ProcessStore",
+    "RunStore",
+    "ScheduleStore",
+    "Store",
+    "StoreCounts",
+]
+
+Clock = Callable[[], dt.datetime]
+
+# The kinds of work a process owns, and takes over from a dead one.
+OwnedWork = Literal["operations", "schedule_runs", "outbox", "inbox"]
+
+
+class OpenRequest(TypedDict):
+    """A request answered before it was handled, and not handled to the end yet."""
+
+    id: str
+    received_at: str
+    body: str
+    content_type: str | None
+    owner: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """What the metrics read at each scrape, in one read: the store's rows, counted."""
+
+    operations: dict[tuple[str, str], int]
+    """(provider, state) -> operations in that state."""
+    runs: dict[tuple[str, str], int]
+    """(schedule, status) -> runs with that status."""
+
+
+class AuditStore(ABC):
+    """The audit log: append-only (no method changes or removes an entry, and a backend
+    makes the database itself refuse to)."""
+
+    @abstractmethod
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        resource: str | None = None,
+        operation_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one entry to the audit log; returns its id (ids grow with time)."""
+
+    @abstractmethod
+    def audit_log(
+        self,
+        *,
+        resource: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
+
+
+class OperationStore(ABC):
+    """Stops (operations), their transitions, and the claim to send each one once."""
+
+    @abstractmethod
+    def create_operation(
+        self,
+        *,
+        resource: str,
+        provider: str,
+        resource_id: str,
+        requested_by: str,
+        source: str,
+        state: OpState = OpState.REQUESTED,
+        reason: str | None = None,
+        force: bool = False,
+        override_lock: bool = False,
+        expires_at: dt.datetime | None = None,
+        channel: str | None = None,
+        response_url: str | None = None,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+        notify: bool = False,
+    ) -> tuple[Operation, bool]:
+        """Record a new stop request with its first transition and audit it, at once.
+
+        With an ``idempotency_key`` already used (a Slack retry), nothing is written
+        and the existing operation is returned. Returns (operation, created).
+        """
+
+    @abstractmethod
+    def get_operation(self, op_id: str) -> Operation | None: ...
+
+    @abstractmethod
+    def operation_for_key(self, idempotency_key: str) -> Operation | None:
+        """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
+        resource, one attempt), if any."""
+
+    @abstractmethod
+    def transition(
+        self,
+        op_id: str,
+        to: OpState,
+        *,
+        allowed_from: Iterable[OpState],
+        actor: str,
+        detail: Text | None = None,
+        audit_detail: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None,
+        owe: Owed | None = None,
+        owner: str | None = None,
+    ) -> Operation | None:
+        """Move an operation to ``to`` if it is in one of ``allowed_from``; None if not.
+
+        This compare-and-set is what makes a button act once: of two concurrent
+        clicks, one moves the row and the other gets None. The transition, any
+        extra :class:`~bot.models.Operation` field in ``fields``, the audit entry
+        (``stop.<state>``) and the message it makes ``owe`` are written together. A final
+        state sets ``finished_at``. With ``owner``, only while that process owns it (a
+        process that lost it to another says nothing more about it).
+
+        A move to SUBMITTING while another stop of the resource is in flight (a tracked
+        state, not joined itself) joins that stop (``joined``): one stop is sent per
+        resource at a time.
+        """
+
+    @abstractmethod
+    def update_operation(self, op_id: str, **fields: Any) -> None:
+        """Set bookkeeping fields of an operation (message ts, ...) that are no state change."""
+
+    @abstractmethod
+    def record_provider_state(
+        self,
+        op_id: str,
+        provider_state: str,
+        phase: str,
+        message: str | None = None,
+        *,
+        owner: str | None = None,
+        owe: Owed | None = None,
+    ) -> Operation | None:
+        """Add a transition when the provider's state changed; the updated operation if it
+        did. With ``owner``, only while that process owns it; ``owe`` is owed with it."""
+
+    @abstractmethod
+    def transitions(self, op_id: str) -> list[Transition]:
+        """An operation's transitions, in the order they happened."""
+
+    @abstractmethod
+    def operations_in_flight(self) -> list[Operation]:
+        """Operations the provider accepted (or may have) that have not ended, oldest first:
+        resumed at start."""
+
+    @abstractmethod
+    def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
+        """The latest operations, newest first."""
+
+    @abstractmethod
+    def orphaned_operations(
+        self, states: Iterable[OpState], live: Iterable[str]
+    ) -> list[Operation]:
+        """Operations in ``states`` that no live process owns (``live``: the live ones'
+        ids), oldest first."""
+
+    @abstractmethod
+    def claim_send(self, op_id: str, owner: str) -> Operation | None:
+        """Win the right to send a submitted stop (not joined to another), once: from now
+        on it may have left, and it is never sent again; ``sends`` counts the claims. None
+        when another process won it first."""
+
+    @abstractmethod
+    def release_claim(self, op_id: str, owner: str, sends: int) -> Operation | None:
+        """Give back the claim to send a stop that provably did not take (the provider
+        shows the resource running once the call could be over), audited
+        (``stop.not_taken``); the operation, to be claimed and sent again, or None when it
+        moved on meanwhile (another state, owner or claim)."""
+
+
+class ApprovalStore(ABC):
+    """Approval requests of protected stops, their votes, and the messages showing them."""
+
+    @abstractmethod
+    def await_approval(
+        self,
+        op_id: str,
+        actor: str,
+        *,
+        expires_at: dt.datetime,
+        min_approvals: int,
+        owe: Owed | None = None,
+    ) -> Operation | None:
+        """Confirmed, but protected: the operation (awaiting confirmation) waits for
+        approvers, and the request to them is owed, at once; None if it was not awaiting
+        confirmation."""
+
+    @abstractmethod
+    def approval(self, op_id: str) -> Approval | None: ...
+
+    @abstractmethod
+    def vote(self, op_id: str, approver: str, vote: str, reason: str | None = None) -> int | None:
+        """Record one approver's vote, audited; None if they had voted already, else the
+        number of approvals so far."""
+
+    @abstractmethod
+    def decide_approval(
+        self,
+        op_id: str,
+        status: str,
+        *,
+        decided_by: str,
+        to: OpState,
+        detail: Text | None,
+        reason: str | None = None,
+        owner: str | None = None,
+        owe: Owed | None = None,
+    ) -> Operation | None:
+        """End a pending approval (approved, denied, expired) and move the operation, once
+        (to SUBMITTING: owned by ``owner``, joining a stop of it in flight), with the
+        message it makes ``owe``; None when it was no longer pending.
+
+        Of an approve and a deny racing, exactly one finds the approval pending.
+        """
+
+    @abstractmethod
+    def expired_approvals(self) -> list[str]:
+        """Operations whose approval request is still pending past its expiry (now)."""
+
+    @abstractmethod
+    def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:
+        """Remember a message showing the approval request (once per channel and ts)."""
+
+    @abstractmethod
+    def approval_messages(self, op_id: str) -> list[tuple[str, str]]:
+        """The (channel, ts) of the messages showing the request, in the order added."""
+
+
+class LockStore(ABC):
+    """Stopbot's own locks: one per resource, in force until it expires (by time alone)."""
+
+    @abstractmethod
+    def set_lock(
+        self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
+    ) -> BotLock:
+        """Create or replace the lock on ``resource``, audited."""
+
+    @abstractmethod
+    def get_lock(self, resource: str) -> BotLock | None:
+        """The lock on ``resource`` if one is in force now (expired ones are ignored)."""
+
+    @abstractmethod
+    def delete_lock(self, resource: str, actor: str, *, forced: bool = False) -> bool:
+        """Remove the lock on ``resource``, audited; False (and no audit) when there was none."""
+
+    @abstractmethod
+    def locks_expiring(self, within: dt.timedelta) -> list[BotLock]:
+        """Locks in force that expire within ``within`` from now, soonest first."""
+
+    @abstractmethod
+    def active_locks(self) -> list[BotLock]:
+        """Locks in force now, soonest to expire first."""
+
+
+class ScheduleStore(ABC):
+    """Schedules: their definitions, what the scheduler remembers of each, skips and
+    snoozes of one fire, and Keep exceptions."""
+
+    @abstractmethod
+    def save_schedule(
+        self, name: str, definition: dict[str, Any], actor: str, *, source: str = "slack"
+    ) -> None:
+        """Create or replace a schedule, audited unless it is unchanged (no audit noise at
+        every start for those in the configuration)."""
+
+    @abstractmethod
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        """Every schedule's definition, by name."""
+
+    @abstractmethod
+    def schedule_sources(self) -> dict[str, str]:
+        """Where each schedule comes from (``slack``, ``config``), by name."""
+
+    @abstractmethod
+    def delete_schedule(self, name: str, actor: str) -> bool:
+        """Remove a schedule with what the scheduler remembers of it (state, skips, snoozes,
+        Keep exceptions), so a schedule added again under its name starts afresh; audited.
+        Its runs stay, as history. False when there was none."""
+
+    @abstractmethod
+    def schedule_state(self, name: str) -> ScheduleState:
+        """What the scheduler remembers of ``name`` (empty for one it never saw)."""
+
+    @abstractmethod
+    def update_schedule_state(self, name: str, **fields: Any) -> None:
+        """Set some fields of a schedule's state (None clears one)."""
+
+    @abstractmethod
+    def skip_fire(self, schedule: str, fire: dt.datetime, actor: str) -> str | None:
+        """Skip one fire of ``schedule`` (replacing a snooze of it not started), audited;
+        None when this call skipped it, else who had skipped it already (a second click
+        changes nothing)."""
+
+    @abstractmethod
+    def skips(self, schedule: str) -> dict[dt.datetime, str]:
+        """The skipped fires of ``schedule`` and who skipped each."""
+
+    @abstractmethod
+    def snooze_fire(
+        self, schedule: str, fire: dt.datetime, until: dt.datetime, actor: str
+    ) -> bool | None:
+        """Run one fire of ``schedule`` at ``until`` instead, audited. True when this changed
+        it, False when it was so already, None when that snoozed run has started."""
+
+    @abstractmethod
+    def snoozes(self, schedule: str) -> dict[dt.datetime, tuple[dt.datetime, bool]]:
+        """The snoozed fires of ``schedule``: when each runs instead, and whether that run
+        has started."""
+
+    @abstractmethod
+    def start_snooze(self, schedule: str, fire: dt.datetime) -> bool:
+        """Mark a snoozed fire's run as started; False if it was already."""
+
+    @abstractmethod
+    def add_exception(
+        self, schedule: str, resource: str, until: dt.datetime, actor: str
+    ) -> KeepException:
+        """Keep ``resource`` out of ``schedule``'s runs until ``until`` (replacing an
+        earlier one), audited."""
+
+    @abstractmethod
+    def active_exceptions(self, schedule: str | None = None) -> list[KeepException]:
+        """Keep exceptions in force now (of ``schedule``, or all), soonest to end first."""
+
+
+class RunStore(ABC):
+    """Scheduled runs: one record per fire of a schedule, and what each did."""
+
+    @abstractmethod
+    def create_run(
+        self,
+        schedule: str,
+        fire_time: dt.datetime,
+        *,
+        kind: str,
+        status: str = "running",
+        reason: Text | None = None,
+        channel: str | None = None,
+        started_by: str | None = None,
+        owner: str | None = None,
+    ) -> ScheduleRun | None:
+        """Record one fire of a schedule, audited; None if that fire was recorded already,
+        which is what keeps a run from happening twice (restarts, overlapping ticks,
+        processes side by side). A running run is executed by ``owner``; a skipped or
+        missed one is owed an announcement (:meth:`unannounced_runs`)."""
+
+    @abstractmethod
+    def run(self, run_id: str) -> ScheduleRun | None: ...
+
+    @abstractmethod
+    def run_at(self, schedule: str, fire_time: dt.datetime) -> ScheduleRun | None:
+        """The run recorded for one fire of ``schedule``, if any."""
+
+    @abstractmethod
+    def runs(
+        self, *, status: str | None = None, schedule: str | None = None, limit: int = 50
+    ) -> list[ScheduleRun]:
+        """Runs, newest fire first."""
+
+    def running_runs(self) -> list[ScheduleRun]:
+        return self.runs(status="running", limit=10_000)
+
+    @abstractmethod
+    def finish_run(
+        self,
+        run_id: str,
+        status: str = "done",
+        *,
+        owner: str | None = None,
+        owe: Owed | None = None,
+    ) -> bool:
+        """End a running run, once (with ``owner``: only while that process owns it),
+        audited, its summary owed with it; False when it was not running (or not owned)."""
+
+    @abstractmethod
+    def unannounced_runs(self) -> list[ScheduleRun]:
+        """Skipped and missed runs nobody was told of yet, by schedule, oldest fire first."""
+
+    @abstractmethod
+    def announce_runs(self, run_ids: Sequence[str], owed: Owed | None) -> None:
+        """Owe the announcement of ``run_ids`` (and mark them announced), at once (None:
+        they were told some other way)."""
+
+    @abstractmethod
+    def set_run_message(self, run_id: str, channel: str, ts: str) -> None:
+        """Where a run's summary is shown."""
+
+    @abstractmethod
+    def record_item(
+        self,
+        run_id: str,
+        resource: str,
+        outcome: str | None,
+        detail: Text | None = None,
+        op_id: str | None = None,
+    ) -> None:
+        """Record (or update) what became of one resource of a run; an ``op_id`` once set
+        stays when a later update gives none."""
+
+    @abstractmethod
+    def run_items(self, run_id: str) -> list[RunItem]:
+        """A run's resources, in the order first recorded."""
+
+
+class ClaimStore(ABC):
+    """At-most-once for anything keyed (Slack retries, button clicks, warnings)."""
+
+    @abstractmethod
+    def claim(self, key: str, *, owe: Owed | None = None) -> bool:
+        """True the first time ``key`` is claimed, False ever after; the message the claim
+        is for, ``owe``, is owed with it."""
+
+    @abstractmethod
+    def unclaim(self, key: str) -> None:
+        """Give a claim back: a schedule warning whose post failed is tried again."""
+
+
+class ProcessStore(ABC):
+    """The bot processes sharing the store, and who owns which work (bot/processes.py)."""
+
+    @abstractmethod
+    def register_process(self, process: Registration) -> None:
+        """A process starting: registered, its heartbeat now."""
+
+    @abstractmethod
+    def heartbeat(self, process_id: str) -> None:
+        """A process still alive (now)."""
+
+    @abstractmethod
+    def retire_process(self, process_id: str) -> None:
+        """A process ending cleanly: what it owned is anyone's at once, and it is dead."""
+
+    @abstractmethod
+    def processes(self) -> list[ProcessInfo]:
+        """Every registered process, retired ones included."""
+
+    @abstractmethod
+    def forget_processes(self, ids: Iterable[str]) -> None:
+        """Drop dead processes that own nothing any more."""
+
+    @abstractmethod
+    def take_over(self, work: OwnedWork, key: str, owner: str, previous: str | None) -> bool:
+        """Make ``owner`` the owner of one piece of ``work`` (an operation's or a run's id,
+        an outbox key, a request's id) if ``previous`` (None: nobody) still owns it: of two
+        processes taking over the same work, one wins."""
+
+
+class OutboxStore(ABC):
+    """Messages owed to a face, kept until delivered in their latest version."""
+
+    @abstractmethod
+    def owe(self, owed: Owed) -> None:
+        """Owe a message (again: the face shows the latest state of ``owed.key``; a new
+        version restarts its attempts)."""
+
+    @abstractmethod
+    def owed(self, limit: int = 500, *, key: str | None = None) -> list[Owed]:
+        """Messages not delivered in their latest version, oldest change first (``key``:
+        that one only)."""
+
+    @abstractmethod
+    def delivered(self, key: str, version: int) -> None:
+        """``version`` of ``key`` is shown (a later version stays owed)."""
+
+    @abstractmethod
+    def postpone(self, key: str, version: int, until: dt.datetime, error: str) -> None:
+        """Try ``key`` again at ``until`` (unless a new version is owed meanwhile), counting
+        one more attempt."""
+
+    @abstractmethod
+    def purge_delivered(self, before: dt.datetime) -> int:
+        """Forget messages delivered and unchanged since before ``before``; how many."""
+
+
+class InboxStore(ABC):
+    """Requests recorded before they were answered, kept until handled."""
+
+    @abstractmethod
+    def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
+        """Record requests (id, body, content type) before they are answered, in one
+        transaction: for each, "new", or "open"/"done" for one seen already (a redelivery
+        of the very same body)."""
+
+    @abstractmethod
+    def handled(self, request_id: str) -> None:
+        """A request handled to its end (its body is not kept)."""
+
+    @abstractmethod
+    def open_requests(self) -> list[OpenRequest]:
+        """Requests answered but not handled to the end, oldest first."""
+
+    @abstractmethod
+    def retry_request(self, request_id: str) -> int:
+        """Count one more attempt at handling a request; the attempts so far."""
+
+    @abstractmethod
+    def purge_handled(self, before: dt.datetime) -> int:
+        """Forget requests handled before ``before``; how many."""
+
+
+class Store(
+    AuditStore,
+    OperationStore,
+    ApprovalStore,
+    LockStore,
+    ScheduleStore,
+    RunStore,
+    ClaimStore,
+    ProcessStore,
+    OutboxStore,
+    InboxStore,
+):
+    """All persistent state of the bot, in one database (see the module's docstring for
+    what every backend promises).
+
+    ``location`` is where it is, as given (a backend whose locations carry a secret keeps
+    it out of this attribute, which messages print); ``clock`` is the store's now.
+    """
+
+    def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
+        self.location = location
+        self.clock = clock
+
+    @classmethod
+    @abstractmethod
+    def exists(cls, location: str) -> bool:
+        """Whether a store is at ``location`` already (a read command must not create one)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the database; any later call raises StoreUnavailableError."""
+
+    @abstractmethod
+    def health(self) -> None:
+        """Check that the database answers now; StoreUnavailableError when it does not."""
+
+    @abstractmethod
+    def counts(self) -> StoreCounts:
+        """Operations and runs counted by what the metrics report, in one read;
+        StoreUnavailableError when the database does not answer."""

@@ -1,0 +1,180 @@
+"""The SQLite backend's own: its schema and migrations, WAL, the audit log's triggers,
+transactions, and sqlite3's errors turned into the store's (the contract every backend
+keeps is tested in tests/test_store.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.models import OpState
+from bot.store import StoreError, StoreLocationError, StoreSchemaError, StoreUnavailableError
+from bot.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.test_store import FIRE, new_op
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "stopbot.db")
+    yield store
+    store.close()
+
+
+def test_fresh_database_is_at_current_schema_in_wal_mode(tmp_path: Path) -> None:
+    """A new file gets every table, the current schema version and WAL journaling; opened
+    again, it is not migrated twice."""
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert {
+        "operations",
+        "transitions",
+        "audit",
+        "bot_locks",
+        "approvals",
+        "schedules",
+        "claims",
+        "schema_version",
+    } <= set(store.db.table_names())
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    assert SQLiteStore(tmp_path / "a.db").schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    """A database from a newer stopbot is refused, naming both versions."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(
+        StoreSchemaError,
+        match=f"schema version 99, newer than this stopbot knows \\({SCHEMA_VERSION}\\)",
+    ):
+        SQLiteStore(tmp_path / "a.db")
+
+
+def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    """A file that is not SQLite gives a StoreLocationError naming it, not a raw sqlite3
+    error."""
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreLocationError, match=r"cannot open the database .*junk\.db"):
+        SQLiteStore(path)
+
+
+def test_audit_log_is_append_only(store: SQLiteStore) -> None:
+    """Updating or deleting audit rows is refused by the database itself."""
+    store.audit("U1", "test.event", detail={"x": 1})
+    for sql in ("UPDATE audit SET actor = 'evil'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.db.execute(sql)
+    assert [e.actor for e in store.audit_log()] == ["U1"]
+
+
+def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
+    """An error inside a transaction rolls back every write of it."""
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        conn.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', 'now')")
+        raise RuntimeError("boom")
+    assert store.claim("k")
+
+
+def undo_migration_6(conn: sqlite3.Connection) -> None:
+    for index in ("one_stop_in_flight", "operations_owner"):
+        conn.execute(f"DROP INDEX {index}")
+    for table in ("processes", "outbox", "inbox"):
+        conn.execute(f"DROP TABLE {table}")
+    for column in ("owner", "send_claimed_at", "joined", "notify", "shown_in", "sends"):
+        conn.execute(f"ALTER TABLE operations DROP COLUMN {column}")
+    for column in ("owner", "announced_at"):
+        conn.execute(f"ALTER TABLE schedule_runs DROP COLUMN {column}")
+    conn.execute("UPDATE schema_version SET version = 5")
+
+
+def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Path) -> None:
+    """A database of schema 5: a stop it left submitting may have been sent (never sent
+    again: its claim is taken), and two stops of one resource in flight become one
+    followed by the other; skipped and missed runs count as announced."""
+    store = SQLiteStore(tmp_path / "a.db")
+    first = new_op(store, state=OpState.SUBMITTING)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_6(conn)
+    conn.execute(
+        "INSERT INTO operations (id, resource, provider, resource_id, requested_by, source, "
+        "state, created_at, updated_at) VALUES ('second', 'dev-eu', 'qovery', 'c1', 'U2', "
+        "'slack', 'in_progress', '2099-01-01T00:00:00+00:00', '2099-01-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO schedule_runs (id, schedule, fire_time, kind, status, started_at, "
+        "finished_at) VALUES ('r1', 'nightly', '2026-11-26T19:00:00+00:00', 'cron', 'missed', "
+        "'2026-11-26T20:00:00+00:00', '2026-11-26T20:00:00+00:00')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    op = store.get_operation(first)
+    assert op is not None and op.send_claimed_at == op.updated_at and op.joined is None
+    second = store.get_operation("second")
+    assert second is not None and second.joined == first and second.send_claimed_at is None
+    assert store.unannounced_runs() == []
+
+
+def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
+    """A database of schema 3 keeps its pending skip and snooze, now kept per fire."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_6(conn)
+    conn.execute("DROP TABLE schedule_skips")
+    conn.execute("DROP TABLE schedule_snoozes")
+    conn.execute("ALTER TABLE schedule_runs DROP COLUMN started_by")  # migration 5's
+    conn.execute("UPDATE schema_version SET version = 3")
+    conn.execute(
+        "INSERT INTO schedule_state (name, skip_fire, skip_by, snooze_fire, snooze_until) "
+        "VALUES ('nightly', '2026-11-26T19:00:00+00:00', 'U1', '2026-11-27T19:00:00+00:00', "
+        "'2026-11-27T20:00:00+00:00')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.skips("nightly") == {FIRE: "U1"}
+    assert store.snoozes("nightly") == {
+        FIRE + dt.timedelta(days=1): (FIRE + dt.timedelta(days=1, hours=1), False)
+    }
+    assert store.tuples(
+        "SELECT skip_fire, skip_by, snooze_fire, snooze_until FROM schedule_state"
+    ) == [(None, None, None, None)]
+
+
+def test_a_database_busy_past_the_wait_is_unavailable(store: SQLiteStore) -> None:
+    """A write that cannot get SQLite's lock within the busy timeout (another process holds
+    it) is a StoreUnavailableError, not sqlite3's; once the lock is free the same write
+    goes through."""
+    store.db.execute("PRAGMA busy_timeout = 0")  # the test does not wait out 5 s
+    other = sqlite3.connect(store.location, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreUnavailableError, match="database is locked"):
+        store.claim("k")
+    other.execute("COMMIT")
+    other.close()
+    assert store.claim("k")
+
+
+def test_a_write_the_database_refuses_is_a_store_error(store: SQLiteStore) -> None:
+    """A write SQLite refuses (a bug: a required column set to nothing) is a plain
+    StoreError with SQLite's words, and changes nothing."""
+    op_id = new_op(store)
+    with pytest.raises(
+        StoreError, match=r"NOT NULL constraint failed: operations\.resource"
+    ) as err:
+        store.update_operation(op_id, resource=None, channel="C1")
+    assert type(err.value) is StoreError
+    op = store.get_operation(op_id)
+    assert op is not None and (op.resource, op.channel) == ("dev-eu", None)
