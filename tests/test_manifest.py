@@ -28,6 +28,8 @@ def test_manifest_declares_stop_command_interactivity_and_socket_mode() -> None:
         "chat:write",
         "users:read",
         "usergroups:read",
+        "channels:history",
+        "groups:history",
     ]
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -371,6 +372,36 @@ async def test_restart_resumes_progress_updates(slack: Slack) -> None:
     assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")
     accepted = [e for e in slack.store.audit_log() if e.action == "stop.accepted"]
     assert len(accepted) == 1
+
+
+async def test_a_progress_post_whose_answer_was_lost_is_found_not_posted_twice(
+    slack: Slack,
+) -> None:
+    """Slack took the progress message but its answer never reached the bot (a process
+    killed during the post, a connection cut): the next delivery finds the message by its
+    metadata in the channel's history and updates it; no second message is posted."""
+    await slack.command("dev-eu")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    post = slack.bot.client.chat_postMessage
+    lost: list[str] = []
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        posted = await post(**kwargs)
+        if not lost:
+            lost.append(str(posted["ts"]))
+            raise aiohttp.ClientConnectionError("connection reset before the answer")
+        return posted
+
+    slack.bot.client.chat_postMessage = answer_lost  # type: ignore[method-assign]
+    await slack.click(views.CONFIRM, op_id, ts)
+    slack.time.sims.hub.clock.advance(2)  # past the outbox's back-off
+    final = await slack.final_message()
+    assert final["ts"] == lost[0]
+    assert [m["ts"] for m in slack.fake.messages(CHANNEL)] == lost
+    assert len(slack.fake.calls("chat.postMessage")) == 1
+    [history] = slack.fake.calls("conversations.history")
+    assert history.args["include_all_metadata"] in {True, "true", "1"}
 
 
 async def _never_returns(seconds: float) -> None:

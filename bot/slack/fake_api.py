@@ -288,6 +288,7 @@ class FakeSlack:
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
             "chat.postEphemeral": self._chat_post_ephemeral,
+            "conversations.history": self._conversations_history,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
@@ -906,6 +907,8 @@ class FakeSlack:
         message = self._bot_message(_content(args), self._next_ts())
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+        if args.get("metadata") is not None:
+            message["metadata"] = _metadata(args["metadata"])
         self._messages.setdefault(channel.id, []).append(message)
         return {
             "ok": True,
@@ -952,6 +955,27 @@ class FakeSlack:
         message = self._bot_message(_content(args), self._next_ts())
         self._ephemeral.setdefault((channel.id, user.id), []).append(message)
         return {"ok": True, "message_ts": message["ts"]}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """https://docs.slack.dev/reference/methods/conversations.history: newest first,
+        from ``oldest`` (exclusive), at most ``limit``; each message's ``metadata`` only
+        with ``include_all_metadata``. The bot must be a member (else not_in_channel)."""
+        channel = self._channel(args.get("channel"), require_member=True)
+        try:
+            oldest = float(args.get("oldest") or 0)
+            limit = int(args.get("limit") or 100)
+        except (TypeError, ValueError):
+            raise _SlackError("invalid_arguments") from None
+        with_metadata = str(args.get("include_all_metadata")).lower() in {"true", "1"}
+        found = [
+            copy.deepcopy(m)
+            for m in reversed(self._messages.get(channel.id, []))
+            if float(m["ts"]) > oldest and "thread_ts" not in m
+        ]
+        if not with_metadata:
+            for message in found:
+                message.pop("metadata", None)
+        return {"ok": True, "messages": found[: max(1, min(limit, 999))], "has_more": False}
 
     def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
         """https://docs.slack.dev/reference/methods/conversations.open"""
@@ -1138,6 +1162,18 @@ def _json_object(body: bytes, error: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _SlackError(error)
     return data
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    """A message's metadata as Slack takes it: an event type and a payload object."""
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("event_type"), str)
+        and value["event_type"]
+        and isinstance(value.get("event_payload"), dict)
+    ):
+        raise _SlackError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": value["event_payload"]}
 
 
 def _content(args: Mapping[str, Any]) -> dict[str, Any]:

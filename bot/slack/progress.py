@@ -50,6 +50,9 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "fatal_error", "internal_error", "r
 IN_MESSAGE = "message"
 IN_RESPONSE = "response_url"
 IN_DM = "dm"
+IN_POSTING = "posting"  # the post was sent: if its answer never came, look for it
+PROGRESS_EVENT = "stopbot_progress"
+"""The metadata event type of a progress message (its payload names the operation)."""
 
 
 def transient(exc: Exception) -> bool:
@@ -74,12 +77,19 @@ class SlackProgress:
         if op is None or not op.notify:
             return True
         text, blocks = views.progress(op, self.bot.store.transitions(op.id), None)
+        if op.shown_in == IN_POSTING and op.channel:
+            # Posted before a restart, its answer lost? Then that message is the one.
+            found = await self._posted_before(op, op.channel)
+            if found is not None:
+                self.bot.store.update_operation(op.id, message_ts=found, shown_in=IN_MESSAGE)
+                return await self._update(op, op.channel, found, text, blocks)
         if op.shown_in in {IN_MESSAGE, IN_DM} and op.channel and op.message_ts:
             return await self._update(op, op.channel, op.message_ts, text, blocks)
-        if op.shown_in is None and op.channel:
+        if op.shown_in in {None, IN_POSTING} and op.channel:
             posted = await self._post(op, op.channel, text, blocks)
             if posted is not None:
                 return posted
+            op = self.bot.store.get_operation(op.id) or op
         if op.response_url and (op.shown_in is None or op.shown_in == IN_RESPONSE):
             if op.shown_in == IN_RESPONSE and not op.state.final:
                 return True  # its five uses are kept for the final state
@@ -92,10 +102,16 @@ class SlackProgress:
     async def _post(
         self, op: Operation, channel: str, text: str, blocks: list[dict[str, Any]]
     ) -> bool | None:
-        """Post the public message; None when the bot may not post there (fall back)."""
+        """Post the public message, tagged with the operation (Slack's message metadata) so
+        that a process taking over after a kill during the post finds it instead of posting
+        a second one; None when the bot may not post there (fall back)."""
+        self.bot.store.update_operation(op.id, shown_in=IN_POSTING)
         try:
             posted = await self.bot.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                metadata={"event_type": PROGRESS_EVENT, "event_payload": {"operation": op.id}},
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             if transient(exc):
@@ -106,6 +122,7 @@ class SlackProgress:
                     "progress message not posted in the channel: falls back",
                     extra=self._about(op, exc),
                 )
+            self.bot.store.update_operation(op.id, shown_in=None)  # nothing was posted
             return None
         self.bot.store.update_operation(
             op.id,
@@ -114,6 +131,28 @@ class SlackProgress:
             shown_in=IN_MESSAGE,
         )
         return True
+
+    async def _posted_before(self, op: Operation, channel: str) -> str | None:
+        """The ts of the progress message posted for ``op`` in ``channel``, if Slack has it
+        (read from the channel's history since the operation began)."""
+        try:
+            answer = await self.bot.client.conversations_history(
+                channel=channel,
+                oldest=f"{op.created_at.timestamp():.6f}",
+                include_all_metadata=True,
+                limit=200,
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "could not look for an earlier progress message", extra=self._about(op, exc)
+            )
+            return None
+        for message in answer.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == PROGRESS_EVENT and payload.get("operation") == op.id:
+                return str(message["ts"])
+        return None
 
     async def _update(
         self, op: Operation, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
