@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from bot.slack import schedule_views as sv
@@ -132,6 +133,32 @@ async def test_warning_then_summary(slack: Slack) -> None:
     assert (
         len([m for m in slack.fake.messages(CHANNEL) if m["text"].startswith("nightly run")]) == 1
     )
+
+
+async def test_a_summary_post_whose_answer_was_lost_is_found_not_posted_twice(
+    slack: Slack,
+) -> None:
+    """Slack took the run's summary but its answer never reached the bot (a kill during the
+    post): the next delivery finds it by its metadata and updates it to the end; there is
+    one summary in the channel."""
+    post = slack.bot.client.chat_postMessage
+    lost: list[str] = []
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        posted = await post(**kwargs)
+        if str(kwargs.get("text", "")).startswith("nightly run") and not lost:
+            lost.append(str(posted["ts"]))
+            raise aiohttp.ClientConnectionError("connection reset before the answer")
+        return posted
+
+    slack.bot.client.chat_postMessage = answer_lost  # type: ignore[method-assign]
+    travel(slack, fire_of(slack))
+    await slack.fake.wait_for("conversations.history")
+    travel(slack, fire_of(slack) + dt.timedelta(minutes=1))  # past the outbox's back-off
+    done = await summary(slack)
+    assert done["ts"] == lost[0]
+    runs = [m for m in slack.fake.messages(CHANNEL) if m["text"].startswith("nightly run")]
+    assert [m["ts"] for m in runs] == lost
 
 
 async def test_keep_from_the_warning(slack: Slack) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.models import Operation, Owed, Transition
@@ -35,7 +36,15 @@ from providers.base import ResourceStatus
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
 
-__all__ = ["INVITE_NOTE", "NO_POST_ERRORS", "NullProgress", "SlackProgress", "transient"]
+__all__ = [
+    "INVITE_NOTE",
+    "NO_POST_ERRORS",
+    "NullProgress",
+    "SlackProgress",
+    "posted_before",
+    "tagged",
+    "transient",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ IN_MESSAGE = "message"
 IN_RESPONSE = "response_url"
 IN_DM = "dm"
 IN_POSTING = "posting"  # the post was sent: if its answer never came, look for it
+HISTORY_LOOKBACK = 200
+"""How many of a channel's latest messages a lost post is looked for among."""
 PROGRESS_EVENT = "stopbot_progress"
 """The metadata event type of a progress message (its payload names the operation)."""
 
@@ -111,7 +122,7 @@ class SlackProgress:
                 channel=channel,
                 text=text,
                 blocks=blocks,
-                metadata={"event_type": PROGRESS_EVENT, "event_payload": {"operation": op.id}},
+                metadata=tagged(PROGRESS_EVENT, "operation", op.id),
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             if transient(exc):
@@ -133,26 +144,8 @@ class SlackProgress:
         return True
 
     async def _posted_before(self, op: Operation, channel: str) -> str | None:
-        """The ts of the progress message posted for ``op`` in ``channel``, if Slack has it
-        (read from the channel's history since the operation began)."""
-        try:
-            answer = await self.bot.client.conversations_history(
-                channel=channel,
-                oldest=f"{op.created_at.timestamp():.6f}",
-                include_all_metadata=True,
-                limit=200,
-            )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(
-                "could not look for an earlier progress message", extra=self._about(op, exc)
-            )
-            return None
-        for message in answer.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == PROGRESS_EVENT and payload.get("operation") == op.id:
-                return str(message["ts"])
-        return None
+        """The ts of the progress message posted for ``op`` in ``channel``, if Slack has it."""
+        return await posted_before(self.bot.client, channel, PROGRESS_EVENT, "operation", op.id)
 
     async def _update(
         self, op: Operation, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
@@ -196,6 +189,37 @@ class SlackProgress:
     @staticmethod
     def _about(op: Operation, exc: Exception) -> dict[str, str]:
         return {"operation": op.id, "channel": op.channel or "", "error": _error(exc)}
+
+
+def tagged(event: str, key: str, value: str) -> dict[str, Any]:
+    """Slack message metadata naming what a message is about (see :func:`posted_before`)."""
+    return {"event_type": event, "event_payload": {key: value}}
+
+
+async def posted_before(
+    client: AsyncWebClient, channel: str, event: str, key: str, value: str
+) -> str | None:
+    """The ts of a message the bot posted in ``channel``, among its latest
+    ``HISTORY_LOOKBACK``, tagged (see :func:`tagged`) as about ``value``, if Slack has it: a
+    post whose answer was lost (its process killed during it) is found again instead of
+    posted twice. None when there is none, or the history cannot be read (then a second
+    post is the lesser evil). No ``oldest``: this host's clock need not agree with Slack's."""
+    try:
+        answer = await client.conversations_history(
+            channel=channel, include_all_metadata=True, limit=HISTORY_LOOKBACK
+        )
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning(
+            "could not look for a message posted before",
+            extra={"channel": channel, "error": _error(exc)},
+        )
+        return None
+    for message in answer.get("messages") or []:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if metadata.get("event_type") == event and payload.get(key) == value:
+            return str(message["ts"])
+    return None
 
 
 class NullProgress:

@@ -18,7 +18,7 @@ from bot.models import ScheduleRun
 from bot.schedules import Change, PlanItem, RunReport, ScheduleEngine, ScheduleError
 from bot.slack import buttons, commands
 from bot.slack import schedule_views as sv
-from bot.slack.progress import transient
+from bot.slack.progress import posted_before, tagged, transient
 from bot.slack.replies import replace, tell, tell_channel
 from bot.slack.views import message
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn, when
@@ -33,6 +33,10 @@ __all__ = ["ScheduleHandlers", "SlackScheduleNotifier"]
 log = logging.getLogger(__name__)
 
 
+RUN_EVENT = "stopbot_run"
+"""The metadata event type of a run's summary (its payload names the run)."""
+
+
 class SlackScheduleNotifier:
     """Shows schedules in their channel: each call a delivery from the outbox, which says
     when (the run summary is one message, updated at most once per
@@ -43,7 +47,11 @@ class SlackScheduleNotifier:
         self.bot = bot
 
     async def _post(
-        self, channel: str | None, text: Mrkdwn, blocks: list[dict[str, Any]]
+        self,
+        channel: str | None,
+        text: Mrkdwn,
+        blocks: list[dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[str, str] | bool:
         """Post; (channel, ts), or whether it is done with (no channel, or a refusal
         trying again would not change)."""
@@ -52,7 +60,7 @@ class SlackScheduleNotifier:
             return True
         try:
             posted = await self.bot.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks
+                channel=channel, text=text, blocks=blocks, metadata=metadata
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             return _failed("schedule message failed", exc, channel=channel)
@@ -75,8 +83,15 @@ class SlackScheduleNotifier:
         run_id = report.run.id
         text, blocks = sv.summary(report)
         run = self.bot.store.run(run_id) or report.run
+        channel = report.schedule.channel
+        if not (run.message_ts and run.channel) and channel:
+            # Posted before a restart, its answer lost? Then that message is the summary.
+            found = await posted_before(self.bot.client, channel, RUN_EVENT, "run", run_id)
+            if found is not None:
+                self.bot.store.set_run_message(run_id, channel, found)
+                run = self.bot.store.run(run_id) or run
         if not (run.message_ts and run.channel):
-            posted = await self._post(report.schedule.channel, text, blocks)
+            posted = await self._post(channel, text, blocks, tagged(RUN_EVENT, "run", run_id))
             if isinstance(posted, tuple):
                 self.bot.store.set_run_message(run_id, *posted)
                 return True
