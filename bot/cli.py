@@ -53,9 +53,10 @@ from bot.durations import format_duration, parse_duration
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
+from bot.stopbot import Stopbot
 from bot.store import Store, StoreError
 from bot.text import Command, Text, TextError
-from bot.workflow import Preview, StopService
+from bot.workflow import Preview
 from providers.base import Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
 
@@ -529,7 +530,7 @@ def _login() -> str:
 
 
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
-    service = StopService(runtime.config, runtime.store, runtime.providers)
+    service = Stopbot(runtime.config, runtime.store, runtime.providers).service
     actor = Actor(id=f"cli:{_login()}")
     reason = " ".join(args.reason) if args.reason else None
     preview = await service.prepare(
@@ -718,13 +719,9 @@ async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: boo
         _configure_logging(_log_level(args, "info"), settings, runtime.config)
         for line in runtime.config.deprecations():
             log.warning(line, extra={"config": runtime.config_source})
-        service = StopService(runtime.config, runtime.store, runtime.providers)
         token, secret = settings.slack_bot_token, settings.slack_signing_secret
         bot = SlackBot(
-            runtime.config,
-            runtime.store,
-            runtime.providers,
-            service,
+            Stopbot(runtime.config, runtime.store, runtime.providers),
             token=token.get_secret_value() if token else "",
             signing_secret=secret.get_secret_value() if secret and http_mode else None,
             api_url=settings.slack_api_url,

@@ -2,21 +2,36 @@
 
 Two kinds of lock are checked before every stop: the provider's own (Qovery
 ``cluster_lock``, Nova ``locked``) and the bot's (set from Slack, kept in the store).
+Owners are warned before a bot lock expires: the warning is owed through the outbox,
+once per expiry, and shown by the face's :class:`LockNotifier`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from bot.config import LockSettings
 from bot.durations import format_duration
-from bot.models import Actor, BotLock
+from bot.models import Actor, BotLock, Owed
+from bot.outbox import Outbox
 from bot.store import Store
 from bot.text import Person, Text, TextError, say, too_long
 from providers.base import ProviderLock
 
-__all__ = ["BotLocks", "LockError", "LockVerdict", "check_locks"]
+__all__ = [
+    "LOCK_WARNING",
+    "BotLocks",
+    "LockError",
+    "LockNotifier",
+    "LockVerdict",
+    "check_locks",
+]
+
+LOCK_WARNING = "lock-warning"
+"""The outbox kind of a warning to a lock's owner before it expires."""
 
 
 class LockVerdict(BaseModel):
@@ -112,12 +127,30 @@ class LockError(TextError):
     """A lock request that cannot be granted; the message is for the user."""
 
 
+class LockNotifier(Protocol):
+    """A face that tells people about their locks (Slack DMs)."""
+
+    async def expiring(self, lock: BotLock) -> bool:
+        """Warn ``lock``'s owner that it expires soon, offering to extend it: a delivery
+        from the outbox; False: it could not be shown, try again later."""
+        ...
+
+
 class BotLocks:
     """Locks users set from Slack: one holder per resource, a bounded duration, audited."""
 
-    def __init__(self, store: Store, max_duration: dt.timedelta) -> None:
+    def __init__(self, store: Store, settings: LockSettings, outbox: Outbox) -> None:
         self.store = store
-        self.max_duration = max_duration
+        self.settings = settings
+        self.max_duration = settings.max_duration
+        self.outbox = outbox
+        self.notifier: LockNotifier | None = None
+
+    def notify_with(self, notifier: LockNotifier) -> None:
+        """Show lock warnings through ``notifier`` (until then they stay owed, for a
+        process whose face shows them)."""
+        self.notifier = notifier
+        self.outbox.handle(LOCK_WARNING, self._deliver_warning)
 
     def lock(
         self, resource: str, owner: str, duration: dt.timedelta, reason: str | None
@@ -177,3 +210,24 @@ class BotLocks:
                 raise LockError(Text("Only admins can remove someone else's lock with `--force`."))
         self.store.delete_lock(resource, actor, forced=current.owner != actor)
         return current
+
+    def warn_expiring(self) -> None:
+        """Owe each owner one warning before their lock expires (owed with the claim that
+        makes it once: a restart, or a second process, does not warn twice)."""
+        for lock in self.store.locks_expiring(self.settings.warn_before_expiry):
+            expiry = lock.expires_at.isoformat()
+            owed = self.outbox.message(
+                LOCK_WARNING,
+                f"{lock.resource}:{expiry}",
+                {"resource": lock.resource, "expires_at": expiry},
+            )
+            if self.store.claim(owed.key, owe=owed):
+                self.outbox.kick()
+
+    async def _deliver_warning(self, owed: Owed) -> bool:
+        """A warning is shown while the lock it warns of holds."""
+        lock = self.store.get_lock(str(owed.payload.get("resource")))
+        if lock is None or lock.expires_at.isoformat() != owed.payload.get("expires_at"):
+            return True  # released, or extended since: nothing to warn of
+        assert self.notifier is not None  # (registered with it)
+        return await self.notifier.expiring(lock)

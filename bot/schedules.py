@@ -194,7 +194,7 @@ class ScheduleEngine:
         config: StopbotConfig,
         store: Store,
         service: StopService,
-        notifier: ScheduleNotifier,
+        notifier: ScheduleNotifier | None = None,
         *,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
@@ -203,7 +203,6 @@ class ScheduleEngine:
         self.settings = config.scheduling
         self.store = store
         self.service = service
-        self.notifier = notifier
         self.clock = clock or service.clock
         self.sleep = sleep or service.sleep
         self.registry = service.registry
@@ -211,13 +210,27 @@ class ScheduleEngine:
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
         self._tick_lock = asyncio.Lock()
+        self._notifier = notifier
+        if notifier is not None:
+            self.notify_with(notifier)
+        self.registry.sweeps.append(self.sweep)
+
+    def notify_with(self, notifier: ScheduleNotifier) -> None:
+        """Show what schedules do through ``notifier`` (until then it stays owed, for a
+        process whose face shows it)."""
+        self._notifier = notifier
         self.outbox.handle(WARNING, self._deliver_warning)
         self.outbox.handle(ANNOUNCEMENT, self._deliver_announcement)
         self.outbox.handle(
             SUMMARY, self._deliver_summary, interval=self.settings.summary_interval.total_seconds()
         )
         self.outbox.handle(DRIFT, self._deliver_drift)
-        self.registry.sweeps.append(self.sweep)
+
+    @property
+    def notifier(self) -> ScheduleNotifier:
+        """The face's notifier (the outbox delivers a schedule's messages only with one)."""
+        assert self._notifier is not None
+        return self._notifier
 
     # -- definitions ------------------------------------------------------------------
 

@@ -67,7 +67,9 @@ __all__ = [
     "Preview",
     "PriorRead",
     "ProgressListener",
+    "ProgressNotifier",
     "StopService",
+    "Unshown",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,8 +174,18 @@ APPROVAL_OUTCOME = "approval-outcome"
 """The outbox kind of an approval's end (approved, denied, expired), told to everyone."""
 
 
-class _Unshown:
-    """A progress listener for an operation nobody is shown (the audit log has it all)."""
+class ProgressNotifier(Protocol):
+    """A face that shows the progress of the stops asked from it durably (``notify``):
+    each change is owed through the outbox, and shown by a delivery."""
+
+    async def show(self, op: Operation, timeline: list[Transition]) -> bool:
+        """Show ``op`` as it stands; False: it could not be, try again later."""
+        ...
+
+
+class Unshown:
+    """A progress listener for a stop followed with nothing shown live: its progress is
+    owed to its face through the outbox, if it has one, and the audit log has it all."""
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -217,6 +229,21 @@ class StopService:
             )
             for name, p in providers.items()
         }
+
+    def show_progress_with(self, notifier: ProgressNotifier) -> None:
+        """Show the progress owed to a face through ``notifier`` (until then it stays
+        owed, for a process whose face shows it): one stop's changes at most every
+        ``stops.progress_interval``, the latest state each time, a final state at once."""
+
+        async def deliver(owed: Owed) -> bool:
+            op = self.store.get_operation(str(owed.payload.get("operation")))
+            if op is None or not op.notify:
+                return True
+            return await notifier.show(op, self.store.transitions(op.id))
+
+        self.outbox.handle(
+            PROGRESS, deliver, interval=self.settings.progress_interval.total_seconds()
+        )
 
     # -- prepare --------------------------------------------------------------------
 
@@ -1252,7 +1279,7 @@ class StopService:
                     and self.registry.take("operations", op.id, op.owner)
                 ):
                     task = asyncio.create_task(
-                        self._resume_one(op, listener or _Unshown()), name=f"adopt-{op_id}"
+                        self._resume_one(op, listener or Unshown()), name=f"adopt-{op_id}"
                     )
                     self._track(op_id, task)
             if task is not None:

@@ -59,7 +59,7 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  #
 
 def fire_of(slack: Slack) -> dt.datetime:
     """Tonight's (or tomorrow's) 20:00 Paris, from the bot's clock."""
-    engine = slack.bot.engine
+    engine = slack.stopbot.engine
     return engine.next_fire(engine.schedule("nightly"))
 
 
@@ -222,7 +222,7 @@ async def test_schedule_commands(slack: Slack) -> None:
     await slack.fake.wait_for(
         RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Added `late`")
     )
-    assert set(slack.bot.engine.schedules()) == {"nightly", "late"}
+    assert set(slack.stopbot.engine.schedules()) == {"nightly", "late"}
 
     await slack.command("schedule remove nightly", user=ADMIN)
     await slack.fake.wait_for(
@@ -525,7 +525,9 @@ async def mixed(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
         await harness.fake.wait_for(
             RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith(":lock: Locked")
         )
-        harness.bot.engine.keep("mix", "spark", harness.time.now() + dt.timedelta(hours=1), ALICE)
+        harness.stopbot.engine.keep(
+            "mix", "spark", harness.time.now() + dt.timedelta(hours=1), ALICE
+        )
         sims.hub.faults.reset_counts()
         yield harness
     finally:

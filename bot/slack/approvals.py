@@ -227,7 +227,3 @@ class ApprovalHandlers:
             await ack(response_action="errors", errors={"reason": plain(str(result.message), 150)})
             return
         await ack()  # what the decision owes (messages, the requester's DM) is delivered
-
-    async def expire(self) -> None:
-        """End the requests past their expiry (the outbox tells everyone)."""
-        self.bot.service.expire_approvals()

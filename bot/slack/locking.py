@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from bot import reads
 from bot.config import UnknownResourceError
 from bot.durations import format_duration, parse_duration
-from bot.locks import BotLocks, LockError
-from bot.models import Owed
+from bot.locks import LockError
+from bot.models import BotLock
 from bot.slack import buttons, commands, views
 from bot.slack.replies import Respond, replace, tell
 from bot.slack.wording import Mrkdwn, md, mrkdwn
@@ -27,21 +27,18 @@ __all__ = ["LockHandlers"]
 log = logging.getLogger(__name__)
 
 LOCK_READ_TIMEOUT = 5.0
-LOCK_WARNING = "lock-warning"
-"""The outbox kind of a DM warning a lock's owner before it expires."""
 
 
 class LockHandlers:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
-        self.locks = BotLocks(bot.store, bot.config.locks.max_duration)
+        self.locks = bot.stopbot.locks
 
     def register(self) -> None:
         self.bot.action(views.ASK_RELEASE, self.on_ask_release)
         self.bot.action(views.RELEASE, self.on_release)
         self.bot.action(views.KEEP, self.on_keep)
         self.bot.action(views.EXTEND, self.on_extend, prefix=True)
-        self.bot.service.outbox.handle(LOCK_WARNING, self.deliver_warning)
 
     # -- commands -------------------------------------------------------------------
 
@@ -300,24 +297,8 @@ class LockHandlers:
             ),
         )
 
-    async def warn_expiring(self) -> None:
-        """DM each owner once before their lock expires, with Extend buttons (owed with the
-        claim that makes it once, delivered by the outbox)."""
-        outbox = self.bot.service.outbox
-        for lock in self.bot.store.locks_expiring(self.bot.config.locks.warn_before_expiry):
-            expiry = lock.expires_at.isoformat()
-            owed = outbox.message(
-                LOCK_WARNING,
-                f"{lock.resource}:{expiry}",
-                {"resource": lock.resource, "expires_at": expiry},
-            )
-            if self.bot.store.claim(owed.key, owe=owed):
-                outbox.kick()
-
-    async def deliver_warning(self, owed: Owed) -> bool:
-        """The outbox's handler for a lock expiry warning: sent while that lock holds."""
-        lock = self.bot.store.get_lock(str(owed.payload.get("resource")))
-        if lock is None or lock.expires_at.isoformat() != owed.payload.get("expires_at"):
-            return True  # released, or extended since: nothing to warn of
+    async def expiring(self, lock: BotLock) -> bool:
+        """The DM warning an owner before their lock expires, with Extend buttons (a
+        :class:`~bot.locks.LockNotifier`'s)."""
         text, blocks = views.lock_warning(lock)
         return await self.bot.dm(lock.owner, text, blocks) is not None

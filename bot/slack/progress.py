@@ -1,4 +1,5 @@
-"""A stop's progress in Slack, delivered from the outbox (bot/outbox.py).
+"""A stop's progress in Slack, delivered from the outbox (bot/outbox.py) as the core's
+:class:`~bot.workflow.ProgressNotifier`.
 
 Every change of a stop a Slack user confirmed is owed to this face in the same transaction
 as the change, so a restart never leaves a message at "Stopping…": whichever process
@@ -27,15 +28,14 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.models import Operation, Owed, Transition
+from bot.models import Operation, Transition
 from bot.slack import views
 from bot.slack.wording import Mrkdwn
-from providers.base import ResourceStatus
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
 
-__all__ = ["INVITE_NOTE", "NO_POST_ERRORS", "NullProgress", "SlackProgress", "transient"]
+__all__ = ["INVITE_NOTE", "NO_POST_ERRORS", "SlackProgress", "transient"]
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,13 @@ def _error(exc: Exception) -> str:
 
 
 class SlackProgress:
-    """The outbox's handler for the progress of stops asked from Slack."""
+    """Shows the progress of stops asked from Slack (a :class:`ProgressNotifier`)."""
 
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
 
-    async def deliver(self, owed: Owed) -> bool:
-        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
-        if op is None or not op.notify:
-            return True
-        text, blocks = views.progress(op, self.bot.store.transitions(op.id), None)
+    async def show(self, op: Operation, timeline: list[Transition]) -> bool:
+        text, blocks = views.progress(op, timeline, None)
         if op.shown_in in {IN_MESSAGE, IN_DM} and op.channel and op.message_ts:
             return await self._update(op, op.channel, op.message_ts, text, blocks)
         if op.shown_in is None and op.channel:
@@ -157,13 +154,3 @@ class SlackProgress:
     @staticmethod
     def _about(op: Operation, exc: Exception) -> dict[str, str]:
         return {"operation": op.id, "channel": op.channel or "", "error": _error(exc)}
-
-
-class NullProgress:
-    """For a stop followed with nothing shown live (Slack's is delivered from the outbox;
-    all is in the audit log)."""
-
-    async def progress(
-        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
-    ) -> None:
-        return None

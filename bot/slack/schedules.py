@@ -175,7 +175,7 @@ class ScheduleHandlers:
             return
         if action == "remove":
             engine.remove(name, user)
-            self.bot.rebuild_schedules()
+            self.bot.stopbot.rebuild_schedules()
             await tell(respond, md("Removed the schedule {}.", code(name)))
         elif action == "run":
             plan = await engine.read_plan(schedule, started_by=user)
@@ -228,7 +228,7 @@ class ScheduleHandlers:
             await tell(respond, md("Cannot add {}: {}.", code(cmd.name or ""), reasons))
             return
         self.engine.add(schedule, user)
-        self.bot.rebuild_schedules()
+        self.bot.stopbot.rebuild_schedules()
         await tell_channel(
             respond,
             md(

@@ -1,0 +1,237 @@
+"""The assembled bot (bot/stopbot.py) driven with no Slack at all: stops, approvals, locks
+and schedules through the core's own entry points, against the simulators, with a face
+that records what it is told. One clock; nothing sleeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import ScheduleConfig
+from bot.models import BotLock, Operation, OpState, ScheduleRun, Transition
+from bot.schedules import Outcome, PlanItem, RunReport
+from bot.stopbot import Face, Stopbot
+from bot.store import Store
+from bot.text import Text
+from bot.workflow import Unshown
+from providers.base import Provider, ResourceStatus
+from providers.registry import build_provider
+from providers.simulators.server import SimulatorServer
+from tests.helpers import SimTime, sample
+
+UTC = dt.UTC
+ADMIN, ALICE, BOB, CAROL = "U0ADMIN", "U0ALICE", "U0BOB", "U0CAROL"
+
+
+class Told:
+    """A face that records what the core has it show, as facts (it implements every
+    notifier protocol of the core)."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[str, OpState]] = []
+        self.expiring: list[BotLock] = []
+        self.warnings: list[tuple[str, dt.datetime]] = []
+        self.announcements: list[Text] = []
+        self.summaries: list[RunReport] = []
+        self.drifts: list[tuple[str, str]] = []
+        self.swept: list[str] = []
+
+    async def show(self, op: Operation, timeline: list[Transition]) -> bool:
+        self.progress.append((op.resource, op.state))
+        return True
+
+    async def lock_expiring(self, lock: BotLock) -> bool:
+        self.expiring.append(lock)
+        return True
+
+    async def warn(
+        self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
+    ) -> bool:
+        self.warnings.append((schedule.name, at))
+        return True
+
+    async def announce(self, schedule: ScheduleConfig, fire: dt.datetime, text: Text) -> bool:
+        self.announcements.append(text)
+        return True
+
+    async def summary(self, report: RunReport) -> bool:
+        self.summaries.append(report)
+        return True
+
+    async def drift(
+        self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
+    ) -> bool:
+        self.drifts.append((schedule.name, resource))
+        return True
+
+    async def sweep(self) -> None:
+        self.swept.append("face")
+
+    def final_summary(self) -> RunReport:
+        return next(r for r in reversed(self.summaries) if r.finished)
+
+
+class Core:
+    """The assembled bot over the simulators, with the recording face attached."""
+
+    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
+        sims.hub.clock.freeze()
+        self.sims = sims
+        self.time = SimTime(sims)
+        self.config = sample(sims, **{"admins": [ADMIN], **config})
+        self.store = Store(db, clock=self.time.now)
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, http=self.config.http) for p in self.config.providers
+        }
+        self.bot = Stopbot(
+            self.config,
+            self.store,
+            self.providers,
+            clock=self.time.now,
+            sleep=self.time.sleep,
+            schedule_tick=None,
+        )
+        self.told = Told()
+        self.bot.attach(
+            Face(
+                progress=self.told,
+                locks=_LockFace(self.told),
+                schedules=self.told,
+                sweeps=[self.told.sweep],
+            )
+        )
+
+    def travel(self, when: dt.datetime) -> None:
+        self.sims.hub.clock.advance((when - self.time.now()).total_seconds())
+
+    async def aclose(self) -> None:
+        await self.bot.engine.cancel()
+        await self.bot.aclose()
+        for p in self.providers.values():
+            await p.aclose()
+        self.store.close()
+
+
+class _LockFace:
+    def __init__(self, told: Told) -> None:
+        self.told = told
+
+    async def expiring(self, lock: BotLock) -> bool:
+        return await self.told.lock_expiring(lock)
+
+
+@pytest.fixture
+async def core(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Core]:
+    harness = Core(sims, tmp_path / "db")
+    yield harness
+    await harness.aclose()
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)
+
+
+# -- the assembled bot ---------------------------------------------------------------------
+
+
+async def test_takeovers_run_in_order_the_face_s_first(core: Core) -> None:
+    """A sweep takes over the face's requests first, then stops, owed messages, runs."""
+    bot = core.bot
+    assert bot.registry.sweeps == [
+        core.told.sweep,
+        bot.resume_stops,
+        bot.outbox.drain,
+        bot.engine.sweep,
+    ]
+    await bot.registry.sweep()
+    assert core.told.swept == ["face"]
+
+
+async def test_a_stop_s_progress_is_shown_through_the_face(core: Core) -> None:
+    """A stop its face follows (notify) is shown at each change, to the final state."""
+    service = core.bot.service
+    actor = core.config.actor(BOB)
+    preview = await service.prepare("dev-eu", actor, source="test", notify=True)
+    result = service.confirm(preview.operation.id, actor)
+    assert result.ok and result.run
+    final = await service.run(preview.operation.id, Unshown(), actor)
+    await core.bot.outbox.flush()
+    assert final.state == OpState.STOPPED
+    assert core.told.progress[0] == ("dev-eu", OpState.SUBMITTING)
+    assert core.told.progress[-1] == ("dev-eu", OpState.STOPPED)
+
+
+async def test_housekeeping_warns_a_lock_s_owner_once(core: Core) -> None:
+    """Within locks.warn_before_expiry the owner is warned through the face, once."""
+    lock, _ = core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=1), "demo")
+    await core.bot.tick()
+    await core.bot.outbox.flush()
+    assert core.told.expiring == []
+    core.sims.hub.clock.advance(31 * 60)
+    for _ in range(2):
+        await core.bot.tick()
+        await core.bot.outbox.flush()
+    assert [(w.resource, w.owner, w.expires_at) for w in core.told.expiring] == [
+        ("dev-eu", ALICE, lock.expires_at)
+    ]
+
+
+async def test_without_a_face_what_is_owed_waits_for_one(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A bot no face is attached to (the terminal's) shows nothing: the warning stays owed
+    until a face is there to show it."""
+    core = Core(sims, tmp_path / "db")
+    bare = Stopbot(core.config, core.store, core.providers, clock=core.time.now, schedule_tick=None)
+    try:
+        bare.locks.lock("dev-eu", ALICE, dt.timedelta(minutes=20), None)
+        await bare.tick()
+        await bare.outbox.flush()
+        assert [o.kind for o in core.store.owed()] == ["lock-warning"]
+        bare.registry.retire()
+        await core.bot.registry.sweep()
+        await core.bot.outbox.flush()
+        assert [w.resource for w in core.told.expiring] == ["dev-eu"]
+        assert core.store.owed() == []
+    finally:
+        await bare.aclose()
+        await core.aclose()
+
+
+async def test_a_scheduled_run_through_the_assembled_bot(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """At its fire time a schedule stops what it selects; the face is warned before and
+    shown the summary after."""
+    nightly = {
+        "name": "nightly",
+        "cron": "0 20 * * 1-5",
+        "timezone": "Europe/Paris",
+        "select": {"resources": ["dev-eu", "spark"]},
+        "channel": "C0DEV",
+        "warn_before": "15m",
+    }
+    core = Core(sims, tmp_path / "db", schedules=[nightly])
+    try:
+        engine = core.bot.engine
+        engine.sync_config()
+        core.travel(utc(2027, 1, 11, 12))  # a Monday
+        await engine.tick()
+        core.travel(utc(2027, 1, 11, 18, 50))
+        await engine.tick()
+        await core.bot.outbox.flush()
+        core.travel(utc(2027, 1, 11, 19))
+        await engine.tick()
+        await engine.wait()
+        assert core.told.warnings == [("nightly", utc(2027, 1, 11, 19))]
+        final = core.told.final_summary()
+        assert [(i.resource, i.outcome) for i in final.items] == [
+            ("dev-eu", Outcome.STOPPED),
+            ("spark", Outcome.STOPPED),
+        ]
+    finally:
+        await core.aclose()
