@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
 from bot.locks import BotLocks, LockNotifier
 from bot.policy import GroupMembers, Policy
@@ -50,6 +51,7 @@ class Face:
 
     group_members: GroupMembers | None = None
     progress: ProgressNotifier | None = None
+    approvals: ApprovalNotifier | None = None
     locks: LockNotifier | None = None
     schedules: ScheduleNotifier | None = None
     sweeps: Sequence[Sweep] = ()
@@ -81,6 +83,7 @@ class Stopbot:
         self.clock = self.service.clock
         self.registry = self.service.registry
         self.outbox = self.service.outbox
+        self.approvals = self.service.approvals
         self.locks = BotLocks(store, config.locks, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
         self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
@@ -95,6 +98,8 @@ class Stopbot:
             self.policy.group_members = face.group_members
         if face.progress is not None:
             self.service.show_progress_with(face.progress)
+        if face.approvals is not None:
+            self.approvals.notify_with(face.approvals)
         if face.locks is not None:
             self.locks.notify_with(face.locks)
         if face.schedules is not None:
@@ -138,7 +143,7 @@ class Stopbot:
     async def tick(self) -> None:
         """Housekeeping: end the approval requests past their expiry, warn the owners of
         locks about to expire."""
-        self.service.expire_approvals()
+        self.approvals.expire()
         self.locks.warn_expiring()
 
     async def _housekeep(self) -> None:

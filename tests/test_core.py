@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
-from bot.config import ScheduleConfig
-from bot.models import BotLock, Operation, OpState, ScheduleRun, Transition
+from bot.config import ApprovalPolicy, ScheduleConfig
+from bot.models import (
+    ActionResult,
+    Actor,
+    Approval,
+    BotLock,
+    Operation,
+    OpState,
+    ScheduleRun,
+    Transition,
+)
 from bot.schedules import Outcome, PlanItem, RunReport
 from bot.stopbot import Face, Stopbot
 from bot.store import Store
@@ -33,6 +42,8 @@ class Told:
 
     def __init__(self) -> None:
         self.progress: list[tuple[str, OpState]] = []
+        self.requests: list[tuple[str, list[str]]] = []
+        self.outcomes: list[tuple[str, str, str | None, str | None]] = []
         self.expiring: list[BotLock] = []
         self.warnings: list[tuple[str, dt.datetime]] = []
         self.announcements: list[Text] = []
@@ -42,6 +53,14 @@ class Told:
 
     async def show(self, op: Operation, timeline: list[Transition]) -> bool:
         self.progress.append((op.resource, op.state))
+        return True
+
+    async def request(self, op: Operation, approval: Approval, policy: ApprovalPolicy) -> bool:
+        self.requests.append((op.resource, policy.approvers))
+        return True
+
+    async def outcome(self, op: Operation, approval: Approval) -> bool:
+        self.outcomes.append((op.resource, approval.status, approval.decided_by, approval.reason))
         return True
 
     async def lock_expiring(self, lock: BotLock) -> bool:
@@ -78,11 +97,19 @@ class Told:
 class Core:
     """The assembled bot over the simulators, with the recording face attached."""
 
-    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
+    def __init__(
+        self,
+        sims: SimulatorServer,
+        db: Path,
+        resources: dict[str, dict[str, Any]] | None = None,
+        groups: dict[str, frozenset[str]] | None = None,
+        **config: Any,
+    ) -> None:
         sims.hub.clock.freeze()
         self.sims = sims
         self.time = SimTime(sims)
-        self.config = sample(sims, **{"admins": [ADMIN], **config})
+        self.config = sample(sims, resources_patch=resources, **{"admins": [ADMIN], **config})
+        self.groups = groups or {}
         self.store = Store(db, clock=self.time.now)
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, http=self.config.http) for p in self.config.providers
@@ -98,12 +125,28 @@ class Core:
         self.told = Told()
         self.bot.attach(
             Face(
+                group_members=self.group_members,
                 progress=self.told,
+                approvals=self.told,
                 locks=_LockFace(self.told),
                 schedules=self.told,
                 sweeps=[self.told.sweep],
             )
         )
+
+    async def group_members(self, group: str) -> frozenset[str]:
+        return self.groups.get(group, frozenset())
+
+    def actor(self, user: str) -> Actor:
+        return self.config.actor(user)
+
+    async def confirmed(self, resource: str, user: str = BOB) -> ActionResult:
+        """``user`` asks to stop ``resource`` and confirms; what the confirmation did."""
+        preview = await self.bot.service.prepare(
+            resource, self.actor(user), source="test", notify=True
+        )
+        assert preview.operation.state == OpState.AWAITING_CONFIRMATION, preview.operation.detail
+        return self.bot.service.confirm(preview.operation.id, self.actor(user))
 
     def travel(self, when: dt.datetime) -> None:
         self.sims.hub.clock.advance((when - self.time.now()).total_seconds())
@@ -163,6 +206,91 @@ async def test_a_stop_s_progress_is_shown_through_the_face(core: Core) -> None:
     assert final.state == OpState.STOPPED
     assert core.told.progress[0] == ("dev-eu", OpState.SUBMITTING)
     assert core.told.progress[-1] == ("dev-eu", OpState.STOPPED)
+
+
+# -- approvals ------------------------------------------------------------------------------
+
+CAROL_APPROVES = {"dev-eu": {"approval": {"required": True, "approvers": [CAROL]}}}
+
+
+@pytest.fixture
+async def guarded(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Core]:
+    """dev-eu needs Carol's approval."""
+    harness = Core(sims, tmp_path / "db", resources=CAROL_APPROVES)
+    yield harness
+    await harness.aclose()
+
+
+async def test_an_approved_stop_runs_and_everyone_is_told(guarded: Core) -> None:
+    """A protected stop asks its approvers; the requester and others cannot decide; the
+    approver's approval releases it, once, and the outcome is told."""
+    core, approvals = guarded, guarded.bot.approvals
+    asked = await core.confirmed("dev-eu")
+    assert asked.ok and asked.needs_approval and not asked.run
+    op_id = asked.operation.id if asked.operation else ""
+    await core.bot.outbox.flush()
+    assert core.told.requests == [("dev-eu", [CAROL])]
+    own = await approvals.approve(op_id, core.actor(BOB))
+    assert not own.ok and "your own stop request" in str(own.message)
+    other = await approvals.approve(op_id, core.actor(ALICE))
+    assert str(other.message) == "Only the approvers of dev-eu (U0CAROL) can decide this request."
+    approved = await approvals.approve(op_id, core.actor(CAROL))
+    assert approved.ok and approved.run
+    again = await approvals.approve(op_id, core.actor(CAROL))
+    assert not again.ok and not again.run
+    final = await core.bot.service.run(op_id, Unshown(), core.actor(BOB))
+    await core.bot.outbox.flush()
+    assert final.state == OpState.STOPPED
+    assert core.told.outcomes == [("dev-eu", "approved", CAROL, None)]
+    assert core.told.progress[-1] == ("dev-eu", OpState.STOPPED)
+
+
+async def test_a_denial_ends_the_request_with_its_reason(guarded: Core) -> None:
+    """A denial refuses the stop; its reason reaches the requester's face."""
+    asked = await guarded.confirmed("dev-eu")
+    op_id = asked.operation.id if asked.operation else ""
+    denied = await guarded.bot.approvals.deny(op_id, guarded.actor(CAROL), "demo tomorrow")
+    await guarded.bot.outbox.flush()
+    assert denied.ok and denied.operation and denied.operation.state == OpState.REFUSED
+    assert guarded.told.outcomes == [("dev-eu", "denied", CAROL, "demo tomorrow")]
+
+
+async def test_housekeeping_expires_an_approval_request(guarded: Core) -> None:
+    """Past approval.expires_after nobody can decide any more: housekeeping ends it."""
+    asked = await guarded.confirmed("dev-eu")
+    op_id = asked.operation.id if asked.operation else ""
+    guarded.sims.hub.clock.advance(30 * 60)
+    await guarded.bot.tick()
+    await guarded.bot.outbox.flush()
+    op = guarded.store.get_operation(op_id)
+    assert op is not None and op.state == OpState.CANCELLED
+    assert guarded.told.outcomes == [("dev-eu", "expired", "stopbot", None)]
+    late = await guarded.bot.approvals.approve(op_id, guarded.actor(CAROL))
+    assert not late.ok and "already decided" in str(late.message)
+
+
+async def test_an_approver_by_user_group_through_the_face_s_directory(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A user group among the approvers is resolved by the face (Slack's user groups)."""
+    core = Core(
+        sims,
+        tmp_path / "db",
+        resources={"dev-eu": {"approval": {"approvers": ["S0OPS"]}}},
+        groups={"S0OPS": frozenset({CAROL})},
+    )
+    try:
+        asked = await core.confirmed("dev-eu")
+        op_id = asked.operation.id if asked.operation else ""
+        refused = await core.bot.approvals.approve(op_id, core.actor(ALICE))
+        assert not refused.ok
+        approved = await core.bot.approvals.approve(op_id, core.actor(CAROL))
+        assert approved.ok and approved.run
+    finally:
+        await core.aclose()
+
+
+# -- locks ----------------------------------------------------------------------------------
 
 
 async def test_housekeeping_warns_a_lock_s_owner_once(core: Core) -> None:

@@ -42,7 +42,7 @@ from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn
 from bot.stopbot import Face, Stopbot
-from bot.workflow import APPROVAL_REQUEST, PROGRESS, Preview, Unshown
+from bot.workflow import Preview, Unshown
 from providers.base import Resource, ResourceStatus
 from providers.errors import ProviderError
 
@@ -403,6 +403,7 @@ class SlackBot:
             Face(
                 group_members=self.group_members,
                 progress=self.progress,
+                approvals=self.approvals,
                 locks=self.locks,
                 schedules=SlackScheduleNotifier(self),
                 # Requests dead processes answered are taken over first (a /stop being
@@ -706,7 +707,7 @@ class SlackBot:
         op = result.operation
         if result.needs_approval:
             await replace(respond, mrkdwn(result.message))
-            if not await self.service.outbox.deliver_now(f"{APPROVAL_REQUEST}:{op.id}"):
+            if not await self.stopbot.approvals.ask_now(op.id):
                 await tell(
                     respond,
                     md(
@@ -724,7 +725,7 @@ class SlackBot:
         )
         await replace(respond, said)
         # The progress message first, showing the stop confirmed; then the stop.
-        await self.service.outbox.deliver_now(f"{PROGRESS}:{op.id}")
+        await self.service.show_progress_now(op.id)
         await self.start_stop(op)
 
     async def on_cancel(self, body: dict[str, Any], respond: Respond) -> None:
