@@ -47,9 +47,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from bot import reads
 from bot.config import ConfigError, Settings, UnknownResourceError, load_config
 from bot.durations import format_duration, parse_duration
+from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
@@ -65,7 +65,6 @@ __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-LOCK_READ_TIMEOUT = 15.0
 
 FINAL_WORDS = {
     OpState.STOPPED: "stopped",
@@ -268,25 +267,21 @@ async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
 
 async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     """Each lock in force; a provider that could not be read (or did not answer within
-    LOCK_READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
+    reads.READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
     settings = runtime.settings
     bot_locks = []
     if settings.stopbot_db.exists():
         with _existing_store(settings) as store:
             bot_locks = store.active_locks()
-    readings = await reads.read_locks(
-        runtime.providers, runtime.config.all_resources(), within=LOCK_READ_TIMEOUT
-    )
+    in_force = await LocksInForce.read(bot_locks, runtime.providers, runtime.config.all_resources())
     rows = [
         [lock.resource, "stopbot", lock.owner, lock.reason or "", _utc(lock.expires_at)]
-        for lock in bot_locks
+        for lock in in_force.bot_locks
     ]
-    unread: dict[tuple[str, str], list[str]] = {}
-    for reading in readings.values():
+    for reading in in_force.readings:
         resource, lock = reading.resource, reading.lock
         if reading.lock_error is not None:
             rows.append([resource.name, resource.provider, "unknown", "could not be read", "-"])
-            unread.setdefault((resource.provider, reading.lock_error), []).append(resource.name)
         elif lock is not None:
             expires = _utc(lock.expires_at) + (" (lapsed)" if lock.is_expired() else "")
             rows.append(
@@ -296,7 +291,8 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
         print(_table(rows, ["RESOURCE", "LOCK", "OWNER", "REASON", "EXPIRES"]))
     else:
         print("No locks in force.")
-    for (provider, error), names in unread.items():
+    unread = in_force.unread()
+    for provider, names, error in unread:
         print(
             f"stopbot: could not read the {provider} locks of {', '.join(names)}: {error}",
             file=sys.stderr,

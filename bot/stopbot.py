@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
-from bot.locks import BotLocks, LockNotifier
+from bot.locks import LockNotifier, Locks
 from bot.policy import GroupMembers, Policy
 from bot.processes import Sweep
 from bot.schedules import ScheduleEngine, ScheduleNotifier, ScheduleRunner
@@ -84,7 +84,7 @@ class Stopbot:
         self.registry = self.service.registry
         self.outbox = self.service.outbox
         self.approvals = self.service.approvals
-        self.locks = BotLocks(store, config.locks, self.outbox)
+        self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
         self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
         self.housekeeping_interval = housekeeping_interval

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bot.config import ApprovalPolicy, ScheduleConfig
+from bot.locks import LockError, ReleaseAnswer, ReleaseAsk
 from bot.models import (
     ActionResult,
     Actor,
@@ -44,7 +45,11 @@ class Told:
         self.progress: list[tuple[str, OpState]] = []
         self.requests: list[tuple[str, list[str]]] = []
         self.outcomes: list[tuple[str, str, str | None, str | None]] = []
-        self.expiring: list[BotLock] = []
+        self.warned: list[BotLock] = []
+        self.removed_locks: list[tuple[str, str, str]] = []
+        self.release_asks: list[ReleaseAsk] = []
+        self.answers: list[ReleaseAnswer] = []
+        self.reachable = True
         self.warnings: list[tuple[str, dt.datetime]] = []
         self.announcements: list[Text] = []
         self.summaries: list[RunReport] = []
@@ -63,9 +68,19 @@ class Told:
         self.outcomes.append((op.resource, approval.status, approval.decided_by, approval.reason))
         return True
 
-    async def lock_expiring(self, lock: BotLock) -> bool:
-        self.expiring.append(lock)
+    async def expiring(self, lock: BotLock) -> bool:
+        self.warned.append(lock)
         return True
+
+    async def removed(self, lock: BotLock, by: str) -> None:
+        self.removed_locks.append((lock.resource, lock.owner, by))
+
+    async def ask_release(self, ask: ReleaseAsk) -> bool:
+        self.release_asks.append(ask)
+        return self.reachable
+
+    async def release_answered(self, answer: ReleaseAnswer) -> None:
+        self.answers.append(answer)
 
     async def warn(
         self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
@@ -128,7 +143,7 @@ class Core:
                 group_members=self.group_members,
                 progress=self.told,
                 approvals=self.told,
-                locks=_LockFace(self.told),
+                locks=self.told,
                 schedules=self.told,
                 sweeps=[self.told.sweep],
             )
@@ -157,14 +172,6 @@ class Core:
         for p in self.providers.values():
             await p.aclose()
         self.store.close()
-
-
-class _LockFace:
-    def __init__(self, told: Told) -> None:
-        self.told = told
-
-    async def expiring(self, lock: BotLock) -> bool:
-        return await self.told.lock_expiring(lock)
 
 
 @pytest.fixture
@@ -293,17 +300,122 @@ async def test_an_approver_by_user_group_through_the_face_s_directory(
 # -- locks ----------------------------------------------------------------------------------
 
 
+async def test_only_who_may_stop_a_resource_may_lock_it(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A lock stops others: only someone allowed to stop the resource may take one."""
+    core = Core(sims, tmp_path / "db", resources={"dev-eu": {"allowed_users": [ALICE]}})
+    try:
+        with pytest.raises(LockError) as refused:
+            await core.bot.locks.lock("dev-eu", BOB, dt.timedelta(hours=1), None)
+        assert str(refused.value.text) == (
+            "You cannot lock dev-eu: you are not allowed to stop dev-eu (dev-eu's own rule); "
+            "ask an admin to add you."
+        )
+        locked = await core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=1), "demo")
+        assert (locked.lock.owner, locked.extended) == (ALICE, False)
+    finally:
+        await core.aclose()
+
+
+async def test_a_lock_refuses_others_and_its_holder_extends_it(core: Core) -> None:
+    """Someone else's lock refuses a new one and the stop; its holder's lock extends it."""
+    locks = core.bot.locks
+    await locks.lock("dev-eu", ALICE, dt.timedelta(hours=2), "demo")
+    with pytest.raises(LockError, match="already locked by U0ALICE"):
+        await locks.lock("dev-eu", BOB, dt.timedelta(hours=1), None)
+    refused = await core.bot.service.prepare("dev-eu", core.actor(BOB), source="test")
+    assert refused.operation.state == OpState.REFUSED
+    assert refused.blocking_lock is not None and refused.blocking_lock.owner == ALICE
+    again = await locks.lock("dev-eu", ALICE, dt.timedelta(days=1), None)
+    assert again.extended and again.lock.reason == "demo"
+    assert again.lock.expires_at == core.time.now() + dt.timedelta(days=1)
+
+
+async def test_an_extension_counts_from_the_expiry_warned_of(core: Core) -> None:
+    """Extend twice from one warning: the lock is extended once."""
+    locks = core.bot.locks
+    lock = (await locks.lock("dev-eu", ALICE, dt.timedelta(minutes=40), None)).lock
+    first = locks.extend("dev-eu", ALICE, dt.timedelta(hours=1), lock.expires_at)
+    second = locks.extend("dev-eu", ALICE, dt.timedelta(hours=1), lock.expires_at)
+    assert first.status == "extended" and second.status == "already"
+    assert second.lock is not None
+    assert second.lock.expires_at == lock.expires_at + dt.timedelta(hours=1)
+    assert locks.extend("dev-eu", BOB, dt.timedelta(hours=1), None).status == "not_held"
+
+
+async def test_an_admin_removes_a_lock_with_force_and_its_owner_is_told(core: Core) -> None:
+    """Only the owner unlocks; an admin needs force, and the owner is told who did."""
+    locks = core.bot.locks
+    await locks.lock("dev-eu", ALICE, dt.timedelta(hours=4), None)
+    with pytest.raises(LockError, match=r"only they can unlock it\.$"):
+        await locks.unlock("dev-eu", BOB, force=False)
+    with pytest.raises(LockError, match="Only admins can remove someone else's lock"):
+        await locks.unlock("dev-eu", BOB, force=True)
+    with pytest.raises(LockError, match=r"As an admin you may add `--force`\.$"):
+        await locks.unlock("dev-eu", ADMIN, force=False)
+    removed = await locks.unlock("dev-eu", ADMIN, force=True)
+    assert removed.owner == ALICE and core.store.get_lock("dev-eu") is None
+    assert core.told.removed_locks == [("dev-eu", ALICE, ADMIN)]
+
+
+async def test_a_release_request_goes_to_the_holder_and_the_answer_back(core: Core) -> None:
+    """Bob, refused by Alice's lock, asks her to release it: she is asked, releases it,
+    and Bob is told; the request and the answer are audited."""
+    await core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=4), "demo")
+    resource = core.config.resource("dev-eu")
+    ask = await core.bot.locks.ask_release(resource, BOB)
+    assert (ask.status, ask.holder, ask.kind) == ("asked", ALICE, "bot")
+    assert [a.holder for a in core.told.release_asks] == [ALICE]
+    await core.bot.locks.release("dev-eu", BOB, "bot", ALICE)
+    assert core.store.get_lock("dev-eu") is None
+    assert [(a.asker, a.holder, a.released) for a in core.told.answers] == [(BOB, ALICE, True)]
+    actions = [e.action for e in core.store.audit_log(resource="dev-eu")]
+    assert "lock.release_asked" in actions
+
+
+async def test_a_provider_lock_s_holder_is_found_through_identities(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A Qovery lock by 'Alice Martin' goes to the user mapped to that name; with nobody
+    mapped to it, nobody is asked and the asker is told why."""
+    core = Core(sims, tmp_path / "db", identities={ALICE: {"qovery": "Alice Martin"}})
+    bare = Core(sims, tmp_path / "db2")
+    try:
+        staging = core.config.resource("staging-us")
+        ask = await core.bot.locks.ask_release(staging, BOB)
+        assert (ask.status, ask.holder, ask.kind) == ("asked", ALICE, "provider")
+        assert ask.provider_lock is not None and ask.provider_lock.owner == "Alice Martin"
+        unknown = await bare.bot.locks.ask_release(staging, BOB)
+        assert (unknown.status, unknown.holder) == ("unknown_holder", None)
+        assert bare.told.release_asks == []
+        unlocked = await core.bot.locks.ask_release(core.config.resource("dev-eu"), BOB)
+        assert unlocked.status == "unlocked"
+    finally:
+        await bare.aclose()
+        await core.aclose()
+
+
+async def test_a_holder_out_of_reach_is_not_recorded_as_asked(core: Core) -> None:
+    """When the face cannot reach the holder, the asker hears so and nothing is audited."""
+    await core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=4), None)
+    core.told.reachable = False
+    ask = await core.bot.locks.ask_release(core.config.resource("dev-eu"), BOB)
+    assert ask.status == "unreachable"
+    assert [e for e in core.store.audit_log() if e.action == "lock.release_asked"] == []
+
+
 async def test_housekeeping_warns_a_lock_s_owner_once(core: Core) -> None:
     """Within locks.warn_before_expiry the owner is warned through the face, once."""
-    lock, _ = core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=1), "demo")
+    lock = (await core.bot.locks.lock("dev-eu", ALICE, dt.timedelta(hours=1), "demo")).lock
     await core.bot.tick()
     await core.bot.outbox.flush()
-    assert core.told.expiring == []
+    assert core.told.warned == []
     core.sims.hub.clock.advance(31 * 60)
     for _ in range(2):
         await core.bot.tick()
         await core.bot.outbox.flush()
-    assert [(w.resource, w.owner, w.expires_at) for w in core.told.expiring] == [
+    assert [(w.resource, w.owner, w.expires_at) for w in core.told.warned] == [
         ("dev-eu", ALICE, lock.expires_at)
     ]
 
@@ -316,14 +428,14 @@ async def test_without_a_face_what_is_owed_waits_for_one(
     core = Core(sims, tmp_path / "db")
     bare = Stopbot(core.config, core.store, core.providers, clock=core.time.now, schedule_tick=None)
     try:
-        bare.locks.lock("dev-eu", ALICE, dt.timedelta(minutes=20), None)
+        await bare.locks.lock("dev-eu", ALICE, dt.timedelta(minutes=20), None)
         await bare.tick()
         await bare.outbox.flush()
         assert [o.kind for o in core.store.owed()] == ["lock-warning"]
         bare.registry.retire()
         await core.bot.registry.sweep()
         await core.bot.outbox.flush()
-        assert [w.resource for w in core.told.expiring] == ["dev-eu"]
+        assert [w.resource for w in core.told.warned] == ["dev-eu"]
         assert core.store.owed() == []
     finally:
         await bare.aclose()
