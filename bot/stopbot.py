@@ -1,5 +1,5 @@
 """The assembled bot, built once: the stop workflow and its rules (policy, approvals,
-locks), the schedule engine, and the duties that keep time.
+locks, schedule rights), the schedule engine, and the duties that keep time.
 
 Faces get it built. The Slack app, the terminal and the playground each take a
 :class:`Stopbot` and plug in what they show through (:meth:`Stopbot.attach`, a
@@ -31,7 +31,7 @@ from bot.config import StopbotConfig
 from bot.locks import LockNotifier, Locks
 from bot.policy import GroupMembers, Policy
 from bot.processes import Sweep
-from bot.schedules import ScheduleEngine, ScheduleNotifier, ScheduleRunner
+from bot.schedules import ScheduleEngine, ScheduleNotifier, ScheduleRights, ScheduleRunner
 from bot.store import Store
 from bot.workflow import Clock, ProgressNotifier, StopService, Unshown
 from providers.base import Provider, utcnow
@@ -87,6 +87,7 @@ class Stopbot:
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
         self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
+        self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
         # Before the outbox's and the engine's (see the module's docstring).

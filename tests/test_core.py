@@ -23,7 +23,7 @@ from bot.models import (
     ScheduleRun,
     Transition,
 )
-from bot.schedules import Outcome, PlanItem, RunReport
+from bot.schedules import Outcome, PlanItem, RunReport, ScheduleError
 from bot.stopbot import Face, Stopbot
 from bot.store import Store
 from bot.text import Text
@@ -442,20 +442,119 @@ async def test_without_a_face_what_is_owed_waits_for_one(
         await core.aclose()
 
 
+# -- schedules ------------------------------------------------------------------------------
+
+NIGHTLY = {
+    "name": "nightly",
+    "cron": "0 20 * * 1-5",
+    "timezone": "Europe/Paris",
+    "select": {"resources": ["dev-eu", "spark"]},
+    "channel": "C0DEV",
+    "warn_before": "15m",
+}
+
+
+@pytest.fixture
+async def scheduled(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Core]:
+    """The nightly schedule of dev-eu and spark; only Alice (and admins) may stop dev-eu."""
+    harness = Core(
+        sims,
+        tmp_path / "db",
+        resources={"dev-eu": {"allowed_users": [ALICE]}},
+        schedules=[NIGHTLY],
+    )
+    harness.bot.engine.sync_config()
+    harness.travel(utc(2027, 1, 11, 12))  # a Monday
+    await harness.bot.engine.tick()
+    yield harness
+    await harness.aclose()
+
+
+async def test_a_schedule_s_runs_are_for_those_who_may_stop_all_it_selects(
+    scheduled: Core,
+) -> None:
+    """Bob may not stop dev-eu: he may not skip, snooze or run the schedule that stops
+    it; Alice may, and so may an admin."""
+    rights = scheduled.bot.schedules
+    with pytest.raises(ScheduleError) as refused:
+        await rights.skip(BOB, "nightly")
+    assert str(refused.value.text) == (
+        "You cannot skip `nightly`: you may not stop dev-eu, which `nightly` stops."
+    )
+    with pytest.raises(ScheduleError, match=r"^You cannot change `nightly`"):
+        await rights.snooze(BOB, "nightly", dt.timedelta(hours=1), shown=True)
+    with pytest.raises(ScheduleError, match=r"^You cannot run `nightly`"):
+        await rights.plan_run(BOB, "nightly")
+    skipped = await rights.skip(ALICE, "nightly")
+    assert (skipped.fire, skipped.by, skipped.repeat) == (utc(2027, 1, 11, 19), ALICE, False)
+    again = await rights.skip(ADMIN, "nightly", skipped.fire, shown=True)
+    assert again.repeat and again.by == ALICE
+
+
+async def test_only_admins_add_and_remove_schedules(scheduled: Core) -> None:
+    """Adding and removing schedules is for admins; one from stopbot.yaml is removed there."""
+    rights = scheduled.bot.schedules
+    with pytest.raises(ScheduleError, match=r"^Only admins can add schedules\.$"):
+        rights.add(ALICE, "late", "0 23 * * *", "Europe/Paris", "tag:env=dev")
+    with pytest.raises(ScheduleError, match=r"^Cannot add `late`: unknown time zone"):
+        rights.add(ADMIN, "late", "0 23 * * *", "Mars/Olympus", "tag:env=dev")
+    added = rights.add(ADMIN, "late", "0 23 * * *", "Europe/Paris", "dev-eu,spark")
+    assert added.select.resources == ["dev-eu", "spark"]
+    assert set(scheduled.bot.engine.schedules()) == {"nightly", "late"}
+    with pytest.raises(ScheduleError, match=r"^Only admins can remove schedules\.$"):
+        await rights.remove(ALICE, "late")
+    with pytest.raises(ScheduleError, match=r"is defined in stopbot\.yaml"):
+        await rights.remove(ADMIN, "nightly")
+    await rights.remove(ADMIN, "late")
+    assert set(scheduled.bot.engine.schedules()) == {"nightly"}
+
+
+async def test_a_run_confirmed_twice_starts_once(scheduled: Core) -> None:
+    """Run now, confirmed twice from one message, runs once: its stops are the person's."""
+    rights = scheduled.bot.schedules
+    run = await rights.run_now(ALICE, "nightly", once="message-1")
+    with pytest.raises(ScheduleError, match=r"^This run was already started\.$"):
+        await rights.run_now(ALICE, "nightly", once="message-1")
+    await scheduled.bot.engine.wait()
+    final = scheduled.told.final_summary()
+    assert (final.run.id, final.run.kind, final.run.started_by) == (run.id, "manual", ALICE)
+    assert [(i.resource, i.outcome) for i in final.items] == [
+        ("dev-eu", Outcome.STOPPED),
+        ("spark", Outcome.STOPPED),
+    ]
+
+
+async def test_keeping_a_resource_out_is_for_who_may_stop_it(scheduled: Core) -> None:
+    """Bob may not keep dev-eu out of a run; Alice may, and the plan says so."""
+    rights = scheduled.bot.schedules
+    with pytest.raises(ScheduleError, match=r"^You cannot keep dev-eu: you are not allowed"):
+        await rights.keep(BOB, "nightly", "dev-eu", hours=2)
+    until = await rights.keep(ALICE, "nightly", "dev-eu", hours=2)
+    assert until == scheduled.time.now() + dt.timedelta(hours=2)
+    plan = scheduled.bot.engine.plan(scheduled.bot.engine.schedule("nightly"))
+    assert [(i.resource, i.outcome) for i in plan] == [("dev-eu", Outcome.KEPT), ("spark", None)]
+    next_but_one = await rights.keep(ADMIN, "nightly", "spark", hours=None)
+    assert next_but_one == utc(2027, 1, 12, 19)
+
+
+async def test_leaving_a_drifted_resource_running_is_for_who_may_stop_it(
+    scheduled: Core,
+) -> None:
+    """Dismissing a drift report is decided only by someone who could stop the resource."""
+    rights = scheduled.bot.schedules
+    with pytest.raises(ScheduleError, match=r"^You cannot decide for dev-eu: "):
+        await rights.leave_drifted(BOB, "nightly", "dev-eu")
+    await rights.leave_drifted(ALICE, "nightly", "dev-eu")
+    [entry] = [e for e in scheduled.store.audit_log() if e.action == "schedule.drift_accepted"]
+    assert (entry.actor, entry.resource, entry.detail) == (ALICE, "dev-eu", {"schedule": "nightly"})
+
+
 async def test_a_scheduled_run_through_the_assembled_bot(
     sims: SimulatorServer, tmp_path: Path
 ) -> None:
     """At its fire time a schedule stops what it selects; the face is warned before and
     shown the summary after."""
-    nightly = {
-        "name": "nightly",
-        "cron": "0 20 * * 1-5",
-        "timezone": "Europe/Paris",
-        "select": {"resources": ["dev-eu", "spark"]},
-        "channel": "C0DEV",
-        "warn_before": "15m",
-    }
-    core = Core(sims, tmp_path / "db", schedules=[nightly])
+    core = Core(sims, tmp_path / "db", schedules=[NIGHTLY])
     try:
         engine = core.bot.engine
         engine.sync_config()

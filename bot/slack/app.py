@@ -398,7 +398,7 @@ class SlackBot:
         self.locks = LockHandlers(self)
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
-        self.schedule_handlers = ScheduleHandlers(self, stopbot.engine)
+        self.schedule_handlers = ScheduleHandlers(self, stopbot)
         stopbot.attach(
             Face(
                 group_members=self.group_members,

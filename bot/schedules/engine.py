@@ -14,7 +14,8 @@ it was pressed for; the regular fires after it keep happening, with their warnin
 Whatever starts late, a regular fire, a snoozed run or a run resumed after a restart,
 starts only within ``grace_time``, else it is recorded as missed and announced.
 
-Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens.
+Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens. Who may
+ask for what is :mod:`bot.schedules.rights`.
 """
 
 from __future__ import annotations
