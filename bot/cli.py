@@ -47,6 +47,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from bot import reads
 from bot.config import ConfigError, Settings, UnknownResourceError, load_config
 from bot.durations import format_duration, parse_duration
 from bot.locks import LocksInForce
@@ -187,30 +188,12 @@ def _selected(runtime: Runtime, selector: str | None) -> list[Resource]:
     return [r for r in resources if r.provider == selector]
 
 
-async def _statuses(runtime: Runtime, resources: list[Resource]) -> dict[str, ResourceStatus]:
-    by_provider: dict[str, list[Resource]] = {}
-    for r in resources:
-        by_provider.setdefault(r.provider, []).append(r)
-    results = await asyncio.gather(
-        *(runtime.providers[name].statuses(rs) for name, rs in by_provider.items()),
-        return_exceptions=True,
-    )
-    found: dict[str, ResourceStatus] = {}
-    for (name, rs), result in zip(by_provider.items(), results, strict=True):
-        if isinstance(result, BaseException):
-            continue
-        for r in rs:
-            if r.id in result:
-                found[f"{name}:{r.id}"] = result[r.id]
-    return found
-
-
 async def _list(runtime: Runtime, args: argparse.Namespace) -> int:
     resources = _selected(runtime, args.selector)
-    statuses = await _statuses(runtime, resources)
+    statuses = await reads.statuses(runtime.providers, resources)
     rows = []
     for r in resources:
-        s = statuses.get(f"{r.provider}:{r.id}")
+        s = statuses.get(r.name)
         rows.append(
             [
                 r.name,

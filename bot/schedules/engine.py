@@ -44,7 +44,6 @@ from bot.store import Store
 from bot.text import Command, Person, Text, TextError, say
 from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
-from providers.errors import ProviderError
 
 __all__ = [
     "Change",
@@ -1123,7 +1122,7 @@ class ScheduleEngine:
                 i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
             ]
             resources = [r for r in self.config.all_resources() if r.name in stopped]
-            for name, status in (await self._statuses(resources)).items():
+            for name, status in (await reads.statuses(self.service.providers, resources)).items():
                 owed = self.outbox.message(
                     DRIFT,
                     f"{run.id}:{name}",
@@ -1152,21 +1151,6 @@ class ScheduleEngine:
         return (
             await self.notifier.drift(schedule, run, owed.payload["resource"], status) is not False
         )
-
-    async def _statuses(self, resources: list[Resource]) -> dict[str, ResourceStatus]:
-        """Statuses by resource name, one bulk call per provider."""
-        by_provider: dict[str, list[Resource]] = {}
-        for r in resources:
-            by_provider.setdefault(r.provider, []).append(r)
-        found: dict[str, ResourceStatus] = {}
-        for name, group in by_provider.items():
-            try:
-                statuses = await self.service.providers[name].statuses(group)
-            except ProviderError as exc:
-                log.warning("drift check failed", extra={"provider": name, "error": str(exc)})
-                continue
-            found.update({r.name: statuses[r.id] for r in group if r.id in statuses})
-        return found
 
 
 async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:

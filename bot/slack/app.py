@@ -29,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import reads
 from bot.config import UnknownResourceError
 from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
@@ -43,7 +44,7 @@ from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn
 from bot.stopbot import Face, Stopbot
 from bot.workflow import Preview, Unshown
-from providers.base import Resource, ResourceStatus
+from providers.base import Resource
 from providers.errors import ProviderError
 
 __all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler modules
@@ -800,21 +801,11 @@ class SlackBot:
                 return
             resources = [r for r in resources if r.provider == selector]
             title = f"on {selector}"
-        by_provider: dict[str, list[Resource]] = {}
-        for r in resources:
-            by_provider.setdefault(r.provider, []).append(r)
-        results = await asyncio.gather(
-            *(self.providers[p].statuses(rs) for p, rs in by_provider.items()),
-            return_exceptions=True,
-        )
-        statuses: dict[tuple[str, str], ResourceStatus] = {}
-        for p, result in zip(by_provider, results, strict=True):
-            if isinstance(result, dict):
-                statuses.update({(p, rid): s for rid, s in result.items()})
+        statuses = await reads.statuses(self.providers, resources)
         rows = []
         for r in resources:
             lock = self.store.get_lock(r.name)
-            rows.append((r, statuses.get((r.provider, r.id)), lock.owner if lock else None))
+            rows.append((r, statuses.get(r.name), lock.owner if lock else None))
         text, blocks = views.resources_list(rows, title)
         await tell(respond, text, blocks)
 
