@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -266,15 +266,9 @@ class Locks:
 
     def notify_with(self, notifier: LockNotifier) -> None:
         """Tell people through ``notifier`` (until then, warnings stay owed for a process
-        whose face shows them)."""
+        whose face shows them, and nobody else can be told anything)."""
         self._notifier = notifier
         self.outbox.handle(LOCK_WARNING, self._deliver_warning)
-
-    @property
-    def notifier(self) -> LockNotifier:
-        if self._notifier is None:
-            raise RuntimeError("no face tells people about locks in this process")
-        return self._notifier
 
     # -- lock, unlock, extend -----------------------------------------------------------
 
@@ -346,7 +340,7 @@ class Locks:
         the owner is told). Raises LockError otherwise."""
         removed = self._unlock(resource, actor, is_admin=self.policy.is_admin(actor), force=force)
         if removed.owner != actor:
-            await self._tell(self.notifier.removed(removed, actor))
+            await self._tell(lambda face: face.removed(removed, actor))
         return removed
 
     def _unlock(self, resource: str, actor: str, *, is_admin: bool, force: bool) -> BotLock:
@@ -397,7 +391,7 @@ class Locks:
         if ask.holder is None:
             ask.status = "unlocked"
             return ask
-        if not await self.notifier.ask_release(ask):
+        if self._notifier is None or not await self._notifier.ask_release(ask):
             ask.status = "unreachable"
             return ask
         self.store.audit(
@@ -428,7 +422,7 @@ class Locks:
         answer = ReleaseAnswer(
             resource=resource, asker=asker, holder=holder, kind=kind, released=True
         )
-        await self._tell(self.notifier.release_answered(answer))
+        await self._tell(lambda face: face.release_answered(answer))
 
     async def keep(self, resource: str, asker: str, kind: LockKind, holder: str) -> None:
         """The holder answers a request: kept. The asker is told."""
@@ -438,13 +432,16 @@ class Locks:
         answer = ReleaseAnswer(
             resource=resource, asker=asker, holder=holder, kind=kind, released=False
         )
-        await self._tell(self.notifier.release_answered(answer))
+        await self._tell(lambda face: face.release_answered(answer))
 
-    @staticmethod
-    async def _tell(telling: Awaitable[None]) -> None:
-        """Tell someone; a face that cannot must not undo what was done."""
+    async def _tell(self, telling: Callable[[LockNotifier], Awaitable[None]]) -> None:
+        """Tell someone through the face; one that cannot (or no face) must not undo what
+        was done."""
+        if self._notifier is None:
+            log.warning("no face to tell about a lock in this process")
+            return
         try:
-            await telling
+            await telling(self._notifier)
         except Exception:
             log.exception("a lock notifier failed")
 
@@ -474,4 +471,5 @@ class Locks:
         lock = self.store.get_lock(str(owed.payload.get("resource")))
         if lock is None or lock.expires_at.isoformat() != owed.payload.get("expires_at"):
             return True  # released, or extended since: nothing to warn of
-        return await self.notifier.expiring(lock)
+        assert self._notifier is not None  # (it is registered with one)
+        return await self._notifier.expiring(lock)
