@@ -50,12 +50,14 @@ import yaml
 from bot import reads
 from bot.config import ConfigError, Settings, UnknownResourceError, load_config
 from bot.durations import format_duration, parse_duration
+from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, Operation, OpState, Transition
 from bot.runtime import Runtime
+from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, store_exists
 from bot.text import Command, Text, TextError
-from bot.workflow import Preview, StopService
+from bot.workflow import Preview
 from providers.base import Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
 
@@ -64,7 +66,6 @@ __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-LOCK_READ_TIMEOUT = 15.0
 
 FINAL_WORDS = {
     OpState.STOPPED: "stopped",
@@ -187,30 +188,12 @@ def _selected(runtime: Runtime, selector: str | None) -> list[Resource]:
     return [r for r in resources if r.provider == selector]
 
 
-async def _statuses(runtime: Runtime, resources: list[Resource]) -> dict[str, ResourceStatus]:
-    by_provider: dict[str, list[Resource]] = {}
-    for r in resources:
-        by_provider.setdefault(r.provider, []).append(r)
-    results = await asyncio.gather(
-        *(runtime.providers[name].statuses(rs) for name, rs in by_provider.items()),
-        return_exceptions=True,
-    )
-    found: dict[str, ResourceStatus] = {}
-    for (name, rs), result in zip(by_provider.items(), results, strict=True):
-        if isinstance(result, BaseException):
-            continue
-        for r in rs:
-            if r.id in result:
-                found[f"{name}:{r.id}"] = result[r.id]
-    return found
-
-
 async def _list(runtime: Runtime, args: argparse.Namespace) -> int:
     resources = _selected(runtime, args.selector)
-    statuses = await _statuses(runtime, resources)
+    statuses = await reads.statuses(runtime.providers, resources)
     rows = []
     for r in resources:
-        s = statuses.get(f"{r.provider}:{r.id}")
+        s = statuses.get(r.name)
         rows.append(
             [
                 r.name,
@@ -267,25 +250,21 @@ async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
 
 async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     """Each lock in force; a provider that could not be read (or did not answer within
-    LOCK_READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
+    reads.READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
     settings = runtime.settings
     bot_locks = []
     if store_exists(settings.stopbot_db):
         with _existing_store(settings) as store:
             bot_locks = store.active_locks()
-    readings = await reads.read_locks(
-        runtime.providers, runtime.config.all_resources(), within=LOCK_READ_TIMEOUT
-    )
+    in_force = await LocksInForce.read(bot_locks, runtime.providers, runtime.config.all_resources())
     rows = [
         [lock.resource, "stopbot", lock.owner, lock.reason or "", _utc(lock.expires_at)]
-        for lock in bot_locks
+        for lock in in_force.bot_locks
     ]
-    unread: dict[tuple[str, str], list[str]] = {}
-    for reading in readings.values():
+    for reading in in_force.readings:
         resource, lock = reading.resource, reading.lock
         if reading.lock_error is not None:
             rows.append([resource.name, resource.provider, "unknown", "could not be read", "-"])
-            unread.setdefault((resource.provider, reading.lock_error), []).append(resource.name)
         elif lock is not None:
             expires = _utc(lock.expires_at) + (" (lapsed)" if lock.is_expired() else "")
             rows.append(
@@ -295,7 +274,8 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
         print(_table(rows, ["RESOURCE", "LOCK", "OWNER", "REASON", "EXPIRES"]))
     else:
         print("No locks in force.")
-    for (provider, error), names in unread.items():
+    unread = in_force.unread()
+    for provider, names, error in unread:
         print(
             f"stopbot: could not read the {provider} locks of {', '.join(names)}: {error}",
             file=sys.stderr,
@@ -529,7 +509,7 @@ def _login() -> str:
 
 
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
-    service = StopService(runtime.config, runtime.store, runtime.providers)
+    service = Stopbot(runtime.config, runtime.store, runtime.providers).service
     actor = Actor(id=f"cli:{_login()}")
     reason = " ".join(args.reason) if args.reason else None
     preview = await service.prepare(
@@ -718,13 +698,9 @@ async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: boo
         _configure_logging(_log_level(args, "info"), settings, runtime.config)
         for line in runtime.config.deprecations():
             log.warning(line, extra={"config": runtime.config_source})
-        service = StopService(runtime.config, runtime.store, runtime.providers)
         token, secret = settings.slack_bot_token, settings.slack_signing_secret
         bot = SlackBot(
-            runtime.config,
-            runtime.store,
-            runtime.providers,
-            service,
+            Stopbot(runtime.config, runtime.store, runtime.providers),
             token=token.get_secret_value() if token else "",
             signing_secret=secret.get_secret_value() if secret and http_mode else None,
             api_url=settings.slack_api_url,

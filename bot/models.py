@@ -10,7 +10,12 @@ from pydantic import BaseModel, Field
 
 from bot.text import Text
 
+SYSTEM = "stopbot"
+"""The actor of what the bot does by itself (an expiry, a takeover)."""
+
 __all__ = [
+    "SYSTEM",
+    "ActionResult",
     "Actor",
     "Approval",
     "AuditEntry",
@@ -246,3 +251,16 @@ class Owed(BaseModel):
     owner: str | None = None
     attempts: int = 0
     not_before: dt.datetime | None = None
+
+
+class ActionResult(BaseModel):
+    """The answer to a button press or command: did it act, and what to tell the user."""
+
+    ok: bool
+    message: Text
+    operation: Operation | None = None
+    needs_approval: bool = False
+    run: bool = Field(default=False, description="True when the stop should now be submitted.")
+    joined: str | None = Field(
+        default=None, description="The stop in flight on the resource this one follows."
+    )

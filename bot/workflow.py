@@ -2,7 +2,8 @@
 
     prepare:  resolve → may this user stop it? → read status and locks → awaiting confirmation
     confirm:  the requester, once, before expiry → submitting (joining a stop of the same
-              resource already in flight, if any: one stop per resource is sent at a time)
+              resource already in flight, if any: one stop per resource is sent at a time),
+              or awaiting approval for a protected resource (bot/approvals.py)
     run:      locks again (the provider's read reused when it is under a second old: a
               scheduled stop runs right after its preview) → claim the send → provider
               stop (202) → follow the status until final → audit
@@ -33,15 +34,16 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from bot.approvals import Approvals
 from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
 from bot.locks import LockVerdict, check_locks
-from bot.models import Actor, BotLock, Operation, OpState, Owed, Transition
+from bot.models import SYSTEM, ActionResult, Actor, BotLock, Operation, OpState, Owed, Transition
 from bot.outbox import Outbox
 from bot.policy import Policy
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store
-from bot.text import Command, Person, Text, check_length, say, too_long
+from bot.text import Command, Person, Text, check_length, say
 from providers.base import (
     Phase,
     Provider,
@@ -63,18 +65,18 @@ from providers.errors import (
 
 __all__ = [
     "LOCK_READ_REUSE",
-    "ActionResult",
     "Preview",
     "PriorRead",
     "ProgressListener",
+    "ProgressNotifier",
     "StopService",
+    "Unshown",
 ]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 Sleep = Callable[[float], Awaitable[None]]
-SYSTEM = "stopbot"
 # How old a provider lock read may be and still stand for the read right before a stop:
 # about one provider round trip, the age a read made just before the stop has too.
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
@@ -139,19 +141,6 @@ class Preview(BaseModel):
     )
 
 
-class ActionResult(BaseModel):
-    """The answer to a button press or command: did it act, and what to tell the user."""
-
-    ok: bool
-    message: Text
-    operation: Operation | None = None
-    needs_approval: bool = False
-    run: bool = Field(default=False, description="True when the stop should now be submitted.")
-    joined: str | None = Field(
-        default=None, description="The stop in flight on the resource this one follows."
-    )
-
-
 class ProgressListener(Protocol):
     """A face that shows a stop's progress (a Slack message, a terminal)."""
 
@@ -166,14 +155,20 @@ _FOLLOWED = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS
 _DRIVEN = _FOLLOWED | {OpState.REQUESTED}
 PROGRESS = "progress"
 """The outbox kind of a stop's progress, owed to the face that shows it."""
-APPROVAL_REQUEST = "approval-request"
-"""The outbox kind of the request to approvers of a confirmed, protected stop."""
-APPROVAL_OUTCOME = "approval-outcome"
-"""The outbox kind of an approval's end (approved, denied, expired), told to everyone."""
 
 
-class _Unshown:
-    """A progress listener for an operation nobody is shown (the audit log has it all)."""
+class ProgressNotifier(Protocol):
+    """A face that shows the progress of the stops asked from it durably (``notify``):
+    each change is owed through the outbox, and shown by a delivery."""
+
+    async def show(self, op: Operation, timeline: list[Transition]) -> bool:
+        """Show ``op`` as it stands; False: it could not be, try again later."""
+        ...
+
+
+class Unshown:
+    """A progress listener for a stop followed with nothing shown live: its progress is
+    owed to its face through the outbox, if it has one, and the audit log has it all."""
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -204,6 +199,7 @@ class StopService:
         self.registry = registry or ProcessRegistry(store, lease=config.recovery.lease)
         self.registry.register()
         self.outbox = outbox or Outbox(store, self.registry)
+        self.approvals = Approvals(self)
         self._tasks: dict[str, asyncio.Task[Operation]] = {}
         # Operations being prepared, by id: a retry of the request waits for the preview.
         self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
@@ -217,6 +213,21 @@ class StopService:
             )
             for name, p in providers.items()
         }
+
+    def show_progress_with(self, notifier: ProgressNotifier) -> None:
+        """Show the progress owed to a face through ``notifier`` (until then it stays
+        owed, for a process whose face shows it): one stop's changes at most every
+        ``stops.progress_interval``, the latest state each time, a final state at once."""
+
+        async def deliver(owed: Owed) -> bool:
+            op = self.store.get_operation(str(owed.payload.get("operation")))
+            if op is None or not op.notify:
+                return True
+            return await notifier.show(op, self.store.transitions(op.id))
+
+        self.outbox.handle(
+            PROGRESS, deliver, interval=self.settings.progress_interval.total_seconds()
+        )
 
     # -- prepare --------------------------------------------------------------------
 
@@ -539,27 +550,9 @@ class StopService:
                     "This confirmation expired. Run {} again.", Command("stop", checked.resource)
                 ),
             )
-        approval = self._approval_policy(checked.resource) if require_approval else None
+        approval = self.approvals.policy_for(checked.resource) if require_approval else None
         if approval is not None:
-            waiting = self.store.await_approval(
-                op_id,
-                actor.id,
-                expires_at=self.clock() + approval.expires_after,
-                min_approvals=approval.min_approvals,
-                owe=self.outbox.message(APPROVAL_REQUEST, op_id, {"operation": op_id}),
-            )
-            if waiting is None:
-                return ActionResult(ok=False, message=Text("This stop was already handled."))
-            self.outbox.kick()
-            return ActionResult(
-                ok=True,
-                operation=waiting,
-                needs_approval=True,
-                message=say(
-                    "Asked for approval to stop {}. You will be told when an approver decides.",
-                    waiting.resource,
-                ),
-            )
+            return self.approvals.ask(checked, actor, approval)
         op = self.store.transition(
             op_id,
             OpState.SUBMITTING,
@@ -595,176 +588,18 @@ class StopService:
             return None
         return self.outbox.message(PROGRESS, op.id, {"operation": op.id}, urgent=urgent)
 
-    def _approval_policy(self, resource: str) -> ApprovalPolicy | None:
-        try:
-            return self.config.approval_for(resource)
-        except KeyError:  # no longer configured: run() will say so
-            return None
-
-    # -- approvals ------------------------------------------------------------------
-
-    async def _check_approvable(self, op_id: str, actor: Actor) -> ActionResult | Operation:
-        op = self.store.get_operation(op_id)
-        if op is None:
-            return ActionResult(ok=False, message=Text("This approval request no longer exists."))
-        if op.state != OpState.AWAITING_APPROVAL:
-            return ActionResult(
-                ok=False,
-                operation=op,
-                message=say(
-                    "This request to stop {} was already decided (it is {}). Nothing was changed.",
-                    op.resource,
-                    op.state.value.replace("_", " "),
-                ),
-            )
-        if op.requested_by == actor.id:
-            return ActionResult(
-                ok=False,
-                operation=op,
-                message=Text(
-                    "You cannot approve or deny your own stop request: "
-                    "another approver has to decide."
-                ),
-            )
-        policy = self._approval_policy(op.resource)
-        if policy is None or not await self.policy.is_approver(actor.id, policy.approvers):
-            who = Text(", ").join(Person(a) for a in policy.approvers) if policy else "nobody"
-            return ActionResult(
-                ok=False,
-                operation=op,
-                message=say(
-                    "Only the approvers of {} ({}) can decide this request.", op.resource, who
-                ),
-            )
-        approval = self.store.approval(op_id)
-        if approval is not None and self.clock() >= approval.expires_at:
-            expired = self.store.decide_approval(
-                op_id,
-                "expired",
-                decided_by=SYSTEM,
-                to=OpState.CANCELLED,
-                detail=Text("the approval request expired"),
-                owe=self._outcome(op_id),
-            )
-            self.outbox.kick()
-            return ActionResult(
-                ok=False,
-                operation=expired or op,
-                message=say(
-                    "This approval request expired. {} can run {} again.",
-                    Person(op.requested_by),
-                    Command("stop", op.resource),
-                ),
-            )
-        return op
-
-    async def can_decide(self, op_id: str, actor: Actor) -> ActionResult:
-        """Whether ``actor`` may approve or deny now (before a deny modal is opened)."""
-        checked = await self._check_approvable(op_id, actor)
-        if isinstance(checked, ActionResult):
-            return checked
-        return ActionResult(ok=True, operation=checked, message=Text())
-
-    async def approve(self, op_id: str, actor: Actor) -> ActionResult:
-        """An approver approves; with enough approvals the stop is released, once."""
-        checked = await self._check_approvable(op_id, actor)
-        if isinstance(checked, ActionResult):
-            return checked
-        count = self.store.vote(op_id, actor.id, "approve")
-        if count is None:
-            return ActionResult(
-                ok=False,
-                operation=checked,
-                message=Text("You have already approved this request."),
-            )
-        approval = self.store.approval(op_id)
-        needed = approval.min_approvals if approval else 1
-        if count < needed:
-            return ActionResult(
-                ok=True,
-                operation=checked,
-                message=say(
-                    "Approved by {} ({} of {}); waiting for more approvers.",
-                    Person(actor.id),
-                    count,
-                    needed,
-                ),
-            )
-        op = self.store.decide_approval(
-            op_id,
-            "approved",
-            decided_by=actor.id,
-            to=OpState.SUBMITTING,
-            detail=say("approved by {}", Person(actor.id)),
-            owner=self.registry.id,
-            owe=self._outcome(op_id),
-        )
-        if op is None:
-            return ActionResult(ok=False, message=Text("This request was already decided."))
-        self._owe_progress(op)
-        return ActionResult(
-            ok=True,
-            operation=op,
-            run=True,
-            joined=op.joined,
-            message=say("Approved by {}: stopping {}.", Person(actor.id), op.resource),
-        )
-
-    def _outcome(self, op_id: str) -> Owed:
-        """An approval's end owed to its requester and to every copy of its request."""
-        return self.outbox.message(APPROVAL_OUTCOME, op_id, {"operation": op_id})
-
-    def _owe_progress(self, op: Operation) -> None:
+    def owe_progress(self, op: Operation) -> None:
+        """Owe ``op``'s progress as it stands now (a change made outside this service: an
+        approval that released the stop)."""
         owed = self._progress(op, urgent=op.state.final)
         if owed is not None:
             self.store.owe(owed)
         self.outbox.kick()
 
-    async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
-        """An approver denies: the request ends, refused, once."""
-        refused = too_long("A reason", reason)
-        if refused is not None:
-            return ActionResult(ok=False, message=refused)
-        checked = await self._check_approvable(op_id, actor)
-        if isinstance(checked, ActionResult):
-            return checked
-        why = f": {reason}" if reason else ""
-        op = self.store.decide_approval(
-            op_id,
-            "denied",
-            decided_by=actor.id,
-            to=OpState.REFUSED,
-            detail=say("denied by {}{}", Person(actor.id), why),
-            reason=reason,
-            owe=self._outcome(op_id),
-        )
-        if op is None:
-            return ActionResult(ok=False, message=Text("This request was already decided."))
-        self.outbox.kick()
-        return ActionResult(
-            ok=True,
-            operation=op,
-            message=say("Denied by {}{}. {} keeps running.", Person(actor.id), why, op.resource),
-        )
-
-    def expire_approvals(self) -> list[Operation]:
-        """End the approval requests past their expiry (enforced by time, so after a restart
-        too); returns the operations that expired now."""
-        expired = []
-        for op_id in self.store.expired_approvals():
-            op = self.store.decide_approval(
-                op_id,
-                "expired",
-                decided_by=SYSTEM,
-                to=OpState.CANCELLED,
-                detail=Text("the approval request expired"),
-                owe=self._outcome(op_id),
-            )
-            if op is not None:
-                expired.append(op)
-        if expired:
-            self.outbox.kick()
-        return expired
+    async def show_progress_now(self, op_id: str) -> bool:
+        """Deliver the progress owed for ``op_id`` now (a face that shows the stop confirmed
+        before it is sent); whether it is."""
+        return await self.outbox.deliver_now(f"{PROGRESS}:{op_id}")
 
     def cancel(self, op_id: str, actor: Actor) -> ActionResult:
         checked = self._check_pending(op_id, actor, "cancel")
@@ -1252,7 +1087,7 @@ class StopService:
                     and self.registry.take("operations", op.id, op.owner)
                 ):
                     task = asyncio.create_task(
-                        self._resume_one(op, listener or _Unshown()), name=f"adopt-{op_id}"
+                        self._resume_one(op, listener or Unshown()), name=f"adopt-{op_id}"
                     )
                     self._track(op_id, task)
             if task is not None:

@@ -25,8 +25,8 @@ from bot.slack.fake_api import (
 )
 from bot.slack.server import build_http_app
 from bot.slack.wording import escape
+from bot.stopbot import Stopbot
 from bot.store import open_store
-from bot.workflow import StopService
 from providers.base import Provider
 from providers.registry import build_provider
 from providers.simulators.server import SimulatorServer
@@ -88,19 +88,21 @@ class Slack:
         self.providers = {
             p.name: build_provider(p, http=self.config.http) for p in self.config.providers
         }
-        self.service = StopService(
-            self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
-        )
-        self.bot = SlackBot(
+        self.stopbot = Stopbot(
             self.config,
             self.store,
             self.providers,
-            self.service,
+            clock=self.time.now,
+            sleep=self.time.sleep,
+            housekeeping_interval=0.05,
+            schedule_tick=0.05,
+        )
+        self.service = self.stopbot.service
+        self.bot = SlackBot(
+            self.stopbot,
             token=TOKEN,
             signing_secret=SECRET,
             api_url=self.fake_server.api_url,
-            housekeeping_interval=0.05,
-            schedule_tick=0.05,
         )
         self.server = AppServer(build_http_app(self.bot))
 

@@ -335,7 +335,7 @@ async def test_lock_reasons_reach_the_warning_and_the_run_summary_inert(schedule
     scheduled.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
         "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner_name="<!here>", reason=HOSTILE_REASON
     )
-    engine = scheduled.bot.engine
+    engine = scheduled.stopbot.engine
     fire = engine.next_fire(engine.schedule("nightly"))
     scheduled.sims.hub.clock.advance((fire - scheduled.time.now()).total_seconds() - 600)
     warned = await scheduled.fake.wait_for_message(

@@ -191,7 +191,7 @@ async def test_the_core_refuses_long_reasons_whatever_the_face(slack: Slack) -> 
         await slack.service.prepare("web-1", Actor(id=BOB), source="cli", reason="x" * 501)
     assert slack.store.recent_operations() == []
     with pytest.raises(LockError, match="500 characters at most"):
-        slack.bot.locks.locks.lock("web-1", BOB, dt.timedelta(hours=1), "x" * 501)
+        await slack.stopbot.locks.lock("web-1", BOB, dt.timedelta(hours=1), "x" * 501)
     assert slack.store.active_locks() == []
 
 

@@ -571,12 +571,12 @@ async def test_concurrent_approve_and_deny_exactly_one_wins(
     try:
         op_id = await request_and_confirm(harness, "dev-eu")
         await approval_message(harness)
-        service = harness.service
+        approvals = harness.stopbot.approvals
         carol = Actor(id=CAROL)
-        service.policy.group_members = None
+        harness.stopbot.policy.group_members = None
         results = await asyncio.gather(
-            asyncio.to_thread(asyncio.run, service.approve(op_id, carol)),
-            asyncio.to_thread(asyncio.run, service.deny(op_id, carol, "no")),
+            asyncio.to_thread(asyncio.run, approvals.approve(op_id, carol)),
+            asyncio.to_thread(asyncio.run, approvals.deny(op_id, carol, "no")),
         )
         assert sorted(r.ok for r in results) == [False, True]
         store = open_store(harness.db)

@@ -65,3 +65,18 @@ async def test_lock_reads_skip_providers_without_locks(
         "batch-2": None,
     }
     assert sims.hub.faults.counts() == {"qovery": {"GET": 1}, "nova": {"POST": 1, "GET": 1}}
+
+
+async def test_statuses_leave_out_only_the_provider_that_failed_or_was_slow(
+    sims: SimulatorServer, config: StopbotConfig, providers: dict[str, Provider]
+) -> None:
+    """Qovery answers 503 and ~okeanos takes a second against a 0.2 s bound: only their
+    resources are left out, and the others are read, by name."""
+    sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    sims.hub.faults.add(Fault(api="okeanos", kind="latency", seconds=1.0, count=None))
+    wanted = [config.resource(n) for n in ("dev-eu", "spark", "batch-2", "web-1")]
+    found = await reads.statuses(providers, wanted, within=0.2)
+    assert {name: s.state for name, s in found.items()} == {
+        "batch-2": "ACTIVE",
+        "web-1": "ACTIVE",
+    }

@@ -60,7 +60,7 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  #
 
 def fire_of(slack: Slack) -> dt.datetime:
     """Tonight's (or tomorrow's) 20:00 Paris, from the bot's clock."""
-    engine = slack.bot.engine
+    engine = slack.stopbot.engine
     return engine.next_fire(engine.schedule("nightly"))
 
 
@@ -152,9 +152,10 @@ async def test_a_summary_post_whose_answer_was_lost_is_found_not_posted_twice(
         return posted
 
     slack.bot.client.chat_postMessage = answer_lost  # type: ignore[method-assign]
-    travel(slack, fire_of(slack))
+    fire = fire_of(slack)
+    travel(slack, fire)
     await slack.fake.wait_for("conversations.history")
-    travel(slack, fire_of(slack) + dt.timedelta(minutes=1))  # past the outbox's back-off
+    travel(slack, fire + dt.timedelta(seconds=5))  # past the outbox's back-off
     done = await summary(slack)
     assert done["ts"] == lost[0]
     runs = [m for m in slack.fake.messages(CHANNEL) if m["text"].startswith("nightly run")]
@@ -249,7 +250,7 @@ async def test_schedule_commands(slack: Slack) -> None:
     await slack.fake.wait_for(
         RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("Added `late`")
     )
-    assert set(slack.bot.engine.schedules()) == {"nightly", "late"}
+    assert set(slack.stopbot.engine.schedules()) == {"nightly", "late"}
 
     await slack.command("schedule remove nightly", user=ADMIN)
     await slack.fake.wait_for(
@@ -552,7 +553,9 @@ async def mixed(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
         await harness.fake.wait_for(
             RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith(":lock: Locked")
         )
-        harness.bot.engine.keep("mix", "spark", harness.time.now() + dt.timedelta(hours=1), ALICE)
+        harness.stopbot.engine.keep(
+            "mix", "spark", harness.time.now() + dt.timedelta(hours=1), ALICE
+        )
         sims.hub.faults.reset_counts()
         yield harness
     finally:

@@ -39,8 +39,8 @@ from bot.slack.fake_api import (
 )
 from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack, local_config
 from bot.slack.wording import escape
+from bot.stopbot import Stopbot
 from bot.store import Store, open_store
-from bot.workflow import StopService
 from providers.base import Provider
 from providers.registry import build_provider
 from providers.simulators.common import Fault
@@ -97,7 +97,7 @@ class Playground:
         config: StopbotConfig,
         store: Store,
         providers: dict[str, Provider],
-        service: StopService,
+        stopbot: Stopbot,
         bot: SlackBot,
         owns_sims: bool,
         temp_dir: TemporaryDirectory[str] | None,
@@ -107,7 +107,7 @@ class Playground:
         self.config = config
         self.store = store
         self.providers = providers
-        self.service = service
+        self.stopbot = stopbot
         self.bot = bot
         self.bot_url = ""
         """Where the bot's ``/slack/events`` is served (the playground's own base URL)."""
@@ -156,12 +156,9 @@ class Playground:
 
             store = open_store(db_path, clock=clock)
             providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
-            service = StopService(config, store, providers, clock=clock, sleep=sleep)
+            stopbot = Stopbot(config, store, providers, clock=clock, sleep=sleep)
             bot = SlackBot(
-                config,
-                store,
-                providers,
-                service,
+                stopbot,
                 token=local.token,
                 signing_secret=local.signing_secret,
                 api_url=local.api_url,
@@ -180,7 +177,7 @@ class Playground:
             config=config,
             store=store,
             providers=providers,
-            service=service,
+            stopbot=stopbot,
             bot=bot,
             owns_sims=owns_sims,
             temp_dir=temp_dir,
@@ -456,7 +453,7 @@ class Playground:
             simulator.set_lock(rc.id, f"{LOCK_REASON} by {user.real_name}")  # type: ignore[attr-defined]
             kind = "nova"
         else:
-            expires = self.service.clock() + dt.timedelta(hours=1)
+            expires = self.stopbot.clock() + dt.timedelta(hours=1)
             self.store.set_lock(rc.name, owner, expires, LOCK_REASON)
             kind = "stopbot"
         self.slack.notify()

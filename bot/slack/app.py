@@ -29,22 +29,22 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import StopbotConfig, UnknownResourceError
+from bot import reads
+from bot.config import UnknownResourceError
 from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
 from bot.reads import Reading
-from bot.schedules import ScheduleEngine, ScheduleRunner
 from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.inbox import Inbox, track
 from bot.slack.locking import LockHandlers
-from bot.slack.progress import NO_POST_ERRORS, NullProgress, SlackProgress
+from bot.slack.progress import NO_POST_ERRORS, SlackProgress
 from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn
-from bot.store import Store
-from bot.workflow import APPROVAL_REQUEST, PROGRESS, Preview, ProgressListener, StopService
-from providers.base import Provider, Resource, ResourceStatus
+from bot.stopbot import Face, Stopbot
+from bot.workflow import Preview, Unshown
+from providers.base import Resource
 from providers.errors import ProviderError
 
 __all__ = ["Respond", "SlackBot", "make_client"]  # Respond: for the handler modules
@@ -356,25 +356,21 @@ class ActionRouter:
 
 
 class SlackBot:
-    """The Bolt app and what its listeners need."""
+    """The Bolt app and what its listeners need: the assembled bot, seen from Slack."""
 
     def __init__(
         self,
-        config: StopbotConfig,
-        store: Store,
-        providers: dict[str, Provider],
-        service: StopService,
+        stopbot: Stopbot,
         *,
         token: str,
         signing_secret: str | None,
         api_url: str | None = None,
-        housekeeping_interval: float = 30.0,
-        schedule_tick: float | None = 30.0,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.providers = providers
-        self.service = service
+        self.stopbot = stopbot
+        self.config = stopbot.config
+        self.store = stopbot.store
+        self.providers = stopbot.providers
+        self.service = stopbot.service
         self.client = make_client(token, api_url)
         self.signing_secret = signing_secret
         # Socket Mode requests come over the app-token websocket and carry no signature;
@@ -386,7 +382,7 @@ class SlackBot:
             # The listeners return once they ack (see _guarded): answer then, no polling.
             process_before_response=True,
         )
-        self.metrics = Metrics(store)
+        self.metrics = Metrics(self.store)
         # Socket Mode sets this: /healthz reports the websocket's state.
         self.slack_connection: Callable[[], Awaitable[str]] | None = None
         # What check_token found: "ok", "refused: <error>", "unchecked" (None: not yet).
@@ -394,7 +390,6 @@ class SlackBot:
         self._names: dict[str, tuple[float, frozenset[str]]] = {}
         self._lookups: dict[str, asyncio.Future[frozenset[str]]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
-        service.policy.group_members = self.group_members
         # At most this many listeners work after their ack at once (see _guarded).
         self.after_ack = AfterAck(AFTER_ACK_CONCURRENCY)
         self._listeners: set[asyncio.Task[None]] = set()
@@ -404,20 +399,19 @@ class SlackBot:
         self.locks = LockHandlers(self)
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
-        # What dead processes left, taken over first: requests they answered (a /stop
-        # being prepared is prepared again), then the stops they drove.
-        service.registry.sweeps[0:0] = [self.inbox.replay, self.resume_stops]
-        service.outbox.handle(
-            PROGRESS,
-            self.progress.deliver,
-            interval=config.stops.progress_interval.total_seconds(),
+        self.schedule_handlers = ScheduleHandlers(self, stopbot)
+        stopbot.attach(
+            Face(
+                group_members=self.group_members,
+                progress=self.progress,
+                approvals=self.approvals,
+                locks=self.locks,
+                schedules=SlackScheduleNotifier(self),
+                # Requests dead processes answered are taken over first (a /stop being
+                # prepared is prepared again).
+                sweeps=[self.inbox.replay],
+            )
         )
-        self.engine = ScheduleEngine(config, store, service, SlackScheduleNotifier(self))
-        self.schedule_handlers = ScheduleHandlers(self, self.engine)
-        # None: no scheduler in this process (its owner ticks the engine itself).
-        self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
-        self._housekeeping: asyncio.Task[None] | None = None
-        self.housekeeping_interval = housekeeping_interval
         self._register()
 
     # -- identities -----------------------------------------------------------------
@@ -485,38 +479,10 @@ class SlackBot:
 
     # -- progress -------------------------------------------------------------------
 
-    def listener_for(self, op: Operation) -> ProgressListener:
-        """What follows an operation here: nothing live, its progress is owed to Slack
-        through the outbox (see bot/slack/progress.py), across restarts too."""
-        return NullProgress()
-
     async def start_stop(self, op: Operation) -> None:
-        """Submit the stop, followed in the background (its progress is owed)."""
-        self.service.start(op.id, self.listener_for(op), await self.actor(op.requested_by))
-
-    # -- housekeeping ---------------------------------------------------------------
-
-    async def tick(self) -> None:
-        """Time-driven duties: expire approval requests, warn owners of expiring locks."""
-        await self.approvals.expire()
-        await self.locks.warn_expiring()
-
-    def start_housekeeping(self, interval: float) -> None:
-        async def loop() -> None:
-            while True:
-                try:
-                    await self.tick()
-                except Exception:
-                    log.exception("housekeeping failed; trying again next round")
-                await asyncio.sleep(interval)
-
-        self._housekeeping = asyncio.create_task(loop(), name="housekeeping")
-
-    async def stop_housekeeping(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            await asyncio.gather(self._housekeeping, return_exceptions=True)
-            self._housekeeping = None
+        """Submit the stop, followed in the background: nothing live, its progress is owed
+        to Slack through the outbox (see bot/slack/progress.py), across restarts too."""
+        self.service.start(op.id, Unshown(), await self.actor(op.requested_by))
 
     async def drain_listeners(self, grace: float = 5.0) -> None:
         """On shutdown, let listeners finish their post-ack work for a while, then cancel
@@ -610,10 +576,6 @@ class SlackBot:
         if session is not None:
             await session.close()
 
-    def rebuild_schedules(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.rebuild()
-
     @staticmethod
     def command_answer(text: str) -> dict[str, Any]:
         """`/stop`'s ack: the grammar's error or the help in it, or empty while the work
@@ -659,30 +621,12 @@ class SlackBot:
         self._listeners.add(task)
         task.add_done_callback(self._listeners.discard)
 
-    async def resume_stops(self) -> None:
-        resumed = await self.service.resume(self.listener_for)
-        if resumed:
-            log.info("took over %d stop(s) in flight", len(resumed))
-
-    async def start_duties(self) -> None:
-        """Take over what dead processes left, then keep this process alive in the store
-        and do the time-driven work (housekeeping, schedules)."""
-        registry = self.service.registry
-        await registry.sweep()
-        registry.start(self.config.recovery.sweep_interval.total_seconds())
-        self.start_housekeeping(self.housekeeping_interval)
-        if self.scheduler is not None:
-            self.scheduler.start()
-
     async def stop_duties(self) -> None:
-        """Stop working, and hand what this process owned to the next one at once."""
-        await self.service.registry.stop()
-        if self.scheduler is not None:
-            await self.scheduler.stop()
-        await self.stop_housekeeping()
+        """Stop working, let the listeners finish, and hand what this process owned to the
+        next one at once."""
+        await self.stopbot.stop_duties()
         await self.drain_listeners()
-        await self.service.aclose()
-        self.service.registry.retire()
+        await self.stopbot.aclose()
 
     async def on_stop(self, command: dict[str, Any], respond: Respond) -> None:
         """After :meth:`ack_command`, which refused what does not parse."""
@@ -764,7 +708,7 @@ class SlackBot:
         op = result.operation
         if result.needs_approval:
             await replace(respond, mrkdwn(result.message))
-            if not await self.service.outbox.deliver_now(f"{APPROVAL_REQUEST}:{op.id}"):
+            if not await self.stopbot.approvals.ask_now(op.id):
                 await tell(
                     respond,
                     md(
@@ -782,7 +726,7 @@ class SlackBot:
         )
         await replace(respond, said)
         # The progress message first, showing the stop confirmed; then the stop.
-        await self.service.outbox.deliver_now(f"{PROGRESS}:{op.id}")
+        await self.service.show_progress_now(op.id)
         await self.start_stop(op)
 
     async def on_cancel(self, body: dict[str, Any], respond: Respond) -> None:
@@ -857,21 +801,11 @@ class SlackBot:
                 return
             resources = [r for r in resources if r.provider == selector]
             title = f"on {selector}"
-        by_provider: dict[str, list[Resource]] = {}
-        for r in resources:
-            by_provider.setdefault(r.provider, []).append(r)
-        results = await asyncio.gather(
-            *(self.providers[p].statuses(rs) for p, rs in by_provider.items()),
-            return_exceptions=True,
-        )
-        statuses: dict[tuple[str, str], ResourceStatus] = {}
-        for p, result in zip(by_provider, results, strict=True):
-            if isinstance(result, dict):
-                statuses.update({(p, rid): s for rid, s in result.items()})
+        statuses = await reads.statuses(self.providers, resources)
         rows = []
         for r in resources:
             lock = self.store.get_lock(r.name)
-            rows.append((r, statuses.get((r.provider, r.id)), lock.owner if lock else None))
+            rows.append((r, statuses.get(r.name), lock.owner if lock else None))
         text, blocks = views.resources_list(rows, title)
         await tell(respond, text, blocks)
 

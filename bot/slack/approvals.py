@@ -1,9 +1,9 @@
-"""Approve and Deny in Slack: the request message, the buttons, the deny modal, expiry.
+"""Approve and Deny in Slack: the request message, the buttons, the deny modal.
 
-The decisions themselves (who may decide, once, before expiry) are the workflow's;
-this module only carries them between Slack and :class:`~bot.workflow.StopService`.
-The request to approvers and the news of each decision are owed through the outbox, in
-the same transaction as the confirmation or the decision: a restart loses neither.
+The decisions themselves (who may decide, once, before expiry) are the core's
+(:class:`~bot.approvals.Approvals`); this module only carries them between Slack and
+it, and shows what it owes (its :class:`~bot.approvals.ApprovalNotifier`): the request
+to approvers and the news of each decision.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.models import Operation, Owed
+from bot.config import ApprovalPolicy
+from bot.models import Approval, Operation
 from bot.slack import buttons, views
 from bot.slack.replies import Respond, tell
 from bot.slack.wording import Mrkdwn, md, mrkdwn, plain
 from bot.text import Command, Person, too_long
-from bot.workflow import APPROVAL_OUTCOME, APPROVAL_REQUEST
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -47,6 +47,7 @@ def _typed(view: dict[str, Any], block: str, action: str) -> str | None:
 class ApprovalHandlers:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
+        self.approvals = bot.stopbot.approvals
         # Set once a request's messages are posted and recorded: an approver quick enough
         # to click before that must not leave a live copy behind.
         self._posted: dict[str, asyncio.Event] = {}
@@ -54,26 +55,16 @@ class ApprovalHandlers:
     def register(self) -> None:
         self.bot.action(views.APPROVE, self.on_approve)
         self.bot.action(views.DENY, self.on_deny)
-        self.bot.service.outbox.handle(APPROVAL_REQUEST, self.deliver_request)
-        self.bot.service.outbox.handle(APPROVAL_OUTCOME, self.deliver_outcome)
 
-    async def deliver_request(self, owed: Owed) -> bool:
-        """The outbox's handler for a request to approvers: posted once, while pending."""
-        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
-        approval = self.bot.store.approval(op.id) if op is not None else None
-        if op is None or approval is None or approval.status != "pending":
-            return True
+    async def request(self, op: Operation, approval: Approval, policy: ApprovalPolicy) -> bool:
+        """The request to approvers: posted once."""
         if self.bot.store.approval_messages(op.id):
             return True  # posted before a restart cut its record short
-        return await self.post_request(op)
+        return await self.post_request(op, approval, policy)
 
-    async def deliver_outcome(self, owed: Owed) -> bool:
-        """The outbox's handler for a decision: every copy of the request replaced by it
-        (no live button left), and the requester told by DM."""
-        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
-        approval = self.bot.store.approval(op.id) if op is not None else None
-        if op is None or approval is None or approval.status == "pending":
-            return True
+    async def outcome(self, op: Operation, approval: Approval) -> bool:
+        """A decision: every copy of the request replaced by it (no live button left), and
+        the requester told by DM."""
         who = Person(approval.decided_by or "")
         why = md(": {}", approval.reason) if approval.reason else Mrkdwn()
         if approval.status == "approved":
@@ -105,21 +96,19 @@ class ApprovalHandlers:
         # Its answer (the modal's validation errors) depends on the work: it acks itself.
         self.bot.app.view(views.DENY_MODAL)(self.bot.guarded(self.on_deny_submitted, early=None))
 
-    async def post_request(self, op: Operation) -> bool:
+    async def post_request(self, op: Operation, approval: Approval, policy: ApprovalPolicy) -> bool:
         """Post the approval request in the requester's channel, or DM each approver;
         whether it was posted anywhere."""
         posted = self._posted.setdefault(op.id, asyncio.Event())
         try:
-            return await self._post_request(op)
+            return await self._post_request(op, approval, policy)
         finally:
             posted.set()
 
-    async def _post_request(self, op: Operation) -> bool:
+    async def _post_request(
+        self, op: Operation, approval: Approval, policy: ApprovalPolicy
+    ) -> bool:
         bot = self.bot
-        policy = bot.config.approval_for(op.resource)
-        approval = bot.store.approval(op.id)
-        if policy is None or approval is None:
-            return False
         status = bot.store.transitions(op.id)
         current = next((t.provider_state for t in reversed(status) if t.provider_state), None)
         text, blocks = views.approval_request(
@@ -179,7 +168,7 @@ class ApprovalHandlers:
 
     async def on_approve(self, body: dict[str, Any], respond: Respond) -> None:
         op_id, user = self.bot.action_of(body)
-        result = await self.bot.service.approve(op_id, await self.bot.actor(user))
+        result = await self.approvals.approve(op_id, await self.bot.actor(user))
         if not result.ok or result.operation is None or not result.run:
             await tell(respond, mrkdwn(result.message))
             return
@@ -204,7 +193,7 @@ class ApprovalHandlers:
             # Slack gives three seconds to open a form from a click.
             await tell(respond, Mrkdwn("Slack did not open the form in time: click Deny again."))
             return
-        checked = await self.bot.service.can_decide(op.id, await self.bot.actor(user))
+        checked = await self.approvals.can_decide(op.id, await self.bot.actor(user))
         if checked.operation is None or not checked.ok:
             shown = opened["view"]
             await client.views_update(
@@ -221,13 +210,9 @@ class ApprovalHandlers:
         if refused is not None:  # the modal's max_length says so already, Slack willing
             await ack(response_action="errors", errors={"reason": plain(str(refused), 150)})
             return
-        result = await self.bot.service.deny(op_id, await self.bot.actor(user), reason)
+        result = await self.approvals.deny(op_id, await self.bot.actor(user), reason)
         if not result.ok or result.operation is None:
             # A modal's errors are plain text: the message's neutral words.
             await ack(response_action="errors", errors={"reason": plain(str(result.message), 150)})
             return
         await ack()  # what the decision owes (messages, the requester's DM) is delivered
-
-    async def expire(self) -> None:
-        """End the requests past their expiry (the outbox tells everyone)."""
-        self.bot.service.expire_approvals()

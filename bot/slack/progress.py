@@ -1,4 +1,5 @@
-"""A stop's progress in Slack, delivered from the outbox (bot/outbox.py).
+"""A stop's progress in Slack, delivered from the outbox (bot/outbox.py) as the core's
+:class:`~bot.workflow.ProgressNotifier`.
 
 Every change of a stop a Slack user confirmed is owed to this face in the same transaction
 as the change, so a restart never leaves a message at "Stopping…": whichever process
@@ -28,10 +29,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.models import Operation, Owed, Transition
+from bot.models import Operation, Transition
 from bot.slack import views
 from bot.slack.wording import Mrkdwn
-from providers.base import ResourceStatus
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = [
     "INVITE_NOTE",
     "NO_POST_ERRORS",
-    "NullProgress",
     "SlackProgress",
     "posted_before",
     "tagged",
@@ -78,16 +77,13 @@ def _error(exc: Exception) -> str:
 
 
 class SlackProgress:
-    """The outbox's handler for the progress of stops asked from Slack."""
+    """Shows the progress of stops asked from Slack (a :class:`ProgressNotifier`)."""
 
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
 
-    async def deliver(self, owed: Owed) -> bool:
-        op = self.bot.store.get_operation(str(owed.payload.get("operation")))
-        if op is None or not op.notify:
-            return True
-        text, blocks = views.progress(op, self.bot.store.transitions(op.id), None)
+    async def show(self, op: Operation, timeline: list[Transition]) -> bool:
+        text, blocks = views.progress(op, timeline, None)
         if op.shown_in == IN_POSTING and op.channel:
             # Posted before a restart, its answer lost? Then that message is the one.
             found = await self._posted_before(op, op.channel)
@@ -220,13 +216,3 @@ async def posted_before(
         if metadata.get("event_type") == event and payload.get(key) == value:
             return str(message["ts"])
     return None
-
-
-class NullProgress:
-    """For a stop followed with nothing shown live (Slack's is delivered from the outbox;
-    all is in the audit log)."""
-
-    async def progress(
-        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
-    ) -> None:
-        return None

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
 from bot.config import ScheduleConfig, UnknownResourceError
 from bot.durations import format_duration, parse_duration
 from bot.models import ScheduleRun
-from bot.schedules import Change, PlanItem, RunReport, ScheduleEngine, ScheduleError
+from bot.schedules import Change, PlanItem, RunReport, ScheduleError
 from bot.slack import buttons, commands
 from bot.slack import schedule_views as sv
 from bot.slack.progress import posted_before, tagged, transient
@@ -27,6 +25,7 @@ from providers.base import ResourceStatus
 
 if TYPE_CHECKING:
     from bot.slack.app import Respond, SlackBot
+    from bot.stopbot import Stopbot
 
 __all__ = ["ScheduleHandlers", "SlackScheduleNotifier"]
 
@@ -113,9 +112,14 @@ def _failed(what: str, exc: Exception, **about: str) -> bool:
 
 
 class ScheduleHandlers:
-    def __init__(self, bot: SlackBot, engine: ScheduleEngine) -> None:
+    """``/stop schedule`` and ``/stop dry-run``, and the buttons of schedule messages: read
+    into the core's schedule rights (:class:`~bot.schedules.ScheduleRights`), whose
+    answers and refusals are written here."""
+
+    def __init__(self, bot: SlackBot, stopbot: Stopbot) -> None:
         self.bot = bot
-        self.engine = engine
+        self.engine = stopbot.engine
+        self.rights = stopbot.schedules
 
     def register(self) -> None:
         action = self.bot.action
@@ -126,19 +130,6 @@ class ScheduleHandlers:
         action(sv.RUN_CANCEL, self.on_run_cancel)
         action(sv.DRIFT_STOP, self.on_drift_stop)
         action(sv.DRIFT_LEAVE, self.on_drift_leave)
-
-    # -- who may ------------------------------------------------------------------------
-
-    async def _may_act(self, user: str, schedule: ScheduleConfig) -> str | None:
-        """None when ``user`` may skip, snooze or run ``schedule``: an admin, or someone
-        allowed to stop every resource it selects. Else why not."""
-        if self.bot.service.policy.is_admin(user):
-            return None
-        for resource in self.engine.selected(schedule):
-            decision = await self.bot.service.policy.may_stop(user, resource.name)
-            if not decision.allowed:
-                return f"you may not stop {resource.name}, which `{schedule.name}` stops"
-        return None
 
     # -- commands -------------------------------------------------------------------------
 
@@ -153,7 +144,8 @@ class ScheduleHandlers:
     async def _command(
         self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
     ) -> None:
-        engine, action = self.engine, cmd.action
+        engine, rights, action = self.engine, self.rights, cmd.action
+        name = cmd.name or ""
         if action == "list":
             sources = self.bot.store.schedule_sources()
             rows = [
@@ -161,42 +153,46 @@ class ScheduleHandlers:
                     s,
                     engine.upcoming(s),
                     engine.plan(s),
-                    "stopbot.yaml" if sources.get(name) == "config" else "Slack",
+                    "stopbot.yaml" if sources.get(key) == "config" else "Slack",
                 )
-                for name, s in sorted(engine.schedules().items())
+                for key, s in sorted(engine.schedules().items())
             ]
             text, blocks = sv.listing(rows)
             await tell(respond, text, blocks)
-            return
-        if action == "exceptions":
+        elif action == "exceptions":
             text, blocks = sv.exceptions(self.bot.store.active_exceptions(), engine.clock())
             await tell(respond, text, blocks)
-            return
-        name = cmd.name or ""
-        if action in {"add", "remove"} and not self.bot.service.policy.is_admin(user):
-            await tell(respond, md("Only admins can {} schedules.", action))
-            return
-        if action == "add":
-            await self._add(cmd, user, channel, respond)
-            return
-        schedule = engine.schedule(name)
-        if action == "dry-run":
+        elif action == "add":
+            schedule = rights.add(
+                user,
+                name,
+                cmd.cron or "",
+                cmd.timezone or "",
+                cmd.selector or "",
+                channel=channel,
+                warn_before=cmd.warn_before,
+            )
+            await tell_channel(
+                respond,
+                md(
+                    "Added {}: {} in {}, next run {}; warnings and summaries here.",
+                    code(schedule.name),
+                    code(schedule.cron),
+                    schedule.timezone,
+                    _at(engine.upcoming(schedule)),
+                ),
+            )
+        elif action == "remove":
+            await rights.remove(user, name)
+            await tell(respond, md("Removed the schedule {}.", code(name)))
+        elif action == "dry-run":
+            schedule = engine.schedule(name)
             text, blocks = sv.dry_run(schedule, await engine.read_plan(schedule))
             await tell(respond, text, blocks)
-            return
-        refusal = await self._may_act(user, schedule)
-        if refusal is not None:
-            await tell(respond, md("You cannot {} {}: {}.", action, code(name), refusal))
-            return
-        if action == "remove":
-            engine.remove(name, user)
-            self.bot.rebuild_schedules()
-            await tell(respond, md("Removed the schedule {}.", code(name)))
         elif action == "run":
-            plan = await engine.read_plan(schedule, started_by=user)
-            await tell(respond, *sv.run_confirmation(schedule, plan))
+            await tell(respond, *sv.run_confirmation(*await rights.plan_run(user, name)))
         elif action == "skip":
-            change = engine.skip(name, user)
+            change = await rights.skip(user, name)
             if change.repeat:
                 await tell(respond, _already_skipped(name, change))
                 return
@@ -204,7 +200,7 @@ class ScheduleHandlers:
                 respond, md("The next {} run ({}) will be skipped.", code(name), _at(change.fire))
             )
         elif action == "snooze" and cmd.duration is not None:
-            change = engine.snooze(name, cmd.duration, user)
+            change = await rights.snooze(user, name, cmd.duration)
             if change.repeat:
                 await tell(respond, _already_snoozed(name, change))
                 return
@@ -218,99 +214,18 @@ class ScheduleHandlers:
                 ),
             )
 
-    async def _add(
-        self, cmd: commands.ScheduleCommand, user: str, channel: str | None, respond: Respond
-    ) -> None:
-        selector = cmd.selector or ""
-        if selector.startswith("tag:"):
-            key, _, value = selector[4:].partition("=")
-            select: dict[str, Any] = {"tags": {key: value}}
-        else:
-            select = {"resources": [r for r in selector.split(",") if r]}
-        definition: dict[str, Any] = {
-            "name": cmd.name,
-            "cron": cmd.cron,
-            "timezone": cmd.timezone,
-            "select": select,
-            "channel": channel,
-        }
-        if cmd.warn_before is not None:
-            definition["warn_before"] = cmd.warn_before
-        try:
-            schedule = ScheduleConfig.model_validate(definition)
-        except ValidationError as exc:
-            reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            await tell(respond, md("Cannot add {}: {}.", code(cmd.name or ""), reasons))
-            return
-        self.engine.add(schedule, user)
-        self.bot.rebuild_schedules()
-        await tell_channel(
-            respond,
-            md(
-                "Added {}: {} in {}, next run {}; warnings and summaries here.",
-                code(schedule.name),
-                code(schedule.cron),
-                schedule.timezone,
-                _at(self.engine.upcoming(schedule)),
-            ),
-        )
-
     # -- buttons --------------------------------------------------------------------------
-
-    async def _schedule_for(self, name: str, user: str, respond: Respond) -> ScheduleConfig | None:
-        try:
-            schedule = self.engine.schedule(name)
-        except ScheduleError as exc:
-            await tell(respond, mrkdwn(exc.text))
-            return None
-        refusal = await self._may_act(user, schedule)
-        if refusal is not None:
-            await tell(respond, md("You cannot change {}: {}.", code(name), refusal))
-            return None
-        return schedule
-
-    def _button_fire(self, schedule: ScheduleConfig, fire: dt.datetime | None) -> dt.datetime:
-        """The fire a Skip or Snooze button acts on: the one it carries, else (a message
-        posted before buttons carried it) the next fire, skipped or not, so that a second
-        click of such a button finds it skipped too."""
-        return fire or self.engine.next_run(schedule, counting_skips=False)[0]
-
-    async def _from_button(
-        self,
-        name: str,
-        fire: dt.datetime | None,
-        user: str,
-        respond: Respond,
-        change: Callable[[dt.datetime], Change],
-        already: Callable[[str, Change], Mrkdwn],
-    ) -> Change | None:
-        """Skip or Snooze, on the fire the button carries; None once the clicker is told why
-        nothing changed (not theirs to do, too late, done already)."""
-        schedule = await self._schedule_for(name, user, respond)
-        if schedule is None:
-            return None
-        try:
-            made = change(self._button_fire(schedule, fire))
-        except ScheduleError as exc:
-            await tell(respond, mrkdwn(exc.text))
-            return None
-        if made.repeat:
-            await tell(respond, already(name, made))
-            return None
-        return made
 
     async def on_skip(self, body: dict[str, Any], respond: Respond) -> None:
         value, user = self.bot.action_of(body)
         name, _, fire = sv.read_fire_value(value)
-        change = await self._from_button(
-            name,
-            fire,
-            user,
-            respond,
-            lambda at: self.engine.skip(name, user, at),
-            _already_skipped,
-        )
-        if change is None:
+        try:
+            change = await self.rights.skip(user, name, fire, shown=True)
+        except ScheduleError as exc:
+            await tell(respond, mrkdwn(exc.text))
+            return
+        if change.repeat:
+            await tell(respond, _already_skipped(name, change))
             return
         await tell_channel(
             respond,
@@ -323,15 +238,13 @@ class ScheduleHandlers:
         if duration not in {sv.SNOOZE_BY, ""}:
             raise buttons.StaleButton
         delay = parse_duration(duration or sv.SNOOZE_BY)
-        change = await self._from_button(
-            name,
-            fire,
-            user,
-            respond,
-            lambda at: self.engine.snooze(name, delay, user, at),
-            _already_snoozed,
-        )
-        if change is None:
+        try:
+            change = await self.rights.snooze(user, name, delay, fire, shown=True)
+        except ScheduleError as exc:
+            await tell(respond, mrkdwn(exc.text))
+            return
+        if change.repeat:
+            await tell(respond, _already_snoozed(name, change))
             return
         await tell_channel(
             respond,
@@ -364,19 +277,9 @@ class ScheduleHandlers:
                 ),
             )
             return
-        decision = await self.bot.service.policy.may_stop(user, resource)
-        if not decision.allowed:
-            await tell(respond, md("You cannot keep {}: {}.", resource, decision.reason))
-            return
+        hours = None if kept == "next" else int(kept.removesuffix("h"))
         try:
-            schedule = self.engine.schedule(name)
-            now = self.engine.clock()
-            if kept == "next":
-                tonight = self.engine.upcoming(schedule)
-                until = self.engine.next_fire(schedule, tonight)
-            else:
-                until = now + dt.timedelta(hours=int(kept.removesuffix("h")))
-            self.engine.keep(name, resource, until, user)
+            until = await self.rights.keep(user, name, resource, hours=hours)
         except ScheduleError as exc:
             await tell(respond, mrkdwn(exc.text))
             return
@@ -387,15 +290,10 @@ class ScheduleHandlers:
 
     async def on_run_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)
-        if await self._schedule_for(name, user, respond) is None:
-            return
         container = body.get("container")
         message_ts = container.get("message_ts") if isinstance(container, dict) else None
-        if not self.bot.store.claim(f"schedule-run-click:{message_ts}:{name}"):
-            await tell(respond, Mrkdwn("This run was already started."))
-            return
         try:
-            await self.engine.run_now(name, user)
+            await self.rights.run_now(user, name, once=f"{message_ts}:{name}")
         except ScheduleError as exc:
             await tell(respond, mrkdwn(exc.text))
             return
@@ -423,15 +321,11 @@ class ScheduleHandlers:
         data = buttons.fields(buttons.value(body), "s", "r")
         resource = self._known(data["r"])
         user = buttons.clicker(body)
-        # Dismissing the report takes "Stop again" away from everyone: only someone who
-        # could stop it decides to leave it running.
-        decision = await self.bot.service.policy.may_stop(user, resource)
-        if not decision.allowed:
-            await tell(respond, md("You cannot decide for {}: {}.", resource, decision.reason))
+        try:
+            await self.rights.leave_drifted(user, data["s"], resource)
+        except ScheduleError as exc:
+            await tell(respond, mrkdwn(exc.text))
             return
-        self.bot.store.audit(
-            user, "schedule.drift_accepted", resource=resource, detail={"schedule": data["s"]}
-        )
         await replace(respond, md("{} leaves {} running.", Person(user), resource))
 
 

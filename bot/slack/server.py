@@ -284,8 +284,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         except Exception as exc:
             checks["store"] = f"error: {exc}"
         checks["operations_in_flight"] = len(bot.service.in_flight())
-        if bot.scheduler is not None:
-            checks["scheduler"] = "running" if bot.scheduler.running else "stopped"
+        scheduler = bot.stopbot.scheduler
+        if scheduler is not None:
+            checks["scheduler"] = "running" if scheduler.running else "stopped"
         if bot.slack_connection is not None:
             checks["slack"] = await bot.slack_connection()
         if bot.auth_state is not None:
@@ -306,7 +307,7 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         bot.metrics.attach()
         await bot.open_session()
         await bot.check_token()
-        await bot.start_duties()
+        await bot.stopbot.start_duties()
         yield
         await bot.stop_duties()
         await bot.close_session()

@@ -14,7 +14,8 @@ it was pressed for; the regular fires after it keep happening, with their warnin
 Whatever starts late, a regular fire, a snoozed run or a run resumed after a restart,
 starts only within ``grace_time``, else it is recorded as missed and announced.
 
-Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens.
+Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens. Who may
+ask for what is :mod:`bot.schedules.rights`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from bot.store import Store
 from bot.text import Command, Person, Text, TextError, say
 from bot.workflow import INTERRUPTED_PREPARING, Preview, StopService
 from providers.base import Phase, Resource, ResourceStatus
-from providers.errors import ProviderError
 
 __all__ = [
     "Change",
@@ -194,7 +194,7 @@ class ScheduleEngine:
         config: StopbotConfig,
         store: Store,
         service: StopService,
-        notifier: ScheduleNotifier,
+        notifier: ScheduleNotifier | None = None,
         *,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
@@ -203,7 +203,6 @@ class ScheduleEngine:
         self.settings = config.scheduling
         self.store = store
         self.service = service
-        self.notifier = notifier
         self.clock = clock or service.clock
         self.sleep = sleep or service.sleep
         self.registry = service.registry
@@ -211,13 +210,27 @@ class ScheduleEngine:
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
         self._tick_lock = asyncio.Lock()
+        self._notifier = notifier
+        if notifier is not None:
+            self.notify_with(notifier)
+        self.registry.sweeps.append(self.sweep)
+
+    def notify_with(self, notifier: ScheduleNotifier) -> None:
+        """Show what schedules do through ``notifier`` (until then it stays owed, for a
+        process whose face shows it)."""
+        self._notifier = notifier
         self.outbox.handle(WARNING, self._deliver_warning)
         self.outbox.handle(ANNOUNCEMENT, self._deliver_announcement)
         self.outbox.handle(
             SUMMARY, self._deliver_summary, interval=self.settings.summary_interval.total_seconds()
         )
         self.outbox.handle(DRIFT, self._deliver_drift)
-        self.registry.sweeps.append(self.sweep)
+
+    @property
+    def notifier(self) -> ScheduleNotifier:
+        """The face's notifier (the outbox delivers a schedule's messages only with one)."""
+        assert self._notifier is not None
+        return self._notifier
 
     # -- definitions ------------------------------------------------------------------
 
@@ -1109,7 +1122,7 @@ class ScheduleEngine:
                 i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
             ]
             resources = [r for r in self.config.all_resources() if r.name in stopped]
-            for name, status in (await self._statuses(resources)).items():
+            for name, status in (await reads.statuses(self.service.providers, resources)).items():
                 owed = self.outbox.message(
                     DRIFT,
                     f"{run.id}:{name}",
@@ -1138,21 +1151,6 @@ class ScheduleEngine:
         return (
             await self.notifier.drift(schedule, run, owed.payload["resource"], status) is not False
         )
-
-    async def _statuses(self, resources: list[Resource]) -> dict[str, ResourceStatus]:
-        """Statuses by resource name, one bulk call per provider."""
-        by_provider: dict[str, list[Resource]] = {}
-        for r in resources:
-            by_provider.setdefault(r.provider, []).append(r)
-        found: dict[str, ResourceStatus] = {}
-        for name, group in by_provider.items():
-            try:
-                statuses = await self.service.providers[name].statuses(group)
-            except ProviderError as exc:
-                log.warning("drift check failed", extra={"provider": name, "error": str(exc)})
-                continue
-            found.update({r.name: statuses[r.id] for r in group if r.id in statuses})
-        return found
 
 
 async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:

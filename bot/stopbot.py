@@ -1,0 +1,161 @@
+"""The assembled bot, built once: the stop workflow and its rules (policy, approvals,
+locks, schedule rights), the schedule engine, and the duties that keep time.
+
+Faces get it built. The Slack app, the terminal and the playground each take a
+:class:`Stopbot` and plug in what they show through (:meth:`Stopbot.attach`, a
+:class:`Face`): none of them builds a rule, an engine or a duty of its own.
+
+Duties (:meth:`Stopbot.start_duties`, in a serving process only):
+
+* taking over what dead processes left, at start and every ``recovery.sweep_interval``,
+  in this order: the face's own (the requests it answered), the stops they drove, the
+  messages they owed, their scheduled runs;
+* housekeeping every ``housekeeping_interval``: approval requests past their expiry are
+  ended, owners of locks about to expire are warned;
+* schedule ticks (:class:`~bot.schedules.ScheduleRunner`).
+
+What the duties have to say is owed through the outbox in the same transaction as the
+change, and shown by the face's notifiers: a process with no face (``stopbot stop``)
+leaves it owed, for a process whose face shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from bot.approvals import ApprovalNotifier
+from bot.config import StopbotConfig
+from bot.locks import LockNotifier, Locks
+from bot.policy import GroupMembers, Policy
+from bot.processes import Sweep
+from bot.schedules import ScheduleEngine, ScheduleNotifier, ScheduleRights, ScheduleRunner
+from bot.store import Store
+from bot.workflow import Clock, ProgressNotifier, StopService, Unshown
+from providers.base import Provider, utcnow
+
+__all__ = ["Face", "Stopbot"]
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Face:
+    """What a face plugs into the assembled bot: who is in a user group, how it shows
+    what the core owes it (each notifier optional), and its own takeovers (``sweeps``,
+    run first)."""
+
+    group_members: GroupMembers | None = None
+    progress: ProgressNotifier | None = None
+    approvals: ApprovalNotifier | None = None
+    locks: LockNotifier | None = None
+    schedules: ScheduleNotifier | None = None
+    sweeps: Sequence[Sweep] = ()
+
+
+class Stopbot:
+    """The bot's rules, engine and duties over one store and one client per provider."""
+
+    def __init__(
+        self,
+        config: StopbotConfig,
+        store: Store,
+        providers: dict[str, Provider],
+        *,
+        clock: Clock = utcnow,
+        sleep: Sleep = asyncio.sleep,
+        housekeeping_interval: float = 30.0,
+        schedule_tick: float | None = 30.0,
+    ) -> None:
+        """``schedule_tick``: seconds between the scheduler's ticks besides each cron
+        fire; None: no scheduler in this process (its owner ticks the engine itself)."""
+        self.config = config
+        self.store = store
+        self.providers = providers
+        self.policy = Policy(config)
+        self.service = StopService(
+            config, store, providers, policy=self.policy, clock=clock, sleep=sleep
+        )
+        self.clock = self.service.clock
+        self.registry = self.service.registry
+        self.outbox = self.service.outbox
+        self.approvals = self.service.approvals
+        self.locks = Locks(config, store, providers, self.policy, self.outbox)
+        self.engine = ScheduleEngine(config, store, self.service)
+        self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
+        self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
+        self.housekeeping_interval = housekeeping_interval
+        self._housekeeping: asyncio.Task[None] | None = None
+        # Before the outbox's and the engine's (see the module's docstring).
+        self.registry.sweeps.insert(0, self.resume_stops)
+
+    def attach(self, face: Face) -> None:
+        """Plug a face in, once, before the duties start."""
+        if face.group_members is not None:
+            self.policy.group_members = face.group_members
+        if face.progress is not None:
+            self.service.show_progress_with(face.progress)
+        if face.approvals is not None:
+            self.approvals.notify_with(face.approvals)
+        if face.locks is not None:
+            self.locks.notify_with(face.locks)
+        if face.schedules is not None:
+            self.engine.notify_with(face.schedules)
+        self.registry.sweeps[0:0] = face.sweeps
+
+    # -- duties ---------------------------------------------------------------------
+
+    async def start_duties(self) -> None:
+        """Take over what dead processes left, then keep this process alive in the store
+        and do the time-driven work (housekeeping, schedules)."""
+        await self.registry.sweep()
+        self.registry.start(self.config.recovery.sweep_interval.total_seconds())
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def stop_duties(self) -> None:
+        """Stop the time-driven work (then :meth:`aclose`)."""
+        await self.registry.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+            self._housekeeping = None
+
+    async def aclose(self) -> None:
+        """Stop following stops (the store keeps them), and hand what this process owned
+        to the next one at once."""
+        await self.service.aclose()
+        self.registry.retire()
+
+    async def resume_stops(self) -> None:
+        """Carry on the stops dead processes drove (their progress is owed to their face
+        through the outbox)."""
+        resumed = await self.service.resume(lambda op: Unshown())
+        if resumed:
+            log.info("took over %d stop(s) in flight", len(resumed))
+
+    async def tick(self) -> None:
+        """Housekeeping: end the approval requests past their expiry, warn the owners of
+        locks about to expire."""
+        self.approvals.expire()
+        self.locks.warn_expiring()
+
+    async def _housekeep(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("housekeeping failed; trying again next round")
+            await asyncio.sleep(self.housekeeping_interval)
+
+    def rebuild_schedules(self) -> None:
+        """The scheduler's cron jobs, after a schedule was added or removed."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.rebuild()
