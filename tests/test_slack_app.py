@@ -9,14 +9,17 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import httpx
 import pytest
 
 from bot.models import OpState
+from bot.processes import Registration
 from bot.slack import views
-from bot.slack.fake_api import RESPONSE_URL_METHOD
+from bot.slack.fake_api import RESPONSE_URL_METHOD, slash_command_body
+from bot.slack.inbox import PAYLOAD
 from bot.store import open_store
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
@@ -530,3 +533,37 @@ async def test_healthz_reports_a_lost_slack_connection(slack: Slack) -> None:
         response = await client.get(f"{slack.server.url}/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["slack"] == "disconnected"
+
+
+async def test_a_request_acked_by_its_listener_is_recorded_first_and_handled_again(
+    slack: Slack,
+) -> None:
+    """A request the endpoint leaves to Bolt (as every request in Socket Mode) is recorded
+    by its listener before the ack, as the payload Bolt parsed, and marked handled when
+    its work ends; one a dead process recorded and never finished is handled by the next
+    process, whose answer reaches the user."""
+    slack.bot.answer_ahead = lambda body: None  # type: ignore[method-assign]
+    await slack.command("status dev-eu")
+    await slack.reply()
+    [(kind,)] = slack.store.tuples("SELECT content_type FROM inbox")
+    assert kind == PAYLOAD
+    deadline = time.monotonic() + 5
+    while slack.store.open_requests():  # the work's task ends just after its answer
+        assert time.monotonic() < deadline, "the request was never marked handled"
+        await asyncio.sleep(0.01)
+
+    dead = Registration()
+    dead.abandon()
+    slack.store.register_process(dead)
+    url = slack.fake.new_response_url(channel=CHANNEL, user=BOB)
+    form = dict(
+        parse_qsl(slash_command_body("/stop", "status web-1", BOB, CHANNEL, url, "t-dead").decode())
+    )
+    slack.store.receive([("cut-by-a-kill", json.dumps(form), PAYLOAD)], dead.id)
+    slack.stop()
+    slack.start()  # its sweep handles what the dead process answered
+    answer = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: c.args.get("text", "").startswith("web-1:")
+    )
+    assert answer.args["text"] == "web-1: ACTIVE (running)"
+    assert slack.store.open_requests() == []

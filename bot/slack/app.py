@@ -36,7 +36,7 @@ from bot.models import Actor, Operation, OpState
 from bot.reads import Reading
 from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
-from bot.slack.inbox import Inbox, track
+from bot.slack.inbox import Handling, Inbox, track
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
 from bot.slack.replies import Respond, replace, tell
@@ -164,6 +164,7 @@ def _guarded(
     *,
     early: EarlyAck | None = ack_at_once,
     observe: Callable[[dict[str, Any]], None] | None = None,
+    record: Callable[[dict[str, Any]], Awaitable[Handling | None]] | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Whatever goes wrong inside a listener, the user gets words, not silence or a trace.
 
@@ -179,7 +180,10 @@ def _guarded(
 
     With ``after_ack``, the work after the ack waits its turn (see :class:`AfterAck`).
     ``background`` keeps the tasks, which the server drains on shutdown. ``observe`` sees
-    each request's body first (the metrics count it).
+    each request's body first (the metrics count it). ``record`` records a request the
+    endpoint did not (Socket Mode, or answered in line) before the early ack, so that a
+    kill before its work ends loses nothing (see bot/slack/inbox.py); a redelivery of a
+    request recorded already is acked and not worked on again.
     """
 
     def spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -208,8 +212,11 @@ def _guarded(
         given |= {"respond": respond, "client": client}
         kwargs = {name: given[name] for name in wanted}
         if early is not None:
-            if await _early_ack(early, ack, given):
+            handling = await record(body) if record is not None else None
+            if await _early_ack(early, ack, given) and (record is None or handling):
                 spawn(_after(after_ack, _run_guarded(func, kwargs)))
+            if handling is not None:
+                Inbox.acked(handling)
         else:
             await _ack_from_task(func, kwargs, ack, after_ack, spawn)
 
@@ -534,7 +541,12 @@ class SlackBot:
         """A listener that acks early, answers failures in words and queues its post-ack
         work (see :func:`_guarded`)."""
         return _guarded(
-            func, self.after_ack, self._listeners, early=early, observe=self.count_request
+            func,
+            self.after_ack,
+            self._listeners,
+            early=early,
+            observe=self.count_request,
+            record=self.inbox.record,
         )
 
     def count_request(self, body: dict[str, Any]) -> None:

@@ -1,11 +1,15 @@
 """Requests answered before they are handled, kept until they are.
 
-Slack gets its 200 before the work: the HTTP endpoint answers a click or a `/stop` ahead
-of Bolt (bot/slack/server.py), and a process killed in between would drop the click
-silently. So the request is recorded in the store before the answer leaves, and marked
-handled once the listener's work is over. A process taking over a dead one's open
-requests handles them again, signed afresh with the signing secret (their signature was
-checked on arrival; Bolt checks it again, and would refuse one older than five minutes).
+Slack gets its answer before the work: the HTTP endpoint answers a click or a `/stop`
+ahead of Bolt (bot/slack/server.py), and every listener acks before its work (in Socket
+Mode too, over the websocket); a process killed in between would drop the click silently.
+So the request is recorded in the store before the answer leaves (by the endpoint for what
+it answers ahead, by the listener's guard for the rest), and marked handled once the
+listener's work is over. A process taking over a dead one's open requests handles them
+again: one the endpoint recorded, as it came, signed afresh with the signing secret (its
+signature was checked on arrival; Bolt checks it again, and would refuse one older than
+five minutes); one a listener recorded, as the payload Bolt parsed (Bolt's Socket Mode
+requests are not signed).
 
 A request seen again byte for byte (a redelivery) is answered and not handled twice. A
 request whose handling was cut three times (it may be what kills the process) is dropped,
@@ -17,25 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from slack_bolt.async_app import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
 
-__all__ = ["MAX_ATTEMPTS", "Inbox", "track"]
+__all__ = ["MAX_ATTEMPTS", "PAYLOAD", "Handling", "Inbox", "track"]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+PAYLOAD = "application/x-stopbot-payload"
+"""The content type of a request recorded as the payload Bolt parsed (see the docstring)."""
 REPLAY_WAIT = 60.0  # seconds a sweep waits for the requests it handles again
 
 
-class _Handling:
+class Handling:
     """One request's handling in this process: Bolt's dispatch and the work it spawned."""
 
     def __init__(self, inbox: Inbox, request_id: str) -> None:
@@ -44,6 +52,7 @@ class _Handling:
         self.pending = 0
         self.dispatched = False
         self.over = asyncio.Event()
+        self.token: contextvars.Token[Handling | None] | None = None
 
     def started(self, task: asyncio.Task[None]) -> None:
         self.pending += 1
@@ -67,7 +76,7 @@ class _Handling:
                 log.exception("could not record a request as handled")
 
 
-_CURRENT: contextvars.ContextVar[_Handling | None] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
     "stopbot_request", default=None
 )
 
@@ -112,10 +121,34 @@ class Inbox:
         for (*_, recorded), state in zip(waiting, seen, strict=True):
             recorded.set_result(state)
 
-    def handle(self, request_id: str, raw_body: str, headers: Mapping[str, str]) -> _Handling:
+    async def record(self, body: dict[str, Any]) -> Handling | None:
+        """Record a request a listener is about to ack that the endpoint did not record (a
+        Socket Mode request, or one Bolt answers in line), before the ack; its handling, or
+        None when this very payload was recorded already (a redelivery: no work again). The
+        handling ends with the work the listener spawns (see :func:`track`)."""
+        current = _CURRENT.get()
+        if current is not None:
+            return current
+        request_id, seen = await self.receive(json.dumps(body, sort_keys=True), PAYLOAD)
+        if seen != "new":
+            return None
+        handling = Handling(self, request_id)
+        handling.token = _CURRENT.set(handling)
+        return handling
+
+    @staticmethod
+    def acked(handling: Handling) -> None:
+        """A listener acked and spawned its work: the request is handled when that ends
+        (and what follows in this task is another request's)."""
+        handling.dispatch_over()
+        if handling.token is not None:
+            _CURRENT.reset(handling.token)
+            handling.token = None
+
+    def handle(self, request_id: str, raw_body: str, headers: Mapping[str, str]) -> Handling:
         """Bolt's whole handling (verification, listener, work) of a recorded request, once
         the burst of answers is over (see :class:`bot.slack.app.AfterAck`)."""
-        handling = _Handling(self, request_id)
+        handling = Handling(self, request_id)
 
         async def dispatch() -> None:
             from bot.slack.app import bolt_request
@@ -139,13 +172,29 @@ class Inbox:
         self.bot.keep(task)
         return handling
 
+    def handle_payload(self, request_id: str, payload: dict[str, Any]) -> Handling:
+        """Bolt's handling of a request recorded as its payload (see :meth:`record`)."""
+        handling = Handling(self, request_id)
+
+        async def dispatch() -> None:
+            _CURRENT.set(handling)
+            try:
+                await self.bot.app.async_dispatch(
+                    AsyncBoltRequest(body=payload, mode="socket_mode")
+                )
+            except Exception:
+                log.exception("Bolt failed on a request handled again")
+            handling.dispatch_over()
+
+        task = asyncio.create_task(dispatch(), name="dispatch-again")
+        self.bot.keep(task)
+        return handling
+
     async def replay(self) -> int:
         """Handle again the requests that processes now dead answered but did not finish
         (a sweep: at start, and every few seconds); how many."""
         secret = self.bot.signing_secret
-        if not secret:
-            return 0
-        verifier = SignatureVerifier(secret)
+        verifier = SignatureVerifier(secret) if secret else None
         registry = self.bot.service.registry
         store = self.bot.store
         live = registry.live()
@@ -164,13 +213,18 @@ class Inbox:
                 store.handled(row["id"])
                 continue
             body = str(row["body"])
+            log.info("handling a request again after a restart", extra={"request": row["id"]})
+            if row["content_type"] == PAYLOAD:
+                started.append(self.handle_payload(row["id"], json.loads(body)))
+                continue
+            if verifier is None:  # recorded by an HTTP endpoint this process does not have
+                continue
             now = str(int(time.time()))
             headers = {
                 "content-type": str(row["content_type"] or "application/x-www-form-urlencoded"),
                 "x-slack-request-timestamp": now,
                 "x-slack-signature": str(verifier.generate_signature(timestamp=now, body=body)),
             }
-            log.info("handling a request again after a restart", extra={"request": row["id"]})
             started.append(self.handle(row["id"], body, headers))
         if started:
             waits = [asyncio.ensure_future(h.over.wait()) for h in started]
