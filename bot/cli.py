@@ -706,7 +706,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: boo
             api_url=settings.slack_api_url,
         )
         print(f"stopbot: configuration: {runtime.config_source}", flush=True)
-        print(f"stopbot: database: {settings.stopbot_db}", flush=True)
+        # The store's own location: one with a secret in it is printed without it.
+        print(f"stopbot: database: {runtime.store.location}", flush=True)
         app_token = settings.slack_app_token
         if http_mode or app_token is None:
             print(

@@ -596,6 +596,13 @@ def _error_path(loc: tuple[int | str, ...], document: Any) -> str:
     return path
 
 
+# What a pattern the schema checks means, for the person who wrote the value.
+_PATTERN_WORDS = {
+    r"^https?://": "must be a URL starting with https:// (or http://)",
+    NAME_PATTERN: "use letters, digits, '_', '.' and '-' only, starting with a letter or digit",
+}
+
+
 def parse_config(document: Any, source: str, env: Mapping[str, str] | None = None) -> StopbotConfig:
     """Validate an already-parsed YAML document."""
     if document is None:
@@ -616,6 +623,8 @@ def parse_config(document: Any, source: str, env: Mapping[str, str] | None = Non
                 reason = f"unknown provider type; expected one of {error['ctx']['expected_tags']}"
             elif error["type"] == "extra_forbidden":
                 reason = "unknown key (check its spelling)"
+            elif error["type"] == "string_pattern_mismatch":
+                reason = _PATTERN_WORDS.get(str(error["ctx"]["pattern"]), reason)
             problems.append((_error_path(error["loc"], document), reason))
         raise ConfigError(source, problems) from None
     problems = config.reference_problems()

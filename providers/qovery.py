@@ -109,7 +109,7 @@ class QoveryConfig(ProviderConfigBase):
     """A ``providers:`` entry of type ``qovery``: one organization, one API token."""
 
     type: Literal["qovery"] = "qovery"
-    base_url: str = Field(default="https://api.qovery.com", min_length=1)
+    base_url: str = Field(default="https://api.qovery.com", pattern=r"^https?://")
     token: SecretStr
     organization_id: str = Field(min_length=1)
 

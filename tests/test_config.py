@@ -219,3 +219,20 @@ def test_a_sweep_slower_than_a_third_of_the_lease_is_refused() -> None:
         parse_config(document, "sample", env={})
     fine = {**document, "recovery": {"lease": "30s", "sweep_interval": "10s"}}
     assert parse_config(fine, "sample", env={}).recovery.sweep_interval.total_seconds() == 10
+
+
+def test_a_url_or_a_name_of_the_wrong_form_is_said_in_words(tmp_path: Path) -> None:
+    """A provider URL that is no http(s) URL (Qovery's too) and a resource name with a
+    space are refused with what the value must look like, not the schema's pattern."""
+    found = problems(
+        tmp_path,
+        "providers:\n"
+        "  - {name: q, type: qovery, base_url: 'ftp://qovery', token: t, organization_id: o}\n"
+        "resources:\n"
+        "  - {name: 'dev eu', provider: q, id: x}\n",
+    )
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "providers[0].base_url: must be a URL starting with https:// (or http://)",
+        "resources[0].name: use letters, digits, '_', '.' and '-' only, starting with a letter "
+        "or digit",
+    ]
