@@ -231,6 +231,12 @@ class RecoverySettings(BaseModel):
         "ones left (at most a third of the lease).",
     )
 
+    leader_timeout: Duration = Field(
+        default=dt.timedelta(seconds=5),
+        description="With several replicas on PostgreSQL: a leader (schedules, "
+        "housekeeping) that is silent this long, paused or cut off, is replaced.",
+    )
+
     @model_validator(mode="after")
     def _sweeps_within_the_lease(self) -> RecoverySettings:
         if self.sweep_interval * 3 > self.lease:

@@ -14,6 +14,10 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
   ended, owners of locks about to expire are warned;
 * schedule ticks (:class:`~bot.schedules.ScheduleRunner`).
 
+Housekeeping and schedule ticks are done by the leader only (:mod:`bot.leadership`: every
+process on SQLite, one replica at a time on PostgreSQL); takeovers are done by every
+process, each one a compare-and-set.
+
 What the duties have to say is owed through the outbox in the same transaction as the
 change, and shown by the face's notifiers: a process with no face (``stopbot stop``)
 leaves it owed, for a process whose face shows it.
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
+from bot.leadership import Leadership, Sole
 from bot.locks import LockNotifier, Locks
 from bot.policy import GroupMembers, Policy
 from bot.processes import Sweep
@@ -70,9 +75,12 @@ class Stopbot:
         sleep: Sleep = asyncio.sleep,
         housekeeping_interval: float = 30.0,
         schedule_tick: float | None = 30.0,
+        leadership: Leadership | None = None,
     ) -> None:
         """``schedule_tick``: seconds between the scheduler's ticks besides each cron
-        fire; None: no scheduler in this process (its owner ticks the engine itself)."""
+        fire; None: no scheduler in this process (its owner ticks the engine itself).
+        ``leadership``: who among the processes does the time-driven duties (default:
+        every one)."""
         self.config = config
         self.store = store
         self.providers = providers
@@ -86,10 +94,16 @@ class Stopbot:
         self.approvals = self.service.approvals
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
-        self.scheduler = ScheduleRunner(self.engine, schedule_tick) if schedule_tick else None
+        self.leadership = leadership or Sole()
+        self.scheduler = (
+            ScheduleRunner(self.engine, schedule_tick, lambda: self.leadership.leading)
+            if schedule_tick
+            else None
+        )
         self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
+        self._notices: set[asyncio.Task[None]] = set()
         # Before the outbox's and the engine's (see the module's docstring).
         self.registry.sweeps.insert(0, self.resume_stops)
 
@@ -117,9 +131,12 @@ class Stopbot:
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         if self.scheduler is not None:
             self.scheduler.start()
+        self.leadership.follow(on_lead=self._lead, on_change=self._schedules_changed)
+        await self.leadership.start()
 
     async def stop_duties(self) -> None:
         """Stop the time-driven work (then :meth:`aclose`)."""
+        await self.leadership.stop()
         await self.registry.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
@@ -147,15 +164,33 @@ class Stopbot:
         self.approvals.expire()
         self.locks.warn_expiring()
 
+    async def _lead(self) -> None:
+        """Now the leader: do at once what is due (a fire the previous leader missed)."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.rebuild()
+            await self.scheduler.tick()
+        await self.tick()
+
+    async def _schedules_changed(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.rebuild()
+            await self.scheduler.tick()
+
     async def _housekeep(self) -> None:
         while True:
             try:
-                await self.tick()
+                if self.leadership.leading:
+                    await self.tick()
             except Exception:
                 log.exception("housekeeping failed; trying again next round")
             await asyncio.sleep(self.housekeeping_interval)
 
     def rebuild_schedules(self) -> None:
-        """The scheduler's cron jobs, after a schedule was added or removed."""
+        """The scheduler's cron jobs, after a schedule was added or removed here; the
+        other processes (the leader among them) hear of it too."""
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.rebuild()
+        if not isinstance(self.leadership, Sole):
+            task = asyncio.get_running_loop().create_task(self.leadership.changed())
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)

@@ -4,6 +4,7 @@ that records what it is told. One clock; nothing sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.config import ApprovalPolicy, ScheduleConfig
+from bot.leadership import Leadership
 from bot.locks import LockError, ReleaseAnswer, ReleaseAsk
 from bot.models import (
     ActionResult,
@@ -274,6 +276,47 @@ async def test_housekeeping_expires_an_approval_request(guarded: Core) -> None:
     assert guarded.told.outcomes == [("dev-eu", "expired", "stopbot", None)]
     late = await guarded.bot.approvals.approve(op_id, guarded.actor(CAROL))
     assert not late.ok and "already decided" in str(late.message)
+
+
+class Switch(Leadership):
+    """A leadership the test hands over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = False
+
+    @property
+    def leading(self) -> bool:
+        return self.now
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.now else "follower"
+
+    async def take(self) -> None:
+        self.now = True
+        await self._on_lead()
+
+
+async def test_only_the_leader_does_the_housekeeping(guarded: Core) -> None:
+    """A follower's housekeeping leaves an expired approval request alone; becoming the
+    leader does at once what is due."""
+    switch = Switch()
+    guarded.bot.leadership = switch
+    asked = await guarded.confirmed("dev-eu")
+    op_id = asked.operation.id if asked.operation else ""
+    guarded.sims.hub.clock.advance(30 * 60)
+    await guarded.bot.start_duties()
+    try:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        op = guarded.store.get_operation(op_id)
+        assert op is not None and op.state == OpState.AWAITING_APPROVAL
+        await switch.take()
+        op = guarded.store.get_operation(op_id)
+        assert op is not None and op.state == OpState.CANCELLED
+    finally:
+        await guarded.bot.stop_duties()
 
 
 async def test_an_approver_by_user_group_through_the_face_s_directory(

@@ -472,7 +472,8 @@ async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) 
 
 
 async def test_healthz(slack: Slack) -> None:
-    """/healthz answers 200 with the store's state and the stops being followed."""
+    """/healthz answers 200 with the store's state, the stops being followed and whether this
+    process leads (on SQLite every process does: "sole")."""
     assert slack.server is not None
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{slack.server.url}/healthz")
@@ -483,6 +484,7 @@ async def test_healthz(slack: Slack) -> None:
             "checks": {
                 "store": "ok",
                 "operations_in_flight": 0,
+                "role": "sole",
                 "scheduler": "running",
                 "slack_token": "ok",
             },

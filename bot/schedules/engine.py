@@ -1201,9 +1201,17 @@ class ScheduleRunner:
     """APScheduler wakes the engine: at each schedule's cron fire, and every 30 s for
     warnings, snoozes and drift."""
 
-    def __init__(self, engine: ScheduleEngine, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: ScheduleEngine,
+        interval: float = 30.0,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """``leading``: whether this process does the time-driven work now (one leader
+        among replicas, bot/leadership.py); the others' jobs wake and do nothing."""
         self.engine = engine
         self.interval = interval
+        self.leading = leading
         self.scheduler = AsyncIOScheduler(timezone=dt.UTC)
         # APScheduler logs each tick (every half minute) at INFO: keep only its problems.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -1214,7 +1222,7 @@ class ScheduleRunner:
         if resumed:
             log.info("resumed %d scheduled run(s)", resumed)
         self.scheduler.add_job(
-            self.engine.tick,
+            self.tick,
             IntervalTrigger(seconds=self.interval),
             id="tick",
             max_instances=1,
@@ -1222,7 +1230,12 @@ class ScheduleRunner:
         )
         self.rebuild()
         self.scheduler.start()
-        asyncio.get_running_loop().create_task(self.engine.tick())
+        asyncio.get_running_loop().create_task(self.tick())
+
+    async def tick(self) -> None:
+        """The engine's tick, if this process leads."""
+        if self.leading():
+            await self.engine.tick()
 
     def rebuild(self) -> None:
         """One cron job per schedule in the store (called at start and after changes)."""
@@ -1231,7 +1244,7 @@ class ScheduleRunner:
                 job.remove()
         for schedule in self.engine.schedules().values():
             self.scheduler.add_job(
-                self.engine.tick,
+                self.tick,
                 cron_trigger(schedule.cron, schedule.timezone),
                 id=f"cron:{schedule.name}",
                 max_instances=1,

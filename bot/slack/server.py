@@ -284,6 +284,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         except Exception as exc:
             checks["store"] = f"error: {exc}"
         checks["operations_in_flight"] = len(bot.service.in_flight())
+        # Which replica does the schedules and housekeeping: "leader", "follower", or
+        # "sole" where every process does (SQLite).
+        checks["role"] = bot.stopbot.leadership.role
         scheduler = bot.stopbot.scheduler
         if scheduler is not None:
             checks["scheduler"] = "running" if scheduler.running else "stopped"
