@@ -578,8 +578,9 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     if preview.approval is not None:
         # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
         service.cancel(op.id, actor)
+        needed = preview.approval.min_approvals
         raise CliError(
-            f"{name} needs {preview.approval.min_approvals} approval(s) before it is stopped, "
+            f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is stopped, "
             f"and approvers are asked in Slack: request it there with `/stop {name}`."
         )
     if not args.yes:

@@ -441,8 +441,9 @@ class StopService:
         if preview.approval is not None:
             preview.notes.append(
                 say(
-                    "needs {} approval(s) from {} after you confirm",
+                    "needs {} approval{} from {} after you confirm",
                     preview.approval.min_approvals,
+                    "s" if preview.approval.min_approvals > 1 else "",
                     Text(", ").join(Person(a) for a in preview.approval.everyone()),
                 )
             )

@@ -739,6 +739,23 @@ def test_history_status_and_locks_name_people_and_write_no_slack_markup(
     assert "spark       stopbot  Bob Builder" in locks
 
 
+def test_a_stop_that_needs_approval_is_sent_to_slack(
+    named: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """web-1 needs Carol's approval: the preview names her, and the terminal says to ask
+    in Slack (exit 1, the request cancelled)."""
+    assert main(["stop", "web-1", "--yes"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == (
+        "  note:           needs 1 approval from Carol Danvers after you confirm"
+    )
+    assert captured.err == (
+        "stopbot: web-1 needs 1 approval before it is stopped, and approvers are asked in "
+        "Slack: request it there with `/stop web-1`.\n"
+    )
+    assert named.operations() == [("web-1", "cancelled")]
+
+
 def test_slack_real_names_when_a_bot_token_is_set(
     env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
