@@ -143,8 +143,8 @@ class Approvals:
                 ),
             )
         policy = self.policy_for(op.resource)
-        if policy is None or not await self.policy.is_approver(actor.id, policy.approvers):
-            who = Text(", ").join(Person(a) for a in policy.approvers) if policy else "nobody"
+        if policy is None or not await self.policy.is_approver(actor.id, policy):
+            who = Text(", ").join(Person(a) for a in policy.everyone()) if policy else "nobody"
             return ActionResult(
                 ok=False,
                 operation=op,

@@ -31,6 +31,7 @@ import asyncio
 import csv
 import datetime as dt
 import getpass
+import importlib.metadata
 import ipaddress
 import json
 import logging
@@ -48,17 +49,18 @@ from typing import Any, TextIO
 import yaml
 
 from bot import reads
-from bot.config import ConfigError, Settings, UnknownResourceError, load_config
+from bot.cli_names import Names, people_in
+from bot.config import ConfigError, Settings, StopbotConfig, UnknownResourceError, load_config
 from bot.durations import format_duration, parse_duration
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
-from bot.models import Actor, AuditEntry, Operation, OpState, Transition
+from bot.models import Actor, AuditEntry, BotLock, Operation, OpState, Transition
 from bot.runtime import Runtime
 from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, store_exists
-from bot.text import Command, Text, TextError
+from bot.text import Text, TextError
 from bot.workflow import Preview
-from providers.base import Resource, ResourceStatus, utcnow
+from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
 from providers.errors import ProviderError
 
 __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
@@ -77,18 +79,10 @@ FINAL_WORDS = {
 }
 
 
-CLI_VERBS = frozenset({"stop", "status", "list", "history", "locks"})
-
-
-def _command(cmd: Command) -> str:
-    """A command to type, as this terminal's (or, for what only Slack does, Slack's)."""
-    typed = " ".join(word for word in (cmd.verb, cmd.args) if word)
-    return f"`stopbot {typed}`" if cmd.verb in CLI_VERBS else f"`/stop {typed}` in Slack"
-
-
-def words(text: Text | None) -> str:
-    """A sentence of the core for the terminal: people by id, commands as typed here."""
-    return text.render(str, lambda person: person.id, _command) if text else ""
+def words(text: Text | None, names: Names | None = None) -> str:
+    """A sentence of the core for the terminal: people by name (by id where ``names``
+    knows none), commands as typed here."""
+    return (names or Names()).words(text)
 
 
 class CliError(Exception):
@@ -211,38 +205,87 @@ async def _status(runtime: Runtime, args: argparse.Namespace) -> int:
     status, lock = await runtime.provider_for(resource).status_and_lock(resource)
     if isinstance(status, BaseException):
         raise status
-    out: dict[str, Any] = {
-        "resource": resource.name,
-        "provider": resource.provider,
-        "id": resource.id,
-        "state": status.state,
-        "phase": status.phase.value,
-        "terminal": status.terminal,
-    }
-    if status.message:
-        out["message"] = status.message
-    if isinstance(lock, BaseException):
-        # Unknown is not none: no provider_lock at all, and the command fails.
-        out["provider_lock_error"] = str(lock)
-        lock_text = f"unknown: {lock}"
-    elif lock is not None:
-        out["provider_lock"] = {
-            "owner": lock.owner,
-            "reason": lock.reason,
-            "expires_at": lock.expires_at.isoformat() if lock.expires_at else "never",
-        }
-        lock_text = str(out["provider_lock"])
-    else:
-        out["provider_lock"] = None
-        lock_text = "none"
+    bot_lock = None
+    if store_exists(runtime.settings.stopbot_db):
+        with _existing_store(runtime.settings) as store:
+            bot_lock = store.get_lock(resource.name)
     if args.json:
+        out: dict[str, Any] = {
+            "resource": resource.name,
+            "provider": resource.provider,
+            "id": resource.id,
+            "state": status.state,
+            "phase": status.phase.value,
+            "terminal": status.terminal,
+        }
+        if status.message:
+            out["message"] = status.message
+        if isinstance(lock, BaseException):
+            # Unknown is not none: no provider_lock at all, and the command fails.
+            out["provider_lock_error"] = str(lock)
+        else:
+            out["provider_lock"] = (
+                {
+                    "owner": lock.owner,
+                    "reason": lock.reason,
+                    "expires_at": lock.expires_at.isoformat() if lock.expires_at else "never",
+                }
+                if lock is not None
+                else None
+            )
+        out["stopbot_lock"] = (
+            {
+                "owner": bot_lock.owner,
+                "reason": bot_lock.reason,
+                "expires_at": bot_lock.expires_at.isoformat(),
+            }
+            if bot_lock is not None
+            else None
+        )
         print(json.dumps(out, indent=2))
     else:
-        for key, value in out.items():
-            if not key.startswith("provider_lock"):
-                print(f"{key:>14}: {value}")
-        print(f"{'provider_lock':>14}: {lock_text}")
+        names = await _names(runtime.config, runtime.settings, [bot_lock.owner] if bot_lock else [])
+        print(f"resource:       {resource.name} ({resource.provider}, id {resource.id})")
+        print(f"status:         {_status_words(status, None)}")
+        lock_error = str(lock) if isinstance(lock, BaseException) else None
+        plock = None if isinstance(lock, BaseException) else lock
+        print("\n".join(line[2:] for line in _lock_lines(plock, lock_error, bot_lock, names)))
     return EXIT_FAILED if isinstance(lock, BaseException) else EXIT_OK
+
+
+async def _names(config: StopbotConfig | None, settings: Settings, ids: Iterable[str]) -> Names:
+    """How this command names the people ``ids`` (see bot/cli_names.py)."""
+    return await Names.look_up(ids, config, settings)
+
+
+def _status_words(status: ResourceStatus | None, error: str | None) -> str:
+    if status is None:
+        return f"unknown: {error}" if error else "unknown"
+    words = f"{status.state} ({status.phase.value})"
+    return f"{words}: {status.message}" if status.message else words
+
+
+def _lock_lines(
+    plock: ProviderLock | None, lock_error: str | None, block: BotLock | None, names: Names
+) -> list[str]:
+    """The provider's lock and Stopbot's, as the preview and `status` show them."""
+    if lock_error is not None:
+        lines = [f"  provider lock:  unknown: {lock_error}"]
+    elif plock is not None:
+        why = f": {plock.reason}" if plock.reason else ""
+        lines = [
+            f"  provider lock:  {plock.owner or 'someone'}{why} (expires {_utc(plock.expires_at)})"
+        ]
+    else:
+        lines = ["  provider lock:  none"]
+    if block is not None:
+        why = f": {block.reason}" if block.reason else ""
+        lines.append(
+            f"  Stopbot lock:   {names(block.owner)}{why} (expires {_utc(block.expires_at)})"
+        )
+    else:
+        lines.append("  Stopbot lock:   none")
+    return lines
 
 
 # -- locks --------------------------------------------------------------------------------
@@ -257,8 +300,9 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
         with _existing_store(settings) as store:
             bot_locks = store.active_locks()
     in_force = await LocksInForce.read(bot_locks, runtime.providers, runtime.config.all_resources())
+    names = await _names(runtime.config, settings, [lock.owner for lock in in_force.bot_locks])
     rows = [
-        [lock.resource, "stopbot", lock.owner, lock.reason or "", _utc(lock.expires_at)]
+        [lock.resource, "stopbot", names(lock.owner), lock.reason or "", _utc(lock.expires_at)]
         for lock in in_force.bot_locks
     ]
     for reading in in_force.readings:
@@ -275,9 +319,9 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     else:
         print("No locks in force.")
     unread = in_force.unread()
-    for provider, names, error in unread:
+    for provider, resources, error in unread:
         print(
-            f"stopbot: could not read the {provider} locks of {', '.join(names)}: {error}",
+            f"stopbot: could not read the {provider} locks of {', '.join(resources)}: {error}",
             file=sys.stderr,
         )
     return EXIT_FAILED if unread else EXIT_OK
@@ -336,16 +380,26 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
         ) from None
 
 
-def _detail_text(entry: AuditEntry) -> str:
-    """An entry's detail in words (entries from older versions may hold ``<@U…>``)."""
+def _detail_text(entry: AuditEntry, names: Names) -> str:
+    """An entry's detail in words, people named (entries from older versions may hold
+    ``<@U…>``: read as bare ids)."""
     detail = entry.detail
     if detail.get("detail"):
-        return str(Text.legacy(str(detail["detail"])))
+        return names.in_words(str(Text.legacy(str(detail["detail"]))))
     return " ".join(
-        f"{k}={Text.legacy(str(v))}"
+        f"{k}={names.in_words(str(Text.legacy(str(v))))}"
         for k, v in sorted(detail.items())
         if v not in (None, False, "")
     )
+
+
+def _config_if_any(settings: Settings) -> StopbotConfig | None:
+    """The configuration, for what a command only reads from it (people's names); None
+    when there is no file (the built-in simulators name nobody)."""
+    path = settings.config_path()
+    if settings.stopbot_config is None and not path.exists():
+        return None
+    return load_config(path)
 
 
 HISTORY_FIELDS = ("id", "at", "actor", "action", "resource", "operation_id", "detail")
@@ -375,14 +429,15 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     elif not entries:
         print("No audit entries" + (" match." if args.since or args.resource else " yet."))
     else:
+        names = asyncio.run(_names(_config_if_any(settings), settings, {e.actor for e in entries}))
         rows = [
             [
                 _utc(e.at),
-                e.actor,
+                names(e.actor),
                 e.action,
                 e.resource or "-",
                 (e.operation_id or "-")[:8],
-                _detail_text(e),
+                _detail_text(e, names),
             ]
             for e in entries
         ]
@@ -409,9 +464,15 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
 class TerminalProgress:
     """Shows a stop on the terminal: one line per change of state, with the time elapsed."""
 
-    def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        names: Names | None = None,
+    ) -> None:
         self.out = out or sys.stdout
         self.clock = clock
+        self.names = names or Names()
         self.started = clock()
         self._last: tuple[OpState, str | None] | None = None
 
@@ -425,12 +486,11 @@ class TerminalProgress:
         elapsed = format_duration(dt.timedelta(seconds=self.clock() - self.started))
         print(f"[{elapsed:>7}] {self.line(op, status)}", file=self.out, flush=True)
 
-    @staticmethod
-    def line(op: Operation, status: ResourceStatus | None) -> str:
+    def line(self, op: Operation, status: ResourceStatus | None) -> str:
         if op.state.final:
             word = FINAL_WORDS[op.state]
             return (
-                f"{op.resource}: {word}: {words(op.detail)}"
+                f"{op.resource}: {word}: {self.names.words(op.detail)}"
                 if op.detail
                 else f"{op.resource}: {word}"
             )
@@ -439,39 +499,18 @@ class TerminalProgress:
         return f"{op.resource}: {state}{phase}"
 
 
-def _preview_lines(preview: Preview) -> list[str]:
+def _preview_lines(preview: Preview, names: Names) -> list[str]:
     op, resource = preview.operation, preview.resource
-    if preview.status is not None:
-        status = f"{preview.status.state} ({preview.status.phase.value})"
-        if preview.status.message:
-            status += f": {preview.status.message}"
-    else:
-        status = f"unknown: {preview.status_error}" if preview.status_error else "unknown"
     lines = [
         f"  resource:       {resource.name} ({resource.provider}, id {resource.id})",
-        f"  status:         {status}",
+        f"  status:         {_status_words(preview.status, preview.status_error)}",
+        *_lock_lines(preview.provider_lock, preview.lock_error, preview.bot_lock, names),
     ]
-    plock = preview.provider_lock
-    if preview.lock_error is not None:
-        lines.append(f"  provider lock:  unknown: {preview.lock_error}")
-    elif plock is not None:
-        why = f": {plock.reason}" if plock.reason else ""
-        lines.append(
-            f"  provider lock:  {plock.owner or 'someone'}{why} (expires {_utc(plock.expires_at)})"
-        )
-    else:
-        lines.append("  provider lock:  none")
-    block = preview.bot_lock
-    if block is not None:
-        why = f": {block.reason}" if block.reason else ""
-        lines.append(f"  Stopbot lock:   {block.owner}{why} (expires {_utc(block.expires_at)})")
-    else:
-        lines.append("  Stopbot lock:   none")
     if op.reason:
         lines.append(f"  reason:         {op.reason}")
     if op.force:
         lines.append("  mode:           forced")
-    lines += [f"  note:           {words(note)}" for note in preview.notes]
+    lines += [f"  note:           {names.words(note)}" for note in preview.notes]
     return lines
 
 
@@ -522,21 +561,26 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     )
     op = preview.operation
     name = op.resource
+    shown = [preview.bot_lock.owner] if preview.bot_lock else []
+    names = await _names(
+        runtime.config, runtime.settings, [*shown, *people_in([op.detail, *preview.notes])]
+    )
     if op.state == OpState.STOPPED_ALREADY:
-        print(TerminalProgress.line(op, preview.status))
+        print(TerminalProgress(names=names).line(op, preview.status))
         return EXIT_OK
     if op.state != OpState.AWAITING_CONFIRMATION:
-        detail = f": {words(op.detail)}" if op.detail else ""
+        detail = f": {names.words(op.detail)}" if op.detail else ""
         word = FINAL_WORDS.get(op.state, op.state.value.replace("_", " "))
         raise CliError(f"{name}: {word}{detail}")
 
     print(f"Stop {name}?")
-    print("\n".join(_preview_lines(preview)))
+    print("\n".join(_preview_lines(preview, names)))
     if preview.approval is not None:
         # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
         service.cancel(op.id, actor)
+        needed = preview.approval.min_approvals
         raise CliError(
-            f"{name} needs {preview.approval.min_approvals} approval(s) before it is stopped, "
+            f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is stopped, "
             f"and approvers are asked in Slack: request it there with `/stop {name}`."
         )
     if not args.yes:
@@ -559,9 +603,9 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
 
     result = service.confirm(op.id, actor)
     if not result.ok or not result.run:
-        raise CliError(words(result.message))
+        raise CliError(names.words(result.message))
     try:
-        final = await service.run(op.id, TerminalProgress(), actor)
+        final = await service.run(op.id, TerminalProgress(names=names), actor)
     except asyncio.CancelledError:
         raise CliError(
             f"interrupted: this terminal no longer follows the stop of {name}; if it was "
@@ -747,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration, "
         "130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"stopbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -780,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop", help="stop a resource, after a preview and your confirmation")
     p.add_argument("resource", help="a resource name, or provider:id")
-    p.add_argument("reason", nargs="*", help="why (recorded in the audit log)")
+    # A reason is taken wherever its words stand, before or after the options (main()).
+    p.add_argument("reason", nargs="*", default=[], help="why (recorded in the audit log)")
     p.add_argument("--force", action="store_true", help="Feldera's forced stop (no checkpoint)")
     p.add_argument(
         "--override-lock",
@@ -822,8 +868,28 @@ def _one_line(lines: Iterable[str]) -> str:
     return " ".join(line.strip() for line in lines if line.strip())
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("stopbot")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "(not installed)"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, read as argparse does, except that the words of a stop's reason
+    may follow options (`stopbot stop web-1 --yes end of day`), as in Slack: argparse takes
+    positional words only before the first option."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "stop" and not any(word.startswith("-") for word in extra):
+        args.reason = [*args.reason, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         settings = Settings()
         code: int = args.func(args, settings)

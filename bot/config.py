@@ -60,6 +60,8 @@ ProviderConfig = Annotated[
 ]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A Slack user group's id, read only to load files written before approver_groups.
+_SLACK_GROUP_ID = re.compile(r"S[A-Z0-9]{2,40}")
 
 
 class Settings(BaseSettings):
@@ -126,8 +128,9 @@ class ApprovalPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     required: bool = True
-    approvers: list[str] = Field(
-        default_factory=list, description="Slack user ids (U...) and user group ids (S...)."
+    approvers: list[str] = Field(default_factory=list, description="User ids who may approve.")
+    approver_groups: list[str] = Field(
+        default_factory=list, description="User group ids whose members may approve."
     )
     min_approvals: int = Field(default=1, ge=1, le=10)
     expires_after: Duration = Field(default=dt.timedelta(minutes=30))
@@ -136,6 +139,29 @@ class ApprovalPolicy(BaseModel):
         description="Post the request in the requester's channel, or DM "
         "each approver (user groups are expanded).",
     )
+    _groups_read_from_approvers: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _legacy_groups(self) -> ApprovalPolicy:
+        """Files written before ``approver_groups`` listed Slack user groups among the
+        approvers, told apart by their ids (``S…``): such an id is read as a group, and
+        :meth:`StopbotConfig.deprecations` asks for it to be moved. Only here is an id's
+        look taken into account; the rules know a group by the key that lists it."""
+        legacy = [a for a in self.approvers if _SLACK_GROUP_ID.fullmatch(a)]
+        if legacy:
+            self.approvers = [a for a in self.approvers if a not in legacy]
+            self.approver_groups = [*self.approver_groups, *legacy]
+            self._groups_read_from_approvers = legacy
+        return self
+
+    @property
+    def groups_read_from_approvers(self) -> list[str]:
+        """The user groups an older file listed among the approvers (see _legacy_groups)."""
+        return self._groups_read_from_approvers
+
+    def everyone(self) -> list[str]:
+        """The approvers then the groups, as a face lists who may decide."""
+        return [*self.approvers, *self.approver_groups]
 
 
 class TagApproval(BaseModel):
@@ -180,7 +206,7 @@ class ResourceConfig(BaseModel):
         default_factory=list, description="Slack user ids who may stop it (empty: the global rule)."
     )
     allowed_groups: list[str] = Field(
-        default_factory=list, description="Slack user group ids (S...) whose members may stop it."
+        default_factory=list, description="User group ids whose members may stop it."
     )
     approval: ApprovalPolicy | None = None
 
@@ -370,6 +396,11 @@ class StopbotConfig(BaseModel):
         "empty with allowed_groups empty: everyone in the workspace.",
     )
     allowed_groups: list[str] = Field(default_factory=list)
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="User and user group id -> the name the terminal shows for them (Slack "
+        "shows its own; the terminal asks Slack's users.info too when SLACK_BOT_TOKEN is set).",
+    )
     identities: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="Slack user id -> {provider name: the name that provider gives them}, "
@@ -408,15 +439,22 @@ class StopbotConfig(BaseModel):
 
     def deprecations(self) -> list[str]:
         """One line for each deprecated setting in use: what it does now, what to write."""
+        lines = [
+            f"{path}.approvers: {', '.join(policy.groups_read_from_approvers)} read as user "
+            f"group(s): list user groups under {path}.approver_groups"
+            for path, policy in self._approval_policies()
+            if policy.groups_read_from_approvers
+        ]
         legacy = self.scheduling.per_provider_concurrency
         if legacy is None:
-            return []
+            return lines
         return [
+            *lines,
             f"scheduling.per_provider_concurrency ({legacy}) is deprecated: it held a slot for "
             "each stop until the resource had stopped, and is now read as the requests in "
             f"flight each provider account allows (providers[].requests.max_in_flight: {legacy} "
             "where a provider sets none). Set that instead, and "
-            "scheduling.max_stops_in_progress only for a provider that queues stops badly."
+            "scheduling.max_stops_in_progress only for a provider that queues stops badly.",
         ]
 
     def reference_problems(self) -> list[tuple[str, str]]:
@@ -475,7 +513,8 @@ class StopbotConfig(BaseModel):
                     )
         return problems
 
-    def _approval_problems(self) -> list[tuple[str, str]]:
+    def _approval_policies(self) -> list[tuple[str, ApprovalPolicy]]:
+        """Every approval rule with its key path."""
         policies: list[tuple[str, ApprovalPolicy]] = [("approval", self.approval)]
         policies += [
             (f"approval_by_tag[{i}].approval", r.approval)
@@ -486,10 +525,13 @@ class StopbotConfig(BaseModel):
             for i, r in enumerate(self.resources)
             if r.approval is not None
         ]
+        return policies
+
+    def _approval_problems(self) -> list[tuple[str, str]]:
         return [
             (f"{path}.approvers", "an approval that is required needs at least one approver")
-            for path, policy in policies
-            if policy.required and not policy.approvers
+            for path, policy in self._approval_policies()
+            if policy.required and not policy.everyone()
         ]
 
     def provider(self, name: str) -> ProviderConfig:

@@ -274,7 +274,7 @@ class Locks:
 
     async def may_lock(self, user: str, resource: str) -> Decision:
         """Whoever may stop a resource may lock it (and nobody else: a lock stops others)."""
-        return await self.policy.may_stop(user, resource)
+        return await self.policy.may_stop(user, self.config.resource(resource))
 
     async def lock(
         self, resource: str, owner: str, duration: dt.timedelta, reason: str | None

@@ -12,8 +12,14 @@ from bot.text import Text
 
 SYSTEM = "stopbot"
 """The actor of what the bot does by itself (an expiry, a takeover)."""
+CLI_ACTOR = "cli:"
+"""The prefix of a terminal user's actor id: ``cli:<login>``."""
+SCHEDULE_ACTOR = "schedule:"
+"""The prefix of a schedule's own actor id (a fire, no person): ``schedule:<name>``."""
 
 __all__ = [
+    "CLI_ACTOR",
+    "SCHEDULE_ACTOR",
     "SYSTEM",
     "ActionResult",
     "Actor",

@@ -10,8 +10,8 @@ would print Slack's mention syntax to a person.
 So a :class:`Text` is made of parts, each a fact: plain words (whoever wrote them), a
 :class:`Person` (an id: a Slack user or group, ``cli:<login>``, ``schedule:<name>``) and
 a :class:`Command` to type (a verb and its arguments). Each face renders them in its own
-syntax: Slack escapes the words and mentions the people; the terminal prints ids and
-``stopbot`` commands. What is stored in the database is this structure as JSON
+syntax: Slack escapes the words and mentions the people; the terminal prints names (or
+ids) and ``stopbot`` commands. What is stored in the database is this structure as JSON
 (:meth:`Text.stored`); rows written before it were plain strings, read back as plain words
 (:meth:`Text.from_stored`), never as mentions.
 """

@@ -39,7 +39,7 @@ from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
 from bot.locks import LockVerdict, check_locks
 from bot.models import SYSTEM, ActionResult, Actor, BotLock, Operation, OpState, Owed, Transition
 from bot.outbox import Outbox
-from bot.policy import Policy
+from bot.policy import Policy, StopRequest
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store
@@ -342,9 +342,18 @@ class StopService:
         resource = preview.resource
         provider = self.providers[resource.provider]
         op = preview.operation
-        decision = await self.policy.may_stop(actor.id, resource.name)
+        decision = await self.policy.judge(
+            StopRequest(
+                actor.id,
+                resource,
+                op.source,
+                reason=reason,
+                at=op.created_at,
+                override_lock=override_lock,
+            )
+        )
         if not decision.allowed:
-            return self._decide(preview, OpState.REFUSED, actor, Text(decision.reason))
+            return self._decide(preview, OpState.REFUSED, actor, decision.reason)
         if force and not provider.supports_force:
             preview.notes.append(say("--force has no meaning for {}: ignored", resource.provider))
 
@@ -363,26 +372,9 @@ class StopService:
                 ),
             )
         if verdict.blocked and override_lock:
-            if not self.policy.is_admin(actor.id):
-                return self._decide(
-                    preview,
-                    OpState.REFUSED,
-                    actor,
-                    say("only admins can use --override-lock. {}", verdict.reason or ""),
-                )
-            if not reason:
-                return self._decide(
-                    preview,
-                    OpState.REFUSED,
-                    actor,
-                    say(
-                        "--override-lock needs a reason, e.g. {}.",
-                        Command(
-                            "stop",
-                            f"{resource.name} --override-lock runaway costs, owner unreachable",
-                        ),
-                    ),
-                )
+            refusal = decision.override_refusal(verdict.reason)
+            if refusal is not None:
+                return self._decide(preview, OpState.REFUSED, actor, refusal)
             preview.notes.append(say("overriding a lock as an admin: {}", verdict.reason or ""))
             self.store.audit(
                 actor.id,
@@ -449,9 +441,10 @@ class StopService:
         if preview.approval is not None:
             preview.notes.append(
                 say(
-                    "needs {} approval(s) from {} after you confirm",
+                    "needs {} approval{} from {} after you confirm",
                     preview.approval.min_approvals,
-                    Text(", ").join(Person(a) for a in preview.approval.approvers),
+                    "s" if preview.approval.min_approvals > 1 else "",
+                    Text(", ").join(Person(a) for a in preview.approval.everyone()),
                 )
             )
 

@@ -3,7 +3,9 @@ schedules, serve's checks. Interactive runs go through a real pseudo-terminal.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import os
@@ -25,10 +27,14 @@ import httpx
 import pytest
 import yaml
 
-from bot.cli import main, parse_since
+from bot.cli import main, parse_args, parse_since
+from bot.config import load_config
 from bot.models import OpState
+from bot.slack.fake_api import DEFAULT_TOKEN, FakeSlack, FakeSlackServer
+from bot.stopbot import Stopbot
 from bot.store import open_store
 from bot.text import Person, Text, say
+from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
@@ -605,7 +611,7 @@ def test_status_says_none_only_for_a_lock_read(
     """`stopbot status` says "none" (JSON null) for a provider lock read and absent; when
     Qovery answers 503 it claims nothing and fails with Qovery's error."""
     assert main(["status", "dev-eu"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == " provider_lock: none"
+    assert capsys.readouterr().out.splitlines()[-2] == "provider lock:  none"
     assert main(["status", "dev-eu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["provider_lock"] is None
     qovery_unavailable(env)
@@ -648,6 +654,205 @@ def test_schedules_lists_the_store(env: Env, capsys: pytest.CaptureFixture[str])
     assert json.loads(capsys.readouterr().out) == {
         "nightly": {"cron": "0 20 * * 1-5", "resources": ["dev-eu"]}
     }
+
+
+# -- people and displays, as a terminal shows them ---------------------------------------------
+
+BOB, CAROL = "U0BOB", "U0CAROL"
+NAMES = {BOB: "Bob Builder", CAROL: "Carol Danvers"}
+SLACK_MARKUP = re.compile(r"<@|<!|/stop |\*\w[^*]*\*")
+
+
+def approved_elsewhere(env: Env) -> None:
+    """What Slack would have done on the same database: Bob asks to stop web-1 (Carol
+    approves it) and locks spark, which Carol then cannot stop."""
+
+    async def run() -> None:
+        config = load_config(env.config_path)
+        store = open_store(env.db)
+        providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
+        bot = Stopbot(config, store, providers, schedule_tick=None)
+        try:
+            preview = await bot.service.prepare("web-1", config.actor(BOB), source="slack")
+            asked = bot.service.confirm(preview.operation.id, config.actor(BOB))
+            assert asked.needs_approval, asked.message
+            approved = await bot.approvals.approve(preview.operation.id, config.actor(CAROL))
+            assert approved.ok and approved.run, approved.message
+            await bot.locks.lock("spark", BOB, dt.timedelta(hours=2), "demo at 5")
+            refused = await bot.service.prepare("spark", config.actor(CAROL), source="slack")
+            assert refused.operation.state == OpState.REFUSED
+        finally:
+            await bot.aclose()
+            for provider in providers.values():
+                await provider.aclose()
+            store.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def named(sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The configuration names Bob and Carol; web-1 needs Carol's approval."""
+    document = sample_config(sims.base_url)
+    for resource in document["resources"]:
+        if resource["name"] == "web-1":
+            resource["approval"] = {"approvers": [CAROL]}
+    environment = Env(sims, tmp_path, resources=document["resources"], names=NAMES)
+    for key in [k for k in os.environ if k.startswith(("SLACK_", "STOPBOT_"))]:
+        monkeypatch.delenv(key)
+    for key, value in environment.vars.items():
+        monkeypatch.setenv(key, value)
+    return environment
+
+
+def test_history_status_and_locks_name_people_and_write_no_slack_markup(
+    named: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a stop from the terminal, an approval and a lock from Slack, `history`,
+    `status` and `locks` name Bob and Carol as the configuration does, and print no
+    mention, no `/stop` command and no mrkdwn."""
+    named.sims.hub.seed({"qovery": {**DEFAULT_SEED["qovery"], "step_seconds": 0}})
+    assert main(["stop", "dev-eu", "--yes"]) == 0
+    approved_elsewhere(named)
+    capsys.readouterr()
+    assert main(["history"]) == 0
+    history = capsys.readouterr().out
+    assert main(["status", "spark"]) == 0
+    status = capsys.readouterr().out
+    assert main(["locks"]) == 0
+    locks = capsys.readouterr().out
+    assert SLACK_MARKUP.findall(history + status + locks) == []
+    assert [line.split("  ")[1] for line in history.splitlines() if " web-1 " in line] == [
+        "Bob Builder",
+        "Bob Builder",
+        "Bob Builder",
+        "Carol Danvers",
+        "Carol Danvers",
+    ]
+    [refused] = [line for line in history.splitlines() if "stop.refused" in line]
+    assert refused.startswith(f"{refused[:25]}Carol Danvers  stop.refused ")
+    assert refused.endswith(
+        " spark is locked by Bob Builder (demo at 5); it expires in 2h. Ask them to unlock it."
+    )
+    assert BOB not in history and CAROL not in history
+    assert status.splitlines()[-1].startswith("Stopbot lock:   Bob Builder: demo at 5 (expires ")
+    assert "spark       stopbot  Bob Builder" in locks
+
+
+def test_a_stop_that_needs_approval_is_sent_to_slack(
+    named: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """web-1 needs Carol's approval: the preview names her, and the terminal says to ask
+    in Slack (exit 1, the request cancelled)."""
+    assert main(["stop", "web-1", "--yes"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == (
+        "  note:           needs 1 approval from Carol Danvers after you confirm"
+    )
+    assert captured.err == (
+        "stopbot: web-1 needs 1 approval before it is stopped, and approvers are asked in "
+        "Slack: request it there with `/stop web-1`.\n"
+    )
+    assert named.operations() == [("web-1", "cancelled")]
+
+
+def test_slack_real_names_when_a_bot_token_is_set(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With SLACK_BOT_TOKEN set, people the configuration does not name are shown by the
+    real name users.info gives (never their display name); one Slack does not know
+    stays an id."""
+    fake = FakeSlackServer(FakeSlack())
+    fake.start()
+    try:
+        fake.slack.add_user(BOB, "bob", real_name="Bob Builder", display_name="The Boss")
+        store = open_store(env.db)
+        store.set_lock("web-1", BOB, dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "demo")
+        store.set_lock("spark", "U0GHOST", dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "gone")
+        store.close()
+        monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
+        monkeypatch.setenv("SLACK_API_URL", fake.api_url)
+        assert main(["locks"]) == 0
+    finally:
+        fake.stop()
+    owners = [line.split()[2:4] for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert owners == [["Bob", "Builder"], ["U0GHOST", "gone"]]
+    assert sorted(call.args["user"] for call in fake.slack.calls("users.info")) == [
+        BOB,
+        "U0GHOST",
+    ]
+
+
+def test_status_is_lines_for_people_and_json_for_machines(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot status` prints the resource, its status and both locks in words (no
+    Python dict, no `terminal: True`); --json has every field."""
+    store = open_store(env.db)
+    store.set_lock("staging-us", BOB, dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "demo")
+    store.close()
+    lock = env.sims.hub.state()["qovery"]["clusters"][1]["lock"]
+    expires = dt.datetime.fromisoformat(lock["locked_at"].replace("Z", "+00:00")) + dt.timedelta(
+        days=3
+    )
+    assert main(["status", "staging-us"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "resource:       staging-us (qovery, id 0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c02)",
+        "status:         DEPLOYED (running)",
+        f"provider lock:  Alice Martin: load test until Friday (expires {expires:%Y-%m-%d %H:%M:%S} UTC)",
+        "Stopbot lock:   U0BOB: demo (expires 2099-01-01 00:00:00 UTC)",
+    ]
+    assert main(["status", "staging-us", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["state"], out["phase"], out["terminal"]) == ("DEPLOYED", "running", True)
+    assert out["provider_lock"] == {
+        "owner": "Alice Martin",
+        "reason": "load test until Friday",
+        "expires_at": expires.isoformat(),
+    }
+    assert out["stopbot_lock"] == {
+        "owner": BOB,
+        "reason": "demo",
+        "expires_at": "2099-01-01T00:00:00+00:00",
+    }
+
+
+# -- the grammar --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stop", "dev-eu", "--yes", "end", "of", "day"],
+        ["stop", "dev-eu", "end", "--yes", "of", "day"],
+        ["stop", "--yes", "dev-eu", "end", "of", "day"],
+        ["stop", "dev-eu", "end", "of", "--log-level", "error", "day", "-y"],
+    ],
+)
+def test_a_reason_is_taken_wherever_its_words_stand(argv: list[str]) -> None:
+    """As `/stop web-1 end of day`, the reason's words may come before or after options."""
+    args = parse_args(argv)
+    assert (args.resource, args.reason, args.yes) == ("dev-eu", ["end", "of", "day"], True)
+
+
+def test_usage_errors_say_what_is_missing_or_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    """`stopbot stop` alone asks for a resource (not a reason); an unknown option after the
+    reason is still refused; --version says the version."""
+    with pytest.raises(SystemExit) as usage:
+        parse_args(["stop"])
+    assert usage.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "stopbot stop: error: the following arguments are required: resource"
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["stop", "dev-eu", "--yes", "end", "--frce"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "stopbot: error: unrecognized arguments: end --frce"
+    )
+    with pytest.raises(SystemExit) as shown:
+        parse_args(["--version"])
+    assert shown.value.code == 0
+    assert capsys.readouterr().out == f"stopbot {importlib.metadata.version('stopbot')}\n"
 
 
 # -- serve's checks ---------------------------------------------------------------------------

@@ -335,7 +335,7 @@ async def test_locked_nova_server_needs_an_admin(slack: Slack) -> None:
 async def test_approved_stop_runs_and_everyone_is_told(guarded: Slack) -> None:
     """Confirm asks Carol; her Approve closes the request and the stop runs to Stopped."""
     preview = await say(guarded, "dev-eu nightly")
-    assert "needs 1 approval(s) from <@U0CAROL> after you confirm" in block_texts(preview.args)
+    assert "needs 1 approval from <@U0CAROL> after you confirm" in block_texts(preview.args)
     op_id, ts = guarded.confirmation()
     await guarded.click(views.CONFIRM, op_id, ts)
     request = await approval_message(guarded)

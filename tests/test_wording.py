@@ -170,7 +170,7 @@ def test_hostile_words_in_a_sentence_reach_slack_inert(typed: str) -> None:
 # -- the core writes no face's syntax ----------------------------------------------------------
 
 SLACK_SYNTAX = re.compile(r"<@|<!|`/stop ")
-FACES = ("bot/slack/", "bot/playground/", "bot/cli.py")
+FACES = ("bot/slack/", "bot/playground/", "bot/cli.py", "bot/cli_names.py")
 
 
 def test_the_core_writes_no_slack_syntax() -> None:

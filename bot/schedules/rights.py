@@ -44,7 +44,7 @@ class ScheduleRights:
         if self.policy.is_admin(user):
             return None
         for resource in self.engine.selected(schedule):
-            decision = await self.policy.may_stop(user, resource.name)
+            decision = await self.policy.may_stop(user, resource)
             if not decision.allowed:
                 return say("you may not stop {}, which `{}` stops", resource.name, schedule.name)
         return None
@@ -165,7 +165,7 @@ class ScheduleRights:
     async def keep(self, user: str, name: str, resource: str, *, hours: int | None) -> dt.datetime:
         """``user`` keeps ``resource`` out of ``name``'s runs for ``hours``, or (None)
         until the run after the next one; returns until when."""
-        decision = await self.policy.may_stop(user, resource)
+        decision = await self.policy.may_stop(user, self.engine.config.resource(resource))
         if not decision.allowed:
             raise ScheduleError(say("You cannot keep {}: {}.", resource, decision.reason))
         schedule = self.engine.schedule(name)
@@ -180,7 +180,7 @@ class ScheduleRights:
         """``user`` leaves ``resource``, found running again after ``name`` stopped it,
         running: dismissing the report takes "stop it again" away from everyone, so only
         someone who could stop it decides."""
-        decision = await self.policy.may_stop(user, resource)
+        decision = await self.policy.may_stop(user, self.engine.config.resource(resource))
         if not decision.allowed:
             raise ScheduleError(say("You cannot decide for {}: {}.", resource, decision.reason))
         self.store.audit(

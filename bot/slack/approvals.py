@@ -114,7 +114,7 @@ class ApprovalHandlers:
         text, blocks = views.approval_request(
             op,
             md("`{}`", current) if current else Mrkdwn("as shown to the requester"),
-            policy.approvers,
+            policy.everyone(),
             approval.expires_at,
         )
         if policy.post_to == "channel" and op.channel:
@@ -134,7 +134,7 @@ class ApprovalHandlers:
                     extra={"operation": op.id, "error": error},
                 )
         asked = False
-        for approver in await self._approver_users(policy.approvers, exclude=op.requested_by):
+        for approver in await self._approver_users(policy, exclude=op.requested_by):
             posted_dm = await bot.dm(approver, text, blocks)
             if posted_dm is not None:
                 bot.store.add_approval_message(op.id, *posted_dm)
@@ -143,11 +143,12 @@ class ApprovalHandlers:
             log.error("approval request posted nowhere", extra={"operation": op.id})
         return asked
 
-    async def _approver_users(self, approvers: list[str], *, exclude: str) -> list[str]:
+    async def _approver_users(self, policy: ApprovalPolicy, *, exclude: str) -> list[str]:
         users: list[str] = []
-        for ref in approvers:
-            members = sorted(await self.bot.group_members(ref)) if ref.startswith("S") else [ref]
-            users += [u for u in members if u != exclude and u not in users]
+        members = [[a] for a in policy.approvers]
+        members += [sorted(await self.bot.group_members(g)) for g in policy.approver_groups]
+        for group in members:
+            users += [u for u in group if u != exclude and u not in users]
         return users
 
     async def close_request(self, op: Operation, line: Mrkdwn) -> None:
