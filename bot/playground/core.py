@@ -42,7 +42,7 @@ from bot.slack.wording import escape
 from bot.stopbot import Stopbot
 from bot.store import Store, open_store
 from providers.base import Provider
-from providers.registry import build_provider
+from providers.registry import build_provider, kind_of
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
 
@@ -57,14 +57,6 @@ ACK_TIMEOUT = 3.0
 COMMAND = "/stop"
 MAX_SKIP_SECONDS = 24 * 3600
 LOCK_REASON = "held from the playground"
-
-# Simulator name for each provider type of the configuration.
-SIMULATOR_OF_TYPE = {
-    "qovery": "qovery",
-    "openstack": "nova",
-    "okeanos": "okeanos",
-    "feldera": "feldera",
-}
 
 FaultKind = Literal["http_500", "http_503", "http_429", "slow", "drop"]
 FAULT_KINDS: dict[str, dict[str, Any]] = {
@@ -626,7 +618,7 @@ class Playground:
             raise PlaygroundError(f"No resource {name!r} (known: {known}).") from None
 
     def _simulator(self, provider: str) -> str:
-        return SIMULATOR_OF_TYPE[self.config.provider(provider).type]
+        return kind_of(self.config.provider(provider).type).simulator.name
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any] | None:
