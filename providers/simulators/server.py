@@ -38,6 +38,7 @@ from providers.threaded_server import ThreadedServer
 
 __all__ = ["SimulatorHub", "SimulatorServer", "build_app"]
 
+
 class SimulatorHub:
     """The simulators, their shared clock and faults: what the control API acts on."""
 
