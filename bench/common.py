@@ -6,7 +6,7 @@ configured through its environment (``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET`
 own too, so the event loop that times the requests runs nothing but the load:
 
     Simulators        ``stopbot simulate`` on a free port, slowed with ``POST /_sim/faults``
-    FakeSlackProcess  bot/slack/fake_api.py's fake Slack (``python -m bench.common
+    FakeSlackProcess  bot/slack/fake_api's fake Slack (``python -m bench.common
                       fake-slack``), optionally slowed, with a small control API under
                       ``/_bench`` to mint response URLs and read the confirmations shown
     Bot               ``stopbot serve --http`` pointed at both

@@ -18,7 +18,7 @@ from bot.models import BotLock, KeepException, Operation, OpState, RunItem, Sche
 from bot.schedules import Outcome, PlanItem, RunReport
 from bot.slack import commands, schedule_views, views
 from bot.slack.app import SlackBot
-from bot.slack.fake_api import check_blocks
+from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.wording import md
 from bot.text import Person, Text, say
 from bot.workflow import Preview
