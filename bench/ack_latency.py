@@ -61,7 +61,11 @@ from bench.common import (
 from bench.nightly_run import Options as NightlyOptions
 from bench.nightly_run import bot_config, make_estate, post_signed, run_done, run_now_click
 from bot.slack import views
-from bot.slack.fake_api import block_actions_body, block_actions_payload, slash_command_body
+from bot.slack.fake_api.payloads import (
+    block_actions_body,
+    block_actions_payload,
+    slash_command_body,
+)
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 
 __all__ = ["Options", "Report", "RunResult", "main", "measure", "measure_once", "report"]

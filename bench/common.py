@@ -6,7 +6,7 @@ configured through its environment (``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET`
 own too, so the event loop that times the requests runs nothing but the load:
 
     Simulators        ``stopbot simulate`` on a free port, slowed with ``POST /_sim/faults``
-    FakeSlackProcess  bot/slack/fake_api.py's fake Slack (``python -m bench.common
+    FakeSlackProcess  bot/slack/fake_api's fake Slack (``python -m bench.common
                       fake-slack``), optionally slowed, with a small control API under
                       ``/_bench`` to mint response URLs and read the confirmations shown
     Bot               ``stopbot serve --http`` pointed at both
@@ -45,6 +45,7 @@ import yaml
 
 from bot.slack import views
 from bot.slack.fake_api import DEFAULT_TOKEN, sign_request
+from providers.registry import PROVIDERS
 from providers.simulators.samples import sample_config
 
 __all__ = [
@@ -80,7 +81,7 @@ BOT_TOKEN = DEFAULT_TOKEN
 """The fake Slack's made-up bot token: nothing real can be reached with it."""
 SIGNING_SECRET = "bench-signing-secret"  # noqa: S105 - made up, shared by the load and the bot
 USER, CHANNEL = "U0BENCH", "C0BENCH"
-PROVIDER_APIS = ("qovery", "nova", "okeanos", "feldera")
+PROVIDER_APIS = tuple(kind.simulator.name for kind in PROVIDERS)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 # A child's environment is built from scratch for these: a developer's own Slack or

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -33,12 +33,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.durations import Duration
 from bot.models import Actor
-from providers.base import Resource
-from providers.feldera import FelderaConfig
+from providers.base import ProviderConfigBase, Resource
 from providers.http import HttpSettings
-from providers.okeanos import OkeanosConfig
-from providers.openstack import OpenStackConfig
-from providers.qovery import QoveryConfig
+from providers.registry import PROVIDERS
 
 __all__ = [
     "ApprovalPolicy",
@@ -55,9 +52,15 @@ __all__ = [
     "parse_config",
 ]
 
-ProviderConfig = Annotated[
-    QoveryConfig | OpenStackConfig | OkeanosConfig | FelderaConfig, Field(discriminator="type")
-]
+if TYPE_CHECKING:
+    ProviderConfig = ProviderConfigBase
+else:
+    # A ``providers:`` entry: the model its ``type:`` names, from the one list of providers
+    # (built at run time, so the type checker sees what every entry has in common).
+    ProviderConfig = Annotated[
+        Union[tuple(kind.config for kind in PROVIDERS)],  # noqa: UP007 (no `|` over a tuple)
+        Field(discriminator="type"),
+    ]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A Slack user group's id, read only to load files written before approver_groups.

@@ -217,6 +217,7 @@ class ProviderConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    type: str = Field(description="Which provider: each provider's model narrows it to its tag.")
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     requests: RequestLimits = Field(
         default_factory=RequestLimits,

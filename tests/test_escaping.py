@@ -18,7 +18,7 @@ from bot.models import BotLock, KeepException, Operation, OpState, RunItem, Sche
 from bot.schedules import Outcome, PlanItem, RunReport
 from bot.slack import commands, schedule_views, views
 from bot.slack.app import SlackBot
-from bot.slack.fake_api import check_blocks
+from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.wording import md
 from bot.text import Person, Text, say
 from bot.workflow import Preview
@@ -332,8 +332,8 @@ async def test_lock_reasons_reach_the_warning_and_the_run_summary_inert(schedule
     (the provider's words) are quoted escaped in the warning and the summary."""
     answer = await scheduled.ask(f"lock spark 1d {HOSTILE_REASON}", user=ALICE)
     assert answer.args["text"].startswith(":lock: Locked spark")
-    scheduled.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
-        "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner_name="<!here>", reason=HOSTILE_REASON
+    scheduled.sims.hub["qovery"].set_lock(
+        "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner="<!here>", reason=HOSTILE_REASON
     )
     engine = scheduled.stopbot.engine
     fire = engine.next_fire(engine.schedule("nightly"))

@@ -237,7 +237,9 @@ async def test_provider_lock_owner_recognised_through_identities(
     """A Qovery lock owned by 'amartin' is Alice's when identities maps her to that name."""
     harness = Slack(sims, tmp_path / "db", identities={ALICE: {"qovery": "amartin"}})
     try:
-        sims.hub["qovery"].set_lock(DEV_EU, owner_name="amartin", reason="perf test", ttl_in_days=1)  # type: ignore[attr-defined]
+        sims.hub["qovery"].set_lock(
+            DEV_EU, owner="amartin", reason="perf test", ttl=dt.timedelta(days=1)
+        )
         refusal = await say(harness, "dev-eu")
         assert refusal.args["text"] == (
             ":no_entry: Refused: dev-eu is locked in qovery by amartin (perf test); it expires in 1d."
@@ -270,7 +272,9 @@ async def test_a_lock_owner_s_name_taken_by_someone_else_does_not_open_the_lock(
     harness = Slack(sims, tmp_path / "db", identities=identities)
     try:
         harness.fake.add_user(CAROL, "carol", **names)
-        sims.hub["qovery"].set_lock(DEV_EU, owner_name="amartin", reason="perf test", ttl_in_days=1)  # type: ignore[attr-defined]
+        sims.hub["qovery"].set_lock(
+            DEV_EU, owner="amartin", reason="perf test", ttl=dt.timedelta(days=1)
+        )
         refusal = await say(harness, "dev-eu", user=CAROL)
         assert refusal.args["text"] == (
             ":no_entry: Refused: dev-eu is locked in qovery by amartin (perf test); it expires in 1d."

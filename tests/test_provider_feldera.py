@@ -240,7 +240,7 @@ async def test_stop_of_a_stopping_pipeline_is_accepted(
     sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
 ) -> None:
     """A stop sent to a pipeline already stopping is accepted, with no status read first."""
-    simulator(sims).set_status("etl", "Stopping")
+    simulator(sims).set_state("etl", "Stopping")
     await provider.stop(pipeline("etl"), force=True)
     assert counting.methods() == ["POST"]
     assert (await provider.status(pipeline("etl"))).phase is Phase.STOPPING
@@ -362,7 +362,7 @@ async def test_graceful_stop_of_a_pipeline_stopping_already_is_followed(
     if before == "suspending":
         await provider.stop(pipeline("etl"))
     else:
-        simulator(sims).set_status("etl", before)
+        simulator(sims).set_state("etl", before)
     counting.requests.clear()
     accepted = await provider.stop(pipeline("etl"))
     assert accepted.status is not None
@@ -433,7 +433,7 @@ async def test_stop_answered_503_on_a_stopping_pipeline_is_followed(
     sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
 ) -> None:
     """A 503 from /stop, with the pipeline Stopping: accepted with that status, then Stopped."""
-    simulator(sims).set_status("etl", "Stopping")
+    simulator(sims).set_state("etl", "Stopping")
     simulator(sims).set_stop_unavailable("etl", REFUSED)
     accepted = await provider.stop(pipeline("etl"), force=True)
     assert accepted.status is not None
@@ -738,7 +738,7 @@ def test_bad_seed_is_a_clear_error(
 def test_snapshot_reads_states_from_the_clock(sims: SimulatorServer) -> None:
     """The snapshot shows each pipeline's current status, moved on by the clock."""
     sim = simulator(sims)
-    sim.set_status("etl", "Stopping")
+    sim.set_state("etl", "Stopping")
     before = {p["name"]: p["deployment_status"] for p in sim.snapshot()["pipelines"]}
     sims.hub.clock.advance(STEP)
     after = {p["name"]: p["deployment_status"] for p in sim.snapshot()["pipelines"]}

@@ -158,7 +158,7 @@ async def test_failed_stop_stays_started_forever(
     provider: OkeanosProvider, sim: OkeanosSimulator, sims: SimulatorServer
 ) -> None:
     """A stop the service silently drops (fail_stop) is accepted and leaves the app started."""
-    sim.set_fail_stop(SPARK, INSTANCE)
+    sim.set_fail_stop(SPARK, options={"lambda_instance_id": INSTANCE})
     await provider.stop(resource())
     sims.hub.clock.advance(STEP * 100)
     status = await provider.status(resource())

@@ -283,7 +283,9 @@ async def test_lapsed_lock_leaves_a_busy_cluster_a_plain_conflict(
     """A cluster deploying under a lock lapsed a day ago answers the simulator's 'operation in
     progress' 409 as a ConflictError, not a LockedError."""
     locked_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
-    qsim.set_lock(DEV, owner_name="Bob", reason="migration", ttl_in_days=1, locked_at=locked_at)
+    qsim.set_lock(
+        DEV, owner="Bob", reason="migration", ttl=dt.timedelta(days=1), locked_at=locked_at
+    )
     qsim.set_state(DEV, "DEPLOYING")
     with pytest.raises(ConflictError) as caught:
         await qovery.stop(cluster(DEV))
@@ -411,7 +413,7 @@ async def test_lock_without_ttl_never_expires(
 ) -> None:
     """A cluster_lock without ttl_in_days has no TTL and no expiry."""
     locked_at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    qsim.set_lock(DEV, owner_name="Bob", reason="migration", locked_at=locked_at)
+    qsim.set_lock(DEV, owner="Bob", reason="migration", locked_at=locked_at)
     lock = await qovery.lock(cluster(DEV))
     assert lock is not None
     assert (lock.owner, lock.reason, lock.locked_at, lock.ttl) == (

@@ -147,9 +147,7 @@ async def test_a_lock_taken_after_the_bulk_read_is_a_skip_with_its_owner(
 
     async def read_then_lock(resources: list[Resource]) -> Any:
         found = await read(resources)
-        sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
-            dev_eu.id, owner_name="Carol Danvers", reason="demo at 9"
-        )
+        sims.hub["qovery"].set_lock(dev_eu.id, owner="Carol Danvers", reason="demo at 9")
         return found
 
     qovery.statuses_and_locks = read_then_lock  # type: ignore[method-assign]

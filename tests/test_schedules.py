@@ -341,8 +341,8 @@ async def test_run_with_locked_already_stopped_failing_and_opted_out(
         )
         h.travel(utc(2027, 1, 11, 12))
         await h.engine.tick()
-        h.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
-            STAGING, owner_name="Alice Martin", reason="load test until Friday", ttl_in_days=3
+        h.sims.hub["qovery"].set_lock(
+            STAGING, owner="Alice Martin", reason="load test until Friday", ttl=dt.timedelta(days=3)
         )
         h.store.set_lock("web-1", "U0ALICE", utc(2027, 1, 12), reason="demo")
         await h.tick_at(utc(2027, 1, 11, 19))
@@ -423,7 +423,7 @@ async def test_drift_reported_once(sims: SimulatorServer, tmp_path: Path) -> Non
         await h.engine.tick()
         await h.tick_at(utc(2027, 1, 11, 19))
         await h.engine.wait()
-        h.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")  # type: ignore[attr-defined]
+        h.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")
         await h.tick_at(utc(2027, 1, 11, 23))
         await h.tick_at(utc(2027, 1, 12, 1))
         assert h.notes.drifts == [("nightly", "dev-eu", "DEPLOYED")]

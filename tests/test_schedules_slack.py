@@ -281,7 +281,7 @@ async def test_drift_reported_with_buttons(slack: Slack) -> None:
     """A cluster running again after the run is reported once, with Stop again / Leave it."""
     travel(slack, fire_of(slack))
     await summary(slack)
-    slack.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")  # type: ignore[attr-defined]
+    slack.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")
     travel(slack, slack.time.now() + dt.timedelta(minutes=6))
     report = await slack.fake.wait_for_message(
         CHANNEL, lambda m: m.get("text", "").startswith("dev-eu is running again")
@@ -470,7 +470,7 @@ async def test_only_someone_who_may_stop_it_leaves_a_drifted_resource_running(
     try:
         travel(harness, fire_of(harness))
         await summary(harness)
-        harness.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")  # type: ignore[attr-defined]
+        harness.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")
         travel(harness, harness.time.now() + dt.timedelta(minutes=6))
         report = await harness.fake.wait_for_message(
             CHANNEL, lambda m: m.get("text", "").startswith("dev-eu is running again")

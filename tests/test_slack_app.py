@@ -323,8 +323,8 @@ async def test_slack_retry_does_not_run_a_command_twice(slack: Slack) -> None:
     """A retried delivery of the same command (same trigger_id) records one operation, and
     shows its confirmation again as the first showed it: status and locks read anew, not
     left out (a provider lock shown as "none")."""
-    slack.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
-        DEV_EU, owner_name="Bob Stone", reason="load test", ttl_in_days=1
+    slack.sims.hub["qovery"].set_lock(
+        DEV_EU, owner="Bob Stone", reason="load test", ttl=dt.timedelta(days=1)
     )
     await slack.command("dev-eu", trigger_id="trigger-1")
     first = await slack.reply()

@@ -163,7 +163,7 @@ def test_pipeline_body_matches_schema(
     spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client, selector: str, status: str
 ) -> None:
     """GET /v0/pipelines/{name} answers a valid PipelineSelectedInfo in every status."""
-    simulator(sims).set_status("etl", status)
+    simulator(sims).set_state("etl", status)
     response = api.get("/v0/pipelines/etl", params={"selector": selector})
     assert response.status_code == 200
     assert problems(spec, schema(spec, "PipelineSelectedInfo"), response.json()) == []
@@ -240,7 +240,7 @@ def test_open_source_graceful_stop_is_501_error_response(
 ) -> None:
     """force=false on the open-source edition is a 501 ErrorResponse (EnterpriseFeature)
     wherever force is not ignored, a stopping pipeline included."""
-    simulator(sims).set_status("etl", status)
+    simulator(sims).set_state("etl", status)
     response = api.post("/v0/pipelines/etl/stop", params={"force": "false"})
     assert response.status_code == 501
     assert problems(spec, schema(spec, "ErrorResponse"), response.json()) == []
@@ -300,7 +300,7 @@ def test_graceful_stop_of_an_unprovisioned_pipeline_is_forced(
     section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
     section["enterprise"] = enterprise
     simulator(sims).seed(section)
-    simulator(sims).set_status("etl", "Provisioning")
+    simulator(sims).set_state("etl", "Provisioning")
     assert api.post("/v0/pipelines/etl/stop", params={"force": "false"}).status_code == 202
     body = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
     assert (body["deployment_status"], body["deployment_desired_status"]) == (
@@ -362,7 +362,7 @@ def test_graceful_stop_while_suspending_or_stopping_is_the_documented_400(
     if before == "suspending":
         assert api.post("/v0/pipelines/etl/stop", params={"force": "false"}).status_code == 202
     else:
-        simulator(sims).set_status("etl", before)
+        simulator(sims).set_state("etl", before)
     response = api.post("/v0/pipelines/etl/stop", params={"force": "false"})
     documented = example(spec, "/v0/pipelines/{pipeline_name}/stop", "post", "400")
     body = response.json()
@@ -380,7 +380,7 @@ def test_graceful_stop_while_suspending_or_stopping_is_the_documented_400(
 
 def test_forced_stop_while_stopping_is_accepted(sims: SimulatorServer, api: httpx.Client) -> None:
     """Only a forced stop is possible while stopping: it is accepted and changes nothing."""
-    simulator(sims).set_status("etl", "Stopping")
+    simulator(sims).set_state("etl", "Stopping")
     assert api.post("/v0/pipelines/etl/stop", params={"force": "true"}).status_code == 202
     body = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
     assert (body["deployment_status"], body["deployment_desired_status"]) == (

@@ -12,7 +12,7 @@ from bot.config import NAME_LIMIT, ResourceConfig, ScheduleConfig, Selector
 from bot.models import BotLock, Operation, OpState
 from bot.schedules import PlanItem
 from bot.slack import schedule_views, views
-from bot.slack.fake_api import check_blocks
+from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.wording import md
 from bot.text import Text
 from providers.base import Phase, Resource, ResourceStatus

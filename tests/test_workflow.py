@@ -302,9 +302,8 @@ async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) 
 
 async def test_silent_failure_times_out(h: Harness) -> None:
     """An ~okeanos stop that never completes ends as timed out after the configured limit."""
-    h.sims.hub["okeanos"].set_fail_stop(  # type: ignore[attr-defined]
-        h.config.resource("spark").id, h.config.resource("spark").options["lambda_instance_id"]
-    )
+    spark = h.config.resource("spark")
+    h.sims.hub["okeanos"].set_fail_stop(spark.id, options=spark.options)
     op_id = await h.confirmed("spark")
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.TIMED_OUT
@@ -316,7 +315,7 @@ async def test_silent_failure_times_out(h: Harness) -> None:
 async def test_stopped_between_confirmation_and_submit(h: Harness) -> None:
     """A cluster stopped by someone else after the preview ends as stopped-already (409)."""
     op_id = await h.confirmed("dev-eu")
-    h.sims.hub["qovery"].set_state(h.config.resource("dev-eu").id, "STOPPED")  # type: ignore[attr-defined]
+    h.sims.hub["qovery"].set_state(h.config.resource("dev-eu").id, "STOPPED")
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.STOPPED_ALREADY
 
@@ -562,8 +561,8 @@ async def test_a_preview_older_than_the_reuse_limit_means_a_fresh_lock_read(
     preview = await h.service.prepare("dev-eu", BOB, source="test")
     assert h.service.confirm(preview.operation.id, BOB).ok
     await h.time.sleep((LOCK_READ_REUSE + dt.timedelta(milliseconds=1)).total_seconds())
-    h.sims.hub["qovery"].set_lock(  # type: ignore[attr-defined]
-        "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner_name="Alice Martin", reason="load test"
+    h.sims.hub["qovery"].set_lock(
+        "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01", owner="Alice Martin", reason="load test"
     )
     h.sims.hub.faults.reset_counts()
     final = await h.service.run(preview.operation.id, Recorder(), BOB, prepared=preview)

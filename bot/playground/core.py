@@ -42,8 +42,8 @@ from bot.slack.wording import escape
 from bot.stopbot import Stopbot
 from bot.store import Store, open_store
 from providers.base import Provider
-from providers.registry import build_provider
-from providers.simulators.common import Fault
+from providers.registry import build_provider, kind_of
+from providers.simulators.common import Fault, SimulatedLock, Simulator
 from providers.simulators.server import SimulatorServer
 
 __all__ = ["ACK_TIMEOUT", "FAULT_KINDS", "FaultKind", "Playground", "PlaygroundError", "dumps"]
@@ -57,14 +57,6 @@ ACK_TIMEOUT = 3.0
 COMMAND = "/stop"
 MAX_SKIP_SECONDS = 24 * 3600
 LOCK_REASON = "held from the playground"
-
-# Simulator name for each provider type of the configuration.
-SIMULATOR_OF_TYPE = {
-    "qovery": "qovery",
-    "openstack": "nova",
-    "okeanos": "okeanos",
-    "feldera": "feldera",
-}
 
 FaultKind = Literal["http_500", "http_503", "http_429", "slow", "drop"]
 FAULT_KINDS: dict[str, dict[str, Any]] = {
@@ -439,19 +431,20 @@ class Playground:
         self.slack.notify()
 
     def lock(self, resource: str, owner: str) -> str:
-        """Lock ``resource`` as ``owner`` would, where its provider can: a Qovery cluster
-        lock in their name, a Nova server lock; elsewhere a Stopbot lock. Returns which."""
+        """Lock ``resource`` as ``owner`` would, where its provider can (a Qovery cluster
+        lock in their name, a Nova server lock), elsewhere a Stopbot lock. Returns which:
+        the simulator's name, or ``stopbot``."""
         rc = self._resource(resource)
         user = self._check_user(owner)
-        simulator = self.sims.hub[self._simulator(rc.provider)]
-        if simulator.name == "qovery":
-            simulator.set_lock(  # type: ignore[attr-defined]
-                rc.id, owner_name=user.real_name or user.name, reason=LOCK_REASON, ttl_in_days=1
+        simulator = self._simulator_of(rc)
+        if simulator.has_locks:
+            simulator.set_lock(
+                rc.id,
+                owner=user.real_name or user.name,
+                reason=LOCK_REASON,
+                ttl=dt.timedelta(days=1),
             )
-            kind = "qovery"
-        elif simulator.name == "nova":
-            simulator.set_lock(rc.id, f"{LOCK_REASON} by {user.real_name}")  # type: ignore[attr-defined]
-            kind = "nova"
+            kind = simulator.name
         else:
             expires = self.stopbot.clock() + dt.timedelta(hours=1)
             self.store.set_lock(rc.name, owner, expires, LOCK_REASON)
@@ -462,9 +455,7 @@ class Playground:
     def unlock(self, resource: str) -> None:
         """Remove every lock on ``resource``: the provider's and Stopbot's."""
         rc = self._resource(resource)
-        simulator = self.sims.hub[self._simulator(rc.provider)]
-        if simulator.name in {"qovery", "nova"}:
-            simulator.clear_lock(rc.id)  # type: ignore[attr-defined]
+        self._simulator_of(rc).clear_lock(rc.id)
         self.store.delete_lock(rc.name, "playground", forced=True)
         self.slack.notify()
 
@@ -500,11 +491,10 @@ class Playground:
 
     def resources(self) -> list[dict[str, Any]]:
         """Every configured resource with its simulated status and locks."""
-        hub = self.sims.hub.state()
         rows = []
         for rc in self.config.resources:
-            simulator = self._simulator(rc.provider)
-            status, settled, provider_lock = _simulated(simulator, hub[simulator], rc.id, rc)
+            resource = rc.to_resource()
+            found = self._simulator_of(rc).describe(resource.id, options=resource.options)
             bot_lock = self.store.get_lock(rc.name)
             approval = self.config.approval_for(rc.name)
             rows.append(
@@ -512,9 +502,9 @@ class Playground:
                     "name": rc.name,
                     "provider": rc.provider,
                     "id": rc.id,
-                    "status": status,
-                    "settled": settled,
-                    "provider_lock": provider_lock,
+                    "status": found.status if found else "missing",
+                    "settled": found.settled if found else True,
+                    "provider_lock": _lock_words(found.lock) if found and found.lock else None,
                     "bot_lock": (
                         {
                             "owner": bot_lock.owner,
@@ -626,7 +616,11 @@ class Playground:
             raise PlaygroundError(f"No resource {name!r} (known: {known}).") from None
 
     def _simulator(self, provider: str) -> str:
-        return SIMULATOR_OF_TYPE[self.config.provider(provider).type]
+        """The name of the simulated API a provider of the configuration talks to."""
+        return kind_of(self.config.provider(provider).type).simulator.name
+
+    def _simulator_of(self, rc: ResourceConfig) -> Simulator:
+        return self.sims.hub[self._simulator(rc.provider)]
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any] | None:
@@ -726,46 +720,13 @@ def _element_state(element: Mapping[str, Any], raw: Any) -> tuple[dict[str, Any]
     return {"type": kind, "value": text or None}, not text.strip()
 
 
-def _simulated(
-    simulator: str, state: Mapping[str, Any], resource_id: str, rc: ResourceConfig
-) -> tuple[str, bool, str | None]:
-    """A resource's status, whether it is settled, and its provider lock, in words."""
-    if simulator == "qovery":
-        cluster = _by(state["clusters"], "id", resource_id)
-        if cluster is None:
-            return "missing", True, None
-        lock = cluster["lock"]
-        text = f"locked by {lock['owner_name']}: {lock['reason']}" if lock else None
-        return cluster["status"], cluster["settled"], text
-    if simulator == "nova":
-        server = _by(state["servers"], "id", resource_id)
-        if server is None:
-            return "missing", True, None
-        status = server["status"]
-        if server["task_state"]:
-            status = f"{status} ({server['task_state']})"
-        text = None
-        if server["locked"]:
-            text = f"locked: {server['locked_reason']}" if server["locked_reason"] else "locked"
-        return status, server["settled"], text
-    if simulator == "okeanos":
-        app = _by(state["applications"], "id", resource_id)
-        deployment = (
-            _by(app["deployments"], "lambda_instance_id", rc.lambda_instance_id or "")
-            if app
-            else None
+def _lock_words(lock: SimulatedLock) -> str:
+    """A provider's lock as the panel shows it: who, where the API records it, and why."""
+    if lock.owner is not None:
+        return (
+            f"locked by {lock.owner}: {lock.reason}" if lock.reason else f"locked by {lock.owner}"
         )
-        if deployment is None:
-            return "missing", True, None
-        return ("started" if deployment["started"] else "stopped"), deployment["settled"], None
-    pipeline = _by(state["pipelines"], "name", resource_id)
-    if pipeline is None:
-        return "missing", True, None
-    return pipeline["deployment_status"], pipeline["settled"], None
-
-
-def _by(items: list[dict[str, Any]], key: str, value: str) -> dict[str, Any] | None:
-    return next((item for item in items if item.get(key) == value), None)
+    return f"locked: {lock.reason}" if lock.reason else "locked"
 
 
 def dumps(state: Mapping[str, Any]) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
+import datetime as dt
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -27,6 +29,8 @@ __all__ = [
     "FaultMiddleware",
     "Faults",
     "SimClock",
+    "SimulatedLock",
+    "SimulatedResource",
     "Simulator",
     "Timeline",
 ]
@@ -251,10 +255,39 @@ class FaultMiddleware:
         await self.app(scope, receive, send)
 
 
-class Simulator(ABC):
-    """One simulated provider API, mounted by the simulator server under ``/<name>``."""
+@dataclasses.dataclass(frozen=True)
+class SimulatedLock:
+    """A lock the simulated API holds on a resource: who holds it, where the API records
+    that, and why."""
 
-    name: str
+    owner: str | None
+    reason: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedResource:
+    """One resource as its simulated API has it now."""
+
+    status: str
+    """In the API's own words (Nova's with its task state: ``ACTIVE (powering-off)``)."""
+    settled: bool
+    """No step is still to come: the status stays as it is until something acts."""
+    lock: SimulatedLock | None = None
+
+
+class Simulator(ABC):
+    """One simulated provider API, mounted by the simulator server under ``/<name>``.
+
+    Besides serving the API, it lets tests and the playground act on a resource as
+    someone would elsewhere (in the provider's console, or the service on its own): put
+    it in a state, make its stops fail, lock and unlock it. A resource is named as the
+    bot's configuration names it: its ``id``, and the ``options`` an API needs beyond
+    it (~okeanos: ``lambda_instance_id``, the instance the application runs on).
+    """
+
+    name: ClassVar[str]
+    has_locks: ClassVar[bool] = False
+    """Whether the API holds locks of its own (:meth:`set_lock` works)."""
 
     def __init__(self, clock: SimClock) -> None:
         self.clock = clock
@@ -271,6 +304,43 @@ class Simulator(ABC):
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:
         """The current state, for the control API and tests."""
+
+    @abstractmethod
+    def describe(
+        self, resource_id: str, *, options: Mapping[str, str] | None = None
+    ) -> SimulatedResource | None:
+        """The resource now; None when the API has no such resource."""
+
+    @abstractmethod
+    def set_state(
+        self, resource_id: str, state: str, *, options: Mapping[str, str] | None = None
+    ) -> None:
+        """Put the resource in ``state``, one of the API's own, now, dropping the steps
+        still to come: as if it had changed elsewhere. An unknown state is a ValueError."""
+
+    @abstractmethod
+    def set_fail_stop(
+        self,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        fail: bool = True,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make the resource's later stops fail the way this API's fail, with ``message``
+        where it reports one (None: its usual words); ``fail=False``: succeed again."""
+
+    @abstractmethod
+    def set_lock(
+        self, resource_id: str, *, owner: str, reason: str, ttl: dt.timedelta | None = None
+    ) -> None:
+        """Lock the resource as ``owner`` would in the provider's console, for ``ttl``
+        where the API's locks lapse (None: until unlocked). Only where :attr:`has_locks`:
+        elsewhere a NotImplementedError."""
+
+    @abstractmethod
+    def clear_lock(self, resource_id: str) -> None:
+        """Unlock the resource, as its owner would; an API without locks has none to clear."""
 
     def now(self) -> float:
         return self.clock.now()

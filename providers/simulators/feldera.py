@@ -29,6 +29,7 @@ import datetime as dt
 import functools
 import hmac
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -38,7 +39,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from providers.simulators.common import SimClock, Simulator, Timeline
+from providers.simulators.common import SimClock, SimulatedResource, Simulator, Timeline
 
 __all__ = [
     "DEPLOYMENT_DESIRED_STATUSES",
@@ -355,20 +356,56 @@ class FelderaSimulator(Simulator):
 
     # Test helpers: poke a pipeline without going through HTTP.
 
-    def set_status(self, name: str, status: str, desired: str | None = None) -> None:
-        """Jump ``name`` to ``status`` now, as if seeded so: a transitional one moves on."""
-        if status not in DEPLOYMENT_STATUSES:
-            raise ValueError(f"unknown deployment status {status!r}")
+    def describe(
+        self, resource_id: str, *, options: Mapping[str, str] | None = None
+    ) -> SimulatedResource | None:
         with self.lock:
-            pipeline = self.pipelines[name]
+            pipeline = self.pipelines.get(resource_id)
+            if pipeline is None:
+                return None
             now = self.now()
-            pipeline.plan(now, [(status, desired or _natural_desired(status), 0.0)])
+            return SimulatedResource(
+                status=pipeline.status.state(now), settled=pipeline.status.settled(now)
+            )
+
+    def set_state(
+        self,
+        resource_id: str,
+        state: str,
+        desired: str | None = None,
+        *,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Jump pipeline ``resource_id`` to deployment status ``state`` now, as if seeded
+        so (``desired``: its desired status, else the one that status implies): a
+        transitional one moves on."""
+        if state not in DEPLOYMENT_STATUSES:
+            raise ValueError(f"unknown deployment status {state!r}")
+        with self.lock:
+            pipeline = self.pipelines[resource_id]
+            now = self.now()
+            pipeline.plan(now, [(state, desired or _natural_desired(state), 0.0)])
             pipeline.move_on(now, self.config.step_seconds)
 
-    def set_fail_stop(self, name: str, message: str | None = None, *, fail: bool = True) -> None:
-        """Make the next stop of ``name`` end with ``deployment_error`` (or not)."""
+    def set_lock(
+        self, resource_id: str, *, owner: str, reason: str, ttl: dt.timedelta | None = None
+    ) -> None:
+        raise NotImplementedError("Feldera has no locks")
+
+    def clear_lock(self, resource_id: str) -> None:
+        """Feldera has no locks: there is none to clear."""
+
+    def set_fail_stop(
+        self,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        fail: bool = True,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make the next stop of pipeline ``resource_id`` end with ``deployment_error``."""
         with self.lock:
-            pipeline = self.pipelines[name]
+            pipeline = self.pipelines[resource_id]
             pipeline.fail_stop = fail
             pipeline.fail_message = message
 

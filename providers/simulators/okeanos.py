@@ -29,10 +29,11 @@ Seed format (``DEFAULT_SEED["okeanos"]``), with the optional keys this simulator
 
 from __future__ import annotations
 
+import datetime as dt
 import email.parser
 import email.policy
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -44,7 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from providers.simulators.common import Simulator, Timeline, read_json
+from providers.simulators.common import SimulatedResource, Simulator, Timeline, read_json
 
 __all__ = [
     "APPLICATION_STATUS_CODES",
@@ -184,6 +185,14 @@ class _Application:
     deployments: dict[str, _Deployment]
 
 
+def _instance_of(options: Mapping[str, str] | None) -> str:
+    """The lambda instance that, with the application's id, names a deployment."""
+    instance_id = (options or {}).get("lambda_instance_id")
+    if not instance_id:
+        raise ValueError("an ~okeanos application is found with options['lambda_instance_id']")
+    return instance_id
+
+
 def _error(status: int, message: str) -> JSONResponse:
     """The error body of Authentication.md, used for every error status."""
     body = {"errors": [{"message": message, "code": status, "details": _REASONS[status]}]}
@@ -318,16 +327,54 @@ class OkeanosSimulator(Simulator):
             instance.status = status
             instance.failure_message = failure_message
 
-    def set_started(self, application_id: str, instance_id: str, started: bool) -> None:
-        """Set an application's ``started`` flag on an instance now, dropping pending changes."""
+    def describe(
+        self, resource_id: str, *, options: Mapping[str, str] | None = None
+    ) -> SimulatedResource | None:
+        """An application on one instance: ``started`` or ``stopped``, LoD's only words."""
+        instance_id = _instance_of(options)
         with self.lock:
-            deployment = self.applications[application_id].deployments[instance_id]
-            deployment.flag.set(self.now(), STARTED if started else STOPPED)
+            app = self.applications.get(resource_id)
+            deployment = app.deployments.get(instance_id) if app else None
+            if deployment is None:
+                return None
+            now = self.now()
+            return SimulatedResource(
+                status=deployment.flag.state(now), settled=deployment.flag.settled(now)
+            )
 
-    def set_fail_stop(self, application_id: str, instance_id: str, fail: bool = True) -> None:
-        """Make later stops of this deployment be accepted and then silently never happen."""
+    def set_state(
+        self, resource_id: str, state: str, *, options: Mapping[str, str] | None = None
+    ) -> None:
+        """Set an application's ``started`` flag on an instance now (``started`` or
+        ``stopped``), dropping pending changes."""
+        if state not in (STARTED, STOPPED):
+            raise ValueError(f"an application on a lambda instance is {STARTED} or {STOPPED}")
+        instance_id = _instance_of(options)
         with self.lock:
-            self.applications[application_id].deployments[instance_id].fail_stop = fail
+            deployment = self.applications[resource_id].deployments[instance_id]
+            deployment.flag.set(self.now(), state)
+
+    def set_lock(
+        self, resource_id: str, *, owner: str, reason: str, ttl: dt.timedelta | None = None
+    ) -> None:
+        raise NotImplementedError("LoD has no locks")
+
+    def clear_lock(self, resource_id: str) -> None:
+        """LoD has no locks: there is none to clear."""
+
+    def set_fail_stop(
+        self,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        fail: bool = True,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make later stops of this deployment be accepted and then silently never happen
+        (LoD reports nothing, so ``message`` has nowhere to go)."""
+        instance_id = _instance_of(options)
+        with self.lock:
+            self.applications[resource_id].deployments[instance_id].fail_stop = fail
 
     def app(self) -> ASGIApp:
         return Starlette(

@@ -35,7 +35,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from providers.simulators.common import SimClock, Simulator, Timeline, read_json
+from providers.simulators.common import (
+    SimClock,
+    SimulatedLock,
+    SimulatedResource,
+    Simulator,
+    Timeline,
+    read_json,
+)
 
 __all__ = [
     "ACTIONS",
@@ -306,6 +313,7 @@ class NovaSimulator(Simulator):
     """Keystone v3 and Nova servers of one project, on the shared simulator clock."""
 
     name = "nova"
+    has_locks = True
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)
@@ -379,22 +387,67 @@ class NovaSimulator(Simulator):
                 "servers": servers,
             }
 
-    def set_lock(self, server_id: str, reason: str | None = None) -> None:
-        """Lock a server as its owner would (``lock`` action), for tests."""
+    def describe(
+        self, resource_id: str, *, options: Mapping[str, str] | None = None
+    ) -> SimulatedResource | None:
         with self.lock:
-            server = self.servers[server_id]
+            server = self.servers.get(resource_id)
+            if server is None:
+                return None
+            now = self.now()
+            status, task_state = server.state(now)
+            return SimulatedResource(
+                status=f"{status} ({task_state})" if task_state else status,
+                settled=server.timeline.settled(now),
+                lock=SimulatedLock(None, server.locked_reason) if server.locked else None,
+            )
+
+    def set_lock(
+        self,
+        resource_id: str,
+        *,
+        owner: str | None = None,
+        reason: str | None = None,
+        ttl: dt.timedelta | None = None,
+    ) -> None:
+        """Lock a server as its owner would (``lock`` action). Nova's lock keeps a reason
+        and neither an owner nor a time limit: the owner signs the reason, as people do,
+        and ``ttl`` is not kept."""
+        if owner is not None:
+            reason = f"{reason or 'locked'} by {owner}"
+        with self.lock:
+            server = self.servers[resource_id]
             server.locked, server.locked_reason = True, reason
 
-    def clear_lock(self, server_id: str) -> None:
+    def clear_lock(self, resource_id: str) -> None:
         with self.lock:
-            server = self.servers[server_id]
+            server = self.servers[resource_id]
             server.locked, server.locked_reason = False, None
 
-    def set_fail_stop(self, server_id: str, message: str | None = DEFAULT_FAIL_MESSAGE) -> None:
-        """Make the server's next stops end in ``ERROR`` with ``message``; None: succeed."""
+    def set_state(
+        self, resource_id: str, state: str, *, options: Mapping[str, str] | None = None
+    ) -> None:
+        """Put a server in a status of Nova's now (``SHUTOFF``, ``ACTIVE``...), with the
+        task state a server at rest in it has."""
+        if state not in STATUS_STATES:
+            raise ValueError(f"{state!r} is not a Nova server status")
         with self.lock:
-            server = self.servers[server_id]
-            server.fail_stop = message is not None
+            self.servers[resource_id].plan(
+                self.now(), [(_key(state, STATUS_STATES[state][1]), 0.0)]
+            )
+
+    def set_fail_stop(
+        self,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        fail: bool = True,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make the server's next stops end in ``ERROR`` with ``message`` as its fault."""
+        with self.lock:
+            server = self.servers[resource_id]
+            server.fail_stop = fail
             server.fail_message = message or DEFAULT_FAIL_MESSAGE
 
     def revoke_tokens(self) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
@@ -45,7 +46,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from providers.simulators.common import SimClock, Simulator, Timeline, read_json
+from providers.simulators.common import (
+    SimClock,
+    SimulatedLock,
+    SimulatedResource,
+    Simulator,
+    Timeline,
+    read_json,
+)
 
 __all__ = ["CLUSTER_STATES", "QoverySimulator"]
 
@@ -208,6 +216,7 @@ class QoverySimulator(Simulator):
     """The clusters of one Qovery organization, reachable with one API token."""
 
     name = "qovery"
+    has_locks = True
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)
@@ -274,32 +283,67 @@ class QoverySimulator(Simulator):
                 ],
             }
 
-    def set_lock(
-        self,
-        cluster_id: str,
-        *,
-        owner_name: str,
-        reason: str,
-        ttl_in_days: int | None = None,
-        locked_at: dt.datetime | None = None,
-    ) -> None:
-        """Lock a cluster as a Qovery user would in the console (for tests)."""
+    def describe(
+        self, resource_id: str, *, options: Mapping[str, str] | None = None
+    ) -> SimulatedResource | None:
         with self.lock:
-            self._clusters[cluster_id].lock = _Lock(
-                owner_name, reason, locked_at or self._now_dt(), ttl_in_days
+            cluster = self._clusters.get(resource_id)
+            if cluster is None:
+                return None
+            now = self.now()
+            # Reported as the API reports it: past its TTL too (see _lock_json).
+            lock = cluster.lock
+            return SimulatedResource(
+                status=cluster.timeline.state(now),
+                settled=cluster.timeline.settled(now),
+                lock=SimulatedLock(lock.owner_name, lock.reason) if lock else None,
             )
 
-    def clear_lock(self, cluster_id: str) -> None:
-        """Unlock a cluster (for tests)."""
+    def set_lock(
+        self,
+        resource_id: str,
+        *,
+        owner: str,
+        reason: str,
+        ttl: dt.timedelta | None = None,
+        locked_at: dt.datetime | None = None,
+    ) -> None:
+        """Lock a cluster as a Qovery user would in the console; ``locked_at``: when they
+        did (default: now). Qovery's TTL is a whole number of days."""
+        days = None
+        if ttl is not None:
+            days, rest = divmod(ttl, dt.timedelta(days=1))
+            if rest:
+                raise ValueError("a Qovery lock's TTL is a whole number of days")
         with self.lock:
-            self._clusters[cluster_id].lock = None
+            self._clusters[resource_id].lock = _Lock(
+                owner, reason, locked_at or self._now_dt(), days
+            )
 
-    def set_state(self, cluster_id: str, state: str) -> None:
-        """Put a cluster in any ClusterStateEnum state now, dropping planned steps (for tests)."""
+    def clear_lock(self, resource_id: str) -> None:
+        with self.lock:
+            self._clusters[resource_id].lock = None
+
+    def set_state(
+        self, resource_id: str, state: str, *, options: Mapping[str, str] | None = None
+    ) -> None:
+        """Put a cluster in any ClusterStateEnum state now, dropping planned steps."""
         if state not in CLUSTER_STATES:
             raise ValueError(f"{state!r} is not a ClusterStateEnum value")
         with self.lock:
-            self._clusters[cluster_id].timeline.set(self.now(), state)
+            self._clusters[resource_id].timeline.set(self.now(), state)
+
+    def set_fail_stop(
+        self,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        fail: bool = True,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make a cluster's later stops end in STOP_ERROR (Qovery reports no message)."""
+        with self.lock:
+            self._clusters[resource_id].fail_stop = fail
 
     def _active_lock(self, cluster: _Cluster, now_dt: dt.datetime) -> _Lock | None:
         """The lock that still holds: one past its TTL no longer blocks a stop."""

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from providers.registry import PROVIDERS
 from providers.simulators.common import (
     AccountLimit,
     Fault,
@@ -32,21 +33,10 @@ from providers.simulators.common import (
     SimClock,
     Simulator,
 )
-from providers.simulators.feldera import FelderaSimulator
-from providers.simulators.okeanos import OkeanosSimulator
-from providers.simulators.openstack import NovaSimulator
-from providers.simulators.qovery import QoverySimulator
 from providers.simulators.samples import DEFAULT_SEED
 from providers.threaded_server import ThreadedServer
 
 __all__ = ["SimulatorHub", "SimulatorServer", "build_app"]
-
-SIMULATOR_CLASSES: tuple[type[Simulator], ...] = (
-    QoverySimulator,
-    NovaSimulator,
-    OkeanosSimulator,
-    FelderaSimulator,
-)
 
 
 class SimulatorHub:
@@ -56,7 +46,7 @@ class SimulatorHub:
         self.clock = SimClock()
         self.faults = Faults()
         self.simulators: dict[str, Simulator] = {
-            cls.name: cls(self.clock) for cls in SIMULATOR_CLASSES
+            kind.simulator.name: kind.simulator(self.clock) for kind in PROVIDERS
         }
         self.initial_seed = copy.deepcopy(dict(seed) if seed is not None else DEFAULT_SEED)
         self.seed(self.initial_seed)

@@ -1,4 +1,4 @@
-"""A fake Slack: a Web API that records what the bot asked and answers in Slack's own shapes.
+"""The fake Slack Web API: answers in Slack's own shapes, and records what the bot asked.
 
 End-to-end tests point the bot's ``AsyncWebClient(base_url=server.api_url)`` at it, and the
 local playground (``stopbot dev``) renders its channels. It keeps what a channel shows now
@@ -10,18 +10,15 @@ instead of passing silently.
     GET|POST /api/<method>     Web API methods, https://docs.slack.dev/reference/methods
     POST     /response/<id>    response_url hooks minted by ``FakeSlack.new_response_url``
 
-It also builds what Slack sends *to* an app (signed slash commands, block actions, view
-submissions), so a test or the playground can drive a Bolt app over real HTTP, and does what
-the Slack client does with the app's answers (shows an acknowledgement's reply, closes or
-updates a modal), so the playground can show a channel as a member would see it.
+It also does what the Slack client does with the app's answers (shows an acknowledgement's
+reply, closes or updates a modal), so the playground can show a channel as a member would
+see it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
-import hmac
 import json
 import secrets
 import threading
@@ -31,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.applications import Starlette
@@ -39,9 +36,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.slack.fake_api.blocks import (
+    MAX_MESSAGE_BLOCKS,
+    MAX_VIEW_BLOCKS,
+    InvalidBlocks,
+    check_blocks,
+)
 from providers.threaded_server import ThreadedServer
 
 __all__ = [
+    "DEFAULT_APP_ID",
+    "DEFAULT_TEAM_DOMAIN",
+    "DEFAULT_TEAM_ID",
     "DEFAULT_TOKEN",
     "RESPONSE_URL_METHOD",
     "Call",
@@ -49,13 +55,6 @@ __all__ = [
     "FakeSlackServer",
     "SlackChannel",
     "SlackUser",
-    "block_actions_body",
-    "block_actions_payload",
-    "sign_request",
-    "slash_command_body",
-    "view_block_actions_payload",
-    "view_closed_payload",
-    "view_submission_payload",
 ]
 
 DEFAULT_TOKEN = "xoxb-stopbot-fake-token"  # noqa: S105 - the fake's own made-up bot token
@@ -1063,7 +1062,7 @@ class FakeSlack:
     def _open_view(
         self, view: dict[str, Any], user: str | None, previous: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        check_blocks(view.get("blocks", []), most=MAX_VIEW_BLOCKS)
+        _check_blocks(view.get("blocks", []), most=MAX_VIEW_BLOCKS)
         view_id = self._next_id("V")
         stored = {
             "id": view_id,
@@ -1182,7 +1181,7 @@ def _content(args: Mapping[str, Any]) -> dict[str, Any]:
     if "blocks" in content:
         if not isinstance(content["blocks"], list):
             raise _SlackError("invalid_blocks_format")
-        check_blocks(content["blocks"])
+        _check_blocks(content["blocks"], most=MAX_MESSAGE_BLOCKS)
     if "text" in content:
         content["text"] = str(content["text"])
     if not any(content.values()):
@@ -1190,83 +1189,11 @@ def _content(args: Mapping[str, Any]) -> dict[str, Any]:
     return content
 
 
-# Block Kit's limits, which Slack enforces with ``invalid_blocks``: a message holds at most
-# 50 blocks and a modal 100 (https://docs.slack.dev/reference/block-kit/blocks), and each
-# block and element has its own (the pages of each, under block-kit/).
-MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS = 50, 100
-_TEXT_LIMITS = {"section": 3000, "header": 150, "field": 2000, "button": 75, "option": 75}
-
-
-def check_blocks(blocks: Any, *, most: int = MAX_MESSAGE_BLOCKS) -> None:
-    """Refuse blocks past Block Kit's limits as Slack does (``invalid_blocks``): too many
-    blocks, a ``block_id`` repeated in a message or over 255 characters, an ``action_id``
-    repeated in a block, and text, fields, elements or options past their lengths."""
-    if not isinstance(blocks, list) or len(blocks) > most:
-        raise _SlackError("invalid_blocks")
-    block_ids: set[str] = set()
-    for block in blocks:
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _SlackError("invalid_blocks")
-        block_id = block.get("block_id")
-        if block_id is not None:
-            _require(isinstance(block_id, str) and len(block_id) <= 255)
-            _require(block_id not in block_ids)
-            block_ids.add(block_id)
-        kind = block["type"]
-        if kind == "section":
-            fields = block.get("fields") or []
-            _require(block.get("text") is not None or bool(fields))
-            if block.get("text") is not None:
-                _check_text(block["text"], _TEXT_LIMITS["section"])
-            _require(isinstance(fields, list) and len(fields) <= 10)
-            for field in fields:
-                _check_text(field, _TEXT_LIMITS["field"])
-            if block.get("accessory") is not None:
-                _check_element(block["accessory"])
-        elif kind == "header":
-            _check_text(block.get("text"), _TEXT_LIMITS["header"], plain=True)
-        elif kind == "context":
-            elements = block.get("elements")
-            _require(isinstance(elements, list) and 0 < len(elements) <= 10)
-        elif kind == "actions":
-            elements = block.get("elements")
-            if not isinstance(elements, list) or not 0 < len(elements) <= 25:
-                raise _SlackError("invalid_blocks")
-            action_ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
-            named = [a for a in action_ids if a is not None]
-            _require(len(named) == len(set(named)))
-            for element in elements:
-                _check_element(element)
-
-
-def _require(condition: bool) -> None:
-    if not condition:
-        raise _SlackError("invalid_blocks")
-
-
-def _check_text(text: Any, most: int, *, plain: bool = False) -> None:
-    _require(isinstance(text, dict) and isinstance(text.get("text"), str))
-    _require(text["type"] == "plain_text" if plain else text.get("type") in TEXT_TYPES)
-    _require(0 < len(text["text"]) <= most)
-
-
-def _check_element(element: Any) -> None:
-    _require(isinstance(element, dict))
-    action_id = element.get("action_id")
-    _require(action_id is None or (isinstance(action_id, str) and len(action_id) <= 255))
-    if element.get("type") == "button":
-        _check_text(element.get("text"), _TEXT_LIMITS["button"], plain=True)
-        _require(len(str(element.get("value", ""))) <= 2000)
-    elif element.get("type") == "static_select":
-        options = element.get("options") or []
-        _require(isinstance(options, list) and len(options) <= 100)
-        for option in options:
-            _require(isinstance(option, dict))
-            _check_text(option.get("text"), _TEXT_LIMITS["option"])
-            _require(len(str(option.get("value", ""))) <= 150)
-
-
-TEXT_TYPES = frozenset({"plain_text", "mrkdwn"})
+def _check_blocks(blocks: Any, *, most: int) -> None:
+    try:
+        check_blocks(blocks, most=most)
+    except InvalidBlocks:
+        raise _SlackError("invalid_blocks") from None
 
 
 class FakeSlackServer(ThreadedServer):
@@ -1290,223 +1217,3 @@ class FakeSlackServer(ThreadedServer):
         url = super().start()
         self.slack.base_url = url  # response URLs are minted under it
         return url
-
-
-# -- what Slack sends to an app ------------------------------------------------------------
-
-
-def sign_request(signing_secret: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """The headers Slack signs a request to an app with.
-
-    https://docs.slack.dev/authentication/verifying-requests-from-slack/
-    """
-    basestring = f"v0:{timestamp}:".encode() + body
-    digest = hmac.new(signing_secret.encode(), basestring, hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": f"v0={digest}"}
-
-
-def slash_command_body(
-    command: str,
-    text: str,
-    user_id: str,
-    channel_id: str,
-    response_url: str,
-    trigger_id: str,
-    *,
-    team_id: str = DEFAULT_TEAM_ID,
-    team_domain: str = DEFAULT_TEAM_DOMAIN,
-    channel_name: str = "",
-    user_name: str = "",
-    verification_token: str = "",
-) -> bytes:
-    """A slash command's form-encoded body, fields in the order Slack sends them.
-
-    https://docs.slack.dev/interactivity/implementing-slash-commands
-    """
-    return urlencode(
-        {
-            "token": verification_token,
-            "team_id": team_id,
-            "team_domain": team_domain,
-            "channel_id": channel_id,
-            "channel_name": channel_name,
-            "user_id": user_id,
-            "user_name": user_name,
-            "command": command,
-            "text": text,
-            "response_url": response_url,
-            "trigger_id": trigger_id,
-        }
-    ).encode()
-
-
-def block_actions_payload(
-    user_id: str,
-    channel_id: str,
-    action_id: str,
-    value: str,
-    *,
-    response_url: str,
-    message_ts: str | None = None,
-    message: Mapping[str, Any] | None = None,
-    is_ephemeral: bool = False,
-    block_id: str = "actions",
-    button_text: str = "Button",
-    user_name: str = "",
-    channel_name: str = "",
-    team_id: str = DEFAULT_TEAM_ID,
-    team_domain: str = DEFAULT_TEAM_DOMAIN,
-    api_app_id: str = DEFAULT_APP_ID,
-    trigger_id: str = "1700000000.1.fake",
-    action_ts: str | None = None,
-) -> dict[str, Any]:
-    """The payload of a button click on a message, as Slack sends it.
-
-    https://docs.slack.dev/reference/interaction-payloads/block_actions-payload
-    ``message`` is the clicked message (Slack includes it unless the message is
-    ephemeral); ``message_ts`` defaults to its ``ts``.
-    """
-    if message_ts is None:
-        if message is None:
-            raise ValueError("a block action needs the clicked message or its message_ts")
-        message_ts = str(message["ts"])
-    payload: dict[str, Any] = {
-        "type": "block_actions",
-        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
-        "api_app_id": api_app_id,
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": is_ephemeral,
-        },
-        "trigger_id": trigger_id,
-        "team": {"id": team_id, "domain": team_domain},
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "channel": {"id": channel_id, "name": channel_name},
-        "state": {"values": {}},
-        "response_url": response_url,
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": block_id,
-                "text": {"type": "plain_text", "text": button_text},
-                "value": value,
-                "type": "button",
-                "action_ts": action_ts if action_ts is not None else f"{time.time():.6f}",
-            }
-        ],
-    }
-    if message is not None and not is_ephemeral:
-        payload["message"] = copy.deepcopy(dict(message))
-    return payload
-
-
-def block_actions_body(payload: Mapping[str, Any]) -> bytes:
-    """An interaction's form-encoded body: ``payload=<JSON>``, as Slack posts it."""
-    return urlencode({"payload": json.dumps(payload)}).encode()
-
-
-def _user_and_team(user_id: str, user_name: str, team_id: str, team_domain: str) -> dict[str, Any]:
-    return {
-        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
-        "team": {"id": team_id, "domain": team_domain},
-    }
-
-
-def view_block_actions_payload(
-    user_id: str,
-    view: Mapping[str, Any],
-    action_id: str,
-    value: str,
-    *,
-    block_id: str,
-    button_text: str = "Button",
-    user_name: str = "",
-    team_id: str = DEFAULT_TEAM_ID,
-    team_domain: str = DEFAULT_TEAM_DOMAIN,
-    api_app_id: str = DEFAULT_APP_ID,
-    trigger_id: str = "1700000000.1.fake",
-    action_ts: str | None = None,
-) -> dict[str, Any]:
-    """The payload of a button click inside a modal: the container is the view, and the
-    payload carries the view (with what the user entered so far) instead of a message.
-
-    https://docs.slack.dev/reference/interaction-payloads/block_actions-payload
-    """
-    return {
-        "type": "block_actions",
-        **_user_and_team(user_id, user_name, team_id, team_domain),
-        "api_app_id": api_app_id,
-        "container": {"type": "view", "view_id": view["id"]},
-        "trigger_id": trigger_id,
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "view": copy.deepcopy(dict(view)),
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": block_id,
-                "text": {"type": "plain_text", "text": button_text},
-                "value": value,
-                "type": "button",
-                "action_ts": action_ts if action_ts is not None else f"{time.time():.6f}",
-            }
-        ],
-    }
-
-
-def view_submission_payload(
-    user_id: str,
-    view: Mapping[str, Any],
-    values: Mapping[str, Any],
-    *,
-    user_name: str = "",
-    team_id: str = DEFAULT_TEAM_ID,
-    team_domain: str = DEFAULT_TEAM_DOMAIN,
-    api_app_id: str = DEFAULT_APP_ID,
-    trigger_id: str = "1700000000.1.fake",
-) -> dict[str, Any]:
-    """What Slack sends when the user presses a modal's submit button.
-
-    https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload#view_submission
-    ``values`` is ``view.state.values``: ``{block_id: {action_id: {"type": ..., "value": ...}}}``.
-    """
-    submitted = copy.deepcopy(dict(view)) | {"state": {"values": copy.deepcopy(dict(values))}}
-    return {
-        "type": "view_submission",
-        **_user_and_team(user_id, user_name, team_id, team_domain),
-        "api_app_id": api_app_id,
-        "token": "",
-        "trigger_id": trigger_id,
-        "view": submitted,
-        "response_urls": [],
-        "is_enterprise_install": False,
-        "enterprise": None,
-    }
-
-
-def view_closed_payload(
-    user_id: str,
-    view: Mapping[str, Any],
-    *,
-    user_name: str = "",
-    team_id: str = DEFAULT_TEAM_ID,
-    team_domain: str = DEFAULT_TEAM_DOMAIN,
-    api_app_id: str = DEFAULT_APP_ID,
-) -> dict[str, Any]:
-    """What Slack sends when the user closes a modal opened with ``notify_on_close``.
-
-    https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload#view_closed
-    """
-    return {
-        "type": "view_closed",
-        **_user_and_team(user_id, user_name, team_id, team_domain),
-        "api_app_id": api_app_id,
-        "token": "",
-        "view": copy.deepcopy(dict(view)),
-        "is_cleared": False,
-        "is_enterprise_install": False,
-        "enterprise": None,
-    }
