@@ -302,8 +302,10 @@ class LockStore(ABC):
     @abstractmethod
     def set_lock(
         self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
-    ) -> BotLock:
-        """Create or replace the lock on ``resource``, audited."""
+    ) -> BotLock | None:
+        """Lock ``resource`` for ``owner`` (replacing their own lock, or one expired),
+        audited; None, and nothing written, while someone else's lock is in force: of two
+        users locking at once, one holds it."""
 
     @abstractmethod
     def get_lock(self, resource: str) -> BotLock | None:
