@@ -19,7 +19,7 @@ from bot.store.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
-from bot.store.postgres import PostgresStore
+from bot.store.postgres import PostgresStore, shown_location
 from bot.store.sqlite import SQLiteStore
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "StoreUnavailableError",
     "backend_for",
     "open_store",
+    "shown_location",
     "store_exists",
 ]
 

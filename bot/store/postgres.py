@@ -92,7 +92,7 @@ from bot.store.postgres_schema import migrate, schema_version
 from bot.text import Text
 from providers.base import utcnow
 
-__all__ = ["SCHEMES", "DatabaseClock", "PostgresLocation", "PostgresStore"]
+__all__ = ["SCHEMES", "DatabaseClock", "PostgresLocation", "PostgresStore", "shown_location"]
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -163,10 +163,7 @@ class PostgresLocation:
                 f"the database URL's schema {schema!r} must be lowercase letters, digits and "
                 "'_', starting with a letter or '_' (63 at most)"
             )
-        user = f"{parts.username}@" if parts.username else ""
-        host = parts.netloc.rpartition("@")[2]
-        shown_query = urlencode([(k, v) for k, v in query if k != "password"])
-        shown = urlunsplit((parts.scheme, user + host, parts.path, shown_query, ""))
+        shown = shown_location(url)
         libpq_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(_without(query, "schema")), "")
         )
@@ -193,6 +190,21 @@ class PostgresLocation:
             "options": f"{own} {options}" if own else options,
             "autocommit": True,
         }
+
+
+def shown_location(location: str) -> str:
+    """``location`` as a message may print it: a URL without its password (in its user
+    part or a ``password`` parameter); anything else as it is."""
+    if "://" not in location:
+        return location
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return location.partition("://")[0] + "://…"
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}@{host}" if user else host
+    query = _without(parse_qsl(parts.query, keep_blank_values=True), "password")
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
 
 
 def _without(query: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
