@@ -1,12 +1,12 @@
 """The store's interface: every record the bot keeps, by kind, whatever the database.
 
 The rest of the bot talks to a :class:`Store` and runs no SQL of its own: a backend is one
-module beside this one (:mod:`bot.store.sqlite` today) implementing it, opened by
-:func:`bot.store.open_store` from the location in ``STOPBOT_DB``. The interface is split by
-kind of record (operations, approvals, locks, schedules, runs, audit, claims, processes,
-outbox, inbox) so that each part reads on its own; one backend implements them all in one
-class, because one call often writes several kinds at once (a transition, its audit entry
-and the message it owes).
+module beside this one (:mod:`bot.store.sqlite`, :mod:`bot.store.postgres`) implementing
+it, opened by :func:`bot.store.open_store` from its location (a file path, a URL). The
+interface is split by kind of record (operations, approvals, locks, schedules, runs, audit,
+claims, processes, outbox, inbox) so that each part reads on its own; one backend
+implements them all in one class, because one call often writes several kinds at once (a
+transition, its audit entry and the message it owes).
 
 What every backend promises (the tests in tests/test_store.py hold any of them to it):
 
