@@ -34,10 +34,12 @@ Selected by a ``postgresql://`` (or ``postgres://``) location: ``STOPBOT_DATABAS
   together migrate it once (bot/store/postgres_schema.py).
 * **Times** are ``timestamptz`` and the store's ``clock`` stamps them; comparisons with now
   (a lock or an approval expired) pass the clock's value, as on SQLite. By default the clock
-  is the host's set to the database server's (its offset measured on a new connection and
-  every few minutes): every replica stamps in the database's time, with no round trip per
-  call. A clock handed in (tests, the playground) is used as is: replicas given host clocks
-  must agree on the time (NTP).
+  is the host's set to the database server's (its offset measured when the store opens, then
+  every few minutes on a connection lent): every replica stamps in the database's time, with
+  no round trip per call. A clock handed in (tests, the playground) is used as is:
+  replicas given host clocks must agree on the time (NTP).
+* **Sessions keep state** (their settings, the statements psycopg prepares): PgBouncer in
+  transaction pooling mode between the bot and the database is not supported.
 * **Errors** are the store's (bot/store/errors.py): a server refused or gone, a pool out of
   connections past the wait, a lock waited for too long are unavailable; a statement the
   database refuses is a plain StoreError. No message, and no :attr:`Store.location`,
