@@ -50,14 +50,21 @@ import yaml
 
 from bot import reads
 from bot.cli_names import Names, people_in
-from bot.config import ConfigError, Settings, StopbotConfig, UnknownResourceError, load_config
+from bot.config import (
+    ConfigError,
+    Settings,
+    StopbotConfig,
+    UnknownResourceError,
+    configured_database_url,
+    load_config,
+)
 from bot.durations import format_duration, parse_duration
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, BotLock, Operation, OpState, Transition
 from bot.runtime import Runtime
 from bot.stopbot import Stopbot
-from bot.store import Store, StoreError, open_store, store_exists
+from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError
 from bot.workflow import Preview
 from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
@@ -296,8 +303,9 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     reads.READ_TIMEOUT) has its resources listed as unknown, and the command fails."""
     settings = runtime.settings
     bot_locks = []
-    if store_exists(settings.stopbot_db):
-        with _existing_store(settings) as store:
+    location = settings.store_location(runtime.config.database_url)
+    if store_exists(location):
+        with _existing_store(settings, location) as store:
             bot_locks = store.active_locks()
     in_force = await LocksInForce.read(bot_locks, runtime.providers, runtime.config.all_resources())
     names = await _names(runtime.config, settings, [lock.owner for lock in in_force.bot_locks])
@@ -346,16 +354,22 @@ def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
 
 
 @contextmanager
-def _existing_store(settings: Settings) -> Iterator[Store]:
-    """The bot's database, which a read command must not create by accident."""
-    path = settings.stopbot_db
-    if not store_exists(path):
+def _existing_store(settings: Settings, location: str | None = None) -> Iterator[Store]:
+    """The bot's database (at ``location``, else where the settings and the configuration
+    say), which a read command must not create by accident."""
+    if location is None:
+        location = settings.store_location(configured_database_url(settings.config_path()))
+    if not store_exists(location):
+        hint = (
+            "Set STOPBOT_DB to the bot's database file."
+            if location == settings.stopbot_db
+            else "Check STOPBOT_DATABASE_URL (or database_url in the configuration)."
+        )
         raise CliError(
-            f"no database at {path}: nothing has been recorded there. Set STOPBOT_DB to the "
-            "bot's database file.",
+            f"no database at {shown_location(location)}: nothing has been recorded there. " + hint,
             EXIT_USAGE,
         )
-    store = open_store(path)
+    store = open_store(location)
     try:
         yield store
     finally:

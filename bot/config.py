@@ -33,6 +33,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.durations import Duration
 from bot.models import Actor
+from bot.store import StoreLocationError
+from bot.store.postgres import PostgresLocation
 from providers.base import ProviderConfigBase, Resource
 from providers.http import HttpSettings
 from providers.registry import PROVIDERS
@@ -47,6 +49,8 @@ __all__ = [
     "StopSettings",
     "StopbotConfig",
     "UnknownResourceError",
+    "configured_database_url",
+    "database_url_problem",
     "interpolate",
     "load_config",
     "parse_config",
@@ -76,8 +80,12 @@ class Settings(BaseSettings):
     stopbot_config: Path | None = Field(default=None, description="Path of stopbot.yaml.")
     stopbot_db: str = Field(
         default="stopbot.db",
-        description="Where the store is (bot/store): a file path is a SQLite database, the "
-        "only backend so far; a URL's scheme will pick another.",
+        description="The SQLite file of the store (bot/store) when no database URL is given.",
+    )
+    stopbot_database_url: SecretStr | None = Field(
+        default=None,
+        description="A postgresql:// URL: the store in PostgreSQL, shared by every replica "
+        "(before database_url in stopbot.yaml, and STOPBOT_DB).",
     )
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -86,7 +94,13 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the Slack Web API (tests, local playground)."
     )
 
-    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", mode="before")
+    @field_validator(
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "stopbot_database_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         """``SLACK_SIGNING_SECRET=`` (an empty value) is no secret: it is left unset, so
@@ -97,6 +111,29 @@ class Settings(BaseSettings):
 
     def config_path(self) -> Path:
         return self.stopbot_config or Path("stopbot.yaml")
+
+    def store_location(self, configured: SecretStr | None = None) -> str:
+        """Where the store is: ``STOPBOT_DATABASE_URL``, else the configuration's
+        ``database_url`` (``configured``), else the SQLite file ``STOPBOT_DB``. A URL that
+        is no PostgreSQL URL is a ConfigError that never repeats its password."""
+        if self.stopbot_database_url is not None:
+            url = self.stopbot_database_url.get_secret_value()
+            problem = database_url_problem(url)
+            if problem:
+                raise ConfigError("STOPBOT_DATABASE_URL", [("", problem)])
+            return url
+        if configured is not None:
+            return configured.get_secret_value()
+        return self.stopbot_db
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a database URL, in words without its password; None if nothing."""
+    try:
+        PostgresLocation.parse(url)
+    except StoreLocationError as exc:
+        return str(exc)
+    return None
 
 
 class ConfigError(Exception):
@@ -420,11 +457,24 @@ class StopbotConfig(BaseModel):
         default_factory=dict, description="Named lists of days off, for schedules' skip_on."
     )
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="A postgresql:// URL: the store in PostgreSQL, shared by every replica "
+        "(STOPBOT_DATABASE_URL, when set, wins).",
+    )
     cli_is_admin: bool = Field(
         default=True,
         description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
         "as an admin. Set false to apply allowed_users to `cli:<login>` ids too.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = database_url_problem(value.get_secret_value()) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _legacy_concurrency(self) -> StopbotConfig:
@@ -684,8 +734,31 @@ def parse_config(document: Any, source: str, env: Mapping[str, str] | None = Non
     return config
 
 
+def configured_database_url(path: Path, env: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The ``database_url`` of the configuration at ``path`` (None without the file or the
+    key), read alone: a command that only reads the store needs no provider's secrets."""
+    if not path.exists():
+        return None
+    document = _read_yaml(path)
+    value = document.get("database_url") if isinstance(document, dict) else None
+    if value is None:
+        return None
+    try:
+        url = interpolate(value, os.environ if env is None else env, "database_url")
+    except ConfigError as exc:
+        raise ConfigError(str(path), exc.problems) from None
+    problem = database_url_problem(str(url))
+    if problem:
+        raise ConfigError(str(path), [("database_url", problem)])
+    return SecretStr(str(url))
+
+
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> StopbotConfig:
     """Read, interpolate and validate ``path``."""
+    return parse_config(_read_yaml(path), str(path), env)
+
+
+def _read_yaml(path: Path) -> Any:
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -702,4 +775,4 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StopbotConf
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
-    return parse_config(document, source, env)
+    return document

@@ -303,22 +303,29 @@ class Locks:
                 )
             )
         current = self.store.get_lock(resource)
-        if current is not None and current.owner != owner:
-            raise LockError(
-                say(
-                    "{} is already locked by {}{} until {:%Y-%m-%d %H:%M} UTC. Ask them to "
-                    "release it.",
-                    resource,
-                    Person(current.owner),
-                    _why(current.reason),
-                    current.expires_at,
-                )
+        if current is None or current.owner == owner:
+            now = self.store.clock()
+            lock = self.store.set_lock(
+                resource, owner, now + duration, reason or (current.reason if current else None)
             )
-        now = self.store.clock()
-        lock = self.store.set_lock(
-            resource, owner, now + duration, reason or (current.reason if current else None)
+            if lock is not None:
+                return Locked(lock=lock, extended=current is not None)
+            # Someone else locked it since the read (another replica, at the same instant):
+            # the store let one of them hold it, and it is theirs.
+            current = self.store.get_lock(resource)
+            if current is None:
+                raise LockError(
+                    say("{} was locked by someone else meanwhile. Try again.", resource)
+                )
+        raise LockError(
+            say(
+                "{} is already locked by {}{} until {:%Y-%m-%d %H:%M} UTC. Ask them to release it.",
+                resource,
+                Person(current.owner),
+                _why(current.reason),
+                current.expires_at,
+            )
         )
-        return Locked(lock=lock, extended=current is not None)
 
     def extend(
         self, resource: str, holder: str, by: dt.timedelta, warned: dt.datetime | None

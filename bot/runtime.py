@@ -47,7 +47,9 @@ class Runtime:
         else:
             config = load_config(path)
             source = str(path)
-        store = open_store(settings.stopbot_db if with_store else ":memory:")
+        store = open_store(
+            settings.store_location(config.database_url) if with_store else ":memory:"
+        )
         providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
         return cls(settings, config, source, store, providers, simulators)
 

@@ -94,7 +94,9 @@ class Stopbot:
         self.approvals = self.service.approvals
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
-        self.leadership = leadership or Sole()
+        self.leadership = leadership or store.leadership(
+            config.recovery.leader_timeout.total_seconds()
+        )
         self.scheduler = (
             ScheduleRunner(self.engine, schedule_tick, lambda: self.leadership.leading)
             if schedule_tick

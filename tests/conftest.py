@@ -1,5 +1,5 @@
 """Shared fixtures: the simulators on a loopback port, the Slack app behind its endpoint,
-instant retries, paths to ../shared."""
+instant retries, paths to ../shared, a PostgreSQL server and a schema per test (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 import stamina
 
 from providers.simulators.server import SimulatorServer
+from tests.pg import pg_location, pg_schema, postgres_server
 from tests.slack_harness import Slack
+
+__all__ = ["pg_location", "pg_schema", "postgres_server"]  # fixtures, for every test file
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

@@ -431,7 +431,7 @@ def test_a_reason_too_long_is_a_usage_error(env: Env, capsys: pytest.CaptureFixt
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 
 
-def seeded_store(db: Path) -> tuple[str, str]:
+def seeded_store(db: Path | str) -> tuple[str, str]:
     """Two operations at known times; their ids."""
     now = [T0]
     store = open_store(db, clock=lambda: now[0])
@@ -555,6 +555,48 @@ def test_history_bad_since_and_missing_database(
         "Set STOPBOT_DB to the bot's database file.\n"
     )
     assert not env.db.exists()
+
+
+def test_history_reads_the_postgresql_store(
+    env: Env, pg_location: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With STOPBOT_DATABASE_URL (or database_url in stopbot.yaml), `stopbot history` reads
+    the PostgreSQL store; before anything was recorded there, it says so, naming the URL
+    without its password."""
+    url = pg_location.replace("://postgres@", "://postgres:pg-s3cret@")
+    monkeypatch.setenv("STOPBOT_DATABASE_URL", url)
+    assert main(["history"]) == 2
+    assert capsys.readouterr().err == (
+        f"stopbot: no database at {pg_location}: nothing has been recorded there. "
+        "Check STOPBOT_DATABASE_URL (or database_url in the configuration).\n"
+    )
+    seeded_store(url)
+    assert main(["history", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [(e["action"], e["resource"]) for e in entries] == [
+        ("stop.requested", "dev-eu"),
+        ("stop.refused", "dev-eu"),
+        ("stop.requested", "etl"),
+    ]
+    monkeypatch.delenv("STOPBOT_DATABASE_URL")
+    document = yaml.safe_load(env.config_path.read_text(encoding="utf-8"))
+    env.config_path.write_text(yaml.safe_dump({**document, "database_url": url}), "utf-8")
+    assert main(["history", "--resource", "etl", "--json"]) == 0
+    assert [e["action"] for e in json.loads(capsys.readouterr().out)] == ["stop.requested"]
+    assert not env.db.exists()
+
+
+def test_a_bad_database_url_is_a_configuration_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A STOPBOT_DATABASE_URL that is no PostgreSQL URL is a configuration error (exit 2)
+    naming the variable, never its password."""
+    monkeypatch.setenv("STOPBOT_DATABASE_URL", "mysql://bot:pg-s3cret@db/stopbot")
+    assert main(["history"]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: configuration error:\n"
+        "STOPBOT_DATABASE_URL: the database URL must start with postgresql:// (not mysql://)\n"
+    )
 
 
 def test_locks_lists_stopbot_and_provider_locks(

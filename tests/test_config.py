@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bot.cli import main
-from bot.config import ConfigError, UnknownResourceError, load_config, parse_config
+from bot.config import (
+    ConfigError,
+    Settings,
+    UnknownResourceError,
+    configured_database_url,
+    load_config,
+    parse_config,
+)
 from providers.simulators.samples import sample_config
 
 GOOD = """
@@ -236,3 +244,40 @@ def test_a_url_or_a_name_of_the_wrong_form_is_said_in_words(tmp_path: Path) -> N
         "resources[0].name: use letters, digits, '_', '.' and '-' only, starting with a letter "
         "or digit",
     ]
+
+
+def test_a_database_url_that_is_no_postgresql_url_is_refused_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """``database_url`` must be a postgresql:// URL: anything else is said in words, and
+    its password is never repeated."""
+    found = problems(tmp_path, "database_url: 'mysql://stopbot:hunter2-secret@db/stopbot'\n")
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "database_url: the database URL must start with postgresql:// (not mysql://)"
+    ]
+    assert "hunter2" not in "".join(found)
+
+
+def test_the_store_is_the_environments_url_then_the_configurations_then_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STOPBOT_DATABASE_URL wins over database_url in stopbot.yaml (read alone, with its
+    ${VAR}), which wins over the SQLite file STOPBOT_DB; a bad variable is a ConfigError
+    naming it, without its password."""
+    path = tmp_path / "stopbot.yaml"
+    path.write_text("database_url: postgresql://bot:${DB_PASSWORD}@db/stopbot\n")
+    for key in [k for k in os.environ if k.startswith("STOPBOT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("STOPBOT_DB", str(tmp_path / "bot.db"))
+    monkeypatch.setenv("DB_PASSWORD", "s3cret-pw")
+    configured = configured_database_url(path)
+    assert configured is not None
+    assert Settings().store_location() == str(tmp_path / "bot.db")
+    assert Settings().store_location(configured) == "postgresql://bot:s3cret-pw@db/stopbot"
+    assert configured_database_url(tmp_path / "absent.yaml") is None
+    monkeypatch.setenv("STOPBOT_DATABASE_URL", "postgres://other@db2/stopbot")
+    assert Settings().store_location(configured) == "postgres://other@db2/stopbot"
+    monkeypatch.setenv("STOPBOT_DATABASE_URL", "postgresql://bot:s3cret-pw@db:port/stopbot")
+    with pytest.raises(ConfigError, match=r"^STOPBOT_DATABASE_URL: the database URL is not") as err:
+        Settings().store_location(configured)
+    assert "s3cret" not in str(err.value)

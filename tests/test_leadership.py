@@ -4,27 +4,35 @@ killed, paused or stops; schedule changes heard by every process."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from bot.leadership import AdvisoryLeadership, Sole, leadership_for
+from bot.leadership import Sole
+from bot.store import Store, open_store
+from bot.store.postgres_leadership import LEADER_CLASS, AdvisoryLeadership
+from tests.pg import PostgresServer
 
 TIMEOUT = 1.0  # a paused leader loses the lead after this
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    url = os.environ.get("STOPBOT_TEST_DATABASE_URL")
-    if not url:
-        pytest.skip("no PostgreSQL (STOPBOT_TEST_DATABASE_URL)")
-    yield url
+def pg_store(pg_location: str) -> Iterator[Store]:
+    store = open_store(pg_location)
+    yield store
+    store.close()
+
+
+def elect(store: Store) -> AdvisoryLeadership:
+    leadership = store.leadership(TIMEOUT)
+    assert isinstance(leadership, AdvisoryLeadership)
+    return leadership
 
 
 class Seen:
@@ -40,8 +48,8 @@ class Seen:
 
 
 @pytest.fixture
-async def pair(pg_url: str) -> AsyncIterator[tuple[AdvisoryLeadership, AdvisoryLeadership]]:
-    first, second = (AdvisoryLeadership(pg_url, timeout=TIMEOUT) for _ in range(2))
+async def pair(pg_store: Store) -> AsyncIterator[tuple[AdvisoryLeadership, AdvisoryLeadership]]:
+    first, second = elect(pg_store), elect(pg_store)
     yield first, second
     await first.stop()
     await second.stop()
@@ -57,12 +65,13 @@ async def until(condition: object, within: float) -> float:
     return time.monotonic() - start
 
 
-def test_sqlite_processes_all_lead() -> None:
+def test_sqlite_processes_all_lead(tmp_path: Path) -> None:
     """On SQLite every process does the duties (the file's locks decide), as before."""
-    sole = leadership_for("stopbot.db")
+    store = open_store(tmp_path / "stopbot.db")
+    sole = store.leadership(TIMEOUT)
+    store.close()
     assert isinstance(sole, Sole)
     assert (sole.leading, sole.role) == (True, "sole")
-    assert isinstance(leadership_for("postgresql://u:p@h/db"), AdvisoryLeadership)
 
 
 async def test_one_leader_and_a_handover_when_it_stops(
@@ -102,16 +111,18 @@ async def test_a_schedule_change_reaches_every_process(
     await until(lambda: seen[0].changes == 1 and seen[1].changes == 1, 3)
 
 
-async def test_a_leader_that_loses_its_connection_steps_down(pg_url: str) -> None:
+async def test_a_leader_that_loses_its_connection_steps_down(
+    pg_store: Store, pg_location: str, postgres_server: PostgresServer
+) -> None:
     """When the server ends the leader's session (a failover, an admin), the process knows
     it no longer leads before anyone else can take the lock, then takes part again."""
     import psycopg
 
-    leadership = AdvisoryLeadership(pg_url, timeout=TIMEOUT)
+    leadership = elect(pg_store)
     await leadership.start()
     try:
         await until(lambda: leadership.leading, 5)
-        with psycopg.connect(pg_url, autocommit=True) as admin:
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'stopbot-leader' AND pid <> pg_backend_pid()"
@@ -125,10 +136,10 @@ async def test_a_leader_that_loses_its_connection_steps_down(pg_url: str) -> Non
 CONTENDER = textwrap.dedent(
     """
     import asyncio, sys
-    from bot.leadership import AdvisoryLeadership
+    from bot.store import open_store
 
     async def main():
-        leadership = AdvisoryLeadership(sys.argv[1], timeout=float(sys.argv[2]))
+        leadership = open_store(sys.argv[1]).leadership(float(sys.argv[2]))
         await leadership.start()
         while not leadership.leading:
             await asyncio.sleep(0.02)
@@ -141,9 +152,9 @@ CONTENDER = textwrap.dedent(
 
 
 @pytest.fixture
-def leader_process(pg_url: str) -> Iterator[subprocess.Popen[str]]:
+def leader_process(pg_store: Store, pg_location: str) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(  # noqa: S603 -- our own interpreter and code
-        [sys.executable, "-c", CONTENDER, pg_url, str(TIMEOUT)],
+        [sys.executable, "-c", CONTENDER, pg_location, str(TIMEOUT)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -159,10 +170,10 @@ def leader_process(pg_url: str) -> Iterator[subprocess.Popen[str]]:
 
 
 async def test_a_killed_leader_is_replaced_within_two_seconds(
-    pg_url: str, leader_process: subprocess.Popen[str]
+    pg_store: Store, leader_process: subprocess.Popen[str]
 ) -> None:
     """SIGKILL on the leader: its session ends with it, and a follower leads within 2 s."""
-    follower = AdvisoryLeadership(pg_url, timeout=TIMEOUT)
+    follower = elect(pg_store)
     await follower.start()
     try:
         await asyncio.sleep(3 * follower.poll)
@@ -174,14 +185,14 @@ async def test_a_killed_leader_is_replaced_within_two_seconds(
 
 
 async def test_a_paused_leader_is_replaced_and_steps_down_when_it_resumes(
-    pg_url: str, leader_process: subprocess.Popen[str]
+    pg_store: Store, postgres_server: PostgresServer, leader_process: subprocess.Popen[str]
 ) -> None:
     """SIGSTOP on the leader: the server ends its idle session after the timeout and a
     follower leads within the timeout + 2 s; the old leader, resumed, does not lead again
     while the new one lives (its session, and its lock, are gone)."""
     import psycopg
 
-    follower = AdvisoryLeadership(pg_url, timeout=TIMEOUT)
+    follower = elect(pg_store)
     await follower.start()
     try:
         await asyncio.sleep(3 * follower.poll)
@@ -190,11 +201,11 @@ async def test_a_paused_leader_is_replaced_and_steps_down_when_it_resumes(
         leader_process.send_signal(signal.SIGCONT)
         await asyncio.sleep(TIMEOUT)
         assert follower.leading
-        with psycopg.connect(pg_url, autocommit=True) as admin:
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
             holders = admin.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND classid = %s",
-                (0x53746F70,),
+                (LEADER_CLASS,),
             ).fetchone()
         assert holders == (1,)
     finally:

@@ -39,11 +39,12 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a fresh, empty store of each backend is (a second backend adds its name here,
-    and makes a database of its own for the test)."""
-    assert request.param == "sqlite"
+    """Where a fresh, empty store of each backend is: a SQLite file, a PostgreSQL schema of
+    the test's own (tests/pg.py; skipped where no PostgreSQL can run)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_location"))
     return str(tmp_path / "stopbot.db")
 
 
@@ -239,6 +240,25 @@ def test_bot_locks_expire_by_time(store: Store, clock: Clock) -> None:
     assert store.active_locks() == []
 
 
+def test_a_lock_in_force_is_its_owners_alone(store: Store, clock: Clock) -> None:
+    """Locking a resource someone else holds writes nothing (None, no audit); its owner
+    replaces it, and anyone locks it once it has expired."""
+    store.set_lock("dev-eu", "U1", T0 + dt.timedelta(hours=1), reason="demo")
+    assert store.set_lock("dev-eu", "U2", T0 + dt.timedelta(hours=2)) is None
+    renewed = store.set_lock("dev-eu", "U1", T0 + dt.timedelta(hours=3), reason="longer demo")
+    assert renewed is not None and renewed.expires_at == T0 + dt.timedelta(hours=3)
+    clock.now = T0 + dt.timedelta(hours=3)
+    taken = store.set_lock("dev-eu", "U2", T0 + dt.timedelta(hours=4))
+    assert taken is not None
+    lock = store.get_lock("dev-eu")
+    assert lock is not None and (lock.owner, lock.reason) == ("U2", None)
+    assert [(e.actor, e.action) for e in store.audit_log()] == [
+        ("U1", "lock.set"),
+        ("U1", "lock.set"),
+        ("U2", "lock.set"),
+    ]
+
+
 def test_delete_lock_is_audited(store: Store) -> None:
     """Removing a lock says so in the audit log, and removing none records nothing."""
     store.set_lock("dev-eu", "U1", T0 + dt.timedelta(hours=1))
@@ -340,8 +360,8 @@ def test_a_location_no_backend_serves_is_refused_without_its_secret() -> None:
     """A URL whose scheme no backend serves is a StoreLocationError naming the scheme,
     never the rest of the URL (it may carry a password)."""
     for call in (open_store, store_exists):
-        with pytest.raises(StoreLocationError, match="no store for postgresql:// locations") as err:
-            call("postgresql://stopbot:s3cret@db.internal/stopbot")
+        with pytest.raises(StoreLocationError, match="no store for mysql:// locations") as err:
+            call("mysql://stopbot:s3cret@db.internal/stopbot")
         assert "s3cret" not in str(err.value)
 
 

@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.playground.core import Playground, Sleep
 from bot.playground.web import STATIC_DIR, build_app
 from bot.slack.local import LOCAL_ROLES, LOCAL_USERS
+from bot.store import shown_location
 from providers.simulators.server import SimulatorServer
 from providers.threaded_server import ThreadedServer
 
@@ -203,7 +204,10 @@ def run_dev(
     ignored = []
     if settings.stopbot_config is not None or settings.config_path().exists():
         ignored.append(f"the configuration {settings.config_path()}")
-    if "stopbot_db" in settings.model_fields_set:
+    if settings.stopbot_database_url is not None:
+        url = settings.stopbot_database_url.get_secret_value()
+        ignored.append(f"the database {shown_location(url)}")
+    elif "stopbot_db" in settings.model_fields_set:
         ignored.append(f"the database {settings.stopbot_db}")
     if settings.slack_bot_token is not None or settings.slack_app_token is not None:
         ignored.append("the Slack credentials")

@@ -1,9 +1,10 @@
 """The store: every record the bot keeps, behind one interface (:mod:`bot.store.base`),
 with its error tree (:mod:`bot.store.errors`) and one module per backend.
 
-The rest of the bot holds a :class:`Store` and opens one with :func:`open_store` from the
-location in ``STOPBOT_DB``. A backend is one module implementing :class:`Store` and one line
-in ``BACKENDS``: the scheme of the locations it serves (``""``, no scheme, is a file path).
+The rest of the bot holds a :class:`Store` and opens one with :func:`open_store` from its
+location: ``STOPBOT_DATABASE_URL`` (or ``database_url`` in ``stopbot.yaml``), else the file
+in ``STOPBOT_DB``. A backend is one module implementing :class:`Store` and one line in
+``BACKENDS`` per scheme of the locations it serves (``""``, no scheme, is a file path).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from bot.store.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
+from bot.store.postgres import PostgresStore, shown_location
 from bot.store.sqlite import SQLiteStore
-from providers.base import utcnow
 
 __all__ = [
     "BACKENDS",
@@ -31,10 +32,15 @@ __all__ = [
     "StoreUnavailableError",
     "backend_for",
     "open_store",
+    "shown_location",
     "store_exists",
 ]
 
-BACKENDS: dict[str, type[Store]] = {"": SQLiteStore}
+BACKENDS: dict[str, type[Store]] = {
+    "": SQLiteStore,
+    "postgresql": PostgresStore,
+    "postgres": PostgresStore,
+}
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -48,15 +54,17 @@ def backend_for(location: str) -> type[Store]:
     except KeyError:
         # Only the scheme is named: the rest of a URL may carry a password.
         raise StoreLocationError(
-            f"STOPBOT_DB: this stopbot has no store for {scheme}:// locations; "
-            "give the path of a SQLite file"
+            f"this stopbot has no store for {scheme}:// locations; give a postgresql:// "
+            "URL or the path of a SQLite file"
         ) from None
 
 
-def open_store(location: str | os.PathLike[str], *, clock: Clock = utcnow) -> Store:
-    """The store at ``location``, created (and migrated) if need be."""
+def open_store(location: str | os.PathLike[str], *, clock: Clock | None = None) -> Store:
+    """The store at ``location``, created (and migrated) if need be; its now is ``clock``,
+    else the backend's own (the host's for SQLite, the database server's for PostgreSQL)."""
     text = os.fspath(location)
-    return backend_for(text)(text, clock=clock)
+    backend = backend_for(text)
+    return backend(text) if clock is None else backend(text, clock=clock)
 
 
 def store_exists(location: str | os.PathLike[str]) -> bool:

@@ -1,12 +1,12 @@
 """The store's interface: every record the bot keeps, by kind, whatever the database.
 
 The rest of the bot talks to a :class:`Store` and runs no SQL of its own: a backend is one
-module beside this one (:mod:`bot.store.sqlite` today) implementing it, opened by
-:func:`bot.store.open_store` from the location in ``STOPBOT_DB``. The interface is split by
-kind of record (operations, approvals, locks, schedules, runs, audit, claims, processes,
-outbox, inbox) so that each part reads on its own; one backend implements them all in one
-class, because one call often writes several kinds at once (a transition, its audit entry
-and the message it owes).
+module beside this one (:mod:`bot.store.sqlite`, :mod:`bot.store.postgres`) implementing
+it, opened by :func:`bot.store.open_store` from its location (a file path, a URL). The
+interface is split by kind of record (operations, approvals, locks, schedules, runs, audit,
+claims, processes, outbox, inbox) so that each part reads on its own; one backend
+implements them all in one class, because one call often writes several kinds at once (a
+transition, its audit entry and the message it owes).
 
 What every backend promises (the tests in tests/test_store.py hold any of them to it):
 
@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from bot.leadership import Leadership, Sole
 from bot.models import (
     Approval,
     AuditEntry,
@@ -302,8 +303,10 @@ class LockStore(ABC):
     @abstractmethod
     def set_lock(
         self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
-    ) -> BotLock:
-        """Create or replace the lock on ``resource``, audited."""
+    ) -> BotLock | None:
+        """Lock ``resource`` for ``owner`` (replacing their own lock, or one expired),
+        audited; None, and nothing written, while someone else's lock is in force: of two
+        users locking at once, one holds it."""
 
     @abstractmethod
     def get_lock(self, resource: str) -> BotLock | None:
@@ -608,3 +611,9 @@ class Store(
     def counts(self) -> StoreCounts:
         """Operations and runs counted by what the metrics report, in one read;
         StoreUnavailableError when the database does not answer."""
+
+    def leadership(self, timeout: float) -> Leadership:
+        """Who among the processes sharing this store does the time-driven duties
+        (bot/leadership.py): every one, unless a backend shared by replicas elects one
+        (``timeout``: how long a silent leader keeps the lead)."""
+        return Sole()

@@ -1,8 +1,9 @@
 """Every failure the store reports, as one small tree, whatever the backend.
 
     StoreError                  the store cannot do what was asked; the message names the database
-    ├── StoreLocationError      STOPBOT_DB names nothing this stopbot can use: a backend it does not
-    │                           have, or something that is no database (fix the setting)
+    ├── StoreLocationError      the location (STOPBOT_DB, STOPBOT_DATABASE_URL) names nothing this
+    │                           stopbot can use: a backend it does not have, something that is
+    │                           no database, a URL it cannot read (fix the setting)
     ├── StoreSchemaError        the database was written by a newer stopbot (upgrade stopbot)
     └── StoreUnavailableError   the database does not answer now: closed, busy past the wait,
                                 unreachable, out of disk (a later try may work)

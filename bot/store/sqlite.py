@@ -981,14 +981,19 @@ class SQLiteStore(Store):
 
     def set_lock(
         self, resource: str, owner: str, expires_at: dt.datetime, reason: str | None = None
-    ) -> BotLock:
+    ) -> BotLock | None:
         now = self.clock()
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO bot_locks (resource, owner, reason, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [resource, owner, reason, _iso(now), _iso(expires_at)],
+            cursor = conn.execute(
+                "INSERT INTO bot_locks (resource, owner, reason, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(resource) DO UPDATE SET "
+                "owner = excluded.owner, reason = excluded.reason, "
+                "created_at = excluded.created_at, expires_at = excluded.expires_at "
+                "WHERE bot_locks.owner = excluded.owner OR bot_locks.expires_at <= ?",
+                [resource, owner, reason, _iso(now), _iso(expires_at), _iso(now)],
             )
+            if cursor.rowcount != 1:
+                return None
             self._audit(
                 conn,
                 owner,

@@ -1,0 +1,345 @@
+"""High availability: three `stopbot serve --http` replicas on one PostgreSQL, each Slack
+request to a random one, a replica SIGKILLed and replaced every few seconds.
+
+Whatever replica dies when: every confirmed stop ends stopped, each resource gets exactly
+one stop call, each stop's progress message ends final (one message each), each operation
+has one terminal audit row; a double click and a Slack retry sent to other replicas act
+once. Run alone with `pytest -m chaos`; the seed makes a failure replayable
+(``STOPBOT_CHAOS_SEED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bench.nightly_run import make_estate
+from bot.slack import views
+from bot.slack.fake_api import (
+    FakeSlack,
+    FakeSlackServer,
+    SlackUser,
+    block_actions_body,
+    block_actions_payload,
+    sign_request,
+)
+from bot.store import Store, open_store
+from providers.simulators.samples import sample_config
+from providers.simulators.server import SimulatorServer
+from tests.test_chaos import (
+    FINAL_MARKS,
+    FINAL_STATES,
+    HTTP,
+    SECRET,
+    TERMINAL,
+    TOKEN,
+    StopCalls,
+    ask_and_confirm,
+)
+from tests.test_cli import StopbotProcess, clean_env, free_port
+
+pytestmark = pytest.mark.chaos
+
+STOPS = 200
+CHANNELS = 4
+REPLICAS = 3
+CONCURRENCY = 16
+STOPS_CONFIG = {"poll_initial": 0.1, "poll_max": 0.2, "timeout": "5m", "progress_interval": 0}
+# Same host: a killed replica is known dead by its pid at the next sweep.
+RECOVERY = {"lease": "3s", "sweep_interval": "1s", "leader_timeout": "2s"}
+
+
+class Replicas:
+    """`stopbot serve --http` replicas on one PostgreSQL; requests go to a random live one."""
+
+    def __init__(
+        self, config: dict[str, Any], database_url: str, fake: FakeSlackServer, workdir: Path
+    ) -> None:
+        self.fake = fake.slack
+        self.database_url = database_url
+        path = workdir / "stopbot.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.workdir = workdir
+        self.env = clean_env(
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=fake.api_url,
+            STOPBOT_CONFIG=str(path),
+            STOPBOT_DATABASE_URL=database_url,
+        )
+        self.live: dict[str, StopbotProcess] = {}
+        self.logs = ""
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+
+    def start(self) -> str:
+        url = f"http://127.0.0.1:{free_port()}"
+        process = StopbotProcess(
+            "serve", "--http", "--port", url.rsplit(":", 1)[1], env=self.env, cwd=self.workdir
+        )
+        process.wait_healthy(f"{url}/healthz")
+        with self._lock:
+            self.live[url] = process
+        return url
+
+    def kill(self, url: str, sig: int = signal.SIGKILL) -> None:
+        with self._lock:
+            process = self.live.pop(url)
+        process.signal(sig)
+        process.wait()
+        self.logs += process.err.text
+        process.close()
+
+    def urls(self) -> list[str]:
+        with self._lock:
+            return list(self.live)
+
+    async def post(self, body: bytes, rng: random.Random, *, url: str | None = None) -> None:
+        """As Slack and a person do: a request nobody answered is sent again, to a replica
+        that is up."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            urls = self.urls()
+            if urls:
+                target = url if url in urls else rng.choice(urls)
+                signed = sign_request(SECRET, body, int(time.time()))
+                try:
+                    async with httpx.AsyncClient(timeout=10) as client:
+                        answer = await client.post(
+                            f"{target}/slack/events",
+                            content=body,
+                            headers={**signed, "Content-Type": "application/x-www-form-urlencoded"},
+                        )
+                except httpx.TransportError:
+                    url = None
+                else:
+                    assert answer.status_code == 200, answer.text
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError("no replica answered for a minute")
+
+    def stop_all(self) -> None:
+        for url in self.urls():
+            self.kill(url, signal.SIGTERM)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self._store is None:
+            self._store = open_store(self.database_url)
+        return self._store.tuples(sql, params)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@pytest.fixture
+def estate(sims: SimulatorServer) -> Iterator[dict[str, Any]]:
+    """STOPS running resources over the four providers, stopped a second after the call;
+    the stopbot.yaml that names them."""
+    made = make_estate(STOPS, stop_seconds=1.0)
+    sims.hub.seed(made.seed)
+    yield {
+        "providers": sample_config(sims.base_url)["providers"],
+        "resources": made.resources,
+        "stops": STOPS_CONFIG,
+        "http": HTTP,
+        "recovery": RECOVERY,
+    }
+
+
+@pytest.fixture
+def replicas(
+    estate: dict[str, Any], pg_location: str, tmp_path: Path
+) -> Iterator[tuple[Replicas, FakeSlack]]:
+    users = [f"U{i:04d}" for i in range(STOPS)]
+    fake_slack = FakeSlack(
+        tokens=[TOKEN],
+        users=[SlackUser(u, u.lower(), real_name=f"User {u}") for u in users],
+        channels=[],
+    )
+    for c in range(CHANNELS):
+        fake_slack.add_channel(f"C0REPL{c}", f"replicas-{c}")
+    with FakeSlackServer(fake_slack) as fake:
+        bots = Replicas(estate, pg_location, fake, tmp_path)
+        try:
+            yield bots, fake_slack
+        finally:
+            bots.stop_all()
+            bots.close()
+        assert "Traceback" not in bots.logs, bots.logs[-3000:]
+
+
+async def killer(bots: Replicas, rng: random.Random, done: asyncio.Event) -> int:
+    """A replica SIGKILLed every 1-3 s and another started in its place; how many."""
+    kills = 0
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), rng.uniform(1.0, 3.0))
+        except TimeoutError:
+            await asyncio.to_thread(bots.kill, rng.choice(bots.urls()))
+            kills += 1
+            await asyncio.to_thread(bots.start)
+    return kills
+
+
+def wait_all_final(bots: Replicas, count: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [(pending, confirmed)] = bots.rows(
+            "SELECT (SELECT COUNT(*) FROM operations WHERE state NOT IN "  # noqa: S608
+            f"({FINAL_MARKS}) AND state != 'awaiting_confirmation'), "
+            "(SELECT COUNT(DISTINCT operation_id) FROM transitions WHERE state = 'submitting')",
+            *FINAL_STATES,
+        )
+        if not pending and confirmed >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not every stop ended within {timeout} s")
+
+
+def test_replicas_killed_at_random_stop_each_resource_once(
+    replicas: tuple[Replicas, FakeSlack], sims: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 stops through three replicas, one killed and replaced every 1-3 s: each resource
+    stopped with exactly one stop call, each operation final with one terminal audit row,
+    and one final progress message per stop."""
+    bots, fake = replicas
+    seed = int(os.environ.get("STOPBOT_CHAOS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    calls = StopCalls(sims, monkeypatch)
+    for _ in range(REPLICAS):
+        bots.start()
+    names = [
+        r["name"] for r in yaml.safe_load((bots.workdir / "stopbot.yaml").read_text())["resources"]
+    ]
+
+    async def scenario() -> int:
+        done = asyncio.Event()
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int, name: str) -> bool:
+            async with slots:
+                text = f"{name} --force" if name.startswith("bench-f") else name
+                return await ask_and_confirm(
+                    bots,
+                    f"C0REPL{i % CHANNELS}",
+                    text,
+                    f"U{i:04d}",
+                    rng,  # type: ignore[arg-type]
+                )
+
+        kill_task = asyncio.create_task(killer(bots, rng, done))
+        confirmed = await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        done.set()
+        kills = await kill_task
+        assert all(confirmed), seed
+        return kills
+
+    kills = asyncio.run(scenario())
+    wait_all_final(bots, STOPS)
+    assert kills >= 3, (seed, kills)
+
+    ops = bots.rows(
+        "SELECT id, resource, state, detail FROM operations WHERE id IN "
+        "(SELECT operation_id FROM transitions WHERE state = 'submitting')"
+    )
+    assert sorted(r[1] for r in ops) == sorted(names), seed
+    for op_id, resource, state, detail in ops:
+        assert state == "stopped", (seed, resource, state, detail)
+        terminal = bots.rows(
+            "SELECT COUNT(*) FROM audit WHERE operation_id = ? "  # noqa: S608
+            f"AND action IN ({FINAL_MARKS})",
+            op_id,
+            *(f"stop.{s}" for s in FINAL_STATES),
+        )
+        assert terminal == [(1,)], (seed, resource, terminal)
+    ids = {
+        r["id"]: r["name"]
+        for r in yaml.safe_load((bots.workdir / "stopbot.yaml").read_text())["resources"]
+    }
+    sent = calls.take()
+    per_resource = {name: 0 for name in names}
+    for path in sent:
+        [name] = [n for i, n in ids.items() if i in path]
+        per_resource[name] += 1
+    assert {n: c for n, c in per_resource.items() if c != 1} == {}, seed
+
+    deadline = time.monotonic() + 30
+    while True:
+        messages = [m for c in range(CHANNELS) for m in fake.messages(f"C0REPL{c}")]
+        if all(TERMINAL.match(m["text"]) for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(m["text"].split(":", 1)[0] for m in messages) == sorted(names), seed
+    for message in messages:
+        assert TERMINAL.match(message["text"]), (seed, message["text"])
+    print(f"replicas seed {seed}: {kills} kills")
+
+
+def test_a_double_click_and_a_retry_on_other_replicas_stop_once(
+    replicas: tuple[Replicas, FakeSlack], sims: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirm clicked twice at once on two replicas, and the same click retried by Slack
+    (X-Slack-Retry-Num) to a third: one operation confirmed, one stop call."""
+    bots, fake = replicas
+    rng = random.Random(7)
+    calls = StopCalls(sims, monkeypatch)
+    urls = [bots.start() for _ in range(REPLICAS)]
+    channel, user = "C0REPL0", "U0001"
+    name = "bench-n00000"
+
+    async def scenario() -> None:
+        reply_url = fake.new_response_url(channel=channel, user=user)
+        from bot.slack.fake_api import slash_command_body
+
+        await bots.post(
+            slash_command_body("/stop", name, user, channel, reply_url, uuid.uuid4().hex),
+            rng,
+            url=urls[0],
+        )
+        confirmation = None
+        while confirmation is None:
+            confirmation = next(
+                (
+                    m
+                    for m in fake.ephemeral_messages(channel, user)
+                    if any(b.get("type") == "actions" for b in m.get("blocks", []))
+                ),
+                None,
+            )
+            await asyncio.sleep(0.02)
+        actions = next(b for b in confirmation["blocks"] if b["type"] == "actions")
+        op_id: str = actions["elements"][0]["value"]
+        payload = block_actions_payload(
+            user,
+            channel,
+            views.CONFIRM,
+            op_id,
+            response_url=fake.new_response_url(
+                channel=channel, user=user, message_ts=confirmation["ts"], is_ephemeral=True
+            ),
+            message_ts=confirmation["ts"],
+            is_ephemeral=True,
+            block_id=f"confirm:{op_id}",
+        )
+        body = block_actions_body(payload)
+        await asyncio.gather(*(bots.post(body, rng, url=u) for u in urls))
+
+    asyncio.run(scenario())
+    wait_all_final(bots, 1)
+    assert bots.rows(
+        "SELECT resource, state FROM operations WHERE state != 'awaiting_confirmation'"
+    ) == [(name, "stopped")]
+    assert len(calls.take()) == 1
