@@ -11,6 +11,7 @@ once. Run alone with `pytest -m chaos`; the seed makes a failure replayable
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import random
 import signal
@@ -343,3 +344,106 @@ def test_a_double_click_and_a_retry_on_other_replicas_stop_once(
         "SELECT resource, state FROM operations WHERE state != 'awaiting_confirmation'"
     ) == [(name, "stopped")]
     assert len(calls.take()) == 1
+
+
+def leader_of(bots: Replicas) -> str | None:
+    """The replica whose /healthz says it leads, if one does now."""
+    for url in bots.urls():
+        try:
+            checks = httpx.get(f"{url}/healthz", timeout=2).json()["checks"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+        if checks.get("role") == "leader":
+            return url
+    return None
+
+
+def test_a_fire_with_its_leader_killed_runs_once(
+    estate: dict[str, Any],
+    pg_location: str,
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A schedule fires while its leaders are SIGKILLed at random (before the warning,
+    between it and the fire, during the run) and replaced: one run row, one warning, one
+    summary ending done, each selected resource stopped with one stop call."""
+    seed = int(os.environ.get("STOPBOT_CHAOS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    calls = StopCalls(sims, monkeypatch)
+    now = dt.datetime.now(dt.UTC)
+    fire = (now + dt.timedelta(seconds=45)).replace(second=0, microsecond=0) + dt.timedelta(
+        minutes=1
+    )
+    selected = [r["name"] for r in estate["resources"]][::5]  # 40, over the four providers
+    channel = "C0SCHED"
+    estate = {
+        **estate,
+        "schedules": [
+            {
+                "name": "tonight",
+                "cron": f"{fire.minute} {fire.hour} * * *",
+                "timezone": "UTC",
+                "select": {"resources": selected},
+                "channel": channel,
+                "force": True,
+                "warn_before": "30s",
+            }
+        ],
+    }
+    fake_slack = FakeSlack(tokens=[TOKEN], users=[], channels=[])
+    fake_slack.add_channel(channel, "scheduled")
+    with FakeSlackServer(fake_slack) as fake_server:
+        bots = Replicas(estate, pg_location, fake_server, tmp_path)
+        try:
+            for _ in range(REPLICAS):
+                bots.start()
+            kills = 0
+            summaries: list[dict[str, Any]] = []
+            # Kill the leader at random instants from before the warning to the run's end.
+            until = fire + dt.timedelta(seconds=90)
+            time.sleep(
+                max(
+                    0.0, (fire - dt.timedelta(seconds=40) - dt.datetime.now(dt.UTC)).total_seconds()
+                )
+            )
+            while dt.datetime.now(dt.UTC) < until:
+                summaries = [
+                    m for m in fake_slack.messages(channel) if m["text"].startswith("tonight run")
+                ]
+                if summaries and summaries[0]["text"].startswith("tonight run done"):
+                    break
+                time.sleep(rng.uniform(2.0, 6.0))
+                leader = leader_of(bots)
+                if leader is not None and dt.datetime.now(dt.UTC) < until:
+                    bots.kill(leader)
+                    kills += 1
+                    bots.start()
+            deadline = time.monotonic() + 60
+            while not (summaries and summaries[0]["text"].startswith("tonight run done")):
+                assert time.monotonic() < deadline, (seed, fake_slack.messages(channel))
+                time.sleep(0.2)
+                summaries = [
+                    m for m in fake_slack.messages(channel) if m["text"].startswith("tonight run")
+                ]
+        finally:
+            bots.stop_all()
+            rows = bots.rows("SELECT status FROM schedule_runs WHERE schedule = 'tonight'")
+            bots.close()
+        assert "Traceback" not in bots.logs, bots.logs[-3000:]
+
+    assert kills >= 2, (seed, kills)
+    print(f"scheduled fire seed {seed}: {kills} leader kills")
+    assert rows == [("done",)], seed
+    posted = [c.args.get("text", "") for c in fake_slack.calls("chat.postMessage")]
+    warnings = [t for t in posted if t.startswith("tonight stops ")]
+    assert len(warnings) == 1, (seed, posted)
+    assert len([t for t in posted if t.startswith("tonight run")]) == 1, (seed, posted)
+    assert summaries[0]["text"] == f"tonight run done: {len(selected)} stopped", seed
+    ids = {r["id"]: r["name"] for r in estate["resources"] if r["name"] in selected}
+    sent = calls.take()
+    per_resource = dict.fromkeys(selected, 0)
+    for path in sent:
+        [name] = [n for i, n in ids.items() if i in path]
+        per_resource[name] += 1
+    assert {n: c for n, c in per_resource.items() if c != 1} == {}, seed
