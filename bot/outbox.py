@@ -26,7 +26,7 @@ from typing import Any
 
 from bot.models import Owed
 from bot.processes import ProcessRegistry
-from bot.store import Store
+from bot.store import Store, StoreUnavailableError
 
 __all__ = ["Handler", "Outbox"]
 
@@ -39,6 +39,7 @@ say so in the log), False to try again later. An exception counts as False."""
 MAX_BACKOFF = 60.0
 MAX_ATTEMPTS = 60  # about an hour of Slack being unreachable, at most MAX_BACKOFF apart
 CONCURRENCY = 16
+STORE_RETRY = 1.0  # seconds between tries of a database that stopped answering
 
 
 class Outbox:
@@ -98,6 +99,9 @@ class Outbox:
             self._wake.clear()
             try:
                 await self.drain()
+            except StoreUnavailableError as exc:
+                log.warning("the outbox waits for the database: %s", exc)
+                self._kick_later(STORE_RETRY)
             except Exception:
                 log.exception("outbox drain failed; next kick retries")
 
@@ -144,42 +148,57 @@ class Outbox:
         return started
 
     async def _deliver(self, owed: Owed) -> bool:
-        handler, _ = self._handlers[owed.kind]
+        """Deliver one owed message; a database that stops answering meanwhile leaves it
+        owed, to be delivered once it answers (not counted as a failed attempt)."""
         try:
-            async with self._slots:
-                # The handler shows the latest state: what is owed by the time it starts
-                # (read again now) is what it delivers.
-                fresh = self.store.owed(key=owed.key)
-                if not fresh:
-                    return True
-                owed = fresh[0]
-                try:
-                    done = await handler(owed)
-                    error = "not delivered"
-                except Exception as exc:
-                    log.exception("delivering %s failed", owed.key)
-                    done, error = False, f"{type(exc).__name__}: {exc}"
-            self._last[owed.key] = time.monotonic()
-            if not done and owed.attempts + 1 >= MAX_ATTEMPTS:
-                log.error(
-                    "gave up delivering a message after %d attempts",
-                    MAX_ATTEMPTS,
-                    extra={"key": owed.key, "error": error},
-                )
-                done = True
-            if done:
-                self.store.delivered(owed.key, owed.version)
-            else:
-                backoff = min(2.0**owed.attempts, MAX_BACKOFF)
-                until = self.store.clock() + dt.timedelta(seconds=backoff)
-                self.store.postpone(owed.key, owed.version, until, error)
-            return done
+            return await self._deliver_one(owed)
+        except StoreUnavailableError as exc:
+            log.warning("delivering %s waits for the database: %s", owed.key, exc)
+            self._kick_later(STORE_RETRY)
+            return False
         finally:
             self._busy.pop(owed.key, None)
             # Owed again while it was delivered: go again (a kick each time, with
             # hundreds delivered at once, read the whole outbox hundreds of times).
-            if self.store.owed(key=owed.key):
+            try:
+                again = bool(self.store.owed(key=owed.key))
+            except StoreUnavailableError:
+                again = False  # kicked later, above
+            if again:
                 self.kick()
+
+    async def _deliver_one(self, owed: Owed) -> bool:
+        handler, _ = self._handlers[owed.kind]
+        async with self._slots:
+            # The handler shows the latest state: what is owed by the time it starts
+            # (read again now) is what it delivers.
+            fresh = self.store.owed(key=owed.key)
+            if not fresh:
+                return True
+            owed = fresh[0]
+            try:
+                done = await handler(owed)
+                error = "not delivered"
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:
+                log.exception("delivering %s failed", owed.key)
+                done, error = False, f"{type(exc).__name__}: {exc}"
+        self._last[owed.key] = time.monotonic()
+        if not done and owed.attempts + 1 >= MAX_ATTEMPTS:
+            log.error(
+                "gave up delivering a message after %d attempts",
+                MAX_ATTEMPTS,
+                extra={"key": owed.key, "error": error},
+            )
+            done = True
+        if done:
+            self.store.delivered(owed.key, owed.version)
+        else:
+            backoff = min(2.0**owed.attempts, MAX_BACKOFF)
+            until = self.store.clock() + dt.timedelta(seconds=backoff)
+            self.store.postpone(owed.key, owed.version, until, error)
+        return done
 
     async def flush(self, rounds: int = 100) -> None:
         """Deliver what is owed now and what that makes owed, until nothing more may go

@@ -206,12 +206,12 @@ class ProcessRegistry:
         for sweep in self.sweeps:
             try:
                 await sweep()
-            except Exception:
-                log.exception("taking over a dead process's work failed; next round retries")
+            except Exception as exc:
+                _failed("taking over a dead process's work failed; next round retries", exc)
         try:
             self.store.forget_processes(self.dead())
-        except Exception:
-            log.exception("could not forget dead processes")
+        except Exception as exc:
+            _failed("could not forget dead processes", exc)
 
     def start(self, interval: float | None = None) -> None:
         """Heartbeat and sweep every ``interval`` seconds (a third of the lease)."""
@@ -223,8 +223,8 @@ class ProcessRegistry:
                 await asyncio.sleep(every)
                 try:
                     self.store.heartbeat(self.me.id)
-                except Exception:
-                    log.exception("heartbeat failed")
+                except Exception as exc:
+                    _failed("heartbeat failed", exc)
                 await self.sweep()
 
         self._loop = asyncio.get_running_loop().create_task(loop(), name="process-registry")
@@ -241,3 +241,15 @@ class ProcessRegistry:
             self.store.retire_process(self.me.id)
             self._registered = False
         self.me.abandon()
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """Log a failed duty (called in its ``except``): a database that does not answer is
+    one line (it is said every round until it answers again), anything else with its
+    traceback."""
+    from bot.store.errors import StoreUnavailableError  # the store imports this module
+
+    if isinstance(exc, StoreUnavailableError):
+        log.warning("%s: %s", what, exc)
+    else:
+        log.exception(what)

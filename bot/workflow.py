@@ -42,7 +42,7 @@ from bot.outbox import Outbox
 from bot.policy import Policy, StopRequest
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
-from bot.store import Store
+from bot.store import Store, StoreUnavailableError
 from bot.text import Command, Person, Text, check_length, say
 from providers.base import (
     Phase,
@@ -153,6 +153,7 @@ class ProgressListener(Protocol):
 _FOLLOWED = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
 # Where a process drives an operation: taken over when that process dies.
 _DRIVEN = _FOLLOWED | {OpState.REQUESTED}
+STORE_RETRY = 1.0  # seconds between tries of a database that stopped answering
 PROGRESS = "progress"
 """The outbox kind of a stop's progress, owed to the face that shows it."""
 
@@ -201,6 +202,8 @@ class StopService:
         self.outbox = outbox or Outbox(store, self.registry)
         self.approvals = Approvals(self)
         self._tasks: dict[str, asyncio.Task[Operation]] = {}
+        # Operations a coroutine of this process drives now (:meth:`_through_outages`).
+        self._driving: dict[str, int] = {}
         # Operations being prepared, by id: a retry of the request waits for the preview.
         self._preparing: dict[str, asyncio.Future[Preview | None]] = {}
         self._batchers = {
@@ -619,9 +622,55 @@ class StopService:
         """Run a submitted operation in the background (once per process)."""
         task = self._tasks.get(op_id)
         if task is None or task.done():
-            task = asyncio.create_task(self.run(op_id, listener, actor), name=f"stop-{op_id}")
+            task = asyncio.create_task(self.drive(op_id, listener, actor), name=f"stop-{op_id}")
             self._track(op_id, task)
         return task
+
+    async def drive(
+        self,
+        op_id: str,
+        listener: ProgressListener,
+        actor: Actor,
+        *,
+        prepared: Preview | None = None,
+    ) -> Operation:
+        """:meth:`run`, carried through a database that stops answering."""
+        return await self._through_outages(
+            op_id, self.run(op_id, listener, actor, prepared=prepared), listener
+        )
+
+    async def _through_outages(
+        self, op_id: str, work: Awaitable[Operation], listener: ProgressListener
+    ) -> Operation:
+        """``work`` on ``op_id``; if the database stops answering meanwhile, the stop goes
+        on from what the database says once it answers again (its provider call, if it
+        left, judged by reading the provider), instead of being dropped by a live process
+        that nobody would take it over from."""
+        self._driving[op_id] = self._driving.get(op_id, 0) + 1
+        try:
+            try:
+                return await work
+            except StoreUnavailableError as exc:
+                log.warning(
+                    "the database does not answer (%s): stop %s goes on once it does", exc, op_id
+                )
+            while True:
+                await self.sleep(STORE_RETRY)
+                try:
+                    op = self.store.get_operation(op_id)
+                    if op is None:
+                        raise ValueError(f"operation {op_id} is gone from the database")
+                    if op.state.final:
+                        return op
+                    if op.owner != self.registry.id:  # taken over meanwhile: followed there
+                        return await self.until_final(op_id, listener)
+                    return await self._resume_one(op, listener)
+                except StoreUnavailableError:
+                    continue
+        finally:
+            self._driving[op_id] -= 1
+            if not self._driving[op_id]:
+                del self._driving[op_id]
 
     def _track(self, op_id: str, task: asyncio.Task[Operation]) -> None:
         self._tasks[op_id] = task
@@ -948,16 +997,27 @@ class StopService:
         told; a submitted one is sent if its claim was never taken, judged by reading the
         provider if it was; one under way is followed to its end."""
         tasks = []
-        # This process's own are driven where they started (a click, a run).
-        for op in self.store.orphaned_operations(_DRIVEN, self.registry.live()):
-            if not self.registry.take("operations", op.id, op.owner):
+        # This process's own are driven where they started (a click, a run), unless that
+        # driver ended without ending them (the database stopped answering between a
+        # confirmation and its start): those are carried on here too.
+        stranded = [
+            op
+            for op in self.store.operations_in_flight()
+            if op.owner == self.registry.id and op.id not in self._driving
+        ]
+        for op in [*self.store.orphaned_operations(_DRIVEN, self.registry.live()), *stranded]:
+            if op.owner != self.registry.id and not self.registry.take(
+                "operations", op.id, op.owner
+            ):
                 continue
             op = self.store.get_operation(op.id) or op
             if op.state == OpState.REQUESTED:
                 self.end_unprepared(op)
                 continue
+            listener = listener_for(op)
             task = asyncio.create_task(
-                self._resume_one(op, listener_for(op)), name=f"resume-{op.id}"
+                self._through_outages(op.id, self._resume_one(op, listener), listener),
+                name=f"resume-{op.id}",
             )
             self._track(op.id, task)
             tasks.append(task)

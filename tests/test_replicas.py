@@ -39,6 +39,7 @@ from bot.slack.fake_api import (
 from bot.store import Store, open_store
 from providers.simulators.samples import sample_config
 from providers.simulators.server import SimulatorServer
+from tests.pg import PostgresServer
 from tests.test_chaos import (
     FINAL_MARKS,
     FINAL_STATES,
@@ -70,6 +71,7 @@ class Replicas:
     ) -> None:
         self.fake = fake.slack
         self.database_url = database_url
+        self.config = config
         path = workdir / "stopbot.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.workdir = workdir
@@ -179,7 +181,8 @@ def replicas(
         finally:
             bots.stop_all()
             bots.close()
-        assert "Traceback" not in bots.logs, bots.logs[-3000:]
+            (tmp_path / "replicas.log").write_text(bots.logs, encoding="utf-8")
+        assert "Traceback" not in bots.logs, f"see {tmp_path / 'replicas.log'}"
 
 
 async def killer(bots: Replicas, rng: random.Random, done: asyncio.Event) -> int:
@@ -207,7 +210,12 @@ def wait_all_final(bots: Replicas, count: int, timeout: float = 180.0) -> None:
         if not pending and confirmed >= count:
             return
         time.sleep(0.2)
-    raise AssertionError(f"not every stop ended within {timeout} s")
+    stuck = bots.rows(
+        "SELECT resource, state, owner, send_claimed_at, detail FROM operations "  # noqa: S608
+        f"WHERE state NOT IN ({FINAL_MARKS}) AND state != 'awaiting_confirmation'",
+        *FINAL_STATES,
+    )
+    raise AssertionError(f"not every stop ended within {timeout} s: {stuck}")
 
 
 def test_replicas_killed_at_random_stop_each_resource_once(
@@ -447,3 +455,66 @@ def test_a_fire_with_its_leader_killed_runs_once(
         [name] = [n for i, n in ids.items() if i in path]
         per_resource[name] += 1
     assert {n: c for n, c in per_resource.items() if c != 1} == {}, seed
+
+
+def test_postgresql_restarted_during_stops_loses_and_doubles_nothing(
+    replicas: tuple[Replicas, FakeSlack],
+    sims: SimulatorServer,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database stopped (immediate shutdown) while two replicas follow 20 stops they
+    just sent: /healthz answers 503 on both meanwhile; started again, every stop ends
+    stopped, each with one stop call and one final message."""
+    if not postgres_server.ours:
+        pytest.skip("STOPBOT_TEST_DATABASE_URL is a server these tests may not stop")
+    bots, fake = replicas
+    rng = random.Random(11)
+    calls = StopCalls(sims, monkeypatch)
+    urls = [bots.start() for _ in range(2)]
+    names = [r["name"] for r in bots.config["resources"]][:20]
+
+    async def confirm_all() -> None:
+        await asyncio.gather(
+            *(
+                ask_and_confirm(
+                    bots,
+                    "C0REPL0",
+                    n if not n.startswith("bench-f") else f"{n} --force",
+                    f"U{i:04d}",
+                    rng,
+                )  # type: ignore[arg-type]
+                for i, n in enumerate(names)
+            )
+        )
+
+    asyncio.run(confirm_all())
+    postgres_server.stop()
+    try:
+        for url in urls:
+            response = httpx.get(f"{url}/healthz", timeout=10)
+            assert response.status_code == 503, response.text
+            assert response.json()["checks"]["store"].startswith("error: "), response.text
+        time.sleep(3)  # the stops go on at the providers; the bots cannot record them
+    finally:
+        postgres_server.start()
+    wait_all_final(bots, len(names), timeout=90)
+    for url in urls:
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+    states = bots.rows(
+        "SELECT resource, state FROM operations WHERE state != "
+        "'awaiting_confirmation' ORDER BY resource"
+    )
+    assert states == [(n, "stopped") for n in sorted(names)]
+    sent = calls.take()
+    assert len(sent) == len(names), sent
+    deadline = time.monotonic() + 30
+    while True:
+        messages = fake.messages("C0REPL0")
+        if all(TERMINAL.match(m["text"]) for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(m["text"].split(":", 1)[0] for m in messages) == sorted(names)
+    for message in messages:
+        assert TERMINAL.match(message["text"]), message["text"]

@@ -1002,7 +1002,7 @@ class ScheduleEngine:
             if not result.needs_approval:  # (the request to approvers is owed by confirm)
                 prepared = preview  # submitted at once: its lock read is still fresh
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
-            return await self.service.run(op.id, listener, actor, prepared=prepared)
+            return await self.service.drive(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id, listener)
 
     def _sent(self, key: str, actor: Actor) -> bool:

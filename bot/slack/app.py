@@ -36,13 +36,14 @@ from bot.models import Actor, Operation, OpState
 from bot.reads import Reading
 from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
-from bot.slack.inbox import Handling, Inbox, track
+from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
 from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn
 from bot.stopbot import Face, Stopbot
+from bot.store import StoreUnavailableError
 from bot.workflow import Preview, Unshown
 from providers.base import Resource
 from providers.errors import ProviderError
@@ -299,6 +300,15 @@ def _logged_failure(what: str) -> str:
     return ref
 
 
+OUTAGE_KEPT = Mrkdwn(
+    "Stopbot's database is not answering right now. Your request is kept: Stopbot carries "
+    "it out as soon as the database answers again."
+)
+OUTAGE_LOST = Mrkdwn(
+    "Stopbot's database is not answering right now, so nothing was done. Try again in a minute."
+)
+
+
 def _sorry(ref: str) -> Mrkdwn:
     return md(
         "Sorry, something went wrong on Stopbot's side (reference {}). "
@@ -316,6 +326,16 @@ async def _run_guarded(func: Callable[..., Awaitable[None]], kwargs: dict[str, A
         # Bolt's respond refuses (ValueError) when the request came with no response URL.
         if respond is not None and getattr(respond, "response_url", None):
             await tell(respond, buttons.STALE)
+    except StoreUnavailableError as exc:
+        # Recorded before its ack, the request is handled again once the database answers.
+        kept = defer()
+        log.warning("a request met a database that does not answer: %s", exc)
+        respond = kwargs.get("respond")
+        try:
+            if respond is not None and getattr(respond, "response_url", None):
+                await tell(respond, OUTAGE_KEPT if kept else OUTAGE_LOST)
+        except Exception:
+            log.exception("could not tell the user that the database does not answer")
     except Exception:
         ref = _logged_failure("listener failed")
         respond = kwargs.get("respond")

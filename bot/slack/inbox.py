@@ -33,7 +33,7 @@ from slack_sdk.signature import SignatureVerifier
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
 
-__all__ = ["MAX_ATTEMPTS", "PAYLOAD", "Handling", "Inbox", "track"]
+__all__ = ["MAX_ATTEMPTS", "PAYLOAD", "Handling", "Inbox", "defer", "track"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Handling:
         self.request_id = request_id
         self.pending = 0
         self.dispatched = False
+        self.deferred = False  # its work met a database that did not answer: again later
         self.over = asyncio.Event()
         self.token: contextvars.Token[Handling | None] | None = None
 
@@ -70,6 +71,9 @@ class Handling:
     def _check(self) -> None:
         if self.dispatched and not self.pending and not self.over.is_set():
             self.over.set()
+            if self.deferred:
+                self.inbox.deferred.add(self.request_id)
+                return
             try:
                 self.inbox.bot.store.handled(self.request_id)
             except Exception:
@@ -79,6 +83,17 @@ class Handling:
 _CURRENT: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
     "stopbot_request", default=None
 )
+
+
+def defer() -> bool:
+    """The request being handled met a database that did not answer: this process handles
+    it again once the database answers (its next sweep). False when no recorded request is
+    being handled."""
+    handling = _CURRENT.get()
+    if handling is None:
+        return False
+    handling.deferred = True
+    return True
 
 
 def track(task: asyncio.Task[None]) -> None:
@@ -93,6 +108,7 @@ class Inbox:
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
         self._waiting: list[tuple[str, str, str, asyncio.Future[str]]] = []
+        self.deferred: set[str] = set()
 
     async def receive(self, body: str, content_type: str) -> tuple[str, str]:
         """Record a request before answering it: (its id, "new" | "open" | "done").
@@ -191,8 +207,9 @@ class Inbox:
         return handling
 
     async def replay(self) -> int:
-        """Handle again the requests that processes now dead answered but did not finish
-        (a sweep: at start, and every few seconds); how many."""
+        """Handle again the requests that processes now dead answered but did not finish,
+        and this process's own that met a database that did not answer (a sweep: at
+        start, and every few seconds); how many."""
         secret = self.bot.signing_secret
         verifier = SignatureVerifier(secret) if secret else None
         registry = self.bot.service.registry
@@ -200,9 +217,13 @@ class Inbox:
         live = registry.live()
         started = []
         for row in store.open_requests():
-            if row["owner"] == registry.id or not registry.orphaned(row["owner"], live):
-                continue
-            if not registry.take("inbox", row["id"], row["owner"]):
+            if row["owner"] == registry.id:
+                if row["id"] not in self.deferred:
+                    continue
+                self.deferred.discard(row["id"])
+            elif not registry.orphaned(row["owner"], live) or not registry.take(
+                "inbox", row["id"], row["owner"]
+            ):
                 continue
             if store.retry_request(row["id"]) > MAX_ATTEMPTS:
                 log.error(
@@ -213,7 +234,7 @@ class Inbox:
                 store.handled(row["id"])
                 continue
             body = str(row["body"])
-            log.info("handling a request again after a restart", extra={"request": row["id"]})
+            log.info("handling a request again", extra={"request": row["id"]})
             if row["content_type"] == PAYLOAD:
                 started.append(self.handle_payload(row["id"], json.loads(body)))
                 continue

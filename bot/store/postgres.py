@@ -111,6 +111,7 @@ SESSION_SETTINGS = {
     "TimeZone": "UTC",
 }
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise
+PROBE_INTERVAL = 0.5  # seconds between tries to reach a server that stopped answering
 CLOCK_REFRESH = 300.0  # seconds between measures of the server's clock offset
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -314,6 +315,8 @@ class PostgresStore(Store):
         if wait is not None:
             self.wait = wait
         self.closed = False
+        self._down: str | None = None  # why the server does not answer, while it does not
+        self._probe_lock = threading.Lock()
         self._errors = _Errors(f"the database {self.location}", self.password, self._closed)
         self._clock_lock = threading.Lock()
         # The schema is found and migrated on a connection of its own, before the pool: a
@@ -408,8 +411,42 @@ class PostgresStore(Store):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._errors, self._pool.connection(timeout=self.wait) as conn:
-            yield conn
+        """A connection of the pool; while the server is known not to answer, the store's
+        error at once (see :meth:`_lost`)."""
+        if self._down is not None:
+            raise StoreUnavailableError(
+                f"the database {self.location} does not answer: {self._down}"
+            )
+        try:
+            with self._errors, self._pool.connection(timeout=self.wait) as conn:
+                yield conn
+        except StoreUnavailableError as exc:
+            if not self.closed:
+                self._lost(str(exc).rpartition("does not answer: ")[2] or str(exc))
+            raise
+
+    def _lost(self, why: str) -> None:
+        """The server does not answer. The bot calls the store on its event loop: waiting
+        ``wait`` seconds in each call while the server is away would stall every request
+        (/healthz, Slack's, which must be answered within 3 s). So until a probe in a
+        thread of its own reaches the server again, every call fails at once."""
+        with self._probe_lock:
+            if self._down is not None:
+                return
+            self._down = why
+        threading.Thread(target=self._probe, name="stopbot-store-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        while not self.closed:
+            try:
+                with self._pool.connection(timeout=self.wait) as conn:
+                    conn.execute("SELECT 1")
+            except Exception:
+                time.sleep(PROBE_INTERVAL)
+                continue
+            with self._probe_lock:
+                self._down = None
+            return
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:

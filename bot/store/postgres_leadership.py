@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from bot.leadership import Callback, Leadership
+from bot.store.errors import StoreUnavailableError
 
 __all__ = ["CHANNEL", "LEADER_CLASS", "AdvisoryLeadership"]
 
@@ -102,6 +103,8 @@ class AdvisoryLeadership(Leadership):
         async def run() -> None:
             try:
                 await callback()
+            except StoreUnavailableError as exc:
+                log.warning("a leader's duty failed; the next tick tries again: %s", exc)
             except Exception:
                 log.exception("a leader's duty failed; the next tick tries again")
 
