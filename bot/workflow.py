@@ -142,7 +142,12 @@ class Preview(BaseModel):
 
 
 class ProgressListener(Protocol):
-    """A face that shows a stop's progress (a Slack message, a terminal)."""
+    """A face that shows a stop's progress (a Slack message, a terminal).
+
+    A listener that does not show the timeline says so with a class attribute
+    ``shows_timeline = False``: it is then given an empty list, and the store is not read
+    for it at every step of every stop.
+    """
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -170,6 +175,8 @@ class ProgressNotifier(Protocol):
 class Unshown:
     """A progress listener for a stop followed with nothing shown live: its progress is
     owed to its face through the outbox, if it has one, and the audit log has it all."""
+
+    shows_timeline = False
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -828,7 +835,10 @@ class StopService:
             )
         except ProviderError as exc:
             return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
-        moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
+        with self.store.batch():  # the move and the state that came with it: one commit
+            moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
+            if moved is not None and accepted.status is not None:
+                moved = self._observe(moved, accepted.status) or moved
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -847,10 +857,8 @@ class StopService:
                 detail={"state": current.state.value, "provider": accepted.message},
             )
             return current
-        if accepted.status is not None:
-            moved = self._observe(moved, accepted.status) or moved
         await self._notify(listener, moved, accepted.status)
-        return await self.follow(moved, resource, listener)
+        return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
 
     async def _configured(self, op: Operation, listener: ProgressListener) -> Resource | Operation:
         """The operation's resource, or the operation failed because the config lost it."""
@@ -879,7 +887,7 @@ class StopService:
         if moved is None:
             return self.store.get_operation(op.id) or op
         await self._notify(listener, moved, None)
-        return await self.follow(moved, resource, listener)
+        return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
 
     def _leader_ended(self, op: Operation) -> Text | None:
         """For a stop that joined another: why that one ended without stopping, if it did."""
@@ -892,21 +900,31 @@ class StopService:
         return say("the stop it followed ended {}{}", leader.state.value.replace("_", " "), said)
 
     async def follow(
-        self, op: Operation, resource: Resource, listener: ProgressListener
+        self,
+        op: Operation,
+        resource: Resource,
+        listener: ProgressListener,
+        *,
+        accepted_at: dt.datetime | None = None,
     ) -> Operation:
-        """Poll the provider with back-off until the stop ends, fails or times out.
+        """Follow the provider's state until the stop ends, fails or times out.
 
-        Reads start ``interval`` apart, counted from the start of the previous read: the
-        time a read takes (the batch window, the provider's latency) is not added to it.
-        Ends quietly when another process took the operation over.
+        The stop waits in its account's follower (:meth:`StatusBatcher.change`) until a
+        polling round finds its provider state changed, or until it is time to look up:
+        whether it timed out, and every ``OWNER_CHECK_EVERY`` poll intervals (the interval
+        growing from ``poll_initial`` to ``poll_max``) whether it is still this process's
+        (another may have taken it for dead) and still going. A stop that joined another
+        looks up every round, for that stop's end. Ends quietly when another process took
+        the operation over. ``accepted_at``: when the provider accepted it, if known.
         """
-        deadline = self._accepted_at(op) + self.settings.timeout
+        deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
         last: ResourceStatus | None = None
-        polls = 0
+        batcher = self._batchers[resource.provider]
+        check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
         while True:
-            read_at = self.clock()
-            if read_at >= deadline:
+            now = self.clock()
+            if now >= deadline:
                 state = f" (last state: {last.state})" if last else ""
                 return await self._end(
                     op,
@@ -920,8 +938,14 @@ class StopService:
                         state,
                     ),
                 )
+            # First look: moved to in progress. Then at the next change, or to look up.
+            look_up = (
+                now
+                if op.state == OpState.ACCEPTED or op.joined is not None
+                else min(deadline, check_at)
+            )
             try:
-                status = await self._batchers[resource.provider].status(resource)
+                status = await batcher.change(resource, op.provider_state, look_up.timestamp())
             except (NotFoundError, AuthError) as exc:
                 return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
             except ProviderError as exc:
@@ -930,12 +954,17 @@ class StopService:
                 )
             else:
                 last = status
-                if op.state == OpState.ACCEPTED:
-                    op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
-                # Most reads find the state the operation records already: no write then (a
-                # run of 10,000 stops reads them all every round).
-                changed = self._observe(op, status) if status.state != op.provider_state else None
-                op = changed or op
+                changed: Operation | None = None
+                with self.store.batch():
+                    if op.state == OpState.ACCEPTED:
+                        op = (
+                            self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False)
+                            or op
+                        )
+                    # Only a change is written (a run of 10,000 stops reads them all).
+                    if status.state != op.provider_state:
+                        changed = self._observe(op, status)
+                    op = changed or op
                 if status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
@@ -951,14 +980,12 @@ class StopService:
             ended = self._leader_ended(op)
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
-            polls += 1
-            if polls % OWNER_CHECK_EVERY == 0:  # (a write fenced out says so too)
+            if self.clock() >= check_at:  # (a write fenced out says so too)
                 current = self.store.get_operation(op.id)
                 if current is None or current.owner != self.registry.id or current.state.final:
                     return current or op  # taken over by another process, or ended there
-            spent = (self.clock() - read_at).total_seconds()
-            await self.sleep(max(interval - spent, 0.0))
-            interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
 
     def _accepted_at(self, op: Operation) -> dt.datetime:
         for t in self.store.transitions(op.id):
@@ -983,7 +1010,10 @@ class StopService:
         self, listener: ProgressListener, op: Operation, status: ResourceStatus | None
     ) -> None:
         try:
-            await listener.progress(op, self.store.transitions(op.id), status)
+            timeline = (
+                self.store.transitions(op.id) if getattr(listener, "shows_timeline", True) else []
+            )
+            await listener.progress(op, timeline, status)
         except Exception:  # a face that cannot show progress must not stop the stop
             log.exception("progress listener failed", extra={"operation": op.id})
 

@@ -47,6 +47,8 @@ class _ItemListener:
     provider has the stop (``sent``): it then holds no place in the window of stops being
     sent."""
 
+    shows_timeline = False  # (the summary shows states, not timelines)
+
     def __init__(self, runs: Runs, run_id: str, resource: str) -> None:
         self.runs, self.run_id, self.resource = runs, run_id, resource
         self.sent = asyncio.Event()
