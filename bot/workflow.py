@@ -65,6 +65,7 @@ from providers.errors import (
 
 __all__ = [
     "LOCK_READ_REUSE",
+    "Confirmation",
     "Preview",
     "PriorRead",
     "ProgressListener",
@@ -108,6 +109,15 @@ class PriorRead:
     read: StatusAndLock
     at: dt.datetime
     lock_stands_for: dt.timedelta = LOCK_READ_REUSE
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """A confirmation given with the request (a scheduled stop): by whom, and whether a
+    protected resource then waits for approval (as :meth:`StopService.confirm`)."""
+
+    by: Actor
+    require_approval: bool = True
 
 
 class Preview(BaseModel):
@@ -255,6 +265,7 @@ class StopService:
         idempotency_key: str | None = None,
         notify: bool = False,
         prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
     ) -> Preview:
         """Record a stop request and decide whether it may go to confirmation.
 
@@ -262,7 +273,9 @@ class StopService:
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). ``notify``: the face shows its progress from
         confirmation on, owed through the outbox. ``prior``: the resource's status and
-        lock, read already. Raises UnknownResourceError for a name not configured,
+        lock, read already. ``confirm``: confirmed at once when it may go to confirmation
+        (a scheduled stop), in the same transaction as that decision. Raises
+        UnknownResourceError for a name not configured,
         TooLongError for a reason longer than REASON_LIMIT (nothing recorded).
         """
         check_length("A reason", reason)
@@ -291,10 +304,14 @@ class StopService:
         )
         if not created:
             return await self._again(preview, actor)
-        return await self._prepare_once(preview, actor, prior)
+        return await self._prepare_once(preview, actor, prior, confirm)
 
     async def _prepare_once(
-        self, preview: Preview, actor: Actor, prior: PriorRead | None = None
+        self,
+        preview: Preview,
+        actor: Actor,
+        prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
     ) -> Preview:
         """Prepare an operation this process owns, its retries waiting for the preview."""
         op = preview.operation
@@ -302,7 +319,7 @@ class StopService:
         self._preparing[op.id] = preparing
         try:
             decided = await self._prepare(
-                preview, actor, op.reason, op.force, op.override_lock, prior
+                preview, actor, op.reason, op.force, op.override_lock, prior, confirm
             )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
@@ -348,6 +365,7 @@ class StopService:
         force: bool,
         override_lock: bool,
         prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
     ) -> Preview:
         resource = preview.resource
         provider = self.providers[resource.provider]
@@ -408,13 +426,20 @@ class StopService:
                     preview.status.state,
                 ),
             )
-        return self._decide(
-            preview,
-            OpState.AWAITING_CONFIRMATION,
-            actor,
-            None,
-            expires_at=self.clock() + self.settings.confirm_ttl,
-        )
+        with self.store.batch():  # the decision and its confirmation: one commit
+            self._decide(
+                preview,
+                OpState.AWAITING_CONFIRMATION,
+                actor,
+                None,
+                expires_at=self.clock() + self.settings.confirm_ttl,
+            )
+            if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
+                confirmed = self.confirm(
+                    preview.operation.id, confirm.by, require_approval=confirm.require_approval
+                )
+                preview.operation = confirmed.operation or preview.operation
+        return preview
 
     async def _read(
         self, preview: Preview, actor: Actor, prior: PriorRead | None = None

@@ -44,6 +44,7 @@ from providers.errors import (
     UnsupportedError,
 )
 from providers.pacing import RequestGate
+from providers.transport import AiohttpTransport
 
 __all__ = [
     "ApiClient",
@@ -190,7 +191,7 @@ class ApiClient:
                 max_connections=None,
                 max_keepalive_connections=self.gate.limits.max_in_flight,
             ),
-            transport=transport,
+            transport=transport or AiohttpTransport(connections=self.gate.limits.max_in_flight),
             follow_redirects=False,
         )
 

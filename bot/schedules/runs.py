@@ -29,7 +29,7 @@ from bot.schedules.facts import (
     local,
 )
 from bot.text import Command, Person, Text, say
-from bot.workflow import INTERRUPTED_PREPARING, Preview
+from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview
 from providers.base import Resource, ResourceStatus
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,11 @@ class Runs:
                         channel=schedule.channel,
                         idempotency_key=key,
                         prior=prior,
+                        # A person's run goes through approval as their /stop would; a
+                        # timed one as the schedule says.
+                        confirm=Confirmation(
+                            actor, require_approval=schedule.approval or run.kind == "manual"
+                        ),
                     )
                 driving = asyncio.create_task(
                     self._drive(preview, run, schedule, resource, actor, listener),
@@ -369,6 +374,8 @@ class Runs:
             op = result.operation
             if not result.needs_approval:  # (the request to approvers is owed by confirm)
                 prepared = preview  # submitted at once: its lock read is still fresh
+        elif op.state == OpState.SUBMITTING:
+            prepared = preview  # confirmed as it was prepared (run() checks the read's age)
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.drive(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id, listener)
