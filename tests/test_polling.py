@@ -95,7 +95,10 @@ async def test_one_follower_follows_many_stops_with_one_list_call_a_round(
         assert not unchanged.done()
         assert (await unchanged).state == "DEPLOYED"
         org = config.provider("qovery").organization_id  # type: ignore[union-attr]
-        assert requests == [f"GET /qovery/organization/{org}/cluster/status"] * 4
+        listed = f"GET /qovery/organization/{org}/cluster/status"
+        alone = f"GET /qovery/organization/{org}/cluster/{dev.id}/status"
+        # Left alone in its rounds, a stop is read with its own status call.
+        assert requests == [listed, listed, alone, alone]
         assert now[0] == 103.0
     finally:
         await provider.aclose()
