@@ -22,6 +22,13 @@ import httpx
 __all__ = ["AiohttpTransport"]
 
 
+KEEPALIVE = 4.0
+"""Seconds an idle connection is kept for the next request: less than the 5 s after which
+common servers close one (uvicorn's, Apache's). The server closing it first would race
+the next request: aiohttp learns of the close from the event loop, which a busy night can
+keep from noticing it in time, and a stop sent on a connection closed under it fails
+(httpcore polled each socket before reusing it, at a cost in CPU on every request)."""
+
 _RECEIVED = re.compile(r"received (\d+) of (\d+) bytes")
 
 
@@ -46,7 +53,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=self.connections, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE
+                ),
                 # httpx's headers are sent as they are: no defaults of aiohttp's added but
                 # what HTTP/1.1 needs (Host, Content-Length).
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot import run_pace
 from bot.config import parse_config
 from bot.models import OpState
 from bot.schedules import Outcome
@@ -97,6 +98,35 @@ async def test_a_stop_the_provider_accepted_frees_its_slot(
             break
         await asyncio.sleep(0)
     assert len(states(s)) == 8 and set(states(s)) <= accepted
+    s.travel(s.time.now() + dt.timedelta(hours=3))
+    await s.engine.wait()
+    assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
+
+
+async def test_a_run_starts_its_stops_as_places_free_up(
+    sims: SimulatorServer, tmp_path: Path, closing: list[Sched], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight stops with room for three started and not yet sent: never more than three
+    stops exist as tasks before the provider has them (the others wait as items of the
+    run), and all eight are sent and end stopped."""
+    monkeypatch.setattr(run_pace, "ADMISSION", 3)
+    s = qovery_estate(sims, tmp_path, in_flight=1, step=3600.0)
+    closing.append(s)
+    run = await s.engine.run_now("nightly", "U0ADMIN")
+    accepted = {OpState.ACCEPTED, OpState.IN_PROGRESS}
+    unsent: list[int] = []
+    for _ in range(20000):  # a guard: turns of the event loop, not time
+        started = [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_coro().__qualname__.endswith("_execute.<locals>.one")  # type: ignore[union-attr]
+        ]
+        sent = [state for state in states(s) if state in accepted]
+        unsent.append(len(started) - len(sent))
+        if len(sent) == 8:
+            break
+        await asyncio.sleep(0)
+    assert max(unsent) == 3 and len(sent) == 8
     s.travel(s.time.now() + dt.timedelta(hours=3))
     await s.engine.wait()
     assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8

@@ -202,7 +202,7 @@ class Runs:
         selected = [resources[i.resource] for i in pending if i.resource in resources]
         pace = RunPace(self.config, self.service.providers, selected, self.clock)
 
-        async def one(item: RunItem) -> None:
+        async def one(item: RunItem, admitted: Callable[[], None]) -> None:
             try:
                 resource = resources.get(item.resource)
                 if resource is None:
@@ -214,7 +214,7 @@ class Runs:
                     )
                     return
                 async with pace.in_progress(resource.provider):
-                    await self._stop_one(run, schedule, resource, late, pace)
+                    await self._stop_one(run, schedule, resource, late, pace, admitted)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
@@ -231,11 +231,30 @@ class Runs:
                         reference,
                     ),
                 )
+            finally:
+                admitted()
             self.publish_soon(run_id)
 
+        async def feed(provider: str, items: list[RunItem]) -> None:
+            """Start the stops of one provider as they get a place among its stops not
+            yet sent: a task per stop only from then on, not 10,000 at once."""
+            admission = pace.admission(provider)
+            started: list[asyncio.Task[None]] = []
+            for item in items:
+                await admission.acquire()
+                started.append(asyncio.create_task(one(item, _once(admission.release))))
+            await asyncio.gather(*started, return_exceptions=True)
+
+        groups: dict[str, list[RunItem]] = {}
+        for item in pending:
+            found = resources.get(item.resource)
+            groups.setdefault(found.provider if found else "", []).append(item)
         try:
             self.publish(run_id, schedule)
-            await asyncio.gather(*(one(i) for i in pending), return_exceptions=True)
+            await asyncio.gather(
+                *(feed(provider, items) for provider, items in groups.items()),
+                return_exceptions=True,
+            )
         except Exception:
             log.exception("scheduled run failed", extra={"run": run_id})
         await self._finish(run, schedule, late)
@@ -272,6 +291,7 @@ class Runs:
         resource: Resource,
         late: str | None,
         pace: RunPace,
+        sent: Callable[[], None] = lambda: None,
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
         when the stop may have gone out (it could stop twice) or the run is ``late``. A
@@ -279,7 +299,7 @@ class Runs:
 
         The first try uses the run's bulk read of the resource; a try holds its place in
         the provider's window of stops being sent until the provider accepts the stop (or
-        the try ends), then follows it with no place held."""
+        the try ends), then follows it with no place held; ``sent`` is told then."""
         actor = self._actor_of(run, schedule)
         failures = 0
         for attempt in itertools.count():
@@ -317,6 +337,7 @@ class Runs:
                 except asyncio.CancelledError:
                     driving.cancel()
                     raise
+            sent()
             try:
                 op = await driving
             except asyncio.CancelledError:
@@ -462,6 +483,19 @@ class Runs:
         if report is None:
             return True
         return await self.notifier().summary(report) is not False
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, done at the first call only."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return call
 
 
 async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
