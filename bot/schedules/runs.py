@@ -12,6 +12,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
@@ -29,7 +30,7 @@ from bot.schedules.facts import (
     local,
 )
 from bot.text import Command, Person, Text, say
-from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview
+from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview, PriorRead
 from providers.base import Resource, ResourceStatus
 
 log = logging.getLogger(__name__)
@@ -312,24 +313,10 @@ class Runs:
             prior = await pace.prior(resource) if attempt == 0 else None
             listener = _ItemListener(self, run.id, resource.name)
             async with pace.sending(resource.provider):
-                async with pace.previewing(resource.provider):
-                    preview = await self.service.prepare(
-                        resource.name,
-                        actor,
-                        source="schedule",
-                        reason=f"schedule {schedule.name}",
-                        force=schedule.force,
-                        channel=schedule.channel,
-                        idempotency_key=key,
-                        prior=prior,
-                        # A person's run goes through approval as their /stop would; a
-                        # timed one as the schedule says.
-                        confirm=Confirmation(
-                            actor, require_approval=schedule.approval or run.kind == "manual"
-                        ),
-                    )
                 driving = asyncio.create_task(
-                    self._drive(preview, run, schedule, resource, actor, listener),
+                    self._prepare_and_drive(
+                        run, schedule, resource, actor, listener, pace, key, prior
+                    ),
                     name=f"schedule-stop-{run.id}-{resource.name}",
                 )
                 try:
@@ -339,7 +326,7 @@ class Runs:
                     raise
             sent()
             try:
-                op = await driving
+                op, preview = await driving
             except asyncio.CancelledError:
                 driving.cancel()
                 raise
@@ -367,6 +354,38 @@ class Runs:
         if started_by:
             return self.config.actor(started_by)
         return Actor(id=f"schedule:{schedule.name}")
+
+    async def _prepare_and_drive(
+        self,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        actor: Actor,
+        listener: _ItemListener,
+        pace: RunPace,
+        key: str,
+        prior: PriorRead | None,
+    ) -> tuple[Operation, Preview]:
+        """Prepare one try (confirmed at once), then drive it, in one task: the stop is
+        driven from the moment it is confirmed (a stop this process confirmed and drives
+        nowhere would be taken for stranded and driven a second time)."""
+        async with pace.previewing(resource.provider):
+            preview = await self.service.prepare(
+                resource.name,
+                actor,
+                source="schedule",
+                reason=f"schedule {schedule.name}",
+                force=schedule.force,
+                channel=schedule.channel,
+                idempotency_key=key,
+                prior=prior,
+                # A person's run goes through approval as their /stop would; a timed one as
+                # the schedule says.
+                confirm=Confirmation(
+                    actor, require_approval=schedule.approval or run.kind == "manual"
+                ),
+            )
+        return await self._drive(preview, run, schedule, resource, actor, listener), preview
 
     async def _drive(
         self,
@@ -498,7 +517,7 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
-async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
+async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Any]) -> None:
     """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
     sent = asyncio.create_task(listener.sent.wait())
     try:
