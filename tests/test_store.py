@@ -421,3 +421,16 @@ def test_a_process_taken_for_dead_registers_again_and_its_work_stays_taken(
     assert near.store.get_operation(op_id).owner == near.id  # type: ignore[union-attr]
     far.beat()  # known again: a heartbeat, no second registration
     assert [p.id for p in near.store.processes()].count(far.id) == 1
+
+
+def test_orphaned_operations_are_those_no_live_process_owns(store: Store) -> None:
+    """Owned by a dead process, or by nobody: orphaned; by a live one: not. With nobody
+    alive at all, every owner is dead."""
+    dead, alive, nobody = (
+        new_op(store, owner="dead"),
+        new_op(store, owner="alive"),
+        new_op(store),
+    )
+    states = [OpState.REQUESTED]
+    assert {op.id for op in store.orphaned_operations(states, ["alive"])} == {dead, nobody}
+    assert {op.id for op in store.orphaned_operations(states, [])} == {dead, alive, nobody}

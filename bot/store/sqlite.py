@@ -1480,13 +1480,15 @@ class SQLiteStore(Store):
         wanted = [s.value for s in states]
         alive = list(live)
         marks = ", ".join("?" for _ in wanted)
-        owners = ", ".join("?" for _ in alive) or "NULL"
+        # With nobody alive, every owner is dead (NOT IN (NULL) would match none).
+        owners = ", ".join("?" for _ in alive)
+        unowned = f"owner IS NULL OR owner NOT IN ({owners})" if alive else "1"
         with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
                     f"SELECT id FROM operations WHERE state IN ({marks}) "  # noqa: S608
-                    f"AND (owner IS NULL OR owner NOT IN ({owners})) ORDER BY created_at",
+                    f"AND ({unowned}) ORDER BY created_at",
                     [*wanted, *alive],
                 )
             ]
