@@ -777,6 +777,10 @@ class StopService:
         one that joined a stop in flight follows that stop.
         """
         op = self.store.get_operation(op_id)
+        if op is not None and (op.state.final or op.state in _FOLLOWED - {OpState.SUBMITTING}):
+            # Sent meanwhile (between its confirmation and this start, a sweep here or
+            # another process that took this one for dead took it over): waited for.
+            return op if op.state.final else await self.until_final(op_id, listener)
         if op is None or op.state != OpState.SUBMITTING:
             raise ValueError(f"operation {op_id} is not waiting to be submitted")
         if op.owner != self.registry.id:
