@@ -229,7 +229,9 @@ class StopService:
                 self.settings.poll_batch_window.total_seconds(),
                 every=self.settings.poll_initial.total_seconds(),
                 clock=lambda: self.clock().timestamp(),
-                sleep=self.sleep,
+                # Late-bound, as the clock: the rounds pace by the service's sleep as it is
+                # now (a test may replace it to hold every stop after its first look).
+                sleep=lambda seconds: self.sleep(seconds),
             )
             for name, p in providers.items()
         }
