@@ -224,6 +224,34 @@ def test_audit_log_filters_and_limit(store: Store, clock: Clock) -> None:
     assert [e.action for e in store.audit_log(limit=2)] == ["e3", "e4"]
 
 
+def test_audit_facts_give_what_held_at_the_start(store: Store, clock: Clock) -> None:
+    """Savings' facts: the chosen actions from ``since`` on, after each resource's last
+    one before it (what held then); other actions and resources with none left out."""
+    facts = [
+        (0, "stop.stopped", "a"),
+        (1, "resource.running", "a"),
+        (2, "stop.stopped", "a"),
+        (3, "stop.stopped", "b"),
+        (4, "lock.set", "c"),
+        (5, "wake.started", "a"),
+        (6, "stop.requested", "b"),
+        (7, "stop.stopped", "c"),
+    ]
+    for minute, action, resource in facts:
+        clock.now = T0 + dt.timedelta(minutes=minute)
+        store.audit("U1", action, resource=resource)
+    store.audit("U1", "stop.stopped")  # no resource: not a fact about one
+    wanted = ("stop.stopped", "resource.running", "wake.started")
+    found = store.audit_facts(wanted, since=T0 + dt.timedelta(minutes=4))
+    assert [(e.action, e.resource, e.at) for e in found] == [
+        ("stop.stopped", "a", T0 + dt.timedelta(minutes=2)),
+        ("stop.stopped", "b", T0 + dt.timedelta(minutes=3)),
+        ("wake.started", "a", T0 + dt.timedelta(minutes=5)),
+        ("stop.stopped", "c", T0 + dt.timedelta(minutes=7)),
+    ]
+    assert store.audit_facts((), since=T0) == []
+
+
 def test_claim_is_true_once(store: Store) -> None:
     """A claim key is granted once only (Slack retries, repeated clicks)."""
     assert [store.claim("x"), store.claim("x"), store.claim("y")] == [True, False, True]

@@ -121,6 +121,13 @@ class AuditStore(ABC):
     ) -> list[AuditEntry]:
         """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
 
+    @abstractmethod
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        """The entries of resources whose action is one of ``actions``, from ``since`` on,
+        preceded by each resource's last such entry before ``since`` (what held then):
+        oldest first. What savings are counted from (a stop that reached stopped, a
+        resource seen running again)."""
+
 
 class OperationStore(ABC):
     """Stops (operations), their transitions, and the claim to send each one once."""

@@ -555,6 +555,21 @@ class PostgresStore(Store):
             row["detail"] = json.loads(row["detail"] or "{}")
         return [AuditEntry.model_validate(r) for r in rows]
 
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        if not actions:
+            return []
+        query = (
+            "SELECT * FROM audit WHERE id IN ("
+            "SELECT MAX(id) FROM audit WHERE action = ANY(%s) AND at < %s "
+            "AND resource IS NOT NULL GROUP BY resource) "
+            "OR (action = ANY(%s) AND at >= %s AND resource IS NOT NULL) ORDER BY id"
+        )
+        with self._connection() as conn:
+            rows = self._rows(conn, query, [list(actions), since, list(actions), since])
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return [AuditEntry.model_validate(r) for r in rows]
+
     # -- operations ---------------------------------------------------------------
 
     def create_operation(

@@ -577,6 +577,24 @@ class SQLiteStore(Store):
             row["detail"] = json.loads(row["detail"] or "{}")
         return [AuditEntry.model_validate(r) for r in rows]
 
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        if not actions:
+            return []
+        marks = ", ".join("?" for _ in actions)
+        rows = [
+            dict(r)
+            for r in self.rows(
+                "SELECT * FROM audit WHERE id IN ("  # noqa: S608 -- only placeholders
+                f"SELECT MAX(id) FROM audit WHERE action IN ({marks}) AND at < ? "
+                "AND resource IS NOT NULL GROUP BY resource) "
+                f"OR (action IN ({marks}) AND at >= ? AND resource IS NOT NULL) ORDER BY id",
+                [*actions, _iso(since), *actions, _iso(since)],
+            )
+        ]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return [AuditEntry.model_validate(r) for r in rows]
+
     # -- operations ---------------------------------------------------------------
 
     def create_operation(
