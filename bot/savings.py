@@ -137,6 +137,26 @@ class Line:
     def hours(self) -> float:
         return self.seconds / 3600
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "hours": round(self.hours, 4),
+            "stopped_now": self.stopped_now,
+            "estimated_savings": {
+                c: {"low": round(lo, 2), "high": round(hi, 2)} for c, (lo, hi) in self.money.items()
+            },
+            "rate": None
+            if self.rate is None
+            else {
+                "low": self.rate.low,
+                "high": self.rate.high,
+                "currency": self.rate.currency,
+                "per": "hour",
+                "source": self.rate.source,
+            },
+        }
+
 
 @dataclass
 class Report:
@@ -154,6 +174,25 @@ class Report:
     @property
     def unrated(self) -> list[str]:
         return [line.name for line in self.resources if line.rate is None]
+
+    def to_json(self) -> dict[str, object]:
+        """Every figure, ids kept (for ``--json`` and the like); money is an estimate."""
+
+        def lines(found: list[Line], drop: tuple[str, ...]) -> list[dict[str, object]]:
+            return [{k: v for k, v in line.to_json().items() if k not in drop} for line in found]
+
+        group = ("provider", "stopped_now", "rate")
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "selection": self.selection,
+            "estimate": True,
+            "resources": lines(self.resources, ()),
+            "schedules": lines(self.schedules, group),
+            "people": lines(self.people, group),
+            "total": {k: v for k, v in self.total.to_json().items() if k not in ("name", *group)},
+            "unrated": self.unrated,
+        }
 
 
 @dataclass(frozen=True)
