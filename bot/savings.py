@@ -74,6 +74,9 @@ RUNNING_ACTIONS = (
 FACTS = (*STOPPED_ACTIONS, *RUNNING_ACTIONS)
 
 PERIODS = ("7d", "30d", "month")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TOTALS_TTL = 30.0
+"""Seconds the metrics' totals are kept (a scrape every 15 s reads the audit at most so)."""
 COST_TTL = 3600.0
 """Seconds a provider's cost answer is used before it is asked again."""
 
@@ -390,6 +393,7 @@ class Savings:
         self.clock = clock
         self.rates = Rates(config, providers)
         self._checked: dt.datetime | None = None
+        self._totals: tuple[float, dict[str, tuple[float, Money]]] | None = None
 
     # -- hours ----------------------------------------------------------------------
 
@@ -479,6 +483,29 @@ class Savings:
         parts = (op.idempotency_key or "").split(":")
         run = self.store.run(parts[1]) if len(parts) > 2 and parts[0] == "schedule" else None
         return run.schedule if run is not None else None
+
+    def totals(self) -> dict[str, tuple[float, Money]]:
+        """Seconds stopped and estimated savings since the audit began, by provider (for
+        the metrics: rates known now, no provider asked; computed at most every
+        ``TOTALS_TTL`` seconds)."""
+        if self._totals is not None and time.monotonic() - self._totals[0] < TOTALS_TTL:
+            return self._totals[1]
+        now = self.clock()
+        configured = {r.name: r for r in self.config.resources}
+        totals: dict[str, tuple[float, Money]] = {}
+        for stretch in stretches(self.store.audit_facts(FACTS, since=EPOCH)):
+            resource = configured.get(stretch.resource)
+            if resource is None:
+                continue
+            seconds = stretch.seconds(EPOCH, now)
+            was, money = totals.get(resource.provider, (0.0, {}))
+            rate = self.rates.cached(resource)
+            if rate is not None:
+                hours = seconds / 3600
+                _add(money, rate.currency, rate.low * hours, rate.high * hours)
+            totals[resource.provider] = (was + seconds, money)
+        self._totals = (time.monotonic(), totals)
+        return totals
 
     # -- a run's summary ------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import ConfigError, parse_config
+from bot.metrics import Metrics
 from bot.models import SYSTEM, OpState
 from bot.savings import (
     SEEN_RUNNING,
@@ -22,6 +24,9 @@ from bot.savings import (
     stretches,
 )
 from bot.schedules import Outcome
+from bot.slack.fake_api.blocks import check_blocks
+from bot.slack.schedule_views import summary as summary_view
+from bot.slack.wording import when
 from bot.stopbot import Face
 from bot.workflow import Unshown
 from providers.simulators.samples import sample_config
@@ -166,6 +171,13 @@ async def test_the_drift_watch_stops_the_count(sims: SimulatorServer, tmp_path: 
         assert expected.money == {"EUR": pytest.approx((0.4 * expected.hours,) * 2)}
         assert (expected.resources, expected.unrated) == (2, 1)
         assert expected.sources == ("configured for web-1",)
+        _, blocks = summary_view(summary)
+        check_blocks(blocks)
+        assert blocks[-1]["elements"][0]["text"] == (
+            f":moneybag: Expected to save ≈ {0.4 * expected.hours:,.2f} EUR until "
+            f"{when(utc(2027, 1, 12, 6))} ({expected.hours:.1f} h, 2 resource(s), 1 without "
+            "a rate; estimate: configured for web-1)"
+        )
         # etl started by hand at 23:00 UTC; the drift watch reads it at its next check.
         sims.hub["feldera"].set_state("etl", "Running")
         core.travel(utc(2027, 1, 11, 23))
@@ -320,3 +332,21 @@ async def test_the_weekly_digest_is_owed_once_across_restarts(
         assert first.bot.owe_digest()
     finally:
         await first.aclose()
+
+
+async def test_metrics_count_seconds_stopped_and_estimates_by_provider(core: Core) -> None:
+    """stopbot_stopped_seconds_total and stopbot_estimated_savings_total grow with a
+    stretch still going, by provider (a range's two bounds), from the audit."""
+    stopped = await stop(core, "web-1")
+    core.travel(stopped + dt.timedelta(hours=10))
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            Metrics(core.store, core.bot.savings).render().decode()
+        )
+        for s in family.samples
+    }
+    assert got[("stopbot_stopped_seconds_total", (("provider", "nova"),))] == 36000.0
+    for bound in ("low", "high"):
+        labels = (("bound", bound), ("currency", "EUR"), ("provider", "nova"))
+        assert got[("stopbot_estimated_savings_total", labels)] == pytest.approx(4.0)
