@@ -37,6 +37,7 @@ from bot.reads import Reading
 from bot.savings import SavingsError, Selection, parse_period
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
@@ -447,6 +448,7 @@ class SlackBot:
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
         self.schedule_handlers = ScheduleHandlers(self, stopbot)
+        self.home = HomeHandlers(self)
         notifier = SlackScheduleNotifier(self)
         stopbot.attach(
             Face(
@@ -557,6 +559,7 @@ class SlackBot:
         self.approvals.register()
         self.locks.register()
         self.schedule_handlers.register()
+        self.home.register()
         self.app.action(self._actions.pattern())(self._route_action)
         self.approvals.register_views()
 

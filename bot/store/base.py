@@ -296,6 +296,11 @@ class ApprovalStore(ABC):
         """Operations whose approval request is still pending past its expiry (now)."""
 
     @abstractmethod
+    def pending_approvals(self) -> list[str]:
+        """Operations whose approval request is pending and not past its expiry, oldest
+        first (what approvers have waiting)."""
+
+    @abstractmethod
     def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:
         """Remember a message showing the approval request (once per channel and ts)."""
 

@@ -980,6 +980,14 @@ class SQLiteStore(Store):
         )
         return [r[0] for r in rows]
 
+    def pending_approvals(self) -> list[str]:
+        rows = self.tuples(
+            "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at > ? "
+            "ORDER BY created_at",
+            [_iso(self.clock())],
+        )
+        return [r[0] for r in rows]
+
     def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:
         with self.transaction() as conn:
             conn.execute(
