@@ -622,6 +622,10 @@ class FakeSlack:
                     {"channel": channel, "user": user, "messages": copy.deepcopy(messages)}
                     for (channel, user), messages in self._ephemeral.items()
                 ],
+                "homes": [
+                    {"user": user, "view": copy.deepcopy(view)}
+                    for user, view in self._homes.items()
+                ],
                 "views": [
                     {"user": self._view_users.get(view_id), "view": copy.deepcopy(view)}
                     for view_id, view in self._views.items()
