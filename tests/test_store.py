@@ -252,6 +252,31 @@ def test_audit_facts_give_what_held_at_the_start(store: Store, clock: Clock) -> 
     assert store.audit_facts((), since=T0) == []
 
 
+def test_pending_approvals_are_the_undecided_unexpired_ones(store: Store, clock: Clock) -> None:
+    """Pending approvals oldest first; one decided or past its expiry is not pending."""
+    ids = []
+    for i in range(3):
+        clock.now = T0 + dt.timedelta(minutes=i)
+        op, _ = store.create_operation(
+            resource=f"r{i}",
+            provider="nova",
+            resource_id=f"s{i}",
+            requested_by="U1",
+            source="slack",
+            state=OpState.AWAITING_CONFIRMATION,
+        )
+        expires = T0 + dt.timedelta(minutes=30 if i else 5)
+        assert store.await_approval(op.id, "U1", expires_at=expires, min_approvals=1)
+        ids.append(op.id)
+    clock.now = T0 + dt.timedelta(minutes=3)
+    assert store.pending_approvals() == ids
+    store.decide_approval(
+        ids[2], "denied", decided_by="U2", to=OpState.REFUSED, detail=None, reason="no"
+    )
+    clock.now = T0 + dt.timedelta(minutes=6)
+    assert store.pending_approvals() == [ids[1]]
+
+
 def test_claim_is_true_once(store: Store) -> None:
     """A claim key is granted once only (Slack retries, repeated clicks)."""
     assert [store.claim("x"), store.claim("x"), store.claim("y")] == [True, False, True]
