@@ -600,3 +600,37 @@ async def test_savings_command_shows_hours_and_estimates(
         assert refused.args["text"] == "a period is 7d, 30d or month (or a number of days: 90d)"
     finally:
         slack.close()
+
+
+async def test_the_weekly_digest_is_posted_once(sims: SimulatorServer, tmp_path: Path) -> None:
+    """Monday 09:00 Paris the leader owes the digest; the Slack face posts it once in its
+    channel, the week's hours and estimates said to be estimates."""
+    digest = {"channel": CHANNEL, "weekday": "monday", "at": "09:00", "timezone": "Europe/Paris"}
+    slack = Slack(
+        sims,
+        tmp_path / "db",
+        {"web-1": {"cost_per_hour": 0.5}},
+        savings={"currency": "EUR", "digest": digest},
+    )
+    try:
+        monday = dt.datetime(2027, 1, 18, 8, tzinfo=dt.UTC)  # 09:00 in Paris
+        sims.hub.clock.advance((monday - slack.time.now()).total_seconds() - 3600)
+        slack.sims.hub["nova"].set_state("6a1f0e2d-9b8c-4d7e-a6f5-1c2b3a4d5e01", "SHUTOFF")
+        slack.store.audit("stopbot", "stop.stopped", resource="web-1")
+        sims.hub.clock.advance(3600)
+        posted = await slack.fake.wait_for(
+            "chat.postMessage", lambda c: "Weekly savings" in c.args.get("text", "")
+        )
+        assert posted.args["channel"] == CHANNEL
+        assert posted.args["text"] == (
+            "Weekly savings of all resources, the last 7 days: 1.0 h stopped, ≈ 0.50 EUR (estimate)"
+        )
+        assert not slack.stopbot.owe_digest()  # claimed: no round owes it again
+        digests = [
+            c
+            for c in slack.fake.calls("chat.postMessage")
+            if "Weekly savings" in c.args.get("text", "")
+        ]
+        assert len(digests) == 1
+    finally:
+        slack.close()
