@@ -62,8 +62,9 @@ from bot.durations import format_duration, parse_duration
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, BotLock, Operation, OpState, Transition
+from bot.rates import Rate
 from bot.runtime import Runtime
-from bot.savings import Money, Rate, Savings, SavingsError, Selection, parse_period
+from bot.savings import Money, Savings, SavingsError, Selection, parse_period
 from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError

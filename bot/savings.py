@@ -14,30 +14,30 @@ A resource stopped and not seen running since counts up to now. Each stretch is 
 the period asked. A restart outside Stopbot counts as stopped until a read sees it running:
 the polling every ``savings.check_interval`` bounds that error.
 
-Money is hours times a rate an hour of running, from the configuration (the resource's
-``cost_per_hour``, else the first ``savings.tags`` rule its tags match), else from the
-provider's API where it tells (Qovery's currentCost, a range), else the provider's default
-(``savings.providers``); a resource with none is counted in hours only. Every figure is an
+Money is hours times a rate an hour of running (:mod:`bot.rates`: configured for the
+resource or its tags, else the provider's API where it tells, Qovery's currentCost range,
+else the provider's default); a resource with none is counted in hours only. Every figure is an
 estimate, says so, and names its rate's source: faces show that.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot import reads
 from bot.config import WEEKDAYS, ResourceConfig, ScheduleConfig, StopbotConfig
 from bot.models import SCHEDULE_ACTOR, SYSTEM, Operation
+from bot.rates import Rate, Rates
 from bot.store import Store
-from bot.text import Text, TextError, say
-from providers.base import CostRange, Phase, Provider, ResourceStatus
+from bot.text import TextError, say
+from providers.base import Phase, Provider, ResourceStatus
 
 __all__ = [
     "PERIODS",
@@ -46,8 +46,6 @@ __all__ = [
     "STOPPED_ACTIONS",
     "Expected",
     "Line",
-    "Rate",
-    "Rates",
     "Report",
     "Savings",
     "SavingsError",
@@ -77,27 +75,10 @@ PERIODS = ("7d", "30d", "month")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TOTALS_TTL = 30.0
 """Seconds the metrics' totals are kept (a scrape every 15 s reads the audit at most so)."""
-COST_TTL = 3600.0
-"""Seconds a provider's cost answer is used before it is asked again."""
 
 
 class SavingsError(TextError):
     """A savings request that cannot be answered; the message is for the user."""
-
-
-@dataclass(frozen=True)
-class Rate:
-    """What a resource costs an hour of running: ``low`` to ``high`` (equal for a
-    configured rate), in ``currency``, and where that comes from."""
-
-    low: float
-    high: float
-    currency: str
-    source: str
-
-    @property
-    def is_range(self) -> bool:
-        return self.low != self.high
 
 
 @dataclass(frozen=True)
@@ -210,16 +191,6 @@ class Expected:
     unrated: int
     sources: tuple[str, ...]
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "resources": self.resources,
-            "until": self.until.isoformat() if self.until else None,
-            "hours": self.hours,
-            "money": {c: list(v) for c, v in self.money.items()},
-            "unrated": self.unrated,
-            "sources": list(self.sources),
-        }
-
 
 @dataclass(frozen=True)
 class Selection:
@@ -282,97 +253,38 @@ def parse_period(word: str | None, now: dt.datetime) -> tuple[dt.datetime, str]:
     return now - delta, f"the last {word}"
 
 
-def stretches(facts: Iterable[object], *, ends: Iterable[str] = RUNNING_ACTIONS) -> list[Stretch]:
-    """The stretches stopped that ``facts`` (audit entries, oldest first) tell."""
+class Fact(Protocol):
+    """What a stretch is read from: an audit entry (:class:`~bot.models.AuditEntry`)."""
+
+    @property
+    def at(self) -> dt.datetime: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def resource(self) -> str | None: ...
+    @property
+    def operation_id(self) -> str | None: ...
+
+
+def stretches(facts: Iterable[Fact], *, ends: Iterable[str] = RUNNING_ACTIONS) -> list[Stretch]:
+    """The stretches stopped that ``facts`` (oldest first) tell."""
     running = set(ends)
     open_: dict[str, Stretch] = {}
     done: list[Stretch] = []
     for entry in facts:
-        resource = getattr(entry, "resource", None)
-        action = getattr(entry, "action", "")
-        at: dt.datetime = getattr(entry, "at")  # noqa: B009 -- any entry-like object
+        resource, action, at = entry.resource, entry.action, entry.at
         if resource is None:
             continue
         if action in STOPPED_ACTIONS:
             # Stopped again with no start seen between: the first stop still holds (the
             # start in between went unseen, and its hours cannot be told apart).
             if resource not in open_:
-                open_[resource] = Stretch(resource, at, None, getattr(entry, "operation_id", None))
+                open_[resource] = Stretch(resource, at, None, entry.operation_id)
         elif action in running or action.endswith(".started"):
             stretch = open_.pop(resource, None)
             if stretch is not None:
                 done.append(Stretch(stretch.resource, stretch.start, at, stretch.operation, action))
     return sorted([*done, *open_.values()], key=lambda s: (s.start, s.resource))
-
-
-class Rates:
-    """The rate of each resource: configured, else the provider's (cached an hour), else
-    the provider's configured default."""
-
-    def __init__(self, config: StopbotConfig, providers: Mapping[str, Provider]) -> None:
-        self.config = config
-        self.providers = providers
-        self._costs: dict[str, tuple[float, CostRange | None]] = {}
-
-    def configured(self, resource: ResourceConfig) -> Rate | None:
-        settings = self.config.savings
-        if resource.cost_per_hour is not None:
-            rate = resource.cost_per_hour
-            return Rate(rate, rate, settings.currency, f"configured for {resource.name}")
-        for rule in settings.tags:
-            if all(resource.tags.get(k) == v for k, v in rule.tags.items()):
-                tags = ", ".join(f"{k}={v}" for k, v in sorted(rule.tags.items()))
-                return Rate(
-                    rule.per_hour, rule.per_hour, settings.currency, f"configured for {tags}"
-                )
-        return None
-
-    def _default(self, resource: ResourceConfig) -> Rate | None:
-        settings = self.config.savings
-        rate = settings.providers.get(resource.provider)
-        if rate is None:
-            return None
-        return Rate(rate, rate, settings.currency, f"configured for provider {resource.provider}")
-
-    def cached(self, resource: ResourceConfig) -> Rate | None:
-        """The rate from what is known now, without asking a provider."""
-        configured = self.configured(resource)
-        if configured is not None:
-            return configured
-        known = self._costs.get(resource.name)
-        if known is not None and known[1] is not None:
-            return _from_cost(known[1])
-        return self._default(resource)
-
-    async def rates(self, resources: Sequence[ResourceConfig]) -> dict[str, Rate | None]:
-        """The rate of each of ``resources``, asking providers where needed, all at once."""
-        if self.config.savings.from_providers:
-            ask = [r for r in resources if self.configured(r) is None and self._stale(r.name)]
-            await asyncio.gather(*(self._ask(r) for r in ask))
-        return {r.name: self.cached(r) for r in resources}
-
-    def _stale(self, name: str) -> bool:
-        known = self._costs.get(name)
-        return known is None or time.monotonic() - known[0] > COST_TTL
-
-    async def _ask(self, resource: ResourceConfig) -> None:
-        provider = self.providers.get(resource.provider)
-        if provider is None:
-            return
-        try:
-            cost = await asyncio.wait_for(provider.cost(resource.to_resource()), reads.READ_TIMEOUT)
-        except Exception as exc:  # an unknown cost leaves the default, never a failed report
-            log.warning(
-                "cost read failed",
-                extra={"provider": resource.provider, "resource": resource.name, "error": str(exc)},
-            )
-            return
-        self._costs[resource.name] = (time.monotonic(), cost)
-
-
-def _from_cost(cost: CostRange) -> Rate:
-    low, high = cost.per_hour
-    return Rate(low, high, cost.currency, cost.source)
 
 
 class Savings:
@@ -454,15 +366,14 @@ class Savings:
                 if rate is not None:
                     hours = seconds / 3600
                     _add(group.money, rate.currency, rate.low * hours, rate.high * hours)
-        order: Callable[[Line], tuple[float, str]] = lambda line: (-line.seconds, line.name)  # noqa: E731
         return Report(
             since=since,
             until=until,
             selection=selection.label(),
             currency=self.config.savings.currency,
-            resources=sorted(by_resource.values(), key=order),
-            schedules=sorted(by_schedule.values(), key=order),
-            people=sorted(by_person.values(), key=order),
+            resources=sorted(by_resource.values(), key=_largest_first),
+            schedules=sorted(by_schedule.values(), key=_largest_first),
+            people=sorted(by_person.values(), key=_largest_first),
             total=total,
         )
 
@@ -594,6 +505,10 @@ class Savings:
         return slot_utc if now - slot_utc < dt.timedelta(days=1) else None
 
 
+def _largest_first(line: Line) -> tuple[float, str]:
+    return -line.seconds, line.name
+
+
 def _person_of(op: Operation | None) -> str | None:
     """Who asked the stop, when a person did (not a schedule's fire, not the bot)."""
     if op is None or op.requested_by == SYSTEM or op.requested_by.startswith(SCHEDULE_ACTOR):
@@ -610,18 +525,3 @@ def _next_local(after: dt.datetime, at: dt.time, timezone: str) -> dt.datetime:
     if end <= local:
         end = dt.datetime.combine(local.date() + dt.timedelta(days=1), at, tzinfo=zone)
     return end.astimezone(dt.UTC)
-
-
-def describe_rate(rate: Rate | None) -> Text:
-    """A rate as a sentence of facts, for every face."""
-    if rate is None:
-        return say("no rate: hours only")
-    if rate.is_range:
-        return say(
-            "{} to {} {} an hour ({})",
-            f"{rate.low:.2f}",
-            f"{rate.high:.2f}",
-            rate.currency,
-            rate.source,
-        )
-    return say("{} {} an hour ({})", f"{rate.low:.2f}", rate.currency, rate.source)

@@ -3,7 +3,8 @@ ends with. Every money figure is called an estimate and its rate's source is sho
 
 from __future__ import annotations
 
-from bot.savings import Expected, Line, Money, Rate, Report
+from bot.rates import Rate
+from bot.savings import Expected, Line, Money, Report
 from bot.slack.views import Blocks, View, _context, _header, _section, line_sections
 from bot.slack.wording import Mrkdwn, md, mrkdwn, when
 from bot.text import Person

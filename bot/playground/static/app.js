@@ -184,7 +184,7 @@
     $("composer-form").hidden = page.home;
     $("home-link").setAttribute("aria-current", page.home ? "page" : "false");
     if (!page.home) return;
-    $("conversation-title").textContent = "Stopbot: Home";
+    $("conversation-title").textContent = "Stopbot app: Home";
     const found = (page.state.slack.homes || []).find((h) => h.user === page.user);
     if (!found) return;
     const key = `${page.user}:${found.view.hash}`;
