@@ -339,7 +339,7 @@ class Savings:
         ]
         found = [s for s in found if s.start < until and (s.end is None or s.end > since)]
         rates = await self.rates.rates([configured[n] for n in sorted({s.resource for s in found})])
-        operations = self._operations({s.operation for s in found if s.operation})
+        operations = self.store.operations(s.operation for s in found if s.operation)
         by_resource: dict[str, Line] = {}
         by_schedule: dict[str, Line] = {}
         by_person: dict[str, Line] = {}
@@ -376,14 +376,6 @@ class Savings:
             people=sorted(by_person.values(), key=_largest_first),
             total=total,
         )
-
-    def _operations(self, ids: Iterable[str]) -> dict[str, Operation]:
-        found = {}
-        for op_id in ids:
-            op = self.store.get_operation(op_id)
-            if op is not None:
-                found[op_id] = op
-        return found
 
     def _schedule_of(self, op: Operation | None) -> str | None:
         if op is None or op.source != "schedule":

@@ -277,6 +277,19 @@ def test_pending_approvals_are_the_undecided_unexpired_ones(store: Store, clock:
     assert store.pending_approvals() == [ids[1]]
 
 
+def test_operations_are_read_at_once_by_id(store: Store) -> None:
+    """Operations by id, in one read: unknown ids left out, repeated ids read once."""
+    made = [
+        store.create_operation(
+            resource=f"r{i}", provider="nova", resource_id=f"s{i}", requested_by="U1", source="cli"
+        )[0]
+        for i in range(3)
+    ]
+    found = store.operations([made[0].id, made[2].id, made[2].id, "nope"])
+    assert found == {made[0].id: made[0], made[2].id: made[2]}
+    assert store.operations([]) == {}
+
+
 def test_claim_is_true_once(store: Store) -> None:
     """A claim key is granted once only (Slack retries, repeated clicks)."""
     assert [store.claim("x"), store.claim("x"), store.claim("y")] == [True, False, True]

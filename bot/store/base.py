@@ -162,6 +162,11 @@ class OperationStore(ABC):
     def get_operation(self, op_id: str) -> Operation | None: ...
 
     @abstractmethod
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        """The operations of ``ids`` that exist, by id, read at once (a savings report
+        names the stop behind each of thousands of stretches)."""
+
+    @abstractmethod
     def operation_for_key(self, idempotency_key: str) -> Operation | None:
         """The operation recorded under ``idempotency_key`` (a scheduled run's stop of one
         resource, one attempt), if any."""

@@ -655,6 +655,14 @@ class PostgresStore(Store):
     def _get_many(self, conn: psycopg.Connection[Any], ids: Iterable[str]) -> list[Operation]:
         return [self._get(conn, op_id) for op_id in ids]
 
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        with self._connection() as conn:
+            rows = self._rows(conn, "SELECT * FROM operations WHERE id = ANY(%s)", [wanted])
+        return {op.id: op for op in (Operation.model_validate(row) for row in rows)}
+
     def get_operation(self, op_id: str) -> Operation | None:
         with self._connection() as conn:
             try:

@@ -65,6 +65,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 # The states of a stop that is being sent or followed: one such stop per resource.
+CHUNK = 500
+"""Ids in one ``IN (…)`` (SQLite allows 32,766 parameters; smaller keeps each read short)."""
 IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
 
 
@@ -682,6 +684,26 @@ class SQLiteStore(Store):
         data["override_lock"] = bool(data["override_lock"])
         data["notify"] = bool(data["notify"])
         return Operation.model_validate(data)
+
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        wanted = sorted(set(ids))
+        found: dict[str, Operation] = {}
+        with self._reading() as conn:
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                cursor = conn.execute(
+                    f"SELECT * FROM operations WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+                names = [d[0] for d in cursor.description]
+                for row in cursor.fetchall():
+                    data = dict(zip(names, row, strict=True))
+                    for flag in ("force", "override_lock", "notify"):
+                        data[flag] = bool(data[flag])
+                    op = Operation.model_validate(data)
+                    found[op.id] = op
+        return found
 
     def get_operation(self, op_id: str) -> Operation | None:
         with self._reading() as conn:
