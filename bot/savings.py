@@ -218,11 +218,14 @@ class Selection:
 
     @classmethod
     def parse(cls, config: StopbotConfig, word: str | None) -> Selection:
-        """A resource's name, ``tag:key=value``, or an env (the ``env`` tag's value)."""
+        """A resource's name, ``tag:key=value`` (or ``key=value``), or an env (the ``env``
+        tag's value, or ``env:value``). Names hold neither ``=`` nor ``:``."""
         if not word:
             return cls("all")
-        if word.startswith("tag:"):
-            key, sep, value = word[4:].partition("=")
+        if word.startswith("env:") and len(word) > 4:
+            return cls("env", "env", word[4:])
+        if word.startswith("tag:") or "=" in word:
+            key, sep, value = word.removeprefix("tag:").partition("=")
             if not sep or not key or not value:
                 raise SavingsError(say("write a tag as tag:key=value (tag:env=dev)"))
             return cls("tag", key, value)

@@ -253,6 +253,8 @@ def test_selection_and_period_errors_say_what_to_write(core: Core) -> None:
     assert Selection.parse(config, "web-1") == Selection("resource", value="web-1")
     assert Selection.parse(config, "dev") == Selection("env", "env", "dev")
     assert Selection.parse(config, "tag:team=data") == Selection("tag", "team", "data")
+    assert Selection.parse(config, "team=data") == Selection("tag", "team", "data")
+    assert Selection.parse(config, "env:prod") == Selection("env", "env", "prod")
     with pytest.raises(SavingsError, match="no resource or env named nope"):
         Selection.parse(config, "nope")
     with pytest.raises(SavingsError, match="tag:key=value"):
