@@ -1192,6 +1192,10 @@ class StopService:
         taken over, shown to ``listener``: waiting for nobody would never end."""
         while True:
             task = self._tasks.get(op_id)
+            if task is asyncio.current_task():
+                # Called from the very task this process tracks for it (a start() whose
+                # stop is driven elsewhere): waiting for itself would never end.
+                task = None
             if task is None:
                 op = self.store.get_operation(op_id)
                 if (
