@@ -42,6 +42,7 @@ from providers.registry import PROVIDERS
 __all__ = [
     "ApprovalPolicy",
     "ConfigError",
+    "LeaseSettings",
     "LockSettings",
     "ProviderConfig",
     "ResourceConfig",
@@ -221,6 +222,21 @@ class LockSettings(BaseModel):
     max_duration: Duration = Field(default=dt.timedelta(days=7))
     warn_before_expiry: Duration = Field(
         default=dt.timedelta(minutes=30), description="DM the owner, with Extend, this early."
+    )
+
+
+class LeaseSettings(BaseModel):
+    """Wake leases, ``/stop wake <resource> for <duration>`` (config key ``leases``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_duration: Duration = Field(
+        default=dt.timedelta(days=7), description="The longest a lease may run (or be extended to)."
+    )
+    warn_before: Duration = Field(
+        default=dt.timedelta(minutes=15),
+        description="DM the owner, with Extend 1h, Keep until tomorrow's run and Stop now, "
+        "this early.",
     )
 
 
@@ -452,6 +468,7 @@ class StopbotConfig(BaseModel):
     )
     approval_by_tag: list[TagApproval] = Field(default_factory=list)
     locks: LockSettings = Field(default_factory=LockSettings)
+    leases: LeaseSettings = Field(default_factory=LeaseSettings)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     calendars: dict[str, list[dt.date]] = Field(
         default_factory=dict, description="Named lists of days off, for schedules' skip_on."

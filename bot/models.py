@@ -17,9 +17,12 @@ CLI_ACTOR = "cli:"
 """The prefix of a terminal user's actor id: ``cli:<login>``."""
 SCHEDULE_ACTOR = "schedule:"
 """The prefix of a schedule's own actor id (a fire, no person): ``schedule:<name>``."""
+LEASE_ACTOR = "lease:"
+"""The prefix of the actor of a wake lease's own stop at its end: ``lease:<owner>``."""
 
 __all__ = [
     "CLI_ACTOR",
+    "LEASE_ACTOR",
     "SCHEDULE_ACTOR",
     "SYSTEM",
     "Action",

@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import reads
 from bot.config import UnknownResourceError
 from bot.metrics import Metrics
-from bot.models import Actor, Operation, OpState
+from bot.models import Action, Actor, Operation, OpState
 from bot.reads import Reading
 from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
@@ -678,6 +678,8 @@ class SlackBot:
             await self.locks.unlock(parsed, user, respond)
         elif isinstance(parsed, commands.Locks):
             await self.locks.list(respond)
+        elif isinstance(parsed, commands.Leases):
+            await self.lease_handlers.command(parsed, user, respond)
         elif isinstance(parsed, commands.ScheduleCommand):
             await self.schedule_handlers.command(parsed, user, command.get("channel_id"), respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
@@ -713,6 +715,8 @@ class SlackBot:
                 if command.get("trigger_id")
                 else None,
                 notify=True,
+                action=Action.START if cmd.wake else Action.STOP,
+                lease=cmd.lease,
             )
         except UnknownResourceError as exc:
             await self._unknown(exc, respond)
@@ -754,7 +758,11 @@ class SlackBot:
         said = (
             mrkdwn(result.message)
             if result.joined
-            else md("Confirmed: stopping {}. Progress follows.", op.resource)
+            else md(
+                "Confirmed: {} {}. Progress follows.",
+                "waking" if op.action is Action.START else "stopping",
+                op.resource,
+            )
         )
         await replace(respond, said)
         # The progress message first, showing the stop confirmed; then the stop.

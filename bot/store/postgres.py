@@ -719,7 +719,7 @@ class PostgresStore(Store):
             self._audit(
                 conn,
                 actor,
-                f"stop.{to.value}",
+                f"{op.action.verb}.{to.value}",
                 resource=op.resource,
                 operation_id=op_id,
                 detail={"detail": detail, **(audit_detail or {})},

@@ -758,7 +758,7 @@ class SQLiteStore(Store):
             self._audit(
                 conn,
                 actor,
-                f"stop.{to.value}",
+                f"{op.action.verb}.{to.value}",
                 resource=op.resource,
                 operation_id=op_id,
                 detail={"detail": detail, **(audit_detail or {})},
