@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.config import StopbotConfig
+from bot.config import StopbotConfig, UnknownResourceError
 from bot.models import LEASE_ACTOR, SYSTEM, Actor, Lease, LeaseState, OpState, Owed
 from bot.outbox import Outbox
 from bot.policy import Policy
@@ -209,7 +209,17 @@ class Leases:
             ):
                 self._warn(lease, now)
         for lease in self.store.leases([LeaseState.ENDING]):
-            await self._stop(lease)
+            try:
+                await self._stop(lease)
+            except UnknownResourceError:
+                self.store.move_lease(
+                    lease.id,
+                    LeaseState.ENDED,
+                    allowed_from=[LeaseState.ENDING],
+                    actor=SYSTEM,
+                    audit="lease.ended",
+                    fields={"end_reason": "the resource is no longer in the configuration"},
+                )
 
     def _warn(self, lease: Lease, now: dt.datetime) -> None:
         owed = self.outbox.message(

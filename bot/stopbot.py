@@ -11,7 +11,8 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
   in this order: the face's own (the requests it answered), the stops they drove, the
   messages they owed, their scheduled runs;
 * housekeeping every ``housekeeping_interval``: approval requests past their expiry are
-  ended, owners of locks about to expire are warned;
+  ended, owners of locks about to expire are warned, wake leases are warned and ended
+  (:mod:`bot.leases`);
 * schedule ticks (:class:`~bot.schedules.ScheduleRunner`).
 
 Housekeeping and schedule ticks are done by the leader only (:mod:`bot.leadership`: every
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
 from bot.leadership import Leadership, Sole
+from bot.leases import LeaseNotifier, Leases
 from bot.locks import LockNotifier, Locks
 from bot.policy import GroupMembers, Policy
 from bot.processes import Sweep
@@ -59,6 +61,7 @@ class Face:
     approvals: ApprovalNotifier | None = None
     locks: LockNotifier | None = None
     schedules: ScheduleNotifier | None = None
+    leases: LeaseNotifier | None = None
     sweeps: Sequence[Sweep] = ()
 
 
@@ -94,6 +97,10 @@ class Stopbot:
         self.approvals = self.service.approvals
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
+        self.leases = Leases(
+            config, store, self.service, self.policy, self.outbox, self.engine.next_stop_of
+        )
+        self.engine.definitions.leases = self.leases
         self.leadership = leadership or store.leadership(
             config.recovery.leader_timeout.total_seconds()
         )
@@ -121,6 +128,8 @@ class Stopbot:
             self.locks.notify_with(face.locks)
         if face.schedules is not None:
             self.engine.notify_with(face.schedules)
+        if face.leases is not None:
+            self.leases.notify_with(face.leases)
         self.registry.sweeps[0:0] = face.sweeps
 
     # -- duties ---------------------------------------------------------------------
@@ -162,9 +171,10 @@ class Stopbot:
 
     async def tick(self) -> None:
         """Housekeeping: end the approval requests past their expiry, warn the owners of
-        locks about to expire."""
+        locks about to expire, warn and end wake leases."""
         self.approvals.expire()
         self.locks.warn_expiring()
+        await self.leases.tick()
 
     async def _lead(self) -> None:
         """Now the leader: do at once what is due (a fire the previous leader missed)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot import reads
@@ -19,6 +20,9 @@ from bot.store import Store
 from bot.text import Person, Text, say
 from bot.workflow import StopService
 from providers.base import Phase, Resource
+
+if TYPE_CHECKING:
+    from bot.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ class Definitions:
         self.store = store
         self.service = service
         self.clock = clock
+        # Wake leases keep their resources out of runs (set by the assembled bot).
+        self.leases: Leases | None = None
 
     def sync_config(self) -> None:
         """The config's schedules into the store, which holds Slack-added ones too; those
@@ -123,12 +129,32 @@ class Definitions:
         tags = schedule.select.tags or {}
         return [r for r in resources if all(r.tags.get(k) == v for k, v in tags.items())]
 
+    def next_stop_of(self, resource: str, after: dt.datetime) -> dt.datetime | None:
+        """The next regular fire after ``after`` of a schedule that stops ``resource``
+        (holidays passed over), if one does: a lease kept "until tomorrow's run" ends then."""
+        fires = []
+        for schedule in self.schedules().values():
+            if resource not in {r.name for r in self.selected(schedule)}:
+                continue
+            fire = self.next_fire(schedule, after)
+            for _ in range(366):
+                if not self.holiday(schedule, fire):
+                    fires.append(fire)
+                    break
+                fire = self.next_fire(schedule, fire)
+        return min(fires, default=None)
+
     def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
         """What a run would do, from what the bot knows without calling any provider:
         opt-out tags, Keep exceptions, Stopbot locks. Provider locks and statuses are
         read at run time (and by :meth:`read_plan`, for a dry run)."""
         at = at or self.clock()
         kept = {e.resource: e for e in self.store.active_exceptions(schedule.name)}
+        leased = {
+            lease.resource: lease
+            for lease in (self.leases.running() if self.leases is not None else [])
+            if lease.ends_at > at
+        }
         items = []
         for r in self.selected(schedule):
             item = PlanItem(resource=r.name, provider=r.provider, stop=True)
@@ -141,6 +167,14 @@ class Definitions:
                 item.stop, item.outcome = False, Outcome.KEPT
                 item.detail = say(
                     "kept by {} for {}", Person(e.created_by), format_duration(e.until - at)
+                )
+            elif r.name in leased:
+                lease = leased[r.name]
+                item.stop, item.outcome = False, Outcome.LEASED
+                item.detail = say(
+                    "woken by {} for {} more",
+                    Person(lease.owner),
+                    format_duration(lease.ends_at - at),
                 )
             elif lock is not None and not lock.is_expired(at):
                 item.stop, item.outcome = False, Outcome.LOCKED

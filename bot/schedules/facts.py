@@ -31,6 +31,7 @@ class Outcome:
     ALREADY = "already stopped"
     LOCKED = "skipped: locked"
     KEPT = "skipped: kept"
+    LEASED = "skipped: leased"
     OPTED_OUT = "skipped: opted out"
     AWAITING_APPROVAL = "awaiting approval"
     REFUSED = "refused"
@@ -38,7 +39,7 @@ class Outcome:
     FAILED = "failed"
     UNKNOWN = "unknown"  # a dry run's: its status or lock could not be read
 
-    SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
+    SKIPPED = frozenset({LOCKED, KEPT, LEASED, OPTED_OUT})
     # Outcomes whose detail says why, in the summary.
     EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
 

@@ -37,6 +37,7 @@ from bot.reads import Reading
 from bot.slack import buttons, commands, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
+from bot.slack.leases import LeaseHandlers
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
 from bot.slack.replies import Respond, replace, tell
@@ -424,6 +425,7 @@ class SlackBot:
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
+        self.lease_handlers = LeaseHandlers(self)
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
         self.schedule_handlers = ScheduleHandlers(self, stopbot)
@@ -434,6 +436,7 @@ class SlackBot:
                 approvals=self.approvals,
                 locks=self.locks,
                 schedules=SlackScheduleNotifier(self),
+                leases=self.lease_handlers,
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).
                 sweeps=[self.inbox.replay],
@@ -534,6 +537,7 @@ class SlackBot:
         self.action(views.CANCEL, self.on_cancel)
         self.approvals.register()
         self.locks.register()
+        self.lease_handlers.register()
         self.schedule_handlers.register()
         self.app.action(self._actions.pattern())(self._route_action)
         self.approvals.register_views()

@@ -61,6 +61,7 @@ OUTCOME_LINES = {
     Outcome.ALREADY: ":white_check_mark: Already stopped",
     Outcome.LOCKED: ":lock: Skipped, locked",
     Outcome.KEPT: ":raised_hand: Skipped, kept",
+    Outcome.LEASED: ":alarm_clock: Skipped, woken for a while",
     Outcome.OPTED_OUT: ":see_no_evil: Skipped, opted out",
     Outcome.AWAITING_APPROVAL: ":hourglass: Awaiting approval",
     Outcome.REFUSED: ":no_entry: Refused",
@@ -75,6 +76,7 @@ PLAN_HEADINGS = {
     Outcome.ALREADY: "Already stopped",
     Outcome.LOCKED: "Skipped, locked",
     Outcome.KEPT: "Skipped, kept",
+    Outcome.LEASED: "Skipped, woken for a while (a wake lease)",
     Outcome.OPTED_OUT: "Skipped, opted out",
     Outcome.UNKNOWN: "Unknown, could not be read",
 }
