@@ -50,13 +50,14 @@ async def wake(slack: Slack, text: str, user: str = BOB) -> str:
     return op_id
 
 
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    """Wait (real time, a little at a time) for the bot's background duties to get there."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        assert loop.time() < end, "timed out waiting"
+async def until(condition: Any) -> None:
+    """Wait (real time, a little at a time, 10 s at most) for the bot's background duties
+    to get there."""
+    for _ in range(500):
+        if condition():
+            return
         await asyncio.sleep(0.02)
+    raise AssertionError("the bot's duties did not get there within 10 s")
 
 
 @pytest.mark.parametrize("provider", sorted(STOPPED))

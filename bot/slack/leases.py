@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.leases import LeaseError
-from bot.models import Lease
+from bot.models import CLI_ACTOR, Lease
 from bot.slack import buttons, commands, views
 from bot.slack.replies import Respond, replace, tell
 from bot.slack.wording import Mrkdwn, md, mrkdwn, when
@@ -66,6 +66,8 @@ class LeaseHandlers:
 
     async def ending(self, lease: Lease) -> bool:
         """The DM to a lease's owner before it ends (a :class:`~bot.leases.LeaseNotifier`'s)."""
+        if lease.owner.startswith(CLI_ACTOR):
+            return True  # woken from a terminal: no one to DM; the lease ends all the same
         text, blocks = warning(lease)
         return await self.bot.dm(lease.owner, text, blocks) is not None
 
