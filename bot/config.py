@@ -226,7 +226,7 @@ class LockSettings(BaseModel):
 
 
 class LeaseSettings(BaseModel):
-    """Wake leases, ``/stop wake <resource> for <duration>`` (config key ``leases``)."""
+    """Wake leases, wakes for a duration (``wake <resource> for 2h``) (config key ``leases``)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""Wake leases: ``/stop wake <resource> for 2h`` brings a resource back for a while, and
+"""Wake leases: a wake for a while (``wake <resource> for 2h``) brings a resource back, and
 the bot stops it again when the while is over, so nobody has to remember to.
 
     wake (for a duration) ──▶ up ──▶ lease active ──▶ warned ──▶ ends ──▶ stopped

@@ -1,6 +1,6 @@
 """The stop workflow, the same for Slack, the scheduler and the CLI, and for wakes.
 
-An operation carries an action: stop, or start (a wake, ``/stop wake``). Both go through
+An operation carries an action: stop, or start (a wake). Both go through
 the same steps and rules below; only the provider call (:meth:`Provider.stop` or
 :meth:`Provider.start`) and where the resource ends up (stopped, or up) differ.
 
