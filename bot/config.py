@@ -350,12 +350,19 @@ class Selector(BaseModel):
 
 
 class ScheduleConfig(BaseModel):
-    """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays."""
+    """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays; with
+    ``start_cron``, office hours: the same schedule starts in the morning what its stop
+    runs stopped."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=NAME_LIMIT, pattern=NAME_PATTERN)
     cron: str = Field(description="Standard 5-field crontab: minute hour day month weekday.")
+    start_cron: str | None = Field(
+        default=None,
+        description="Office hours: when to start again what this schedule's stop runs "
+        "stopped (same timezone, holidays and warnings), e.g. '0 8 * * 1-5'.",
+    )
     timezone: str = "UTC"
     select: Selector
     channel: str | None = Field(default=None, description="Where warnings and summaries go.")
@@ -383,12 +390,13 @@ class ScheduleConfig(BaseModel):
             ) from None
         return value
 
-    @field_validator("cron")
+    @field_validator("cron", "start_cron")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
+    def _valid_cron(cls, value: str | None) -> str | None:
         from bot.cron import cron_trigger
 
-        cron_trigger(value, "UTC")
+        if value is not None:
+            cron_trigger(value, "UTC")
         return value
 
 

@@ -15,7 +15,7 @@ from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.locks import check_locks
 from bot.models import Actor
-from bot.schedules.facts import Clock, Outcome, PlanItem, ScheduleError
+from bot.schedules.facts import Clock, Outcome, PlanItem, ScheduleError, starts
 from bot.store import Store
 from bot.text import Person, Text, say
 from bot.workflow import StopService
@@ -99,6 +99,24 @@ class Definitions:
     def next_fire(self, schedule: ScheduleConfig, after: dt.datetime | None = None) -> dt.datetime:
         return next_fire(cron_trigger(schedule.cron, schedule.timezone), after or self.clock())
 
+    def next_start_fire(
+        self, schedule: ScheduleConfig, after: dt.datetime | None = None
+    ) -> dt.datetime | None:
+        """The next fire of the schedule's morning start (``start_cron``), if it has one."""
+        if schedule.start_cron is None:
+            return None
+        return next_fire(
+            cron_trigger(schedule.start_cron, schedule.timezone), after or self.clock()
+        )
+
+    def next_any_fire(
+        self, schedule: ScheduleConfig, after: dt.datetime | None = None
+    ) -> dt.datetime:
+        """The next fire, a stop's or a start's."""
+        fire = self.next_fire(schedule, after)
+        start = self.next_start_fire(schedule, after)
+        return min(fire, start) if start is not None else fire
+
     def upcoming(self, schedule: ScheduleConfig) -> dt.datetime:
         """The next time it will actually run: snoozes and skips taken into account."""
         return self.next_run(schedule)[1]
@@ -112,9 +130,9 @@ class Definitions:
         now = self.clock()
         skipped = self.store.skips(schedule.name) if counting_skips else {}
         snoozes = self.store.snoozes(schedule.name)
-        fire = self.next_fire(schedule)
+        fire = self.next_any_fire(schedule)
         while fire in skipped or fire in snoozes or self.holiday(schedule, fire):
-            fire = self.next_fire(schedule, fire)
+            fire = self.next_any_fire(schedule, fire)
         found = (fire, fire)
         for snoozed, (until, started) in snoozes.items():
             if not started and now < until < found[1]:
@@ -143,6 +161,45 @@ class Definitions:
                     break
                 fire = self.next_fire(schedule, fire)
         return min(fires, default=None)
+
+    def plan_for(
+        self, schedule: ScheduleConfig, fire: dt.datetime, at: dt.datetime | None = None
+    ) -> list[PlanItem]:
+        """What the run of ``fire`` would do: start (a morning start's fire) or stop."""
+        if is_start_fire(schedule, fire):
+            return self.start_plan(schedule, at)
+        return self.plan(schedule, at)
+
+    def start_plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
+        """What a morning start would start: what the schedule's latest stop run stopped
+        (not what a person stopped by hand since, nor what it found stopped already),
+        less what is opted out or under someone's Stopbot lock now."""
+        at = at or self.clock()
+        stopped: list[str] = []
+        for run in self.store.runs(schedule=schedule.name, limit=20):
+            if starts(run) or run.status not in {"done", "missed"} or run.fire_time > at:
+                continue
+            stopped = [
+                i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
+            ]
+            break
+        resources = {r.name: r for r in self.config.all_resources()}
+        items = []
+        for name in stopped:
+            r = resources.get(name)
+            if r is None:
+                continue
+            item = PlanItem(resource=r.name, provider=r.provider, stop=True, action="start")
+            lock = self.store.get_lock(r.name)
+            if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
+                item.stop, item.outcome = False, Outcome.OPTED_OUT
+                item.detail = say("tagged {}", self.settings.opt_out_tag)
+            elif lock is not None and not lock.is_expired(at):
+                item.stop, item.outcome = False, Outcome.LOCKED
+                why = f": {lock.reason}" if lock.reason else ""
+                item.detail = say("locked by {}{}", Person(lock.owner), why)
+            items.append(item)
+        return items
 
     def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
         """What a run would do, from what the bot knows without calling any provider:
@@ -235,6 +292,17 @@ class Definitions:
         if started_by:
             return self.config.actor(started_by)
         return Actor(id=f"schedule:{schedule.name}")
+
+
+def is_start_fire(schedule: ScheduleConfig, fire: dt.datetime) -> bool:
+    """Whether ``fire`` is one of the schedule's morning start fires (not a stop fire)."""
+    if schedule.start_cron is None:
+        return False
+    trigger = cron_trigger(schedule.start_cron, schedule.timezone)
+    return next_fire(trigger, fire - dt.timedelta(seconds=1)) == fire and (
+        next_fire(cron_trigger(schedule.cron, schedule.timezone), fire - dt.timedelta(seconds=1))
+        != fire
+    )
 
 
 def _unread(reading: reads.Reading) -> Text:

@@ -13,7 +13,7 @@ from bot.config import ScheduleConfig
 from bot.models import Owed
 from bot.outbox import Outbox
 from bot.schedules.definitions import Definitions
-from bot.schedules.facts import DRIFT, Outcome, ScheduleNotifier
+from bot.schedules.facts import DRIFT, Outcome, ScheduleNotifier, starts
 from providers.base import Phase, ResourceStatus
 
 
@@ -57,6 +57,8 @@ class DriftWatch:
             return
         self.store.update_schedule_state(schedule.name, drift_checked_at=now)
         for run in self.store.runs(status="done", schedule=schedule.name, limit=3):
+            if starts(run):
+                continue  # a morning start: what it started runs, as it should
             end = self._window_end(schedule, run.finished_at or run.fire_time)
             if end is None or now >= end:
                 continue
