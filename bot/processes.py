@@ -168,6 +168,20 @@ class ProcessRegistry:
             self.store.register_process(self.me)
             self._registered = True
 
+    def beat(self) -> None:
+        """Renew this process's heartbeat. A process silent longer than the lease (paused,
+        or cut off from the database) may have been taken for dead and forgotten by
+        another, which took its work over (this one's writes to that work are refused
+        since): it registers again, so that what it starts from now on is known as a
+        live process's."""
+        if self._registered and not self.store.heartbeat(self.me.id):
+            log.warning(
+                "this process was taken for dead (silent longer than the lease of %s): "
+                "its work was taken over; it registers again",
+                self.lease,
+            )
+            self.store.register_process(self.me)
+
     def dead(self) -> set[str]:
         """The ids of registered processes that are dead (never this one)."""
         return self._judged()[1]
@@ -222,7 +236,7 @@ class ProcessRegistry:
             while True:
                 await asyncio.sleep(every)
                 try:
-                    self.store.heartbeat(self.me.id)
+                    self.beat()
                 except Exception as exc:
                     _failed("heartbeat failed", exc)
                 await self.sweep()
@@ -237,8 +251,13 @@ class ProcessRegistry:
 
     def retire(self) -> None:
         """Ending cleanly: hand everything this process owns back at once."""
+        from bot.store.errors import StoreUnavailableError  # the store imports this module
+
         if self._registered:
-            self.store.retire_process(self.me.id)
+            try:
+                self.store.retire_process(self.me.id)
+            except StoreUnavailableError as exc:  # the others see it gone, by its pid or its lease
+                log.warning("could not hand this process's work back at its end: %s", exc)
             self._registered = False
         self.me.abandon()
 

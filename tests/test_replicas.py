@@ -109,7 +109,9 @@ class Replicas:
         with self._lock:
             return list(self.live)
 
-    async def post(self, body: bytes, rng: random.Random, *, url: str | None = None) -> None:
+    async def post(
+        self, body: bytes, rng: random.Random, *, url: str | None = None
+    ) -> httpx.Response:
         """As Slack and a person do: a request nobody answered is sent again, to a replica
         that is up."""
         deadline = time.monotonic() + 60
@@ -129,7 +131,7 @@ class Replicas:
                     url = None
                 else:
                     assert answer.status_code == 200, answer.text
-                    return
+                    return answer
             await asyncio.sleep(0.05)
         raise AssertionError("no replica answered for a minute")
 
@@ -495,6 +497,23 @@ def test_postgresql_restarted_during_stops_loses_and_doubles_nothing(
             response = httpx.get(f"{url}/healthz", timeout=10)
             assert response.status_code == 503, response.text
             assert response.json()["checks"]["store"].startswith("error: "), response.text
+        # A /stop meanwhile is answered (never a 5xx), and its sender told why not now.
+        late, user = [r["name"] for r in bots.config["resources"]][20], "U0999"
+        from bot.slack.fake_api import slash_command_body
+
+        reply = fake.new_response_url(channel="C0REPL0", user=user)
+        answer = asyncio.run(
+            bots.post(
+                slash_command_body("/stop", late, user, "C0REPL0", reply, uuid.uuid4().hex),
+                rng,
+                url=urls[0],
+            )
+        )
+        assert answer.json() == {
+            "response_type": "ephemeral",
+            "text": "Stopbot's database is not answering right now, so nothing was done. "
+            "Try again in a minute.",
+        }
         time.sleep(3)  # the stops go on at the providers; the bots cannot record them
     finally:
         postgres_server.start()
@@ -526,7 +545,9 @@ class _Pinned:
     def __init__(self, bots: Replicas, url: str) -> None:
         self.bots, self.url, self.fake = bots, url, bots.fake
 
-    async def post(self, body: bytes, rng: random.Random, *, url: str | None = None) -> None:
+    async def post(
+        self, body: bytes, rng: random.Random, *, url: str | None = None
+    ) -> httpx.Response:
         await self.bots.post(body, rng, url=self.url)
 
 
