@@ -207,3 +207,28 @@ async def test_admins_end_anyone_s_lease_from_the_command(slack: Slack) -> None:
     assert reply.args["text"] == ":stopwatch: The lease on flink ended: it is being stopped."
     [ended] = slack.store.leases([LeaseState.ENDED])
     assert ended.ended_by == ADMIN
+
+
+async def test_a_protected_wake_waits_for_its_approver(sims: Any, tmp_path: Any) -> None:
+    """The same approval rules as a stop: Carol approves Bob's wake of a protected
+    resource, and it goes on to running; the request says it is a wake."""
+    from tests.slack_harness import CAROL
+
+    guarded = Slack(
+        sims,
+        tmp_path / "stopbot.db",
+        resources={"qa-old": {"approval": {"required": True, "approvers": [CAROL]}}},
+    )
+    try:
+        op_id = await wake(guarded, "qa-old")
+        await guarded.fake.wait_for(
+            "chat.postMessage", lambda c: "Approval needed" in c.args["text"]
+        )
+        [request] = guarded.messages_with_action(CHANNEL, views.APPROVE)
+        assert request["text"] == "Approval needed: <@U0BOB> wants to wake qa-old."
+        assert guarded.store.get_operation(op_id).state == OpState.AWAITING_APPROVAL  # type: ignore[union-attr]
+        await guarded.click_message(views.APPROVE, op_id, request, CAROL)
+        await running(guarded, "qa-old")
+        await dm_to(guarded, BOB, "Your request to wake qa-old was approved by <@U0CAROL>.")
+    finally:
+        guarded.close()

@@ -293,7 +293,8 @@ def approval_request(
 ) -> View:
     """The request an approver sees, with Approve and Deny."""
     requester = Person(op.requested_by)
-    text = md("Approval needed: {} wants to stop {}.", requester, op.resource)
+    verb, doing = ("wake", "waking") if op.action is Action.START else ("stop", "stopping")
+    text = md("Approval needed: {} wants to {} {}.", requester, verb, op.resource)
     pairs: list[tuple[str, Any]] = [
         ("Requested by", requester),
         ("Resource", md("{} (`{}`)", op.resource, op.resource_id)),
@@ -305,7 +306,7 @@ def approval_request(
     if op.force:
         pairs.append(("Mode", "forced"))
     blocks: Blocks = [
-        _header(f"Approve stopping {op.resource}?"),
+        _header(f"Approve {doing} {op.resource}?"),
         _fields(pairs),
         _context(md("This request expires {}. The requester cannot approve it.", when(expires_at))),
         {
@@ -323,9 +324,10 @@ def approval_request(
 def approval_outcome(op: Operation, line: Mrkdwn) -> View:
     """An approval request once decided: no buttons left."""
     requester = Person(op.requested_by)
-    text = md("Stop of {} requested by {}: {}", op.resource, requester, line)
+    noun = "Wake" if op.action is Action.START else "Stop"
+    text = md("{} of {} requested by {}: {}", noun, op.resource, requester, line)
     return text, [
-        _header(f"Stop {op.resource}: decided"),
+        _header(f"{noun} {op.resource}: decided"),
         _fields(
             [
                 ("Requested by", requester),
