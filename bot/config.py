@@ -358,6 +358,11 @@ class ScheduleConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=NAME_LIMIT, pattern=NAME_PATTERN)
     cron: str = Field(description="Standard 5-field crontab: minute hour day month weekday.")
+    action: str = Field(
+        default="stop",
+        description="What ``cron`` does: stop. Morning starts are ``start_cron`` on the same "
+        "schedule (office hours), so that a start knows which stop run it undoes.",
+    )
     start_cron: str | None = Field(
         default=None,
         description="Office hours: when to start again what this schedule's stop runs "
@@ -388,6 +393,17 @@ class ScheduleConfig(BaseModel):
             raise ValueError(
                 f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
             ) from None
+        return value
+
+    @field_validator("action")
+    @classmethod
+    def _stop_action(cls, value: str) -> str:
+        if value != "stop":
+            raise ValueError(
+                f"action {value!r} is not one: a schedule's cron stops. To start in the "
+                "morning what it stopped at night, give the same schedule a start_cron "
+                "(office hours), e.g. start_cron: '0 8 * * 1-5'"
+            )
         return value
 
     @field_validator("cron", "start_cron")

@@ -116,3 +116,11 @@ def test_start_cron_is_checked_like_cron() -> None:
     """A start_cron that is not a crontab is refused with the crontab's error."""
     with pytest.raises(ValueError, match="is not a crontab"):
         ScheduleConfig.model_validate({**OFFICE, "start_cron": "8 * *"})
+
+
+def test_action_start_points_to_start_cron() -> None:
+    """The grammar is one: ``action: stop`` is the default, ``action: start`` is refused
+    with the way to say it (``start_cron`` on the schedule that stops)."""
+    assert ScheduleConfig.model_validate({**OFFICE, "action": "stop"}).action == "stop"
+    with pytest.raises(ValueError, match="give the same schedule a start_cron"):
+        ScheduleConfig.model_validate({**OFFICE, "action": "start"})
