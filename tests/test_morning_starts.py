@@ -124,3 +124,30 @@ def test_action_start_points_to_start_cron() -> None:
     assert ScheduleConfig.model_validate({**OFFICE, "action": "stop"}).action == "stop"
     with pytest.raises(ValueError, match="give the same schedule a start_cron"):
         ScheduleConfig.model_validate({**OFFICE, "action": "start"})
+
+
+async def test_drift_is_still_reported_outside_office_hours(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """With office hours and ``until``, a resource started by hand in the night is still
+    reported; what the morning start starts is not drift."""
+    harness = Sched(sims, tmp_path / "db", [{**OFFICE, "until": "07:30"}], calendars={"fr": []})
+    try:
+        harness.travel(utc(2027, 1, 11, 12, 0))
+        await harness.engine.tick()
+        await harness.tick_at(utc(2027, 1, 11, 19, 0))
+        await harness.engine.wait()
+        harness.sims.hub["qovery"].set_state(DEV_EU, "DEPLOYED")
+        await harness.tick_at(utc(2027, 1, 11, 21, 0))
+        assert harness.notes.drifts == [("office", "dev-eu", "DEPLOYED")]
+        await harness.tick_at(utc(2027, 1, 12, 7, 0))
+        await harness.engine.wait()
+        await harness.tick_at(utc(2027, 1, 12, 7, 20))
+        assert harness.notes.drifts == [("office", "dev-eu", "DEPLOYED")]
+        assert [(i.resource, i.outcome) for i in harness.notes.final().items] == [
+            ("dev-eu", Outcome.ALREADY_RUNNING),
+            ("staging-us", Outcome.STARTED),
+            ("spark", Outcome.STARTED),
+        ]
+    finally:
+        await harness.aclose()
