@@ -232,3 +232,38 @@ async def test_a_protected_wake_waits_for_its_approver(sims: Any, tmp_path: Any)
         await dm_to(guarded, BOB, "Your request to wake qa-old was approved by <@U0CAROL>.")
     finally:
         guarded.close()
+
+
+async def test_a_leased_resource_is_kept_out_of_scheduled_stops(sims: Any, tmp_path: Any) -> None:
+    """While its lease runs, a scheduled run leaves the woken resource alone (skipped:
+    leased, with whose and for how long) and stops the rest."""
+    from bot.schedules import Outcome
+    from bot.slack import schedule_views as sv
+    from tests.slack_harness import ADMIN
+
+    nightly = {
+        "name": "nightly",
+        "cron": "0 20 * * 1-5",
+        "select": {"resources": ["qa-old", "dev-eu"]},
+        "channel": CHANNEL,
+    }
+    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly])
+    try:
+        await wake(harness, "qa-old for 2h")
+        await running(harness, "qa-old")
+        await harness.ask("schedule run nightly", ADMIN)
+        ephemeral = harness.fake.ephemeral_messages(CHANNEL, ADMIN)[-1]
+        await harness.click(sv.RUN_CONFIRM, "nightly", ephemeral["ts"], ADMIN)
+        done = await harness.fake.wait_for_message(
+            CHANNEL, lambda m: m.get("text", "").startswith("nightly run done")
+        )
+        assert done["text"] == "nightly run done: 1 skipped: leased, 1 stopped"
+        [run] = harness.store.runs(schedule="nightly")
+        items = {i.resource: i for i in harness.store.run_items(run.id)}
+        assert items["dev-eu"].outcome == Outcome.STOPPED
+        assert items["qa-old"].outcome == Outcome.LEASED
+        assert str(items["qa-old"].detail).startswith("woken by ")
+        qa_old = harness.sims.hub["qovery"].describe(harness.config.resource("qa-old").id)
+        assert qa_old is not None and qa_old.status == "DEPLOYED"
+    finally:
+        harness.close()
