@@ -38,7 +38,7 @@ from bot.outbox import Outbox
 from bot.policy import Policy
 from bot.store import Store
 from bot.text import Person, Text, say
-from bot.workflow import StopService, Unshown
+from bot.workflow import INTERRUPTED_PREPARING, StopService, Unshown
 
 __all__ = ["LEASE_WARNING", "LeaseError", "LeaseNotifier", "Leases"]
 
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 LEASE_WARNING = "lease-warning"
 """The outbox kind of the warning to a lease's owner before it ends."""
 EXTEND_BY = dt.timedelta(hours=1)
+MAX_END_TRIES = 3
+"""Stops a lease's end makes at most (see :meth:`Leases._end_key`)."""
 _RUNNING = (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
 
 NextRun = Callable[[str, dt.datetime], dt.datetime | None]
@@ -266,7 +268,7 @@ class Leases:
             actor,
             source="lease",
             reason=reason,
-            idempotency_key=f"lease-end:{lease.id}",
+            idempotency_key=self._end_key(lease),
         )
         op = preview.operation
         if op.state == OpState.REQUESTED:
@@ -284,6 +286,22 @@ class Leases:
             audit="lease.ended",
             fields={"end_operation_id": op.id},
         )
+
+    def _end_key(self, lease: Lease) -> str:
+        """The key of the lease's stop: the same one across restarts, so that a restart
+        finds the stop made before rather than making another; a next one only when that
+        stop never went anywhere (a restart cut it before its confirmation, which then
+        expired), so that the lease still ends with a stop."""
+        for attempt in range(MAX_END_TRIES):
+            key = f"lease-end:{lease.id}" + (f":{attempt}" if attempt else "")
+            op = self.store.operation_for_key(key)
+            unsent = op is not None and (
+                op.state == OpState.CANCELLED
+                or (op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING)
+            )
+            if not unsent:
+                return key
+        return key
 
     async def _deliver_warning(self, owed: Owed) -> bool:
         """A warning is shown while the lease it warns of runs, with the end it warns of."""

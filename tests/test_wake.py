@@ -267,3 +267,56 @@ async def test_a_leased_resource_is_kept_out_of_scheduled_stops(sims: Any, tmp_p
         assert qa_old is not None and qa_old.status == "DEPLOYED"
     finally:
         harness.close()
+
+
+async def test_keep_until_tomorrow_s_run_leaves_the_stop_to_the_schedule(
+    sims: Any, tmp_path: Any
+) -> None:
+    """Keep until tomorrow's run: the lease ends at the next scheduled stop of the
+    resource, which stops it (the run does not skip it then); the lease makes no stop of
+    its own."""
+    from bot.slack.leases import LEASE_KEEP
+
+    nightly = {
+        "name": "nightly",
+        "cron": "0 20 * * *",
+        "select": {"resources": ["qa-old"]},
+        "channel": CHANNEL,
+        "warn_before": "5m",
+    }
+    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly])
+    try:
+        now = harness.time.now()
+        harness.sims.hub.clock.advance(
+            (now.replace(hour=12, minute=0, second=0, microsecond=0) - now).total_seconds()
+            + (86400 if now.hour >= 12 else 0)
+        )
+        noon = harness.time.now()
+        await wake(harness, "qa-old for 30m")
+        await running(harness, "qa-old")
+        [lease] = harness.store.leases()
+        harness.sims.hub.clock.advance((lease.ends_at - harness.time.now()).total_seconds() - 60)
+        warning = await dm_to(harness, BOB, "Your wake lease on qa-old ends")
+        await harness.click_message(LEASE_KEEP, lease.id, warning, BOB, warning["channel"])
+        await harness.fake.wait_for(
+            RESPONSE_URL_METHOD, lambda c: "Kept: qa-old stays up" in c.args.get("text", "")
+        )
+        kept = harness.store.get_lease(lease.id)
+        fire = noon.replace(hour=20)
+        assert kept is not None and (kept.state, kept.ends_at) == (LeaseState.UNTIL_RUN, fire)
+        harness.sims.hub.clock.advance((fire - harness.time.now()).total_seconds() + 1)
+        done = await harness.fake.wait_for_message(
+            CHANNEL, lambda m: m.get("text", "").startswith("nightly run done")
+        )
+        assert done["text"] == "nightly run done: 1 stopped"
+        await until(lambda: harness.store.leases([LeaseState.ENDED]) != [])
+        [ended] = harness.store.leases([LeaseState.ENDED])
+        assert (ended.end_reason, ended.end_operation_id) == ("kept until the scheduled run", None)
+        stops = [
+            op
+            for op in harness.store.recent_operations(resource="qa-old", limit=10)
+            if op.action == Action.STOP
+        ]
+        assert [op.source for op in stops] == ["schedule"]
+    finally:
+        harness.close()
