@@ -65,7 +65,15 @@ class DriftWatch:
             stopped = [
                 i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
             ]
-            resources = [r for r in self.config.all_resources() if r.name in stopped]
+            # A resource woken for a while (a wake lease) runs on purpose: not drift.
+            leased = (
+                {lease.resource for lease in self.definitions.leases.running()}
+                if self.definitions.leases is not None
+                else set()
+            )
+            resources = [
+                r for r in self.config.all_resources() if r.name in stopped and r.name not in leased
+            ]
             for name, status in (await reads.statuses(self.service.providers, resources)).items():
                 owed = self.outbox.message(
                     DRIFT,
