@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from bot.approvals import Approvals
 from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
+from bot.durations import format_duration
 from bot.locks import LockVerdict, check_locks
 from bot.models import (
     DONE_STATES,
@@ -413,6 +414,14 @@ class StopService:
         self._note_approval(preview)
         if op.action is Action.START:
             if preview.status is not None and provider.is_up(preview.status):
+                if op.lease_seconds:
+                    preview.notes.append(
+                        say(
+                            "your lease of {} runs from now: it is kept out of scheduled "
+                            "stops, and stopped when the lease ends",
+                            _duration(op.lease_seconds),
+                        )
+                    )
                 return self._decide(
                     preview,
                     OpState.RUNNING_ALREADY,
@@ -1279,3 +1288,7 @@ def _left(op: Operation, status: ResourceStatus) -> bool:
     if op.action is Action.START:
         return status.phase is Phase.RUNNING
     return status.phase not in {Phase.RUNNING, Phase.UNKNOWN}
+
+
+def _duration(seconds: int) -> str:
+    return format_duration(dt.timedelta(seconds=seconds))

@@ -320,3 +320,14 @@ async def test_keep_until_tomorrow_s_run_leaves_the_stop_to_the_schedule(
         assert [op.source for op in stops] == ["schedule"]
     finally:
         harness.close()
+
+
+async def test_a_lease_on_a_resource_running_already_starts_now(slack: Slack) -> None:
+    """`wake <running> for 1h`: nothing to start, but the lease runs from now, and says so."""
+    reply = await slack.ask("wake dev-eu for 1h")
+    assert reply.args["text"] == (
+        ":white_check_mark: Already running: dev-eu is already running (DEPLOYED): nothing to do."
+    )
+    assert "your lease of 1h runs from now" in str(reply.args["blocks"])
+    [lease] = slack.store.leases()
+    assert (lease.resource, lease.ends_at) == ("dev-eu", slack.time.now() + dt.timedelta(hours=1))
