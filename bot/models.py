@@ -97,10 +97,10 @@ FINAL_STATES = frozenset(
 TRACKED_STATES = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
 
 
+# The final states in which a wake is up (and its lease, if it has one, opens).
+UP_STATES = frozenset({OpState.STARTED, OpState.RUNNING_ALREADY})
 # The final states in which an operation did what it asked.
-DONE_STATES = frozenset(
-    {OpState.STOPPED, OpState.STOPPED_ALREADY, OpState.STARTED, OpState.RUNNING_ALREADY}
-)
+DONE_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY}) | UP_STATES
 
 
 class Operation(BaseModel):

@@ -70,9 +70,9 @@ from psycopg_pool import ConnectionPool
 
 from bot.leadership import Leadership
 from bot.models import (
-    DONE_STATES,
     FINAL_STATES,
     TRACKED_STATES,
+    UP_STATES,
     Action,
     Approval,
     AuditEntry,
@@ -875,7 +875,7 @@ class PostgresStore(Store):
             if (
                 op.action is not Action.START
                 or not op.lease_seconds
-                or op.state not in DONE_STATES
+                or op.state not in UP_STATES
                 or op.finished_at is None
             ):
                 return None
@@ -912,7 +912,7 @@ class PostgresStore(Store):
             "SELECT o.id FROM operations o LEFT JOIN leases l ON l.id = o.id "
             "WHERE o.action = 'start' AND o.lease_seconds IS NOT NULL AND o.state = ANY(?) "
             "AND l.id IS NULL",
-            [[s.value for s in DONE_STATES]],
+            [[s.value for s in UP_STATES]],
         )
         return [str(r["id"]) for r in rows]
 

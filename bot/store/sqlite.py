@@ -32,9 +32,9 @@ from typing import Any, cast
 import sqlite_utils
 
 from bot.models import (
-    DONE_STATES,
     FINAL_STATES,
     TRACKED_STATES,
+    UP_STATES,
     Action,
     Approval,
     AuditEntry,
@@ -70,8 +70,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 # The states of a stop that is being sent or followed: one such stop per resource.
 IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
-# The final states of an operation that did what it asked.
-DONE_SQL = ", ".join(f"'{s.value}'" for s in sorted(DONE_STATES))
+# The final states of a wake that is up (only wakes with a lease are looked for in them).
+UP_SQL = ", ".join(f"'{s.value}'" for s in sorted(UP_STATES))
 
 
 def _stored(text: Text | None) -> str | None:
@@ -867,7 +867,7 @@ class SQLiteStore(Store):
             if (
                 op.action is not Action.START
                 or not op.lease_seconds
-                or op.state not in DONE_STATES
+                or op.state not in UP_STATES
                 or op.finished_at is None
             ):
                 return None
@@ -904,7 +904,7 @@ class SQLiteStore(Store):
     def unopened_leases(self) -> list[str]:
         rows = self.rows(
             "SELECT o.id FROM operations o LEFT JOIN leases l ON l.id = o.id "  # noqa: S608
-            f"WHERE o.action = 'start' AND o.lease_seconds IS NOT NULL AND o.state IN ({DONE_SQL}) "
+            f"WHERE o.action = 'start' AND o.lease_seconds IS NOT NULL AND o.state IN ({UP_SQL}) "
             "AND l.id IS NULL"
         )
         return [str(r["id"]) for r in rows]
