@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bot.config import StopbotConfig, UnknownResourceError
+from bot.durations import format_duration
 from bot.models import LEASE_ACTOR, SYSTEM, Actor, Lease, LeaseState, OpState, Owed
 from bot.outbox import Outbox
 from bot.policy import Policy
@@ -134,7 +135,7 @@ class Leases:
             raise LeaseError(
                 say(
                     "A lease runs at most {} from now: it was not extended.",
-                    str(self.settings.max_duration),
+                    format_duration(self.settings.max_duration),
                 )
             )
         moved = self.store.move_lease(

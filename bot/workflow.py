@@ -379,6 +379,19 @@ class StopService:
         )
         if not decision.allowed:
             return self._decide(preview, OpState.REFUSED, actor, decision.reason)
+        longest = self.config.leases.max_duration
+        if op.lease_seconds and dt.timedelta(seconds=op.lease_seconds) > longest:
+            return self._decide(
+                preview,
+                OpState.REFUSED,
+                actor,
+                say(
+                    "a lease of {} is longer than the maximum of {}: wake it for less, and "
+                    "extend it later",
+                    _duration(op.lease_seconds),
+                    format_duration(longest),
+                ),
+            )
         if force and not provider.supports_force:
             preview.notes.append(say("--force has no meaning for {}: ignored", resource.provider))
 

@@ -331,3 +331,13 @@ async def test_a_lease_on_a_resource_running_already_starts_now(slack: Slack) ->
     assert "your lease of 1h runs from now" in str(reply.args["blocks"])
     [lease] = slack.store.leases()
     assert (lease.resource, lease.ends_at) == ("dev-eu", slack.time.now() + dt.timedelta(hours=1))
+
+
+async def test_a_lease_longer_than_the_maximum_is_refused(slack: Slack) -> None:
+    """`for 30d` is past leases.max_duration (7d): refused before anything is sent."""
+    reply = await slack.ask("wake qa-old for 30d")
+    assert reply.args["text"] == (
+        ":no_entry: Refused: a lease of 30d is longer than the maximum of 7d: wake it for "
+        "less, and extend it later"
+    )
+    assert slack.store.leases() == []
