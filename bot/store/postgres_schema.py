@@ -248,7 +248,7 @@ CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
 # Wakes (an operation's action) and their leases.
 _VERSION_7 = """
 ALTER TABLE operations ADD COLUMN action text NOT NULL DEFAULT 'stop';
-ALTER TABLE operations ADD COLUMN lease_seconds integer;
+ALTER TABLE operations ADD COLUMN lease_seconds bigint;
 CREATE TABLE leases (
     id text PRIMARY KEY,
     resource text NOT NULL,
