@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 LEASE_WARNING = "lease-warning"
 """The outbox kind of the warning to a lease's owner before it ends."""
 EXTEND_BY = dt.timedelta(hours=1)
+CATCH_UP_EVERY = dt.timedelta(minutes=1)
+"""How often the housekeeping looks for wakes whose lease was never opened (their process
+died between the wake's end and its lease): a catch-up, not the usual way."""
 MAX_END_TRIES = 3
 """Stops a lease's end makes at most (see :meth:`Leases._end_key`)."""
 _RUNNING = (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
@@ -92,6 +95,8 @@ class Leases:
         self.outbox = outbox
         self.next_run = next_run
         self._notifier: LeaseNotifier | None = None
+        self._caught_up_at: dt.datetime | None = None
+        self._claimed = False  # an end claimed since the last round: its stop is due
 
     def notify_with(self, notifier: LeaseNotifier) -> None:
         self._notifier = notifier
@@ -189,10 +194,15 @@ class Leases:
     async def tick(self) -> None:
         """Open the leases whose wake ended where no lease was opened, warn the owners of
         those about to end, and end those due: each step a compare-and-set."""
-        for op_id in self.store.unopened_leases():
-            self.store.open_lease(op_id)
         now = self.service.clock()
-        for lease in self.running():
+        if self._caught_up_at is None or now - self._caught_up_at >= CATCH_UP_EVERY:
+            for op_id in self.store.unopened_leases():
+                self.store.open_lease(op_id)
+            self._caught_up_at = now
+        leases = self.store.leases([*_RUNNING, LeaseState.ENDING])
+        for lease in leases:
+            if lease.state is LeaseState.ENDING:
+                continue
             if lease.ends_at <= now:
                 if lease.state is LeaseState.UNTIL_RUN:
                     self.store.move_lease(
@@ -211,7 +221,11 @@ class Leases:
                 and lease.ends_at - self.settings.warn_before <= now
             ):
                 self._warn(lease, now)
-        for lease in self.store.leases([LeaseState.ENDING]):
+        due = [lease for lease in leases if lease.state is LeaseState.ENDING]
+        if self._claimed:  # ends claimed this round (or by a person since the last)
+            self._claimed = False
+            due = self.store.leases([LeaseState.ENDING])
+        for lease in due:
             try:
                 await self._stop(lease)
             except UnknownResourceError:
@@ -244,6 +258,7 @@ class Leases:
             self.outbox.kick()
 
     def _claim_end(self, lease: Lease, actor: str, why: str) -> Lease | None:
+        self._claimed = True
         return self.store.move_lease(
             lease.id,
             LeaseState.ENDING,
