@@ -4,6 +4,7 @@ Slack requests over loopback HTTP; the stand-in Slack's additions for it; `stopb
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import queue
@@ -943,3 +944,34 @@ def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> N
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_the_home_tab_opens_and_its_buttons_reach_the_bot(page: Page) -> None:
+    """Opening the Home tab sends app_home_opened: the bot publishes Dana's Home, in the
+    page's state; her lock's Unlock on it unlocks (through /stop unlock's rule), and the
+    Home is published again saying so. A click before any Home is refused in words."""
+    refused = await page.client.post(
+        "/playground/home/click", json={"user": DANA, "block": 0, "element": 0}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "Open the Home tab first: nothing is published there yet."
+    expires = page.playground.stopbot.clock() + dt.timedelta(hours=2)
+    assert page.playground.store.set_lock("etl", DANA, expires, "demo") is not None
+    await page.post("/playground/home", {"user": DANA})
+    await page.slack.wait_for("views.publish")
+    [home] = (await page.state())["slack"]["homes"]
+    assert home["user"] == DANA and home["view"]["type"] == "home"
+    blocks = home["view"]["blocks"]
+    where = next(
+        (b, e)
+        for b, block in enumerate(blocks)
+        for e, element in enumerate(block.get("elements") or [])
+        if element.get("action_id") == "home_unlock"
+    )
+    await page.post(
+        "/playground/home/click", {"user": DANA, "block": where[0], "element": where[1]}
+    )
+    await page.slack.wait_for("views.publish", lambda c: "unlocked" in json.dumps(c.args))
+    assert page.playground.store.get_lock("etl") is None
+    [home] = (await page.state())["slack"]["homes"]
+    assert ":unlock: etl is unlocked." in json.dumps(home["view"]["blocks"])

@@ -376,3 +376,20 @@ def test_mrkdwn_renders_formatting_and_never_markup(page: Page) -> None:
         "snake_case_name &lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt; "
         "&lt;javascript:alert(1)|click&gt;"
     )
+
+
+def test_the_home_tab_shows_dana_s_world(page: Page) -> None:
+    """Home (under Stopbot app) opens the Home tab the bot publishes: Dana's stop of qa-old there, and
+    back to the channel the conversation is shown again."""
+    type_command(page, "/stop qa-old")
+    expect(page.locator("#messages")).to_contain_text("qa-old", timeout=WAIT_MS)
+    page.get_by_role("button", name="Home", exact=True).click()
+    home = page.locator("#home-pane")
+    expect(home).to_be_visible()
+    expect(home).to_contain_text("Your Stopbot", timeout=WAIT_MS)
+    expect(home).to_contain_text("What you asked to stop")
+    expect(home).to_contain_text("qa-old")
+    expect(page.locator("#composer-form")).to_be_hidden()
+    page.locator("#channel-list button").first.click()
+    expect(home).to_be_hidden()
+    expect(page.locator("#composer-form")).to_be_visible()

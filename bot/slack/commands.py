@@ -20,6 +20,7 @@ __all__ = [
     "ListResources",
     "Lock",
     "Locks",
+    "SavingsCommand",
     "ScheduleCommand",
     "Status",
     "StopCommand",
@@ -78,6 +79,10 @@ HELP = Mrkdwn("\n").join(
             "/stop dry-run <schedule>",
             "what a run would do now, from statuses and locks (nothing is stopped)",
         ),
+        _line(
+            "/stop savings [resource | env | tag:key=value] [7d | 30d | month]",
+            "hours stopped and estimated savings (default: everything, the last 30d)",
+        ),
         _line("/stop help", "this message"),
         md(
             "A resource is named as in the configuration, or as {}. {} is Feldera's forced "
@@ -103,6 +108,7 @@ RESERVED = frozenset(
         "dry-run",
         "wake",
         "leases",
+        "savings",
     }
 )
 SCHEDULE_USAGE = md(
@@ -190,6 +196,18 @@ class Locks:
 
 
 @dataclass(frozen=True)
+class SavingsCommand:
+    """``/stop savings [resource | env | tag:key=value] [7d | 30d | month]``."""
+
+    selection: str | None = None
+    period: str | None = None
+
+
+SAVINGS_USAGE = "/stop savings [resource | env | tag:key=value] [7d | 30d | month]"
+_PERIOD = re.compile(r"^(month|\d{1,4}[dh])$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
 class ScheduleCommand:
     """``/stop schedule <action> …`` and ``/stop dry-run <name>``."""
 
@@ -216,6 +234,7 @@ Command = (
     | Locks
     | Leases
     | ScheduleCommand
+    | SavingsCommand
 )
 
 WAKE_USAGE = "/stop wake <resource> [for <duration>] [reason…]"
@@ -343,6 +362,8 @@ def parse(text: str) -> Command:
         raise UsageError(
             md("Usage: {} or {}.", code("/stop leases"), code("/stop leases end <resource>"))
         )
+    if head == "savings":
+        return _savings(rest)
     if head == "history":
         if len(rest) > 1:
             raise UsageError(_usage("/stop history [resource]"))
@@ -409,6 +430,14 @@ def _wake(words: list[str]) -> StopCommand:
     return StopCommand(
         resource, reason=_reason(reason_words), override_lock=override, wake=True, lease=lease
     )
+
+
+def _savings(words: list[str]) -> SavingsCommand:
+    periods = [w.lower() for w in words if _PERIOD.match(w)]
+    others = [w for w in words if not _PERIOD.match(w)]
+    if len(periods) > 1 or len(others) > 1:
+        raise UsageError(_usage(SAVINGS_USAGE, md(", e.g. {}.", code("/stop savings dev 7d"))))
+    return SavingsCommand(others[0] if others else None, periods[0] if periods else None)
 
 
 def _reason(words: list[str]) -> str | None:

@@ -12,6 +12,7 @@ from bot.durations import format_duration
 from bot.models import KeepException
 from bot.schedules import Outcome, PlanItem, RunReport
 from bot.schedules.definitions import is_start_fire
+from bot.slack import savings_views
 from bot.slack.views import (
     SECTION_LIMIT,
     Blocks,
@@ -281,6 +282,8 @@ def summary(report: RunReport) -> View:
             )
         ),
     ]
+    if report.expected is not None:
+        blocks.append(_context(savings_views.expected_line(report.expected)))
     return text, blocks
 
 
