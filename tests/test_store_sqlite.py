@@ -84,7 +84,15 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_7(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE leases")
+    for column in ("action", "lease_seconds"):
+        conn.execute(f"ALTER TABLE operations DROP COLUMN {column}")
+    conn.execute("UPDATE schema_version SET version = 6")
+
+
 def undo_migration_6(conn: sqlite3.Connection) -> None:
+    undo_migration_7(conn)
     for index in ("one_stop_in_flight", "operations_owner"):
         conn.execute(f"DROP INDEX {index}")
     for table in ("processes", "outbox", "inbox"):
@@ -124,6 +132,22 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
     second = store.get_operation("second")
     assert second is not None and second.joined == first and second.send_claimed_at is None
     assert store.unannounced_runs() == []
+
+
+def test_migration_7_keeps_old_operations_as_stops(tmp_path: Path) -> None:
+    """A database of schema 6: its operations are stops, and leases can be kept."""
+    store = SQLiteStore(tmp_path / "a.db")
+    first = new_op(store)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_7(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    op = store.get_operation(first)
+    assert op is not None and op.action == "stop" and op.lease_seconds is None
+    assert store.leases() == [] and store.unopened_leases() == []
 
 
 def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
