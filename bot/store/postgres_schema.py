@@ -265,8 +265,13 @@ CREATE TABLE leases (
 CREATE INDEX leases_state ON leases (state, ends_at);
 """
 
+# The audit by action and time: the savings read stops and starts from it.
+_VERSION_8 = """
+CREATE INDEX audit_action ON audit (action, at);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
-MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7))
+MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7), (8, _VERSION_8))
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

@@ -383,6 +383,11 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX leases_state ON leases (state, ends_at)")
 
 
+def _migration_8(db: sqlite_utils.Database) -> None:
+    """The audit by action and time: the savings read stops and starts from it."""
+    db.execute("CREATE INDEX audit_action ON audit (action, at)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -391,6 +396,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
