@@ -353,7 +353,7 @@ def test_choosing_in_a_menu_reaches_the_bot(page: Page, served: PlaygroundServer
     assert posted.json()["ok"] is True
     page.get_by_label("Keep dev-eu").select_option(label="Keep dev-eu for 1 hour", timeout=WAIT_MS)
     expect(page.locator("#messages")).to_contain_text(
-        "No schedule named nightly (known: none).", timeout=WAIT_MS
+        "No schedule named nightly (known: office-hours).", timeout=WAIT_MS
     )
     expect(page.locator("#delivery-list")).to_contain_text("Keep dev-eu for 1 hour")
 

@@ -177,7 +177,10 @@ def banner(playground: Playground, url: str) -> str:
             + "  "
             + row[3]
         )
-    lines += ["", "Try `/stop dev-eu` in the page, then Confirm."]
+    lines += [
+        "",
+        "Try `/stop dev-eu` in the page, then Confirm; `/stop wake dev-eu` brings it back.",
+    ]
     return "\n".join(lines)
 
 

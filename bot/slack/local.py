@@ -60,7 +60,20 @@ def local_config(base_url: str) -> dict[str, Any]:
     for resource in document["resources"]:
         if resource["name"] == PROTECTED_RESOURCE:
             resource["approval"] = {"required": True, "approvers": [LOCAL_APPROVER]}
+    document.setdefault("schedules", []).append(OFFICE_HOURS | {"channel": LOCAL_CHANNEL.id})
     return document
+
+
+OFFICE_HOURS: dict[str, Any] = {
+    "name": "office-hours",
+    "cron": "0 20 * * 1-5",
+    "start_cron": "0 8 * * 1-5",
+    "timezone": "UTC",
+    "select": {"resources": ["dev-eu", "web-1", "spark", "etl"]},
+    "warn_before": "15m",
+}
+"""The playground's office hours to try: stopped at 20:00 UTC on weekdays, started again
+at 08:00 (skip ahead in the side panel to see a run, or `/stop schedule run office-hours`)."""
 
 
 @dataclass
