@@ -48,6 +48,7 @@ from bench.common import (
     Rig,
     Row,
     Stats,
+    add_database_url,
     bench_parser,
     fire,
     format_table,
@@ -57,6 +58,7 @@ from bench.common import (
     profile_summary,
     reported_errors,
     signed_headers,
+    store_shown,
 )
 from bench.nightly_run import Options as NightlyOptions
 from bench.nightly_run import bot_config, make_estate, post_signed, run_done, run_now_click
@@ -95,6 +97,7 @@ class Options:
     profile: Path | None = None
     during_run: int = 0
     ramp_up: float = 3.0
+    database_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,7 @@ def measure(options: Options, runs: int) -> list[RunResult]:
             keep=keep,
             seed=seed,
             config=config,
+            database_url=options.database_url,
         ) as rig:
             results.append(asyncio.run(measure_once(rig, options, run)))
         print(f"run {run}/{runs} done", file=sys.stderr, flush=True)
@@ -296,7 +300,7 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
             if options.during_run
             else "."
         ),
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}; {store_shown(options.database_url)}.",
         "",
         format_table(rows),
         "",
@@ -353,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="measure while a scheduled run over N more resources is in flight",
     )
+    add_database_url(parser)
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
@@ -365,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep,
         profile=args.profile,
         during_run=args.during_run,
+        database_url=args.database_url,
     )
     with reported_errors():
         results = measure(options, args.runs)

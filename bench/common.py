@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ from typing import Any, TextIO
 
 import aiohttp
 import httpx
+import psycopg
+import psycopg.sql
 import yaml
 
 from bot.slack import views
@@ -245,6 +248,22 @@ def bench_parser(prog: str, description: str, *, runs: int = 5) -> argparse.Argu
         help="exit 1 when a target is missed (for a person checking a change, not for CI)",
     )
     return parser
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """``--database-url URL``: the bot's store on that PostgreSQL server (a fresh schema
+    each run, dropped after it) instead of a fresh SQLite file."""
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run the bot on PostgreSQL at URL (postgresql://…; a fresh schema each run, "
+        "dropped after it) instead of a fresh SQLite file",
+    )
+
+
+def store_shown(database_url: str | None) -> str:
+    """Which store the figures are of, for the line above a table."""
+    return "store PostgreSQL" if database_url else "store SQLite"
 
 
 def _positive_int(text: str) -> int:
@@ -507,20 +526,47 @@ class Bot(_Child):
     def events_url(self) -> str:
         return f"{self.url}/slack/events"
 
-    def start(self, config: Path, db: Path, slack_api_url: str) -> str:
+    def start(
+        self, config: Path, db: Path, slack_api_url: str, database_url: str | None = None
+    ) -> str:
+        """Start the bot on the SQLite file ``db``, or on the PostgreSQL store at
+        ``database_url`` (:func:`fresh_database` makes one) when given."""
         port = free_port()
         env = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack_api_url,
             "STOPBOT_CONFIG": str(config),
-            "STOPBOT_DB": str(db),
+            **({"STOPBOT_DATABASE_URL": database_url} if database_url else {"STOPBOT_DB": str(db)}),
         }
         argv = [_stopbot(), "serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
         self._spawn(argv, env, pipe_stdout=False)
         self.url = f"http://127.0.0.1:{port}"
         self.wait_ready(f"{self.url}/healthz")
         return self.url
+
+
+@contextlib.contextmanager
+def fresh_database(url: str | None) -> Iterator[str | None]:
+    """A fresh, empty PostgreSQL store on the server at ``url`` for one run: a schema of its
+    own (``?schema=bench_…``; the bot creates it), dropped afterwards. None stays None (the
+    bot then runs on a fresh SQLite file)."""
+    if url is None:
+        yield None
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}schema={schema}"
+    finally:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        psycopg.sql.Identifier(schema)
+                    )
+                )
+        except psycopg.Error as exc:
+            print(f"# could not drop the benchmark's schema {schema}: {exc}", file=sys.stderr)
 
 
 class Rig:
@@ -532,6 +578,8 @@ class Rig:
     :param keep: a folder to keep the logs and database in, instead of a temporary one.
     :param seed: the simulators' estate instead of the sample one.
     :param config: top-level keys of stopbot.yaml replacing the sample configuration's.
+    :param database_url: a PostgreSQL server for the bot's store (a fresh schema), instead
+        of a fresh SQLite file.
     """
 
     def __init__(
@@ -542,8 +590,11 @@ class Rig:
         keep: Path | None = None,
         seed: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.provider_latency = provider_latency
+        self.database_url = database_url
+        self._database: contextlib.ExitStack | None = None
         self.slack_latency = slack_latency
         self.seed = seed
         self.config = config
@@ -569,12 +620,17 @@ class Rig:
         db = self.workdir / "stopbot.db"
         for leftover in (db, db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm")):
             leftover.unlink(missing_ok=True)  # a kept folder's previous run
-        self.bot.start(config, db, self.slack.api_url)
+        self._database = contextlib.ExitStack()
+        database_url = self._database.enter_context(fresh_database(self.database_url))
+        self.bot.start(config, db, self.slack.api_url, database_url)
         return self
 
     def stop(self) -> None:
         for child in (self.bot, self.slack, self.simulators):
             child.stop()
+        if self._database is not None:
+            self._database.close()
+            self._database = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

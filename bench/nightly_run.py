@@ -57,14 +57,17 @@ from bench.common import (
     FakeSlackProcess,
     Profiler,
     Simulators,
+    add_database_url,
     bench_parser,
     free_port,
+    fresh_database,
     machine,
     main_thread_cpu,
     profile_summary,
     reported_errors,
     run_queue_wait,
     signed_headers,
+    store_shown,
 )
 from bot.slack.fake_api import (
     RESPONSE_URL_METHOD,
@@ -117,6 +120,7 @@ class Options:
     check: bool = False
     keep: Path | None = None
     profile: Path | None = None
+    database_url: str | None = None
 
 
 # -- the estate ---------------------------------------------------------------------------
@@ -460,6 +464,7 @@ def measure_once(
     sims = SeededSimulators(workdir)
     slack = FakeSlackProcess(workdir)
     bot = Bot(workdir)
+    stack = contextlib.ExitStack()  # the run's PostgreSQL schema, dropped once the bot stopped
     try:
         sims_url = sims.start_seeded(estate.seed)
         sims.slow_down(options.provider_latency)
@@ -480,7 +485,8 @@ def measure_once(
         db = workdir / "stopbot.db"
         for leftover in (db, db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm")):
             leftover.unlink(missing_ok=True)
-        bot.start(config, db, slack.api_url)
+        database_url = stack.enter_context(fresh_database(options.database_url))
+        bot.start(config, db, slack.api_url, database_url)
         click = run_now_click(bot, slack)
         sims.reset_stats()
         ideal = ideal_seconds(estate, options)
@@ -550,6 +556,7 @@ def measure_once(
     finally:
         for child in (bot, slack, sims):
             child.stop()
+        stack.close()
 
 
 @contextlib.contextmanager
@@ -703,6 +710,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--keep", type=Path, help="keep each run's logs and database here")
     parser.add_argument("--profile", type=Path, help="record the bot with py-spy into here")
+    add_database_url(parser)
     args = parser.parse_args(argv)
     if args.resources is not None and args.resources < 1:
         parser.error(f"--resources must be at least 1, not {args.resources}")
@@ -720,6 +728,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         check=args.check,
         keep=args.keep,
         profile=args.profile,
+        database_url=args.database_url,
     )
 
 
@@ -732,7 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\n{machine()}; providers +{options.provider_latency * 1000:g} ms a call, stops "
         f"{options.stop_seconds:g} s, {options.concurrency} requests in flight an account, polling "
-        f"every {options.poll_interval:g} s{window}; medians of {options.runs} run(s)\n"
+        f"every {options.poll_interval:g} s{window}, {store_shown(options.database_url)}; "
+        f"medians of {options.runs} run(s)\n"
     )
     print(format_results(results))
     if options.check:

@@ -581,6 +581,8 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
 class TerminalProgress:
     """Shows a stop on the terminal: one line per change of state, with the time elapsed."""
 
+    shows_timeline = False
+
     def __init__(
         self,
         out: TextIO | None = None,

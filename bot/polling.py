@@ -1,11 +1,17 @@
 """Status reads, coalesced: every stop being followed on one provider account shares one
 list call per polling round, so a night of 1,000 stops costs rounds times accounts calls,
 not rounds times resources (Qovery's organisation status list, Nova's servers/detail, …).
+
+The batcher of an account is also its one follower: a stop waits in
+:meth:`StatusBatcher.change` until its provider state changes (or it is time for it to look
+up), and a round in which nothing changed for it costs it nothing: no task woken, no timer,
+no store read. Most rounds of a night of 10,000 stops find most states unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,15 +54,36 @@ class StatusBatcher:
         self.clock = clock
         self.sleep = sleep
         self._waiting: dict[str, tuple[Resource, list[asyncio.Future[ResourceStatus]]]] = {}
+        self._watching: dict[str, list[_Watch]] = {}
+        self._resources: dict[str, Resource] = {}
         self._flush: asyncio.Task[None] | None = None
         self._last_round = float("-inf")
 
     async def status(self, resource: Resource) -> ResourceStatus:
+        """The resource's status, from the next round."""
         future: asyncio.Future[ResourceStatus] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(resource.id, (resource, []))[1].append(future)
+        self._round_soon()
+        return await future
+
+    async def change(self, resource: Resource, known: str | None, until: float) -> ResourceStatus:
+        """The resource's status from the first round that finds its state other than
+        ``known``, or from the first round at or past ``until`` (``clock`` time: the
+        caller's time to look up, its state unchanged); its read's error, if a round's
+        read of it fails."""
+        future: asyncio.Future[ResourceStatus] = asyncio.get_running_loop().create_future()
+        self._watching.setdefault(resource.id, []).append(_Watch(known, until, future))
+        self._resources[resource.id] = resource
+        self._round_soon()
+        try:
+            return await future
+        finally:
+            if not future.done():  # cancelled: watch no more
+                future.cancel()
+
+    def _round_soon(self) -> None:
         if self._flush is None:
             self._flush = asyncio.create_task(self._flush_soon())
-        return await future
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.window)
@@ -65,6 +92,9 @@ class StatusBatcher:
             await self.sleep(early)
         self._last_round = self.clock()
         batch, self._waiting, self._flush = self._waiting, {}, None
+        watched = {rid: self._resources[rid] for rid in self._watching}
+        for rid, resource in watched.items():
+            batch.setdefault(rid, (resource, []))
         resources = [resource for resource, _ in batch.values()]
         found: dict[str, ResourceStatus] = {}
         if len(resources) > 1:
@@ -81,16 +111,54 @@ class StatusBatcher:
         )
         outcomes: dict[str, ResourceStatus | BaseException] = dict(found)
         outcomes.update({r.id: s for r, s in zip(missing, singles, strict=True)})
-        for count, (rid, (_, futures)) in enumerate(batch.items(), start=1):
+        now = self.clock()
+        woken = 0
+        for rid, (_, futures) in batch.items():
             outcome = outcomes[rid]
             for future in futures:
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
+                if not future.done():
+                    _settle(future, outcome)
+                    woken += 1
+            watches = self._watching.get(rid)
+            if watches:
+                kept = []
+                for watch in watches:
+                    if watch.future.done():
+                        continue
+                    if (
+                        isinstance(outcome, BaseException)
+                        or outcome.state != watch.known
+                        or now >= watch.until
+                    ):
+                        _settle(watch.future, outcome)
+                        woken += 1
+                    else:
+                        kept.append(watch)
+                if kept:
+                    self._watching[rid] = kept
                 else:
-                    future.set_result(outcome)
-            if count % WAKE_AT_ONCE == 0:
+                    del self._watching[rid]
+                    self._resources.pop(rid, None)
+            if woken >= WAKE_AT_ONCE:
                 # Each answer wakes a follower that writes to the store: thousands at once
                 # would hold the event loop, and every ack behind it, for a second.
+                woken = 0
                 await asyncio.sleep(0)
+        if self._watching:
+            self._round_soon()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Watch:
+    known: str | None
+    until: float
+    future: asyncio.Future[ResourceStatus]
+
+
+def _settle(
+    future: asyncio.Future[ResourceStatus], outcome: ResourceStatus | BaseException
+) -> None:
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

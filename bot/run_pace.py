@@ -27,9 +27,12 @@ from bot.config import StopbotConfig
 from bot.workflow import PriorRead
 from providers.base import Provider, Resource
 
-__all__ = ["RunPace"]
+__all__ = ["ADMISSION", "RunPace"]
 
 log = logging.getLogger(__name__)
+
+ADMISSION = 10
+"""Stops of a provider started and not yet sent, at most, per request it allows in flight."""
 
 # A run's bulk read stands for its whole run: a lock taken since is the provider's to
 # enforce (it refuses the stop, reported as skipped), as it would be a second after a read.
@@ -54,6 +57,7 @@ class RunPace:
             self._groups.setdefault(resource.provider, []).append(resource)
         self._reads: dict[str, asyncio.Task[dict[str, PriorRead]]] = {}
         self._windows: dict[str, asyncio.Semaphore] = {}
+        self._admissions: dict[str, asyncio.Semaphore] = {}
         self._previews: dict[str, asyncio.Lock] = {}
         self._caps: dict[str, asyncio.Semaphore] = {}
 
@@ -70,7 +74,8 @@ class RunPace:
                 self._read(resource.provider), name=f"bulk-read-{resource.provider}"
             )
             self._reads[resource.provider] = read
-        return (await asyncio.shield(read)).get(resource.id)
+        # Each is used once (a run's first try of each resource): let go of it then.
+        return (await asyncio.shield(read)).pop(resource.id, None)
 
     async def _read(self, name: str) -> dict[str, PriorRead]:
         group = self._groups.get(name, [])
@@ -95,6 +100,16 @@ class RunPace:
             window = asyncio.Semaphore(5 * self._in_flight(provider))
             self._windows[provider] = window
         return window
+
+    def admission(self, provider: str) -> asyncio.Semaphore:
+        """Places among ``provider``'s stops started and not yet sent (twice its window),
+        so the window always has the next ones, while the stops further down the run's
+        list wait as items, not as tasks (a run of 10,000 held them all in memory)."""
+        admission = self._admissions.get(provider)
+        if admission is None:
+            admission = asyncio.Semaphore(ADMISSION * self._in_flight(provider))
+            self._admissions[provider] = admission
+        return admission
 
     def previewing(self, provider: str) -> asyncio.Lock:
         """One preview of ``provider`` at a time: with its read done before, a preview is

@@ -82,6 +82,7 @@ from providers.errors import (
 
 __all__ = [
     "LOCK_READ_REUSE",
+    "Confirmation",
     "Preview",
     "PriorRead",
     "ProgressListener",
@@ -127,6 +128,15 @@ class PriorRead:
     lock_stands_for: dt.timedelta = LOCK_READ_REUSE
 
 
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """A confirmation given with the request (a scheduled stop): by whom, and whether a
+    protected resource then waits for approval (as :meth:`StopService.confirm`)."""
+
+    by: Actor
+    require_approval: bool = True
+
+
 class Preview(BaseModel):
     """What a user is shown before confirming: the resource as it is now."""
 
@@ -159,7 +169,12 @@ class Preview(BaseModel):
 
 
 class ProgressListener(Protocol):
-    """A face that shows a stop's progress (a Slack message, a terminal)."""
+    """A face that shows a stop's progress (a Slack message, a terminal).
+
+    A listener that does not show the timeline says so with a class attribute
+    ``shows_timeline = False``: it is then given an empty list, and the store is not read
+    for it at every step of every stop.
+    """
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -187,6 +202,8 @@ class ProgressNotifier(Protocol):
 class Unshown:
     """A progress listener for a stop followed with nothing shown live: its progress is
     owed to its face through the outbox, if it has one, and the audit log has it all."""
+
+    shows_timeline = False
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
@@ -229,7 +246,9 @@ class StopService:
                 self.settings.poll_batch_window.total_seconds(),
                 every=self.settings.poll_initial.total_seconds(),
                 clock=lambda: self.clock().timestamp(),
-                sleep=self.sleep,
+                # Late-bound, as the clock: the rounds pace by the service's sleep as it is
+                # now (a test may replace it to hold every stop after its first look).
+                sleep=lambda seconds: self.sleep(seconds),
             )
             for name, p in providers.items()
         }
@@ -265,6 +284,7 @@ class StopService:
         idempotency_key: str | None = None,
         notify: bool = False,
         prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
         action: Action = Action.STOP,
         lease: dt.timedelta | None = None,
     ) -> Preview:
@@ -275,7 +295,9 @@ class StopService:
         or stopped already; for a request recorded already (same ``idempotency_key``),
         as it stands (see :meth:`_again`). ``notify``: the face shows its progress from
         confirmation on, owed through the outbox. ``prior``: the resource's status and
-        lock, read already. Raises UnknownResourceError for a name not configured,
+        lock, read already. ``confirm``: confirmed at once when it may go to confirmation
+        (a scheduled stop), in the same transaction as that decision. Raises
+        UnknownResourceError for a name not configured,
         TooLongError for a reason longer than REASON_LIMIT (nothing recorded).
         """
         check_length("A reason", reason)
@@ -306,10 +328,14 @@ class StopService:
         )
         if not created:
             return await self._again(preview, actor)
-        return await self._prepare_once(preview, actor, prior)
+        return await self._prepare_once(preview, actor, prior, confirm)
 
     async def _prepare_once(
-        self, preview: Preview, actor: Actor, prior: PriorRead | None = None
+        self,
+        preview: Preview,
+        actor: Actor,
+        prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
     ) -> Preview:
         """Prepare an operation this process owns, its retries waiting for the preview."""
         op = preview.operation
@@ -317,7 +343,7 @@ class StopService:
         self._preparing[op.id] = preparing
         try:
             decided = await self._prepare(
-                preview, actor, op.reason, op.force, op.override_lock, prior
+                preview, actor, op.reason, op.force, op.override_lock, prior, confirm
             )
         except BaseException:
             preparing.set_result(None)  # the retries read the resource for themselves
@@ -363,6 +389,7 @@ class StopService:
         force: bool,
         override_lock: bool,
         prior: PriorRead | None = None,
+        confirm: Confirmation | None = None,
     ) -> Preview:
         resource = preview.resource
         provider = self.providers[resource.provider]
@@ -456,13 +483,20 @@ class StopService:
                     preview.status.state,
                 ),
             )
-        return self._decide(
-            preview,
-            OpState.AWAITING_CONFIRMATION,
-            actor,
-            None,
-            expires_at=self.clock() + self.settings.confirm_ttl,
-        )
+        with self.store.batch():  # the decision and its confirmation: one commit
+            self._decide(
+                preview,
+                OpState.AWAITING_CONFIRMATION,
+                actor,
+                None,
+                expires_at=self.clock() + self.settings.confirm_ttl,
+            )
+            if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
+                confirmed = self.confirm(
+                    preview.operation.id, confirm.by, require_approval=confirm.require_approval
+                )
+                preview.operation = confirmed.operation or preview.operation
+        return preview
 
     async def _read(
         self, preview: Preview, actor: Actor, prior: PriorRead | None = None
@@ -822,6 +856,10 @@ class StopService:
         one that joined a stop in flight follows that stop.
         """
         op = self.store.get_operation(op_id)
+        if op is not None and (op.state.final or op.state in _FOLLOWED - {OpState.SUBMITTING}):
+            # Sent meanwhile (between its confirmation and this start, a sweep here or
+            # another process that took this one for dead took it over): waited for.
+            return op if op.state.final else await self.until_final(op_id, listener)
         if op is None or op.state != OpState.SUBMITTING:
             raise ValueError(f"operation {op_id} is not waiting to be submitted")
         if op.owner != self.registry.id:
@@ -916,7 +954,10 @@ class StopService:
             )
         except ProviderError as exc:
             return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
-        moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
+        with self.store.batch():  # the move and the state that came with it: one commit
+            moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
+            if moved is not None and accepted.status is not None:
+                moved = self._observe(moved, accepted.status) or moved
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -935,10 +976,8 @@ class StopService:
                 detail={"state": current.state.value, "provider": accepted.message},
             )
             return current
-        if accepted.status is not None:
-            moved = self._observe(moved, accepted.status) or moved
         await self._notify(listener, moved, accepted.status)
-        return await self.follow(moved, resource, listener)
+        return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
 
     async def _configured(self, op: Operation, listener: ProgressListener) -> Resource | Operation:
         """The operation's resource, or the operation failed because the config lost it."""
@@ -986,7 +1025,7 @@ class StopService:
         if moved is None:
             return self.store.get_operation(op.id) or op
         await self._notify(listener, moved, None)
-        return await self.follow(moved, resource, listener)
+        return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
 
     def _leader_ended(self, op: Operation) -> Text | None:
         """For a stop that joined another: why that one ended without stopping, if it did."""
@@ -999,21 +1038,31 @@ class StopService:
         return say("the stop it followed ended {}{}", leader.state.value.replace("_", " "), said)
 
     async def follow(
-        self, op: Operation, resource: Resource, listener: ProgressListener
+        self,
+        op: Operation,
+        resource: Resource,
+        listener: ProgressListener,
+        *,
+        accepted_at: dt.datetime | None = None,
     ) -> Operation:
-        """Poll the provider with back-off until the stop ends, fails or times out.
+        """Follow the provider's state until the stop ends, fails or times out.
 
-        Reads start ``interval`` apart, counted from the start of the previous read: the
-        time a read takes (the batch window, the provider's latency) is not added to it.
-        Ends quietly when another process took the operation over.
+        The stop waits in its account's follower (:meth:`StatusBatcher.change`) until a
+        polling round finds its provider state changed, or until it is time to look up:
+        whether it timed out, and every ``OWNER_CHECK_EVERY`` poll intervals (the interval
+        growing from ``poll_initial`` to ``poll_max``) whether it is still this process's
+        (another may have taken it for dead) and still going. A stop that joined another
+        looks up every round, for that stop's end. Ends quietly when another process took
+        the operation over. ``accepted_at``: when the provider accepted it, if known.
         """
-        deadline = self._accepted_at(op) + self.settings.timeout
+        deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
         interval = self.settings.poll_initial.total_seconds()
         last: ResourceStatus | None = None
-        polls = 0
+        batcher = self._batchers[resource.provider]
+        check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
         while True:
-            read_at = self.clock()
-            if read_at >= deadline:
+            now = self.clock()
+            if now >= deadline:
                 state = f" (last state: {last.state})" if last else ""
                 return await self._end(
                     op,
@@ -1028,8 +1077,14 @@ class StopService:
                         state,
                     ),
                 )
+            # First look: moved to in progress. Then at the next change, or to look up.
+            look_up = (
+                now
+                if op.state == OpState.ACCEPTED or op.joined is not None
+                else min(deadline, check_at)
+            )
             try:
-                status = await self._batchers[resource.provider].status(resource)
+                status = await batcher.change(resource, op.provider_state, look_up.timestamp())
             except (NotFoundError, AuthError) as exc:
                 return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
             except ProviderError as exc:
@@ -1038,12 +1093,17 @@ class StopService:
                 )
             else:
                 last = status
-                if op.state == OpState.ACCEPTED:
-                    op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
-                # Most reads find the state the operation records already: no write then (a
-                # run of 10,000 stops reads them all every round).
-                changed = self._observe(op, status) if status.state != op.provider_state else None
-                op = changed or op
+                changed: Operation | None = None
+                with self.store.batch():
+                    if op.state == OpState.ACCEPTED:
+                        op = (
+                            self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False)
+                            or op
+                        )
+                    # Only a change is written (a run of 10,000 stops reads them all).
+                    if status.state != op.provider_state:
+                        changed = self._observe(op, status)
+                    op = changed or op
                 if op.action is Action.START and self.providers[resource.provider].is_up(status):
                     return await self._end(op, OpState.STARTED, listener, status, None)
                 if op.action is Action.STOP and status.phase == Phase.STOPPED:
@@ -1061,14 +1121,12 @@ class StopService:
             ended = self._leader_ended(op)
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
-            polls += 1
-            if polls % OWNER_CHECK_EVERY == 0:  # (a write fenced out says so too)
+            if self.clock() >= check_at:  # (a write fenced out says so too)
                 current = self.store.get_operation(op.id)
                 if current is None or current.owner != self.registry.id or current.state.final:
                     return current or op  # taken over by another process, or ended there
-            spent = (self.clock() - read_at).total_seconds()
-            await self.sleep(max(interval - spent, 0.0))
-            interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
 
     def _accepted_at(self, op: Operation) -> dt.datetime:
         for t in self.store.transitions(op.id):
@@ -1094,7 +1152,10 @@ class StopService:
         self, listener: ProgressListener, op: Operation, status: ResourceStatus | None
     ) -> None:
         try:
-            await listener.progress(op, self.store.transitions(op.id), status)
+            timeline = (
+                self.store.transitions(op.id) if getattr(listener, "shows_timeline", True) else []
+            )
+            await listener.progress(op, timeline, status)
         except Exception:  # a face that cannot show progress must not stop the stop
             log.exception("progress listener failed", extra={"operation": op.id})
 
@@ -1244,6 +1305,10 @@ class StopService:
         taken over, shown to ``listener``: waiting for nobody would never end."""
         while True:
             task = self._tasks.get(op_id)
+            if task is asyncio.current_task():
+                # Called from the very task this process tracks for it (a start() whose
+                # stop is driven elsewhere): waiting for itself would never end.
+                task = None
             if task is None:
                 op = self.store.get_operation(op_id)
                 if (

@@ -51,7 +51,7 @@ from providers.errors import (
     ProviderError,
     UnsupportedError,
 )
-from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.http import ApiClient, ErrorDetails, HttpSettings, json_of
 from providers.pacing import RequestGate
 
 __all__ = [
@@ -344,7 +344,7 @@ class FelderaProvider(Provider):
 
     def _json(self, response: httpx.Response) -> Any:
         try:
-            return response.json()
+            return json_of(response)
         except ValueError as exc:
             raise ProviderError(self.name, "the answer is not JSON") from exc
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pydantic_core
 import stamina
 from pydantic import BaseModel, Field
 
@@ -44,6 +45,7 @@ from providers.errors import (
     UnsupportedError,
 )
 from providers.pacing import RequestGate
+from providers.transport import AiohttpTransport
 
 __all__ = [
     "ApiClient",
@@ -52,6 +54,7 @@ __all__ = [
     "HttpSettings",
     "add_call_observer",
     "endpoint_of",
+    "json_of",
     "parse_retry_after",
 ]
 
@@ -144,6 +147,14 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
     return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
+def json_of(response: httpx.Response) -> Any:
+    """The JSON body of ``response`` (UTF-8, as every provider API sends it), parsed by
+    pydantic-core's parser: twice as fast as the standard library's on the lists a polling
+    round reads (a few MB of Nova servers a round on a night of 10,000 stops). ValueError
+    when it is not JSON."""
+    return pydantic_core.from_json(response.content)
+
+
 def default_error_parser(response: httpx.Response) -> ErrorDetails:
     text = response.text.strip()
     return ErrorDetails(message=text[:500] or response.reason_phrase or "no details")
@@ -190,7 +201,7 @@ class ApiClient:
                 max_connections=None,
                 max_keepalive_connections=self.gate.limits.max_in_flight,
             ),
-            transport=transport,
+            transport=transport or AiohttpTransport(connections=self.gate.limits.max_in_flight),
             follow_redirects=False,
         )
 

@@ -55,7 +55,7 @@ from providers.errors import (
     NotFoundError,
     ProviderError,
 )
-from providers.http import ApiClient, ErrorDetails, HttpSettings
+from providers.http import ApiClient, ErrorDetails, HttpSettings, json_of
 from providers.pacing import RequestGate
 
 __all__ = [
@@ -442,7 +442,7 @@ class OkeanosProvider(Provider):
 
     def _answer(self, response: httpx.Response) -> _Answer:
         try:
-            return _Answer.model_validate(response.json())
+            return _Answer.model_validate(json_of(response))
         except (ValueError, ValidationError) as exc:
             raise self._unexpected(response, exc) from exc
 

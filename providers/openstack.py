@@ -60,7 +60,13 @@ from providers.errors import (
     ProviderError,
     UnavailableError,
 )
-from providers.http import ApiClient, ErrorDetails, HttpSettings, default_error_parser
+from providers.http import (
+    ApiClient,
+    ErrorDetails,
+    HttpSettings,
+    default_error_parser,
+    json_of,
+)
 from providers.pacing import RequestGate
 
 __all__ = [
@@ -780,7 +786,7 @@ class NovaProvider(Provider):
 
     def _body(self, response: httpx.Response) -> dict[str, Any]:
         try:
-            body = response.json()
+            body = json_of(response)
         except ValueError:
             raise ProviderError(
                 self.name, "OpenStack answered with a body that is not JSON"

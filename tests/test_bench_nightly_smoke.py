@@ -5,9 +5,13 @@ No timing is asserted here: the benchmarks measure, a person reads (bench/README
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from bench import baseline, nightly_run
 from bench.nightly_run import (
@@ -20,6 +24,7 @@ from bench.nightly_run import (
     misses,
 )
 from bot.config import parse_config
+from tests.pg import PostgresServer
 
 ROW = re.compile(
     r"^\| +(?P<n>\d+) \| +(?P<runs>\d+) \| +(?P<wall>[\d.]+) \| +(?P<floor>[\d.]+) \| "
@@ -72,6 +77,48 @@ def test_nightly_run_stops_every_resource_and_prints_one_row(
     assert float(row["calls"]) > 0
     assert int(row["slack"]) >= 1  # at least the summary's post
     assert "medians of 1 run(s)" in out
+
+
+def test_nightly_run_on_postgresql_leaves_no_schema_behind(
+    capsys: pytest.CaptureFixture[str], postgres_server: PostgresServer
+) -> None:
+    """With --database-url the bot keeps its store on that PostgreSQL server (a schema of
+    the run's own, where its stops are recorded), stops every resource, says which store
+    the figures are of, and the schema is dropped afterwards."""
+    seen: list[tuple[str, int]] = []
+    fresh = nightly_run.fresh_database
+
+    @contextlib.contextmanager
+    def watched(url: str | None) -> Iterator[str | None]:
+        with fresh(url) as location:
+            yield location
+            schema = str(location).rpartition("schema=")[2]
+            with psycopg.connect(postgres_server.url) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.operations WHERE state = 'stopped'").format(
+                        sql.Identifier(schema)
+                    )
+                ).fetchone()
+            seen.append((schema, int(row[0]) if row else 0))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nightly_run, "fresh_database", watched)
+        code = nightly_run.main(
+            ["--resources", "8", "--runs", "1", "--database-url", postgres_server.url, *TINY]
+        )
+
+    out = capsys.readouterr().out
+    assert code == 0
+    [row] = [m for m in map(ROW.match, out.splitlines()) if m]
+    assert row["stopped"] == "8/8"
+    assert "store PostgreSQL" in out
+    [(schema, stopped)] = seen
+    assert schema.startswith("bench_") and stopped == 8
+    with psycopg.connect(postgres_server.url) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", [schema]
+        ).fetchone()
+    assert left == (0,)
 
 
 def test_baseline_stops_every_resource_and_compares_with_the_bot(

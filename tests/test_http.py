@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from providers.errors import UnavailableError
-from providers.http import ApiClient
+from providers.http import ApiClient, add_call_observer
 from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
+from providers.transport import AiohttpTransport
 from tests.helpers import sample
 
 
@@ -76,3 +77,44 @@ async def test_a_call_taking_503_as_an_answer_gets_it_at_once(sims: SimulatorSer
         await api.aclose()
     assert caught.value.status_code == 503
     assert sims.hub.faults.counts() == {"feldera": {"POST": 1}}
+
+
+async def test_a_refused_connection_is_tried_again_then_unavailable() -> None:
+    """Nothing listening: the transport says it could not connect (httpx's ConnectError),
+    which is tried again (the request never left), then reported as unavailable."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again at once: nothing listens there
+    attempts: list[str] = []
+    remove = add_call_observer(lambda *call: attempts.append(call[3]))
+    api = ApiClient("feldera", f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            await api.request("POST", STOP, ok=(202,))
+    finally:
+        remove()
+        await api.aclose()
+    assert caught.value.message.startswith("cannot connect: ")
+    assert attempts == ["connect_error"] * api.settings.attempts
+
+
+async def test_one_pool_an_account_of_its_requests_in_flight(sims: SimulatorServer) -> None:
+    """A provider's client sends over aiohttp, one pool the size of the account's requests
+    in flight, its connections kept open: a second read opens none."""
+    config = sample(sims)
+    provider = build_provider(config.provider("qovery"), http=config.http)
+    try:
+        first = await provider.status(config.resource("dev-eu"))
+        transport = provider._api.http._transport  # type: ignore[attr-defined]
+        assert isinstance(transport, AiohttpTransport)
+        connector = transport._session.connector
+        opened = [id(c) for c in connector._conns.values() for c, _ in c]
+        second = await provider.status(config.resource("dev-eu"))
+        again = [id(c) for c in connector._conns.values() for c, _ in c]
+    finally:
+        await provider.aclose()
+    assert first.state == second.state == "DEPLOYED"
+    assert connector.limit == config.provider("qovery").requests.max_in_flight
+    assert len(opened) == 1 and again == opened

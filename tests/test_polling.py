@@ -60,3 +60,67 @@ async def test_errors_reach_each_caller(sims: SimulatorServer) -> None:
         assert type(results[1]).__name__ == "NotFoundError"
     finally:
         await provider.aclose()
+
+
+async def test_one_follower_follows_many_stops_with_one_list_call_a_round(
+    sims: SimulatorServer,
+) -> None:
+    """Three stops watched at once on one account: every round is one list call for all of
+    them, a stop whose state is unchanged is not woken, one whose state changed (or whose
+    time to look up came) is, with its status."""
+    config = sample(sims)
+    requests: list[str] = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append(f"{request.method} {request.url.path}")
+            return await super().handle_async_request(request)
+
+    provider = build_provider(config.provider("qovery"), http=config.http, transport=Recording())
+    now = [100.0]
+
+    async def sleep(seconds: float) -> None:  # the rounds' pacing, on a clock the test moves
+        now[0] += seconds
+
+    batcher = StatusBatcher(provider, window=0, every=1.0, clock=lambda: now[0], sleep=sleep)
+    dev, staging, qa = (config.resource(n) for n in ("dev-eu", "staging-us", "qa-old"))
+    try:
+        unchanged = asyncio.ensure_future(batcher.change(dev, "DEPLOYED", until=103.0))
+        look_up = asyncio.ensure_future(batcher.change(staging, "DEPLOYED", until=101.0))
+        changed = await batcher.change(qa, "DEPLOYED", until=1000.0)
+        assert (changed.state, len(requests)) == ("STOPPED", 1)
+        assert not unchanged.done() and not look_up.done()
+        found = await look_up
+        assert (found.state, len(requests), now[0]) == ("DEPLOYED", 2, 101.0)
+        assert not unchanged.done()
+        assert (await unchanged).state == "DEPLOYED"
+        org = config.provider("qovery").organization_id  # type: ignore[union-attr]
+        listed = f"GET /qovery/organization/{org}/cluster/status"
+        alone = f"GET /qovery/organization/{org}/cluster/{dev.id}/status"
+        # Left alone in its rounds, a stop is read with its own status call.
+        assert requests == [listed, listed, alone, alone]
+        assert now[0] == 103.0
+    finally:
+        await provider.aclose()
+
+
+async def test_a_watch_given_up_is_dropped_from_the_rounds(sims: SimulatorServer) -> None:
+    """A follower cancelled while it waits (its process stops following) is no longer
+    read: the rounds end with it."""
+    config = sample(sims)
+    provider = build_provider(config.provider("feldera"), http=config.http)
+    batcher = StatusBatcher(provider, window=0)
+    try:
+        watching = asyncio.ensure_future(
+            batcher.change(config.resource("etl"), "Running", until=float("inf"))
+        )
+        await asyncio.sleep(0.05)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        for _ in range(20):
+            if not batcher._watching and batcher._flush is None:
+                break
+            await asyncio.sleep(0.01)
+        assert batcher._watching == {} and batcher._flush is None
+    finally:
+        await provider.aclose()

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bot import run_pace
 from bot.config import parse_config
 from bot.models import OpState
 from bot.schedules import Outcome
+from bot.workflow import Unshown
 from providers.base import Provider, Resource
 from providers.pacing import RequestGate, RequestLimits
 from providers.registry import build_provider
@@ -100,6 +102,57 @@ async def test_a_stop_the_provider_accepted_frees_its_slot(
     s.travel(s.time.now() + dt.timedelta(hours=3))
     await s.engine.wait()
     assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
+
+
+async def test_a_run_starts_its_stops_as_places_free_up(
+    sims: SimulatorServer, tmp_path: Path, closing: list[Sched], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight stops with room for three started and not yet sent: never more than three
+    stops exist as tasks before the provider has them (the others wait as items of the
+    run), and all eight are sent and end stopped."""
+    monkeypatch.setattr(run_pace, "ADMISSION", 3)
+    s = qovery_estate(sims, tmp_path, in_flight=1, step=3600.0)
+    closing.append(s)
+    run = await s.engine.run_now("nightly", "U0ADMIN")
+    accepted = {OpState.ACCEPTED, OpState.IN_PROGRESS}
+    unsent: list[int] = []
+    for _ in range(20000):  # a guard: turns of the event loop, not time
+        started = [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_coro().__qualname__.endswith("_execute.<locals>.one")  # type: ignore[union-attr]
+        ]
+        sent = [state for state in states(s) if state in accepted]
+        unsent.append(len(started) - len(sent))
+        if len(sent) == 8:
+            break
+        await asyncio.sleep(0)
+    assert max(unsent) == 3 and len(sent) == 8
+    s.travel(s.time.now() + dt.timedelta(hours=3))
+    await s.engine.wait()
+    assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
+
+
+async def test_a_run_s_stops_are_never_taken_for_stranded(
+    sims: SimulatorServer, tmp_path: Path, closing: list[Sched]
+) -> None:
+    """The sweep that carries on this process's stops nobody drives runs at every turn of
+    the event loop during a run: it finds none (each stop is driven from the moment it is
+    confirmed), and each stop is sent once."""
+    s = qovery_estate(sims, tmp_path, in_flight=2, step=0.0)
+    closing.append(s)
+    sims.hub.faults.reset_counts()
+    run = await s.engine.run_now("nightly", "U0ADMIN")
+    taken: list[object] = []
+    for _ in range(20000):  # a guard: turns of the event loop, not time
+        taken += await s.service.resume(lambda op: Unshown())
+        if s.store.run(run.id).finished_at is not None:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0)
+    await s.engine.wait()
+    assert taken == []
+    assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
+    assert sims.hub.faults.counts()["qovery"]["POST"] == 8
 
 
 async def test_requests_in_flight_never_exceed_the_accounts_limit(

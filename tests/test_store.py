@@ -5,6 +5,7 @@ schedules, health and counts. Each test opens stores at ``location``, one per ba
 from __future__ import annotations
 
 import ast
+import asyncio
 import datetime as dt
 import re
 import threading
@@ -16,6 +17,7 @@ import pytest
 from bot.models import OpState
 from bot.store import (
     Store,
+    StoreError,
     StoreLocationError,
     StoreUnavailableError,
     open_store,
@@ -170,6 +172,116 @@ def test_concurrent_transitions_exactly_one_wins(opened: Callable[..., Store]) -
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
+
+
+class _Boom(Exception):
+    pass
+
+
+def _confirm(store: Store, op_id: str) -> object:
+    return store.transition(
+        op_id, OpState.SUBMITTING, allowed_from=[OpState.AWAITING_CONFIRMATION], actor="U1"
+    )
+
+
+def test_a_batch_commits_its_writes_together(opened: Callable[..., Store]) -> None:
+    """A batch's writes are seen by another connection only once the batch ends, all of
+    them; inside it, its own reads see them."""
+    store, other = opened(), opened()
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    with store.batch():
+        assert _confirm(store, op_id) is not None
+        store.record_provider_state(op_id, "STOPPING", "stopping")
+        store.audit("U1", "note", operation_id=op_id)
+        assert store.get_operation(op_id).provider_state == "STOPPING"  # type: ignore[union-attr]
+    op = other.get_operation(op_id)
+    assert op is not None and (op.state, op.provider_state) == (OpState.SUBMITTING, "STOPPING")
+    assert [t.state for t in other.transitions(op_id)] == [
+        "awaiting_confirmation",
+        "submitting",
+        "submitting",
+    ]
+    assert [e.action for e in other.audit_log()] == ["stop.requested", "stop.submitting", "note"]
+
+
+def test_a_batch_that_raises_writes_nothing(store: Store) -> None:
+    """An exception out of a batch rolls back every write made in it."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    with pytest.raises(_Boom), store.batch():
+        assert _confirm(store, op_id) is not None
+        store.audit("U1", "note", operation_id=op_id)
+        raise _Boom
+    op = store.get_operation(op_id)
+    assert op is not None and op.state == OpState.AWAITING_CONFIRMATION
+    assert [t.state for t in store.transitions(op_id)] == ["awaiting_confirmation"]
+    assert [e.action for e in store.audit_log()] == ["stop.requested"]
+
+
+def test_a_call_that_fails_in_a_batch_is_undone_alone(store: Store) -> None:
+    """A call that raises inside a batch is undone alone (PostgreSQL would otherwise refuse
+    every later statement of the transaction), and the batch's other writes commit."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    with store.batch():
+        assert _confirm(store, op_id) is not None
+        with pytest.raises(StoreError):
+            store.transition(
+                op_id,
+                OpState.CANCELLED,
+                allowed_from=[OpState.SUBMITTING],
+                actor="U1",
+                fields={"no_such_column": 1},
+            )
+        store.audit("U1", "after", operation_id=op_id)
+    op = store.get_operation(op_id)
+    assert op is not None and op.state == OpState.SUBMITTING
+    assert [e.action for e in store.audit_log()] == ["stop.requested", "stop.submitting", "after"]
+
+
+def test_batches_nest_into_the_outer_one(store: Store) -> None:
+    """A batch inside a batch is part of it: the outer one's exception undoes both."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    with pytest.raises(_Boom), store.batch():
+        with store.batch():
+            assert _confirm(store, op_id) is not None
+        raise _Boom
+    assert [t.state for t in store.transitions(op_id)] == ["awaiting_confirmation"]
+
+
+def test_a_claim_to_send_is_never_part_of_a_batch(store: Store) -> None:
+    """claim_send refuses inside a batch (it must be committed before its call leaves),
+    and the batch's own writes still commit."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    with store.batch():
+        assert _confirm(store, op_id) is not None
+        with pytest.raises(StoreError, match="committed before the call"):
+            store.claim_send(op_id, "p1")
+    op = store.get_operation(op_id)
+    assert op is not None and op.state == OpState.SUBMITTING and op.send_claimed_at is None
+    assert store.claim_send(op_id, "p1") is not None
+
+
+def test_a_batch_that_spans_an_await_is_refused(store: Store) -> None:
+    """Another task calling the store while a batch is open (its body awaited) is refused,
+    rather than joined to a transaction it knows nothing of."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    refused: list[BaseException] = []
+
+    async def other() -> None:
+        try:
+            store.audit("U2", "other", operation_id=op_id)
+        except StoreError as exc:
+            refused.append(exc)
+
+    async def main() -> None:
+        with store.batch():
+            _confirm(store, op_id)
+            await asyncio.create_task(other())
+
+    asyncio.run(main())
+    assert [str(e).split(": ", 1)[1] for e in refused] == [
+        "a batch of store calls spans an await (another task called the store inside it)"
+    ]
+    assert [e.action for e in store.audit_log()] == ["stop.requested", "stop.submitting"]
 
 
 def test_final_state_sets_finished_at_and_detail(store: Store, clock: Clock) -> None:

@@ -397,6 +397,27 @@ async def test_a_confirmed_stop_never_sent_before_a_restart_is_sent_after_it(h: 
     assert h.store.get_operation(op_id) == final
 
 
+async def test_a_stop_sent_elsewhere_before_its_start_is_waited_for(h: Harness) -> None:
+    """A confirmed stop another process took over and sent before this one started it
+    (this one was taken for dead meanwhile): starting it here waits for its end (not for
+    itself), sends nothing, and raises nothing."""
+    op_id = await h.confirmed("dev-eu")
+    taken_for_dead = h.service
+    h.sims.hub.faults.reset_counts()
+    sent = asyncio.Event()
+
+    class Watch(Recorder):
+        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
+            if op.state == OpState.ACCEPTED:
+                sent.set()
+
+    [elsewhere] = await h.restart().resume(lambda op: Watch())
+    await sent.wait()
+    here = taken_for_dead.start(op_id, Recorder(), BOB)
+    assert (await elsewhere).state == (await here).state == OpState.STOPPED
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+
+
 async def test_a_process_started_beside_a_live_one_leaves_its_stops_alone(h: Harness) -> None:
     """A new process started while the old one still drives a stop (a rolling deploy) does
     not take it: the old process sends it, once, and the new one never calls the provider."""

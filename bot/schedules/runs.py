@@ -12,6 +12,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
@@ -31,7 +32,7 @@ from bot.schedules.facts import (
     starts,
 )
 from bot.text import Command, Person, Text, say
-from bot.workflow import INTERRUPTED_PREPARING, Preview
+from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview, PriorRead
 from providers.base import Resource, ResourceStatus
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class _ItemListener:
     """Keeps a run's summary current while one of its stops progresses, and tells when the
     provider has the stop (``sent``): it then holds no place in the window of stops being
     sent."""
+
+    shows_timeline = False  # (the summary shows states, not timelines)
 
     def __init__(self, runs: Runs, run_id: str, resource: str) -> None:
         self.runs, self.run_id, self.resource = runs, run_id, resource
@@ -209,7 +212,7 @@ class Runs:
         selected = [resources[i.resource] for i in pending if i.resource in resources]
         pace = RunPace(self.config, self.service.providers, selected, self.clock)
 
-        async def one(item: RunItem) -> None:
+        async def one(item: RunItem, admitted: Callable[[], None]) -> None:
             try:
                 resource = resources.get(item.resource)
                 if resource is None:
@@ -221,7 +224,7 @@ class Runs:
                     )
                     return
                 async with pace.in_progress(resource.provider):
-                    await self._stop_one(run, schedule, resource, late, pace)
+                    await self._stop_one(run, schedule, resource, late, pace, admitted)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
@@ -238,11 +241,30 @@ class Runs:
                         reference,
                     ),
                 )
+            finally:
+                admitted()
             self.publish_soon(run_id)
 
+        async def feed(provider: str, items: list[RunItem]) -> None:
+            """Start the stops of one provider as they get a place among its stops not
+            yet sent: a task per stop only from then on, not 10,000 at once."""
+            admission = pace.admission(provider)
+            started: list[asyncio.Task[None]] = []
+            for item in items:
+                await admission.acquire()
+                started.append(asyncio.create_task(one(item, _once(admission.release))))
+            await asyncio.gather(*started, return_exceptions=True)
+
+        groups: dict[str, list[RunItem]] = {}
+        for item in pending:
+            found = resources.get(item.resource)
+            groups.setdefault(found.provider if found else "", []).append(item)
         try:
             self.publish(run_id, schedule)
-            await asyncio.gather(*(one(i) for i in pending), return_exceptions=True)
+            await asyncio.gather(
+                *(feed(provider, items) for provider, items in groups.items()),
+                return_exceptions=True,
+            )
         except Exception:
             log.exception("scheduled run failed", extra={"run": run_id})
         await self._finish(run, schedule, late)
@@ -279,6 +301,7 @@ class Runs:
         resource: Resource,
         late: str | None,
         pace: RunPace,
+        sent: Callable[[], None] = lambda: None,
     ) -> None:
         """One resource of a run, tried again after a failure ``retries`` times, except
         when the stop may have gone out (it could stop twice) or the run is ``late``. A
@@ -286,7 +309,7 @@ class Runs:
 
         The first try uses the run's bulk read of the resource; a try holds its place in
         the provider's window of stops being sent until the provider accepts the stop (or
-        the try ends), then follows it with no place held."""
+        the try ends), then follows it with no place held; ``sent`` is told then."""
         actor = self._actor_of(run, schedule)
         failures = 0
         for attempt in itertools.count():
@@ -299,21 +322,10 @@ class Runs:
             prior = await pace.prior(resource) if attempt == 0 else None
             listener = _ItemListener(self, run.id, resource.name)
             async with pace.sending(resource.provider):
-                async with pace.previewing(resource.provider):
-                    preview = await self.service.prepare(
-                        resource.name,
-                        actor,
-                        source="schedule",
-                        reason=f"schedule {schedule.name}"
-                        + (" (morning start)" if starts(run) else ""),
-                        force=schedule.force and not starts(run),
-                        channel=schedule.channel,
-                        idempotency_key=key,
-                        prior=prior,
-                        action=Action.START if starts(run) else Action.STOP,
-                    )
                 driving = asyncio.create_task(
-                    self._drive(preview, run, schedule, resource, actor, listener),
+                    self._prepare_and_drive(
+                        run, schedule, resource, actor, listener, pace, key, prior
+                    ),
                     name=f"schedule-stop-{run.id}-{resource.name}",
                 )
                 try:
@@ -321,8 +333,9 @@ class Runs:
                 except asyncio.CancelledError:
                     driving.cancel()
                     raise
+            sent()
             try:
-                op = await driving
+                op, preview = await driving
             except asyncio.CancelledError:
                 driving.cancel()
                 raise
@@ -351,6 +364,39 @@ class Runs:
             return self.config.actor(started_by)
         return Actor(id=f"schedule:{schedule.name}")
 
+    async def _prepare_and_drive(
+        self,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        actor: Actor,
+        listener: _ItemListener,
+        pace: RunPace,
+        key: str,
+        prior: PriorRead | None,
+    ) -> tuple[Operation, Preview]:
+        """Prepare one try (confirmed at once), then drive it, in one task: the stop is
+        driven from the moment it is confirmed (a stop this process confirmed and drives
+        nowhere would be taken for stranded and driven a second time)."""
+        async with pace.previewing(resource.provider):
+            preview = await self.service.prepare(
+                resource.name,
+                actor,
+                source="schedule",
+                reason=f"schedule {schedule.name}" + (" (morning start)" if starts(run) else ""),
+                force=schedule.force and not starts(run),
+                channel=schedule.channel,
+                idempotency_key=key,
+                prior=prior,
+                action=Action.START if starts(run) else Action.STOP,
+                # A person's run goes through approval as their /stop would; a timed one as
+                # the schedule says.
+                confirm=Confirmation(
+                    actor, require_approval=schedule.approval or run.kind == "manual"
+                ),
+            )
+        return await self._drive(preview, run, schedule, resource, actor, listener), preview
+
     async def _drive(
         self,
         preview: Preview,
@@ -378,6 +424,8 @@ class Runs:
             op = result.operation
             if not result.needs_approval:  # (the request to approvers is owed by confirm)
                 prepared = preview  # submitted at once: its lock read is still fresh
+        elif op.state == OpState.SUBMITTING:
+            prepared = preview  # confirmed as it was prepared (run() checks the read's age)
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             return await self.service.drive(op.id, listener, actor, prepared=prepared)
         return await self.service.until_final(op.id, listener)
@@ -471,7 +519,20 @@ class Runs:
         return await self.notifier().summary(report) is not False
 
 
-async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, done at the first call only."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return call
+
+
+async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Any]) -> None:
     """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
     sent = asyncio.create_task(listener.sent.wait())
     try:

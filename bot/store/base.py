@@ -22,13 +22,18 @@ What every backend promises (the tests in tests/test_store.py hold any of them t
 * **Facts, not markup.** Sentences are kept as :class:`~bot.text.Text` parts, datetimes as
   aware UTC instants; no face's syntax reaches the database.
 * **Errors are the store's own** (:mod:`bot.store.errors`), never a driver's exception.
+* **Several calls may share one transaction** (:meth:`Store.batch`): the writes of a few
+  steps in a row cost one commit, and commit together or not at all. A claim to send a
+  stop is never part of one: it must be committed before the call it claims leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -54,6 +59,7 @@ from bot.text import Text
 from providers.base import utcnow
 
 __all__ = [
+    "CLAIM_IN_BATCH",
     "ApprovalStore",
     "AuditStore",
     "ClaimStore",
@@ -70,9 +76,27 @@ __all__ = [
     "ScheduleStore",
     "Store",
     "StoreCounts",
+    "calling_task",
 ]
 
 Clock = Callable[[], dt.datetime]
+
+_NO_TASK = object()
+
+
+def calling_task() -> object:
+    """Who calls the store now, to tell a batch's own calls from another task's: the
+    asyncio task running, or one marker for any code outside a task."""
+    try:
+        return asyncio.current_task() or _NO_TASK
+    except RuntimeError:  # no event loop in this thread
+        return _NO_TASK
+
+
+CLAIM_IN_BATCH = (
+    "a claim to send a stop cannot be part of a batch: it must be committed before the "
+    "call it claims leaves"
+)
 
 # The kinds of work a process owns, and takes over from a dead one.
 OwnedWork = Literal["operations", "schedule_runs", "outbox", "inbox"]
@@ -662,6 +686,19 @@ class Store(
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
         self.clock = clock
+
+    @abstractmethod
+    def batch(self) -> AbstractContextManager[None]:
+        """A context in which the calls of this thread share one transaction, committed at
+        its end, all or nothing (an exception out of it rolls every write back; a call that
+        raises inside it is undone alone, as it would be on its own). Nested, it is part of
+        the outer one. One commit for several writes is what it is for: a stop's steps made
+        in a row (a move and the provider state that came with it).
+
+        Its body must not ``await``: the store is called on the event loop, and another
+        task would find itself inside the batch (a backend refuses such a call).
+        :meth:`claim_send` refuses to run inside one (StoreError): a claim must be
+        committed before the call it claims leaves."""
 
     @classmethod
     @abstractmethod

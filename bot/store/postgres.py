@@ -89,7 +89,15 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
-from bot.store.base import Clock, OpenRequest, OwnedWork, Store, StoreCounts
+from bot.store.base import (
+    CLAIM_IN_BATCH,
+    Clock,
+    OpenRequest,
+    OwnedWork,
+    Store,
+    StoreCounts,
+    calling_task,
+)
 from bot.store.errors import (
     StoreError,
     StoreLocationError,
@@ -321,6 +329,7 @@ class PostgresStore(Store):
         self.closed = False
         self._down: str | None = None  # why the server does not answer, while it does not
         self._probe_lock = threading.Lock()
+        self._batches = threading.local()  # per thread: the connection of its open batch
         self._errors = _Errors(f"the database {self.location}", self.password, self._closed)
         self._clock_lock = threading.Lock()
         # The schema is found and migrated on a connection of its own, before the pool: a
@@ -417,6 +426,12 @@ class PostgresStore(Store):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection of the pool; while the server is known not to answer, the store's
         error at once (see :meth:`_lost`)."""
+        held: psycopg.Connection[Any] | None = getattr(self._batches, "conn", None)
+        if held is not None:  # this thread's batch: its transaction's connection
+            self._in_batch()
+            with self._errors:
+                yield held
+            return
         if self._down is not None:
             raise StoreUnavailableError(
                 f"the database {self.location} does not answer: {self._down}"
@@ -456,6 +471,19 @@ class PostgresStore(Store):
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One atomic unit of writes, after the store's write lock (see the docstring)."""
         with self._connection() as conn:
+            if getattr(self._batches, "conn", None) is conn:
+                # Inside a batch: a savepoint of its transaction, undone alone if it raises.
+                conn.execute("SAVEPOINT call")
+                try:
+                    yield conn
+                except BaseException:
+                    if not conn.closed:
+                        with suppress(psycopg.Error):
+                            conn.execute("ROLLBACK TO SAVEPOINT call")
+                            conn.execute("RELEASE SAVEPOINT call")
+                    raise
+                conn.execute("RELEASE SAVEPOINT call")
+                return
             conn.execute(self._begin)
             try:
                 yield conn
@@ -465,6 +493,30 @@ class PostgresStore(Store):
                         conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        # One connection of the pool is this thread's for the whole batch (the others go
+        # on with the rest of the pool); the task that opened it is remembered, since the
+        # tasks of one thread would share it.
+        if getattr(self._batches, "conn", None) is not None:
+            self._in_batch()
+            yield
+            return
+        with self.transaction() as conn:
+            self._batches.conn, self._batches.task = conn, calling_task()
+            try:
+                yield
+            finally:
+                self._batches.conn = self._batches.task = None
+
+    def _in_batch(self) -> None:
+        """A call inside this thread's batch: it must come from the task that opened it."""
+        if calling_task() is not self._batches.task:
+            raise StoreError(
+                f"the database {self.location}: a batch of store calls spans an await "
+                "(another task called the store inside it)"
+            )
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a read (SQLite's ``?`` placeholders, so tests share queries) and return its
@@ -843,6 +895,8 @@ class PostgresStore(Store):
             return self._get_many(conn, (r[0] for r in rows))
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
+        if getattr(self._batches, "conn", None) is not None:
+            raise StoreError(CLAIM_IN_BATCH)
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = %s, owner = %s, sends = sends + 1 "

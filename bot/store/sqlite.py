@@ -51,7 +51,15 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
-from bot.store.base import Clock, OpenRequest, OwnedWork, Store, StoreCounts
+from bot.store.base import (
+    CLAIM_IN_BATCH,
+    Clock,
+    OpenRequest,
+    OwnedWork,
+    Store,
+    StoreCounts,
+    calling_task,
+)
 from bot.store.errors import (
     StoreError,
     StoreLocationError,
@@ -453,6 +461,7 @@ class SQLiteStore(Store):
         super().__init__(os.fspath(location), clock=clock)
         self.closed = False
         self._lock = threading.RLock()
+        self._batch: object = None  # who opened the batch open now (calling_task), if any
         self._errors = _Errors(self, f"the database {self.location}")
         with _Errors(self, f"cannot open the database {self.location}"):
             conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
@@ -496,9 +505,21 @@ class SQLiteStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic unit of writes; takes SQLite's write lock at once."""
+        """One atomic unit of writes; takes SQLite's write lock at once. Inside a
+        :meth:`batch`, a savepoint of the batch's transaction: undone alone if it raises."""
         with self._lock, self._errors:
             conn = self.db.conn
+            if self._batch is not None:
+                self._in_batch()
+                conn.execute("SAVEPOINT call")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    raise
+                conn.execute("RELEASE call")
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -508,6 +529,30 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        # The store's lock is the thread's for the whole batch (other threads wait); the
+        # task that opened it is remembered, since tasks of one thread share the lock.
+        with self._lock:
+            if self._batch is not None:
+                self._in_batch()
+                yield
+                return
+            with self.transaction():
+                self._batch = calling_task()
+                try:
+                    yield
+                finally:
+                    self._batch = None
+
+    def _in_batch(self) -> None:
+        """A call inside the batch: it must come from the task that opened it."""
+        if calling_task() is not self._batch:
+            raise StoreError(
+                f"the database {self.location}: a batch of store calls spans an await "
+                "(another task called the store inside it)"
+            )
+
+    @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """The connection, for reads, under the store's lock.
 
@@ -515,6 +560,8 @@ class SQLiteStore(Store):
         interleave with another thread's open transaction on it.
         """
         with self._lock, self._errors:
+            if self._batch is not None:
+                self._in_batch()
             yield self.db.conn
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -1575,6 +1622,8 @@ class SQLiteStore(Store):
         return str(row[0]) if row else None
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
+        if self._batch is not None:
+            raise StoreError(CLAIM_IN_BATCH)
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
