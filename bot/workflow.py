@@ -401,13 +401,38 @@ class StopService:
                     preview.status.state,
                 ),
             )
-        return self._decide(
-            preview,
-            OpState.AWAITING_CONFIRMATION,
-            actor,
-            None,
-            expires_at=self.clock() + self.settings.confirm_ttl,
-        )
+        fields: dict[str, Any] = {"expires_at": self.clock() + self.settings.confirm_ttl}
+        if provider.supports_force and not force and await self._forced_only(preview):
+            fields["force"] = True
+        return self._decide(preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields)
+
+    async def _forced_only(self, preview: Preview) -> bool:
+        """Whether the provider can only force this stop (Feldera's open-source edition):
+        the preview then offers the forced stop and says what it means, rather than a
+        gentle stop that would fail after Confirm. Unknown: said before Confirm too."""
+        resource = preview.resource
+        graceful = await self.providers[resource.provider].graceful_stop()
+        if graceful.available is False:
+            preview.notes.append(
+                say(
+                    "{} has no graceful stop ({}): this is a forced stop. The compute is "
+                    "released at once, without a final checkpoint; the pipeline resumes from "
+                    "its latest periodic checkpoint.",
+                    resource.provider,
+                    graceful.why or "not in this edition",
+                )
+            )
+            return True
+        if graceful.available is None:
+            preview.notes.append(
+                say(
+                    "could not tell whether {} can stop gracefully ({}): if it refuses, "
+                    "stop again with --force.",
+                    resource.provider,
+                    graceful.why or "no answer",
+                )
+            )
+        return False
 
     async def _read(
         self, preview: Preview, actor: Actor, prior: PriorRead | None = None
@@ -458,7 +483,7 @@ class StopService:
         actor: Actor,
         detail: Text | None,
         *,
-        expires_at: dt.datetime | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> Preview:
         op = self.store.transition(
             preview.operation.id,
@@ -466,7 +491,7 @@ class StopService:
             allowed_from=[OpState.REQUESTED],
             actor=actor.id,
             detail=detail,
-            fields={"expires_at": expires_at} if expires_at else None,
+            fields=fields,
             owner=self.registry.id,
         )
         if op is not None:

@@ -22,6 +22,7 @@ from bot.slack.fake_api import RESPONSE_URL_METHOD, slash_command_body
 from bot.slack.inbox import PAYLOAD
 from bot.store import open_store
 from providers.simulators.common import Fault
+from providers.simulators.samples import DEFAULT_SEED
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
 
@@ -456,19 +457,63 @@ async def test_user_group_member_may_stop_and_others_are_refused(
         harness.close()
 
 
-async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) -> None:
-    """Feldera OSS refuses a graceful stop (501): the user is told to use --force."""
+async def test_open_source_feldera_preview_offers_the_forced_stop(slack: Slack) -> None:
+    """Feldera's open-source edition has no graceful stop: the preview of `/stop etl` says
+    so before Confirm, offers "Force stop" with its meaning, and that stop succeeds."""
     await slack.command("etl")
     await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    assert [e["text"]["text"] for e in actions["elements"]] == ["Force stop", "Cancel"]
+    shown = block_texts(message)
+    assert "a forced stop (no checkpoint) request to feldera" in shown
+    assert (
+        "feldera has no graceful stop (Open source edition): this is a forced stop. The "
+        "compute is released at once, without a final checkpoint; the pipeline resumes from "
+        "its latest periodic checkpoint."
+    ) in shown
     op_id, ts = slack.confirmation()
     await slack.click(views.CONFIRM, op_id, ts)
     final = await slack.final_message()
-    assert final["text"].startswith(
-        "etl: :x: Failed: feldera: not supported by this provider (HTTP 501)"
+    assert final["text"].startswith("etl: :white_check_mark: Stopped in ")
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.force
+
+
+async def test_enterprise_feldera_preview_keeps_the_graceful_stop(slack: Slack) -> None:
+    """Feldera Enterprise stops gracefully: the preview offers Confirm stop, no note."""
+    section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
+    section["enterprise"] = True
+    slack.sims.hub["feldera"].seed(section)
+    await slack.command("etl")
+    await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    assert [e["text"]["text"] for e in actions["elements"]] == ["Confirm stop", "Cancel"]
+    assert "graceful" not in block_texts(message)
+    op_id, _ = slack.confirmation()
+    op = slack.store.get_operation(op_id)
+    assert op is not None and not op.force
+
+
+async def test_unknown_feldera_edition_is_said_before_confirm(slack: Slack) -> None:
+    """When the edition cannot be read, the preview says so and how to force, before Confirm."""
+    slack.sims.hub.faults.add(
+        Fault(
+            api="feldera",
+            kind="status",
+            status=500,
+            path_contains="/v0/config",
+            body={"message": "config store down"},
+        )
     )
-    assert final["text"].endswith(
-        "use a forced stop instead. Use `--force` to stop it without a checkpoint."
-    )
+    await slack.command("etl")
+    await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    assert (
+        "could not tell whether feldera can stop gracefully (config store down): if it "
+        "refuses, stop again with --force."
+    ) in block_texts(message)
 
 
 async def test_healthz(slack: Slack) -> None:

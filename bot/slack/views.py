@@ -199,7 +199,7 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
             "type": "actions",
             "block_id": f"confirm:{op.id}",
             "elements": [
-                _button(CONFIRM, "Confirm stop", op.id, "danger"),
+                _button(CONFIRM, "Force stop" if force else "Confirm stop", op.id, "danger"),
                 _button(CANCEL, "Cancel", op.id),
             ],
         }
