@@ -646,7 +646,7 @@ async def test_choosing_in_a_menu_sends_the_option_to_the_bot(page: Page) -> Non
     assert refused == {"error": "Choose one of the menu's options; nothing was sent."}
     await page.post("/playground/click", {**choice, "option": keep})
     answer = await page.reply()
-    assert answer["text"] == "No schedule named `nightly` (known: none)."
+    assert answer["text"] == "No schedule named `nightly` (known: office-hours)."
     [delivery] = (await page.state())["deliveries"]
     assert delivery["kind"] == "block_actions"
 
@@ -878,7 +878,7 @@ def test_only_loopback_hosts(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> None:
     """Run as a user does: it prints the URL, the people and the resources, serves the page
-    and the bot, says it leaves STOPBOT_DB aside, and Ctrl+C ends it with exit code 0."""
+    and the bot on STOPBOT_DB, which it keeps, and Ctrl+C ends it with exit code 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STOPBOT_"))}
     env["STOPBOT_DB"] = str(tmp_path / "mine.db")
     code = "import sys; from bot.config import Settings; from bot.playground.dev import run_dev; sys.exit(run_dev(Settings(), port=0))"
@@ -911,15 +911,16 @@ def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> N
         )
         assert "  spark       okeanos   started   needs approval by Priya Patel" in printed
         assert "<title>Stopbot playground</title>" in httpx.get(f"{url}/").text
+        note = json.loads((tmp_path / "mine.db.playground.json").read_text())
+        assert note["pid"] == process.pid
         assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert lines.get(timeout=10) == "stopbot: playground stopped.\n"
         assert process.stderr is not None
-        assert process.stderr.read() == (
-            f"stopbot: the playground leaves aside the database {tmp_path / 'mine.db'}.\n"
-        )
-        assert not (tmp_path / "mine.db").exists()
+        assert process.stderr.read() == ""
+        assert (tmp_path / "mine.db").exists()  # kept: `stopbot history` reads it
+        assert not (tmp_path / "mine.db.playground.json").exists()
     finally:
         if process.poll() is None:
             process.kill()
