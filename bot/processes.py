@@ -237,8 +237,13 @@ class ProcessRegistry:
 
     def retire(self) -> None:
         """Ending cleanly: hand everything this process owns back at once."""
+        from bot.store.errors import StoreUnavailableError  # the store imports this module
+
         if self._registered:
-            self.store.retire_process(self.me.id)
+            try:
+                self.store.retire_process(self.me.id)
+            except StoreUnavailableError as exc:  # the others see it gone, by its pid or its lease
+                log.warning("could not hand this process's work back at its end: %s", exc)
             self._registered = False
         self.me.abandon()
 

@@ -109,7 +109,9 @@ class Replicas:
         with self._lock:
             return list(self.live)
 
-    async def post(self, body: bytes, rng: random.Random, *, url: str | None = None) -> None:
+    async def post(
+        self, body: bytes, rng: random.Random, *, url: str | None = None
+    ) -> httpx.Response:
         """As Slack and a person do: a request nobody answered is sent again, to a replica
         that is up."""
         deadline = time.monotonic() + 60
@@ -129,7 +131,7 @@ class Replicas:
                     url = None
                 else:
                     assert answer.status_code == 200, answer.text
-                    return
+                    return answer
             await asyncio.sleep(0.05)
         raise AssertionError("no replica answered for a minute")
 
@@ -495,6 +497,23 @@ def test_postgresql_restarted_during_stops_loses_and_doubles_nothing(
             response = httpx.get(f"{url}/healthz", timeout=10)
             assert response.status_code == 503, response.text
             assert response.json()["checks"]["store"].startswith("error: "), response.text
+        # A /stop meanwhile is answered (never a 5xx), and its sender told why not now.
+        late, user = [r["name"] for r in bots.config["resources"]][20], "U0999"
+        from bot.slack.fake_api import slash_command_body
+
+        reply = fake.new_response_url(channel="C0REPL0", user=user)
+        answer = asyncio.run(
+            bots.post(
+                slash_command_body("/stop", late, user, "C0REPL0", reply, uuid.uuid4().hex),
+                rng,
+                url=urls[0],
+            )
+        )
+        assert answer.json() == {
+            "response_type": "ephemeral",
+            "text": "Stopbot's database is not answering right now, so nothing was done. "
+            "Try again in a minute.",
+        }
         time.sleep(3)  # the stops go on at the providers; the bots cannot record them
     finally:
         postgres_server.start()
@@ -518,3 +537,97 @@ def test_postgresql_restarted_during_stops_loses_and_doubles_nothing(
     assert sorted(m["text"].split(":", 1)[0] for m in messages) == sorted(names)
     for message in messages:
         assert TERMINAL.match(message["text"]), message["text"]
+
+
+class _Pinned:
+    """The replicas as :func:`ask_and_confirm` sees them, every request sent to one."""
+
+    def __init__(self, bots: Replicas, url: str) -> None:
+        self.bots, self.url, self.fake = bots, url, bots.fake
+
+    async def post(
+        self, body: bytes, rng: random.Random, *, url: str | None = None
+    ) -> httpx.Response:
+        await self.bots.post(body, rng, url=self.url)
+
+
+def test_the_replica_following_100_stops_killed_they_go_on_elsewhere(
+    replicas: tuple[Replicas, FakeSlack],
+    sims: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100 stops confirmed on one replica, each taking 30 s at its provider; that replica
+    SIGKILLed while it follows them all: within the lease and two sweeps the other replica
+    follows every one, on the same Slack message as before, to stopped; one stop call
+    each, no second message."""
+    bots, fake = replicas
+    sims.hub.seed(make_estate(STOPS, stop_seconds=30.0).seed)
+    rng = random.Random(5)
+    calls = StopCalls(sims, monkeypatch)
+    first, second = bots.start(), bots.start()
+    names = [r["name"] for r in bots.config["resources"]][:100]
+    pinned = _Pinned(bots, first)
+
+    async def confirm_all() -> None:
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int, name: str) -> bool:
+            async with slots:
+                text = f"{name} --force" if name.startswith("bench-f") else name
+                return await ask_and_confirm(pinned, "C0REPL0", text, f"U{i:04d}", rng)  # type: ignore[arg-type]
+
+        assert all(await asyncio.gather(*(one(i, n) for i, n in enumerate(names))))
+
+    asyncio.run(confirm_all())
+    # Every stop sent and followed by the first replica, each with its message posted.
+    deadline = time.monotonic() + 60
+    while True:
+        owners = bots.rows(
+            "SELECT owner, state FROM operations WHERE state != 'awaiting_confirmation'"
+        )
+        posted = fake.messages("C0REPL0")
+        following = {o for o, s in owners if s in ("accepted", "in_progress")}
+        if (
+            len(owners) == 100
+            and len(following) == 1
+            and all(s in ("accepted", "in_progress") for _, s in owners)
+            and len(posted) == 100
+        ):
+            break
+        assert time.monotonic() < deadline, (owners, len(posted))
+        time.sleep(0.1)
+    [dead] = following
+    before = sorted(m["ts"] for m in posted)
+
+    killed_at = time.monotonic()
+    bots.kill(first)
+    lease = 3.0 + 2 * 1.0  # RECOVERY: the lease, and two sweeps
+    while True:
+        owners = bots.rows("SELECT owner FROM operations WHERE state != 'awaiting_confirmation'")
+        if all(o != dead for (o,) in owners):
+            taken = time.monotonic() - killed_at
+            break
+        assert time.monotonic() - killed_at < lease + 1.0, owners  # one more second to look
+        time.sleep(0.1)
+    assert taken <= lease + 1.0
+    print(f"100 stops taken over {taken:.1f} s after the kill")
+
+    wait_all_final(bots, len(names), timeout=120)
+    states = bots.rows(
+        "SELECT resource, state FROM operations WHERE state != 'awaiting_confirmation' "
+        "ORDER BY resource"
+    )
+    assert states == [(n, "stopped") for n in sorted(names)]
+    assert len(calls.take()) == len(names)
+    deadline = time.monotonic() + 30
+    while True:
+        messages = fake.messages("C0REPL0")
+        if all(TERMINAL.match(m["text"]) for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    # The same messages, carried on by the second replica: one each, none posted anew.
+    assert sorted(m["ts"] for m in messages) == before
+    assert sorted(m["text"].split(":", 1)[0] for m in messages) == sorted(names)
+    for message in messages:
+        assert TERMINAL.match(message["text"]), message["text"]
+    assert second in bots.urls()

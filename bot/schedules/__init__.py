@@ -1,18 +1,18 @@
-"""Scheduled stops, one module per job: the engine that fires, runs and watches them
-(:mod:`bot.schedules.engine`), and the rights of the people who act on them
-(:mod:`bot.schedules.rights`). Nothing here knows about Slack."""
+"""Scheduled stops, one module per job (see :mod:`bot.schedules.engine`, which assembles
+them), and the rights of the people who act on them (:mod:`bot.schedules.rights`). Nothing
+here knows about Slack."""
 
-from bot.schedules.engine import (
+from bot.schedules.engine import ScheduleEngine
+from bot.schedules.facts import (
     Change,
     Outcome,
     PlanItem,
     RunReport,
-    ScheduleEngine,
     ScheduleError,
     ScheduleNotifier,
-    ScheduleRunner,
 )
 from bot.schedules.rights import ScheduleRights
+from bot.schedules.runner import ScheduleRunner
 
 __all__ = [
     "Change",

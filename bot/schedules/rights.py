@@ -6,7 +6,7 @@ The rights: admins add and remove schedules (those from stopbot.yaml are removed
 acting on a schedule's runs (run now, skip, snooze) is for admins and for anyone allowed to
 stop every resource it selects; keeping one resource out of a run, or leaving one that
 drifted back running, for anyone allowed to stop that resource. Each refusal is a
-:class:`~bot.schedules.engine.ScheduleError` that says why.
+:class:`~bot.schedules.facts.ScheduleError` that says why.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from bot.config import ScheduleConfig
 from bot.models import ScheduleRun
 from bot.policy import Policy
-from bot.schedules.engine import Change, PlanItem, ScheduleEngine, ScheduleError
+from bot.schedules.engine import ScheduleEngine
+from bot.schedules.facts import Change, PlanItem, ScheduleError
 from bot.store import Store
 from bot.text import Text, say
 

@@ -213,7 +213,12 @@ def _guarded(
         given |= {"respond": respond, "client": client}
         kwargs = {name: given[name] for name in wanted}
         if early is not None:
-            handling = await record(body) if record is not None else None
+            try:
+                handling = await record(body) if record is not None else None
+            except StoreUnavailableError as exc:
+                log.warning("a request could not be recorded: %s", exc)
+                await _unrecorded(ack, command, respond)
+                return
             if await _early_ack(early, ack, given) and (record is None or handling):
                 spawn(_after(after_ack, _run_guarded(func, kwargs)))
             if handling is not None:
@@ -224,6 +229,20 @@ def _guarded(
     wrapper.__name__ = func.__name__
     wrapper.__qualname__ = func.__qualname__
     return wrapper
+
+
+async def _unrecorded(ack: Any, command: Any, respond: Any) -> None:
+    """Answer a request that could not be recorded (the database does not answer): it is
+    not kept, so its sender is told that nothing was done."""
+    if command is not None:  # a slash command's answer is shown to its sender
+        await ack(response_type="ephemeral", text=OUTAGE_LOST)
+        return
+    await ack()
+    try:
+        if respond is not None and getattr(respond, "response_url", None):
+            await tell(respond, OUTAGE_LOST)
+    except Exception:
+        log.exception("could not tell the user that the database does not answer")
 
 
 async def _early_ack(

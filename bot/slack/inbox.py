@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+from bot.store import StoreUnavailableError
+
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
 
@@ -76,6 +78,9 @@ class Handling:
                 return
             try:
                 self.inbox.bot.store.handled(self.request_id)
+            except StoreUnavailableError as exc:  # recorded at the next sweep
+                log.warning("could not record a request as handled yet: %s", exc)
+                self.inbox.unmarked.add(self.request_id)
             except Exception:
                 log.exception("could not record a request as handled")
 
@@ -109,6 +114,8 @@ class Inbox:
         self.bot = bot
         self._waiting: list[tuple[str, str, str, asyncio.Future[str]]] = []
         self.deferred: set[str] = set()
+        # Handled while the database did not answer: recorded as handled at a sweep.
+        self.unmarked: set[str] = set()
 
     async def receive(self, body: str, content_type: str) -> tuple[str, str]:
         """Record a request before answering it: (its id, "new" | "open" | "done").
@@ -215,6 +222,9 @@ class Inbox:
         registry = self.bot.service.registry
         store = self.bot.store
         live = registry.live()
+        for request_id in list(self.unmarked):
+            store.handled(request_id)
+            self.unmarked.discard(request_id)
         started = []
         for row in store.open_requests():
             if row["owner"] == registry.id:

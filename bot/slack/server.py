@@ -24,6 +24,7 @@ from yarl import URL
 
 from bot.metrics import metrics_route
 from bot.slack.app import SlackBot, bolt_request
+from bot.store import StoreUnavailableError
 
 __all__ = ["build_http_app", "run_http", "run_socket_mode"]
 
@@ -260,7 +261,13 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
                 return await answer(checked.text, headers)
             # Recorded before the answer leaves: a kill after it loses nothing.
             content_type = headers.get("content-type", FORM)
-            request_id, seen = await bot.inbox.receive(checked.text, content_type)
+            try:
+                request_id, seen = await bot.inbox.receive(checked.text, content_type)
+            except StoreUnavailableError as exc:
+                # Not recorded, so not kept: Bolt answers it in line, and its listener
+                # tells the sender that nothing was done (see _run_guarded).
+                log.warning("a request could not be recorded: %s", exc)
+                return await answer(checked.text, headers)
             if seen == "new":
                 bot.inbox.handle(request_id, checked.text, headers)
             return to_starlette_response(BoltResponse(status=200, body=ahead or ""))

@@ -1,0 +1,222 @@
+"""Schedules as defined (stopbot.yaml's, and those added from a face, all kept in the
+store), when each fires, and what a run of one would do: the planning every other part of
+:mod:`bot.schedules` reads. Nothing here changes a resource."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from zoneinfo import ZoneInfo
+
+from bot import reads
+from bot.config import ScheduleConfig, StopbotConfig
+from bot.cron import cron_trigger, next_fire
+from bot.durations import format_duration
+from bot.locks import check_locks
+from bot.models import Actor
+from bot.schedules.facts import Clock, Outcome, PlanItem, ScheduleError
+from bot.store import Store
+from bot.text import Person, Text, say
+from bot.workflow import StopService
+from providers.base import Phase, Resource
+
+log = logging.getLogger(__name__)
+
+
+class Definitions:
+    """The schedules, their fires and their plans."""
+
+    def __init__(
+        self, config: StopbotConfig, store: Store, service: StopService, clock: Clock
+    ) -> None:
+        self.config = config
+        self.settings = config.scheduling
+        self.store = store
+        self.service = service
+        self.clock = clock
+
+    def sync_config(self) -> None:
+        """The config's schedules into the store, which holds Slack-added ones too; those
+        that came from the config and are no longer in it are removed, with their state."""
+        for schedule in self.config.schedules:
+            self.store.save_schedule(
+                schedule.name, schedule.model_dump(mode="json"), "stopbot.yaml", source="config"
+            )
+        configured = {s.name for s in self.config.schedules}
+        for name, source in self.store.schedule_sources().items():
+            if source == "config" and name not in configured:
+                self.store.delete_schedule(name, "stopbot.yaml")
+                log.info("schedule %s is no longer in stopbot.yaml: removed", name)
+
+    def schedules(self) -> dict[str, ScheduleConfig]:
+        found = {}
+        for name, definition in self.store.schedules().items():
+            try:
+                found[name] = ScheduleConfig.model_validate(definition)
+            except ValueError:
+                log.error("schedule %s in the store is invalid; ignored", name)
+        return found
+
+    def schedule(self, name: str) -> ScheduleConfig:
+        found = self.schedules().get(name)
+        if found is None:
+            known = ", ".join(sorted(self.schedules())) or "none"
+            raise ScheduleError(Text(f"No schedule named `{name}` (known: {known})."))
+        return found
+
+    def add(self, schedule: ScheduleConfig, actor: str) -> None:
+        if schedule.name in self.schedules():
+            raise ScheduleError(Text(f"A schedule named `{schedule.name}` exists already."))
+        self._check_selection(schedule)
+        self.store.save_schedule(schedule.name, schedule.model_dump(mode="json"), actor)
+
+    def _check_selection(self, schedule: ScheduleConfig) -> None:
+        names = {r.name for r in self.config.resources}
+        unknown = [r for r in schedule.select.resources or [] if r not in names]
+        if unknown:
+            raise ScheduleError(Text(f"No resource named {', '.join(unknown)}."))
+        missing = [c for c in schedule.skip_on if c not in self.config.calendars]
+        if missing:
+            raise ScheduleError(Text(f"No calendar named {', '.join(missing)}."))
+
+    def remove(self, name: str, actor: str) -> None:
+        self.schedule(name)
+        if self.store.schedule_sources().get(name) == "config":
+            raise ScheduleError(
+                Text(
+                    f"`{name}` is defined in stopbot.yaml: remove it there (it would come back at "
+                    "the next start otherwise)."
+                )
+            )
+        self.store.delete_schedule(name, actor)
+
+    def next_fire(self, schedule: ScheduleConfig, after: dt.datetime | None = None) -> dt.datetime:
+        return next_fire(cron_trigger(schedule.cron, schedule.timezone), after or self.clock())
+
+    def upcoming(self, schedule: ScheduleConfig) -> dt.datetime:
+        """The next time it will actually run: snoozes and skips taken into account."""
+        return self.next_run(schedule)[1]
+
+    def next_run(
+        self, schedule: ScheduleConfig, *, counting_skips: bool = True
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """The next run as (the fire it is for, when it happens): the earlier of the next
+        regular fire (past holidays, snoozed fires and, ``counting_skips``, skipped ones)
+        and the next snoozed run."""
+        now = self.clock()
+        skipped = self.store.skips(schedule.name) if counting_skips else {}
+        snoozes = self.store.snoozes(schedule.name)
+        fire = self.next_fire(schedule)
+        while fire in skipped or fire in snoozes or self.holiday(schedule, fire):
+            fire = self.next_fire(schedule, fire)
+        found = (fire, fire)
+        for snoozed, (until, started) in snoozes.items():
+            if not started and now < until < found[1]:
+                found = (snoozed, until)
+        return found
+
+    def selected(self, schedule: ScheduleConfig) -> list[Resource]:
+        resources = self.config.all_resources()
+        if schedule.select.resources is not None:
+            wanted = schedule.select.resources
+            return [r for name in wanted for r in resources if r.name == name]
+        tags = schedule.select.tags or {}
+        return [r for r in resources if all(r.tags.get(k) == v for k, v in tags.items())]
+
+    def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
+        """What a run would do, from what the bot knows without calling any provider:
+        opt-out tags, Keep exceptions, Stopbot locks. Provider locks and statuses are
+        read at run time (and by :meth:`read_plan`, for a dry run)."""
+        at = at or self.clock()
+        kept = {e.resource: e for e in self.store.active_exceptions(schedule.name)}
+        items = []
+        for r in self.selected(schedule):
+            item = PlanItem(resource=r.name, provider=r.provider, stop=True)
+            lock = self.store.get_lock(r.name)
+            if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
+                item.stop, item.outcome = False, Outcome.OPTED_OUT
+                item.detail = say("tagged {}", self.settings.opt_out_tag)
+            elif r.name in kept and kept[r.name].until > at:
+                e = kept[r.name]
+                item.stop, item.outcome = False, Outcome.KEPT
+                item.detail = say(
+                    "kept by {} for {}", Person(e.created_by), format_duration(e.until - at)
+                )
+            elif lock is not None and not lock.is_expired(at):
+                item.stop, item.outcome = False, Outcome.LOCKED
+                why = f": {lock.reason}" if lock.reason else ""
+                item.detail = say("locked by {}{}", Person(lock.owner), why)
+            items.append(item)
+        return items
+
+    async def read_plan(
+        self, schedule: ScheduleConfig, *, started_by: str | None = None
+    ) -> list[PlanItem]:
+        """What a run started now would do, from reads only (no stop call): :meth:`plan`,
+        then, for each resource it would stop, its status and provider lock (one bulk read
+        per provider, all at once, bounded in time) judged as a run judges them: the lock
+        rule for the run's actor (the schedule, or ``started_by`` for a manual run), then
+        already stopped. A resource whose read failed is unknown, and says why."""
+        now = self.clock()
+        items = self.plan(schedule, now)
+        actor = self.actor(schedule, started_by)
+        is_admin = self.service.policy.is_admin(actor.id)
+        selected = {r.name: r for r in self.selected(schedule)}
+        readings = await reads.read(
+            self.service.providers, [selected[i.resource] for i in items if i.stop]
+        )
+        for item in items:
+            reading = readings.get(item.resource)
+            if reading is None:
+                continue
+            verdict = check_locks(
+                actor,
+                item.resource,
+                item.provider,
+                reading.lock,
+                self.store.get_lock(item.resource),
+                is_admin=is_admin,
+                now=now,
+            )
+            if verdict.blocked:
+                item.stop, item.outcome = False, Outcome.LOCKED
+                item.detail = _without_subject(verdict.reason or Text(), item.resource)
+            elif reading.status is not None and reading.status.phase == Phase.STOPPED:
+                item.stop, item.outcome = False, Outcome.ALREADY
+                item.detail = Text(reading.status.state)
+            elif reading.status_error is not None or reading.lock_error is not None:
+                item.stop, item.outcome, item.detail = False, Outcome.UNKNOWN, _unread(reading)
+        return items
+
+    def holiday(self, schedule: ScheduleConfig, fire: dt.datetime) -> str | None:
+        """The calendar in ``skip_on`` that makes ``fire`` a holiday, if one does."""
+        local = fire.astimezone(ZoneInfo(schedule.timezone)).date()
+        for name in schedule.skip_on:
+            if local in self.config.calendars.get(name, []):
+                return name
+        return None
+
+    def actor(self, schedule: ScheduleConfig, started_by: str | None) -> Actor:
+        """Who asks for a run's stops: the schedule, or the person who started it."""
+        if started_by:
+            return self.config.actor(started_by)
+        return Actor(id=f"schedule:{schedule.name}")
+
+
+def _unread(reading: reads.Reading) -> Text:
+    """What could not be read of a resource, and why, once when one failure cost both."""
+    status, lock = reading.status_error, reading.lock_error
+    if status is not None and status == lock:
+        return say("status and provider lock unknown: {}", status)
+    parts = [say("status unknown: {}", status)] if status is not None else []
+    parts += [say("provider lock unknown: {}", lock)] if lock is not None else []
+    return Text("; ").join(parts)
+
+
+def _without_subject(reason: Text, name: str) -> Text:
+    """A lock rule's sentence about ``name`` without "<name> is " (shown under its name)."""
+    subject = f"{name} is "
+    first = reason.parts[0] if reason.parts else None
+    if isinstance(first, str) and first.startswith(subject):
+        return Text(first.removeprefix(subject), *reason.parts[1:])
+    return reason

@@ -1,0 +1,116 @@
+"""What schedules are about, shared by every part of them and by the faces: the outcome of
+each resource in a run, a run as its summary shows it, what a skip or a snooze changed, and the
+notifier through which a face shows it all (the outbox kinds it is owed under)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from bot.config import ScheduleConfig
+from bot.models import RunItem, ScheduleRun
+from bot.text import Text, TextError
+from providers.base import ResourceStatus
+
+Clock = Callable[[], dt.datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ScheduleError(TextError):
+    """A schedule request that cannot be done; the message is for the user."""
+
+
+class Outcome:
+    """What became of one resource in a run."""
+
+    STOPPED = "stopped"
+    ALREADY = "already stopped"
+    LOCKED = "skipped: locked"
+    KEPT = "skipped: kept"
+    OPTED_OUT = "skipped: opted out"
+    AWAITING_APPROVAL = "awaiting approval"
+    REFUSED = "refused"
+    MISSED = "missed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a dry run's: its status or lock could not be read
+
+    SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
+    # Outcomes whose detail says why, in the summary.
+    EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
+
+
+class PlanItem(BaseModel):
+    resource: str
+    provider: str
+    stop: bool
+    outcome: str | None = None
+    detail: Text | None = None
+
+
+class Change(BaseModel):
+    """What a skip or a snooze did to one fire."""
+
+    fire: dt.datetime
+    at: dt.datetime | None = Field(default=None, description="When its run happens now.")
+    by: str | None = Field(default=None, description="Who skipped or snoozed it.")
+    repeat: bool = Field(default=False, description="It was so already: nothing changed.")
+
+
+class RunReport(BaseModel):
+    """A run as its summary shows it."""
+
+    run: ScheduleRun
+    schedule: ScheduleConfig
+    items: list[RunItem]
+    elapsed: dt.timedelta
+
+    @property
+    def finished(self) -> bool:
+        return self.run.status != "running"
+
+    def by_outcome(self) -> dict[str, list[RunItem]]:
+        groups: dict[str, list[RunItem]] = {}
+        for item in self.items:
+            groups.setdefault(item.outcome or "in progress", []).append(item)
+        return groups
+
+
+class ScheduleNotifier(Protocol):
+    """A face that shows what schedules do (a Slack channel, a log). Each call is a
+    delivery from the outbox: False means it could not be shown and is tried again later
+    (anything else: done)."""
+
+    async def warn(
+        self, schedule: ScheduleConfig, at: dt.datetime, plan: list[PlanItem], *, fire: dt.datetime
+    ) -> bool:
+        """Show that ``schedule`` runs at ``at`` (for its ``fire``, which Skip and Snooze
+        act on)."""
+        ...
+
+    async def announce(
+        self, schedule: ScheduleConfig, fire: dt.datetime, text: Text
+    ) -> bool | None: ...
+
+    async def summary(self, report: RunReport) -> bool | None: ...
+
+    async def drift(
+        self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
+    ) -> bool | None: ...
+
+
+# The outbox kinds of what schedules owe their face.
+WARNING = "schedule-warning"
+ANNOUNCEMENT = "schedule-announcement"
+SUMMARY = "schedule-summary"
+DRIFT = "schedule-drift"
+
+
+def local(schedule: ScheduleConfig, at: dt.datetime) -> str:
+    """``at`` as the schedule's people read it: in its time zone, named."""
+    return at.astimezone(ZoneInfo(schedule.timezone)).strftime(
+        f"%a %d %b %H:%M {schedule.timezone}"
+    )

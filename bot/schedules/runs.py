@@ -1,0 +1,474 @@
+"""A schedule's run: started once per fire (the store's run row is unique per schedule and
+fire), its stops sent at the providers' pace (:mod:`bot.run_pace`) through the same workflow
+as a person's, each resource on its own, tried again after a failure unless the stop may have
+gone out; taken over from a process that died; its summary owed as it goes, at most every
+``summary_interval``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import uuid
+from collections.abc import Callable
+
+from bot.config import ScheduleConfig
+from bot.durations import format_duration
+from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
+from bot.run_pace import RunPace
+from bot.schedules.announcements import Announcements
+from bot.schedules.definitions import Definitions
+from bot.schedules.facts import (
+    SUMMARY,
+    Outcome,
+    RunReport,
+    ScheduleError,
+    ScheduleNotifier,
+    Sleep,
+    local,
+)
+from bot.text import Command, Person, Text, say
+from bot.workflow import INTERRUPTED_PREPARING, Preview
+from providers.base import Resource, ResourceStatus
+
+log = logging.getLogger(__name__)
+
+# States in which the provider has a stop: following it holds no place in a run's window.
+_SENT = frozenset({OpState.ACCEPTED, OpState.IN_PROGRESS})
+
+# How the workflow words a failure after which the stop may have gone out (a timeout of
+# the stop call, a restart around it): trying again could stop twice.
+_UNCERTAIN = ("may or may not have been taken", "the status is unknown")
+
+
+class _ItemListener:
+    """Keeps a run's summary current while one of its stops progresses, and tells when the
+    provider has the stop (``sent``): it then holds no place in the window of stops being
+    sent."""
+
+    def __init__(self, runs: Runs, run_id: str, resource: str) -> None:
+        self.runs, self.run_id, self.resource = runs, run_id, resource
+        self.sent = asyncio.Event()
+        self._shown: str | None = None
+
+    async def progress(
+        self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
+    ) -> None:
+        if op.state in _SENT or op.state.final:
+            self.sent.set()
+        shown = op.provider_state or op.state.value.replace("_", " ")
+        if not op.state.final and shown != self._shown:
+            # Only a change is written: a night of thousands of stops polls them all each
+            # round, and the store's writes are most of a run's own work.
+            self._shown = shown
+            detail = Text(shown)
+            self.runs.store.record_item(self.run_id, self.resource, None, detail, op.id)
+            self.runs.publish_soon(self.run_id)
+
+
+class Runs:
+    """The runs this process executes, and the summaries they owe."""
+
+    def __init__(
+        self,
+        definitions: Definitions,
+        announcements: Announcements,
+        sleep: Sleep,
+        notifier: Callable[[], ScheduleNotifier],
+    ) -> None:
+        self.definitions = definitions
+        self.announcements = announcements
+        self.config = definitions.config
+        self.settings = definitions.settings
+        self.store = definitions.store
+        self.service = definitions.service
+        self.clock = definitions.clock
+        self.registry = self.service.registry
+        self.outbox = self.service.outbox
+        self.sleep = sleep
+        self.notifier = notifier
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._summary_owed: set[str] = set()
+
+    async def run_now(self, name: str, actor: str) -> ScheduleRun:
+        """A manual run, after the user confirmed it."""
+        schedule = self.definitions.schedule(name)
+        now = self.clock()
+        run = await self.start(schedule, now, "manual", now, started_by=actor)
+        if run is None:
+            raise ScheduleError(Text(f"`{name}` is running already."))
+        return run
+
+    async def start(
+        self,
+        schedule: ScheduleConfig,
+        fire: dt.datetime,
+        kind: str,
+        now: dt.datetime,
+        *,
+        started_by: str | None = None,
+    ) -> ScheduleRun | None:
+        run = self.store.create_run(
+            schedule.name,
+            fire,
+            kind=kind,
+            channel=schedule.channel,
+            reason=say("started by {}", Person(started_by)) if started_by else None,
+            started_by=started_by,
+            owner=self.registry.id,
+        )
+        if run is None:
+            return None  # this fire was handled already
+        for item in self.definitions.plan(schedule, now):
+            self.store.record_item(run.id, item.resource, item.outcome, item.detail)
+        self._spawn(run, schedule=schedule)
+        return run
+
+    def _spawn(
+        self,
+        run: ScheduleRun,
+        late: str | None = None,
+        *,
+        schedule: ScheduleConfig | None = None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._execute(run.id, late, schedule), name=f"schedule-run-{run.id}"
+        )
+        self._runs[run.id] = task
+        task.add_done_callback(lambda _: self._runs.pop(run.id, None))
+
+    def resume(self) -> int:
+        """Take over the runs that processes now dead were executing; returns how many.
+
+        Within the grace time of when that process last ticked (about when it stopped),
+        a run goes on as it would have. Later, only what it had already sent to a provider
+        is followed to its end; the rest is recorded as missed, and announced.
+        """
+        count = 0
+        now = self.clock()
+        live = self.registry.live()
+        for run in self.store.running_runs():
+            if run.id in self._runs or not self.registry.orphaned(run.owner, live):
+                continue
+            if self.registry.take("schedule_runs", run.id, run.owner):
+                self._spawn(run, self._lateness(run, now))
+                count += 1
+        return count
+
+    def _lateness(self, run: ScheduleRun, now: dt.datetime) -> str | None:
+        """Why ``run``, resumed at ``now``, is too late to start more stops; None if it is
+        not."""
+        checked = self.store.schedule_state(run.schedule).checked_through
+        since = max(run.fire_time, checked or run.fire_time)
+        if now - since <= self.settings.grace_time:
+            return None
+        return (
+            f"Stopbot was down for {format_duration(now - since)}, past the grace time of "
+            f"{format_duration(self.settings.grace_time)}"
+        )
+
+    async def cancel(self) -> None:
+        """Stop working on runs (they stay running in the store; the next start resumes)."""
+        for task in self._runs.values():
+            task.cancel()
+        await asyncio.gather(*self._runs.values(), return_exceptions=True)
+
+    async def wait(self) -> None:
+        """Until every run this engine started has finished and what it owes is delivered
+        (tests, shutdown)."""
+        while self._runs:
+            await asyncio.gather(*list(self._runs.values()), return_exceptions=True)
+        await self.outbox.flush()
+
+    async def _execute(
+        self, run_id: str, late: str | None = None, started: ScheduleConfig | None = None
+    ) -> None:
+        """Stop what the run selected, each resource on its own: one that raises is
+        recorded as failed and the others go on; the run always ends with its summary
+        (unless this process is shutting down: the next one resumes it). ``started``, the
+        definition the run started with, still shows its summary if it is removed."""
+        run = self.store.run(run_id)
+        if run is None:
+            return
+        schedule = self.definitions.schedules().get(run.schedule) or started
+        if schedule is None:
+            self.store.finish_run(run_id, "done", owner=self.registry.id)
+            return
+        pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
+        resources = {r.name: r for r in self.config.all_resources()}
+        selected = [resources[i.resource] for i in pending if i.resource in resources]
+        pace = RunPace(self.config, self.service.providers, selected, self.clock)
+
+        async def one(item: RunItem) -> None:
+            try:
+                resource = resources.get(item.resource)
+                if resource is None:
+                    self.store.record_item(
+                        run_id,
+                        item.resource,
+                        Outcome.FAILED,
+                        Text("no longer in the configuration"),
+                    )
+                    return
+                async with pace.in_progress(resource.provider):
+                    await self._stop_one(run, schedule, resource, late, pace)
+            except Exception as exc:
+                reference = uuid.uuid4().hex[:8]
+                log.exception(
+                    "scheduled stop failed",
+                    extra={"run": run_id, "resource": item.resource, "reference": reference},
+                )
+                self.store.record_item(
+                    run_id,
+                    item.resource,
+                    Outcome.FAILED,
+                    say(
+                        "unexpected error ({}); Stopbot's log has the details under reference {}",
+                        type(exc).__name__,
+                        reference,
+                    ),
+                )
+            self.publish_soon(run_id)
+
+        try:
+            self.publish(run_id, schedule)
+            await asyncio.gather(*(one(i) for i in pending), return_exceptions=True)
+        except Exception:
+            log.exception("scheduled run failed", extra={"run": run_id})
+        await self._finish(run, schedule, late)
+
+    async def _finish(self, run: ScheduleRun, schedule: ScheduleConfig, late: str | None) -> None:
+        left = [i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.MISSED]
+        finished = self.store.finish_run(
+            run.id,
+            "missed" if left else "done",
+            owner=self.registry.id,
+            owe=self._summary(run.id, schedule, urgent=True),
+        )
+        self.outbox.kick()
+        if finished and left and late is not None:
+            self.announcements.announce(
+                schedule,
+                run.fire_time,
+                say(
+                    "The {} run due {} was cut by a restart, and {}: {} resource(s) it had "
+                    "not stopped yet were not stopped. Run it now with {}.",
+                    schedule.name,
+                    local(schedule, run.fire_time),
+                    late,
+                    len(left),
+                    Command("schedule run", schedule.name),
+                ),
+                [],
+            )
+
+    async def _stop_one(
+        self,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        late: str | None,
+        pace: RunPace,
+    ) -> None:
+        """One resource of a run, tried again after a failure ``retries`` times, except
+        when the stop may have gone out (it could stop twice) or the run is ``late``. A
+        preparation a restart cut short is no failure: it is simply tried again.
+
+        The first try uses the run's bulk read of the resource; a try holds its place in
+        the provider's window of stops being sent until the provider accepts the stop (or
+        the try ends), then follows it with no place held."""
+        actor = self._actor_of(run, schedule)
+        failures = 0
+        for attempt in itertools.count():
+            key = f"schedule:{run.id}:{resource.name}:{attempt}"
+            if late is not None and not self._sent(key, actor):
+                self.store.record_item(
+                    run.id, resource.name, Outcome.MISSED, say("not stopped: {}", late)
+                )
+                return
+            prior = await pace.prior(resource) if attempt == 0 else None
+            listener = _ItemListener(self, run.id, resource.name)
+            async with pace.sending(resource.provider):
+                async with pace.previewing(resource.provider):
+                    preview = await self.service.prepare(
+                        resource.name,
+                        actor,
+                        source="schedule",
+                        reason=f"schedule {schedule.name}",
+                        force=schedule.force,
+                        channel=schedule.channel,
+                        idempotency_key=key,
+                        prior=prior,
+                    )
+                driving = asyncio.create_task(
+                    self._drive(preview, run, schedule, resource, actor, listener),
+                    name=f"schedule-stop-{run.id}-{resource.name}",
+                )
+                try:
+                    await _until_sent(listener, driving)
+                except asyncio.CancelledError:
+                    driving.cancel()
+                    raise
+            try:
+                op = await driving
+            except asyncio.CancelledError:
+                driving.cancel()
+                raise
+            if op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING:
+                continue
+            outcome, detail = self._outcome(op, preview)
+            uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
+            if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
+                self.store.record_item(run.id, resource.name, outcome, detail, op.id)
+                return
+            failures += 1
+            self.store.record_item(
+                run.id, resource.name, None, say("failed, trying again: {}", op.detail or ""), op.id
+            )
+            self.publish_soon(run.id)
+            await self.sleep(self.settings.retry_delay.total_seconds())
+
+    def _actor_of(self, run: ScheduleRun, schedule: ScheduleConfig) -> Actor:
+        """Who asks for a run's stops: the schedule, or for a manual run the person who
+        started it, so that its stops are theirs as a `/stop` would be (approval by
+        someone else, the audit log)."""
+        return self.definitions.actor(schedule, run.started_by if run.kind == "manual" else None)
+
+    def _actor(self, schedule: ScheduleConfig, started_by: str | None) -> Actor:
+        if started_by:
+            return self.config.actor(started_by)
+        return Actor(id=f"schedule:{schedule.name}")
+
+    async def _drive(
+        self,
+        preview: Preview,
+        run: ScheduleRun,
+        schedule: ScheduleConfig,
+        resource: Resource,
+        actor: Actor,
+        listener: _ItemListener,
+    ) -> Operation:
+        """Take an operation from wherever it is (new, or found again after a restart)
+        to its end."""
+        op = preview.operation
+        prepared: Preview | None = None
+        if op.state == OpState.REQUESTED:
+            # prepare() waits for a preparation going on in this process, and prepares
+            # again one whose process died: one left REQUESTED is another live process's.
+            op = await self.service.until_decided(op.id)
+        if op.state == OpState.AWAITING_CONFIRMATION:
+            # A person's run goes through approval as their /stop would; a timed one as
+            # the schedule says.
+            needs = schedule.approval or run.kind == "manual"
+            result = self.service.confirm(op.id, actor, require_approval=needs)
+            if result.operation is None:
+                return self.store.get_operation(op.id) or op
+            op = result.operation
+            if not result.needs_approval:  # (the request to approvers is owed by confirm)
+                prepared = preview  # submitted at once: its lock read is still fresh
+        if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
+            return await self.service.drive(op.id, listener, actor, prepared=prepared)
+        return await self.service.until_final(op.id, listener)
+
+    def _sent(self, key: str, actor: Actor) -> bool:
+        """Whether the stop recorded under ``key`` went (or may have gone) to the provider.
+        One that never got that far is ended: a late run does not start it."""
+        op = self.store.operation_for_key(key)
+        if op is None:
+            return False
+        if op.state == OpState.REQUESTED:
+            self.service.end_unprepared(op)
+            return False
+        if op.state == OpState.AWAITING_CONFIRMATION:
+            self.store.transition(
+                op.id,
+                OpState.CANCELLED,
+                allowed_from=[OpState.AWAITING_CONFIRMATION],
+                actor=actor.id,
+                detail=Text("not started: the scheduled run resumed past its grace time"),
+            )
+            return False
+        return True
+
+    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, Text | None]:
+        if op.state == OpState.REFUSED:
+            # A lock refuses at preview (where it is named) or right before the stop (the
+            # only refusal once submitting); anything else refused says its own reason.
+            locked = preview.blocking_lock is not None and preview.operation.id == op.id
+            if locked or any(
+                t.state == OpState.SUBMITTING.value for t in self.store.transitions(op.id)
+            ):
+                return Outcome.LOCKED, op.detail
+            return Outcome.REFUSED, op.detail
+        return _outcome(op)
+
+    def publish_soon(self, run_id: str) -> None:
+        """Show the run's progress: its summary is owed, and shown at most every
+        ``summary_interval`` however many of its stops moved meanwhile (building a report
+        reads every item of the run: at each event, a run of n resources cost O(n^2)).
+        Owed already and not shown yet, it is not owed again: it will show this too."""
+        if run_id not in self._summary_owed:
+            self._summary_owed.add(run_id)
+            self.publish(run_id)
+
+    def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
+        """Owe the run's summary; ``schedule`` stands in for its definition once it was
+        removed mid-run, so the summary still ends."""
+        self.store.owe(self._summary(run_id, schedule))
+        self.outbox.kick()
+
+    def _summary(
+        self, run_id: str, schedule: ScheduleConfig | None, *, urgent: bool = False
+    ) -> Owed:
+        return self.outbox.message(
+            SUMMARY,
+            run_id,
+            {"run": run_id, "schedule": schedule.model_dump(mode="json") if schedule else None},
+            urgent=urgent,
+        )
+
+    def report(self, run_id: str, schedule: ScheduleConfig | None = None) -> RunReport | None:
+        """The run as its summary shows it now."""
+        run = self.store.run(run_id)
+        if run is None:
+            return None
+        schedule = self.definitions.schedules().get(run.schedule) or schedule
+        if schedule is None:
+            return None
+        end = run.finished_at or self.clock()
+        return RunReport(
+            run=run,
+            schedule=schedule,
+            items=self.store.run_items(run_id),
+            elapsed=end - (run.started_at or end),
+        )
+
+    async def deliver_summary(self, owed: Owed) -> bool:
+        self._summary_owed.discard(owed.payload["run"])  # what changes from now is owed again
+        given = owed.payload.get("schedule")
+        report = self.report(
+            owed.payload["run"], ScheduleConfig.model_validate(given) if given else None
+        )
+        if report is None:
+            return True
+        return await self.notifier().summary(report) is not False
+
+
+async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Operation]) -> None:
+    """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
+    sent = asyncio.create_task(listener.sent.wait())
+    try:
+        await asyncio.wait({sent, driving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sent.cancel()
+
+
+def _outcome(op: Operation) -> tuple[str, Text | None]:
+    if op.state == OpState.STOPPED:
+        return Outcome.STOPPED, None
+    if op.state == OpState.STOPPED_ALREADY:
+        return Outcome.ALREADY, None
+    if op.state == OpState.AWAITING_APPROVAL:
+        return Outcome.AWAITING_APPROVAL, Text("an approver decides in the channel")
+    return Outcome.FAILED, op.detail or Text(op.state.value.replace("_", " "))
