@@ -4,6 +4,7 @@ Slack requests over loopback HTTP; the stand-in Slack's additions for it; `stopb
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import queue
@@ -507,7 +508,8 @@ async def test_skip_ahead_expires_the_confirmation(page: Page) -> None:
         "response_url", lambda c: "expired" in str(c.args.get("text", ""))
     )
     assert reply.args["text"] == "This confirmation expired. Run `/stop dev-eu` again."
-    assert page.slack.messages(CHANNEL) == []
+    # Only the sample schedule's messages, which the skip brought: Dana's stop posted none.
+    assert [t for t in _texts(page) if not t.startswith("office-hours ")] == []
 
 
 async def test_events_stream_pushes_each_change(page: Page) -> None:
@@ -925,3 +927,61 @@ def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> N
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _texts(page: Page) -> list[str]:
+    return [str(m.get("text", "")) for m in page.slack.messages(CHANNEL)]
+
+
+async def test_skipping_time_brings_the_sample_schedules_warning_then_its_run(page: Page) -> None:
+    """The scheduler follows the playground's clock: skipping into the sample schedule's
+    warning window posts its warning at once, and skipping past its fire runs it, to its
+    summary (no wait for the wall clock)."""
+    assert _texts(page) == []
+    await page.post("/playground/clock", {"seconds": 150})  # 4-5 min ahead, warned 3 min before
+    warning = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("office-hours stops ")
+    )
+    assert "unless someone skips it" in warning["text"]
+    await page.post("/playground/clock", {"seconds": 180})
+    summary = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("office-hours run done"), timeout=30
+    )
+    assert "stopped" in summary["text"]
+
+
+async def test_a_schedule_added_22_minutes_ahead_fires_as_time_is_skipped(page: Page) -> None:
+    """The first hour's case: a schedule 22 minutes ahead, Skip 10 min twice and 1 min
+    twice (then the rest of its minute): its warning comes once the clock enters the
+    warning window, and its run at the fire."""
+    now = page.playground.stopbot.clock()
+    fire = (now + dt.timedelta(minutes=22)).replace(second=0, microsecond=0)
+    fire += dt.timedelta(minutes=1)
+    cron = f"{fire.minute} {fire.hour} * * *"
+    await page.type(f'/stop schedule add lunch "{cron}" UTC web-1 warn=15m', user=LOCAL_ADMIN)
+    added = await page.slack.wait_for("response_url")
+    assert added.args["text"].startswith(f"Added `lunch`: `{cron}` in UTC")
+    await page.post("/playground/clock", {"seconds": 600})
+    await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("lunch stops ")
+    )
+    for seconds in (600, 60, 60):
+        await page.post("/playground/clock", {"seconds": seconds})
+    rest = (fire - page.playground.stopbot.clock()).total_seconds()
+    if rest > 0:
+        await page.post("/playground/clock", {"seconds": rest})
+    summary = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("lunch run done"), timeout=30
+    )
+    assert "1 stopped" in summary["text"] or "already stopped" in summary["text"]
+
+
+async def test_skipping_past_the_grace_time_announces_the_missed_run(page: Page) -> None:
+    """A fire the clock jumps past by more than the grace time (30 min) is announced as
+    missed, never lost silently."""
+    await page.post("/playground/clock", {"seconds": 45 * 60})
+    missed = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("Missed the office-hours run due ")
+    )
+    assert "is past the grace time of 30m. Nothing was stopped" in missed["text"]
+    assert not any(t.startswith("office-hours run") for t in _texts(page))

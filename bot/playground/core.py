@@ -486,11 +486,13 @@ class Playground:
         self.slack.notify()
 
     def skip_ahead(self, seconds: float) -> None:
-        """Move the simulators' and the bot's clock (confirmations expire, locks lapse)."""
+        """Move the simulators' and the bot's clock (confirmations expire, locks lapse,
+        scheduled warnings and runs fall due: the scheduler wakes at once)."""
         if not 0 < seconds <= MAX_SKIP_SECONDS:
             raise PlaygroundError(f"Skip between 1 second and {MAX_SKIP_SECONDS} seconds.")
         self.sims.hub.clock.advance(seconds)
         self._skipped += seconds
+        self.stopbot.clock_moved()  # schedules and housekeeping follow the same clock
         self.slack.notify()
 
     # -- what the page shows ---------------------------------------------------------------
