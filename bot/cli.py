@@ -543,7 +543,12 @@ class TerminalProgress:
                 if op.detail
                 else f"{op.resource}: {word}"
             )
-        state = op.provider_state or op.state.value.replace("_", " ")
+        if op.provider_state:
+            state = op.provider_state
+        elif op.state == OpState.ACCEPTED:
+            state = f"accepted by {op.provider}"  # the bot's step, said as such
+        else:
+            state = op.state.value.replace("_", " ")
         phase = f" ({status.phase.value})" if status is not None else ""
         return f"{op.resource}: {state}{phase}"
 

@@ -458,7 +458,7 @@ async def test_injected_fault_fails_the_stop_with_the_providers_words(page: Page
     await page.click(await page.reply(), "stop_confirm", ephemeral=True)
     done = await page.slack.wait_for_message(CHANNEL, final)
     assert done["text"] == (
-        "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "dev-eu: :x: Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "fault injected from the playground"
     )
     cleared = await page.client.delete("/playground/faults")

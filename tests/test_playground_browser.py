@@ -268,7 +268,7 @@ def test_injected_fault_fails_the_stop(page: Page, stepper: Stepper) -> None:
     type_command(page, "/stop dev-eu")
     page.get_by_role("button", name="Confirm stop").click(timeout=WAIT_MS)
     expect(public_message(page, "Stop of dev-eu")).to_contain_text(
-        "Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "fault injected from the playground",
         timeout=WAIT_MS,
     )

@@ -700,7 +700,7 @@ async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) 
     )
     assert s.notes.announcements == [
         "The nightly run due Mon 11 Jan 20:00 Europe/Paris was cut by a restart, and Stopbot "
-        "was down for 12h, past the grace time of 30m: 1 resource(s) it had not stopped yet "
+        "was down for 12h, past the grace time of 30m: 1 resource it had not stopped yet "
         "were not stopped. Run it now with `/stop schedule run nightly`."
     ]
     assert s.notes.final().run.status == "missed"

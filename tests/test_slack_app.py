@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,7 @@ async def test_provider_error_is_shown_in_the_channel(slack: Slack) -> None:
     await slack.click(views.CONFIRM, op_id, ts)
     final = await slack.final_message()
     assert final["text"] == (
-        "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "dev-eu: :x: Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "maintenance window"
     )
 
@@ -293,7 +294,7 @@ async def test_list_command_filters_by_provider_and_tag(slack: Slack) -> None:
     """`/stop list nova` lists the Nova servers with their live state."""
     await slack.command("list nova")
     reply = await slack.reply()
-    assert reply.args["text"] == "3 resource(s) on nova"
+    assert reply.args["text"] == "3 resources on nova"
     listing = json.dumps(reply.args["blocks"])
     for name in ("web-1", "batch-2", "db-3"):
         assert f"*{name}* \\u00b7 nova" in listing
@@ -416,7 +417,7 @@ def test_timestamps_render_in_the_viewer_time_zone() -> None:
     """Times in messages use Slack's date token, so each viewer sees their own time zone."""
     at = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
     assert views.when(at) == (
-        "<!date^1795636800^{date_short_pretty} {time_secs}|2026-11-25 20:00 UTC>"
+        "<!date^1795636800^{date_short_pretty} at {time_secs}|2026-11-25 20:00 UTC>"
     )
 
 
@@ -614,3 +615,30 @@ async def test_a_request_acked_by_its_listener_is_recorded_first_and_handled_aga
     )
     assert answer.args["text"] == "web-1: ACTIVE (running)"
     assert slack.store.open_requests() == []
+
+
+async def test_progress_timeline_shows_each_step_once_and_times_from_confirm(
+    slack: Slack,
+) -> None:
+    """A stop read for 20 s before Confirm is "Stopped in 3s" (the provider's time), and its
+    timeline names each step once in words: requested, confirmed, accepted by the
+    provider, then the provider's own states; no internal state, no "stopped" twice."""
+    await slack.command("spark")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.sims.hub.clock.advance(20)
+    await slack.click(views.CONFIRM, op_id, ts)
+    final = await slack.final_message()
+    assert final["text"] == "spark: :white_check_mark: Stopped in 3s"
+    timeline = next(
+        b["text"]["text"]
+        for b in final["blocks"]
+        if b["type"] == "section" and "text" in b and "requested" in b["text"]["text"]
+    )
+    assert re.sub(r"<!date\^[^>]*>", "T", timeline).splitlines() == [
+        "requested · T",
+        "confirmed · T · +0s",
+        "accepted by okeanos · T · +0s",
+        "`started` · T · +0s",
+        "`stopped` · T · +3s",
+    ]
