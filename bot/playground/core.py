@@ -485,6 +485,26 @@ class Playground:
         self.store.delete_lock(rc.name, "playground", forced=True)
         self.slack.notify()
 
+    def start_resource(self, resource: str) -> None:
+        """Start ``resource`` as someone would in the provider's console (the simulator's
+        control, not a provider start call): running again, to be stopped again."""
+        rc = self._resource(resource)
+        found = rc.to_resource()
+        self._simulator_of(rc).start(found.id, options=found.options)
+        self.slack.notify()
+
+    def reset_estate(self) -> None:
+        """Every resource back as the sample estate starts (running, the sample locks),
+        the faults cleared and Stopbot's locks removed. The clock, the channel and the
+        history stay: what happened is still there to read."""
+        hub = self.sims.hub
+        hub.faults.clear()
+        hub.seed(hub.initial_seed)
+        for rc in self.config.resources:
+            if self.store.get_lock(rc.name) is not None:
+                self.store.delete_lock(rc.name, "playground", forced=True)
+        self.slack.notify()
+
     def skip_ahead(self, seconds: float) -> None:
         """Move the simulators' and the bot's clock (confirmations expire, locks lapse,
         scheduled warnings and runs fall due: the scheduler wakes at once)."""
@@ -543,6 +563,11 @@ class Playground:
                         else None
                     ),
                     "approvers": list(approval.approvers) if approval else [],
+                    "startable": bool(
+                        found
+                        and found.settled
+                        and found.status != self._simulator_of(rc).running_state
+                    ),
                 }
             )
         return rows

@@ -314,6 +314,8 @@ class Simulator(ABC):
 
     name: ClassVar[str]
     has_locks: ClassVar[bool] = False
+    running_state: ClassVar[str]
+    """The API's word for a resource up and running (what :meth:`start` puts it in)."""
     """Whether the API holds locks of its own (:meth:`set_lock` works)."""
 
     def __init__(self, clock: SimClock) -> None:
@@ -368,6 +370,11 @@ class Simulator(ABC):
     @abstractmethod
     def clear_lock(self, resource_id: str) -> None:
         """Unlock the resource, as its owner would; an API without locks has none to clear."""
+
+    def start(self, resource_id: str, *, options: Mapping[str, str] | None = None) -> None:
+        """Start the resource as someone would in the provider's console: running now,
+        whatever it was doing (a control of the simulator, not a provider API call)."""
+        self.set_state(resource_id, self.running_state, options=options)
 
     def now(self) -> float:
         return self.clock.now()

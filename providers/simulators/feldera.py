@@ -317,6 +317,7 @@ class FelderaSimulator(Simulator):
     """The Feldera pipeline-manager API, for the pipelines of one instance."""
 
     name = "feldera"
+    running_state = "Running"
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)
