@@ -36,6 +36,7 @@ __all__ = [
     "ESTATE_ADMIN",
     "ESTATE_APPROVER",
     "ESTATE_CHANNEL",
+    "ESTATE_PEOPLE",
     "OFFICE_HOURS",
     "PROTECTED_RESOURCE",
     "PlaygroundNote",
@@ -48,6 +49,13 @@ ESTATE_CHANNEL = "C0LOCAL01"
 """The playground's channel (#platform-team), where the schedule's messages go."""
 ESTATE_ADMIN = "U0LOCALADM"
 ESTATE_APPROVER = "U0LOCALAPV"
+ESTATE_PEOPLE = {
+    "U0LOCALDEV": "Dana Developer",
+    "U0LOCALAPP": "Alice Martin",
+    ESTATE_APPROVER: "Priya Patel",
+    ESTATE_ADMIN: "Ada Admin",
+}
+"""The playground's people by Slack id, as the terminal names them (``names:``)."""
 PROTECTED_RESOURCE = "spark"
 """The sample resource whose stops wait for the approver (the shared batch cluster)."""
 
@@ -84,6 +92,7 @@ def embedded_document(simulators_url: str, started: dt.datetime) -> dict[str, An
     ``simulators_url``, its schedule placed after ``started``."""
     document = copy.deepcopy(sample_config(simulators_url))
     document["admins"] = [ESTATE_ADMIN]
+    document["names"] = dict(ESTATE_PEOPLE)
     for resource in document["resources"]:
         if resource["name"] == PROTECTED_RESOURCE:
             resource["approval"] = {"required": True, "approvers": [ESTATE_APPROVER]}

@@ -120,7 +120,9 @@ def test_the_playground_and_the_cli_share_one_estate(
     """The CLI's estate is the playground's: spark needs Priya's approval in both."""
     assert "  spark       okeanos   started   needs approval by Priya Patel" in dev.printed
     assert main(["stop", "spark", "--yes"]) == 1
-    assert capsys.readouterr().err == (
+    out, err = capsys.readouterr()
+    assert "  note:           needs 1 approval from Priya Patel after you confirm" in out
+    assert err == (
         "stopbot: spark needs 1 approval before it is stopped, and approvers are asked in "
         "Slack: request it there with `/stop spark`.\n"
     )

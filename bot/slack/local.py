@@ -12,7 +12,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from bot.estate import ESTATE_ADMIN, ESTATE_APPROVER, ESTATE_CHANNEL, PROTECTED_RESOURCE
+from bot.estate import (
+    ESTATE_ADMIN,
+    ESTATE_APPROVER,
+    ESTATE_CHANNEL,
+    ESTATE_PEOPLE,
+    PROTECTED_RESOURCE,
+)
 from bot.slack.fake_api import FakeSlack, FakeSlackServer, SlackChannel, SlackUser
 
 __all__ = [
@@ -31,11 +37,17 @@ LOCAL_DEVELOPER = "U0LOCALDEV"
 LOCAL_APPROVER = ESTATE_APPROVER
 LOCAL_ADMIN = ESTATE_ADMIN
 LOCAL_USERS = (
-    SlackUser(LOCAL_DEVELOPER, "dana", real_name="Dana Developer", tz="Europe/Paris"),
+    SlackUser(LOCAL_DEVELOPER, "dana", real_name=ESTATE_PEOPLE[LOCAL_DEVELOPER], tz="Europe/Paris"),
     # Alice Martin holds the sample Qovery lock on staging-us: she may stop it, others may not.
-    SlackUser("U0LOCALAPP", "alice", real_name="Alice Martin", tz="Europe/Paris"),
-    SlackUser(LOCAL_APPROVER, "priya", real_name="Priya Patel", tz="Asia/Kolkata"),
-    SlackUser(LOCAL_ADMIN, "ada", real_name="Ada Admin", tz="America/New_York", is_admin=True),
+    SlackUser("U0LOCALAPP", "alice", real_name=ESTATE_PEOPLE["U0LOCALAPP"], tz="Europe/Paris"),
+    SlackUser(LOCAL_APPROVER, "priya", real_name=ESTATE_PEOPLE[LOCAL_APPROVER], tz="Asia/Kolkata"),
+    SlackUser(
+        LOCAL_ADMIN,
+        "ada",
+        real_name=ESTATE_PEOPLE[LOCAL_ADMIN],
+        tz="America/New_York",
+        is_admin=True,
+    ),
 )
 LOCAL_ROLES = {
     LOCAL_DEVELOPER: "developer",
