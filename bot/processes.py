@@ -168,6 +168,20 @@ class ProcessRegistry:
             self.store.register_process(self.me)
             self._registered = True
 
+    def beat(self) -> None:
+        """Renew this process's heartbeat. A process silent longer than the lease (paused,
+        or cut off from the database) may have been taken for dead and forgotten by
+        another, which took its work over (this one's writes to that work are refused
+        since): it registers again, so that what it starts from now on is known as a
+        live process's."""
+        if self._registered and not self.store.heartbeat(self.me.id):
+            log.warning(
+                "this process was taken for dead (silent longer than the lease of %s): "
+                "its work was taken over; it registers again",
+                self.lease,
+            )
+            self.store.register_process(self.me)
+
     def dead(self) -> set[str]:
         """The ids of registered processes that are dead (never this one)."""
         return self._judged()[1]
@@ -222,7 +236,7 @@ class ProcessRegistry:
             while True:
                 await asyncio.sleep(every)
                 try:
-                    self.store.heartbeat(self.me.id)
+                    self.beat()
                 except Exception as exc:
                     _failed("heartbeat failed", exc)
                 await self.sweep()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.approvals import APPROVAL_REQUEST
 from bot.models import Actor, OpState
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD, Call
@@ -36,11 +37,20 @@ async def say(slack: Slack, text: str, user: str = BOB) -> Call:
     return await slack.ask(text, user)
 
 
+def recipient(slack: Slack, channel: str | None) -> str | None:
+    """Who a post went to: the person of a DM (posted to their id, or to the DM's own id
+    from conversations.open), else the channel."""
+    dms = {c.id: c.user for c in slack.fake.channels() if c.user is not None}
+    return dms.get(channel or "", channel)
+
+
 async def dm_to(slack: Slack, user: str, contains: str) -> dict[str, Any]:
     """The DM Stopbot sent ``user`` whose text contains ``contains``."""
     call = await slack.fake.wait_for(
         "chat.postMessage",
-        lambda c: c.args.get("channel") == user and contains in c.args.get("text", ""),
+        lambda c: (
+            recipient(slack, c.args.get("channel")) == user and contains in c.args.get("text", "")
+        ),
     )
     assert isinstance(call.response, dict)
     channel = call.response["channel"]
@@ -553,12 +563,57 @@ async def test_approval_by_dm(sims: SimulatorServer, tmp_path: Path) -> None:
         await request_and_confirm(harness, "dev-eu")
         await dm_to(harness, CAROL, "Approval needed")
         await dm_to(harness, ALICE, "Approval needed")
-        asked = {
-            c.args["channel"]
+        asked = [
+            recipient(harness, c.args["channel"])
             for c in harness.fake.calls("chat.postMessage")
             if "Approval needed" in c.args["text"]
-        }
-        assert asked == {CAROL, ALICE}
+        ]
+        assert sorted(asked) == sorted([CAROL, ALICE])  # once each
+    finally:
+        harness.close()
+
+
+async def recorded(slack: Slack, op_id: str, count: int) -> list[tuple[str, str]]:
+    """The approval request's messages once ``count`` are recorded."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(found := sorted(slack.store.approval_messages(op_id))) < count:
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.01)
+    return found
+
+
+async def test_a_request_posted_but_not_recorded_is_found_not_posted_again(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A process killed between an approval request's DMs and their record: the request,
+    delivered again, finds each DM by its metadata in the DM's history and records it;
+    nobody gets it twice."""
+    harness = Slack(
+        sims,
+        tmp_path / "db",
+        resources={
+            "dev-eu": {"approval": {"approvers": [CAROL, "S0OPS"], "post_to": "dm"}},
+        },
+    )
+    try:
+        harness.fake.add_usergroup("S0OPS", [ALICE, BOB])
+        op_id = await request_and_confirm(harness, "dev-eu")
+        await dm_to(harness, CAROL, "Approval needed")
+        await dm_to(harness, ALICE, "Approval needed")
+        posted = await recorded(harness, op_id, 2)
+        with harness.store.transaction() as conn:  # as if killed before the record
+            conn.execute("DELETE FROM approval_messages")
+        outbox = harness.stopbot.outbox
+        harness.store.owe(outbox.message(APPROVAL_REQUEST, op_id, {"operation": op_id}))
+        outbox.kick()  # delivered again, by the bot's loop
+
+        assert await recorded(harness, op_id, 2) == posted
+        asked = [
+            recipient(harness, c.args["channel"])
+            for c in harness.fake.calls("chat.postMessage")
+            if "Approval needed" in c.args["text"]
+        ]
+        assert sorted(asked) == sorted([CAROL, ALICE])
     finally:
         harness.close()
 

@@ -30,6 +30,8 @@ def test_manifest_declares_stop_command_interactivity_and_socket_mode() -> None:
         "usergroups:read",
         "channels:history",
         "groups:history",
+        "im:write",
+        "im:history",
     ]
 
 

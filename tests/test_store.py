@@ -393,3 +393,44 @@ def test_no_sql_outside_the_store() -> None:
             if isinstance(node, ast.Constant) and SQL.match(str(node.value)):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value[:40]!r}")
     assert found == []
+
+
+def test_a_process_taken_for_dead_registers_again_and_its_work_stays_taken(
+    opened: Callable[..., Store], clock: Clock
+) -> None:
+    """A process on another host silent past the lease is dead to the others, which take
+    its work and forget it; its next heartbeat registers it again (so what it starts from
+    then is a live process's), and the work taken stays with the taker."""
+    from bot.processes import ProcessRegistry, Registration
+
+    lease = dt.timedelta(seconds=30)
+    far = ProcessRegistry(opened(clock), lease=lease, registration=Registration(host="far"))
+    near = ProcessRegistry(opened(clock), lease=lease)
+    far.register()
+    near.register()
+    op_id = new_op(far.store, owner=far.id)
+    clock.now += lease + dt.timedelta(seconds=1)
+    assert near.dead() == {far.id}
+    assert near.take("operations", op_id, far.id)
+    near.store.forget_processes(near.dead())
+    assert far.id not in {p.id for p in near.store.processes()}
+
+    far.beat()
+
+    assert near.live() == {near.id, far.id}
+    assert near.store.get_operation(op_id).owner == near.id  # type: ignore[union-attr]
+    far.beat()  # known again: a heartbeat, no second registration
+    assert [p.id for p in near.store.processes()].count(far.id) == 1
+
+
+def test_orphaned_operations_are_those_no_live_process_owns(store: Store) -> None:
+    """Owned by a dead process, or by nobody: orphaned; by a live one: not. With nobody
+    alive at all, every owner is dead."""
+    dead, alive, nobody = (
+        new_op(store, owner="dead"),
+        new_op(store, owner="alive"),
+        new_op(store),
+    )
+    states = [OpState.REQUESTED]
+    assert {op.id for op in store.orphaned_operations(states, ["alive"])} == {dead, nobody}
+    assert {op.id for op in store.orphaned_operations(states, [])} == {dead, alive, nobody}

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from bot.config import ApprovalPolicy
 from bot.models import Approval, Operation
 from bot.slack import buttons, views
+from bot.slack.progress import posted_before, tagged
 from bot.slack.replies import Respond, tell
 from bot.slack.wording import Mrkdwn, md, mrkdwn, plain
 from bot.text import Command, Person, too_long
@@ -34,6 +35,9 @@ STATUS_READ_TIMEOUT = 5.0
 """Seconds the approval request waits for the resource's status before saying unknown."""
 
 POST_WAIT = 10.0  # seconds a decision waits for its request to be posted
+APPROVAL_EVENT = "stopbot_approval_request"
+"""The metadata event of an approval request (a process taking over finds it again)."""
+
 # views.open's answers for a trigger_id it will not exchange (expired, used, unknown).
 TRIGGER_ERRORS = frozenset({"expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"})
 
@@ -60,9 +64,7 @@ class ApprovalHandlers:
         self.bot.action(views.DENY, self.on_deny)
 
     async def request(self, op: Operation, approval: Approval, policy: ApprovalPolicy) -> bool:
-        """The request to approvers: posted once."""
-        if self.bot.store.approval_messages(op.id):
-            return True  # posted before a restart cut its record short
+        """The request to approvers: posted once to each (see :meth:`_post_once`)."""
         return await self.post_request(op, approval, policy)
 
     async def outcome(self, op: Operation, approval: Approval) -> bool:
@@ -140,10 +142,7 @@ class ApprovalHandlers:
         )
         if policy.post_to == "channel" and op.channel:
             try:
-                posted = await bot.client.chat_postMessage(
-                    channel=op.channel, text=text, blocks=blocks
-                )
-                bot.store.add_approval_message(op.id, str(posted["channel"]), str(posted["ts"]))
+                await self._post_once(op, op.channel, text, blocks)
                 return True
             except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
                 error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
@@ -156,13 +155,36 @@ class ApprovalHandlers:
                 )
         asked = False
         for approver in await self._approver_users(policy, exclude=op.requested_by):
-            posted_dm = await bot.dm(approver, text, blocks)
-            if posted_dm is not None:
-                bot.store.add_approval_message(op.id, *posted_dm)
+            try:
+                opened = await bot.client.conversations_open(users=approver)
+                await self._post_once(op, str(opened["channel"]["id"]), text, blocks)
                 asked = True
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+                log.warning("DM failed", extra={"user": approver, "error": error})
         if not asked:
             log.error("approval request posted nowhere", extra={"operation": op.id})
         return asked
+
+    async def _post_once(
+        self, op: Operation, channel: str, text: Mrkdwn, blocks: list[dict[str, Any]]
+    ) -> None:
+        """Post the request in ``channel`` unless it is there already: recorded, or, when a
+        process was killed between its post and the record, found in the channel's history
+        by the operation it is tagged with (Slack's message metadata)."""
+        bot = self.bot
+        if channel in dict(bot.store.approval_messages(op.id)):
+            return
+        ts = await posted_before(bot.client, channel, APPROVAL_EVENT, "operation", op.id)
+        if ts is None:
+            posted = await bot.client.chat_postMessage(
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                metadata=tagged(APPROVAL_EVENT, "operation", op.id),
+            )
+            channel, ts = str(posted["channel"]), str(posted["ts"])
+        bot.store.add_approval_message(op.id, channel, ts)
 
     async def _approver_users(self, policy: ApprovalPolicy, *, exclude: str) -> list[str]:
         users: list[str] = []

@@ -496,8 +496,9 @@ class ProcessStore(ABC):
         """A process starting: registered, its heartbeat now."""
 
     @abstractmethod
-    def heartbeat(self, process_id: str) -> None:
-        """A process still alive (now)."""
+    def heartbeat(self, process_id: str) -> bool:
+        """A process still alive (now); False when the store no longer knows it (another
+        took it for dead and forgot it: it must register again)."""
 
     @abstractmethod
     def retire_process(self, process_id: str) -> None:

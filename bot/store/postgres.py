@@ -1411,11 +1411,12 @@ class PostgresStore(Store):
                 [process.id, process.host, process.pid, process.pid_start, now, now],
             )
 
-    def heartbeat(self, process_id: str) -> None:
+    def heartbeat(self, process_id: str) -> bool:
         with self.transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE processes SET heartbeat_at = %s WHERE id = %s", [self.clock(), process_id]
             )
+            return cursor.rowcount == 1
 
     def retire_process(self, process_id: str) -> None:
         with self.transaction() as conn:

@@ -1417,12 +1417,13 @@ class SQLiteStore(Store):
                 [process.id, process.host, process.pid, process.pid_start, now, now],
             )
 
-    def heartbeat(self, process_id: str) -> None:
+    def heartbeat(self, process_id: str) -> bool:
         with self.transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE processes SET heartbeat_at = ? WHERE id = ?",
                 [_iso(self.clock()), process_id],
             )
+            return cursor.rowcount == 1
 
     def retire_process(self, process_id: str) -> None:
         with self.transaction() as conn:
@@ -1479,13 +1480,15 @@ class SQLiteStore(Store):
         wanted = [s.value for s in states]
         alive = list(live)
         marks = ", ".join("?" for _ in wanted)
-        owners = ", ".join("?" for _ in alive) or "NULL"
+        # With nobody alive, every owner is dead (NOT IN (NULL) would match none).
+        owners = ", ".join("?" for _ in alive)
+        unowned = f"owner IS NULL OR owner NOT IN ({owners})" if alive else "1"
         with self._reading() as conn:
             ids = [
                 r[0]
                 for r in self.tuples(
                     f"SELECT id FROM operations WHERE state IN ({marks}) "  # noqa: S608
-                    f"AND (owner IS NULL OR owner NOT IN ({owners})) ORDER BY created_at",
+                    f"AND ({unowned}) ORDER BY created_at",
                     [*wanted, *alive],
                 )
             ]
