@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from bot.config import (
     Settings,
     StopbotConfig,
@@ -73,7 +75,10 @@ class Runtime:
             note = PlaygroundNote.running(location)
             if note is not None:
                 url, started = note.simulators_url, note.started
-                offset = note.clock_offset()
+                try:
+                    offset = note.clock_offset()
+                except httpx.HTTPError:  # it stopped since: its estate, on the wall clock
+                    offset = dt.timedelta(0)
 
                 def clock() -> dt.datetime:
                     return utcnow() + offset

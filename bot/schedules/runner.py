@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from bot.schedules.engine import ScheduleEngine
+from bot.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,17 @@ class ScheduleRunner:
         return min(due, default=None)
 
     def _wait(self) -> float:
-        """Seconds until the next thing due, at most ``interval``."""
+        """Seconds until the next thing due, at most ``interval`` (a follower, or a store
+        that does not answer, waits the interval: the leader, or the store back, reckons)."""
         wait = self.interval
-        try:
-            due = self.next_due()
-        except Exception:
-            log.exception("schedules: cannot tell what is due next; waiting the interval")
-            due = None
+        due = None
+        if self.leading():
+            try:
+                due = self.next_due()
+            except StoreError as exc:
+                log.warning("schedules: the store does not answer (%s); trying again", exc)
+            except Exception:
+                log.exception("schedules: cannot tell what is due next; waiting the interval")
         if due is not None:
             wait = min(wait, (due - self.engine.clock()).total_seconds())
         return max(wait, MIN_WAIT)
@@ -100,6 +105,8 @@ class ScheduleRunner:
             self._woken.clear()
             try:
                 await self.tick()
+            except StoreError as exc:
+                log.warning("schedules: the store does not answer (%s); trying again", exc)
             except Exception:
                 log.exception("schedules: tick failed; trying again")
             with contextlib.suppress(TimeoutError):
