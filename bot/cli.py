@@ -65,7 +65,9 @@ from bot.estate import embedded_document, over_estate
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import Actor, AuditEntry, BotLock, Operation, OpState, Transition
+from bot.rates import Rate
 from bot.runtime import BUILT_IN, Runtime, uses_estate
+from bot.savings import Money, Savings, SavingsError, Selection, parse_period
 from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError
@@ -370,11 +372,101 @@ async def _locks(runtime: Runtime, args: argparse.Namespace) -> int:
     return EXIT_FAILED if unread else EXIT_OK
 
 
+# -- savings ------------------------------------------------------------------------------
+
+SAVINGS_FIELDS = ("kind", "name", "provider", "hours", "currency", "low", "high", "rate_source")
+
+
+def _money(money: Money) -> str:
+    if not money:
+        return "-"
+    return ", ".join(
+        f"{lo:,.2f} {c}" if round(lo, 2) == round(hi, 2) else f"{lo:,.2f}-{hi:,.2f} {c}"
+        for c, (lo, hi) in sorted(money.items())
+    )
+
+
+def _rate_words(rate: Rate | None) -> str:
+    if rate is None:
+        return "no rate: hours only"
+    figure = f"{rate.low:.2f}" if not rate.is_range else f"{rate.low:.2f}-{rate.high:.2f}"
+    return f"{figure} {rate.currency}/h ({rate.source})"
+
+
+async def _savings(runtime: Runtime, args: argparse.Namespace) -> int:
+    """Hours stopped and estimated savings since ``--since`` (7d, 30d, month, a date)."""
+    now = utcnow()
+    try:
+        selection = Selection.parse(runtime.config, args.selection)
+        if args.since is None or args.since == "month" or args.since.endswith(("d", "h")):
+            since, _ = parse_period(args.since, now)
+        else:
+            since = parse_since(args.since, now)
+    except SavingsError as exc:
+        raise CliError(f"{exc.text}", EXIT_USAGE) from None
+    with _existing_store(runtime.settings) as store:
+        savings = Savings(runtime.config, store, runtime.providers, clock=utcnow)
+        report = await savings.report(since, selection=selection)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return EXIT_OK
+    groups = [
+        ("resource", report.resources),
+        ("schedule", report.schedules),
+        ("person", report.people),
+        ("total", [report.total]),
+    ]
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(SAVINGS_FIELDS)
+        for kind, found in groups:
+            for line in found:
+                source = line.rate.source if line.rate else ""
+                base = [kind, line.name, line.provider or "", f"{line.hours:.4f}"]
+                if not line.money:
+                    writer.writerow([*base, "", "", "", source])
+                for currency, (lo, hi) in sorted(line.money.items()):
+                    writer.writerow([*base, currency, f"{lo:.2f}", f"{hi:.2f}", source])
+        return EXIT_OK
+    print(
+        f"Savings of {report.selection} from {_utc(report.since)} to {_utc(report.until)} "
+        "(estimates: hours stopped times each resource's rate while running)"
+    )
+    if not report.resources:
+        print("Nothing was stopped by Stopbot in that period.")
+        return EXIT_OK
+    rows = [
+        [
+            line.name + (" (stopped now)" if line.stopped_now else ""),
+            line.provider or "",
+            f"{line.hours:,.1f}",
+            _money(line.money),
+            _rate_words(line.rate),
+        ]
+        for line in report.resources
+    ]
+    print(_table(rows, ["RESOURCE", "PROVIDER", "HOURS STOPPED", "ESTIMATED SAVINGS", "RATE"]))
+    names = await _names(runtime.config, runtime.settings, [p.name for p in report.people])
+    for title, found, name_of in (
+        ("SCHEDULE", report.schedules, str),
+        ("PERSON", report.people, names),
+    ):
+        if found:
+            print()
+            rows = [[name_of(x.name), f"{x.hours:,.1f}", _money(x.money)] for x in found]
+            print(_table(rows, [title, "HOURS STOPPED", "ESTIMATED SAVINGS"]))
+    print()
+    print(f"Total: {report.total.hours:,.1f} hours stopped, {_money(report.total.money)} estimated")
+    if report.unrated:
+        print(f"No rate (hours only): {', '.join(report.unrated)}")
+    return EXIT_OK
+
+
 def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
     async def run(args: argparse.Namespace, settings: Settings) -> int:
         runtime = Runtime.open(settings, with_store=False)
         try:
-            handler = {"list": _list, "status": _status, "locks": _locks}[name]
+            handler = {"list": _list, "status": _status, "locks": _locks, "savings": _savings}[name]
             return await handler(runtime, args)
         finally:
             await runtime.aclose()
@@ -908,6 +1000,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="a JSON array")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("savings", help="hours stopped and estimated savings")
+    p.add_argument("selection", nargs="?", help="a resource, an env (dev) or a tag (tag:team=data)")
+    p.add_argument("--since", help="7d, 30d (the default), month, or a date (2026-11-01)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="every figure, as JSON")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.set_defaults(func=_with_runtime("savings"))
 
     p = sub.add_parser("locks", help="Stopbot locks and provider locks in force")
     p.set_defaults(func=_with_runtime("locks"))

@@ -251,6 +251,9 @@ class ResourceConfig(BaseModel):
         default_factory=list, description="User group ids whose members may stop it."
     )
     approval: ApprovalPolicy | None = None
+    cost_per_hour: float | None = Field(
+        default=None, ge=0, description="What it costs an hour while it runs (savings)."
+    )
 
     def to_resource(self) -> Resource:
         options = {"lambda_instance_id": self.lambda_instance_id} if self.lambda_instance_id else {}
@@ -335,6 +338,16 @@ class Selector(BaseModel):
         return "resources " + ", ".join(self.resources or [])
 
 
+def known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+        ) from None
+    return value
+
+
 class ScheduleConfig(BaseModel):
     """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays."""
 
@@ -361,13 +374,7 @@ class ScheduleConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
-            ) from None
-        return value
+        return known_zone(value)
 
     @field_validator("cron")
     @classmethod
@@ -409,6 +416,66 @@ class SchedulingSettings(BaseModel):
         default=dt.timedelta(seconds=5), description="At most one summary update per this."
     )
     drift_check_interval: Duration = Field(default=dt.timedelta(minutes=5))
+
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
+
+
+class TagRate(BaseModel):
+    """What resources carrying every one of ``tags`` cost an hour while they run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[str, str] = Field(min_length=1)
+    per_hour: float = Field(ge=0)
+
+
+class DigestSettings(BaseModel):
+    """The weekly savings digest (config key ``savings.digest``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(min_length=1)
+    weekday: Weekday = "monday"
+    at: dt.time = dt.time(9, 0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return known_zone(value)
+
+
+class SavingsSettings(BaseModel):
+    """What stopping saves (config key ``savings``): rates an hour of running, by provider
+    (a default), by tag, by resource (``resources[].cost_per_hour``, which wins), in one
+    currency; where the provider's API tells (Qovery's currentCost) and no rate is
+    configured, its figures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
+    providers: dict[str, float] = Field(
+        default_factory=dict, description="provider name -> a default rate an hour"
+    )
+    tags: list[TagRate] = Field(default_factory=list)
+    from_providers: bool = Field(
+        default=True, description="Ask the providers' APIs where no rate is configured."
+    )
+    check_interval: Duration = Field(
+        default=dt.timedelta(minutes=10),
+        description="How often what is counted stopped is read, to stop counting what runs.",
+    )
+    digest: DigestSettings | None = None
+
+    @field_validator("providers")
+    @classmethod
+    def _not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if rate < 0:
+                raise ValueError(f"the rate of {name!r} is negative ({rate:g})")
+        return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,6 +526,7 @@ class StopbotConfig(BaseModel):
         default_factory=dict, description="Named lists of days off, for schedules' skip_on."
     )
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    savings: SavingsSettings = Field(default_factory=SavingsSettings)
     database_url: SecretStr | None = Field(
         default=None,
         description="A postgresql:// URL: the store in PostgreSQL, shared by every replica "
@@ -542,6 +610,11 @@ class StopbotConfig(BaseModel):
                 )
         problems += self._approval_problems()
         problems += self._schedule_problems()
+        problems += [
+            (f"savings.providers.{name}", f"no provider named {name!r}")
+            for name in self.savings.providers
+            if name not in provider_types
+        ]
         return problems
 
     def _schedule_problems(self) -> list[tuple[str, str]]:

@@ -6,6 +6,8 @@ the providers answer.
     stopbot_operations_in_flight{provider,state}             stops being submitted or followed
     stopbot_provider_call_seconds{provider,method,endpoint,outcome}   each provider HTTP attempt
     stopbot_store_up                                         1 when the database answers
+    stopbot_stopped_seconds_total{provider}                  time resources spent stopped
+    stopbot_estimated_savings_total{provider,currency,bound} its estimated cost (low, high)
 
 Stops and operations in flight are read from the store at scrape time rather than
 counted in memory, so they are right after a restart and agree with the audit log.
@@ -19,6 +21,7 @@ middleware: each one builds every listener argument again, a sixth of an ack's c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 
@@ -31,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.models import FINAL_STATES, TRACKED_STATES
+from bot.savings import Savings
 from bot.store import Store, StoreError
 from providers.http import add_call_observer
 
@@ -86,10 +90,42 @@ class _StoreCollector(Collector):
         yield from (stops, in_flight, up)
 
 
+class _SavingsCollector(Collector):
+    """Hours stopped and estimated savings by provider, counted from the audit (see
+    :mod:`bot.savings`): a stretch still going grows at each scrape."""
+
+    def __init__(self, savings: Savings) -> None:
+        self.savings = savings
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = CounterMetricFamily(
+            "stopbot_stopped_seconds",
+            "Seconds resources spent stopped by Stopbot, by provider.",
+            labels=["provider"],
+        )
+        money = CounterMetricFamily(
+            "stopbot_estimated_savings",
+            "Estimated cost of those hours had the resources run (an estimate: hours times "
+            "each resource's rate; bound low and high of a range), by provider and currency.",
+            labels=["provider", "currency", "bound"],
+        )
+        try:
+            totals = self.savings.totals()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the savings", extra={"error": str(exc)})
+            return
+        for provider, (stopped, found) in sorted(totals.items()):
+            seconds.add_metric([provider], stopped)
+            for currency, (low, high) in sorted(found.items()):
+                money.add_metric([provider, currency, "low"], low)
+                money.add_metric([provider, currency, "high"], high)
+        yield from (seconds, money)
+
+
 class Metrics:
     """One bot's metrics: a registry of its own, fed by Bolt, the providers and the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, savings: Savings | None = None) -> None:
         self.registry = CollectorRegistry()
         self.commands = Counter(
             "stopbot_commands",
@@ -105,6 +141,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
+        if savings is not None:
+            self.registry.register(_SavingsCollector(savings))
         self._detach: Callable[[], None] | None = None
 
     def observe_provider_call(
@@ -136,6 +174,8 @@ def metrics_route(metrics: Metrics, path: str = "/metrics") -> Route:
     """``GET /metrics`` for a Starlette app."""
 
     async def endpoint(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        # Off the event loop: the savings' totals read the audit (seconds on a large one),
+        # and acks must not wait behind a scrape.
+        return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE_LATEST)
 
     return Route(path, endpoint, methods=["GET"])

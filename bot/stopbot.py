@@ -28,22 +28,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
 from bot.leadership import Leadership, Sole
 from bot.locks import LockNotifier, Locks
+from bot.models import Owed
 from bot.policy import GroupMembers, Policy
 from bot.processes import Sweep
+from bot.savings import Report, Savings
 from bot.schedules import ScheduleEngine, ScheduleNotifier, ScheduleRights, ScheduleRunner
 from bot.store import Store
 from bot.workflow import Clock, ProgressNotifier, StopService, Unshown
 from providers.base import Provider, utcnow
 
-__all__ = ["Face", "Stopbot"]
+__all__ = ["DIGEST", "Face", "SavingsNotifier", "Stopbot"]
+
+DIGEST = "savings-digest"
+"""The outbox kind of the weekly savings digest."""
+WEEK = dt.timedelta(days=7)
+
+
+class SavingsNotifier(Protocol):
+    """A face that shows the weekly savings digest (False: try again later)."""
+
+    async def digest(self, channel: str, report: Report) -> bool | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,7 @@ class Face:
     approvals: ApprovalNotifier | None = None
     locks: LockNotifier | None = None
     schedules: ScheduleNotifier | None = None
+    savings: SavingsNotifier | None = None
     sweeps: Sequence[Sweep] = ()
 
 
@@ -96,6 +112,10 @@ class Stopbot:
         self.approvals = self.service.approvals
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
+        self.savings = Savings(config, store, providers, clock=self.clock)
+        self.engine.count_savings_with(self.savings)
+        self.outbox.handle(DIGEST, self._deliver_digest)
+        self._savings_notifier: SavingsNotifier | None = None
         self.leadership = leadership or store.leadership(
             config.recovery.leader_timeout.total_seconds()
         )
@@ -125,6 +145,8 @@ class Stopbot:
             self.locks.notify_with(face.locks)
         if face.schedules is not None:
             self.engine.notify_with(face.schedules)
+        if face.savings is not None:
+            self._savings_notifier = face.savings
         self.registry.sweeps[0:0] = face.sweeps
 
     # -- duties ---------------------------------------------------------------------
@@ -166,9 +188,45 @@ class Stopbot:
 
     async def tick(self) -> None:
         """Housekeeping: end the approval requests past their expiry, warn the owners of
-        locks about to expire."""
+        locks about to expire, owe the weekly savings digest when due, and read what is
+        counted stopped (every ``savings.check_interval``)."""
         self.approvals.expire()
         self.locks.warn_expiring()
+        self.owe_digest()
+        try:
+            await self.savings.check()
+        except Exception:  # counting must never stop the other duties
+            log.exception("savings check failed; trying again next round")
+
+    def owe_digest(self) -> bool:
+        """Owe this week's savings digest, once across restarts and replicas (a claim in
+        the store, with the message it owes); True when this call owed it."""
+        digest = self.config.savings.digest
+        slot = self.savings.digest_due(self.clock())
+        if digest is None or slot is None:
+            return False
+        owed = self.outbox.message(
+            DIGEST,
+            slot.isoformat(),
+            {
+                "channel": digest.channel,
+                "since": (slot - WEEK).isoformat(),
+                "until": slot.isoformat(),
+            },
+        )
+        if not self.store.claim(owed.key, owe=owed):
+            return False
+        self.outbox.kick()
+        return True
+
+    async def _deliver_digest(self, owed: Owed) -> bool:
+        if self._savings_notifier is None:
+            return False
+        report = await self.savings.report(
+            dt.datetime.fromisoformat(owed.payload["since"]),
+            until=dt.datetime.fromisoformat(owed.payload["until"]),
+        )
+        return await self._savings_notifier.digest(owed.payload["channel"], report) is not False
 
     async def _lead(self) -> None:
         """Now the leader: do at once what is due (a fire the previous leader missed)."""

@@ -21,6 +21,7 @@ from providers.errors import ProviderError
 from providers.pacing import RequestLimits
 
 __all__ = [
+    "CostRange",
     "DiscoveredResource",
     "GracefulStop",
     "Phase",
@@ -106,6 +107,21 @@ class StopAccepted(BaseModel):
         default=None, description="The status the provider answered with, when it sends one."
     )
     message: str | None = None
+
+
+class CostRange(BaseModel):
+    """What a provider says a resource costs while it runs: a range (Qovery's cluster cost
+    is one; a single figure is a range of one), in ``currency``, for ``hours`` of running."""
+
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+    currency: str
+    hours: float = Field(gt=0, description="The period the figures are for, in hours.")
+    source: str = Field(description="Where the figures come from, for the reader.")
+
+    @property
+    def per_hour(self) -> tuple[float, float]:
+        return self.low / self.hours, self.high / self.hours
 
 
 class DiscoveredResource(BaseModel):
@@ -218,6 +234,11 @@ class Provider(ABC):
         read left out, so that each one's own read says why."""
         reads = await asyncio.gather(*(self.status_and_lock(r) for r in resources))
         return {r.id: read for r, read in zip(resources, reads, strict=True)}
+
+    async def cost(self, resource: Resource) -> CostRange | None:
+        """What ``resource`` costs while it runs, where the provider's API tells (the
+        default: it does not)."""
+        return None
 
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:

@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from providers.base import (
+    CostRange,
     DiscoveredResource,
     Phase,
     Provider,
@@ -185,6 +186,40 @@ class _ClusterList(_Model):
     results: list[_Cluster] = Field(default_factory=list)
 
 
+class _CostRange(_Model):
+    """The spec's ``CostRange``: the range in its own fields; ``total`` and
+    ``total_in_cents``, which it marks required without defining them, read when there."""
+
+    min_cost_in_cents: int | None = Field(default=None, ge=0)
+    min_cost: float | None = Field(default=None, ge=0)
+    max_cost_in_cents: int | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0)
+    total_in_cents: int | None = Field(default=None, ge=0)
+    total: float | None = Field(default=None, ge=0)
+    currency_code: str = Field(min_length=1)
+
+    @staticmethod
+    def _amount(units: float | None, cents: int | None) -> float | None:
+        if units is not None:
+            return units
+        return cents / 100 if cents is not None else None
+
+    def bounds(self) -> tuple[float, float] | None:
+        low = self._amount(self.min_cost, self.min_cost_in_cents)
+        high = self._amount(self.max_cost, self.max_cost_in_cents)
+        total = self._amount(self.total, self.total_in_cents)
+        low = low if low is not None else total
+        high = high if high is not None else total
+        if low is None or high is None:
+            return None
+        return min(low, high), max(low, high)
+
+
+HOURS_A_MONTH = 730.0
+"""Qovery's cluster cost is a monthly figure (its console's "estimated monthly cost"; the
+spec gives no period): 365 * 24 / 12 hours."""
+
+
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -333,6 +368,23 @@ class QoveryProvider(Provider):
         response = await self._api.request("GET", f"{self._org_path}/cluster/status")
         by_id = {s.cluster_id: s for s in _parse(self.name, _ClusterStatusList, response).results}
         return {r.id: self._status(by_id[r.id], r.id) for r in resources if r.id in by_id}
+
+    async def cost(self, resource: Resource) -> CostRange | None:
+        """``GET /organization/{id}/cluster/{id}/currentCost``: the cluster's cost range
+        (Qovery guarantees it stays under the top of it), a month of running; None when
+        the answer carries no figure."""
+        response = await self._api.request("GET", f"{self._cluster_path(resource.id)}/currentCost")
+        body = _parse(self.name, _CostRange, response)
+        bounds = body.bounds()
+        if bounds is None:
+            return None
+        return CostRange(
+            low=bounds[0],
+            high=bounds[1],
+            currency=body.currency_code.upper(),
+            hours=HOURS_A_MONTH,
+            source="Qovery currentCost, a monthly range",
+        )
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses

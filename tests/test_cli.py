@@ -4,8 +4,10 @@ schedules, serve's checks. Interactive runs go through a real pseudo-terminal.""
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -25,9 +27,10 @@ from typing import IO, Any
 
 import httpx
 import pytest
+import time_machine
 import yaml
 
-from bot.cli import main, parse_args, parse_since
+from bot.cli import SAVINGS_FIELDS, main, parse_args, parse_since
 from bot.config import load_config
 from bot.models import Operation, OpState
 from bot.slack.fake_api import DEFAULT_TOKEN, FakeSlack, FakeSlackServer
@@ -1016,3 +1019,133 @@ def test_the_terminal_says_whose_step_accepted_is() -> None:
         updated_at=dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
     )
     assert TerminalProgress().line(op, None) == "web-1: accepted by nova"
+
+
+# -- savings ----------------------------------------------------------------------------------
+
+
+def stopped_for_savings(db: Path) -> None:
+    """web-1 stopped by Bob on Nov 2 at 08:00 and seen running at 18:00; dev-eu stopped by
+    the nightly schedule on Nov 3 at 20:00 and still stopped."""
+    at = [T0]
+    store = open_store(db, clock=lambda: at[0])
+    web, _ = store.create_operation(
+        resource="web-1", provider="nova", resource_id="s1", requested_by="U0BOB", source="slack"
+    )
+    dev, _ = store.create_operation(
+        resource="dev-eu",
+        provider="qovery",
+        resource_id="c1",
+        requested_by="schedule:nightly",
+        source="schedule",
+    )
+    for when, action, resource, op in (
+        (dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC), "stop.stopped", "web-1", web.id),
+        (dt.datetime(2026, 11, 2, 18, tzinfo=dt.UTC), "resource.running", "web-1", None),
+        (dt.datetime(2026, 11, 3, 20, tzinfo=dt.UTC), "stop.stopped", "dev-eu", dev.id),
+    ):
+        at[0] = when
+        store.audit("stopbot", action, resource=resource, operation_id=op)
+    store.close()
+
+
+def test_savings_report_and_exports(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stopbot savings --since 30d` prints hours and estimates by resource, schedule and
+    person with each rate's source (Qovery's range for dev-eu, a configured rate for web-1);
+    --json and --csv carry the same figures; a bad period is a usage error."""
+    environment = Env(sims, tmp_path, savings={"currency": "EUR"}, names={"U0BOB": "Bob Stone"})
+    document = yaml.safe_load(environment.config_path.read_text(encoding="utf-8"))
+    for resource in document["resources"]:
+        if resource["name"] == "web-1":
+            resource["cost_per_hour"] = 0.3
+    environment.config_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    for key, value in environment.vars.items():
+        monkeypatch.setenv(key, value)
+    stopped_for_savings(environment.db)
+    with time_machine.travel(dt.datetime(2026, 11, 4, 8, tzinfo=dt.UTC), tick=False):
+        assert main(["savings", "--since", "30d"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == (
+            "Savings of all resources from 2026-10-05 08:00:00 UTC to 2026-11-04 08:00:00 UTC "
+            "(estimates: hours stopped times each resource's rate while running)"
+        )
+        assert out[1].split() == [
+            "RESOURCE",
+            "PROVIDER",
+            "HOURS",
+            "STOPPED",
+            "ESTIMATED",
+            "SAVINGS",
+            "RATE",
+        ]
+        assert out[2].split() == [
+            "dev-eu",
+            "(stopped",
+            "now)",
+            "qovery",
+            "12.0",
+            "6.00-12.00",
+            "USD",
+            "0.50-1.00",
+            "USD/h",
+            "(Qovery",
+            "currentCost,",
+            "a",
+            "monthly",
+            "range)",
+        ]
+        assert out[3].split() == [
+            "web-1",
+            "nova",
+            "10.0",
+            "3.00",
+            "EUR",
+            "0.30",
+            "EUR/h",
+            "(configured",
+            "for",
+            "web-1)",
+        ]
+        assert any(line.split() == ["nightly", "12.0", "6.00-12.00", "USD"] for line in out)
+        assert any(line.split()[:4] == ["Bob", "Stone", "10.0", "3.00"] for line in out)
+        assert out[-1] == "Total: 22.0 hours stopped, 3.00 EUR, 6.00-12.00 USD estimated"
+        assert main(["savings", "web-1", "--since", "month", "--json"]) == 0
+        body = json.loads(capsys.readouterr().out)
+        assert body["estimate"] is True and body["selection"] == "web-1"
+        assert body["since"] == "2026-11-01T00:00:00+00:00"
+        [web] = body["resources"]
+        assert (web["name"], web["hours"], web["estimated_savings"]) == (
+            "web-1",
+            10.0,
+            {"EUR": {"low": 3.0, "high": 3.0}},
+        )
+        assert body["people"] == [
+            {
+                "name": "U0BOB",
+                "hours": 10.0,
+                "estimated_savings": {"EUR": {"low": 3.0, "high": 3.0}},
+            }
+        ]
+        assert main(["savings", "--csv"]) == 0
+        rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+        assert rows[0] == list(SAVINGS_FIELDS)
+        assert [
+            "resource",
+            "dev-eu",
+            "qovery",
+            "12.0000",
+            "USD",
+            "6.00",
+            "12.00",
+            "Qovery currentCost, a monthly range",
+        ] in rows
+        assert ["total", "total", "", "22.0000", "EUR", "3.00", "3.00", ""] in rows
+        assert main(["savings", "--since", "0d"]) == 2
+        assert "a period is 7d, 30d or month" in capsys.readouterr().err
+        assert main(["savings", "nope"]) == 2
+        assert "no resource or env named nope" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from bot.slack.commands import (
     Help,
     History,
     ListResources,
+    SavingsCommand,
     Status,
     StopCommand,
     UsageError,
@@ -110,3 +111,24 @@ def test_words_split_as_shlex_does(text: str) -> None:
     except ValueError:
         expected = text.split()
     assert commands._words(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("savings", SavingsCommand()),
+        ("savings dev 7d", SavingsCommand("dev", "7d")),
+        ("savings month web-1", SavingsCommand("web-1", "month")),
+        ("savings tag:team=data 30d", SavingsCommand("tag:team=data", "30d")),
+    ],
+)
+def test_savings_grammar(text: str, expected: SavingsCommand) -> None:
+    """`/stop savings` takes a resource, env or tag and a period, in either order."""
+    assert parse(text) == expected
+
+
+def test_savings_grammar_refuses_two_of_a_kind() -> None:
+    """Two selections or two periods are a usage error that shows the grammar."""
+    for text in ("savings dev web-1", "savings 7d 30d"):
+        with pytest.raises(UsageError, match="/stop savings"):
+            parse(text)

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from bot.slack import commands
+from bot.slack.server import EVENTS
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +56,16 @@ def test_usage_hint_matches_the_grammar() -> None:
     for word in sorted(commands.RESERVED):
         assert word in hint
         assert f"/stop {word}" in commands.HELP
+
+
+def test_manifest_declares_the_home_tab_and_its_event() -> None:
+    """The Home tab is on and app_home_opened subscribed, the one event the endpoint takes
+    (bot/slack/server.py EVENTS), as Slack's own template declares them."""
+    m = manifest()
+    example = json.loads(
+        shared_path("slack", "manifest.bolt_python_starter_template.json").read_text()
+    )
+    assert set(m["features"]["app_home"]) == set(example["features"]["app_home"])
+    assert m["features"]["app_home"]["home_tab_enabled"] is True
+    assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == set(EVENTS)

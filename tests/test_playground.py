@@ -985,3 +985,34 @@ async def test_skipping_past_the_grace_time_announces_the_missed_run(page: Page)
     )
     assert "is past the grace time of 30m. Nothing was stopped" in missed["text"]
     assert not any(t.startswith("office-hours run") for t in _texts(page))
+
+
+async def test_the_home_tab_opens_and_its_buttons_reach_the_bot(page: Page) -> None:
+    """Opening the Home tab sends app_home_opened: the bot publishes Dana's Home, in the
+    page's state; her lock's Unlock on it unlocks (through /stop unlock's rule), and the
+    Home is published again saying so. A click before any Home is refused in words."""
+    refused = await page.client.post(
+        "/playground/home/click", json={"user": DANA, "block": 0, "element": 0}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "Open the Home tab first: nothing is published there yet."
+    expires = page.playground.stopbot.clock() + dt.timedelta(hours=2)
+    assert page.playground.store.set_lock("etl", DANA, expires, "demo") is not None
+    await page.post("/playground/home", {"user": DANA})
+    await page.slack.wait_for("views.publish")
+    [home] = (await page.state())["slack"]["homes"]
+    assert home["user"] == DANA and home["view"]["type"] == "home"
+    blocks = home["view"]["blocks"]
+    where = next(
+        (b, e)
+        for b, block in enumerate(blocks)
+        for e, element in enumerate(block.get("elements") or [])
+        if element.get("action_id") == "home_unlock"
+    )
+    await page.post(
+        "/playground/home/click", {"user": DANA, "block": where[0], "element": where[1]}
+    )
+    await page.slack.wait_for("views.publish", lambda c: "unlocked" in json.dumps(c.args))
+    assert page.playground.store.get_lock("etl") is None
+    [home] = (await page.state())["slack"]["homes"]
+    assert ":unlock: etl is unlocked." in json.dumps(home["view"]["blocks"])

@@ -440,3 +440,20 @@ def test_start_and_reset_from_the_side_panel(page: Page, served: PlaygroundServe
     expect(web).to_contain_text("none", timeout=WAIT_MS)
     expect(page.locator("#fault-list")).to_contain_text("None", timeout=WAIT_MS)
     expect(row).to_contain_text("DEPLOYED", timeout=WAIT_MS)
+
+
+def test_the_home_tab_shows_dana_s_world(page: Page) -> None:
+    """Home (under Stopbot app) opens the Home tab the bot publishes: Dana's stop of qa-old there, and
+    back to the channel the conversation is shown again."""
+    type_command(page, "/stop qa-old")
+    expect(page.locator("#messages")).to_contain_text("qa-old", timeout=WAIT_MS)
+    page.get_by_role("button", name="Home", exact=True).click()
+    home = page.locator("#home-pane")
+    expect(home).to_be_visible()
+    expect(home).to_contain_text("Your Stopbot", timeout=WAIT_MS)
+    expect(home).to_contain_text("What you asked to stop")
+    expect(home).to_contain_text("qa-old")
+    expect(page.locator("#composer-form")).to_be_hidden()
+    page.locator("#channel-list button").first.click()
+    expect(home).to_be_hidden()
+    expect(page.locator("#composer-form")).to_be_visible()

@@ -408,6 +408,19 @@ async def test_seeded_lock_is_read(qovery: QoveryProvider, qsim: QoverySimulator
     assert await qovery.lock(cluster(DEV)) is None
 
 
+async def test_cost_is_the_cluster_s_monthly_range(qovery: QoveryProvider) -> None:
+    """currentCost is read as a range a month long, in the answer's currency."""
+    cost = await qovery.cost(cluster(DEV))
+    assert cost is not None
+    assert (cost.low, cost.high, cost.currency, cost.hours) == (365.0, 730.0, "USD", 730.0)
+    assert cost.per_hour == (0.5, 1.0)
+    assert cost.source == "Qovery currentCost, a monthly range"
+    staging = await qovery.cost(cluster(STAGING))
+    assert staging is not None and (staging.low, staging.high) == (150.0, 300.0)
+    with pytest.raises(NotFoundError):
+        await qovery.cost(cluster("ffffffff-ffff-4fff-8fff-ffffffffffff"))
+
+
 async def test_lock_without_ttl_never_expires(
     qovery: QoveryProvider, qsim: QoverySimulator
 ) -> None:

@@ -20,6 +20,7 @@ from bot.models import OpState
 from bot.processes import Registration
 from bot.slack import views
 from bot.slack.fake_api import RESPONSE_URL_METHOD, slash_command_body
+from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.inbox import PAYLOAD
 from bot.store import open_store
 from providers.simulators.common import Fault
@@ -642,3 +643,67 @@ async def test_progress_timeline_shows_each_step_once_and_times_from_confirm(
         "`started` · T · +0s",
         "`stopped` · T · +3s",
     ]
+
+
+async def test_savings_command_shows_hours_and_estimates(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """`/stop savings web-1 7d` answers with hours stopped and the estimate, its rate and
+    source named; a bad period is answered with what to write."""
+    slack = Slack(
+        sims, tmp_path / "db", {"web-1": {"cost_per_hour": 0.5}}, savings={"currency": "EUR"}
+    )
+    try:
+        stopped = slack.time.now()
+        slack.sims.hub["nova"].set_state("6a1f0e2d-9b8c-4d7e-a6f5-1c2b3a4d5e01", "SHUTOFF")
+        slack.store.audit("stopbot", "stop.stopped", resource="web-1")
+        slack.sims.hub.clock.advance(4 * 3600)
+        reply = await slack.ask("savings web-1 7d")
+        assert reply.args["text"] == (
+            "Savings of web-1, the last 7d: 4.0 h stopped, ≈ 2.00 EUR (estimate)"
+        )
+        line = reply.args["blocks"][2]["text"]["text"]
+        assert line == (
+            "• *web-1* (stopped now) · 4.0 h stopped · ≈ 2.00 EUR "
+            "(0.50 EUR an hour, configured for web-1)"
+        )
+        check_blocks(reply.args["blocks"])
+        assert slack.time.now() - stopped == dt.timedelta(hours=4)
+        refused = await slack.ask("savings web-1 0d")
+        assert refused.args["text"] == "a period is 7d, 30d or month (or a number of days: 90d)"
+    finally:
+        slack.close()
+
+
+async def test_the_weekly_digest_is_posted_once(sims: SimulatorServer, tmp_path: Path) -> None:
+    """Monday 09:00 Paris the leader owes the digest; the Slack face posts it once in its
+    channel, the week's hours and estimates said to be estimates."""
+    digest = {"channel": CHANNEL, "weekday": "monday", "at": "09:00", "timezone": "Europe/Paris"}
+    slack = Slack(
+        sims,
+        tmp_path / "db",
+        {"web-1": {"cost_per_hour": 0.5}},
+        savings={"currency": "EUR", "digest": digest},
+    )
+    try:
+        monday = dt.datetime(2027, 1, 18, 8, tzinfo=dt.UTC)  # 09:00 in Paris
+        sims.hub.clock.advance((monday - slack.time.now()).total_seconds() - 3600)
+        slack.sims.hub["nova"].set_state("6a1f0e2d-9b8c-4d7e-a6f5-1c2b3a4d5e01", "SHUTOFF")
+        slack.store.audit("stopbot", "stop.stopped", resource="web-1")
+        sims.hub.clock.advance(3600)
+        posted = await slack.fake.wait_for(
+            "chat.postMessage", lambda c: "Weekly savings" in c.args.get("text", "")
+        )
+        assert posted.args["channel"] == CHANNEL
+        assert posted.args["text"] == (
+            "Weekly savings of all resources, the last 7 days: 1.0 h stopped, ≈ 0.50 EUR (estimate)"
+        )
+        assert not slack.stopbot.owe_digest()  # claimed: no round owes it again
+        digests = [
+            c
+            for c in slack.fake.calls("chat.postMessage")
+            if "Weekly savings" in c.args.get("text", "")
+        ]
+        assert len(digests) == 1
+    finally:
+        slack.close()

@@ -120,7 +120,7 @@ def test_simulator_routes_exist_in_the_spec(spec: dict[str, Any]) -> None:
         if isinstance(route, Route)
         for method in sorted(set(route.methods or ()) - {"HEAD"})
     ]
-    assert len(served) == 7
+    assert len(served) == 8
     for method, path in served:
         assert method.lower() in spec["paths"].get(path, {}), f"{method} {path} not in the spec"
 
@@ -156,6 +156,13 @@ def test_security_scheme_is_the_api_token(spec: dict[str, Any], sims: SimulatorS
             {},
         ),
         ("GET", f"{ORG}/lock", f"/organization/{QOVERY_ORG}/lock", 200, {}),
+        (
+            "GET",
+            f"{ORG}/cluster/{{clusterId}}/currentCost",
+            f"/organization/{QOVERY_ORG}/cluster/{DEV}/currentCost",
+            200,
+            {},
+        ),
         (
             "POST",
             "/cluster/{clusterId}/lock",
@@ -333,3 +340,17 @@ def test_schema_check_catches_a_wrong_body(spec: dict[str, Any]) -> None:
         "$.status: 'RUNNING' not in enum",
         "$.is_deployed: 'yes' is not boolean",
     ]
+
+
+def test_current_cost_is_the_spec_s_cost_range(spec: dict[str, Any], sims: SimulatorServer) -> None:
+    """currentCost answers a CostRange (the range and the total the spec marks required),
+    its 404 for an unknown cluster, and the client reads it as the range it is."""
+    schema = spec["components"]["schemas"]["CostRange"]
+    assert {"min_cost", "max_cost", "currency_code"} <= set(schema["properties"])
+    body = api(sims, "GET", f"/organization/{QOVERY_ORG}/cluster/{DEV}/currentCost").json()
+    assert problems(spec, schema, body) == []
+    assert (body["min_cost"], body["max_cost"], body["currency_code"]) == (365.0, 730.0, "USD")
+    unknown = f"/organization/{QOVERY_ORG}/cluster/{UNKNOWN}/currentCost"
+    responses = operation(spec, "GET", f"{ORG}/cluster/{{clusterId}}/currentCost")["responses"]
+    assert api(sims, "GET", unknown).status_code == 404
+    assert "404" in responses

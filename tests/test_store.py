@@ -224,6 +224,72 @@ def test_audit_log_filters_and_limit(store: Store, clock: Clock) -> None:
     assert [e.action for e in store.audit_log(limit=2)] == ["e3", "e4"]
 
 
+def test_audit_facts_give_what_held_at_the_start(store: Store, clock: Clock) -> None:
+    """Savings' facts: the chosen actions from ``since`` on, after each resource's last
+    one before it (what held then); other actions and resources with none left out."""
+    facts = [
+        (0, "stop.stopped", "a"),
+        (1, "resource.running", "a"),
+        (2, "stop.stopped", "a"),
+        (3, "stop.stopped", "b"),
+        (4, "lock.set", "c"),
+        (5, "wake.started", "a"),
+        (6, "stop.requested", "b"),
+        (7, "stop.stopped", "c"),
+    ]
+    for minute, action, resource in facts:
+        clock.now = T0 + dt.timedelta(minutes=minute)
+        store.audit("U1", action, resource=resource)
+    store.audit("U1", "stop.stopped")  # no resource: not a fact about one
+    wanted = ("stop.stopped", "resource.running", "wake.started")
+    found = store.audit_facts(wanted, since=T0 + dt.timedelta(minutes=4))
+    assert [(e.action, e.resource, e.at) for e in found] == [
+        ("stop.stopped", "a", T0 + dt.timedelta(minutes=2)),
+        ("stop.stopped", "b", T0 + dt.timedelta(minutes=3)),
+        ("wake.started", "a", T0 + dt.timedelta(minutes=5)),
+        ("stop.stopped", "c", T0 + dt.timedelta(minutes=7)),
+    ]
+    assert store.audit_facts((), since=T0) == []
+
+
+def test_pending_approvals_are_the_undecided_unexpired_ones(store: Store, clock: Clock) -> None:
+    """Pending approvals oldest first; one decided or past its expiry is not pending."""
+    ids = []
+    for i in range(3):
+        clock.now = T0 + dt.timedelta(minutes=i)
+        op, _ = store.create_operation(
+            resource=f"r{i}",
+            provider="nova",
+            resource_id=f"s{i}",
+            requested_by="U1",
+            source="slack",
+            state=OpState.AWAITING_CONFIRMATION,
+        )
+        expires = T0 + dt.timedelta(minutes=30 if i else 5)
+        assert store.await_approval(op.id, "U1", expires_at=expires, min_approvals=1)
+        ids.append(op.id)
+    clock.now = T0 + dt.timedelta(minutes=3)
+    assert store.pending_approvals() == ids
+    store.decide_approval(
+        ids[2], "denied", decided_by="U2", to=OpState.REFUSED, detail=None, reason="no"
+    )
+    clock.now = T0 + dt.timedelta(minutes=6)
+    assert store.pending_approvals() == [ids[1]]
+
+
+def test_operations_are_read_at_once_by_id(store: Store) -> None:
+    """Operations by id, in one read: unknown ids left out, repeated ids read once."""
+    made = [
+        store.create_operation(
+            resource=f"r{i}", provider="nova", resource_id=f"s{i}", requested_by="U1", source="cli"
+        )[0]
+        for i in range(3)
+    ]
+    found = store.operations([made[0].id, made[2].id, made[2].id, "nope"])
+    assert found == {made[0].id: made[0], made[2].id: made[2]}
+    assert store.operations([]) == {}
+
+
 def test_claim_is_true_once(store: Store) -> None:
     """A claim key is granted once only (Slack retries, repeated clicks)."""
     assert [store.claim("x"), store.claim("x"), store.claim("y")] == [True, False, True]

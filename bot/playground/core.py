@@ -33,6 +33,7 @@ from bot.slack.app import SlackBot
 from bot.slack.fake_api import (
     FakeSlack,
     SlackUser,
+    app_home_opened_body,
     block_actions_body,
     block_actions_payload,
     sign_request,
@@ -72,6 +73,10 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
 }
 """What the faults panel offers, as the simulators' ``Fault`` fields."""
 FAULT_BODY = {"message": "fault injected from the playground"}
+
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
 
 
 class PlaygroundError(ValueError):
@@ -363,6 +368,39 @@ class Playground:
             self._view_errors[view_id] = {"": _trouble(answer)}
             self.slack.notify()
 
+    async def open_home(self, user: str) -> None:
+        """``user`` opens Stopbot's Home tab: ``app_home_opened``, as Slack sends it; the
+        bot publishes the Home (``views.publish``), which the page shows."""
+        self._check_user(user)
+        body = app_home_opened_body(user, team_id=self.slack.team_id)
+        answer = await self._deliver(body, "app_home_opened", user, "Home", media_type=JSON)
+        if isinstance(answer, str):
+            raise PlaygroundError(f'Stopbot did not answer the Home tab (error "{answer}").')
+
+    async def click_in_home(self, user: str, *, block: int, element: int | None) -> None:
+        """``user`` clicks a button on their Home tab: the bot publishes it again."""
+        self._check_user(user)
+        view = self.slack.home(user)
+        if view is None:
+            raise PlaygroundError("Open the Home tab first: nothing is published there yet.")
+        button, block_id = _button(view.get("blocks") or [], block, element)
+        payload = view_block_actions_payload(
+            user,
+            view,
+            str(button.get("action_id", "")),
+            str(button.get("value", "")),
+            block_id=block_id,
+            button_text=_plain(button.get("text")),
+            **self._actor_fields(user),
+        )
+        label = _plain(button.get("text"))
+        answer = await self._deliver(block_actions_body(payload), "block_actions", user, label)
+        if isinstance(answer, str):
+            raise PlaygroundError(
+                f'Stopbot did not answer your click on “{label}” (error "{answer}"): check '
+                "with `/stop status`."
+            )
+
     async def submit_view(self, user: str, view_id: str, values: Mapping[str, Any]) -> None:
         """``user`` submits a modal with what they entered: ``{block_id: {action_id: value}}``,
         a value being text, an option's value, or a list of them (checkboxes)."""
@@ -583,14 +621,14 @@ class Playground:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _deliver(
-        self, body: bytes, kind: str, user: str, summary: str
+        self, body: bytes, kind: str, user: str, summary: str, *, media_type: str = FORM
     ) -> httpx.Response | str:
         """POST a signed request to the bot; its HTTP response, or Slack's error name for
         a failed delivery (``dispatch_failed``, ``operation_timeout``)."""
         if not self.bot_url:
             raise RuntimeError("the playground is not served yet: set bot_url")
         headers = sign_request(self.local.signing_secret, body, int(time.time()))
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers["Content-Type"] = media_type
         outcome: httpx.Response | str
         try:
             async with httpx.AsyncClient(timeout=ACK_TIMEOUT) as client:

@@ -7,6 +7,7 @@
     POST /playground/message     a person types in a conversation (a slash command or text)
     POST /playground/click       a person clicks a button in a message
     POST /playground/view/...    a person submits, closes, or clicks in a modal
+    POST /playground/home        a person opens Stopbot's Home tab; /home/click, a button on it
     POST /playground/faults      inject a provider fault; DELETE clears them
     POST /playground/lock        lock a resource as someone; /playground/unlock
     POST /playground/clock       skip ahead in time
@@ -79,6 +80,15 @@ class ViewSubmitBody(ViewBody):
 
 
 class ViewClickBody(ViewBody):
+    block: int = Field(ge=0)
+    element: int | None = Field(default=None, ge=0)
+
+
+class HomeBody(_Body):
+    user: str
+
+
+class HomeClickBody(HomeBody):
     block: int = Field(ge=0)
     element: int | None = Field(default=None, ge=0)
 
@@ -180,6 +190,12 @@ def build_app(playground: Playground) -> Starlette:
             body.user, body.view_id, block=body.block, element=body.element
         )
 
+    async def open_home(body: HomeBody) -> None:
+        await playground.open_home(body.user)
+
+    async def home_click(body: HomeClickBody) -> None:
+        await playground.click_in_home(body.user, block=body.block, element=body.element)
+
     async def add_fault(body: FaultBody) -> dict[str, Any]:
         fault = playground.inject_fault(
             body.resource, body.kind, stop_only=body.stop_only, repeat=body.repeat
@@ -231,6 +247,10 @@ def build_app(playground: Playground) -> Starlette:
         Route("/playground/view/close", _json_endpoint(ViewBody, view_close), methods=["POST"]),
         Route(
             "/playground/view/click", _json_endpoint(ViewClickBody, view_click), methods=["POST"]
+        ),
+        Route("/playground/home", _json_endpoint(HomeBody, open_home), methods=["POST"]),
+        Route(
+            "/playground/home/click", _json_endpoint(HomeClickBody, home_click), methods=["POST"]
         ),
         Route("/playground/faults", _json_endpoint(FaultBody, add_fault), methods=["POST"]),
         Route("/playground/faults", clear_faults, methods=["DELETE"]),

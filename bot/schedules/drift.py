@@ -12,6 +12,7 @@ from bot import reads
 from bot.config import ScheduleConfig
 from bot.models import Owed
 from bot.outbox import Outbox
+from bot.savings import Savings
 from bot.schedules.definitions import Definitions
 from bot.schedules.facts import DRIFT, Outcome, ScheduleNotifier
 from providers.base import Phase, ResourceStatus
@@ -31,6 +32,8 @@ class DriftWatch:
         self.service = definitions.service
         self.outbox = outbox
         self.notifier = notifier
+        self.savings: Savings | None = None
+        """Told what the watch sees running, to stop counting it stopped (when set)."""
 
     def _window_end(self, schedule: ScheduleConfig, after: dt.datetime) -> dt.datetime | None:
         if schedule.until is None:
@@ -64,7 +67,10 @@ class DriftWatch:
                 i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
             ]
             resources = [r for r in self.config.all_resources() if r.name in stopped]
-            for name, status in (await reads.statuses(self.service.providers, resources)).items():
+            found = await reads.statuses(self.service.providers, resources)
+            if self.savings is not None:
+                self.savings.observe(found)
+            for name, status in found.items():
                 owed = self.outbox.message(
                     DRIFT,
                     f"{run.id}:{name}",

@@ -26,6 +26,7 @@ import datetime as dt
 
 from bot.config import ScheduleConfig, StopbotConfig
 from bot.models import ScheduleRun
+from bot.savings import Savings
 from bot.schedules.announcements import Announcements
 from bot.schedules.changes import Changes
 from bot.schedules.definitions import Definitions
@@ -94,6 +95,12 @@ class ScheduleEngine:
             interval=self.config.scheduling.summary_interval.total_seconds(),
         )
         self.outbox.handle(DRIFT, self.drift.deliver)
+
+    def count_savings_with(self, savings: Savings) -> None:
+        """Summaries say what a run is expected to save; the drift watch stops counting
+        what it sees running."""
+        self.runs.savings = savings
+        self.drift.savings = savings
 
     def _notify(self) -> ScheduleNotifier:
         """The face's notifier (the outbox delivers a schedule's messages only with one)."""

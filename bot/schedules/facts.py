@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from bot.config import ScheduleConfig
 from bot.models import RunItem, ScheduleRun
+from bot.savings import Expected
 from bot.text import Text, TextError
 from providers.base import ResourceStatus
 
@@ -67,6 +68,9 @@ class RunReport(BaseModel):
     schedule: ScheduleConfig
     items: list[RunItem]
     elapsed: dt.timedelta
+    expected: Expected | None = Field(
+        default=None, description="What the resources it stopped are expected to save."
+    )
 
     @property
     def finished(self) -> bool:

@@ -17,6 +17,7 @@ from bot.config import ScheduleConfig
 from bot.durations import format_duration
 from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
 from bot.run_pace import RunPace
+from bot.savings import Savings
 from bot.schedules.announcements import Announcements
 from bot.schedules.definitions import Definitions
 from bot.schedules.facts import (
@@ -87,6 +88,8 @@ class Runs:
         self.registry = self.service.registry
         self.outbox = self.service.outbox
         self.sleep = sleep
+        self.savings: Savings | None = None
+        """What a finished run's summary says it is expected to save (when set)."""
         self.notifier = notifier
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
@@ -453,6 +456,11 @@ class Runs:
         )
         if report is None:
             return True
+        if report.finished and self.savings is not None:
+            stopped = [i.resource for i in report.items if i.outcome == Outcome.STOPPED]
+            report.expected = await self.savings.expected(
+                report.schedule, stopped, report.run.finished_at or self.clock()
+            )
         return await self.notifier().summary(report) is not False
 
 

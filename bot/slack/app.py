@@ -34,8 +34,10 @@ from bot.config import UnknownResourceError
 from bot.metrics import Metrics
 from bot.models import Actor, Operation, OpState
 from bot.reads import Reading
-from bot.slack import buttons, commands, views
+from bot.savings import SavingsError, Selection, parse_period
+from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
@@ -428,7 +430,7 @@ class SlackBot:
             # The listeners return once they ack (see _guarded): answer then, no polling.
             process_before_response=True,
         )
-        self.metrics = Metrics(self.store)
+        self.metrics = Metrics(self.store, stopbot.savings)
         # Socket Mode sets this: /healthz reports the websocket's state.
         self.slack_connection: Callable[[], Awaitable[str]] | None = None
         # What check_token found: "ok", "refused: <error>", "unchecked" (None: not yet).
@@ -446,13 +448,16 @@ class SlackBot:
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
         self.schedule_handlers = ScheduleHandlers(self, stopbot)
+        self.home = HomeHandlers(self)
+        notifier = SlackScheduleNotifier(self)
         stopbot.attach(
             Face(
                 group_members=self.group_members,
                 progress=self.progress,
                 approvals=self.approvals,
                 locks=self.locks,
-                schedules=SlackScheduleNotifier(self),
+                schedules=notifier,
+                savings=notifier,
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).
                 sweeps=[self.inbox.replay],
@@ -554,6 +559,7 @@ class SlackBot:
         self.approvals.register()
         self.locks.register()
         self.schedule_handlers.register()
+        self.home.register()
         self.app.action(self._actions.pattern())(self._route_action)
         self.approvals.register_views()
 
@@ -699,6 +705,8 @@ class SlackBot:
             await self.locks.list(respond)
         elif isinstance(parsed, commands.ScheduleCommand):
             await self.schedule_handlers.command(parsed, user, command.get("channel_id"), respond)
+        elif isinstance(parsed, commands.SavingsCommand):
+            await self.show_savings(parsed, respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
 
     @staticmethod
@@ -858,6 +866,18 @@ class SlackBot:
             lock = self.store.get_lock(r.name)
             rows.append((r, statuses.get(r.name), lock.owner if lock else None))
         text, blocks = views.resources_list(rows, title)
+        await tell(respond, text, blocks)
+
+    async def show_savings(self, cmd: commands.SavingsCommand, respond: Respond) -> None:
+        """Hours stopped and estimated savings, for whoever asks (as `/stop history`)."""
+        try:
+            selection = Selection.parse(self.config, cmd.selection)
+            since, period = parse_period(cmd.period, self.service.clock())
+        except SavingsError as exc:
+            await tell(respond, mrkdwn(exc.text))
+            return
+        found = await self.stopbot.savings.report(since, selection=selection)
+        text, blocks = savings_views.report(found, period)
         await tell(respond, text, blocks)
 
     async def show_history(self, ref: str | None, respond: Respond) -> None:

@@ -42,9 +42,12 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 
 def clicked(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The action (button or menu) of a ``block_actions`` request, clicked on a message (all
-    of Stopbot's buttons are: a click in a modal has no response URL to answer on)."""
-    if not isinstance(body.get("response_url"), str):
+    """The action (button or menu) of a ``block_actions`` request, clicked on a message or
+    on the Home tab (Stopbot's buttons are there only: a click in a modal has no response
+    URL to answer on, and the Home answers by being published again)."""
+    view = body.get("view")
+    on_home = isinstance(view, dict) and view.get("type") == "home"
+    if not on_home and not isinstance(body.get("response_url"), str):
         raise StaleButton
     actions = body.get("actions")
     if not isinstance(actions, list) or not actions:

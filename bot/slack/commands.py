@@ -19,6 +19,7 @@ __all__ = [
     "ListResources",
     "Lock",
     "Locks",
+    "SavingsCommand",
     "ScheduleCommand",
     "Status",
     "StopCommand",
@@ -69,6 +70,10 @@ HELP = Mrkdwn("\n").join(
             "/stop dry-run <schedule>",
             "what a run would do now, from statuses and locks (nothing is stopped)",
         ),
+        _line(
+            "/stop savings [resource | env | tag:key=value] [7d | 30d | month]",
+            "hours stopped and estimated savings (default: everything, the last 30d)",
+        ),
         _line("/stop help", "this message"),
         md(
             "A resource is named as in the configuration, or as {}. {} is Feldera's forced "
@@ -82,7 +87,18 @@ HELP = Mrkdwn("\n").join(
 )
 
 RESERVED = frozenset(
-    {"help", "status", "list", "history", "lock", "unlock", "locks", "schedule", "dry-run"}
+    {
+        "help",
+        "status",
+        "list",
+        "history",
+        "lock",
+        "unlock",
+        "locks",
+        "schedule",
+        "dry-run",
+        "savings",
+    }
 )
 SCHEDULE_USAGE = md(
     "Usage: {}, {}, {}, {}, or {}.",
@@ -158,6 +174,18 @@ class Locks:
 
 
 @dataclass(frozen=True)
+class SavingsCommand:
+    """``/stop savings [resource | env | tag:key=value] [7d | 30d | month]``."""
+
+    selection: str | None = None
+    period: str | None = None
+
+
+SAVINGS_USAGE = "/stop savings [resource | env | tag:key=value] [7d | 30d | month]"
+_PERIOD = re.compile(r"^(month|\d{1,4}[dh])$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
 class ScheduleCommand:
     """``/stop schedule <action> …`` and ``/stop dry-run <name>``."""
 
@@ -174,7 +202,16 @@ _QUOTING = re.compile(r"[\"'\\]")
 _SHELL_SPACE = re.compile(r"[ \t\r\n]+")  # shlex's whitespace
 
 Command = (
-    Help | Status | ListResources | History | StopCommand | Lock | Unlock | Locks | ScheduleCommand
+    Help
+    | Status
+    | ListResources
+    | History
+    | StopCommand
+    | Lock
+    | Unlock
+    | Locks
+    | ScheduleCommand
+    | SavingsCommand
 )
 
 
@@ -290,6 +327,8 @@ def parse(text: str) -> Command:
         if len(names) != 1 or len(rest) - len(names) > 1:
             raise UsageError(_usage("/stop unlock <resource> [--force]"))
         return Unlock(names[0], force="--force" in rest)
+    if head == "savings":
+        return _savings(rest)
     if head == "history":
         if len(rest) > 1:
             raise UsageError(_usage("/stop history [resource]"))
@@ -325,6 +364,14 @@ def parse(text: str) -> Command:
         reason=_reason(reason_words),
         override_lock=flags["--override-lock"],
     )
+
+
+def _savings(words: list[str]) -> SavingsCommand:
+    periods = [w.lower() for w in words if _PERIOD.match(w)]
+    others = [w for w in words if not _PERIOD.match(w)]
+    if len(periods) > 1 or len(others) > 1:
+        raise UsageError(_usage(SAVINGS_USAGE, md(", e.g. {}.", code("/stop savings dev 7d"))))
+    return SavingsCommand(others[0] if others else None, periods[0] if periods else None)
 
 
 def _reason(words: list[str]) -> str | None:

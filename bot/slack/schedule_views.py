@@ -11,6 +11,7 @@ from bot.config import ScheduleConfig
 from bot.durations import format_duration
 from bot.models import KeepException
 from bot.schedules import Outcome, PlanItem, RunReport
+from bot.slack import savings_views
 from bot.slack.views import (
     SECTION_LIMIT,
     Blocks,
@@ -240,6 +241,8 @@ def summary(report: RunReport) -> View:
             )
         ),
     ]
+    if report.expected is not None:
+        blocks.append(_context(savings_views.expected_line(report.expected)))
     return text, blocks
 
 

@@ -13,8 +13,9 @@ from slack_sdk.errors import SlackApiError
 from bot.config import ScheduleConfig, UnknownResourceError
 from bot.durations import format_duration, parse_duration
 from bot.models import ScheduleRun
+from bot.savings import Report
 from bot.schedules import Change, PlanItem, RunReport, ScheduleError
-from bot.slack import buttons, commands
+from bot.slack import buttons, commands, savings_views
 from bot.slack import schedule_views as sv
 from bot.slack.progress import posted_before, tagged, transient
 from bot.slack.replies import replace, replace_with, tell, tell_channel
@@ -77,6 +78,11 @@ class SlackScheduleNotifier:
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
     ) -> bool:
         return bool(await self._post(schedule.channel, *sv.drift(schedule, resource, status.state)))
+
+    async def digest(self, channel: str, report: Report) -> bool:
+        """The weekly savings digest (the savings notifier of :class:`~bot.stopbot.Face`)."""
+        text, blocks = savings_views.report(report, "the last 7 days", title="Weekly savings")
+        return bool(await self._post(channel, text, blocks))
 
     async def summary(self, report: RunReport) -> bool:
         run_id = report.run.id

@@ -37,6 +37,8 @@ MAX_BODY = 256 * 1024
 """The largest request read, in bytes. Slack's largest, a modal submitted with every input
 full, is a few tens of kilobytes."""
 JSON = "application/json"
+EVENTS = frozenset({"app_home_opened"})
+"""The events Stopbot subscribes to (app-manifest.yml): the Home tab opened."""
 # The interactions an app of buttons and modals gets: no shortcuts, menus of options
 # loaded from the app, or legacy attachments.
 INTERACTIONS = frozenset({"block_actions", "view_submission", "view_closed"})
@@ -124,8 +126,14 @@ def _read(
     # As Bolt decides (parse_body): JSON by its content type or by its first character.
     if content_type.split(";")[0] == JSON or text.startswith("{"):
         parsed = _object(text)
-        if parsed.get("type") != "url_verification":
-            raise Refused(400, "Stopbot subscribes to no events")
+        if parsed.get("type") == "event_callback":
+            event = parsed.get("event")
+            if not isinstance(event, dict) or event.get("type") not in EVENTS:
+                raise Refused(400, "Stopbot subscribes to no such event")
+            if not _named(event.get("user")):
+                raise Refused(400, "an event without its user")
+        elif parsed.get("type") != "url_verification":
+            raise Refused(400, "neither an event nor Slack's URL check")
         return SlackRequest(text, _checked(parsed))
     form = _form(text)
     fields = form if form is not None else dict(parse_qsl(text, keep_blank_values=True))

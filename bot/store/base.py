@@ -121,6 +121,13 @@ class AuditStore(ABC):
     ) -> list[AuditEntry]:
         """Audit entries, oldest first (the last ``limit`` of them when a limit is given)."""
 
+    @abstractmethod
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        """The entries of resources whose action is one of ``actions``, from ``since`` on,
+        preceded by each resource's last such entry before ``since`` (what held then):
+        oldest first. What savings are counted from (a stop that reached stopped, a
+        resource seen running again)."""
+
 
 class OperationStore(ABC):
     """Stops (operations), their transitions, and the claim to send each one once."""
@@ -153,6 +160,11 @@ class OperationStore(ABC):
 
     @abstractmethod
     def get_operation(self, op_id: str) -> Operation | None: ...
+
+    @abstractmethod
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        """The operations of ``ids`` that exist, by id, read at once (a savings report
+        names the stop behind each of thousands of stretches)."""
 
     @abstractmethod
     def operation_for_key(self, idempotency_key: str) -> Operation | None:
@@ -287,6 +299,11 @@ class ApprovalStore(ABC):
     @abstractmethod
     def expired_approvals(self) -> list[str]:
         """Operations whose approval request is still pending past its expiry (now)."""
+
+    @abstractmethod
+    def pending_approvals(self) -> list[str]:
+        """Operations whose approval request is pending and not past its expiry, oldest
+        first (what approvers have waiting)."""
 
     @abstractmethod
     def add_approval_message(self, op_id: str, channel: str, ts: str) -> None:

@@ -555,6 +555,21 @@ class PostgresStore(Store):
             row["detail"] = json.loads(row["detail"] or "{}")
         return [AuditEntry.model_validate(r) for r in rows]
 
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        if not actions:
+            return []
+        query = (
+            "SELECT * FROM audit WHERE id IN ("
+            "SELECT MAX(id) FROM audit WHERE action = ANY(%s) AND at < %s "
+            "AND resource IS NOT NULL GROUP BY resource) "
+            "OR (action = ANY(%s) AND at >= %s AND resource IS NOT NULL) ORDER BY id"
+        )
+        with self._connection() as conn:
+            rows = self._rows(conn, query, [list(actions), since, list(actions), since])
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return [AuditEntry.model_validate(r) for r in rows]
+
     # -- operations ---------------------------------------------------------------
 
     def create_operation(
@@ -639,6 +654,14 @@ class PostgresStore(Store):
 
     def _get_many(self, conn: psycopg.Connection[Any], ids: Iterable[str]) -> list[Operation]:
         return [self._get(conn, op_id) for op_id in ids]
+
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        with self._connection() as conn:
+            rows = self._rows(conn, "SELECT * FROM operations WHERE id = ANY(%s)", [wanted])
+        return {op.id: op for op in (Operation.model_validate(row) for row in rows)}
 
     def get_operation(self, op_id: str) -> Operation | None:
         with self._connection() as conn:
@@ -997,6 +1020,14 @@ class PostgresStore(Store):
     def expired_approvals(self) -> list[str]:
         rows = self.tuples(
             "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
+            [self.clock()],
+        )
+        return [r[0] for r in rows]
+
+    def pending_approvals(self) -> list[str]:
+        rows = self.tuples(
+            "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at > ? "
+            "ORDER BY created_at",
             [self.clock()],
         )
         return [r[0] for r in rows]

@@ -65,6 +65,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 # The states of a stop that is being sent or followed: one such stop per resource.
+CHUNK = 500
+"""Ids in one ``IN (…)`` (SQLite allows 32,766 parameters; smaller keeps each read short)."""
 IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
 
 
@@ -577,6 +579,24 @@ class SQLiteStore(Store):
             row["detail"] = json.loads(row["detail"] or "{}")
         return [AuditEntry.model_validate(r) for r in rows]
 
+    def audit_facts(self, actions: Sequence[str], *, since: dt.datetime) -> list[AuditEntry]:
+        if not actions:
+            return []
+        marks = ", ".join("?" for _ in actions)
+        rows = [
+            dict(r)
+            for r in self.rows(
+                "SELECT * FROM audit WHERE id IN ("  # noqa: S608 -- only placeholders
+                f"SELECT MAX(id) FROM audit WHERE action IN ({marks}) AND at < ? "
+                "AND resource IS NOT NULL GROUP BY resource) "
+                f"OR (action IN ({marks}) AND at >= ? AND resource IS NOT NULL) ORDER BY id",
+                [*actions, _iso(since), *actions, _iso(since)],
+            )
+        ]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return [AuditEntry.model_validate(r) for r in rows]
+
     # -- operations ---------------------------------------------------------------
 
     def create_operation(
@@ -664,6 +684,26 @@ class SQLiteStore(Store):
         data["override_lock"] = bool(data["override_lock"])
         data["notify"] = bool(data["notify"])
         return Operation.model_validate(data)
+
+    def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
+        wanted = sorted(set(ids))
+        found: dict[str, Operation] = {}
+        with self._reading() as conn:
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                cursor = conn.execute(
+                    f"SELECT * FROM operations WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+                names = [d[0] for d in cursor.description]
+                for row in cursor.fetchall():
+                    data = dict(zip(names, row, strict=True))
+                    for flag in ("force", "override_lock", "notify"):
+                        data[flag] = bool(data[flag])
+                    op = Operation.model_validate(data)
+                    found[op.id] = op
+        return found
 
     def get_operation(self, op_id: str) -> Operation | None:
         with self._reading() as conn:
@@ -958,6 +998,14 @@ class SQLiteStore(Store):
     def expired_approvals(self) -> list[str]:
         rows = self.tuples(
             "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at <= ?",
+            [_iso(self.clock())],
+        )
+        return [r[0] for r in rows]
+
+    def pending_approvals(self) -> list[str]:
+        rows = self.tuples(
+            "SELECT operation_id FROM approvals WHERE status = 'pending' AND expires_at > ? "
+            "ORDER BY created_at",
             [_iso(self.clock())],
         )
         return [r[0] for r in rows]

@@ -128,6 +128,16 @@ class _LockSeed(BaseModel):
         return value
 
 
+class _CostSeed(BaseModel):
+    """What ``currentCost`` answers for a cluster: a monthly range, in cents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_cost_in_cents: int = Field(default=15000, ge=0)
+    max_cost_in_cents: int = Field(default=30000, ge=0)
+    currency_code: str = Field(default="USD", min_length=3, max_length=3)
+
+
 class _ClusterSeed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -140,6 +150,7 @@ class _ClusterSeed(BaseModel):
     is_deployed: bool | None = None
     fail_stop: bool = False
     lock: _LockSeed | None = None
+    cost: _CostSeed = Field(default_factory=lambda: _CostSeed())
 
     @field_validator("status")
     @classmethod
@@ -193,6 +204,7 @@ class _Cluster:
     fail_stop: bool
     created_at: dt.datetime
     timeline: Timeline
+    cost: _CostSeed
     lock: _Lock | None = None
     last_execution_id: str | None = None
     last_deployment_date: dt.datetime | None = None
@@ -255,6 +267,7 @@ class QoverySimulator(Simulator):
                 fail_stop=c.fail_stop,
                 created_at=now_dt,
                 timeline=Timeline(c.status, at=now),
+                cost=c.cost,
                 lock=lock,
                 last_deployment_date=now_dt if is_deployed else None,
             )
@@ -469,6 +482,23 @@ class QoverySimulator(Simulator):
                 body = self._stop(self._cluster(request))
             return JSONResponse(body, status_code=202)
 
+        async def current_cost(request: Request) -> Response:
+            with self.lock:
+                self._organization(request)
+                cost = self._cluster(request).cost
+            # The spec's CostRange: the range, and the total it marks required (the top).
+            return JSONResponse(
+                {
+                    "min_cost_in_cents": cost.min_cost_in_cents,
+                    "min_cost": cost.min_cost_in_cents / 100,
+                    "max_cost_in_cents": cost.max_cost_in_cents,
+                    "max_cost": cost.max_cost_in_cents / 100,
+                    "total_in_cents": cost.max_cost_in_cents,
+                    "total": cost.max_cost_in_cents / 100,
+                    "currency_code": cost.currency_code,
+                }
+            )
+
         async def list_locks(request: Request) -> Response:
             with self.lock:
                 self._organization(request)
@@ -511,6 +541,7 @@ class QoverySimulator(Simulator):
                 Route(f"{org}/cluster/status", list_statuses, methods=["GET"]),
                 Route(f"{org}/cluster/{{clusterId}}/status", cluster_status, methods=["GET"]),
                 Route(f"{org}/cluster/{{clusterId}}/stop", stop_cluster, methods=["POST"]),
+                Route(f"{org}/cluster/{{clusterId}}/currentCost", current_cost, methods=["GET"]),
                 Route(f"{org}/lock", list_locks, methods=["GET"]),
                 Route("/cluster/{clusterId}/lock", cluster_lock, methods=["POST", "DELETE"]),
             ],

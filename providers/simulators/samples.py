@@ -28,6 +28,8 @@ DEFAULT_SEED: dict[str, Any] = {
                 "id": "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01",
                 "name": "dev-eu",
                 "status": "DEPLOYED",
+                # A month of running: 365 to 730 USD, so 0.50 to 1.00 an hour.
+                "cost": {"min_cost_in_cents": 36500, "max_cost_in_cents": 73000},
             },
             {
                 "id": "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c02",

@@ -17,6 +17,8 @@
     seen: new Map(), // `${user}:${channel}` -> newest ts seen
     announcedKeys: null, // message keys already shown for this user+channel
     modalKey: null, // `${view id}:${hash}` of the modal on screen
+    home: false, // the Home tab is on screen (instead of a conversation)
+    homeKey: null, // `${user}:${hash}` of the Home on screen
     lastStateJson: "",
   };
 
@@ -129,6 +131,7 @@
     renderUserPicker();
     renderConversations();
     renderMessages();
+    renderHome();
     renderModal();
     renderPanel();
   }
@@ -160,7 +163,7 @@
       const button = el("button", {
         type: "button",
         class: "conversation-link",
-        "aria-current": channel.id === page.channel ? "page" : null,
+        "aria-current": !page.home && channel.id === page.channel ? "page" : null,
         "data-channel": channel.id,
       }, label, count ? el("span", { class: "badge", "aria-label": `${count} new` }, String(count)) : null);
       button.addEventListener("click", () => selectChannel(channel.id));
@@ -175,7 +178,42 @@
     $("composer-label").textContent = current.is_im ? `Message ${conversationLabel(current)}` : `Message #${current.name}`;
   }
 
+  function renderHome() {
+    $("home-pane").hidden = !page.home;
+    $("messages").hidden = page.home;
+    $("composer-form").hidden = page.home;
+    $("home-link").setAttribute("aria-current", page.home ? "page" : "false");
+    if (!page.home) return;
+    $("conversation-title").textContent = "Stopbot app: Home";
+    const found = (page.state.slack.homes || []).find((h) => h.user === page.user);
+    if (!found) return;
+    const key = `${page.user}:${found.view.hash}`;
+    if (key === page.homeKey) return;
+    page.homeKey = key;
+    const lookups = names();
+    const ctx = {
+      users: lookups.users,
+      channels: lookups.channels,
+      tz: person(page.user).tz,
+      clockOffset: page.state.clock_offset,
+      key: `h:${page.user}`,
+      onButton: (element, position) => post("/playground/home/click", {
+        user: page.user, block: position.block, element: position.element,
+      }),
+    };
+    $("home-body").replaceChildren(renderBlocks(found.view.blocks, ctx));
+  }
+
+  function openHome() {
+    page.home = true;
+    page.homeKey = null;
+    $("home-body").replaceChildren(el("p", { class: "empty" }, "Opening the Home tab…"));
+    render();
+    post("/playground/home", { user: page.user }); // app_home_opened: the bot publishes it
+  }
+
   function selectChannel(channelId) {
+    page.home = false;
     page.channel = channelId;
     page.rendered.clear();
     page.announcedKeys = null;
@@ -478,8 +516,10 @@
       page.modalKey = null;
       $("messages").replaceChildren();
       if ($("modal").open) $("modal").close();
-      render();
+      if (page.home) openHome();
+      else render();
     });
+    $("home-link").addEventListener("click", openHome);
 
     $("composer-form").addEventListener("submit", async (event) => {
       event.preventDefault();

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from bot.slack.fake_api.web_api import DEFAULT_APP_ID, DEFAULT_TEAM_DOMAIN, DEFAULT_TEAM_ID
 
 __all__ = [
+    "app_home_opened_body",
     "block_actions_body",
     "block_actions_payload",
     "sign_request",
@@ -241,3 +242,45 @@ def view_closed_payload(
         "is_enterprise_install": False,
         "enterprise": None,
     }
+
+
+def app_home_opened_body(
+    user_id: str,
+    *,
+    tab: str = "home",
+    team_id: str = DEFAULT_TEAM_ID,
+    api_app_id: str = DEFAULT_APP_ID,
+    event_id: str | None = None,
+) -> bytes:
+    """The Events API request Slack sends when ``user_id`` opens the app's Home tab (or
+    its Messages tab, ``tab="messages"``), as JSON.
+
+    https://docs.slack.dev/reference/events/app_home_opened
+    """
+    now = time.time()
+    body = {
+        "token": "verification-token-unused",
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": f"D0{user_id[1:]}",
+            "tab": tab,
+            "event_ts": f"{now:.6f}",
+        },
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{int(now * 1e6)}",
+        "event_time": int(now),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": "U0STOPBOT",
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+    }
+    return json.dumps(body).encode("utf-8")

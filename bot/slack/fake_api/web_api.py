@@ -272,6 +272,7 @@ class FakeSlack:
         self._views: dict[str, dict[str, Any]] = {}
         self._view_users: dict[str, str | None] = {}
         self._closed_views: set[str] = set()
+        self._homes: dict[str, dict[str, Any]] = {}
         self._triggers: dict[str, _Trigger] = {}
         self._conversations: dict[frozenset[str], str] = {}
         self._hooks: dict[str, _Hook] = {}
@@ -294,6 +295,7 @@ class FakeSlack:
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
+            "views.publish": self._views_publish,
         }
         self.app = Starlette(
             routes=[
@@ -554,6 +556,12 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy(list(self._views.values()))
 
+    def home(self, user: str) -> dict[str, Any] | None:
+        """The Home tab published for ``user`` last, if any."""
+        with self._lock:
+            found = self._homes.get(user)
+            return copy.deepcopy(found) if found is not None else None
+
     def open_views(self, user: str | None = None) -> list[dict[str, Any]]:
         """The modals still open (``user``'s only if given), oldest first: a pushed view
         comes after the one it was pushed on."""
@@ -613,6 +621,10 @@ class FakeSlack:
                 "ephemeral": [
                     {"channel": channel, "user": user, "messages": copy.deepcopy(messages)}
                     for (channel, user), messages in self._ephemeral.items()
+                ],
+                "homes": [
+                    {"user": user, "view": copy.deepcopy(view)}
+                    for user, view in self._homes.items()
                 ],
                 "views": [
                     {"user": self._view_users.get(view_id), "view": copy.deepcopy(view)}
@@ -1111,6 +1123,38 @@ class FakeSlack:
         kept = {key: stored[key] for key in _VIEW_IDENTITY}
         stored.update(view)
         stored |= kept | {"hash": self._view_hash()}
+        return {"ok": True, "view": copy.deepcopy(stored)}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """https://docs.slack.dev/reference/methods/views.publish: ``user_id``'s Home tab,
+        a view of type ``home`` (at most 100 blocks), replacing the one published before
+        (``hash`` given: only if it is still that one's)."""
+        view = args.get("view")
+        user = args.get("user_id")
+        if isinstance(view, str):  # slack_sdk sends the view as JSON in a form field
+            view = json.loads(view)
+        if not user or not isinstance(view, dict) or view.get("type") != "home":
+            raise _SlackError("invalid_arguments")
+        if str(user) not in self._users:
+            raise _SlackError("user_not_found")
+        _check_blocks(view.get("blocks", []), most=MAX_VIEW_BLOCKS)
+        previous = self._homes.get(str(user))
+        if args.get("hash") and (previous is None or args["hash"] != previous["hash"]):
+            raise _SlackError("hash_conflict")
+        stored: dict[str, Any] = {
+            "id": previous["id"] if previous else self._next_id("V"),
+            "team_id": self.team_id,
+            "type": "home",
+            "blocks": [],
+            "private_metadata": "",
+            "callback_id": "",
+            "external_id": "",
+            "state": {"values": {}},
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+        } | view
+        stored["hash"] = self._view_hash()
+        self._homes[str(user)] = stored
         return {"ok": True, "view": copy.deepcopy(stored)}
 
     def _view_hash(self) -> str:
