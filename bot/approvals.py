@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from bot.config import ApprovalPolicy
-from bot.models import SYSTEM, ActionResult, Actor, Approval, Operation, OpState, Owed
+from bot.models import SYSTEM, Action, ActionResult, Actor, Approval, Operation, OpState, Owed
 from bot.text import Command, Person, Text, say, too_long
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ class Approvals:
             operation=waiting,
             needs_approval=True,
             message=say(
-                "Asked for approval to stop {}. You will be told when an approver decides.",
+                "Asked for approval to {} {}. You will be told when an approver decides.",
+                waiting.action.verb,
                 waiting.resource,
             ),
         )
@@ -128,7 +129,8 @@ class Approvals:
                 ok=False,
                 operation=op,
                 message=say(
-                    "This request to stop {} was already decided (it is {}). Nothing was changed.",
+                    "This request to {} {} was already decided (it is {}). Nothing was changed.",
+                    op.action.verb,
                     op.resource,
                     op.state.value.replace("_", " "),
                 ),
@@ -137,9 +139,10 @@ class Approvals:
             return ActionResult(
                 ok=False,
                 operation=op,
-                message=Text(
-                    "You cannot approve or deny your own stop request: "
-                    "another approver has to decide."
+                message=say(
+                    "You cannot approve or deny your own {} request: "
+                    "another approver has to decide.",
+                    op.action.verb,
                 ),
             )
         policy = self.policy_for(op.resource)
@@ -169,7 +172,7 @@ class Approvals:
                 message=say(
                     "This approval request expired. {} can run {} again.",
                     Person(op.requested_by),
-                    Command("stop", op.resource),
+                    Command("stop" if op.action is Action.STOP else "wake", op.resource),
                 ),
             )
         return op
@@ -223,7 +226,12 @@ class Approvals:
             operation=op,
             run=True,
             joined=op.joined,
-            message=say("Approved by {}: stopping {}.", Person(actor.id), op.resource),
+            message=say(
+                "Approved by {}: {} {}.",
+                Person(actor.id),
+                "stopping" if op.action is Action.STOP else "waking",
+                op.resource,
+            ),
         )
 
     async def deny(self, op_id: str, actor: Actor, reason: str | None = None) -> ActionResult:
@@ -250,7 +258,13 @@ class Approvals:
         return ActionResult(
             ok=True,
             operation=op,
-            message=say("Denied by {}{}. {} keeps running.", Person(actor.id), why, op.resource),
+            message=say(
+                "Denied by {}{}. {} {}.",
+                Person(actor.id),
+                why,
+                op.resource,
+                "keeps running" if op.action is Action.STOP else "stays as it is",
+            ),
         )
 
     def expire(self) -> list[Operation]:

@@ -64,7 +64,16 @@ from bot.durations import format_duration, parse_duration
 from bot.estate import embedded_document, over_estate
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
-from bot.models import Actor, AuditEntry, BotLock, Operation, OpState, Transition
+from bot.models import (
+    DONE_STATES,
+    Action,
+    Actor,
+    AuditEntry,
+    BotLock,
+    Operation,
+    OpState,
+    Transition,
+)
 from bot.rates import Rate
 from bot.runtime import BUILT_IN, Runtime, uses_estate
 from bot.savings import Money, Savings, SavingsError, Selection, parse_period
@@ -86,6 +95,8 @@ ESTATE_PLACEHOLDER_URL = "http://127.0.0.1:1"
 FINAL_WORDS = {
     OpState.STOPPED: "stopped",
     OpState.STOPPED_ALREADY: "already stopped",
+    OpState.STARTED: "running",
+    OpState.RUNNING_ALREADY: "already running",
     OpState.FAILED: "failed",
     OpState.TIMED_OUT: "timed out",
     OpState.CANCELLED: "cancelled",
@@ -693,25 +704,42 @@ def _login() -> str:
         return f"uid-{os.getuid()}"
 
 
+def _lease(words: list[str]) -> tuple[dt.timedelta | None, list[str]]:
+    """``for <duration>`` at the start of a wake's words: its lease, and the reason's words."""
+    if len(words) >= 2 and words[0].lower() == "for":
+        try:
+            return parse_duration(words[1]), words[2:]
+        except ValueError as exc:
+            raise CliError(
+                f"{exc}. Usage: stopbot wake <resource> [for <duration>] [reason…]", EXIT_USAGE
+            ) from None
+    return None, words
+
+
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     service = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).service
     actor = Actor(id=f"cli:{_login()}")
-    reason = " ".join(args.reason) if args.reason else None
+    waking = args.command == "wake"
+    lease, reason_words = _lease(args.reason) if waking else (None, args.reason)
+    reason = " ".join(reason_words) if reason_words else None
     preview = await service.prepare(
         args.resource,
         actor,
         source="cli",
         reason=reason,
-        force=args.force,
+        force=getattr(args, "force", False),
         override_lock=args.override_lock,
+        action=Action.START if waking else Action.STOP,
+        lease=lease,
     )
     op = preview.operation
     name = op.resource
+    verb, done = ("Wake", "woken") if waking else ("Stop", "stopped")
     shown = [preview.bot_lock.owner] if preview.bot_lock else []
     names = await _names(
         runtime.config, runtime.settings, [*shown, *people_in([op.detail, *preview.notes])]
     )
-    if op.state == OpState.STOPPED_ALREADY:
+    if op.state in (OpState.STOPPED_ALREADY, OpState.RUNNING_ALREADY):
         print(TerminalProgress(names=names).line(op, preview.status))
         return EXIT_OK
     if op.state != OpState.AWAITING_CONFIRMATION:
@@ -719,33 +747,36 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
         word = FINAL_WORDS.get(op.state, op.state.value.replace("_", " "))
         raise CliError(f"{name}: {word}{detail}")
 
-    print(f"Stop {name}?")
+    print(f"{verb} {name}?")
     print("\n".join(_preview_lines(preview, names)))
+    if lease is not None:
+        print(f"  lease:          {format_duration(lease)} from when it runs, then stopped again")
     if preview.approval is not None:
         # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
         service.cancel(op.id, actor)
         needed = preview.approval.min_approvals
+        again = f"/stop wake {name}" if waking else f"/stop {name}"
         raise CliError(
-            f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is stopped, "
-            f"and approvers are asked in Slack: request it there with `/stop {name}`."
+            f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is {done}, "
+            f"and approvers are asked in Slack: request it there with `{again}`."
         )
     if not args.yes:
         if not sys.stdin.isatty():
             service.cancel(op.id, actor)
             raise CliError(
-                f"not stopping {name}: there is no terminal to confirm on. "
-                "Add --yes to confirm from a script.",
+                f"not {'waking' if waking else 'stopping'} {name}: there is no terminal to "
+                "confirm on. Add --yes to confirm from a script.",
                 EXIT_USAGE,
             )
         try:
-            answer = await _read_answer(f"Stop {name}? [y/N] ")
+            answer = await _read_answer(f"{verb} {name}? [y/N] ")
         except asyncio.CancelledError:
             service.cancel(op.id, actor)
             print()
-            raise CliError(f"interrupted: {name} was not stopped.", EXIT_INTERRUPTED) from None
+            raise CliError(f"interrupted: {name} was not {done}.", EXIT_INTERRUPTED) from None
         if answer.strip().lower() not in {"y", "yes"}:
             service.cancel(op.id, actor)
-            raise CliError(f"{name} was not stopped (not confirmed).")
+            raise CliError(f"{name} was not {done} (not confirmed).")
 
     result = service.confirm(op.id, actor)
     if not result.ok or not result.run:
@@ -754,12 +785,12 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
         final = await service.run(op.id, TerminalProgress(names=names), actor)
     except asyncio.CancelledError:
         raise CliError(
-            f"interrupted: this terminal no longer follows the stop of {name}; if it was "
+            f"interrupted: this terminal no longer follows the {verb.lower()} of {name}; if it was "
             f"sent, it goes on at {op.provider}. Check with `stopbot status {name}`; a running "
             "`stopbot serve` resumes following it.",
             EXIT_INTERRUPTED,
         ) from None
-    return EXIT_OK if final.state in {OpState.STOPPED, OpState.STOPPED_ALREADY} else EXIT_FAILED
+    return EXIT_OK if final.state in DONE_STATES else EXIT_FAILED
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -983,6 +1014,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(p, "warning")
     p.set_defaults(func=cmd_stop)
 
+    p = sub.add_parser(
+        "wake", help="start a stopped resource again, after a preview and your confirmation"
+    )
+    p.add_argument("resource", help="a resource name, or provider:id")
+    p.add_argument(
+        "reason",
+        nargs="*",
+        default=[],
+        help="[for <duration>] [why…]: with a duration, a lease (stopped again at its end)",
+    )
+    p.add_argument(
+        "--override-lock",
+        action="store_true",
+        help="as an admin, wake despite someone else's lock (give a reason)",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _add_log_level(p, "warning")
+    p.set_defaults(func=cmd_stop)
+
     p = sub.add_parser("list", help="configured resources with their live status")
     p.add_argument("selector", nargs="?", help="a provider name, or tag:key=value")
     p.set_defaults(func=_with_runtime("list"))
@@ -1035,7 +1085,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     positional words only before the first option."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "stop" and not any(word.startswith("-") for word in extra):
+    if (
+        extra
+        and args.command in {"stop", "wake"}
+        and not any(word.startswith("-") for word in extra)
+    ):
         args.reason = [*args.reason, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

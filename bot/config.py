@@ -43,6 +43,7 @@ from providers.registry import PROVIDERS
 __all__ = [
     "ApprovalPolicy",
     "ConfigError",
+    "LeaseSettings",
     "LockSettings",
     "ProviderConfig",
     "ResourceConfig",
@@ -226,6 +227,21 @@ class LockSettings(BaseModel):
     )
 
 
+class LeaseSettings(BaseModel):
+    """Wake leases, wakes for a duration (``wake <resource> for 2h``) (config key ``leases``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_duration: Duration = Field(
+        default=dt.timedelta(days=7), description="The longest a lease may run (or be extended to)."
+    )
+    warn_before: Duration = Field(
+        default=dt.timedelta(minutes=15),
+        description="DM the owner, with Extend 1h, Keep until tomorrow's run and Stop now, "
+        "this early.",
+    )
+
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_LIMIT = 60
 """Resource and schedule names are typed in commands and carried in Slack's buttons and
@@ -349,12 +365,24 @@ def known_zone(value: str) -> str:
 
 
 class ScheduleConfig(BaseModel):
-    """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays."""
+    """A recurring stop, e.g. dev clusters at 20:00 Paris time on weekdays; with
+    ``start_cron``, office hours: the same schedule starts in the morning what its stop
+    runs stopped."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=NAME_LIMIT, pattern=NAME_PATTERN)
     cron: str = Field(description="Standard 5-field crontab: minute hour day month weekday.")
+    action: str = Field(
+        default="stop",
+        description="What ``cron`` does: stop. Morning starts are ``start_cron`` on the same "
+        "schedule (office hours), so that a start knows which stop run it undoes.",
+    )
+    start_cron: str | None = Field(
+        default=None,
+        description="Office hours: when to start again what this schedule's stop runs "
+        "stopped (same timezone, holidays and warnings), e.g. '0 8 * * 1-5'.",
+    )
     timezone: str = "UTC"
     select: Selector
     channel: str | None = Field(default=None, description="Where warnings and summaries go.")
@@ -376,12 +404,24 @@ class ScheduleConfig(BaseModel):
     def _known_zone(cls, value: str) -> str:
         return known_zone(value)
 
-    @field_validator("cron")
+    @field_validator("action")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
+    def _stop_action(cls, value: str) -> str:
+        if value != "stop":
+            raise ValueError(
+                f"action {value!r} is not one: a schedule's cron stops. To start in the "
+                "morning what it stopped at night, give the same schedule a start_cron "
+                "(office hours), e.g. start_cron: '0 8 * * 1-5'"
+            )
+        return value
+
+    @field_validator("cron", "start_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
         from bot.cron import cron_trigger
 
-        cron_trigger(value, "UTC")
+        if value is not None:
+            cron_trigger(value, "UTC")
         return value
 
 
@@ -521,6 +561,7 @@ class StopbotConfig(BaseModel):
     )
     approval_by_tag: list[TagApproval] = Field(default_factory=list)
     locks: LockSettings = Field(default_factory=LockSettings)
+    leases: LeaseSettings = Field(default_factory=LeaseSettings)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     calendars: dict[str, list[dt.date]] = Field(
         default_factory=dict, description="Named lists of days off, for schedules' skip_on."

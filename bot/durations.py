@@ -12,6 +12,8 @@ __all__ = ["Duration", "format_duration", "parse_duration"]
 
 _PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Past this a timedelta (and a datetime it is added to) overflows: 100 years is plenty.
+_LONGEST = 100 * 365 * 86400
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -24,6 +26,8 @@ def parse_duration(text: str) -> dt.timedelta:
     seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(cleaned))
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a duration: it must be longer than zero")
+    if seconds > _LONGEST:
+        raise ValueError(f"{text!r} is not a duration Stopbot takes: give at most 100 years")
     return dt.timedelta(seconds=seconds)
 
 

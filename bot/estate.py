@@ -64,6 +64,8 @@ SCHEDULE_ZONE = "Europe/Paris"
 FIRST_FIRE_AFTER = dt.timedelta(minutes=4)
 """The sample schedule's first fire: at least this long after start (whole minutes)."""
 WARN_BEFORE = "3m"
+START_CRON = "0 8 * * 1-5"
+"""The morning start of what office-hours stopped (``/stop wake`` starts one by hand)."""
 
 
 def office_hours(started: dt.datetime) -> dict[str, Any]:
@@ -78,6 +80,7 @@ def office_hours(started: dt.datetime) -> dict[str, Any]:
     return {
         "name": OFFICE_HOURS,
         "cron": f"{fire.minute} {fire.hour} * * *",
+        "start_cron": START_CRON,
         "timezone": SCHEDULE_ZONE,
         "select": {"tags": {"env": "dev"}},
         "channel": ESTATE_CHANNEL,

@@ -1,4 +1,5 @@
-"""The bot's own records: stop operations, their transitions, audit entries, bot locks."""
+"""The bot's own records: stop (and wake) operations, their transitions, audit entries, bot
+locks, wake leases."""
 
 from __future__ import annotations
 
@@ -16,17 +17,23 @@ CLI_ACTOR = "cli:"
 """The prefix of a terminal user's actor id: ``cli:<login>``."""
 SCHEDULE_ACTOR = "schedule:"
 """The prefix of a schedule's own actor id (a fire, no person): ``schedule:<name>``."""
+LEASE_ACTOR = "lease:"
+"""The prefix of the actor of a wake lease's own stop at its end: ``lease:<owner>``."""
 
 __all__ = [
     "CLI_ACTOR",
+    "LEASE_ACTOR",
     "SCHEDULE_ACTOR",
     "SYSTEM",
+    "Action",
     "ActionResult",
     "Actor",
     "Approval",
     "AuditEntry",
     "BotLock",
     "KeepException",
+    "Lease",
+    "LeaseState",
     "OpState",
     "Operation",
     "Owed",
@@ -37,8 +44,22 @@ __all__ = [
 ]
 
 
+class Action(StrEnum):
+    """What an operation asks of the provider: stop a resource, or start it again (a wake).
+    Both go through the same workflow, rules and states."""
+
+    STOP = "stop"
+    START = "start"
+
+    @property
+    def verb(self) -> str:
+        """The word users type for it (a start is a wake)."""
+        return "stop" if self is Action.STOP else "wake"
+
+
 class OpState(StrEnum):
-    """Where a stop operation is. The last six are final."""
+    """Where an operation is. The last eight are final; a stop ends stopped (or stopped
+    already), a wake started (or running already)."""
 
     REQUESTED = "requested"
     AWAITING_CONFIRMATION = "awaiting_confirmation"
@@ -48,6 +69,8 @@ class OpState(StrEnum):
     IN_PROGRESS = "in_progress"
     STOPPED = "stopped"
     STOPPED_ALREADY = "stopped_already"
+    STARTED = "started"
+    RUNNING_ALREADY = "running_already"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
@@ -62,6 +85,8 @@ FINAL_STATES = frozenset(
     {
         OpState.STOPPED,
         OpState.STOPPED_ALREADY,
+        OpState.STARTED,
+        OpState.RUNNING_ALREADY,
         OpState.FAILED,
         OpState.TIMED_OUT,
         OpState.CANCELLED,
@@ -72,10 +97,20 @@ FINAL_STATES = frozenset(
 TRACKED_STATES = frozenset({OpState.SUBMITTING, OpState.ACCEPTED, OpState.IN_PROGRESS})
 
 
+# The final states in which a wake is up (and its lease, if it has one, opens).
+UP_STATES = frozenset({OpState.STARTED, OpState.RUNNING_ALREADY})
+# The final states in which an operation did what it asked.
+DONE_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY}) | UP_STATES
+
+
 class Operation(BaseModel):
-    """One requested stop, from request to its final state."""
+    """One requested stop (or wake), from request to its final state."""
 
     id: str
+    action: Action = Action.STOP
+    lease_seconds: int | None = Field(
+        default=None, description="A wake with a lease: how long it stays up before its stop."
+    )
     resource: str
     provider: str
     resource_id: str
@@ -116,6 +151,38 @@ class Operation(BaseModel):
     shown_in: str | None = Field(
         default=None, description="Where the face shows its progress (the face's own word)."
     )
+
+
+class LeaseState(StrEnum):
+    """Where a wake lease is: running (``active``; ``until_run``: kept until the next
+    scheduled stop, which stops it), its end claimed (``ending``: its stop being made), or
+    over."""
+
+    ACTIVE = "active"
+    UNTIL_RUN = "until_run"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class Lease(BaseModel):
+    """A wake with a duration: the resource is kept out of scheduled stops until
+    ``ends_at``, its owner warned before, and stopped at the end by a stop of its own."""
+
+    id: str = Field(description="The wake operation's id: one lease per wake.")
+    resource: str
+    owner: str
+    state: LeaseState
+    created_at: dt.datetime
+    ends_at: dt.datetime
+    warned_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
+    end_operation_id: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state in (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
 
 
 class Transition(BaseModel):

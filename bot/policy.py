@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import ApprovalPolicy, StopbotConfig
-from bot.models import CLI_ACTOR, SCHEDULE_ACTOR
+from bot.models import CLI_ACTOR, LEASE_ACTOR, SCHEDULE_ACTOR
 from bot.text import Command, Text, say
 from providers.base import Resource
 
@@ -91,6 +91,7 @@ class Grounds(StrEnum):
 
     ADMIN = "admin"
     SCHEDULE = "schedule"
+    LEASE = "lease"
     OWN_RULE = "own_rule"
     GLOBAL_RULE = "global_rule"
     UNRESTRICTED = "unrestricted"
@@ -139,6 +140,8 @@ class Decision:
             return Text("admin")
         if self.grounds == Grounds.SCHEDULE:
             return Text("a configured schedule")
+        if self.grounds == Grounds.LEASE:
+            return Text("the end of a wake lease")
         if self.grounds == Grounds.UNRESTRICTED:
             return Text("no restriction configured")
         return say("allowed by {}", self._rule())
@@ -214,6 +217,8 @@ class Policy:
             return Grounds.ADMIN
         if request.source == "schedule" and request.who.startswith(SCHEDULE_ACTOR):
             return Grounds.SCHEDULE
+        if request.source == "lease" and request.who.startswith(LEASE_ACTOR):
+            return Grounds.LEASE  # the end of a wake that was allowed
         users, groups, scope = self._scope(request.resource.name)
         if scope == Grounds.UNRESTRICTED:
             return scope

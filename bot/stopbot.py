@@ -11,7 +11,8 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
   in this order: the face's own (the requests it answered), the stops they drove, the
   messages they owed, their scheduled runs;
 * housekeeping every ``housekeeping_interval``: approval requests past their expiry are
-  ended, owners of locks about to expire are warned;
+  ended, owners of locks about to expire are warned, wake leases are warned and ended
+  (:mod:`bot.leases`);
 * schedule ticks (:class:`~bot.schedules.ScheduleRunner`), on the bot's clock: when it
   jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once.
 
@@ -37,6 +38,7 @@ from typing import Protocol
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
 from bot.leadership import Leadership, Sole
+from bot.leases import LeaseNotifier, Leases
 from bot.locks import LockNotifier, Locks
 from bot.models import Owed
 from bot.policy import GroupMembers, Policy
@@ -76,6 +78,7 @@ class Face:
     approvals: ApprovalNotifier | None = None
     locks: LockNotifier | None = None
     schedules: ScheduleNotifier | None = None
+    leases: LeaseNotifier | None = None
     savings: SavingsNotifier | None = None
     sweeps: Sequence[Sweep] = ()
 
@@ -112,6 +115,10 @@ class Stopbot:
         self.approvals = self.service.approvals
         self.locks = Locks(config, store, providers, self.policy, self.outbox)
         self.engine = ScheduleEngine(config, store, self.service)
+        self.leases = Leases(
+            config, store, self.service, self.policy, self.outbox, self.engine.next_stop_of
+        )
+        self.engine.definitions.leases = self.leases
         self.savings = Savings(config, store, providers, clock=self.clock)
         self.engine.count_savings_with(self.savings)
         self.outbox.handle(DIGEST, self._deliver_digest)
@@ -145,6 +152,8 @@ class Stopbot:
             self.locks.notify_with(face.locks)
         if face.schedules is not None:
             self.engine.notify_with(face.schedules)
+        if face.leases is not None:
+            self.leases.notify_with(face.leases)
         if face.savings is not None:
             self._savings_notifier = face.savings
         self.registry.sweeps[0:0] = face.sweeps
@@ -188,10 +197,11 @@ class Stopbot:
 
     async def tick(self) -> None:
         """Housekeeping: end the approval requests past their expiry, warn the owners of
-        locks about to expire, owe the weekly savings digest when due, and read what is
-        counted stopped (every ``savings.check_interval``)."""
+        locks about to expire, warn and end wake leases, owe the weekly savings digest when
+        due, and read what is counted stopped (every ``savings.check_interval``)."""
         self.approvals.expire()
         self.locks.warn_expiring()
+        await self.leases.tick()
         self.owe_digest()
         try:
             await self.savings.check()

@@ -1,4 +1,8 @@
-"""The stop workflow, the same for Slack, the scheduler and the CLI.
+"""The stop workflow, the same for Slack, the scheduler and the CLI, and for wakes.
+
+An operation carries an action: stop, or start (a wake). Both go through
+the same steps and rules below; only the provider call (:meth:`Provider.stop` or
+:meth:`Provider.start`) and where the resource ends up (stopped, or up) differ.
 
     prepare:  resolve → may this user stop it? → read status and locks → awaiting confirmation
     confirm:  the requester, once, before expiry → submitting (joining a stop of the same
@@ -36,8 +40,20 @@ from pydantic import BaseModel, Field
 
 from bot.approvals import Approvals
 from bot.config import ApprovalPolicy, StopbotConfig, UnknownResourceError
+from bot.durations import format_duration
 from bot.locks import LockVerdict, check_locks
-from bot.models import SYSTEM, ActionResult, Actor, BotLock, Operation, OpState, Owed, Transition
+from bot.models import (
+    DONE_STATES,
+    SYSTEM,
+    Action,
+    ActionResult,
+    Actor,
+    BotLock,
+    Operation,
+    OpState,
+    Owed,
+    Transition,
+)
 from bot.outbox import Outbox
 from bot.policy import Policy, StopRequest
 from bot.polling import StatusBatcher
@@ -54,6 +70,7 @@ from providers.base import (
     utcnow,
 )
 from providers.errors import (
+    AlreadyRunningError,
     AlreadyStoppedError,
     AuthError,
     LockedError,
@@ -85,7 +102,7 @@ SUBMIT_MARGIN = 5.0
 INTERRUPTED_PREPARING = Text(
     "interrupted by a restart while it was being prepared: nothing was stopped"
 )
-_STOPPED_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY})
+_STOPPED_STATES = DONE_STATES
 OWNER_CHECK_EVERY = 5
 """Polls between a follower's checks that it still owns its operation (a process taken
 for dead is fenced out of every write, and stops following at the next check)."""
@@ -248,8 +265,11 @@ class StopService:
         idempotency_key: str | None = None,
         notify: bool = False,
         prior: PriorRead | None = None,
+        action: Action = Action.STOP,
+        lease: dt.timedelta | None = None,
     ) -> Preview:
-        """Record a stop request and decide whether it may go to confirmation.
+        """Record a stop (or wake: ``action``) request and decide whether it may go to
+        confirmation; ``lease``: a wake's lease (bot/leases.py).
 
         The returned operation is awaiting confirmation, refused (``detail`` says why)
         or stopped already; for a request recorded already (same ``idempotency_key``),
@@ -275,6 +295,8 @@ class StopService:
             idempotency_key=idempotency_key,
             owner=self.registry.id,
             notify=notify,
+            action=action,
+            lease_seconds=int(lease.total_seconds()) if lease is not None else None,
         )
         preview = Preview(
             operation=op,
@@ -357,6 +379,19 @@ class StopService:
         )
         if not decision.allowed:
             return self._decide(preview, OpState.REFUSED, actor, decision.reason)
+        longest = self.config.leases.max_duration
+        if op.lease_seconds and dt.timedelta(seconds=op.lease_seconds) > longest:
+            return self._decide(
+                preview,
+                OpState.REFUSED,
+                actor,
+                say(
+                    "a lease of {} is longer than the maximum of {}: wake it for less, and "
+                    "extend it later",
+                    _duration(op.lease_seconds),
+                    format_duration(longest),
+                ),
+            )
         if force and not provider.supports_force:
             preview.notes.append(say("--force has no meaning for {}: ignored", resource.provider))
 
@@ -390,7 +425,27 @@ class StopService:
             preview.blocking_lock = verdict
             return self._decide(preview, OpState.REFUSED, actor, verdict.reason)
         self._note_approval(preview)
-        if preview.status is not None and preview.status.phase == Phase.STOPPED:
+        if op.action is Action.START:
+            if preview.status is not None and provider.is_up(preview.status):
+                if op.lease_seconds:
+                    preview.notes.append(
+                        say(
+                            "your lease of {} runs from now: it is kept out of scheduled "
+                            "stops, and stopped when the lease ends",
+                            _duration(op.lease_seconds),
+                        )
+                    )
+                return self._decide(
+                    preview,
+                    OpState.RUNNING_ALREADY,
+                    actor,
+                    say(
+                        "{} is already running ({}): nothing to do.",
+                        resource.name,
+                        preview.status.state,
+                    ),
+                )
+        elif preview.status is not None and preview.status.phase == Phase.STOPPED:
             return self._decide(
                 preview,
                 OpState.STOPPED_ALREADY,
@@ -496,7 +551,13 @@ class StopService:
         )
         if op is not None:
             preview.operation = op
+            self._open_lease(op)
         return preview
+
+    def _open_lease(self, op: Operation) -> None:
+        """A wake with a lease that is up opens its lease (once, whoever gets here)."""
+        if op.action is Action.START and op.lease_seconds and op.state in DONE_STATES:
+            self.store.open_lease(op.id)
 
     def _lock_verdict(
         self,
@@ -520,13 +581,17 @@ class StopService:
     def _check_pending(self, op_id: str, actor: Actor, verb: str) -> ActionResult | Operation:
         op = self.store.get_operation(op_id)
         if op is None:
-            return ActionResult(ok=False, message=Text("This stop request no longer exists."))
+            return ActionResult(ok=False, message=Text("This request no longer exists."))
         if op.requested_by != actor.id:
             return ActionResult(
                 ok=False,
                 operation=op,
                 message=say(
-                    "Only {} can {} this stop of {}.", Person(op.requested_by), verb, op.resource
+                    "Only {} can {} this {} of {}.",
+                    Person(op.requested_by),
+                    verb,
+                    op.action.verb,
+                    op.resource,
                 ),
             )
         if op.state != OpState.AWAITING_CONFIRMATION:
@@ -534,7 +599,8 @@ class StopService:
                 ok=False,
                 operation=op,
                 message=say(
-                    "This stop of {} was already handled (it is {}). Nothing was changed.",
+                    "This {} of {} was already handled (it is {}). Nothing was changed.",
+                    op.action.verb,
                     op.resource,
                     op.state.value.replace("_", " "),
                 ),
@@ -568,7 +634,8 @@ class StopService:
                 ok=False,
                 operation=expired or checked,
                 message=say(
-                    "This confirmation expired. Run {} again.", Command("stop", checked.resource)
+                    "This confirmation expired. Run {} again.",
+                    _ask_again(checked),
                 ),
             )
         approval = self.approvals.policy_for(checked.resource) if require_approval else None
@@ -585,7 +652,9 @@ class StopService:
             owe=self._progress(checked),
         )
         if op is None:  # another click won the race
-            return ActionResult(ok=False, message=Text("This stop was already handled."))
+            return ActionResult(
+                ok=False, message=say("This {} was already handled.", checked.action.verb)
+            )
         self.outbox.kick()
         return ActionResult(
             ok=True, message=self._submitted(op), operation=op, run=True, joined=op.joined
@@ -593,7 +662,7 @@ class StopService:
 
     def _submitted(self, op: Operation) -> Text:
         if op.joined is None:
-            return say("Stopping {}…", op.resource)
+            return say("{} {}…", "Waking" if op.action is Action.START else "Stopping", op.resource)
         leader = self.store.get_operation(op.joined)
         by = say(" by {}", Person(leader.requested_by)) if leader is not None else None
         return say(
@@ -634,9 +703,17 @@ class StopService:
             detail=say("cancelled by {}", Person(actor.id)),
         )
         if op is None:
-            return ActionResult(ok=False, message=Text("This stop was already handled."))
+            return ActionResult(
+                ok=False, message=say("This {} was already handled.", checked.action.verb)
+            )
         return ActionResult(
-            ok=True, message=say("Cancelled: {} was not stopped.", op.resource), operation=op
+            ok=True,
+            message=say(
+                "Cancelled: {} was not {}.",
+                op.resource,
+                "woken" if op.action is Action.START else "stopped",
+            ),
+            operation=op,
         )
 
     # -- run and follow -------------------------------------------------------------
@@ -818,7 +895,18 @@ class StopService:
             return await self.until_final(op_id, listener)
         op = claimed
         try:
-            accepted = await provider.stop(resource, force=op.force)
+            if op.action is Action.START:
+                accepted = await provider.start(resource)
+            else:
+                accepted = await provider.stop(resource, force=op.force)
+        except AlreadyRunningError as exc:
+            return await self._end(
+                op,
+                OpState.RUNNING_ALREADY,
+                listener,
+                None,
+                say("{} was already running ({}).", resource.name, exc.message),
+            )
         except AlreadyStoppedError as exc:
             return await self._end(
                 op,
@@ -845,9 +933,9 @@ class StopService:
                 listener,
                 None,
                 say(
-                    "{}. The stop may or may not have been taken: check with {} before trying "
-                    "again.",
+                    "{}. The {} may or may not have been taken: check with {} before trying again.",
                     exc,
+                    op.action.verb,
                     Command("status", resource.name),
                 ),
             )
@@ -894,7 +982,26 @@ class StopService:
         self, op: Operation, resource: Resource, listener: ProgressListener
     ) -> Operation:
         """A stop that joined another one of the same resource: no call of its own, it
-        follows the resource until it stops, or ends as that stop ended."""
+        follows the resource until it stops, or ends as that stop ended. One that found the
+        opposite under way (a wake while it is being stopped, or the reverse) does nothing:
+        it ends failed, saying so, to be asked again once that is over."""
+        leader = self.store.get_operation(op.joined) if op.joined else None
+        if leader is not None and leader.action is not op.action:
+            doing = "stopped" if leader.action is Action.STOP else "woken"
+            return await self._end(
+                op,
+                OpState.FAILED,
+                listener,
+                None,
+                say(
+                    "{} is being {} right now (by {}): nothing was sent. Run {} again once "
+                    "that is over.",
+                    op.resource,
+                    doing,
+                    Person(leader.requested_by),
+                    _ask_again(op),
+                ),
+            )
         moved = self._move(
             op,
             OpState.IN_PROGRESS,
@@ -939,8 +1046,9 @@ class StopService:
                     listener,
                     last,
                     say(
-                        "{} did not reach a stopped state within {}{}.",
+                        "{} did not reach a {} state within {}{}.",
                         resource.name,
+                        "running" if op.action is Action.START else "stopped",
                         self.settings.timeout,
                         state,
                     ),
@@ -961,7 +1069,9 @@ class StopService:
                 # run of 10,000 stops reads them all every round).
                 changed = self._observe(op, status) if status.state != op.provider_state else None
                 op = changed or op
-                if status.phase == Phase.STOPPED:
+                if op.action is Action.START and self.providers[resource.provider].is_up(status):
+                    return await self._end(op, OpState.STARTED, listener, status, None)
+                if op.action is Action.STOP and status.phase == Phase.STOPPED:
                     return await self._end(op, OpState.STOPPED, listener, status, None)
                 if status.phase == Phase.FAILED:
                     message = say(
@@ -1001,6 +1111,7 @@ class StopService:
     ) -> Operation:
         final = self._move(op, state, [*_FOLLOWED], detail)
         final = final or self.store.get_operation(op.id) or op
+        self._open_lease(final)
         await self._notify(listener, final, status)
         return final
 
@@ -1102,7 +1213,7 @@ class StopService:
             current = self.store.get_operation(op.id) or op
             if current.state != OpState.SUBMITTING or current.owner != self.registry.id:
                 return current  # moved on, or taken over, elsewhere
-            if status is not None and status.phase not in {Phase.RUNNING, Phase.UNKNOWN}:
+            if status is not None and _left(op, status):
                 moved = self._move(
                     op, OpState.ACCEPTED, [OpState.SUBMITTING], Text("resumed after a restart")
                 )
@@ -1125,9 +1236,10 @@ class StopService:
                 listener,
                 None,
                 say(
-                    "interrupted by a restart while the stop was being sent, and the status "
-                    "is unknown: {}. The stop may or may not have been taken: check with {} "
+                    "interrupted by a restart while the {} was being sent, and the status "
+                    "is unknown: {}. It may or may not have been taken: check with {} "
                     "before trying again.",
+                    op.action.verb,
                     unknown,
                     Command("status", resource.name),
                 ),
@@ -1138,11 +1250,12 @@ class StopService:
             listener,
             status,
             say(
-                "interrupted by a restart while the stop was being sent; the provider did "
+                "interrupted by a restart while the {} was being sent; the provider did "
                 "not take it: {} is {}. Run {} again.",
+                op.action.verb,
                 resource.name,
                 status.state,
-                Command("stop", resource.name),
+                _ask_again(op),
             ),
         )
 
@@ -1200,3 +1313,20 @@ class StopService:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.outbox.aclose()
+
+
+def _ask_again(op: Operation) -> Command:
+    """The command that asks ``op`` again: ``stop <resource>``, or ``wake <resource>``."""
+    return Command("stop" if op.action is Action.STOP else "wake", op.resource)
+
+
+def _left(op: Operation, status: ResourceStatus) -> bool:
+    """Whether ``status`` shows that ``op``'s call went out: a stop under way or done, a
+    start under way (a resource whose phase is running once more)."""
+    if op.action is Action.START:
+        return status.phase is Phase.RUNNING
+    return status.phase not in {Phase.RUNNING, Phase.UNKNOWN}
+
+
+def _duration(seconds: int) -> str:
+    return format_duration(dt.timedelta(seconds=seconds))

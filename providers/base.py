@@ -99,7 +99,8 @@ class ProviderLock(BaseModel):
 
 
 class StopAccepted(BaseModel):
-    """The provider took the stop request (HTTP 202); the stop goes on on its side."""
+    """The provider took the stop (or start) request (HTTP 202); the action goes on on its
+    side."""
 
     provider: str
     resource_id: str
@@ -168,6 +169,21 @@ class Provider(ABC):
 
         Raises :class:`~providers.errors.AlreadyStoppedError` when it is stopped already.
         """
+
+    @abstractmethod
+    async def start(self, resource: Resource) -> StopAccepted:
+        """Ask the provider to start ``resource`` again (a wake): the same error tree as
+        :meth:`stop`, the same statuses and phases followed the other way, to running.
+
+        Raises :class:`~providers.errors.AlreadyRunningError` when it runs already, and
+        :class:`~providers.errors.LockedError` when the provider's lock refuses it.
+        """
+
+    def is_up(self, status: ResourceStatus) -> bool:
+        """Whether a start is over: the resource runs and the provider will not move it on
+        by itself. Providers whose running state is never terminal (~okeanos's ``started``
+        flag) say so here."""
+        return status.phase is Phase.RUNNING and status.terminal
 
     @abstractmethod
     async def status(self, resource: Resource) -> ResourceStatus:

@@ -6,6 +6,7 @@
     ├── NotFoundError             404: unknown resource (or not deployed where we said)
     ├── ConflictError             409 and kin: the resource cannot take this action now
     │   ├── AlreadyStoppedError   ... because it is already stopped (not an error for the bot)
+    │   ├── AlreadyRunningError   ... a start, because it runs already (nor is this)
     │   └── LockedError           ... because the provider holds a lock on it
     ├── InvalidRequestError       400, 405, 422 and other 4xx: the request itself is wrong
     │   └── UnsupportedError      501: the provider's edition cannot do this (Feldera OSS)
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the models import this tree: only their type is needed here
     from providers.base import ProviderLock
 
 __all__ = [
+    "AlreadyRunningError",
     "AlreadyStoppedError",
     "AuthError",
     "ConflictError",
@@ -81,11 +83,15 @@ class NotFoundError(ProviderError):
 
 
 class ConflictError(ProviderError):
-    summary = "the resource cannot be stopped right now"
+    summary = "the resource cannot take this action right now"
 
 
 class AlreadyStoppedError(ConflictError):
     summary = "already stopped"
+
+
+class AlreadyRunningError(ConflictError):
+    summary = "already running"
 
 
 class LockedError(ConflictError):

@@ -1,7 +1,8 @@
 """Feldera pipelines: stop a pipeline, read its deployment status, list an instance's pipelines.
 
 Implements the Feldera REST API v0 (https://docs.feldera.com/api/): ``POST
-/v0/pipelines/{name}/stop``, ``GET /v0/pipelines/{name}?selector=status`` and ``GET
+/v0/pipelines/{name}/stop``, ``POST /v0/pipelines/{name}/start?initial=running`` (a
+wake), ``GET /v0/pipelines/{name}?selector=status`` and ``GET
 /v0/pipelines?selector=status``, with ``Authorization: Bearer <API key>``. A pipeline is
 named by its user-given name, which is its resource id here.
 
@@ -47,6 +48,7 @@ from providers.base import (
     StopAccepted,
 )
 from providers.errors import (
+    AlreadyRunningError,
     AlreadyStoppedError,
     ConflictError,
     InvalidRequestError,
@@ -87,6 +89,8 @@ FAILED = frozenset({"Failed"})
 UNAVAILABLE = "Unavailable"
 # Desired statuses that mean a /stop was accepted: ``Suspended`` for force=false.
 STOP_DESIRED = frozenset({"Stopped", "Suspended"})
+# Desired statuses that mean a /start was accepted (its ``initial``).
+START_DESIRED = frozenset({"Running", "Paused", "Standby"})
 
 ENTERPRISE = "Enterprise"
 """``Configuration.edition`` of the one edition with a graceful stop (openapi.json)."""
@@ -168,6 +172,8 @@ def map_deployment_status(
         status message.
     """
     if status in STOPPED:
+        if desired in START_DESIRED:
+            return Phase.RUNNING, False  # started: about to provision
         return Phase.STOPPED, True
     if status in FAILED:
         return Phase.FAILED, True
@@ -261,6 +267,51 @@ class FelderaProvider(Provider):
             return GracefulStop(available=None, why="its configuration names no edition")
         self._graceful = GracefulStop(available=edition == ENTERPRISE, why=f"{edition} edition")
         return self._graceful
+
+    async def start(self, resource: Resource) -> StopAccepted:
+        """Start the pipeline, running once provisioned (``initial=running``): 202. Feldera
+        answers success for one started or starting already; it refuses a pipeline still
+        suspending or stopping (400 ``IllegalPipelineAction``), which is said as such: a
+        ConflictError naming the status, to try again once it has stopped."""
+        try:
+            response = await self._api.request(
+                "POST",
+                f"{self._path(resource)}/start",
+                params={"initial": "running"},
+                ok=(202,),
+                no_retry=frozenset({503}),
+            )
+        except ProviderError as error:
+            refined = self._refine(error, force=True)
+            if isinstance(refined, IllegalPipelineActionError):
+                raise await self._start_refused(resource, refined) from error
+            if refined is error:
+                raise
+            raise refined from error
+        return StopAccepted(
+            provider=self.name, resource_id=resource.id, message=_accepted_message(response)
+        )
+
+    async def _start_refused(
+        self, resource: Resource, refused: IllegalPipelineActionError
+    ) -> ProviderError:
+        """A start refused: the pipeline is suspending or stopping (the spec's only reason),
+        said with its status when it can be read; running already, AlreadyRunningError."""
+        try:
+            status = await self.status(resource)
+        except ProviderError:
+            return refused
+        kwargs: dict[str, Any] = {"status_code": refused.status_code, "code": refused.code}
+        if status.phase is Phase.RUNNING and status.terminal:
+            return AlreadyRunningError(self.name, refused.message, **kwargs)
+        if status.phase is Phase.STOPPING:
+            return IllegalPipelineActionError(
+                self.name,
+                f"the pipeline is still {status.state.lower()}: it cannot be started until it "
+                "has stopped. Try again once it is Stopped.",
+                **kwargs,
+            )
+        return refused
 
     async def status(self, resource: Resource) -> ResourceStatus:
         response = await self._api.request(

@@ -4,6 +4,7 @@ API reference: the LoD webapp API docs (``webapp/api-doc/docs/*.md`` of grnet/ok
 The calls made here:
 
     POST /api/apps/{application_id}/stop/            form lambda_instance_id  -> 202
+    POST /api/apps/{application_id}/start/           form lambda_instance_id  -> 202 (a wake)
     GET  /api/apps/{application_id}/                 ApplicationDetails: per-instance `started`
     GET  /api/lambda-instances/{lambda_instance_id}/ LambdaInstanceDetails: per-app `started`
     GET  /api/lambda-instances/?limit=&offset=       LambdaInstancesList (pages)
@@ -47,6 +48,7 @@ from providers.base import (
     StopAccepted,
 )
 from providers.errors import (
+    AlreadyRunningError,
     AlreadyStoppedError,
     ConflictError,
     InvalidRequestError,
@@ -71,6 +73,9 @@ PAGE_SIZE = 100
 # e.g. "... has already been stopped."; the service's code (not its docs) has another 409,
 # for an instance that is not STARTED.
 _ALREADY_STOPPED = re.compile(r"\balready\b.*\bstopped\b", re.IGNORECASE | re.DOTALL)
+# ... and when a start finds it started already (ApplicationStart.md's other 409 is the
+# job slot taken by another application).
+_ALREADY_STARTED = re.compile(r"\balready\b.*\bstarted\b", re.IGNORECASE | re.DOTALL)
 
 
 class OkeanosConfig(ProviderConfigBase):
@@ -233,6 +238,31 @@ class OkeanosProvider(Provider):
             message=self._short_description(response),
         )
 
+    async def start(self, resource: Resource) -> StopAccepted:
+        """POST the start (ApplicationStart.md), with ``lambda_instance_id``: 202. Its 409
+        is "already started" (AlreadyRunningError, the text or one status read tells) or
+        "the job slot of the instance is taken" (a ConflictError, as it came)."""
+        instance_id = self._instance_id(resource)
+        try:
+            response = await self._api.request(
+                "POST",
+                f"/api/apps/{quote(resource.id, safe='')}/start/",
+                files={"lambda_instance_id": (None, instance_id)},
+                ok=(200, 202),
+            )
+        except ConflictError as error:
+            raise await self._refine_start_conflict(error, resource, instance_id) from None
+        return StopAccepted(
+            provider=self.name,
+            resource_id=resource.id,
+            message=self._short_description(response),
+        )
+
+    def is_up(self, status: ResourceStatus) -> bool:
+        """``started`` is never terminal (a stop leaves no trace while it runs), but for a
+        start it is the end: LoD has no further word for it."""
+        return status.phase is Phase.RUNNING
+
     async def status(self, resource: Resource) -> ResourceStatus:
         """The ``started`` flag of the application on its instance (ApplicationDetails.md)."""
         instance_id = self._instance_id(resource)
@@ -390,6 +420,19 @@ class OkeanosProvider(Provider):
         ):
             message = f"{error.message} (lambda instance {instance_id} is {instance_status})"
             return self._refined(ConflictError, error, message)
+        return error
+
+    async def _refine_start_conflict(
+        self, error: ConflictError, resource: Resource, instance_id: str
+    ) -> ProviderError:
+        if _ALREADY_STARTED.search(error.message):
+            return self._refined(AlreadyRunningError, error, error.message)
+        try:
+            deployment = await self._deployment(resource.id, instance_id)
+        except ProviderError:
+            return error
+        if deployment.started is True:
+            return self._refined(AlreadyRunningError, error, error.message)
         return error
 
     def _refined(

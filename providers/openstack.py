@@ -5,6 +5,7 @@ from the token's service catalog. The calls made here:
 
     POST {auth_url}/auth/tokens                 -> 201, token in X-Subject-Token
     POST {compute}/servers/{id}/action          {"os-stop": null} -> 202, no body
+    POST {compute}/servers/{id}/action          {"os-start": null} -> 202, no body (a wake)
     GET  {compute}/servers/{id}                 -> {"server": {...}}
     GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
                                                    (changes-since when polling stops)
@@ -49,6 +50,7 @@ from providers.base import (
     utcnow,
 )
 from providers.errors import (
+    AlreadyRunningError,
     AlreadyStoppedError,
     AuthError,
     ConflictError,
@@ -124,6 +126,8 @@ _RENEW_FRACTION = 10
 # Nova's own wording (nova.exception.InstanceInvalidState) for a stop of a stopped server:
 # it decides when the server cannot be read after the 409.
 _STOPPED_RE = re.compile(r"\bvm_state stopped\b", re.IGNORECASE)
+# ... and for a start of a running server.
+_ACTIVE_RE = re.compile(r"\bvm_state active\b", re.IGNORECASE)
 _MICROVERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
 _MAX_PAGES = 1000
 # How far changes-since reaches back before the time it is computed from: Nova's hosts'
@@ -313,6 +317,24 @@ class NovaProvider(Provider):
             self._changed_since[resource.id] = before_stop
         return StopAccepted(provider=self.name, resource_id=resource.id)
 
+    async def start(self, resource: Resource) -> StopAccepted:
+        """Send ``os-start`` (SHUTOFF -> ACTIVE): 202 with no body, the server powers on in
+        the background (task ``powering-on``). The same lock rules as a stop: a locked
+        server is refused to all but an administrator's token."""
+        before_start = self._latest_change
+        try:
+            await self._compute(
+                "POST",
+                f"/servers/{_quote(resource.id)}/action",
+                json={"os-start": None},
+                ok=(202,),
+            )
+        except (ConflictError, ForbiddenError) as exc:
+            raise await self._refine_refusal(resource, exc, starting=True) from exc
+        if before_start is not None:
+            self._changed_since[resource.id] = before_start
+        return StopAccepted(provider=self.name, resource_id=resource.id)
+
     async def status(self, resource: Resource) -> ResourceStatus:
         return self._status(resource.id, await self._server(resource.id))
 
@@ -477,8 +499,11 @@ class NovaProvider(Provider):
             message=message,
         )
 
-    async def _refine_refusal(self, resource: Resource, error: ProviderError) -> ProviderError:
-        """Tell a locked server, and a stopped one, from other refusals of ``os-stop``.
+    async def _refine_refusal(
+        self, resource: Resource, error: ProviderError, *, starting: bool = False
+    ) -> ProviderError:
+        """Tell a locked server, and a stopped one, from other refusals of ``os-stop``
+        (``starting``: a running one, from other refusals of ``os-start``).
 
         The api-ref fixes neither the wording nor even the status of a refused stop of a
         locked server (only an administrator may stop one: others may get 409 or, by the
@@ -499,6 +524,12 @@ class NovaProvider(Provider):
             )
         if not isinstance(error, ConflictError):
             return error
+        if starting:
+            running = _ACTIVE_RE.search(error.message) is not None
+            if server is not None and not running:
+                status = self._status(resource.id, server)
+                running = status.phase is Phase.RUNNING and status.terminal
+            return self._refined(AlreadyRunningError, error, error.message) if running else error
         stopped = _STOPPED_RE.search(error.message) is not None
         if server is not None and not stopped:
             status = self._status(resource.id, server)

@@ -3,6 +3,8 @@
 API reference: the Qovery OpenAPI spec (``Clusters`` tag). The calls made here:
 
     POST /organization/{organizationId}/cluster/{clusterId}/stop     -> 202 ClusterStatus, 409
+    POST /organization/{organizationId}/cluster/{clusterId}/deploy   -> 201 ClusterStatus, 400
+                                                                     (a wake)
     GET  /organization/{organizationId}/cluster/{clusterId}/status   -> ClusterStatus
     GET  /organization/{organizationId}/cluster/status               -> ClusterStatusResponseList
     GET  /organization/{organizationId}/cluster                      -> ClusterResponseList
@@ -35,8 +37,10 @@ from providers.base import (
     StopAccepted,
 )
 from providers.errors import (
+    AlreadyRunningError,
     AlreadyStoppedError,
     ConflictError,
+    InvalidRequestError,
     LockedError,
     ProviderError,
 )
@@ -90,6 +94,10 @@ CLUSTER_STATES: dict[str, tuple[Phase, bool]] = {
     # keeps polling through it.
     "DRY_RUN": (Phase.UNKNOWN, False),
 }
+
+
+# States in which Qovery is busy with the cluster: another operation waits for its end.
+BUSY = frozenset(state for state, (_, terminal) in CLUSTER_STATES.items() if not terminal)
 
 
 def cluster_phase(state: str) -> tuple[Phase, bool]:
@@ -307,6 +315,60 @@ class QoveryProvider(Provider):
             resource_id=resource.id,
             status=self._status(body, resource.id),
         )
+
+    async def start(self, resource: Resource) -> StopAccepted:
+        """Deploy the cluster again: the spec's ``deployCluster`` brings a stopped cluster
+        back (201 with a ClusterStatus: DEPLOYMENT_QUEUED, DEPLOYING, DEPLOYED).
+
+        The spec's refusal of it is a 400 (no 409 is documented); a refused deploy (an
+        operation in progress, a lock), 400 or 409, is told apart by one status read, as
+        for a stop.
+        """
+        try:
+            response = await self._api.request(
+                "POST", f"{self._cluster_path(resource.id)}/deploy", ok=(201, 202)
+            )
+        except (ConflictError, InvalidRequestError) as refused:
+            if refused.status_code not in (400, 409):
+                raise
+            raise await self._after_start_conflict(resource, refused) from refused
+        try:
+            body = _parse(self.name, _ClusterStatus, response)
+        except ProviderError as unreadable:
+            log.warning(
+                "deploy accepted without a ClusterStatus",
+                extra={"provider": self.name, "error": unreadable.message},
+            )
+            return StopAccepted(provider=self.name, resource_id=resource.id)
+        return StopAccepted(
+            provider=self.name, resource_id=resource.id, status=self._status(body, resource.id)
+        )
+
+    async def _after_start_conflict(
+        self, resource: Resource, conflict: ProviderError
+    ) -> ProviderError:
+        """A refused deploy: locked (an unexpired ``cluster_lock``), running already, or
+        the 409 as it came (a status that cannot be read changes nothing)."""
+        try:
+            current = await self._read_status(resource.id)
+        except ProviderError:
+            return conflict
+        phase, terminal = cluster_phase(current.status)
+        message = conflict.message
+        if current.status.lower() not in message.lower():
+            message = f"{message} (cluster status: {current.status})"
+        kwargs: dict[str, Any] = {"status_code": conflict.status_code, "code": conflict.code}
+        lock = _lock(current.cluster_lock)
+        if lock is not None and not lock.is_expired():
+            if lock.owner and lock.owner.casefold() not in message.casefold():
+                why = f": {lock.reason}" if lock.reason else ""
+                message = f"{message} (locked by {lock.owner}{why})"
+            return LockedError(self.name, message, lock=lock, **kwargs)
+        if phase is Phase.RUNNING and terminal:
+            return AlreadyRunningError(self.name, message, **kwargs)
+        if not isinstance(conflict, ConflictError) and current.status not in BUSY:
+            return conflict  # a 400 for the request itself, not for the cluster's state
+        return ConflictError(self.name, message, **kwargs)
 
     async def _after_conflict(
         self, resource: Resource, conflict: ConflictError

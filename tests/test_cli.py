@@ -1021,6 +1021,61 @@ def test_the_terminal_says_whose_step_accepted_is() -> None:
     assert TerminalProgress().line(op, None) == "web-1: accepted by nova"
 
 
+# -- wake -------------------------------------------------------------------------------------
+
+
+def test_wake_with_yes_follows_the_start_to_running(env: Env) -> None:
+    """`stopbot wake qa-old for 2h --yes`: the same preview, then each state to running;
+    the audit says wake, and the lease is opened for the terminal's user."""
+    env.slow_qovery()
+    child = env.process("wake", "qa-old", "for", "2h", "demo", "--yes")
+    try:
+        env.sims.hub.clock.advance(0)
+        child.out.wait_for("qa-old: DEPLOYMENT_QUEUED (running)\n")
+        env.sims.hub.clock.advance(STEP)
+        child.out.wait_for("qa-old: DEPLOYING (running)\n")
+        env.sims.hub.clock.advance(STEP)
+        assert child.wait() == 0
+    finally:
+        child.close()
+    assert without_elapsed(child.out.text) == [
+        "Wake qa-old?",
+        "  resource:       qa-old (qovery, id 0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c03)",
+        "  status:         STOPPED (stopped)",
+        "  provider lock:  none",
+        "  Stopbot lock:   none",
+        "  reason:         demo",
+        "  lease:          2h from when it runs, then stopped again",
+        "[t] qa-old: DEPLOYMENT_QUEUED (running)",
+        "[t] qa-old: DEPLOYING (running)",
+        "[t] qa-old: running",
+    ]
+    assert env.audit() == [
+        (USER, "wake.requested", "qa-old"),
+        (USER, "wake.awaiting_confirmation", "qa-old"),
+        (USER, "wake.submitting", "qa-old"),
+        ("stopbot", "wake.accepted", "qa-old"),
+        ("stopbot", "wake.in_progress", "qa-old"),
+        ("stopbot", "wake.started", "qa-old"),
+        (USER, "lease.opened", "qa-old"),
+    ]
+
+
+def test_wake_of_a_running_resource_says_so(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resource running already: exit 0, the reason, no question asked."""
+    assert main(["wake", "dev-eu"]) == 0
+    assert capsys.readouterr().out == (
+        "dev-eu: already running: dev-eu is already running (DEPLOYED): nothing to do.\n"
+    )
+
+
+def test_wake_with_a_bad_lease_is_usage(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`for` needs a duration: exit 2, the grammar, nothing recorded."""
+    assert main(["wake", "qa-old", "for", "soon", "--yes"]) == 2
+    assert "Usage: stopbot wake <resource> [for <duration>] [reason…]" in capsys.readouterr().err
+    assert env.operations() == []
+
+
 # -- savings ----------------------------------------------------------------------------------
 
 

@@ -81,6 +81,15 @@ def test_parse(text: str, expected: object) -> None:
             "lock dev-eu soon",
             "'soon' is not a duration: use a number and a unit, like 30m, 4h, 3d or 1h30m. Usage: `/stop lock &lt;resource&gt; &lt;duration&gt; [reason…]`.",
         ),
+        (
+            "lock dev-eu 99999999999999w",
+            "'99999999999999w' is not a duration Stopbot takes: give at most 100 years. Usage: `/stop lock &lt;resource&gt; &lt;duration&gt; [reason…]`.",
+        ),
+        (
+            "wake dev-eu for",
+            "Usage: `/stop wake &lt;resource&gt; [for &lt;duration&gt;] [reason…]`: a duration after `for`, e.g. `2h`.",
+        ),
+        ("leases end", "Usage: `/stop leases` or `/stop leases end &lt;resource&gt;`."),
         ("unlock", "Usage: `/stop unlock &lt;resource&gt; [--force]`."),
         ("unlock a b", "Usage: `/stop unlock &lt;resource&gt; [--force]`."),
         ("locks now", "Usage: `/stop locks` (no arguments)."),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import queue
 import signal
@@ -26,6 +27,17 @@ from bot.runtime import BUILT_IN, Runtime
 from tests.helpers import FAST_STOPS
 
 PARIS = dt.timezone(dt.timedelta(hours=1))  # December: Paris is UTC+1
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """In-process commands configure the root logger: put it back after each test."""
+    root = logging.getLogger()
+    handlers, level, factory = list(root.handlers), root.level, logging.getLogRecordFactory()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
 
 
 @pytest.fixture

@@ -166,6 +166,25 @@ async def test_confirm_click_follows_the_stop_to_stopped(page: Page) -> None:
     assert [d["kind"] for d in state["deliveries"]] == ["slash_command", "block_actions"]
 
 
+async def test_a_stopped_resource_is_woken_again_in_the_page(page: Page) -> None:
+    """Stop, then `/stop wake`, in the same page: the estate comes back without restarting
+    anything, and the progress message follows it to Running."""
+    await page.type("/stop dev-eu")
+    await page.click(await page.reply(), "stop_confirm", ephemeral=True)
+    await page.slack.wait_for_message(CHANNEL, final)
+    await page.type("/stop wake dev-eu")
+    confirmation = await page.reply(2)
+    assert confirmation["text"] == "Wake dev-eu (qovery)? Confirm or cancel."
+    await page.click(confirmation, "stop_confirm", ephemeral=True)
+    woken = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m["text"].startswith("dev-eu: :white_check_mark: Running")
+    )
+    assert "`DEPLOYED`" in json.dumps(woken["blocks"])
+    state = await page.state()
+    dev_eu = next(r for r in state["resources"] if r["name"] == "dev-eu")
+    assert (dev_eu["status"], dev_eu["settled"]) == ("DEPLOYED", True)
+
+
 async def test_acknowledgement_reply_is_shown_ephemeral(page: Page) -> None:
     """The text a command is acknowledged with shows as the bot's ephemeral message."""
     await page.type("/stop help")

@@ -456,7 +456,7 @@ async def test_stop_answered_503_on_a_running_pipeline_is_a_conflict(
         await provider.stop(pipeline("etl"), force=True)
     assert type(caught.value) is ConflictError
     assert str(caught.value) == (
-        "feldera: the resource cannot be stopped right now (HTTP 503): Feldera did not act on "
+        "feldera: the resource cannot take this action right now (HTTP 503): Feldera did not act on "
         f"the stop ({REFUSED}) and the pipeline is Running. Check its status before trying again."
     )
     assert (await provider.status(pipeline("etl"))).state == "Running"

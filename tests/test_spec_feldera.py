@@ -131,6 +131,7 @@ def test_simulator_routes_are_spec_operations(spec: dict[str, Any]) -> None:
         ("/v0/pipelines", "get"),
         ("/v0/pipelines/{pipeline_name}", "get"),
         ("/v0/pipelines/{pipeline_name}/stop", "post"),
+        ("/v0/pipelines/{pipeline_name}/start", "post"),
     }
     for path, method in served:
         assert method in spec["paths"][path], (path, method)
@@ -377,6 +378,61 @@ def test_graceful_stop_while_suspending_or_stopping_is_the_documented_400(
     )
     after = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
     assert (after["deployment_status"], after["deployment_desired_status"]) == (status, desired)
+
+
+def test_start_operation_is_as_the_client_assumes(spec: dict[str, Any]) -> None:
+    """/start takes ``initial`` (running, paused or standby) and documents 202 and the 400
+    for a pipeline still suspending or stopping."""
+    operation = spec["paths"]["/v0/pipelines/{pipeline_name}/start"]["post"]
+    initial = next(p for p in operation["parameters"] if p["name"] == "initial")
+    assert (initial["in"], initial["required"]) == ("query", False)
+    assert "`running`" in initial["description"]
+    assert {"202", "400", "404"} <= set(operation["responses"])
+    assert "in the process of suspending or stopping" in operation["description"]
+
+
+def test_every_step_of_a_start_matches_schema(
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client
+) -> None:
+    """A start of a stopped pipeline: 202, then Provisioning, Initializing and Running,
+    each a valid PipelineSelectedInfo with the desired status Running."""
+    sims.hub.clock.freeze()
+    assert api.post("/v0/pipelines/archive/start", params={"initial": "running"}).status_code == (
+        202
+    )
+    seen = []
+    for _ in range(4):
+        body = api.get("/v0/pipelines/archive", params={"selector": "status"}).json()
+        assert problems(spec, schema(spec, "PipelineSelectedInfo"), body) == []
+        assert body["deployment_desired_status"] == "Running"
+        seen.append(body["deployment_status"])
+        sims.hub.clock.advance(STEP)
+    assert seen == ["Stopped", "Provisioning", "Initializing", "Running"]
+
+
+@pytest.mark.parametrize("before", ["Stopping", "Suspended"])
+def test_start_while_stopping_is_the_documented_400(
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client, before: str
+) -> None:
+    """The start docs: no /start while suspending or stopping; the 400 is the spec's
+    example's code and details, and nothing changes."""
+    simulator(sims).set_state("etl", before)
+    response = api.post("/v0/pipelines/etl/start", params={"initial": "running"})
+    documented = example(spec, "/v0/pipelines/{pipeline_name}/start", "post", "400")
+    body = response.json()
+    assert response.status_code == 400
+    assert problems(spec, schema(spec, "ErrorResponse"), body) == []
+    assert body["error_code"] == documented["error_code"] == "IllegalPipelineAction"
+    assert set(body["details"]) == set(documented["details"])
+    after = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
+    assert after["deployment_status"] == before
+
+
+def test_start_of_a_running_pipeline_succeeds_and_changes_nothing(api: httpx.Client) -> None:
+    """'If the pipeline is already (being) started, it will still return success.'"""
+    assert api.post("/v0/pipelines/etl/start", params={"initial": "running"}).status_code == 202
+    body = api.get("/v0/pipelines/etl", params={"selector": "status"}).json()
+    assert (body["deployment_status"], body["deployment_desired_status"]) == ("Running", "Running")
 
 
 def test_forced_stop_while_stopping_is_accepted(sims: SimulatorServer, api: httpx.Client) -> None:

@@ -120,7 +120,7 @@ def test_simulator_routes_exist_in_the_spec(spec: dict[str, Any]) -> None:
         if isinstance(route, Route)
         for method in sorted(set(route.methods or ()) - {"HEAD"})
     ]
-    assert len(served) == 8
+    assert len(served) == 9
     for method, path in served:
         assert method.lower() in spec["paths"].get(path, {}), f"{method} {path} not in the spec"
 
@@ -153,6 +153,13 @@ def test_security_scheme_is_the_api_token(spec: dict[str, Any], sims: SimulatorS
             f"{ORG}/cluster/{{clusterId}}/stop",
             f"/organization/{QOVERY_ORG}/cluster/{DEV}/stop",
             202,
+            {},
+        ),
+        (
+            "POST",
+            f"{ORG}/cluster/{{clusterId}}/deploy",
+            f"/organization/{QOVERY_ORG}/cluster/{QA}/deploy",
+            201,
             {},
         ),
         ("GET", f"{ORG}/lock", f"/organization/{QOVERY_ORG}/lock", 200, {}),
@@ -249,6 +256,20 @@ def test_bodies_with_a_lock_and_every_stop_state_match_the_schema(
             AUTH,
             409,
         ),
+        (
+            "POST",
+            f"{ORG}/cluster/{{clusterId}}/deploy",
+            f"/organization/{QOVERY_ORG}/cluster/{QA}/deploy",
+            {},
+            401,
+        ),
+        (
+            "POST",
+            f"{ORG}/cluster/{{clusterId}}/deploy",
+            f"/organization/{QOVERY_ORG}/cluster/{UNKNOWN}/deploy",
+            AUTH,
+            404,
+        ),
         ("GET", f"{ORG}/lock", f"/organization/{QOVERY_ORG}/lock", {}, 401),
         ("POST", "/cluster/{clusterId}/lock", f"/cluster/{UNKNOWN}/lock", AUTH, 404),
         ("DELETE", "/cluster/{clusterId}/lock", f"/cluster/{DEV}/lock", {}, 401),
@@ -295,6 +316,29 @@ def test_stop_during_a_stop_is_the_spec_s_409(
     }
     status = api(sims, "GET", f"/organization/{QOVERY_ORG}/cluster/{DEV}/status").json()
     assert status["status"] == state
+
+
+def test_deploy_runs_the_stop_backwards_and_refuses_with_the_spec_s_400(
+    spec: dict[str, Any], sims: SimulatorServer
+) -> None:
+    """A deploy of a stopped cluster answers 201 and goes DEPLOYMENT_QUEUED, DEPLOYING,
+    DEPLOYED, each body a valid ClusterStatus; one during an operation is refused with a
+    status the spec documents for deployCluster (400: it has no 409)."""
+    responses = operation(spec, "POST", f"{ORG}/cluster/{{clusterId}}/deploy")["responses"]
+    assert "409" not in responses and "400" in responses
+    schema = spec["components"]["schemas"]["ClusterStatus"]
+    sims.hub.clock.freeze()
+    first = api(sims, "POST", f"/organization/{QOVERY_ORG}/cluster/{QA}/deploy")
+    assert first.status_code == 201
+    seen = [first.json()["status"]]
+    again = api(sims, "POST", f"/organization/{QOVERY_ORG}/cluster/{QA}/deploy")
+    assert again.status_code == 400
+    for _ in range(2):
+        sims.hub.clock.advance(3.0)
+        body = api(sims, "GET", f"/organization/{QOVERY_ORG}/cluster/{QA}/status").json()
+        assert problems(spec, schema, body) == []
+        seen.append(body["status"])
+    assert seen == ["DEPLOYMENT_QUEUED", "DEPLOYING", "DEPLOYED"]
 
 
 def test_spec_gives_ready_and_is_deployed_no_meaning(spec: dict[str, Any]) -> None:

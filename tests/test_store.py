@@ -461,6 +461,71 @@ def test_no_sql_outside_the_store() -> None:
     assert found == []
 
 
+def test_a_wake_s_lease_opens_once_and_moves_by_compare_and_set(store: Store, clock: Clock) -> None:
+    """A wake that is up opens its lease once (whoever asks), ending its duration after
+    the wake; a lease moves only from the states allowed, warned only once."""
+    from bot.models import Action, LeaseState
+
+    op_id = new_op(store, action=Action.START, lease_seconds=7200)
+    assert store.open_lease(op_id) is None  # not up yet
+    store.transition(op_id, OpState.STARTED, allowed_from=[OpState.REQUESTED], actor="U1")
+    assert store.unopened_leases() == [op_id]
+    lease = store.open_lease(op_id)
+    assert lease is not None and store.open_lease(op_id) == lease
+    assert (lease.resource, lease.owner, lease.state) == ("dev-eu", "U1", LeaseState.ACTIVE)
+    assert lease.ends_at == T0 + dt.timedelta(hours=2)
+    assert store.unopened_leases() == []
+    assert store.leases() == [lease]
+    warned = store.move_lease(
+        op_id,
+        LeaseState.ACTIVE,
+        allowed_from=[LeaseState.ACTIVE],
+        actor="stopbot",
+        audit="lease.warned",
+        unwarned=True,
+        fields={"warned_at": T0},
+    )
+    assert warned is not None and warned.warned_at == T0
+    assert (
+        store.move_lease(
+            op_id,
+            LeaseState.ACTIVE,
+            allowed_from=[LeaseState.ACTIVE],
+            actor="stopbot",
+            audit="lease.warned",
+            unwarned=True,
+            fields={"warned_at": T0},
+        )
+        is None
+    )
+    ending = store.move_lease(
+        op_id, LeaseState.ENDING, allowed_from=[LeaseState.ACTIVE], actor="U1", audit="lease.end"
+    )
+    assert ending is not None
+    assert (
+        store.move_lease(
+            op_id,
+            LeaseState.ENDING,
+            allowed_from=[LeaseState.ACTIVE],
+            actor="U2",
+            audit="lease.end",
+        )
+        is None
+    )
+    ended = store.move_lease(
+        op_id,
+        LeaseState.ENDED,
+        allowed_from=[LeaseState.ENDING],
+        actor="stopbot",
+        audit="lease.ended",
+        fields={"end_operation_id": "x"},
+    )
+    assert ended is not None and ended.ended_at == T0 and ended.end_operation_id == "x"
+    assert store.leases() == []
+    actions = [e.action for e in store.audit_log(resource="dev-eu")]
+    assert "wake.requested" in actions and "lease.opened" in actions and "lease.ended" in actions
+
+
 def test_a_process_taken_for_dead_registers_again_and_its_work_stays_taken(
     opened: Callable[..., Store], clock: Clock
 ) -> None:

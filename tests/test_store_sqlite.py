@@ -84,7 +84,21 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_8(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP INDEX audit_action")
+    conn.execute("UPDATE schema_version SET version = 7")
+
+
+def undo_migration_7(conn: sqlite3.Connection) -> None:
+    undo_migration_8(conn)
+    conn.execute("DROP TABLE leases")
+    for column in ("action", "lease_seconds"):
+        conn.execute(f"ALTER TABLE operations DROP COLUMN {column}")
+    conn.execute("UPDATE schema_version SET version = 6")
+
+
 def undo_migration_6(conn: sqlite3.Connection) -> None:
+    undo_migration_7(conn)
     for index in ("one_stop_in_flight", "operations_owner"):
         conn.execute(f"DROP INDEX {index}")
     for table in ("processes", "outbox", "inbox"):
@@ -124,6 +138,22 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
     second = store.get_operation("second")
     assert second is not None and second.joined == first and second.send_claimed_at is None
     assert store.unannounced_runs() == []
+
+
+def test_migration_7_keeps_old_operations_as_stops(tmp_path: Path) -> None:
+    """A database of schema 6: its operations are stops, and leases can be kept."""
+    store = SQLiteStore(tmp_path / "a.db")
+    first = new_op(store)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_7(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    op = store.get_operation(first)
+    assert op is not None and op.action == "stop" and op.lease_seconds is None
+    assert store.leases() == [] and store.unopened_leases() == []
 
 
 def test_migration_moves_a_pending_skip_and_snooze(tmp_path: Path) -> None:
@@ -178,3 +208,20 @@ def test_a_write_the_database_refuses_is_a_store_error(store: SQLiteStore) -> No
     assert type(err.value) is StoreError
     op = store.get_operation(op_id)
     assert op is not None and (op.resource, op.channel) == ("dev-eu", None)
+
+
+def test_migration_8_indexes_the_audit_by_action(tmp_path: Path) -> None:
+    """A database of schema 7 gets the audit's index by action and time, which the
+    savings' reads use."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_8(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    plan = store.tuples(
+        "EXPLAIN QUERY PLAN SELECT id FROM audit WHERE action IN ('stop.stopped') AND at >= ?",
+        ["2026-01-01"],
+    )
+    assert any("audit_action" in str(row) for row in plan), plan

@@ -200,8 +200,9 @@ def banner(playground: Playground, url: str) -> str:
         ]
     lines += [
         "",
-        "Try `/stop dev-eu` in the page, then Confirm. In another terminal, `stopbot status "
-        "dev-eu` and `stopbot history` see the same estate and database.",
+        "Try `/stop dev-eu` in the page, then Confirm; `/stop wake dev-eu` brings it back. In "
+        "another terminal, `stopbot status dev-eu` and `stopbot history` see the same estate "
+        "and database.",
     ]
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot import reads
@@ -14,11 +15,14 @@ from bot.cron import cron_trigger, next_fire
 from bot.durations import format_duration
 from bot.locks import check_locks
 from bot.models import Actor
-from bot.schedules.facts import Clock, Outcome, PlanItem, ScheduleError
+from bot.schedules.facts import Clock, Outcome, PlanItem, ScheduleError, starts
 from bot.store import Store
 from bot.text import Person, Text, say
 from bot.workflow import StopService
 from providers.base import Phase, Resource
+
+if TYPE_CHECKING:
+    from bot.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ class Definitions:
         self.store = store
         self.service = service
         self.clock = clock
+        # Wake leases keep their resources out of runs (set by the assembled bot).
+        self.leases: Leases | None = None
 
     def sync_config(self) -> None:
         """The config's schedules into the store, which holds Slack-added ones too; those
@@ -93,6 +99,24 @@ class Definitions:
     def next_fire(self, schedule: ScheduleConfig, after: dt.datetime | None = None) -> dt.datetime:
         return next_fire(cron_trigger(schedule.cron, schedule.timezone), after or self.clock())
 
+    def next_start_fire(
+        self, schedule: ScheduleConfig, after: dt.datetime | None = None
+    ) -> dt.datetime | None:
+        """The next fire of the schedule's morning start (``start_cron``), if it has one."""
+        if schedule.start_cron is None:
+            return None
+        return next_fire(
+            cron_trigger(schedule.start_cron, schedule.timezone), after or self.clock()
+        )
+
+    def next_any_fire(
+        self, schedule: ScheduleConfig, after: dt.datetime | None = None
+    ) -> dt.datetime:
+        """The next fire, a stop's or a start's."""
+        fire = self.next_fire(schedule, after)
+        start = self.next_start_fire(schedule, after)
+        return min(fire, start) if start is not None else fire
+
     def upcoming(self, schedule: ScheduleConfig) -> dt.datetime:
         """The next time it will actually run: snoozes and skips taken into account."""
         return self.next_run(schedule)[1]
@@ -106,9 +130,9 @@ class Definitions:
         now = self.clock()
         skipped = self.store.skips(schedule.name) if counting_skips else {}
         snoozes = self.store.snoozes(schedule.name)
-        fire = self.next_fire(schedule)
+        fire = self.next_any_fire(schedule)
         while fire in skipped or fire in snoozes or self.holiday(schedule, fire):
-            fire = self.next_fire(schedule, fire)
+            fire = self.next_any_fire(schedule, fire)
         found = (fire, fire)
         for snoozed, (until, started) in snoozes.items():
             if not started and now < until < found[1]:
@@ -123,12 +147,71 @@ class Definitions:
         tags = schedule.select.tags or {}
         return [r for r in resources if all(r.tags.get(k) == v for k, v in tags.items())]
 
+    def next_stop_of(self, resource: str, after: dt.datetime) -> dt.datetime | None:
+        """The next regular fire after ``after`` of a schedule that stops ``resource``
+        (holidays passed over), if one does: a lease kept "until tomorrow's run" ends then."""
+        fires = []
+        for schedule in self.schedules().values():
+            if resource not in {r.name for r in self.selected(schedule)}:
+                continue
+            fire = self.next_fire(schedule, after)
+            for _ in range(366):
+                if not self.holiday(schedule, fire):
+                    fires.append(fire)
+                    break
+                fire = self.next_fire(schedule, fire)
+        return min(fires, default=None)
+
+    def plan_for(
+        self, schedule: ScheduleConfig, fire: dt.datetime, at: dt.datetime | None = None
+    ) -> list[PlanItem]:
+        """What the run of ``fire`` would do: start (a morning start's fire) or stop."""
+        if is_start_fire(schedule, fire):
+            return self.start_plan(schedule, at)
+        return self.plan(schedule, at)
+
+    def start_plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
+        """What a morning start would start: what the schedule's latest stop run stopped
+        (not what a person stopped by hand since, nor what it found stopped already),
+        less what is opted out or under someone's Stopbot lock now."""
+        at = at or self.clock()
+        stopped: list[str] = []
+        for run in self.store.runs(schedule=schedule.name, limit=20):
+            if starts(run) or run.status not in {"done", "missed"} or run.fire_time > at:
+                continue
+            stopped = [
+                i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
+            ]
+            break
+        resources = {r.name: r for r in self.config.all_resources()}
+        items = []
+        for name in stopped:
+            r = resources.get(name)
+            if r is None:
+                continue
+            item = PlanItem(resource=r.name, provider=r.provider, stop=True, action="start")
+            lock = self.store.get_lock(r.name)
+            if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
+                item.stop, item.outcome = False, Outcome.OPTED_OUT
+                item.detail = say("tagged {}", self.settings.opt_out_tag)
+            elif lock is not None and not lock.is_expired(at):
+                item.stop, item.outcome = False, Outcome.LOCKED
+                why = f": {lock.reason}" if lock.reason else ""
+                item.detail = say("locked by {}{}", Person(lock.owner), why)
+            items.append(item)
+        return items
+
     def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
         """What a run would do, from what the bot knows without calling any provider:
         opt-out tags, Keep exceptions, Stopbot locks. Provider locks and statuses are
         read at run time (and by :meth:`read_plan`, for a dry run)."""
         at = at or self.clock()
         kept = {e.resource: e for e in self.store.active_exceptions(schedule.name)}
+        leased = {
+            lease.resource: lease
+            for lease in (self.leases.running() if self.leases is not None else [])
+            if lease.ends_at > at
+        }
         items = []
         for r in self.selected(schedule):
             item = PlanItem(resource=r.name, provider=r.provider, stop=True)
@@ -141,6 +224,14 @@ class Definitions:
                 item.stop, item.outcome = False, Outcome.KEPT
                 item.detail = say(
                     "kept by {} for {}", Person(e.created_by), format_duration(e.until - at)
+                )
+            elif r.name in leased:
+                lease = leased[r.name]
+                item.stop, item.outcome = False, Outcome.LEASED
+                item.detail = say(
+                    "woken by {} for {} more",
+                    Person(lease.owner),
+                    format_duration(lease.ends_at - at),
                 )
             elif lock is not None and not lock.is_expired(at):
                 item.stop, item.outcome = False, Outcome.LOCKED
@@ -201,6 +292,17 @@ class Definitions:
         if started_by:
             return self.config.actor(started_by)
         return Actor(id=f"schedule:{schedule.name}")
+
+
+def is_start_fire(schedule: ScheduleConfig, fire: dt.datetime) -> bool:
+    """Whether ``fire`` is one of the schedule's morning start fires (not a stop fire)."""
+    if schedule.start_cron is None:
+        return False
+    trigger = cron_trigger(schedule.start_cron, schedule.timezone)
+    return next_fire(trigger, fire - dt.timedelta(seconds=1)) == fire and (
+        next_fire(cron_trigger(schedule.cron, schedule.timezone), fire - dt.timedelta(seconds=1))
+        != fire
+    )
 
 
 def _unread(reading: reads.Reading) -> Text:

@@ -14,7 +14,7 @@ from bot.models import Owed
 from bot.outbox import Outbox
 from bot.savings import Savings
 from bot.schedules.definitions import Definitions
-from bot.schedules.facts import DRIFT, Outcome, ScheduleNotifier
+from bot.schedules.facts import DRIFT, Outcome, ScheduleNotifier, starts
 from providers.base import Phase, ResourceStatus
 
 
@@ -60,13 +60,23 @@ class DriftWatch:
             return
         self.store.update_schedule_state(schedule.name, drift_checked_at=now)
         for run in self.store.runs(status="done", schedule=schedule.name, limit=3):
+            if starts(run):
+                continue  # a morning start: what it started runs, as it should
             end = self._window_end(schedule, run.finished_at or run.fire_time)
             if end is None or now >= end:
                 continue
             stopped = [
                 i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
             ]
-            resources = [r for r in self.config.all_resources() if r.name in stopped]
+            # A resource woken for a while (a wake lease) runs on purpose: not drift.
+            leased = (
+                {lease.resource for lease in self.definitions.leases.running()}
+                if self.definitions.leases is not None
+                else set()
+            )
+            resources = [
+                r for r in self.config.all_resources() if r.name in stopped and r.name not in leased
+            ]
             found = await reads.statuses(self.service.providers, resources)
             if self.savings is not None:
                 self.savings.observe(found)

@@ -138,6 +138,9 @@ class ScheduleEngine:
     def selected(self, schedule: ScheduleConfig) -> list[Resource]:
         return self.definitions.selected(schedule)
 
+    def next_stop_of(self, resource: str, after: dt.datetime) -> dt.datetime | None:
+        return self.definitions.next_stop_of(resource, after)
+
     def plan(self, schedule: ScheduleConfig, at: dt.datetime | None = None) -> list[PlanItem]:
         return self.definitions.plan(schedule, at)
 

@@ -30,8 +30,11 @@ class Outcome:
 
     STOPPED = "stopped"
     ALREADY = "already stopped"
+    STARTED = "started"
+    ALREADY_RUNNING = "already running"
     LOCKED = "skipped: locked"
     KEPT = "skipped: kept"
+    LEASED = "skipped: leased"
     OPTED_OUT = "skipped: opted out"
     AWAITING_APPROVAL = "awaiting approval"
     REFUSED = "refused"
@@ -39,7 +42,7 @@ class Outcome:
     FAILED = "failed"
     UNKNOWN = "unknown"  # a dry run's: its status or lock could not be read
 
-    SKIPPED = frozenset({LOCKED, KEPT, OPTED_OUT})
+    SKIPPED = frozenset({LOCKED, KEPT, LEASED, OPTED_OUT})
     # Outcomes whose detail says why, in the summary.
     EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
 
@@ -47,7 +50,8 @@ class Outcome:
 class PlanItem(BaseModel):
     resource: str
     provider: str
-    stop: bool
+    stop: bool = Field(description="The run acts on it (stops it, or for a start, starts it).")
+    action: str = "stop"
     outcome: str | None = None
     detail: Text | None = None
 
@@ -104,6 +108,16 @@ class ScheduleNotifier(Protocol):
     async def drift(
         self, schedule: ScheduleConfig, run: ScheduleRun, resource: str, status: ResourceStatus
     ) -> bool | None: ...
+
+
+START_KINDS = frozenset({"start", "start-snooze"})
+"""The kinds of a morning start run (its fire, or that fire snoozed): what it does is start
+what the schedule's last stop run stopped."""
+
+
+def starts(run: ScheduleRun) -> bool:
+    """Whether ``run`` is a morning start run (else a stop run)."""
+    return run.kind in START_KINDS
 
 
 # The outbox kinds of what schedules owe their face.

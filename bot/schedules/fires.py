@@ -14,7 +14,7 @@ from collections.abc import Callable
 from bot.config import ScheduleConfig
 from bot.models import Owed, ScheduleRun
 from bot.schedules.announcements import Announcements
-from bot.schedules.definitions import Definitions
+from bot.schedules.definitions import Definitions, is_start_fire
 from bot.schedules.drift import DriftWatch
 from bot.schedules.facts import WARNING, ScheduleNotifier
 from bot.schedules.runs import Runs
@@ -61,10 +61,10 @@ class Fires:
             self.store.update_schedule_state(schedule.name, checked_through=now)
             state.checked_through = now
         missed: list[ScheduleRun] = []
-        fire = self.definitions.next_fire(schedule, state.checked_through)
+        fire = self.definitions.next_any_fire(schedule, state.checked_through)
         while fire <= now:
             await self._due(schedule, fire, now, missed)
-            fire = self.definitions.next_fire(schedule, fire)
+            fire = self.definitions.next_any_fire(schedule, fire)
         await self.announcements.report_missed(schedule, missed, now)
         await self._snoozes_due(schedule, now)
         await self._warn_if_due(schedule, now)
@@ -78,9 +78,11 @@ class Fires:
         now: dt.datetime,
         missed: list[ScheduleRun],
     ) -> None:
-        """Handle one regular fire. Missed ones are added to ``missed``, announced together
+        """Handle one regular fire (a stop's, or a morning start's: holidays and Skip skip
+        both, nobody is working). Missed ones are added to ``missed``, announced together
         with their neighbours (after a long downtime they are hundreds), and before
         anything else is said, so the channel reads in order."""
+        kind = "start" if is_start_fire(schedule, fire) else "cron"
         holiday = self.definitions.holiday(schedule, fire)
         skipped_by = self.store.skips(schedule.name).get(fire)
         if holiday or skipped_by:
@@ -91,16 +93,17 @@ class Fires:
                 say("{} holiday", holiday)
                 if holiday
                 else say("skipped by {}", Person(str(skipped_by))),
+                kind,
             )
         elif fire in self.store.snoozes(schedule.name):
             return  # it runs at its snooze time
         elif now - fire > self.settings.grace_time:
-            run = self.announcements.record_missed(schedule, fire, "cron")
+            run = self.announcements.record_missed(schedule, fire, kind)
             if run is not None:
                 missed.append(run)
         else:
             await self.announcements.report_missed(schedule, missed, now)
-            await self.runs.start(schedule, fire, "cron", now)
+            await self.runs.start(schedule, fire, kind, now)
 
     async def _snoozes_due(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
         """Start the snoozed runs whose time has come, within the grace time."""
@@ -110,20 +113,23 @@ class Fires:
                 continue
             # The run is recorded before the snooze is marked started: a crash between the
             # two finds the run recorded, and does not start it twice.
+            kind = "start-snooze" if is_start_fire(schedule, fire) else "snooze"
             if now - until > self.settings.grace_time:
-                run = self.announcements.record_missed(schedule, until, "snooze")
+                run = self.announcements.record_missed(schedule, until, kind)
                 self.store.start_snooze(schedule.name, fire)
                 if run is not None:
                     await self.announcements.report_missed(schedule, [run], now)
             else:
-                await self.runs.start(schedule, until, "snooze", now)
+                await self.runs.start(schedule, until, kind, now)
                 self.store.start_snooze(schedule.name, fire)
 
-    async def _skip(self, schedule: ScheduleConfig, fire: dt.datetime, why: Text) -> None:
+    async def _skip(
+        self, schedule: ScheduleConfig, fire: dt.datetime, why: Text, kind: str = "cron"
+    ) -> None:
         run = self.store.create_run(
             schedule.name,
             fire,
-            kind="cron",
+            kind=kind,
             status="skipped",
             reason=why,
             owner=self.registry.id,
@@ -159,7 +165,7 @@ class Fires:
             return True
         fire = dt.datetime.fromisoformat(owed.payload["fire"])
         return await self.notifier().warn(
-            schedule, at, self.definitions.plan(schedule, at), fire=fire
+            schedule, at, self.definitions.plan_for(schedule, fire, at), fire=fire
         )
 
     async def sweep(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
-from bot.models import Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
+from bot.models import Action, Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
 from bot.run_pace import RunPace
 from bot.savings import Savings
 from bot.schedules.announcements import Announcements
@@ -28,6 +28,7 @@ from bot.schedules.facts import (
     ScheduleNotifier,
     Sleep,
     local,
+    starts,
 )
 from bot.text import Command, Person, Text, say
 from bot.workflow import INTERRUPTED_PREPARING, Preview
@@ -123,7 +124,12 @@ class Runs:
         )
         if run is None:
             return None  # this fire was handled already
-        for item in self.definitions.plan(schedule, now):
+        plan = (
+            self.definitions.start_plan(schedule, now)
+            if starts(run)
+            else self.definitions.plan(schedule, now)
+        )
+        for item in plan:
             self.store.record_item(run.id, item.resource, item.outcome, item.detail)
         self._spawn(run, schedule=schedule)
         return run
@@ -299,11 +305,13 @@ class Runs:
                         resource.name,
                         actor,
                         source="schedule",
-                        reason=f"schedule {schedule.name}",
-                        force=schedule.force,
+                        reason=f"schedule {schedule.name}"
+                        + (" (morning start)" if starts(run) else ""),
+                        force=schedule.force and not starts(run),
                         channel=schedule.channel,
                         idempotency_key=key,
                         prior=prior,
+                        action=Action.START if starts(run) else Action.STOP,
                     )
                 driving = asyncio.create_task(
                     self._drive(preview, run, schedule, resource, actor, listener),
@@ -478,6 +486,10 @@ def _outcome(op: Operation) -> tuple[str, Text | None]:
         return Outcome.STOPPED, None
     if op.state == OpState.STOPPED_ALREADY:
         return Outcome.ALREADY, None
+    if op.state == OpState.STARTED:
+        return Outcome.STARTED, None
+    if op.state == OpState.RUNNING_ALREADY:
+        return Outcome.ALREADY_RUNNING, None
     if op.state == OpState.AWAITING_APPROVAL:
         return Outcome.AWAITING_APPROVAL, Text("an approver decides in the channel")
     return Outcome.FAILED, op.detail or Text(op.state.value.replace("_", " "))

@@ -32,13 +32,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import reads
 from bot.config import UnknownResourceError
 from bot.metrics import Metrics
-from bot.models import Actor, Operation, OpState
+from bot.models import Action, Actor, Operation, OpState
 from bot.reads import Reading
 from bot.savings import SavingsError, Selection, parse_period
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
 from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
+from bot.slack.leases import LeaseHandlers
 from bot.slack.locking import LockHandlers
 from bot.slack.progress import NO_POST_ERRORS, SlackProgress
 from bot.slack.replies import Respond, replace, tell
@@ -445,6 +446,7 @@ class SlackBot:
         self.no_post_errors = NO_POST_ERRORS
         self.approvals = ApprovalHandlers(self)
         self.locks = LockHandlers(self)
+        self.lease_handlers = LeaseHandlers(self)
         self.progress = SlackProgress(self)
         self.inbox = Inbox(self)
         self.schedule_handlers = ScheduleHandlers(self, stopbot)
@@ -458,6 +460,7 @@ class SlackBot:
                 locks=self.locks,
                 schedules=notifier,
                 savings=notifier,
+                leases=self.lease_handlers,
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).
                 sweeps=[self.inbox.replay],
@@ -558,6 +561,7 @@ class SlackBot:
         self.action(views.CANCEL, self.on_cancel)
         self.approvals.register()
         self.locks.register()
+        self.lease_handlers.register()
         self.schedule_handlers.register()
         self.home.register()
         self.app.action(self._actions.pattern())(self._route_action)
@@ -703,6 +707,8 @@ class SlackBot:
             await self.locks.unlock(parsed, user, respond)
         elif isinstance(parsed, commands.Locks):
             await self.locks.list(respond)
+        elif isinstance(parsed, commands.Leases):
+            await self.lease_handlers.command(parsed, user, respond)
         elif isinstance(parsed, commands.ScheduleCommand):
             await self.schedule_handlers.command(parsed, user, command.get("channel_id"), respond)
         elif isinstance(parsed, commands.SavingsCommand):
@@ -740,6 +746,8 @@ class SlackBot:
                 if command.get("trigger_id")
                 else None,
                 notify=True,
+                action=Action.START if cmd.wake else Action.STOP,
+                lease=cmd.lease,
             )
         except UnknownResourceError as exc:
             await self._unknown(exc, respond)
@@ -781,7 +789,11 @@ class SlackBot:
         said = (
             mrkdwn(result.message)
             if result.joined
-            else md("Confirmed: stopping {}. Progress follows.", op.resource)
+            else md(
+                "Confirmed: {} {}. Progress follows.",
+                "waking" if op.action is Action.START else "stopping",
+                op.resource,
+            )
         )
         await replace(respond, said)
         # The progress message first, showing the stop confirmed; then the stop.

@@ -17,7 +17,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.config import ApprovalPolicy
-from bot.models import Approval, Operation
+from bot.models import Action, Approval, Operation
 from bot.slack import buttons, views
 from bot.slack.progress import posted_before, tagged
 from bot.slack.replies import Respond, tell
@@ -72,26 +72,37 @@ class ApprovalHandlers:
         the requester told by DM."""
         who = Person(approval.decided_by or "")
         why = md(": {}", approval.reason) if approval.reason else Mrkdwn()
+        waking = op.action is Action.START
+        verb, doing, done = (
+            ("wake", "waking", "woken") if waking else ("stop", "stopping", "stopped")
+        )
         if approval.status == "approved":
-            line = md(":white_check_mark: Approved by {}: stopping now.", who)
+            line = md(":white_check_mark: Approved by {}: {} now.", who, doing)
             told = md(
-                "Your request to stop {} was approved by {}. Stopping it now.", op.resource, who
+                "Your request to {} {} was approved by {}. {} it now.",
+                verb,
+                op.resource,
+                who,
+                doing.capitalize(),
             )
         elif approval.status == "denied":
             line = md(":no_entry: Denied by {}{}", who, why)
             told = md(
-                "Your request to stop {} was denied by {}{}. It was not stopped.",
+                "Your request to {} {} was denied by {}{}. It was not {}.",
+                verb,
                 op.resource,
                 who,
                 why,
+                done,
             )
         else:
             line = Mrkdwn(":hourglass: Expired: no approver decided in time.")
             told = md(
-                "Your request to stop {} expired before an approver decided. Run {} again "
+                "Your request to {} {} expired before an approver decided. Run {} again "
                 "if it is still needed.",
+                verb,
                 op.resource,
-                Command("stop", op.resource),
+                Command("wake" if waking else "stop", op.resource),
             )
         await self.close_request(op, line)
         return await self.bot.dm(op.requested_by, told) is not None

@@ -16,6 +16,7 @@ __all__ = [
     "HELP",
     "Help",
     "History",
+    "Leases",
     "ListResources",
     "Lock",
     "Locks",
@@ -43,6 +44,14 @@ HELP = Mrkdwn("\n").join(
     [
         Mrkdwn("*Stopbot* stops cloud resources safely. Commands:"),
         _line("/stop <resource> [--force] [reason…]", "stop a resource, after you confirm"),
+        _line(
+            "/stop wake <resource> [for <duration>] [reason…]",
+            "start it again, after you confirm; with a duration, a lease: it is stopped "
+            "again when it ends (you are asked first)",
+        ),
+        _line(
+            "/stop leases [end <resource>]", "the wake leases running; end yours (admins: anyone's)"
+        ),
         _line("/stop status <resource>", "its current status and locks"),
         _line("/stop list [provider | tag:key=value]", "configured resources and their status"),
         _line("/stop history [resource]", "the latest stops, from the audit log"),
@@ -97,6 +106,8 @@ RESERVED = frozenset(
         "locks",
         "schedule",
         "dry-run",
+        "wake",
+        "leases",
         "savings",
     }
 )
@@ -149,10 +160,21 @@ class History:
 
 @dataclass(frozen=True)
 class StopCommand:
+    """``/stop <resource> …``, or ``/stop wake <resource> [for <duration>] …`` (``wake``)."""
+
     resource: str
     force: bool = False
     reason: str | None = None
     override_lock: bool = False
+    wake: bool = False
+    lease: dt.timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Leases:
+    """``/stop leases``, or ``/stop leases end <resource>``."""
+
+    end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,9 +232,12 @@ Command = (
     | Lock
     | Unlock
     | Locks
+    | Leases
     | ScheduleCommand
     | SavingsCommand
 )
+
+WAKE_USAGE = "/stop wake <resource> [for <duration>] [reason…]"
 
 
 def _words(text: str) -> list[str]:
@@ -327,6 +352,16 @@ def parse(text: str) -> Command:
         if len(names) != 1 or len(rest) - len(names) > 1:
             raise UsageError(_usage("/stop unlock <resource> [--force]"))
         return Unlock(names[0], force="--force" in rest)
+    if head == "wake":
+        return _wake(rest)
+    if head == "leases":
+        if not rest:
+            return Leases()
+        if len(rest) == 2 and rest[0].lower() == "end":
+            return Leases(end=rest[1])
+        raise UsageError(
+            md("Usage: {} or {}.", code("/stop leases"), code("/stop leases end <resource>"))
+        )
     if head == "savings":
         return _savings(rest)
     if head == "history":
@@ -363,6 +398,37 @@ def parse(text: str) -> Command:
         force=flags["--force"],
         reason=_reason(reason_words),
         override_lock=flags["--override-lock"],
+    )
+
+
+def _wake(words: list[str]) -> StopCommand:
+    """``wake <resource> [for <duration>] [--override-lock] [reason…]``."""
+    if not words or words[0].startswith("-"):
+        raise UsageError(
+            _usage(WAKE_USAGE, md(", e.g. {}.", code("/stop wake dev-eu for 2h demo")))
+        )
+    resource, rest = words[0], words[1:]
+    lease = None
+    if rest and rest[0].lower() == "for":
+        if len(rest) < 2:
+            raise UsageError(
+                _usage(WAKE_USAGE, md(": a duration after {}, e.g. {}.", code("for"), code("2h")))
+            )
+        lease = _duration(rest[1], _usage(WAKE_USAGE))
+        rest = rest[2:]
+    override = False
+    reason_words: list[str] = []
+    for word in rest:
+        if word == "--override-lock":
+            override = True
+        elif word.startswith("--") and not reason_words:
+            raise UsageError(
+                md("Unknown option {}. A wake's option is {}.", code(word), code("--override-lock"))
+            )
+        else:
+            reason_words.append(word)
+    return StopCommand(
+        resource, reason=_reason(reason_words), override_lock=override, wake=True, lease=lease
     )
 
 

@@ -11,6 +11,7 @@ from bot.config import ScheduleConfig
 from bot.durations import format_duration
 from bot.models import KeepException
 from bot.schedules import Outcome, PlanItem, RunReport
+from bot.schedules.definitions import is_start_fire
 from bot.slack import savings_views
 from bot.slack.views import (
     SECTION_LIMIT,
@@ -60,8 +61,11 @@ MAX_KEEP_MENUS = 20  # an actions block holds 25 elements; two are Skip and Snoo
 OUTCOME_LINES = {
     Outcome.STOPPED: ":white_check_mark: Stopped",
     Outcome.ALREADY: ":white_check_mark: Already stopped",
+    Outcome.STARTED: ":sunrise: Started",
+    Outcome.ALREADY_RUNNING: ":white_check_mark: Already running",
     Outcome.LOCKED: ":lock: Skipped, locked",
     Outcome.KEPT: ":raised_hand: Skipped, kept",
+    Outcome.LEASED: ":alarm_clock: Skipped, woken for a while",
     Outcome.OPTED_OUT: ":see_no_evil: Skipped, opted out",
     Outcome.AWAITING_APPROVAL: ":hourglass: Awaiting approval",
     Outcome.REFUSED: ":no_entry: Refused",
@@ -76,6 +80,7 @@ PLAN_HEADINGS = {
     Outcome.ALREADY: "Already stopped",
     Outcome.LOCKED: "Skipped, locked",
     Outcome.KEPT: "Skipped, kept",
+    Outcome.LEASED: "Skipped, woken for a while (a wake lease)",
     Outcome.OPTED_OUT: "Skipped, opted out",
     Outcome.UNKNOWN: "Unknown, could not be read",
 }
@@ -85,7 +90,8 @@ def plan_text(plan: Sequence[PlanItem]) -> Mrkdwn:
     """What a run would stop, then each other outcome under its heading: already stopped
     ones with their state on one line, the others one a line with why."""
     stop = [i.resource for i in plan if i.stop]
-    lines = [md("*Will stop ({}):* {}", len(stop), ", ".join(stop) or "nothing")]
+    verb = "start" if any(i.action == "start" for i in plan) else "stop"
+    lines = [md("*Will {} ({}):* {}", verb, len(stop), ", ".join(stop) or "nothing")]
     for outcome, heading in PLAN_HEADINGS.items():
         items = [i for i in plan if not i.stop and i.outcome == outcome]
         if not items:
@@ -146,6 +152,8 @@ def warning(
     """The warning before a run at ``at``; its Skip and Snooze act on ``fire`` (the fire
     that run is for: ``at`` itself unless a snooze moved that fire to ``at``)."""
     fire = fire or at
+    if is_start_fire(schedule, fire):
+        return _start_warning(schedule, at, plan, fire)
     text = md(
         "{} stops {} at {:%H:%M} UTC unless someone skips it.",
         schedule.name,
@@ -206,6 +214,39 @@ def warning(
                     )
                 )
             )
+    return text, blocks
+
+
+def _start_warning(
+    schedule: ScheduleConfig, at: dt.datetime, plan: Sequence[PlanItem], fire: dt.datetime
+) -> View:
+    """The warning before a morning start: what the night's run stopped comes back."""
+    text = md(
+        "{} starts {} resource(s) at {:%H:%M} UTC unless someone skips it.",
+        schedule.name,
+        sum(i.stop for i in plan),
+        at,
+    )
+    blocks: Blocks = [
+        _header(f"Morning start: {schedule.name}"),
+        _section(
+            md(
+                "At {} Stopbot starts again what `{}` stopped last ({}).\n{}",
+                when(at),
+                schedule.name,
+                schedule.select.describe(),
+                plan_text(plan),
+            )
+        ),
+        {
+            "type": "actions",
+            "block_id": f"schedule:{schedule.name}",
+            "elements": [
+                _button(SKIP, "Skip this start", fire_value(schedule.name, fire), "danger"),
+                _button(SNOOZE, f"Snooze {SNOOZE_BY}", fire_value(schedule.name, fire, SNOOZE_BY)),
+            ],
+        },
+    ]
     return text, blocks
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.durations import format_duration
-from bot.models import BotLock, Operation, OpState, Transition
+from bot.models import Action, BotLock, Operation, OpState, Transition
 from bot.slack.wording import Mrkdwn, counted, cut, md, mrkdwn, plain, when
 from bot.text import REASON_LIMIT, Person, Text
 from bot.workflow import Preview
@@ -61,6 +61,8 @@ View = tuple[Mrkdwn, Blocks]
 FINAL_LINES = {
     OpState.STOPPED: ":white_check_mark: *Stopped*",
     OpState.STOPPED_ALREADY: ":white_check_mark: *Already stopped*",
+    OpState.STARTED: ":white_check_mark: *Running*",
+    OpState.RUNNING_ALREADY: ":white_check_mark: *Already running*",
     OpState.FAILED: ":x: *Failed*",
     OpState.TIMED_OUT: ":hourglass: *Timed out*",
     OpState.CANCELLED: ":no_entry_sign: *Cancelled*",
@@ -176,6 +178,8 @@ def message(text: Mrkdwn) -> View:
 def confirmation(preview: Preview, now: dt.datetime) -> View:
     """The ephemeral 'are you sure?' with Confirm and Cancel."""
     op, r = preview.operation, preview.resource
+    if op.action is Action.START:
+        return _wake_confirmation(preview, now)
     force = op.force and preview.supports_force
     action = "forced stop (no checkpoint)" if force else "stop"
     text = md("Stop {} ({})? Confirm or cancel.", r.name, r.provider)
@@ -207,6 +211,44 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
     return text, blocks
 
 
+def _wake_confirmation(preview: Preview, now: dt.datetime) -> View:
+    """The ephemeral 'wake it?' with Confirm and Cancel, and the lease if one was asked."""
+    op, r = preview.operation, preview.resource
+    text = md("Wake {} ({})? Confirm or cancel.", r.name, r.provider)
+    happens = f"a start request to {r.provider}, then live progress here"
+    if op.lease_seconds:
+        happens += (
+            f"; a lease of {format_duration(dt.timedelta(seconds=op.lease_seconds))} from when "
+            "it runs: you are asked before it ends, and it is stopped at the end"
+        )
+    pairs: list[tuple[str, Any]] = [
+        ("Resource", md("{} (`{}`)", r.name, r.id)),
+        ("Provider", r.provider),
+        ("Current status", _status_text(preview.status, preview.status_error)),
+        ("Provider lock", _provider_lock_text(preview.provider_lock, now, preview.lock_error)),
+        ("Stopbot lock", _bot_lock_text(preview.bot_lock)),
+        ("What happens", happens),
+    ]
+    if op.reason:
+        pairs.append(("Reason", op.reason))
+    blocks: Blocks = [_header(f"Wake {r.name}?"), _fields(pairs)]
+    if preview.notes:
+        blocks.append(_context(*(md(":information_source: {}", n) for n in preview.notes)))
+    if op.expires_at:
+        blocks.append(_context(md("This confirmation expires {}.", when(op.expires_at))))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"confirm:{op.id}",
+            "elements": [
+                _button(CONFIRM, "Confirm wake", op.id, "primary"),
+                _button(CANCEL, "Cancel", op.id),
+            ],
+        }
+    )
+    return text, blocks
+
+
 def _button(action_id: str, text: str, value: str, style: str | None = None) -> dict[str, Any]:
     button: dict[str, Any] = {
         "type": "button",
@@ -229,6 +271,8 @@ def decided(preview: Preview) -> View:
     shown again once past its confirmation."""
     op = preview.operation
     line = Mrkdwn(FINAL_LINES.get(op.state) or ONGOING_LINES.get(op.state, op.state.value))
+    if op.action is Action.START:
+        line = Mrkdwn(line.replace("stopping", "waking"))
     text = md("{}: {}", line, op.detail) if op.detail else line
     blocks: Blocks = [_section(text)]
     if preview.notes:
@@ -249,7 +293,8 @@ def approval_request(
 ) -> View:
     """The request an approver sees, with Approve and Deny."""
     requester = Person(op.requested_by)
-    text = md("Approval needed: {} wants to stop {}.", requester, op.resource)
+    verb, doing = ("wake", "waking") if op.action is Action.START else ("stop", "stopping")
+    text = md("Approval needed: {} wants to {} {}.", requester, verb, op.resource)
     pairs: list[tuple[str, Any]] = [
         ("Requested by", requester),
         ("Resource", md("{} (`{}`)", op.resource, op.resource_id)),
@@ -261,7 +306,7 @@ def approval_request(
     if op.force:
         pairs.append(("Mode", "forced"))
     blocks: Blocks = [
-        _header(f"Approve stopping {op.resource}?"),
+        _header(f"Approve {doing} {op.resource}?"),
         _fields(pairs),
         _context(md("This request expires {}. The requester cannot approve it.", when(expires_at))),
         {
@@ -279,9 +324,10 @@ def approval_request(
 def approval_outcome(op: Operation, line: Mrkdwn) -> View:
     """An approval request once decided: no buttons left."""
     requester = Person(op.requested_by)
-    text = md("Stop of {} requested by {}: {}", op.resource, requester, line)
+    noun = "Wake" if op.action is Action.START else "Stop"
+    text = md("{} of {} requested by {}: {}", noun, op.resource, requester, line)
     return text, [
-        _header(f"Stop {op.resource}: decided"),
+        _header(f"{noun} {op.resource}: decided"),
         _fields(
             [
                 ("Requested by", requester),
@@ -463,7 +509,13 @@ def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[Mrkdwn]:
 
 def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStatus | None) -> View:
     """The public message that follows a stop from request to end."""
-    title = f"Stopping {op.resource}" if not op.state.final else f"Stop of {op.resource}"
+    waking = op.action is Action.START
+    doing = "Waking" if waking else "Stopping"
+    title = (
+        f"{doing} {op.resource}"
+        if not op.state.final
+        else f"{'Wake' if waking else 'Stop'} of {op.resource}"
+    )
     pairs: list[tuple[str, Any]] = [
         ("Resource", md("{} (`{}`)", op.resource, op.resource_id)),
         ("Provider", op.provider),
@@ -496,7 +548,7 @@ def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStat
         blocks.append(_section(Mrkdwn("\n").join(lines[-20:])))
     if op.state.final:
         line = Mrkdwn(FINAL_LINES[op.state])
-        if op.state == OpState.STOPPED and op.finished_at:
+        if op.state in (OpState.STOPPED, OpState.STARTED) and op.finished_at:
             took = op.finished_at - confirmed_at(op, timeline)
             line += md(" in {}", format_duration(took))
         if op.detail:
@@ -507,7 +559,7 @@ def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStat
         blocks.append(
             _context(Mrkdwn(":arrows_counterclockwise: following the provider's status…"))
         )
-        text = md("Stopping {}: {}", op.resource, op.provider_state or op.state.value)
+        text = md("{} {}: {}", doing, op.resource, op.provider_state or op.state.value)
     return text, blocks
 
 

@@ -34,10 +34,13 @@ from typing import Any, Literal, TypedDict
 
 from bot.leadership import Leadership, Sole
 from bot.models import (
+    Action,
     Approval,
     AuditEntry,
     BotLock,
     KeepException,
+    Lease,
+    LeaseState,
     Operation,
     OpState,
     Owed,
@@ -56,6 +59,7 @@ __all__ = [
     "ClaimStore",
     "Clock",
     "InboxStore",
+    "LeaseStore",
     "LockStore",
     "OpenRequest",
     "OperationStore",
@@ -151,8 +155,11 @@ class OperationStore(ABC):
         idempotency_key: str | None = None,
         owner: str | None = None,
         notify: bool = False,
+        action: Action = Action.STOP,
+        lease_seconds: int | None = None,
     ) -> tuple[Operation, bool]:
-        """Record a new stop request with its first transition and audit it, at once.
+        """Record a new stop (or wake: ``action``) request with its first transition and
+        audit it, at once. ``lease_seconds``: a wake's lease, opened when it is up.
 
         With an ``idempotency_key`` already used (a Slack retry), nothing is written
         and the existing operation is returned. Returns (operation, created).
@@ -249,6 +256,49 @@ class OperationStore(ABC):
         shows the resource running once the call could be over), audited
         (``stop.not_taken``); the operation, to be claimed and sent again, or None when it
         moved on meanwhile (another state, owner or claim)."""
+
+
+class LeaseStore(ABC):
+    """Wake leases: one per wake asked ``for`` a duration, opened once the wake is up."""
+
+    @abstractmethod
+    def open_lease(self, op_id: str) -> Lease | None:
+        """The lease of the wake ``op_id``, opened now if it is up (started or running
+        already) with a lease and has none yet: ending ``lease_seconds`` after the wake
+        ended, audited ``lease.opened``. None for any other operation. Once per wake,
+        whoever calls it."""
+
+    @abstractmethod
+    def unopened_leases(self) -> list[str]:
+        """The wakes that are up with a lease and have none yet (their process died between
+        the two): for :meth:`open_lease`."""
+
+    @abstractmethod
+    def get_lease(self, lease_id: str) -> Lease | None: ...
+
+    @abstractmethod
+    def leases(
+        self, states: Iterable[LeaseState] = (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
+    ) -> list[Lease]:
+        """The leases in ``states`` (default: those running), soonest end first."""
+
+    @abstractmethod
+    def move_lease(
+        self,
+        lease_id: str,
+        to: LeaseState,
+        *,
+        allowed_from: Iterable[LeaseState],
+        actor: str,
+        audit: str,
+        unwarned: bool = False,
+        fields: dict[str, Any] | None = None,
+        owe: Owed | None = None,
+    ) -> Lease | None:
+        """Compare-and-set: move the lease to ``to`` (with ``fields``: ``ends_at``,
+        ``warned_at``, ``ended_by``, ``end_reason``, ``end_operation_id``) if it is in one of
+        ``allowed_from`` (and, ``unwarned``, not warned yet), audited as ``audit``, the
+        message ``owe`` owed in the same transaction. None: another change won."""
 
 
 class ApprovalStore(ABC):
@@ -592,6 +642,7 @@ class InboxStore(ABC):
 class Store(
     AuditStore,
     OperationStore,
+    LeaseStore,
     ApprovalStore,
     LockStore,
     ScheduleStore,

@@ -72,10 +72,14 @@ from bot.leadership import Leadership
 from bot.models import (
     FINAL_STATES,
     TRACKED_STATES,
+    UP_STATES,
+    Action,
     Approval,
     AuditEntry,
     BotLock,
     KeepException,
+    Lease,
+    LeaseState,
     Operation,
     OpState,
     Owed,
@@ -590,6 +594,8 @@ class PostgresStore(Store):
         idempotency_key: str | None = None,
         owner: str | None = None,
         notify: bool = False,
+        action: Action = Action.STOP,
+        lease_seconds: int | None = None,
     ) -> tuple[Operation, bool]:
         now = self.clock()
         op_id = uuid.uuid4().hex
@@ -597,8 +603,8 @@ class PostgresStore(Store):
             inserted = conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
                 "source, reason, force, override_lock, state, created_at, updated_at, expires_at,"
-                " channel, response_url, idempotency_key, owner, notify) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                " channel, response_url, idempotency_key, owner, notify, action, lease_seconds) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
                 [
                     op_id,
@@ -619,6 +625,8 @@ class PostgresStore(Store):
                     idempotency_key,
                     owner,
                     notify,
+                    action.value,
+                    lease_seconds,
                 ],
             ).fetchone()
             if inserted is None:
@@ -633,7 +641,7 @@ class PostgresStore(Store):
             self._audit(
                 conn,
                 requested_by,
-                "stop.requested",
+                f"{action.verb}.requested",
                 resource=resource,
                 operation_id=op_id,
                 detail={
@@ -642,6 +650,7 @@ class PostgresStore(Store):
                     "force": force,
                     "state": state.value,
                     **({"override_lock": True} if override_lock else {}),
+                    **({"lease_seconds": lease_seconds} if lease_seconds else {}),
                 },
             )
             return self._get(conn, op_id), True
@@ -733,7 +742,7 @@ class PostgresStore(Store):
             self._audit(
                 conn,
                 actor,
-                f"stop.{to.value}",
+                f"{op.action.verb}.{to.value}",
                 resource=op.resource,
                 operation_id=op_id,
                 detail={"detail": detail, **(audit_detail or {})},
@@ -877,6 +886,107 @@ class PostgresStore(Store):
     def unclaim(self, key: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM claims WHERE key = %s", [key])
+
+    # -- leases -----------------------------------------------------------------------
+
+    def open_lease(self, op_id: str) -> Lease | None:
+        with self.transaction() as conn:
+            try:
+                op = self._get(conn, op_id)
+            except KeyError:
+                return None
+            if (
+                op.action is not Action.START
+                or not op.lease_seconds
+                or op.state not in UP_STATES
+                or op.finished_at is None
+            ):
+                return None
+            ends_at = op.finished_at + dt.timedelta(seconds=op.lease_seconds)
+            cursor = conn.execute(
+                "INSERT INTO leases (id, resource, owner, state, created_at, ends_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                [
+                    op.id,
+                    op.resource,
+                    op.requested_by,
+                    LeaseState.ACTIVE.value,
+                    op.finished_at,
+                    ends_at,
+                ],
+            )
+            if cursor.rowcount == 1:
+                self._audit(
+                    conn,
+                    op.requested_by,
+                    "lease.opened",
+                    resource=op.resource,
+                    operation_id=op.id,
+                    detail={"ends_at": _iso(ends_at)},
+                )
+            return self._lease(conn, op.id)
+
+    def _lease(self, conn: psycopg.Connection[Any], lease_id: str) -> Lease | None:
+        rows = self._rows(conn, "SELECT * FROM leases WHERE id = %s", [lease_id])
+        return Lease.model_validate(rows[0]) if rows else None
+
+    def unopened_leases(self) -> list[str]:
+        rows = self.rows(
+            "SELECT o.id FROM operations o LEFT JOIN leases l ON l.id = o.id "
+            "WHERE o.action = 'start' AND o.lease_seconds IS NOT NULL AND o.state = ANY(?) "
+            "AND l.id IS NULL",
+            [[s.value for s in UP_STATES]],
+        )
+        return [str(r["id"]) for r in rows]
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        with self._connection() as conn:
+            return self._lease(conn, lease_id)
+
+    def leases(
+        self, states: Iterable[LeaseState] = (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
+    ) -> list[Lease]:
+        rows = self.rows(
+            "SELECT * FROM leases WHERE state = ANY(?) ORDER BY ends_at, id",
+            [[s.value for s in states]],
+        )
+        return [Lease.model_validate(r) for r in rows]
+
+    def move_lease(
+        self,
+        lease_id: str,
+        to: LeaseState,
+        *,
+        allowed_from: Iterable[LeaseState],
+        actor: str,
+        audit: str,
+        unwarned: bool = False,
+        fields: dict[str, Any] | None = None,
+        owe: Owed | None = None,
+    ) -> Lease | None:
+        values: dict[str, Any] = {"state": to.value, **(fields or {})}
+        if to is LeaseState.ENDED:
+            values["ended_at"] = self.clock()
+        unwarned_sql = sql.SQL(" AND warned_at IS NULL" if unwarned else "")
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                sql.SQL("UPDATE leases SET {} WHERE id = %s AND state = ANY(%s){}").format(
+                    _assignments(values), unwarned_sql
+                ),
+                [*values.values(), lease_id, [s.value for s in allowed_from]],
+            )
+            if cursor.rowcount != 1:
+                return None
+            lease = self._lease(conn, lease_id)
+            if lease is None:
+                return None
+            if owe is not None:
+                self._owe(conn, owe)
+            detail = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
+            self._audit(
+                conn, actor, audit, resource=lease.resource, operation_id=lease.id, detail=detail
+            )
+            return lease
 
     # -- approvals ------------------------------------------------------------------
 

@@ -245,8 +245,33 @@ CREATE INDEX inbox_open ON inbox (received_at, seq) WHERE done_at IS NULL;
 CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
 """
 
+# Wakes (an operation's action) and their leases.
+_VERSION_7 = """
+ALTER TABLE operations ADD COLUMN action text NOT NULL DEFAULT 'stop';
+ALTER TABLE operations ADD COLUMN lease_seconds bigint;
+CREATE TABLE leases (
+    id text PRIMARY KEY,
+    resource text NOT NULL,
+    owner text NOT NULL,
+    state text NOT NULL,
+    created_at timestamptz NOT NULL,
+    ends_at timestamptz NOT NULL,
+    warned_at timestamptz,
+    ended_at timestamptz,
+    ended_by text,
+    end_reason text,
+    end_operation_id text
+);
+CREATE INDEX leases_state ON leases (state, ends_at);
+"""
+
+# The audit by action and time: the savings read stops and starts from it.
+_VERSION_8 = """
+CREATE INDEX audit_action ON audit (action, at);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
-MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6),)
+MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7), (8, _VERSION_8))
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

@@ -34,10 +34,14 @@ import sqlite_utils
 from bot.models import (
     FINAL_STATES,
     TRACKED_STATES,
+    UP_STATES,
+    Action,
     Approval,
     AuditEntry,
     BotLock,
     KeepException,
+    Lease,
+    LeaseState,
     Operation,
     OpState,
     Owed,
@@ -68,6 +72,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 CHUNK = 500
 """Ids in one ``IN (…)`` (SQLite allows 32,766 parameters; smaller keeps each read short)."""
 IN_FLIGHT_SQL = ", ".join(f"'{s.value}'" for s in sorted(TRACKED_STATES))
+# The final states of a wake that is up (only wakes with a lease are looked for in them).
+UP_SQL = ", ".join(f"'{s.value}'" for s in sorted(UP_STATES))
 
 
 def _stored(text: Text | None) -> str | None:
@@ -352,6 +358,36 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL")
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """Wakes (an operation's action) and their leases."""
+    operations = db.table("operations")
+    operations.add_column("action", str, not_null_default="stop")
+    operations.add_column("lease_seconds", int)
+    db.table("leases").create(
+        {
+            "id": str,
+            "resource": str,
+            "owner": str,
+            "state": str,
+            "created_at": str,
+            "ends_at": str,
+            "warned_at": str,
+            "ended_at": str,
+            "ended_by": str,
+            "end_reason": str,
+            "end_operation_id": str,
+        },
+        pk="id",
+        not_null={"resource", "owner", "state", "created_at", "ends_at"},
+    )
+    db.execute("CREATE INDEX leases_state ON leases (state, ends_at)")
+
+
+def _migration_8(db: sqlite_utils.Database) -> None:
+    """The audit by action and time: the savings read stops and starts from it."""
+    db.execute("CREATE INDEX audit_action ON audit (action, at)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -359,6 +395,8 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
+    _migration_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -617,6 +655,8 @@ class SQLiteStore(Store):
         idempotency_key: str | None = None,
         owner: str | None = None,
         notify: bool = False,
+        action: Action = Action.STOP,
+        lease_seconds: int | None = None,
     ) -> tuple[Operation, bool]:
         now = self.clock()
         with self.transaction() as conn:
@@ -630,8 +670,8 @@ class SQLiteStore(Store):
             conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
                 "source, reason, force, override_lock, state, created_at, updated_at, expires_at,"
-                " channel, response_url, idempotency_key, owner, notify) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " channel, response_url, idempotency_key, owner, notify, action, lease_seconds) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     op_id,
                     resource,
@@ -651,6 +691,8 @@ class SQLiteStore(Store):
                     idempotency_key,
                     owner,
                     int(notify),
+                    action.value,
+                    lease_seconds,
                 ],
             )
             conn.execute(
@@ -660,7 +702,7 @@ class SQLiteStore(Store):
             self._audit(
                 conn,
                 requested_by,
-                "stop.requested",
+                f"{action.verb}.requested",
                 resource=resource,
                 operation_id=op_id,
                 detail={
@@ -669,6 +711,7 @@ class SQLiteStore(Store):
                     "force": force,
                     "state": state.value,
                     **({"override_lock": True} if override_lock else {}),
+                    **({"lease_seconds": lease_seconds} if lease_seconds else {}),
                 },
             )
             return self._get(conn, op_id), True
@@ -761,7 +804,7 @@ class SQLiteStore(Store):
             self._audit(
                 conn,
                 actor,
-                f"stop.{to.value}",
+                f"{op.action.verb}.{to.value}",
                 resource=op.resource,
                 operation_id=op_id,
                 detail={"detail": detail, **(audit_detail or {})},
@@ -858,6 +901,112 @@ class SQLiteStore(Store):
             if cursor.rowcount == 1 and owe is not None:
                 self._owe(conn, owe)
             return cursor.rowcount == 1
+
+    # -- leases -----------------------------------------------------------------------
+
+    def open_lease(self, op_id: str) -> Lease | None:
+        with self.transaction() as conn:
+            try:
+                op = self._get(conn, op_id)
+            except KeyError:
+                return None
+            if (
+                op.action is not Action.START
+                or not op.lease_seconds
+                or op.state not in UP_STATES
+                or op.finished_at is None
+            ):
+                return None
+            ends_at = op.finished_at + dt.timedelta(seconds=op.lease_seconds)
+            cursor = conn.execute(
+                "INSERT INTO leases (id, resource, owner, state, created_at, ends_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+                [
+                    op.id,
+                    op.resource,
+                    op.requested_by,
+                    LeaseState.ACTIVE.value,
+                    _iso(op.finished_at),
+                    _iso(ends_at),
+                ],
+            )
+            if cursor.rowcount == 1:
+                self._audit(
+                    conn,
+                    op.requested_by,
+                    "lease.opened",
+                    resource=op.resource,
+                    operation_id=op.id,
+                    detail={"ends_at": _iso(ends_at)},
+                )
+            return self._lease(conn, op.id)
+
+    def _lease(self, conn: sqlite3.Connection, lease_id: str) -> Lease | None:
+        cursor = conn.execute("SELECT * FROM leases WHERE id = ?", [lease_id])
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+        return Lease.model_validate(dict(zip(names, row, strict=True))) if row else None
+
+    def unopened_leases(self) -> list[str]:
+        rows = self.rows(
+            "SELECT o.id FROM operations o LEFT JOIN leases l ON l.id = o.id "  # noqa: S608
+            f"WHERE o.action = 'start' AND o.lease_seconds IS NOT NULL AND o.state IN ({UP_SQL}) "
+            "AND l.id IS NULL"
+        )
+        return [str(r["id"]) for r in rows]
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        with self._reading() as conn:
+            return self._lease(conn, lease_id)
+
+    def leases(
+        self, states: Iterable[LeaseState] = (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
+    ) -> list[Lease]:
+        wanted = [s.value for s in states]
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.rows(
+            f"SELECT * FROM leases WHERE state IN ({marks}) ORDER BY ends_at, id",  # noqa: S608
+            wanted,
+        )
+        return [Lease.model_validate(r) for r in rows]
+
+    def move_lease(
+        self,
+        lease_id: str,
+        to: LeaseState,
+        *,
+        allowed_from: Iterable[LeaseState],
+        actor: str,
+        audit: str,
+        unwarned: bool = False,
+        fields: dict[str, Any] | None = None,
+        owe: Owed | None = None,
+    ) -> Lease | None:
+        values: dict[str, Any] = {"state": to.value, **(fields or {})}
+        if to is LeaseState.ENDED:
+            values["ended_at"] = self.clock()
+        values = {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
+        allowed = [s.value for s in allowed_from]
+        marks = ", ".join("?" for _ in allowed)
+        unwarned_sql = " AND warned_at IS NULL" if unwarned else ""
+        with self.transaction() as conn:
+            assignments = ", ".join(f"{key} = ?" for key in values)
+            cursor = conn.execute(
+                f"UPDATE leases SET {assignments} "  # noqa: S608 -- keys are ours
+                f"WHERE id = ? AND state IN ({marks}){unwarned_sql}",
+                [*values.values(), lease_id, *allowed],
+            )
+            if cursor.rowcount != 1:
+                return None
+            lease = self._lease(conn, lease_id)
+            if lease is None:
+                return None
+            if owe is not None:
+                self._owe(conn, owe)
+            self._audit(
+                conn, actor, audit, resource=lease.resource, operation_id=lease.id, detail=values
+            )
+            return lease
 
     # -- approvals ------------------------------------------------------------------
 

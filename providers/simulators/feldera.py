@@ -441,6 +441,7 @@ class FelderaSimulator(Simulator):
                 Route("/v0/pipelines", self._list, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}", self._get, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}/stop", self._stop, methods=["POST"]),
+                Route("/v0/pipelines/{pipeline_name}/start", self._start, methods=["POST"]),
             ]
         )
 
@@ -588,6 +589,62 @@ class FelderaSimulator(Simulator):
                 )
             self._plan_graceful(pipeline, now, status)
             return JSONResponse("Pipeline is suspending", 202)
+
+    async def _start(self, request: Request) -> Response:
+        """``post_pipeline_start``: the stop's machine backwards (Stopped, Provisioning,
+        Initializing, then the ``initial`` status). Started or starting already is a 202
+        that changes nothing ("it will still return success"); suspending or stopping is
+        the spec's 400 ``IllegalPipelineAction``."""
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        initial = request.query_params.get("initial", "running")
+        wanted = {"running": "Running", "paused": "Paused", "standby": "Standby"}.get(initial)
+        if wanted is None:
+            return _error(
+                400,
+                f"Invalid 'initial' value '{initial}': it must be 'standby', 'paused' or 'running'",
+                "InvalidInitialStatus",
+                {"initial": initial},
+            )
+        name = request.path_params["pipeline_name"]
+        with self.lock:
+            pipeline = self.pipelines.get(name)
+            if pipeline is None:
+                return self._unknown(name)
+            now = self.now()
+            status = pipeline.status.state(now)
+            desired = pipeline.desired.state(now)
+            if status in {"Stopping", "Suspended"} or (
+                status != "Stopped" and desired in {"Stopped", "Suspended"}
+            ):
+                hint = (
+                    "Cannot restart the pipeline while it is stopping. Wait for it to stop "
+                    "before starting a new instance of the pipeline."
+                )
+                return _error(
+                    400,
+                    f"Deployment resources status (current: '{status}', desired: '{desired}') "
+                    f"cannot have desired changed to 'Provisioned'. {hint}",
+                    "IllegalPipelineAction",
+                    {
+                        "status": status,
+                        "current_desired_status": desired,
+                        "new_desired_status": "Provisioned",
+                        "hint": hint,
+                    },
+                )
+            if status == "Stopped":
+                step = self.config.step_seconds
+                pipeline.plan(
+                    now,
+                    [
+                        ("Stopped", wanted, 0.0),
+                        ("Provisioning", wanted, step),
+                        ("Initializing", wanted, step),
+                        (wanted, wanted, step),
+                    ],
+                )
+        return JSONResponse(None, 202)
 
     def _plan_forced(self, pipeline: _Pipeline, now: float) -> None:
         step = self.config.step_seconds

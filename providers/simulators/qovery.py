@@ -4,12 +4,17 @@
     GET    /organization/{organizationId}/cluster/status               ClusterStatusResponseList
     GET    /organization/{organizationId}/cluster/{clusterId}/status   ClusterStatus
     POST   /organization/{organizationId}/cluster/{clusterId}/stop     202 ClusterStatus, 409
+    POST   /organization/{organizationId}/cluster/{clusterId}/deploy   201 ClusterStatus, 400
     GET    /organization/{organizationId}/lock                         ClusterLockList
     POST   /cluster/{clusterId}/lock                                   ClusterLock
     DELETE /cluster/{clusterId}/lock                                   204
 
 A stop goes STOP_QUEUED -> STOPPING -> STOPPED (or STOP_ERROR when the cluster is
 seeded with ``fail_stop: true``), one ``step_seconds`` per step of the shared clock.
+
+A deploy (the bot's wake) runs the same machine backwards: DEPLOYMENT_QUEUED ->
+DEPLOYING -> DEPLOYED, refused by an operation in progress or a lock, as a stop is; with
+a 400, since the spec documents no 409 for ``deployCluster`` (its refusals are 400s).
 
 A stop is refused with the spec's one 409, "already stopped or an operation is in
 progress": on STOPPED or DELETED, on every state of ``IN_PROGRESS`` (a stop already
@@ -431,6 +436,28 @@ class QoverySimulator(Simulator):
         step = self._seed.step_seconds
         end = "STOP_ERROR" if cluster.fail_stop else "STOPPED"
         cluster.timeline.plan(now, [("STOP_QUEUED", 0.0), ("STOPPING", step), (end, step)])
+        return self._executed(cluster, now, now_dt)
+
+    def _deploy(self, cluster: _Cluster) -> dict[str, Any]:
+        now = self.now()
+        now_dt = self._now_dt()
+        state = cluster.timeline.state(now)
+        if state in IN_PROGRESS:
+            raise _ApiError(400, f"Cluster {cluster.name} has an operation in progress ({state})")
+        lock = self._active_lock(cluster, now_dt)
+        if lock is not None:
+            raise _ApiError(
+                400, f"Cluster {cluster.name} is locked by {lock.owner_name}: {lock.reason}"
+            )
+        step = self._seed.step_seconds
+        cluster.timeline.plan(
+            now, [("DEPLOYMENT_QUEUED", 0.0), ("DEPLOYING", step), ("DEPLOYED", step)]
+        )
+        cluster.is_deployed = True
+        cluster.last_deployment_date = now_dt
+        return self._executed(cluster, now, now_dt)
+
+    def _executed(self, cluster: _Cluster, now: float, now_dt: dt.datetime) -> dict[str, Any]:
         # Qovery's execution ids read "<uuid>-<epoch seconds>".
         cluster.last_execution_id = f"{uuid.uuid4()}-{int(now)}"
         cluster.updated_at = now_dt
@@ -481,6 +508,12 @@ class QoverySimulator(Simulator):
                 self._organization(request)
                 body = self._stop(self._cluster(request))
             return JSONResponse(body, status_code=202)
+
+        async def deploy_cluster(request: Request) -> Response:
+            with self.lock:
+                self._organization(request)
+                body = self._deploy(self._cluster(request))
+            return JSONResponse(body, status_code=201)
 
         async def current_cost(request: Request) -> Response:
             with self.lock:
@@ -541,6 +574,7 @@ class QoverySimulator(Simulator):
                 Route(f"{org}/cluster/status", list_statuses, methods=["GET"]),
                 Route(f"{org}/cluster/{{clusterId}}/status", cluster_status, methods=["GET"]),
                 Route(f"{org}/cluster/{{clusterId}}/stop", stop_cluster, methods=["POST"]),
+                Route(f"{org}/cluster/{{clusterId}}/deploy", deploy_cluster, methods=["POST"]),
                 Route(f"{org}/cluster/{{clusterId}}/currentCost", current_cost, methods=["GET"]),
                 Route(f"{org}/lock", list_locks, methods=["GET"]),
                 Route("/cluster/{clusterId}/lock", cluster_lock, methods=["POST", "DELETE"]),
