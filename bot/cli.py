@@ -57,8 +57,11 @@ from bot.config import (
     UnknownResourceError,
     configured_database_url,
     load_config,
+    parse_config,
+    read_config_document,
 )
 from bot.durations import format_duration, parse_duration
+from bot.estate import embedded_document, over_estate
 from bot.locks import LocksInForce
 from bot.logs import Redactor, configure_logging, secrets_of
 from bot.models import (
@@ -72,7 +75,7 @@ from bot.models import (
     Transition,
 )
 from bot.rates import Rate
-from bot.runtime import Runtime
+from bot.runtime import BUILT_IN, Runtime, uses_estate
 from bot.savings import Money, Savings, SavingsError, Selection, parse_period
 from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
@@ -86,6 +89,8 @@ __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ESTATE_PLACEHOLDER_URL = "http://127.0.0.1:1"
+"""Where check-config pretends the simulators are: it checks a file, it starts nothing."""
 
 FINAL_WORDS = {
     OpState.STOPPED: "stopped",
@@ -141,16 +146,46 @@ def _configure_logging(level: str, settings: Settings, *sources: Any) -> None:
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.path) if args.path else settings.config_path()
-    config = load_config(path)
-    print(f"{path}: OK")
+    document = read_config_document(path)
+    if document is None or document == {}:
+        raise ConfigError(
+            str(path),
+            [
+                (
+                    "",
+                    "the file is empty: name providers: and resources: (see the README), or "
+                    "delete it to run on the built-in simulators",
+                )
+            ],
+        )
+    on_estate = uses_estate(document)
+    if on_estate:
+        # Checked as the bot would run it: laid over the embedded estate.
+        estate = embedded_document(ESTATE_PLACEHOLDER_URL, utcnow())
+        config = parse_config(over_estate(estate, document), str(path))
+    else:
+        config = parse_config(document, str(path))
+    print(f"{path}: OK" + (f" (no providers: it runs on {BUILT_IN})" if on_estate else ""))
     print(f"  providers: {len(config.providers)}")
     for p in config.providers:
         count = sum(1 for r in config.resources if r.provider == p.name)
-        print(f"    {p.name} ({p.type}): {count} resource(s)")
+        print(f"    {p.name} ({p.type}): {_plural(count, 'resource')}")
     print(f"  resources: {len(config.resources)}")
+    print(f"  schedules: {len(config.schedules)}")
+    for schedule in config.schedules:
+        where = f", in {schedule.channel}" if schedule.channel else ""
+        print(
+            f"    {schedule.name}: {schedule.cron} ({schedule.timezone}), "
+            f"{schedule.select.describe()}, warned {format_duration(schedule.warn_before)} "
+            f"before{where}"
+        )
     for line in config.deprecations():
         print(f"{path}: warning: {line}", file=sys.stderr)
     return EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -613,7 +648,12 @@ class TerminalProgress:
                 if op.detail
                 else f"{op.resource}: {word}"
             )
-        state = op.provider_state or op.state.value.replace("_", " ")
+        if op.provider_state:
+            state = op.provider_state
+        elif op.state == OpState.ACCEPTED:
+            state = f"accepted by {op.provider}"  # the bot's step, said as such
+        else:
+            state = op.state.value.replace("_", " ")
         phase = f" ({status.phase.value})" if status is not None else ""
         return f"{op.resource}: {state}{phase}"
 
@@ -679,7 +719,7 @@ def _lease(words: list[str]) -> tuple[dt.timedelta | None, list[str]]:
 
 
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
-    service = Stopbot(runtime.config, runtime.store, runtime.providers).service
+    service = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).service
     actor = Actor(id=f"cli:{_login()}")
     waking = args.command == "wake"
     lease, reason_words = _lease(args.reason) if waking else (None, args.reason)

@@ -8,6 +8,7 @@ line per problem instead of a traceback.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import difflib
@@ -55,6 +56,7 @@ __all__ = [
     "interpolate",
     "load_config",
     "parse_config",
+    "read_config_document",
 ]
 
 if TYPE_CHECKING:
@@ -831,21 +833,144 @@ def parse_config(document: Any, source: str, env: Mapping[str, str] | None = Non
     try:
         config = StopbotConfig.model_validate(document)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            reason = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "union_tag_invalid":
-                reason = f"unknown provider type; expected one of {error['ctx']['expected_tags']}"
-            elif error["type"] == "extra_forbidden":
-                reason = "unknown key (check its spelling)"
-            elif error["type"] == "string_pattern_mismatch":
-                reason = _PATTERN_WORDS.get(str(error["ctx"]["pattern"]), reason)
-            problems.append((_error_path(error["loc"], document), reason))
-        raise ConfigError(source, problems) from None
+        problems = [
+            (_error_path(error["loc"], document), _reason(error))
+            for error in exc.errors(include_url=False)
+        ]
+        # Every mistake in one pass: the references among what is valid are checked too.
+        raise ConfigError(source, problems + _references_beside(document, exc)) from None
     problems = config.reference_problems()
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+# pydantic's wording of a broken rule, for the person who wrote the value.
+_RULE_WORDS: dict[str, str] = {
+    "missing": "missing: this key is required",
+    "greater_than_equal": "must be {ge} or more",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be {le} or less",
+    "less_than": "must be less than {lt}",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    "string_type": "must be text",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "list_type": "must be a list",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
+    "time_parsing": "must be a time of day, like 07:00",
+    "time_type": "must be a time of day, like 07:00",
+    "date_from_datetime_parsing": "must be a date, like 2026-12-25",
+    "date_parsing": "must be a date, like 2026-12-25",
+    "date_type": "must be a date, like 2026-12-25",
+}
+
+
+def _reason(error: Any) -> str:
+    """One validation error in words (never pydantic's own, "Input should be …")."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        return f"unknown provider type; expected one of {ctx['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return "add type: (the provider's kind: qovery, openstack, okeanos or feldera)"
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling)"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(
+            str(ctx.get("pattern")), f"does not have the expected form ({ctx.get('pattern')})"
+        )
+    if kind in _RULE_WORDS:
+        try:
+            return _RULE_WORDS[kind].format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+_LISTS = ("providers", "resources", "schedules", "approval_by_tag")
+
+
+def _references_beside(document: dict[str, Any], exc: ValidationError) -> list[tuple[str, str]]:
+    """The reference problems (dangling names, duplicates) of what remains valid once the
+    invalid values are set aside, so a file's mistakes come in one pass. An invalid value
+    is removed (its default stands in); an entry still invalid without it is set aside
+    whole, and a name it holds still counts as defined: no false "no provider named …"."""
+    pruned: dict[str, Any] = copy.deepcopy(document)
+    originals = {
+        key: list(range(len(pruned[key]))) for key in _LISTS if isinstance(pruned.get(key), list)
+    }
+    set_aside: set[str] = set()
+    errors = exc.errors(include_url=False)
+    for _ in range(3):
+        entries: set[tuple[str, int]] = set()
+        for error in errors:
+            loc = list(error["loc"])
+            if not loc or not isinstance(loc[0], str):
+                return []
+            entry = (loc[0], loc[1]) if loc[0] in originals and len(loc) > 1 else None
+            if error["type"] == "missing" or not _drop_leaf(pruned, loc):
+                if entry is None:
+                    pruned.pop(loc[0], None)
+                else:
+                    entries.add(entry)  # type: ignore[arg-type]
+        for key, index in sorted(entries, reverse=True):
+            item = pruned[key][index]
+            if isinstance(item, dict) and "name" in item:
+                set_aside.add(repr(str(item["name"])))
+            del pruned[key][index]
+            del originals[key][index]
+        try:
+            config = StopbotConfig.model_validate(pruned)
+        except ValidationError as again:
+            errors = again.errors(include_url=False)
+            continue
+        break
+    else:
+        return []
+    found = []
+    for path, reason in config.reference_problems():
+        if any(name in reason for name in set_aside):
+            continue
+        if set_aside:  # the names set aside are defined, but not listed as known
+            reason = re.sub(r" \(known: [^)]*\)$", "", reason)
+        match = re.match(r"^(\w+)\[(\d+)\]", path)
+        if match and match.group(1) in originals:
+            original = originals[match.group(1)][int(match.group(2))]
+            path = f"{match.group(1)}[{original}]{path[match.end() :]}"
+        found.append((path, reason))
+    return found
+
+
+def _drop_leaf(document: Any, loc: list[Any]) -> bool:
+    """Remove the value at ``loc`` from its mapping (pydantic's union tags skipped);
+    False when it is no mapping's key (a list item, or gone already)."""
+    node = document
+    for part in loc[:-1]:
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_list or (isinstance(node, dict) and part in node):
+            node = node[part]
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue
+        else:
+            return False
+    last = loc[-1]
+    if isinstance(node, dict) and last in node and loc[0] != last:
+        del node[last]
+        return True
+    return False
 
 
 def configured_database_url(path: Path, env: Mapping[str, str] | None = None) -> SecretStr | None:
@@ -870,6 +995,11 @@ def configured_database_url(path: Path, env: Mapping[str, str] | None = None) ->
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> StopbotConfig:
     """Read, interpolate and validate ``path``."""
     return parse_config(_read_yaml(path), str(path), env)
+
+
+def read_config_document(path: Path) -> Any:
+    """The YAML document at ``path``, not yet validated (ConfigError when unreadable)."""
+    return _read_yaml(path)
 
 
 def _read_yaml(path: Path) -> Any:

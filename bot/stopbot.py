@@ -13,7 +13,8 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
 * housekeeping every ``housekeeping_interval``: approval requests past their expiry are
   ended, owners of locks about to expire are warned, wake leases are warned and ended
   (:mod:`bot.leases`);
-* schedule ticks (:class:`~bot.schedules.ScheduleRunner`).
+* schedule ticks (:class:`~bot.schedules.ScheduleRunner`), on the bot's clock: when it
+  jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once.
 
 Housekeeping and schedule ticks are done by the leader only (:mod:`bot.leadership`: every
 process on SQLite, one replica at a time on PostgreSQL); takeovers are done by every
@@ -27,6 +28,7 @@ leaves it owed, for a process whose face shows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,6 +134,8 @@ class Stopbot:
         self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
+        self._housekeeping_woken: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._notices: set[asyncio.Task[None]] = set()
         # Before the outbox's and the engine's (see the module's docstring).
         self.registry.sweeps.insert(0, self.resume_stops)
@@ -247,13 +251,27 @@ class Stopbot:
             await self.scheduler.tick()
 
     async def _housekeep(self) -> None:
+        self._housekeeping_woken = woken = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         while True:
+            woken.clear()
             try:
                 if self.leadership.leading:
                     await self.tick()
             except Exception:
                 log.exception("housekeeping failed; trying again next round")
-            await asyncio.sleep(self.housekeeping_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), self.housekeeping_interval)
+
+    def clock_moved(self) -> None:
+        """The movable clock jumped (the playground's "skip ahead"): what fell due (a
+        fire, a warning, an approval request's expiry, a lock's warning) is done now, not
+        at the next round. Safe from any thread."""
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        woken, loop = self._housekeeping_woken, self._loop
+        if woken is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(woken.set)
 
     def rebuild_schedules(self) -> None:
         """The scheduler's cron jobs, after a schedule was added or removed here; the

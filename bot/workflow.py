@@ -483,20 +483,50 @@ class StopService:
                     preview.status.state,
                 ),
             )
+        fields: dict[str, Any] = {"expires_at": self.clock() + self.settings.confirm_ttl}
+        if (
+            op.action is not Action.START
+            and provider.supports_force
+            and not force
+            and await self._forced_only(preview)
+        ):
+            fields["force"] = True
         with self.store.batch():  # the decision and its confirmation: one commit
-            self._decide(
-                preview,
-                OpState.AWAITING_CONFIRMATION,
-                actor,
-                None,
-                expires_at=self.clock() + self.settings.confirm_ttl,
-            )
+            self._decide(preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields)
             if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
                 confirmed = self.confirm(
                     preview.operation.id, confirm.by, require_approval=confirm.require_approval
                 )
                 preview.operation = confirmed.operation or preview.operation
         return preview
+
+    async def _forced_only(self, preview: Preview) -> bool:
+        """Whether the provider can only force this stop (Feldera's open-source edition):
+        the preview then offers the forced stop and says what it means, rather than a
+        gentle stop that would fail after Confirm. Unknown: said before Confirm too."""
+        resource = preview.resource
+        graceful = await self.providers[resource.provider].graceful_stop()
+        if graceful.available is False:
+            preview.notes.append(
+                say(
+                    "{} has no graceful stop ({}): this is a forced stop. The compute is "
+                    "released at once, without a final checkpoint; the pipeline resumes from "
+                    "its latest periodic checkpoint.",
+                    resource.provider,
+                    graceful.why or "not in this edition",
+                )
+            )
+            return True
+        if graceful.available is None:
+            preview.notes.append(
+                say(
+                    "could not tell whether {} can stop gracefully ({}): if it refuses, "
+                    "stop again with --force.",
+                    resource.provider,
+                    graceful.why or "no answer",
+                )
+            )
+        return False
 
     async def _read(
         self, preview: Preview, actor: Actor, prior: PriorRead | None = None
@@ -547,7 +577,7 @@ class StopService:
         actor: Actor,
         detail: Text | None,
         *,
-        expires_at: dt.datetime | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> Preview:
         op = self.store.transition(
             preview.operation.id,
@@ -555,7 +585,7 @@ class StopService:
             allowed_from=[OpState.REQUESTED],
             actor=actor.id,
             detail=detail,
-            fields={"expires_at": expires_at} if expires_at else None,
+            fields=fields,
             owner=self.registry.id,
         )
         if op is not None:

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
@@ -22,6 +23,7 @@ from providers.pacing import RequestLimits
 __all__ = [
     "CostRange",
     "DiscoveredResource",
+    "GracefulStop",
     "Phase",
     "Provider",
     "ProviderConfigBase",
@@ -134,6 +136,15 @@ class DiscoveredResource(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GracefulStop:
+    """Whether an account's gentle stop exists: ``available`` None when it could not be told
+    (the read failed), with ``why`` in the provider's words (an edition, an error)."""
+
+    available: bool | None
+    why: str | None = None
+
+
 # A status read and a lock read, each its answer or the exception it raised.
 StatusAndLock = tuple[ResourceStatus | BaseException, ProviderLock | BaseException | None]
 
@@ -195,6 +206,11 @@ class Provider(ABC):
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The provider-side lock on ``resource``, or None (the default: no such concept)."""
         return None
+
+    async def graceful_stop(self) -> GracefulStop:
+        """Whether this account can stop gently (``stop(force=False)``), for providers that
+        know a forced stop too: a preview offers the stop that works. The default: it can."""
+        return GracefulStop(available=True)
 
     async def status_and_lock(self, resource: Resource) -> StatusAndLock:
         """:meth:`status` and :meth:`lock` together, each an answer or the exception it

@@ -63,7 +63,11 @@ class ProviderError(Exception):
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code else ""
-        return f"{self.provider}: {self.summary}{status}: {self.message}"
+        return f"{self.provider}: {self.what()}{status}: {self.message}"
+
+    def what(self) -> str:
+        """What happened, in words (the class's ``summary``; some say more by status)."""
+        return self.summary
 
 
 class AuthError(ProviderError):
@@ -122,6 +126,14 @@ class UnsupportedError(InvalidRequestError):
 
 class UnavailableError(ProviderError):
     summary = "the provider is unavailable, try again later"
+
+    def what(self) -> str:
+        """A 429 is a limit, a 500 the provider's own failure: neither is "unavailable"."""
+        if self.status_code == 429:
+            return "the provider is limiting requests (too many at once), try again later"
+        if self.status_code == 500:
+            return "the provider failed on its side (internal error)"
+        return self.summary
 
 
 class ProviderTimeoutError(ProviderError):

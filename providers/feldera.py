@@ -23,6 +23,9 @@ The stop endpoint's description in openapi.json and the lifecycle reference
 * ``force=false`` (the server's default, a graceful stop with a final checkpoint) exists
   only in the Enterprise edition: the open-source one answers 501 ``EnterpriseFeature``.
   The client always sends ``force`` explicitly, and turns that 501 into advice to force.
+  Before that, :meth:`FelderaProvider.graceful_stop` reads the edition once (``GET
+  /v0/config``, ``Configuration.edition``: "Open source" or "Enterprise"), so a preview
+  offers the forced stop from the start instead of failing after Confirm.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from providers.base import (
     DiscoveredResource,
+    GracefulStop,
     Phase,
     Provider,
     ProviderConfigBase,
@@ -87,6 +91,9 @@ UNAVAILABLE = "Unavailable"
 STOP_DESIRED = frozenset({"Stopped", "Suspended"})
 # Desired statuses that mean a /start was accepted (its ``initial``).
 START_DESIRED = frozenset({"Running", "Paused", "Standby"})
+
+ENTERPRISE = "Enterprise"
+"""``Configuration.edition`` of the one edition with a graceful stop (openapi.json)."""
 
 FORCE_ADVICE = (
     "This Feldera edition cannot stop a pipeline gracefully (with a final checkpoint): "
@@ -209,6 +216,7 @@ class FelderaProvider(Provider):
             transport=transport,
             gate=gate or RequestGate(config.requests),
         )
+        self._graceful: GracefulStop | None = None
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
@@ -244,6 +252,21 @@ class FelderaProvider(Provider):
         return StopAccepted(
             provider=self.name, resource_id=resource.id, message=_accepted_message(response)
         )
+
+    async def graceful_stop(self) -> GracefulStop:
+        """The instance's edition, read once (``GET /v0/config``): only the Enterprise
+        edition stops gracefully. A failed read is not remembered: asked again next time."""
+        if self._graceful is not None:
+            return self._graceful
+        try:
+            body = self._json(await self._api.request("GET", "/v0/config"))
+        except ProviderError as exc:
+            return GracefulStop(available=None, why=exc.message)
+        edition = body.get("edition") if isinstance(body, dict) else None
+        if not isinstance(edition, str):
+            return GracefulStop(available=None, why="its configuration names no edition")
+        self._graceful = GracefulStop(available=edition == ENTERPRISE, why=f"{edition} edition")
+        return self._graceful
 
     async def start(self, resource: Resource) -> StopAccepted:
         """Start the pipeline, running once provisioned (``initial=running``): 202. Feldera

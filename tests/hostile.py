@@ -31,7 +31,7 @@ HOSTILE = (
 
 _CONSTRUCT = re.compile(r"<[^<>]*>")
 _ENTITY = re.compile(r"&(?:amp|lt|gt);")
-_DATE = re.compile(r"<!date\^\d+\^\{[a-z_]+\}(?: \{[a-z_]+\})?\|[^<>|]+>")
+_DATE = re.compile(r"<!date\^\d+\^\{[a-z_]+\}(?: (?:at )?\{[a-z_]+\})?\|[^<>|]+>")
 
 
 def live_markup(text: str, people: Iterable[str] = ()) -> list[str]:

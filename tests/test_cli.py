@@ -32,7 +32,7 @@ import yaml
 
 from bot.cli import SAVINGS_FIELDS, main, parse_args, parse_since
 from bot.config import load_config
-from bot.models import OpState
+from bot.models import Operation, OpState
 from bot.slack.fake_api import DEFAULT_TOKEN, FakeSlack, FakeSlackServer
 from bot.stopbot import Stopbot
 from bot.store import open_store
@@ -1001,6 +1001,24 @@ def test_serve_comes_back_on_a_port_its_killed_process_left_in_time_wait() -> No
     client.close()
     listener.close()
     _check_port("127.0.0.1", port)
+
+
+def test_the_terminal_says_whose_step_accepted_is() -> None:
+    """The bot's own "accepted" step names the provider that accepted the stop."""
+    from bot.cli import TerminalProgress
+
+    op = Operation(
+        id="op-1",
+        resource="web-1",
+        provider="nova",
+        resource_id="s-1",
+        requested_by="cli:dana",
+        source="cli",
+        state=OpState.ACCEPTED,
+        created_at=dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
+        updated_at=dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
+    )
+    assert TerminalProgress().line(op, None) == "web-1: accepted by nova"
 
 
 # -- wake -------------------------------------------------------------------------------------

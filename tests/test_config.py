@@ -120,7 +120,10 @@ def test_escaped_dollar_is_kept_literally(tmp_path: Path) -> None:
             ("type: qovery,", "type: aws,"),
             "providers[0]: unknown provider type; expected one of 'qovery', 'openstack', 'okeanos', 'feldera'",
         ),
-        ((", organization_id: org-1", ""), "providers[0].organization_id: Field required"),
+        (
+            (", organization_id: org-1", ""),
+            "providers[0].organization_id: missing: this key is required",
+        ),
         (
             ("tags: {env: dev}", "tagz: {env: dev}"),
             "resources[0].tagz: unknown key (check its spelling)",
@@ -196,11 +199,12 @@ def test_check_config_prints_summary_without_secrets(
     assert out.splitlines() == [
         f"{path}: OK",
         "  providers: 4",
-        "    qovery (qovery): 1 resource(s)",
-        "    nova (openstack): 1 resource(s)",
-        "    okeanos (okeanos): 1 resource(s)",
-        "    feldera (feldera): 1 resource(s)",
+        "    qovery (qovery): 1 resource",
+        "    nova (openstack): 1 resource",
+        "    okeanos (okeanos): 1 resource",
+        "    feldera (feldera): 1 resource",
         "  resources: 4",
+        "  schedules: 0",
     ]
     assert not any(secret in out for secret in ENV.values())
 
@@ -213,7 +217,84 @@ def test_check_config_error_exit_code_and_no_traceback(
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert f"{path}: providers[0].token: Field required" in err
+    assert f"{path}: providers[0].token: missing: this key is required" in err
+
+
+def test_check_config_lists_the_schedules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The OK summary lists each schedule: when, where, what it selects."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    schedules = """
+schedules:
+  - {name: nightly-dev, cron: "0 20 * * 1-5", timezone: Europe/Paris, select: {tags: {env: dev}}, channel: C0DEV}
+  - {name: web, cron: "30 19 * * *", select: {resources: [web-1, etl]}, warn_before: 5m}
+"""
+    path = write(tmp_path, GOOD + schedules)
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "  schedules: 2",
+        "    nightly-dev: 0 20 * * 1-5 (Europe/Paris), tags env=dev, warned 15m before, in C0DEV",
+        "    web: 30 19 * * * (UTC), resources web-1, etl, warned 5m before",
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "{}\n"])
+def test_check_config_refuses_an_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """An empty file is an error that says what to put in it, not "OK, providers: 0"."""
+    path = write(tmp_path, text)
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: configuration error:\n"
+        f"{path}: the file is empty: name providers: and resources: (see the README), or "
+        "delete it to run on the built-in simulators\n"
+    )
+
+
+def test_check_config_of_a_file_without_providers_runs_on_the_simulators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file with no providers is checked laid over the embedded estate, as it would run."""
+    path = write(tmp_path, "admins: [U0LOCALDEV]\n")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}: OK (no providers: it runs on <built-in simulators>)"
+    assert "  resources: 11" in out
+    assert out[-2:] == [
+        "  schedules: 1",
+        out[-1],
+    ] and out[-1].startswith("    office-hours: ")
+
+
+def test_every_mistake_comes_in_one_pass(tmp_path: Path) -> None:
+    """Schema mistakes and dangling references together, in the user's words: fixing the
+    first batch reveals nothing new. A name an invalid entry holds counts as defined."""
+    text = """
+providers:
+  - {name: q, type: qovery, base_url: ftp://x, token: t, organization_id: o}
+  - {name: f, type: feldera, base_url: http://x, requests: {max_in_flight: 0}}
+resources:
+  - {name: a, provider: q, id: x}
+  - {name: b, provider: nope, id: y}
+  - {name: c, provider: f, id: z, tags: {env: dev}}
+schedules:
+  - {name: s, cron: "0 20 * * *", timezone: Mars/Base, select: {resources: [a, zz]}}
+locks: {max_duration: forever}
+"""
+    where = tmp_path / "stopbot.yaml"
+    assert problems(tmp_path, text) == [
+        f"{where}: providers[0].base_url: must be a URL starting with https:// (or http://)",
+        f"{where}: providers[1].requests.max_in_flight: must be 1 or more",
+        f"{where}: locks.max_duration: 'forever' is not a duration: use a number and a unit, "
+        "like 30m, 4h, 3d or 1h30m",
+        f"{where}: schedules[0].timezone: unknown time zone 'Mars/Base' (use an IANA name "
+        "such as Europe/Paris)",
+        f"{where}: resources[1].provider: no provider named 'nope' (known: f, q)",
+        f"{where}: schedules[0].select.resources[1]: no resource named 'zz'",
+    ]
 
 
 def test_a_sweep_slower_than_a_third_of_the_lease_is_refused() -> None:

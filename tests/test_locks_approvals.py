@@ -143,7 +143,7 @@ async def test_locks_lists_bot_and_provider_locks(slack: Slack) -> None:
     """/stop locks shows Stopbot's locks and the providers' own."""
     await say(slack, "lock dev-eu 4h demo", user=ALICE)
     reply = await say(slack, "locks")
-    assert reply.args["text"] == "3 active lock(s)"
+    assert reply.args["text"] == "3 active locks"
     listing = block_texts(reply.args)
     assert (
         "*dev-eu* \\u00b7 Stopbot lock by <@U0ALICE> \\u00b7 demo \\u00b7 expires in 4h" in listing
@@ -162,9 +162,9 @@ async def test_locks_whose_provider_cannot_be_read_are_listed_as_unknown(slack: 
     instead of leaving them out; Nova's lock is listed as usual."""
     slack.sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
     reply = await say(slack, "locks")
-    assert reply.args["text"] == "1 active lock(s); the qovery locks could not be read"
+    assert reply.args["text"] == "1 active lock; the qovery locks could not be read"
     assert [b["text"]["text"] for b in reply.args["blocks"]] == [
-        "*1 active lock(s); the qovery locks could not be read*",
+        "*1 active lock; the qovery locks could not be read*",
         "• *batch-2* · nova lock locked: kernel upgrade in progress (no expiry)\n"
         f"• *dev-eu, staging-us, qa-old* · qovery lock unknown: {QOVERY_503}",
     ]
@@ -354,6 +354,8 @@ async def test_approved_stop_runs_and_everyone_is_told(guarded: Slack) -> None:
     await guarded.click(views.CONFIRM, op_id, ts)
     request = await approval_message(guarded)
     assert request["text"] == "Approval needed: <@U0BOB> wants to stop dev-eu."
+    # The status read when the request went out, never "as shown to the requester".
+    assert "*Current status*\\n`DEPLOYED` (running)" in block_texts(request)
     await guarded.click_message(views.APPROVE, op_id, request, CAROL)
     final = await guarded.final_message()
     assert final["text"].startswith("dev-eu: :white_check_mark: Stopped")

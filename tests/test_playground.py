@@ -477,7 +477,7 @@ async def test_injected_fault_fails_the_stop_with_the_providers_words(page: Page
     await page.click(await page.reply(), "stop_confirm", ephemeral=True)
     done = await page.slack.wait_for_message(CHANNEL, final)
     assert done["text"] == (
-        "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "dev-eu: :x: Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "fault injected from the playground"
     )
     cleared = await page.client.delete("/playground/faults")
@@ -527,7 +527,8 @@ async def test_skip_ahead_expires_the_confirmation(page: Page) -> None:
         "response_url", lambda c: "expired" in str(c.args.get("text", ""))
     )
     assert reply.args["text"] == "This confirmation expired. Run `/stop dev-eu` again."
-    assert page.slack.messages(CHANNEL) == []
+    # Only the sample schedule's messages, which the skip brought: Dana's stop posted none.
+    assert [t for t in _texts(page) if not t.startswith("office-hours ")] == []
 
 
 async def test_events_stream_pushes_each_change(page: Page) -> None:
@@ -898,7 +899,7 @@ def test_only_loopback_hosts(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> None:
     """Run as a user does: it prints the URL, the people and the resources, serves the page
-    and the bot, says it leaves STOPBOT_DB aside, and Ctrl+C ends it with exit code 0."""
+    and the bot on STOPBOT_DB, which it keeps, and Ctrl+C ends it with exit code 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STOPBOT_"))}
     env["STOPBOT_DB"] = str(tmp_path / "mine.db")
     code = "import sys; from bot.config import Settings; from bot.playground.dev import run_dev; sys.exit(run_dev(Settings(), port=0))"
@@ -931,19 +932,78 @@ def test_stopbot_dev_prints_where_to_go_and_quits_on_ctrl_c(tmp_path: Path) -> N
         )
         assert "  spark       okeanos   started   needs approval by Priya Patel" in printed
         assert "<title>Stopbot playground</title>" in httpx.get(f"{url}/").text
+        note = json.loads((tmp_path / "mine.db.playground.json").read_text())
+        assert note["pid"] == process.pid
         assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert lines.get(timeout=10) == "stopbot: playground stopped.\n"
         assert process.stderr is not None
-        assert process.stderr.read() == (
-            f"stopbot: the playground leaves aside the database {tmp_path / 'mine.db'}.\n"
-        )
-        assert not (tmp_path / "mine.db").exists()
+        assert process.stderr.read() == ""
+        assert (tmp_path / "mine.db").exists()  # kept: `stopbot history` reads it
+        assert not (tmp_path / "mine.db.playground.json").exists()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _texts(page: Page) -> list[str]:
+    return [str(m.get("text", "")) for m in page.slack.messages(CHANNEL)]
+
+
+async def test_skipping_time_brings_the_sample_schedules_warning_then_its_run(page: Page) -> None:
+    """The scheduler follows the playground's clock: skipping into the sample schedule's
+    warning window posts its warning at once, and skipping past its fire runs it, to its
+    summary (no wait for the wall clock)."""
+    assert _texts(page) == []
+    await page.post("/playground/clock", {"seconds": 150})  # 4-5 min ahead, warned 3 min before
+    warning = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("office-hours stops ")
+    )
+    assert "unless someone skips it" in warning["text"]
+    await page.post("/playground/clock", {"seconds": 180})
+    summary = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("office-hours run done"), timeout=30
+    )
+    assert "stopped" in summary["text"]
+
+
+async def test_a_schedule_added_22_minutes_ahead_fires_as_time_is_skipped(page: Page) -> None:
+    """The first hour's case: a schedule 22 minutes ahead, Skip 10 min twice and 1 min
+    twice (then the rest of its minute): its warning comes once the clock enters the
+    warning window, and its run at the fire."""
+    now = page.playground.stopbot.clock()
+    fire = (now + dt.timedelta(minutes=22)).replace(second=0, microsecond=0)
+    fire += dt.timedelta(minutes=1)
+    cron = f"{fire.minute} {fire.hour} * * *"
+    await page.type(f'/stop schedule add lunch "{cron}" UTC web-1 warn=15m', user=LOCAL_ADMIN)
+    added = await page.slack.wait_for("response_url")
+    assert added.args["text"].startswith(f"Added `lunch`: `{cron}` in UTC")
+    await page.post("/playground/clock", {"seconds": 600})
+    await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("lunch stops ")
+    )
+    for seconds in (600, 60, 60):
+        await page.post("/playground/clock", {"seconds": seconds})
+    rest = (fire - page.playground.stopbot.clock()).total_seconds()
+    if rest > 0:
+        await page.post("/playground/clock", {"seconds": rest})
+    summary = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("lunch run done"), timeout=30
+    )
+    assert "1 stopped" in summary["text"] or "already stopped" in summary["text"]
+
+
+async def test_skipping_past_the_grace_time_announces_the_missed_run(page: Page) -> None:
+    """A fire the clock jumps past by more than the grace time (30 min) is announced as
+    missed, never lost silently."""
+    await page.post("/playground/clock", {"seconds": 45 * 60})
+    missed = await page.slack.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith("Missed the office-hours run due ")
+    )
+    assert "is past the grace time of 30m. Nothing was stopped" in missed["text"]
+    assert not any(t.startswith("office-hours run") for t in _texts(page))
 
 
 async def test_the_home_tab_opens_and_its_buttons_reach_the_bot(page: Page) -> None:

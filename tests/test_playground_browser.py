@@ -247,6 +247,10 @@ def test_deny_with_a_reason_in_the_modal(page: Page) -> None:
     modal.get_by_label("Reason (the requester will see it) (optional)").fill(
         "batch job still running"
     )
+    # Red, as the Deny button that opened it (Slack's danger style), never green.
+    red = "rgb(180, 32, 45)"
+    expect(request.get_by_role("button", name="Deny")).to_have_css("background-color", red)
+    expect(modal.get_by_role("button", name="Deny")).to_have_css("background-color", red)
     modal.get_by_role("button", name="Deny").click()
     expect(modal).to_be_hidden(timeout=WAIT_MS)
     expect(request).to_contain_text(
@@ -268,7 +272,7 @@ def test_injected_fault_fails_the_stop(page: Page, stepper: Stepper) -> None:
     type_command(page, "/stop dev-eu")
     page.get_by_role("button", name="Confirm stop").click(timeout=WAIT_MS)
     expect(public_message(page, "Stop of dev-eu")).to_contain_text(
-        "Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "fault injected from the playground",
         timeout=WAIT_MS,
     )
@@ -376,6 +380,66 @@ def test_mrkdwn_renders_formatting_and_never_markup(page: Page) -> None:
         "snake_case_name &lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt; "
         "&lt;javascript:alert(1)|click&gt;"
     )
+
+
+def test_a_phone_wide_page_never_scrolls_sideways(
+    browser: object, served: PlaygroundServer
+) -> None:
+    """At 390 px wide (a phone), with a stop preview and its long ids shown, the page is no
+    wider than the screen."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        page.goto(f"{served.url}/")
+        expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible(timeout=WAIT_MS)
+        type_command(page, "/stop dev-eu")
+        expect(page.locator("#messages")).to_contain_text("Stop dev-eu?", timeout=WAIT_MS)
+        type_command(page, "/stop list")
+        expect(page.locator("#messages")).to_contain_text("11 resources", timeout=WAIT_MS)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground-390px.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide at 390 px"
+    finally:
+        context.close()
+
+
+def test_a_message_arriving_below_the_fold_is_scrolled_into_view(
+    page: Page, served: PlaygroundServer
+) -> None:
+    """Scrolled up in a long channel, a new message is brought into view when it arrives."""
+    for n in range(25):
+        served.playground.slack.add_message(LOCAL_CHANNEL.id, f"filler {n}", user="U0LOCALAPP")
+    expect(page.locator("#messages")).to_contain_text("filler 24", timeout=WAIT_MS)
+    page.evaluate("document.getElementById('messages').scrollTop = 0")
+    served.playground.slack.add_message(LOCAL_CHANNEL.id, "the newest one", user="U0LOCALAPP")
+    newest = page.locator("#messages li").filter(has_text="the newest one")
+    expect(newest).to_be_in_viewport(timeout=WAIT_MS)
+
+
+def test_start_and_reset_from_the_side_panel(page: Page, served: PlaygroundServer) -> None:
+    """A stopped resource gets a Start button that brings it back; Reset the estate puts
+    every resource, lock and fault back as at the start."""
+    sims = served.playground.sims
+    dev_eu = served.playground.config.resource("dev-eu")
+    sims.hub["qovery"].set_state(dev_eu.id, "STOPPED")
+    row = page.locator("#resource-rows tr[data-resource=dev-eu]")
+    expect(row).to_contain_text("STOPPED", timeout=WAIT_MS)
+    row.get_by_role("button", name="Start dev-eu").click()
+    expect(row).to_contain_text("DEPLOYED", timeout=WAIT_MS)
+    expect(row.get_by_role("button", name="Start dev-eu")).to_have_count(0)
+
+    page.get_by_label("Resource", exact=True).select_option("web-1")
+    page.get_by_role("button", name="Lock", exact=True).click()
+    page.get_by_role("button", name="Inject fault").click()
+    web = page.locator("#resource-rows tr[data-resource=web-1]")
+    expect(web).to_contain_text("nova: locked", timeout=WAIT_MS)
+    expect(page.locator("#fault-list")).to_contain_text("web-1", timeout=WAIT_MS)
+    sims.hub["qovery"].set_state(dev_eu.id, "STOPPED")
+    page.get_by_role("button", name="Reset the estate").click()
+    expect(web).to_contain_text("none", timeout=WAIT_MS)
+    expect(page.locator("#fault-list")).to_contain_text("None", timeout=WAIT_MS)
+    expect(row).to_contain_text("DEPLOYED", timeout=WAIT_MS)
 
 
 def test_the_home_tab_shows_dana_s_world(page: Page) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from providers.base import Phase, Resource, StopAccepted
+from providers.base import GracefulStop, Phase, Resource, StopAccepted
 from providers.errors import (
     AlreadyStoppedError,
     AuthError,
@@ -760,3 +760,47 @@ async def test_set_fail_stop_makes_the_next_stop_fail(
         True,
         "out of memory",
     )
+
+
+# The edition: whether a graceful stop exists
+
+
+@pytest.mark.parametrize(
+    ("enterprise", "expected"),
+    [
+        (False, GracefulStop(available=False, why="Open source edition")),
+        (True, GracefulStop(available=True, why="Enterprise edition")),
+    ],
+)
+async def test_edition_is_read_once_and_tells_whether_a_graceful_stop_exists(
+    sims: SimulatorServer,
+    provider: FelderaProvider,
+    counting: CountingTransport,
+    enterprise: bool,
+    expected: GracefulStop,
+) -> None:
+    """GET /v0/config once: the open-source edition has no graceful stop, Enterprise has."""
+    reseed(sims, enterprise=enterprise)
+    answers = [await provider.graceful_stop(), await provider.graceful_stop()]
+    assert answers == [expected, expected]
+    assert [(m, p) for m, p, _ in counting.requests] == [("GET", "/feldera/v0/config")]
+
+
+async def test_an_unread_edition_is_unknown_and_asked_again(
+    sims: SimulatorServer, provider: FelderaProvider, counting: CountingTransport
+) -> None:
+    """A failed /v0/config read is unknown, with Feldera's words, and not remembered."""
+    sims.hub.faults.add(
+        Fault(
+            api="feldera",
+            kind="status",
+            status=500,
+            path_contains="/v0/config",
+            body={"message": "config store down"},
+        )
+    )
+    first = await provider.graceful_stop()
+    second = await provider.graceful_stop()
+    assert first == GracefulStop(available=None, why="config store down")
+    assert second == GracefulStop(available=False, why="Open source edition")
+    assert [p for _, p, _ in counting.requests] == ["/feldera/v0/config"] * 2

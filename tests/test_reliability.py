@@ -407,7 +407,7 @@ TIMEOUT_DETAIL = (
                     body={"message": "maintenance window"},
                 )
             ],
-            "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later "
+            "dev-eu: :x: Failed: qovery: the provider failed on its side (internal error) "
             "(HTTP 500): maintenance window",
             1,
             0,

@@ -451,15 +451,20 @@ async def test_config_schedule_cannot_be_removed_from_slack(s: Sched) -> None:
         s.engine.remove("nightly", "U0ADMIN")
 
 
-async def test_runner_builds_jobs_from_the_store(s: Sched) -> None:
-    """APScheduler gets a tick job and one cron job per schedule."""
-    runner = ScheduleRunner(s.engine)
+async def test_runner_sleeps_until_the_next_thing_due_on_the_bots_clock(s: Sched) -> None:
+    """The runner's next wake-up is the warning's start on the engine's clock (then the
+    fire), never later than its interval; it runs until stopped."""
+    runner = ScheduleRunner(s.engine, interval=86400)
     runner.start()
     try:
         assert runner.running
-        assert sorted(j.id for j in runner.scheduler.get_jobs()) == ["cron:nightly", "tick"]
+        schedule = s.engine.schedule("nightly")
+        fire = s.engine.definitions.next_fire(schedule)
+        assert runner.next_due() == fire - schedule.warn_before
+        assert runner._wait() == (fire - schedule.warn_before - s.engine.clock()).total_seconds()
     finally:
         await runner.stop()
+    assert not runner.running
 
 
 class _Null:
@@ -695,7 +700,7 @@ async def test_a_run_resumed_past_the_grace_time_starts_no_more_stops(s: Sched) 
     )
     assert s.notes.announcements == [
         "The nightly run due Mon 11 Jan 20:00 Europe/Paris was cut by a restart, and Stopbot "
-        "was down for 12h, past the grace time of 30m: 1 resource(s) it had not stopped yet "
+        "was down for 12h, past the grace time of 30m: 1 resource it had not stopped yet "
         "were not stopped. Run it now with `/stop schedule run nightly`."
     ]
     assert s.notes.final().run.status == "missed"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
-from providers.simulators.common import Timeline
+from providers.simulators.common import Fault, Timeline
 from providers.simulators.server import SimulatorServer
 
 
@@ -95,3 +97,31 @@ def test_stats_count_requests_per_api_and_method(sims: SimulatorServer) -> None:
         "requests": {},
         "peak_in_flight": {},
     }
+
+
+def test_an_injected_drop_is_logged_in_one_line_not_a_traceback(sims: SimulatorServer) -> None:
+    """The "dropped connection" fault cuts the connection mid-answer, and the server logs
+    it as one warning line, never uvicorn's "Exception in ASGI application" traceback (a
+    newcomer would think the bot crashed)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        sims.hub.faults.add(Fault(api="qovery", kind="drop"))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{sims.url('qovery')}/organization", timeout=5)
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in records] == [
+        (
+            "WARNING",
+            "simulator: dropped a connection mid-answer, as injected (a drop fault)",
+            None,
+        )
+    ]

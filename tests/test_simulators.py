@@ -75,6 +75,19 @@ async def test_a_state_set_is_the_state_served(api: Api) -> None:
     assert await api.phase() == Phase.RUNNING
 
 
+async def test_start_after_a_stop_is_running_again(api: Api) -> None:
+    """start (a control of the simulator, the playground's Start) puts a stopped resource
+    back in the API's running state, which the real client reads as running."""
+    r = api.resource
+    assert api.simulator.running_state == api.running
+    await api.client.stop(r, force=api.kind.client.supports_force)
+    api.sims.hub.clock.advance(LONG_ENOUGH)
+    assert await api.phase() == Phase.STOPPED
+    api.simulator.start(r.id, options=r.options)
+    assert api.describe() == SimulatedResource(api.running, settled=True)
+    assert await api.phase() == Phase.RUNNING
+
+
 async def test_a_state_the_api_does_not_have_is_refused(api: Api) -> None:
     """set_state refuses a state that is not one of the API's own, changing nothing."""
     r = api.resource

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.inbox import PAYLOAD
 from bot.store import open_store
 from providers.simulators.common import Fault
+from providers.simulators.samples import DEFAULT_SEED
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
 
@@ -201,7 +203,7 @@ async def test_provider_error_is_shown_in_the_channel(slack: Slack) -> None:
     await slack.click(views.CONFIRM, op_id, ts)
     final = await slack.final_message()
     assert final["text"] == (
-        "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later (HTTP 500): "
+        "dev-eu: :x: Failed: qovery: the provider failed on its side (internal error) (HTTP 500): "
         "maintenance window"
     )
 
@@ -293,7 +295,7 @@ async def test_list_command_filters_by_provider_and_tag(slack: Slack) -> None:
     """`/stop list nova` lists the Nova servers with their live state."""
     await slack.command("list nova")
     reply = await slack.reply()
-    assert reply.args["text"] == "3 resource(s) on nova"
+    assert reply.args["text"] == "3 resources on nova"
     listing = json.dumps(reply.args["blocks"])
     for name in ("web-1", "batch-2", "db-3"):
         assert f"*{name}* \\u00b7 nova" in listing
@@ -416,7 +418,7 @@ def test_timestamps_render_in_the_viewer_time_zone() -> None:
     """Times in messages use Slack's date token, so each viewer sees their own time zone."""
     at = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
     assert views.when(at) == (
-        "<!date^1795636800^{date_short_pretty} {time_secs}|2026-11-25 20:00 UTC>"
+        "<!date^1795636800^{date_short_pretty} at {time_secs}|2026-11-25 20:00 UTC>"
     )
 
 
@@ -457,19 +459,63 @@ async def test_user_group_member_may_stop_and_others_are_refused(
         harness.close()
 
 
-async def test_graceful_feldera_stop_on_open_source_advises_force(slack: Slack) -> None:
-    """Feldera OSS refuses a graceful stop (501): the user is told to use --force."""
+async def test_open_source_feldera_preview_offers_the_forced_stop(slack: Slack) -> None:
+    """Feldera's open-source edition has no graceful stop: the preview of `/stop etl` says
+    so before Confirm, offers "Force stop" with its meaning, and that stop succeeds."""
     await slack.command("etl")
     await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    assert [e["text"]["text"] for e in actions["elements"]] == ["Force stop", "Cancel"]
+    shown = block_texts(message)
+    assert "a forced stop (no checkpoint) request to feldera" in shown
+    assert (
+        "feldera has no graceful stop (Open source edition): this is a forced stop. The "
+        "compute is released at once, without a final checkpoint; the pipeline resumes from "
+        "its latest periodic checkpoint."
+    ) in shown
     op_id, ts = slack.confirmation()
     await slack.click(views.CONFIRM, op_id, ts)
     final = await slack.final_message()
-    assert final["text"].startswith(
-        "etl: :x: Failed: feldera: not supported by this provider (HTTP 501)"
+    assert final["text"].startswith("etl: :white_check_mark: Stopped in ")
+    op = slack.store.get_operation(op_id)
+    assert op is not None and op.force
+
+
+async def test_enterprise_feldera_preview_keeps_the_graceful_stop(slack: Slack) -> None:
+    """Feldera Enterprise stops gracefully: the preview offers Confirm stop, no note."""
+    section = json.loads(json.dumps(DEFAULT_SEED["feldera"]))
+    section["enterprise"] = True
+    slack.sims.hub["feldera"].seed(section)
+    await slack.command("etl")
+    await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    assert [e["text"]["text"] for e in actions["elements"]] == ["Confirm stop", "Cancel"]
+    assert "graceful" not in block_texts(message)
+    op_id, _ = slack.confirmation()
+    op = slack.store.get_operation(op_id)
+    assert op is not None and not op.force
+
+
+async def test_unknown_feldera_edition_is_said_before_confirm(slack: Slack) -> None:
+    """When the edition cannot be read, the preview says so and how to force, before Confirm."""
+    slack.sims.hub.faults.add(
+        Fault(
+            api="feldera",
+            kind="status",
+            status=500,
+            path_contains="/v0/config",
+            body={"message": "config store down"},
+        )
     )
-    assert final["text"].endswith(
-        "use a forced stop instead. Use `--force` to stop it without a checkpoint."
-    )
+    await slack.command("etl")
+    await slack.reply()
+    [message] = slack.fake.ephemeral_messages(CHANNEL, BOB)
+    assert (
+        "could not tell whether feldera can stop gracefully (config store down): if it "
+        "refuses, stop again with --force."
+    ) in block_texts(message)
 
 
 async def test_healthz(slack: Slack) -> None:
@@ -570,6 +616,33 @@ async def test_a_request_acked_by_its_listener_is_recorded_first_and_handled_aga
     )
     assert answer.args["text"] == "web-1: ACTIVE (running)"
     assert slack.store.open_requests() == []
+
+
+async def test_progress_timeline_shows_each_step_once_and_times_from_confirm(
+    slack: Slack,
+) -> None:
+    """A stop read for 20 s before Confirm is "Stopped in 3s" (the provider's time), and its
+    timeline names each step once in words: requested, confirmed, accepted by the
+    provider, then the provider's own states; no internal state, no "stopped" twice."""
+    await slack.command("spark")
+    await slack.reply()
+    op_id, ts = slack.confirmation()
+    slack.sims.hub.clock.advance(20)
+    await slack.click(views.CONFIRM, op_id, ts)
+    final = await slack.final_message()
+    assert final["text"] == "spark: :white_check_mark: Stopped in 3s"
+    timeline = next(
+        b["text"]["text"]
+        for b in final["blocks"]
+        if b["type"] == "section" and "text" in b and "requested" in b["text"]["text"]
+    )
+    assert re.sub(r"<!date\^[^>]*>", "T", timeline).splitlines() == [
+        "requested · T",
+        "confirmed · T · +0s",
+        "accepted by okeanos · T · +0s",
+        "`started` · T · +0s",
+        "`stopped` · T · +3s",
+    ]
 
 
 async def test_savings_command_shows_hours_and_estimates(

@@ -127,6 +127,7 @@ def test_simulator_routes_are_spec_operations(spec: dict[str, Any]) -> None:
         (route.path, method.lower()) for route in app.routes for method in route.methods - {"HEAD"}
     }
     assert served == {
+        ("/v0/config", "get"),
         ("/v0/pipelines", "get"),
         ("/v0/pipelines/{pipeline_name}", "get"),
         ("/v0/pipelines/{pipeline_name}/stop", "post"),
@@ -480,3 +481,18 @@ def test_stop_unavailable_can_be_seeded(sims: SimulatorServer, api: httpx.Client
             503,
             {"message": "busy", "error_code": "X", "details": {}},
         )
+
+
+@pytest.mark.parametrize(("enterprise", "edition"), [(False, "Open source"), (True, "Enterprise")])
+def test_platform_config_matches_schema_and_names_the_edition(
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client, enterprise: bool, edition: str
+) -> None:
+    """GET /v0/config is a ``Configuration`` whose ``edition`` is one of the two the spec names."""
+    section = dict(DEFAULT_SEED["feldera"])
+    section["enterprise"] = enterprise
+    simulator(sims).seed(section)
+    response = api.get("/v0/config")
+    assert response.status_code == 200
+    assert problems(spec, schema(spec, "Configuration"), response.json()) == []
+    assert response.json()["edition"] == edition
+    assert f'"{edition}"' in schema(spec, "Configuration")["properties"]["edition"]["description"]

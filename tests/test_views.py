@@ -116,8 +116,8 @@ def test_a_listing_of_many_schedules_is_a_valid_message() -> None:
     rows = [(_schedule(f"nightly-{i}", names), NOW, plan, "Slack") for i in range(60)]
     text, blocks = schedule_views.listing(rows)
     check_blocks(blocks)
-    assert text == "60 schedule(s)"
-    assert blocks[-1]["elements"][0]["text"] == "… and 15 more schedule(s)."
+    assert text == "60 schedules"
+    assert blocks[-1]["elements"][0]["text"] == "… and 15 more schedules."
 
 
 def test_names_longer_than_the_limit_are_refused_in_the_config() -> None:

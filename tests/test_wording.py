@@ -184,3 +184,34 @@ def test_the_core_writes_no_slack_syntax() -> None:
         if SLACK_SYNTAX.search(line)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (
+            429,
+            "qovery: the provider is limiting requests (too many at once), try again later "
+            "(HTTP 429): slow down",
+        ),
+        (500, "qovery: the provider failed on its side (internal error) (HTTP 500): slow down"),
+        (503, "qovery: the provider is unavailable, try again later (HTTP 503): slow down"),
+        (None, "qovery: the provider is unavailable, try again later: slow down"),
+    ],
+)
+def test_a_limit_and_a_failure_are_not_both_unavailable(status: int | None, said: str) -> None:
+    """429 reads as a limit, 500 as the provider's own failure, 503 as unavailable."""
+    from providers.errors import UnavailableError
+
+    assert str(UnavailableError("qovery", "slow down", status_code=status)) == said
+
+
+def test_counts_are_singular_or_plural() -> None:
+    """ "1 resource", "2 resources": never "(s)"."""
+    from bot.slack.wording import counted
+
+    assert [counted(n, "approval") for n in (0, 1, 2)] == [
+        "0 approvals",
+        "1 approval",
+        "2 approvals",
+    ]

@@ -296,7 +296,7 @@ async def test_provider_5xx_on_stop_fails_clearly_and_never_retries(h: Harness) 
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.FAILED
     assert final.detail == Text(
-        "qovery: the provider is unavailable, try again later (HTTP 500): database is on fire"
+        "qovery: the provider failed on its side (internal error) (HTTP 500): database is on fire"
     )
 
 

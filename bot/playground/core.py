@@ -6,7 +6,9 @@ what Slack would: it builds Slack's own request (slash command, ``block_actions`
 ``view_submission``), signs it with the app's signing secret, POSTs it to the bot's
 ``/slack/events`` and shows the answer. The bot's Web API calls land in the stand-in
 (``FakeSlack``), whose state the page renders. Nothing here reaches a real cloud or a real
-Slack: the configuration is always the sample estate on the built-in simulators.
+Slack: the configuration is the embedded estate (:mod:`bot.estate`) on the built-in
+simulators, with a configuration file's other keys (schedules, rights) laid over it; a
+file that names providers of its own is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any, Literal
 
 import httpx
 
-from bot.config import ResourceConfig, StopbotConfig, parse_config
+from bot.config import ConfigError, ResourceConfig, StopbotConfig, parse_config
+from bot.estate import embedded_document, over_estate
+from bot.runtime import uses_estate
 from bot.slack.app import SlackBot
 from bot.slack.fake_api import (
     FakeSlack,
@@ -38,7 +42,7 @@ from bot.slack.fake_api import (
     view_closed_payload,
     view_submission_payload,
 )
-from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack, local_config
+from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS, LocalSlack
 from bot.slack.wording import escape
 from bot.stopbot import Stopbot
 from bot.store import Store, open_store
@@ -98,6 +102,7 @@ class Playground:
         bot: SlackBot,
         owns_sims: bool,
         temp_dir: TemporaryDirectory[str] | None,
+        started: dt.datetime,
     ) -> None:
         self.sims = sims
         self.local = local
@@ -113,23 +118,41 @@ class Playground:
         self._view_errors: dict[str, dict[str, str]] = {}
         self._deliveries: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._skipped = 0.0
+        self.started = started
+        """When the playground started (on its clock): it places the sample schedule."""
 
     @classmethod
     def start(
         cls,
         *,
-        db_path: Path | None = None,
+        db_path: str | Path | None = None,
         sims: SimulatorServer | None = None,
         stops: Mapping[str, Any] | None = None,
         sleep: Sleep = asyncio.sleep,
+        file_document: Any = None,
+        source: str = "<playground>",
     ) -> Playground:
         """Start the simulators (unless given) and the stand-in Slack, and build the bot.
 
-        :param db_path: the SQLite file; by default a fresh one in a temporary folder, since
-            the simulators and the stand-in Slack start afresh too.
+        :param db_path: the store's location (``stopbot dev`` passes the bot's database, kept
+            between runs); by default a fresh SQLite file in a temporary folder (tests).
         :param stops: overrides of the ``stops`` settings (tests follow stops faster).
         :param sleep: how the bot waits between status polls (tests pass a movable clock's).
+        :param file_document: a configuration file's document, laid over the embedded estate
+            (``source`` names it in errors); one that names providers is refused.
         """
+        if not uses_estate(file_document):
+            raise ConfigError(
+                source,
+                [
+                    (
+                        "providers",
+                        "the playground runs on the built-in simulators only: leave providers: "
+                        "out of this file (the simulators' are filled in), or run `stopbot "
+                        "serve` with Slack credentials for real providers",
+                    )
+                ],
+            )
         owns_sims = sims is None
         if sims is None:
             sims = SimulatorServer()
@@ -141,15 +164,17 @@ class Playground:
             if db_path is None:
                 temp_dir = TemporaryDirectory(prefix="stopbot-dev-")
                 db_path = Path(temp_dir.name) / "stopbot.db"
-            document = local_config(sims.base_url)
-            if stops:
-                document["stops"] = dict(stops)
-            config = parse_config(document, "<playground>", env={})
             hub_clock = sims.hub.clock
 
             # The bot reads the simulators' clock, so "skip ahead" moves both together.
             def clock() -> dt.datetime:
                 return dt.datetime.fromtimestamp(hub_clock.now(), dt.UTC)
+
+            started = clock()
+            document = over_estate(embedded_document(sims.base_url, started), file_document)
+            if stops:
+                document["stops"] = {**document.get("stops", {}), **dict(stops)}
+            config = parse_config(document, source, env=None if file_document else {})
 
             store = open_store(db_path, clock=clock)
             providers = {p.name: build_provider(p, http=config.http) for p in config.providers}
@@ -178,6 +203,7 @@ class Playground:
             bot=bot,
             owns_sims=owns_sims,
             temp_dir=temp_dir,
+            started=started,
         )
 
     @property
@@ -497,12 +523,34 @@ class Playground:
         self.store.delete_lock(rc.name, "playground", forced=True)
         self.slack.notify()
 
+    def start_resource(self, resource: str) -> None:
+        """Start ``resource`` as someone would in the provider's console (the simulator's
+        control, not a provider start call): running again, to be stopped again."""
+        rc = self._resource(resource)
+        found = rc.to_resource()
+        self._simulator_of(rc).start(found.id, options=found.options)
+        self.slack.notify()
+
+    def reset_estate(self) -> None:
+        """Every resource back as the sample estate starts (running, the sample locks),
+        the faults cleared and Stopbot's locks removed. The clock, the channel and the
+        history stay: what happened is still there to read."""
+        hub = self.sims.hub
+        hub.faults.clear()
+        hub.seed(hub.initial_seed)
+        for rc in self.config.resources:
+            if self.store.get_lock(rc.name) is not None:
+                self.store.delete_lock(rc.name, "playground", forced=True)
+        self.slack.notify()
+
     def skip_ahead(self, seconds: float) -> None:
-        """Move the simulators' and the bot's clock (confirmations expire, locks lapse)."""
+        """Move the simulators' and the bot's clock (confirmations expire, locks lapse,
+        scheduled warnings and runs fall due: the scheduler wakes at once)."""
         if not 0 < seconds <= MAX_SKIP_SECONDS:
             raise PlaygroundError(f"Skip between 1 second and {MAX_SKIP_SECONDS} seconds.")
         self.sims.hub.clock.advance(seconds)
         self._skipped += seconds
+        self.stopbot.clock_moved()  # schedules and housekeeping follow the same clock
         self.slack.notify()
 
     # -- what the page shows ---------------------------------------------------------------
@@ -553,6 +601,11 @@ class Playground:
                         else None
                     ),
                     "approvers": list(approval.approvers) if approval else [],
+                    "startable": bool(
+                        found
+                        and found.settled
+                        and found.status != self._simulator_of(rc).running_state
+                    ),
                 }
             )
         return rows

@@ -2,8 +2,11 @@
 
 One process: the provider simulators and the stand-in Slack Web API on loopback ports of
 their own (background threads), and on ``--port`` the page, its API and the real Bolt app
-in HTTP mode. Always the sample estate on the simulators, whatever ``stopbot.yaml`` says:
-the page can stop nothing real.
+in HTTP mode. Always the embedded estate on the simulators (:mod:`bot.estate`), with
+``stopbot.yaml``'s other keys laid over it (a file naming providers is refused): the page
+can stop nothing real. The database is the bot's own (``STOPBOT_DB``, ``./stopbot.db`` by
+default), kept between runs and shared with the CLI, which finds the running playground's
+simulators through a note left beside it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Mapping
@@ -20,10 +24,13 @@ from typing import Any, TextIO
 
 import uvicorn
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings, configured_database_url, read_config_document
+from bot.durations import format_duration
+from bot.estate import PlaygroundNote
 from bot.playground.core import Playground, Sleep
 from bot.playground.web import STATIC_DIR, build_app
-from bot.slack.local import LOCAL_ROLES, LOCAL_USERS
+from bot.runtime import uses_estate
+from bot.slack.local import LOCAL_CHANNEL, LOCAL_ROLES, LOCAL_USERS
 from bot.store import shown_location
 from providers.simulators.server import SimulatorServer
 from providers.threaded_server import ThreadedServer
@@ -76,10 +83,12 @@ class PlaygroundServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        db_path: Path | None = None,
+        db_path: str | Path | None = None,
         sims: SimulatorServer | None = None,
         stops: Mapping[str, Any] | None = None,
         sleep: Sleep | None = None,
+        file_document: Any = None,
+        source: str = "<playground>",
     ) -> None:
         if not (STATIC_DIR / "index.html").is_file():
             raise ValueError(
@@ -95,7 +104,13 @@ class PlaygroundServer:
         self.host = host
         self.port = self.socket.getsockname()[1]
         try:
-            kwargs: dict[str, Any] = {"db_path": db_path, "sims": sims, "stops": stops}
+            kwargs: dict[str, Any] = {
+                "db_path": db_path,
+                "sims": sims,
+                "stops": stops,
+                "file_document": file_document,
+                "source": source,
+            }
             if sleep is not None:
                 kwargs["sleep"] = sleep
             self.playground = Playground.start(**kwargs)
@@ -153,7 +168,7 @@ def banner(playground: Playground, url: str) -> str:
     lines = [
         f"Stopbot playground: open {url}/ in your browser.",
         "  The real bot (HTTP mode), the provider simulators, and a stand-in Slack; "
-        f"database {playground.db_path} (fresh each run).",
+        f"database {playground.db_path} (kept: `stopbot history` reads it).",
         "  Nothing real can be stopped from here. Press Ctrl+C to quit.",
         "",
         "People (pick one in the page):",
@@ -177,9 +192,17 @@ def banner(playground: Playground, url: str) -> str:
             + "  "
             + row[3]
         )
+    for schedule in playground.config.schedules:
+        lines += [
+            "",
+            f"Schedule {schedule.name}: `{schedule.cron}` ({schedule.timezone}), warning "
+            f"{format_duration(schedule.warn_before)} before, in #{LOCAL_CHANNEL.name}.",
+        ]
     lines += [
         "",
-        "Try `/stop dev-eu` in the page, then Confirm; `/stop wake dev-eu` brings it back.",
+        "Try `/stop dev-eu` in the page, then Confirm; `/stop wake dev-eu` brings it back. In "
+        "another terminal, `stopbot status dev-eu` and `stopbot history` see the same estate "
+        "and database.",
     ]
     return "\n".join(lines)
 
@@ -192,32 +215,69 @@ def run_dev(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run the playground until Ctrl+C; the exit code (2: a bad host or a taken port).
+    """Run the playground until Ctrl+C; the exit code (2: a bad host, a taken port, or a
+    configuration it cannot use).
 
-    ``settings`` is only read to say what the playground leaves aside: it never uses a
-    ``stopbot.yaml``, a database or Slack credentials from the environment.
+    It uses the configuration file (``STOPBOT_CONFIG``, else ``./stopbot.yaml`` if there is
+    one) laid over the embedded estate, and the bot's database; never Slack credentials
+    from the environment.
     """
     out = out or sys.stdout
     err = err or sys.stderr
+    path = settings.config_path()
+    document = None
+    aside = []
+    if settings.stopbot_config is not None or path.exists():
+        document = read_config_document(path)
+        if not uses_estate(document):
+            aside.append(
+                f"the configuration {path} (it names providers: the playground runs on the "
+                "built-in simulators only; leave providers: out to try its other keys here)"
+            )
+            document = None
+    location = settings.store_location(configured_database_url(path))
+    running = PlaygroundNote.running(location)
+    if running is not None:
+        raise ConfigError(
+            str(path),
+            [
+                (
+                    "",
+                    f"another playground (pid {running.pid}) is running on the database "
+                    f"{shown_location(location)}: stop it first, or set STOPBOT_DB to another file",
+                )
+            ],
+        )
     try:
-        server = PlaygroundServer(host=host, port=port)
+        server = PlaygroundServer(
+            host=host,
+            port=port,
+            db_path=location,
+            file_document=document,
+            source=str(path),
+        )
     except (PortInUseError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         print(f"stopbot: {exc}", file=err)
         return EXIT_USAGE
-    ignored = []
-    if settings.stopbot_config is not None or settings.config_path().exists():
-        ignored.append(f"the configuration {settings.config_path()}")
-    if settings.stopbot_database_url is not None:
-        url = settings.stopbot_database_url.get_secret_value()
-        ignored.append(f"the database {shown_location(url)}")
-    elif "stopbot_db" in settings.model_fields_set:
-        ignored.append(f"the database {settings.stopbot_db}")
+    note = PlaygroundNote(
+        pid=os.getpid(),
+        simulators_url=server.playground.sims.base_url,
+        started=server.playground.started,
+    )
+    note.write(location)
     if settings.slack_bot_token is not None or settings.slack_app_token is not None:
-        ignored.append("the Slack credentials")
-    if ignored:
-        print(f"stopbot: the playground leaves aside {', '.join(ignored)}.", file=err, flush=True)
+        aside.append("the Slack credentials")
+    if aside:
+        print(f"stopbot: the playground leaves aside {' and '.join(aside)}.", file=err, flush=True)
+    if document is not None:
+        print(f"stopbot: configuration {path} on the built-in simulators.", file=out, flush=True)
     print(banner(server.playground, server.url), file=out, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down, then re-raises Ctrl+C
-        server.serve()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down, then re-raises
+            server.serve()
+    finally:
+        note.remove(location)
     print("stopbot: playground stopped.", file=out, flush=True)
     return EXIT_OK

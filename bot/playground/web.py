@@ -109,6 +109,10 @@ class UnlockBody(_Body):
     resource: str
 
 
+class StartBody(_Body):
+    resource: str
+
+
 class ClockBody(_Body):
     seconds: float
 
@@ -211,6 +215,13 @@ def build_app(playground: Playground) -> Starlette:
     async def clock(body: ClockBody) -> None:
         playground.skip_ahead(body.seconds)
 
+    async def start(body: StartBody) -> None:
+        playground.start_resource(body.resource)
+
+    async def reset(request: Request) -> Response:
+        playground.reset_estate()
+        return JSONResponse({"ok": True})
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A mounted app's lifespan does not run by itself: the bot resumes stops in flight
@@ -246,6 +257,8 @@ def build_app(playground: Playground) -> Starlette:
         Route("/playground/lock", _json_endpoint(LockBody, lock), methods=["POST"]),
         Route("/playground/unlock", _json_endpoint(UnlockBody, unlock), methods=["POST"]),
         Route("/playground/clock", _json_endpoint(ClockBody, clock), methods=["POST"]),
+        Route("/playground/start", _json_endpoint(StartBody, start), methods=["POST"]),
+        Route("/playground/reset", reset, methods=["POST"]),
         Mount("/", app=bot_app),
     ]
     return Starlette(

@@ -11,9 +11,10 @@ per job, and the face's way in.
 The engine is driven by :meth:`ScheduleEngine.tick`, which does whatever is due at the
 clock's ``now`` and is safe to call at any time and any number of times: every fire is
 recorded once in the store (``schedule_runs`` is unique per schedule and fire time), so a
-restart, a second process or an early tick never runs a schedule twice. APScheduler wakes
-the engine at each cron fire and every half minute (:mod:`bot.schedules.runner`); tests call
-``tick`` with a moved clock instead of waiting.
+restart, a second process or an early tick never runs a schedule twice. The runner wakes
+the engine when something is due on the bot's own clock, every half minute at most, and at
+once when that clock is moved (:mod:`bot.schedules.runner`); tests call ``tick`` with a
+moved clock instead of waiting.
 
 Nothing here knows about Slack: a :class:`ScheduleNotifier` shows what happens. Who may ask
 for what is :mod:`bot.schedules.rights`.

@@ -283,12 +283,13 @@ class Runs:
                 schedule,
                 run.fire_time,
                 say(
-                    "The {} run due {} was cut by a restart, and {}: {} resource(s) it had "
+                    "The {} run due {} was cut by a restart, and {}: {} resource{} it had "
                     "not stopped yet were not stopped. Run it now with {}.",
                     schedule.name,
                     local(schedule, run.fire_time),
                     late,
                     len(left),
+                    "" if len(left) == 1 else "s",
                     Command("schedule run", schedule.name),
                 ),
                 [],

@@ -31,6 +31,9 @@ __all__ = ["ApprovalHandlers"]
 
 log = logging.getLogger(__name__)
 
+STATUS_READ_TIMEOUT = 5.0
+"""Seconds the approval request waits for the resource's status before saying unknown."""
+
 POST_WAIT = 10.0  # seconds a decision waits for its request to be posted
 APPROVAL_EVENT = "stopbot_approval_request"
 """The metadata event of an approval request (a process taking over finds it again)."""
@@ -118,17 +121,35 @@ class ApprovalHandlers:
         finally:
             posted.set()
 
+    async def _current_status(self, op: Operation) -> Mrkdwn:
+        """The resource's status as the approver should weigh it: read now (the preview
+        the requester saw may be minutes old), else the last one the stop recorded."""
+        stopbot = self.bot.stopbot
+        try:
+            resource = stopbot.config.resource(op.resource)
+            provider = stopbot.providers[resource.provider]
+            status = await asyncio.wait_for(provider.status(resource), STATUS_READ_TIMEOUT)
+        except Exception as exc:  # a status is a courtesy here: the approval goes on
+            recorded = next(
+                (
+                    t.provider_state
+                    for t in reversed(self.bot.store.transitions(op.id))
+                    if t.provider_state
+                ),
+                None,
+            )
+            if recorded:
+                return md("`{}` (last read; now unknown: {})", recorded, str(exc) or "no answer")
+            return md("unknown ({})", str(exc) or "no answer in time")
+        words = md("`{}` ({})", status.state, status.phase.value)
+        return md("{}: {}", words, status.message) if status.message else words
+
     async def _post_request(
         self, op: Operation, approval: Approval, policy: ApprovalPolicy
     ) -> bool:
         bot = self.bot
-        status = bot.store.transitions(op.id)
-        current = next((t.provider_state for t in reversed(status) if t.provider_state), None)
         text, blocks = views.approval_request(
-            op,
-            md("`{}`", current) if current else Mrkdwn("as shown to the requester"),
-            policy.everyone(),
-            approval.expires_at,
+            op, await self._current_status(op), policy.everyone(), approval.expires_at
         )
         if policy.post_to == "channel" and op.channel:
             try:

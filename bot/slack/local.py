@@ -2,20 +2,24 @@
 
 The stand-in (``bot.slack.fake_api``) answers the Web API as Slack would and keeps what a
 channel would show, so the whole bot runs on a fresh machine with nothing to sign up for.
-Its workspace has one channel and a few people with different rights over the sample
-estate (``local_config`` grants them), so a newcomer can try every path: a plain stop, a
+Its workspace has one channel and a few people with different rights over the embedded
+estate (:mod:`bot.estate` grants them), so a newcomer can try every path: a plain stop, a
 lock someone else holds, an approval, an admin.
 """
 
 from __future__ import annotations
 
-import copy
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
+from bot.estate import (
+    ESTATE_ADMIN,
+    ESTATE_APPROVER,
+    ESTATE_CHANNEL,
+    ESTATE_PEOPLE,
+    PROTECTED_RESOURCE,
+)
 from bot.slack.fake_api import FakeSlack, FakeSlackServer, SlackChannel, SlackUser
-from providers.simulators.samples import sample_config
 
 __all__ = [
     "LOCAL_ADMIN",
@@ -26,19 +30,24 @@ __all__ = [
     "LOCAL_USERS",
     "PROTECTED_RESOURCE",
     "LocalSlack",
-    "local_config",
 ]
 
-LOCAL_CHANNEL = SlackChannel("C0LOCAL01", "platform-team")
+LOCAL_CHANNEL = SlackChannel(ESTATE_CHANNEL, "platform-team")
 LOCAL_DEVELOPER = "U0LOCALDEV"
-LOCAL_APPROVER = "U0LOCALAPV"
-LOCAL_ADMIN = "U0LOCALADM"
+LOCAL_APPROVER = ESTATE_APPROVER
+LOCAL_ADMIN = ESTATE_ADMIN
 LOCAL_USERS = (
-    SlackUser(LOCAL_DEVELOPER, "dana", real_name="Dana Developer", tz="Europe/Paris"),
+    SlackUser(LOCAL_DEVELOPER, "dana", real_name=ESTATE_PEOPLE[LOCAL_DEVELOPER], tz="Europe/Paris"),
     # Alice Martin holds the sample Qovery lock on staging-us: she may stop it, others may not.
-    SlackUser("U0LOCALAPP", "alice", real_name="Alice Martin", tz="Europe/Paris"),
-    SlackUser(LOCAL_APPROVER, "priya", real_name="Priya Patel", tz="Asia/Kolkata"),
-    SlackUser(LOCAL_ADMIN, "ada", real_name="Ada Admin", tz="America/New_York", is_admin=True),
+    SlackUser("U0LOCALAPP", "alice", real_name=ESTATE_PEOPLE["U0LOCALAPP"], tz="Europe/Paris"),
+    SlackUser(LOCAL_APPROVER, "priya", real_name=ESTATE_PEOPLE[LOCAL_APPROVER], tz="Asia/Kolkata"),
+    SlackUser(
+        LOCAL_ADMIN,
+        "ada",
+        real_name=ESTATE_PEOPLE[LOCAL_ADMIN],
+        tz="America/New_York",
+        is_admin=True,
+    ),
 )
 LOCAL_ROLES = {
     LOCAL_DEVELOPER: "developer",
@@ -47,33 +56,6 @@ LOCAL_ROLES = {
     LOCAL_ADMIN: "admin",
 }
 """What each local user may do, in words, for the playground's user picker."""
-
-PROTECTED_RESOURCE = "spark"
-"""The sample resource whose stops wait for the approver (the shared batch cluster)."""
-
-
-def local_config(base_url: str) -> dict[str, Any]:
-    """The sample configuration for simulators at ``base_url``, with the local users' rights:
-    Ada is an admin, and stopping ``PROTECTED_RESOURCE`` needs Priya's approval."""
-    document = copy.deepcopy(sample_config(base_url))
-    document["admins"] = [LOCAL_ADMIN]
-    for resource in document["resources"]:
-        if resource["name"] == PROTECTED_RESOURCE:
-            resource["approval"] = {"required": True, "approvers": [LOCAL_APPROVER]}
-    document.setdefault("schedules", []).append(OFFICE_HOURS | {"channel": LOCAL_CHANNEL.id})
-    return document
-
-
-OFFICE_HOURS: dict[str, Any] = {
-    "name": "office-hours",
-    "cron": "0 20 * * 1-5",
-    "start_cron": "0 8 * * 1-5",
-    "timezone": "UTC",
-    "select": {"resources": ["dev-eu", "web-1", "spark", "etl"]},
-    "warn_before": "15m",
-}
-"""The playground's office hours to try: stopped at 20:00 UTC on weekdays, started again
-at 08:00 (skip ahead in the side panel to see a run, or `/stop schedule run office-hours`)."""
 
 
 @dataclass

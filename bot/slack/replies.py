@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.slack.wording import Mrkdwn
 
-__all__ = ["Respond", "replace", "tell", "tell_channel"]
+__all__ = ["Respond", "replace", "replace_with", "tell", "tell_channel"]
 
 Respond = Callable[..., Awaitable[Any]]
 """Bolt's ``respond``: a post to the request's response URL."""
@@ -29,3 +29,8 @@ async def tell_channel(respond: Respond, text: Mrkdwn) -> None:
 async def replace(respond: Respond, text: Mrkdwn) -> None:
     """Replace the clicked message with ``text`` (its buttons go with it)."""
     await respond(text=text, replace_original=True)
+
+
+async def replace_with(respond: Respond, text: Mrkdwn, blocks: list[dict[str, Any]]) -> None:
+    """Replace the clicked message with another message (its own buttons, if any)."""
+    await respond(text=text, blocks=blocks, replace_original=True)

@@ -23,7 +23,7 @@ from bot.slack.views import (
     _section,
     line_sections,
 )
-from bot.slack.wording import Mrkdwn, code, cut, md, plain, when
+from bot.slack.wording import Mrkdwn, code, counted, cut, md, plain, when
 from bot.text import Person
 
 __all__ = [
@@ -155,19 +155,19 @@ def warning(
     if is_start_fire(schedule, fire):
         return _start_warning(schedule, at, plan, fire)
     text = md(
-        "{} stops {} resource(s) at {:%H:%M} UTC unless someone skips it.",
+        "{} stops {} at {:%H:%M} UTC unless someone skips it.",
         schedule.name,
-        sum(i.stop for i in plan),
+        counted(sum(i.stop for i in plan), "resource"),
         at,
     )
     blocks: Blocks = [
         _header(f"Scheduled stop: {schedule.name}"),
         _section(
             md(
-                "At {} Stopbot stops what `{}` selects ({}).\n{}",
-                when(at),
+                "Stopbot stops what `{}` selects ({}) {}.\n{}",
                 schedule.name,
                 schedule.select.describe(),
+                when(at),
                 plan_text(plan),
             )
         ),
@@ -362,8 +362,11 @@ def listing(rows: Sequence[tuple[ScheduleConfig, dt.datetime, Sequence[PlanItem]
             )
         )
     if len(rows) > MAX_LISTED:
-        blocks.append(_context(md("… and {} more schedule(s).", len(rows) - MAX_LISTED)))
-    return md("{} schedule(s)", len(rows)), blocks
+        more = len(rows) - MAX_LISTED
+        blocks.append(
+            _context(md("… and {} more {}.", more, "schedule" if more == 1 else "schedules"))
+        )
+    return Mrkdwn(counted(len(rows), "schedule")), blocks
 
 
 def exceptions(items: Sequence[KeepException], now: dt.datetime) -> View:
@@ -380,4 +383,4 @@ def exceptions(items: Sequence[KeepException], now: dt.datetime) -> View:
         )
         for e in items
     ]
-    return md("{} active exception(s)", len(items)), line_sections(lines)
+    return Mrkdwn(counted(len(items), "active exception")), line_sections(lines)

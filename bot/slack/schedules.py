@@ -18,7 +18,7 @@ from bot.schedules import Change, PlanItem, RunReport, ScheduleError
 from bot.slack import buttons, commands, savings_views
 from bot.slack import schedule_views as sv
 from bot.slack.progress import posted_before, tagged, transient
-from bot.slack.replies import replace, tell, tell_channel
+from bot.slack.replies import replace, replace_with, tell, tell_channel
 from bot.slack.views import message
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn, when
 from bot.text import Person, Text
@@ -233,6 +233,7 @@ class ScheduleHandlers:
         if change.repeat:
             await tell(respond, _already_skipped(name, change))
             return
+        await self._redraw_warning(body, respond, name, skipped_by=user)
         await tell_channel(
             respond,
             md("{} skipped tonight's {} run ({}).", Person(user), code(name), _at(change.fire)),
@@ -252,6 +253,7 @@ class ScheduleHandlers:
         if change.repeat:
             await tell(respond, _already_snoozed(name, change))
             return
+        await self._redraw_warning(body, respond, name)
         await tell_channel(
             respond,
             md(
@@ -289,10 +291,38 @@ class ScheduleHandlers:
         except ScheduleError as exc:
             await tell(respond, mrkdwn(exc.text))
             return
+        await self._redraw_warning(body, respond, name)
         await tell_channel(
             respond,
             md("{} keeps {} out of {} until {}.", Person(user), resource, code(name), _at(until)),
         )
+
+    async def _redraw_warning(
+        self, body: dict[str, Any], respond: Respond, name: str, *, skipped_by: str | None = None
+    ) -> None:
+        """The warning clicked on, drawn again as it now stands, so it never shows what a
+        Skip, Snooze or Keep changed: the run's new time and plan (a kept resource is no
+        longer listed to stop), or that the run is skipped, without its buttons."""
+        fire = _warned_fire((body.get("message") or {}).get("blocks") or [], name)
+        engine = self.bot.stopbot.engine
+        try:
+            schedule = engine.schedule(name)
+        except ScheduleError:
+            return
+        if fire is None:
+            fire = engine.next_run(schedule)[0]
+        if skipped_by is not None:
+            text = md(
+                "{} skipped the {} run due {}: it will not run.",
+                Person(skipped_by),
+                code(name),
+                when(fire),
+            )
+            await replace_with(respond, *message(text))
+            return
+        snoozed = self.bot.store.snoozes(name).get(fire)
+        at = snoozed[0] if snoozed else fire
+        await replace_with(respond, *sv.warning(schedule, at, engine.plan(schedule, at), fire))
 
     async def on_run_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)
@@ -355,3 +385,13 @@ def _already_snoozed(name: str, change: Change) -> Mrkdwn:
         _at(change.fire),
         _at(change.at or change.fire),
     )
+
+
+def _warned_fire(blocks: list[dict[str, Any]], name: str) -> dt.datetime | None:
+    """The fire a warning's buttons act on (its Skip button's value), if it carries one."""
+    for block in blocks:
+        if block.get("block_id") == f"schedule:{name}":
+            for element in block.get("elements") or []:
+                if element.get("action_id") == sv.SKIP:
+                    return sv.read_fire_value(str(element.get("value", "")))[2]
+    return None

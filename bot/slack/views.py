@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.durations import format_duration
 from bot.models import Action, BotLock, Operation, OpState, Transition
-from bot.slack.wording import Mrkdwn, cut, md, mrkdwn, plain, when
+from bot.slack.wording import Mrkdwn, counted, cut, md, mrkdwn, plain, when
 from bot.text import REASON_LIMIT, Person, Text
 from bot.workflow import Preview
 from providers.base import ProviderLock, Resource, ResourceStatus
@@ -203,7 +203,7 @@ def confirmation(preview: Preview, now: dt.datetime) -> View:
             "type": "actions",
             "block_id": f"confirm:{op.id}",
             "elements": [
-                _button(CONFIRM, "Confirm stop", op.id, "danger"),
+                _button(CONFIRM, "Force stop" if force else "Confirm stop", op.id, "danger"),
                 _button(CANCEL, "Cancel", op.id),
             ],
         }
@@ -444,7 +444,7 @@ def locks_list(
         md("• *{}* · {} lock {}", r.name, r.provider, _provider_lock_text(lk, now))
         for r, lk in provider_locks
     ]
-    text = md("{} active lock(s)", len(lines))
+    text = Mrkdwn(counted(len(lines), "active lock"))
     if unread:
         providers = " and ".join(sorted({p for p, _, _ in unread}))
         text += md("; the {} locks could not be read", providers)
@@ -455,13 +455,55 @@ def locks_list(
     return text, [_section(md("*{}*", text)), *line_sections(lines)]
 
 
+def confirmed_at(op: Operation, timeline: Sequence[Transition]) -> dt.datetime:
+    """When the stop was confirmed (or approved): its first step toward the provider. A
+    stop is timed from there, not from the preview someone read for a while."""
+    sent = next((t.at for t in timeline if t.state == OpState.SUBMITTING.value), None)
+    return sent or op.created_at
+
+
+# The bot's own steps, as the timeline words them (None: not shown, the provider's or the
+# final line says it better).
+_STEP_WORDS: dict[str, str | None] = {
+    OpState.REQUESTED.value: "requested",
+    OpState.AWAITING_CONFIRMATION.value: None,
+    OpState.AWAITING_APPROVAL.value: "waiting for approval",
+    OpState.SUBMITTING.value: "confirmed",
+    OpState.ACCEPTED.value: "accepted by {provider}",
+    OpState.IN_PROGRESS.value: None,
+}
+
+
 def _timeline(op: Operation, timeline: Sequence[Transition]) -> list[Mrkdwn]:
-    start = op.created_at
-    lines = []
+    """The steps of a stop, each once: the request, its confirmation (or approval), the
+    provider's acceptance and each state the provider reported, in its words. The end is
+    the final line's, not repeated here. Times after Confirm count from it."""
+    start = confirmed_at(op, timeline)
+    lines: list[Mrkdwn] = []
+    previous: str | None = None
+    waited = False
     for t in timeline:
-        label = md("`{}`", t.provider_state) if t.provider_state else t.state.replace("_", " ")
-        elapsed = format_duration(t.at - start)
-        lines.append(md("{} · {} · +{}", label, when(t.at), elapsed))
+        if t.provider_state:
+            label: Mrkdwn | str = md("`{}`", t.provider_state)
+            key = f"provider:{t.provider_state}"
+        elif t.state in _STEP_WORDS:
+            words = _STEP_WORDS[t.state]
+            if words is None:
+                continue
+            waited = waited or t.state == OpState.AWAITING_APPROVAL.value
+            if t.state == OpState.SUBMITTING.value and waited:
+                words = "approved"
+            label = words.format(provider=op.provider)
+            key = t.state
+        else:
+            continue  # a final state: said by the final line
+        if key == previous:
+            continue
+        previous = key
+        if t.at < start or t.state == OpState.REQUESTED.value:
+            lines.append(md("{} · {}", label, when(t.at)))
+        else:
+            lines.append(md("{} · {} · +{}", label, when(t.at), format_duration(t.at - start)))
     return lines
 
 
@@ -507,7 +549,8 @@ def progress(op: Operation, timeline: Sequence[Transition], status: ResourceStat
     if op.state.final:
         line = Mrkdwn(FINAL_LINES[op.state])
         if op.state in (OpState.STOPPED, OpState.STARTED) and op.finished_at:
-            line += md(" in {}", format_duration(op.finished_at - op.created_at))
+            took = op.finished_at - confirmed_at(op, timeline)
+            line += md(" in {}", format_duration(took))
         if op.detail:
             line += md(": {}", op.detail)
         blocks.append(_section(line))
@@ -554,7 +597,7 @@ def resources_list(
         state = md("`{}` ({})", s.state, s.phase.value) if s else Mrkdwn("unknown")
         lock_text = md(" · :lock: {}", Person(owner)) if owner else Mrkdwn()
         lines.append(md("• *{}* · {} · {}{}", r.name, r.provider, state, lock_text))
-    text = md("{} resource(s) {}", len(rows), title)
+    text = md("{} {}", counted(len(rows), "resource"), title)
     return text, [_section(md("*{}*", text)), *line_sections(lines)]
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Mrkdwn",
     "code",
     "command",
+    "counted",
     "cut",
     "escape",
     "md",
@@ -154,6 +155,13 @@ def plain(text: str, limit: int) -> str:
 
 
 def when(at: dt.datetime) -> Mrkdwn:
-    """A time Slack shows in each viewer's own time zone."""
+    """A time Slack shows in each viewer's own time zone: "today at 5:35:00 PM", "Dec 4,
+    2026 at 9:00:00 AM" (a phrase of its own: never after "at" or "on")."""
     fallback = at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return Mrkdwn(f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>")
+    stamp = int(at.timestamp())
+    return Mrkdwn(f"<!date^{stamp}^{{date_short_pretty}} at {{time_secs}}|{fallback}>")
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """ "1 resource", "3 resources": never "1 resource(s)"."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

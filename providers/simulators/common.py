@@ -12,6 +12,7 @@ import asyncio
 import bisect
 import dataclasses
 import datetime as dt
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -25,9 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "AccountLimit",
+    "DroppedConnectionLog",
     "Fault",
     "FaultMiddleware",
     "Faults",
+    "InjectedDrop",
     "SimClock",
     "SimulatedLock",
     "SimulatedResource",
@@ -206,6 +209,29 @@ class Faults:
             return [f.model_dump() for f in self._faults]
 
 
+class InjectedDrop(ConnectionAbortedError):
+    """The "drop" fault: raised mid-response, so the server cuts the connection as a
+    network failure would."""
+
+
+class DroppedConnectionLog(logging.Filter):
+    """uvicorn logs an app's exception with its traceback, as a crash: an injected drop is
+    no crash, so it becomes one line ("dropped a connection, as injected")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InjectedDrop):
+            record.msg = "simulator: dropped a connection mid-answer, as injected (a drop fault)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_DROP_LOG = DroppedConnectionLog()
+
+
 class FaultMiddleware:
     """ASGI middleware that applies the injected faults before a simulated API answers."""
 
@@ -213,6 +239,7 @@ class FaultMiddleware:
         self.app = app
         self.api = api
         self.faults = faults
+        logging.getLogger("uvicorn.error").addFilter(_DROP_LOG)  # once: a filter is a set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -251,7 +278,7 @@ class FaultMiddleware:
                     "headers": [(b"content-length", b"1000")],
                 }
                 await send(start)
-                raise ConnectionAbortedError("injected dropped connection")
+                raise InjectedDrop("injected dropped connection")
         await self.app(scope, receive, send)
 
 
@@ -287,6 +314,8 @@ class Simulator(ABC):
 
     name: ClassVar[str]
     has_locks: ClassVar[bool] = False
+    running_state: ClassVar[str]
+    """The API's word for a resource up and running (what :meth:`start` puts it in)."""
     """Whether the API holds locks of its own (:meth:`set_lock` works)."""
 
     def __init__(self, clock: SimClock) -> None:
@@ -341,6 +370,11 @@ class Simulator(ABC):
     @abstractmethod
     def clear_lock(self, resource_id: str) -> None:
         """Unlock the resource, as its owner would; an API without locks has none to clear."""
+
+    def start(self, resource_id: str, *, options: Mapping[str, str] | None = None) -> None:
+        """Start the resource as someone would in the provider's console: running now,
+        whatever it was doing (a control of the simulator, not a provider API call)."""
+        self.set_state(resource_id, self.running_state, options=options)
 
     def now(self) -> float:
         return self.clock.now()

@@ -317,6 +317,7 @@ class FelderaSimulator(Simulator):
     """The Feldera pipeline-manager API, for the pipelines of one instance."""
 
     name = "feldera"
+    running_state = "Running"
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)
@@ -436,6 +437,7 @@ class FelderaSimulator(Simulator):
     def app(self) -> ASGIApp:
         return Starlette(
             routes=[
+                Route("/v0/config", self._config, methods=["GET"]),
                 Route("/v0/pipelines", self._list, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}", self._get, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}/stop", self._stop, methods=["POST"]),
@@ -472,6 +474,41 @@ class FelderaSimulator(Simulator):
     def _unknown(name: str) -> JSONResponse:
         return _error(
             404, f"Unknown pipeline name '{name}'", "UnknownPipelineName", {"pipeline_name": name}
+        )
+
+    async def _config(self, request: Request) -> Response:
+        """``Configuration``: the edition decides whether ``force=false`` exists."""
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        edition = "Enterprise" if self.config.enterprise else "Open source"
+        return JSONResponse(
+            {
+                "posthog": "",
+                "conceptualhq": "",
+                "product_fruits": "",
+                "edition": edition,
+                "version": PLATFORM_VERSION,
+                "revision": "simulator",
+                "runtime_revision": "simulator",
+                "changelog_url": "https://github.com/feldera/feldera/releases",
+                "build_info": {
+                    key: "simulator"
+                    for key in (
+                        "build_timestamp",
+                        "build_cpu",
+                        "build_os",
+                        "cargo_dependencies",
+                        "cargo_features",
+                        "cargo_debug",
+                        "cargo_opt_level",
+                        "cargo_target_triple",
+                        "rustc_version",
+                    )
+                },
+                "build_source": "source",
+                "license_validity": None,
+                "update_info": None,
+            }
         )
 
     async def _list(self, request: Request) -> Response:

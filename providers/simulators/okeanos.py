@@ -249,6 +249,7 @@ class OkeanosSimulator(Simulator):
     """~okeanos LoD: lambda instances, and applications started or stopped on them."""
 
     name = "okeanos"
+    running_state = "started"
 
     def seed(self, data: dict[str, Any]) -> None:
         seed = OkeanosSeed.model_validate(data)

@@ -314,6 +314,7 @@ class NovaSimulator(Simulator):
 
     name = "nova"
     has_locks = True
+    running_state = "ACTIVE"
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)

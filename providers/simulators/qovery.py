@@ -234,6 +234,7 @@ class QoverySimulator(Simulator):
 
     name = "qovery"
     has_locks = True
+    running_state = "DEPLOYED"
 
     def __init__(self, clock: SimClock) -> None:
         super().__init__(clock)

@@ -235,6 +235,7 @@
     const stickToBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const keep = new Set();
     const announcements = [];
+    const added = [];
     const firstRender = page.announcedKeys === null;
     if (firstRender) page.announcedKeys = new Map();
 
@@ -246,6 +247,7 @@
       if (!existing || existing.json !== json) {
         const node = renderMessage(entry, key, lookups, me);
         if (existing) existing.node.replaceWith(node);
+        else if (!firstRender) added.push(node);
         page.rendered.set(key, { json, node });
         const text = entry.message.text || "";
         const author = lookups.users[entry.message.user] || entry.message.user;
@@ -276,6 +278,8 @@
       if (again) again.focus();
     }
     if (stickToBottom || firstRender) list.scrollTop = list.scrollHeight;
+    // A message that arrives below the fold is brought into view, wherever the reader was.
+    if (added.length) added.at(-1).scrollIntoView({ block: "nearest" });
     const newest = entries.at(-1);
     if (newest) page.seen.set(`${page.user}:${page.channel}`, Number(newest.message.ts));
     if (announcements.length) announce(announcements.slice(-3).join(". "));
@@ -314,6 +318,8 @@
 
   async function clickButton(entry, element, position, node) {
     if (element.confirm && !(await confirmDialog(element.confirm))) return;
+    // A modal this click opens keeps its colour on the submit: Deny (danger) stays red.
+    page.openedBy = element.style || null;
     // A link button opens its page, and Slack still tells the app about the click.
     if (element.url && /^https?:/i.test(element.url)) window.open(element.url, "_blank", "noopener");
     await sendAction(entry, position, node, {});
@@ -398,6 +404,7 @@
       $("modal-title").textContent = plain(view.title) || "Stopbot";
       $("modal-body").replaceChildren(renderBlocks(view.blocks, ctx));
       $("modal-submit").hidden = !view.submit;
+      $("modal-submit").className = `bk-button bk-${page.openedBy === "danger" ? "danger" : "primary"}`;
       $("modal-submit").textContent = plain(view.submit) || "Submit";
       $("modal-close").textContent = plain(view.close) || "Cancel";
       dialog.dataset.viewId = view.id;
@@ -449,7 +456,10 @@
         : null;
       return el("tr", { "data-resource": r.name },
         el("th", { scope: "row" }, r.name, el("br"), el("span", { class: "muted" }, r.provider), approval ? " " : null, approval),
-        el("td", { class: `status${r.settled ? "" : " changing"}` }, r.status, r.settled ? null : el("span", { class: "muted" }, " (changing)")),
+        el("td", { class: `status${r.settled ? "" : " changing"}` }, r.status, r.settled ? null : el("span", { class: "muted" }, " (changing)"),
+          r.startable ? el("button", {
+            type: "button", class: "bk-button small", "data-start": r.name, "aria-label": `Start ${r.name}`,
+          }, "Start") : null),
         el("td", {}, locks.length ? locks.join("; ") : el("span", { class: "muted" }, "none")));
     });
     $("resource-rows").replaceChildren(...rows);
@@ -552,6 +562,13 @@
       button.addEventListener("click", () => post("/playground/clock", { seconds: Number(button.dataset.skip) }));
     }
     $("alert-dismiss").addEventListener("click", hideAlert);
+    $("resource-rows").addEventListener("click", (event) => {
+      const button = event.target.closest("[data-start]");
+      if (button) post("/playground/start", { resource: button.dataset.start });
+    });
+    $("reset-estate").addEventListener("click", async () => {
+      if (await post("/playground/reset")) announce("The estate is as it was at the start.");
+    });
   }
 
   wire();
