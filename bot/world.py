@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from bot.models import Actor, BotLock, Operation
+from bot.models import Actor, BotLock, Lease, Operation
 from bot.savings import Line, Report, parse_period
 from bot.stopbot import Stopbot
 
@@ -39,6 +39,7 @@ class World:
     user: str
     now: dt.datetime
     locks: list[BotLock] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)
     asked: list[Operation] = field(default_factory=list)
     approvals: list[Operation] = field(default_factory=list)
     runs: list[NextRun] = field(default_factory=list)
@@ -62,6 +63,7 @@ async def world_of(stopbot: Stopbot, actor: Actor) -> World:
         (lock for lock in store.active_locks() if lock.owner == user),
         key=lambda lock: lock.expires_at,
     )
+    world.leases = [lease for lease in store.leases() if lease.owner == user]
     world.asked = [op for op in store.recent_operations(limit=RECENT) if op.requested_by == user][
         :MAX_ASKED
     ]

@@ -18,6 +18,7 @@ from bot.models import OpState
 from bot.slack import home
 from bot.slack.fake_api import app_home_opened_body, block_actions_body, view_block_actions_payload
 from bot.slack.fake_api.blocks import MAX_VIEW_BLOCKS, check_blocks
+from bot.slack.wording import Mrkdwn
 from bot.world import NextRun, world_of
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ADMIN, ALICE, BOB, CAROL, TOKEN, Slack
@@ -125,7 +126,8 @@ async def test_an_event_stopbot_does_not_subscribe_to_is_refused(slack: Slack) -
 
 
 async def test_a_home_with_many_locks_approvals_and_runs_stays_valid(slack: Slack) -> None:
-    """60 locks, 30 approvals waiting, 20 stops asked and 15 schedules: the Home is valid
+    """60 locks, 12 wake leases, 30 approvals waiting, 20 stops asked, 15 schedules and a
+    notice: the Home is valid
     Block Kit within 100 blocks, and says how many more there are."""
     store = slack.store
     now = slack.time.now()
@@ -146,7 +148,20 @@ async def test_a_home_with_many_locks_approvals_and_runs_stays_valid(slack: Slac
     world.runs = [
         NextRun(f"schedule-{i}", now, tuple(f"res-{j:02d}" for j in range(60))) for i in range(15)
     ][:10]
-    view = home.home_view(world, notice=None)
+    from bot.models import Lease, LeaseState
+
+    world.leases = [
+        Lease(
+            id=f"w{i}",
+            resource=f"res-{i:02d}",
+            owner=BOB,
+            state=LeaseState.ACTIVE,
+            created_at=now,
+            ends_at=now + dt.timedelta(hours=2),
+        )
+        for i in range(12)
+    ]
+    view = home.home_view(world, notice=Mrkdwn("x" * 2900))
     check_blocks(view["blocks"], most=MAX_VIEW_BLOCKS)
     assert len(view["blocks"]) <= MAX_VIEW_BLOCKS
     shown = texts(view)
@@ -224,3 +239,45 @@ async def test_approvals_on_the_home_go_through_the_approval_rules(slack: Slack)
         ("approval.approve", CAROL),
         ("approval.approved", CAROL),
     ]
+
+
+def leased(slack: Slack, resource: str, owner: str) -> str:
+    """A wake of ``resource`` by ``owner`` for 2h, up, its lease open: the lease's id."""
+    from bot.models import Action
+
+    op, _ = slack.store.create_operation(
+        resource=resource,
+        provider="nova",
+        resource_id=resource,
+        requested_by=owner,
+        source="slack",
+        action=Action.START,
+        lease_seconds=7200,
+    )
+    slack.store.transition(op.id, OpState.STARTED, allowed_from=[OpState.REQUESTED], actor=owner)
+    assert slack.store.open_lease(op.id) is not None
+    return op.id
+
+
+async def test_wake_leases_on_the_home_act_as_the_lease_warning_s_buttons(slack: Slack) -> None:
+    """Bob's wake lease is on his Home with Extend 1h and Stop now, the lease warning's
+    buttons: Alice's forged Extend is refused by the same rule, Bob's moves it an hour.
+    Many leases keep the Home within its 100 blocks."""
+    lease_id = leased(slack, "web-1", BOB)
+    before = slack.store.leases()[0].ends_at
+    view = await open_home(slack, BOB)
+    assert "*web-1* is up until" in texts(view)
+    await click(slack, ALICE, view, home.HOME_LEASE_EXTEND, lease_id)
+    await published_home(slack, ALICE, 1)
+    assert slack.store.leases()[0].ends_at == before
+    await click(slack, BOB, view, home.HOME_LEASE_EXTEND, lease_id)
+    after = await published_home(slack, BOB, 2)
+    assert "Extended: web-1 stays up until" in texts(after)
+    assert slack.store.leases()[0].ends_at == before + dt.timedelta(hours=1)
+
+    for i in range(12):
+        leased(slack, f"res-{i:02d}", BOB)
+    world = await world_of(slack.stopbot, slack.config.actor(BOB))
+    many = home.home_view(world)
+    check_blocks(many["blocks"], most=MAX_VIEW_BLOCKS)
+    assert f"… and {13 - home.MAX_HOME_LEASES} more leases" in texts(many)

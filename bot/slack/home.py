@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.models import BotLock, Operation
+from bot.models import BotLock, Lease, Operation
 from bot.savings import Report
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.views import Blocks, _button, _context, _header, _section, line_sections
@@ -45,8 +45,11 @@ HOME_EXTEND = "home_extend:"  # + the extension, as the lock warning's Extend
 HOME_UNLOCK = "home_unlock"
 HOME_APPROVE = "home_approve"
 HOME_DENY = "home_deny"
+HOME_LEASE_EXTEND = "home_lease_extend"
+HOME_LEASE_END = "home_lease_end"
 MAX_HOME_LOCKS = 20  # two blocks each: with the rest, a Home stays under its 100 blocks
 MAX_HOME_APPROVALS = 15
+MAX_HOME_LEASES = 5
 
 
 class _Told:
@@ -106,6 +109,26 @@ def _approval_blocks(op: Operation) -> Blocks:
             "elements": [
                 _button(HOME_APPROVE, "Approve", op.id, "primary"),
                 _button(HOME_DENY, "Deny", op.id, "danger"),
+            ],
+        },
+    ]
+
+
+def _lease_blocks(lease: Lease) -> Blocks:
+    return [
+        _section(
+            md(
+                ":alarm_clock: *{}* is up until {}, then stopped",
+                lease.resource,
+                when(lease.ends_at),
+            )
+        ),
+        {
+            "type": "actions",
+            "block_id": f"home-lease:{lease.id}",
+            "elements": [
+                _button(HOME_LEASE_EXTEND, "Extend 1h", lease.id, "primary"),
+                _button(HOME_LEASE_END, "Stop now", lease.id, "danger"),
             ],
         },
     ]
@@ -172,6 +195,11 @@ def home_view(world: World, notice: Mrkdwn | None = None) -> dict[str, Any]:
     for lock in world.locks[:MAX_HOME_LOCKS]:
         blocks += _lock_blocks(lock)
     blocks += _more(MAX_HOME_LOCKS, len(world.locks), "locks", "`/stop locks`")
+    if world.leases:
+        blocks.append(_header("Your wake leases"))
+        for lease in world.leases[:MAX_HOME_LEASES]:
+            blocks += _lease_blocks(lease)
+        blocks += _more(MAX_HOME_LEASES, len(world.leases), "leases", "`/stop leases`")
     blocks.append(_header("Approvals waiting for you"))
     if not world.approvals:
         blocks.append(_context(Mrkdwn("Nothing waits for your approval.")))
@@ -200,6 +228,8 @@ class HomeHandlers:
         self.bot.app.event("app_home_opened")(self.bot.guarded(self.on_home_opened))
         self.bot.action(HOME_EXTEND, self.on_extend, prefix=True)
         self.bot.action(HOME_UNLOCK, self.on_unlock)
+        self.bot.action(HOME_LEASE_EXTEND, self.on_lease_extend)
+        self.bot.action(HOME_LEASE_END, self.on_lease_end)
         self.bot.action(HOME_APPROVE, self.on_approve)
         self.bot.action(HOME_DENY, self.on_deny)
 
@@ -235,6 +265,14 @@ class HomeHandlers:
     async def on_extend(self, body: dict[str, Any]) -> None:
         """The lock warning's Extend (the same handler)."""
         await self._twin(body, lambda told: self.bot.locks.on_extend(body, told))
+
+    async def on_lease_extend(self, body: dict[str, Any]) -> None:
+        """The lease warning's Extend 1h (the same handler)."""
+        await self._twin(body, lambda told: self.bot.lease_handlers.on_extend(body, told))
+
+    async def on_lease_end(self, body: dict[str, Any]) -> None:
+        """The lease warning's Stop now (the same handler)."""
+        await self._twin(body, lambda told: self.bot.lease_handlers.on_end(body, told))
 
     async def on_unlock(self, body: dict[str, Any]) -> None:
         """``/stop unlock <resource>`` by the clicker (the same handler)."""
