@@ -65,7 +65,7 @@ FIRST_FIRE_AFTER = dt.timedelta(minutes=4)
 """The sample schedule's first fire: at least this long after start (whole minutes)."""
 WARN_BEFORE = "3m"
 START_CRON = "0 8 * * 1-5"
-"""The morning start of what office-hours stopped (``/stop wake`` starts one by hand)."""
+"""The morning start of what office-hours stopped (a wake starts one by hand)."""
 
 
 def office_hours(started: dt.datetime) -> dict[str, Any]:
