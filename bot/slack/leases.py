@@ -9,6 +9,7 @@ writes what it decided as Slack messages (its :class:`~bot.leases.LeaseNotifier`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot.leases import LeaseError
@@ -71,44 +72,49 @@ class LeaseHandlers:
         text, blocks = warning(lease)
         return await self.bot.dm(lease.owner, text, blocks) is not None
 
-    async def on_extend(self, body: dict[str, Any], respond: Respond) -> None:
+    async def _clicked(
+        self, body: dict[str, Any], respond: Respond, act: Callable[[str, str], Lease]
+    ) -> Lease | None:
+        """A lease button's move by its clicker (the core's rule); a refusal is said, and
+        None returned."""
         try:
-            lease = self.leases.extend(buttons.value(body), buttons.clicker(body))
+            return act(buttons.value(body), buttons.clicker(body))
         except LeaseError as exc:
             await tell(respond, mrkdwn(exc.text))
-            return
-        await replace(
-            respond,
-            md(
-                ":alarm_clock: Extended: {} stays up until {}.", lease.resource, when(lease.ends_at)
-            ),
-        )
+            return None
+
+    async def on_extend(self, body: dict[str, Any], respond: Respond) -> None:
+        lease = await self._clicked(body, respond, self.leases.extend)
+        if lease is not None:
+            await replace(
+                respond,
+                md(
+                    ":alarm_clock: Extended: {} stays up until {}.",
+                    lease.resource,
+                    when(lease.ends_at),
+                ),
+            )
 
     async def on_keep(self, body: dict[str, Any], respond: Respond) -> None:
-        try:
-            lease = self.leases.keep_until_run(buttons.value(body), buttons.clicker(body))
-        except LeaseError as exc:
-            await tell(respond, mrkdwn(exc.text))
-            return
-        await replace(
-            respond,
-            md(
-                ":alarm_clock: Kept: {} stays up until its next scheduled stop, {}.",
-                lease.resource,
-                when(lease.ends_at),
-            ),
-        )
+        lease = await self._clicked(body, respond, self.leases.keep_until_run)
+        if lease is not None:
+            await replace(
+                respond,
+                md(
+                    ":alarm_clock: Kept: {} stays up until its next scheduled stop, {}.",
+                    lease.resource,
+                    when(lease.ends_at),
+                ),
+            )
 
     async def on_end(self, body: dict[str, Any], respond: Respond) -> None:
-        try:
-            lease = self.leases.end_now(buttons.value(body), buttons.clicker(body))
-        except LeaseError as exc:
-            await tell(respond, mrkdwn(exc.text))
-            return
-        await self.leases.tick()
-        await replace(
-            respond, md(":stopwatch: The lease on {} ended: it is being stopped.", lease.resource)
-        )
+        lease = await self._clicked(body, respond, self.leases.end_now)
+        if lease is not None:
+            await self.leases.tick()
+            await replace(
+                respond,
+                md(":stopwatch: The lease on {} ended: it is being stopped.", lease.resource),
+            )
 
 
 def warning(lease: Lease) -> views.View:

@@ -176,51 +176,24 @@ def message(text: Mrkdwn) -> View:
 
 
 def confirmation(preview: Preview, now: dt.datetime) -> View:
-    """The ephemeral 'are you sure?' with Confirm and Cancel."""
+    """The ephemeral 'are you sure?' with Confirm and Cancel: a stop, or a wake (with the
+    lease if one was asked)."""
     op, r = preview.operation, preview.resource
     if op.action is Action.START:
-        return _wake_confirmation(preview, now)
-    force = op.force and preview.supports_force
-    action = "forced stop (no checkpoint)" if force else "stop"
-    text = md("Stop {} ({})? Confirm or cancel.", r.name, r.provider)
-    pairs: list[tuple[str, Any]] = [
-        ("Resource", md("{} (`{}`)", r.name, r.id)),
-        ("Provider", r.provider),
-        ("Current status", _status_text(preview.status, preview.status_error)),
-        ("Provider lock", _provider_lock_text(preview.provider_lock, now, preview.lock_error)),
-        ("Stopbot lock", _bot_lock_text(preview.bot_lock)),
-        ("What happens", f"a {action} request to {r.provider}, then live progress here"),
-    ]
-    if op.reason:
-        pairs.append(("Reason", op.reason))
-    blocks: Blocks = [_header(f"Stop {r.name}?"), _fields(pairs)]
-    if preview.notes:
-        blocks.append(_context(*(md(":information_source: {}", n) for n in preview.notes)))
-    if op.expires_at:
-        blocks.append(_context(md("This confirmation expires {}.", when(op.expires_at))))
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"confirm:{op.id}",
-            "elements": [
-                _button(CONFIRM, "Force stop" if force else "Confirm stop", op.id, "danger"),
-                _button(CANCEL, "Cancel", op.id),
-            ],
-        }
-    )
-    return text, blocks
-
-
-def _wake_confirmation(preview: Preview, now: dt.datetime) -> View:
-    """The ephemeral 'wake it?' with Confirm and Cancel, and the lease if one was asked."""
-    op, r = preview.operation, preview.resource
-    text = md("Wake {} ({})? Confirm or cancel.", r.name, r.provider)
-    happens = f"a start request to {r.provider}, then live progress here"
-    if op.lease_seconds:
-        happens += (
-            f"; a lease of {format_duration(dt.timedelta(seconds=op.lease_seconds))} from when "
-            "it runs: you are asked before it ends, and it is stopped at the end"
-        )
+        verb, label, style = "Wake", "Confirm wake", "primary"
+        happens = f"a start request to {r.provider}, then live progress here"
+        if op.lease_seconds:
+            happens += (
+                f"; a lease of {format_duration(dt.timedelta(seconds=op.lease_seconds))} from "
+                "when it runs: you are asked before it ends, and it is stopped at the end"
+            )
+    else:
+        force = op.force and preview.supports_force
+        verb, style = "Stop", "danger"
+        label = "Force stop" if force else "Confirm stop"
+        action = "forced stop (no checkpoint)" if force else "stop"
+        happens = f"a {action} request to {r.provider}, then live progress here"
+    text = md("{} {} ({})? Confirm or cancel.", verb, r.name, r.provider)
     pairs: list[tuple[str, Any]] = [
         ("Resource", md("{} (`{}`)", r.name, r.id)),
         ("Provider", r.provider),
@@ -231,7 +204,7 @@ def _wake_confirmation(preview: Preview, now: dt.datetime) -> View:
     ]
     if op.reason:
         pairs.append(("Reason", op.reason))
-    blocks: Blocks = [_header(f"Wake {r.name}?"), _fields(pairs)]
+    blocks: Blocks = [_header(f"{verb} {r.name}?"), _fields(pairs)]
     if preview.notes:
         blocks.append(_context(*(md(":information_source: {}", n) for n in preview.notes)))
     if op.expires_at:
@@ -241,7 +214,7 @@ def _wake_confirmation(preview: Preview, now: dt.datetime) -> View:
             "type": "actions",
             "block_id": f"confirm:{op.id}",
             "elements": [
-                _button(CONFIRM, "Confirm wake", op.id, "primary"),
+                _button(CONFIRM, label, op.id, style),
                 _button(CANCEL, "Cancel", op.id),
             ],
         }
