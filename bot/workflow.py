@@ -72,11 +72,11 @@ from providers.base import (
 from providers.errors import (
     AlreadyRunningError,
     AlreadyStoppedError,
+    AnswerLostError,
     AuthError,
     LockedError,
     NotFoundError,
     ProviderError,
-    ProviderTimeoutError,
     UnsupportedError,
 )
 
@@ -98,7 +98,8 @@ Sleep = Callable[[float], Awaitable[None]]
 # How old a provider lock read may be and still stand for the read right before a stop:
 # about one provider round trip, the age a read made just before the stop has too.
 LOCK_READ_REUSE = dt.timedelta(seconds=1)
-# Added to a stop call's longest time before a restarted process judges its operation.
+# Added to a stop call's longest time before a restarted process judges its operation;
+# after a call whose answer was lost, how long the provider has to show it took the call.
 SUBMIT_MARGIN = 5.0
 INTERRUPTED_PREPARING = Text(
     "interrupted by a restart while it was being prepared: nothing was stopped"
@@ -969,19 +970,13 @@ class StopService:
             said = str(exc)
             stop = "" if said.endswith((".", "!", "?")) else "."
             return await self._end(op, OpState.FAILED, listener, None, Text(said, stop, hint))
-        except ProviderTimeoutError as exc:
-            return await self._end(
-                op,
-                OpState.FAILED,
-                listener,
-                None,
-                say(
-                    "{}. The {} may or may not have been taken: check with {} before trying again.",
-                    exc,
-                    op.action.verb,
-                    Command("status", resource.name),
-                ),
-            )
+        except AnswerLostError as exc:
+            # The call left and its answer was lost: the provider's state says whether it
+            # took it. Never sent again: the provider may yet act on the first.
+            op = await self._judge_submitting(op, resource, listener, lost=exc)
+            if op.state.final or op.owner != self.registry.id:
+                return op
+            return await self.follow(op, resource, listener)
         except ProviderError as exc:
             return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
         with self.store.batch():  # the move and the state that came with it: one commit
@@ -1255,20 +1250,33 @@ class StopService:
         return await self.follow(op, resource, listener)
 
     async def _judge_submitting(
-        self, op: Operation, resource: Resource, listener: ProgressListener
+        self,
+        op: Operation,
+        resource: Resource,
+        listener: ProgressListener,
+        *,
+        lost: AnswerLostError | None = None,
     ) -> Operation:
-        """An operation whose claim to send was taken by a process that died: whether its
-        stop went out is unknown. Following is safe; sending it again could stop twice.
+        """An operation whose claim to send was taken by a process that died, or whose
+        call's answer was ``lost``: whether its stop went out is unknown. Following is
+        safe; sending it again could stop twice.
 
         The provider's status decides: a stop under way (or done) means it went out, and
         it is followed. A resource still running may yet get it (a request on the wire
         when its sender died), so that is the verdict only once the stop call, every
         retry included, would be over; meanwhile the status is read again every poll
-        interval. Still running then, the stop did not take (its sender died before the
-        call left, most often): its claim is given back, once (``MAX_SENDS``), and the
-        operation returned submitting, to be claimed and sent again.
+        interval (after a lost answer, the call is over: for ``SUBMIT_MARGIN`` seconds).
+        Still running then, the stop did not take. After a dead sender (which
+        most often died before the call left) its claim is given back, once
+        (``MAX_SENDS``), and the operation returned submitting, to be claimed and sent
+        again; after a lost answer it fails, saying the provider did not take it.
         """
-        deadline = (op.send_claimed_at or op.updated_at) + self._submit_window()
+        deadline = (
+            (op.send_claimed_at or op.updated_at) + self._submit_window()
+            if lost is None
+            # The call is over: the provider shows a stop it took within the margin.
+            else self.clock() + dt.timedelta(seconds=SUBMIT_MARGIN)
+        )
         while True:
             try:
                 status: ResourceStatus | None = await self.providers[resource.provider].status(
@@ -1281,13 +1289,18 @@ class StopService:
                 return current  # moved on, or taken over, elsewhere
             if status is not None and _left(op, status):
                 moved = self._move(
-                    op, OpState.ACCEPTED, [OpState.SUBMITTING], Text("resumed after a restart")
+                    op,
+                    OpState.ACCEPTED,
+                    [OpState.SUBMITTING],
+                    Text("resumed after a restart")
+                    if lost is None
+                    else say("{}; the provider took it all the same", lost),
                 )
                 return moved or self.store.get_operation(op.id) or op
             if self.clock() >= deadline:
                 break
             await self.sleep(self.settings.poll_initial.total_seconds())
-        if status is not None and op.sends < MAX_SENDS:
+        if lost is None and status is not None and op.sends < MAX_SENDS:
             again = self.store.release_claim(op.id, self.registry.id, op.sends)
             if again is not None:
                 log.warning(
@@ -1295,6 +1308,11 @@ class StopService:
                     extra={"operation": op.id, "state": status.state},
                 )
                 return again
+        why = (
+            say("interrupted by a restart while the {} was being sent", op.action.verb)
+            if lost is None
+            else Text(str(lost))
+        )
         if status is None:
             return await self._end(
                 op,
@@ -1302,11 +1320,11 @@ class StopService:
                 listener,
                 None,
                 say(
-                    "interrupted by a restart while the {} was being sent, and the status "
-                    "is unknown: {}. It may or may not have been taken: check with {} "
-                    "before trying again.",
-                    op.action.verb,
+                    "{}, and the status is unknown: {}. The {} may or may not have been "
+                    "taken: check with {} before trying again.",
+                    why,
                     unknown,
+                    op.action.verb,
                     Command("status", resource.name),
                 ),
             )
@@ -1316,9 +1334,8 @@ class StopService:
             listener,
             status,
             say(
-                "interrupted by a restart while the {} was being sent; the provider did "
-                "not take it: {} is {}. Run {} again.",
-                op.action.verb,
+                "{}; the provider did not take it: {} is {}. Run {} again.",
+                why,
                 resource.name,
                 status.state,
                 _ask_again(op),

@@ -10,8 +10,11 @@
     │   └── LockedError           ... because the provider holds a lock on it
     ├── InvalidRequestError       400, 405, 422 and other 4xx: the request itself is wrong
     │   └── UnsupportedError      501: the provider's edition cannot do this (Feldera OSS)
-    ├── UnavailableError          429, 5xx, connection refused or dropped: try again later
-    └── ProviderTimeoutError      no answer within the configured timeout
+    ├── UnavailableError          429, 5xx, connection refused: try again later
+    └── AnswerLostError           the request left but no answer came back: the provider
+        │                         may or may not have acted (never sent again blindly)
+        ├── ProviderTimeoutError  ... no answer within the configured timeout
+        └── DroppedError          ... the connection dropped before the answer was read
 
 The bot shows ``str(error)`` to users: it names the provider, what happened, and
 the provider's own message.
@@ -27,8 +30,10 @@ if TYPE_CHECKING:  # the models import this tree: only their type is needed here
 __all__ = [
     "AlreadyRunningError",
     "AlreadyStoppedError",
+    "AnswerLostError",
     "AuthError",
     "ConflictError",
+    "DroppedError",
     "ForbiddenError",
     "InvalidRequestError",
     "LockedError",
@@ -136,5 +141,16 @@ class UnavailableError(ProviderError):
         return self.summary
 
 
-class ProviderTimeoutError(ProviderError):
+class AnswerLostError(ProviderError):
+    """A request that changes something left, and its answer never came: whether the
+    provider acted is unknown until its state is read."""
+
+    summary = "the provider's answer was lost"
+
+
+class ProviderTimeoutError(AnswerLostError):
     summary = "the provider did not answer in time"
+
+
+class DroppedError(AnswerLostError):
+    summary = "the connection to the provider dropped before its answer"

@@ -6,9 +6,13 @@ Retries are made only where a repeat cannot stop anything twice:
 * 429 and 503 answers (the provider said it did not act), waiting for ``Retry-After``,
   unless the call takes them as answers (``no_retry``: Feldera's 503 to a stop means
   "cannot be done now", not "busy"),
-* read timeouts, 408, 502 and 504 (a gateway's or a proxy's hiccup), for idempotent
-  methods (GET) only. A 500 is the provider's own failure and is answered at once:
-  asking again rarely helps, and Feldera's API says to return the error immediately.
+* read timeouts, dropped connections, 408, 502 and 504 (a gateway's or a proxy's hiccup),
+  for idempotent methods (GET) only. A 500 is the provider's own failure and is answered at
+  once: asking again rarely helps, and Feldera's API says to return the error immediately.
+
+A request that changes something whose answer is lost (a read timeout, a connection dropped
+after it left) raises :class:`~providers.errors.AnswerLostError`: the provider may have
+acted, and only reading its state says whether.
 
 stamina does the back-off; ``stamina.set_testing(True)`` makes it instant in tests.
 
@@ -36,6 +40,7 @@ from pydantic import BaseModel, Field
 from providers.errors import (
     AuthError,
     ConflictError,
+    DroppedError,
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
@@ -285,10 +290,10 @@ class ApiClient:
             except httpx.ConnectError as exc:
                 outcome = "connect_error"
                 raise _Retryable(self._unavailable(f"cannot connect: {exc}")) from exc
-            except httpx.ConnectTimeout as exc:
+            except httpx.ConnectTimeout as exc:  # the request never left either
                 outcome = "timeout"
                 raise _Retryable(
-                    ProviderTimeoutError(self.provider, "connecting took too long")
+                    self._unavailable("cannot connect: connecting took too long")
                 ) from exc
             except httpx.TimeoutException as exc:
                 outcome = "timeout"
@@ -300,10 +305,13 @@ class ApiClient:
                 raise error from exc
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 outcome = "dropped"
-                error = self._unavailable(f"the connection was dropped: {exc}")
                 if idempotent:
-                    raise _Retryable(error) from exc
-                raise error from exc
+                    raise _Retryable(
+                        self._unavailable(f"the connection was dropped: {exc}")
+                    ) from exc
+                # The request may have reached the provider and been acted on: whoever
+                # sent it reads the provider's state to know.
+                raise DroppedError(self.provider, str(exc)) from exc
             except httpx.HTTPError as exc:
                 outcome = "error"
                 raise self._unavailable(str(exc)) from exc

@@ -15,6 +15,7 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    DroppedError,
     InvalidRequestError,
     NotFoundError,
     ProviderError,
@@ -546,7 +547,7 @@ async def test_stop_not_retried_on_dropped_connection(
 ) -> None:
     """A /stop whose connection drops is not sent again: it might have been acted on."""
     sims.hub.faults.add(Fault(api="feldera", kind="drop", method="POST", count=None))
-    with pytest.raises(UnavailableError):
+    with pytest.raises(DroppedError):
         await provider.stop(pipeline("etl"), force=True)
     assert counting.methods() == ["POST"]
 

@@ -16,6 +16,7 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    DroppedError,
     InvalidRequestError,
     NotFoundError,
     ProviderError,
@@ -287,7 +288,7 @@ async def test_dropped_stop_is_not_retried(
     """A POST stop whose connection drops is reported, never sent twice."""
     sims.hub.faults.add(Fault(api="okeanos", kind="drop", method="POST"))
     recorder = Recorder()
-    with pytest.raises(UnavailableError):
+    with pytest.raises(DroppedError):
         await make(transport=recorder).stop(resource())
     assert len(recorder.requests) == 1
     assert sim.snapshot()["applications"][0]["deployments"][0]["stop_requests"] == 0

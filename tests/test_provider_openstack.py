@@ -26,6 +26,7 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    DroppedError,
     ForbiddenError,
     InvalidRequestError,
     LockedError,
@@ -595,7 +596,7 @@ async def test_dropped_stop_is_not_retried(
     """A stop whose connection drops is not sent again: it may have been acted on."""
     await nova.list()
     sims.hub.faults.add(Fault(api="nova", kind="drop", method="POST", path_contains="/action"))
-    with pytest.raises(UnavailableError):
+    with pytest.raises(DroppedError):
         await nova.stop(resource(WEB))
     assert len(transport.sent("POST", "/action")) == 1
     assert seen(await nova.status(resource(WEB))) == ("ACTIVE", Phase.RUNNING, True)

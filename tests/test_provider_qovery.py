@@ -18,6 +18,7 @@ from providers.errors import (
     AlreadyStoppedError,
     AuthError,
     ConflictError,
+    DroppedError,
     ForbiddenError,
     LockedError,
     NotFoundError,
@@ -517,7 +518,7 @@ async def test_stop_is_never_retried_on_a_dropped_connection(
 ) -> None:
     """A POST stop whose connection drops is not sent again: it may have been acted on."""
     sims.hub.faults.add(Fault(api="qovery", kind="drop", method="POST"))
-    with pytest.raises(UnavailableError):
+    with pytest.raises(DroppedError):
         await qovery.stop(cluster(DEV))
     assert transport.requests == [("POST", f"{ORG_PATH}/cluster/{DEV}/stop")]
     assert qsim.snapshot()["clusters"][0]["status"] == "DEPLOYED"

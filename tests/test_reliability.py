@@ -381,9 +381,11 @@ def channel_for(bot: Bot) -> str:
     return channel
 
 
-TIMEOUT_DETAIL = (
-    "qovery: the provider did not answer in time: no answer within 1s. The stop may or may not have been taken: "
-    "check with `/stop status dev-eu` before trying again."
+UNKNOWN_DETAIL = (
+    "qovery: the provider did not answer in time: no answer within 1s, and the status is "
+    "unknown: qovery: the provider is unavailable, try again later (HTTP 503): injected "
+    "fault. The stop may or may not have been taken: check with `/stop status dev-eu` "
+    "before trying again."
 )
 
 
@@ -392,10 +394,20 @@ TIMEOUT_DETAIL = (
     [
         pytest.param(
             [Fault(api="qovery", kind="latency", method="POST", seconds=1.5)],
-            f"dev-eu: :x: Failed: {TIMEOUT_DETAIL}",
+            None,  # the provider took it after the bot gave up waiting: its state says so
             1,
-            1,  # the provider took it after the bot gave up waiting: the message says so
+            1,
             id="timeout",
+        ),
+        pytest.param(
+            [
+                Fault(api="qovery", kind="latency", method="POST", seconds=1.5),
+                Fault(api="qovery", kind="status", method="GET", status=503, count=None),
+            ],
+            f"dev-eu: :x: Failed: {UNKNOWN_DETAIL}",
+            1,
+            1,  # the provider took it, and its state could not be read: the message says so
+            id="timeout-status-unknown",
         ),
         pytest.param(
             [
@@ -431,9 +443,10 @@ TIMEOUT_DETAIL = (
         ),
         pytest.param(
             [Fault(api="qovery", kind="drop", method="POST")],
-            "dev-eu: :x: Failed: qovery: the provider is unavailable, try again later: the "
-            "connection was dropped: peer closed connection without sending complete message "
-            "body (received 0 bytes, expected 1000)",
+            "dev-eu: :x: Failed: qovery: the connection to the provider dropped before its "
+            "answer: peer closed connection without sending complete message body (received 0 "
+            "bytes, expected 1000); the provider did not take it: dev-eu is DEPLOYED. Run "
+            "`/stop dev-eu` again.",
             1,
             0,
             id="dropped",

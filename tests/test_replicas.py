@@ -144,6 +144,19 @@ class Replicas:
             self._store = open_store(self.database_url)
         return self._store.tuples(sql, params)
 
+    def history(self, resource: str) -> list[tuple[Any, ...]]:
+        """What the store says happened to ``resource``'s operations: each one's
+        transitions and audit rows, in order (a failing test's explanation)."""
+        return self.rows(
+            "SELECT o.id, o.idempotency_key, o.owner, o.sends, t.at, t.state, t.message "
+            "FROM operations o JOIN transitions t ON t.operation_id = o.id "
+            "WHERE o.resource = %s UNION ALL "
+            "SELECT a.operation_id, a.action, a.actor, NULL, a.at, NULL, a.detail "
+            "FROM audit a WHERE a.resource = %s ORDER BY 5",
+            resource,
+            resource,
+        )
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -439,7 +452,7 @@ def test_a_fire_with_its_leader_killed_runs_once(
         finally:
             bots.stop_all()
             rows = bots.rows("SELECT status FROM schedule_runs WHERE schedule = 'tonight'")
-            bots.close()
+        (tmp_path / "replicas.log").write_text(bots.logs, encoding="utf-8")
         assert "Traceback" not in bots.logs, bots.logs[-3000:]
 
     assert kills >= 2, (seed, kills)
@@ -456,7 +469,10 @@ def test_a_fire_with_its_leader_killed_runs_once(
     for path in sent:
         [name] = [n for i, n in ids.items() if i in path]
         per_resource[name] += 1
-    assert {n: c for n, c in per_resource.items() if c != 1} == {}, seed
+    doubled = {n: c for n, c in per_resource.items() if c != 1}
+    history = {n: bots.history(n) for n in doubled}
+    bots.close()
+    assert doubled == {}, (seed, history, f"logs in {tmp_path / 'replicas.log'}")
 
 
 def test_postgresql_restarted_during_stops_loses_and_doubles_nothing(
