@@ -76,9 +76,11 @@ from providers.errors import (
     AuthError,
     LockedError,
     NotFoundError,
+    NotSentError,
     ProviderError,
     UnsupportedError,
 )
+from providers.http import sending_until
 
 __all__ = [
     "LOCK_READ_REUSE",
@@ -934,51 +936,74 @@ class StopService:
         # checked again, since a lock may have been taken since the preview.
         if verdict.blocked and not (op.override_lock and self.policy.is_admin(op.requested_by)):
             return await self._end(op, OpState.REFUSED, listener, None, verdict.reason)
-        claimed = self.store.claim_send(op.id, self.registry.id)
-        if claimed is None:  # lost to another process: it sends, and is followed there
-            return await self.until_final(op_id, listener)
-        op = claimed
-        try:
-            if op.action is Action.START:
-                accepted = await provider.start(resource)
-            else:
-                accepted = await provider.stop(resource, force=op.force)
-        except AlreadyRunningError as exc:
-            return await self._end(
-                op,
-                OpState.RUNNING_ALREADY,
-                listener,
-                None,
-                say("{} was already running ({}).", resource.name, exc.message),
-            )
-        except AlreadyStoppedError as exc:
-            return await self._end(
-                op,
-                OpState.STOPPED_ALREADY,
-                listener,
-                None,
-                say("{} was already stopped ({}).", resource.name, exc.message),
-            )
-        except LockedError as exc:
-            return await self._end(op, OpState.REFUSED, listener, None, Text(str(exc)))
-        except UnsupportedError as exc:
-            hint = (
-                " Use `--force` to stop it without a checkpoint."
-                if provider.supports_force and not op.force
-                else ""
-            )
-            said = str(exc)
-            stop = "" if said.endswith((".", "!", "?")) else "."
-            return await self._end(op, OpState.FAILED, listener, None, Text(said, stop, hint))
-        except AnswerLostError as exc:
-            # The call left and its answer was lost: the provider's state says whether it
-            # took it. Never sent again: the provider may yet act on the first.
-            op = await self._judge_submitting(op, resource, listener, lost=exc)
-            if op.state.final or op.owner != self.registry.id:
-                return op
-            return await self.follow(op, resource, listener)
-        except ProviderError as exc:
-            return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
+        while True:
+            began = self.clock()  # before the claim: the claim's own time is later
+            claimed = self.store.claim_send(op.id, self.registry.id)
+            if claimed is None:  # lost to another process: it sends, and is followed there
+                return await self.until_final(op_id, listener)
+            op = claimed
+            # The call leaves within the retry budget of the claim, or not at all: past
+            # that, a process taking this one for dead may judge the stop lost and send it.
+            send_by = began + dt.timedelta(seconds=self.config.http.retry_budget)
+
+            def in_time(by: dt.datetime = send_by) -> bool:
+                return self.clock() < by
+
+            try:
+                with sending_until(in_time):
+                    if op.action is Action.START:
+                        accepted = await provider.start(resource)
+                    else:
+                        accepted = await provider.stop(resource, force=op.force)
+            except NotSentError as exc:
+                # Held up past its time (waiting for its place, or the process paused):
+                # nothing left. Claimed again, unless another process took it meanwhile.
+                again = self.store.release_claim(op.id, self.registry.id, op.sends)
+                if again is None:
+                    return await self.until_final(op_id, listener)
+                log.warning(
+                    "a stop held back past its time to be sent: claimed again",
+                    extra={"operation": op.id, "error": str(exc)},
+                )
+                op = again
+                continue
+            except AlreadyRunningError as exc:
+                return await self._end(
+                    op,
+                    OpState.RUNNING_ALREADY,
+                    listener,
+                    None,
+                    say("{} was already running ({}).", resource.name, exc.message),
+                )
+            except AlreadyStoppedError as exc:
+                return await self._end(
+                    op,
+                    OpState.STOPPED_ALREADY,
+                    listener,
+                    None,
+                    say("{} was already stopped ({}).", resource.name, exc.message),
+                )
+            except LockedError as exc:
+                return await self._end(op, OpState.REFUSED, listener, None, Text(str(exc)))
+            except UnsupportedError as exc:
+                hint = (
+                    " Use `--force` to stop it without a checkpoint."
+                    if provider.supports_force and not op.force
+                    else ""
+                )
+                said = str(exc)
+                stop = "" if said.endswith((".", "!", "?")) else "."
+                return await self._end(op, OpState.FAILED, listener, None, Text(said, stop, hint))
+            except AnswerLostError as exc:
+                # The call left and its answer was lost: the provider's state says whether it
+                # took it. Never sent again: the provider may yet act on the first.
+                op = await self._judge_submitting(op, resource, listener, lost=exc)
+                if op.state.final or op.owner != self.registry.id:
+                    return op
+                return await self.follow(op, resource, listener)
+            except ProviderError as exc:
+                return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
+            break
         with self.store.batch():  # the move and the state that came with it: one commit
             moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
             if moved is not None and accepted.status is not None:

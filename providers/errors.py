@@ -11,6 +11,7 @@
     ├── InvalidRequestError       400, 405, 422 and other 4xx: the request itself is wrong
     │   └── UnsupportedError      501: the provider's edition cannot do this (Feldera OSS)
     ├── UnavailableError          429, 5xx, connection refused: try again later
+    ├── NotSentError              never sent: its sender's time to send it ran out first
     └── AnswerLostError           the request left but no answer came back: the provider
         │                         may or may not have acted (never sent again blindly)
         ├── ProviderTimeoutError  ... no answer within the configured timeout
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidRequestError",
     "LockedError",
     "NotFoundError",
+    "NotSentError",
     "ProviderError",
     "ProviderTimeoutError",
     "UnavailableError",
@@ -139,6 +141,14 @@ class UnavailableError(ProviderError):
         if self.status_code == 500:
             return "the provider failed on its side (internal error)"
         return self.summary
+
+
+class NotSentError(ProviderError):
+    """A request that changes something was held back: the moment it could leave came after
+    the time its sender was given to send it (see :func:`providers.http.sending_until`).
+    Nothing reached the provider."""
+
+    summary = "not sent in time"
 
 
 class AnswerLostError(ProviderError):

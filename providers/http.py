@@ -12,7 +12,9 @@ Retries are made only where a repeat cannot stop anything twice:
 
 A request that changes something whose answer is lost (a read timeout, a connection dropped
 after it left) raises :class:`~providers.errors.AnswerLostError`: the provider may have
-acted, and only reading its state says whether.
+acted, and only reading its state says whether. Within :func:`sending_until`, such a request
+leaves only while its sender's time to send it lasts (checked once it has its place in the
+account's requests, right before it leaves), else :class:`~providers.errors.NotSentError`.
 
 stamina does the back-off; ``stamina.set_testing(True)`` makes it instant in tests.
 
@@ -28,7 +30,9 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +48,7 @@ from providers.errors import (
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    NotSentError,
     ProviderError,
     ProviderTimeoutError,
     UnavailableError,
@@ -61,6 +66,7 @@ __all__ = [
     "endpoint_of",
     "json_of",
     "parse_retry_after",
+    "sending_until",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,24 @@ def _notify(provider: str, method: str, url: str, outcome: str, seconds: float) 
             observer(provider, method, endpoint_of(url), outcome, seconds)
         except Exception:  # a broken observer must never break a provider call
             log.exception("provider call observer failed")
+
+
+_send_allowed: ContextVar[Callable[[], bool] | None] = ContextVar(
+    "provider_send_allowed", default=None
+)
+
+
+@contextmanager
+def sending_until(allowed: Callable[[], bool]) -> Iterator[None]:
+    """Requests that change something, made within, leave only while ``allowed()`` says
+    so: a sender that won the right to send a stop has a bounded time to send it, after
+    which another process may judge it lost and send it again. A process held up past
+    that time (paused, starved, waiting for its place) must then not send it at all."""
+    token = _send_allowed.set(allowed)
+    try:
+        yield
+    finally:
+        _send_allowed.reset(token)
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -280,6 +304,12 @@ class ApiClient:
         no_retry: frozenset[int],
     ) -> httpx.Response:
         async with self.gate.slot():
+            allowed = None if idempotent else _send_allowed.get()
+            if allowed is not None and not allowed():
+                raise NotSentError(
+                    self.provider,
+                    f"{method.upper()} {endpoint_of(url)} held back: its time to be sent ran out",
+                )
             started = time.perf_counter()
             outcome: str | None = None  # stays None when cancelled: no answer, and no failure
             try:

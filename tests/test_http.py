@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.errors import UnavailableError
-from providers.http import ApiClient, add_call_observer
+from providers.errors import NotSentError, UnavailableError
+from providers.http import ApiClient, add_call_observer, sending_until
 from providers.registry import build_provider
 from providers.simulators.common import Fault
 from providers.simulators.server import SimulatorServer
@@ -118,3 +118,26 @@ async def test_one_pool_an_account_of_its_requests_in_flight(sims: SimulatorServ
     assert first.state == second.state == "DEPLOYED"
     assert connector.limit == config.provider("qovery").requests.max_in_flight
     assert len(opened) == 1 and again == opened
+
+
+async def test_a_change_past_its_time_to_be_sent_is_held_back_and_reads_go(
+    sims: SimulatorServer,
+) -> None:
+    """Within ``sending_until``, a request that changes something leaves only while its
+    sender's time lasts: past it, NotSentError and nothing sent; reads are not held."""
+    api = _feldera(sims)
+    open_, closed = (lambda: True), (lambda: False)
+    try:
+        with sending_until(closed), pytest.raises(NotSentError) as caught:
+            await api.request("POST", STOP, ok=(202,))
+        with sending_until(closed):
+            await api.request("GET", "/v0/pipelines")
+        with sending_until(open_):
+            await api.request("POST", STOP, ok=(202,))
+    finally:
+        await api.aclose()
+    assert str(caught.value) == (
+        "feldera: not sent in time: POST /v0/pipelines/etl/stop held back: its time to be "
+        "sent ran out"
+    )
+    assert sims.hub.faults.counts() == {"feldera": {"GET": 1, "POST": 1}}

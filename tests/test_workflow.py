@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -466,6 +467,39 @@ async def test_a_stop_whose_sender_died_before_the_call_left_is_judged_then_sent
     window = dt.timedelta(seconds=http.retry_budget + http.timeout + SUBMIT_MARGIN)
     [not_taken] = [e for e in h.store.audit_log() if e.action == "stop.not_taken"]
     assert window <= not_taken.at - claimed_at < window + h.config.stops.poll_initial * 2
+    assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
+
+
+async def test_a_stop_held_up_past_its_time_to_be_sent_is_claimed_again_not_sent_late(
+    h: Harness,
+) -> None:
+    """The claim to send was won, then the call waited for its place among the account's
+    requests (or the process was paused) past the retry budget: it does not leave then
+    (a process taking this one for dead could have judged the stop lost and sent it
+    meanwhile). Its claim is given back (audited) and taken again, and the stop sent once."""
+    op_id = await h.confirmed("dev-eu")
+    gate = h.providers["qovery"]._api.gate  # type: ignore[attr-defined]
+    place, held, waiting = gate.slot, asyncio.Event(), asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def late_place() -> AsyncIterator[None]:
+        claimed = h.store.get_operation(op_id).send_claimed_at  # type: ignore[union-attr]
+        if claimed is not None and not waiting.is_set():  # the stop's place, not a read's
+            waiting.set()
+            await held.wait()
+        async with place():
+            yield
+
+    gate.slot = late_place
+    h.sims.hub.faults.reset_counts()
+    running = asyncio.create_task(h.service.run(op_id, Recorder(), BOB))
+    await waiting.wait()
+    assert h.store.get_operation(op_id).sends == 1  # type: ignore[union-attr]
+    h.sims.hub.clock.advance(h.config.http.retry_budget + 1)
+    held.set()
+    final = await running
+    assert (final.state, final.sends) == (OpState.STOPPED, 2)
+    assert [e.detail for e in h.store.audit_log() if e.action == "stop.not_taken"] == [{"sends": 1}]
     assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
 
 
