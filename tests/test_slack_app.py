@@ -410,6 +410,45 @@ async def test_a_progress_post_whose_answer_was_lost_is_found_not_posted_twice(
     assert history.args["include_all_metadata"] in {True, "true", "1"}
 
 
+async def test_a_stop_whose_preparation_a_restart_cut_short_is_told_to_its_asker_only(
+    slack: Slack,
+) -> None:
+    """A /stop whose process died while preparing it (before any Confirm): the next process
+    ends it, and says so to the person who asked; nothing is posted in the channel, which
+    never saw the stop asked."""
+    dead = Registration()
+    dead.abandon()
+    slack.store.register_process(dead)
+    url = slack.fake.new_response_url(channel=CHANNEL, user=BOB)
+    resource = slack.config.resource("dev-eu")
+    op, _ = slack.store.create_operation(
+        resource="dev-eu",
+        provider=resource.provider,
+        resource_id=resource.id,
+        requested_by=BOB,
+        source="slack",
+        channel=CHANNEL,
+        response_url=url,
+        owner=dead.id,
+        notify=True,
+    )
+    slack.stop()
+    slack.start()  # its sweep ends what the dead process was preparing
+    told = await slack.fake.wait_for(
+        "chat.postMessage", lambda c: "interrupted" in c.args.get("text", "")
+    )
+    # The command's response_url has no message to replace (the preview never came):
+    # the person is told directly.
+    assert (told.args["channel"], told.args["text"]) == (
+        BOB,
+        "dev-eu: :x: Failed: interrupted by a restart while it was being prepared: nothing "
+        "was stopped",
+    )
+    assert slack.store.get_operation(op.id).state == OpState.FAILED  # type: ignore[union-attr]
+    assert slack.fake.messages(CHANNEL) == []
+    assert len(slack.fake.calls("chat.postMessage")) == 1
+
+
 async def _never_returns(seconds: float) -> None:
     await asyncio.Event().wait()
 

@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.models import Operation, Transition
+from bot.models import Operation, OpState, Transition
 from bot.slack import views
 from bot.slack.wording import Mrkdwn
 
@@ -65,6 +65,10 @@ PROGRESS_EVENT = "stopbot_progress"
 """The metadata event type of a progress message (its payload names the operation)."""
 
 
+_CONFIRMED = frozenset({OpState.SUBMITTING.value, OpState.AWAITING_APPROVAL.value})
+"""States an operation reaches only once confirmed: from then on its channel shows it."""
+
+
 def transient(exc: Exception) -> bool:
     """A failure worth another try: Slack busy or failing, or the connection."""
     if isinstance(exc, SlackApiError):
@@ -84,6 +88,12 @@ class SlackProgress:
 
     async def show(self, op: Operation, timeline: list[Transition]) -> bool:
         text, blocks = views.progress(op, timeline, None)
+        if not any(t.state in _CONFIRMED for t in timeline):
+            # Never confirmed (its preparation cut short by a restart): the channel never
+            # saw it asked, so its end goes to the person who asked, not to the channel.
+            if op.response_url and await self._respond(op, op.response_url, text, blocks):
+                return True
+            return await self._dm(op, text, blocks)
         if op.shown_in == IN_POSTING and op.channel:
             # Posted before a restart, its answer lost? Then that message is the one.
             found = await self._posted_before(op, op.channel)
