@@ -11,8 +11,10 @@ delivered is delivered again after; updates of one key come at most every ``inte
 with back-off; one that a dead process owned is taken over (:class:`ProcessRegistry`).
 
 Delivery is at least once: a process killed between a delivery and its record delivers it
-again after the restart. For an update of a message that is harmless; a new message could
-be posted twice only if the kill falls in that instant.
+again after the restart. For an update of a message that is harmless; for a new message, the
+handler knows (:func:`current_delivery`) which delivery it makes and whether it may have been
+made already (taken over from a dead process, or tried before): a face tags the message with
+it and, in that case, looks for it before posting again.
 """
 
 from __future__ import annotations
@@ -22,19 +24,40 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from bot.models import Owed
 from bot.processes import ProcessRegistry
 from bot.store import Store, StoreUnavailableError
 
-__all__ = ["Handler", "Outbox"]
+__all__ = ["Delivery", "Handler", "Outbox", "current_delivery"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Owed], Awaitable[bool]]
 """Delivers one owed message; True when done with it (delivered, or never deliverable:
 say so in the log), False to try again later. An exception counts as False."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The delivery a handler is making: ``tag`` names this version of this message (its
+    key and version, unique over time); ``resumed``: it may have been made already, by a
+    process that died during it or by a try whose answer was lost."""
+
+    tag: str
+    resumed: bool
+
+
+_delivering: ContextVar[Delivery | None] = ContextVar("outbox_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery under way in this task, if a handler of the outbox is making one."""
+    return _delivering.get()
+
 
 MAX_BACKOFF = 60.0
 MAX_ATTEMPTS = 60  # about an hour of Slack being unreachable, at most MAX_BACKOFF apart
@@ -175,7 +198,9 @@ class Outbox:
             fresh = self.store.owed(key=owed.key)
             if not fresh:
                 return True
+            resumed = owed.owner != self.registry.id or fresh[0].attempts > 0
             owed = fresh[0]
+            token = _delivering.set(Delivery(f"{owed.key}#{owed.version}", resumed))
             try:
                 done = await handler(owed)
                 error = "not delivered"
@@ -184,6 +209,8 @@ class Outbox:
             except Exception as exc:
                 log.exception("delivering %s failed", owed.key)
                 done, error = False, f"{type(exc).__name__}: {exc}"
+            finally:
+                _delivering.reset(token)
         self._last[owed.key] = time.monotonic()
         if not done and owed.attempts + 1 >= MAX_ATTEMPTS:
             log.error(

@@ -41,7 +41,7 @@ from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.leases import LeaseHandlers
 from bot.slack.locking import LockHandlers
-from bot.slack.progress import NO_POST_ERRORS, SlackProgress
+from bot.slack.progress import NO_POST_ERRORS, SlackProgress, delivered_before, delivery_tag
 from bot.slack.replies import Respond, replace, tell
 from bot.slack.schedules import ScheduleHandlers, SlackScheduleNotifier
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn
@@ -504,10 +504,17 @@ class SlackBot:
         self, user_id: str, text: Mrkdwn, blocks: list[dict[str, Any]] | None = None
     ) -> tuple[str, str] | None:
         """Post to a user's DM with the bot; (channel, ts), or None when Slack refused or
-        could not be reached."""
+        could not be reached. A DM the outbox delivers is posted once across kills (see
+        :func:`~bot.slack.progress.delivered_before`)."""
+        found = await delivered_before(self.client, user_id)
+        if found is not None:
+            return user_id, found
         try:
             posted = await self.client.chat_postMessage(
-                channel=user_id, text=text, blocks=blocks or views.message(text)[1]
+                channel=user_id,
+                text=text,
+                blocks=blocks or views.message(text)[1],
+                metadata=delivery_tag(),
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.models import Operation, OpState, Transition
+from bot.outbox import current_delivery
 from bot.slack import views
 from bot.slack.wording import Mrkdwn
 
@@ -200,6 +201,38 @@ class SlackProgress:
 def tagged(event: str, key: str, value: str) -> dict[str, Any]:
     """Slack message metadata naming what a message is about (see :func:`posted_before`)."""
     return {"event_type": event, "event_payload": {key: value}}
+
+
+MESSAGE_EVENT = "stopbot_message"
+"""The metadata event type of a new message the outbox delivers (its payload names the
+delivery: see :class:`~bot.outbox.Delivery`)."""
+
+
+def delivery_tag() -> dict[str, Any] | None:
+    """The metadata naming the outbox delivery under way, for the new message it posts."""
+    delivery = current_delivery()
+    return None if delivery is None else tagged(MESSAGE_EVENT, "delivery", delivery.tag)
+
+
+async def delivered_before(client: AsyncWebClient, channel: str) -> str | None:
+    """The ts of the new message of the outbox delivery under way, when that delivery may
+    have been made already (a process killed during the post, an answer lost) and Slack
+    has it in ``channel`` (an id; a user's DM is opened for its id): posted once, not
+    twice. None otherwise, without asking Slack when the delivery is a first try."""
+    delivery = current_delivery()
+    if delivery is None or not delivery.resumed:
+        return None
+    if channel.startswith(("U", "W")):  # a user: their DM with the bot
+        try:
+            opened = await client.conversations_open(users=channel)
+            channel = str(opened["channel"]["id"])
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, KeyError, TypeError) as exc:
+            log.warning(
+                "could not open a DM to look for a message posted before",
+                extra={"user": channel, "error": str(exc)},
+            )
+            return None
+    return await posted_before(client, channel, MESSAGE_EVENT, "delivery", delivery.tag)
 
 
 async def posted_before(

@@ -17,7 +17,7 @@ from bot.savings import Report
 from bot.schedules import Change, PlanItem, RunReport, ScheduleError
 from bot.slack import buttons, commands, savings_views
 from bot.slack import schedule_views as sv
-from bot.slack.progress import posted_before, tagged, transient
+from bot.slack.progress import delivered_before, delivery_tag, posted_before, tagged, transient
 from bot.slack.replies import replace, replace_with, tell, tell_channel
 from bot.slack.views import message
 from bot.slack.wording import Mrkdwn, code, md, mrkdwn, when
@@ -58,6 +58,11 @@ class SlackScheduleNotifier:
         if not channel:
             log.info("schedule message with no channel", extra={"text": text})
             return True
+        if metadata is None:  # a new message of its own: posted once across kills
+            found = await delivered_before(self.bot.client, channel)
+            if found is not None:
+                return channel, found
+            metadata = delivery_tag()
         try:
             posted = await self.bot.client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, metadata=metadata
