@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.slack.app import SlackBot
 from bot.slack.fake_api import (
@@ -37,6 +38,28 @@ TOKEN = "xoxb-test-token"
 SECRET = "test-signing-secret"
 CHANNEL = "C0DEV"
 BOB, ALICE, ADMIN, CAROL = "U0BOB", "U0ALICE", "U0ADMIN", "U0CAROL"
+
+
+class ClosingProviders:
+    """The bot's app, closing its providers' connections once it has shut down, as
+    `stopbot serve` does when its server ends: on the server's own loop, where they live."""
+
+    def __init__(self, app: ASGIApp, providers: dict[str, Provider]) -> None:
+        self.app = app
+        self.providers = providers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                for provider in self.providers.values():
+                    await provider.aclose()
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class AppServer(ThreadedServer):
@@ -104,7 +127,7 @@ class Slack:
             signing_secret=SECRET,
             api_url=self.fake_server.api_url,
         )
-        self.server = AppServer(build_http_app(self.bot))
+        self.server = AppServer(ClosingProviders(build_http_app(self.bot), self.providers))
 
     def stop(self) -> None:
         if self.server is not None:
