@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bot.approvals import APPROVAL_REQUEST
@@ -207,6 +210,46 @@ async def test_owner_warned_before_expiry_and_extends(slack: Slack) -> None:
     assert lock.expires_at - slack.time.now() == dt.timedelta(minutes=85)
     warnings = [c for c in slack.fake.calls("chat.postMessage") if "expires" in c.args["text"]]
     assert len(warnings) == 1
+
+
+async def test_a_lock_warning_dm_whose_answer_was_lost_is_found_not_sent_twice(
+    slack: Slack,
+) -> None:
+    """Slack took the lock's expiry warning but its answer never reached the bot (a kill
+    during the post, a connection cut): the next try opens the owner's DM, finds the
+    warning there by the delivery it is tagged with, and sends no second one. A first try
+    asks Slack's history nothing."""
+    post = slack.bot.client.chat_postMessage
+    lost: list[str] = []
+    warned = threading.Event()  # set in the bot's server thread
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        posted = await post(**kwargs)
+        if "expires" in str(kwargs.get("text", "")) and not lost:
+            lost.append(str(posted["ts"]))
+            warned.set()
+            raise aiohttp.ClientConnectionError("connection reset before the answer")
+        return posted
+
+    await say(slack, "lock dev-eu 40m", user=ALICE)
+    assert slack.fake.calls("conversations.history") == []
+    slack.bot.client.chat_postMessage = answer_lost  # type: ignore[method-assign]
+    slack.sims.hub.clock.advance(15 * 60)
+    assert await asyncio.to_thread(warned.wait, 30), "no warning was posted"
+    slack.sims.hub.clock.advance(5)  # past the outbox's back-off
+    [looked] = [await slack.fake.wait_for("conversations.history")]
+    warnings = [c for c in slack.fake.calls("chat.postMessage") if "expires" in c.args["text"]]
+    assert len(warnings) == 1
+    channel = warnings[0].response["channel"]  # type: ignore[index]
+    assert looked.args["channel"] == channel
+    [message] = [m for m in slack.fake.messages(channel) if "expires" in m["text"]]
+    assert message["ts"] == lost[0]
+    assert message["metadata"]["event_type"] == "stopbot_message"
+    deadline = time.monotonic() + 30
+    while any(o.key.startswith("lock-warning") for o in slack.store.owed()):
+        assert time.monotonic() < deadline, slack.store.owed()
+        await asyncio.sleep(0.01)
+    assert len(slack.fake.calls("conversations.history")) == 1
 
 
 async def test_ask_to_release_a_bot_lock(slack: Slack) -> None:
