@@ -967,21 +967,19 @@ class StopService:
                 )
                 op = again
                 continue
-            except AlreadyRunningError as exc:
+            except (AlreadyRunningError, AlreadyStoppedError) as exc:
+                running = isinstance(exc, AlreadyRunningError)
                 return await self._end(
                     op,
-                    OpState.RUNNING_ALREADY,
+                    OpState.RUNNING_ALREADY if running else OpState.STOPPED_ALREADY,
                     listener,
                     None,
-                    say("{} was already running ({}).", resource.name, exc.message),
-                )
-            except AlreadyStoppedError as exc:
-                return await self._end(
-                    op,
-                    OpState.STOPPED_ALREADY,
-                    listener,
-                    None,
-                    say("{} was already stopped ({}).", resource.name, exc.message),
+                    say(
+                        "{} was already {} ({}).",
+                        resource.name,
+                        Text("running" if running else "stopped"),
+                        exc.message,
+                    ),
                 )
             except LockedError as exc:
                 return await self._end(op, OpState.REFUSED, listener, None, Text(str(exc)))
