@@ -50,6 +50,7 @@ __all__ = [
     "Settings",
     "StopSettings",
     "StopbotConfig",
+    "UnknownEnvironmentError",
     "UnknownResourceError",
     "configured_database_url",
     "database_url_problem",
@@ -163,6 +164,16 @@ class UnknownResourceError(LookupError):
         self.suggestions = suggestions
         hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
         super().__init__(f"Unknown resource {ref!r}.{hint}")
+
+
+class UnknownEnvironmentError(LookupError):
+    """An environment name not under ``environments:``."""
+
+    def __init__(self, ref: str, suggestions: list[str]) -> None:
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        super().__init__(f"Unknown environment {ref!r}.{hint}")
+        self.ref = ref
+        self.suggestions = suggestions
 
 
 class ApprovalPolicy(BaseModel):
@@ -573,6 +584,11 @@ class StopbotConfig(BaseModel):
         description="A postgresql:// URL: the store in PostgreSQL, shared by every replica "
         "(STOPBOT_DATABASE_URL, when set, wins).",
     )
+    environments: dict[str, list[dict[str, list[str]]]] = Field(
+        default_factory=dict,
+        description="Environment name -> its tiers in order, each a one-key mapping "
+        "{label: [resource names]}: `/stop env` stops tier after tier, a wake in reverse.",
+    )
     cli_is_admin: bool = Field(
         default=True,
         description="The terminal's user holds the credentials anyway: treat `stopbot stop` "
@@ -651,6 +667,7 @@ class StopbotConfig(BaseModel):
                 )
         problems += self._approval_problems()
         problems += self._schedule_problems()
+        problems += self._environment_problems()
         problems += [
             (f"savings.providers.{name}", f"no provider named {name!r}")
             for name in self.savings.providers
@@ -681,6 +698,50 @@ class StopbotConfig(BaseModel):
                         )
                     )
         return problems
+
+    def _environment_problems(self) -> list[tuple[str, str]]:
+        """Each tier one label with its members; each member a configured resource, in one
+        tier of its environment only (a resource in two tiers has no order)."""
+        problems: list[tuple[str, str]] = []
+        names = {r.name for r in self.resources}
+        for env, tiers in self.environments.items():
+            if not tiers:
+                problems.append((f"environments.{env}", "an environment needs at least one tier"))
+            placed: dict[str, int] = {}
+            for i, tier in enumerate(tiers):
+                path = f"environments.{env}[{i}]"
+                if len(tier) != 1:
+                    problems.append(
+                        (path, "a tier is one label with its resources, e.g. {nova: [web-1]}")
+                    )
+                for label, members in tier.items():
+                    if not members:
+                        problems.append((f"{path}.{label}", "a tier needs at least one resource"))
+                    for j, member in enumerate(members):
+                        where = f"{path}.{label}[{j}]"
+                        if member not in names:
+                            problems.append((where, f"no resource named {member!r}"))
+                        elif member in placed:
+                            problems.append(
+                                (
+                                    where,
+                                    f"{member!r} is in tier {placed[member] + 1} already: a "
+                                    "resource stands in one tier of an environment",
+                                )
+                            )
+                        else:
+                            placed[member] = i
+        return problems
+
+    def environment(self, name: str) -> list[tuple[str, list[str]]]:
+        """The tiers of environment ``name``, in stop order: (label, resource names).
+        Raises UnknownEnvironmentError."""
+        tiers = self.environments.get(name.strip())
+        if tiers is None:
+            raise UnknownEnvironmentError(
+                name, difflib.get_close_matches(name, list(self.environments), n=3, cutoff=0.5)
+            )
+        return [(label, list(members)) for tier in tiers for label, members in tier.items()]
 
     def _approval_policies(self) -> list[tuple[str, ApprovalPolicy]]:
         """Every approval rule with its key path."""

@@ -31,6 +31,8 @@ __all__ = [
     "Approval",
     "AuditEntry",
     "BotLock",
+    "EnvRunState",
+    "EnvironmentRun",
     "KeepException",
     "Lease",
     "LeaseState",
@@ -337,3 +339,45 @@ class ActionResult(BaseModel):
     joined: str | None = Field(
         default=None, description="The stop in flight on the resource this one follows."
     )
+
+
+class EnvRunState(StrEnum):
+    """Where an environment's stop (or wake) is: previewed and awaiting its requester's
+    confirmation, running tier after tier, or ended (every tier done, halted by a member
+    that did not get there, or cancelled before it began)."""
+
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    RUNNING = "running"
+    DONE = "done"
+    HALTED = "halted"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (EnvRunState.DONE, EnvRunState.HALTED, EnvRunState.CANCELLED)
+
+
+class EnvironmentRun(BaseModel):
+    """One stop (or wake) of an environment: its tiers are run in order (reversed for a
+    wake), ``tier`` the one running now; each member's stop is an operation of its own,
+    found again by its idempotency key (see bot/environments.py), so a restarted process
+    goes on from ``tier`` and never sends a member's stop twice."""
+
+    id: str
+    environment: str
+    action: Action = Action.STOP
+    requested_by: str
+    reason: str | None = None
+    skipped: list[str] = Field(
+        default=[], description="Members left alone: locked by someone else, the rest stopped."
+    )
+    tier: int = Field(default=0, description="The tier running now, in run order.")
+    state: EnvRunState = EnvRunState.AWAITING_CONFIRMATION
+    detail: Text | None = Field(default=None, description="Why it halted, for the user.")
+    owner: str | None = None
+    channel: str | None = None
+    message_ts: str | None = Field(
+        default=None, description="The face's one progress message for the whole run."
+    )
+    created_at: dt.datetime
+    updated_at: dt.datetime

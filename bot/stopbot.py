@@ -37,6 +37,7 @@ from typing import Protocol
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
+from bot.environments import EnvironmentNotifier, Environments
 from bot.leadership import Leadership, Sole
 from bot.leases import LeaseNotifier, Leases
 from bot.locks import LockNotifier, Locks
@@ -81,6 +82,7 @@ class Face:
     leases: LeaseNotifier | None = None
     savings: SavingsNotifier | None = None
     sweeps: Sequence[Sweep] = ()
+    environments: EnvironmentNotifier | None = None
 
 
 class Stopbot:
@@ -139,6 +141,10 @@ class Stopbot:
         self._notices: set[asyncio.Task[None]] = set()
         # Before the outbox's and the engine's (see the module's docstring).
         self.registry.sweeps.insert(0, self.resume_stops)
+        # Environments stopped tier after tier (bot/environments.py): after the stops they
+        # wait for are taken over.
+        self.environments = Environments(config, self.service)
+        self.registry.sweeps.insert(1, self.environments.resume)
 
     def attach(self, face: Face) -> None:
         """Plug a face in, once, before the duties start."""
@@ -156,6 +162,8 @@ class Stopbot:
             self.leases.notify_with(face.leases)
         if face.savings is not None:
             self._savings_notifier = face.savings
+        if face.environments is not None:
+            self.environments.notify_with(face.environments)
         self.registry.sweeps[0:0] = face.sweeps
 
     # -- duties ---------------------------------------------------------------------
@@ -185,6 +193,7 @@ class Stopbot:
     async def aclose(self) -> None:
         """Stop following stops (the store keeps them), and hand what this process owned
         to the next one at once."""
+        await self.environments.aclose()
         await self.service.aclose()
         self.registry.retire()
 

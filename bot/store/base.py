@@ -43,6 +43,8 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    EnvironmentRun,
+    EnvRunState,
     KeepException,
     Lease,
     LeaseState,
@@ -64,6 +66,7 @@ __all__ = [
     "AuditStore",
     "ClaimStore",
     "Clock",
+    "EnvironmentStore",
     "InboxStore",
     "LeaseStore",
     "LockStore",
@@ -99,7 +102,7 @@ CLAIM_IN_BATCH = (
 )
 
 # The kinds of work a process owns, and takes over from a dead one.
-OwnedWork = Literal["operations", "schedule_runs", "outbox", "inbox"]
+OwnedWork = Literal["operations", "schedule_runs", "outbox", "inbox", "environment_runs"]
 
 
 class OpenRequest(TypedDict):
@@ -566,6 +569,37 @@ class RunStore(ABC):
         """A run's resources, in the order first recorded."""
 
 
+class EnvironmentStore(ABC):
+    """Environments stopped (or woken) tier after tier: where each run stands."""
+
+    @abstractmethod
+    def create_environment_run(self, run: EnvironmentRun) -> None:
+        """Record a new run (awaiting confirmation), audited ``environment.requested``."""
+
+    @abstractmethod
+    def get_environment_run(self, run_id: str) -> EnvironmentRun | None: ...
+
+    @abstractmethod
+    def environment_runs(self, states: Iterable[EnvRunState]) -> list[EnvironmentRun]:
+        """The runs in ``states``, oldest first."""
+
+    @abstractmethod
+    def move_environment_run(
+        self,
+        run_id: str,
+        *,
+        allowed_from: Iterable[EnvRunState],
+        actor: str,
+        tier: int | None = None,
+        owner: str | None = None,
+        fields: dict[str, Any],
+    ) -> EnvironmentRun | None:
+        """Compare-and-set: write ``fields`` (``state``, ``tier``, ``owner``, ``skipped``,
+        ``detail``, ``message_ts``…) if the run is in one of ``allowed_from`` and, when
+        given, still at ``tier`` and owned by ``owner``; audited ``environment.<state>``.
+        None when it was not (someone else moved it first)."""
+
+
 class ClaimStore(ABC):
     """At-most-once for anything keyed (Slack retries, button clicks, warnings)."""
 
@@ -671,6 +705,7 @@ class Store(
     LockStore,
     ScheduleStore,
     RunStore,
+    EnvironmentStore,
     ClaimStore,
     ProcessStore,
     OutboxStore,

@@ -58,6 +58,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, LiteralString, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -77,6 +78,8 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    EnvironmentRun,
+    EnvRunState,
     KeepException,
     Lease,
     LeaseState,
@@ -129,7 +132,31 @@ CLOCK_REFRESH = 300.0  # seconds between measures of the server's clock offset
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _BOOLEAN_COLUMNS = frozenset({"force", "override_lock", "notify", "urgent", "started"})
 _IN_FLIGHT = [s.value for s in sorted(TRACKED_STATES)]
-_OWNED_KEY = {"operations": "id", "schedule_runs": "id", "outbox": "key", "inbox": "id"}
+_OWNED_KEY = {
+    "operations": "id",
+    "schedule_runs": "id",
+    "outbox": "key",
+    "inbox": "id",
+    "environment_runs": "id",
+}
+
+
+def _environment_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """An environment run's fields as its columns keep them."""
+    stored: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "skipped":
+            value = json.dumps(list(value))
+        elif isinstance(value, Text):
+            value = value.stored()
+        elif isinstance(value, StrEnum):
+            value = value.value
+        stored[key] = value
+    return stored
+
+
+def _environment_run(row: dict[str, Any]) -> EnvironmentRun:
+    return EnvironmentRun.model_validate(row | {"skipped": json.loads(row["skipped"] or "[]")})
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -1652,6 +1679,87 @@ class PostgresStore(Store):
                 sql.SQL("DELETE FROM processes WHERE id = ANY(%s) AND NOT ({})").format(owns),
                 [list(ids)],
             )
+
+    # -- environments ---------------------------------------------------------------
+
+    def create_environment_run(self, run: EnvironmentRun) -> None:
+        values = _environment_fields(
+            {name: getattr(run, name) for name in EnvironmentRun.model_fields}
+        )
+        with self.transaction() as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO environment_runs ({}) VALUES ({})").format(
+                    sql.SQL(", ").join(sql.Identifier(k) for k in values),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in values),
+                ),
+                list(values.values()),
+            )
+            self._audit(
+                conn,
+                run.requested_by,
+                "environment.requested",
+                resource=run.environment,
+                operation_id=run.id,
+                detail={"action": run.action.value, "reason": run.reason},
+            )
+
+    def get_environment_run(self, run_id: str) -> EnvironmentRun | None:
+        rows = self.rows("SELECT * FROM environment_runs WHERE id = ?", [run_id])
+        return _environment_run(rows[0]) if rows else None
+
+    def environment_runs(self, states: Iterable[EnvRunState]) -> list[EnvironmentRun]:
+        rows = self.rows(
+            "SELECT * FROM environment_runs WHERE state = ANY(?) ORDER BY created_at, id",
+            [[s.value for s in states]],
+        )
+        return [_environment_run(r) for r in rows]
+
+    def move_environment_run(
+        self,
+        run_id: str,
+        *,
+        allowed_from: Iterable[EnvRunState],
+        actor: str,
+        tier: int | None = None,
+        owner: str | None = None,
+        fields: dict[str, Any],
+    ) -> EnvironmentRun | None:
+        values = _environment_fields(fields) | {"updated_at": self.clock()}
+        where: sql.Composable = sql.SQL("id = %s AND state = ANY(%s)")
+        params: list[Any] = [run_id, [s.value for s in allowed_from]]
+        if tier is not None:
+            where += sql.SQL(" AND tier = %s")
+            params.append(tier)
+        if owner is not None:
+            where += sql.SQL(" AND owner = %s")
+            params.append(owner)
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                sql.SQL("UPDATE environment_runs SET {} WHERE {}").format(
+                    _assignments(values), where
+                ),
+                [*values.values(), *params],
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = (
+                conn.cursor(row_factory=dict_row)
+                .execute("SELECT * FROM environment_runs WHERE id = %s", [run_id])
+                .fetchone()
+            )
+            if row is None:
+                return None
+            run = _environment_run(row)
+            if "state" in fields or "tier" in fields:
+                self._audit(
+                    conn,
+                    actor,
+                    f"environment.{run.state.value}",
+                    resource=run.environment,
+                    operation_id=run.id,
+                    detail={"tier": run.tier, "skipped": run.skipped, "detail": run.detail},
+                )
+            return run
 
     def take_over(self, work: OwnedWork, key: str, owner: str, previous: str | None) -> bool:
         # Each kind of owned work is the table of that name.

@@ -270,8 +270,34 @@ _VERSION_8 = """
 CREATE INDEX audit_action ON audit (action, at);
 """
 
+# Environments stopped tier after tier (bot/environments.py).
+_VERSION_9 = """
+CREATE TABLE environment_runs (
+    id text PRIMARY KEY,
+    environment text NOT NULL,
+    action text NOT NULL,
+    requested_by text NOT NULL,
+    reason text,
+    skipped text NOT NULL,
+    tier integer NOT NULL,
+    state text NOT NULL,
+    detail text,
+    owner text,
+    channel text,
+    message_ts text,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX environment_runs_state ON environment_runs (state, created_at);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
-MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7), (8, _VERSION_8))
+MIGRATIONS: Sequence[tuple[int, str]] = (
+    (6, _VERSION_6),
+    (7, _VERSION_7),
+    (8, _VERSION_8),
+    (9, _VERSION_9),
+)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

@@ -25,6 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -39,6 +40,8 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    EnvironmentRun,
+    EnvRunState,
     KeepException,
     Lease,
     LeaseState,
@@ -396,6 +399,31 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_action ON audit (action, at)")
 
 
+def _migration_9(db: sqlite_utils.Database) -> None:
+    """Environments stopped tier after tier (bot/environments.py)."""
+    db.table("environment_runs").create(
+        {
+            "id": str,
+            "environment": str,
+            "action": str,
+            "requested_by": str,
+            "reason": str,
+            "skipped": str,
+            "tier": int,
+            "state": str,
+            "detail": str,
+            "owner": str,
+            "channel": str,
+            "message_ts": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"environment", "action", "requested_by", "skipped", "tier", "state"},
+    )
+    db.execute("CREATE INDEX environment_runs_state ON environment_runs (state, created_at)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -405,8 +433,43 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# The tables of work a process owns (taken over when it dies), by their key column.
+_OWNED = {
+    "operations": "id",
+    "schedule_runs": "id",
+    "outbox": "key",
+    "inbox": "id",
+    "environment_runs": "id",
+}
+
+
+def _environment_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """An environment run's fields as its columns keep them."""
+    stored: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "skipped":
+            value = json.dumps(list(value))
+        elif isinstance(value, Text):
+            value = value.stored()
+        elif isinstance(value, dt.datetime):
+            value = _iso(value)
+        elif isinstance(value, StrEnum):
+            value = value.value
+        stored[key] = value
+    return stored
+
+
+def _environment_row(run: EnvironmentRun) -> dict[str, Any]:
+    return _environment_fields({name: getattr(run, name) for name in EnvironmentRun.model_fields})
+
+
+def _environment_run(row: dict[str, Any]) -> EnvironmentRun:
+    return EnvironmentRun.model_validate(row | {"skipped": json.loads(row["skipped"] or "[]")})
 
 
 # SQLite's primary result codes, by the branch of bot/store/errors.py each one means.
@@ -1673,7 +1736,7 @@ class SQLiteStore(Store):
 
     def retire_process(self, process_id: str) -> None:
         with self.transaction() as conn:
-            for table in ("operations", "schedule_runs", "outbox", "inbox"):
+            for table in _OWNED:
                 conn.execute(
                     f"UPDATE {table} SET owner = NULL WHERE owner = ?",  # noqa: S608
                     [process_id],
@@ -1705,14 +1768,89 @@ class SQLiteStore(Store):
                         f"SELECT 1 FROM {table} WHERE owner = ? LIMIT 1",  # noqa: S608
                         [process_id],
                     ).fetchone()
-                    for table in ("operations", "schedule_runs", "outbox", "inbox")
+                    for table in _OWNED
                 )
                 if not owns:
                     conn.execute("DELETE FROM processes WHERE id = ?", [process_id])
 
+    # -- environments ---------------------------------------------------------------
+
+    def create_environment_run(self, run: EnvironmentRun) -> None:
+        values = _environment_row(run)
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO environment_runs ({', '.join(values)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' for _ in values)})",
+                list(values.values()),
+            )
+            self._audit(
+                conn,
+                run.requested_by,
+                "environment.requested",
+                resource=run.environment,
+                operation_id=run.id,
+                detail={"action": run.action.value, "reason": run.reason},
+            )
+
+    def get_environment_run(self, run_id: str) -> EnvironmentRun | None:
+        rows = self.rows("SELECT * FROM environment_runs WHERE id = ?", [run_id])
+        return _environment_run(rows[0]) if rows else None
+
+    def environment_runs(self, states: Iterable[EnvRunState]) -> list[EnvironmentRun]:
+        wanted = [s.value for s in states]
+        marks = ", ".join("?" for _ in wanted)
+        rows = self.rows(
+            f"SELECT * FROM environment_runs WHERE state IN ({marks}) "  # noqa: S608
+            "ORDER BY created_at, id",
+            wanted,
+        )
+        return [_environment_run(r) for r in rows]
+
+    def move_environment_run(
+        self,
+        run_id: str,
+        *,
+        allowed_from: Iterable[EnvRunState],
+        actor: str,
+        tier: int | None = None,
+        owner: str | None = None,
+        fields: dict[str, Any],
+    ) -> EnvironmentRun | None:
+        values = _environment_fields(fields) | {"updated_at": _iso(self.clock())}
+        allowed = [s.value for s in allowed_from]
+        where = f"id = ? AND state IN ({', '.join('?' for _ in allowed)})"
+        params: list[Any] = [run_id, *allowed]
+        if tier is not None:
+            where += " AND tier = ?"
+            params.append(tier)
+        if owner is not None:
+            where += " AND owner = ?"
+            params.append(owner)
+        with self.transaction() as conn:
+            assignments = ", ".join(f"{key} = ?" for key in values)
+            cursor = conn.execute(
+                f"UPDATE environment_runs SET {assignments} WHERE {where}",  # noqa: S608
+                [*values.values(), *params],
+            )
+            if cursor.rowcount != 1:
+                return None
+            cursor = conn.execute("SELECT * FROM environment_runs WHERE id = ?", [run_id])
+            names = [d[0] for d in cursor.description]
+            run = _environment_run(dict(zip(names, cursor.fetchone(), strict=True)))
+            if "state" in fields or "tier" in fields:
+                self._audit(
+                    conn,
+                    actor,
+                    f"environment.{run.state.value}",
+                    resource=run.environment,
+                    operation_id=run.id,
+                    detail={"tier": run.tier, "skipped": run.skipped, "detail": run.detail},
+                )
+            return run
+
     def take_over(self, work: OwnedWork, key: str, owner: str, previous: str | None) -> bool:
         # Each kind of owned work is the table of that name.
-        column = {"operations": "id", "schedule_runs": "id", "outbox": "key", "inbox": "id"}
+        column = _OWNED
         with self.transaction() as conn:
             cursor = conn.execute(
                 f"UPDATE {work} SET owner = ? WHERE {column[work]} = ? AND owner IS ?",  # noqa: S608
