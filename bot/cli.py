@@ -6,7 +6,8 @@
     simulate      the four provider API simulators, on their own
     check-config  validate stopbot.yaml
     stop          stop a resource: the same workflow, policy, locks and audit as Slack;
-                  asks on a terminal unless --yes, then prints each state as it comes
+                  asks on a terminal unless --yes, then prints each state as it comes;
+                  --env <name>: an environment, tier after tier (wake: in reverse)
     status, list  live status of one resource, or of the configured ones
     history       the audit log (table, --json or --csv)
     locks         Stopbot locks and provider locks in force
@@ -54,6 +55,7 @@ from bot.config import (
     ConfigError,
     Settings,
     StopbotConfig,
+    UnknownEnvironmentError,
     UnknownResourceError,
     configured_database_url,
     load_config,
@@ -719,6 +721,16 @@ def _lease(words: list[str]) -> tuple[dt.timedelta | None, list[str]]:
 
 
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
+    if args.env:
+        from bot.cli_environments import stop_environment
+
+        return await stop_environment(runtime, args)
+    if not args.resource:
+        raise CliError(
+            f"name a resource, or an environment with --env. Usage: stopbot {args.command} "
+            f"<resource> [reason…], or stopbot {args.command} --env <environment> [reason…]",
+            EXIT_USAGE,
+        )
     service = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).service
     actor = Actor(id=f"cli:{_login()}")
     waking = args.command == "wake"
@@ -1003,7 +1015,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("stop", help="stop a resource, after a preview and your confirmation")
-    p.add_argument("resource", help="a resource name, or provider:id")
+    p.add_argument("resource", nargs="?", help="a resource name, or provider:id")
+    p.add_argument(
+        "--env",
+        metavar="ENVIRONMENT",
+        help="an environment of stopbot.yaml instead of a resource: tier after tier",
+    )
+    p.add_argument(
+        "--skip-locked",
+        action="store_true",
+        help="with --env: leave the members someone else holds alone, and go on with the rest",
+    )
     # A reason is taken wherever its words stand, before or after the options (main()).
     p.add_argument("reason", nargs="*", default=[], help="why (recorded in the audit log)")
     p.add_argument("--force", action="store_true", help="Feldera's forced stop (no checkpoint)")
@@ -1019,7 +1041,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "wake", help="start a stopped resource again, after a preview and your confirmation"
     )
-    p.add_argument("resource", help="a resource name, or provider:id")
+    p.add_argument("resource", nargs="?", help="a resource name, or provider:id")
+    p.add_argument(
+        "--env",
+        metavar="ENVIRONMENT",
+        help="an environment of stopbot.yaml instead of a resource: tier after tier",
+    )
+    p.add_argument(
+        "--skip-locked",
+        action="store_true",
+        help="with --env: leave the members someone else holds alone, and go on with the rest",
+    )
     p.add_argument(
         "reason",
         nargs="*",
@@ -1107,7 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stopbot: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    except UnknownResourceError as exc:
+    except (UnknownResourceError, UnknownEnvironmentError) as exc:
         print(f"stopbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TextError as exc:  # what someone typed cannot be taken (a reason too long)

@@ -46,7 +46,7 @@ from bot.models import (
 )
 from bot.policy import StopRequest
 from bot.text import Person, Text, say
-from bot.workflow import Confirmation, StopService
+from bot.workflow import Confirmation, ProgressListener, StopService
 from providers.base import Resource, ResourceStatus
 
 __all__ = [
@@ -129,8 +129,10 @@ class _MemberProgress:
 
     shows_timeline = False
 
-    def __init__(self, environments: Environments, run_id: str) -> None:
-        self.environments, self.run_id = environments, run_id
+    def __init__(
+        self, environments: Environments, run_id: str, watch: ProgressListener | None
+    ) -> None:
+        self.environments, self.run_id, self.watch = environments, run_id, watch
         self._shown: tuple[OpState, str | None] | None = None
 
     async def progress(
@@ -139,6 +141,8 @@ class _MemberProgress:
         if (op.state, op.provider_state) != self._shown:
             self._shown = (op.state, op.provider_state)
             self.environments.owe(self.run_id)
+        if self.watch is not None:
+            await self.watch.progress(op, timeline, status)
 
 
 TierStarted = Callable[[EnvironmentRun, Tier], None]
@@ -343,8 +347,16 @@ class Environments:
             task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return task
 
-    async def run(self, run_id: str, *, on_tier: TierStarted | None = None) -> EnvironmentRun:
-        """Tier after tier, from the one the run is on, while this process owns it."""
+    async def run(
+        self,
+        run_id: str,
+        *,
+        on_tier: TierStarted | None = None,
+        watch: ProgressListener | None = None,
+    ) -> EnvironmentRun:
+        """Tier after tier, from the one the run is on, while this process owns it;
+        ``on_tier`` told as each tier begins, ``watch`` of each member's progress (a
+        terminal's)."""
         me = self.registry.id
         while True:
             run = self.store.get_environment_run(run_id)
@@ -359,7 +371,7 @@ class Environments:
             wanted = [r for r in members if r.name not in run.skipped]
             if on_tier is not None:
                 on_tier(run, Tier(label, [Member(r, skipped=r not in wanted) for r in members]))
-            ops = await asyncio.gather(*(self._member(run, r) for r in wanted))
+            ops = await asyncio.gather(*(self._member(run, r, watch) for r in wanted))
             short = [op for op in ops if op.state not in DONE_STATES]
             if short:
                 return self._end(run, EnvRunState.HALTED, self._halt_text(run, short, len(tiers)))
@@ -415,11 +427,13 @@ class Environments:
     def _actor(self, run: EnvironmentRun) -> Actor:
         return self._actors.get(run.id) or self.config.actor(run.requested_by)
 
-    async def _member(self, run: EnvironmentRun, resource: Resource) -> Operation:
+    async def _member(
+        self, run: EnvironmentRun, resource: Resource, watch: ProgressListener | None = None
+    ) -> Operation:
         """One member's stop, from wherever it is (new, or found again after a restart)
         to its end, through the stop workflow."""
         actor = self._actor(run)
-        listener = _MemberProgress(self, run.id)
+        listener = _MemberProgress(self, run.id, watch)
         service = self.service
         preview = await service.prepare(
             resource.name,

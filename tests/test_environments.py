@@ -1,0 +1,321 @@
+"""Environments in order (issue 19), on the simulators over loopback: tiers stopped one after
+the other (a later tier's stop is sent only once the earlier tier is stopped at its
+provider), refused as a whole for someone else's lock unless the rest is stopped, halted by a
+member that fails, taken over after a kill without a second stop, woken in reverse; through
+the terminal and through Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import ConfigError, UnknownEnvironmentError
+from bot.environments import EnvironmentRefused
+from bot.models import Action, Actor, EnvRunState, OpState
+from bot.stopbot import Stopbot
+from bot.store import open_store
+from providers.base import Phase, Provider, Resource, StopAccepted
+from providers.registry import build_provider
+from providers.simulators.common import Fault
+from providers.simulators.server import SimulatorServer
+from tests.helpers import SimTime, sample
+
+BOB = Actor(id="U0BOB", names=frozenset({"Bob Stone"}))
+ALICE = "U0ALICE"
+TIERS = [
+    {"feldera": ["etl"]},
+    {"okeanos": ["spark"]},
+    {"nova": ["web-1"]},
+    {"qovery": ["dev-eu"]},
+]
+ORDER = ["etl", "spark", "web-1", "dev-eu"]
+
+
+class Harness:
+    """The assembled bot on the simulators' clock, its provider calls recorded: for each
+    stop or start sent, the resource and the phase every other member had at its provider
+    at that moment (read over HTTP from the simulator, right before the call leaves)."""
+
+    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
+        self.sims = sims
+        sims.hub.clock.freeze()
+        self.time = SimTime(sims)
+        config.setdefault("environments", {"staging": TIERS})
+        self.config = sample(sims, admins=["U0ADMIN"], **config)
+        self.store = open_store(db, clock=self.time.now)
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, http=self.config.http) for p in self.config.providers
+        }
+        self.sent: list[tuple[str, str, dict[str, Phase]]] = []
+        for provider in self.providers.values():
+            self._record(provider)
+        self.bot = self.new_bot()
+
+    def new_bot(self) -> Stopbot:
+        return Stopbot(
+            self.config, self.store, self.providers, clock=self.time.now, sleep=self.time.sleep
+        )
+
+    def _record(self, provider: Provider) -> None:
+        stop, start = provider.stop, provider.start
+
+        async def phases() -> dict[str, Phase]:
+            found: dict[str, Phase] = {}
+            for name in ORDER:
+                resource = self.config.resource(name)
+                found[name] = (await self.providers[resource.provider].status(resource)).phase
+            return found
+
+        async def recorded_stop(resource: Resource, *, force: bool = False) -> StopAccepted:
+            self.sent.append(("stop", resource.name, await phases()))
+            return await stop(resource, force=force)
+
+        async def recorded_start(resource: Resource) -> StopAccepted:
+            self.sent.append(("start", resource.name, await phases()))
+            return await start(resource)
+
+        provider.stop = recorded_stop  # type: ignore[method-assign]
+        provider.start = recorded_start  # type: ignore[method-assign]
+
+    def restart(self) -> Stopbot:
+        """The process dies (its work left where it stands) and a new one starts."""
+        self.bot.registry.me.abandon()
+        self.bot = self.new_bot()
+        return self.bot
+
+    async def phase(self, name: str) -> Phase:
+        resource = self.config.resource(name)
+        return (await self.providers[resource.provider].status(resource)).phase
+
+    async def aclose(self) -> None:
+        await self.bot.aclose()
+        for p in self.providers.values():
+            await p.aclose()
+        self.store.close()
+
+
+@pytest.fixture
+async def h(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(sims, tmp_path / "stopbot.db")
+    yield harness
+    await harness.aclose()
+
+
+def stops_sent(h: Harness) -> list[str]:
+    return [name for verb, name, _ in h.sent if verb == "stop"]
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_config_names_unknown_members_and_a_resource_in_two_tiers(sims: SimulatorServer) -> None:
+    """An unknown member, a resource in two tiers and a tier of two labels are each a clear
+    configuration error, with the key's path."""
+    with pytest.raises(ConfigError) as caught:
+        sample(
+            sims,
+            environments={
+                "staging": [
+                    {"feldera": ["etl", "etll"]},
+                    {"nova": ["web-1"], "qovery": ["dev-eu"]},
+                    {"okeanos": ["etl"]},
+                ]
+            },
+        )
+    assert caught.value.problems == [
+        ("environments.staging[0].feldera[1]", "no resource named 'etll'"),
+        ("environments.staging[1]", "a tier is one label with its resources, e.g. {nova: [web-1]}"),
+        (
+            "environments.staging[2].okeanos[0]",
+            "'etl' is in tier 1 already: a resource stands in one tier of an environment",
+        ),
+    ]
+
+
+def test_unknown_environment_suggests_the_close_ones(h: Harness) -> None:
+    """A mistyped environment name is refused with the closest names."""
+    with pytest.raises(UnknownEnvironmentError) as caught:
+        h.config.environment("stagign")
+    assert str(caught.value) == "Unknown environment 'stagign'. Did you mean staging?"
+
+
+# -- stop, in order ---------------------------------------------------------------------
+
+
+async def test_tiers_stop_in_order_each_after_the_previous_is_stopped(h: Harness) -> None:
+    """Each tier's stop is sent only once every member of the tiers before it is stopped at
+    its provider, and not before; the run ends done with every member stopped."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB, reason="night")
+    assert [(t.label, [m.name for m in t.members]) for t in plan.tiers] == [
+        ("feldera", ["etl"]),
+        ("okeanos", ["spark"]),
+        ("nova", ["web-1"]),
+        ("qovery", ["dev-eu"]),
+    ]
+    assert plan.blocked == [] and plan.run.state == EnvRunState.AWAITING_CONFIRMATION
+    envs.confirm(plan.run.id, BOB)
+    final = await envs.run(plan.run.id)
+    assert (final.state, final.tier, final.detail) == (EnvRunState.DONE, 4, None)
+    assert stops_sent(h) == ORDER
+    for i, (_, name, phases) in enumerate(h.sent):
+        earlier, later = ORDER[:i], ORDER[i:]
+        assert all(phases[e] == Phase.STOPPED for e in earlier), (name, phases)
+        assert all(phases[x] == Phase.RUNNING for x in later), (name, phases)
+    assert [await h.phase(n) for n in ORDER] == [Phase.STOPPED] * 4
+    ops = [h.store.operation_for_key(f"environment:{final.id}:{n}") for n in ORDER]
+    assert [(op.state, op.source, op.reason) for op in ops if op] == [
+        (OpState.STOPPED, "environment", "night")
+    ] * 4
+    actions = [e.action for e in h.store.audit_log(resource="staging")]
+    assert actions == [
+        "environment.requested",
+        "environment.running",
+        "environment.running",
+        "environment.running",
+        "environment.running",
+        "environment.running",
+        "environment.done",
+    ]
+
+
+async def test_a_foreign_lock_refuses_the_whole_environment(h: Harness) -> None:
+    """Someone else's Stopbot lock on one member refuses the whole environment, naming the
+    owner: nothing is stopped."""
+    h.store.set_lock("web-1", ALICE, h.time.now() + dt.timedelta(hours=2), "demo")
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    [blocked] = plan.blocked
+    assert blocked.name == "web-1" and blocked.verdict.owner == ALICE
+    assert str(blocked.verdict.reason) == (
+        "web-1 is locked by U0ALICE (demo); it expires in 2h. Ask them to unlock it."
+    )
+    with pytest.raises(EnvironmentRefused) as caught:
+        envs.confirm(plan.run.id, BOB)
+    assert str(caught.value) == (
+        "staging is not stopped: web-1 is held by someone else. Ask the owner, or stop the rest."
+    )
+    run = h.store.get_environment_run(plan.run.id)
+    assert run is not None and run.state == EnvRunState.AWAITING_CONFIRMATION
+    assert h.sent == []
+
+
+async def test_stop_the_rest_leaves_the_locked_member_alone(h: Harness) -> None:
+    """With "stop the rest", the member locked by someone else (here Qovery's own lock,
+    by its owner's name) is left running and every other tier goes in order."""
+    h.config.environments["staging"][3] = {"qovery": ["dev-eu", "staging-us"]}
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    [blocked] = plan.blocked
+    assert (blocked.name, blocked.verdict.owner) == ("staging-us", "Alice Martin")
+    envs.confirm(plan.run.id, BOB, skip_locked=True)
+    final = await envs.run(plan.run.id)
+    assert (final.state, final.skipped) == (EnvRunState.DONE, ["staging-us"])
+    assert stops_sent(h) == ORDER
+    staging_us = h.config.resource("staging-us")
+    assert (await h.providers["qovery"].status(staging_us)).phase == Phase.RUNNING
+
+
+async def test_a_failed_member_halts_the_later_tiers(h: Harness) -> None:
+    """A member whose stop fails halts the run with a clear message: the later tiers are
+    never called."""
+    h.sims.hub.faults.add(
+        Fault(api="okeanos", kind="status", method="POST", status=400, count=None)
+    )
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    final = await envs.run(plan.run.id)
+    assert (final.state, final.tier) == (EnvRunState.HALTED, 1)
+    assert str(final.detail).startswith("tier 2 (spark) did not get there: spark failed (")
+    assert str(final.detail).endswith("The 2 later tier(s) were not stopped.")
+    assert stops_sent(h) == ["etl", "spark"]
+    assert [await h.phase(n) for n in ORDER] == [
+        Phase.STOPPED,
+        Phase.RUNNING,
+        Phase.RUNNING,
+        Phase.RUNNING,
+    ]
+
+
+async def test_a_killed_run_is_taken_over_and_no_stop_is_sent_twice(h: Harness) -> None:
+    """The process dies while tier 2 is being stopped: the next one takes the run over from
+    that tier, follows the stop already sent, and goes on; each member's stop was sent
+    once."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    task = envs.start(plan.run.id)
+    for _ in range(2000):
+        if stops_sent(h) == ["etl", "spark"]:
+            break
+        await asyncio.sleep(0)
+    assert stops_sent(h) == ["etl", "spark"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await h.bot.service.aclose()
+    run = h.store.get_environment_run(plan.run.id)
+    assert run is not None and (run.state, run.tier) == (EnvRunState.RUNNING, 1)
+
+    bot = h.restart()
+    await bot.registry.sweep()
+    await bot.environments.wait()
+    final = h.store.get_environment_run(plan.run.id)
+    assert final is not None and (final.state, final.tier) == (EnvRunState.DONE, 4)
+    assert final.owner == bot.registry.id
+    assert stops_sent(h) == ORDER
+    assert h.sims.hub.faults.counts()["okeanos"].get("POST") == 1
+
+
+async def test_a_second_replica_does_not_run_a_run_it_does_not_own(h: Harness) -> None:
+    """A replica asked to run a run another live process owns does nothing."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    other = h.new_bot()
+    try:
+        await other.registry.sweep()
+        assert other.environments._runs == {}
+        ran = await other.environments.run(plan.run.id)
+        assert (ran.state, ran.tier) == (EnvRunState.RUNNING, 0)
+        assert h.sent == []
+    finally:
+        await other.aclose()
+
+
+async def test_confirm_is_the_requesters_once(h: Harness) -> None:
+    """Only the requester confirms, and a second click does nothing."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    with pytest.raises(EnvironmentRefused) as caught:
+        envs.confirm(plan.run.id, Actor(id=ALICE))
+    assert str(caught.value) == "Only U0BOB can confirm or cancel this stop of staging."
+    envs.confirm(plan.run.id, BOB)
+    with pytest.raises(EnvironmentRefused) as again:
+        envs.confirm(plan.run.id, BOB)
+    assert str(again.value) == "This stop of staging was already handled (it is running)."
+
+
+async def test_wake_starts_the_tiers_in_reverse(h: Harness) -> None:
+    """`wake env` starts the cluster first and the pipelines last, each tier once the one
+    before it is up."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    await envs.run(plan.run.id)
+    h.sent.clear()
+    wake = await envs.preview("staging", BOB, action=Action.START)
+    assert [t.label for t in wake.tiers] == ["qovery", "nova", "okeanos", "feldera"]
+    envs.confirm(wake.run.id, BOB)
+    final = await envs.run(wake.run.id)
+    assert final.state == EnvRunState.DONE
+    order = ORDER[::-1]
+    assert [name for verb, name, _ in h.sent if verb == "start"] == order
+    for i, (_, name, phases) in enumerate(h.sent):
+        assert all(phases[e] == Phase.RUNNING for e in order[:i]), (name, phases)
+        assert all(phases[x] == Phase.STOPPED for x in order[i:]), (name, phases)
