@@ -77,7 +77,7 @@ async def stop_environment(runtime: Runtime, args: argparse.Namespace) -> int:
     print("\n".join(plan_lines(plan, names, skip_locked=args.skip_locked)))
     if plan.blocked and not args.skip_locked:
         environments.cancel(run.id, actor)
-        held = "; ".join(names.words(m.verdict.reason) for m in plan.blocked)
+        held = "; ".join(names.words(m.verdict.reason).rstrip(".") for m in plan.blocked)
         raise CliError(
             f"{run.environment} was not {done}: {held}. Add --skip-locked to "
             f"{verb.lower()} the rest."

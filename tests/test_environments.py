@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from bot.cli import main
 from bot.config import ConfigError, UnknownEnvironmentError
 from bot.environments import EnvironmentRefused
 from bot.models import Action, Actor, EnvRunState, OpState
@@ -22,8 +26,9 @@ from bot.store import open_store
 from providers.base import Phase, Provider, Resource, StopAccepted
 from providers.registry import build_provider
 from providers.simulators.common import Fault
+from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
-from tests.helpers import SimTime, sample
+from tests.helpers import FAST_STOPS, SimTime, sample
 
 BOB = Actor(id="U0BOB", names=frozenset({"Bob Stone"}))
 ALICE = "U0ALICE"
@@ -34,6 +39,7 @@ TIERS = [
     {"qovery": ["dev-eu"]},
 ]
 ORDER = ["etl", "spark", "web-1", "dev-eu"]
+ELAPSED = re.compile(r"^\[ *[0-9a-z ]+\] ")
 
 
 class Harness:
@@ -319,3 +325,78 @@ async def test_wake_starts_the_tiers_in_reverse(h: Harness) -> None:
     for i, (_, name, phases) in enumerate(h.sent):
         assert all(phases[e] == Phase.RUNNING for e in order[:i]), (name, phases)
         assert all(phases[x] == Phase.STOPPED for x in order[i:]), (name, phases)
+
+
+# -- the terminal -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stopbot.yaml with a two-tier environment on instant simulators, for `main()`."""
+    for name in ("feldera", "nova", "qovery"):
+        sims.hub.seed({name: {**DEFAULT_SEED[name], "step_seconds": 0.01}})
+    document = sample_config(sims.base_url)
+    document["stops"] = FAST_STOPS
+    document["environments"] = {
+        "staging": [{"feldera": ["etl"]}, {"qovery": ["dev-eu", "staging-us"]}]
+    }
+    path = tmp_path / "stopbot.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    for key in [k for k in os.environ if k.startswith(("SLACK_", "STOPBOT_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("STOPBOT_CONFIG", str(path))
+    monkeypatch.setenv("STOPBOT_DB", str(tmp_path / "stopbot.db"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cli_refuses_an_environment_with_a_foreign_lock(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot stop --env` shows the whole plan, and refuses it for Qovery's lock by
+    someone else, naming the owner: nothing is stopped (exit 1)."""
+    assert main(["stop", "--env", "staging", "--yes"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "Stop environment staging? 2 tier(s), in order:",
+        "  1. feldera: etl (Running (running))",
+        "  2. qovery: dev-eu (DEPLOYED (running)), staging-us (DEPLOYED (running); staging-us "
+        "is locked in qovery by Alice Martin (load test until Friday); it expires in 3d.)",
+    ]
+    assert err == (
+        "stopbot: staging was not stopped: staging-us is locked in qovery by Alice Martin "
+        "(load test until Friday); it expires in 3d. Add --skip-locked to stop the rest.\n"
+    )
+
+
+def test_cli_stops_the_rest_tier_by_tier(
+    cli_env: Path, sims: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--skip-locked`: the locked member is left alone, the others stopped tier by tier."""
+    assert main(["stop", "--env", "staging", "--skip-locked", "--yes", "end", "of", "day"]) == 0
+    lines = [ELAPSED.sub("", line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[:4] == [
+        "Stop environment staging? 2 tier(s), in order:",
+        "  1. feldera: etl (Running (running))",
+        "  2. qovery: dev-eu (DEPLOYED (running)), staging-us (skipped: staging-us is locked "
+        "in qovery by Alice Martin (load test until Friday); it expires in 3d.)",
+        "  reason: end of day",
+    ]
+    assert lines[4] == "tier 1/2 feldera: etl"
+    assert "tier 2/2 qovery: dev-eu, staging-us (skipped)" in lines
+    assert lines.index("etl: stopped") < lines.index(
+        "tier 2/2 qovery: dev-eu, staging-us (skipped)"
+    )
+    assert lines[-2:] == ["dev-eu: stopped", "staging: stopped, every tier (staging-us left alone)"]
+    qovery = {c["name"]: c["status"] for c in sims.hub.state()["qovery"]["clusters"]}
+    assert (qovery["dev-eu"], qovery["staging-us"]) == ("STOPPED", "DEPLOYED")
+
+
+def test_cli_unknown_environment_is_a_usage_error(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped environment: one line, exit 2."""
+    assert main(["wake", "--env", "stagin", "--yes"]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: Unknown environment 'stagin'. Did you mean staging?\n"
+    )
