@@ -21,6 +21,9 @@ from bot.cli import main
 from bot.config import ConfigError, UnknownEnvironmentError
 from bot.environments import EnvironmentRefused
 from bot.models import Action, Actor, EnvRunState, OpState
+from bot.slack.environment_views import ENV_CANCEL, ENV_CONFIRM, ENV_REST
+from bot.slack.environments import ENVIRONMENT_EVENT
+from bot.slack.fake_api import RESPONSE_URL_METHOD
 from bot.stopbot import Stopbot
 from bot.store import open_store
 from providers.base import Phase, Provider, Resource, StopAccepted
@@ -29,6 +32,9 @@ from providers.simulators.common import Fault
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 from tests.helpers import FAST_STOPS, SimTime, sample
+from tests.slack_harness import ALICE as ALICE_ID
+from tests.slack_harness import BOB as BOB_ID
+from tests.slack_harness import CHANNEL, Slack, block_texts
 
 BOB = Actor(id="U0BOB", names=frozenset({"Bob Stone"}))
 ALICE = "U0ALICE"
@@ -400,3 +406,93 @@ def test_cli_unknown_environment_is_a_usage_error(
     assert capsys.readouterr().err == (
         "stopbot: Unknown environment 'stagin'. Did you mean staging?\n"
     )
+
+
+# -- Slack --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def slack_env(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    """The bot behind its endpoint with `staging`: Qovery's last tier holds staging-us,
+    which Qovery locks for Alice."""
+    tiers = [*TIERS[:3], {"qovery": ["dev-eu", "staging-us"]}]
+    harness = Slack(sims, tmp_path / "stopbot.db", environments={"staging": tiers})
+    yield harness
+    harness.close()
+
+
+def env_messages(slack: Slack) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in slack.fake.messages(CHANNEL)
+        if (m.get("metadata") or {}).get("event_type") == ENVIRONMENT_EVENT
+    ]
+
+
+async def test_slack_plan_refused_as_a_whole_then_the_rest_stopped_in_one_message(
+    slack_env: Slack,
+) -> None:
+    """`/stop env staging`: one plan with every tier and lock, refused as a whole for
+    Alice's Qovery lock (no Confirm, only "Stop the rest"); stopping the rest shows one
+    channel message, updated to the end; the locked cluster is left running."""
+    slack = slack_env
+    reply = await slack.ask("env staging night")
+    assert reply.args["text"] == (
+        "Stop environment staging? Refused as a whole: staging-us is held by someone else."
+    )
+    blocks = block_texts(reply.args)
+    assert "*1. feldera*" in blocks and "*4. qovery*" in blocks
+    assert "locked in qovery by Alice Martin (load test until Friday)" in blocks
+    run_id, ts = slack.confirmation()
+    message = slack.fake.ephemeral_messages(CHANNEL, BOB_ID)[-1]
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == [ENV_REST, ENV_CANCEL]
+
+    assert (await slack.click(ENV_REST, run_id, ts)).status_code == 200
+    final = await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith(":white_check_mark: staging stopped")
+    )
+    assert final["text"] == (
+        ":white_check_mark: staging stopped, every tier (staging-us left alone)"
+    )
+    assert len(env_messages(slack)) == 1
+    assert "`staging-us`: left alone (held by someone else)" in block_texts(final)
+    run = slack.store.get_environment_run(run_id)
+    assert run is not None and (run.state, run.message_ts) == (EnvRunState.DONE, final["ts"])
+    qovery = {c["name"]: c["status"] for c in slack.sims.hub.state()["qovery"]["clusters"]}
+    assert (qovery["dev-eu"], qovery["staging-us"]) == ("STOPPED", "DEPLOYED")
+    keys = [f"environment:{run_id}:{name}" for name in ORDER]
+    ops = [slack.store.operation_for_key(key) for key in keys]
+    assert [op.state if op else None for op in ops] == [OpState.STOPPED] * 4
+    assert slack.store.operation_for_key(f"environment:{run_id}:staging-us") is None
+
+
+async def test_slack_only_the_requester_confirms_and_unknown_names_are_told(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """Someone else's click on the plan changes nothing; an unknown environment is told
+    with the known ones; a wake's plan lists the tiers in reverse."""
+    slack = Slack(sims, tmp_path / "stopbot.db", environments={"staging": TIERS})
+    try:
+        reply = await slack.ask("env staging")
+        assert reply.args["text"] == "Stop environment staging? 4 tier(s), in order."
+        run_id, ts = slack.confirmation()
+        await slack.click(ENV_CONFIRM, run_id, ts, user=ALICE_ID)
+        refused = await slack.fake.wait_for(
+            RESPONSE_URL_METHOD, lambda c: "Only" in c.args.get("text", "")
+        )
+        assert refused.args["text"] == (
+            f"Only <@{BOB_ID}> can confirm or cancel this stop of staging."
+        )
+        run = slack.store.get_environment_run(run_id)
+        assert run is not None and run.state == EnvRunState.AWAITING_CONFIRMATION
+        unknown = await slack.ask("env stagin")
+        assert unknown.args["text"] == (
+            "Unknown environment 'stagin'. Did you mean staging? Environments: staging."
+        )
+        wake = await slack.ask("wake env staging")
+        assert wake.args["text"] == "Wake environment staging? 4 tier(s), in order."
+        wake_blocks = block_texts(wake.args)
+        assert wake_blocks.index("1. qovery") < wake_blocks.index("4. feldera")
+    finally:
+        slack.close()

@@ -37,6 +37,7 @@ from bot.reads import Reading
 from bot.savings import SavingsError, Selection, parse_period
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.environments import EnvironmentHandlers
 from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.leases import LeaseHandlers
@@ -451,6 +452,7 @@ class SlackBot:
         self.inbox = Inbox(self)
         self.schedule_handlers = ScheduleHandlers(self, stopbot)
         self.home = HomeHandlers(self)
+        self.environment_handlers = EnvironmentHandlers(self)
         notifier = SlackScheduleNotifier(self)
         stopbot.attach(
             Face(
@@ -464,6 +466,7 @@ class SlackBot:
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).
                 sweeps=[self.inbox.replay],
+                environments=self.environment_handlers,
             )
         )
         self._register()
@@ -571,6 +574,7 @@ class SlackBot:
         self.lease_handlers.register()
         self.schedule_handlers.register()
         self.home.register()
+        self.environment_handlers.register()
         self.app.action(self._actions.pattern())(self._route_action)
         self.approvals.register_views()
 
@@ -720,6 +724,8 @@ class SlackBot:
             await self.schedule_handlers.command(parsed, user, command.get("channel_id"), respond)
         elif isinstance(parsed, commands.SavingsCommand):
             await self.show_savings(parsed, respond)
+        elif isinstance(parsed, commands.EnvironmentCommand):
+            await self.environment_handlers.command(parsed, command, respond)
         log.info("command handled", extra={"user": user, "command": type(parsed).__name__})
 
     @staticmethod

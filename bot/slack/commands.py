@@ -14,6 +14,7 @@ from bot.text import too_long
 
 __all__ = [
     "HELP",
+    "EnvironmentCommand",
     "Help",
     "History",
     "Leases",
@@ -48,6 +49,12 @@ HELP = Mrkdwn("\n").join(
             "/stop wake <resource> [for <duration>] [reason…]",
             "start it again, after you confirm; with a duration, a lease: it is stopped "
             "again when it ends (you are asked first)",
+        ),
+        _line(
+            "/stop env <environment> [reason…]",
+            "stop an environment tier after tier (each once the one before it is stopped), "
+            "after you confirm its whole plan; `/stop wake env <environment>` starts it in "
+            "reverse",
         ),
         _line(
             "/stop leases [end <resource>]", "the wake leases running; end yours (admins: anyone's)"
@@ -109,6 +116,7 @@ RESERVED = frozenset(
         "wake",
         "leases",
         "savings",
+        "env",
     }
 )
 SCHEDULE_USAGE = md(
@@ -168,6 +176,33 @@ class StopCommand:
     override_lock: bool = False
     wake: bool = False
     lease: dt.timedelta | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentCommand:
+    """``/stop env <environment> [reason…]``, or ``/stop wake env <environment> …``."""
+
+    name: str
+    reason: str | None = None
+    wake: bool = False
+
+
+ENV_USAGE = "/stop env <environment> [reason…]"
+
+
+def _environment(words: list[str], *, wake: bool) -> EnvironmentCommand:
+    if not words or words[0].startswith("-"):
+        usage = "/stop wake env <environment> [reason…]" if wake else ENV_USAGE
+        raise UsageError(
+            _usage(
+                usage,
+                md(
+                    ", e.g. {}.",
+                    code(usage.replace("<environment>", "staging").replace(" [reason…]", "")),
+                ),
+            )
+        )
+    return EnvironmentCommand(words[0], reason=_reason(words[1:]), wake=wake)
 
 
 @dataclass(frozen=True)
@@ -235,6 +270,7 @@ Command = (
     | Leases
     | ScheduleCommand
     | SavingsCommand
+    | EnvironmentCommand
 )
 
 WAKE_USAGE = "/stop wake <resource> [for <duration>] [reason…]"
@@ -353,7 +389,11 @@ def parse(text: str) -> Command:
             raise UsageError(_usage("/stop unlock <resource> [--force]"))
         return Unlock(names[0], force="--force" in rest)
     if head == "wake":
+        if rest and rest[0].lower() == "env":
+            return _environment(rest[1:], wake=True)
         return _wake(rest)
+    if head == "env":
+        return _environment(rest, wake=False)
     if head == "leases":
         if not rest:
             return Leases()
