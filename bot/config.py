@@ -346,22 +346,31 @@ class RecoverySettings(BaseModel):
 
 
 class Selector(BaseModel):
-    """What a schedule stops: the resources with all these tags, or these resources."""
+    """What a schedule stops: the resources with all these tags, these resources, or an
+    environment's members (then in its tiers' order: see bot/environments.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
     tags: dict[str, str] | None = None
     resources: list[str] | None = None
+    environment: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Selector:
-        if (self.tags is None) == (self.resources is None):
+        given = [v for v in (self.tags, self.resources, self.environment) if v is not None]
+        if len(given) != 1 and self.environment is not None:
+            raise ValueError(
+                "give one of tags: {key: value}, resources: [names] or environment: <name>"
+            )
+        if len(given) != 1:
             raise ValueError("give either tags: {key: value} or resources: [names], not both")
         return self
 
     def describe(self) -> str:
         if self.tags is not None:
             return "tags " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
+        if self.environment is not None:
+            return f"environment {self.environment}"
         return "resources " + ", ".join(self.resources or [])
 
 
@@ -688,6 +697,15 @@ class StopbotConfig(BaseModel):
                     problems.append(
                         (f"schedules[{i}].select.resources[{j}]", f"no resource named {r!r}")
                     )
+            env = s.select.environment
+            if env is not None and env not in self.environments:
+                known = ", ".join(sorted(self.environments)) or "none configured"
+                problems.append(
+                    (
+                        f"schedules[{i}].select.environment",
+                        f"no environment named {env!r} (known: {known})",
+                    )
+                )
             for j, c in enumerate(s.skip_on):
                 if c not in self.calendars:
                     known = ", ".join(sorted(self.calendars)) or "none defined"

@@ -496,3 +496,71 @@ async def test_slack_only_the_requester_confirms_and_unknown_names_are_told(
         assert wake_blocks.index("1. qovery") < wake_blocks.index("4. feldera")
     finally:
         slack.close()
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+NIGHTLY_STAGING = {
+    "name": "nightly-staging",
+    "cron": "0 20 * * 1-5",
+    "timezone": "Europe/Paris",
+    "select": {"environment": "staging"},
+    "warn_before": "15m",
+}
+
+
+def test_a_schedule_names_a_known_environment(sims: SimulatorServer) -> None:
+    """`select: {environment: …}` must name one under `environments:`."""
+    with pytest.raises(ConfigError) as caught:
+        sample(
+            sims,
+            environments={"staging": TIERS},
+            schedules=[{**NIGHTLY_STAGING, "select": {"environment": "prod"}}],
+        )
+    assert caught.value.problems == [
+        ("schedules[0].select.environment", "no environment named 'prod' (known: staging)")
+    ]
+
+
+async def test_a_schedule_selecting_an_environment_runs_it_in_tier_order(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A schedule that selects an environment stops its tiers in order, each once the one
+    before is stopped at its provider."""
+    h = Harness(sims, tmp_path / "stopbot.db", schedules=[NIGHTLY_STAGING])
+    try:
+        h.bot.engine.sync_config()
+        run = await h.bot.engine.run_now("nightly-staging", "U0ADMIN")
+        await h.bot.engine.runs.wait()
+        items = h.store.run_items(run.id)
+        assert [(i.resource, i.outcome) for i in items] == [(n, "stopped") for n in ORDER]
+        assert stops_sent(h) == ORDER
+        for i, (_, name, phases) in enumerate(h.sent):
+            assert all(phases[e] == Phase.STOPPED for e in ORDER[:i]), (name, phases)
+            assert all(phases[x] == Phase.RUNNING for x in ORDER[i:]), (name, phases)
+    finally:
+        await h.aclose()
+
+
+async def test_a_scheduled_environment_is_refused_as_a_whole_for_a_held_member(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A scheduled run of an environment with a member someone holds stops nothing, and
+    says why for each member."""
+    h = Harness(sims, tmp_path / "stopbot.db", schedules=[NIGHTLY_STAGING])
+    try:
+        h.store.set_lock("web-1", ALICE, h.time.now() + dt.timedelta(days=1), "demo")
+        h.bot.engine.sync_config()
+        run = await h.bot.engine.run_now("nightly-staging", "U0ADMIN")
+        await h.bot.engine.runs.wait()
+        items = {i.resource: (i.outcome, str(i.detail)) for i in h.store.run_items(run.id)}
+        refused = (
+            "refused",
+            "not stopped: environment staging is refused as a whole while someone holds "
+            "web-1 (skipped: locked)",
+        )
+        assert items["etl"] == items["spark"] == items["dev-eu"] == refused
+        assert items["web-1"][0] == "skipped: locked"
+        assert h.sent == []
+    finally:
+        await h.aclose()

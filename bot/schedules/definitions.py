@@ -141,6 +141,11 @@ class Definitions:
 
     def selected(self, schedule: ScheduleConfig) -> list[Resource]:
         resources = self.config.all_resources()
+        if schedule.select.environment is not None:
+            # Its members in stop order; none when it is gone from the configuration.
+            tiers = self.config.environments.get(schedule.select.environment, [])
+            wanted = [m for tier in tiers for members in tier.values() for m in members]
+            return [r for name in wanted for r in resources if r.name == name]
         if schedule.select.resources is not None:
             wanted = schedule.select.resources
             return [r for name in wanted for r in resources if r.name == name]

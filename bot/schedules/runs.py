@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.config import ScheduleConfig
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # States in which the provider has a stop: following it holds no place in a run's window.
 _SENT = frozenset({OpState.ACCEPTED, OpState.IN_PROGRESS})
+# Outcomes of a member of an environment that let its next tier begin.
+_REACHED = frozenset({Outcome.STOPPED, Outcome.ALREADY, Outcome.STARTED, Outcome.ALREADY_RUNNING})
 
 # How the workflow words a failure after which the stop may have gone out (a timeout of
 # the stop call, a restart around it): trying again could stop twice.
@@ -261,13 +263,65 @@ class Runs:
             groups.setdefault(found.provider if found else "", []).append(item)
         try:
             self.publish(run_id, schedule)
-            await asyncio.gather(
-                *(feed(provider, items) for provider, items in groups.items()),
-                return_exceptions=True,
-            )
+            if schedule.select.environment is not None:
+                await self._in_tiers(run, schedule.select.environment, pending, one)
+            else:
+                await asyncio.gather(
+                    *(feed(provider, items) for provider, items in groups.items()),
+                    return_exceptions=True,
+                )
         except Exception:
             log.exception("scheduled run failed", extra={"run": run_id})
         await self._finish(run, schedule, late)
+
+    async def _in_tiers(
+        self,
+        run: ScheduleRun,
+        environment: str,
+        pending: list[RunItem],
+        one: Callable[[RunItem, Callable[[], None]], Awaitable[None]],
+    ) -> None:
+        """A run of an environment (``select: {environment: …}``): tier after tier, in
+        reverse for a morning start, each begun once every member of the one before got
+        there. As a person's ``/stop env``, it is refused as a whole when a member is held
+        (skipped: locked, kept, leased, opted out), and a member that does not get there
+        halts the later tiers (bot/environments.py)."""
+        tiers = [m for tier in self.config.environments.get(environment, []) for m in tier.values()]
+        if starts(run):
+            tiers = tiers[::-1]
+        waiting = {item.resource: item for item in pending}
+        verb = "started" if starts(run) else "stopped"
+        held = [i for i in self.store.run_items(run.id) if i.outcome in Outcome.SKIPPED]
+        if held:
+            detail = say(
+                "not {}: environment {} is refused as a whole while someone holds {}",
+                verb,
+                environment,
+                ", ".join(f"{i.resource} ({i.outcome})" for i in held),
+            )
+            for item in pending:
+                self.store.record_item(run.id, item.resource, Outcome.REFUSED, detail)
+            return
+        for index, members in enumerate(tiers):
+            await asyncio.gather(
+                *(one(waiting[m], lambda: None) for m in members if m in waiting),
+                return_exceptions=True,
+            )
+            ended = {i.resource: i.outcome for i in self.store.run_items(run.id)}
+            short = [m for m in members if m in ended and ended[m] not in _REACHED]
+            if short:
+                detail = say(
+                    "not {}: tier {} ({}) of environment {} did not get there",
+                    verb,
+                    index + 1,
+                    ", ".join(short),
+                    environment,
+                )
+                for later in tiers[index + 1 :]:
+                    for m in later:
+                        if m in waiting:
+                            self.store.record_item(run.id, m, Outcome.REFUSED, detail)
+                return
 
     async def _finish(self, run: ScheduleRun, schedule: ScheduleConfig, late: str | None) -> None:
         left = [i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.MISSED]
