@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import OpState
+from bot.models import EnvironmentRun, EnvRunState, OpState
 from bot.store import (
     Store,
     StoreError,
@@ -23,7 +23,7 @@ from bot.store import (
     open_store,
     store_exists,
 )
-from bot.text import Text
+from bot.text import Text, say
 
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 
@@ -677,3 +677,60 @@ def test_orphaned_operations_are_those_no_live_process_owns(store: Store) -> Non
     states = [OpState.REQUESTED]
     assert {op.id for op in store.orphaned_operations(states, ["alive"])} == {dead, nobody}
     assert {op.id for op in store.orphaned_operations(states, [])} == {dead, alive, nobody}
+
+
+def test_environment_runs_move_by_compare_and_set(store: Store, clock: Clock) -> None:
+    """An environment run is recorded, moved only from the state, tier and owner it is
+    expected at (a stale owner or tier changes nothing), taken over from a dead owner,
+    found by state, and audited."""
+    run = EnvironmentRun(
+        id="e1",
+        environment="staging",
+        requested_by="U1",
+        reason="night",
+        skipped=["web-1"],
+        created_at=T0,
+        updated_at=T0,
+    )
+    store.create_environment_run(run)
+    assert store.get_environment_run("e1") == run
+    running = store.move_environment_run(
+        "e1",
+        allowed_from=[EnvRunState.AWAITING_CONFIRMATION],
+        actor="U1",
+        fields={"state": EnvRunState.RUNNING, "owner": "p1"},
+    )
+    assert running is not None and (running.state, running.owner) == (EnvRunState.RUNNING, "p1")
+    again = store.move_environment_run(
+        "e1",
+        allowed_from=[EnvRunState.AWAITING_CONFIRMATION],
+        actor="U1",
+        fields={"state": EnvRunState.RUNNING, "owner": "p2"},
+    )
+    assert again is None
+    step = {"allowed_from": [EnvRunState.RUNNING], "actor": "U1", "fields": {"tier": 1}}
+    assert store.move_environment_run("e1", tier=0, owner="p2", **step) is None  # type: ignore[arg-type]
+    assert store.move_environment_run("e1", tier=1, owner="p1", **step) is None  # type: ignore[arg-type]
+    clock.now = T0 + dt.timedelta(minutes=1)
+    moved = store.move_environment_run("e1", tier=0, owner="p1", **step)  # type: ignore[arg-type]
+    assert moved is not None and (moved.tier, moved.updated_at) == (1, clock.now)
+    assert store.take_over("environment_runs", "e1", "p2", "p1")
+    assert not store.take_over("environment_runs", "e1", "p3", "p1")
+    halted = store.move_environment_run(
+        "e1",
+        allowed_from=[EnvRunState.RUNNING],
+        actor="stopbot",
+        tier=1,
+        owner="p2",
+        fields={"state": EnvRunState.HALTED, "detail": say("{} failed", "spark")},
+    )
+    assert halted is not None and str(halted.detail) == "spark failed"
+    assert halted.skipped == ["web-1"] and halted.reason == "night"
+    assert store.environment_runs([EnvRunState.RUNNING]) == []
+    assert [r.id for r in store.environment_runs([EnvRunState.HALTED])] == ["e1"]
+    assert [e.action for e in store.audit_log(resource="staging")] == [
+        "environment.requested",
+        "environment.running",
+        "environment.running",
+        "environment.halted",
+    ]

@@ -84,7 +84,13 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_9(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE environment_runs")
+    conn.execute("UPDATE schema_version SET version = 8")
+
+
 def undo_migration_8(conn: sqlite3.Connection) -> None:
+    undo_migration_9(conn)
     conn.execute("DROP INDEX audit_action")
     conn.execute("UPDATE schema_version SET version = 7")
 
