@@ -72,6 +72,16 @@ async def stop_environment(runtime: Runtime, args: argparse.Namespace) -> int:
     names = await _names(runtime.config, runtime.settings, owners)
     if plan.refusal is not None:
         raise CliError(f"{run.environment} was not {done}: {names.words(plan.refusal)}")
+    asking = [m.name for t in plan.tiers for m in t.members if runtime.config.approval_for(m.name)]
+    if asking:
+        # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
+        environments.cancel(run.id, actor)
+        again = f"/stop wake env {run.environment}" if waking else f"/stop env {run.environment}"
+        raise CliError(
+            f"{', '.join(asking)} need{'s' if len(asking) == 1 else ''} approval before "
+            f"{'it is' if len(asking) == 1 else 'they are'} {done}, and approvers are asked "
+            f"in Slack: request it there with `{again}`."
+        )
     order = "in order" if len(plan.tiers) > 1 else "one tier"
     print(f"{verb} environment {run.environment}? {len(plan.tiers)} tier(s), {order}:")
     print("\n".join(plan_lines(plan, names, skip_locked=args.skip_locked)))

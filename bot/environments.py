@@ -45,7 +45,7 @@ from bot.models import (
     Transition,
 )
 from bot.policy import StopRequest
-from bot.text import Person, Text, say
+from bot.text import Command, Person, Text, say
 from bot.workflow import Confirmation, ProgressListener, StopService
 from providers.base import Resource, ResourceStatus
 
@@ -280,6 +280,14 @@ class Environments:
         EnvironmentRefused when it may not go (someone else's lock and no ``skip_locked``,
         someone else's run, handled already)."""
         run = self._pending(run_id, actor)
+        if self.service.clock() >= run.created_at + self.service.settings.confirm_ttl:
+            self.store.move_environment_run(
+                run_id,
+                allowed_from=[EnvRunState.AWAITING_CONFIRMATION],
+                actor=actor.id,
+                fields={"state": EnvRunState.CANCELLED, "detail": Text("the confirmation expired")},
+            )
+            raise EnvironmentRefused(say("This confirmation expired. Run {} again.", _again(run)))
         if run.skipped and not skip_locked:
             raise EnvironmentRefused(self.locked_text(run))
         moved = self.store.move_environment_run(
@@ -488,6 +496,10 @@ class Environments:
 
 def _key(run: EnvironmentRun, member: str) -> str:
     return f"{ENVIRONMENT}:{run.id}:{member}"
+
+
+def _again(run: EnvironmentRun) -> Command:
+    return Command("wake env" if run.action is Action.START else "env", run.environment)
 
 
 def _what(run: EnvironmentRun) -> str:

@@ -24,6 +24,7 @@ from bot.models import Action, Actor, EnvRunState, OpState
 from bot.slack.environment_views import ENV_CANCEL, ENV_CONFIRM, ENV_REST
 from bot.slack.environments import ENVIRONMENT_EVENT
 from bot.slack.fake_api import RESPONSE_URL_METHOD
+from bot.slack.wording import mrkdwn
 from bot.stopbot import Stopbot
 from bot.store import open_store
 from providers.base import Phase, Provider, Resource, StopAccepted
@@ -313,6 +314,19 @@ async def test_confirm_is_the_requesters_once(h: Harness) -> None:
     assert str(again.value) == "This stop of staging was already handled (it is running)."
 
 
+async def test_a_confirmation_expires(h: Harness) -> None:
+    """A plan confirmed after `stops.confirm_ttl` is cancelled, and nothing is stopped."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    await h.time.sleep(h.config.stops.confirm_ttl.total_seconds())
+    with pytest.raises(EnvironmentRefused) as caught:
+        envs.confirm(plan.run.id, BOB)
+    assert mrkdwn(caught.value.text) == "This confirmation expired. Run `/stop env staging` again."
+    run = h.store.get_environment_run(plan.run.id)
+    assert run is not None and run.state == EnvRunState.CANCELLED
+    assert h.sent == []
+
+
 async def test_wake_starts_the_tiers_in_reverse(h: Harness) -> None:
     """`wake env` starts the cluster first and the pipelines last, each tier once the one
     before it is up."""
@@ -396,6 +410,24 @@ def test_cli_stops_the_rest_tier_by_tier(
     assert lines[-2:] == ["dev-eu: stopped", "staging: stopped, every tier (staging-us left alone)"]
     qovery = {c["name"]: c["status"] for c in sims.hub.state()["qovery"]["clusters"]}
     assert (qovery["dev-eu"], qovery["staging-us"]) == ("STOPPED", "DEPLOYED")
+
+
+def test_cli_sends_a_member_needing_approval_to_slack(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Approvers are asked in Slack: an environment with a member that needs approval is
+    not run from the terminal, which says where to ask."""
+    path = cli_env / "stopbot.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for resource in document["resources"]:
+        if resource["name"] == "etl":
+            resource["approval"] = {"required": True, "approvers": ["U0CAROL"]}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    assert main(["stop", "--env", "staging", "--skip-locked", "--yes"]) == 1
+    assert capsys.readouterr().err == (
+        "stopbot: etl needs approval before it is stopped, and approvers are asked in Slack: "
+        "request it there with `/stop env staging`.\n"
+    )
 
 
 def test_cli_unknown_environment_is_a_usage_error(
