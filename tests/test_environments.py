@@ -314,6 +314,29 @@ async def test_confirm_is_the_requesters_once(h: Harness) -> None:
     assert str(again.value) == "This stop of staging was already handled (it is running)."
 
 
+async def test_a_member_the_requester_may_not_stop_refuses_the_plan(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """The policy judges every member at the preview: one the requester may not stop
+    refuses the whole plan, with the policy's reason, and nothing is recorded to confirm."""
+    h = Harness(
+        sims,
+        tmp_path / "stopbot.db",
+        resources_patch={"web-1": {"allowed_users": [ALICE]}},
+    )
+    try:
+        plan = await h.bot.environments.preview("staging", BOB)
+        assert str(plan.refusal) == (
+            "you are not allowed to stop web-1 (web-1's own rule); ask an admin to add you"
+        )
+        assert plan.run.state == EnvRunState.CANCELLED
+        with pytest.raises(EnvironmentRefused):
+            h.bot.environments.confirm(plan.run.id, BOB)
+        assert h.sent == []
+    finally:
+        await h.aclose()
+
+
 async def test_a_confirmation_expires(h: Harness) -> None:
     """A plan confirmed after `stops.confirm_ttl` is cancelled, and nothing is stopped."""
     envs = h.bot.environments
@@ -596,3 +619,32 @@ async def test_a_scheduled_environment_is_refused_as_a_whole_for_a_held_member(
         assert h.sent == []
     finally:
         await h.aclose()
+
+
+async def test_slack_escapes_what_was_typed(slack_env: Slack) -> None:
+    """An environment name typed with mrkdwn in it comes back escaped: it mentions no one."""
+    reply = await slack_env.ask("env <!channel>&x")
+    assert reply.args["text"] == (
+        "Unknown environment '&lt;!channel&gt;&amp;x'. Environments: staging."
+    )
+
+
+async def test_slack_progress_says_which_member_halted_the_run(slack_env: Slack) -> None:
+    """A member that fails halts the run: the one message says which and why, and the
+    later tiers stay waiting."""
+    slack = slack_env
+    slack.sims.hub.faults.add(
+        Fault(api="okeanos", kind="status", method="POST", status=400, count=None)
+    )
+    await slack.ask("env staging")
+    run_id, ts = slack.confirmation()
+    await slack.click(ENV_REST, run_id, ts)
+    final = await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith(":x:")
+    )
+    assert final["text"].startswith(
+        ":x: Stop of staging halted: tier 2 (spark) did not get there: spark failed ("
+    )
+    blocks = block_texts(final)
+    assert "`web-1`: waiting" in blocks and "`dev-eu`: waiting" in blocks
+    assert len(env_messages(slack)) == 1
