@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bot import reads
-from bot.config import StopbotConfig
+from bot.config import StopbotConfig, UnknownEnvironmentError
 from bot.locks import LockVerdict, check_locks
 from bot.models import (
     DONE_STATES,
@@ -165,8 +165,8 @@ class Environments:
 
         async def deliver(owed: Owed) -> bool:
             run = self.store.get_environment_run(str(owed.payload.get("run")))
-            if run is None:
-                return True
+            if run is None or run.environment not in self.config.environments:
+                return True  # (gone from the configuration: its run says so when it ends)
             return await notifier.show_environment(self.plan_of(run))
 
         self.outbox.handle(
@@ -182,7 +182,7 @@ class Environments:
 
     def tiers_of(self, name: str, action: Action) -> list[tuple[str, list[Resource]]]:
         """The environment's tiers in run order: as configured to stop, reversed to wake.
-        Raises UnknownEnvironmentRefused."""
+        Raises UnknownEnvironmentError."""
         tiers = [
             (label, [self.config.resource(m) for m in members])
             for label, members in self.config.environment(name)
@@ -199,7 +199,8 @@ class Environments:
         channel: str | None = None,
     ) -> Plan:
         """Read every member's status and locks, and record the run, awaiting the
-        requester's confirmation. Raises UnknownEnvironmentRefused."""
+        requester's confirmation. Raises UnknownEnvironmentError."""
+        name = name.strip()
         tiers = self.tiers_of(name, action)
         resources = [r for _, members in tiers for r in members]
         readings = await reads.read(self.service.providers, resources)
@@ -372,7 +373,11 @@ class Environments:
                 raise KeyError(run_id)
             if run.state != EnvRunState.RUNNING or run.owner != me:
                 return run
-            tiers = self.tiers_of(run.environment, run.action)
+            try:
+                tiers = self.tiers_of(run.environment, run.action)
+            except UnknownEnvironmentError:
+                gone = say("{} is no longer in the configuration", run.environment)
+                return self._end(run, EnvRunState.HALTED, gone)
             if run.tier >= len(tiers):
                 return self._end(run, EnvRunState.DONE, None)
             label, members = tiers[run.tier]

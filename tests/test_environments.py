@@ -648,3 +648,16 @@ async def test_slack_progress_says_which_member_halted_the_run(slack_env: Slack)
     blocks = block_texts(final)
     assert "`web-1`: waiting" in blocks and "`dev-eu`: waiting" in blocks
     assert len(env_messages(slack)) == 1
+
+
+async def test_a_run_whose_environment_left_the_configuration_halts(h: Harness) -> None:
+    """A run taken over after its environment was removed from stopbot.yaml halts, saying
+    so, instead of failing in the background."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    del h.config.environments["staging"]
+    final = await envs.run(plan.run.id)
+    assert final.state == EnvRunState.HALTED
+    assert str(final.detail) == "staging is no longer in the configuration"
+    assert h.sent == []
