@@ -725,12 +725,6 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
         from bot.cli_environments import stop_environment
 
         return await stop_environment(runtime, args)
-    if not args.resource:
-        raise CliError(
-            f"name a resource, or an environment with --env. Usage: stopbot {args.command} "
-            f"<resource> [reason…], or stopbot {args.command} --env <environment> [reason…]",
-            EXIT_USAGE,
-        )
     service = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).service
     actor = Actor(id=f"cli:{_login()}")
     waking = args.command == "wake"
@@ -1036,7 +1030,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     _add_log_level(p, "warning")
-    p.set_defaults(func=cmd_stop)
+    p.set_defaults(func=cmd_stop, usage=p)
 
     p = sub.add_parser(
         "wake", help="start a stopped resource again, after a preview and your confirmation"
@@ -1065,7 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     _add_log_level(p, "warning")
-    p.set_defaults(func=cmd_stop)
+    p.set_defaults(func=cmd_stop, usage=p)
 
     p = sub.add_parser("list", help="configured resources with their live status")
     p.add_argument("selector", nargs="?", help="a provider name, or tag:key=value")
@@ -1127,6 +1121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.reason = [*args.reason, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in {"stop", "wake"} and not args.resource and not args.env:
+        args.usage.error("the following arguments are required: resource (or --env ENVIRONMENT)")
     return args
 
 

@@ -887,7 +887,7 @@ def test_usage_errors_say_what_is_missing_or_unknown(capsys: pytest.CaptureFixtu
         parse_args(["stop"])
     assert usage.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "stopbot stop: error: the following arguments are required: resource"
+        "stopbot stop: error: the following arguments are required: resource (or --env ENVIRONMENT)"
     )
     with pytest.raises(SystemExit):
         parse_args(["stop", "dev-eu", "--yes", "end", "--frce"])
