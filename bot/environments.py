@@ -353,8 +353,18 @@ class Environments:
         if task is None or task.done():
             task = asyncio.create_task(self.run(run_id, on_tier=on_tier), name=f"env-{run_id}")
             self._runs[run_id] = task
-            task.add_done_callback(lambda _: self._runs.pop(run_id, None))
+            task.add_done_callback(lambda done: self._ended(run_id, done))
         return task
+
+    def _ended(self, run_id: str, task: asyncio.Task[EnvironmentRun]) -> None:
+        if self._runs.get(run_id) is task:
+            del self._runs[run_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "environment run %s stopped on an error; the next sweep runs it again",
+                run_id,
+                exc_info=task.exception(),
+            )
 
     async def run(
         self,
@@ -478,10 +488,15 @@ class Environments:
     # -- takeover -------------------------------------------------------------------
 
     async def resume(self) -> None:
-        """Take over the runs whose process died, and go on from the tier they were on."""
+        """Take over the runs whose process died, and go on from the tier they were on;
+        run again one of this process's own that nothing runs any more (its task failed:
+        a database that stopped answering)."""
         live = self.registry.live()
+        me = self.registry.id
         for run in self.store.environment_runs([EnvRunState.RUNNING]):
-            if run.id in self._runs or not self.registry.orphaned(run.owner, live):
+            if run.id in self._runs:
+                continue
+            if run.owner != me and not self.registry.orphaned(run.owner, live):
                 continue
             if self.registry.take("environment_runs", run.id, run.owner):
                 log.info("took over environment run %s (%s)", run.id, run.environment)

@@ -661,3 +661,28 @@ async def test_a_run_whose_environment_left_the_configuration_halts(h: Harness) 
     assert final.state == EnvRunState.HALTED
     assert str(final.detail) == "staging is no longer in the configuration"
     assert h.sent == []
+
+
+async def test_a_run_whose_task_failed_is_run_again_by_its_own_process(h: Harness) -> None:
+    """A run of this process that nothing runs any more (its task ended on an error) is
+    run again by the next sweep, from the tier it was on."""
+    envs = h.bot.environments
+    plan = await envs.preview("staging", BOB)
+    envs.confirm(plan.run.id, BOB)
+    tiers_of = envs.tiers_of
+
+    def broken(name: str, action: Action) -> Any:
+        raise RuntimeError("the database went away")
+
+    envs.tiers_of = broken  # type: ignore[method-assign]
+    task = envs.start(plan.run.id)
+    await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(task.exception(), RuntimeError)
+    run = h.store.get_environment_run(plan.run.id)
+    assert run is not None and run.state == EnvRunState.RUNNING and envs._runs == {}
+    envs.tiers_of = tiers_of  # type: ignore[method-assign]
+    await h.bot.registry.sweep()
+    await envs.wait()
+    final = h.store.get_environment_run(plan.run.id)
+    assert final is not None and final.state == EnvRunState.DONE
+    assert stops_sent(h) == ORDER
