@@ -181,6 +181,13 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
             f"{schedule.select.describe()}, warned {format_duration(schedule.warn_before)} "
             f"before{where}"
         )
+    if config.environments:
+        print(f"  environments: {len(config.environments)}")
+        for name in config.environments:
+            tiers = " -> ".join(
+                f"{label} ({', '.join(members)})" for label, members in config.environment(name)
+            )
+            print(f"    {name}: {tiers}")
     for line in config.deprecations():
         print(f"{path}: warning: {line}", file=sys.stderr)
     return EXIT_OK

@@ -686,3 +686,15 @@ async def test_a_run_whose_task_failed_is_run_again_by_its_own_process(h: Harnes
     final = h.store.get_environment_run(plan.run.id)
     assert final is not None and final.state == EnvRunState.DONE
     assert stops_sent(h) == ORDER
+
+
+def test_check_config_shows_each_environment_in_order(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stopbot check-config` lists each environment's tiers in stop order."""
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [
+        "  environments: 1",
+        "    staging: feldera (etl) -> qovery (dev-eu, staging-us)",
+    ]
