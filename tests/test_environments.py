@@ -54,7 +54,7 @@ class Harness:
     stop or start sent, the resource and the phase every other member had at its provider
     at that moment (read over HTTP from the simulator, right before the call leaves)."""
 
-    def __init__(self, sims: SimulatorServer, db: Path, **config: Any) -> None:
+    def __init__(self, sims: SimulatorServer, db: Path | str, **config: Any) -> None:
         self.sims = sims
         sims.hub.clock.freeze()
         self.time = SimTime(sims)
@@ -115,6 +115,21 @@ class Harness:
 @pytest.fixture
 async def h(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(sims, tmp_path / "stopbot.db")
+    yield harness
+    await harness.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def both(
+    request: pytest.FixtureRequest, sims: SimulatorServer, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """The harness on each backend (PostgreSQL: a schema of the test's own, tests/pg.py)."""
+    location = (
+        str(request.getfixturevalue("pg_location"))
+        if request.param == "postgresql"
+        else tmp_path / "stopbot.db"
+    )
+    harness = Harness(sims, location)
     yield harness
     await harness.aclose()
 
@@ -256,18 +271,31 @@ async def test_a_failed_member_halts_the_later_tiers(h: Harness) -> None:
     ]
 
 
-async def test_a_killed_run_is_taken_over_and_no_stop_is_sent_twice(h: Harness) -> None:
+async def test_a_killed_run_is_taken_over_and_no_stop_is_sent_twice(both: Harness) -> None:
     """The process dies while tier 2 is being stopped: the next one takes the run over from
     that tier, follows the stop already sent, and goes on; each member's stop was sent
-    once."""
+    once (on SQLite and on PostgreSQL)."""
+    h = both
     envs = h.bot.environments
     plan = await envs.preview("staging", BOB)
     envs.confirm(plan.run.id, BOB)
+    okeanos = h.providers["okeanos"]
+    recorded = okeanos.stop
+    sent = asyncio.Event()
+
+    async def hold(seconds: float) -> None:
+        await asyncio.Event().wait()  # the process stops moving: it is about to die
+
+    async def stop_then_hold(resource: Resource, *, force: bool = False) -> StopAccepted:
+        accepted = await recorded(resource, force=force)
+        h.bot.service.sleep = hold  # type: ignore[method-assign]
+        sent.set()
+        return accepted
+
+    okeanos.stop = stop_then_hold  # type: ignore[method-assign]
     task = envs.start(plan.run.id)
-    for _ in range(2000):
-        if stops_sent(h) == ["etl", "spark"]:
-            break
-        await asyncio.sleep(0)
+    await asyncio.wait_for(sent.wait(), 10)
+    okeanos.stop = recorded  # type: ignore[method-assign]
     assert stops_sent(h) == ["etl", "spark"]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -285,8 +313,10 @@ async def test_a_killed_run_is_taken_over_and_no_stop_is_sent_twice(h: Harness) 
     assert h.sims.hub.faults.counts()["okeanos"].get("POST") == 1
 
 
-async def test_a_second_replica_does_not_run_a_run_it_does_not_own(h: Harness) -> None:
-    """A replica asked to run a run another live process owns does nothing."""
+async def test_a_second_replica_does_not_run_a_run_it_does_not_own(both: Harness) -> None:
+    """A replica asked to run a run another live process owns does nothing (on SQLite and
+    on PostgreSQL)."""
+    h = both
     envs = h.bot.environments
     plan = await envs.preview("staging", BOB)
     envs.confirm(plan.run.id, BOB)
