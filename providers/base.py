@@ -32,6 +32,7 @@ __all__ = [
     "ResourceStatus",
     "StatusAndLock",
     "StopAccepted",
+    "UsageSignal",
     "utcnow",
 ]
 
@@ -134,6 +135,21 @@ class DiscoveredResource(BaseModel):
     state: str
     phase: Phase
     options: dict[str, str] = Field(default_factory=dict)
+
+
+class UsageSignal(BaseModel):
+    """A sign that someone uses a resource now, as the provider's API shows it: a fact, not
+    a verdict (how recent a deployment must be to count is the bot's rule).
+
+    ``kind`` is ``deployed`` (``at`` the last deployment, ``by`` who, where the API says)
+    or ``ingesting`` (``detail`` what moved, in the provider's words)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    at: dt.datetime | None = None
+    by: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,11 @@ class Provider(ABC):
         """What ``resource`` costs while it runs, where the provider's API tells (the
         default: it does not)."""
         return None
+
+    async def usage(self, resource: Resource) -> list[UsageSignal]:
+        """Signs of live use of ``resource`` where the provider's API has them (Qovery's
+        last deployment, Feldera's input moving); the default: none."""
+        return []
 
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:

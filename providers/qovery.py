@@ -35,6 +35,7 @@ from providers.base import (
     ResourceStatus,
     StatusAndLock,
     StopAccepted,
+    UsageSignal,
 )
 from providers.errors import (
     AlreadyRunningError,
@@ -177,7 +178,16 @@ class _ClusterStatus(_Model):
     is_deployed: bool | None = None
     last_execution_id: str | None = None
     cluster_lock: _ClusterLock | None = None
+    last_deployment_date: dt.datetime | None = None
     reason: str | None = None
+
+    @field_validator("last_deployment_date")
+    @classmethod
+    def _utc_when_naive(cls, value: dt.datetime | None) -> dt.datetime | None:
+        """As ``locked_at``: a date without an offset is UTC, so it compares with the clock."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class _ClusterStatusList(_Model):
@@ -447,6 +457,14 @@ class QoveryProvider(Provider):
             hours=HOURS_A_MONTH,
             source="Qovery currentCost, a monthly range",
         )
+
+    async def usage(self, resource: Resource) -> list[UsageSignal]:
+        """The cluster's ``last_deployment_date`` (ClusterStatus), when it has one. The
+        spec's ClusterStatus does not say who deployed: ``by`` stays None."""
+        body = await self._read_status(resource.id)
+        if body.last_deployment_date is None:
+            return []
+        return [UsageSignal(kind="deployed", at=body.last_deployment_date)]
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses
