@@ -1,0 +1,279 @@
+"""'Is anyone using it?': a resource in use at a schedule's warning is asked about (Keep 2h,
+Stop anyway) instead of stopped silently; the first answer counts; with none by the run, the
+schedule's ``in_use`` default applies and the summary says which. Through signed Slack
+requests to the real endpoint, the providers' signals read from the simulators over
+loopback, and the answers' store on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.slack import schedule_views as sv
+from bot.slack.fake_api import RESPONSE_URL_METHOD
+from bot.store import Store, open_store
+from providers.simulators.feldera import FelderaSimulator
+from providers.simulators.qovery import QoverySimulator
+from providers.simulators.server import SimulatorServer
+from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
+
+DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
+
+
+def nightly(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "nightly",
+        "cron": "0 20 * * *",
+        "timezone": "Europe/Paris",
+        "select": {"resources": ["dev-eu", "spark"]},
+        "channel": CHANNEL,
+        "warn_before": "15m",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly()])
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+async def stop_by_default(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
+    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly(in_use="stop")])
+    yield harness
+    harness.close()
+
+
+def fire_of(slack: Slack, name: str = "nightly") -> dt.datetime:
+    engine = slack.stopbot.engine
+    return engine.next_fire(engine.schedule(name))
+
+
+def travel(slack: Slack, when: dt.datetime) -> None:
+    slack.sims.hub.clock.advance((when - slack.time.now()).total_seconds())
+
+
+def qsim(slack: Slack) -> QoverySimulator:
+    sim = slack.sims.hub["qovery"]
+    assert isinstance(sim, QoverySimulator)
+    return sim
+
+
+async def warning(slack: Slack, deployed_ago: dt.timedelta | None, name: str = "nightly") -> Any:
+    """Travel to 14 minutes before the run, dev-eu last deployed ``deployed_ago`` before
+    then (None: as seeded, a day before), and wait for the warning."""
+    at = fire_of(slack, name) - dt.timedelta(minutes=14)
+    if deployed_ago is not None:
+        qsim(slack).set_last_deployment(DEV_EU, at - deployed_ago)
+    travel(slack, at)
+    return await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith(f"{name} stops")
+    )
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    """Every button's action id and value, and each select menu's action id."""
+    return {
+        str(e.get("action_id")): str(e.get("value", ""))
+        for b in message["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    }
+
+
+async def summary(slack: Slack, name: str = "nightly") -> dict[str, Any]:
+    return await slack.fake.wait_for_message(
+        CHANNEL, lambda m: m.get("text", "").startswith(f"{name} run done"), timeout=15
+    )
+
+
+async def answered(slack: Slack, words: str) -> dict[str, Any]:
+    call = await slack.fake.wait_for(
+        RESPONSE_URL_METHOD, lambda c: words in str(c.args.get("text", ""))
+    )
+    return call.args
+
+
+async def test_the_warning_asks_about_a_resource_deployed_recently(slack: Slack) -> None:
+    """Deployed 12 minutes before the warning: named with its signal, Keep 2h and Stop
+    anyway beside it, and the default said."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    at = fire_of(slack)
+    assert message["text"].endswith(
+        "unless someone skips it. 1 resource in use: keep or stop anyway?"
+    )
+    text = block_texts(message)
+    assert "*Is anyone using it?* With no answer by the run, these are kept." in text
+    assert ":construction_worker: *dev-eu*: deployed 12m ago" in text
+    value = f"nightly|dev-eu|{at.isoformat()}"
+    found = buttons(message)
+    assert found[sv.IN_USE_KEEP] == value
+    assert found[sv.IN_USE_STOP] == value
+
+
+async def test_a_deployment_older_than_deployed_within_asks_nothing(slack: Slack) -> None:
+    """Deployed 61 minutes before (past the default 60): a silent stop, as before."""
+    message = await warning(slack, dt.timedelta(minutes=61))
+    assert message["text"].endswith("unless someone skips it.")
+    assert sv.IN_USE_KEEP not in buttons(message)
+    assert "Is anyone using it?" not in block_texts(message)
+
+
+async def test_keep_2h_keeps_and_a_second_answer_changes_nothing(slack: Slack) -> None:
+    """Keep 2h: said in the channel, the warning redrawn with it kept; a later Stop
+    anyway (a double click, another person) is told the first answer; the run keeps it."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    value = buttons(message)[sv.IN_USE_KEEP]
+    await slack.click_message(sv.IN_USE_KEEP, value, message, ALICE)
+    said = await answered(slack, "keeps dev-eu running for 2h")
+    assert said["response_type"] == "in_channel"
+    assert (
+        said["text"]
+        == "<@U0ALICE> keeps dev-eu running for 2h (in use): `nightly` will not stop it."
+    )
+    [card] = [m for m in slack.fake.messages(CHANNEL) if m["ts"] == message["ts"]]
+    # Kept 2h from the click, 14 minutes before the run: 1h 46m past it.
+    assert "dev-eu: kept by <@U0ALICE> for 1h 46m" in block_texts(card)
+    assert sv.IN_USE_KEEP not in buttons(card)
+    await slack.click_message(sv.IN_USE_STOP, value, message, BOB)
+    refused = await answered(slack, "already answered")
+    assert (
+        refused["text"] == "<@U0ALICE> already answered for dev-eu: keep it. Nothing was changed."
+    )
+    await slack.click_message(sv.IN_USE_KEEP, value, message, ALICE)  # a double click
+    await slack.fake.wait_for(
+        RESPONSE_URL_METHOD,
+        lambda c: c.args.get("text", "").startswith("<@U0ALICE> already answered"),
+    )
+    kept = [m for m in slack.fake.messages(CHANNEL) if "keeps dev-eu running" in m["text"]]
+    assert len(kept) == 1  # said once, for the answer that counted
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 1 skipped: kept, 1 stopped"
+    assert slack.store.active_exceptions("nightly")[0].created_by == ALICE
+
+
+async def test_stop_anyway_stops_and_the_summary_says_who(slack: Slack) -> None:
+    """Stop anyway: the run stops it, and the summary says on whose word."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    await slack.click_message(sv.IN_USE_STOP, buttons(message)[sv.IN_USE_STOP], message, ALICE)
+    said = await answered(slack, "is not in use")
+    assert said["text"] == "<@U0ALICE> says dev-eu is not in use: `nightly` stops it."
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    assert "dev-eu (stopped anyway by <@U0ALICE>: in use, deployed 12m ago)" in block_texts(done)
+
+
+async def test_with_no_answer_the_default_keep_applies_at_the_fire(slack: Slack) -> None:
+    """Nobody answered: ``in_use: keep`` (the default) keeps it, and the summary says why."""
+    await warning(slack, dt.timedelta(minutes=12))
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 1 kept: in use, 1 stopped"
+    assert "dev-eu (kept: in use, deployed 12m ago; nobody answered)" in block_texts(done)
+
+
+async def test_with_no_answer_the_default_stop_applies_at_the_fire(
+    stop_by_default: Slack,
+) -> None:
+    """``in_use: stop``: the question says so, and the run stops it anyway."""
+    slack = stop_by_default
+    message = await warning(slack, dt.timedelta(minutes=12))
+    assert "With no answer by the run, these are stopped anyway." in block_texts(message)
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    assert "dev-eu (stopped anyway: nobody answered (in use, deployed 12m ago))" in block_texts(
+        done
+    )
+
+
+async def test_an_answer_after_the_run_started_changes_nothing(slack: Slack) -> None:
+    """A click once the run has started is told so; the run went its own way."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    travel(slack, fire_of(slack))
+    await summary(slack)
+    await slack.click_message(sv.IN_USE_KEEP, buttons(message)[sv.IN_USE_KEEP], message, ALICE)
+    said = await answered(slack, "has already started")
+    assert said["text"] == "The nightly run has already started: nothing was changed."
+
+
+async def test_a_feldera_pipeline_still_ingesting_is_asked_about(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """A pipeline with input buffered is in use: its warning names the signal."""
+    feldera = sims.hub["feldera"]
+    assert isinstance(feldera, FelderaSimulator)
+    feldera.set_input("etl", per_second=0, buffered=5)
+    schedule = {**nightly(), "name": "pipelines", "select": {"resources": ["etl"]}}
+    slack = Slack(sims, tmp_path / "stopbot.db", schedules=[schedule])
+    try:
+        message = await warning(slack, None, "pipelines")
+        assert ":construction_worker: *etl*: still ingesting (5 input records buffered)" in (
+            block_texts(message)
+        )
+        assert sv.IN_USE_KEEP in buttons(message)
+    finally:
+        slack.close()
+
+
+# The store of questions, on both backends
+
+
+class Clock:
+    now = dt.datetime(2026, 12, 4, 18, 46, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    location = (
+        str(request.getfixturevalue("pg_location"))
+        if request.param == "postgresql"
+        else str(tmp_path / "stopbot.db")
+    )
+    opened = open_store(location, clock=Clock())
+    yield opened
+    opened.close()
+
+
+FIRE = dt.datetime(2026, 12, 4, 19, 0, tzinfo=dt.UTC)
+SIGNAL = [{"kind": "deployed", "at": "2026-12-04T18:34:00+00:00", "by": None, "detail": None}]
+
+
+def test_a_question_is_asked_once(store: Store) -> None:
+    """Asking again (a warning delivered twice) keeps the first question's signals."""
+    store.ask_in_use("nightly", FIRE, "dev-eu", SIGNAL)
+    store.ask_in_use("nightly", FIRE, "dev-eu", [{"kind": "ingesting", "detail": "x"}])
+    [question] = store.in_use_questions("nightly", FIRE)
+    assert (question.resource, question.signals, question.answer) == ("dev-eu", SIGNAL, None)
+    assert question.fire == FIRE
+    assert store.in_use_questions("nightly", FIRE + dt.timedelta(days=1)) == []
+
+
+def test_the_first_answer_counts(store: Store) -> None:
+    """A compare-and-set: the second answer loses and sees the first; audited once."""
+    store.ask_in_use("nightly", FIRE, "dev-eu", SIGNAL)
+    first, won = store.answer_in_use("nightly", FIRE, "dev-eu", "keep", ALICE)
+    assert won is True
+    assert first is not None and (first.answer, first.answered_by) == ("keep", ALICE)
+    second, won = store.answer_in_use("nightly", FIRE, "dev-eu", "stop", BOB)
+    assert won is False
+    assert second is not None and (second.answer, second.answered_by) == ("keep", ALICE)
+    audit = [e for e in store.audit_log() if e.action == "schedule.in_use_answer"]
+    assert [(e.actor, e.detail["answer"]) for e in audit] == [(ALICE, "keep")]
+
+
+def test_an_answer_to_a_question_never_asked_is_none(store: Store) -> None:
+    """No question: nothing answered, nothing recorded."""
+    assert store.answer_in_use("nightly", FIRE, "dev-eu", "keep", ALICE) == (None, False)
+    assert store.in_use_questions("nightly", FIRE) == []
