@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.cli import main
 from bot.slack import schedule_views as sv
 from bot.slack.fake_api import RESPONSE_URL_METHOD
 from bot.store import Store, open_store
@@ -20,6 +21,7 @@ from providers.simulators.feldera import FelderaSimulator
 from providers.simulators.qovery import QoverySimulator
 from providers.simulators.server import SimulatorServer
 from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
+from tests.test_cli import Env
 
 DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
 
@@ -277,3 +279,54 @@ def test_an_answer_to_a_question_never_asked_is_none(store: Store) -> None:
     """No question: nothing answered, nothing recorded."""
     assert store.answer_in_use("nightly", FIRE, "dev-eu", "keep", ALICE) == (None, False)
     assert store.in_use_questions("nightly", FIRE) == []
+
+
+# The terminal: who the next run would ask about
+
+
+def test_cli_preview_names_what_the_next_run_would_ask_about(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stopbot schedules --preview nightly`: dev-eu deployed 12 minutes ago would be asked
+    about, spark stopped; the default said. Nothing is recorded."""
+    env = Env(sims, tmp_path, schedules=[nightly()])
+    for key, value in env.vars.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    sim = sims.hub["qovery"]
+    assert isinstance(sim, QoverySimulator)
+    now = dt.datetime.fromtimestamp(sims.hub.clock.now(), dt.UTC)
+    sim.set_last_deployment(DEV_EU, now - dt.timedelta(minutes=12))
+    assert main(["schedules", "--preview", "nightly"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("nightly: next run ")
+    assert lines[1:] == [
+        "RESOURCE  PROVIDER  NEXT RUN",
+        "dev-eu    qovery    would ask: in use, deployed 12m ago",
+        "spark     okeanos   would stop",
+        "1 resource in use: the warning asks about it; unanswered by the run, it is kept "
+        "(in_use: keep).",
+    ]
+    store = open_store(env.db)
+    try:
+        assert store.audit_log() == []
+    finally:
+        store.close()
+
+
+def test_cli_preview_of_an_unknown_schedule_is_a_usage_error(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unknown name: exit 2 and the known ones, no trace."""
+    env = Env(sims, tmp_path, schedules=[nightly()])
+    for key, value in env.vars.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["schedules", "--preview", "weekly"]) == 2
+    assert capsys.readouterr().err == "stopbot: no schedule named 'weekly' (known: nightly)\n"
