@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -272,9 +272,13 @@ class Provider(ABC):
         default: it does not)."""
         return None
 
-    async def usage(self, resource: Resource) -> list[UsageSignal]:
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
         """Signs of live use of ``resource`` where the provider's API has them (Qovery's
-        last deployment, Feldera's input moving); the default: none."""
+        last deployment, Feldera's input moving); the default: none. ``sleep`` is how to
+        wait between two reads that tell something moving (the caller's clock; by
+        default, asyncio's)."""
         return []
 
     @abstractmethod

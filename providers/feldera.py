@@ -244,7 +244,6 @@ class FelderaProvider(Provider):
         self._graceful: GracefulStop | None = None
         self.usage_sample = USAGE_SAMPLE_SECONDS
         """Seconds between the two ``/stats`` reads that tell input moving (0: one read)."""
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
@@ -358,7 +357,9 @@ class FelderaProvider(Provider):
             for p in await self._list_statuses(lambda item: item.get("name") in wanted)
         }
 
-    async def usage(self, resource: Resource) -> list[UsageSignal]:
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
         """Whether the pipeline still ingests, from ``GET /v0/pipelines/{name}/stats``
         (``ControllerStatus.global_metrics``): input buffered now, or
         ``total_input_records`` grown between two reads ``usage_sample`` seconds apart.
@@ -372,7 +373,7 @@ class FelderaProvider(Provider):
             return [UsageSignal(kind="ingesting", detail=f"{buffered} input records buffered")]
         if self.usage_sample <= 0:
             return []
-        await self.sleep(self.usage_sample)
+        await (sleep or asyncio.sleep)(self.usage_sample)
         second = await self._input_metrics(resource)
         if second is None:
             return []

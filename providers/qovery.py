@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -458,7 +458,9 @@ class QoveryProvider(Provider):
             source="Qovery currentCost, a monthly range",
         )
 
-    async def usage(self, resource: Resource) -> list[UsageSignal]:
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
         """The cluster's ``last_deployment_date`` (ClusterStatus), when it has one. The
         spec's ClusterStatus does not say who deployed: ``by`` stays None."""
         body = await self._read_status(resource.id)

@@ -207,20 +207,26 @@ async def test_an_answer_after_the_run_started_changes_nothing(slack: Slack) -> 
     assert said["text"] == "The nightly run has already started: nothing was changed."
 
 
+@pytest.mark.parametrize(
+    ("per_second", "buffered", "sign"),
+    [
+        (0, 5, "still ingesting (5 input records buffered)"),
+        # Nothing buffered: two reads 2 s apart on the bot's clock (the simulators').
+        (10, 0, "still ingesting (20 input records in 2 s)"),
+    ],
+)
 async def test_a_feldera_pipeline_still_ingesting_is_asked_about(
-    sims: SimulatorServer, tmp_path: Path
+    sims: SimulatorServer, tmp_path: Path, per_second: int, buffered: int, sign: str
 ) -> None:
-    """A pipeline with input buffered is in use: its warning names the signal."""
+    """A pipeline with input buffered, or input moving, is in use: its warning names it."""
     feldera = sims.hub["feldera"]
     assert isinstance(feldera, FelderaSimulator)
-    feldera.set_input("etl", per_second=0, buffered=5)
+    feldera.set_input("etl", per_second=per_second, buffered=buffered)
     schedule = {**nightly(), "name": "pipelines", "select": {"resources": ["etl"]}}
     slack = Slack(sims, tmp_path / "stopbot.db", schedules=[schedule])
     try:
         message = await warning(slack, None, "pipelines")
-        assert ":construction_worker: *etl*: still ingesting (5 input records buffered)" in (
-            block_texts(message)
-        )
+        assert f":construction_worker: *etl*: {sign}" in block_texts(message)
         assert sv.IN_USE_KEEP in buttons(message)
     finally:
         slack.close()

@@ -36,11 +36,6 @@ async def qovery(sims: SimulatorServer) -> AsyncIterator[QoveryProvider]:
 async def feldera(sims: SimulatorServer) -> AsyncIterator[FelderaProvider]:
     config = FelderaConfig(name="feldera", base_url=sims.url("feldera"), token=FELDERA_API_KEY)
     provider = FelderaProvider(config)
-
-    async def sim_sleep(seconds: float) -> None:
-        sims.hub.clock.advance(seconds)
-
-    provider.sleep = sim_sleep  # the two reads are apart on the simulator's clock
     yield provider
     await provider.aclose()
 
@@ -107,7 +102,11 @@ async def test_feldera_input_moving_between_two_reads_is_ingesting(
 ) -> None:
     """Nothing buffered, but ``total_input_records`` grew over the two reads' 2 s."""
     fsim(sims).set_input("etl", per_second=10, buffered=0)
-    assert await feldera.usage(pipeline("etl")) == [
+
+    async def sim_sleep(seconds: float) -> None:
+        sims.hub.clock.advance(seconds)  # the two reads apart on the simulator's clock
+
+    assert await feldera.usage(pipeline("etl"), sleep=sim_sleep) == [
         UsageSignal(kind="ingesting", detail="20 input records in 2 s")
     ]
 
@@ -115,8 +114,15 @@ async def test_feldera_input_moving_between_two_reads_is_ingesting(
 async def test_feldera_idle_pipeline_is_not_in_use(
     sims: SimulatorServer, feldera: FelderaProvider
 ) -> None:
-    """Running, with no input moving: no signal."""
-    assert await feldera.usage(pipeline("etl")) == []
+    """Running, with no input moving over the two reads: no signal."""
+    waited: list[float] = []
+
+    async def sim_sleep(seconds: float) -> None:
+        waited.append(seconds)
+        sims.hub.clock.advance(seconds)
+
+    assert await feldera.usage(pipeline("etl"), sleep=sim_sleep) == []
+    assert waited == [2.0]
 
 
 async def test_feldera_stopped_pipeline_has_no_stats_and_no_signal(
@@ -134,9 +140,7 @@ async def test_feldera_unknown_pipeline_is_an_error(feldera: FelderaProvider) ->
 
 
 @pytest.mark.parametrize("kind", ["openstack", "okeanos"])
-async def test_providers_without_usage_signals_say_none(
-    sims: SimulatorServer, kind: str
-) -> None:
+async def test_providers_without_usage_signals_say_none(sims: SimulatorServer, kind: str) -> None:
     """Nova and ~okeanos have no sign of use in their APIs: none, with no call made."""
     config = sample(sims)
     [entry] = [p for p in config.providers if p.type == kind]

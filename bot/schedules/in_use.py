@@ -53,6 +53,7 @@ class InUse:
         self.store = definitions.store
         self.clock = definitions.clock
         self.providers = definitions.service.providers
+        self.sleep = definitions.service.sleep  # between two reads: the bot's clock
 
     async def signals(self, resources: Sequence[Resource]) -> dict[str, list[UsageSignal]]:
         """The signs of use of each of ``resources`` that count now, by name (those with
@@ -64,7 +65,7 @@ class InUse:
             provider = self.providers.get(resource.provider)
             if provider is None:
                 return []
-            return await provider.usage(resource)
+            return await provider.usage(resource, sleep=self.sleep)
 
         try:
             found = await asyncio.wait_for(
