@@ -14,13 +14,16 @@ from typing import Any
 import pytest
 
 from bot.cli import main
+from bot.config import ScheduleConfig
+from bot.schedules import PlanItem
 from bot.slack import schedule_views as sv
 from bot.slack.fake_api import RESPONSE_URL_METHOD
 from bot.store import Store, open_store
+from bot.text import say
 from providers.simulators.feldera import FelderaSimulator
 from providers.simulators.qovery import QoverySimulator
 from providers.simulators.server import SimulatorServer
-from tests.slack_harness import ALICE, BOB, CHANNEL, Slack, block_texts
+from tests.slack_harness import ALICE, BOB, CAROL, CHANNEL, Slack, block_texts
 from tests.test_cli import Env
 
 DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
@@ -230,6 +233,45 @@ async def test_a_feldera_pipeline_still_ingesting_is_asked_about(
         assert sv.IN_USE_KEEP in buttons(message)
     finally:
         slack.close()
+
+
+async def test_only_someone_who_may_stop_it_answers(sims: SimulatorServer, tmp_path: Path) -> None:
+    """Carol may not stop dev-eu: her Stop anyway is refused and answers nothing; Alice's
+    Keep 2h then counts."""
+    slack = Slack(
+        sims,
+        tmp_path / "stopbot.db",
+        schedules=[nightly()],
+        resources={"dev-eu": {"allowed_users": [BOB, ALICE]}},
+    )
+    try:
+        message = await warning(slack, dt.timedelta(minutes=12))
+        value = buttons(message)[sv.IN_USE_STOP]
+        await slack.click_message(sv.IN_USE_STOP, value, message, CAROL)
+        refused = await answered(slack, "cannot decide")
+        assert refused["text"].startswith("You cannot decide for dev-eu: ")
+        [question] = slack.store.in_use_questions("nightly", fire_of(slack))
+        assert question.answer is None
+        await slack.click_message(sv.IN_USE_KEEP, value, message, ALICE)
+        await answered(slack, "keeps dev-eu running for 2h")
+    finally:
+        slack.close()
+
+
+def test_the_question_escapes_what_the_provider_says() -> None:
+    """A sign's words from a provider (who deployed) are escaped, never a mention."""
+    schedule = ScheduleConfig.model_validate(nightly())
+    at = dt.datetime(2026, 12, 4, 19, tzinfo=dt.UTC)
+    item = PlanItem(
+        resource="dev-eu",
+        provider="qovery",
+        stop=True,
+        in_use=say("deployed 3m ago by {}", "<!channel> & co"),
+    )
+    _, blocks = sv.warning(schedule, at, [item])
+    text = block_texts({"blocks": blocks})
+    assert "deployed 3m ago by &lt;!channel&gt; &amp; co" in text
+    assert "<!channel>" not in text
 
 
 # The store of questions, on both backends

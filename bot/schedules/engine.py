@@ -5,6 +5,7 @@ per job, and the face's way in.
 - :mod:`bot.schedules.fires`: the clock (:meth:`ScheduleEngine.tick`), warnings;
 - :mod:`bot.schedules.changes`: Skip, Snooze and Keep;
 - :mod:`bot.schedules.runs`: a run's stops and its summary;
+- :mod:`bot.schedules.in_use`: "is anyone using it?", asked at the warning, decided at the run;
 - :mod:`bot.schedules.announcements`: skipped and missed runs, told in the channel;
 - :mod:`bot.schedules.drift`: what was stopped and runs again.
 
