@@ -281,6 +281,20 @@ class Provider(ABC):
         default, asyncio's)."""
         return []
 
+    async def usages(
+        self,
+        resources: Sequence[Resource],
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> dict[str, list[UsageSignal] | BaseException]:
+        """:meth:`usage` of many resources, keyed by resource id, each its signs or the
+        exception its read raised: all at once here; providers whose one list call
+        carries the signs (Qovery's cluster statuses) override this to make one call."""
+        found = await asyncio.gather(
+            *(self.usage(r, sleep=sleep) for r in resources), return_exceptions=True
+        )
+        return {r.id: answer for r, answer in zip(resources, found, strict=True)}
+
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:
         """Every resource of this account that could be stopped."""

@@ -463,10 +463,29 @@ class QoveryProvider(Provider):
     ) -> list[UsageSignal]:
         """The cluster's ``last_deployment_date`` (ClusterStatus), when it has one. The
         spec's ClusterStatus does not say who deployed: ``by`` stays None."""
-        body = await self._read_status(resource.id)
-        if body.last_deployment_date is None:
-            return []
-        return [UsageSignal(kind="deployed", at=body.last_deployment_date)]
+        return _deployed(await self._read_status(resource.id))
+
+    async def usages(
+        self,
+        resources: Sequence[Resource],
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> dict[str, list[UsageSignal] | BaseException]:
+        """One call for the whole organization (``ClusterStatusResponseList``: each
+        ClusterStatus carries its ``last_deployment_date``); a cluster the list leaves out
+        is read on its own."""
+        if not resources:
+            return {}
+        try:
+            response = await self._api.request("GET", f"{self._org_path}/cluster/status")
+            listed = _parse(self.name, _ClusterStatusList, response).results
+        except ProviderError as exc:
+            return {r.id: exc for r in resources}
+        by_id = {s.cluster_id: s for s in listed}
+        found: dict[str, list[UsageSignal] | BaseException] = {
+            r.id: _deployed(by_id[r.id]) for r in resources if r.id in by_id
+        }
+        return found | await super().usages([r for r in resources if r.id not in by_id])
 
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses
@@ -531,6 +550,13 @@ class QoveryProvider(Provider):
 
     async def aclose(self) -> None:
         await self._api.aclose()
+
+
+def _deployed(body: _ClusterStatus) -> list[UsageSignal]:
+    """The cluster's last deployment as a sign of use, when it has one."""
+    if body.last_deployment_date is None:
+        return []
+    return [UsageSignal(kind="deployed", at=body.last_deployment_date)]
 
 
 def _lock(found: _ClusterLock | None) -> ProviderLock | None:

@@ -20,6 +20,7 @@ from bot.slack import schedule_views as sv
 from bot.slack.fake_api import RESPONSE_URL_METHOD
 from bot.store import Store, open_store
 from bot.text import say
+from providers.simulators.common import Fault
 from providers.simulators.feldera import FelderaSimulator
 from providers.simulators.qovery import QoverySimulator
 from providers.simulators.server import SimulatorServer
@@ -233,6 +234,21 @@ async def test_a_feldera_pipeline_still_ingesting_is_asked_about(
         assert sv.IN_USE_KEEP in buttons(message)
     finally:
         slack.close()
+
+
+async def test_a_sign_that_cannot_be_read_asks_nothing(slack: Slack) -> None:
+    """Qovery failing at the warning: no question (nobody is told "in use" on a guess),
+    and the run stops as it would have once Qovery answers again."""
+    slack.sims.hub.faults.add(
+        Fault(api="qovery", kind="status", method="GET", path_contains="/status", count=None)
+    )
+    message = await warning(slack, dt.timedelta(minutes=12))
+    assert sv.IN_USE_KEEP not in buttons(message)
+    assert slack.store.in_use_questions("nightly", fire_of(slack)) == []
+    slack.sims.hub.faults.clear()
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
 
 
 async def test_only_someone_who_may_stop_it_answers(sims: SimulatorServer, tmp_path: Path) -> None:

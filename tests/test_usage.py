@@ -6,13 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from providers.base import Resource, UsageSignal
-from providers.errors import NotFoundError
+from providers.errors import NotFoundError, UnavailableError
 from providers.feldera import FelderaConfig, FelderaProvider
 from providers.qovery import QoveryConfig, QoveryProvider
 from providers.registry import build_provider
+from providers.simulators.common import Fault
 from providers.simulators.feldera import FelderaSimulator
 from providers.simulators.qovery import QoverySimulator
 from providers.simulators.samples import FELDERA_API_KEY, QOVERY_ORG, QOVERY_TOKEN
@@ -20,14 +22,35 @@ from providers.simulators.server import SimulatorServer
 from tests.helpers import sample
 
 DEV_EU = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c01"
+QA_OLD = "0b9e1c7a-6f4d-4a2b-8c3e-5d7f9a1b2c03"
+
+
+class Paths(httpx.AsyncBaseTransport):
+    """Real HTTP, remembering each request's method and path."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, request.url.path))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @pytest.fixture
-async def qovery(sims: SimulatorServer) -> AsyncIterator[QoveryProvider]:
+def paths() -> Paths:
+    return Paths()
+
+
+@pytest.fixture
+async def qovery(sims: SimulatorServer, paths: Paths) -> AsyncIterator[QoveryProvider]:
     config = QoveryConfig(
         name="qovery", base_url=sims.url("qovery"), token=QOVERY_TOKEN, organization_id=QOVERY_ORG
     )
-    provider = QoveryProvider(config)
+    provider = QoveryProvider(config, transport=paths)
     yield provider
     await provider.aclose()
 
@@ -85,6 +108,27 @@ async def test_qovery_cluster_never_deployed_has_no_signal(
     """No ``last_deployment_date`` (null): no signal."""
     qsim(sims).set_last_deployment(DEV_EU, None)
     assert await qovery.usage(cluster()) == []
+
+
+async def test_qovery_usages_of_every_cluster_cost_one_call(
+    sims: SimulatorServer, qovery: QoveryProvider, paths: Paths
+) -> None:
+    """The organization's cluster status list carries every last deployment: one call."""
+    deployed = dt.datetime(2026, 12, 4, 18, 48, tzinfo=dt.UTC)
+    qsim(sims).set_last_deployment(DEV_EU, deployed)
+    qsim(sims).set_last_deployment(QA_OLD, None)
+    found = await qovery.usages([cluster(DEV_EU), cluster(QA_OLD)])
+    assert found == {DEV_EU: [UsageSignal(kind="deployed", at=deployed)], QA_OLD: []}
+    assert paths.seen == [("GET", f"/qovery/organization/{QOVERY_ORG}/cluster/status")]
+
+
+async def test_qovery_usages_that_fail_say_why_for_each(
+    sims: SimulatorServer, qovery: QoveryProvider
+) -> None:
+    """The list call failing: each cluster's answer is that error, not "not in use"."""
+    sims.hub.faults.add(Fault(api="qovery", kind="status", method="GET", count=None))
+    found = await qovery.usages([cluster(DEV_EU), cluster(QA_OLD)])
+    assert [type(found[c]) for c in (DEV_EU, QA_OLD)] == [UnavailableError] * 2
 
 
 async def test_feldera_buffered_input_is_ingesting(

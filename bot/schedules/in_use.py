@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
@@ -57,34 +58,41 @@ class InUse:
 
     async def signals(self, resources: Sequence[Resource]) -> dict[str, list[UsageSignal]]:
         """The signs of use of each of ``resources`` that count now, by name (those with
-        none left out): every provider read at once, bounded in time; a read that fails
-        or is too slow counts as no sign (the run then stops as it would have)."""
+        none left out): one bulk read per provider (:meth:`~providers.base.Provider.usages`),
+        all at once, bounded in time; a read that fails or is too slow counts as no sign
+        (the run then stops as it would have)."""
         now = self.clock()
+        groups: dict[str, list[Resource]] = {}
+        for resource in resources:
+            if resource.provider in self.providers:
+                groups.setdefault(resource.provider, []).append(resource)
 
-        async def one(resource: Resource) -> list[UsageSignal]:
-            provider = self.providers.get(resource.provider)
-            if provider is None:
-                return []
-            return await provider.usage(resource, sleep=self.sleep)
+        async def bulk(name: str, group: list[Resource]) -> dict[str, Any]:
+            return dict(await self.providers[name].usages(group, sleep=self.sleep))
 
         try:
-            found = await asyncio.wait_for(
-                asyncio.gather(*(one(r) for r in resources), return_exceptions=True),
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(bulk(name, group) for name, group in groups.items()),
+                    return_exceptions=True,
+                ),
                 USAGE_TIMEOUT,
             )
         except TimeoutError:
             log.warning("usage reads timed out", extra={"resources": len(resources)})
             return {}
         counted: dict[str, list[UsageSignal]] = {}
-        for resource, answer in zip(resources, found, strict=True):
-            if isinstance(answer, BaseException):
-                log.warning(
-                    "usage read failed", extra={"resource": resource.name, "error": str(answer)}
-                )
-                continue
-            live = [s for s in answer if self._counts(s, now)]
-            if live:
-                counted[resource.name] = live
+        for group, answer in zip(groups.values(), answers, strict=True):
+            for resource in group:
+                found = answer if isinstance(answer, BaseException) else answer.get(resource.id)
+                if isinstance(found, BaseException) or found is None:
+                    log.warning(
+                        "usage read failed", extra={"resource": resource.name, "error": str(found)}
+                    )
+                    continue
+                live = [s for s in found if self._counts(s, now)]
+                if live:
+                    counted[resource.name] = live
         return counted
 
     def _counts(self, signal: UsageSignal, now: dt.datetime) -> bool:
