@@ -17,7 +17,7 @@ from bot.cli import main
 from bot.config import ScheduleConfig
 from bot.schedules import PlanItem
 from bot.slack import schedule_views as sv
-from bot.slack.fake_api import RESPONSE_URL_METHOD
+from bot.slack.fake_api import RESPONSE_URL_METHOD, block_actions_body, block_actions_payload
 from bot.store import Store, open_store
 from bot.text import say
 from providers.simulators.common import Fault
@@ -163,6 +163,36 @@ async def test_keep_2h_keeps_and_a_second_answer_changes_nothing(slack: Slack) -
     done = await summary(slack)
     assert done["text"] == "nightly run done: 1 skipped: kept, 1 stopped"
     assert slack.store.active_exceptions("nightly")[0].created_by == ALICE
+
+
+async def test_a_slack_retry_of_an_answer_answers_once(slack: Slack) -> None:
+    """The same click delivered again (X-Slack-Retry-Num): one answer, audited once."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    url = slack.fake.new_response_url(channel=CHANNEL, user=ALICE, message_ts=message["ts"])
+    body = block_actions_body(
+        block_actions_payload(
+            ALICE,
+            CHANNEL,
+            sv.IN_USE_STOP,
+            buttons(message)[sv.IN_USE_STOP],
+            response_url=url,
+            message=message,
+            trigger_id="trigger-in-use",
+        )
+    )
+    await slack.post(body)
+    await answered(slack, "is not in use")
+    retried = await slack.post(
+        body, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    )
+    assert retried.status_code == 200
+    audit = [e for e in slack.store.audit_log() if e.action == "schedule.in_use_answer"]
+    assert [(e.actor, e.detail["answer"]) for e in audit] == [(ALICE, "stop")]
+    travel(slack, fire_of(slack))
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 2 stopped"
+    said = [m for m in slack.fake.messages(CHANNEL) if "is not in use" in m["text"]]
+    assert len(said) == 1
 
 
 async def test_stop_anyway_stops_and_the_summary_says_who(slack: Slack) -> None:
