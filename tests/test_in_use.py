@@ -195,6 +195,41 @@ async def test_a_slack_retry_of_an_answer_answers_once(slack: Slack) -> None:
     assert len(said) == 1
 
 
+async def test_a_keep_answer_alone_keeps_at_the_run(slack: Slack) -> None:
+    """The answer is what decides: recorded, its Keep exception never written (a kill
+    between the two), the run still keeps the resource and says who kept it."""
+    await warning(slack, dt.timedelta(minutes=12))
+    fire = fire_of(slack)
+    _, won = slack.store.answer_in_use("nightly", fire, "dev-eu", "keep", ALICE)
+    assert won and slack.store.active_exceptions("nightly") == []
+    travel(slack, fire)
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 1 kept: in use, 1 stopped"
+    assert "dev-eu (kept by <@U0ALICE>: in use, deployed 12m ago)" in block_texts(done)
+
+
+async def test_a_snoozed_run_asks_again_at_its_own_warning(slack: Slack) -> None:
+    """Snoozed by an hour, the run is warned again at its new time and its signs read
+    anew (a deployment 5 minutes before that warning); unanswered, the default keeps it at
+    the snoozed run."""
+    message = await warning(slack, dt.timedelta(minutes=12))
+    fire = fire_of(slack)
+    await slack.click_message(sv.SNOOZE, f"nightly|1h|{fire.isoformat()}", message, ALICE)
+    await answered(slack, "snoozed")
+    later = fire + dt.timedelta(hours=1)
+    qsim(slack).set_last_deployment(DEV_EU, later - dt.timedelta(minutes=19))
+    travel(slack, later - dt.timedelta(minutes=14))
+    again = await slack.fake.wait_for_message(
+        CHANNEL,
+        lambda m: m.get("text", "").startswith("nightly stops") and m["ts"] != message["ts"],
+    )
+    assert ":construction_worker: *dev-eu*: deployed 5m ago" in block_texts(again)
+    assert buttons(again)[sv.IN_USE_KEEP] == f"nightly|dev-eu|{later.isoformat()}"
+    travel(slack, later)
+    done = await summary(slack)
+    assert done["text"] == "nightly run done: 1 kept: in use, 1 stopped"
+
+
 async def test_stop_anyway_stops_and_the_summary_says_who(slack: Slack) -> None:
     """Stop anyway: the run stops it, and the summary says on whose word."""
     message = await warning(slack, dt.timedelta(minutes=12))
