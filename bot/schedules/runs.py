@@ -31,6 +31,7 @@ from bot.schedules.facts import (
     local,
     starts,
 )
+from bot.schedules.in_use import InUse
 from bot.text import Command, Person, Text, say
 from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview, PriorRead
 from providers.base import Resource, ResourceStatus
@@ -97,6 +98,8 @@ class Runs:
         self.savings: Savings | None = None
         """What a finished run's summary says it is expected to save (when set)."""
         self.notifier = notifier
+        self.in_use = InUse(definitions)
+        """The warning's questions: answered, or the default, they decide at the run."""
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
 
@@ -129,11 +132,11 @@ class Runs:
         )
         if run is None:
             return None  # this fire was handled already
-        plan = (
-            self.definitions.start_plan(schedule, now)
-            if starts(run)
-            else self.definitions.plan(schedule, now)
-        )
+        if starts(run):
+            plan = self.definitions.start_plan(schedule, now)
+        else:
+            plan = self.definitions.plan(schedule, now)
+            self.in_use.decide(schedule, fire, plan)
         for item in plan:
             self.store.record_item(run.id, item.resource, item.outcome, item.detail)
         self._spawn(run, schedule=schedule)
@@ -399,6 +402,8 @@ class Runs:
             outcome, detail = self._outcome(op, preview)
             uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
+                if outcome == Outcome.STOPPED and not starts(run):
+                    detail = self.in_use.note(schedule.name, run.fire_time, resource.name)
                 self.store.record_item(run.id, resource.name, outcome, detail, op.id)
                 return
             failures += 1

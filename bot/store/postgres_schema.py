@@ -270,8 +270,23 @@ _VERSION_8 = """
 CREATE INDEX audit_action ON audit (action, at);
 """
 
-# Environments stopped tier after tier (bot/environments.py).
+# 'Is anyone using it?': a schedule warning's questions, one answer each.
 _VERSION_9 = """
+CREATE TABLE in_use_questions (
+    schedule text NOT NULL,
+    fire_time timestamptz NOT NULL,
+    resource text NOT NULL,
+    signals text NOT NULL,
+    asked_at timestamptz NOT NULL,
+    answer text,
+    answered_by text,
+    answered_at timestamptz,
+    PRIMARY KEY (schedule, fire_time, resource)
+);
+"""
+
+# Environments stopped tier after tier (bot/environments.py).
+_VERSION_10 = """
 CREATE TABLE environment_runs (
     id text PRIMARY KEY,
     environment text NOT NULL,
@@ -297,6 +312,7 @@ MIGRATIONS: Sequence[tuple[int, str]] = (
     (7, _VERSION_7),
     (8, _VERSION_8),
     (9, _VERSION_9),
+    (10, _VERSION_10),
 )
 
 
