@@ -728,3 +728,37 @@ def test_check_config_shows_each_environment_in_order(
         "  environments: 1",
         "    staging: feldera (etl) -> qovery (dev-eu, staging-us)",
     ]
+
+
+async def test_slack_wake_env_starts_the_cluster_first_and_shows_one_message(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """`/stop wake env old` on stopped members: Confirm, then one message to the end; every
+    member is up, the cluster's start sent first and the pipeline's last."""
+    old = [
+        {"feldera": ["archive"]},
+        {"okeanos": ["flink"]},
+        {"nova": ["db-3"]},
+        {"qovery": ["qa-old"]},
+    ]
+    slack = Slack(sims, tmp_path / "stopbot.db", environments={"old": old})
+    try:
+        reply = await slack.ask("wake env old morning")
+        assert reply.args["text"] == "Wake environment old? 4 tier(s), in order."
+        run_id, ts = slack.confirmation()
+        assert (await slack.click(ENV_CONFIRM, run_id, ts)).status_code == 200
+        final = await slack.fake.wait_for_message(
+            CHANNEL, lambda m: m.get("text", "").startswith(":white_check_mark: old woken")
+        )
+        assert final["text"] == ":white_check_mark: old woken, every tier"
+        assert len(env_messages(slack)) == 1
+        ops = [
+            slack.store.operation_for_key(f"environment:{run_id}:{n}")
+            for n in ["qa-old", "db-3", "flink", "archive"]
+        ]
+        assert [(op.action, op.state) for op in ops if op] == [(Action.START, OpState.STARTED)] * 4
+        # Each tier's start asked only once the one before is up: strictly later.
+        asked = [op.created_at for op in ops if op]
+        assert asked == sorted(asked) and len(set(asked)) == 4
+    finally:
+        slack.close()
