@@ -35,7 +35,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from bot.leadership import Leadership, Sole
 from bot.models import (
@@ -55,6 +55,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.background import Lane
 from bot.text import Text
 from providers.base import utcnow
 
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 
 _NO_TASK = object()
 
@@ -686,6 +688,32 @@ class Store(
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
         self.clock = clock
+        self._lanes = {"work": Lane(self, "work"), "urgent": Lane(self, "urgent")}
+
+    async def off_loop(
+        self, call: Callable[[], T], *, alone: bool = False, urgent: bool = False
+    ) -> T:
+        """Run ``call`` (store calls: a method with its arguments bound, or a few in a
+        row) on a thread of the store's, and return its result once it is committed
+        (bot/store/background.py): the event loop goes on meanwhile.
+
+        Calls queued together share one transaction; each fails alone, its exception
+        raised here. ``alone``: in a transaction of its own, committed before this returns
+        (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
+        ack waits for)."""
+        lane = self._lanes["urgent" if urgent else "work"]
+        result: T = await lane.submit(call, alone=alone)
+        return result
+
+    def close_lanes(self) -> None:
+        """Run the calls queued off the loop, then stop their threads (at close)."""
+        for lane in self._lanes.values():
+            lane.close()
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One atomic unit of writes (a backend's connection inside); within a
+        :meth:`batch`, a savepoint of it, undone alone if it raises."""
 
     @abstractmethod
     def batch(self) -> AbstractContextManager[None]:

@@ -395,6 +395,7 @@ class PostgresStore(Store):
             return bool(found and found[0])
 
     def close(self) -> None:
+        self.close_lanes()
         self.closed = True
         self._pool.close()
 

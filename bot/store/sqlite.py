@@ -483,6 +483,7 @@ class SQLiteStore(Store):
         return Path(location).exists()
 
     def close(self) -> None:
+        self.close_lanes()
         self.closed = True
         self.db.conn.close()
 
