@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncBoltRequest
@@ -131,18 +132,32 @@ class Inbox:
         return request_id, await recorded
 
     def _record(self) -> None:
+        # Off the loop, on the store's urgent lane (no run's writes queue there): the loop
+        # goes on answering while the database commits; each answer leaves after it.
         waiting, self._waiting = self._waiting, []
-        try:
-            seen = self.bot.store.receive(
-                [(rid, body, kind) for rid, body, kind, _ in waiting],
-                self.bot.service.registry.id,
+        store = self.bot.store
+        requests = [(rid, body, kind) for rid, body, kind, _ in waiting]
+        recording = asyncio.ensure_future(
+            store.off_loop(
+                partial(store.receive, requests, self.bot.service.registry.id), urgent=True
             )
-        except Exception as exc:  # each request fails as its own recording would
-            for *_, recorded in waiting:
-                recorded.set_exception(exc)
-            return
-        for (*_, recorded), state in zip(waiting, seen, strict=True):
-            recorded.set_result(state)
+        )
+
+        def recorded(done: asyncio.Future[list[str]]) -> None:
+            if done.cancelled():  # shutting down: nothing recorded, nothing answered
+                for *_, future in waiting:
+                    future.cancel()
+                return
+            error = done.exception()
+            for index, (*_, future) in enumerate(waiting):
+                if future.done():
+                    continue
+                if error is not None:  # each request fails as its own recording would
+                    future.set_exception(error)
+                else:
+                    future.set_result(done.result()[index])
+
+        recording.add_done_callback(recorded)
 
     async def record(self, body: dict[str, Any]) -> Handling | None:
         """Record a request a listener is about to ack that the endpoint did not record (a

@@ -3,6 +3,7 @@ with ``GET /healthz`` in both."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -294,7 +295,9 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
-            bot.store.health()
+            # In a thread: a database that is slow to answer (or a store busy with a run's
+            # writes) holds this check, never the loop that answers Slack.
+            await asyncio.to_thread(bot.store.health)
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {exc}"

@@ -124,6 +124,7 @@ SESSION_SETTINGS = {
 }
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise
 PROBE_INTERVAL = 0.5  # seconds between tries to reach a server that stopped answering
+CHECK_IDLE = 1.0  # seconds a connection given back is lent again without a check
 CLOCK_REFRESH = 300.0  # seconds between measures of the server's clock offset
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -332,6 +333,7 @@ class PostgresStore(Store):
         self._batches = threading.local()  # per thread: the connection of its open batch
         self._errors = _Errors(f"the database {self.location}", self.password, self._closed)
         self._clock_lock = threading.Lock()
+        self._returned_at: dict[int, float] = {}  # id of a connection: when it came back
         # The schema is found and migrated on a connection of its own, before the pool: a
         # server that refuses (a password, an option) says why at once.
         with self._errors, psycopg.connect(**self.url.connection_kwargs()) as conn:
@@ -342,9 +344,11 @@ class PostgresStore(Store):
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             kwargs=self.url.connection_kwargs(),
             min_size=1,
-            max_size=4,
+            # The loop's calls, and the threads of off_loop's two lanes (and /healthz's).
+            max_size=8,
             open=False,
             check=self._check,
+            reset=self._returned,
             # Give up reconnecting in the background soon: the next call starts afresh at
             # once, so a server back after a long outage is found within seconds.
             reconnect_timeout=10.0,
@@ -371,12 +375,21 @@ class PostgresStore(Store):
             first = str(user[0]) if user else "public"
         return first
 
+    def _returned(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's reset of a connection given back: when, for :meth:`_check`."""
+        self._returned_at[id(conn)] = time.monotonic()
+
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check of a connection lent: alive (an empty query), and, every few
-        minutes, the server's clock measured again on it."""
+        """The pool's check of a connection lent: alive (an empty query) unless it was
+        given back within the last ``CHECK_IDLE`` seconds (a round trip before each call
+        was a tenth of a run's time on the loop; a connection broken since is the
+        store's error, as a server lost mid-call is), and, every few minutes, the
+        server's clock measured again on it."""
         if self.server_clock is not None and self.server_clock.stale():
             with self._clock_lock:
                 self.server_clock.measure(conn)
+            return
+        if time.monotonic() - self._returned_at.pop(id(conn), -CHECK_IDLE) < CHECK_IDLE:
             return
         ConnectionPool.check_connection(conn)
 
