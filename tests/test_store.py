@@ -677,3 +677,20 @@ def test_orphaned_operations_are_those_no_live_process_owns(store: Store) -> Non
     states = [OpState.REQUESTED]
     assert {op.id for op in store.orphaned_operations(states, ["alive"])} == {dead, nobody}
     assert {op.id for op in store.orphaned_operations(states, [])} == {dead, alive, nobody}
+
+
+def test_a_runs_items_recorded_at_once_keep_their_order_and_update(store: Store) -> None:
+    """record_items records a run's plan in order, as record_item would one by one; an item
+    recorded again is updated in place, and its operation kept."""
+    run = store.create_run("nightly", T0, kind="cron")
+    assert run is not None
+    store.record_items(run.id, [("b", None, None), ("a", "opted_out", Text("tagged"))])
+    store.record_item(run.id, "b", None, Text("stopping"), "op-b")
+    store.record_items(run.id, [("c", None, None), ("b", "stopped", None)])
+    items = store.run_items(run.id)
+    assert [(i.resource, i.outcome, i.op_id) for i in items] == [
+        ("b", "stopped", "op-b"),
+        ("a", "opted_out", None),
+        ("c", None, None),
+    ]
+    assert items[1].detail == Text("tagged")

@@ -564,6 +564,14 @@ class RunStore(ABC):
         stays when a later update gives none."""
 
     @abstractmethod
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        """:meth:`record_item` for each (resource, outcome, detail) of ``items``, in order,
+        at once: a run's plan of 10,000 resources in one statement sent many times (one
+        round trip on PostgreSQL's pipeline), not 10,000 round trips."""
+
+    @abstractmethod
     def run_items(self, run_id: str) -> list[RunItem]:
         """A run's resources, in the order first recorded."""
 

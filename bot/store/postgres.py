@@ -1601,6 +1601,20 @@ class PostgresStore(Store):
                 [run_id, resource, outcome, _stored(detail), op_id],
             )
 
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        with self.transaction() as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO schedule_items (run_id, resource, outcome, detail) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (run_id, resource) DO UPDATE SET "
+                "outcome = excluded.outcome, detail = excluded.detail",
+                [
+                    [run_id, resource, outcome, _stored(detail)]
+                    for resource, outcome, detail in items
+                ],
+            )
+
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self.rows(
             "SELECT run_id, resource, outcome, detail, op_id FROM schedule_items "

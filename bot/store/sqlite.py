@@ -1574,6 +1574,20 @@ class SQLiteStore(Store):
                 [run_id, resource, outcome, _stored(detail), op_id],
             )
 
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO schedule_items (run_id, resource, outcome, detail) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(run_id, resource) DO UPDATE SET "
+                "outcome = excluded.outcome, detail = excluded.detail",
+                [
+                    [run_id, resource, outcome, _stored(detail)]
+                    for resource, outcome, detail in items
+                ],
+            )
+
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self.rows("SELECT * FROM schedule_items WHERE run_id = ? ORDER BY rowid", [run_id])
         return [RunItem.model_validate(r) for r in rows]
