@@ -694,3 +694,17 @@ def test_a_runs_items_recorded_at_once_keep_their_order_and_update(store: Store)
         ("c", None, None),
     ]
     assert items[1].detail == Text("tagged")
+
+
+def test_requests_received_at_once_say_whether_each_is_new_open_or_done(store: Store) -> None:
+    """receive records a burst in one call: each request new, or seen before and open or
+    handled; the same request twice in one burst is new once."""
+    burst = [("r1", "body 1", "form"), ("r2", "body 2", "form"), ("r1", "body 1", "form")]
+    assert store.receive(burst, "P1") == ["new", "new", "open"]
+    store.handled("r2")
+    assert store.receive([("r3", "3", "form"), ("r2", "2", "form"), ("r1", "1", "form")], "P1") == [
+        "new",
+        "done",
+        "open",
+    ]
+    assert [r["id"] for r in store.open_requests()] == ["r1", "r3"]

@@ -696,7 +696,8 @@ class Store(
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
         self.clock = clock
-        self._lanes = {"work": Lane(self, "work"), "urgent": Lane(self, "urgent")}
+        # The urgent lane groups nothing: its callers group their own (an ack's burst).
+        self._lanes = {"work": Lane(self, "work"), "urgent": Lane(self, "urgent", group=1)}
 
     async def off_loop(
         self, call: Callable[[], T], *, alone: bool = False, urgent: bool = False

@@ -509,6 +509,21 @@ class PostgresStore(Store):
             conn.execute("COMMIT")
 
     @contextmanager
+    def _unlocked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction without the store's write lock, for writes each of which is a
+        compare-and-set on its own (a unique key inserted once)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                if not conn.closed:
+                    with suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
     def batch(self) -> Iterator[None]:
         # One connection of the pool is this thread's for the whole batch (the others go
         # on with the rest of the pool); the task that opened it is remembered, since the
@@ -1757,22 +1772,35 @@ class PostgresStore(Store):
 
     def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
         now = self.clock()
-        seen = []
-        with self.transaction() as conn:
-            for request_id, body, content_type in requests:
-                cursor = conn.execute(
+        # Each insert is a compare-and-set on its own (the id is unique): no write lock
+        # (an ack's recording waits for no other writer's turn), the inserts pipelined.
+        in_batch = getattr(self._batches, "conn", None) is not None
+        with self.transaction() if in_batch else self._unlocked() as conn:
+            with conn.cursor() as cursor:
+                cursor.executemany(
                     "INSERT INTO inbox (id, received_at, body, content_type, owner) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [request_id, now, body, content_type, owner],
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                    [[rid, now, body, kind, owner] for rid, body, kind in requests],
+                    returning=True,
                 )
-                if cursor.rowcount == 1:
-                    seen.append("new")
-                    continue
-                row = conn.execute(
-                    "SELECT done_at FROM inbox WHERE id = %s", [request_id]
-                ).fetchone()
-                seen.append("done" if row and row[0] else "open")
-        return seen
+                new = [cursor.fetchone() is not None for _ in cursor.results()]
+            known = [
+                rid for (rid, _, _), inserted in zip(requests, new, strict=True) if not inserted
+            ]
+            done = (
+                {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT id FROM inbox WHERE id = ANY(%s) AND done_at IS NOT NULL", [known]
+                    ).fetchall()
+                }
+                if known
+                else set()
+            )
+        return [
+            "new" if inserted else "done" if rid in done else "open"
+            for (rid, _, _), inserted in zip(requests, new, strict=True)
+        ]
 
     def handled(self, request_id: str) -> None:
         with self.transaction() as conn:
