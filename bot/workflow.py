@@ -871,9 +871,12 @@ class StopService:
             self.outbox.kick()
         return moved
 
-    def _observe(self, op: Operation, status: ResourceStatus) -> Operation | None:
-        """Record a new provider state of an operation this process drives."""
-        owed = self._progress(op)
+    def _observe(
+        self, op: Operation, status: ResourceStatus, *, shown: bool = True
+    ) -> Operation | None:
+        """Record a new provider state of an operation this process drives; not ``shown``
+        by itself when the move it ends with is (a final state)."""
+        owed = self._progress(op) if shown else None
         changed = self.store.record_provider_state(
             op.id,
             status.state,
@@ -1170,7 +1173,14 @@ class StopService:
                 last = status
                 changed: Operation | None = None
                 if op.state == OpState.ACCEPTED or status.state != op.provider_state:
-                    op, changed = await self.store.off_loop(partial(self._look, op, status))
+                    # The last state is shown with the end that follows it, not on its own.
+                    up = self.providers[resource.provider].is_up(status)
+                    final = status.phase == Phase.FAILED or (
+                        up if op.action is Action.START else status.phase == Phase.STOPPED
+                    )
+                    op, changed = await self.store.off_loop(
+                        partial(self._look, op, status, shown=not final)
+                    )
                 if op.action is Action.START and self.providers[resource.provider].is_up(status):
                     return await self._end(op, OpState.STARTED, listener, status, None)
                 if op.action is Action.STOP and status.phase == Phase.STOPPED:
@@ -1195,7 +1205,9 @@ class StopService:
                 interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
                 check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
 
-    def _look(self, op: Operation, status: ResourceStatus) -> tuple[Operation, Operation | None]:
+    def _look(
+        self, op: Operation, status: ResourceStatus, *, shown: bool = True
+    ) -> tuple[Operation, Operation | None]:
         """A followed stop's first look (moved to in progress) and a new provider state, in
         one transaction: the operation as it is now, and whether its state changed."""
         changed: Operation | None = None
@@ -1204,7 +1216,7 @@ class StopService:
                 op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
             # Only a change is written (a run of 10,000 stops reads them all).
             if status.state != op.provider_state:
-                changed = self._observe(op, status)
+                changed = self._observe(op, status, shown=shown)
         return changed or op, changed
 
     def _accepted_at(self, op: Operation) -> dt.datetime:
