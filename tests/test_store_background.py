@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ import pytest
 
 from bot.models import OpState
 from bot.store import Store, StoreError, StoreUnavailableError, open_store
-from bot.store.background import GROUP
+from bot.store.background import GROUP, Lane
 from tests.test_store import Clock, _confirm, new_op
 
 T = TypeVar("T")
@@ -28,10 +28,36 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(location: str) -> Store:
+def store(location: str) -> Iterator[Store]:
+    """A store whose calls off the loop go through its lanes, the work lane with one thread
+    (the tests below hold it to make groups): on SQLite too, where they run in line."""
     opened = open_store(location, clock=Clock())
+    opened.off_loop_inline = False
+    opened._lanes["work"] = Lane(opened, "work")
     yield opened
     opened.close()
+
+
+def test_a_tasks_calls_run_in_its_order_as_the_store_is_configured(location: str) -> None:
+    """With the store as it comes (a few threads on the work lane; SQLite in line), each
+    task's calls run in the order it made them, and every one is committed."""
+    store = open_store(location, clock=Clock())
+
+    async def task(name: str) -> list[int]:
+        return [await store.off_loop(partial(store.audit, name, f"{name}-{i}")) for i in range(10)]
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(task(f"U{n}") for n in range(10)))
+
+    try:
+        ids = asyncio.run(main())
+        entries = store.audit_log()
+    finally:
+        store.close()
+    assert all(mine == sorted(mine) for mine in ids)
+    assert len(entries) == 100
+    for n in range(10):
+        assert [e.action for e in entries if e.actor == f"U{n}"] == [f"U{n}-{i}" for i in range(10)]
 
 
 def _actions(store: Store) -> list[str]:

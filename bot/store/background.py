@@ -15,8 +15,10 @@ What it promises:
   fails fails every call of the group, since none of them holds.
 * **A failing call fails alone.** Inside the batch each call is a savepoint, undone as a
   whole when it raises; its caller gets its exception, the others their results.
-* **In order.** One thread per lane takes the calls in the order they came; a task that
-  awaits each call sees its calls run in the order it made them.
+* **In order, for each caller.** A lane's threads (one, or a few on the work lane, so that
+  on PostgreSQL one's round trips overlap another's) take the calls in the order they
+  came; a task awaits each of its calls, so its calls run in the order it made them.
+  Calls of different tasks may run side by side, as their tasks do on the loop.
 * **Alone when it must be.** A call sent with ``alone=True`` (a claim to send a stop,
   which must be committed before the stop leaves, and which refuses to be part of a
   batch) runs on its own, in its turn.
@@ -75,13 +77,14 @@ class Lane:
     """One thread running a store's calls in groups (see the module's docstring); started at
     its first call, stopped by :meth:`close`."""
 
-    def __init__(self, store: Store, name: str, group: int = GROUP) -> None:
+    def __init__(self, store: Store, name: str, group: int = GROUP, threads: int = 1) -> None:
         self.store = store
         self.name = name
         self.group = group
+        self.threads = threads
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._closed = False
 
     def submit(self, call: Callable[[], Any], *, alone: bool = False) -> asyncio.Future[Any]:
@@ -91,11 +94,13 @@ class Lane:
         with self._lock:
             if self._closed:
                 raise StoreUnavailableError(f"the database {self.store.location} is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name=f"stopbot-store-{self.name}", daemon=True
-                )
-                self._thread.start()
+            if not self._workers:
+                for number in range(self.threads):
+                    worker = threading.Thread(
+                        target=self._work, name=f"stopbot-store-{self.name}-{number}", daemon=True
+                    )
+                    worker.start()
+                    self._workers.append(worker)
             self._queue.put(_Call(call, loop, future, alone))
         return future
 
@@ -103,11 +108,12 @@ class Lane:
         """Run what is queued, then stop the thread (waiting ``timeout`` seconds at most)."""
         with self._lock:
             self._closed = True
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            workers, self._workers = self._workers, []
+        for _ in workers:
             self._queue.put(None)
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)
 
     def _work(self) -> None:
         while True:

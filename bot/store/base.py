@@ -693,11 +693,21 @@ class Store(
     it out of this attribute, which messages print); ``clock`` is the store's now.
     """
 
+    off_loop_inline = False
+    """Whether :meth:`off_loop` runs its calls in line, on the loop: for a backend whose
+    calls wait for nothing (no server round trip), where a thread would only add hand-offs
+    of the GIL between it and the loop."""
+
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
         self.clock = clock
         # The urgent lane groups nothing: its callers group their own (an ack's burst).
-        self._lanes = {"work": Lane(self, "work"), "urgent": Lane(self, "urgent", group=1)}
+        # The work lane has a few threads: on PostgreSQL, one's reads and round trips
+        # overlap another's (writers still take turns at the store's write lock).
+        self._lanes = {
+            "work": Lane(self, "work", threads=3),
+            "urgent": Lane(self, "urgent", group=1),
+        }
 
     async def off_loop(
         self, call: Callable[[], T], *, alone: bool = False, urgent: bool = False
@@ -709,7 +719,10 @@ class Store(
         Calls queued together share one transaction; each fails alone, its exception
         raised here. ``alone``: in a transaction of its own, committed before this returns
         (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
-        ack waits for)."""
+        ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs here, now,
+        in a transaction of its own as any call on the loop."""
+        if self.off_loop_inline:
+            return call()
         lane = self._lanes["urgent" if urgent else "work"]
         result: T = await lane.submit(call, alone=alone)
         return result

@@ -3,11 +3,13 @@
 Selected by a ``postgresql://`` (or ``postgres://``) location: ``STOPBOT_DATABASE_URL`` or
 ``database_url`` in ``stopbot.yaml``. Why these choices:
 
-* **psycopg 3 and psycopg-pool, synchronous.** The bot calls the store on its event loop, as
-  it calls SQLite: a small pool (1 to 4 connections, in autocommit mode) serves the loop and
-  the few threads that use the store. Each connection is checked when borrowed (the pool's
-  ``check``), so a server restarted meanwhile costs no failed call, and the pool reconnects
-  by itself when the server is back; until then every call is a
+* **psycopg 3 and psycopg-pool, synchronous.** The bot calls the store as it calls SQLite:
+  on its event loop, or, for what a run and an ack wait for, off it on the store's own
+  threads (:meth:`Store.off_loop`, bot/store/background.py). A small pool (1 to 8
+  connections, in autocommit mode) serves the loop and those threads. A connection is
+  checked when borrowed (the pool's ``check``) unless it came back within the last second,
+  so a server restarted meanwhile costs at most a call or two that fail as unavailable,
+  and the pool reconnects by itself when the server is back; until then every call is a
   :class:`~bot.store.errors.StoreUnavailableError` after :attr:`PostgresStore.wait` seconds.
 * **Writers take turns, as in SQLite.** Every write transaction begins with
   ``pg_advisory_xact_lock`` on one key of this store's schema, which the server releases at

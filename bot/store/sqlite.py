@@ -457,6 +457,11 @@ class SQLiteStore(Store):
     What each method promises is said once, in bot/store/base.py; here is how SQLite keeps it.
     """
 
+    # A call costs tens of microseconds of CPU and waits for no server: off the loop, it
+    # would hold the GIL against the loop (acks during a run of 10,000 measured p99 188 /
+    # 327 ms with the store's thread, 56 / 147 without).
+    off_loop_inline = True
+
     def __init__(self, location: str | os.PathLike[str], *, clock: Clock = utcnow) -> None:
         super().__init__(os.fspath(location), clock=clock)
         self.closed = False
