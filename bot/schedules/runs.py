@@ -149,7 +149,7 @@ class Runs:
                 )
                 return run
 
-        run = await self.store.off_loop(create)
+        run = await self.store.off_loop(create, heavy=True)
         if run is not None:
             self._spawn(run, schedule=schedule)
         return run
@@ -532,7 +532,8 @@ class Runs:
                 self.report,
                 owed.payload["run"],
                 ScheduleConfig.model_validate(given) if given else None,
-            )
+            ),
+            heavy=True,
         )
         if report is None:
             return True

@@ -710,7 +710,12 @@ class Store(
         }
 
     async def off_loop(
-        self, call: Callable[[], T], *, alone: bool = False, urgent: bool = False
+        self,
+        call: Callable[[], T],
+        *,
+        alone: bool = False,
+        urgent: bool = False,
+        heavy: bool = False,
     ) -> T:
         """Run ``call`` (store calls: a method with its arguments bound, or a few in a
         row) on a thread of the store's, and return its result once it is committed
@@ -720,8 +725,10 @@ class Store(
         raised here. ``alone``: in a transaction of its own, committed before this returns
         (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
         ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs here, now,
-        in a transaction of its own as any call on the loop."""
-        if self.off_loop_inline:
+        in a transaction of its own as any call on the loop, unless ``heavy`` (many rows
+        read or written: a run's plan and items, its report): in a thread, it takes turns
+        with the loop every few milliseconds instead of holding it for its whole length."""
+        if self.off_loop_inline and not heavy:
             return call()
         lane = self._lanes["urgent" if urgent else "work"]
         result: T = await lane.submit(call, alone=alone)
