@@ -10,7 +10,7 @@
     status, list  live status of one resource, or of the configured ones
     history       the audit log (table, --json or --csv)
     locks         Stopbot locks and provider locks in force
-    schedules     the schedules in the store
+    schedules     the schedules in the store (--preview NAME: who its next run would ask)
 
 Exit codes:
     0    success (``stop``: stopped, or already stopped)
@@ -473,11 +473,19 @@ async def _savings(runtime: Runtime, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
+def _with_runtime(
+    name: str, *, with_store: bool = False
+) -> Callable[[argparse.Namespace, Settings], int]:
     async def run(args: argparse.Namespace, settings: Settings) -> int:
-        runtime = Runtime.open(settings, with_store=False)
+        runtime = Runtime.open(settings, with_store=with_store)
         try:
-            handler = {"list": _list, "status": _status, "locks": _locks, "savings": _savings}[name]
+            handler = {
+                "list": _list,
+                "status": _status,
+                "locks": _locks,
+                "savings": _savings,
+                "preview": _in_use_preview,
+            }[name]
             return await handler(runtime, args)
         finally:
             await runtime.aclose()
@@ -486,6 +494,43 @@ def _with_runtime(name: str) -> Callable[[argparse.Namespace, Settings], int]:
         return asyncio.run(run(args, settings))
 
     return command
+
+
+async def _in_use_preview(runtime: Runtime, args: argparse.Namespace) -> int:
+    """``schedules --preview NAME``: what the schedule's next run would stop, and which of
+    those are in use now (their warning would ask about them), read from the providers;
+    nothing is recorded."""
+    engine = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).engine
+    configured = {s.name: s for s in runtime.config.schedules}
+    schedule = engine.schedules().get(args.preview) or configured.get(args.preview)
+    if schedule is None:
+        known = ", ".join(sorted({*engine.schedules(), *configured})) or "none"
+        raise CliError(f"no schedule named {args.preview!r} (known: {known})", EXIT_USAGE)
+    plan = await engine.in_use.preview(schedule)
+    names = await _names(runtime.config, runtime.settings, people_in(i.detail for i in plan))
+    default = "kept" if schedule.in_use == "keep" else "stopped anyway"
+    print(f"{schedule.name}: next run {_utc(engine.upcoming(schedule))}")
+    rows = []
+    for item in plan:
+        if item.stop and item.in_use is not None:
+            what = f"would ask: in use, {names.words(item.in_use)}"
+        elif item.stop:
+            what = "would stop"
+        else:
+            detail = f": {names.words(item.detail)}" if item.detail else ""
+            what = f"{item.outcome}{detail}"
+        rows.append([item.resource, item.provider, what])
+    print(_table(rows, ["RESOURCE", "PROVIDER", "NEXT RUN"]))
+    asked = sum(1 for i in plan if i.stop and i.in_use is not None)
+    if asked:
+        print(
+            f"{_plural(asked, 'resource')} in use: the warning asks about "
+            f"{'it' if asked == 1 else 'them'}; unanswered by the run, "
+            f"{'it is' if asked == 1 else 'they are'} {default} (in_use: {schedule.in_use})."
+        )
+    else:
+        print("Nothing in use: the run stops what it selects without asking.")
+    return EXIT_OK
 
 
 # -- history, schedules -----------------------------------------------------------------
@@ -598,6 +643,8 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    if args.preview is not None:
+        return _with_runtime("preview", with_store=True)(args, settings)
     with _existing_store(settings) as store:
         schedules = store.schedules()
     if args.json:
@@ -1066,6 +1113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schedules", help="the schedules in the store")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--preview",
+        metavar="NAME",
+        help="what NAME's next run would stop, and which resources in use it would ask about",
+    )
     p.set_defaults(func=cmd_schedules)
     return parser
 

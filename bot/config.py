@@ -398,6 +398,11 @@ class ScheduleConfig(BaseModel):
     force: bool = Field(
         default=False, description="Forced stops where the provider has them (Feldera)."
     )
+    in_use: Literal["keep", "stop"] = Field(
+        default="keep",
+        description="A resource found in use at the warning, with nobody answering its "
+        "question by the run: keep it running, or stop it anyway.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -456,6 +461,11 @@ class SchedulingSettings(BaseModel):
         default=dt.timedelta(seconds=5), description="At most one summary update per this."
     )
     drift_check_interval: Duration = Field(default=dt.timedelta(minutes=5))
+    deployed_within: Duration = Field(
+        default=dt.timedelta(minutes=60),
+        description="A resource deployed this recently is in use: its scheduled stop asks "
+        "first (Qovery's last deployment).",
+    )
 
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

@@ -337,3 +337,19 @@ class ActionResult(BaseModel):
     joined: str | None = Field(
         default=None, description="The stop in flight on the resource this one follows."
     )
+
+
+class InUseQuestion(BaseModel):
+    """'Is anyone using it?': asked at a schedule's warning about one resource found in use
+    before the run at ``fire``, with the signs found (each a
+    :class:`~providers.base.UsageSignal` as data); answered once, ``keep`` or ``stop``, by
+    ``answered_by`` (None: nobody yet)."""
+
+    schedule: str
+    fire: dt.datetime
+    resource: str
+    signals: list[dict[str, Any]]
+    asked_at: dt.datetime
+    answer: str | None = None
+    answered_by: str | None = None
+    answered_at: dt.datetime | None = None

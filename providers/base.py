@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -32,6 +32,7 @@ __all__ = [
     "ResourceStatus",
     "StatusAndLock",
     "StopAccepted",
+    "UsageSignal",
     "utcnow",
 ]
 
@@ -134,6 +135,21 @@ class DiscoveredResource(BaseModel):
     state: str
     phase: Phase
     options: dict[str, str] = Field(default_factory=dict)
+
+
+class UsageSignal(BaseModel):
+    """A sign that someone uses a resource now, as the provider's API shows it: a fact, not
+    a verdict (how recent a deployment must be to count is the bot's rule).
+
+    ``kind`` is ``deployed`` (``at`` the last deployment, ``by`` who, where the API says)
+    or ``ingesting`` (``detail`` what moved, in the provider's words)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    at: dt.datetime | None = None
+    by: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,29 @@ class Provider(ABC):
         """What ``resource`` costs while it runs, where the provider's API tells (the
         default: it does not)."""
         return None
+
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
+        """Signs of live use of ``resource`` where the provider's API has them (Qovery's
+        last deployment, Feldera's input moving); the default: none. ``sleep`` is how to
+        wait between two reads that tell something moving (the caller's clock; by
+        default, asyncio's)."""
+        return []
+
+    async def usages(
+        self,
+        resources: Sequence[Resource],
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> dict[str, list[UsageSignal] | BaseException]:
+        """:meth:`usage` of many resources, keyed by resource id, each its signs or the
+        exception its read raised: all at once here; providers whose one list call
+        carries the signs (Qovery's cluster statuses) override this to make one call."""
+        found = await asyncio.gather(
+            *(self.usage(r, sleep=sleep) for r in resources), return_exceptions=True
+        )
+        return {r.id: answer for r, answer in zip(resources, found, strict=True)}
 
     @abstractmethod
     async def list(self) -> list[DiscoveredResource]:

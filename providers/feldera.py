@@ -3,7 +3,8 @@
 Implements the Feldera REST API v0 (https://docs.feldera.com/api/): ``POST
 /v0/pipelines/{name}/stop``, ``POST /v0/pipelines/{name}/start?initial=running`` (a
 wake), ``GET /v0/pipelines/{name}?selector=status`` and ``GET
-/v0/pipelines?selector=status``, with ``Authorization: Bearer <API key>``. A pipeline is
+/v0/pipelines?selector=status``, ``GET /v0/pipelines/{name}/stats`` (is it still
+ingesting?), with ``Authorization: Bearer <API key>``. A pipeline is
 named by its user-given name, which is its resource id here.
 
 The stop endpoint's description in openapi.json and the lifecycle reference
@@ -30,7 +31,8 @@ The stop endpoint's description in openapi.json and the lifecycle reference
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -46,6 +48,7 @@ from providers.base import (
     Resource,
     ResourceStatus,
     StopAccepted,
+    UsageSignal,
 )
 from providers.errors import (
     AlreadyRunningError,
@@ -129,6 +132,28 @@ class _DeploymentError(BaseModel):
     message: str
     error_code: str | None = None
     details: Any = None
+
+
+class _InputMetrics(BaseModel):
+    """The input counters of ``GlobalControllerMetrics`` (both required by the spec)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    buffered_input_records: int = Field(ge=0)
+    total_input_records: int = Field(ge=0)
+
+
+class _Stats(BaseModel):
+    """``ControllerStatus``, the ``/stats`` answer: only its global metrics are read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    global_metrics: _InputMetrics
+
+
+NOT_DEPLOYED = "PipelineInteractionNotDeployed"
+USAGE_SAMPLE_SECONDS = 2.0
+"""How far apart the two ``/stats`` reads are that tell a pipeline's input moving."""
 
 
 class _PipelineStatus(BaseModel):
@@ -217,6 +242,8 @@ class FelderaProvider(Provider):
             gate=gate or RequestGate(config.requests),
         )
         self._graceful: GracefulStop | None = None
+        self.usage_sample = USAGE_SAMPLE_SECONDS
+        """Seconds between the two ``/stats`` reads that tell input moving (0: one read)."""
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """Ask Feldera to stop the pipeline: gracefully (checkpoint first) unless ``force``.
@@ -329,6 +356,51 @@ class FelderaProvider(Provider):
             p.name: self._to_status(p)
             for p in await self._list_statuses(lambda item: item.get("name") in wanted)
         }
+
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
+        """Whether the pipeline still ingests, from ``GET /v0/pipelines/{name}/stats``
+        (``ControllerStatus.global_metrics``): input buffered now, or
+        ``total_input_records`` grown between two reads ``usage_sample`` seconds apart.
+        A pipeline not deployed has no stats (the spec's 503 ``PipelineInteractionNotDeployed``):
+        not in use. Any other failure is raised: whether it is used is then unknown."""
+        first = await self._input_metrics(resource)
+        if first is None:
+            return []
+        buffered = first.buffered_input_records
+        if buffered > 0:
+            return [UsageSignal(kind="ingesting", detail=f"{buffered} input records buffered")]
+        if self.usage_sample <= 0:
+            return []
+        await (sleep or asyncio.sleep)(self.usage_sample)
+        second = await self._input_metrics(resource)
+        if second is None:
+            return []
+        moved = second.total_input_records - first.total_input_records
+        if moved > 0 or second.buffered_input_records > 0:
+            return [
+                UsageSignal(
+                    kind="ingesting",
+                    detail=f"{max(moved, 0)} input records in {self.usage_sample:g} s",
+                )
+            ]
+        return []
+
+    async def _input_metrics(self, resource: Resource) -> _InputMetrics | None:
+        """The stats' input counters; None when the pipeline has no stats (not deployed)."""
+        try:
+            response = await self._api.request("GET", f"{self._path(resource)}/stats")
+        except ProviderError as exc:
+            if exc.code == NOT_DEPLOYED:
+                return None
+            raise
+        try:
+            return _Stats.model_validate(self._json(response)).global_metrics
+        except ValidationError as exc:
+            raise ProviderError(
+                self.name, f"unexpected pipeline stats answer: {exc.error_count()} error(s)"
+            ) from exc
 
     async def list(self) -> list[DiscoveredResource]:
         """Every pipeline of the instance, whatever its status (one call)."""

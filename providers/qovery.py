@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -35,6 +35,7 @@ from providers.base import (
     ResourceStatus,
     StatusAndLock,
     StopAccepted,
+    UsageSignal,
 )
 from providers.errors import (
     AlreadyRunningError,
@@ -177,7 +178,16 @@ class _ClusterStatus(_Model):
     is_deployed: bool | None = None
     last_execution_id: str | None = None
     cluster_lock: _ClusterLock | None = None
+    last_deployment_date: dt.datetime | None = None
     reason: str | None = None
+
+    @field_validator("last_deployment_date")
+    @classmethod
+    def _utc_when_naive(cls, value: dt.datetime | None) -> dt.datetime | None:
+        """As ``locked_at``: a date without an offset is UTC, so it compares with the clock."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class _ClusterStatusList(_Model):
@@ -448,6 +458,35 @@ class QoveryProvider(Provider):
             source="Qovery currentCost, a monthly range",
         )
 
+    async def usage(
+        self, resource: Resource, *, sleep: Callable[[float], Awaitable[None]] | None = None
+    ) -> list[UsageSignal]:
+        """The cluster's ``last_deployment_date`` (ClusterStatus), when it has one. The
+        spec's ClusterStatus does not say who deployed: ``by`` stays None."""
+        return _deployed(await self._read_status(resource.id))
+
+    async def usages(
+        self,
+        resources: Sequence[Resource],
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> dict[str, list[UsageSignal] | BaseException]:
+        """One call for the whole organization (``ClusterStatusResponseList``: each
+        ClusterStatus carries its ``last_deployment_date``); a cluster the list leaves out
+        is read on its own."""
+        if not resources:
+            return {}
+        try:
+            response = await self._api.request("GET", f"{self._org_path}/cluster/status")
+            listed = _parse(self.name, _ClusterStatusList, response).results
+        except ProviderError as exc:
+            return {r.id: exc for r in resources}
+        by_id = {s.cluster_id: s for s in listed}
+        found: dict[str, list[UsageSignal] | BaseException] = {
+            r.id: _deployed(by_id[r.id]) for r in resources if r.id in by_id
+        }
+        return found | await super().usages([r for r in resources if r.id not in by_id])
+
     async def lock(self, resource: Resource) -> ProviderLock | None:
         """The ``cluster_lock`` the spec carries on ``ClusterStatus``. It lapses
         ``ttl_in_days`` after ``locked_at``; without ``ttl_in_days`` it never does."""
@@ -511,6 +550,13 @@ class QoveryProvider(Provider):
 
     async def aclose(self) -> None:
         await self._api.aclose()
+
+
+def _deployed(body: _ClusterStatus) -> list[UsageSignal]:
+    """The cluster's last deployment as a sign of use, when it has one."""
+    if body.last_deployment_date is None:
+        return []
+    return [UsageSignal(kind="deployed", at=body.last_deployment_date)]
 
 
 def _lock(found: _ClusterLock | None) -> ProviderLock | None:

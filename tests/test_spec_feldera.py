@@ -130,6 +130,7 @@ def test_simulator_routes_are_spec_operations(spec: dict[str, Any]) -> None:
         ("/v0/config", "get"),
         ("/v0/pipelines", "get"),
         ("/v0/pipelines/{pipeline_name}", "get"),
+        ("/v0/pipelines/{pipeline_name}/stats", "get"),
         ("/v0/pipelines/{pipeline_name}/stop", "post"),
         ("/v0/pipelines/{pipeline_name}/start", "post"),
     }
@@ -170,6 +171,32 @@ def test_pipeline_body_matches_schema(
     assert response.status_code == 200
     assert problems(spec, schema(spec, "PipelineSelectedInfo"), response.json()) == []
     assert response.json()["deployment_status"] == status
+
+
+@pytest.mark.parametrize("status", ["Running", "Paused"])
+def test_stats_body_matches_schema(
+    spec: dict[str, Any], sims: SimulatorServer, api: httpx.Client, status: str
+) -> None:
+    """GET /v0/pipelines/{name}/stats of a running or paused pipeline is a valid
+    ControllerStatus, its input counters as seeded (none while paused)."""
+    simulator(sims).set_state("etl", status)
+    simulator(sims).set_input("etl", per_second=0, buffered=7)
+    response = api.get("/v0/pipelines/etl/stats")
+    assert response.status_code == 200
+    assert problems(spec, schema(spec, "ControllerStatus"), response.json()) == []
+    metrics = response.json()["global_metrics"]
+    assert metrics["buffered_input_records"] == (7 if status == "Running" else 0)
+
+
+def test_stats_of_a_stopped_pipeline_is_the_specs_503(
+    spec: dict[str, Any], api: httpx.Client
+) -> None:
+    """A pipeline not deployed has no stats: 503 PipelineInteractionNotDeployed, a valid
+    ErrorResponse."""
+    response = api.get("/v0/pipelines/archive/stats")
+    assert response.status_code == 503
+    assert problems(spec, schema(spec, "ErrorResponse"), response.json()) == []
+    assert response.json()["error_code"] == "PipelineInteractionNotDeployed"
 
 
 def test_pipeline_list_matches_schema(

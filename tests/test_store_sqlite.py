@@ -84,7 +84,13 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_9(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE in_use_questions")
+    conn.execute("UPDATE schema_version SET version = 8")
+
+
 def undo_migration_8(conn: sqlite3.Connection) -> None:
+    undo_migration_9(conn)
     conn.execute("DROP INDEX audit_action")
     conn.execute("UPDATE schema_version SET version = 7")
 
@@ -138,6 +144,20 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
     second = store.get_operation("second")
     assert second is not None and second.joined == first and second.send_claimed_at is None
     assert store.unannounced_runs() == []
+
+
+def test_migration_9_adds_the_in_use_questions(tmp_path: Path) -> None:
+    """A database of schema 8 can ask and answer 'is anyone using it?' once migrated."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_9(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    fire = dt.datetime(2026, 12, 4, 19, tzinfo=dt.UTC)
+    store.ask_in_use("nightly", fire, "dev-eu", [{"kind": "ingesting"}])
+    assert [q.resource for q in store.in_use_questions("nightly", fire)] == ["dev-eu"]
 
 
 def test_migration_7_keeps_old_operations_as_stops(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ per job, and the face's way in.
 - :mod:`bot.schedules.fires`: the clock (:meth:`ScheduleEngine.tick`), warnings;
 - :mod:`bot.schedules.changes`: Skip, Snooze and Keep;
 - :mod:`bot.schedules.runs`: a run's stops and its summary;
+- :mod:`bot.schedules.in_use`: "is anyone using it?", asked at the warning, decided at the run;
 - :mod:`bot.schedules.announcements`: skipped and missed runs, told in the channel;
 - :mod:`bot.schedules.drift`: what was stopped and runs again.
 
@@ -44,6 +45,7 @@ from bot.schedules.facts import (
     Sleep,
 )
 from bot.schedules.fires import Fires
+from bot.schedules.in_use import mark
 from bot.schedules.runs import Runs
 from bot.store import Store
 from bot.workflow import StopService
@@ -79,6 +81,7 @@ class ScheduleEngine:
             self.definitions, self.announcements, self.runs, self.drift, self._notify
         )
         self.changes = Changes(self.definitions, service.registry)
+        self.in_use = self.runs.in_use
         if notifier is not None:
             self.notify_with(notifier)
         service.registry.sweeps.append(self.sweep)
@@ -148,6 +151,12 @@ class ScheduleEngine:
         self, schedule: ScheduleConfig, *, started_by: str | None = None
     ) -> list[PlanItem]:
         return await self.definitions.read_plan(schedule, started_by=started_by)
+
+    def warning_plan(self, schedule: ScheduleConfig, at: dt.datetime) -> list[PlanItem]:
+        """The plan of the run at ``at`` as its warning shows it: with the questions asked
+        about resources in use, and their answers (no provider read)."""
+        questions = {q.resource: q for q in self.store.in_use_questions(schedule.name, at)}
+        return mark(self.definitions.plan(schedule, at), questions)
 
     # -- the clock (bot.schedules.fires) ----------------------------------------------
 

@@ -36,15 +36,18 @@ class Outcome:
     KEPT = "skipped: kept"
     LEASED = "skipped: leased"
     OPTED_OUT = "skipped: opted out"
+    IN_USE = "kept: in use"  # asked at the warning; kept by an answer or the default
     AWAITING_APPROVAL = "awaiting approval"
     REFUSED = "refused"
     MISSED = "missed"
     FAILED = "failed"
     UNKNOWN = "unknown"  # a dry run's: its status or lock could not be read
 
-    SKIPPED = frozenset({LOCKED, KEPT, LEASED, OPTED_OUT})
+    SKIPPED = frozenset({LOCKED, KEPT, LEASED, OPTED_OUT, IN_USE})
     # Outcomes whose detail says why, in the summary.
     EXPLAINED = SKIPPED | {REFUSED, MISSED, FAILED}
+    # Outcomes whose detail, when they have one, the summary shows too (stopped anyway).
+    NOTED = frozenset({STOPPED})
 
 
 class PlanItem(BaseModel):
@@ -54,6 +57,11 @@ class PlanItem(BaseModel):
     action: str = "stop"
     outcome: str | None = None
     detail: Text | None = None
+    in_use: Text | None = Field(
+        default=None, description="Signs of use it was asked about (the warning's question)."
+    )
+    in_use_answer: str | None = Field(default=None, description="keep or stop, once answered.")
+    in_use_by: str | None = Field(default=None, description="Who answered.")
 
 
 class Change(BaseModel):

@@ -164,9 +164,10 @@ class Fires:
             )
             return True
         fire = dt.datetime.fromisoformat(owed.payload["fire"])
-        return await self.notifier().warn(
-            schedule, at, self.definitions.plan_for(schedule, fire, at), fire=fire
-        )
+        plan = self.definitions.plan_for(schedule, fire, at)
+        if not is_start_fire(schedule, fire):
+            plan = await self.runs.in_use.ask(schedule, at, plan)
+        return await self.notifier().warn(schedule, at, plan, fire=fire)
 
     async def sweep(self) -> None:
         """What dead processes left: their runs, and skipped or missed runs they recorded

@@ -18,10 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.config import ScheduleConfig
-from bot.models import ScheduleRun
+from bot.models import InUseQuestion, ScheduleRun
 from bot.policy import Policy
 from bot.schedules.engine import ScheduleEngine
 from bot.schedules.facts import Change, PlanItem, ScheduleError
+from bot.schedules.in_use import KEEP, KEEP_FOR
 from bot.store import Store
 from bot.text import Text, say
 
@@ -176,6 +177,23 @@ class ScheduleRights:
             until = self.engine.clock() + dt.timedelta(hours=hours)
         self.engine.keep(name, resource, until, user)
         return until
+
+    async def answer_in_use(
+        self, user: str, name: str, at: dt.datetime, resource: str, answer: str
+    ) -> tuple[InUseQuestion, bool]:
+        """``user`` answers the warning's question about ``resource`` (in use before
+        ``name``'s run at ``at``): ``keep`` it (out of the schedule's runs for
+        :data:`~bot.schedules.in_use.KEEP_FOR`) or ``stop`` it anyway. Anyone allowed to
+        stop it answers, once: returns the question as it stands and whether this answer
+        counts (False: someone answered first; nothing changed)."""
+        decision = await self.policy.may_stop(user, self.engine.config.resource(resource))
+        if not decision.allowed:
+            raise ScheduleError(say("You cannot decide for {}: {}.", resource, decision.reason))
+        self.engine.schedule(name)
+        question, won = self.engine.in_use.answer(name, at, resource, answer, user)
+        if won and answer == KEEP:
+            self.engine.keep(name, resource, self.engine.clock() + KEEP_FOR, user)
+        return question, won
 
     async def leave_drifted(self, user: str, name: str, resource: str) -> None:
         """``user`` leaves ``resource``, found running again after ``name`` stopped it,

@@ -33,6 +33,7 @@ from bot.schedules.facts import (
     local,
     starts,
 )
+from bot.schedules.in_use import InUse
 from bot.text import Command, Person, Text, say
 from bot.workflow import INTERRUPTED_PREPARING, Confirmation, Preview, PriorRead
 from providers.base import Resource, ResourceStatus
@@ -100,6 +101,8 @@ class Runs:
         self.savings: Savings | None = None
         """What a finished run's summary says it is expected to save (when set)."""
         self.notifier = notifier
+        self.in_use = InUse(definitions)
+        """The warning's questions: answered, or the default, they decide at the run."""
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
 
@@ -127,11 +130,11 @@ class Runs:
             # plan is read first (reads take no write lock), then the run and its items
             # written in one transaction, the items in one statement (they were 10,000
             # commits, holding every other writer meanwhile).
-            plan = (
-                self.definitions.start_plan(schedule, now)
-                if kind in START_KINDS
-                else self.definitions.plan(schedule, now)
-            )
+            if kind in START_KINDS:
+                plan = self.definitions.start_plan(schedule, now)
+            else:
+                plan = self.definitions.plan(schedule, now)
+                self.in_use.decide(schedule, fire, plan)
             with self.store.batch():
                 run = self.store.create_run(
                     schedule.name,
@@ -362,6 +365,8 @@ class Runs:
             outcome, detail = self._outcome(op, preview)
             uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
+                if outcome == Outcome.STOPPED and not starts(run):
+                    detail = self.in_use.note(schedule.name, run.fire_time, resource.name)
                 await self.store.off_loop(
                     partial(self.store.record_item, run.id, resource.name, outcome, detail, op.id)
                 )

@@ -29,6 +29,8 @@ from bot.text import Person
 __all__ = [
     "DRIFT_LEAVE",
     "DRIFT_STOP",
+    "IN_USE_KEEP",
+    "IN_USE_STOP",
     "KEEP",
     "RUN_CANCEL",
     "RUN_CONFIRM",
@@ -53,6 +55,9 @@ RUN_CONFIRM = "schedule_run_confirm"
 RUN_CANCEL = "schedule_run_cancel"
 DRIFT_STOP = "schedule_drift_stop"
 DRIFT_LEAVE = "schedule_drift_leave"
+IN_USE_KEEP = "schedule_in_use_keep"
+IN_USE_STOP = "schedule_in_use_stop"
+MAX_QUESTIONS = 15  # one actions block each; a message holds 50 blocks
 
 SNOOZE_BY = "1h"  # what Snooze does; buttons posted before it was in their value mean it
 KEEP_CHOICES = (("1h", "for 1 hour"), ("3h", "for 3 hours"), ("next", "until tomorrow's run"))
@@ -67,6 +72,7 @@ OUTCOME_LINES = {
     Outcome.KEPT: ":raised_hand: Skipped, kept",
     Outcome.LEASED: ":alarm_clock: Skipped, woken for a while",
     Outcome.OPTED_OUT: ":see_no_evil: Skipped, opted out",
+    Outcome.IN_USE: ":construction_worker: Kept, in use",
     Outcome.AWAITING_APPROVAL: ":hourglass: Awaiting approval",
     Outcome.REFUSED: ":no_entry: Refused",
     Outcome.MISSED: ":zzz: Missed",
@@ -154,11 +160,13 @@ def warning(
     fire = fire or at
     if is_start_fire(schedule, fire):
         return _start_warning(schedule, at, plan, fire)
+    asked = [i for i in plan if i.stop and i.in_use is not None]
     text = md(
-        "{} stops {} at {:%H:%M} UTC unless someone skips it.",
+        "{} stops {} at {:%H:%M} UTC unless someone skips it.{}",
         schedule.name,
         counted(sum(i.stop for i in plan), "resource"),
         at,
+        md(" {} in use: keep or stop anyway?", counted(len(asked), "resource")) if asked else "",
     )
     blocks: Blocks = [
         _header(f"Scheduled stop: {schedule.name}"),
@@ -180,6 +188,8 @@ def warning(
             ],
         },
     ]
+    if asked:
+        blocks += in_use_questions(schedule, at, asked)
     keepable = [i for i in plan if i.stop]
     if keepable:
         menus = [
@@ -215,6 +225,48 @@ def warning(
                 )
             )
     return text, blocks
+
+
+def in_use_questions(
+    schedule: ScheduleConfig, at: dt.datetime, asked: Sequence[PlanItem]
+) -> Blocks:
+    """'Is anyone using it?': each resource found in use, its signs, and **Keep 2h** /
+    **Stop anyway** until someone answers (then who did, and what). Without an answer by
+    the run, the schedule's ``in_use`` default applies, which the question says."""
+    default = "kept" if schedule.in_use == "keep" else "stopped anyway"
+    blocks: Blocks = [
+        _section(
+            md(
+                "*Is anyone using it?* With no answer by the run, these are {}.",
+                default,
+            )
+        )
+    ]
+    for item in asked[:MAX_QUESTIONS]:
+        line = md(":construction_worker: *{}*: {}", item.resource, item.in_use)
+        if item.in_use_answer is not None:
+            verb = "keeps it" if item.in_use_answer == "keep" else "stops it anyway"
+            blocks.append(_section(md("{}\n{} {}.", line, Person(item.in_use_by or ""), verb)))
+            continue
+        blocks.append(_section(line))
+        value = fire_value(schedule.name, at, item.resource)
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"in_use:{item.resource}"[:255],
+                "elements": [
+                    _button(IN_USE_KEEP, "Keep 2h", value, "primary"),
+                    _button(IN_USE_STOP, "Stop anyway", value, "danger"),
+                ],
+            }
+        )
+    if len(asked) > MAX_QUESTIONS:
+        blocks.append(
+            _context(
+                md("{} more in use: keep them from the menus below.", len(asked) - MAX_QUESTIONS)
+            )
+        )
+    return blocks
 
 
 def _start_warning(
@@ -260,7 +312,7 @@ def summary(report: RunReport) -> View:
     for name, items in groups.items():
         label = OUTCOME_LINES.get(name, name)
         # Failures and skips say why; the rest is a count and a few names.
-        with_detail = name in Outcome.EXPLAINED
+        with_detail = name in Outcome.EXPLAINED or name in Outcome.NOTED
         entries = [
             md("{} ({})", i.resource, i.detail)
             if i.detail and with_detail

@@ -141,6 +141,8 @@ class ScheduleHandlers:
         action(sv.RUN_CANCEL, self.on_run_cancel)
         action(sv.DRIFT_STOP, self.on_drift_stop)
         action(sv.DRIFT_LEAVE, self.on_drift_leave)
+        action(sv.IN_USE_KEEP, self.on_in_use_keep)
+        action(sv.IN_USE_STOP, self.on_in_use_stop)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -302,6 +304,49 @@ class ScheduleHandlers:
             md("{} keeps {} out of {} until {}.", Person(user), resource, code(name), _at(until)),
         )
 
+    async def on_in_use_keep(self, body: dict[str, Any], respond: Respond) -> None:
+        await self._answer_in_use(body, respond, "keep")
+
+    async def on_in_use_stop(self, body: dict[str, Any], respond: Respond) -> None:
+        await self._answer_in_use(body, respond, "stop")
+
+    async def _answer_in_use(self, body: dict[str, Any], respond: Respond, answer: str) -> None:
+        """**Keep 2h** or **Stop anyway** on a warning's question: the first answer counts
+        (a second click, or a retried request, is told who answered and what)."""
+        value, user = self.bot.action_of(body)
+        name, [resource], at = sv.read_fire_value(value, 1)
+        if at is None:
+            raise buttons.StaleButton
+        resource = self._known(resource)
+        try:
+            question, won = await self.rights.answer_in_use(user, name, at, resource, answer)
+        except ScheduleError as exc:
+            await tell(respond, mrkdwn(exc.text))
+            return
+        said = "keep it" if question.answer == "keep" else "stop it anyway"
+        if not won:
+            await tell(
+                respond,
+                md(
+                    "{} already answered for {}: {}. Nothing was changed.",
+                    Person(question.answered_by or ""),
+                    resource,
+                    said,
+                ),
+            )
+            return
+        await self._redraw_warning(body, respond, name)
+        if answer == "keep":
+            text = md(
+                "{} keeps {} running for 2h (in use): {} will not stop it.",
+                Person(user),
+                resource,
+                code(name),
+            )
+        else:
+            text = md("{} says {} is not in use: {} stops it.", Person(user), resource, code(name))
+        await tell_channel(respond, text)
+
     async def _redraw_warning(
         self, body: dict[str, Any], respond: Respond, name: str, *, skipped_by: str | None = None
     ) -> None:
@@ -327,7 +372,9 @@ class ScheduleHandlers:
             return
         snoozed = self.bot.store.snoozes(name).get(fire)
         at = snoozed[0] if snoozed else fire
-        await replace_with(respond, *sv.warning(schedule, at, engine.plan(schedule, at), fire))
+        await replace_with(
+            respond, *sv.warning(schedule, at, engine.warning_plan(schedule, at), fire)
+        )
 
     async def on_run_confirm(self, body: dict[str, Any], respond: Respond) -> None:
         name, user = self.bot.action_of(body)

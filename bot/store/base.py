@@ -43,6 +43,7 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    InUseQuestion,
     KeepException,
     Lease,
     LeaseState,
@@ -65,6 +66,7 @@ __all__ = [
     "AuditStore",
     "ClaimStore",
     "Clock",
+    "InUseStore",
     "InboxStore",
     "LeaseStore",
     "LockStore",
@@ -673,6 +675,29 @@ class InboxStore(ABC):
         """Forget requests handled before ``before``; how many."""
 
 
+class InUseStore(ABC):
+    """'Is anyone using it?' questions of a schedule's warning, and their one answer each."""
+
+    @abstractmethod
+    def ask_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, signals: list[dict[str, Any]]
+    ) -> None:
+        """Record the question about ``resource`` before ``schedule``'s run at ``fire``; one
+        asked already stays as it was (a warning delivered again asks nothing new)."""
+
+    @abstractmethod
+    def answer_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, answer: str, actor: str
+    ) -> tuple[InUseQuestion | None, bool]:
+        """Answer the question, once: a compare-and-set on it being unanswered, audited.
+        Returns the question as it stands (None: never asked) and whether this call
+        answered it (False: it was answered already, by the one it names)."""
+
+    @abstractmethod
+    def in_use_questions(self, schedule: str, fire: dt.datetime) -> list[InUseQuestion]:
+        """The questions asked before ``schedule``'s run at ``fire``, by resource name."""
+
+
 class Store(
     AuditStore,
     OperationStore,
@@ -685,6 +710,7 @@ class Store(
     ProcessStore,
     OutboxStore,
     InboxStore,
+    InUseStore,
 ):
     """All persistent state of the bot, in one database (see the module's docstring for
     what every backend promises).

@@ -79,6 +79,7 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    InUseQuestion,
     KeepException,
     Lease,
     LeaseState,
@@ -1835,6 +1836,56 @@ class PostgresStore(Store):
                 "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < %s", [before]
             )
             return cursor.rowcount
+
+    # -- is anyone using it? -------------------------------------------------------
+
+    def ask_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, signals: list[dict[str, Any]]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO in_use_questions (schedule, fire_time, resource, signals, "
+                "asked_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    schedule,
+                    fire,
+                    resource,
+                    json.dumps(signals, sort_keys=True, default=str),
+                    self.clock(),
+                ],
+            )
+
+    def answer_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, answer: str, actor: str
+    ) -> tuple[InUseQuestion | None, bool]:
+        with self.transaction() as conn:
+            won = conn.execute(
+                "UPDATE in_use_questions SET answer = %s, answered_by = %s, answered_at = %s "
+                "WHERE schedule = %s AND fire_time = %s AND resource = %s AND answer IS NULL",
+                [answer, actor, self.clock(), schedule, fire, resource],
+            ).rowcount
+            if won:
+                self._audit(
+                    conn,
+                    actor,
+                    "schedule.in_use_answer",
+                    resource=resource,
+                    detail={"schedule": schedule, "fire": _iso(fire), "answer": answer},
+                )
+        found = [q for q in self.in_use_questions(schedule, fire) if q.resource == resource]
+        return (found[0] if found else None), bool(won)
+
+    def in_use_questions(self, schedule: str, fire: dt.datetime) -> list[InUseQuestion]:
+        rows = self.rows(
+            "SELECT * FROM in_use_questions WHERE schedule = ? AND fire_time = ? ORDER BY resource",
+            [schedule, fire],
+        )
+        return [
+            InUseQuestion.model_validate(
+                {**r, "fire": r["fire_time"], "signals": json.loads(r["signals"])}
+            )
+            for r in rows
+        ]
 
 
 def _assignments(values: dict[str, Any]) -> sql.Composed:

@@ -270,8 +270,28 @@ _VERSION_8 = """
 CREATE INDEX audit_action ON audit (action, at);
 """
 
+# 'Is anyone using it?': a schedule warning's questions, one answer each.
+_VERSION_9 = """
+CREATE TABLE in_use_questions (
+    schedule text NOT NULL,
+    fire_time timestamptz NOT NULL,
+    resource text NOT NULL,
+    signals text NOT NULL,
+    asked_at timestamptz NOT NULL,
+    answer text,
+    answered_by text,
+    answered_at timestamptz,
+    PRIMARY KEY (schedule, fire_time, resource)
+);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
-MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7), (8, _VERSION_8))
+MIGRATIONS: Sequence[tuple[int, str]] = (
+    (6, _VERSION_6),
+    (7, _VERSION_7),
+    (8, _VERSION_8),
+    (9, _VERSION_9),
+)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

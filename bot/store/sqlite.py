@@ -39,6 +39,7 @@ from bot.models import (
     Approval,
     AuditEntry,
     BotLock,
+    InUseQuestion,
     KeepException,
     Lease,
     LeaseState,
@@ -396,6 +397,24 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_action ON audit (action, at)")
 
 
+def _migration_9(db: sqlite_utils.Database) -> None:
+    """'Is anyone using it?': a schedule warning's questions, one answer each."""
+    db.table("in_use_questions").create(
+        {
+            "schedule": str,
+            "fire_time": str,
+            "resource": str,
+            "signals": str,
+            "asked_at": str,
+            "answer": str,
+            "answered_by": str,
+            "answered_at": str,
+        },
+        pk=("schedule", "fire_time", "resource"),
+        not_null={"signals", "asked_at"},
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -405,6 +424,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1870,3 +1890,53 @@ class SQLiteStore(Store):
                 "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < ?", [_iso(before)]
             )
             return cursor.rowcount
+
+    # -- is anyone using it? -------------------------------------------------------
+
+    def ask_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, signals: list[dict[str, Any]]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO in_use_questions (schedule, fire_time, resource, signals, "
+                "asked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    schedule,
+                    _iso(fire),
+                    resource,
+                    json.dumps(signals, sort_keys=True, default=str),
+                    _iso(self.clock()),
+                ],
+            )
+
+    def answer_in_use(
+        self, schedule: str, fire: dt.datetime, resource: str, answer: str, actor: str
+    ) -> tuple[InUseQuestion | None, bool]:
+        with self.transaction() as conn:
+            won = conn.execute(
+                "UPDATE in_use_questions SET answer = ?, answered_by = ?, answered_at = ? "
+                "WHERE schedule = ? AND fire_time = ? AND resource = ? AND answer IS NULL",
+                [answer, actor, _iso(self.clock()), schedule, _iso(fire), resource],
+            ).rowcount
+            if won:
+                self._audit(
+                    conn,
+                    actor,
+                    "schedule.in_use_answer",
+                    resource=resource,
+                    detail={"schedule": schedule, "fire": _iso(fire), "answer": answer},
+                )
+        found = [q for q in self.in_use_questions(schedule, fire) if q.resource == resource]
+        return (found[0] if found else None), bool(won)
+
+    def in_use_questions(self, schedule: str, fire: dt.datetime) -> list[InUseQuestion]:
+        rows = self.rows(
+            "SELECT * FROM in_use_questions WHERE schedule = ? AND fire_time = ? ORDER BY resource",
+            [schedule, _iso(fire)],
+        )
+        return [
+            InUseQuestion.model_validate(
+                {**r, "fire": r["fire_time"], "signals": json.loads(r["signals"])}
+            )
+            for r in rows
+        ]

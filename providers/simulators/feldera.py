@@ -2,6 +2,7 @@
 
     GET  /v0/pipelines?selector=all|status|status_with_connectors
     GET  /v0/pipelines/{pipeline_name}?selector=...
+    GET  /v0/pipelines/{pipeline_name}/stats                    -> ControllerStatus
     POST /v0/pipelines/{pipeline_name}/stop?force=true|false     -> 202
 
 Errors are Feldera ``ErrorResponse`` bodies (``message``, ``error_code``, ``details``); a
@@ -135,6 +136,12 @@ class PipelineSeed(BaseModel):
     stop_unavailable: DeploymentErrorSeed | None = Field(
         default=None, description="Set: every /stop answers 503 with it and changes nothing."
     )
+    input_records_per_second: float = Field(
+        default=0.0, ge=0, description="Input received while Running (its /stats totals)."
+    )
+    buffered_input_records: int = Field(
+        default=0, ge=0, description="Input records waiting while Running (/stats)."
+    )
 
 
 class FelderaSeed(BaseModel):
@@ -171,6 +178,49 @@ def _iso(timestamp: float) -> str:
 
 def _error(status: int, message: str, code: str, details: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"message": message, "error_code": code, "details": details}, status)
+
+
+def _controller_status(pipeline: _Pipeline, now: float, status: str) -> dict[str, Any]:
+    """``ControllerStatus`` with every required field of ``GlobalControllerMetrics``: input
+    received at the seed's rate since the pipeline last became Running (none while
+    Paused)."""
+    since = pipeline.status_since.get("Running", pipeline.created_at)
+    running = status == "Running"
+    seed = pipeline.seed
+    total = int(seed.input_records_per_second * max(now - since, 0.0)) if running else 0
+    buffered = seed.buffered_input_records if running else 0
+    uptime = int(max(now - pipeline.created_at, 0.0) * 1000)
+    metrics: dict[str, Any] = {
+        "state": status,
+        "bootstrap_in_progress": False,
+        "transaction_status": "NoTransaction",
+        "transaction_id": 0,
+        "transaction_initiators": {"initiated_by_connectors": {}},
+        "concurrent_bootstrap_phase": "Inactive",
+        "rss_bytes": 0,
+        "memory_pressure": "low",
+        "memory_pressure_epoch": 0,
+        "cpu_msecs": 0,
+        "uptime_msecs": uptime,
+        "start_time": int(pipeline.created_at),
+        "incarnation_uuid": pipeline.deployment_id,
+        "initial_start_time": int(pipeline.created_at),
+        "storage_bytes": 0,
+        "storage_mb_secs": 0,
+        "runtime_elapsed_msecs": 0,
+        "buffered_input_records": buffered,
+        "buffered_input_bytes": buffered * 100,
+        "total_input_records": total,
+        "total_input_bytes": total * 100,
+        "total_processed_records": total,
+        "total_processed_bytes": total * 100,
+        "total_completed_records": total,
+        "output_stall_msecs": 0,
+        "total_initiated_steps": 0,
+        "total_completed_steps": 0,
+        "pipeline_complete": False,
+    }
+    return {"global_metrics": metrics, "inputs": [], "outputs": []}
 
 
 def _illegal_graceful_stop(name: str, status: str, desired: str) -> JSONResponse:
@@ -440,6 +490,7 @@ class FelderaSimulator(Simulator):
                 Route("/v0/config", self._config, methods=["GET"]),
                 Route("/v0/pipelines", self._list, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}", self._get, methods=["GET"]),
+                Route("/v0/pipelines/{pipeline_name}/stats", self._stats, methods=["GET"]),
                 Route("/v0/pipelines/{pipeline_name}/stop", self._stop, methods=["POST"]),
                 Route("/v0/pipelines/{pipeline_name}/start", self._start, methods=["POST"]),
             ]
@@ -534,6 +585,37 @@ class FelderaSimulator(Simulator):
             if pipeline is None:
                 return self._unknown(name)
             return JSONResponse(pipeline.info(self.now(), selector))
+
+    def set_input(self, name: str, *, per_second: float, buffered: int) -> None:
+        """Make the pipeline ingest ``per_second`` records (0: none) with ``buffered``
+        waiting, from now on."""
+        with self.lock:
+            pipeline = self.pipelines[name]
+            pipeline.seed = pipeline.seed.model_copy(
+                update={"input_records_per_second": per_second, "buffered_input_records": buffered}
+            )
+
+    async def _stats(self, request: Request) -> Response:
+        """``ControllerStatus`` of a running or paused pipeline (the spec: stats exist only
+        then); otherwise the 503 ``PipelineInteractionNotDeployed`` Feldera answers."""
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        name = request.path_params["pipeline_name"]
+        with self.lock:
+            pipeline = self.pipelines.get(name)
+            if pipeline is None:
+                return self._unknown(name)
+            now = self.now()
+            status = pipeline.status.state(now)
+            if status not in {"Running", "Paused"}:
+                return _error(
+                    503,
+                    f"Unable to interact with pipeline because the deployment status ({status}) "
+                    "indicates it is not (yet) fully provisioned",
+                    "PipelineInteractionNotDeployed",
+                    {"pipeline_name": name, "status": status},
+                )
+            return JSONResponse(_controller_status(pipeline, now, status))
 
     async def _stop(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:

@@ -154,6 +154,11 @@ class _ClusterSeed(BaseModel):
     production: bool = False
     is_deployed: bool | None = None
     fail_stop: bool = False
+    deployed_seconds_ago: float = Field(
+        default=86400.0,
+        ge=0,
+        description="When a deployed cluster was last deployed (its last_deployment_date).",
+    )
     lock: _LockSeed | None = None
     cost: _CostSeed = Field(default_factory=lambda: _CostSeed())
 
@@ -274,7 +279,9 @@ class QoverySimulator(Simulator):
                 timeline=Timeline(c.status, at=now),
                 cost=c.cost,
                 lock=lock,
-                last_deployment_date=now_dt if is_deployed else None,
+                last_deployment_date=(
+                    now_dt - dt.timedelta(seconds=c.deployed_seconds_ago) if is_deployed else None
+                ),
             )
         with self.lock:
             self._seed = seed
@@ -342,6 +349,11 @@ class QoverySimulator(Simulator):
     def clear_lock(self, resource_id: str) -> None:
         with self.lock:
             self._clusters[resource_id].lock = None
+
+    def set_last_deployment(self, cluster_id: str, at: dt.datetime | None) -> None:
+        """Set (or clear) when the cluster was last deployed, as a deployment would."""
+        with self.lock:
+            self._clusters[cluster_id].last_deployment_date = at
 
     def set_state(
         self, resource_id: str, state: str, *, options: Mapping[str, str] | None = None
