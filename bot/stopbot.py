@@ -171,6 +171,9 @@ class Stopbot:
     async def start_duties(self) -> None:
         """Take over what dead processes left, then keep this process alive in the store
         and do the time-driven work (housekeeping, schedules)."""
+        # The outbox starts on this loop now: the workflow's store calls run off the loop
+        # (bot/store/background.py), and a kick from there needs a loop to go to.
+        self.outbox.kick()
         await self.registry.sweep()
         self.registry.start(self.config.recovery.sweep_interval.total_seconds())
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")

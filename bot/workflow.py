@@ -30,10 +30,12 @@ each change through the outbox, in the same transaction as the change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -306,22 +308,25 @@ class StopService:
         check_length("A reason", reason)
         resource = self.config.resource(ref)
         provider = self.providers[resource.provider]
-        op, created = self.store.create_operation(
-            resource=resource.name,
-            provider=resource.provider,
-            resource_id=resource.id,
-            requested_by=actor.id,
-            source=source,
-            reason=reason,
-            force=force,
-            override_lock=override_lock,
-            channel=channel,
-            response_url=response_url,
-            idempotency_key=idempotency_key,
-            owner=self.registry.id,
-            notify=notify,
-            action=action,
-            lease_seconds=int(lease.total_seconds()) if lease is not None else None,
+        op, created = await self.store.off_loop(
+            partial(
+                self.store.create_operation,
+                resource=resource.name,
+                provider=resource.provider,
+                resource_id=resource.id,
+                requested_by=actor.id,
+                source=source,
+                reason=reason,
+                force=force,
+                override_lock=override_lock,
+                channel=channel,
+                response_url=response_url,
+                idempotency_key=idempotency_key,
+                owner=self.registry.id,
+                notify=notify,
+                action=action,
+                lease_seconds=int(lease.total_seconds()) if lease is not None else None,
+            )
         )
         preview = Preview(
             operation=op,
@@ -494,14 +499,32 @@ class StopService:
             and await self._forced_only(preview)
         ):
             fields["force"] = True
-        with self.store.batch():  # the decision and its confirmation: one commit
-            self._decide(preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields)
-            if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
-                confirmed = self.confirm(
-                    preview.operation.id, confirm.by, require_approval=confirm.require_approval
-                )
-                preview.operation = confirmed.operation or preview.operation
+
+        def decide() -> None:
+            with self.store.batch():  # the decision and its confirmation: one commit
+                self._decide(preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields)
+                if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
+                    confirmed = self.confirm(
+                        preview.operation.id, confirm.by, require_approval=confirm.require_approval
+                    )
+                    preview.operation = confirmed.operation or preview.operation
+
+        # Confirmed off the loop, then driven by the caller as soon as it has it: meanwhile
+        # it counts as driven here, so no sweep takes it for stranded (and drives it twice).
+        with self._driven(op.id):
+            await self.store.off_loop(decide)
         return preview
+
+    @contextlib.contextmanager
+    def _driven(self, op_id: str) -> Iterator[None]:
+        """``op_id`` counts as driven by this process while inside."""
+        self._driving[op_id] = self._driving.get(op_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._driving[op_id] -= 1
+            if not self._driving[op_id]:
+                del self._driving[op_id]
 
     async def _forced_only(self, preview: Preview) -> bool:
         """Whether the provider can only force this stop (Feldera's open-source edition):
@@ -556,7 +579,7 @@ class StopService:
         else:
             preview.provider_lock = lock_result
             preview.lock_read_at = read_at
-        preview.bot_lock = self.store.get_lock(resource.name)
+        preview.bot_lock = await self.store.off_loop(partial(self.store.get_lock, resource.name))
         verdict = self._lock_verdict(actor, resource, preview.provider_lock, preview.bot_lock)
         preview.notes.extend(verdict.notes)
         return verdict
@@ -790,8 +813,7 @@ class StopService:
         on from what the database says once it answers again (its provider call, if it
         left, judged by reading the provider), instead of being dropped by a live process
         that nobody would take it over from."""
-        self._driving[op_id] = self._driving.get(op_id, 0) + 1
-        try:
+        with self._driven(op_id):
             try:
                 return await work
             except StoreUnavailableError as exc:
@@ -811,10 +833,6 @@ class StopService:
                     return await self._resume_one(op, listener)
                 except StoreUnavailableError:
                     continue
-        finally:
-            self._driving[op_id] -= 1
-            if not self._driving[op_id]:
-                del self._driving[op_id]
 
     def _track(self, op_id: str, task: asyncio.Task[Operation]) -> None:
         self._tasks[op_id] = task
@@ -853,9 +871,12 @@ class StopService:
             self.outbox.kick()
         return moved
 
-    def _observe(self, op: Operation, status: ResourceStatus) -> Operation | None:
-        """Record a new provider state of an operation this process drives."""
-        owed = self._progress(op)
+    def _observe(
+        self, op: Operation, status: ResourceStatus, *, shown: bool = True
+    ) -> Operation | None:
+        """Record a new provider state of an operation this process drives; not ``shown``
+        by itself when the move it ends with is (a final state)."""
+        owed = self._progress(op) if shown else None
         changed = self.store.record_provider_state(
             op.id,
             status.state,
@@ -888,7 +909,7 @@ class StopService:
         live process drives, or whose claim another process won, is waited for instead;
         one that joined a stop in flight follows that stop.
         """
-        op = self.store.get_operation(op_id)
+        op = await self.store.off_loop(partial(self.store.get_operation, op_id))
         if op is not None and (op.state.final or op.state in _FOLLOWED - {OpState.SUBMITTING}):
             # Sent meanwhile (between its confirmation and this start, a sweep here or
             # another process that took this one for dead took it over): waited for.
@@ -929,16 +950,18 @@ class StopService:
                 log.warning(
                     "lock read failed before stop", extra={"operation": op_id, "error": str(exc)}
                 )
-        verdict = self._lock_verdict(
-            actor, resource, provider_lock, self.store.get_lock(resource.name)
-        )
+        bot_lock = await self.store.off_loop(partial(self.store.get_lock, resource.name))
+        verdict = self._lock_verdict(actor, resource, provider_lock, bot_lock)
         # An admin's override was decided and audited at request time; anyone else is
         # checked again, since a lock may have been taken since the preview.
         if verdict.blocked and not (op.override_lock and self.policy.is_admin(op.requested_by)):
             return await self._end(op, OpState.REFUSED, listener, None, verdict.reason)
         while True:
             began = self.clock()  # before the claim: the claim's own time is later
-            claimed = self.store.claim_send(op.id, self.registry.id)
+            # Alone: committed before the call it claims leaves.
+            claimed = await self.store.off_loop(
+                partial(self.store.claim_send, op.id, self.registry.id), alone=True
+            )
             if claimed is None:  # lost to another process: it sends, and is followed there
                 return await self.until_final(op_id, listener)
             op = claimed
@@ -1002,10 +1025,17 @@ class StopService:
             except ProviderError as exc:
                 return await self._end(op, OpState.FAILED, listener, None, Text(str(exc)))
             break
-        with self.store.batch():  # the move and the state that came with it: one commit
-            moved = self._move(op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message))
-            if moved is not None and accepted.status is not None:
-                moved = self._observe(moved, accepted.status) or moved
+
+        def accept(op: Operation = op) -> Operation | None:
+            with self.store.batch():  # the move and the state that came with it: one commit
+                moved = self._move(
+                    op, OpState.ACCEPTED, [OpState.SUBMITTING], Text(accepted.message)
+                )
+                if moved is not None and accepted.status is not None:
+                    moved = self._observe(moved, accepted.status) or moved
+                return moved
+
+        moved = await self.store.off_loop(accept)
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -1142,16 +1172,15 @@ class StopService:
             else:
                 last = status
                 changed: Operation | None = None
-                with self.store.batch():
-                    if op.state == OpState.ACCEPTED:
-                        op = (
-                            self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False)
-                            or op
-                        )
-                    # Only a change is written (a run of 10,000 stops reads them all).
-                    if status.state != op.provider_state:
-                        changed = self._observe(op, status)
-                    op = changed or op
+                if op.state == OpState.ACCEPTED or status.state != op.provider_state:
+                    # The last state is shown with the end that follows it, not on its own.
+                    up = self.providers[resource.provider].is_up(status)
+                    final = status.phase == Phase.FAILED or (
+                        up if op.action is Action.START else status.phase == Phase.STOPPED
+                    )
+                    op, changed = await self.store.off_loop(
+                        partial(self._look, op, status, shown=not final)
+                    )
                 if op.action is Action.START and self.providers[resource.provider].is_up(status):
                     return await self._end(op, OpState.STARTED, listener, status, None)
                 if op.action is Action.STOP and status.phase == Phase.STOPPED:
@@ -1170,11 +1199,25 @@ class StopService:
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
             if self.clock() >= check_at:  # (a write fenced out says so too)
-                current = self.store.get_operation(op.id)
+                current = await self.store.off_loop(partial(self.store.get_operation, op.id))
                 if current is None or current.owner != self.registry.id or current.state.final:
                     return current or op  # taken over by another process, or ended there
                 interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
                 check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
+
+    def _look(
+        self, op: Operation, status: ResourceStatus, *, shown: bool = True
+    ) -> tuple[Operation, Operation | None]:
+        """A followed stop's first look (moved to in progress) and a new provider state, in
+        one transaction: the operation as it is now, and whether its state changed."""
+        changed: Operation | None = None
+        with self.store.batch():
+            if op.state == OpState.ACCEPTED:
+                op = self._move(op, OpState.IN_PROGRESS, [OpState.ACCEPTED], shown=False) or op
+            # Only a change is written (a run of 10,000 stops reads them all).
+            if status.state != op.provider_state:
+                changed = self._observe(op, status, shown=shown)
+        return changed or op, changed
 
     def _accepted_at(self, op: Operation) -> dt.datetime:
         for t in self.store.transitions(op.id):
@@ -1190,9 +1233,14 @@ class StopService:
         status: ResourceStatus | None,
         detail: Text | None,
     ) -> Operation:
-        final = self._move(op, state, [*_FOLLOWED], detail)
-        final = final or self.store.get_operation(op.id) or op
-        self._open_lease(final)
+
+        def end() -> Operation:
+            final = self._move(op, state, [*_FOLLOWED], detail)
+            final = final or self.store.get_operation(op.id) or op
+            self._open_lease(final)
+            return final
+
+        final = await self.store.off_loop(end)
         await self._notify(listener, final, status)
         return final
 

@@ -734,3 +734,34 @@ def test_environment_runs_move_by_compare_and_set(store: Store, clock: Clock) ->
         "environment.running",
         "environment.halted",
     ]
+
+
+def test_a_runs_items_recorded_at_once_keep_their_order_and_update(store: Store) -> None:
+    """record_items records a run's plan in order, as record_item would one by one; an item
+    recorded again is updated in place, and its operation kept."""
+    run = store.create_run("nightly", T0, kind="cron")
+    assert run is not None
+    store.record_items(run.id, [("b", None, None), ("a", "opted_out", Text("tagged"))])
+    store.record_item(run.id, "b", None, Text("stopping"), "op-b")
+    store.record_items(run.id, [("c", None, None), ("b", "stopped", None)])
+    items = store.run_items(run.id)
+    assert [(i.resource, i.outcome, i.op_id) for i in items] == [
+        ("b", "stopped", "op-b"),
+        ("a", "opted_out", None),
+        ("c", None, None),
+    ]
+    assert items[1].detail == Text("tagged")
+
+
+def test_requests_received_at_once_say_whether_each_is_new_open_or_done(store: Store) -> None:
+    """receive records a burst in one call: each request new, or seen before and open or
+    handled; the same request twice in one burst is new once."""
+    burst = [("r1", "body 1", "form"), ("r2", "body 2", "form"), ("r1", "body 1", "form")]
+    assert store.receive(burst, "P1") == ["new", "new", "open"]
+    store.handled("r2")
+    assert store.receive([("r3", "3", "form"), ("r2", "2", "form"), ("r1", "1", "form")], "P1") == [
+        "new",
+        "done",
+        "open",
+    ]
+    assert [r["id"] for r in store.open_requests()] == ["r1", "r3"]

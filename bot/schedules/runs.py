@@ -12,6 +12,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from bot.config import ScheduleConfig
@@ -22,6 +23,7 @@ from bot.savings import Savings
 from bot.schedules.announcements import Announcements
 from bot.schedules.definitions import Definitions
 from bot.schedules.facts import (
+    START_KINDS,
     SUMMARY,
     Outcome,
     RunReport,
@@ -71,7 +73,10 @@ class _ItemListener:
             # round, and the store's writes are most of a run's own work.
             self._shown = shown
             detail = Text(shown)
-            self.runs.store.record_item(self.run_id, self.resource, None, detail, op.id)
+            store = self.runs.store
+            await store.off_loop(
+                partial(store.record_item, self.run_id, self.resource, None, detail, op.id)
+            )
             self.runs.publish_soon(self.run_id)
 
 
@@ -121,25 +126,37 @@ class Runs:
         *,
         started_by: str | None = None,
     ) -> ScheduleRun | None:
-        run = self.store.create_run(
-            schedule.name,
-            fire,
-            kind=kind,
-            channel=schedule.channel,
-            reason=say("started by {}", Person(started_by)) if started_by else None,
-            started_by=started_by,
-            owner=self.registry.id,
-        )
-        if run is None:
-            return None  # this fire was handled already
-        if starts(run):
-            plan = self.definitions.start_plan(schedule, now)
-        else:
-            plan = self.definitions.plan(schedule, now)
-            self.in_use.decide(schedule, fire, plan)
-        for item in plan:
-            self.store.record_item(run.id, item.resource, item.outcome, item.detail)
-        self._spawn(run, schedule=schedule)
+
+        def create() -> ScheduleRun | None:
+            # Off the loop: on PostgreSQL a run of 10,000 held Slack's acks for seconds. The
+            # plan is read first (reads take no write lock), then the run and its items
+            # written in one transaction, the items in one statement (they were 10,000
+            # commits, holding every other writer meanwhile).
+            if kind in START_KINDS:
+                plan = self.definitions.start_plan(schedule, now)
+            else:
+                plan = self.definitions.plan(schedule, now)
+                self.in_use.decide(schedule, fire, plan)
+            with self.store.batch():
+                run = self.store.create_run(
+                    schedule.name,
+                    fire,
+                    kind=kind,
+                    channel=schedule.channel,
+                    reason=say("started by {}", Person(started_by)) if started_by else None,
+                    started_by=started_by,
+                    owner=self.registry.id,
+                )
+                if run is None:
+                    return None  # this fire was handled already
+                self.store.record_items(
+                    run.id, [(item.resource, item.outcome, item.detail) for item in plan]
+                )
+                return run
+
+        run = await self.store.off_loop(create, heavy=True)
+        if run is not None:
+            self._spawn(run, schedule=schedule)
         return run
 
     def _spawn(
@@ -404,7 +421,9 @@ class Runs:
             if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
                 if outcome == Outcome.STOPPED and not starts(run):
                     detail = self.in_use.note(schedule.name, run.fire_time, resource.name)
-                self.store.record_item(run.id, resource.name, outcome, detail, op.id)
+                await self.store.off_loop(
+                    partial(self.store.record_item, run.id, resource.name, outcome, detail, op.id)
+                )
                 return
             failures += 1
             self.store.record_item(
@@ -566,8 +585,14 @@ class Runs:
     async def deliver_summary(self, owed: Owed) -> bool:
         self._summary_owed.discard(owed.payload["run"])  # what changes from now is owed again
         given = owed.payload.get("schedule")
-        report = self.report(
-            owed.payload["run"], ScheduleConfig.model_validate(given) if given else None
+        # Off the loop: a run's report reads all its items (10,000 rows on a large night).
+        report = await self.store.off_loop(
+            partial(
+                self.report,
+                owed.payload["run"],
+                ScheduleConfig.model_validate(given) if given else None,
+            ),
+            heavy=True,
         )
         if report is None:
             return True

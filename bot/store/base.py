@@ -35,7 +35,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from bot.leadership import Leadership, Sole
 from bot.models import (
@@ -58,6 +58,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.background import Lane
 from bot.text import Text
 from providers.base import utcnow
 
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 
 _NO_TASK = object()
 
@@ -567,6 +569,14 @@ class RunStore(ABC):
         stays when a later update gives none."""
 
     @abstractmethod
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        """:meth:`record_item` for each (resource, outcome, detail) of ``items``, in order,
+        at once: a run's plan of 10,000 resources in one statement sent many times (one
+        round trip on PostgreSQL's pipeline), not 10,000 round trips."""
+
+    @abstractmethod
     def run_items(self, run_id: str) -> list[RunItem]:
         """A run's resources, in the order first recorded."""
 
@@ -744,9 +754,56 @@ class Store(
     it out of this attribute, which messages print); ``clock`` is the store's now.
     """
 
+    off_loop_inline = False
+    """Whether :meth:`off_loop` runs its calls in line, on the loop: for a backend whose
+    calls wait for nothing (no server round trip), where a thread would only add hand-offs
+    of the GIL between it and the loop."""
+
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
         self.clock = clock
+        # The urgent lane groups nothing: its callers group their own (an ack's burst).
+        # The work lane has a few threads: on PostgreSQL, one's reads and round trips
+        # overlap another's (writers still take turns at the store's write lock).
+        self._lanes = {
+            "work": Lane(self, "work", threads=3),
+            "urgent": Lane(self, "urgent", group=1),
+        }
+
+    async def off_loop(
+        self,
+        call: Callable[[], T],
+        *,
+        alone: bool = False,
+        urgent: bool = False,
+        heavy: bool = False,
+    ) -> T:
+        """Run ``call`` (store calls: a method with its arguments bound, or a few in a
+        row) on a thread of the store's, and return its result once it is committed
+        (bot/store/background.py): the event loop goes on meanwhile.
+
+        Calls queued together share one transaction; each fails alone, its exception
+        raised here. ``alone``: in a transaction of its own, committed before this returns
+        (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
+        ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs here, now,
+        in a transaction of its own as any call on the loop, unless ``heavy`` (many rows
+        read or written: a run's plan and items, its report): in a thread, it takes turns
+        with the loop every few milliseconds instead of holding it for its whole length."""
+        if self.off_loop_inline and not heavy:
+            return call()
+        lane = self._lanes["urgent" if urgent else "work"]
+        result: T = await lane.submit(call, alone=alone)
+        return result
+
+    def close_lanes(self) -> None:
+        """Run the calls queued off the loop, then stop their threads (at close)."""
+        for lane in self._lanes.values():
+            lane.close()
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One atomic unit of writes (a backend's connection inside); within a
+        :meth:`batch`, a savepoint of it, undone alone if it raises."""
 
     @abstractmethod
     def batch(self) -> AbstractContextManager[None]:

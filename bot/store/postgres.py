@@ -3,11 +3,13 @@
 Selected by a ``postgresql://`` (or ``postgres://``) location: ``STOPBOT_DATABASE_URL`` or
 ``database_url`` in ``stopbot.yaml``. Why these choices:
 
-* **psycopg 3 and psycopg-pool, synchronous.** The bot calls the store on its event loop, as
-  it calls SQLite: a small pool (1 to 4 connections, in autocommit mode) serves the loop and
-  the few threads that use the store. Each connection is checked when borrowed (the pool's
-  ``check``), so a server restarted meanwhile costs no failed call, and the pool reconnects
-  by itself when the server is back; until then every call is a
+* **psycopg 3 and psycopg-pool, synchronous.** The bot calls the store as it calls SQLite:
+  on its event loop, or, for what a run and an ack wait for, off it on the store's own
+  threads (:meth:`Store.off_loop`, bot/store/background.py). A small pool (1 to 8
+  connections, in autocommit mode) serves the loop and those threads. A connection is
+  checked when borrowed (the pool's ``check``) unless it came back within the last second,
+  so a server restarted meanwhile costs at most a call or two that fail as unavailable,
+  and the pool reconnects by itself when the server is back; until then every call is a
   :class:`~bot.store.errors.StoreUnavailableError` after :attr:`PostgresStore.wait` seconds.
 * **Writers take turns, as in SQLite.** Every write transaction begins with
   ``pg_advisory_xact_lock`` on one key of this store's schema, which the server releases at
@@ -128,6 +130,7 @@ SESSION_SETTINGS = {
 }
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise
 PROBE_INTERVAL = 0.5  # seconds between tries to reach a server that stopped answering
+CHECK_IDLE = 1.0  # seconds a connection given back is lent again without a check
 CLOCK_REFRESH = 300.0  # seconds between measures of the server's clock offset
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -360,6 +363,7 @@ class PostgresStore(Store):
         self._batches = threading.local()  # per thread: the connection of its open batch
         self._errors = _Errors(f"the database {self.location}", self.password, self._closed)
         self._clock_lock = threading.Lock()
+        self._returned_at: dict[int, float] = {}  # id of a connection: when it came back
         # The schema is found and migrated on a connection of its own, before the pool: a
         # server that refuses (a password, an option) says why at once.
         with self._errors, psycopg.connect(**self.url.connection_kwargs()) as conn:
@@ -370,9 +374,11 @@ class PostgresStore(Store):
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             kwargs=self.url.connection_kwargs(),
             min_size=1,
-            max_size=4,
+            # The loop's calls, and the threads of off_loop's two lanes (and /healthz's).
+            max_size=8,
             open=False,
             check=self._check,
+            reset=self._returned,
             # Give up reconnecting in the background soon: the next call starts afresh at
             # once, so a server back after a long outage is found within seconds.
             reconnect_timeout=10.0,
@@ -399,12 +405,21 @@ class PostgresStore(Store):
             first = str(user[0]) if user else "public"
         return first
 
+    def _returned(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's reset of a connection given back: when, for :meth:`_check`."""
+        self._returned_at[id(conn)] = time.monotonic()
+
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check of a connection lent: alive (an empty query), and, every few
-        minutes, the server's clock measured again on it."""
+        """The pool's check of a connection lent: alive (an empty query) unless it was
+        given back within the last ``CHECK_IDLE`` seconds (a round trip before each call
+        was a tenth of a run's time on the loop; a connection broken since is the
+        store's error, as a server lost mid-call is), and, every few minutes, the
+        server's clock measured again on it."""
         if self.server_clock is not None and self.server_clock.stale():
             with self._clock_lock:
                 self.server_clock.measure(conn)
+            return
+        if time.monotonic() - self._returned_at.pop(id(conn), -CHECK_IDLE) < CHECK_IDLE:
             return
         ConnectionPool.check_connection(conn)
 
@@ -423,6 +438,7 @@ class PostgresStore(Store):
             return bool(found and found[0])
 
     def close(self) -> None:
+        self.close_lanes()
         self.closed = True
         self._pool.close()
 
@@ -513,6 +529,21 @@ class PostgresStore(Store):
                 conn.execute("RELEASE SAVEPOINT call")
                 return
             conn.execute(self._begin)
+            try:
+                yield conn
+            except BaseException:
+                if not conn.closed:
+                    with suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _unlocked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction without the store's write lock, for writes each of which is a
+        compare-and-set on its own (a unique key inserted once)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
             try:
                 yield conn
             except BaseException:
@@ -1615,6 +1646,20 @@ class PostgresStore(Store):
                 [run_id, resource, outcome, _stored(detail), op_id],
             )
 
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        with self.transaction() as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO schedule_items (run_id, resource, outcome, detail) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (run_id, resource) DO UPDATE SET "
+                "outcome = excluded.outcome, detail = excluded.detail",
+                [
+                    [run_id, resource, outcome, _stored(detail)]
+                    for resource, outcome, detail in items
+                ],
+            )
+
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self.rows(
             "SELECT run_id, resource, outcome, detail, op_id FROM schedule_items "
@@ -1838,22 +1883,35 @@ class PostgresStore(Store):
 
     def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
         now = self.clock()
-        seen = []
-        with self.transaction() as conn:
-            for request_id, body, content_type in requests:
-                cursor = conn.execute(
+        # Each insert is a compare-and-set on its own (the id is unique): no write lock
+        # (an ack's recording waits for no other writer's turn), the inserts pipelined.
+        in_batch = getattr(self._batches, "conn", None) is not None
+        with self.transaction() if in_batch else self._unlocked() as conn:
+            with conn.cursor() as cursor:
+                cursor.executemany(
                     "INSERT INTO inbox (id, received_at, body, content_type, owner) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [request_id, now, body, content_type, owner],
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                    [[rid, now, body, kind, owner] for rid, body, kind in requests],
+                    returning=True,
                 )
-                if cursor.rowcount == 1:
-                    seen.append("new")
-                    continue
-                row = conn.execute(
-                    "SELECT done_at FROM inbox WHERE id = %s", [request_id]
-                ).fetchone()
-                seen.append("done" if row and row[0] else "open")
-        return seen
+                new = [cursor.fetchone() is not None for _ in cursor.results()]
+            known = [
+                rid for (rid, _, _), inserted in zip(requests, new, strict=True) if not inserted
+            ]
+            done = (
+                {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT id FROM inbox WHERE id = ANY(%s) AND done_at IS NOT NULL", [known]
+                    ).fetchall()
+                }
+                if known
+                else set()
+            )
+        return [
+            "new" if inserted else "done" if rid in done else "open"
+            for (rid, _, _), inserted in zip(requests, new, strict=True)
+        ]
 
     def handled(self, request_id: str) -> None:
         with self.transaction() as conn:

@@ -540,6 +540,11 @@ class SQLiteStore(Store):
     What each method promises is said once, in bot/store/base.py; here is how SQLite keeps it.
     """
 
+    # A call costs tens of microseconds of CPU and waits for no server: off the loop, it
+    # would hold the GIL against the loop (acks during a run of 10,000 measured p99 188 /
+    # 327 ms with the store's thread, 56 / 147 without).
+    off_loop_inline = True
+
     def __init__(self, location: str | os.PathLike[str], *, clock: Clock = utcnow) -> None:
         super().__init__(os.fspath(location), clock=clock)
         self.closed = False
@@ -566,6 +571,7 @@ class SQLiteStore(Store):
         return Path(location).exists()
 
     def close(self) -> None:
+        self.close_lanes()
         self.closed = True
         self.db.conn.close()
 
@@ -1654,6 +1660,20 @@ class SQLiteStore(Store):
                 "outcome = excluded.outcome, detail = excluded.detail, "
                 "op_id = COALESCE(excluded.op_id, schedule_items.op_id)",
                 [run_id, resource, outcome, _stored(detail), op_id],
+            )
+
+    def record_items(
+        self, run_id: str, items: Sequence[tuple[str, str | None, Text | None]]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO schedule_items (run_id, resource, outcome, detail) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(run_id, resource) DO UPDATE SET "
+                "outcome = excluded.outcome, detail = excluded.detail",
+                [
+                    [run_id, resource, outcome, _stored(detail)]
+                    for resource, outcome, detail in items
+                ],
             )
 
     def run_items(self, run_id: str) -> list[RunItem]:

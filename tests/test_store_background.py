@@ -1,0 +1,240 @@
+"""Store calls off the event loop (bot/store/background.py), on every backend: in order,
+grouped in one transaction, each failing alone, never settled before their commit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bot.models import OpState
+from bot.store import Store, StoreError, StoreUnavailableError, open_store
+from bot.store.background import GROUP, Lane
+from tests.test_store import Clock, _confirm, new_op
+
+T = TypeVar("T")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_location"))
+    return str(tmp_path / "stopbot.db")
+
+
+@pytest.fixture
+def store(location: str) -> Iterator[Store]:
+    """A store whose calls off the loop go through its lanes, the work lane with one thread
+    (the tests below hold it to make groups): on SQLite too, where they run in line."""
+    opened = open_store(location, clock=Clock())
+    opened.off_loop_inline = False
+    opened._lanes["work"] = Lane(opened, "work")
+    yield opened
+    opened.close()
+
+
+def test_a_tasks_calls_run_in_its_order_as_the_store_is_configured(location: str) -> None:
+    """With the store as it comes (a few threads on the work lane; SQLite in line), each
+    task's calls run in the order it made them, and every one is committed."""
+    store = open_store(location, clock=Clock())
+
+    async def task(name: str) -> list[int]:
+        return [await store.off_loop(partial(store.audit, name, f"{name}-{i}")) for i in range(10)]
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(task(f"U{n}") for n in range(10)))
+
+    try:
+        ids = asyncio.run(main())
+        entries = store.audit_log()
+    finally:
+        store.close()
+    assert all(mine == sorted(mine) for mine in ids)
+    assert len(entries) == 100
+    for n in range(10):
+        assert [e.action for e in entries if e.actor == f"U{n}"] == [f"U{n}-{i}" for i in range(10)]
+
+
+def _actions(store: Store) -> list[str]:
+    return [entry.action for entry in store.audit_log()]
+
+
+async def _held(store: Store) -> tuple[threading.Event, asyncio.Future[None]]:
+    """The work lane held busy by a first call until the event is set, so that the calls
+    queued meanwhile run as one group."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(store.off_loop(hold))
+    await asyncio.sleep(0)
+    assert await asyncio.to_thread(started.wait, 10)
+    return release, held
+
+
+def _queued(*calls: Coroutine[Any, Any, T]) -> list[asyncio.Future[T]]:
+    return [asyncio.ensure_future(call) for call in calls]
+
+
+def test_calls_run_in_order_and_return_their_results(store: Store) -> None:
+    """Calls from many tasks run in the order they were made; each gets its own result."""
+
+    async def main() -> list[int]:
+        calls = [store.off_loop(partial(store.audit, "U1", f"a{i}")) for i in range(100)]
+        return await asyncio.gather(*calls)
+
+    ids = asyncio.run(main())
+    assert ids == sorted(ids) and len(set(ids)) == 100
+    assert _actions(store) == [f"a{i}" for i in range(100)]
+
+
+def test_a_failing_call_fails_alone_and_is_undone(store: Store) -> None:
+    """In one group, a call that raises gets its exception, its writes undone, and the calls
+    before and after it are committed with their results."""
+
+    def half_then_fail() -> None:
+        store.audit("U1", "half")
+        raise ValueError("refused by the caller")
+
+    async def main() -> list[object]:
+        release, held = await _held(store)
+        calls = _queued(
+            store.off_loop(partial(store.audit, "U1", "before")),
+            store.off_loop(half_then_fail),
+            store.off_loop(partial(store.rows, "SELECT no_such_column FROM audit")),
+            store.off_loop(partial(store.audit, "U1", "after")),
+        )
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    before, failed, bad_read, after = asyncio.run(main())
+    assert isinstance(before, int) and isinstance(after, int) and after > before
+    assert isinstance(failed, ValueError) and str(failed) == "refused by the caller"
+    assert isinstance(bad_read, StoreError)
+    assert _actions(store) == ["before", "after"]
+
+
+def test_a_group_shares_one_commit_and_settles_after_it(store: Store, location: str) -> None:
+    """The calls queued while the lane works run in one transaction: none is visible to
+    another connection, nor settled to its caller, before the group's commit."""
+    other = open_store(location, clock=Clock())
+    seen: list[list[str]] = []
+
+    def look() -> None:  # inside the group, after the first write: what others see
+        seen.append(_actions(other))
+
+    async def main() -> None:
+        release, held = await _held(store)
+        calls = _queued(
+            store.off_loop(partial(store.audit, "U1", "one")),
+            store.off_loop(look),
+            store.off_loop(partial(store.audit, "U1", "two")),
+        )
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        await asyncio.gather(*calls)
+        assert _actions(other) == ["one", "two"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+    assert seen == [[]]
+
+
+def test_at_most_a_group_of_calls_share_a_transaction(store: Store) -> None:
+    """GROUP calls to a transaction at most: twice GROUP queued calls take two commits."""
+    commits: list[int] = []
+    batch = store.batch
+
+    def counted() -> object:
+        commits.append(1)
+        return batch()
+
+    store.batch = counted  # type: ignore[method-assign]
+
+    async def main() -> None:
+        release, held = await _held(store)
+        calls = _queued(
+            *(store.off_loop(partial(store.audit, "U1", f"a{i}")) for i in range(GROUP * 2))
+        )
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert _actions(store) == [f"a{i}" for i in range(GROUP * 2)]
+    assert len(commits) == 2  # (the held call ran alone, in a transaction of its own)
+
+
+def test_a_claim_runs_alone_and_is_committed_before_it_returns(store: Store, location: str) -> None:
+    """A claim to send sent ``alone`` runs outside the group, committed when it returns; sent
+    inside a group it is refused, and the group goes on."""
+    op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
+    assert _confirm(store, op_id) is not None
+    other = open_store(location, clock=Clock())
+    owner = "P1"
+
+    async def main() -> tuple[object, object, object]:
+        release, held = await _held(store)
+        refused, audit, claimed = _queued(
+            store.off_loop(partial(store.claim_send, op_id, owner)),
+            store.off_loop(partial(store.audit, "U1", "beside")),
+            store.off_loop(partial(store.claim_send, op_id, owner), alone=True),
+        )
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        results = await asyncio.gather(refused, audit, claimed, return_exceptions=True)
+        # committed: another connection sees the claim at once
+        fresh = other.get_operation(op_id)
+        assert fresh is not None and fresh.sends == 1
+        return tuple(results)  # type: ignore[return-value]
+
+    try:
+        refused, audit, claimed = asyncio.run(main())
+    finally:
+        other.close()
+    assert isinstance(refused, StoreError) and "committed before the call" in str(refused)
+    assert isinstance(audit, int)
+    assert claimed is not None and getattr(claimed, "sends", None) == 1
+
+
+def test_the_urgent_lane_does_not_wait_for_the_work_lane(store: Store) -> None:
+    """An urgent call runs while the work lane is held (PostgreSQL: another connection;
+    SQLite: the same file, once no transaction holds it)."""
+
+    async def main() -> int:
+        release, held = await _held(store)
+        try:
+            return await asyncio.wait_for(
+                store.off_loop(partial(store.audit, "U1", "urgent"), urgent=True), 10
+            )
+        finally:
+            release.set()
+            await held
+
+    assert asyncio.run(main()) > 0
+
+
+def test_a_closed_store_refuses_calls_off_the_loop(store: Store) -> None:
+    """After close, a call off the loop is refused with the store's error, not queued."""
+
+    async def main(call: Callable[[], object]) -> object:
+        return await store.off_loop(call)
+
+    asyncio.run(main(partial(store.audit, "U1", "open")))
+    store.close()
+    with pytest.raises(StoreUnavailableError):
+        asyncio.run(main(partial(store.audit, "U1", "closed")))
