@@ -14,7 +14,10 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
   ended, owners of locks about to expire are warned, wake leases are warned and ended
   (:mod:`bot.leases`);
 * schedule ticks (:class:`~bot.schedules.ScheduleRunner`), on the bot's clock: when it
-  jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once.
+  jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once;
+* discovery (:mod:`bot.discovery`): the leader lists the discovered provider accounts
+  every ``discovery.interval`` (within housekeeping); every process lays the store's
+  latest snapshot over its configured resources at each housekeeping round.
 
 Housekeeping and schedule ticks are done by the leader only (:mod:`bot.leadership`: every
 process on SQLite, one replica at a time on PostgreSQL); takeovers are done by every
@@ -37,6 +40,7 @@ from typing import Protocol
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
+from bot.discovery import Discovery, Refreshed
 from bot.leadership import Leadership, Sole
 from bot.leases import LeaseNotifier, Leases
 from bot.locks import LockNotifier, Locks
@@ -132,6 +136,8 @@ class Stopbot:
             else None
         )
         self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
+        self.discovery = Discovery(config, store, providers, clock=self.clock)
+        self.discovery.load()
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
         self._housekeeping_woken: asyncio.Event | None = None
@@ -201,12 +207,22 @@ class Stopbot:
         due, and read what is counted stopped (every ``savings.check_interval``)."""
         self.approvals.expire()
         self.locks.warn_expiring()
+        try:
+            if self.discovery.due():
+                await self.refresh()
+        except Exception:  # a failed listing must never stop the other duties
+            log.exception("discovery failed; trying again next round")
         await self.leases.tick()
         self.owe_digest()
         try:
             await self.savings.check()
         except Exception:  # counting must never stop the other duties
             log.exception("savings check failed; trying again next round")
+
+    async def refresh(self) -> list[Refreshed]:
+        """List the discovered provider accounts now and keep what they hold (for any
+        process: the leader's periodic refresh, or someone asking)."""
+        return await self.discovery.refresh()
 
     def owe_digest(self) -> bool:
         """Owe this week's savings digest, once across restarts and replicas (a claim in
@@ -258,6 +274,8 @@ class Stopbot:
             try:
                 if self.leadership.leading:
                     await self.tick()
+                else:
+                    self.discovery.load()  # what the leader found, since the last round
             except Exception:
                 log.exception("housekeeping failed; trying again next round")
             with contextlib.suppress(TimeoutError):

@@ -37,6 +37,7 @@ from bot.reads import Reading
 from bot.savings import SavingsError, Selection, parse_period
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.discovery_views import refreshed
 from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
 from bot.slack.leases import LeaseHandlers
@@ -714,6 +715,8 @@ class SlackBot:
             await self.locks.unlock(parsed, user, respond)
         elif isinstance(parsed, commands.Locks):
             await self.locks.list(respond)
+        elif isinstance(parsed, commands.Refresh):
+            await tell(respond, refreshed(await self.stopbot.refresh()))
         elif isinstance(parsed, commands.Leases):
             await self.lease_handlers.command(parsed, user, respond)
         elif isinstance(parsed, commands.ScheduleCommand):

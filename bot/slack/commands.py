@@ -20,6 +20,7 @@ __all__ = [
     "ListResources",
     "Lock",
     "Locks",
+    "Refresh",
     "SavingsCommand",
     "ScheduleCommand",
     "Status",
@@ -67,6 +68,7 @@ HELP = Mrkdwn("\n").join(
             code("--force"),
         ),
         _line("/stop locks", "every active lock, with owner, reason and expiry"),
+        _line("/stop refresh", "list the discovered providers again now (new and gone resources)"),
         _line(
             "/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions"
         ),
@@ -109,6 +111,7 @@ RESERVED = frozenset(
         "wake",
         "leases",
         "savings",
+        "refresh",
     }
 )
 SCHEDULE_USAGE = md(
@@ -196,6 +199,11 @@ class Locks:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """``/stop refresh``: discovery now."""
+
+
+@dataclass(frozen=True)
 class SavingsCommand:
     """``/stop savings [resource | env | tag:key=value] [7d | 30d | month]``."""
 
@@ -232,6 +240,7 @@ Command = (
     | Lock
     | Unlock
     | Locks
+    | Refresh
     | Leases
     | ScheduleCommand
     | SavingsCommand
@@ -332,6 +341,10 @@ def parse(text: str) -> Command:
         if rest:
             raise UsageError(_usage("/stop locks", " (no arguments)."))
         return Locks()
+    if head == "refresh":
+        if rest:
+            raise UsageError(_usage("/stop refresh", " (no arguments)."))
+        return Refresh()
     if head == "lock":
         if len(rest) < 2:
             raise UsageError(

@@ -64,6 +64,7 @@ __all__ = [
     "AuditStore",
     "ClaimStore",
     "Clock",
+    "DiscoveryStore",
     "InboxStore",
     "LeaseStore",
     "LockStore",
@@ -663,6 +664,22 @@ class InboxStore(ABC):
         """Forget requests handled before ``before``; how many."""
 
 
+class DiscoveryStore(ABC):
+    """What discovery last found at each provider account: one snapshot per account,
+    shared by every replica and kept across restarts (bot/discovery.py)."""
+
+    @abstractmethod
+    def save_discovered(self, provider: str, resources: Sequence[dict[str, Any]]) -> None:
+        """Replace ``provider``'s snapshot with ``resources`` (facts as JSON-able dicts),
+        stamped with the store's now, in one transaction: a reader sees the old one or the
+        new one, never half."""
+
+    @abstractmethod
+    def discovered(self) -> dict[str, tuple[dt.datetime, list[dict[str, Any]]]]:
+        """Every account's snapshot: provider name -> (when it was taken, its resources in
+        the order they were saved)."""
+
+
 class Store(
     AuditStore,
     OperationStore,
@@ -675,6 +692,7 @@ class Store(
     ProcessStore,
     OutboxStore,
     InboxStore,
+    DiscoveryStore,
 ):
     """All persistent state of the bot, in one database (see the module's docstring for
     what every backend promises).

@@ -270,8 +270,22 @@ _VERSION_8 = """
 CREATE INDEX audit_action ON audit (action, at);
 """
 
+# Discovery: each provider account's last list, one snapshot per account.
+_VERSION_9 = """
+CREATE TABLE discovered (
+    provider text PRIMARY KEY,
+    refreshed_at timestamptz NOT NULL,
+    resources text NOT NULL
+);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
-MIGRATIONS: Sequence[tuple[int, str]] = ((6, _VERSION_6), (7, _VERSION_7), (8, _VERSION_8))
+MIGRATIONS: Sequence[tuple[int, str]] = (
+    (6, _VERSION_6),
+    (7, _VERSION_7),
+    (8, _VERSION_8),
+    (9, _VERSION_9),
+)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

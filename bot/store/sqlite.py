@@ -396,6 +396,15 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_action ON audit (action, at)")
 
 
+def _migration_9(db: sqlite_utils.Database) -> None:
+    """Discovery: each provider account's last list, one snapshot per account."""
+    db.table("discovered").create(
+        {"provider": str, "refreshed_at": str, "resources": str},
+        pk="provider",
+        not_null={"refreshed_at", "resources"},
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -405,6 +414,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1850,3 +1860,24 @@ class SQLiteStore(Store):
                 "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < ?", [_iso(before)]
             )
             return cursor.rowcount
+
+    # -- discovery --------------------------------------------------------------------
+
+    def save_discovered(self, provider: str, resources: Sequence[dict[str, Any]]) -> None:
+        encoded = json.dumps(list(resources), sort_keys=True, default=str)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO discovered (provider, refreshed_at, resources) VALUES (?, ?, ?) "
+                "ON CONFLICT (provider) DO UPDATE SET refreshed_at = excluded.refreshed_at, "
+                "resources = excluded.resources",
+                [provider, _iso(self.clock()), encoded],
+            )
+
+    def discovered(self) -> dict[str, tuple[dt.datetime, list[dict[str, Any]]]]:
+        return {
+            r["provider"]: (
+                dt.datetime.fromisoformat(r["refreshed_at"]),
+                json.loads(r["resources"]),
+            )
+            for r in self.rows("SELECT provider, refreshed_at, resources FROM discovered")
+        }
