@@ -16,7 +16,8 @@ the same way:
   counts for it too);
 * a discovered resource is named by the provider's own name where that name is unique
   among discovered resources, free among configured names and a valid resource name;
-  else ``provider:id`` (it always answers to ``provider:id`` as well);
+  else ``provider:id`` (it always answers to ``provider:id`` as well), or
+  ``provider:id/instance`` for a ~okeanos application deployed on several instances;
 * a resource gone at the provider leaves with the next refresh: the refresh notes it once
   (logged, and told to whoever asked for the refresh), never again.
 """
@@ -188,7 +189,7 @@ class Discovery:
         """The configured resources, then the discovered ones they do not name (see the
         module's docstring for names and who wins)."""
         configured = list(self.configured)
-        at = {(r.provider, r.id): i for i, r in enumerate(configured)}
+        at = {_key(r.provider, r.id, r.lambda_instance_id): i for i, r in enumerate(configured)}
         taken = {r.name for r in configured}
         found: list[DiscoveredResource] = []
         for name in sorted(snapshots):
@@ -199,7 +200,8 @@ class Discovery:
                     log.warning("discovery: an unreadable resource of %s is left out", name)
                     continue
                 resource = resource.model_copy(update={"provider": name})
-                where = at.get((name, resource.id))
+                instance = resource.options.get("lambda_instance_id")
+                where = at.get(_key(name, resource.id, instance))
                 if where is None:
                     found.append(resource)
                 elif resource.tags:
@@ -207,23 +209,37 @@ class Discovery:
                     configured[where] = mine.model_copy(
                         update={"tags": {**resource.tags, **mine.tags}}
                     )
-        counts = collections.Counter(r.name for r in found)
+        names = collections.Counter(r.name for r in found)
+        ids = collections.Counter((r.provider, r.id) for r in [*found, *configured])
         discovered = []
         for r in found:
+            instance = r.options.get("lambda_instance_id")
+            if ids[(r.provider, r.id)] > 1:
+                # One ~okeanos application deployed on several instances: one resource each,
+                # and ``provider:id`` already names another of them.
+                fallback = f"{r.provider}:{r.id}/{instance}"
+            else:
+                fallback = f"{r.provider}:{r.id}"
             own = r.name
             unique = (
-                counts[own] == 1
+                names[own] == 1
                 and own not in taken
                 and len(own) <= NAME_LIMIT
                 and _NAME.match(own) is not None
             )
             discovered.append(
                 ResourceConfig.model_construct(
-                    name=own if unique else f"{r.provider}:{r.id}",
+                    name=own if unique else fallback,
                     provider=r.provider,
                     id=r.id,
                     tags=dict(r.tags),
-                    lambda_instance_id=r.options.get("lambda_instance_id"),
+                    lambda_instance_id=instance,
                 )
             )
         return configured + discovered
+
+
+def _key(provider: str, resource_id: str, instance: str | None) -> tuple[str, str, str]:
+    """What one resource is: its account, its id and, on ~okeanos, its lambda instance (an
+    application deployed on two instances is two resources)."""
+    return provider, resource_id, instance or ""

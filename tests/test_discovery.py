@@ -40,11 +40,14 @@ NIGHTLY = {
 }
 
 
-def document(sims: SimulatorServer, discover: Any = True, **overrides: Any) -> dict[str, Any]:
-    """The sample configuration with Nova discovered and only web-1 of it configured."""
+def document(
+    sims: SimulatorServer, discover: Any = True, on: str = "nova", **overrides: Any
+) -> dict[str, Any]:
+    """The sample configuration with the provider ``on`` discovered (Nova) and only web-1
+    of Nova's servers configured."""
     doc = sample_config(sims.base_url)
     for p in doc["providers"]:
-        if p["name"] == "nova":
+        if p["name"] == on:
             p["discover"] = discover
     doc["resources"] = [r for r in doc["resources"] if r["provider"] != "nova" or r["id"] == WEB_1]
     doc["stops"] = FAST_STOPS
@@ -332,3 +335,35 @@ async def test_provider_tags_from_each_api(b: Bot) -> None:
     assert qovery[0].tags == {"region": "eu-west-3", "cloud_provider": "AWS"}
     okeanos = await b.providers["okeanos"].list()
     assert okeanos and all("type" in r.tags and "lambda_instance" in r.tags for r in okeanos)
+
+
+async def test_okeanos_application_on_two_instances_is_two_resources(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """An ~okeanos application deployed on two lambda instances is discovered as two
+    resources, each with its instance, named provider:id/instance; the configured one
+    (on the first instance) keeps its name."""
+    okeanos = dict(DEFAULT_SEED["okeanos"])
+    first = okeanos["lambda_instances"][0]["id"]
+    other = "9c4b7a2e-1d3f-4e5a-b6c7-d8e9f0a1b299"
+    okeanos["lambda_instances"] = [*okeanos["lambda_instances"], {"id": other, "name": "lc-2"}]
+    okeanos["applications"] = [
+        {**a, "deployments": [*a.get("deployments", []), {"lambda_instance_id": other}]}
+        if a["name"] == "flink"
+        else a
+        for a in okeanos["applications"]
+    ]
+    sims.hub.seed({"okeanos": okeanos})
+    harness = Bot(sims, tmp_path / "db", on="okeanos")
+    try:
+        results = await harness.bot.refresh()
+        assert [(r.provider, r.found) for r in results] == [("okeanos", 3)]
+        flink = [
+            (r.name, r.lambda_instance_id)
+            for r in harness.config.resources
+            if r.provider == "okeanos" and r.name.endswith(("flink", other))
+        ]
+        flink_id = next(a["id"] for a in okeanos["applications"] if a["name"] == "flink")
+        assert flink == [("flink", first), (f"okeanos:{flink_id}/{other}", other)]
+    finally:
+        await harness.aclose()

@@ -677,3 +677,28 @@ def test_orphaned_operations_are_those_no_live_process_owns(store: Store) -> Non
     states = [OpState.REQUESTED]
     assert {op.id for op in store.orphaned_operations(states, ["alive"])} == {dead, nobody}
     assert {op.id for op in store.orphaned_operations(states, [])} == {dead, alive, nobody}
+
+
+# -- discovery ---------------------------------------------------------------------------
+
+
+def test_discovery_snapshot_replaced_whole_and_shared(
+    opened: Callable[..., Store], clock: Clock
+) -> None:
+    """Each account's snapshot is replaced whole, stamped with the store's now, and read
+    by another process on the same store; other accounts' snapshots are left alone."""
+    first, second = opened(clock), opened(clock)
+    assert first.discovered() == {}
+    first.save_discovered("nova", [{"id": "a", "name": "web", "tags": {"env": "dev"}}])
+    first.save_discovered("qovery", [{"id": "c", "name": "dev-eu"}])
+    clock.now = T0 + dt.timedelta(minutes=10)
+    first.save_discovered("nova", [{"id": "b", "name": "api"}, {"id": "a", "name": "web"}])
+    assert second.discovered() == {
+        "nova": (
+            T0 + dt.timedelta(minutes=10),
+            [{"id": "b", "name": "api"}, {"id": "a", "name": "web"}],
+        ),
+        "qovery": (T0, [{"id": "c", "name": "dev-eu"}]),
+    }
+    first.save_discovered("nova", [])
+    assert second.discovered()["nova"][1] == []
