@@ -6,14 +6,18 @@ a resource gone at the provider leaves with one note. Against the simulators ove
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from bot.cli import refreshed_lines
+from bot.cli import main, refreshed_lines
 from bot.config import ConfigError, parse_config
 from bot.discovery import Refreshed
 from bot.schedules import Outcome
@@ -26,6 +30,7 @@ from providers.registry import build_provider
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 from tests.helpers import FAST_STOPS, SimTime
+from tests.slack_harness import Slack
 
 UTC = dt.UTC
 WEB_1 = DEFAULT_SEED["nova"]["servers"][0]["id"]
@@ -367,3 +372,65 @@ async def test_okeanos_application_on_two_instances_is_two_resources(
         assert flink == [("flink", first), (f"okeanos:{flink_id}/{other}", other)]
     finally:
         await harness.aclose()
+
+
+# -- the faces: Slack through its endpoint, the terminal --------------------------------------
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Commands configure the root logger: put it back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_slash_refresh_through_the_endpoint(sims: SimulatorServer, tmp_path: Path) -> None:
+    """`/stop refresh`, signed, to the real endpoint: the answer names what is new, and
+    `/stop status` then knows the new server by its own name."""
+    slack = Slack(sims, tmp_path / "db", providers=document(sims)["providers"])
+    try:
+        create(sims, "nova", {"id": NEW_API, "name": "dev-api", "tags": ["env=dev"]})
+        await slack.ask("refresh")  # the leader's housekeeping may have found it first
+        delete(sims, "nova", NEW_API)
+        create(sims, "nova", {"id": NEW_KEEP, "name": "dev<b>"})
+        answer = await slack.ask("refresh")
+        assert answer.args["text"] == (
+            "*Discovery refreshed*\n"
+            f"• *nova*: 4 resource(s); new: nova:{NEW_KEEP} (dev&lt;b&gt;); gone at the "
+            f"provider (left lists and schedules): nova:{NEW_API} (dev-api)"
+        )
+        status = await slack.ask(f"status nova:{NEW_KEEP}")
+        assert "ACTIVE" in json.dumps(status.args)
+    finally:
+        slack.close()
+
+
+def test_stopbot_refresh_then_list(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored_logging: None,
+) -> None:
+    """`stopbot refresh` lists the discovered accounts and keeps the snapshot; `stopbot
+    list nova` then shows the server created at the provider beside the configured one."""
+    config = tmp_path / "stopbot.yaml"
+    config.write_text(yaml.safe_dump(document(sims)), encoding="utf-8")
+    for key in [k for k in os.environ if k.startswith(("SLACK_", "STOPBOT_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("STOPBOT_CONFIG", str(config))
+    monkeypatch.setenv("STOPBOT_DB", str(tmp_path / "stopbot.db"))
+    create(sims, "nova", {"id": NEW_API, "name": "dev-api"})
+    assert main(["refresh"]) == 0
+    assert capsys.readouterr().out == "nova: 4 resources\n"
+    assert main(["list", "nova"]) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [
+        ["web-1", "nova"],
+        ["batch-2", "nova"],
+        ["db-3", "nova"],
+        ["dev-api", "nova"],
+    ]
