@@ -103,7 +103,7 @@ class Discovery:
         accounts = self.filters()
         if not accounts:
             return False
-        taken = {name: at for name, (at, _) in self.store.discovered().items()}
+        taken = self.store.discovered_at()
         stamps = [taken.get(name) for name in accounts]
         if any(at is None for at in stamps):
             return True
@@ -175,13 +175,13 @@ class Discovery:
         accounts = self.filters()
         if not accounts and self._loaded is None:
             return False
+        stamps = {name: at for name, at in self.store.discovered_at().items() if name in accounts}
+        if not force and stamps == self._loaded:
+            return False
         snapshots = {
             name: snapshot for name, snapshot in self.store.discovered().items() if name in accounts
         }
-        stamps = {name: at for name, (at, _) in snapshots.items()}
-        if not force and stamps == self._loaded:
-            return False
-        self._loaded = stamps
+        self._loaded = {name: at for name, (at, _) in snapshots.items()}
         self.config.resources = self.merged({name: items for name, (_, items) in snapshots.items()})
         return True
 
@@ -210,7 +210,12 @@ class Discovery:
                         update={"tags": {**resource.tags, **mine.tags}}
                     )
         names = collections.Counter(r.name for r in found)
-        ids = collections.Counter((r.provider, r.id) for r in [*found, *configured])
+        ids = collections.Counter(
+            [(r.provider, r.id) for r in found] + [(r.provider, r.id) for r in configured]
+        )
+        # Copies of one resource with every default: model_construct would work each
+        # default out again (inspecting its factory), a second per 2,500 resources.
+        template = ResourceConfig.model_construct(name="", provider="", id="")
         discovered = []
         for r in found:
             instance = r.options.get("lambda_instance_id")
@@ -228,12 +233,14 @@ class Discovery:
                 and _NAME.match(own) is not None
             )
             discovered.append(
-                ResourceConfig.model_construct(
-                    name=own if unique else fallback,
-                    provider=r.provider,
-                    id=r.id,
-                    tags=dict(r.tags),
-                    lambda_instance_id=instance,
+                template.model_copy(
+                    update={
+                        "name": own if unique else fallback,
+                        "provider": r.provider,
+                        "id": r.id,
+                        "tags": dict(r.tags),
+                        "lambda_instance_id": instance,
+                    }
                 )
             )
         return configured + discovered

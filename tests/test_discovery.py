@@ -239,7 +239,7 @@ async def test_a_restart_and_a_second_replica_see_the_same_snapshot(
     b: Bot, sims: SimulatorServer, tmp_path: Path
 ) -> None:
     """The snapshot lives in the store: another process on it sees what was found
-    without listing anything."""
+    without listing anything, and what the leader finds later at its next round."""
     create(sims, "nova", {"id": NEW_API, "name": "dev-api"})
     await b.bot.refresh()
     sims.hub.faults.reset_counts()
@@ -248,6 +248,11 @@ async def test_a_restart_and_a_second_replica_see_the_same_snapshot(
         assert other.names()[NEW_API] == "dev-api"
         assert sims.hub.faults.counts() == {}
         assert other.config.resource(f"nova:{NEW_API}").name == "dev-api"
+        assert other.bot.discovery.load() is False  # nothing new: the snapshots unread
+        create(sims, "nova", {"id": NEW_KEEP, "name": "dev-keep"})
+        await b.bot.refresh()  # the leader's
+        assert other.bot.discovery.load() is True  # a follower's housekeeping round
+        assert other.names()[NEW_KEEP] == "dev-keep"
     finally:
         await other.aclose()
 

@@ -700,5 +700,6 @@ def test_discovery_snapshot_replaced_whole_and_shared(
         ),
         "qovery": (T0, [{"id": "c", "name": "dev-eu"}]),
     }
+    assert second.discovered_at() == {"nova": T0 + dt.timedelta(minutes=10), "qovery": T0}
     first.save_discovered("nova", [])
     assert second.discovered()["nova"][1] == []

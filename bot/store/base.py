@@ -679,6 +679,11 @@ class DiscoveryStore(ABC):
         """Every account's snapshot: provider name -> (when it was taken, its resources in
         the order they were saved)."""
 
+    @abstractmethod
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        """When each account's snapshot was taken, without reading the snapshots (a cheap
+        read, to tell whether they changed)."""
+
 
 class Store(
     AuditStore,

@@ -1796,6 +1796,12 @@ class PostgresStore(Store):
             for r in self.rows("SELECT provider, refreshed_at, resources FROM discovered")
         }
 
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        return {
+            r["provider"]: r["refreshed_at"]
+            for r in self.rows("SELECT provider, refreshed_at FROM discovered")
+        }
+
 
 def _assignments(values: dict[str, Any]) -> sql.Composed:
     """``a = %s, b = %s`` for the columns of ``values`` (names the store chose, quoted)."""

@@ -1881,3 +1881,9 @@ class SQLiteStore(Store):
             )
             for r in self.rows("SELECT provider, refreshed_at, resources FROM discovered")
         }
+
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        return {
+            r["provider"]: dt.datetime.fromisoformat(r["refreshed_at"])
+            for r in self.rows("SELECT provider, refreshed_at FROM discovered")
+        }
