@@ -110,6 +110,18 @@ class Discovery:
         oldest = min(at for at in stamps if at is not None)
         return self.clock() - oldest >= self.config.discovery.interval
 
+    async def refresh_if_older(self, age: dt.timedelta) -> list[Refreshed] | None:
+        """:meth:`refresh`, unless every account's snapshot is younger than ``age`` (several
+        schedules firing together share one refresh); None when it did not."""
+        accounts = self.filters()
+        if not accounts:
+            return None
+        taken = self.store.discovered_at()
+        stamps = [taken.get(name) for name in accounts]
+        if all(at is not None and self.clock() - at < age for at in stamps):
+            return None
+        return await self.refresh()
+
     async def refresh(self) -> list[Refreshed]:
         """List every discovered account now (all at once), keep each snapshot, and lay
         them over the configured resources."""

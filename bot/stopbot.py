@@ -58,6 +58,9 @@ __all__ = ["DIGEST", "Face", "SavingsNotifier", "Stopbot"]
 DIGEST = "savings-digest"
 """The outbox kind of the weekly savings digest."""
 WEEK = dt.timedelta(days=7)
+FRESH_FOR_A_RUN = dt.timedelta(minutes=1)
+DISCOVERY_WAIT = 60.0
+"""Seconds a run waits for its discovery refresh at most."""
 
 
 class SavingsNotifier(Protocol):
@@ -138,6 +141,7 @@ class Stopbot:
         self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
         self.discovery = Discovery(config, store, providers, clock=self.clock)
         self.discovery.load()
+        self.engine.runs.before_start = self._discover_before_a_run
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
         self._housekeeping_woken: asyncio.Event | None = None
@@ -223,6 +227,16 @@ class Stopbot:
         """List the discovered provider accounts now and keep what they hold (for any
         process: the leader's periodic refresh, or someone asking)."""
         return await self.discovery.refresh()
+
+    async def _discover_before_a_run(self) -> None:
+        """A run selects from a snapshot at most ``FRESH_FOR_A_RUN`` old: a resource
+        created since the last refresh is stopped tonight, one deleted is not tried (and
+        noted once, by the refresh). A provider that does not answer leaves the last
+        snapshot, after ``DISCOVERY_WAIT`` at most."""
+        try:
+            await asyncio.wait_for(self.discovery.refresh_if_older(FRESH_FOR_A_RUN), DISCOVERY_WAIT)
+        except Exception:  # the run goes on with the last snapshot
+            log.exception("discovery before a run failed; the last snapshot is used")
 
     def owe_digest(self) -> bool:
         """Owe this week's savings digest, once across restarts and replicas (a claim in

@@ -439,3 +439,19 @@ def test_stopbot_refresh_then_list(
         ["db-3", "nova"],
         ["dev-api", "nova"],
     ]
+
+
+async def test_a_run_refreshes_first_so_a_deleted_server_is_not_tried(b: Bot) -> None:
+    """A server deleted at the provider since the last refresh: the run's own refresh
+    (the snapshot is older than a minute) takes it out, so the run neither tries nor
+    reports it, and the one created meanwhile is stopped."""
+    create(b.sims, "nova", {"id": NEW_API, "name": "dev-api", "tags": ["env=dev"]})
+    await b.bot.refresh()
+    delete(b.sims, "nova", NEW_API)
+    create(b.sims, "nova", {"id": NEW_KEEP, "name": "dev-new", "tags": ["env=dev"]})
+    b.travel(utc(2027, 1, 11, 20, 0))
+    await b.bot.engine.tick()
+    await b.bot.engine.wait()
+    [run] = b.store.runs(schedule="nova-dev")
+    outcomes = {i.resource: i.outcome for i in b.store.run_items(run.id)}
+    assert outcomes == {"web-1": Outcome.STOPPED, "dev-new": Outcome.STOPPED}

@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.config import ScheduleConfig
@@ -95,6 +95,9 @@ class Runs:
         self.savings: Savings | None = None
         """What a finished run's summary says it is expected to save (when set)."""
         self.notifier = notifier
+        self.before_start: Callable[[], Awaitable[None]] | None = None
+        """Brings what runs select up to date before a run is planned (discovery; set by
+        the assembled bot). It must not raise."""
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
 
@@ -116,6 +119,8 @@ class Runs:
         *,
         started_by: str | None = None,
     ) -> ScheduleRun | None:
+        if self.before_start is not None:
+            await self.before_start()
         run = self.store.create_run(
             schedule.name,
             fire,
