@@ -455,3 +455,46 @@ async def test_a_run_refreshes_first_so_a_deleted_server_is_not_tried(b: Bot) ->
     [run] = b.store.runs(schedule="nova-dev")
     outcomes = {i.resource: i.outcome for i in b.store.run_items(run.id)}
     assert outcomes == {"web-1": Outcome.STOPPED, "dev-new": Outcome.STOPPED}
+
+
+OKEANOS_INSTANCE = DEFAULT_SEED["okeanos"]["lambda_instances"][0]["id"]
+CREATED = {
+    "qovery": ("c-new", {"id": "c-new", "name": "dev-new", "status": "DEPLOYED"}),
+    "nova": ("s-new", {"id": "s-new", "name": "dev-new"}),
+    "okeanos": (
+        "a-new",
+        {
+            "id": "a-new",
+            "name": "dev-new",
+            "type": "BATCH",
+            "deployments": [{"lambda_instance_id": OKEANOS_INSTANCE, "started": True}],
+        },
+    ),
+    "feldera": ("dev-new", {"name": "dev-new", "deployment_status": "Running"}),
+}
+
+
+@pytest.mark.parametrize("api", sorted(CREATED))
+async def test_each_simulator_creates_and_deletes_at_run_time(
+    api: str, sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """POST /_sim/resources/<api> creates a resource the next refresh finds (named by its
+    own name); DELETE takes it away at the refresh after; a second create of one id is a
+    400, a delete of nothing a 404."""
+    resource_id, item = CREATED[api]
+    # Feldera's pipeline name is its id: said once.
+    label = f"{api}:{resource_id}" + (" (dev-new)" if resource_id != "dev-new" else "")
+    harness = Bot(sims, tmp_path / "db", on=api)
+    try:
+        await harness.bot.refresh()
+        assert create(sims, api, item).status_code == 201
+        assert create(sims, api, item).status_code == 400
+        [found] = await harness.bot.refresh()
+        assert found.added == [label]
+        assert harness.config.resource("dev-new").id == resource_id
+        assert delete(sims, api, resource_id).status_code == 200
+        assert delete(sims, api, resource_id).status_code == 404
+        [gone] = await harness.bot.refresh()
+        assert gone.gone == [label]
+    finally:
+        await harness.aclose()
