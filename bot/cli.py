@@ -82,7 +82,13 @@ from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError
 from bot.workflow import Preview
-from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
+from providers.base import (
+    ProviderConfigBase,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    utcnow,
+)
 from providers.errors import ProviderError
 
 __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
@@ -170,7 +176,7 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  providers: {len(config.providers)}")
     for p in config.providers:
         count = sum(1 for r in config.resources if r.provider == p.name)
-        print(f"    {p.name} ({p.type}): {_plural(count, 'resource')}")
+        print(f"    {p.name} ({p.type}): {_plural(count, 'resource')}{_discovered(config, p)}")
     print(f"  resources: {len(config.resources)}")
     print(f"  schedules: {len(config.schedules)}")
     for schedule in config.schedules:
@@ -183,6 +189,17 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     for line in config.deprecations():
         print(f"{path}: warning: {line}", file=sys.stderr)
     return EXIT_OK
+
+
+def _discovered(config: StopbotConfig, provider: ProviderConfigBase) -> str:
+    """How check-config says that a provider is discovered, and what of it is kept."""
+    kept = provider.discover_filter()
+    if kept is None:
+        return ""
+    what = [f"name {kept.name}"] if kept.name else []
+    what += [f"{k}={v}" for k, v in sorted(kept.tags.items())]
+    every = format_duration(config.discovery.interval)
+    return f", discovered every {every}" + (f" ({', '.join(what)})" if what else "")
 
 
 def _plural(count: int, noun: str) -> str:

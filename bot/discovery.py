@@ -82,6 +82,9 @@ class Discovery:
         self.clock = clock
         self.configured = list(config.resources)
         self._loaded: dict[str, dt.datetime] | None = None
+        # One refresh at a time in a process (the leader's and someone's /stop refresh):
+        # each compares with the snapshot the one before it saved, so a note is made once.
+        self._refreshing = asyncio.Lock()
 
     def filters(self) -> dict[str, DiscoverFilter]:
         """The discovered accounts, each with what discovery keeps of it."""
@@ -125,6 +128,10 @@ class Discovery:
     async def refresh(self) -> list[Refreshed]:
         """List every discovered account now (all at once), keep each snapshot, and lay
         them over the configured resources."""
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> list[Refreshed]:
         accounts = self.filters()
         previous = self.store.discovered()
         names = sorted(accounts)

@@ -409,6 +409,10 @@ async def test_slash_refresh_through_the_endpoint(sims: SimulatorServer, tmp_pat
         )
         status = await slack.ask(f"status nova:{NEW_KEEP}")
         assert "ACTIVE" in json.dumps(status.args)
+        listed = await slack.ask("list nova")
+        assert listed.args["text"] == "4 resources on nova"
+        everything = await slack.ask("list")
+        assert everything.args["text"].endswith(" resources configured or discovered")
     finally:
         slack.close()
 
@@ -498,3 +502,20 @@ async def test_each_simulator_creates_and_deletes_at_run_time(
         assert gone.gone == [label]
     finally:
         await harness.aclose()
+
+
+def test_check_config_says_what_is_discovered(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restored_logging: None,
+) -> None:
+    """`stopbot check-config` names the discovered provider, its interval and filter."""
+    config = tmp_path / "stopbot.yaml"
+    doc = document(sims, discover={"name": "dev-*", "tags": {"env": "dev"}})
+    doc["discovery"] = {"interval": "15m"}
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "    nova (openstack): 1 resource, discovered every 15m (name dev-*, env=dev)" in out
+    assert "    qovery (qovery): 3 resources" in out

@@ -862,7 +862,7 @@ class SlackBot:
 
     async def show_list(self, selector: str | None, respond: Respond) -> None:
         resources = self.config.all_resources()
-        title = "configured"
+        title = "configured or discovered" if self.stopbot.discovery.enabled else "configured"
         if selector and selector.startswith("tag:"):
             key, _, value = selector[4:].partition("=")
             resources = [r for r in resources if r.tags.get(key) == value]
