@@ -579,6 +579,7 @@ class StopbotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     _index: _ResourceIndex | None = PrivateAttr(default=None)
+    _configured: list[ResourceConfig] | None = PrivateAttr(default=None)
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     resources: list[ResourceConfig] = Field(default_factory=list)
@@ -823,6 +824,13 @@ class StopbotConfig(BaseModel):
             identities=self.identities.get(user_id, {}),
             mapped=frozenset(p for names in self.identities.values() for p in names),
         )
+
+    def configured_resources(self) -> list[ResourceConfig]:
+        """The resources ``stopbot.yaml`` names, as first read: ``resources`` also holds
+        the discovered ones once discovery laid them beside these (bot/discovery.py)."""
+        if self._configured is None:
+            self._configured = list(self.resources)
+        return self._configured
 
     def all_resources(self) -> list[Resource]:
         return [r.to_resource() for r in self.resources]

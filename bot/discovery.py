@@ -80,7 +80,7 @@ class Discovery:
         self.store = store
         self.providers = providers
         self.clock = clock
-        self.configured = list(config.resources)
+        self.configured = config.configured_resources()
         self._loaded: dict[str, dt.datetime] | None = None
         # One refresh at a time in a process (the leader's and someone's /stop refresh):
         # each compares with the snapshot the one before it saved, so a note is made once.

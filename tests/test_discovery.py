@@ -249,6 +249,9 @@ async def test_a_restart_and_a_second_replica_see_the_same_snapshot(
         assert sims.hub.faults.counts() == {}
         assert other.config.resource(f"nova:{NEW_API}").name == "dev-api"
         assert other.bot.discovery.load() is False  # nothing new: the snapshots unread
+        again = Stopbot(other.config, other.store, other.providers, schedule_tick=None)
+        assert again.discovery.configured == other.bot.discovery.configured  # yaml's only
+        await again.aclose()
         create(sims, "nova", {"id": NEW_KEEP, "name": "dev-keep"})
         await b.bot.refresh()  # the leader's
         assert other.bot.discovery.load() is True  # a follower's housekeeping round
