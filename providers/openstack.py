@@ -8,7 +8,9 @@ from the token's service catalog. The calls made here:
     POST {compute}/servers/{id}/action          {"os-start": null} -> 202, no body (a wake)
     GET  {compute}/servers/{id}                 -> {"server": {...}}
     GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
-                                                   (changes-since when polling stops)
+                                                   (changes-since when polling stops;
+                                                   every page, for discovery: each server's
+                                                   metadata, and its tags from 2.26)
     GET  {compute}/                             -> {"version": {"version": max, ...}}
                                                    (only after a 406, versions.inc)
 
