@@ -60,7 +60,8 @@ DIGEST = "savings-digest"
 WEEK = dt.timedelta(days=7)
 FRESH_FOR_A_RUN = dt.timedelta(minutes=1)
 DISCOVERY_WAIT = 60.0
-"""Seconds a run waits for its discovery refresh at most."""
+"""Seconds a run, or housekeeping, waits for a discovery refresh at most (the last
+snapshot stays, and the next round tries again)."""
 
 
 class SavingsNotifier(Protocol):
@@ -212,8 +213,8 @@ class Stopbot:
         self.approvals.expire()
         self.locks.warn_expiring()
         try:
-            if self.discovery.due():
-                await self.refresh()
+            if self.discovery.due():  # bounded: the other duties wait for it
+                await asyncio.wait_for(self.refresh(), DISCOVERY_WAIT)
         except Exception:  # a failed listing must never stop the other duties
             log.exception("discovery failed; trying again next round")
         await self.leases.tick()
