@@ -59,6 +59,13 @@ class Refreshed:
     error: str | None = None
 
 
+def _item_key(item: Mapping[str, Any]) -> tuple[str, str]:
+    """A snapshot item's id, and its ~okeanos lambda instance (see :func:`_key`)."""
+    options = item.get("options")
+    instance = options.get("lambda_instance_id") if isinstance(options, dict) else None
+    return str(item.get("id")), str(instance or "")
+
+
 def _label(provider: str, item: Mapping[str, Any]) -> str:
     name, rid = str(item.get("name") or ""), str(item.get("id"))
     return f"{provider}:{rid}" + (f" ({name})" if name and name != rid else "")
@@ -82,6 +89,7 @@ class Discovery:
         self.clock = clock
         self.configured = config.configured_resources()
         self._loaded: dict[str, dt.datetime] | None = None
+        self._tried_at: dt.datetime | None = None
         # One refresh at a time in a process (the leader's and someone's /stop refresh):
         # each compares with the snapshot the one before it saved, so a note is made once.
         self._refreshing = asyncio.Lock()
@@ -106,12 +114,15 @@ class Discovery:
         accounts = self.filters()
         if not accounts:
             return False
+        interval = self.config.discovery.interval
+        if self._tried_at is not None and self.clock() - self._tried_at < interval:
+            return False  # an account that failed is tried again an interval later, not at once
         taken = self.store.discovered_at()
         stamps = [taken.get(name) for name in accounts]
         if any(at is None for at in stamps):
             return True
         oldest = min(at for at in stamps if at is not None)
-        return self.clock() - oldest >= self.config.discovery.interval
+        return self.clock() - oldest >= interval
 
     async def refresh_if_older(self, age: dt.timedelta) -> list[Refreshed] | None:
         """:meth:`refresh`, unless every account's snapshot is younger than ``age`` (several
@@ -132,6 +143,7 @@ class Discovery:
             return await self._refresh()
 
     async def _refresh(self) -> list[Refreshed]:
+        self._tried_at = self.clock()
         accounts = self.filters()
         previous = self.store.discovered()
         names = sorted(accounts)
@@ -163,10 +175,10 @@ class Discovery:
     ) -> Refreshed:
         items = [r.model_dump(mode="json") for r in found if keep.keeps(r)]
         self.store.save_discovered(name, items)
-        before = {str(i.get("id")): i for i in previous[1]} if previous is not None else {}
-        now = {str(i["id"]): i for i in items}
-        gone = [_label(name, i) for rid, i in before.items() if rid not in now]
-        added = [_label(name, i) for rid, i in now.items() if rid not in before]
+        before = {_item_key(i): i for i in previous[1]} if previous is not None else {}
+        now = {_item_key(i): i for i in items}
+        gone = [_label(name, i) for key, i in before.items() if key not in now]
+        added = [_label(name, i) for key, i in now.items() if key not in before]
         if gone:
             # Said once: the next refresh compares with this snapshot, where they are not.
             log.warning(

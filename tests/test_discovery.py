@@ -227,12 +227,19 @@ async def test_gone_at_the_provider_leaves_with_one_note(
 
 
 async def test_a_failed_list_keeps_the_last_snapshot(b: Bot) -> None:
-    """Nova answering 503 to its list: the refresh says so, and what was found stays."""
+    """Nova answering 503 to its list: the refresh says so, what was found stays, and the
+    leader tries again an interval later, not at every housekeeping round."""
     await b.bot.refresh()
     inject(b.sims, {"api": "nova", "method": "GET", "kind": "status", "status": 503, "count": 50})
     [result] = await b.bot.refresh()
     assert result.found is None and result.error
     assert len(b.names()) == 3
+    requests = b.sims.hub.faults.counts()["nova"]["GET"]
+    await b.bot.tick()  # housekeeping: tried a moment ago, so not again at once
+    assert b.sims.hub.faults.counts()["nova"]["GET"] == requests
+    b.travel(utc(2027, 1, 11, 12, 10))
+    await b.bot.tick()  # an interval later: tried again (and failing, noted again)
+    assert b.sims.hub.faults.counts()["nova"]["GET"] > requests
 
 
 async def test_a_restart_and_a_second_replica_see_the_same_snapshot(
