@@ -502,6 +502,10 @@ class DiscoverySettings(BaseModel):
         default=dt.timedelta(minutes=10),
         description="How often the leader lists each discovered provider account again.",
     )
+    channel: str | None = Field(
+        default=None,
+        description="Where a resource gone at the provider is told, once (else logged only).",
+    )
 
     @field_validator("interval")
     @classmethod

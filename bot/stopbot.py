@@ -53,15 +53,24 @@ from bot.store import Store
 from bot.workflow import Clock, ProgressNotifier, StopService, Unshown
 from providers.base import Provider, utcnow
 
-__all__ = ["DIGEST", "Face", "SavingsNotifier", "Stopbot"]
+__all__ = ["DIGEST", "DISCOVERY_GONE", "DiscoveryNotifier", "Face", "SavingsNotifier", "Stopbot"]
 
 DIGEST = "savings-digest"
 """The outbox kind of the weekly savings digest."""
 WEEK = dt.timedelta(days=7)
+DISCOVERY_GONE = "discovery-gone"
+"""The outbox kind of the note that resources are gone at a provider."""
 FRESH_FOR_A_RUN = dt.timedelta(minutes=1)
 DISCOVERY_WAIT = 60.0
 """Seconds a run, or housekeeping, waits for a discovery refresh at most (the last
 snapshot stays, and the next round tries again)."""
+
+
+class DiscoveryNotifier(Protocol):
+    """A face that tells ``channel`` which resources are gone at ``provider`` (``gone``:
+    ``provider:id (name)`` each); False: try again later."""
+
+    async def gone(self, channel: str, provider: str, gone: list[str]) -> bool | None: ...
 
 
 class SavingsNotifier(Protocol):
@@ -88,6 +97,7 @@ class Face:
     schedules: ScheduleNotifier | None = None
     leases: LeaseNotifier | None = None
     savings: SavingsNotifier | None = None
+    discovery: DiscoveryNotifier | None = None
     sweeps: Sequence[Sweep] = ()
 
 
@@ -131,6 +141,8 @@ class Stopbot:
         self.engine.count_savings_with(self.savings)
         self.outbox.handle(DIGEST, self._deliver_digest)
         self._savings_notifier: SavingsNotifier | None = None
+        self._discovery_notifier: DiscoveryNotifier | None = None
+        self.outbox.handle(DISCOVERY_GONE, self._deliver_gone)
         self.leadership = leadership or store.leadership(
             config.recovery.leader_timeout.total_seconds()
         )
@@ -167,6 +179,8 @@ class Stopbot:
             self.leases.notify_with(face.leases)
         if face.savings is not None:
             self._savings_notifier = face.savings
+        if face.discovery is not None:
+            self._discovery_notifier = face.discovery
         self.registry.sweeps[0:0] = face.sweeps
 
     # -- duties ---------------------------------------------------------------------
@@ -227,7 +241,36 @@ class Stopbot:
     async def refresh(self) -> list[Refreshed]:
         """List the discovered provider accounts now and keep what they hold (for any
         process: the leader's periodic refresh, or someone asking)."""
-        return await self.discovery.refresh()
+        results = await self.discovery.refresh()
+        self.owe_gone(results)
+        return results
+
+    def owe_gone(self, results: Sequence[Refreshed]) -> None:
+        """Owe ``discovery.channel`` the resources a refresh found gone: once, whichever
+        process or replica refreshed (a claim on the account's snapshot)."""
+        channel = self.config.discovery.channel
+        if channel is None:
+            return
+        taken = self.store.discovered_at()
+        for r in results:
+            if not r.gone or r.provider not in taken:
+                continue
+            owed = self.outbox.message(
+                DISCOVERY_GONE,
+                f"{r.provider}:{taken[r.provider].isoformat()}",
+                {"channel": channel, "provider": r.provider, "gone": r.gone},
+            )
+            if self.store.claim(owed.key, owe=owed):
+                self.outbox.kick()
+
+    async def _deliver_gone(self, owed: Owed) -> bool:
+        if self._discovery_notifier is None:
+            return False
+        payload = owed.payload
+        told = await self._discovery_notifier.gone(
+            payload["channel"], payload["provider"], list(payload["gone"])
+        )
+        return told is not False
 
     async def _discover_before_a_run(self) -> None:
         """A run selects from a snapshot at most ``FRESH_FOR_A_RUN`` old: a resource

@@ -30,7 +30,7 @@ from providers.registry import build_provider
 from providers.simulators.samples import DEFAULT_SEED, sample_config
 from providers.simulators.server import SimulatorServer
 from tests.helpers import FAST_STOPS, SimTime
-from tests.slack_harness import Slack
+from tests.slack_harness import CHANNEL, Slack
 
 UTC = dt.UTC
 WEB_1 = DEFAULT_SEED["nova"]["servers"][0]["id"]
@@ -403,9 +403,15 @@ def restored_logging() -> Iterator[None]:
 
 
 async def test_slash_refresh_through_the_endpoint(sims: SimulatorServer, tmp_path: Path) -> None:
-    """`/stop refresh`, signed, to the real endpoint: the answer names what is new, and
-    `/stop status` then knows the new server by its own name."""
-    slack = Slack(sims, tmp_path / "db", providers=document(sims)["providers"])
+    """`/stop refresh`, signed, to the real endpoint: the answer names what is new and
+    gone, discovery.channel is told once of what is gone, and `/stop status` then knows
+    the new server by its provider:id."""
+    slack = Slack(
+        sims,
+        tmp_path / "db",
+        providers=document(sims)["providers"],
+        discovery={"channel": CHANNEL},
+    )
     try:
         create(sims, "nova", {"id": NEW_API, "name": "dev-api", "tags": ["env=dev"]})
         await slack.ask("refresh")  # the leader's housekeeping may have found it first
@@ -417,6 +423,17 @@ async def test_slash_refresh_through_the_endpoint(sims: SimulatorServer, tmp_pat
             f"• *nova*: 4 resource(s); new: nova:{NEW_KEEP} (dev&lt;b&gt;); gone at the "
             f"provider (left lists and schedules): nova:{NEW_API} (dev-api)"
         )
+        note = await slack.fake.wait_for(
+            "chat.postMessage", lambda c: "gone at" in str(c.args.get("text"))
+        )
+        assert (note.args["channel"], note.args["text"]) == (
+            CHANNEL,
+            f"1 resource(s) gone at *nova* since the last discovery; they left lists and "
+            f"schedules: nova:{NEW_API} (dev-api)",
+        )
+        await slack.ask("refresh")  # nothing gone since: nothing more to tell
+        notes = [c for c in slack.fake.calls("chat.postMessage") if "gone at" in c.args["text"]]
+        assert len(notes) == 1
         status = await slack.ask(f"status nova:{NEW_KEEP}")
         assert "ACTIVE" in json.dumps(status.args)
         listed = await slack.ask("list nova")
@@ -529,3 +546,31 @@ def test_check_config_says_what_is_discovered(
     out = capsys.readouterr().out.splitlines()
     assert "    nova (openstack): 1 resource, discovered every 15m (name dev-*, env=dev)" in out
     assert "    qovery (qovery): 3 resources" in out
+
+
+async def test_gone_is_owed_to_the_channel_once_across_replicas(
+    sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """With discovery.channel, what a refresh finds gone is owed to it through the outbox
+    (kept until a face shows it); the same snapshot's note is owed once, whichever
+    replica asks, and no note without anything gone."""
+    first = Bot(sims, tmp_path / "db", discovery={"channel": "C0OPS"})
+    second = Bot(sims, tmp_path / "db", discovery={"channel": "C0OPS"})
+    try:
+        create(sims, "nova", {"id": NEW_API, "name": "dev-api"})
+        await first.bot.refresh()
+        delete(sims, "nova", NEW_API)
+        await first.bot.refresh()
+        taken = first.store.discovered_at()["nova"]
+        second.bot.owe_gone([Refreshed("nova", 3, gone=[f"nova:{NEW_API} (dev-api)"])])
+        await first.bot.refresh()
+        owed = [o for o in first.store.owed() if o.kind == "discovery-gone"]
+        assert [(o.key, o.payload) for o in owed] == [
+            (
+                f"discovery-gone:nova:{taken.isoformat()}",
+                {"channel": "C0OPS", "provider": "nova", "gone": [f"nova:{NEW_API} (dev-api)"]},
+            )
+        ]
+    finally:
+        await second.aclose()
+        await first.aclose()

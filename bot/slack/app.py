@@ -461,6 +461,7 @@ class SlackBot:
                 locks=self.locks,
                 schedules=notifier,
                 savings=notifier,
+                discovery=notifier,
                 leases=self.lease_handlers,
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).

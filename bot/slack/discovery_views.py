@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from bot.discovery import Refreshed
 from bot.slack.wording import Mrkdwn, code, md
 
-__all__ = ["refreshed"]
+__all__ = ["gone_note", "refreshed"]
 
 MOST = 10
 """Resources named per account and kind (new, gone); the rest are counted."""
@@ -42,3 +42,13 @@ def refreshed(results: Sequence[Refreshed]) -> Mrkdwn:
             )
         lines.append(line)
     return Mrkdwn("\n").join(lines)
+
+
+def gone_note(provider: str, gone: Sequence[str]) -> Mrkdwn:
+    """Told once to ``discovery.channel`` when a refresh finds resources gone."""
+    return md(
+        "{} resource(s) gone at *{}* since the last discovery; they left lists and schedules: {}",
+        str(len(gone)),
+        provider,
+        _names(gone),
+    )
