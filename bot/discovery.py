@@ -5,7 +5,7 @@ A refresh makes one list per discovered account (:meth:`Provider.list`, paged as
 pages) and keeps what it found in the store, one snapshot per account
 (:class:`~bot.store.base.DiscoveryStore`): every replica and a restarted process read the
 same snapshot, and only the leader lists periodically (every ``discovery.interval``);
-anyone may ask for a refresh now (``/stop refresh``, ``stopbot refresh``).
+anyone may ask for a refresh now (each face has a refresh command).
 
 What a snapshot holds becomes resources beside the configured ones, in
 ``config.resources``, so that every rule (lists, schedules, approvals, locks) sees them
