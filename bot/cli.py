@@ -62,6 +62,7 @@ from bot.config import (
     parse_config,
     read_config_document,
 )
+from bot.discovery import Discovery, Refreshed
 from bot.durations import format_duration, parse_duration
 from bot.estate import embedded_document, over_estate
 from bot.locks import LocksInForce
@@ -83,7 +84,13 @@ from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError
 from bot.workflow import Preview
-from providers.base import ProviderLock, Resource, ResourceStatus, utcnow
+from providers.base import (
+    ProviderConfigBase,
+    ProviderLock,
+    Resource,
+    ResourceStatus,
+    utcnow,
+)
 from providers.errors import ProviderError
 
 __all__ = ["TerminalProgress", "build_parser", "main", "parse_since"]
@@ -171,7 +178,7 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  providers: {len(config.providers)}")
     for p in config.providers:
         count = sum(1 for r in config.resources if r.provider == p.name)
-        print(f"    {p.name} ({p.type}): {_plural(count, 'resource')}")
+        print(f"    {p.name} ({p.type}): {_plural(count, 'resource')}{_discovered(config, p)}")
     print(f"  resources: {len(config.resources)}")
     print(f"  schedules: {len(config.schedules)}")
     for schedule in config.schedules:
@@ -191,6 +198,17 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     for line in config.deprecations():
         print(f"{path}: warning: {line}", file=sys.stderr)
     return EXIT_OK
+
+
+def _discovered(config: StopbotConfig, provider: ProviderConfigBase) -> str:
+    """How check-config says that a provider is discovered, and what of it is kept."""
+    kept = provider.discover_filter()
+    if kept is None:
+        return ""
+    what = [f"name {kept.name}"] if kept.name else []
+    what += [f"{k}={v}" for k, v in sorted(kept.tags.items())]
+    every = format_duration(config.discovery.interval)
+    return f", discovered every {every}" + (f" ({', '.join(what)})" if what else "")
 
 
 def _plural(count: int, noun: str) -> str:
@@ -488,6 +506,7 @@ def _with_runtime(
     async def run(args: argparse.Namespace, settings: Settings) -> int:
         runtime = Runtime.open(settings, with_store=with_store)
         try:
+            _load_discovered(runtime)
             handler = {
                 "list": _list,
                 "status": _status,
@@ -540,6 +559,58 @@ async def _in_use_preview(runtime: Runtime, args: argparse.Namespace) -> int:
     else:
         print("Nothing in use: the run stops what it selects without asking.")
     return EXIT_OK
+
+
+def _load_discovered(runtime: Runtime) -> None:
+    """Lay the bot's latest discovery snapshot over the configured resources, for a read
+    command that opens no store of its own (none yet: only the configured ones)."""
+    location = runtime.settings.store_location(runtime.config.database_url)
+    discovered = any(p.discover_filter() is not None for p in runtime.config.providers)
+    if not discovered or not store_exists(location):
+        return
+    with _existing_store(runtime.settings, location) as store:
+        Discovery(runtime.config, store, runtime.providers).load()
+
+
+def refreshed_lines(results: Sequence[Refreshed]) -> list[str]:
+    """What ``stopbot refresh`` prints: one line per discovered account."""
+    if not results:
+        return [
+            "no provider is discovered: give a provider 'discover: true' (or a 'discover:' "
+            "filter) in stopbot.yaml"
+        ]
+    lines = []
+    for r in results:
+        if r.found is None:
+            lines.append(f"{r.provider}: could not be listed ({r.error}); its last list is kept")
+            continue
+        line = f"{r.provider}: {_plural(r.found, 'resource')}"
+        if r.added:
+            line += f"; new: {', '.join(r.added)}"
+        if r.gone:
+            line += f"; gone at the provider (left lists and schedules): {', '.join(r.gone)}"
+        lines.append(line)
+    return lines
+
+
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """List the discovered providers now and keep what they hold for the bot."""
+
+    async def run() -> int:
+        runtime = Runtime.open(settings)
+        try:
+            _configure_logging(_log_level(args, "warning"), settings, runtime.config)
+            discovery = Discovery(
+                runtime.config, runtime.store, runtime.providers, clock=runtime.clock
+            )
+            results = await discovery.refresh()
+        finally:
+            await runtime.aclose()
+        for line in refreshed_lines(results):
+            print(line)
+        return EXIT_FAILED if any(r.found is None for r in results) else EXIT_OK
+
+    return asyncio.run(run())
 
 
 # -- history, schedules -----------------------------------------------------------------
@@ -1118,6 +1189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="configured resources with their live status")
     p.add_argument("selector", nargs="?", help="a provider name, or tag:key=value")
     p.set_defaults(func=_with_runtime("list"))
+
+    p = sub.add_parser("refresh", help="list the discovered providers now (new and gone resources)")
+    p.set_defaults(func=cmd_refresh)
 
     p = sub.add_parser("status", help="one resource's live status and provider lock")
     p.add_argument("resource", help="a resource name, or provider:id")

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime as dt
 import difflib
+import fnmatch
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from providers.registry import PROVIDERS
 __all__ = [
     "ApprovalPolicy",
     "ConfigError",
+    "DiscoverySettings",
     "LeaseSettings",
     "LockSettings",
     "ProviderConfig",
@@ -346,32 +348,61 @@ class RecoverySettings(BaseModel):
 
 
 class Selector(BaseModel):
-    """What a schedule stops: the resources with all these tags, these resources, or an
-    environment's members (then in its tiers' order: see bot/environments.py)."""
+    """What a schedule stops: these resources by name, an environment's members (then in
+    its tiers' order: see bot/environments.py), or every resource that matches all of
+    ``provider``, ``tags`` (the configuration's and, for discovered resources, the
+    provider's own) and ``name`` (a glob, e.g. ``dev-*``) that are given."""
 
     model_config = ConfigDict(extra="forbid")
 
     tags: dict[str, str] | None = None
     resources: list[str] | None = None
     environment: str | None = None
+    provider: str | None = Field(default=None, description="A provider account's name.")
+    name: str | None = Field(default=None, description="A glob over resource names: 'dev-*'.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Selector:
-        given = [v for v in (self.tags, self.resources, self.environment) if v is not None]
-        if len(given) != 1 and self.environment is not None:
+        matching = (self.tags, self.provider, self.name)
+        if self.environment is not None:
+            if self.resources is not None or any(m is not None for m in matching):
+                raise ValueError(
+                    "give one of tags: {key: value}, resources: [names] or environment: <name>"
+                )
+            return self
+        if self.resources is not None and any(m is not None for m in matching):
             raise ValueError(
-                "give one of tags: {key: value}, resources: [names] or environment: <name>"
+                "give either resources: [names], or provider, tags and name to match, not both"
             )
-        if len(given) != 1:
-            raise ValueError("give either tags: {key: value} or resources: [names], not both")
+        if self.resources is None and all(m is None for m in matching):
+            raise ValueError(
+                "give tags: {key: value}, provider: <name>, name: <glob> or resources: [names]"
+            )
         return self
 
+    def matches(self, resource: Resource) -> bool:
+        """Whether ``resource`` is selected (by name when ``resources`` lists names)."""
+        if self.resources is not None:
+            return resource.name in self.resources
+        if self.provider is not None and resource.provider != self.provider:
+            return False
+        if self.name is not None and not fnmatch.fnmatchcase(resource.name, self.name):
+            return False
+        return all(resource.tags.get(k) == v for k, v in (self.tags or {}).items())
+
     def describe(self) -> str:
-        if self.tags is not None:
-            return "tags " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
         if self.environment is not None:
             return f"environment {self.environment}"
-        return "resources " + ", ".join(self.resources or [])
+        if self.resources is not None:
+            return "resources " + ", ".join(self.resources)
+        parts = []
+        if self.provider is not None:
+            parts.append(f"provider {self.provider}")
+        if self.tags is not None:
+            parts.append("tags " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items())))
+        if self.name is not None:
+            parts.append(f"name {self.name}")
+        return ", ".join(parts)
 
 
 def known_zone(value: str) -> str:
@@ -492,6 +523,29 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
 
 
+class DiscoverySettings(BaseModel):
+    """How discovered resources are kept fresh (config key ``discovery``; providers opt in
+    with ``discover:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: Duration = Field(
+        default=dt.timedelta(minutes=10),
+        description="How often the leader lists each discovered provider account again.",
+    )
+    channel: str | None = Field(
+        default=None,
+        description="Where a resource gone at the provider is told, once (else logged only).",
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _at_least_a_minute(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(minutes=1):
+            raise ValueError("at least 1m: each refresh lists every discovered account")
+        return value
+
+
 class TagRate(BaseModel):
     """What resources carrying every one of ``tags`` cost an hour while they run."""
 
@@ -560,6 +614,7 @@ class StopbotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     _index: _ResourceIndex | None = PrivateAttr(default=None)
+    _configured: list[ResourceConfig] | None = PrivateAttr(default=None)
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     resources: list[ResourceConfig] = Field(default_factory=list)
@@ -597,6 +652,7 @@ class StopbotConfig(BaseModel):
         default_factory=dict, description="Named lists of days off, for schedules' skip_on."
     )
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
     database_url: SecretStr | None = Field(
         default=None,
@@ -606,7 +662,7 @@ class StopbotConfig(BaseModel):
     environments: dict[str, list[dict[str, list[str]]]] = Field(
         default_factory=dict,
         description="Environment name -> its tiers in order, each a one-key mapping "
-        "{label: [resource names]}: `/stop env` stops tier after tier, a wake in reverse.",
+        "{label: [resource names]}: an environment stops tier after tier, and wakes in reverse.",
     )
     cli_is_admin: bool = Field(
         default=True,
@@ -702,6 +758,12 @@ class StopbotConfig(BaseModel):
             if s.name in seen:
                 problems.append((f"schedules[{i}].name", f"{s.name!r} is used twice"))
             seen.add(s.name)
+            if s.select.provider is not None and s.select.provider not in {
+                p.name for p in self.providers
+            }:
+                problems.append(
+                    (f"schedules[{i}].select.provider", f"no provider named {s.select.provider!r}")
+                )
             for j, r in enumerate(s.select.resources or []):
                 if r not in names:
                     problems.append(
@@ -856,6 +918,13 @@ class StopbotConfig(BaseModel):
             identities=self.identities.get(user_id, {}),
             mapped=frozenset(p for names in self.identities.values() for p in names),
         )
+
+    def configured_resources(self) -> list[ResourceConfig]:
+        """The resources ``stopbot.yaml`` names, as first read: ``resources`` also holds
+        the discovered ones once discovery laid them beside these (bot/discovery.py)."""
+        if self._configured is None:
+            self._configured = list(self.resources)
+        return self._configured
 
     def all_resources(self) -> list[Resource]:
         return [r.to_resource() for r in self.resources]

@@ -14,7 +14,10 @@ Duties (:meth:`Stopbot.start_duties`, in a serving process only):
   ended, owners of locks about to expire are warned, wake leases are warned and ended
   (:mod:`bot.leases`);
 * schedule ticks (:class:`~bot.schedules.ScheduleRunner`), on the bot's clock: when it
-  jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once.
+  jumps (:meth:`Stopbot.clock_moved`), what fell due is done at once;
+* discovery (:mod:`bot.discovery`): the leader lists the discovered provider accounts
+  every ``discovery.interval`` (within housekeeping); every process lays the store's
+  latest snapshot over its configured resources at each housekeeping round.
 
 Housekeeping and schedule ticks are done by the leader only (:mod:`bot.leadership`: every
 process on SQLite, one replica at a time on PostgreSQL); takeovers are done by every
@@ -37,6 +40,7 @@ from typing import Protocol
 
 from bot.approvals import ApprovalNotifier
 from bot.config import StopbotConfig
+from bot.discovery import Discovery, Refreshed
 from bot.environments import EnvironmentNotifier, Environments
 from bot.leadership import Leadership, Sole
 from bot.leases import LeaseNotifier, Leases
@@ -50,11 +54,24 @@ from bot.store import Store
 from bot.workflow import Clock, ProgressNotifier, StopService, Unshown
 from providers.base import Provider, utcnow
 
-__all__ = ["DIGEST", "Face", "SavingsNotifier", "Stopbot"]
+__all__ = ["DIGEST", "DISCOVERY_GONE", "DiscoveryNotifier", "Face", "SavingsNotifier", "Stopbot"]
 
 DIGEST = "savings-digest"
 """The outbox kind of the weekly savings digest."""
 WEEK = dt.timedelta(days=7)
+DISCOVERY_GONE = "discovery-gone"
+"""The outbox kind of the note that resources are gone at a provider."""
+FRESH_FOR_A_RUN = dt.timedelta(minutes=1)
+DISCOVERY_WAIT = 60.0
+"""Seconds a run, or housekeeping, waits for a discovery refresh at most (the last
+snapshot stays, and the next round tries again)."""
+
+
+class DiscoveryNotifier(Protocol):
+    """A face that tells ``channel`` which resources are gone at ``provider`` (``gone``:
+    ``provider:id (name)`` each); False: try again later."""
+
+    async def gone(self, channel: str, provider: str, gone: list[str]) -> bool | None: ...
 
 
 class SavingsNotifier(Protocol):
@@ -81,6 +98,7 @@ class Face:
     schedules: ScheduleNotifier | None = None
     leases: LeaseNotifier | None = None
     savings: SavingsNotifier | None = None
+    discovery: DiscoveryNotifier | None = None
     sweeps: Sequence[Sweep] = ()
     environments: EnvironmentNotifier | None = None
 
@@ -125,6 +143,8 @@ class Stopbot:
         self.engine.count_savings_with(self.savings)
         self.outbox.handle(DIGEST, self._deliver_digest)
         self._savings_notifier: SavingsNotifier | None = None
+        self._discovery_notifier: DiscoveryNotifier | None = None
+        self.outbox.handle(DISCOVERY_GONE, self._deliver_gone)
         self.leadership = leadership or store.leadership(
             config.recovery.leader_timeout.total_seconds()
         )
@@ -134,6 +154,9 @@ class Stopbot:
             else None
         )
         self.schedules = ScheduleRights(self.engine, self.policy, self.rebuild_schedules)
+        self.discovery = Discovery(config, store, providers, clock=self.clock)
+        self.discovery.load()
+        self.engine.runs.before_start = self._discover_before_a_run
         self.housekeeping_interval = housekeeping_interval
         self._housekeeping: asyncio.Task[None] | None = None
         self._housekeeping_woken: asyncio.Event | None = None
@@ -164,6 +187,8 @@ class Stopbot:
             self._savings_notifier = face.savings
         if face.environments is not None:
             self.environments.notify_with(face.environments)
+        if face.discovery is not None:
+            self._discovery_notifier = face.discovery
         self.registry.sweeps[0:0] = face.sweeps
 
     # -- duties ---------------------------------------------------------------------
@@ -213,12 +238,61 @@ class Stopbot:
         due, and read what is counted stopped (every ``savings.check_interval``)."""
         self.approvals.expire()
         self.locks.warn_expiring()
+        try:
+            if self.discovery.due():  # bounded: the other duties wait for it
+                await asyncio.wait_for(self.refresh(), DISCOVERY_WAIT)
+        except Exception:  # a failed listing must never stop the other duties
+            log.exception("discovery failed; trying again next round")
         await self.leases.tick()
         self.owe_digest()
         try:
             await self.savings.check()
         except Exception:  # counting must never stop the other duties
             log.exception("savings check failed; trying again next round")
+
+    async def refresh(self) -> list[Refreshed]:
+        """List the discovered provider accounts now and keep what they hold (for any
+        process: the leader's periodic refresh, or someone asking)."""
+        results = await self.discovery.refresh()
+        self.owe_gone(results)
+        return results
+
+    def owe_gone(self, results: Sequence[Refreshed]) -> None:
+        """Owe ``discovery.channel`` the resources a refresh found gone: once, whichever
+        process or replica refreshed (a claim on the account's snapshot)."""
+        channel = self.config.discovery.channel
+        if channel is None:
+            return
+        taken = self.store.discovered_at()
+        for r in results:
+            if not r.gone or r.provider not in taken:
+                continue
+            owed = self.outbox.message(
+                DISCOVERY_GONE,
+                f"{r.provider}:{taken[r.provider].isoformat()}",
+                {"channel": channel, "provider": r.provider, "gone": r.gone},
+            )
+            if self.store.claim(owed.key, owe=owed):
+                self.outbox.kick()
+
+    async def _deliver_gone(self, owed: Owed) -> bool:
+        if self._discovery_notifier is None:
+            return False
+        payload = owed.payload
+        told = await self._discovery_notifier.gone(
+            payload["channel"], payload["provider"], list(payload["gone"])
+        )
+        return told is not False
+
+    async def _discover_before_a_run(self) -> None:
+        """A run selects from a snapshot at most ``FRESH_FOR_A_RUN`` old: a resource
+        created since the last refresh is stopped tonight, one deleted is not tried (and
+        noted once, by the refresh). A provider that does not answer leaves the last
+        snapshot, after ``DISCOVERY_WAIT`` at most."""
+        try:
+            await asyncio.wait_for(self.discovery.refresh_if_older(FRESH_FOR_A_RUN), DISCOVERY_WAIT)
+        except Exception:  # the run goes on with the last snapshot
+            log.exception("discovery before a run failed; the last snapshot is used")
 
     def owe_digest(self) -> bool:
         """Owe this week's savings digest, once across restarts and replicas (a claim in
@@ -270,6 +344,8 @@ class Stopbot:
             try:
                 if self.leadership.leading:
                     await self.tick()
+                else:
+                    self.discovery.load()  # what the leader found, since the last round
             except Exception:
                 log.exception("housekeeping failed; trying again next round")
             with contextlib.suppress(TimeoutError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from providers.pacing import RequestLimits
 
 __all__ = [
     "CostRange",
+    "DiscoverFilter",
     "DiscoveredResource",
     "GracefulStop",
     "Phase",
@@ -135,6 +137,11 @@ class DiscoveredResource(BaseModel):
     state: str
     phase: Phase
     options: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="The provider's own tags and metadata, as key -> value (a tag that is "
+        "one word is read as word -> 'true').",
+    )
 
 
 class UsageSignal(BaseModel):
@@ -304,6 +311,24 @@ class Provider(ABC):
         """Release connections."""
 
 
+class DiscoverFilter(BaseModel):
+    """Which of an account's resources discovery keeps: all of these must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, description="A glob over the provider's own name, e.g. 'dev-*'."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Provider-side tags every resource must carry."
+    )
+
+    def keeps(self, found: DiscoveredResource) -> bool:
+        if self.name is not None and not fnmatch.fnmatchcase(found.name, self.name):
+            return False
+        return all(found.tags.get(k) == v for k, v in self.tags.items())
+
+
 class ProviderConfigBase(BaseModel):
     """What every provider entry of ``stopbot.yaml`` has; each provider module extends it."""
 
@@ -315,3 +340,14 @@ class ProviderConfigBase(BaseModel):
         default_factory=RequestLimits,
         description="What the provider allows this account: requests in flight, a second.",
     )
+    discover: bool | DiscoverFilter = Field(
+        default=False,
+        description="List this account's resources periodically so that schedules can "
+        "select them by provider, tags and name: true for all, or a filter.",
+    )
+
+    def discover_filter(self) -> DiscoverFilter | None:
+        """What discovery keeps of this account, or None when it is not discovered."""
+        if self.discover is False:
+            return None
+        return self.discover if isinstance(self.discover, DiscoverFilter) else DiscoverFilter()

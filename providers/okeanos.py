@@ -156,6 +156,7 @@ class _AppOfInstance(_Body):
     id: str
     name: str | None = None
     started: Any = None
+    type: str | None = None
 
 
 class _InstanceInfo(_Body):
@@ -169,6 +170,16 @@ class _Instance(_Body):
     info: _InstanceInfo | None = None
     status: _StatusBlock | None = None
     applications: list[_AppOfInstance] = Field(default_factory=list)
+
+
+def _application_tags(app: _AppOfInstance, instance: _Instance) -> dict[str, str]:
+    """What LambdaInstanceDetails says of a deployed application beyond its state: its
+    ``type`` (BATCH, STREAMING) and the instance it runs on, by name."""
+    tags = {"type": app.type} if app.type else {}
+    instance_name = instance.name or (instance.info.name if instance.info else None)
+    if instance_name:
+        tags["lambda_instance"] = instance_name
+    return tags
 
 
 class _Pagination(_Body):
@@ -325,6 +336,7 @@ class OkeanosProvider(Provider):
                         state=state,
                         phase=phase,
                         options={"lambda_instance_id": instance_id},
+                        tags=_application_tags(app, instance),
                     )
                 )
         return found

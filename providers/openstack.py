@@ -8,7 +8,9 @@ from the token's service catalog. The calls made here:
     POST {compute}/servers/{id}/action          {"os-start": null} -> 202, no body (a wake)
     GET  {compute}/servers/{id}                 -> {"server": {...}}
     GET  {compute}/servers/detail               -> {"servers": [...], "servers_links": [...]}
-                                                   (changes-since when polling stops)
+                                                   (changes-since when polling stops;
+                                                   every page, for discovery: each server's
+                                                   metadata, and its tags from 2.26)
     GET  {compute}/                             -> {"version": {"version": max, ...}}
                                                    (only after a 406, versions.inc)
 
@@ -79,6 +81,7 @@ __all__ = [
     "parse_openstack_error",
     "server_phase",
     "server_state_name",
+    "server_tags",
 ]
 
 log = logging.getLogger(__name__)
@@ -265,6 +268,22 @@ class _OverLimit(Exception):
         self.error = error
 
 
+def server_tags(server: Mapping[str, Any]) -> dict[str, str]:
+    """A server's ``metadata`` (key -> value, every microversion) and its ``tags`` (a list
+    of strings, from 2.26), as one mapping: a tag ``key=value`` is read as the pair, any
+    other tag as tag -> ``"true"`` (so a Nova tag ``stopbot/skip`` opts the server out).
+    Tags win over metadata where both name a key."""
+    found: dict[str, str] = {}
+    metadata = server.get("metadata")
+    if isinstance(metadata, dict):
+        found.update({str(k): str(v) for k, v in metadata.items()})
+    tags = server.get("tags")
+    for tag in tags if isinstance(tags, list) else []:
+        key, sep, value = str(tag).partition("=")
+        found[key] = value if sep else "true"
+    return found
+
+
 class NovaProvider(Provider):
     """The servers of one OpenStack project."""
 
@@ -448,6 +467,7 @@ class NovaProvider(Provider):
                     name=str(server.get("name") or server_id),
                     state=status.state,
                     phase=status.phase,
+                    tags=server_tags(server),
                 )
             )
         return resources

@@ -198,6 +198,8 @@ class _Cluster(_Model):
     id: str
     name: str
     status: str | None = None
+    region: str | None = None
+    cloud_provider: str | None = None
 
 
 class _ClusterList(_Model):
@@ -544,6 +546,14 @@ class QoveryProvider(Provider):
                     name=cluster.name,
                     state=state,
                     phase=cluster_phase(state)[0],
+                    tags={
+                        k: v
+                        for k, v in (
+                            ("region", cluster.region),
+                            ("cloud_provider", cluster.cloud_provider),
+                        )
+                        if v
+                    },
                 )
             )
         return found

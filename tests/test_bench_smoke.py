@@ -192,3 +192,21 @@ def test_bench_options_refuse_zero_runs(capsys: pytest.CaptureFixture[str]) -> N
 
     assert exit_info.value.code == 2
     assert "expected at least 1, not 0" in capsys.readouterr().err
+
+
+def test_discovery_bench_counts_one_paged_list_per_account(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The discovery benchmark at 250 resources an account: every account found them all
+    with no more requests than one paged list needs (--check passes)."""
+    from bench import discovery
+
+    assert discovery.main(["--resources", "250", "--runs", "1", "--check"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    assert [[cell.strip() for cell in row] for row in rows[2:]] == [
+        ["feldera", "250", "1", "1"],
+        ["nova", "250", "1", "1"],
+        ["okeanos", "250", "4", "4"],
+        ["qovery", "250", "1", "1"],
+    ]

@@ -412,7 +412,8 @@ async def test_list_follows_pages(
     sim: OkeanosSimulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """list() pages through the instances and yields one resource per app deployment."""
+    """list() pages through the instances and yields one resource per app deployment,
+    with its type and its instance's name as tags (LambdaInstanceDetails)."""
     sim.seed(seed_with_second_instance())
     monkeypatch.setattr(providers.okeanos, "PAGE_SIZE", 1)
     recorder = Recorder()
@@ -426,6 +427,7 @@ async def test_list_follows_pages(
             state="started",
             phase=Phase.RUNNING,
             options={"lambda_instance_id": INSTANCE},
+            tags={"type": "BATCH", "lambda_instance": "lambda-cluster-1"},
         ),
         DiscoveredResource(
             provider="okeanos",
@@ -434,6 +436,7 @@ async def test_list_follows_pages(
             state="stopped",
             phase=Phase.STOPPED,
             options={"lambda_instance_id": INSTANCE},
+            tags={"type": "STREAMING", "lambda_instance": "lambda-cluster-1"},
         ),
         DiscoveredResource(
             provider="okeanos",
@@ -442,6 +445,7 @@ async def test_list_follows_pages(
             state="started",
             phase=Phase.RUNNING,
             options={"lambda_instance_id": OTHER_INSTANCE},
+            tags={"type": "STREAMING", "lambda_instance": "lambda-cluster-2"},
         ),
     ]
     assert [str(r.url).split("/okeanos")[1] for r in recorder.requests] == [

@@ -644,7 +644,7 @@ async def test_slow_read_is_retried(
 
 
 async def test_list_discovers_every_server(nova: NovaProvider) -> None:
-    """list() names each server of the project with its state and phase."""
+    """list() names each server of the project with its state and phase (no tags)."""
     assert await nova.list() == [
         DiscoveredResource(
             provider="nova", id=WEB, name="web-1", state="ACTIVE", phase=Phase.RUNNING
@@ -755,6 +755,26 @@ async def test_statuses_of_stopping_servers_ask_for_the_changes_since_their_stop
         )
     listed = answer.json()["servers"]
     assert sorted(s["id"] for s in listed) == sorted([BATCH, WEB])
+
+
+async def test_list_pages_at_the_microversion_and_reads_tags_and_metadata(
+    sims: SimulatorServer, nova: NovaProvider, transport: RecordingTransport
+) -> None:
+    """Discovery's list: every page of GET /servers/detail at microversion 2.73 (the
+    marker from servers_links), each server's metadata and tags (2.26+) as its tags."""
+    servers = [dict(s) for s in DEFAULT_SEED["nova"]["servers"]]
+    servers[0] |= {"tags": ["stopbot/skip", "env=dev"], "metadata": {"team": "web", "env": "x"}}
+    reseed(sims, max_limit=2, servers=servers)
+    found = await nova.list()
+    assert [(r.id, r.tags) for r in found] == [
+        (WEB, {"team": "web", "env": "dev", "stopbot/skip": "true"}),
+        (BATCH, {}),
+        (DB, {}),
+    ]
+    pages = transport.sent("GET", "/servers/detail")
+    assert [e.params for e in pages] == [{}, {"limit": "2", "marker": BATCH}]
+    assert {e.headers["OpenStack-API-Version"] for e in pages} == {"compute 2.73"}
+    assert {e.headers["X-OpenStack-Nova-API-Version"] for e in pages} == {"2.73"}
 
 
 async def test_statuses_follow_the_next_pages(

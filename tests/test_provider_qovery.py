@@ -626,17 +626,22 @@ async def test_statuses_of_nothing_cost_nothing(
 async def test_list_discovers_every_cluster(
     qovery: QoveryProvider, transport: CountingTransport
 ) -> None:
-    """list() gives each cluster's id, name and state from one GET .../cluster."""
+    """list() gives each cluster's id, name, state, region and cloud provider from one
+    GET .../cluster."""
     assert await qovery.list() == [
         DiscoveredResource(
-            provider="qovery", id=DEV, name="dev-eu", state="DEPLOYED", phase=Phase.RUNNING
-        ),
-        DiscoveredResource(
-            provider="qovery", id=STAGING, name="staging-us", state="DEPLOYED", phase=Phase.RUNNING
-        ),
-        DiscoveredResource(
-            provider="qovery", id=QA, name="qa-old", state="STOPPED", phase=Phase.STOPPED
-        ),
+            provider="qovery",
+            id=cluster_id,
+            name=name,
+            state=state,
+            phase=phase,
+            tags={"region": "eu-west-3", "cloud_provider": "AWS"},
+        )
+        for cluster_id, name, state, phase in [
+            (DEV, "dev-eu", "DEPLOYED", Phase.RUNNING),
+            (STAGING, "staging-us", "DEPLOYED", Phase.RUNNING),
+            (QA, "qa-old", "STOPPED", Phase.STOPPED),
+        ]
     ]
     assert transport.requests == [("GET", f"{ORG_PATH}/cluster")]
 

@@ -765,3 +765,29 @@ def test_requests_received_at_once_say_whether_each_is_new_open_or_done(store: S
         "open",
     ]
     assert [r["id"] for r in store.open_requests()] == ["r1", "r3"]
+
+
+# -- discovery ---------------------------------------------------------------------------
+
+
+def test_discovery_snapshot_replaced_whole_and_shared(
+    opened: Callable[..., Store], clock: Clock
+) -> None:
+    """Each account's snapshot is replaced whole, stamped with the store's now, and read
+    by another process on the same store; other accounts' snapshots are left alone."""
+    first, second = opened(clock), opened(clock)
+    assert first.discovered() == {}
+    first.save_discovered("nova", [{"id": "a", "name": "web", "tags": {"env": "dev"}}])
+    first.save_discovered("qovery", [{"id": "c", "name": "dev-eu"}])
+    clock.now = T0 + dt.timedelta(minutes=10)
+    first.save_discovered("nova", [{"id": "b", "name": "api"}, {"id": "a", "name": "web"}])
+    assert second.discovered() == {
+        "nova": (
+            T0 + dt.timedelta(minutes=10),
+            [{"id": "b", "name": "api"}, {"id": "a", "name": "web"}],
+        ),
+        "qovery": (T0, [{"id": "c", "name": "dev-eu"}]),
+    }
+    assert second.discovered_at() == {"nova": T0 + dt.timedelta(minutes=10), "qovery": T0}
+    first.save_discovered("nova", [])
+    assert second.discovered()["nova"][1] == []

@@ -84,7 +84,13 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_11(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE discovered")
+    conn.execute("UPDATE schema_version SET version = 10")
+
+
 def undo_migration_10(conn: sqlite3.Connection) -> None:
+    undo_migration_11(conn)
     conn.execute("DROP TABLE environment_runs")
     conn.execute("UPDATE schema_version SET version = 9")
 
@@ -234,6 +240,21 @@ def test_a_write_the_database_refuses_is_a_store_error(store: SQLiteStore) -> No
     assert type(err.value) is StoreError
     op = store.get_operation(op_id)
     assert op is not None and (op.resource, op.channel) == ("dev-eu", None)
+
+
+def test_migration_11_adds_the_discovery_snapshots(tmp_path: Path) -> None:
+    """A database of schema 10 gets the table of discovery snapshots, empty."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_11(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.discovered() == {}
+    store.save_discovered("nova", [{"id": "a"}])
+    assert store.discovered()["nova"][1] == [{"id": "a"}]
+    store.close()
 
 
 def test_migration_8_indexes_the_audit_by_action(tmp_path: Path) -> None:

@@ -149,8 +149,7 @@ class Definitions:
         if schedule.select.resources is not None:
             wanted = schedule.select.resources
             return [r for name in wanted for r in resources if r.name == name]
-        tags = schedule.select.tags or {}
-        return [r for r in resources if all(r.tags.get(k) == v for k, v in tags.items())]
+        return [r for r in resources if schedule.select.matches(r)]
 
     def next_stop_of(self, resource: str, after: dt.datetime) -> dt.datetime | None:
         """The next regular fire after ``after`` of a schedule that stops ``resource``

@@ -105,6 +105,9 @@ class Runs:
         self.notifier = notifier
         self.in_use = InUse(definitions)
         """The warning's questions: answered, or the default, they decide at the run."""
+        self.before_start: Callable[[], Awaitable[None]] | None = None
+        """Brings what runs select up to date before a run is planned (discovery; set by
+        the assembled bot). It must not raise."""
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._summary_owed: set[str] = set()
 
@@ -126,6 +129,8 @@ class Runs:
         *,
         started_by: str | None = None,
     ) -> ScheduleRun | None:
+        if self.before_start is not None:
+            await self.before_start()
 
         def create() -> ScheduleRun | None:
             # Off the loop: on PostgreSQL a run of 10,000 held Slack's acks for seconds. The
@@ -303,7 +308,7 @@ class Runs:
     ) -> None:
         """A run of an environment (``select: {environment: …}``): tier after tier, in
         reverse for a morning start, each begun once every member of the one before got
-        there. As a person's ``/stop env``, it is refused as a whole when a member is held
+        there. As a person's stop of an environment, it is refused as a whole when a member is held
         (skipped: locked, kept, leased, opted out), and a member that does not get there
         halts the later tiers (bot/environments.py)."""
         tiers = [m for tier in self.config.environments.get(environment, []) for m in tier.values()]

@@ -37,6 +37,7 @@ from bot.reads import Reading
 from bot.savings import SavingsError, Selection, parse_period
 from bot.slack import buttons, commands, savings_views, views
 from bot.slack.approvals import ApprovalHandlers
+from bot.slack.discovery_views import refreshed
 from bot.slack.environments import EnvironmentHandlers
 from bot.slack.home import HomeHandlers
 from bot.slack.inbox import Handling, Inbox, defer, track
@@ -462,6 +463,7 @@ class SlackBot:
                 locks=self.locks,
                 schedules=notifier,
                 savings=notifier,
+                discovery=notifier,
                 leases=self.lease_handlers,
                 # Requests dead processes answered are taken over first (a /stop being
                 # prepared is prepared again).
@@ -718,6 +720,8 @@ class SlackBot:
             await self.locks.unlock(parsed, user, respond)
         elif isinstance(parsed, commands.Locks):
             await self.locks.list(respond)
+        elif isinstance(parsed, commands.Refresh):
+            await tell(respond, refreshed(await self.stopbot.refresh()))
         elif isinstance(parsed, commands.Leases):
             await self.lease_handlers.command(parsed, user, respond)
         elif isinstance(parsed, commands.ScheduleCommand):
@@ -865,7 +869,7 @@ class SlackBot:
 
     async def show_list(self, selector: str | None, respond: Respond) -> None:
         resources = self.config.all_resources()
-        title = "configured"
+        title = "configured or discovered" if self.stopbot.discovery.enabled else "configured"
         if selector and selector.startswith("tag:"):
             key, _, value = selector[4:].partition("=")
             resources = [r for r in resources if r.tags.get(key) == value]

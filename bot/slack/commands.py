@@ -21,6 +21,7 @@ __all__ = [
     "ListResources",
     "Lock",
     "Locks",
+    "Refresh",
     "SavingsCommand",
     "ScheduleCommand",
     "Status",
@@ -74,6 +75,7 @@ HELP = Mrkdwn("\n").join(
             code("--force"),
         ),
         _line("/stop locks", "every active lock, with owner, reason and expiry"),
+        _line("/stop refresh", "list the discovered providers again now (new and gone resources)"),
         _line(
             "/stop schedule list | run <name> | skip <name> | snooze <name> <duration> | exceptions"
         ),
@@ -117,6 +119,7 @@ RESERVED = frozenset(
         "leases",
         "savings",
         "env",
+        "refresh",
     }
 )
 SCHEDULE_USAGE = md(
@@ -231,6 +234,11 @@ class Locks:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """``/stop refresh``: discovery now."""
+
+
+@dataclass(frozen=True)
 class SavingsCommand:
     """``/stop savings [resource | env | tag:key=value] [7d | 30d | month]``."""
 
@@ -267,6 +275,7 @@ Command = (
     | Lock
     | Unlock
     | Locks
+    | Refresh
     | Leases
     | ScheduleCommand
     | SavingsCommand
@@ -368,6 +377,10 @@ def parse(text: str) -> Command:
         if rest:
             raise UsageError(_usage("/stop locks", " (no arguments)."))
         return Locks()
+    if head == "refresh":
+        if rest:
+            raise UsageError(_usage("/stop refresh", " (no arguments)."))
+        return Refresh()
     if head == "lock":
         if len(rest) < 2:
             raise UsageError(

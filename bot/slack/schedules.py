@@ -17,6 +17,7 @@ from bot.savings import Report
 from bot.schedules import Change, PlanItem, RunReport, ScheduleError
 from bot.slack import buttons, commands, savings_views
 from bot.slack import schedule_views as sv
+from bot.slack.discovery_views import gone_note
 from bot.slack.progress import delivered_before, delivery_tag, posted_before, tagged, transient
 from bot.slack.replies import replace, replace_with, tell, tell_channel
 from bot.slack.views import message
@@ -88,6 +89,11 @@ class SlackScheduleNotifier:
         """The weekly savings digest (the savings notifier of :class:`~bot.stopbot.Face`)."""
         text, blocks = savings_views.report(report, "the last 7 days", title="Weekly savings")
         return bool(await self._post(channel, text, blocks))
+
+    async def gone(self, channel: str, provider: str, gone: list[str]) -> bool:
+        """Resources gone at a provider (the discovery notifier of
+        :class:`~bot.stopbot.Face`)."""
+        return bool(await self._post(channel, *message(gone_note(provider, gone))))
 
     async def summary(self, report: RunReport) -> bool:
         run_id = report.run.id

@@ -68,6 +68,7 @@ __all__ = [
     "AuditStore",
     "ClaimStore",
     "Clock",
+    "DiscoveryStore",
     "EnvironmentStore",
     "InUseStore",
     "InboxStore",
@@ -732,6 +733,27 @@ class InUseStore(ABC):
         """The questions asked before ``schedule``'s run at ``fire``, by resource name."""
 
 
+class DiscoveryStore(ABC):
+    """What discovery last found at each provider account: one snapshot per account,
+    shared by every replica and kept across restarts (bot/discovery.py)."""
+
+    @abstractmethod
+    def save_discovered(self, provider: str, resources: Sequence[dict[str, Any]]) -> None:
+        """Replace ``provider``'s snapshot with ``resources`` (facts as JSON-able dicts),
+        stamped with the store's now, in one transaction: a reader sees the old one or the
+        new one, never half."""
+
+    @abstractmethod
+    def discovered(self) -> dict[str, tuple[dt.datetime, list[dict[str, Any]]]]:
+        """Every account's snapshot: provider name -> (when it was taken, its resources in
+        the order they were saved)."""
+
+    @abstractmethod
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        """When each account's snapshot was taken, without reading the snapshots (a cheap
+        read, to tell whether they changed)."""
+
+
 class Store(
     AuditStore,
     OperationStore,
@@ -746,6 +768,7 @@ class Store(
     OutboxStore,
     InboxStore,
     InUseStore,
+    DiscoveryStore,
 ):
     """All persistent state of the bot, in one database (see the module's docstring for
     what every backend promises).

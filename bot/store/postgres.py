@@ -1995,6 +1995,30 @@ class PostgresStore(Store):
             for r in rows
         ]
 
+    # -- discovery --------------------------------------------------------------------
+
+    def save_discovered(self, provider: str, resources: Sequence[dict[str, Any]]) -> None:
+        encoded = json.dumps(list(resources), sort_keys=True, default=str)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO discovered (provider, refreshed_at, resources) VALUES (%s, %s, %s) "
+                "ON CONFLICT (provider) DO UPDATE SET refreshed_at = excluded.refreshed_at, "
+                "resources = excluded.resources",
+                [provider, self.clock(), encoded],
+            )
+
+    def discovered(self) -> dict[str, tuple[dt.datetime, list[dict[str, Any]]]]:
+        return {
+            r["provider"]: (r["refreshed_at"], json.loads(r["resources"]))
+            for r in self.rows("SELECT provider, refreshed_at, resources FROM discovered")
+        }
+
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        return {
+            r["provider"]: r["refreshed_at"]
+            for r in self.rows("SELECT provider, refreshed_at FROM discovered")
+        }
+
 
 def _assignments(values: dict[str, Any]) -> sql.Composed:
     """``a = %s, b = %s`` for the columns of ``values`` (names the store chose, quoted)."""

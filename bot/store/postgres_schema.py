@@ -306,6 +306,15 @@ CREATE TABLE environment_runs (
 CREATE INDEX environment_runs_state ON environment_runs (state, created_at);
 """
 
+# Discovery: each provider account's last list, one snapshot per account.
+_VERSION_11 = """
+CREATE TABLE discovered (
+    provider text PRIMARY KEY,
+    refreshed_at timestamptz NOT NULL,
+    resources text NOT NULL
+);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
 MIGRATIONS: Sequence[tuple[int, str]] = (
     (6, _VERSION_6),
@@ -313,6 +322,7 @@ MIGRATIONS: Sequence[tuple[int, str]] = (
     (8, _VERSION_8),
     (9, _VERSION_9),
     (10, _VERSION_10),
+    (11, _VERSION_11),
 )
 
 

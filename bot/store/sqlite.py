@@ -443,6 +443,15 @@ def _migration_10(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX environment_runs_state ON environment_runs (state, created_at)")
 
 
+def _migration_11(db: sqlite_utils.Database) -> None:
+    """Discovery: each provider account's last list, one snapshot per account."""
+    db.table("discovered").create(
+        {"provider": str, "refreshed_at": str, "resources": str},
+        pk="provider",
+        not_null={"refreshed_at", "resources"},
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -454,6 +463,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_8,
     _migration_9,
     _migration_10,
+    _migration_11,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -2078,3 +2088,30 @@ class SQLiteStore(Store):
             )
             for r in rows
         ]
+
+    # -- discovery --------------------------------------------------------------------
+
+    def save_discovered(self, provider: str, resources: Sequence[dict[str, Any]]) -> None:
+        encoded = json.dumps(list(resources), sort_keys=True, default=str)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO discovered (provider, refreshed_at, resources) VALUES (?, ?, ?) "
+                "ON CONFLICT (provider) DO UPDATE SET refreshed_at = excluded.refreshed_at, "
+                "resources = excluded.resources",
+                [provider, _iso(self.clock()), encoded],
+            )
+
+    def discovered(self) -> dict[str, tuple[dt.datetime, list[dict[str, Any]]]]:
+        return {
+            r["provider"]: (
+                dt.datetime.fromisoformat(r["refreshed_at"]),
+                json.loads(r["resources"]),
+            )
+            for r in self.rows("SELECT provider, refreshed_at, resources FROM discovered")
+        }
+
+    def discovered_at(self) -> dict[str, dt.datetime]:
+        return {
+            r["provider"]: dt.datetime.fromisoformat(r["refreshed_at"])
+            for r in self.rows("SELECT provider, refreshed_at FROM discovered")
+        }

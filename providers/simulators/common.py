@@ -371,6 +371,18 @@ class Simulator(ABC):
     def clear_lock(self, resource_id: str) -> None:
         """Unlock the resource, as its owner would; an API without locks has none to clear."""
 
+    def add_resource(self, item: dict[str, Any]) -> str:
+        """Create one resource now, as someone would in the provider's console: ``item``
+        in this simulator's seed format for one resource. Its id; a ValueError when the
+        item is invalid or its id is taken. Simulators that cannot raise
+        NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} simulator cannot create resources")
+
+    def remove_resource(self, resource_id: str) -> bool:
+        """Delete the resource now, as someone would in the provider's console; whether it
+        was there."""
+        raise NotImplementedError(f"the {self.name} simulator cannot delete resources")
+
     def start(self, resource_id: str, *, options: Mapping[str, str] | None = None) -> None:
         """Start the resource as someone would in the provider's console: running now,
         whatever it was doing (a control of the simulator, not a provider API call)."""

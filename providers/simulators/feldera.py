@@ -383,6 +383,18 @@ class FelderaSimulator(Simulator):
                 p.name: _Pipeline(p, now, config.step_seconds) for p in config.pipelines
             }
 
+    def add_resource(self, item: dict[str, Any]) -> str:
+        seed = PipelineSeed.model_validate(item)
+        with self.lock:
+            if seed.name in self.pipelines:
+                raise ValueError(f"pipeline {seed.name} exists already")
+            self.pipelines[seed.name] = _Pipeline(seed, self.now(), self.config.step_seconds)
+        return seed.name
+
+    def remove_resource(self, resource_id: str) -> bool:
+        with self.lock:
+            return self.pipelines.pop(resource_id, None) is not None
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             now = self.now()

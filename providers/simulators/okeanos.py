@@ -266,25 +266,24 @@ class OkeanosSimulator(Simulator):
                 )
                 for i in seed.lambda_instances
             }
-            self.applications = {
-                a.id: _Application(
-                    id=a.id,
-                    name=a.name,
-                    type=a.type,
-                    description=a.description,
-                    status=a.status,
-                    failure_message=a.failure_message,
-                    deployments={
-                        d.lambda_instance_id: _Deployment(
-                            instance_id=d.lambda_instance_id,
-                            flag=Timeline(STARTED if d.started else STOPPED),
-                            fail_stop=d.fail_stop,
-                        )
-                        for d in a.deployments
-                    },
-                )
-                for a in seed.applications
-            }
+            self.applications = {a.id: _new_application(a) for a in seed.applications}
+
+    def add_resource(self, item: dict[str, Any]) -> str:
+        """An application (the seed's format), deployed on the instances it names."""
+        app = _ApplicationSeed.model_validate(item)
+        with self.lock:
+            if app.id in self.applications:
+                raise ValueError(f"application {app.id} exists already")
+            unknown = [d.lambda_instance_id for d in app.deployments]
+            unknown = [i for i in unknown if i not in self.instances]
+            if unknown:
+                raise ValueError(f"no lambda instance {', '.join(unknown)}")
+            self.applications[app.id] = _new_application(app)
+        return app.id
+
+    def remove_resource(self, resource_id: str) -> bool:
+        with self.lock:
+            return self.applications.pop(resource_id, None) is not None
 
     def snapshot(self) -> dict[str, Any]:
         now = self.now()
@@ -662,3 +661,22 @@ class OkeanosSimulator(Simulator):
             and other.deployments[instance_id].flag.state(now) == STARTED
             for other in self.applications.values()
         )
+
+
+def _new_application(a: _ApplicationSeed) -> _Application:
+    return _Application(
+        id=a.id,
+        name=a.name,
+        type=a.type,
+        description=a.description,
+        status=a.status,
+        failure_message=a.failure_message,
+        deployments={
+            d.lambda_instance_id: _Deployment(
+                instance_id=d.lambda_instance_id,
+                flag=Timeline(STARTED if d.started else STOPPED),
+                fail_stop=d.fail_stop,
+            )
+            for d in a.deployments
+        },
+    )

@@ -123,6 +123,8 @@ class ServerSeed(BaseModel):
     )
     fail_stop: bool = False
     fail_message: str = DEFAULT_FAIL_MESSAGE
+    tags: list[str] = Field(default_factory=list, description="Server tags (shown from 2.26).")
+    metadata: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("status")
     @classmethod
@@ -211,6 +213,8 @@ class _Server:
     fault_message: str | None
     fail_stop: bool
     fail_message: str
+    tags: list[str] = dataclasses.field(default_factory=list)
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def plan(self, now: float, steps: list[tuple[str, float]]) -> None:
         self.timeline.plan(now, steps)
@@ -341,23 +345,36 @@ class NovaSimulator(Simulator):
         with self.lock:
             self.config = config
             self.tokens = {}
-            self.servers = {
-                s.id: _Server(
-                    id=s.id,
-                    name=s.name,
-                    created=now,
-                    timeline=Timeline(
-                        _key(s.status, s.task_state or STATUS_STATES[s.status][1]), at=now
-                    ),
-                    steps=[now],
-                    locked=s.locked,
-                    locked_reason=s.locked_reason if s.locked else None,
-                    fault_message=s.fault_message,
-                    fail_stop=s.fail_stop,
-                    fail_message=s.fail_message,
-                )
-                for s in config.servers
-            }
+            self.servers = {s.id: self._server(s, now) for s in config.servers}
+
+    @staticmethod
+    def _server(s: ServerSeed, now: float) -> _Server:
+        return _Server(
+            id=s.id,
+            name=s.name,
+            created=now,
+            timeline=Timeline(_key(s.status, s.task_state or STATUS_STATES[s.status][1]), at=now),
+            steps=[now],
+            locked=s.locked,
+            locked_reason=s.locked_reason if s.locked else None,
+            fault_message=s.fault_message,
+            fail_stop=s.fail_stop,
+            fail_message=s.fail_message,
+            tags=list(s.tags),
+            metadata=dict(s.metadata),
+        )
+
+    def add_resource(self, item: dict[str, Any]) -> str:
+        seed = ServerSeed.model_validate(item)
+        with self.lock:
+            if seed.id in self.servers:
+                raise ValueError(f"server {seed.id} exists already")
+            self.servers[seed.id] = self._server(seed, self.now())
+        return seed.id
+
+    def remove_resource(self, resource_id: str) -> bool:
+        with self.lock:
+            return self.servers.pop(resource_id, None) is not None
 
     def snapshot(self) -> dict[str, Any]:
         now = self.now()
@@ -905,7 +922,7 @@ class NovaSimulator(Simulator):
             },
             "key_name": None,
             "links": self._links(request, server.id),
-            "metadata": {},
+            "metadata": dict(server.metadata),
             "name": server.name,
             "os-extended-volumes:volumes_attached": [],
             "progress": 0,
@@ -944,7 +961,7 @@ class NovaSimulator(Simulator):
         if version >= (2, 19):
             body["description"] = None
         if version >= (2, 26):
-            body["tags"] = []
+            body["tags"] = list(server.tags)
         if version >= (2, 63):
             body["trusted_image_certificates"] = None
         if version >= (2, 71) and show:

@@ -255,37 +255,51 @@ class QoverySimulator(Simulator):
         seed = _Seed.model_validate(data)
         now = self.now()
         now_dt = self._now_dt()
-        clusters = {}
-        for c in seed.clusters:
-            # A READY cluster has its configuration but was never installed.
-            is_deployed = c.is_deployed if c.is_deployed is not None else c.status != "READY"
-            lock = None
-            if c.lock is not None:
-                lock = _Lock(
-                    owner_name=c.lock.owner_name,
-                    reason=c.lock.reason,
-                    locked_at=c.lock.locked_at or now_dt,
-                    ttl_in_days=c.lock.ttl_in_days,
-                )
-            clusters[c.id] = _Cluster(
-                id=c.id,
-                name=c.name,
-                region=c.region,
-                cloud_provider=c.cloud_provider,
-                production=c.production,
-                is_deployed=is_deployed,
-                fail_stop=c.fail_stop,
-                created_at=now_dt,
-                timeline=Timeline(c.status, at=now),
-                cost=c.cost,
-                lock=lock,
-                last_deployment_date=(
-                    now_dt - dt.timedelta(seconds=c.deployed_seconds_ago) if is_deployed else None
-                ),
-            )
+        clusters = {c.id: self._new_cluster(c, now, now_dt) for c in seed.clusters}
         with self.lock:
             self._seed = seed
             self._clusters = clusters
+
+    @staticmethod
+    def _new_cluster(c: _ClusterSeed, now: float, now_dt: dt.datetime) -> _Cluster:
+        # A READY cluster has its configuration but was never installed.
+        is_deployed = c.is_deployed if c.is_deployed is not None else c.status != "READY"
+        lock = None
+        if c.lock is not None:
+            lock = _Lock(
+                owner_name=c.lock.owner_name,
+                reason=c.lock.reason,
+                locked_at=c.lock.locked_at or now_dt,
+                ttl_in_days=c.lock.ttl_in_days,
+            )
+        return _Cluster(
+            id=c.id,
+            name=c.name,
+            region=c.region,
+            cloud_provider=c.cloud_provider,
+            production=c.production,
+            is_deployed=is_deployed,
+            fail_stop=c.fail_stop,
+            created_at=now_dt,
+            timeline=Timeline(c.status, at=now),
+            cost=c.cost,
+            lock=lock,
+            last_deployment_date=(
+                now_dt - dt.timedelta(seconds=c.deployed_seconds_ago) if is_deployed else None
+            ),
+        )
+
+    def add_resource(self, item: dict[str, Any]) -> str:
+        cluster = self._new_cluster(_ClusterSeed.model_validate(item), self.now(), self._now_dt())
+        with self.lock:
+            if cluster.id in self._clusters:
+                raise ValueError(f"cluster {cluster.id} exists already")
+            self._clusters[cluster.id] = cluster
+        return cluster.id
+
+    def remove_resource(self, resource_id: str) -> bool:
+        with self.lock:
+            return self._clusters.pop(resource_id, None) is not None
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

@@ -6,7 +6,10 @@
     /okeanos/...               ~okeanos LoD API    (providers.simulators.okeanos)
     /feldera/...               Feldera API         (providers.simulators.feldera)
     /_sim/...                  control: state, seed, reset, clock, faults, account limits,
-                               request counts and peak requests in flight (stats)
+                               request counts and peak requests in flight (stats), and
+                               resources created (POST /_sim/resources/<api>, one seed
+                               item) or deleted (DELETE /_sim/resources/<api>/<id>) at run
+                               time, as in the provider's console
 
 ``SimulatorServer`` runs it in a background thread on a free port, for tests and
 for the bot's embedded defaults; ``stopbot simulate`` runs it in the foreground.
@@ -123,7 +126,27 @@ def _control_routes(hub: SimulatorHub) -> list[Route]:
             hub.faults.add(fault)
         return JSONResponse({"faults": hub.faults.listing()})
 
+    async def resources(request: Request) -> JSONResponse:
+        sim = hub.simulators.get(request.path_params["api"])
+        if sim is None:
+            return JSONResponse({"error": "unknown api"}, status_code=404)
+        try:
+            if request.method == "DELETE":
+                if not sim.remove_resource(request.path_params["resource_id"]):
+                    return JSONResponse({"error": "no such resource"}, status_code=404)
+                return JSONResponse({"deleted": request.path_params["resource_id"]})
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the resource must be a JSON object")
+            return JSONResponse({"created": sim.add_resource(body)}, status_code=201)
+        except NotImplementedError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=501)
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
     return [
+        Route("/resources/{api}", resources, methods=["POST"]),
+        Route("/resources/{api}/{resource_id:path}", resources, methods=["DELETE"]),
         Route("/state", state, methods=["GET"]),
         Route("/seed", seed, methods=["POST"]),
         Route("/reset", reset, methods=["POST"]),
