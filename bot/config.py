@@ -606,7 +606,7 @@ class StopbotConfig(BaseModel):
     environments: dict[str, list[dict[str, list[str]]]] = Field(
         default_factory=dict,
         description="Environment name -> its tiers in order, each a one-key mapping "
-        "{label: [resource names]}: `/stop env` stops tier after tier, a wake in reverse.",
+        "{label: [resource names]}: an environment stops tier after tier, and wakes in reverse.",
     )
     cli_is_admin: bool = Field(
         default=True,

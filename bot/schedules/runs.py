@@ -303,7 +303,7 @@ class Runs:
     ) -> None:
         """A run of an environment (``select: {environment: …}``): tier after tier, in
         reverse for a morning start, each begun once every member of the one before got
-        there. As a person's ``/stop env``, it is refused as a whole when a member is held
+        there. As a person's stop of an environment, it is refused as a whole when a member is held
         (skipped: locked, kept, leased, opted out), and a member that does not get there
         halts the later tiers (bot/environments.py)."""
         tiers = [m for tier in self.config.environments.get(environment, []) for m in tier.values()]
