@@ -191,11 +191,13 @@ def utc(*args: int) -> dt.datetime:
 
 
 async def test_takeovers_run_in_order_the_face_s_first(core: Core) -> None:
-    """A sweep takes over the face's requests first, then stops, owed messages, runs."""
+    """A sweep takes over the face's requests first, then stops, environment runs (which
+    follow their members' stops), owed messages, runs."""
     bot = core.bot
     assert bot.registry.sweeps == [
         core.told.sweep,
         bot.resume_stops,
+        bot.environments.resume,
         bot.outbox.drain,
         bot.engine.sweep,
     ]
