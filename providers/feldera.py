@@ -390,7 +390,11 @@ class FelderaProvider(Provider):
     async def _input_metrics(self, resource: Resource) -> _InputMetrics | None:
         """The stats' input counters; None when the pipeline has no stats (not deployed)."""
         try:
-            response = await self._api.request("GET", f"{self._path(resource)}/stats")
+            # A 503 is an answer here, not a wait: a pipeline not deployed has no stats
+            # (PipelineInteractionNotDeployed), and any other 503 leaves use unknown.
+            response = await self._api.request(
+                "GET", f"{self._path(resource)}/stats", no_retry=frozenset({503})
+            )
         except ProviderError as exc:
             if exc.code == NOT_DEPLOYED:
                 return None

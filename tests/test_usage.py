@@ -172,9 +172,12 @@ async def test_feldera_idle_pipeline_is_not_in_use(
 async def test_feldera_stopped_pipeline_has_no_stats_and_no_signal(
     sims: SimulatorServer, feldera: FelderaProvider
 ) -> None:
-    """A stopped pipeline's ``/stats`` is the spec's 503 PipelineInteractionNotDeployed."""
+    """A stopped pipeline's ``/stats`` is the spec's 503 PipelineInteractionNotDeployed:
+    an answer, taken at once (one request, not a 503 retried as a wait)."""
     fsim(sims).set_input("archive", per_second=10, buffered=5)
+    sims.hub.faults.reset_counts()
     assert await feldera.usage(pipeline("archive")) == []
+    assert sims.hub.faults.counts()["feldera"] == {"GET": 1}
 
 
 async def test_feldera_unknown_pipeline_is_an_error(feldera: FelderaProvider) -> None:
