@@ -236,6 +236,13 @@ async def test_a_lock_warning_dm_whose_answer_was_lost_is_found_not_sent_twice(
     slack.bot.client.chat_postMessage = answer_lost  # type: ignore[method-assign]
     slack.sims.hub.clock.advance(15 * 60)
     assert await asyncio.to_thread(warned.wait, 30), "no warning was posted"
+    # The failed try recorded (its back-off counted from the clock as it was then), and
+    # only then the clock moved past that back-off: moved before, the retry would be due
+    # at the moved time plus the back-off, which a frozen clock never reaches.
+    deadline = time.monotonic() + 30
+    while not any(o.key.startswith("lock-warning") and o.attempts for o in slack.store.owed()):
+        assert time.monotonic() < deadline, slack.store.owed()
+        await asyncio.sleep(0.01)
     slack.sims.hub.clock.advance(5)  # past the outbox's back-off
     [looked] = [await slack.fake.wait_for("conversations.history")]
     warnings = [c for c in slack.fake.calls("chat.postMessage") if "expires" in c.args["text"]]
