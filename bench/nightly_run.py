@@ -291,6 +291,20 @@ class SeededSimulators(Simulators):
     def reset_stats(self) -> None:
         httpx.delete(f"{self.url}/_sim/stats", timeout=30.0).raise_for_status()
 
+    def wait_quiet(self, quiet: float = 1.0, timeout: float = 300.0) -> None:
+        """Until no provider received a request for ``quiet`` seconds: the bot's start-up
+        reads (its leader's first housekeeping reads every cluster's cost) are done, as
+        they are hours before a nightly run."""
+        deadline = time.monotonic() + timeout
+        seen = self.requests()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.requests()
+            if now == seen:
+                return
+            seen = now
+        raise BenchError(f"the providers were never quiet for {quiet:g} s")
+
     def reseed(self, seed: Mapping[str, Any]) -> None:
         """Every resource back to its seeded state (faults and limits stay)."""
         httpx.post(f"{self.url}/_sim/seed", json=dict(seed), timeout=120.0).raise_for_status()
@@ -488,6 +502,7 @@ def measure_once(
         database_url = stack.enter_context(fresh_database(options.database_url))
         bot.start(config, db, slack.api_url, database_url)
         click = run_now_click(bot, slack)
+        sims.wait_quiet()
         sims.reset_stats()
         ideal = ideal_seconds(estate, options)
         profiler = (

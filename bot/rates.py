@@ -1,26 +1,35 @@
 """What a resource costs an hour of running, for the savings (:mod:`bot.savings`): its
 ``cost_per_hour``, else the first ``savings.tags`` rule its tags match (configured), else
-what its provider's API says (Qovery's currentCost, a range, asked at most once an hour),
-else its provider's configured default; None when nothing tells."""
+what its provider's API says (Qovery's currentCost, a range), else its provider's configured
+default; None when nothing tells.
+
+A provider's answer is kept in the store (shared by the replicas, kept across restarts) and
+asked again once it is ``COST_TTL`` old. The leader keeps the answers fresh out of a run's way
+(:meth:`Rates.refresh`, from housekeeping); a run's summary uses what is kept, even stale (an
+estimate), and asks a provider only for a resource it never answered for: a nightly run sends
+its stops and nothing else per resource.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot import reads
 from bot.config import ResourceConfig, StopbotConfig
-from providers.base import CostRange, Provider
+from bot.store import Store
+from providers.base import CostRange, Provider, utcnow
 
 __all__ = ["COST_TTL", "Rate", "Rates"]
 
 log = logging.getLogger(__name__)
 
-COST_TTL = 3600.0
-"""Seconds a provider's cost answer is used before it is asked again."""
+COST_TTL = dt.timedelta(hours=6)
+"""How long a provider's cost answer stands before the leader asks again (a cluster's cost
+moves with its size, not by the hour)."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +48,23 @@ class Rate:
 
 
 class Rates:
-    """The rate of each resource: configured, else the provider's (cached an hour), else
+    """The rate of each resource: configured, else the provider's (kept in the store), else
     the provider's configured default."""
 
-    def __init__(self, config: StopbotConfig, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        config: StopbotConfig,
+        providers: Mapping[str, Provider],
+        store: Store | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self.config = config
         self.providers = providers
-        self._costs: dict[str, tuple[float, CostRange | None]] = {}
+        self.store = store
+        self.clock = clock
+        # name -> (when the provider answered, its answer: None says it has no figure)
+        self._costs: dict[str, tuple[dt.datetime, CostRange | None]] = {}
 
     def configured(self, resource: ResourceConfig) -> Rate | None:
         settings = self.config.savings
@@ -68,7 +87,7 @@ class Rates:
         return Rate(rate, rate, settings.currency, f"configured for provider {resource.provider}")
 
     def cached(self, resource: ResourceConfig) -> Rate | None:
-        """The rate from what is known now, without asking a provider."""
+        """The rate from what is known now, without asking a provider or the store."""
         configured = self.configured(resource)
         if configured is not None:
             return configured
@@ -77,21 +96,65 @@ class Rates:
             return _from_cost(known[1])
         return self._default(resource)
 
-    async def rates(self, resources: Sequence[ResourceConfig]) -> dict[str, Rate | None]:
-        """The rate of each of ``resources``, asking providers where needed, all at once."""
-        if self.config.savings.from_providers:
-            ask = [r for r in resources if self.configured(r) is None and self._stale(r.name)]
-            await asyncio.gather(*(self._ask(r) for r in ask))
+    async def rates(
+        self, resources: Sequence[ResourceConfig], *, stale: bool = True
+    ) -> dict[str, Rate | None]:
+        """The rate of each of ``resources``, asking providers where needed, all at once:
+        for a cost never read, or (``stale``) one read ``COST_TTL`` ago; with
+        ``stale=False`` an old answer stands (a run's estimate asks nothing it knows)."""
+        await self._read(resources, stale=stale)
         return {r.name: self.cached(r) for r in resources}
 
-    def _stale(self, name: str) -> bool:
-        known = self._costs.get(name)
-        return known is None or time.monotonic() - known[0] > COST_TTL
+    async def refresh(self, resources: Sequence[ResourceConfig]) -> int:
+        """Ask providers again for every cost ``COST_TTL`` old or never read; how many were
+        asked. The leader's, from housekeeping: a run then finds them known."""
+        return await self._read(resources, stale=True)
 
-    async def _ask(self, resource: ResourceConfig) -> None:
+    async def _read(self, resources: Sequence[ResourceConfig], *, stale: bool) -> int:
+        if not self.config.savings.from_providers:
+            return 0
+        wanted = [r for r in resources if self.configured(r) is None and self._costly(r)]
+        unknown = [r for r in wanted if self._due(r.name, stale)]
+        if unknown and self.store is not None:
+            await self._load([r.name for r in unknown])
+            unknown = [r for r in unknown if self._due(r.name, stale)]
+        if not unknown:
+            return 0
+        answers = await asyncio.gather(*(self._ask(r) for r in unknown))
+        kept = [
+            (r.name, cost.model_dump(mode="json"))
+            for r, cost in zip(unknown, answers, strict=True)
+            if cost is not None
+        ]
+        store = self.store
+        if kept and store is not None:
+            await store.off_loop(lambda: store.save_costs(kept))
+        return len(unknown)
+
+    async def _load(self, names: Sequence[str]) -> None:
+        store = self.store
+        assert store is not None
+        found = await store.off_loop(lambda: store.costs(names))
+        for name, (at, cost) in found.items():
+            try:
+                self._costs[name] = (at, CostRange.model_validate(cost))
+            except ValueError:  # a row no version of ours wrote: asked again
+                log.warning("unreadable kept cost", extra={"resource": name})
+
+    def _costly(self, resource: ResourceConfig) -> bool:
+        """Whether ``resource``'s provider answers costs at all (the base class says None
+        without a call)."""
         provider = self.providers.get(resource.provider)
-        if provider is None:
-            return
+        return provider is not None and type(provider).cost is not Provider.cost
+
+    def _due(self, name: str, stale: bool) -> bool:
+        known = self._costs.get(name)
+        if known is None:
+            return True
+        return stale and self.clock() - known[0] > COST_TTL
+
+    async def _ask(self, resource: ResourceConfig) -> CostRange | None:
+        provider = self.providers[resource.provider]
         try:
             cost = await asyncio.wait_for(provider.cost(resource.to_resource()), reads.READ_TIMEOUT)
         except Exception as exc:  # an unknown cost leaves the default, never a failed report
@@ -99,8 +162,9 @@ class Rates:
                 "cost read failed",
                 extra={"provider": resource.provider, "resource": resource.name, "error": str(exc)},
             )
-            return
-        self._costs[resource.name] = (time.monotonic(), cost)
+            return None
+        self._costs[resource.name] = (self.clock(), cost)
+        return cost
 
 
 def _from_cost(cost: CostRange) -> Rate:

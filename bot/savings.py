@@ -307,7 +307,7 @@ class Savings:
         self.store = store
         self.providers = providers
         self.clock = clock
-        self.rates = Rates(config, providers)
+        self.rates = Rates(config, providers, store, clock=clock)
         self._checked: dt.datetime | None = None
         self._totals: tuple[float, dict[str, tuple[float, Money]]] | None = None
 
@@ -426,7 +426,7 @@ class Savings:
             return None
         configured = {r.name: r for r in self.config.resources}
         known = [configured[n] for n in resources if n in configured]
-        rates = await self.rates.rates(known)
+        rates = await self.rates.rates(known, stale=False)
         until = _next_local(after, schedule.until, schedule.timezone) if schedule.until else None
         hours = (until - after).total_seconds() / 3600 if until else None
         money: Money = {}

@@ -162,6 +162,7 @@ class Stopbot:
         self._housekeeping_woken: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._notices: set[asyncio.Task[None]] = set()
+        self._costs: asyncio.Task[int] | None = None
         # Before the outbox's and the engine's (see the module's docstring).
         self.registry.sweeps.insert(0, self.resume_stops)
         # Environments stopped tier after tier (bot/environments.py): after the stops they
@@ -217,6 +218,10 @@ class Stopbot:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
             self._housekeeping = None
+        if self._costs is not None:
+            self._costs.cancel()
+            await asyncio.gather(self._costs, return_exceptions=True)
+            self._costs = None
 
     async def aclose(self) -> None:
         """Stop following stops (the store keeps them), and hand what this process owned
@@ -245,10 +250,27 @@ class Stopbot:
             log.exception("discovery failed; trying again next round")
         await self.leases.tick()
         self.owe_digest()
+        self._refresh_costs()
         try:
             await self.savings.check()
         except Exception:  # counting must never stop the other duties
             log.exception("savings check failed; trying again next round")
+
+    @property
+    def cost_refresh(self) -> asyncio.Task[int] | None:
+        """The latest refresh of the costs housekeeping started (None: none yet)."""
+        return self._costs
+
+    def _refresh_costs(self) -> None:
+        """Ask providers again for the costs that are old (bot/rates.py), in the
+        background: housekeeping does not wait for a few thousand paced reads, and a run's
+        summary then finds them known rather than asking them between its stops."""
+        if self._costs is not None and not self._costs.done():
+            return
+        self._costs = asyncio.create_task(
+            self.savings.rates.refresh(self.config.resources), name="costs"
+        )
+        self._costs.add_done_callback(_log_cost_refresh)
 
     async def refresh(self) -> list[Refreshed]:
         """List the discovered provider accounts now and keep what they hold (for any
@@ -370,3 +392,13 @@ class Stopbot:
             task = asyncio.get_running_loop().create_task(self.leadership.changed())
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
+
+
+def _log_cost_refresh(task: asyncio.Task[int]) -> None:
+    if task.cancelled():
+        return
+    failed = task.exception()
+    if failed is not None:  # counting must never stop the other duties
+        log.error("cost refresh failed; trying again next round", exc_info=failed)
+    elif task.result():
+        log.info("costs read again", extra={"count": task.result()})

@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.config import ConfigError, parse_config
+from bot.config import ConfigError, ScheduleConfig, parse_config
 from bot.metrics import Metrics
 from bot.models import SYSTEM, OpState
+from bot.rates import COST_TTL
 from bot.savings import (
     SEEN_RUNNING,
+    Expected,
     Report,
+    Savings,
     SavingsError,
     Selection,
     parse_period,
@@ -28,6 +31,7 @@ from bot.slack.fake_api.blocks import check_blocks
 from bot.slack.schedule_views import summary as summary_view
 from bot.slack.wording import when
 from bot.stopbot import Face
+from bot.store import open_store
 from bot.workflow import Unshown
 from providers.simulators.samples import sample_config
 from providers.simulators.server import SimulatorServer
@@ -209,6 +213,61 @@ async def test_qovery_s_cost_range_is_the_rate_of_a_cluster_without_one(core: Co
     assert line.rate.source == "Qovery currentCost, a monthly range"
     assert line.money == {"USD": (2.0, 4.0)}
     assert report.currency == "EUR"
+
+
+async def test_costs_are_read_by_the_leader_kept_for_all_and_a_run_asks_none_it_knows(
+    core: Core, sims: SimulatorServer, tmp_path: Path
+) -> None:
+    """Housekeeping reads every Qovery cluster's cost (in the background), again only once
+    COST_TTL old; the answers are in the store, so a second process's run summary asks
+    Qovery nothing, nor does this one's when the answers are old (an estimate); a store
+    that never had an answer asks once."""
+    clusters = [
+        r.name
+        for r in core.config.resources
+        if r.provider == "qovery" and core.bot.savings.rates.configured(r) is None
+    ]
+    assert "dev-eu" in clusters
+
+    async def qovery_gets(action: Any) -> int:
+        sims.hub.faults.reset_counts()
+        await action()
+        return sims.hub.faults.counts().get("qovery", {}).get("GET", 0)
+
+    async def housekeeping() -> None:
+        await core.bot.tick()
+        assert core.bot.cost_refresh is not None
+        await core.bot.cost_refresh
+
+    assert await qovery_gets(housekeeping) == len(clusters)
+    assert await qovery_gets(housekeeping) == 0
+    core.travel(core.time.now() + COST_TTL + dt.timedelta(minutes=1))
+    assert await qovery_gets(housekeeping) == len(clusters)
+
+    nightly = core.config.schedules[0] if core.config.schedules else None
+    schedule = nightly or ScheduleConfig.model_validate(
+        {"name": "n", "cron": "0 20 * * *", "select": {"resources": ["dev-eu"]}}
+    )
+    other = Savings(core.config, core.store, core.providers, clock=core.time.now)
+    found: list[Expected | None] = []
+
+    async def summary(savings: Savings) -> None:
+        found.append(await savings.expected(schedule, ["dev-eu"], core.time.now()))
+
+    assert await qovery_gets(lambda: summary(other)) == 0
+    core.travel(core.time.now() + COST_TTL * 2)
+    assert await qovery_gets(lambda: summary(core.bot.savings)) == 0
+    for expected in found:
+        assert expected is not None and expected.sources == ("Qovery currentCost, a monthly range",)
+        assert expected.unrated == 0
+
+    fresh = open_store(tmp_path / "fresh.db", clock=core.time.now)
+    try:
+        newcomer = Savings(core.config, fresh, core.providers, clock=core.time.now)
+        assert await qovery_gets(lambda: summary(newcomer)) == 1
+        assert fresh.costs(["dev-eu"])["dev-eu"][1]["low"] == 365.0
+    finally:
+        fresh.close()
 
 
 async def test_a_resource_without_a_rate_counts_hours_only(core: Core) -> None:

@@ -791,3 +791,26 @@ def test_discovery_snapshot_replaced_whole_and_shared(
     assert second.discovered_at() == {"nova": T0 + dt.timedelta(minutes=10), "qovery": T0}
     first.save_discovered("nova", [])
     assert second.discovered()["nova"][1] == []
+
+
+# -- costs -------------------------------------------------------------------------------
+
+
+def test_costs_kept_replaced_and_shared(opened: Callable[..., Store], clock: Clock) -> None:
+    """A resource's cost is replaced by the next answer, stamped with the store's now, and
+    read by another process on the same store; names without one are left out."""
+    first, second = opened(clock), opened(clock)
+    assert first.costs(["dev-eu"]) == {}
+    cheap = {"low": 1.0, "high": 2.0, "currency": "USD", "hours": 730.0, "source": "s"}
+    first.save_costs([("dev-eu", cheap), ("prod-us", cheap)])
+    clock.now = T0 + dt.timedelta(hours=7)
+    dear = {**cheap, "high": 9.5}
+    first.save_costs([("dev-eu", dear)])
+    first.save_costs([])
+    assert second.costs(["dev-eu", "prod-us", "gone", "dev-eu"]) == {
+        "dev-eu": (T0 + dt.timedelta(hours=7), dear),
+        "prod-us": (T0, cheap),
+    }
+    many = [f"r{i}" for i in range(1200)]
+    first.save_costs([(name, cheap) for name in many])
+    assert len(second.costs(many)) == 1200

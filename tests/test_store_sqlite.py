@@ -84,7 +84,13 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_12(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE costs")
+    conn.execute("UPDATE schema_version SET version = 11")
+
+
 def undo_migration_11(conn: sqlite3.Connection) -> None:
+    undo_migration_12(conn)
     conn.execute("DROP TABLE discovered")
     conn.execute("UPDATE schema_version SET version = 10")
 
@@ -254,6 +260,21 @@ def test_migration_11_adds_the_discovery_snapshots(tmp_path: Path) -> None:
     assert store.discovered() == {}
     store.save_discovered("nova", [{"id": "a"}])
     assert store.discovered()["nova"][1] == [{"id": "a"}]
+    store.close()
+
+
+def test_migration_12_adds_the_kept_costs(tmp_path: Path) -> None:
+    """A database of schema 11 gets the table of kept costs, empty."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_12(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.costs(["dev-eu"]) == {}
+    store.save_costs([("dev-eu", {"low": 1})])
+    assert store.costs(["dev-eu"])["dev-eu"][1] == {"low": 1}
     store.close()
 
 

@@ -754,6 +754,21 @@ class DiscoveryStore(ABC):
         read, to tell whether they changed)."""
 
 
+class CostStore(ABC):
+    """What providers last said each resource costs while it runs (bot/rates.py): read by
+    the leader out of a run's way, shared by every replica and kept across restarts."""
+
+    @abstractmethod
+    def save_costs(self, costs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Keep each (resource name, cost as a JSON-able dict), stamped with the store's
+        now, replacing what that resource had; one transaction."""
+
+    @abstractmethod
+    def costs(self, names: Sequence[str]) -> dict[str, tuple[dt.datetime, dict[str, Any]]]:
+        """The kept cost of each of ``names`` that has one: name -> (when it was read, the
+        cost)."""
+
+
 class Store(
     AuditStore,
     OperationStore,
@@ -769,6 +784,7 @@ class Store(
     InboxStore,
     InUseStore,
     DiscoveryStore,
+    CostStore,
 ):
     """All persistent state of the bot, in one database (see the module's docstring for
     what every backend promises).

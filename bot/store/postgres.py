@@ -2019,6 +2019,29 @@ class PostgresStore(Store):
             for r in self.rows("SELECT provider, refreshed_at FROM discovered")
         }
 
+    # -- costs ------------------------------------------------------------------------
+
+    def save_costs(self, costs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        if not costs:
+            return
+        at = self.clock()
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO costs (resource, read_at, cost) VALUES (%s, %s, %s) "
+                "ON CONFLICT (resource) DO UPDATE SET read_at = excluded.read_at, "
+                "cost = excluded.cost",
+                [(name, at, json.dumps(cost, sort_keys=True)) for name, cost in costs],
+            )
+
+    def costs(self, names: Sequence[str]) -> dict[str, tuple[dt.datetime, dict[str, Any]]]:
+        return {
+            r["resource"]: (r["read_at"], json.loads(r["cost"]))
+            for r in self.rows(
+                "SELECT resource, read_at, cost FROM costs WHERE resource = ANY(?)",
+                [list(dict.fromkeys(names))],
+            )
+        }
+
 
 def _assignments(values: dict[str, Any]) -> sql.Composed:
     """``a = %s, b = %s`` for the columns of ``values`` (names the store chose, quoted)."""

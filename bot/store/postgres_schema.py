@@ -315,6 +315,15 @@ CREATE TABLE discovered (
 );
 """
 
+# Costs: what providers last said each resource costs while it runs.
+_VERSION_12 = """
+CREATE TABLE costs (
+    resource text PRIMARY KEY,
+    read_at timestamptz NOT NULL,
+    cost text NOT NULL
+);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
 MIGRATIONS: Sequence[tuple[int, str]] = (
     (6, _VERSION_6),
@@ -323,6 +332,7 @@ MIGRATIONS: Sequence[tuple[int, str]] = (
     (9, _VERSION_9),
     (10, _VERSION_10),
     (11, _VERSION_11),
+    (12, _VERSION_12),
 )
 
 

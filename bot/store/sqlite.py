@@ -452,6 +452,15 @@ def _migration_11(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_12(db: sqlite_utils.Database) -> None:
+    """Costs: what providers last said each resource costs while it runs."""
+    db.table("costs").create(
+        {"resource": str, "read_at": str, "cost": str},
+        pk="resource",
+        not_null={"read_at", "cost"},
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -464,6 +473,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_9,
     _migration_10,
     _migration_11,
+    _migration_12,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -2115,3 +2125,31 @@ class SQLiteStore(Store):
             r["provider"]: dt.datetime.fromisoformat(r["refreshed_at"])
             for r in self.rows("SELECT provider, refreshed_at FROM discovered")
         }
+
+    # -- costs ------------------------------------------------------------------------
+
+    def save_costs(self, costs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        if not costs:
+            return
+        at = _iso(self.clock())
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO costs (resource, read_at, cost) VALUES (?, ?, ?) "
+                "ON CONFLICT (resource) DO UPDATE SET read_at = excluded.read_at, "
+                "cost = excluded.cost",
+                [(name, at, json.dumps(cost, sort_keys=True)) for name, cost in costs],
+            )
+
+    def costs(self, names: Sequence[str]) -> dict[str, tuple[dt.datetime, dict[str, Any]]]:
+        found: dict[str, tuple[dt.datetime, dict[str, Any]]] = {}
+        wanted = list(dict.fromkeys(names))
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            query = f"SELECT resource, read_at, cost FROM costs WHERE resource IN ({marks})"  # noqa: S608 -- only placeholders
+            for r in self.rows(query, chunk):
+                found[r["resource"]] = (
+                    dt.datetime.fromisoformat(r["read_at"]),
+                    json.loads(r["cost"]),
+                )
+        return found
