@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import csv
 import datetime as dt
+import functools
 import getpass
 import importlib.metadata
 import ipaddress
@@ -845,6 +846,48 @@ def _lease(words: list[str]) -> tuple[dt.timedelta | None, list[str]]:
     return None, words
 
 
+async def confirm_or_cancel(
+    args: argparse.Namespace,
+    name: str,
+    question: str,
+    cancel: Callable[[], object],
+    *,
+    approval: str | None,
+    slack: str,
+) -> None:
+    """Return once the stop (or wake) of ``name`` is confirmed: by --yes or a y typed at
+    ``question``. Otherwise ``cancel`` it and raise: when ``approval`` says who needs
+    approval (approvers are asked in Slack, by the bot: a terminal cannot reach them; the
+    user is sent there with ``/stop [wake] <slack>``), with no terminal to ask on, on
+    Ctrl-C or end of input, or on no."""
+    waking = args.command == "wake"
+    done = "woken" if waking else "stopped"
+    if approval is not None:
+        cancel()
+        raise CliError(
+            f"{approval}, and approvers are asked in Slack: request it there with "
+            f"`/stop {'wake ' if waking else ''}{slack}`."
+        )
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        cancel()
+        raise CliError(
+            f"not {'waking' if waking else 'stopping'} {name}: there is no terminal to "
+            "confirm on. Add --yes to confirm from a script.",
+            EXIT_USAGE,
+        )
+    try:
+        answer = await _read_answer(f"{question} [y/N] ")
+    except asyncio.CancelledError:
+        cancel()
+        print()
+        raise CliError(f"interrupted: {name} was not {done}.", EXIT_INTERRUPTED) from None
+    if answer.strip().lower() not in {"y", "yes"}:
+        cancel()
+        raise CliError(f"{name} was not {done} (not confirmed).")
+
+
 async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     if args.env:
         from bot.cli_environments import stop_environment
@@ -884,33 +927,12 @@ async def _stop(runtime: Runtime, args: argparse.Namespace) -> int:
     print("\n".join(_preview_lines(preview, names)))
     if lease is not None:
         print(f"  lease:          {format_duration(lease)} from when it runs, then stopped again")
-    if preview.approval is not None:
-        # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
-        service.cancel(op.id, actor)
-        needed = preview.approval.min_approvals
-        again = f"/stop wake {name}" if waking else f"/stop {name}"
-        raise CliError(
-            f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is {done}, "
-            f"and approvers are asked in Slack: request it there with `{again}`."
-        )
-    if not args.yes:
-        if not sys.stdin.isatty():
-            service.cancel(op.id, actor)
-            raise CliError(
-                f"not {'waking' if waking else 'stopping'} {name}: there is no terminal to "
-                "confirm on. Add --yes to confirm from a script.",
-                EXIT_USAGE,
-            )
-        try:
-            answer = await _read_answer(f"{verb} {name}? [y/N] ")
-        except asyncio.CancelledError:
-            service.cancel(op.id, actor)
-            print()
-            raise CliError(f"interrupted: {name} was not {done}.", EXIT_INTERRUPTED) from None
-        if answer.strip().lower() not in {"y", "yes"}:
-            service.cancel(op.id, actor)
-            raise CliError(f"{name} was not {done} (not confirmed).")
-
+    needed = preview.approval.min_approvals if preview.approval is not None else 0
+    asking = f"{name} needs {needed} approval{'s' if needed > 1 else ''} before it is {done}"
+    cancel = functools.partial(service.cancel, op.id, actor)
+    await confirm_or_cancel(
+        args, name, f"{verb} {name}?", cancel, approval=asking if needed else None, slack=name
+    )
     result = service.confirm(op.id, actor)
     if not result.ok or not result.run:
         raise CliError(names.words(result.message))

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from bot.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     TerminalProgress,
     _login,
     _names,
-    _read_answer,
     _status_words,
+    confirm_or_cancel,
 )
 from bot.cli_names import Names
 from bot.environments import EnvironmentRefused, Member, Plan, Tier
@@ -72,16 +70,6 @@ async def stop_environment(runtime: Runtime, args: argparse.Namespace) -> int:
     names = await _names(runtime.config, runtime.settings, owners)
     if plan.refusal is not None:
         raise CliError(f"{run.environment} was not {done}: {names.words(plan.refusal)}")
-    asking = [m.name for t in plan.tiers for m in t.members if runtime.config.approval_for(m.name)]
-    if asking:
-        # Approvers are asked in Slack, by the bot: a terminal cannot reach them.
-        environments.cancel(run.id, actor)
-        again = f"/stop wake env {run.environment}" if waking else f"/stop env {run.environment}"
-        raise CliError(
-            f"{', '.join(asking)} need{'s' if len(asking) == 1 else ''} approval before "
-            f"{'it is' if len(asking) == 1 else 'they are'} {done}, and approvers are asked "
-            f"in Slack: request it there with `{again}`."
-        )
     order = "in order" if len(plan.tiers) > 1 else "one tier"
     print(f"{verb} environment {run.environment}? {len(plan.tiers)} tier(s), {order}:")
     print("\n".join(plan_lines(plan, names, skip_locked=args.skip_locked)))
@@ -92,24 +80,20 @@ async def stop_environment(runtime: Runtime, args: argparse.Namespace) -> int:
             f"{run.environment} was not {done}: {held}. Add --skip-locked to "
             f"{verb.lower()} the rest."
         )
-    if not args.yes:
-        if not sys.stdin.isatty():
-            environments.cancel(run.id, actor)
-            raise CliError(
-                f"not {'waking' if waking else 'stopping'} {run.environment}: there is no "
-                "terminal to confirm on. Add --yes to confirm from a script.",
-                EXIT_USAGE,
-            )
-        try:
-            answer = await _read_answer(f"{verb} environment {run.environment}? [y/N] ")
-        except asyncio.CancelledError:
-            environments.cancel(run.id, actor)
-            raise CliError(
-                f"interrupted: {run.environment} was not {done}.", EXIT_INTERRUPTED
-            ) from None
-        if answer.strip().lower() not in {"y", "yes"}:
-            environments.cancel(run.id, actor)
-            raise CliError(f"{run.environment} was not {done} (not confirmed).")
+    asking = [m.name for t in plan.tiers for m in t.members if runtime.config.approval_for(m.name)]
+    one = len(asking) == 1
+    approval = (
+        f"{', '.join(asking)} need{'s' if one else ''} approval before "
+        f"{'it is' if one else 'they are'} {done}"
+    )
+    await confirm_or_cancel(
+        args,
+        run.environment,
+        f"{verb} environment {run.environment}?",
+        lambda: environments.cancel(run.id, actor),
+        approval=approval if asking else None,
+        slack=f"env {run.environment}",
+    )
     try:
         environments.confirm(run.id, actor, skip_locked=args.skip_locked)
     except EnvironmentRefused as exc:
