@@ -11,7 +11,8 @@
     status, list  live status of one resource, or of the configured ones
     history       the audit log (table, --json or --csv)
     locks         Stopbot locks and provider locks in force
-    schedules     the schedules in the store (--preview NAME: who its next run would ask)
+    schedules     the schedules in the store (--preview NAME: what its next run would do
+                  with each resource, from statuses and locks read now)
 
 Exit codes:
     0    success (``stop``: stopped, or already stopped)
@@ -81,6 +82,7 @@ from bot.models import (
 from bot.rates import Rate
 from bot.runtime import BUILT_IN, Runtime, uses_estate
 from bot.savings import Money, Savings, SavingsError, Selection, parse_period
+from bot.schedules import Outcome, PlanItem
 from bot.stopbot import Stopbot
 from bot.store import Store, StoreError, open_store, shown_location, store_exists
 from bot.text import Text, TextError
@@ -526,9 +528,10 @@ def _with_runtime(
 
 
 async def _in_use_preview(runtime: Runtime, args: argparse.Namespace) -> int:
-    """``schedules --preview NAME``: what the schedule's next run would stop, and which of
-    those are in use now (their warning would ask about them), read from the providers;
-    nothing is recorded."""
+    """``schedules --preview NAME``: what the schedule's next run would do with each
+    resource, from statuses and locks read now (stop it, find it stopped already, skip it
+    for a lock, or not know), and which of those it would stop are in use now (their
+    warning would ask about them); nothing is recorded."""
     engine = Stopbot(runtime.config, runtime.store, runtime.providers, clock=runtime.clock).engine
     configured = {s.name: s for s in runtime.config.schedules}
     schedule = engine.schedules().get(args.preview) or configured.get(args.preview)
@@ -538,17 +541,11 @@ async def _in_use_preview(runtime: Runtime, args: argparse.Namespace) -> int:
     plan = await engine.in_use.preview(schedule)
     names = await _names(runtime.config, runtime.settings, people_in(i.detail for i in plan))
     default = "kept" if schedule.in_use == "keep" else "stopped anyway"
-    print(f"{schedule.name}: next run {_utc(engine.upcoming(schedule))}")
-    rows = []
-    for item in plan:
-        if item.stop and item.in_use is not None:
-            what = f"would ask: in use, {names.words(item.in_use)}"
-        elif item.stop:
-            what = "would stop"
-        else:
-            detail = f": {names.words(item.detail)}" if item.detail else ""
-            what = f"{item.outcome}{detail}"
-        rows.append([item.resource, item.provider, what])
+    print(
+        f"{schedule.name}: next run {_utc(engine.upcoming(schedule))} "
+        "(statuses and locks as read now)"
+    )
+    rows = [[item.resource, item.provider, _next_run_words(item, names)] for item in plan]
     print(_table(rows, ["RESOURCE", "PROVIDER", "NEXT RUN"]))
     asked = sum(1 for i in plan if i.stop and i.in_use is not None)
     if asked:
@@ -560,6 +557,22 @@ async def _in_use_preview(runtime: Runtime, args: argparse.Namespace) -> int:
     else:
         print("Nothing in use: the run stops what it selects without asking.")
     return EXIT_OK
+
+
+def _next_run_words(item: PlanItem, names: Names) -> str:
+    """What the next run would do with one resource, as ``schedules --preview`` says it."""
+    detail = names.words(item.detail) if item.detail else ""
+    if item.stop and item.in_use is not None:
+        return f"would ask: in use, {names.words(item.in_use)}"
+    if item.stop:
+        return "would stop"
+    if item.outcome == Outcome.ALREADY:
+        return f"already stopped ({detail})" if detail else "already stopped"
+    if item.outcome == Outcome.LOCKED and detail:
+        return f"skipped: {detail}"  # the lock rule's "locked by …" / "locked in …"
+    if item.outcome == Outcome.UNKNOWN and detail:
+        return detail  # "status unknown: …", as the read failed
+    return f"{item.outcome}: {detail}" if detail else str(item.outcome)
 
 
 def _load_discovered(runtime: Runtime) -> None:

@@ -7,12 +7,15 @@ loopback, and the answers' store on both backends."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot import reads
 from bot.cli import main
 from bot.config import ScheduleConfig
 from bot.schedules import PlanItem
@@ -459,3 +462,83 @@ def test_cli_preview_of_an_unknown_schedule_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     assert main(["schedules", "--preview", "weekly"]) == 2
     assert capsys.readouterr().err == "stopbot: no schedule named 'weekly' (known: nightly)\n"
+
+
+def preview_env(sims: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """A working directory whose nightly schedule selects ``PREVIEWED``."""
+    env = Env(sims, tmp_path, schedules=[nightly(select={"resources": PREVIEWED})])
+    for key, value in env.vars.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return env
+
+
+PREVIEWED = ["dev-eu", "staging-us", "qa-old", "web-1", "batch-2", "etl", "spark"]
+
+
+def test_cli_preview_tells_each_resource_as_the_run_would_judge_it(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stopbot schedules --preview nightly` reads statuses and provider locks (one bulk
+    read per provider account) and Stopbot locks: a running cluster would stop, a stopped
+    one is already stopped, a lock at the provider or in Stopbot skips its resource, and a
+    provider answering 500 leaves its resources unknown. Nothing is recorded or stopped."""
+    env = preview_env(sims, tmp_path, monkeypatch)
+    store = open_store(env.db)
+    store.set_lock("web-1", BOB, dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "demo on Friday")
+    store.close()
+    sims.hub.faults.add(Fault(api="feldera", kind="status", method="GET", count=None, status=500))
+    assert main(["schedules", "--preview", "nightly"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("nightly: next run ")
+    assert lines[0].endswith(" (statuses and locks as read now)")
+    assert lines[1:] == [
+        "RESOURCE    PROVIDER  NEXT RUN",
+        "dev-eu      qovery    would stop",
+        "staging-us  qovery    skipped: locked in qovery by Alice Martin (load test until "
+        "Friday); it expires in 3d.",
+        "qa-old      qovery    already stopped (STOPPED)",
+        "web-1       nova      skipped: locked by U0BOB: demo on Friday",
+        "batch-2     nova      skipped: locked in nova (kernel upgrade in progress); only an "
+        "admin can stop it.",
+        "etl         feldera   status unknown: feldera: the provider failed on its side "
+        "(internal error) (HTTP 500): injected fault",
+        "spark       okeanos   would stop",
+        "Nothing in use: the run stops what it selects without asking.",
+    ]
+    # In bulk: Qovery's three clusters in two list calls, Nova's two servers in one.
+    counts = sims.hub.faults.counts()
+    assert (counts["qovery"]["GET"], counts["nova"]["GET"]) == (2, 1)
+    assert sims.hub.state()["qovery"]["clusters"][0]["status"] == "DEPLOYED"
+    store = open_store(env.db)
+    try:
+        assert [e.action for e in store.audit_log()] == ["lock.set"]  # the test's own
+    finally:
+        store.close()
+
+
+def test_cli_preview_waits_for_no_provider_past_its_bound(
+    sims: SimulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A provider that does not answer leaves its resources "status unknown" once the
+    read's bound is up (reads.READ_TIMEOUT, made 0.5 s here), not a hung command; the
+    other providers' resources are told as read."""
+    preview_env(sims, tmp_path, monkeypatch)
+    monkeypatch.setattr(reads, "read", functools.partial(reads.read, within=0.5))
+    sims.hub.faults.add(Fault(api="okeanos", kind="latency", seconds=5, count=None))
+    started = time.monotonic()
+    assert main(["schedules", "--preview", "nightly"]) == 0
+    assert time.monotonic() - started < 4
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "dev-eu      qovery    would stop"
+    assert lines[-2:] == [
+        "spark       okeanos   status unknown: okeanos: the provider did not answer in time: "
+        "waited 0.5 s",
+        "Nothing in use: the run stops what it selects without asking.",
+    ]

@@ -168,9 +168,12 @@ class InUse:
         return say("stopped anyway: nobody answered (in use, {})", signal_text(question))
 
     async def preview(self, schedule: ScheduleConfig) -> list[PlanItem]:
-        """The next run's plan with each resource in use now marked (nothing recorded):
-        who would be asked about at its warning."""
-        plan = self.definitions.plan(schedule, self.definitions.upcoming(schedule))
+        """The next run's plan as a dry run finds it now (nothing recorded, nothing sent):
+        each resource's status and provider lock read in bulk, one call per provider
+        account, bounded in time, and judged with its Stopbot lock by the lock rule a run
+        applies (:meth:`~bot.schedules.definitions.Definitions.read_plan`); then each one
+        it would still stop that is in use now marked: who its warning would ask about."""
+        plan = await self.definitions.read_plan(schedule)
         selected = {r.name: r for r in self.definitions.selected(schedule)}
         now = self.clock()
         found = await self.signals(
