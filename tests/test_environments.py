@@ -483,6 +483,48 @@ def test_cli_sends_a_member_needing_approval_to_slack(
     )
 
 
+def env_runs(cli_env: Path) -> list[tuple[str, EnvRunState]]:
+    store = open_store(cli_env / "stopbot.db")
+    try:
+        return [(r.environment, r.state) for r in store.environment_runs(list(EnvRunState))]
+    finally:
+        store.close()
+
+
+def test_cli_shows_the_plan_then_sends_approval_to_slack(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for one resource, the plan is shown before the terminal says that approvers
+    are asked in Slack; the run is cancelled and nothing is stopped."""
+    path = cli_env / "stopbot.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for resource in document["resources"]:
+        if resource["name"] in {"etl", "dev-eu"}:
+            resource["approval"] = {"required": True, "approvers": ["U0CAROL"]}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    assert main(["wake", "--env", "staging", "--skip-locked"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "Wake environment staging? 2 tier(s), in order:"
+    assert err == (
+        "stopbot: dev-eu, etl need approval before they are woken, and approvers are asked "
+        "in Slack: request it there with `/stop wake env staging`.\n"
+    )
+    assert env_runs(cli_env) == [("staging", EnvRunState.CANCELLED)]
+
+
+def test_cli_without_a_terminal_needs_yes(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No terminal to confirm on and no --yes: exit 2, the same words as for one resource,
+    the run cancelled."""
+    assert main(["stop", "--env", "staging", "--skip-locked"]) == 2
+    assert capsys.readouterr().err == (
+        "stopbot: not stopping staging: there is no terminal to confirm on. "
+        "Add --yes to confirm from a script.\n"
+    )
+    assert env_runs(cli_env) == [("staging", EnvRunState.CANCELLED)]
+
+
 def test_cli_unknown_environment_is_a_usage_error(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
