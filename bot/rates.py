@@ -31,6 +31,14 @@ COST_TTL = dt.timedelta(hours=6)
 """How long a provider's cost answer stands before the leader asks again (a cluster's cost
 moves with its size, not by the hour)."""
 
+RETRY_FAILED = dt.timedelta(minutes=15)
+"""How long a resource whose cost read failed is left before it is asked again (a provider
+that refuses or does not answer is not asked every housekeeping round)."""
+
+REFRESH_IN_FLIGHT = 2
+"""Cost reads of one provider account at a time during a refresh: a few, so that a run's
+stops, sharing the account's requests (providers.pacing), keep most of them."""
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -65,6 +73,7 @@ class Rates:
         self.clock = clock
         # name -> (when the provider answered, its answer: None says it has no figure)
         self._costs: dict[str, tuple[dt.datetime, CostRange | None]] = {}
+        self._failed: dict[str, dt.datetime] = {}  # name -> when its read last failed
 
     def configured(self, resource: ResourceConfig) -> Rate | None:
         settings = self.config.savings
@@ -102,15 +111,24 @@ class Rates:
         """The rate of each of ``resources``, asking providers where needed, all at once:
         for a cost never read, or (``stale``) one read ``COST_TTL`` ago; with
         ``stale=False`` an old answer stands (a run's estimate asks nothing it knows)."""
-        await self._read(resources, stale=stale)
+        await self._read(resources, stale=stale, wait=reads.READ_TIMEOUT)
         return {r.name: self.cached(r) for r in resources}
 
     async def refresh(self, resources: Sequence[ResourceConfig]) -> int:
         """Ask providers again for every cost ``COST_TTL`` old or never read; how many were
-        asked. The leader's, from housekeeping: a run then finds them known."""
-        return await self._read(resources, stale=True)
+        asked. The leader's, from housekeeping: a run then finds them known. A few reads
+        of an account at a time (``REFRESH_IN_FLIGHT``), each bounded by the HTTP
+        client's timeouts only: thousands queue for minutes, and that is no failure."""
+        return await self._read(resources, stale=True, in_flight=REFRESH_IN_FLIGHT)
 
-    async def _read(self, resources: Sequence[ResourceConfig], *, stale: bool) -> int:
+    async def _read(
+        self,
+        resources: Sequence[ResourceConfig],
+        *,
+        stale: bool,
+        wait: float | None = None,
+        in_flight: int | None = None,
+    ) -> int:
         if not self.config.savings.from_providers:
             return 0
         wanted = [r for r in resources if self.configured(r) is None and self._costly(r)]
@@ -120,7 +138,19 @@ class Rates:
             unknown = [r for r in unknown if self._due(r.name, stale)]
         if not unknown:
             return 0
-        answers = await asyncio.gather(*(self._ask(r) for r in unknown))
+        unknown = [r for r in unknown if not self._failed_lately(r.name)]
+        if not unknown:
+            return 0
+        slots: dict[str, asyncio.Semaphore] = {}
+
+        async def ask(resource: ResourceConfig) -> CostRange | None:
+            if in_flight is None:
+                return await self._ask(resource, wait)
+            slot = slots.setdefault(resource.provider, asyncio.Semaphore(in_flight))
+            async with slot:
+                return await self._ask(resource, wait)
+
+        answers = await asyncio.gather(*(ask(r) for r in unknown))
         kept = [
             (r.name, cost.model_dump(mode="json"))
             for r, cost in zip(unknown, answers, strict=True)
@@ -153,16 +183,26 @@ class Rates:
             return True
         return stale and self.clock() - known[0] > COST_TTL
 
-    async def _ask(self, resource: ResourceConfig) -> CostRange | None:
+    def _failed_lately(self, name: str) -> bool:
+        failed = self._failed.get(name)
+        return failed is not None and self.clock() - failed < RETRY_FAILED
+
+    async def _ask(self, resource: ResourceConfig, wait: float | None) -> CostRange | None:
         provider = self.providers[resource.provider]
         try:
-            cost = await asyncio.wait_for(provider.cost(resource.to_resource()), reads.READ_TIMEOUT)
+            cost = await asyncio.wait_for(provider.cost(resource.to_resource()), wait)
         except Exception as exc:  # an unknown cost leaves the default, never a failed report
+            self._failed[resource.name] = self.clock()
             log.warning(
                 "cost read failed",
-                extra={"provider": resource.provider, "resource": resource.name, "error": str(exc)},
+                extra={
+                    "provider": resource.provider,
+                    "resource": resource.name,
+                    "error": str(exc) or type(exc).__name__,
+                },
             )
             return None
+        self._failed.pop(resource.name, None)
         self._costs[resource.name] = (self.clock(), cost)
         return cost
 

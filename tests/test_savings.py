@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.config import ConfigError, ScheduleConfig, parse_config
 from bot.metrics import Metrics
 from bot.models import SYSTEM, OpState
-from bot.rates import COST_TTL
+from bot.rates import COST_TTL, REFRESH_IN_FLIGHT, RETRY_FAILED
 from bot.savings import (
     SEEN_RUNNING,
     Expected,
@@ -33,6 +33,7 @@ from bot.slack.wording import when
 from bot.stopbot import Face
 from bot.store import open_store
 from bot.workflow import Unshown
+from providers.simulators.common import Fault
 from providers.simulators.samples import sample_config
 from providers.simulators.server import SimulatorServer
 from tests.test_core import ALICE, BOB, Core, utc
@@ -268,6 +269,42 @@ async def test_costs_are_read_by_the_leader_kept_for_all_and_a_run_asks_none_it_
         assert fresh.costs(["dev-eu"])["dev-eu"][1]["low"] == 365.0
     finally:
         fresh.close()
+
+
+async def test_a_refresh_reads_a_few_costs_at_a_time_and_a_failed_one_waits(
+    core: Core, sims: SimulatorServer
+) -> None:
+    """A refresh reads at most REFRESH_IN_FLIGHT costs of an account at once (a run's
+    stops keep the rest of its requests); a cluster whose read was refused is not asked
+    again at the next rounds, only once RETRY_FAILED has passed."""
+    clusters = [
+        r.name
+        for r in core.config.resources
+        if r.provider == "qovery" and core.bot.savings.rates.configured(r) is None
+    ]
+    assert len(clusters) > REFRESH_IN_FLIGHT
+    refused = Fault(
+        api="qovery", kind="status", method="GET", path_contains="currentCost", status=403
+    )
+    sims.hub.faults.add(Fault(api="qovery", kind="latency", seconds=0.2, count=None))
+    sims.hub.faults.add(refused.model_copy(update={"count": None}))
+
+    async def housekeeping() -> int:
+        sims.hub.faults.reset_counts()
+        await core.bot.tick()
+        assert core.bot.cost_refresh is not None
+        await core.bot.cost_refresh
+        return sims.hub.faults.counts().get("qovery", {}).get("GET", 0)
+
+    assert await housekeeping() == len(clusters)
+    assert sims.hub.faults.peaks()["qovery"] == REFRESH_IN_FLIGHT
+    assert await housekeeping() == 0
+    core.travel(core.time.now() + RETRY_FAILED - dt.timedelta(minutes=1))
+    assert await housekeeping() == 0
+    sims.hub.faults.clear()
+    core.travel(core.time.now() + dt.timedelta(minutes=2))
+    assert await housekeeping() == len(clusters)
+    assert core.store.costs(clusters).keys() == set(clusters)
 
 
 async def test_a_resource_without_a_rate_counts_hours_only(core: Core) -> None:
