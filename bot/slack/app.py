@@ -92,6 +92,13 @@ class AfterAck:
         self._deadline: asyncio.TimerHandle | None = None
         self.quiet = quiet
         self.max_wait = max_wait
+        self._last_answered = 0.0
+
+    def idle_for(self) -> float:
+        """Seconds since the server last answered a request (0 while it answers one)."""
+        if self._answering:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._last_answered
 
     def begin(self) -> None:
         """A request is being answered (call :meth:`end` once its response is out)."""
@@ -108,6 +115,7 @@ class AfterAck:
         self._answering -= 1
         if not self._answering:
             loop = asyncio.get_running_loop()
+            self._last_answered = loop.time()
             self._quiet_timer = loop.call_later(self.quiet, self._let_go)
 
     def _let_go(self) -> None:

@@ -25,6 +25,7 @@ from yarl import URL
 
 from bot.metrics import metrics_route
 from bot.slack.app import SlackBot, bolt_request
+from bot.slack.collector import QuietCollector
 from bot.store import StoreUnavailableError
 
 __all__ = ["build_http_app", "run_http", "run_socket_mode"]
@@ -361,7 +362,15 @@ async def run_http(bot: SlackBot, host: str, port: int, *, slack_endpoint: bool 
     # collector's way, whose pauses otherwise stall acks in a burst.
     gc.collect()
     gc.freeze()
-    await uvicorn.Server(config).serve()
+    # Full collections at quiet moments only (bot/slack/collector.py).
+    collector = asyncio.create_task(
+        QuietCollector(bot.after_ack.idle_for).run(), name="garbage-collector"
+    )
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
 
 
 async def run_socket_mode(bot: SlackBot, app_token: str, host: str, port: int) -> None:
