@@ -37,7 +37,7 @@ class QuietCollector:
         self,
         idle: Callable[[], float],
         *,
-        every: float = 30.0,
+        every: float = 10.0,
         quiet: float = 1.0,
         at_most: float = 300.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
