@@ -131,14 +131,15 @@ class Rates:
     ) -> int:
         if not self.config.savings.from_providers:
             return 0
+
+        def due(r: ResourceConfig) -> bool:
+            return self._due(r.name, stale) and not self._failed_lately(r.name)
+
         wanted = [r for r in resources if self.configured(r) is None and self._costly(r)]
-        unknown = [r for r in wanted if self._due(r.name, stale)]
+        unknown = [r for r in wanted if due(r)]
         if unknown and self.store is not None:
-            await self._load([r.name for r in unknown])
-            unknown = [r for r in unknown if self._due(r.name, stale)]
-        if not unknown:
-            return 0
-        unknown = [r for r in unknown if not self._failed_lately(r.name)]
+            await self._load([r.name for r in unknown])  # another process may have read them
+            unknown = [r for r in unknown if due(r)]
         if not unknown:
             return 0
         slots: dict[str, asyncio.Semaphore] = {}

@@ -265,6 +265,8 @@ class Stopbot:
         """Ask providers again for the costs that are old (bot/rates.py), in the
         background: housekeeping does not wait for a few thousand paced reads, and a run's
         summary then finds them known rather than asking them between its stops."""
+        if not self.config.savings.from_providers:
+            return
         if self._costs is not None and not self._costs.done():
             return
         self._costs = asyncio.create_task(
