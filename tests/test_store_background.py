@@ -238,3 +238,62 @@ def test_a_closed_store_refuses_calls_off_the_loop(store: Store) -> None:
     store.close()
     with pytest.raises(StoreUnavailableError):
         asyncio.run(main(partial(store.audit, "U1", "closed")))
+
+
+def _sqlite_as_configured(tmp_path: Path) -> tuple[Store, list[str]]:
+    """SQLite as it comes (its calls off the loop grouped on the loop), and the statements
+    its connection runs."""
+    store = open_store(str(tmp_path / "stopbot.db"), clock=Clock())
+    assert store.off_loop_inline
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    return store, statements
+
+
+def test_sqlite_groups_the_calls_of_one_turn_of_the_loop_in_one_commit(tmp_path: Path) -> None:
+    """On SQLite, the calls made during one turn of the event loop run in the next, a
+    group at a time, each group one commit; each caller gets its own result, in order."""
+    store, statements = _sqlite_as_configured(tmp_path)
+
+    async def main() -> list[int]:
+        calls = [store.off_loop(partial(store.audit, "U1", f"a{i}")) for i in range(GROUP + 3)]
+        return await asyncio.gather(*calls)
+
+    try:
+        ids = asyncio.run(main())
+        assert statements.count("COMMIT") == 2  # GROUP calls, then the 3 others
+        assert ids == sorted(ids) and len(set(ids)) == GROUP + 3
+        assert _actions(store) == [f"a{i}" for i in range(GROUP + 3)]
+    finally:
+        store.close()
+
+
+def test_sqlite_a_failing_call_of_a_turn_fails_alone(tmp_path: Path) -> None:
+    """On SQLite, a call of a group that raises is undone alone; an alone call (a claim)
+    commits on its own; the urgent one (an ack's) runs at once, before the turn."""
+    store, statements = _sqlite_as_configured(tmp_path)
+
+    def half_then_fail() -> None:
+        store.audit("U1", "half")
+        raise ValueError("refused by the caller")
+
+    async def main() -> list[object]:
+        calls = [
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "before"))),
+            asyncio.ensure_future(store.off_loop(half_then_fail)),
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "alone"), alone=True)),
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "after"))),
+        ]
+        urgent = await store.off_loop(partial(store.audit, "U1", "urgent"), urgent=True)
+        return [urgent, *await asyncio.gather(*calls, return_exceptions=True)]
+
+    try:
+        urgent, before, failed, alone, after = asyncio.run(main())
+        assert isinstance(failed, ValueError) and str(failed) == "refused by the caller"
+        assert isinstance(before, int) and isinstance(alone, int) and isinstance(after, int)
+        assert urgent < before < alone < after
+        assert _actions(store) == ["urgent", "before", "alone", "after"]
+        # The urgent call, the group before the alone call, the alone call, the group after.
+        assert statements.count("COMMIT") == 4
+    finally:
+        store.close()

@@ -58,7 +58,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
-from bot.store.background import Lane
+from bot.store.background import Lane, LoopLane
 from bot.text import Text
 from providers.base import utcnow
 
@@ -794,9 +794,9 @@ class Store(
     """
 
     off_loop_inline = False
-    """Whether :meth:`off_loop` runs its calls in line, on the loop: for a backend whose
-    calls wait for nothing (no server round trip), where a thread would only add hand-offs
-    of the GIL between it and the loop."""
+    """Whether :meth:`off_loop` runs its calls on the loop (grouped, see LoopLane): for a
+    backend whose calls wait for nothing (no server round trip), where a thread would only
+    add hand-offs of the GIL between it and the loop."""
 
     def __init__(self, location: str, *, clock: Clock = utcnow) -> None:
         self.location = location
@@ -804,9 +804,10 @@ class Store(
         # The urgent lane groups nothing: its callers group their own (an ack's burst).
         # The work lane has a few threads: on PostgreSQL, one's reads and round trips
         # overlap another's (writers still take turns at the store's write lock).
-        self._lanes = {
+        self._lanes: dict[str, Lane | LoopLane] = {
             "work": Lane(self, "work", threads=3),
             "urgent": Lane(self, "urgent", group=1),
+            "loop": LoopLane(self),
         }
 
     async def off_loop(
@@ -824,13 +825,17 @@ class Store(
         Calls queued together share one transaction; each fails alone, its exception
         raised here. ``alone``: in a transaction of its own, committed before this returns
         (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
-        ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs here, now,
-        in a transaction of its own as any call on the loop, unless ``heavy`` (many rows
-        read or written: a run's plan and items, its report): in a thread, it takes turns
+        ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs on the loop,
+        grouped with the calls made in the same turn of it (LoopLane); an ``urgent`` one
+        runs here, now, in a transaction of its own; a ``heavy`` one (many rows read or
+        written: a run's plan and items, its report) in a thread, where it takes turns
         with the loop every few milliseconds instead of holding it for its whole length."""
         if self.off_loop_inline and not heavy:
-            return call()
-        lane = self._lanes["urgent" if urgent else "work"]
+            if urgent:  # now: nothing else is waited for before an ack's answer
+                return call()
+            lane = self._lanes["loop"]
+        else:
+            lane = self._lanes["urgent" if urgent else "work"]
         result: T = await lane.submit(call, alone=alone)
         return result
 
