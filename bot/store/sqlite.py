@@ -76,6 +76,24 @@ from providers.base import utcnow
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
+def _operation(names: Sequence[str], row: Sequence[Any]) -> Operation:
+    data = dict(zip(names, row, strict=True))
+    data["force"] = bool(data["force"])
+    data["override_lock"] = bool(data["override_lock"])
+    data["notify"] = bool(data["notify"])
+    return Operation.model_validate(data)
+
+
+def _returned(cursor: sqlite3.Cursor) -> Operation | None:
+    """The one operation a ``SELECT *`` or an ``UPDATE … RETURNING *`` gave (the update's
+    own row, with no second statement to read it back), or None when it gave none. Its
+    rows are all read: the statement is then over, and a commit may follow."""
+    rows = cursor.fetchall()
+    if len(rows) != 1:
+        return None
+    return _operation([d[0] for d in cursor.description], rows[0])
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
 
@@ -873,16 +891,10 @@ class SQLiteStore(Store):
             return self._get(conn, op_id), True
 
     def _get(self, conn: sqlite3.Connection, op_id: str) -> Operation:
-        cursor = conn.execute("SELECT * FROM operations WHERE id = ?", [op_id])
-        names = [d[0] for d in cursor.description]
-        row = cursor.fetchone()
-        if row is None:
+        op = _returned(conn.execute("SELECT * FROM operations WHERE id = ?", [op_id]))
+        if op is None:
             raise KeyError(op_id)
-        data = dict(zip(names, row, strict=True))
-        data["force"] = bool(data["force"])
-        data["override_lock"] = bool(data["override_lock"])
-        data["notify"] = bool(data["notify"])
-        return Operation.model_validate(data)
+        return op
 
     def operations(self, ids: Iterable[str]) -> dict[str, Operation]:
         wanted = sorted(set(ids))
@@ -897,10 +909,7 @@ class SQLiteStore(Store):
                 )
                 names = [d[0] for d in cursor.description]
                 for row in cursor.fetchall():
-                    data = dict(zip(names, row, strict=True))
-                    for flag in ("force", "override_lock", "notify"):
-                        data[flag] = bool(data[flag])
-                    op = Operation.model_validate(data)
+                    op = _operation(names, row)
                     found[op.id] = op
         return found
 
@@ -943,14 +952,15 @@ class SQLiteStore(Store):
             if to == OpState.SUBMITTING:
                 values["joined"] = self._in_flight_on(conn, op_id)
             assignments = ", ".join(f"{key} = ?" for key in values)
-            cursor = conn.execute(
-                f"UPDATE operations SET {assignments} "  # noqa: S608 -- keys are ours
-                f"WHERE id = ? AND state IN ({marks}){fence}",
-                [*values.values(), op_id, *allowed, *fenced],
+            op = _returned(
+                conn.execute(
+                    f"UPDATE operations SET {assignments} "  # noqa: S608 -- keys are ours
+                    f"WHERE id = ? AND state IN ({marks}){fence} RETURNING *",
+                    [*values.values(), op_id, *allowed, *fenced],
+                )
             )
-            if cursor.rowcount != 1:
+            if op is None:
                 return None
-            op = self._get(conn, op_id)
             if owe is not None:
                 self._owe(conn, owe)
             conn.execute(
@@ -987,33 +997,32 @@ class SQLiteStore(Store):
         owe: Owed | None = None,
     ) -> Operation | None:
         now = self.clock()
+        fence, fenced = ("", []) if owner is None else (" AND owner IS ?", [owner])
         with self.transaction() as conn:
-            row = conn.execute(
-                "SELECT state, provider_state, owner FROM operations WHERE id = ?", [op_id]
-            ).fetchone()
-            if row is None or row[1] == provider_state:
-                return None
-            if owner is not None and row[2] != owner:
+            op = _returned(
+                conn.execute(
+                    "UPDATE operations SET provider_state = ?, updated_at = ? "  # noqa: S608
+                    f"WHERE id = ? AND provider_state IS NOT ?{fence} RETURNING *",
+                    [provider_state, _iso(now), op_id, provider_state, *fenced],
+                )
+            )
+            if op is None:  # gone, no change, or not this owner's
                 return None
             if owe is not None:
                 self._owe(conn, owe)
-            conn.execute(
-                "UPDATE operations SET provider_state = ?, updated_at = ? WHERE id = ?",
-                [provider_state, _iso(now), op_id],
-            )
             conn.execute(
                 "INSERT INTO transitions (operation_id, at, state, provider_state, phase, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [
                     op_id,
                     _iso(now),
-                    row[0],
+                    op.state.value,
                     provider_state,
                     phase,
                     _stored(Text(message) if message else None),
                 ],
             )
-            return self._get(conn, op_id)
+            return op
 
     def transitions(self, op_id: str) -> list[Transition]:
         rows = self.rows(
@@ -1748,12 +1757,14 @@ class SQLiteStore(Store):
         if self._batch is not None:
             raise StoreError(CLAIM_IN_BATCH)
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
-                "WHERE id = ? AND state = ? AND send_claimed_at IS NULL AND joined IS NULL",
-                [_iso(self.clock()), owner, op_id, OpState.SUBMITTING.value],
+            return _returned(
+                conn.execute(
+                    "UPDATE operations SET send_claimed_at = ?, owner = ?, sends = sends + 1 "
+                    "WHERE id = ? AND state = ? AND send_claimed_at IS NULL AND joined IS NULL "
+                    "RETURNING *",
+                    [_iso(self.clock()), owner, op_id, OpState.SUBMITTING.value],
+                )
             )
-            return self._get(conn, op_id) if cursor.rowcount == 1 else None
 
     def release_claim(self, op_id: str, owner: str, sends: int) -> Operation | None:
         with self.transaction() as conn:
