@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
-from bot.config import StopbotConfig
+from bot.config import ResourceConfig, StopbotConfig
 from bot.workflow import PriorRead
 from providers.base import Provider, Resource
 
@@ -46,13 +46,13 @@ class RunPace:
         self,
         config: StopbotConfig,
         providers: dict[str, Provider],
-        resources: Sequence[Resource],
+        resources: Sequence[ResourceConfig],
         clock: Callable[[], dt.datetime],
     ) -> None:
         self.config = config
         self.providers = providers
         self.clock = clock
-        self._groups: dict[str, list[Resource]] = {}
+        self._groups: dict[str, list[ResourceConfig]] = {}
         for resource in resources:
             self._groups.setdefault(resource.provider, []).append(resource)
         self._reads: dict[str, asyncio.Task[dict[str, PriorRead]]] = {}
@@ -78,7 +78,7 @@ class RunPace:
         return (await asyncio.shield(read)).pop(resource.id, None)
 
     async def _read(self, name: str) -> dict[str, PriorRead]:
-        group = self._groups.get(name, [])
+        group = [r.to_resource() for r in self._groups.get(name, [])]
         found = await self.providers[name].statuses_and_locks(group)
         failed = [str(s) for s, _ in found.values() if isinstance(s, BaseException)]
         if failed:

@@ -513,6 +513,33 @@ def test_summary_of_a_large_run_fits_slack_sections() -> None:
     assert sections[1].startswith(":x: Failed (50): bad-00 (qovery reports STOP_ERROR); ")
 
 
+def test_summary_counts_what_a_report_does_not_list() -> None:
+    """A report of a large run lists only the first items of each outcome: the summary's
+    counts and its "more" are the run's, not the list's."""
+    from bot.models import RunItem
+    from bot.slack.schedule_views import summary
+
+    run = ScheduleRun(
+        id="r1", schedule="nightly", fire_time=utc(2027, 1, 11, 19), kind="cron", status="running"
+    )
+    report = RunReport(
+        run=run,
+        schedule=ScheduleConfig.model_validate(NIGHTLY),
+        items=[
+            RunItem(run_id="r1", resource="web-1", outcome=Outcome.STOPPED),
+            RunItem(run_id="r1", resource="web-2"),
+            RunItem(run_id="r1", resource="web-3", outcome=Outcome.STOPPED),
+        ],
+        counts={Outcome.STOPPED: 7000, "in progress": 2998},
+        elapsed=dt.timedelta(seconds=20),
+    )
+    text, blocks = summary(report)
+    assert text == "nightly run running: 7000 stopped, 2998 in progress"
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert sections[0] == ":white_check_mark: Stopped (7000): web-1; web-3 … and 6998 more"
+    assert sections[1].endswith("(2998): web-2 … and 2997 more")
+
+
 @pytest.mark.parametrize(
     ("resource", "requests"),
     [

@@ -753,6 +753,40 @@ def test_a_runs_items_recorded_at_once_keep_their_order_and_update(store: Store)
     assert items[1].detail == Text("tagged")
 
 
+def test_a_runs_tally_counts_every_outcome_and_lists_the_first_of_each(store: Store) -> None:
+    """run_tally counts each outcome (None: none yet) in the order first recorded and lists
+    at most ``listed`` items of each, in order; run_names reads one outcome's names."""
+    run = store.create_run("nightly", T0, kind="cron")
+    assert run is not None
+    store.record_items(
+        run.id,
+        [
+            ("a", "stopped", None),
+            ("b", None, None),
+            ("c", "failed", Text("boom")),
+            ("d", "stopped", None),
+            ("e", None, None),
+            ("f", "stopped", None),
+            ("g", None, None),
+        ],
+    )
+    counts, listed = store.run_tally(run.id, 2)
+    assert counts == {"stopped": 3, None: 3, "failed": 1}
+    assert list(counts) == ["stopped", None, "failed"]
+    assert [(i.resource, i.outcome) for i in listed] == [
+        ("a", "stopped"),
+        ("b", None),
+        ("c", "failed"),
+        ("d", "stopped"),
+        ("e", None),
+    ]
+    assert listed[2].detail == Text("boom")
+    assert store.run_names(run.id, "stopped") == ["a", "d", "f"]
+    assert store.run_names(run.id, None) == ["b", "e", "g"]
+    assert store.run_names(run.id, "missed") == []
+    assert store.run_tally("no-such-run", 2) == ({}, [])
+
+
 def test_requests_received_at_once_say_whether_each_is_new_open_or_done(store: Store) -> None:
     """receive records a burst in one call: each request new, or seen before and open or
     handled; the same request twice in one burst is new once."""

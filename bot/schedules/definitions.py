@@ -183,9 +183,7 @@ class Definitions:
         for run in self.store.runs(schedule=schedule.name, limit=20):
             if starts(run) or run.status not in {"done", "missed"} or run.fire_time > at:
                 continue
-            stopped = [
-                i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
-            ]
+            stopped = self.store.run_names(run.id, Outcome.STOPPED)
             break
         resources = {r.name: r for r in self.config.all_resources()}
         items = []

@@ -65,9 +65,7 @@ class DriftWatch:
             end = self._window_end(schedule, run.finished_at or run.fire_time)
             if end is None or now >= end:
                 continue
-            stopped = [
-                i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.STOPPED
-            ]
+            stopped = self.store.run_names(run.id, Outcome.STOPPED)
             # A resource woken for a while (a wake lease) runs on purpose: not drift.
             leased = (
                 {lease.resource for lease in self.definitions.leases.running()}

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from bot.config import ScheduleConfig
 from bot.models import RunItem, ScheduleRun
@@ -18,6 +18,12 @@ from bot.text import Text, TextError
 from providers.base import ResourceStatus
 
 Clock = Callable[[], dt.datetime]
+
+IN_PROGRESS = "in progress"
+"""A run's resources without an outcome yet, as a summary counts them."""
+LISTED = 1000
+"""A summary lists at most this many resources of each outcome, beside its count: it is
+one message, with no room for more."""
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -78,20 +84,42 @@ class RunReport(BaseModel):
 
     run: ScheduleRun
     schedule: ScheduleConfig
-    items: list[RunItem]
+    items: list[RunItem] = Field(
+        description="Its resources in the order first recorded: all of them, or, when "
+        "`counts` is given, the first few of each outcome (a run of 10,000 is not read "
+        "whole for a summary)."
+    )
     elapsed: dt.timedelta
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description=f"How many resources each outcome has ({IN_PROGRESS!r}: none yet), in "
+        "the order first recorded; counted from `items` when not given.",
+    )
     expected: Expected | None = Field(
         default=None, description="What the resources it stopped are expected to save."
     )
+
+    @model_validator(mode="after")
+    def _counted(self) -> RunReport:
+        counted: dict[str, int] = {}
+        for item in self.items:
+            outcome = item.outcome or IN_PROGRESS
+            counted[outcome] = counted.get(outcome, 0) + 1
+        for outcome, count in counted.items():  # every item listed is counted
+            self.counts[outcome] = max(count, self.counts.get(outcome, 0))
+        return self
 
     @property
     def finished(self) -> bool:
         return self.run.status != "running"
 
-    def by_outcome(self) -> dict[str, list[RunItem]]:
-        groups: dict[str, list[RunItem]] = {}
+    def by_outcome(self) -> dict[str, tuple[int, list[RunItem]]]:
+        """Each outcome's count and the items listed of it, in the order first recorded."""
+        groups: dict[str, tuple[int, list[RunItem]]] = {
+            outcome: (count, []) for outcome, count in self.counts.items()
+        }
         for item in self.items:
-            groups.setdefault(item.outcome or "in progress", []).append(item)
+            groups[item.outcome or IN_PROGRESS][1].append(item)
         return groups
 
 

@@ -17,12 +17,14 @@ from typing import Any
 
 from bot.config import ScheduleConfig
 from bot.durations import format_duration
-from bot.models import Action, Actor, Operation, OpState, Owed, RunItem, ScheduleRun, Transition
+from bot.models import Action, Actor, Operation, OpState, Owed, ScheduleRun, Transition
 from bot.run_pace import RunPace
 from bot.savings import Savings
 from bot.schedules.announcements import Announcements
 from bot.schedules.definitions import Definitions
 from bot.schedules.facts import (
+    IN_PROGRESS,
+    LISTED,
     START_KINDS,
     SUMMARY,
     Outcome,
@@ -234,33 +236,36 @@ class Runs:
         if schedule is None:
             self.store.finish_run(run_id, "done", owner=self.registry.id)
             return
-        pending = [i for i in self.store.run_items(run_id) if i.outcome is None]
-        resources = {r.name: r for r in self.config.all_resources()}
-        selected = [resources[i.resource] for i in pending if i.resource in resources]
+        # Names, not items: a run of 10,000 holds its pending resources for its whole time.
+        pending = self.store.run_names(run_id, None)
+        # As configured: each becomes a provider's Resource only for its own stop.
+        configured = {r.name: r for r in self.config.resources}
+        selected = [configured[name] for name in pending if name in configured]
         pace = RunPace(self.config, self.service.providers, selected, self.clock)
 
-        async def one(item: RunItem, admitted: Callable[[], None]) -> None:
+        async def one(name: str, admitted: Callable[[], None]) -> None:
             try:
-                resource = resources.get(item.resource)
-                if resource is None:
+                found = configured.get(name)
+                if found is None:
                     self.store.record_item(
                         run_id,
-                        item.resource,
+                        name,
                         Outcome.FAILED,
                         Text("no longer in the configuration"),
                     )
                     return
+                resource = found.to_resource()
                 async with pace.in_progress(resource.provider):
                     await self._stop_one(run, schedule, resource, late, pace, admitted)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
                     "scheduled stop failed",
-                    extra={"run": run_id, "resource": item.resource, "reference": reference},
+                    extra={"run": run_id, "resource": name, "reference": reference},
                 )
                 self.store.record_item(
                     run_id,
-                    item.resource,
+                    name,
                     Outcome.FAILED,
                     say(
                         "unexpected error ({}); Stopbot's log has the details under reference {}",
@@ -272,20 +277,20 @@ class Runs:
                 admitted()
             self.publish_soon(run_id)
 
-        async def feed(provider: str, items: list[RunItem]) -> None:
+        async def feed(provider: str, names: list[str]) -> None:
             """Start the stops of one provider as they get a place among its stops not
             yet sent: a task per stop only from then on, not 10,000 at once."""
             admission = pace.admission(provider)
             started: list[asyncio.Task[None]] = []
-            for item in items:
+            for name in names:
                 await admission.acquire()
-                started.append(asyncio.create_task(one(item, _once(admission.release))))
+                started.append(asyncio.create_task(one(name, _once(admission.release))))
             await asyncio.gather(*started, return_exceptions=True)
 
-        groups: dict[str, list[RunItem]] = {}
-        for item in pending:
-            found = resources.get(item.resource)
-            groups.setdefault(found.provider if found else "", []).append(item)
+        groups: dict[str, list[str]] = {}
+        for name in pending:
+            found = configured.get(name)
+            groups.setdefault(found.provider if found else "", []).append(name)
         try:
             self.publish(run_id, schedule)
             if schedule.select.environment is not None:
@@ -303,8 +308,8 @@ class Runs:
         self,
         run: ScheduleRun,
         environment: str,
-        pending: list[RunItem],
-        one: Callable[[RunItem, Callable[[], None]], Awaitable[None]],
+        pending: list[str],
+        one: Callable[[str, Callable[[], None]], Awaitable[None]],
     ) -> None:
         """A run of an environment (``select: {environment: …}``): tier after tier, in
         reverse for a morning start, each begun once every member of the one before got
@@ -314,7 +319,7 @@ class Runs:
         tiers = [m for tier in self.config.environments.get(environment, []) for m in tier.values()]
         if starts(run):
             tiers = tiers[::-1]
-        waiting = {item.resource: item for item in pending}
+        waiting = set(pending)
         verb = "started" if starts(run) else "stopped"
         held = [i for i in self.store.run_items(run.id) if i.outcome in Outcome.SKIPPED]
         if held:
@@ -324,12 +329,12 @@ class Runs:
                 environment,
                 ", ".join(f"{i.resource} ({i.outcome})" for i in held),
             )
-            for item in pending:
-                self.store.record_item(run.id, item.resource, Outcome.REFUSED, detail)
+            for name in pending:
+                self.store.record_item(run.id, name, Outcome.REFUSED, detail)
             return
         for index, members in enumerate(tiers):
             await asyncio.gather(
-                *(one(waiting[m], lambda: None) for m in members if m in waiting),
+                *(one(m, lambda: None) for m in members if m in waiting),
                 return_exceptions=True,
             )
             ended = {i.resource: i.outcome for i in self.store.run_items(run.id)}
@@ -349,7 +354,7 @@ class Runs:
                 return
 
     async def _finish(self, run: ScheduleRun, schedule: ScheduleConfig, late: str | None) -> None:
-        left = [i.resource for i in self.store.run_items(run.id) if i.outcome == Outcome.MISSED]
+        left = self.store.run_names(run.id, Outcome.MISSED)
         finished = self.store.finish_run(
             run.id,
             "missed" if left else "done",
@@ -580,10 +585,12 @@ class Runs:
         if schedule is None:
             return None
         end = run.finished_at or self.clock()
+        counts, listed = self.store.run_tally(run_id, LISTED)
         return RunReport(
             run=run,
             schedule=schedule,
-            items=self.store.run_items(run_id),
+            items=listed,
+            counts={outcome or IN_PROGRESS: count for outcome, count in counts.items()},
             elapsed=end - (run.started_at or end),
         )
 
@@ -602,7 +609,10 @@ class Runs:
         if report is None:
             return True
         if report.finished and self.savings is not None:
-            stopped = [i.resource for i in report.items if i.outcome == Outcome.STOPPED]
+            run_id = report.run.id
+            stopped = await self.store.off_loop(
+                partial(self.store.run_names, run_id, Outcome.STOPPED), heavy=True
+            )
             report.expected = await self.savings.expected(
                 report.schedule, stopped, report.run.finished_at or self.clock()
             )

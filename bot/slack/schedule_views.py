@@ -306,10 +306,10 @@ def summary(report: RunReport) -> View:
     run, schedule = report.run, report.schedule
     groups = report.by_outcome()
     status = "done" if report.finished else "running"
-    counts = ", ".join(f"{len(items)} {name}" for name, items in groups.items())
+    counts = ", ".join(f"{count} {name}" for name, (count, _) in groups.items())
     text = md("{} run {}: {}", schedule.name, status, counts or "nothing selected")
     sections = []
-    for name, items in groups.items():
+    for name, (count, items) in groups.items():
         label = OUTCOME_LINES.get(name, name)
         # Failures and skips say why; the rest is a count and a few names.
         with_detail = name in Outcome.EXPLAINED or name in Outcome.NOTED
@@ -319,7 +319,7 @@ def summary(report: RunReport) -> View:
             else md("{}", i.resource)
             for i in items
         ]
-        sections.append(_bounded(md("{} ({}): ", Mrkdwn(label), len(items)), entries))
+        sections.append(_bounded(md("{} ({}): ", Mrkdwn(label), count), entries, total=count))
     blocks: Blocks = [
         _header(f"{schedule.name}: {'run finished' if report.finished else 'running'}"),
         *(_section(s) for s in sections[:40]),
@@ -343,17 +343,26 @@ MAX_LISTED = 45  # schedules in one listing: a message holds 50 blocks
 
 
 def _bounded(
-    head: Mrkdwn, entries: Sequence[Mrkdwn], *, sep: str = "; ", limit: int = SECTION_LIMIT
+    head: Mrkdwn,
+    entries: Sequence[Mrkdwn],
+    *,
+    sep: str = "; ",
+    limit: int = SECTION_LIMIT,
+    total: int | None = None,
 ) -> Mrkdwn:
     """``head`` and as many entries (each cut to 300 characters) as fit in ``limit``
-    characters (one section's, by default), then how many more there are."""
+    characters (one section's, by default), then how many more there are (of ``total``,
+    when ``entries`` are only the first of them)."""
+    total = len(entries) if total is None else total
     text = head
     for shown, entry in enumerate(entries):
-        rest = md(" … and {} more", len(entries) - shown)
+        rest = md(" … and {} more", total - shown)
         piece = md("{}{}", sep if shown else "", cut(entry, 300))
         if len(text) + len(piece) + len(rest) > limit:
             return text + rest
         text += piece
+    if total > len(entries):
+        return text + md(" … and {} more", total - len(entries))
     return text
 
 

@@ -101,6 +101,17 @@ def calling_task() -> object:
         return _NO_TASK
 
 
+def tally(rows: Iterable[dict[str, Any]]) -> tuple[dict[str | None, int], list[RunItem]]:
+    """:meth:`ScheduleStore.run_tally` from the items listed, each with its outcome's
+    ``count``: the counts in the order of each outcome's first item."""
+    counts: dict[str | None, int] = {}
+    items = []
+    for row in rows:
+        counts.setdefault(row["outcome"], int(row.pop("count")))
+        items.append(RunItem.model_validate(row))
+    return counts, items
+
+
 CLAIM_IN_BATCH = (
     "a claim to send a stop cannot be part of a batch: it must be committed before the "
     "call it claims leaves"
@@ -580,6 +591,17 @@ class RunStore(ABC):
     @abstractmethod
     def run_items(self, run_id: str) -> list[RunItem]:
         """A run's resources, in the order first recorded."""
+
+    @abstractmethod
+    def run_names(self, run_id: str, outcome: str | None) -> list[str]:
+        """The names of a run's resources with ``outcome`` (None: those without one yet),
+        in the order first recorded: a run of 10,000 read as names, not as models."""
+
+    @abstractmethod
+    def run_tally(self, run_id: str, listed: int) -> tuple[dict[str | None, int], list[RunItem]]:
+        """How many of a run's resources have each outcome (None: none yet), the outcomes
+        in the order first recorded, and the first ``listed`` items of each outcome in
+        that order: what a summary shows, without reading every item of a large run."""
 
 
 class EnvironmentStore(ABC):

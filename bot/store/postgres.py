@@ -103,6 +103,7 @@ from bot.store.base import (
     Store,
     StoreCounts,
     calling_task,
+    tally,
 )
 from bot.store.errors import (
     StoreError,
@@ -1667,6 +1668,26 @@ class PostgresStore(Store):
             [run_id],
         )
         return [RunItem.model_validate(r) for r in rows]
+
+    def run_names(self, run_id: str, outcome: str | None) -> list[str]:
+        rows = self.tuples(
+            "SELECT resource FROM schedule_items "
+            "WHERE run_id = ? AND outcome IS NOT DISTINCT FROM ? ORDER BY seq",
+            [run_id, outcome],
+        )
+        return [name for (name,) in rows]
+
+    def run_tally(self, run_id: str, listed: int) -> tuple[dict[str | None, int], list[RunItem]]:
+        # One statement, so the counts and the items listed agree.
+        rows = self.rows(
+            "SELECT run_id, resource, outcome, detail, op_id, count FROM ("
+            "  SELECT *, ROW_NUMBER() OVER (PARTITION BY outcome ORDER BY seq) AS place,"
+            "  COUNT(*) OVER (PARTITION BY outcome) AS count"
+            "  FROM schedule_items WHERE run_id = ?"
+            ") AS numbered WHERE place <= ? ORDER BY seq",
+            [run_id, listed],
+        )
+        return tally(rows)
 
     # -- processes and what they own ---------------------------------------------
 

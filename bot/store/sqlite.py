@@ -63,6 +63,7 @@ from bot.store.base import (
     Store,
     StoreCounts,
     calling_task,
+    tally,
 )
 from bot.store.errors import (
     StoreError,
@@ -1708,6 +1709,25 @@ class SQLiteStore(Store):
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self.rows("SELECT * FROM schedule_items WHERE run_id = ? ORDER BY rowid", [run_id])
         return [RunItem.model_validate(r) for r in rows]
+
+    def run_names(self, run_id: str, outcome: str | None) -> list[str]:
+        rows = self.tuples(
+            "SELECT resource FROM schedule_items WHERE run_id = ? AND outcome IS ? ORDER BY rowid",
+            [run_id, outcome],
+        )
+        return [name for (name,) in rows]
+
+    def run_tally(self, run_id: str, listed: int) -> tuple[dict[str | None, int], list[RunItem]]:
+        # One statement, so the counts and the items listed agree.
+        rows = self.rows(
+            "SELECT run_id, resource, outcome, detail, op_id, count FROM ("
+            "  SELECT *, rowid AS seq, ROW_NUMBER() OVER (PARTITION BY outcome ORDER BY rowid)"
+            "  AS place, COUNT(*) OVER (PARTITION BY outcome) AS count"
+            "  FROM schedule_items WHERE run_id = ?"
+            ") WHERE place <= ? ORDER BY seq",
+            [run_id, listed],
+        )
+        return tally(rows)
 
     def add_exception(
         self, schedule: str, resource: str, until: dt.datetime, actor: str
