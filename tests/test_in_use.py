@@ -45,16 +45,27 @@ def nightly(**extra: Any) -> dict[str, Any]:
     }
 
 
+def at_noon(sims: SimulatorServer) -> SimulatorServer:
+    """The simulators' clock moved to the next noon UTC: the schedules here fire at 19:00
+    UTC, so a test started between their warning and their fire would travel back."""
+    now = dt.datetime.fromtimestamp(sims.hub.clock.now(), dt.UTC)
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    sims.hub.clock.advance(
+        ((noon if noon > now else noon + dt.timedelta(days=1)) - now).total_seconds()
+    )
+    return sims
+
+
 @pytest.fixture
 async def slack(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
-    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly()])
+    harness = Slack(at_noon(sims), tmp_path / "stopbot.db", schedules=[nightly()])
     yield harness
     harness.close()
 
 
 @pytest.fixture
 async def stop_by_default(sims: SimulatorServer, tmp_path: Path) -> AsyncIterator[Slack]:
-    harness = Slack(sims, tmp_path / "stopbot.db", schedules=[nightly(in_use="stop")])
+    harness = Slack(at_noon(sims), tmp_path / "stopbot.db", schedules=[nightly(in_use="stop")])
     yield harness
     harness.close()
 
@@ -295,7 +306,7 @@ async def test_a_feldera_pipeline_still_ingesting_is_asked_about(
     assert isinstance(feldera, FelderaSimulator)
     feldera.set_input("etl", per_second=per_second, buffered=buffered)
     schedule = {**nightly(), "name": "pipelines", "select": {"resources": ["etl"]}}
-    slack = Slack(sims, tmp_path / "stopbot.db", schedules=[schedule])
+    slack = Slack(at_noon(sims), tmp_path / "stopbot.db", schedules=[schedule])
     try:
         message = await warning(slack, None, "pipelines")
         assert f":construction_worker: *etl*: {sign}" in block_texts(message)
@@ -323,7 +334,7 @@ async def test_only_someone_who_may_stop_it_answers(sims: SimulatorServer, tmp_p
     """Carol may not stop dev-eu: her Stop anyway is refused and answers nothing; Alice's
     Keep 2h then counts."""
     slack = Slack(
-        sims,
+        at_noon(sims),
         tmp_path / "stopbot.db",
         schedules=[nightly()],
         resources={"dev-eu": {"allowed_users": [BOB, ALICE]}},
