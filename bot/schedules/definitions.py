@@ -145,11 +145,12 @@ class Definitions:
             # Its members in stop order; none when it is gone from the configuration.
             tiers = self.config.environments.get(schedule.select.environment, [])
             wanted = [m for tier in tiers for members in tier.values() for m in members]
-            return [r for name in wanted for r in resources if r.name == name]
-        if schedule.select.resources is not None:
+        elif schedule.select.resources is not None:
             wanted = schedule.select.resources
-            return [r for name in wanted for r in resources if r.name == name]
-        return [r for r in resources if schedule.select.matches(r)]
+        else:
+            return [r for r in resources if schedule.select.matches(r)]
+        by_name = {r.name: r for r in resources}
+        return [by_name[name] for name in wanted if name in by_name]
 
     def next_stop_of(self, resource: str, after: dt.datetime) -> dt.datetime | None:
         """The next regular fire after ``after`` of a schedule that stops ``resource``
@@ -186,13 +187,14 @@ class Definitions:
             stopped = self.store.run_names(run.id, Outcome.STOPPED)
             break
         resources = {r.name: r for r in self.config.all_resources()}
+        locks = {lock.resource: lock for lock in self.store.active_locks()}
         items = []
         for name in stopped:
             r = resources.get(name)
             if r is None:
                 continue
             item = PlanItem(resource=r.name, provider=r.provider, stop=True, action="start")
-            lock = self.store.get_lock(r.name)
+            lock = locks.get(r.name)
             if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
                 item.stop, item.outcome = False, Outcome.OPTED_OUT
                 item.detail = say("tagged {}", self.settings.opt_out_tag)
@@ -214,10 +216,13 @@ class Definitions:
             for lease in (self.leases.running() if self.leases is not None else [])
             if lease.ends_at > at
         }
+        locks = {
+            lock.resource: lock for lock in self.store.active_locks()
+        }  # one read, not one each
         items = []
         for r in self.selected(schedule):
             item = PlanItem(resource=r.name, provider=r.provider, stop=True)
-            lock = self.store.get_lock(r.name)
+            lock = locks.get(r.name)
             if r.tags.get(self.settings.opt_out_tag, "").lower() in {"true", "yes", "1"}:
                 item.stop, item.outcome = False, Outcome.OPTED_OUT
                 item.detail = say("tagged {}", self.settings.opt_out_tag)

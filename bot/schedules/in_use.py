@@ -42,6 +42,7 @@ KEEP_FOR = dt.timedelta(hours=2)
 """How long **Keep 2h** keeps a resource out of the schedule's runs."""
 
 USAGE_TIMEOUT = READ_TIMEOUT + 5.0
+NOTED_RUNS = 8  # runs whose questions are kept for their summaries' notes
 """Seconds the usage reads of one warning may take (a Feldera read is two, apart)."""
 
 
@@ -55,6 +56,9 @@ class InUse:
         self.clock = definitions.clock
         self.providers = definitions.service.providers
         self.sleep = definitions.service.sleep  # between two reads: the bot's clock
+        # The questions of the runs being noted, read once a run (answers close when it
+        # starts): a run of 10,000 read them 10,000 times.
+        self._noted: dict[tuple[str, dt.datetime], dict[str, InUseQuestion]] = {}
 
     async def signals(self, resources: Sequence[Resource]) -> dict[str, list[UsageSignal]]:
         """The signs of use of each of ``resources`` that count now, by name (those with
@@ -155,10 +159,17 @@ class InUse:
     def note(self, schedule: str, at: dt.datetime, resource: str) -> Text | None:
         """What the summary says of ``resource`` once stopped, if it was in use: stopped
         anyway, and on whose word."""
-        found = [q for q in self.store.in_use_questions(schedule, at) if q.resource == resource]
-        if not found:
+        questions = self._noted.get((schedule, at))
+        if questions is None:
+            if len(self._noted) >= NOTED_RUNS:
+                self._noted.pop(next(iter(self._noted)))
+            questions = {}
+            for q in self.store.in_use_questions(schedule, at):
+                questions.setdefault(q.resource, q)
+            self._noted[(schedule, at)] = questions
+        question = questions.get(resource)
+        if question is None:
             return None
-        question = found[0]
         if question.answer == STOP:
             return say(
                 "stopped anyway by {}: in use, {}",
