@@ -334,6 +334,10 @@ class ApiClient:
                 response = await self.http.request(
                     method, url, params=params, json=json, data=data, files=files, headers=headers
                 )
+                # httpx binds the response's stream to the response, a reference cycle:
+                # the answer (a polling round's list: megabytes) would wait for a full
+                # garbage collection. Its body is read already; its stream is that body.
+                response.stream = httpx.ByteStream(response.content)
                 outcome = str(response.status_code)
             except httpx.ConnectError as exc:
                 outcome = "connect_error"

@@ -669,6 +669,43 @@ class NovaProvider(Provider):
                 return True
             return retry_after if retry_after <= settings.max_retry_after else False
 
+        async def send() -> httpx.Response:
+            try:
+                return await self._api.request(
+                    method,
+                    session.compute_url + path,
+                    params=params or None,
+                    json=json,
+                    headers=headers,
+                    ok=ok,
+                )
+            except InvalidRequestError as exc:
+                if exc.status_code == 413 and (
+                    exc.code == "overLimit" or exc.retry_after is not None
+                ):
+                    self._api.gate.slow_down(exc.retry_after)
+                    raise _OverLimit(
+                        UnavailableError(
+                            self.name,
+                            exc.message,
+                            status_code=exc.status_code,
+                            code=exc.code,
+                            retry_after=exc.retry_after,
+                        )
+                    ) from exc
+                raise
+
+        # As ApiClient.request does, the first try goes without a retry context: stamina's
+        # is a reference cycle, freed only by a full garbage collection, and it held the
+        # answer of each try (a page of servers/detail: megabytes while a run polls them)
+        # until then. A try Nova refused as over its limit is handed to a retry context
+        # as its first attempt, so back-off, Retry-After and attempts are stamina's.
+        try:
+            return await send()
+        except _OverLimit as exc:
+            if settings.attempts <= 1 or backoff(exc) is False:
+                raise exc.error from None
+            first: _OverLimit | None = exc
         try:
             async for attempt in stamina.retry_context(
                 on=backoff,
@@ -678,30 +715,10 @@ class NovaProvider(Provider):
                 wait_max=settings.wait_max,
             ):
                 with attempt:
-                    try:
-                        return await self._api.request(
-                            method,
-                            session.compute_url + path,
-                            params=params or None,
-                            json=json,
-                            headers=headers,
-                            ok=ok,
-                        )
-                    except InvalidRequestError as exc:
-                        if exc.status_code == 413 and (
-                            exc.code == "overLimit" or exc.retry_after is not None
-                        ):
-                            self._api.gate.slow_down(exc.retry_after)
-                            raise _OverLimit(
-                                UnavailableError(
-                                    self.name,
-                                    exc.message,
-                                    status_code=exc.status_code,
-                                    code=exc.code,
-                                    retry_after=exc.retry_after,
-                                )
-                            ) from exc
-                        raise
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
+                    return await send()
         except _OverLimit as exc:
             raise exc.error from None
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
