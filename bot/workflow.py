@@ -1465,6 +1465,10 @@ class StopService:
         """Ids of the operations this process is following now."""
         return list(self._tasks)
 
+    def following(self) -> bool:
+        """Whether this process prepares, sends or follows any operation now."""
+        return bool(self._driving or self._tasks)
+
     async def aclose(self) -> None:
         """Stop following (the store keeps the operations; the next start resumes them)."""
         for task in list(self._tasks.values()):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -56,8 +56,12 @@ def watching() -> Iterator[list[Time]]:
     gc.callbacks.remove(callback)
 
 
-async def run(time: Time, **options: float) -> QuietCollector:
-    collector = QuietCollector(time.idle, sleep=time.sleep, clock=lambda: time.now, **options)
+async def run(
+    time: Time, busy: Callable[[], bool] = lambda: False, **options: float
+) -> QuietCollector:
+    collector = QuietCollector(
+        time.idle, busy=busy, sleep=time.sleep, clock=lambda: time.now, **options
+    )
     task = asyncio.create_task(collector.run())
     await time.reached.wait()
     task.cancel()
@@ -93,6 +97,21 @@ async def test_a_load_that_never_pauses_still_gets_a_collection(watching: list[T
     watching.append(time)
     await run(time, every=30, quiet=1, at_most=60)
     assert time.collections == [90.0]
+
+
+async def test_full_collections_wait_while_stops_are_followed(watching: list[Time]) -> None:
+    """No request answered, but stops followed until 50 s (a run in flight): the first
+    collection waits for them (50 s, not 30 s), the next comes 30 s later; followed
+    forever, the collection still comes after at_most (30 + 60 s)."""
+    time = Time(until=85, busy_until=0)
+    watching.append(time)
+    await run(time, busy=lambda: time.now < 50, every=30, quiet=1, at_most=300)
+    assert time.collections == [50.0, 80.0]
+
+    always = Time(until=100, busy_until=0)
+    watching.append(always)
+    await run(always, busy=lambda: True, every=30, quiet=1, at_most=60)
+    assert always.collections == [90.0]
 
 
 async def test_the_server_s_idle_time_counts_from_its_last_answer() -> None:

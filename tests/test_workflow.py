@@ -419,6 +419,24 @@ async def test_a_stop_sent_elsewhere_before_its_start_is_waited_for(h: Harness) 
     assert h.sims.hub.faults.counts()["qovery"]["POST"] == 1
 
 
+async def test_a_process_follows_a_stop_from_its_drive_to_its_end(h: Harness) -> None:
+    """``following()`` (the garbage collector waits while it is true) holds while a stop
+    is driven, a scheduled run's included (driven in its task, not started), and not
+    after its end."""
+    op_id = await h.confirmed("dev-eu")
+    seen: list[bool] = []
+
+    class Watch(Recorder):
+        async def progress(self, op, timeline, status):  # type: ignore[no-untyped-def]
+            seen.append(h.service.following())
+
+    assert not h.service.following()
+    final = await h.service.drive(op_id, Watch(), BOB)
+    assert final.state == OpState.STOPPED
+    assert seen and all(seen)
+    assert not h.service.following()
+
+
 async def test_a_process_started_beside_a_live_one_leaves_its_stops_alone(h: Harness) -> None:
     """A new process started while the old one still drives a stop (a rolling deploy) does
     not take it: the old process sends it, once, and the new one never calls the provider."""

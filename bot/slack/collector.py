@@ -10,6 +10,12 @@ milliseconds); the full one is :class:`QuietCollector`'s, every ``every`` second
 moment when no request has been answered for ``quiet`` seconds, or after ``at_most``
 seconds of waiting for one under a load that never pauses, so cyclic garbage is still
 freed within minutes.
+
+Quiet also means no stop being followed (``busy``): a run of 10,000 keeps ~300,000 objects
+alive while its stops are in flight, and a full collection then held the loop ~230 ms,
+every 10 s, with the run's requests waiting on it (4 times in a 40 s run). Its garbage is
+little (young collections free what has no cycle), so the collection waits for the run's
+end, or ``at_most``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ add up to it, so the interpreter never starts a full collection itself."""
 
 class QuietCollector:
     """Full collections every ``every`` seconds, each once the server has been idle for
-    ``quiet`` seconds (``idle()`` says for how long it has), or after ``at_most`` seconds."""
+    ``quiet`` seconds (``idle()`` says for how long it has) and follows no stop (``busy()``
+    says whether it does), or after ``at_most`` seconds."""
 
     def __init__(
         self,
         idle: Callable[[], float],
         *,
+        busy: Callable[[], bool] = lambda: False,
         every: float = 10.0,
         quiet: float = 1.0,
         at_most: float = 300.0,
@@ -44,6 +52,7 @@ class QuietCollector:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.idle = idle
+        self.busy = busy
         self.every = every
         self.quiet = quiet
         self.at_most = at_most
@@ -70,5 +79,5 @@ class QuietCollector:
 
     async def _wait_for_quiet(self) -> None:
         began = self.clock()
-        while self.idle() < self.quiet and self.clock() - began < self.at_most:
+        while (self.idle() < self.quiet or self.busy()) and self.clock() - began < self.at_most:
             await self.sleep(self.quiet / 4)

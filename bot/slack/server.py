@@ -364,7 +364,8 @@ async def run_http(bot: SlackBot, host: str, port: int, *, slack_endpoint: bool 
     gc.freeze()
     # Full collections at quiet moments only (bot/slack/collector.py).
     collector = asyncio.create_task(
-        QuietCollector(bot.after_ack.idle_for).run(), name="garbage-collector"
+        QuietCollector(bot.after_ack.idle_for, busy=bot.service.following).run(),
+        name="garbage-collector",
     )
     try:
         await uvicorn.Server(config).serve()
