@@ -30,10 +30,10 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -56,6 +56,8 @@ from providers.errors import (
 )
 from providers.pacing import RequestGate
 from providers.transport import AiohttpTransport
+
+T = TypeVar("T")
 
 __all__ = [
     "ApiClient",
@@ -189,12 +191,63 @@ def default_error_parser(response: httpx.Response) -> ErrorDetails:
     return ErrorDetails(message=text[:500] or response.reason_phrase or "no details")
 
 
-class _Retryable(Exception):
-    """Internal: a response that may be retried; carries the error if tries run out."""
+class Retryable(Exception):
+    """A try that may be retried; carries the error to raise if tries run out."""
 
     def __init__(self, error: ProviderError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+async def retried(
+    send: Callable[[], Awaitable[T]], settings: HttpSettings, *, on: type[Retryable]
+) -> T:
+    """``send()``, tried again on an ``on`` failure as ``settings`` allow (back-off,
+    ``Retry-After`` up to ``max_retry_after``, attempts, a time budget); once tries run
+    out, the failure's error is raised.
+
+    The first try goes without a retry context: stamina's (a tenacity AsyncRetrying, its
+    state, a Future, a Condition...) is a reference cycle of ~50 objects a call, which
+    only a full garbage collection frees, with the answer of each try: at 10,000 stops,
+    260 calls a second and their pages of servers or clusters. A failure that may be
+    retried is handed to a retry context as its first attempt, so the back-off,
+    Retry-After and attempts are stamina's as before.
+    """
+
+    def backoff(exc: Exception) -> bool | float:
+        if not isinstance(exc, on):
+            return False
+        retry_after = exc.error.retry_after
+        if retry_after is None:
+            return True
+        return retry_after if retry_after <= settings.max_retry_after else False
+
+    try:
+        return await send()
+    except on as exc:
+        if settings.attempts <= 1 or backoff(exc) is False:
+            raise exc.error from None
+        first: Retryable | None = exc
+    try:
+        async for attempt in stamina.retry_context(
+            on=backoff,
+            attempts=settings.attempts,
+            timeout=settings.retry_budget,
+            wait_initial=settings.wait_initial,
+            wait_max=settings.wait_max,
+        ):
+            with attempt:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
+                return await send()
+    except on as exc:
+        raise exc.error from None
+    raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+
+class _Retryable(Retryable):
+    """Internal: a response that may be retried."""
 
 
 class ApiClient:
@@ -256,14 +309,6 @@ class ApiClient:
         field)."""
         idempotent = method.upper() in IDEMPOTENT_METHODS
 
-        def backoff(exc: Exception) -> bool | float:
-            if not isinstance(exc, _Retryable):
-                return False
-            retry_after = exc.error.retry_after
-            if retry_after is None:
-                return True
-            return retry_after if retry_after <= self.settings.max_retry_after else False
-
         async def send() -> httpx.Response:
             return await self._send_once(
                 method,
@@ -278,34 +323,7 @@ class ApiClient:
                 no_retry=no_retry,
             )
 
-        # The first try goes without a retry context: stamina's (a tenacity AsyncRetrying,
-        # its state, a Future, a Condition...) is a reference cycle of ~50 objects a
-        # request, which only a full garbage collection frees: at 10,000 stops, 260 a
-        # second, most of the bot's garbage. A failure that may be retried is handed to a
-        # retry context as its first try, so the back-off, Retry-After and attempts are
-        # stamina's as before.
-        try:
-            return await send()
-        except _Retryable as exc:
-            if self.settings.attempts <= 1 or backoff(exc) is False:
-                raise exc.error from None
-            first: _Retryable | None = exc
-        try:
-            async for attempt in stamina.retry_context(
-                on=backoff,
-                attempts=self.settings.attempts,
-                timeout=self.settings.retry_budget,
-                wait_initial=self.settings.wait_initial,
-                wait_max=self.settings.wait_max,
-            ):
-                with attempt:
-                    if first is not None:
-                        failed, first = first, None
-                        raise failed
-                    return await send()
-        except _Retryable as exc:
-            raise exc.error from None
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+        return await retried(send, self.settings, on=_Retryable)
 
     async def _send_once(
         self,

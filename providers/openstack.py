@@ -36,7 +36,6 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import stamina
 from pydantic import SecretStr, model_validator
 
 from providers.base import (
@@ -66,8 +65,10 @@ from providers.http import (
     ApiClient,
     ErrorDetails,
     HttpSettings,
+    Retryable,
     default_error_parser,
     json_of,
+    retried,
 )
 from providers.pacing import RequestGate
 
@@ -260,12 +261,8 @@ class _Session:
     compute_url: str
 
 
-class _OverLimit(Exception):
+class _OverLimit(Retryable):
     """Internal: a 413 overLimit, retried like a 429."""
-
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def server_tags(server: Mapping[str, Any]) -> dict[str, str]:
@@ -654,20 +651,11 @@ class NovaProvider(Provider):
         retried only when it names ``overLimit`` or says when to come back. The shared
         client retries 429 by itself.
         """
-        settings = self._api.settings
         headers = {
             "X-Auth-Token": session.token,
             "OpenStack-API-Version": f"compute {version}",
             "X-OpenStack-Nova-API-Version": version,
         }
-
-        def backoff(exc: Exception) -> bool | float:
-            if not isinstance(exc, _OverLimit):
-                return False
-            retry_after = exc.error.retry_after
-            if retry_after is None:
-                return True
-            return retry_after if retry_after <= settings.max_retry_after else False
 
         async def send() -> httpx.Response:
             try:
@@ -695,33 +683,7 @@ class NovaProvider(Provider):
                     ) from exc
                 raise
 
-        # As ApiClient.request does, the first try goes without a retry context: stamina's
-        # is a reference cycle, freed only by a full garbage collection, and it held the
-        # answer of each try (a page of servers/detail: megabytes while a run polls them)
-        # until then. A try Nova refused as over its limit is handed to a retry context
-        # as its first attempt, so back-off, Retry-After and attempts are stamina's.
-        try:
-            return await send()
-        except _OverLimit as exc:
-            if settings.attempts <= 1 or backoff(exc) is False:
-                raise exc.error from None
-            first: _OverLimit | None = exc
-        try:
-            async for attempt in stamina.retry_context(
-                on=backoff,
-                attempts=settings.attempts,
-                timeout=settings.retry_budget,
-                wait_initial=settings.wait_initial,
-                wait_max=settings.wait_max,
-            ):
-                with attempt:
-                    if first is not None:
-                        failed, first = first, None
-                        raise failed
-                    return await send()
-        except _OverLimit as exc:
-            raise exc.error from None
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+        return await retried(send, self._api.settings, on=_OverLimit)
 
     async def _current_session(self, *, rejected: _Session | None = None) -> _Session:
         """The token to use: the current one unless near expiry or ``rejected`` by Nova."""
