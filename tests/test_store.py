@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -115,6 +116,23 @@ def test_create_operation_writes_row_transition_and_audit(store: Store) -> None:
         "source": "slack",
         "state": "requested",
     }
+
+
+def test_operation_ids_grow_with_time(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operation's id is a UUIDv7 as 32 hex digits: ids made later sort after, so the
+    indexes on them are written at their end (see bot.store.base.operation_id)."""
+    ns = [1_796_000_000_000_000_000]
+    monkeypatch.setattr("bot.store.base.time.time_ns", lambda: ns[0])
+    made = []
+    for _ in range(3):
+        made.append(new_op(store, resource="dev-eu"))
+        ns[0] += 1_000_000  # a millisecond later
+    assert made == sorted(made)
+    assert len(set(made)) == 3
+    for at_ms, op_id in enumerate(made, start=1_796_000_000_000):
+        parsed = uuid.UUID(op_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (op_id, 7, uuid.RFC_4122)
+        assert parsed.int >> 80 == at_ms  # milliseconds first
 
 
 def test_idempotency_key_returns_existing_operation(store: Store) -> None:

