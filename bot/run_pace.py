@@ -22,10 +22,11 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from bot.config import ResourceConfig, StopbotConfig
 from bot.workflow import PriorRead
-from providers.base import Provider, Resource
+from providers.base import Phase, Provider, ProviderLock, Resource, ResourceStatus
 
 __all__ = ["ADMISSION", "RunPace"]
 
@@ -55,7 +56,7 @@ class RunPace:
         self._groups: dict[str, list[ResourceConfig]] = {}
         for resource in resources:
             self._groups.setdefault(resource.provider, []).append(resource)
-        self._reads: dict[str, asyncio.Task[dict[str, PriorRead]]] = {}
+        self._reads: dict[str, asyncio.Task[_BulkRead]] = {}
         self._windows: dict[str, asyncio.Semaphore] = {}
         self._admissions: dict[str, asyncio.Semaphore] = {}
         self._previews: dict[str, asyncio.Lock] = {}
@@ -75,9 +76,9 @@ class RunPace:
             )
             self._reads[resource.provider] = read
         # Each is used once (a run's first try of each resource): let go of it then.
-        return (await asyncio.shield(read)).pop(resource.id, None)
+        return (await asyncio.shield(read)).take(resource.id)
 
-    async def _read(self, name: str) -> dict[str, PriorRead]:
+    async def _read(self, name: str) -> _BulkRead:
         group = [r.to_resource() for r in self._groups.get(name, [])]
         found = await self.providers[name].statuses_and_locks(group)
         failed = [str(s) for s, _ in found.values() if isinstance(s, BaseException)]
@@ -86,12 +87,11 @@ class RunPace:
                 "bulk read before the run failed for some: each is read on its own",
                 extra={"provider": name, "error": failed[0], "count": len(failed)},
             )
-        at = self.clock()
-        return {
-            rid: PriorRead(read, at, lock_stands_for=_READ_STANDS_FOR_THE_RUN)
-            for rid, read in found.items()
-            if not isinstance(read[0], BaseException)
-        }
+        bulk = _BulkRead(name, self.clock())
+        for rid, (status, lock) in found.items():
+            if not isinstance(status, BaseException):
+                bulk.keep(rid, status, lock)
+        return bulk
 
     def sending(self, provider: str) -> asyncio.Semaphore:
         """The window of stops of ``provider`` being prepared and sent, until accepted."""
@@ -129,3 +129,47 @@ class RunPace:
             return self.config.provider(provider).requests.max_in_flight
         except KeyError:  # a provider no longer configured: its stops fail on their own
             return 1
+
+
+class _Read(NamedTuple):
+    """One resource's status and lock from a bulk read, as plain values: a run of 10,000
+    holds them until each stop is prepared, and a ResourceStatus (a pydantic model with
+    its own set of the fields given) took ten times the memory."""
+
+    state: str
+    phase: Phase
+    terminal: bool
+    message: str | None
+    observed_at: dt.datetime
+    lock: ProviderLock | BaseException | None
+
+
+class _BulkRead:
+    """A provider's bulk read: each resource's read, given out once."""
+
+    def __init__(self, provider: str, at: dt.datetime) -> None:
+        self.provider = provider
+        self.at = at
+        self._reads: dict[str, _Read] = {}
+
+    def keep(
+        self, rid: str, status: ResourceStatus, lock: ProviderLock | BaseException | None
+    ) -> None:
+        self._reads[rid] = _Read(
+            status.state, status.phase, status.terminal, status.message, status.observed_at, lock
+        )
+
+    def take(self, rid: str) -> PriorRead | None:
+        read = self._reads.pop(rid, None)
+        if read is None:
+            return None
+        status = ResourceStatus(
+            provider=self.provider,
+            resource_id=rid,
+            state=read.state,
+            phase=read.phase,
+            terminal=read.terminal,
+            message=read.message,
+            observed_at=read.observed_at,
+        )
+        return PriorRead((status, read.lock), self.at, lock_stands_for=_READ_STANDS_FOR_THE_RUN)
