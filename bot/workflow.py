@@ -802,9 +802,9 @@ class StopService:
         prepared: Preview | None = None,
     ) -> Operation:
         """:meth:`run`, carried through a database that stops answering."""
-        return await self._through_outages(
-            op_id, self.run(op_id, listener, actor, prepared=prepared), listener
-        )
+        work = self.run(op_id, listener, actor, prepared=prepared)
+        del prepared  # (held by the run only as long as it needs it)
+        return await self._through_outages(op_id, work, listener)
 
     async def _through_outages(
         self, op_id: str, work: Awaitable[Operation], listener: ProgressListener
@@ -909,6 +909,26 @@ class StopService:
         live process drives, or whose claim another process won, is waited for instead;
         one that joined a stop in flight follows that stop.
         """
+        submitting = self._submit(op_id, listener, actor, prepared)
+        # A run of 10,000 follows thousands of stops at once, for minutes: each holds only
+        # what following needs, not its preview and every version of its operation.
+        del prepared
+        sent = await submitting
+        if isinstance(sent, Operation):
+            return sent
+        accepted, resource = sent
+        return await self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
+
+    async def _submit(
+        self,
+        op_id: str,
+        listener: ProgressListener,
+        actor: Actor,
+        prepared: Preview | None,
+    ) -> Operation | tuple[Operation, Resource]:
+        """:meth:`run` up to the provider's acceptance of the stop: the operation moved to
+        accepted and its resource, to follow; or the operation as it ended (or as it is,
+        followed elsewhere), when it was not accepted here."""
         op = await self.store.off_loop(partial(self.store.get_operation, op_id))
         if op is not None and (op.state.final or op.state in _FOLLOWED - {OpState.SUBMITTING}):
             # Sent meanwhile (between its confirmation and this start, a sweep here or
@@ -1055,7 +1075,7 @@ class StopService:
             )
             return current
         await self._notify(listener, moved, accepted.status)
-        return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
+        return moved, resource
 
     async def _configured(self, op: Operation, listener: ProgressListener) -> Resource | Operation:
         """The operation's resource, or the operation failed because the config lost it."""

@@ -281,11 +281,16 @@ class Runs:
             """Start the stops of one provider as they get a place among its stops not
             yet sent: a task per stop only from then on, not 10,000 at once."""
             admission = pace.admission(provider)
-            started: list[asyncio.Task[None]] = []
+            # Only those not over: a task that ended holds its coroutine until let go of
+            # (a run of 10,000 kept ~1 kB each to its end).
+            going: set[asyncio.Task[None]] = set()
             for name in names:
                 await admission.acquire()
-                started.append(asyncio.create_task(one(name, _once(admission.release))))
-            await asyncio.gather(*started, return_exceptions=True)
+                task = asyncio.create_task(one(name, _once(admission.release)))
+                going.add(task)
+                task.add_done_callback(going.discard)
+            while going:
+                await asyncio.gather(*going, return_exceptions=True)
 
         groups: dict[str, list[str]] = {}
         for name in pending:
@@ -404,12 +409,18 @@ class Runs:
                     run.id, resource.name, Outcome.MISSED, say("not stopped: {}", late)
                 )
                 return
-            prior = await pace.prior(resource) if attempt == 0 else None
             listener = _ItemListener(self, run.id, resource.name)
             async with pace.sending(resource.provider):
                 driving = asyncio.create_task(
                     self._prepare_and_drive(
-                        run, schedule, resource, actor, listener, pace, key, prior
+                        run,
+                        schedule,
+                        resource,
+                        actor,
+                        listener,
+                        pace,
+                        key,
+                        await pace.prior(resource) if attempt == 0 else None,
                     ),
                     name=f"schedule-stop-{run.id}-{resource.name}",
                 )
@@ -420,13 +431,13 @@ class Runs:
                     raise
             sent()
             try:
-                op, preview = await driving
+                op, refused_by_lock = await driving
             except asyncio.CancelledError:
                 driving.cancel()
                 raise
             if op.state == OpState.FAILED and op.detail == INTERRUPTED_PREPARING:
                 continue
-            outcome, detail = self._outcome(op, preview)
+            outcome, detail = self._outcome(op, refused_by_lock)
             uncertain = any(words in str(op.detail or "") for words in _UNCERTAIN)
             if outcome != Outcome.FAILED or failures == schedule.retries or late or uncertain:
                 if outcome == Outcome.STOPPED and not starts(run):
@@ -463,10 +474,14 @@ class Runs:
         pace: RunPace,
         key: str,
         prior: PriorRead | None,
-    ) -> tuple[Operation, Preview]:
+    ) -> tuple[Operation, str | None]:
         """Prepare one try (confirmed at once), then drive it, in one task: the stop is
         driven from the moment it is confirmed (a stop this process confirmed and drives
-        nowhere would be taken for stranded and driven a second time)."""
+        nowhere would be taken for stranded and driven a second time). Returns the
+        operation as it ended, and its id if a lock refused it at its preview.
+
+        A run of 10,000 follows thousands of stops at once: what only the preparation
+        needs (the bulk read, the preview) is let go of once the stop is driven."""
         async with pace.previewing(resource.provider):
             preview = await self.service.prepare(
                 resource.name,
@@ -484,7 +499,11 @@ class Runs:
                     actor, require_approval=schedule.approval or run.kind == "manual"
                 ),
             )
-        return await self._drive(preview, run, schedule, resource, actor, listener), preview
+        del prior
+        refused_by_lock = preview.operation.id if preview.blocking_lock is not None else None
+        driving = self._drive(preview, run, schedule, resource, actor, listener)
+        del preview
+        return await driving, refused_by_lock
 
     async def _drive(
         self,
@@ -507,17 +526,24 @@ class Runs:
             # A person's run goes through approval as their /stop would; a timed one as
             # the schedule says.
             needs = schedule.approval or run.kind == "manual"
-            result = self.service.confirm(op.id, actor, require_approval=needs)
-            if result.operation is None:
+            confirmed = self.service.confirm(op.id, actor, require_approval=needs)
+            if confirmed.operation is None:
                 return self.store.get_operation(op.id) or op
-            op = result.operation
-            if not result.needs_approval:  # (the request to approvers is owed by confirm)
+            op = confirmed.operation
+            if not confirmed.needs_approval:  # (the request to approvers is owed by confirm)
                 prepared = preview  # submitted at once: its lock read is still fresh
+            del confirmed
         elif op.state == OpState.SUBMITTING:
             prepared = preview  # confirmed as it was prepared (run() checks the read's age)
-        if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
-            return await self.service.drive(op.id, listener, actor, prepared=prepared)
-        return await self.service.until_final(op.id, listener)
+        # Followed for minutes from here, thousands at once in a run of 10,000: only the
+        # drive holds the preview and the operation, for as long as it needs them.
+        op_id, submitting = op.id, op.state == OpState.SUBMITTING
+        del op, preview
+        if submitting and op_id not in self.service.in_flight():
+            driving = self.service.drive(op_id, listener, actor, prepared=prepared)
+            del prepared
+            return await driving
+        return await self.service.until_final(op_id, listener)
 
     def _sent(self, key: str, actor: Actor) -> bool:
         """Whether the stop recorded under ``key`` went (or may have gone) to the provider.
@@ -539,12 +565,12 @@ class Runs:
             return False
         return True
 
-    def _outcome(self, op: Operation, preview: Preview) -> tuple[str, Text | None]:
+    def _outcome(self, op: Operation, refused_by_lock: str | None) -> tuple[str, Text | None]:
+        """``refused_by_lock``: the id of the operation a lock refused at its preview."""
         if op.state == OpState.REFUSED:
             # A lock refuses at preview (where it is named) or right before the stop (the
             # only refusal once submitting); anything else refused says its own reason.
-            locked = preview.blocking_lock is not None and preview.operation.id == op.id
-            if locked or any(
+            if refused_by_lock == op.id or any(
                 t.state == OpState.SUBMITTING.value for t in self.store.transitions(op.id)
             ):
                 return Outcome.LOCKED, op.detail
