@@ -978,9 +978,10 @@ class StopService:
             return await self._end(op, OpState.REFUSED, listener, None, verdict.reason)
         while True:
             began = self.clock()  # before the claim: the claim's own time is later
-            # Alone: committed before the call it claims leaves.
+            # Committed before the store answers (with the others of its group, if any),
+            # so before the call it claims leaves.
             claimed = await self.store.off_loop(
-                partial(self.store.claim_send, op.id, self.registry.id), alone=True
+                partial(self.store.claim_send, op.id, self.registry.id)
             )
             if claimed is None:  # lost to another process: it sends, and is followed there
                 return await self.until_final(op_id, listener)

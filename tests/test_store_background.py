@@ -178,35 +178,38 @@ def test_at_most_a_group_of_calls_share_a_transaction(store: Store) -> None:
     assert len(commits) == 2  # (the held call ran alone, in a transaction of its own)
 
 
-def test_a_claim_runs_alone_and_is_committed_before_it_returns(store: Store, location: str) -> None:
-    """A claim to send sent ``alone`` runs outside the group, committed when it returns; sent
-    inside a group it is refused, and the group goes on."""
+def test_a_claim_joins_its_group_and_is_committed_before_it_returns(
+    store: Store, location: str
+) -> None:
+    """A claim to send made off the loop shares its group's transaction, and its caller
+    hears back once that is committed (another connection sees the claim then); inside a
+    caller's own batch, whose commit would come after the call leaves, it is refused."""
     op_id = new_op(store, state=OpState.AWAITING_CONFIRMATION)
     assert _confirm(store, op_id) is not None
     other = open_store(location, clock=Clock())
     owner = "P1"
+    with pytest.raises(StoreError, match="committed before the call"), store.batch():
+        store.claim_send(op_id, owner)
 
-    async def main() -> tuple[object, object, object]:
+    async def main() -> tuple[object, object]:
         release, held = await _held(store)
-        refused, audit, claimed = _queued(
-            store.off_loop(partial(store.claim_send, op_id, owner)),
+        audit, claimed = _queued(
             store.off_loop(partial(store.audit, "U1", "beside")),
-            store.off_loop(partial(store.claim_send, op_id, owner), alone=True),
+            store.off_loop(partial(store.claim_send, op_id, owner)),
         )
         await asyncio.sleep(0)
         release.set()
         await held
-        results = await asyncio.gather(refused, audit, claimed, return_exceptions=True)
+        results = await asyncio.gather(audit, claimed)
         # committed: another connection sees the claim at once
         fresh = other.get_operation(op_id)
         assert fresh is not None and fresh.sends == 1
         return tuple(results)  # type: ignore[return-value]
 
     try:
-        refused, audit, claimed = asyncio.run(main())
+        audit, claimed = asyncio.run(main())
     finally:
         other.close()
-    assert isinstance(refused, StoreError) and "committed before the call" in str(refused)
     assert isinstance(audit, int)
     assert claimed is not None and getattr(claimed, "sends", None) == 1
 
@@ -269,8 +272,8 @@ def test_sqlite_groups_the_calls_of_one_turn_of_the_loop_in_one_commit(tmp_path:
 
 
 def test_sqlite_a_failing_call_of_a_turn_fails_alone(tmp_path: Path) -> None:
-    """On SQLite, a call of a group that raises is undone alone; an alone call (a claim)
-    commits on its own; the urgent one (an ack's) runs at once, before the turn."""
+    """On SQLite, a call of a group that raises is undone alone, the others of its group
+    committed together; the urgent one (an ack's) runs at once, before the turn."""
     store, statements = _sqlite_as_configured(tmp_path)
 
     def half_then_fail() -> None:
@@ -281,19 +284,51 @@ def test_sqlite_a_failing_call_of_a_turn_fails_alone(tmp_path: Path) -> None:
         calls = [
             asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "before"))),
             asyncio.ensure_future(store.off_loop(half_then_fail)),
-            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "alone"), alone=True)),
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "beside"))),
             asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", "after"))),
         ]
         urgent = await store.off_loop(partial(store.audit, "U1", "urgent"), urgent=True)
         return [urgent, *await asyncio.gather(*calls, return_exceptions=True)]
 
     try:
-        urgent, before, failed, alone, after = asyncio.run(main())
+        urgent, before, failed, beside, after = asyncio.run(main())
         assert isinstance(failed, ValueError) and str(failed) == "refused by the caller"
-        assert isinstance(before, int) and isinstance(alone, int) and isinstance(after, int)
-        assert urgent < before < alone < after
-        assert _actions(store) == ["urgent", "before", "alone", "after"]
-        # The urgent call, the group before the alone call, the alone call, the group after.
-        assert statements.count("COMMIT") == 4
+        assert isinstance(before, int) and isinstance(beside, int) and isinstance(after, int)
+        assert urgent < before < beside < after
+        assert _actions(store) == ["urgent", "before", "beside", "after"]
+        # The urgent call, then the group (the failed call undone alone within it).
+        assert statements.count("COMMIT") == 2
+    finally:
+        store.close()
+
+
+def test_sqlite_claims_share_their_turns_commit(tmp_path: Path) -> None:
+    """On SQLite, the claims to send made in one turn share one commit with the other calls
+    of that turn, and each caller hears back after it: three claims among moves, one
+    commit; a second claim of one stop finds it claimed."""
+    store, statements = _sqlite_as_configured(tmp_path)
+    ops = [
+        new_op(store, resource=f"dev-{i}", state=OpState.AWAITING_CONFIRMATION) for i in range(3)
+    ]
+    for op_id in ops:
+        assert _confirm(store, op_id) is not None
+    statements.clear()
+
+    async def main() -> list[object]:
+        calls = [
+            store.off_loop(partial(store.audit, "U1", "before")),
+            *(store.off_loop(partial(store.claim_send, op_id, "P1")) for op_id in ops),
+            store.off_loop(partial(store.claim_send, ops[0], "P2")),
+            store.off_loop(partial(store.audit, "U1", "after")),
+        ]
+        return await asyncio.gather(*calls)
+
+    try:
+        before, *claims, again, after = asyncio.run(main())
+        assert [getattr(c, "sends", None) for c in claims] == [1, 1, 1]
+        assert [getattr(c, "owner", None) for c in claims] == ["P1", "P1", "P1"]
+        assert again is None  # claimed already, in the same transaction
+        assert isinstance(before, int) and isinstance(after, int)
+        assert statements.count("COMMIT") == 1
     finally:
         store.close()

@@ -19,9 +19,11 @@ What it promises:
   on PostgreSQL one's round trips overlap another's) take the calls in the order they
   came; a task awaits each of its calls, so its calls run in the order it made them.
   Calls of different tasks may run side by side, as their tasks do on the loop.
-* **Alone when it must be.** A call sent with ``alone=True`` (a claim to send a stop,
-  which must be committed before the stop leaves, and which refuses to be part of a
-  batch) runs on its own, in its turn.
+* **A claim joins its group.** A claim to send a stop must be committed before the stop
+  leaves: its caller hears back only after its group's commit, so it may share it
+  (:func:`lane_batch`: the store lets a claim into a lane's batch, never into a caller's
+  own, whose commit would come after the call leaves). A claim on its own, a commit each,
+  split a turn's group in two: at 10,000 stops, three commits a stop where one would do.
 
 Two lanes: ``work`` (a run's stops, their moves) and ``urgent`` (what an ack waits for:
 recording a request before its answer), so an ack never queues behind a run's writes.
@@ -42,6 +44,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +53,7 @@ from bot.store.errors import StoreUnavailableError
 if TYPE_CHECKING:
     from bot.store.base import Store
 
-__all__ = ["GROUP", "Lane", "LoopLane"]
+__all__ = ["GROUP", "Lane", "LoopLane", "lane_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,6 @@ class _Call:
     call: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    alone: bool
 
 
 _Outcome = tuple[Any, BaseException | None]
@@ -81,22 +83,22 @@ def _settle(settled: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
             future.set_result(result)
 
 
+_LANE_BATCH: ContextVar[bool] = ContextVar("stopbot_lane_batch", default=False)
+
+
+def lane_batch() -> bool:
+    """Whether the batch open now is a lane's: each of its callers hears back only once it
+    is committed, so a claim to send may be part of it."""
+    return _LANE_BATCH.get()
+
+
 def _run_calls(
     store: Store,
     calls: list[_Call],
     deliver: Callable[[list[_Call], list[_Outcome]], None],
 ) -> None:
-    """``calls`` in order: each alone call on its own, the others in batches; each
-    group's outcomes delivered once it is committed."""
-    grouped: list[_Call] = []
-    for call in calls:
-        if call.alone:
-            deliver(grouped, _batch(store, grouped))
-            grouped = []
-            deliver([call], [_one(call)])
-        else:
-            grouped.append(call)
-    deliver(grouped, _batch(store, grouped))
+    """``calls`` in order, in one batch; their outcomes delivered once it is committed."""
+    deliver(calls, _batch(store, calls))
 
 
 def _one(call: _Call) -> _Outcome:
@@ -123,11 +125,14 @@ def _batch(store: Store, calls: list[_Call]) -> list[_Outcome]:
     if len(calls) == 1:  # a transaction of its own, as on the loop
         return [_one(calls[0])]
     outcomes: list[_Outcome] = []
+    token = _LANE_BATCH.set(True)
     try:
         with store.batch():
             outcomes = [_savepointed(store, call) for call in calls]
     except Exception as exc:  # the transaction could not begin or commit: none holds
         return [(None, exc)] * len(calls)
+    finally:
+        _LANE_BATCH.reset(token)
     return outcomes
 
 
@@ -145,7 +150,7 @@ class Lane:
         self._workers: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, call: Callable[[], Any], *, alone: bool = False) -> asyncio.Future[Any]:
+    def submit(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
         """Queue ``call``; a future of the running loop, settled once it is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -159,7 +164,7 @@ class Lane:
                     )
                     worker.start()
                     self._workers.append(worker)
-            self._queue.put(_Call(call, loop, future, alone))
+            self._queue.put(_Call(call, loop, future))
         return future
 
     def close(self, timeout: float = 10.0) -> None:
@@ -222,13 +227,13 @@ class LoopLane:
         self._turns: set[asyncio.AbstractEventLoop] = set()  # loops a turn is asked of
         self._closed = False
 
-    def submit(self, call: Callable[[], Any], *, alone: bool = False) -> asyncio.Future[Any]:
+    def submit(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
         """Queue ``call``; a future of the running loop, settled once it is committed."""
         if self._closed:
             raise StoreUnavailableError(f"the database {self.store.location} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(_Call(call, loop, future, alone))
+        self._waiting.append(_Call(call, loop, future))
         self._ask_turn(loop)
         return future
 

@@ -855,7 +855,6 @@ class Store(
         self,
         call: Callable[[], T],
         *,
-        alone: bool = False,
         urgent: bool = False,
         heavy: bool = False,
     ) -> T:
@@ -863,9 +862,9 @@ class Store(
         row) on a thread of the store's, and return its result once it is committed
         (bot/store/background.py): the event loop goes on meanwhile.
 
-        Calls queued together share one transaction; each fails alone, its exception
-        raised here. ``alone``: in a transaction of its own, committed before this returns
-        (a claim to send). ``urgent``: on the lane that no run's writes queue on (what an
+        Calls queued together share one transaction, committed before any of them
+        returns (so a claim to send may be one); each fails alone, its exception raised
+        here. ``urgent``: on the lane that no run's writes queue on (what an
         ack waits for). With :attr:`off_loop_inline` (SQLite), ``call`` runs on the loop,
         grouped with the calls made in the same turn of it (LoopLane); an ``urgent`` one
         runs here, now, in a transaction of its own; a ``heavy`` one (many rows read or
@@ -877,7 +876,7 @@ class Store(
             lane = self._lanes["loop"]
         else:
             lane = self._lanes["urgent" if urgent else "work"]
-        result: T = await lane.submit(call, alone=alone)
+        result: T = await lane.submit(call)
         return result
 
     def close_lanes(self) -> None:
@@ -901,7 +900,8 @@ class Store(
         Its body must not ``await``: the store is called on the event loop, and another
         task would find itself inside the batch (a backend refuses such a call).
         :meth:`claim_send` refuses to run inside one (StoreError): a claim must be
-        committed before the call it claims leaves."""
+        committed before the call it claims leaves. (A lane's batch, whose callers hear
+        back only after its commit, takes claims: bot/store/background.py.)"""
 
     @classmethod
     @abstractmethod

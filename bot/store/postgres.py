@@ -95,6 +95,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.background import lane_batch
 from bot.store.base import (
     CLAIM_IN_BATCH,
     Clock,
@@ -956,7 +957,7 @@ class PostgresStore(Store):
             return self._get_many(conn, (r[0] for r in rows))
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
-        if getattr(self._batches, "conn", None) is not None:
+        if getattr(self._batches, "conn", None) is not None and not lane_batch():
             raise StoreError(CLAIM_IN_BATCH)
         with self.transaction() as conn:
             cursor = conn.execute(

@@ -55,6 +55,7 @@ from bot.models import (
     Transition,
 )
 from bot.processes import ProcessInfo, Registration
+from bot.store.background import lane_batch
 from bot.store.base import (
     CLAIM_IN_BATCH,
     Clock,
@@ -1775,7 +1776,7 @@ class SQLiteStore(Store):
         return str(row[0]) if row else None
 
     def claim_send(self, op_id: str, owner: str) -> Operation | None:
-        if self._batch is not None:
+        if self._batch is not None and not lane_batch():
             raise StoreError(CLAIM_IN_BATCH)
         with self.transaction() as conn:
             return _returned(
