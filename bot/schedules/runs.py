@@ -409,21 +409,16 @@ class Runs:
                     run.id, resource.name, Outcome.MISSED, say("not stopped: {}", late)
                 )
                 return
+            prior = await pace.prior(resource) if attempt == 0 else None
             listener = _ItemListener(self, run.id, resource.name)
             async with pace.sending(resource.provider):
                 driving = asyncio.create_task(
                     self._prepare_and_drive(
-                        run,
-                        schedule,
-                        resource,
-                        actor,
-                        listener,
-                        pace,
-                        key,
-                        await pace.prior(resource) if attempt == 0 else None,
+                        run, schedule, resource, actor, listener, pace, key, prior
                     ),
                     name=f"schedule-stop-{run.id}-{resource.name}",
                 )
+                del prior  # (the preparation's only: not held while the stop is followed)
                 try:
                     await _until_sent(listener, driving)
                 except asyncio.CancelledError:
