@@ -917,7 +917,9 @@ class StopService:
         if isinstance(sent, Operation):
             return sent
         accepted, resource = sent
-        return await self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
+        following = self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
+        del sent, accepted  # (the follower holds the operation as it changes)
+        return await following
 
     async def _submit(
         self,

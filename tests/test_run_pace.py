@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,9 @@ import pytest
 
 from bot import run_pace
 from bot.config import parse_config
-from bot.models import OpState
+from bot.models import Operation, OpState
 from bot.schedules import Outcome
-from bot.workflow import Unshown
+from bot.workflow import Preview, PriorRead, Unshown
 from providers.base import Provider, Resource
 from providers.pacing import RequestGate, RequestLimits
 from providers.registry import build_provider
@@ -290,3 +292,38 @@ def test_the_old_concurrency_setting_limits_requests_and_says_so() -> None:
     assert line.startswith("scheduling.per_provider_concurrency (7) is deprecated: ")
     assert "providers[].requests.max_in_flight" in line
     assert parse_config(sample_config("http://127.0.0.1:9"), "t", env={}).deprecations() == []
+
+
+async def test_a_followed_stop_holds_neither_its_preview_nor_its_bulk_read(
+    sims: SimulatorServer, tmp_path: Path, closing: list[Sched]
+) -> None:
+    """Once the provider has accepted them, eight stops being followed (stops of hours)
+    hold no Preview and no bulk read of theirs, and only their follower holds their
+    operation (a run of 10,000 follows thousands at once: each held its preview and ~4
+    versions of its operation, in the frames of its preparation and of its send)."""
+    s = qovery_estate(sims, tmp_path, in_flight=1, step=3600.0)
+    closing.append(s)
+    run = await s.engine.run_now("nightly", "U0ADMIN")
+    for _ in range(20000):  # a guard: turns of the event loop, not time
+        if len(states(s)) == 8 and set(states(s)) == {OpState.IN_PROGRESS}:
+            break
+        await asyncio.sleep(0)
+    assert len(states(s)) == 8 and set(states(s)) == {OpState.IN_PROGRESS}
+    ids = {op.id for op in s.store.recent_operations(limit=100)}
+    gc.unfreeze()  # (objects frozen meanwhile would not be listed)
+    gc.collect()
+    live = gc.get_objects()
+    previews = [o for o in live if isinstance(o, Preview) and o.operation.id in ids]
+    reads = [o for o in live if isinstance(o, PriorRead) and o.read[0].resource_id in CLUSTERS]
+    held_by = set()
+    for op in (o for o in live if isinstance(o, Operation) and o.id in ids):
+        for referrer in gc.get_referrers(op):
+            # A coroutine's locals, directly or in a tuple (a result unpacked later).
+            around = gc.get_referrers(referrer) if isinstance(referrer, tuple) else [referrer]
+            held_by |= {c.cr_code.co_qualname for c in around if inspect.iscoroutine(c)}
+    del live
+    assert (previews, reads) == ([], [])
+    assert held_by == {"StopService.follow"}
+    s.travel(s.time.now() + dt.timedelta(hours=3))
+    await s.engine.wait()
+    assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
