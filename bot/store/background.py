@@ -22,8 +22,9 @@ What it promises:
 * **A claim joins its group.** A claim to send a stop must be committed before the stop
   leaves: its caller hears back only after its group's commit, so it may share it
   (:func:`lane_batch`: the store lets a claim into a lane's batch, never into a caller's
-  own, whose commit would come after the call leaves). A claim on its own, a commit each,
-  split a turn's group in two: at 10,000 stops, three commits a stop where one would do.
+  own, whose commit would come after the call leaves). A claim on its own took a commit
+  of its own and split its turn's group in two: 2,500 stops through the loop's lane made
+  1.22 commits a stop that way, 0.22 with claims in their groups.
 
 Two lanes: ``work`` (a run's stops, their moves) and ``urgent`` (what an ack waits for:
 recording a request before its answer), so an ack never queues behind a run's writes.
