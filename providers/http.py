@@ -64,10 +64,12 @@ __all__ = [
     "CallObserver",
     "ErrorDetails",
     "HttpSettings",
+    "Retryable",
     "add_call_observer",
     "endpoint_of",
     "json_of",
     "parse_retry_after",
+    "retried",
     "sending_until",
 ]
 
