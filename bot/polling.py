@@ -6,6 +6,12 @@ The batcher of an account is also its one follower: a stop waits in
 :meth:`StatusBatcher.change` until its provider state changes (or it is time for it to look
 up), and a round in which nothing changed for it costs it nothing: no task woken, no timer,
 no store read. Most rounds of a night of 10,000 stops find most states unchanged.
+
+Sending comes first: while the account's requests queue for its slots (a run's stops being
+sent), a round of followed stops waits, :data:`CROWDED_WAIT` seconds at most. A round takes
+slots the stops need (Nova's list is a page per thousand servers), and the loop's time to
+read thousands of statuses; and a stop looked at later is more often looked at once, at its
+end, than at every state it passes through. A status asked for (a preview) never waits.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from collections.abc import Awaitable, Callable
 
 from providers.base import Provider, Resource, ResourceStatus
 
-__all__ = ["WAKE_AT_ONCE", "StatusBatcher"]
+__all__ = ["CROWDED_WAIT", "WAKE_AT_ONCE", "StatusBatcher"]
 
 log = logging.getLogger(__name__)
 
 WAKE_AT_ONCE = 32
 """Followers a round wakes in one turn of the event loop."""
+
+CROWDED_WAIT = 10.0
+"""Seconds a round of followed stops waits at most while its account is crowded."""
 
 
 class StatusBatcher:
@@ -90,6 +99,7 @@ class StatusBatcher:
         early = self._last_round + self.every - self.clock()
         if early > 0:
             await self.sleep(early)
+        await self._while_crowded()
         self._last_round = self.clock()
         batch, self._waiting, self._flush = self._waiting, {}, None
         watched = {rid: self._resources[rid] for rid in self._watching}
@@ -146,6 +156,15 @@ class StatusBatcher:
                 await asyncio.sleep(0)
         if self._watching:
             self._round_soon()
+
+    async def _while_crowded(self) -> None:
+        """Wait while the account is crowded, a round's interval at a time (at least a
+        second), :data:`CROWDED_WAIT` in all at most; never while a status is asked for."""
+        step = max(self.every, 1.0)
+        for _ in range(int(CROWDED_WAIT / step)):
+            if self._waiting or not self.provider.crowded(step):
+                return
+            await self.sleep(step)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

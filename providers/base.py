@@ -19,7 +19,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import ProviderError
-from providers.pacing import RequestLimits
+from providers.pacing import RequestGate, RequestLimits
 
 __all__ = [
     "CostRange",
@@ -182,6 +182,8 @@ class Provider(ABC):
     supports_force: ClassVar[bool] = False
     has_locks: ClassVar[bool] = False
     """Whether the provider holds locks of its own (:meth:`lock` is more than None)."""
+    gate: RequestGate | None = None
+    """The account's request limits, shared by every call to it (if it has any)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -201,6 +203,11 @@ class Provider(ABC):
         Raises :class:`~providers.errors.AlreadyRunningError` when it runs already, and
         :class:`~providers.errors.LockedError` when the provider's lock refuses it.
         """
+
+    def crowded(self, within: float) -> bool:
+        """Whether a request to this account found every one of its slots taken in the last
+        ``within`` seconds (:meth:`RequestGate.crowded`): then what can wait, waits."""
+        return self.gate is not None and self.gate.crowded(within)
 
     def is_up(self, status: ResourceStatus) -> bool:
         """Whether a start is over: the resource runs and the provider will not move it on

@@ -241,6 +241,7 @@ class FelderaProvider(Provider):
             transport=transport,
             gate=gate or RequestGate(config.requests),
         )
+        self.gate = self._api.gate
         self._graceful: GracefulStop | None = None
         self.usage_sample = USAGE_SAMPLE_SECONDS
         """Seconds between the two ``/stats`` reads that tell input moving (0: one read)."""

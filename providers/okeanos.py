@@ -225,6 +225,7 @@ class OkeanosProvider(Provider):
             transport=transport,
             gate=gate or RequestGate(config.requests),
         )
+        self.gate = self._api.gate
 
     async def stop(self, resource: Resource, *, force: bool = False) -> StopAccepted:
         """POST the stop (ApplicationStop.md); a 409 on a stopped app is AlreadyStoppedError.

@@ -307,6 +307,7 @@ class NovaProvider(Provider):
             transport=transport,
             gate=gate or RequestGate(config.requests),
         )
+        self.gate = self._api.gate
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
         # Lowered once if Nova answers 406 (microversions.rst), for every later call.

@@ -75,11 +75,19 @@ class RequestGate:
         self._answers = 0  # answers since the concurrency last grew
         self._next_start = float("-inf")
         self._room = asyncio.Condition()
+        self._queued_at = float("-inf")  # when a request last found every slot taken
+
+    def crowded(self, within: float) -> bool:
+        """Whether a request found every slot of the account taken in the last ``within``
+        seconds: more is asked of the account than it allows (a run's stops being sent)."""
+        return self.clock() - self._queued_at < within
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the account's slots for one request, sent at its turn."""
         async with self._room:
+            if self.in_flight >= self.concurrency:
+                self._queued_at = self.clock()
             await self._room.wait_for(lambda: self.in_flight < self.concurrency)
             self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)

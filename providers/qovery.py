@@ -282,6 +282,7 @@ class QoveryProvider(Provider):
             transport=transport,
             gate=gate or RequestGate(config.requests),
         )
+        self.gate = self._api.gate
         self._org_path = f"/organization/{quote(config.organization_id, safe='')}"
 
     def _cluster_path(self, cluster_id: str) -> str:

@@ -6,7 +6,8 @@ import asyncio
 
 import httpx
 
-from bot.polling import StatusBatcher
+from bot.polling import CROWDED_WAIT, StatusBatcher
+from providers.pacing import RequestGate, RequestLimits
 from providers.registry import build_provider
 from providers.simulators.server import SimulatorServer
 from tests.helpers import sample
@@ -124,3 +125,72 @@ async def test_a_watch_given_up_is_dropped_from_the_rounds(sims: SimulatorServer
         assert batcher._watching == {} and batcher._flush is None
     finally:
         await provider.aclose()
+
+
+async def test_a_crowded_account_holds_its_followers_round_not_an_asked_status(
+    sims: SimulatorServer,
+) -> None:
+    """While the account's requests queue for its slots (a run's stops being sent), a round
+    of followed stops waits a second at a time, ten seconds at most; a status asked for
+    (a preview) is read at once all the same."""
+    config = sample(sims)
+    provider = build_provider(config.provider("qovery"), http=config.http)
+    now = [100.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    crowded_until = [103.0]
+    asked: list[float] = []
+
+    def crowded(within: float) -> bool:
+        asked.append(within)
+        return now[0] < crowded_until[0]
+
+    provider.crowded = crowded  # type: ignore[method-assign]
+    batcher = StatusBatcher(provider, window=0, every=0.5, clock=lambda: now[0], sleep=sleep)
+    qa = config.resource("qa-old")
+    try:
+        # Crowded for three seconds: the first look waits them out, a second at a time.
+        assert (await batcher.change(qa, "DEPLOYED", until=now[0])).state == "STOPPED"
+        assert (waits, now[0], set(asked)) == ([1.0, 1.0, 1.0], 103.0, {1.0})
+        # Crowded for good: a round waits ten seconds, then is made.
+        waits.clear()
+        crowded_until[0] = float("inf")
+        assert (await batcher.change(qa, "DEPLOYED", until=now[0])).state == "STOPPED"
+        assert (waits, now[0]) == ([0.5, *[1.0] * int(CROWDED_WAIT)], 113.5)
+        # A status asked for does not wait for the crowd.
+        waits.clear()
+        assert (await batcher.status(qa)).state == "STOPPED"
+        assert (waits, now[0]) == ([0.5], 114.0)
+    finally:
+        await provider.aclose()
+
+
+async def test_a_gate_is_crowded_while_a_request_found_every_slot_taken() -> None:
+    """``crowded(within)``: a request waited for a slot in the last ``within`` seconds."""
+    now = [0.0]
+    gate = RequestGate(
+        RequestLimits(max_in_flight=2, max_per_second=None), clock=lambda: now[0]
+    )
+    release = asyncio.Event()
+
+    async def request() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    first = [asyncio.ensure_future(request()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert (gate.in_flight, gate.crowded(1.0)) == (2, False)  # two slots, two requests
+    now[0] = 10.0
+    third = asyncio.ensure_future(request())  # finds both slots taken
+    await asyncio.sleep(0)
+    assert gate.crowded(1.0)
+    release.set()
+    await asyncio.gather(*first, third)
+    now[0] = 10.9
+    assert gate.crowded(1.0) and not gate.crowded(0.5)
+    now[0] = 11.0
+    assert not gate.crowded(1.0)
