@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.text import Text
+from providers.lean import Lean
 
 SYSTEM = "stopbot"
 """The actor of what the bot does by itself (an expiry, a takeover)."""
@@ -105,7 +106,7 @@ UP_STATES = frozenset({OpState.STARTED, OpState.RUNNING_ALREADY})
 DONE_STATES = frozenset({OpState.STOPPED, OpState.STOPPED_ALREADY}) | UP_STATES
 
 
-class Operation(BaseModel):
+class Operation(Lean):
     """One requested stop (or wake), from request to its final state."""
 
     id: str
@@ -166,7 +167,7 @@ class LeaseState(StrEnum):
     ENDED = "ended"
 
 
-class Lease(BaseModel):
+class Lease(Lean):
     """A wake with a duration: the resource is kept out of scheduled stops until
     ``ends_at``, its owner warned before, and stopped at the end by a stop of its own."""
 
@@ -187,7 +188,7 @@ class Lease(BaseModel):
         return self.state in (LeaseState.ACTIVE, LeaseState.UNTIL_RUN)
 
 
-class Transition(BaseModel):
+class Transition(Lean):
     """One step of an operation: a bot state change or a new provider state."""
 
     operation_id: str
@@ -198,7 +199,7 @@ class Transition(BaseModel):
     message: Text | None = None
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(Lean):
     """One line of the append-only audit log."""
 
     id: int
@@ -232,7 +233,7 @@ class Approval(BaseModel):
     votes: list[Vote] = Field(default_factory=list)
 
 
-class BotLock(BaseModel):
+class BotLock(Lean):
     """A lock a user set from Slack: nobody else stops the resource until it expires."""
 
     resource: str
@@ -245,7 +246,7 @@ class BotLock(BaseModel):
         return self.expires_at <= now
 
 
-class Actor(BaseModel):
+class Actor(Lean):
     """Who asks: a Slack user id (or ``cli:<login>``, ``schedule:<name>``) and the names the
     providers may know them by (for provider lock ownership)."""
 
@@ -293,7 +294,7 @@ class ScheduleRun(BaseModel):
     owner: str | None = Field(default=None, description="The process executing it.")
 
 
-class RunItem(BaseModel):
+class RunItem(Lean):
     """One resource of a run and what became of it."""
 
     run_id: str

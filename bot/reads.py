@@ -15,10 +15,11 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from providers.base import Provider, ProviderLock, Resource, ResourceStatus, StatusAndLock
 from providers.errors import ProviderError, ProviderTimeoutError
+from providers.lean import Lean
 
 __all__ = ["READ_TIMEOUT", "Reading", "read", "read_locks", "statuses"]
 
@@ -28,7 +29,7 @@ READ_TIMEOUT = 10.0
 """Seconds a provider's bulk read may take, its retries included."""
 
 
-class Reading(BaseModel):
+class Reading(Lean):
     """One resource as its provider showed it: its status and its provider lock, each
     known, or why not."""
 

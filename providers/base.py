@@ -19,6 +19,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import ProviderError
+from providers.lean import Lean
 from providers.pacing import RequestGate, RequestLimits
 
 __all__ = [
@@ -54,7 +55,7 @@ class Phase(StrEnum):
     UNKNOWN = "unknown"
 
 
-class Resource(BaseModel):
+class Resource(Lean):
     """One thing the bot can stop, as the configuration names it.
 
     ``options`` carries what a provider needs beyond the id (the ~okeanos
@@ -70,7 +71,7 @@ class Resource(BaseModel):
     tags: Mapping[str, str] = Field(default_factory=dict)
 
 
-class ResourceStatus(BaseModel):
+class ResourceStatus(Lean):
     """A resource's status as the provider reported it."""
 
     provider: str
@@ -82,7 +83,7 @@ class ResourceStatus(BaseModel):
     observed_at: dt.datetime = Field(default_factory=utcnow)
 
 
-class ProviderLock(BaseModel):
+class ProviderLock(Lean):
     """A lock the provider itself holds on a resource (Qovery ``cluster_lock``, Nova ``locked``)."""
 
     owner: str | None = None
@@ -101,7 +102,7 @@ class ProviderLock(BaseModel):
         return expires is not None and expires <= (now or utcnow())
 
 
-class StopAccepted(BaseModel):
+class StopAccepted(Lean):
     """The provider took the stop (or start) request (HTTP 202); the action goes on on its
     side."""
 
@@ -113,7 +114,7 @@ class StopAccepted(BaseModel):
     message: str | None = None
 
 
-class CostRange(BaseModel):
+class CostRange(Lean):
     """What a provider says a resource costs while it runs: a range (Qovery's cluster cost
     is one; a single figure is a range of one), in ``currency``, for ``hours`` of running."""
 

@@ -16,6 +16,7 @@ from bot.models import RunItem, ScheduleRun
 from bot.savings import Expected
 from bot.text import Text, TextError
 from providers.base import ResourceStatus
+from providers.lean import Lean
 
 Clock = Callable[[], dt.datetime]
 
@@ -56,7 +57,7 @@ class Outcome:
     NOTED = frozenset({STOPPED})
 
 
-class PlanItem(BaseModel):
+class PlanItem(Lean):
     resource: str
     provider: str
     stop: bool = Field(description="The run acts on it (stops it, or for a start, starts it).")
