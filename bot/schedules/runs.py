@@ -61,14 +61,16 @@ class _ItemListener:
 
     def __init__(self, runs: Runs, run_id: str, resource: str) -> None:
         self.runs, self.run_id, self.resource = runs, run_id, resource
-        self.sent = asyncio.Event()
+        # A future, not an Event: thousands are held at once, and an Event's deque of
+        # waiters is 600 bytes before anyone waits.
+        self.sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._shown: str | None = None
 
     async def progress(
         self, op: Operation, timeline: list[Transition], status: ResourceStatus | None
     ) -> None:
-        if op.state in _SENT or op.state.final:
-            self.sent.set()
+        if (op.state in _SENT or op.state.final) and not self.sent.done():
+            self.sent.set_result(None)
         shown = op.provider_state or op.state.value.replace("_", " ")
         if not op.state.final and shown != self._shown:
             # Only a change is written: a night of thousands of stops polls them all each
@@ -242,6 +244,7 @@ class Runs:
         configured = {r.name: r for r in self.config.resources}
         selected = [configured[name] for name in pending if name in configured]
         pace = RunPace(self.config, self.service.providers, selected, self.clock)
+        actor = self._actor_of(run, schedule)  # one for the run's thousands of stops
 
         async def one(name: str, admitted: Callable[[], None]) -> None:
             try:
@@ -256,7 +259,7 @@ class Runs:
                     return
                 resource = found.to_resource()
                 async with pace.in_progress(resource.provider):
-                    await self._stop_one(run, schedule, resource, late, pace, admitted)
+                    await self._stop_one(run, schedule, resource, actor, late, pace, admitted)
             except Exception as exc:
                 reference = uuid.uuid4().hex[:8]
                 log.exception(
@@ -389,6 +392,7 @@ class Runs:
         run: ScheduleRun,
         schedule: ScheduleConfig,
         resource: Resource,
+        actor: Actor,
         late: str | None,
         pace: RunPace,
         sent: Callable[[], None] = lambda: None,
@@ -400,7 +404,6 @@ class Runs:
         The first try uses the run's bulk read of the resource; a try holds its place in
         the provider's window of stops being sent until the provider accepts the stop (or
         the try ends), then follows it with no place held; ``sent`` is told then."""
-        actor = self._actor_of(run, schedule)
         failures = 0
         for attempt in itertools.count():
             key = f"schedule:{run.id}:{resource.name}:{attempt}"
@@ -453,11 +456,6 @@ class Runs:
         started it, so that its stops are theirs as a `/stop` would be (approval by
         someone else, the audit log)."""
         return self.definitions.actor(schedule, run.started_by if run.kind == "manual" else None)
-
-    def _actor(self, schedule: ScheduleConfig, started_by: str | None) -> Actor:
-        if started_by:
-            return self.config.actor(started_by)
-        return Actor(id=f"schedule:{schedule.name}")
 
     async def _prepare_and_drive(
         self,
@@ -655,11 +653,7 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
 
 async def _until_sent(listener: _ItemListener, driving: asyncio.Task[Any]) -> None:
     """Until the provider has the stop ``driving`` sends, or ``driving`` is over."""
-    sent = asyncio.create_task(listener.sent.wait())
-    try:
-        await asyncio.wait({sent, driving}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sent.cancel()
+    await asyncio.wait({listener.sent, driving}, return_when=asyncio.FIRST_COMPLETED)
 
 
 def _outcome(op: Operation) -> tuple[str, Text | None]:
