@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 WAKE_AT_ONCE = 32
 """Followers a round wakes in one turn of the event loop."""
 
-CROWDED_WAIT = 10.0
+CROWDED_WAIT = 6.0
 """Seconds a round of followed stops waits at most while its account is crowded."""
 
 
