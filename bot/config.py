@@ -39,6 +39,7 @@ from bot.store import StoreLocationError
 from bot.store.postgres import PostgresLocation
 from providers.base import ProviderConfigBase, Resource
 from providers.http import HttpSettings
+from providers.lean import Lean
 from providers.registry import PROVIDERS
 
 __all__ = [
@@ -261,7 +262,7 @@ NAME_LIMIT = 60
 menus, whose ids and values Slack limits (a menu option's value: 150 characters)."""
 
 
-class ResourceConfig(BaseModel):
+class ResourceConfig(Lean):
     """One resource users may stop, by a unique name."""
 
     model_config = ConfigDict(extra="forbid")
