@@ -866,3 +866,43 @@ def test_costs_kept_replaced_and_shared(opened: Callable[..., Store], clock: Clo
     many = [f"r{i}" for i in range(1200)]
     first.save_costs([(name, cheap) for name in many])
     assert len(second.costs(many)) == 1200
+
+
+def test_sqlite_closing_waits_for_another_threads_transaction(tmp_path: Path) -> None:
+    """Closing while another thread is inside a transaction (a bot's loop on its own
+    thread, a test closing its store under it) waits for that transaction to commit,
+    then closes: the connection is never closed under a running statement (sqlite3 then
+    crashed the interpreter), and the next call finds the store closed."""
+    store = open_store(str(tmp_path / "stopbot.db"))
+    inside, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, detail) "
+                "VALUES ('2026-12-06T00:00:00+00:00', 'U1', 'kept', '{}')"
+            )
+            inside.set()
+            release.wait(30)
+
+    def closer() -> None:
+        store.close()
+        closed.set()
+
+    writing = threading.Thread(target=writer)
+    writing.start()
+    assert inside.wait(30)
+    closing = threading.Thread(target=closer)
+    closing.start()
+    assert not closed.wait(0.2)  # waits for the writer's transaction
+    release.set()
+    writing.join(30)
+    closing.join(30)
+    assert closed.is_set()
+    with pytest.raises(StoreUnavailableError):
+        store.audit("U1", "after")
+    reopened = open_store(str(tmp_path / "stopbot.db"))
+    try:
+        assert [entry.action for entry in reopened.audit_log()] == ["kept"]
+    finally:
+        reopened.close()

@@ -613,8 +613,14 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self.close_lanes()
-        self.closed = True
-        self.db.conn.close()
+        # Under the store's lock: another thread's call (a server's loop, a lane's heavy
+        # call) may be inside a transaction on this connection, and sqlite3 closing a
+        # connection while a statement of it runs crashed the interpreter (a segfault,
+        # seen in the test suite: /healthz's test closing the store under a running bot).
+        # That call ends first; the next one finds the store closed.
+        with self._lock:
+            self.closed = True
+            self.db.conn.close()
 
     def health(self) -> None:
         self.tuples("SELECT version FROM schema_version")
