@@ -877,11 +877,8 @@ def test_sqlite_closing_waits_for_another_threads_transaction(tmp_path: Path) ->
     inside, release, closed = threading.Event(), threading.Event(), threading.Event()
 
     def writer() -> None:
-        with store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO audit (at, actor, action, detail) "
-                "VALUES ('2026-12-06T00:00:00+00:00', 'U1', 'kept', '{}')"
-            )
+        with store.batch():  # one transaction, open until released
+            store.audit("U1", "kept")
             inside.set()
             release.wait(30)
 
