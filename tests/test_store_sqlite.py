@@ -5,7 +5,12 @@ keeps is tested in tests/test_store.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import random
+import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,3 +298,131 @@ def test_migration_8_indexes_the_audit_by_action(tmp_path: Path) -> None:
         ["2026-01-01"],
     )
     assert any("audit_action" in str(row) for row in plan), plan
+
+
+# -- checkpoints on a thread of their own (bot/store/sqlite_checkpoints.py) -----------------
+
+
+def _rows_in_the_file_alone(db: Path) -> int:
+    """The test rows the database file holds by itself, without its log (read in a copy)."""
+    copy = db.with_name("alone.db")
+    shutil.copyfile(db, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'test.row'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+        copy.unlink()
+
+
+def test_checkpoints_run_on_their_thread_not_in_the_commits(tmp_path: Path) -> None:
+    """No commit runs a checkpoint (SQLite's own are off): the store's thread copies the
+    log back into the database file moments after the commits."""
+    db = tmp_path / "stopbot.db"
+    store = SQLiteStore(db)
+    checkpoints = store._checkpoints
+    assert checkpoints is not None
+    assert store.tuples("PRAGMA wal_autocheckpoint") == [(0,)]
+    for n in range(200):
+        store.audit("U1", "test.row", detail={"n": n, "pad": "x" * 500})
+    for _ in range(20):  # the one running when the last commit came may have missed it
+        assert checkpoints.wait_for(checkpoints.done + 1, timeout=10)
+        if _rows_in_the_file_alone(db) == 200:
+            break
+    else:
+        pytest.fail("the log was never copied back into the database file")
+    pages, copied = checkpoints.last
+    assert pages == copied > 0
+    store.close()
+
+
+def test_closing_the_store_stops_its_checkpoints_and_removes_the_log(tmp_path: Path) -> None:
+    """The checkpoint thread's connection closes first: the store's, closing last,
+    checkpoints what is left and removes the log."""
+    db = tmp_path / "stopbot.db"
+    store = SQLiteStore(db)
+    store.audit("U1", "test.row")
+    assert store._checkpoints is not None
+    thread = store._checkpoints._thread
+    store.close()
+    assert not thread.is_alive()
+    assert not db.with_name("stopbot.db-wal").exists()
+    assert _rows_in_the_file_alone(db) == 1
+
+
+def test_a_store_dropped_unclosed_stops_its_checkpoint_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "stopbot.db")
+    assert store._checkpoints is not None
+    thread = store._checkpoints._thread
+    del store
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+WRITER = """
+import sys
+from bot.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+n = 0
+while True:
+    with store.batch():
+        for _ in range(5):
+            store.audit("U1", "test.row", detail={"n": n, "pad": "x" * 2000})
+            n += 1
+    print(n, store._checkpoints.done, flush=True)
+"""
+
+
+def test_a_writer_killed_while_its_thread_checkpoints_loses_no_commit(tmp_path: Path) -> None:
+    """SIGKILL at a random moment among commits and checkpoints, three times: every row
+    committed (printed after its commit) is there when the file is opened again, whole."""
+    db = tmp_path / "stopbot.db"
+    chance = random.Random(7)
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(3):
+        writer = subprocess.Popen(  # noqa: S603 -- our own interpreter and script
+            [sys.executable, "-c", WRITER, str(db)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None
+        wanted = chance.randint(2, 6)
+        committed = 0
+        for line in writer.stdout:
+            committed, checkpoints = (int(word) for word in line.split())
+            if checkpoints >= wanted:
+                break
+        writer.kill()
+        writer.wait(10)
+        writer.stdout.close()
+        assert committed > 0
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            found = conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'test.row'").fetchone()[
+                0
+            ]
+        finally:
+            conn.close()
+        assert found >= committed
+        db.unlink()
+        for leftover in (db.with_name("stopbot.db-wal"), db.with_name("stopbot.db-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def test_without_its_thread_the_store_keeps_sqlites_own_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cannot(location: str) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr("bot.store.sqlite.Checkpoints", cannot)
+    store = SQLiteStore(tmp_path / "stopbot.db")
+    assert store.tuples("PRAGMA wal_autocheckpoint") == [(1000,)]
+    assert "SQLite checkpoints stay in the commits: can't start new thread" in caplog.text
+    store.audit("U1", "test.row")
+    store.close()

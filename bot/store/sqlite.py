@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
@@ -73,10 +75,13 @@ from bot.store.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
+from bot.store.sqlite_checkpoints import Checkpoints
 from bot.text import Text
 from providers.base import utcnow
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 
 def _operation(names: Sequence[str], row: Sequence[Any]) -> Operation:
@@ -592,6 +597,7 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._batch: object = None  # who opened the batch open now (calling_task), if any
         self._errors = _Errors(self, f"the database {self.location}")
+        self._checkpoints: Checkpoints | None = None
         with _Errors(self, f"cannot open the database {self.location}"):
             conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
@@ -606,6 +612,22 @@ class SQLiteStore(Store):
                 # record their request before answering, so this is on their path too.
                 conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+        if self.location != ":memory:":
+            self._checkpoints = self._checkpoint_aside()
+
+    def _checkpoint_aside(self) -> Checkpoints | None:
+        """SQLite's checkpoints moved out of the commits, to a thread of their own
+        (bot/store/sqlite_checkpoints.py); SQLite's own kept if it cannot be started."""
+        try:
+            checkpoints = Checkpoints(self.location)
+        except (sqlite3.Error, RuntimeError) as exc:
+            log.warning("SQLite checkpoints stay in the commits: %s", exc)
+            return None
+        with self._lock, self._errors:
+            self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # A store dropped without close() stops its thread all the same.
+        weakref.finalize(self, checkpoints.stop)
+        return checkpoints
 
     @classmethod
     def exists(cls, location: str) -> bool:
@@ -619,6 +641,10 @@ class SQLiteStore(Store):
         # seen in the test suite: /healthz's test closing the store under a running bot).
         # That call ends first; the next one finds the store closed.
         with self._lock:
+            if self._checkpoints is not None:
+                # First: the store's connection, closing last, checkpoints what is left
+                # and removes the log.
+                self._checkpoints.close()
             self.closed = True
             self.db.conn.close()
 
@@ -663,6 +689,8 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if self._checkpoints is not None:
+                self._checkpoints.committed()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
