@@ -20,6 +20,7 @@ it and, in that case, looks for it before posting again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import logging
 import time
@@ -107,7 +108,11 @@ class Outbox:
             if running is None:
                 return  # nothing runs yet: the first sweep delivers it
             self._wake = asyncio.Event()
-            self._loop = running.create_task(self._run(), name="outbox")
+            # In a context of its own: not the kicking task's (a followed stop's calls
+            # wait behind others', bot/store/background.py; the outbox's must not).
+            self._loop = running.create_task(
+                self._run(), name="outbox", context=contextvars.Context()
+            )
             home = running
         assert self._wake is not None
         if home is running:

@@ -61,6 +61,7 @@ from bot.policy import Policy, StopRequest
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store, StoreUnavailableError
+from bot.store.background import following
 from bot.text import Command, Person, Text, check_length, say
 from providers.base import (
     Phase,
@@ -917,9 +918,11 @@ class StopService:
         if isinstance(sent, Operation):
             return sent
         accepted, resource = sent
-        following = self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
+        follower = self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
         del sent, accepted  # (the follower holds the operation as it changes)
-        return await following
+        # Its store calls make room for those of stops being sent (bot/store/background.py).
+        with following():
+            return await follower
 
     async def _submit(
         self,

@@ -14,7 +14,7 @@ import pytest
 
 from bot.models import OpState
 from bot.store import Store, StoreError, StoreUnavailableError, open_store
-from bot.store.background import GROUP, Lane
+from bot.store.background import GROUP, Lane, following
 from tests.test_store import Clock, _confirm, new_op
 
 T = TypeVar("T")
@@ -330,5 +330,60 @@ def test_sqlite_claims_share_their_turns_commit(tmp_path: Path) -> None:
         assert again is None  # claimed already, in the same transaction
         assert isinstance(before, int) and isinstance(after, int)
         assert statements.count("COMMIT") == 1
+    finally:
+        store.close()
+
+
+def test_sqlite_a_followed_stops_calls_take_the_room_the_others_leave(tmp_path: Path) -> None:
+    """On SQLite, the calls made while following (a polling round's thousands) wait behind
+    the others of the loop's lane, however long they have queued: a group is first the
+    others' calls, in their order, then the followers', in theirs."""
+    store, statements = _sqlite_as_configured(tmp_path)
+
+    async def follower(i: int) -> int:
+        with following():
+            return await store.off_loop(partial(store.audit, "U1", f"follow{i}"))
+
+    async def main() -> list[int]:
+        # The followers' calls are queued first, all before the lane's next turn.
+        followers = [asyncio.ensure_future(follower(i)) for i in range(GROUP)]
+        senders = [
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", f"send{i}")))
+            for i in range(3)
+        ]
+        return await asyncio.gather(*senders, *followers)
+
+    try:
+        asyncio.run(main())
+        sent = [f"send{i}" for i in range(3)]
+        followed = [f"follow{i}" for i in range(GROUP)]
+        assert _actions(store) == sent + followed
+        assert statements.count("COMMIT") == 2  # a group of 32, then the 3 left
+    finally:
+        store.close()
+
+
+def test_sqlite_sends_never_starve_the_followed_stops_calls(tmp_path: Path) -> None:
+    """However many calls of stops being sent wait, each group takes one followers' call at
+    least: a whole group of the others' and one of theirs, then the rest."""
+    store, statements = _sqlite_as_configured(tmp_path)
+
+    async def follower(i: int) -> int:
+        with following():
+            return await store.off_loop(partial(store.audit, "U1", f"follow{i}"))
+
+    async def main() -> None:
+        followers = [asyncio.ensure_future(follower(i)) for i in range(3)]
+        senders = [
+            asyncio.ensure_future(store.off_loop(partial(store.audit, "U1", f"send{i}")))
+            for i in range(GROUP + 1)
+        ]
+        await asyncio.gather(*senders, *followers)
+
+    try:
+        asyncio.run(main())
+        first = [f"send{i}" for i in range(GROUP)] + ["follow0"]
+        assert _actions(store) == [*first, f"send{GROUP}", "follow1", "follow2"]
+        assert statements.count("COMMIT") == 2
     finally:
         store.close()
