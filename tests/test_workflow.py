@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from bot.cli import words
 from bot.models import Actor, OpState
 from bot.slack.wording import mrkdwn
-from bot.store import open_store
+from bot.store import background, open_store
 from bot.text import Command, Person, Text, say
 from bot.workflow import LOCK_READ_REUSE, SUBMIT_MARGIN, StopService
 from providers.base import Provider, Resource, ResourceStatus, StopAccepted
@@ -121,6 +121,29 @@ async def test_stop_followed_through_every_provider_state(
         "stop.in_progress",
         "stop.stopped",
     ]
+
+
+async def test_a_stop_s_store_calls_are_a_followers_once_the_provider_has_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to the provider's acceptance a stop's store calls go first in the loop's lane;
+    from then on they take the room the stops being sent leave (bot/store/background.py)."""
+    seen: list[tuple[str, bool]] = []
+    lane = h.store._lanes["loop"]
+    submit = lane.submit
+
+    def spy(call: Callable[[], object]) -> object:
+        seen.append((getattr(call, "func", call).__name__, background._FOLLOWING.get()))
+        return submit(call)
+
+    monkeypatch.setattr(lane, "submit", spy)
+    op_id = await h.confirmed("dev-eu", force=True)
+    final = await h.service.run(op_id, Recorder(), BOB)
+    assert final.state == OpState.STOPPED
+    sent = [name for name, following in seen if not following]
+    followed = [name for name, following in seen if following]
+    assert sent[-2:] == ["claim_send", "accept"]
+    assert followed[0] == "_look" and followed[-1] == "end"
 
 
 async def test_already_stopped_resource_needs_no_confirmation(h: Harness) -> None:

@@ -54,7 +54,11 @@ class Checkpoints:
         self._thread = threading.Thread(
             target=self._run, name="stopbot-sqlite-checkpoints", daemon=True
         )
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread to be had: nobody else closes the connection
+            self._conn.close()
+            raise
 
     def committed(self) -> None:
         """A commit added to the log: a checkpoint follows within :data:`EVERY` seconds."""
