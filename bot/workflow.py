@@ -61,7 +61,7 @@ from bot.policy import Policy, StopRequest
 from bot.polling import StatusBatcher
 from bot.processes import ProcessRegistry
 from bot.store import Store, StoreUnavailableError
-from bot.store.background import following
+from bot.store.background import following as store_following
 from bot.text import Command, Person, Text, check_length, say
 from providers.base import (
     Phase,
@@ -918,11 +918,9 @@ class StopService:
         if isinstance(sent, Operation):
             return sent
         accepted, resource = sent
-        follower = self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
+        following = self.follow(accepted, resource, listener, accepted_at=accepted.updated_at)
         del sent, accepted  # (the follower holds the operation as it changes)
-        # Its store calls make room for those of stops being sent (bot/store/background.py).
-        with following():
-            return await follower
+        return await following
 
     async def _submit(
         self,
@@ -1159,77 +1157,83 @@ class StopService:
         looks up every round, for that stop's end. Ends quietly when another process took
         the operation over. ``accepted_at``: when the provider accepted it, if known.
         """
-        deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
-        interval = self.settings.poll_initial.total_seconds()
-        last: ResourceStatus | None = None
-        batcher = self._batchers[resource.provider]
-        check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
-        while True:
-            now = self.clock()
-            if now >= deadline:
-                state = f" (last state: {last.state})" if last else ""
-                return await self._end(
-                    op,
-                    OpState.TIMED_OUT,
-                    listener,
-                    last,
-                    say(
-                        "{} did not reach a {} state within {}{}.",
-                        resource.name,
-                        "running" if op.action is Action.START else "stopped",
-                        self.settings.timeout,
-                        state,
-                    ),
+        # Its store calls make room for those of stops being sent (bot/store/background.py),
+        # wherever the following started: a run, a restart.
+        with store_following():
+            deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
+            interval = self.settings.poll_initial.total_seconds()
+            last: ResourceStatus | None = None
+            batcher = self._batchers[resource.provider]
+            check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
+            while True:
+                now = self.clock()
+                if now >= deadline:
+                    state = f" (last state: {last.state})" if last else ""
+                    return await self._end(
+                        op,
+                        OpState.TIMED_OUT,
+                        listener,
+                        last,
+                        say(
+                            "{} did not reach a {} state within {}{}.",
+                            resource.name,
+                            "running" if op.action is Action.START else "stopped",
+                            self.settings.timeout,
+                            state,
+                        ),
+                    )
+                # First look: moved to in progress. Then at the next change, or to look up.
+                look_up = (
+                    now
+                    if op.state == OpState.ACCEPTED or op.joined is not None
+                    else min(deadline, check_at)
                 )
-            # First look: moved to in progress. Then at the next change, or to look up.
-            look_up = (
-                now
-                if op.state == OpState.ACCEPTED or op.joined is not None
-                else min(deadline, check_at)
-            )
-            try:
-                status = await batcher.change(resource, op.provider_state, look_up.timestamp())
-            except (NotFoundError, AuthError) as exc:
-                return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
-            except ProviderError as exc:
-                log.warning(
-                    "status read failed, will retry", extra={"operation": op.id, "error": str(exc)}
-                )
-            else:
-                last = status
-                changed: Operation | None = None
-                if op.state == OpState.ACCEPTED or status.state != op.provider_state:
-                    # The last state is shown with the end that follows it, not on its own.
-                    up = self.providers[resource.provider].is_up(status)
-                    final = status.phase == Phase.FAILED or (
-                        up if op.action is Action.START else status.phase == Phase.STOPPED
+                try:
+                    status = await batcher.change(resource, op.provider_state, look_up.timestamp())
+                except (NotFoundError, AuthError) as exc:
+                    return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
+                except ProviderError as exc:
+                    log.warning(
+                        "status read failed, will retry",
+                        extra={"operation": op.id, "error": str(exc)},
                     )
-                    op, changed = await self.store.off_loop(
-                        partial(self._look, op, status, shown=not final)
-                    )
-                if op.action is Action.START and self.providers[resource.provider].is_up(status):
-                    return await self._end(op, OpState.STARTED, listener, status, None)
-                if op.action is Action.STOP and status.phase == Phase.STOPPED:
-                    return await self._end(op, OpState.STOPPED, listener, status, None)
-                if status.phase == Phase.FAILED:
-                    message = say(
-                        "{} reports {}{}",
-                        resource.provider,
-                        status.state,
-                        f": {status.message}" if status.message else "",
-                    )
-                    return await self._end(op, OpState.FAILED, listener, status, message)
-                if changed is not None:
-                    await self._notify(listener, op, status)
-            ended = self._leader_ended(op)
-            if ended is not None:
-                return await self._end(op, OpState.FAILED, listener, last, ended)
-            if self.clock() >= check_at:  # (a write fenced out says so too)
-                current = await self.store.off_loop(partial(self.store.get_operation, op.id))
-                if current is None or current.owner != self.registry.id or current.state.final:
-                    return current or op  # taken over by another process, or ended there
-                interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
-                check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
+                else:
+                    last = status
+                    changed: Operation | None = None
+                    if op.state == OpState.ACCEPTED or status.state != op.provider_state:
+                        # The last state is shown with the end that follows it, not on its own.
+                        up = self.providers[resource.provider].is_up(status)
+                        final = status.phase == Phase.FAILED or (
+                            up if op.action is Action.START else status.phase == Phase.STOPPED
+                        )
+                        op, changed = await self.store.off_loop(
+                            partial(self._look, op, status, shown=not final)
+                        )
+                    if op.action is Action.START and self.providers[resource.provider].is_up(
+                        status
+                    ):
+                        return await self._end(op, OpState.STARTED, listener, status, None)
+                    if op.action is Action.STOP and status.phase == Phase.STOPPED:
+                        return await self._end(op, OpState.STOPPED, listener, status, None)
+                    if status.phase == Phase.FAILED:
+                        message = say(
+                            "{} reports {}{}",
+                            resource.provider,
+                            status.state,
+                            f": {status.message}" if status.message else "",
+                        )
+                        return await self._end(op, OpState.FAILED, listener, status, message)
+                    if changed is not None:
+                        await self._notify(listener, op, status)
+                ended = self._leader_ended(op)
+                if ended is not None:
+                    return await self._end(op, OpState.FAILED, listener, last, ended)
+                if self.clock() >= check_at:  # (a write fenced out says so too)
+                    current = await self.store.off_loop(partial(self.store.get_operation, op.id))
+                    if current is None or current.owner != self.registry.id or current.state.final:
+                        return current or op  # taken over by another process, or ended there
+                    interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                    check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
 
     def _look(
         self, op: Operation, status: ResourceStatus, *, shown: bool = True

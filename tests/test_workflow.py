@@ -388,6 +388,28 @@ async def test_restart_resumes_following_without_a_second_stop(h: Harness) -> No
     ]
 
 
+async def test_a_stop_resumed_after_a_restart_is_followed_as_a_follower(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop followed again by the next process makes room for the stops being sent too
+    (its store calls are a follower's, as in the process that sent it)."""
+    op_id = await h.confirmed("dev-eu")
+    await h.cut_in_progress(op_id)
+    seen: list[tuple[str, bool]] = []
+    lane = h.store._lanes["loop"]
+    submit = lane.submit
+
+    def spy(call: Callable[[], object]) -> object:
+        seen.append((getattr(call, "func", call).__name__, background._FOLLOWING.get()))
+        return submit(call)
+
+    monkeypatch.setattr(lane, "submit", spy)
+    [resumed] = await h.restart().resume(lambda op: Recorder())
+    assert (await resumed).state == OpState.STOPPED
+    assert ("end", True) in seen
+    assert [name for name, following in seen if name in ("_look", "end") and not following] == []
+
+
 async def test_waiting_for_an_operation_nobody_follows_takes_it_over(h: Harness) -> None:
     """An operation left in progress by a process that died is not waited for forever:
     until_final follows it itself, to Stopped, without a second stop."""
