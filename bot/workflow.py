@@ -1295,20 +1295,24 @@ class StopService:
         told; a submitted one is sent if its claim was never taken, judged by reading the
         provider if it was; one under way is followed to its end."""
         tasks = []
+        me, live = self.registry.id, self.registry.live()
+        # Ids only, read off the loop: during a run, thousands of this process's stops are
+        # in flight (read whole on the loop every sweep, 10,000 held it 0.2 s on SQLite,
+        # 1.8 s on PostgreSQL: every request it answers, every stop it sends, waited).
+        orphans, own = await self.store.off_loop(
+            lambda: (self.store.orphaned_operations(_DRIVEN, live), self.store.in_flight_ids(me))
+        )
         # This process's own are driven where they started (a click, a run), unless that
         # driver ended without ending them (the database stopped answering between a
-        # confirmation and its start): those are carried on here too.
-        stranded = [
-            op
-            for op in self.store.operations_in_flight()
-            if op.owner == self.registry.id and op.id not in self._driving
-        ]
-        for op in [*self.store.orphaned_operations(_DRIVEN, self.registry.live()), *stranded]:
-            if op.owner != self.registry.id and not self.registry.take(
-                "operations", op.id, op.owner
-            ):
+        # confirmation and its start): those are carried on here too. Driven is read
+        # after the read above, with no await from here to the tasks made.
+        stranded = [(op_id, me) for op_id in own if op_id not in self._driving]
+        for op_id, owner in [*((op.id, op.owner) for op in orphans), *stranded]:
+            if owner != me and not self.registry.take("operations", op_id, owner):
                 continue
-            op = self.store.get_operation(op.id) or op
+            op = self.store.get_operation(op_id)
+            if op is None or op.state not in _DRIVEN:  # ended since the read
+                continue
             if op.state == OpState.REQUESTED:
                 self.end_unprepared(op)
                 continue

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import EnvironmentRun, EnvRunState, OpState
+from bot.models import TRACKED_STATES, EnvironmentRun, EnvRunState, OpState
 from bot.store import (
     Store,
     StoreError,
@@ -342,6 +342,23 @@ def test_operations_in_flight_are_the_tracked_ones(store: Store) -> None:
         ids[OpState.ACCEPTED],
         ids[OpState.IN_PROGRESS],
     }
+
+
+def test_in_flight_ids_are_an_owners_tracked_ones_oldest_first(store: Store, clock: Clock) -> None:
+    """An owner's operations in flight, by id, oldest first: none of another owner's, none
+    that is not in flight."""
+    mine = []
+    for minute, state in enumerate(OpState):
+        clock.now = T0 + dt.timedelta(minutes=minute)
+        op_id = new_op(store, state=state, resource=f"r-{state.value}", owner="P1")
+        if state in TRACKED_STATES:
+            mine.append(op_id)
+    clock.now = T0 + dt.timedelta(hours=1)
+    new_op(store, state=OpState.IN_PROGRESS, resource="theirs", owner="P2")
+    new_op(store, state=OpState.ACCEPTED, resource="nobodys")
+    assert len(mine) == 3
+    assert store.in_flight_ids("P1") == mine
+    assert store.in_flight_ids("P3") == []
 
 
 def test_audit_log_filters_and_limit(store: Store, clock: Clock) -> None:

@@ -410,6 +410,25 @@ async def test_a_stop_resumed_after_a_restart_is_followed_as_a_follower(
     assert [name for name, following in seen if name in ("_look", "end") and not following] == []
 
 
+async def test_a_sweep_carries_on_this_process_s_own_stop_left_undriven(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop of this very process whose driver ended without ending it is carried on by
+    the next sweep, once: not again while it is driven, and a stop read in flight that
+    ended before the sweep looked at it is left alone."""
+    op_id = await h.confirmed("dev-eu")
+    await h.cut_in_progress(op_id)  # its task gone, the process alive
+    [resumed] = await h.service.resume(lambda op: Recorder())
+    assert await h.service.resume(lambda op: Recorder()) == []  # driven now
+    assert (await resumed).state == OpState.STOPPED
+    assert [e.action for e in h.store.audit_log() if e.action == "stop.accepted"] == [
+        "stop.accepted"
+    ]
+    # Read as in flight (the store's answer, as it was a moment before): ended since.
+    monkeypatch.setattr(h.store, "in_flight_ids", lambda owner: [op_id])
+    assert await h.service.resume(lambda op: Recorder()) == []
+
+
 async def test_waiting_for_an_operation_nobody_follows_takes_it_over(h: Harness) -> None:
     """An operation left in progress by a process that died is not waited for forever:
     until_final follows it itself, to Stopped, without a second stop."""

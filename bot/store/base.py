@@ -296,6 +296,12 @@ class OperationStore(ABC):
         resumed at start."""
 
     @abstractmethod
+    def in_flight_ids(self, owner: str) -> list[str]:
+        """The ids of the operations in flight (as :meth:`operations_in_flight`) that
+        ``owner`` drives, oldest first: a process's sweep reads them every few seconds,
+        thousands during a run, to find those it stopped driving."""
+
+    @abstractmethod
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
         """The latest operations, newest first."""
 

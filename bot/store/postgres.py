@@ -927,6 +927,15 @@ class PostgresStore(Store):
             ).fetchall()
             return self._get_many(conn, (r[0] for r in rows))
 
+    def in_flight_ids(self, owner: str) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM operations WHERE owner = %s AND state = ANY(%s) "
+                "ORDER BY created_at, seq",
+                [owner, _IN_FLIGHT],
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
         only = sql.SQL("") if resource is None else sql.SQL(" WHERE resource = %s")
         with self._connection() as conn:

@@ -1081,6 +1081,15 @@ class SQLiteStore(Store):
             ]
             return [self._get(conn, i) for i in ids]
 
+    def in_flight_ids(self, owner: str) -> list[str]:
+        marks = ", ".join("?" for _ in TRACKED_STATES)
+        rows = self.tuples(
+            f"SELECT id FROM operations WHERE owner = ? AND state IN ({marks}) "  # noqa: S608
+            "ORDER BY created_at",
+            [owner, *(s.value for s in TRACKED_STATES)],
+        )
+        return [r[0] for r in rows]
+
     def recent_operations(self, *, resource: str | None = None, limit: int = 10) -> list[Operation]:
         sql = "SELECT id FROM operations"
         params: list[Any] = []
