@@ -103,11 +103,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+PROBE_LOOPS = 1_000_000
+"""Iterations of :func:`speed_probe`'s loop."""
+
+
+def speed_probe(tries: int = 5) -> float:
+    """Milliseconds this machine takes now for a fixed pure-Python loop, the best of
+    ``tries``: a shared machine's speed drifts (by a quarter between two quarter hours
+    here), so figures of different hours compare only beside their probes."""
+    best = math.inf
+    for _ in range(tries):
+        started = time.perf_counter()
+        total = 0
+        for number in range(PROBE_LOOPS):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def machine() -> str:
-    """The machine the figures come from, for the line above a table."""
+    """The machine the figures come from, for the line above a table (its speed probed
+    as the figures are reported)."""
     return (
         f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
-        f"{sys.platform}, {time.strftime('%Y-%m-%d')}"
+        f"{sys.platform}, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"speed probe {speed_probe():.0f} ms (lower is faster)"
     )
 
 
