@@ -96,6 +96,9 @@ class Options:
     keep: Path | None = None
     profile: Path | None = None
     during_run: int = 0
+    stop_seconds: float = 5.0
+    """How long each of the run's resources takes to stop: a real cluster takes minutes,
+    so a real night holds thousands of stops in flight at once."""
     ramp_up: float = 3.0
     database_url: str | None = None
 
@@ -204,10 +207,11 @@ def _profiled(rig: Rig, options: Options, name: str) -> contextlib.AbstractConte
     return Profiler(rig.bot.pid, options.profile / f"{name}.txt")
 
 
-def _with_estate(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _with_estate(n: int, stop_seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The simulators' seed and the stopbot.yaml keys for the sample estate plus ``n``
-    bench resources, and the bench's schedule over those."""
-    estate = make_estate(n, stop_seconds=5.0)
+    bench resources (each stopped ``stop_seconds`` after its stop), and the bench's
+    schedule over those."""
+    estate = make_estate(n, stop_seconds=stop_seconds)
     seed: dict[str, Any] = {}
     for api, section in estate.seed.items():
         merged = {**DEFAULT_SEED[api], **section}
@@ -223,7 +227,11 @@ def _with_estate(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
 def measure(options: Options, runs: int) -> list[RunResult]:
     """``runs`` independent runs, each on a rig of its own."""
     results = []
-    seed, config = _with_estate(options.during_run) if options.during_run else (None, None)
+    seed, config = (
+        _with_estate(options.during_run, options.stop_seconds)
+        if options.during_run
+        else (None, None)
+    )
     for run in range(1, runs + 1):
         keep = options.keep / f"run-{run}" if options.keep is not None else None
         with Rig(
@@ -296,7 +304,8 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
         f"+{options.provider_latency * 1000:g} ms a call, Slack Web API "
         f"+{options.slack_latency * 1000:g} ms a call; median of {len(results)} run(s)"
         + (
-            f"; while a scheduled run over {options.during_run} more resources was in flight."
+            f"; while a scheduled run over {options.during_run} more resources (each "
+            f"stopped {options.stop_seconds:g} s after its stop) was in flight."
             if options.during_run
             else "."
         ),
@@ -357,12 +366,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="measure while a scheduled run over N more resources is in flight",
     )
+    parser.add_argument(
+        "--stop-seconds",
+        type=float,
+        default=defaults.stop_seconds,
+        metavar="S",
+        help="with --during-run: seconds each of its resources takes to stop "
+        f"(default {defaults.stop_seconds:g}; minutes keep thousands in flight, as a real night)",
+    )
     add_database_url(parser)
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     if args.provider_latency < 0 or args.slack_latency < 0:
         parser.error("a latency cannot be negative")
+    if args.stop_seconds <= 0:
+        parser.error("--stop-seconds must be more than 0")
     options = Options(
         args.requests,
         args.provider_latency,
@@ -370,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep,
         profile=args.profile,
         during_run=args.during_run,
+        stop_seconds=args.stop_seconds,
         database_url=args.database_url,
     )
     with reported_errors():
