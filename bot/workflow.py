@@ -1158,82 +1158,92 @@ class StopService:
         the operation over. ``accepted_at``: when the provider accepted it, if known.
         """
         # Its store calls make room for those of stops being sent (bot/store/background.py),
-        # wherever the following started: a run, a restart.
+        # wherever the following started: a run, a restart. The loop's coroutine is made
+        # first, so that this frame does not hold ``op`` for the stop's whole life.
+        following = self._follow(op, resource, listener, accepted_at)
+        del op
         with store_following():
-            deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
-            interval = self.settings.poll_initial.total_seconds()
-            last: ResourceStatus | None = None
-            batcher = self._batchers[resource.provider]
-            check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
-            while True:
-                now = self.clock()
-                if now >= deadline:
-                    state = f" (last state: {last.state})" if last else ""
-                    return await self._end(
-                        op,
-                        OpState.TIMED_OUT,
-                        listener,
-                        last,
-                        say(
-                            "{} did not reach a {} state within {}{}.",
-                            resource.name,
-                            "running" if op.action is Action.START else "stopped",
-                            self.settings.timeout,
-                            state,
-                        ),
-                    )
-                # First look: moved to in progress. Then at the next change, or to look up.
-                look_up = (
-                    now
-                    if op.state == OpState.ACCEPTED or op.joined is not None
-                    else min(deadline, check_at)
+            return await following
+
+    async def _follow(
+        self,
+        op: Operation,
+        resource: Resource,
+        listener: ProgressListener,
+        accepted_at: dt.datetime | None,
+    ) -> Operation:
+        """:meth:`follow`'s loop."""
+        deadline = (accepted_at or self._accepted_at(op)) + self.settings.timeout
+        interval = self.settings.poll_initial.total_seconds()
+        last: ResourceStatus | None = None
+        batcher = self._batchers[resource.provider]
+        check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
+        while True:
+            now = self.clock()
+            if now >= deadline:
+                state = f" (last state: {last.state})" if last else ""
+                return await self._end(
+                    op,
+                    OpState.TIMED_OUT,
+                    listener,
+                    last,
+                    say(
+                        "{} did not reach a {} state within {}{}.",
+                        resource.name,
+                        "running" if op.action is Action.START else "stopped",
+                        self.settings.timeout,
+                        state,
+                    ),
                 )
-                try:
-                    status = await batcher.change(resource, op.provider_state, look_up.timestamp())
-                except (NotFoundError, AuthError) as exc:
-                    return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
-                except ProviderError as exc:
-                    log.warning(
-                        "status read failed, will retry",
-                        extra={"operation": op.id, "error": str(exc)},
+            # First look: moved to in progress. Then at the next change, or to look up.
+            look_up = (
+                now
+                if op.state == OpState.ACCEPTED or op.joined is not None
+                else min(deadline, check_at)
+            )
+            try:
+                status = await batcher.change(resource, op.provider_state, look_up.timestamp())
+            except (NotFoundError, AuthError) as exc:
+                return await self._end(op, OpState.FAILED, listener, last, Text(str(exc)))
+            except ProviderError as exc:
+                log.warning(
+                    "status read failed, will retry", extra={"operation": op.id, "error": str(exc)}
+                )
+            else:
+                last = status
+                changed: Operation | None = None
+                if op.state == OpState.ACCEPTED or status.state != op.provider_state:
+                    # The last state is shown with the end that follows it, not on its own.
+                    up = self.providers[resource.provider].is_up(status)
+                    final = status.phase == Phase.FAILED or (
+                        up if op.action is Action.START else status.phase == Phase.STOPPED
                     )
-                else:
-                    last = status
-                    changed: Operation | None = None
-                    if op.state == OpState.ACCEPTED or status.state != op.provider_state:
-                        # The last state is shown with the end that follows it, not on its own.
-                        up = self.providers[resource.provider].is_up(status)
-                        final = status.phase == Phase.FAILED or (
-                            up if op.action is Action.START else status.phase == Phase.STOPPED
-                        )
-                        op, changed = await self.store.off_loop(
-                            partial(self._look, op, status, shown=not final)
-                        )
-                    if op.action is Action.START and self.providers[resource.provider].is_up(
-                        status
-                    ):
-                        return await self._end(op, OpState.STARTED, listener, status, None)
-                    if op.action is Action.STOP and status.phase == Phase.STOPPED:
-                        return await self._end(op, OpState.STOPPED, listener, status, None)
-                    if status.phase == Phase.FAILED:
-                        message = say(
-                            "{} reports {}{}",
-                            resource.provider,
-                            status.state,
-                            f": {status.message}" if status.message else "",
-                        )
-                        return await self._end(op, OpState.FAILED, listener, status, message)
-                    if changed is not None:
-                        await self._notify(listener, op, status)
-                ended = self._leader_ended(op)
-                if ended is not None:
-                    return await self._end(op, OpState.FAILED, listener, last, ended)
-                if self.clock() >= check_at:  # (a write fenced out says so too)
-                    current = await self.store.off_loop(partial(self.store.get_operation, op.id))
-                    if current is None or current.owner != self.registry.id or current.state.final:
-                        return current or op  # taken over by another process, or ended there
-                    interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
-                    check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
+                    op, changed = await self.store.off_loop(
+                        partial(self._look, op, status, shown=not final)
+                    )
+                if op.action is Action.START and self.providers[resource.provider].is_up(status):
+                    return await self._end(op, OpState.STARTED, listener, status, None)
+                if op.action is Action.STOP and status.phase == Phase.STOPPED:
+                    return await self._end(op, OpState.STOPPED, listener, status, None)
+                if status.phase == Phase.FAILED:
+                    message = say(
+                        "{} reports {}{}",
+                        resource.provider,
+                        status.state,
+                        f": {status.message}" if status.message else "",
+                    )
+                    return await self._end(op, OpState.FAILED, listener, status, message)
+                if changed is not None:
+                    await self._notify(listener, op, status)
+            ended = self._leader_ended(op)
+            if ended is not None:
+                return await self._end(op, OpState.FAILED, listener, last, ended)
+            if self.clock() >= check_at:  # (a write fenced out says so too)
+                current = await self.store.off_loop(partial(self.store.get_operation, op.id))
+                if current is None or current.owner != self.registry.id or current.state.final:
+                    return current or op  # taken over by another process, or ended there
+                interval = min(interval * 1.5, self.settings.poll_max.total_seconds())
+                check_at = self.clock() + dt.timedelta(seconds=interval * OWNER_CHECK_EVERY)
 
     def _look(
         self, op: Operation, status: ResourceStatus, *, shown: bool = True

@@ -323,7 +323,7 @@ async def test_a_followed_stop_holds_neither_its_preview_nor_its_bulk_read(
             held_by |= {c.cr_code.co_qualname for c in around if inspect.iscoroutine(c)}
     del live
     assert (previews, reads) == ([], [])
-    assert held_by == {"StopService.follow"}
+    assert held_by == {"StopService._follow"}  # follow's loop; not its wrapper
     s.travel(s.time.now() + dt.timedelta(hours=3))
     await s.engine.wait()
     assert [i.outcome for i in s.store.run_items(run.id)] == [Outcome.STOPPED] * 8
