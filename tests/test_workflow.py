@@ -123,11 +123,9 @@ async def test_stop_followed_through_every_provider_state(
     ]
 
 
-async def test_a_stop_s_store_calls_are_a_followers_once_the_provider_has_it(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Up to the provider's acceptance a stop's store calls go first in the loop's lane;
-    from then on they take the room the stops being sent leave (bot/store/background.py)."""
+def spy_on_loop_lane(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each call queued in the loop's lane from now on, as (its function's name, whether
+    a followed stop made it)."""
     seen: list[tuple[str, bool]] = []
     lane = h.store._lanes["loop"]
     submit = lane.submit
@@ -137,6 +135,15 @@ async def test_a_stop_s_store_calls_are_a_followers_once_the_provider_has_it(
         return submit(call)
 
     monkeypatch.setattr(lane, "submit", spy)
+    return seen
+
+
+async def test_a_stop_s_store_calls_are_a_followers_once_the_provider_has_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to the provider's acceptance a stop's store calls go first in the loop's lane;
+    from then on they take the room the stops being sent leave (bot/store/background.py)."""
+    seen = spy_on_loop_lane(h, monkeypatch)
     op_id = await h.confirmed("dev-eu", force=True)
     final = await h.service.run(op_id, Recorder(), BOB)
     assert final.state == OpState.STOPPED
@@ -395,15 +402,7 @@ async def test_a_stop_resumed_after_a_restart_is_followed_as_a_follower(
     (its store calls are a follower's, as in the process that sent it)."""
     op_id = await h.confirmed("dev-eu")
     await h.cut_in_progress(op_id)
-    seen: list[tuple[str, bool]] = []
-    lane = h.store._lanes["loop"]
-    submit = lane.submit
-
-    def spy(call: Callable[[], object]) -> object:
-        seen.append((getattr(call, "func", call).__name__, background._FOLLOWING.get()))
-        return submit(call)
-
-    monkeypatch.setattr(lane, "submit", spy)
+    seen = spy_on_loop_lane(h, monkeypatch)
     [resumed] = await h.restart().resume(lambda op: Recorder())
     assert (await resumed).state == OpState.STOPPED
     assert ("end", True) in seen
