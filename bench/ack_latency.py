@@ -16,7 +16,11 @@ from before it is sent to its whole response (``perf_counter``):
    no Slack handling, so the ratio shows what the Slack path adds to the floor;
 4. ``--requests`` concurrent signed ``/stop dev-eu`` slash commands (each its own trigger_id);
 5. waiting, untimed, until the bot has shown all their confirmations;
-6. ``--requests`` concurrent Confirm clicks, one on each of those distinct operations.
+6. ``--requests`` concurrent Confirm clicks, one on each of those distinct operations;
+7. ``--lone`` more ``/stop dev-eu`` commands, one at a time, each after a random pause
+   (50 ms on average), as people's requests come: each meets whatever the bot is doing at
+   that moment (the clicks' stops being sent, a run's writes), where a burst is timed at
+   one moment only.
 
 With ``--during-run N``, the simulators also hold N bench resources (bench/nightly_run.py's
 estate, beside the sample one) and the bot a schedule over them: each run first starts that
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import statistics
 import sys
 import time
@@ -84,7 +89,10 @@ LABELS = {
     "baseline": "GET /healthz (baseline)",
     "commands": f"/stop {RESOURCE} (slash command)",
     "clicks": "Confirm click (block_actions)",
+    "lone": f"/stop {RESOURCE} alone, at random moments",
 }
+LONE_PAUSE = 0.1
+"""Seconds: the longest pause before each lone request (uniform: 50 ms on average)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class Options:
     so a real night holds thousands of stops in flight at once."""
     ramp_up: float = 3.0
     database_url: str | None = None
+    lone: int = 100
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class RunResult:
     cpu: tuple[float, float] = (math.nan, math.nan)
     """The CPU seconds of the bot's event loop a request, in the commands and the clicks
     bursts (its post-ack work may start before a burst's last answer is read)."""
+    lone: Stats | None = None
+    """The requests sent one at a time (None: none were, ``--lone 0``)."""
 
 
 def _command(rig: Rig, text: str, response_url: str) -> HttpRequest:
@@ -173,6 +184,18 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
         errors.extend(f"{LABELS[kind]}: {error}" for error in failed)
         return Stats.of(latencies, len(failed))
 
+    async def one_at_a_time(session: Any, requests: list[HttpRequest], seed: int) -> Stats:
+        pauses = random.Random(seed)  # the same moments for the same run number
+        latencies: list[float] = []
+        failures: list[str] = []
+        for request in requests:
+            await asyncio.sleep(pauses.uniform(0, LONE_PAUSE))
+            answered, failed = await fire(session, [request])
+            latencies += answered
+            failures += failed
+        errors.extend(f"{LABELS['lone']}: {error}" for error in failures)
+        return Stats.of(latencies, len(failures))
+
     run_started = math.nan
     if options.during_run:
         post_signed(rig.bot, run_now_click(rig.bot, rig.slack))
@@ -193,10 +216,13 @@ async def measure_once(rig: Rig, options: Options, run: int = 1) -> RunResult:
                 f"{options.confirm_timeout:g}s, not one each"
             )
         clicks = await timed(_clicks(rig, shown), "clicks")
+        lone = None
+        if options.lone:
+            lone = await one_at_a_time(session, _commands(rig, RESOURCE, options.lone), run)
     if options.during_run and run_done(rig.slack, run_started):
         errors.append(f"the {options.during_run}-resource run ended before the last click")
     return RunResult(
-        cold, baseline, commands, clicks, tuple(errors), (cpu["commands"], cpu["clicks"])
+        cold, baseline, commands, clicks, tuple(errors), (cpu["commands"], cpu["clicks"]), lone
     )
 
 
@@ -270,26 +296,26 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
     def ratio_of(kind: str) -> float:
         return statistics.median(_ratio(getattr(r, kind), r.baseline) for r in results)
 
-    rows = [
-        Row(LABELS["baseline"], median_of("baseline"), ratio_of("baseline")),
-        Row(LABELS["commands"], median_of("commands"), ratio_of("commands")),
-        Row(LABELS["clicks"], median_of("clicks"), ratio_of("clicks")),
-        Row(LABELS["cold"], median_of("cold")),
-    ]
+    kinds = ["baseline", "commands", "clicks"]
+    if all(r.lone is not None for r in results):
+        kinds.append("lone")
+    rows = [Row(LABELS[kind], median_of(kind), ratio_of(kind)) for kind in kinds]
+    held = rows[1:]  # the acks (the baseline is the floor they are compared with)
+    rows.append(Row(LABELS["cold"], median_of("cold")))
     errors = [error for r in results for error in r.errors]
     missed = [
         f"{row.label}: p99 {row.stats.p99 * 1000:.1f} ms, target under {TARGET_P99 * 1000:g} ms"
-        for row in rows[1:3]
+        for row in held
         if not row.stats.p99 < TARGET_P99
     ]
     missed += [
         f"{row.label}: {row.stats.errors} request(s) without a 200"
-        for row in rows[:3]
+        for row in rows[:-1]
         if row.stats.errors
     ]
     per_run = "; ".join(
         f"{kind} " + " ".join(f"{getattr(r, kind).p99 * 1000:.1f}" for r in results)
-        for kind in ("baseline", "commands", "clicks")
+        for kind in kinds
     )
 
     def cpu_of(index: int) -> str:
@@ -300,7 +326,9 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
         f"{cpu_of(0)}; clicks {cpu_of(1)}."
     )
     lines = [
-        f"Ack latency: {options.requests} concurrent requests of each kind; providers "
+        f"Ack latency: {options.requests} concurrent requests of each kind"
+        + (f", then {options.lone} one at a time" if options.lone else "")
+        + "; providers "
         f"+{options.provider_latency * 1000:g} ms a call, Slack Web API "
         f"+{options.slack_latency * 1000:g} ms a call; median of {len(results)} run(s)"
         + (
@@ -315,7 +343,7 @@ def report(results: Sequence[RunResult], options: Options) -> Report:
         "",
         f"p99 per run, ms: {per_run}.",
         cpu_line,
-        f"Target p99 < {TARGET_P99 * 1000:g} ms for commands and clicks: "
+        f"Target p99 < {TARGET_P99 * 1000:g} ms for every ack: "
         + ("met." if not missed else "MISSED: " + "; ".join(missed) + "."),
     ]
     if errors:
@@ -374,12 +402,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --during-run: seconds each of its resources takes to stop "
         f"(default {defaults.stop_seconds:g}; minutes keep thousands in flight, as a real night)",
     )
+    parser.add_argument(
+        "--lone",
+        type=int,
+        default=defaults.lone,
+        metavar="N",
+        help=f"commands then sent one at a time, at random moments (default {defaults.lone}; "
+        "0: none)",
+    )
     add_database_url(parser)
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     if args.provider_latency < 0 or args.slack_latency < 0:
         parser.error("a latency cannot be negative")
+    if args.lone < 0:
+        parser.error("--lone cannot be negative")
     if args.stop_seconds <= 0:
         parser.error("--stop-seconds must be more than 0")
     options = Options(
@@ -391,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         during_run=args.during_run,
         stop_seconds=args.stop_seconds,
         database_url=args.database_url,
+        lone=args.lone,
     )
     with reported_errors():
         results = measure(options, args.runs)

@@ -36,9 +36,10 @@ def _stats(p99_ms: float, errors: int = 0) -> Stats:
 
 
 def test_ack_latency_runs_end_to_end_and_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """Five commands and five clicks against a real `stopbot serve --http` give one table row
-    per kind, every request answered 200, and medians that are ordered p50 <= p99 <= max."""
-    code = main(["--runs", "1", "--requests", "5", "--provider-latency", "0.05"])
+    """Five commands, five clicks and five lone commands against a real `stopbot serve
+    --http` give one table row per kind, every request answered 200, and medians that are
+    ordered p50 <= p99 <= max."""
+    code = main(["--runs", "1", "--requests", "5", "--lone", "5", "--provider-latency", "0.05"])
 
     out = capsys.readouterr().out
     assert code == 0
@@ -47,10 +48,11 @@ def test_ack_latency_runs_end_to_end_and_prints_a_table(capsys: pytest.CaptureFi
         LABELS["baseline"],
         LABELS["commands"],
         LABELS["clicks"],
+        LABELS["lone"],
         LABELS["cold"],
     ]
-    assert [int(r["n"]) for r in rows.values()] == [5, 5, 5, 1]
-    assert [int(r["errors"]) for r in rows.values()] == [0, 0, 0, 0]
+    assert [int(r["n"]) for r in rows.values()] == [5, 5, 5, 5, 1]
+    assert [int(r["errors"]) for r in rows.values()] == [0, 0, 0, 0, 0]
     assert rows[LABELS["baseline"]]["ratio"] == "1.0x"
     assert rows[LABELS["cold"]]["ratio"] == "-"
     for row in rows.values():
@@ -128,16 +130,20 @@ def test_format_table_is_an_aligned_markdown_table() -> None:
 
 
 def test_report_names_each_missed_target_and_each_failed_kind() -> None:
-    """--check fails on a p99 at or over 50 ms for commands or clicks, or any failed
-    request; the baseline and the first request are measured, not held to the target."""
-    fast = RunResult(_stats(300), _stats(80), _stats(49.9), _stats(10))
-    slow = RunResult(_stats(300), _stats(80), _stats(50.0), _stats(120, errors=2))
+    """--check fails on a p99 at or over 50 ms for commands, clicks or lone commands, or
+    any failed request; the baseline and the first request are measured, not held to the
+    target."""
+    fast = RunResult(_stats(300), _stats(80), _stats(49.9), _stats(10), lone=_stats(49.9))
+    slow = RunResult(
+        _stats(300), _stats(80), _stats(50.0), _stats(120, errors=2), lone=_stats(51.0)
+    )
     options = Options(requests=200)
 
     assert report([fast], options).missed == []
     assert report([slow], options).missed == [
         "/stop dev-eu (slash command): p99 50.0 ms, target under 50 ms",
         "Confirm click (block_actions): p99 120.0 ms, target under 50 ms",
+        "/stop dev-eu alone, at random moments: p99 51.0 ms, target under 50 ms",
         "Confirm click (block_actions): 2 request(s) without a 200",
     ]
 
