@@ -55,6 +55,7 @@ class Handling:
         self.pending = 0
         self.dispatched = False
         self.deferred = False  # its work met a database that did not answer: again later
+        self._ending = False
         self.over = asyncio.Event()
         self.token: contextvars.Token[Handling | None] | None = None
 
@@ -72,18 +73,33 @@ class Handling:
         self._check()
 
     def _check(self) -> None:
-        if self.dispatched and not self.pending and not self.over.is_set():
+        if not self.dispatched or self.pending or self._ending:
+            return
+        self._ending = True
+        if self.deferred:
+            self.inbox.deferred.add(self.request_id)
             self.over.set()
-            if self.deferred:
-                self.inbox.deferred.add(self.request_id)
-                return
-            try:
-                self.inbox.bot.store.handled(self.request_id)
-            except StoreUnavailableError as exc:  # recorded at the next sweep
-                log.warning("could not record a request as handled yet: %s", exc)
-                self.inbox.unmarked.add(self.request_id)
-            except Exception:
-                log.exception("could not record a request as handled")
+            return
+        # Queued now, committed off the loop (on PostgreSQL a round trip the loop would
+        # otherwise wait through, behind a run's writes); the lane runs it before the
+        # store closes. Over once recorded.
+        store = self.inbox.bot.store
+        try:
+            marking = store.submit(partial(store.handled, self.request_id))
+        except StoreUnavailableError as exc:  # closed: the next process handles it again
+            log.warning("could not record a request as handled: %s", exc)
+            self.over.set()
+            return
+        marking.add_done_callback(self._marked)
+
+    def _marked(self, marking: asyncio.Future[None]) -> None:
+        self.over.set()
+        error = None if marking.cancelled() else marking.exception()
+        if isinstance(error, StoreUnavailableError):  # recorded at the next sweep
+            log.warning("could not record a request as handled yet: %s", error)
+            self.inbox.unmarked.add(self.request_id)
+        elif error is not None:
+            log.error("could not record a request as handled", exc_info=error)
 
 
 _CURRENT: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(

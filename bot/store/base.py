@@ -876,14 +876,22 @@ class Store(
         runs here, now, in a transaction of its own; a ``heavy`` one (many rows read or
         written: a run's plan and items, its report) in a thread, where it takes turns
         with the loop every few milliseconds instead of holding it for its whole length."""
+        if self.off_loop_inline and not heavy and urgent:
+            return call()  # now: nothing else is waited for before an ack's answer
+        result: T = await self.submit(call, urgent=urgent, heavy=heavy)
+        return result
+
+    def submit(
+        self, call: Callable[[], T], *, urgent: bool = False, heavy: bool = False
+    ) -> asyncio.Future[T]:
+        """:meth:`off_loop`'s call, queued now (its lane runs what is queued before the
+        store closes), for a caller that cannot wait for it: a future of the running loop,
+        settled once it is committed."""
         if self.off_loop_inline and not heavy:
-            if urgent:  # now: nothing else is waited for before an ack's answer
-                return call()
             lane = self._lanes["loop"]
         else:
             lane = self._lanes["urgent" if urgent else "work"]
-        result: T = await lane.submit(call)
-        return result
+        return lane.submit(call)
 
     def close_lanes(self) -> None:
         """Run the calls queued off the loop, then stop their threads (at close)."""
