@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bot.models import Owed
@@ -147,16 +148,18 @@ class Outbox:
         self.kick()
 
     async def drain(self) -> int:
-        """Start delivering everything owed that may go now; how many deliveries started."""
+        """Start delivering everything owed that may go now; how many deliveries started.
+
+        Its reads and takes are off the loop (each a round trip on PostgreSQL)."""
         started = 0
         live: set[str] | None = None
         now = self.store.clock()
-        for owed in self.store.owed():
+        for owed in await self.store.off_loop(self.store.owed):
             if owed.key in self._busy or owed.kind not in self._handlers:
                 continue
             if owed.owner != self.registry.id:
                 if live is None:
-                    live = self.registry.live()
+                    live = await self.store.off_loop(self.registry.live)
                 if not self.registry.orphaned(owed.owner, live):
                     continue
             if owed.not_before is not None and owed.not_before > now:
@@ -167,13 +170,21 @@ class Outbox:
             if wait > 0 and not owed.urgent:
                 self._kick_later(wait)
                 continue
-            if not self.registry.take("outbox", owed.key, owed.owner):
-                continue
+            if not await self._take(owed) or owed.key in self._busy:
+                continue  # (busy: started meanwhile, by a drain beside this one)
             self._busy[owed.key] = asyncio.create_task(
                 self._deliver(owed), name=f"deliver-{owed.key}"
             )
             started += 1
         return started
+
+    async def _take(self, owed: Owed) -> bool:
+        """Whether ``owed`` is this process's to deliver (taken, if its owner is dead)."""
+        if owed.owner == self.registry.id:
+            return True
+        return await self.store.off_loop(
+            partial(self.registry.take, "outbox", owed.key, owed.owner)
+        )
 
     async def _deliver(self, owed: Owed) -> bool:
         """Deliver one owed message; a database that stops answering meanwhile leaves it
@@ -189,7 +200,7 @@ class Outbox:
             # Owed again while it was delivered: go again (a kick each time, with
             # hundreds delivered at once, read the whole outbox hundreds of times).
             try:
-                again = bool(self.store.owed(key=owed.key))
+                again = bool(await self.store.off_loop(partial(self.store.owed, key=owed.key)))
             except StoreUnavailableError:
                 again = False  # kicked later, above
             if again:
@@ -200,7 +211,7 @@ class Outbox:
         async with self._slots:
             # The handler shows the latest state: what is owed by the time it starts
             # (read again now) is what it delivers.
-            fresh = self.store.owed(key=owed.key)
+            fresh = await self.store.off_loop(partial(self.store.owed, key=owed.key))
             if not fresh:
                 return True
             resumed = owed.owner != self.registry.id or fresh[0].attempts > 0
@@ -225,11 +236,13 @@ class Outbox:
             )
             done = True
         if done:
-            self.store.delivered(owed.key, owed.version)
+            await self.store.off_loop(partial(self.store.delivered, owed.key, owed.version))
         else:
             backoff = min(2.0**owed.attempts, MAX_BACKOFF)
             until = self.store.clock() + dt.timedelta(seconds=backoff)
-            self.store.postpone(owed.key, owed.version, until, error)
+            await self.store.off_loop(
+                partial(self.store.postpone, owed.key, owed.version, until, error)
+            )
         return done
 
     async def flush(self, rounds: int = 100) -> None:
@@ -247,18 +260,18 @@ class Outbox:
         before answering); whether it is delivered."""
         running = self._busy.get(key)
         if running is None:
-            found = self.store.owed(key=key)
+            found = await self.store.off_loop(partial(self.store.owed, key=key))
             if not found:
                 return True
             owed = found[0]
             if owed.attempts:  # it just failed: tried again after its back-off
                 return False
-            if owed.kind not in self._handlers or not self.registry.take(
-                "outbox", owed.key, owed.owner
-            ):
+            if owed.kind not in self._handlers or not await self._take(owed):
                 return False
-            running = asyncio.create_task(self._deliver(owed), name=f"deliver-{key}")
-            self._busy[key] = running
+            running = self._busy.get(key)  # started meanwhile, by a drain
+            if running is None:
+                running = asyncio.create_task(self._deliver(owed), name=f"deliver-{key}")
+                self._busy[key] = running
         return await asyncio.shield(running)
 
     async def aclose(self) -> None:

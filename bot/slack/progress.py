@@ -22,6 +22,7 @@ for ``Retry-After``.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -99,7 +100,7 @@ class SlackProgress:
             # Posted before a restart, its answer lost? Then that message is the one.
             found = await self._posted_before(op, op.channel)
             if found is not None:
-                self.bot.store.update_operation(op.id, message_ts=found, shown_in=IN_MESSAGE)
+                await self._shown(op.id, message_ts=found, shown_in=IN_MESSAGE)
                 return await self._update(op, op.channel, found, text, blocks)
         if op.shown_in in {IN_MESSAGE, IN_DM} and op.channel and op.message_ts:
             return await self._update(op, op.channel, op.message_ts, text, blocks)
@@ -107,7 +108,9 @@ class SlackProgress:
             posted = await self._post(op, op.channel, text, blocks)
             if posted is not None:
                 return posted
-            op = self.bot.store.get_operation(op.id) or op
+            store = self.bot.store
+            current = await store.off_loop(partial(store.get_operation, op.id))
+            op = current or op
         if op.response_url and (op.shown_in is None or op.shown_in == IN_RESPONSE):
             if op.shown_in == IN_RESPONSE and not op.state.final:
                 return True  # its five uses are kept for the final state
@@ -123,7 +126,7 @@ class SlackProgress:
         """Post the public message, tagged with the operation (Slack's message metadata) so
         that a process taking over after a kill during the post finds it instead of posting
         a second one; None when the bot may not post there (fall back)."""
-        self.bot.store.update_operation(op.id, shown_in=IN_POSTING)
+        await self._shown(op.id, shown_in=IN_POSTING)
         try:
             posted = await self.bot.client.chat_postMessage(
                 channel=channel,
@@ -140,9 +143,9 @@ class SlackProgress:
                     "progress message not posted in the channel: falls back",
                     extra=self._about(op, exc),
                 )
-            self.bot.store.update_operation(op.id, shown_in=None)  # nothing was posted
+            await self._shown(op.id, shown_in=None)  # nothing was posted
             return None
-        self.bot.store.update_operation(
+        await self._shown(
             op.id,
             channel=str(posted["channel"]),
             message_ts=str(posted["ts"]),
@@ -182,7 +185,7 @@ class SlackProgress:
             log.warning("response_url update failed", extra={"operation": op.id, "error": error})
             return False
         if op.shown_in != IN_RESPONSE:
-            self.bot.store.update_operation(op.id, shown_in=IN_RESPONSE)
+            await self._shown(op.id, shown_in=IN_RESPONSE)
         return True
 
     async def _dm(self, op: Operation, text: Mrkdwn, blocks: list[dict[str, Any]]) -> bool:
@@ -190,8 +193,14 @@ class SlackProgress:
         if posted is None:
             return False
         channel, ts = posted
-        self.bot.store.update_operation(op.id, channel=channel, message_ts=ts, shown_in=IN_DM)
+        await self._shown(op.id, channel=channel, message_ts=ts, shown_in=IN_DM)
         return True
+
+    async def _shown(self, op_id: str, **fields: Any) -> None:
+        """Record where ``op_id``'s progress is shown (off the loop: on PostgreSQL a write
+        waits its turn behind a run's)."""
+        store = self.bot.store
+        await store.off_loop(partial(store.update_operation, op_id, **fields))
 
     @staticmethod
     def _about(op: Operation, exc: Exception) -> dict[str, str]:
