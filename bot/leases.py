@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from bot.config import StopbotConfig, UnknownResourceError
@@ -194,6 +195,30 @@ class Leases:
     async def tick(self) -> None:
         """Open the leases whose wake ended where no lease was opened, warn the owners of
         those about to end, and end those due: each step a compare-and-set."""
+        # The store's steps off the loop (on PostgreSQL, round trips and writes behind a
+        # run's); what they owe is kicked once committed.
+        due = await self.store.off_loop(self._advance)
+        self.outbox.kick()
+        for lease in due:
+            try:
+                await self._stop(lease)
+            except UnknownResourceError:
+                gone = "the resource is no longer in the configuration"
+                await self.store.off_loop(
+                    partial(
+                        self.store.move_lease,
+                        lease.id,
+                        LeaseState.ENDED,
+                        allowed_from=[LeaseState.ENDING],
+                        actor=SYSTEM,
+                        audit="lease.ended",
+                        fields={"end_reason": gone},
+                    )
+                )
+
+    def _advance(self) -> list[Lease]:
+        """:meth:`tick`'s steps in the store: leases opened, warned, claimed to end; those
+        ending, to stop."""
         now = self.service.clock()
         if self._caught_up_at is None or now - self._caught_up_at >= CATCH_UP_EVERY:
             for op_id in self.store.unopened_leases():
@@ -225,18 +250,7 @@ class Leases:
         if self._claimed:  # ends claimed this round (or by a person since the last)
             self._claimed = False
             due = self.store.leases([LeaseState.ENDING])
-        for lease in due:
-            try:
-                await self._stop(lease)
-            except UnknownResourceError:
-                self.store.move_lease(
-                    lease.id,
-                    LeaseState.ENDED,
-                    allowed_from=[LeaseState.ENDING],
-                    actor=SYSTEM,
-                    audit="lease.ended",
-                    fields={"end_reason": "the resource is no longer in the configuration"},
-                )
+        return due
 
     def _warn(self, lease: Lease, now: dt.datetime) -> None:
         owed = self.outbox.message(
@@ -290,7 +304,7 @@ class Leases:
         if op.state == OpState.REQUESTED:
             op = await self.service.until_decided(op.id)
         if op.state == OpState.AWAITING_CONFIRMATION:
-            result = self.service.confirm(op.id, actor, require_approval=False)
+            result = await self.service.confirm_off_loop(op.id, actor, require_approval=False)
             op = result.operation or self.store.get_operation(op.id) or op
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             self.service.start(op.id, Unshown(), actor)

@@ -36,7 +36,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -97,6 +97,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -264,11 +266,17 @@ class StopService:
         owed, for a process whose face shows it): one stop's changes at most every
         ``stops.progress_interval``, the latest state each time, a final state at once."""
 
+        def read(op_id: str) -> tuple[Operation | None, list[Transition]]:
+            op = self.store.get_operation(op_id)
+            return op, self.store.transitions(op_id) if op is not None else []
+
         async def deliver(owed: Owed) -> bool:
-            op = self.store.get_operation(str(owed.payload.get("operation")))
+            op, timeline = await self.store.off_loop(
+                partial(read, str(owed.payload.get("operation")))
+            )
             if op is None or not op.notify:
                 return True
-            return await notifier.show(op, self.store.transitions(op.id))
+            return await notifier.show(op, timeline)
 
         self.outbox.handle(
             PROGRESS, deliver, interval=self.settings.progress_interval.total_seconds()
@@ -414,10 +422,10 @@ class StopService:
             )
         )
         if not decision.allowed:
-            return self._decide(preview, OpState.REFUSED, actor, decision.reason)
+            return await self._decide(preview, OpState.REFUSED, actor, decision.reason)
         longest = self.config.leases.max_duration
         if op.lease_seconds and dt.timedelta(seconds=op.lease_seconds) > longest:
-            return self._decide(
+            return await self._decide(
                 preview,
                 OpState.REFUSED,
                 actor,
@@ -433,7 +441,7 @@ class StopService:
 
         verdict = await self._read(preview, actor, prior)
         if isinstance(verdict, NotFoundError):
-            return self._decide(
+            return await self._decide(
                 preview,
                 OpState.REFUSED,
                 actor,
@@ -448,18 +456,21 @@ class StopService:
         if verdict.blocked and override_lock:
             refusal = decision.override_refusal(verdict.reason)
             if refusal is not None:
-                return self._decide(preview, OpState.REFUSED, actor, refusal)
+                return await self._decide(preview, OpState.REFUSED, actor, refusal)
             preview.notes.append(say("overriding a lock as an admin: {}", verdict.reason or ""))
-            self.store.audit(
-                actor.id,
-                "lock.override",
-                resource=resource.name,
-                operation_id=op.id,
-                detail={"lock": verdict.reason, "reason": reason},
+            await self.store.off_loop(
+                partial(
+                    self.store.audit,
+                    actor.id,
+                    "lock.override",
+                    resource=resource.name,
+                    operation_id=op.id,
+                    detail={"lock": verdict.reason, "reason": reason},
+                )
             )
         elif verdict.blocked:
             preview.blocking_lock = verdict
-            return self._decide(preview, OpState.REFUSED, actor, verdict.reason)
+            return await self._decide(preview, OpState.REFUSED, actor, verdict.reason)
         self._note_approval(preview)
         if op.action is Action.START:
             if preview.status is not None and provider.is_up(preview.status):
@@ -471,7 +482,7 @@ class StopService:
                             _duration(op.lease_seconds),
                         )
                     )
-                return self._decide(
+                return await self._decide(
                     preview,
                     OpState.RUNNING_ALREADY,
                     actor,
@@ -482,7 +493,7 @@ class StopService:
                     ),
                 )
         elif preview.status is not None and preview.status.phase == Phase.STOPPED:
-            return self._decide(
+            return await self._decide(
                 preview,
                 OpState.STOPPED_ALREADY,
                 actor,
@@ -503,7 +514,9 @@ class StopService:
 
         def decide() -> None:
             with self.store.batch():  # the decision and its confirmation: one commit
-                self._decide(preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields)
+                self._record_decision(
+                    preview, OpState.AWAITING_CONFIRMATION, actor, None, fields=fields
+                )
                 if confirm is not None and preview.operation.state == OpState.AWAITING_CONFIRMATION:
                     confirmed = self.confirm(
                         preview.operation.id, confirm.by, require_approval=confirm.require_approval
@@ -513,7 +526,7 @@ class StopService:
         # Confirmed off the loop, then driven by the caller as soon as it has it: meanwhile
         # it counts as driven here, so no sweep takes it for stranded (and drives it twice).
         with self._driven(op.id):
-            await self.store.off_loop(decide)
+            await self._committed(decide)
         return preview
 
     @contextlib.contextmanager
@@ -597,7 +610,14 @@ class StopService:
                 )
             )
 
-    def _decide(
+    async def _decide(
+        self, preview: Preview, state: OpState, actor: Actor, detail: Text | None
+    ) -> Preview:
+        """:meth:`_record_decision`, off the loop."""
+        await self.store.off_loop(partial(self._record_decision, preview, state, actor, detail))
+        return preview
+
+    def _record_decision(
         self,
         preview: Preview,
         state: OpState,
@@ -725,6 +745,35 @@ class StopService:
         return ActionResult(
             ok=True, message=self._submitted(op), operation=op, run=True, joined=op.joined
         )
+
+    async def confirm_off_loop(
+        self,
+        op_id: str,
+        actor: Actor,
+        *,
+        require_approval: bool = True,
+        response_url: str | None = None,
+    ) -> ActionResult:
+        """:meth:`confirm`, as one call in the store's lane: off the loop, which on
+        PostgreSQL would otherwise wait through its round trips, behind a run's writes.
+        """
+        return await self._committed(
+            partial(
+                self.confirm,
+                op_id,
+                actor,
+                require_approval=require_approval,
+                response_url=response_url,
+            )
+        )
+
+    async def _committed(self, call: Callable[[], T]) -> T:
+        """``call``, moves that owe progress, in the store's lane; the outbox kicked once
+        they are committed (the kick a move makes inside the lane's transaction comes
+        before its commit: the outbox may read before it, and miss what is owed)."""
+        result = await self.store.off_loop(call)
+        self.outbox.kick()
+        return result
 
     def _submitted(self, op: Operation) -> Text:
         if op.joined is None:
@@ -1059,7 +1108,7 @@ class StopService:
                     moved = self._observe(moved, accepted.status) or moved
                 return moved
 
-        moved = await self.store.off_loop(accept)
+        moved = await self._committed(accept)
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -1101,7 +1150,11 @@ class StopService:
         follows the resource until it stops, or ends as that stop ended. One that found the
         opposite under way (a wake while it is being stopped, or the reverse) does nothing:
         it ends failed, saying so, to be asked again once that is over."""
-        leader = self.store.get_operation(op.joined) if op.joined else None
+        leader = (
+            await self.store.off_loop(partial(self.store.get_operation, op.joined))
+            if op.joined
+            else None
+        )
         if leader is not None and leader.action is not op.action:
             doing = "stopped" if leader.action is Action.STOP else "woken"
             return await self._end(
@@ -1118,14 +1171,17 @@ class StopService:
                     _ask_again(op),
                 ),
             )
-        moved = self._move(
-            op,
-            OpState.IN_PROGRESS,
-            [OpState.SUBMITTING],
-            Text("following the stop already in flight"),
+        moved = await self._committed(
+            partial(
+                self._move,
+                op,
+                OpState.IN_PROGRESS,
+                [OpState.SUBMITTING],
+                Text("following the stop already in flight"),
+            )
         )
         if moved is None:
-            return self.store.get_operation(op.id) or op
+            return await self.store.off_loop(partial(self.store.get_operation, op.id)) or op
         await self._notify(listener, moved, None)
         return await self.follow(moved, resource, listener, accepted_at=moved.updated_at)
 
@@ -1218,7 +1274,7 @@ class StopService:
                     final = status.phase == Phase.FAILED or (
                         up if op.action is Action.START else status.phase == Phase.STOPPED
                     )
-                    op, changed = await self.store.off_loop(
+                    op, changed = await self._committed(
                         partial(self._look, op, status, shown=not final)
                     )
                 if op.action is Action.START and self.providers[resource.provider].is_up(status):
@@ -1235,7 +1291,7 @@ class StopService:
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
                     await self._notify(listener, op, status)
-            ended = self._leader_ended(op)
+            ended = await self.store.off_loop(partial(self._leader_ended, op))
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
             if self.clock() >= check_at:  # (a write fenced out says so too)
@@ -1280,7 +1336,7 @@ class StopService:
             self._open_lease(final)
             return final
 
-        final = await self.store.off_loop(end)
+        final = await self._committed(end)
         await self._notify(listener, final, status)
         return final
 

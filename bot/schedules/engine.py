@@ -188,9 +188,6 @@ class ScheduleEngine:
     def resume(self) -> int:
         return self.runs.resume()
 
-    def publish_soon(self, run_id: str) -> None:
-        self.runs.publish_soon(run_id)
-
     def report(self, run_id: str, schedule: ScheduleConfig | None = None) -> RunReport | None:
         return self.runs.report(run_id, schedule)
 

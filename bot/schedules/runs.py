@@ -81,7 +81,7 @@ class _ItemListener:
             await store.off_loop(
                 partial(store.record_item, self.run_id, self.resource, None, detail, op.id)
             )
-            self.runs.publish_soon(self.run_id)
+            await self.runs.publish_soon(self.run_id)
 
 
 class Runs:
@@ -250,11 +250,9 @@ class Runs:
             try:
                 found = configured.get(name)
                 if found is None:
-                    self.store.record_item(
-                        run_id,
-                        name,
-                        Outcome.FAILED,
-                        Text("no longer in the configuration"),
+                    gone = Text("no longer in the configuration")
+                    await self.store.off_loop(
+                        partial(self.store.record_item, run_id, name, Outcome.FAILED, gone)
                     )
                     return
                 resource = found.to_resource()
@@ -266,19 +264,17 @@ class Runs:
                     "scheduled stop failed",
                     extra={"run": run_id, "resource": name, "reference": reference},
                 )
-                self.store.record_item(
-                    run_id,
-                    name,
-                    Outcome.FAILED,
-                    say(
-                        "unexpected error ({}); Stopbot's log has the details under reference {}",
-                        type(exc).__name__,
-                        reference,
-                    ),
+                failed = say(
+                    "unexpected error ({}); Stopbot's log has the details under reference {}",
+                    type(exc).__name__,
+                    reference,
+                )
+                await self.store.off_loop(
+                    partial(self.store.record_item, run_id, name, Outcome.FAILED, failed)
                 )
             finally:
                 admitted()
-            self.publish_soon(run_id)
+            await self.publish_soon(run_id)
 
         async def feed(provider: str, names: list[str]) -> None:
             """Start the stops of one provider as they get a place among its stops not
@@ -300,7 +296,7 @@ class Runs:
             found = configured.get(name)
             groups.setdefault(found.provider if found else "", []).append(name)
         try:
-            self.publish(run_id, schedule)
+            await self.publish(run_id, schedule)
             if schedule.select.environment is not None:
                 await self._in_tiers(run, schedule.select.environment, pending, one)
             else:
@@ -445,10 +441,11 @@ class Runs:
                 )
                 return
             failures += 1
-            self.store.record_item(
-                run.id, resource.name, None, say("failed, trying again: {}", op.detail or ""), op.id
+            again = say("failed, trying again: {}", op.detail or "")
+            await self.store.off_loop(
+                partial(self.store.record_item, run.id, resource.name, None, again, op.id)
             )
-            self.publish_soon(run.id)
+            await self.publish_soon(run.id)
             await self.sleep(self.settings.retry_delay.total_seconds())
 
     def _actor_of(self, run: ScheduleRun, schedule: ScheduleConfig) -> Actor:
@@ -519,7 +516,7 @@ class Runs:
             # A person's run goes through approval as their /stop would; a timed one as
             # the schedule says.
             needs = schedule.approval or run.kind == "manual"
-            confirmed = self.service.confirm(op.id, actor, require_approval=needs)
+            confirmed = await self.service.confirm_off_loop(op.id, actor, require_approval=needs)
             if confirmed.operation is None:
                 return self.store.get_operation(op.id) or op
             op = confirmed.operation
@@ -570,19 +567,24 @@ class Runs:
             return Outcome.REFUSED, op.detail
         return _outcome(op)
 
-    def publish_soon(self, run_id: str) -> None:
+    async def publish_soon(self, run_id: str) -> None:
         """Show the run's progress: its summary is owed, and shown at most every
         ``summary_interval`` however many of its stops moved meanwhile (building a report
         reads every item of the run: at each event, a run of n resources cost O(n^2)).
         Owed already and not shown yet, it is not owed again: it will show this too."""
         if run_id not in self._summary_owed:
             self._summary_owed.add(run_id)
-            self.publish(run_id)
+            try:
+                await self.publish(run_id)
+            except BaseException:
+                self._summary_owed.discard(run_id)  # not owed: the next change owes it
+                raise
 
-    def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
-        """Owe the run's summary; ``schedule`` stands in for its definition once it was
+    async def publish(self, run_id: str, schedule: ScheduleConfig | None = None) -> None:
+        """Owe the run's summary (off the loop: on PostgreSQL a write waits its turn
+        behind the run's own); ``schedule`` stands in for its definition once it was
         removed mid-run, so the summary still ends."""
-        self.store.owe(self._summary(run_id, schedule))
+        await self.store.off_loop(partial(self.store.owe, self._summary(run_id, schedule)))
         self.outbox.kick()
 
     def _summary(

@@ -791,7 +791,7 @@ class SlackBot:
         op_id, actor = self.action_of(body)
         # Progress goes to the clicked message where the bot may not post.
         url = body.get("response_url")
-        result = self.service.confirm(
+        result = await self.service.confirm_off_loop(
             op_id, await self.actor(actor), response_url=str(url) if url else None
         )
         if not result.ok or result.operation is None:
