@@ -223,7 +223,7 @@ class ProcessRegistry:
             except Exception as exc:
                 _failed("taking over a dead process's work failed; next round retries", exc)
         try:
-            self.store.forget_processes(self.dead())
+            await self.store.off_loop(lambda: self.store.forget_processes(self.dead()))
         except Exception as exc:
             _failed("could not forget dead processes", exc)
 
@@ -236,7 +236,9 @@ class ProcessRegistry:
             while True:
                 await asyncio.sleep(every)
                 try:
-                    self.beat()
+                    # Off the loop, and on the lane no run's writes queue on: a heartbeat
+                    # late by the lease would have this process taken for dead.
+                    await self.store.off_loop(self.beat, urgent=True)
                 except Exception as exc:
                     _failed("heartbeat failed", exc)
                 await self.sweep()

@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -476,11 +477,14 @@ class Savings:
         if self._checked is not None and now - self._checked < self.config.savings.check_interval:
             return []
         self._checked = now
-        stopped = self.stopped_now()
+        # The store's reads and writes off the loop (the audit's facts, on PostgreSQL a
+        # round trip the loop would wait through).
+        stopped = await self.store.off_loop(self.stopped_now)
         resources = [r.to_resource() for r in self.config.resources if r.name in stopped]
         if not resources:
             return []
-        return self.observe(await reads.statuses(self.providers, resources))
+        statuses = await reads.statuses(self.providers, resources)
+        return await self.store.off_loop(partial(self.observe, statuses))
 
     # -- the weekly digest ----------------------------------------------------------
 

@@ -461,7 +461,8 @@ async def test_runner_sleeps_until_the_next_thing_due_on_the_bots_clock(s: Sched
         schedule = s.engine.schedule("nightly")
         fire = s.engine.definitions.next_fire(schedule)
         assert runner.next_due() == fire - schedule.warn_before
-        assert runner._wait() == (fire - schedule.warn_before - s.engine.clock()).total_seconds()
+        wait = (fire - schedule.warn_before - s.engine.clock()).total_seconds()
+        assert await runner._wait() == wait
     finally:
         await runner.stop()
     assert not runner.running

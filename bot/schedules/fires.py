@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from bot.config import ScheduleConfig
 from bot.models import Owed, ScheduleRun
@@ -48,17 +49,19 @@ class Fires:
         """Do everything that is due now. Idempotent."""
         async with self._tick_lock:
             now = self.clock()
-            for schedule in self.definitions.schedules().values():
+            # The store's reads off the loop (on PostgreSQL, a round trip each).
+            schedules = await self.store.off_loop(self.definitions.schedules)
+            for schedule in schedules.values():
                 try:
                     await self._tick_one(schedule, now)
                 except Exception:
                     log.exception("schedule %s: tick failed", schedule.name)
 
     async def _tick_one(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
-        state = self.store.schedule_state(schedule.name)
+        state = await self.store.off_loop(partial(self.store.schedule_state, schedule.name))
         if state.checked_through is None:
             # A new schedule starts from now: fires before it existed are not "missed".
-            self.store.update_schedule_state(schedule.name, checked_through=now)
+            await self._checked_through(schedule, now)
             state.checked_through = now
         missed: list[ScheduleRun] = []
         fire = self.definitions.next_any_fire(schedule, state.checked_through)
@@ -68,8 +71,13 @@ class Fires:
         await self.announcements.report_missed(schedule, missed, now)
         await self._snoozes_due(schedule, now)
         await self._warn_if_due(schedule, now)
-        self.store.update_schedule_state(schedule.name, checked_through=now)
+        await self._checked_through(schedule, now)
         await self.drift.watch(schedule, now)
+
+    async def _checked_through(self, schedule: ScheduleConfig, now: dt.datetime) -> None:
+        await self.store.off_loop(
+            partial(self.store.update_schedule_state, schedule.name, checked_through=now)
+        )
 
     async def _due(
         self,

@@ -83,14 +83,14 @@ class ScheduleRunner:
             due += [fire, at] + ([warn] if warn > now else [])
         return min(due, default=None)
 
-    def _wait(self) -> float:
+    async def _wait(self) -> float:
         """Seconds until the next thing due, at most ``interval`` (a follower, or a store
         that does not answer, waits the interval: the leader, or the store back, reckons)."""
         wait = self.interval
         due = None
         if self.leading():
             try:
-                due = self.next_due()
+                due = await self.engine.store.off_loop(self.next_due)
             except StoreError as exc:
                 log.warning("schedules: the store does not answer (%s); trying again", exc)
             except Exception:
@@ -110,7 +110,7 @@ class ScheduleRunner:
             except Exception:
                 log.exception("schedules: tick failed; trying again")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._wait())
+                await asyncio.wait_for(self._woken.wait(), await self._wait())
 
     @property
     def running(self) -> bool:
