@@ -76,7 +76,7 @@ class Slack:
     def __init__(
         self,
         sims: SimulatorServer,
-        db: Path,
+        db: Path | str,
         resources: dict[str, dict[str, Any]] | None = None,
         **config: Any,
     ) -> None:
