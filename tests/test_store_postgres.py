@@ -313,6 +313,29 @@ def test_a_session_idle_in_a_transaction_loses_the_write_lock(
     paused.close()
 
 
+def test_a_heartbeat_and_a_recording_wait_for_no_writer(
+    store: PostgresStore, pg_location: str
+) -> None:
+    """With another session holding the store's write lock (a run's batch, a replica
+    paused mid-write), a heartbeat and an ack's recording go through at once: neither is
+    queued behind the writers (the heartbeat shares the urgent lane with the acks)."""
+    from bot.processes import Registration
+
+    me = Registration()
+    store.register_process(me)
+    writer = psycopg.connect(**PostgresLocation.parse(pg_location).connection_kwargs())
+    try:
+        writer.execute(store._begin)
+        started = time.monotonic()
+        assert store.heartbeat(me.id)
+        assert store.receive([("r1", "body", "text/plain")], me.id) == ["new"]
+        assert time.monotonic() - started < 2.0  # (the lock is held until the rollback)
+        assert not store.heartbeat("nobody")
+    finally:
+        writer.rollback()
+        writer.close()
+
+
 def test_sessions_name_stopbot_and_time_out_idle_transactions(store: PostgresStore) -> None:
     """Every session says it is stopbot's, in UTC, and is ended when idle in a transaction
     for 10 s."""
