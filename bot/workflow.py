@@ -755,8 +755,7 @@ class StopService:
         response_url: str | None = None,
     ) -> ActionResult:
         """:meth:`confirm`, as one call in the store's lane: off the loop, which on
-        PostgreSQL would otherwise wait through its round trips, behind a run's writes.
-        """
+        PostgreSQL would otherwise wait through its round trips, behind a run's writes."""
         return await self._committed(
             partial(
                 self.confirm,
@@ -1291,7 +1290,9 @@ class StopService:
                     return await self._end(op, OpState.FAILED, listener, status, message)
                 if changed is not None:
                     await self._notify(listener, op, status)
-            ended = await self.store.off_loop(partial(self._leader_ended, op))
+            ended = (
+                await self.store.off_loop(partial(self._leader_ended, op)) if op.joined else None
+            )
             if ended is not None:
                 return await self._end(op, OpState.FAILED, listener, last, ended)
             if self.clock() >= check_at:  # (a write fenced out says so too)
