@@ -196,9 +196,8 @@ class Leases:
         """Open the leases whose wake ended where no lease was opened, warn the owners of
         those about to end, and end those due: each step a compare-and-set."""
         # The store's steps off the loop (on PostgreSQL, round trips and writes behind a
-        # run's); what they owe is kicked once committed.
+        # run's).
         due = await self.store.off_loop(self._advance)
-        self.outbox.kick()
         for lease in due:
             try:
                 await self._stop(lease)
@@ -304,7 +303,9 @@ class Leases:
         if op.state == OpState.REQUESTED:
             op = await self.service.until_decided(op.id)
         if op.state == OpState.AWAITING_CONFIRMATION:
-            result = await self.service.confirm_off_loop(op.id, actor, require_approval=False)
+            result = await self.store.off_loop(
+                partial(self.service.confirm, op.id, actor, require_approval=False)
+            )
             op = result.operation or self.store.get_operation(op.id) or op
         if op.state == OpState.SUBMITTING and op.id not in self.service.in_flight():
             self.service.start(op.id, Unshown(), actor)

@@ -33,6 +33,7 @@ from typing import Any
 from bot.models import Owed
 from bot.processes import ProcessRegistry
 from bot.store import Store, StoreUnavailableError
+from bot.store.background import after_commit
 
 __all__ = ["Delivery", "Handler", "Outbox", "current_delivery"]
 
@@ -98,8 +99,13 @@ class Outbox:
         self._handlers[kind] = (handler, interval)
 
     def kick(self) -> None:
-        """Something new is owed: deliver it soon. The outbox works in the event loop that
-        first kicked it (the serving loop); a kick from another thread is passed there."""
+        """Something new is owed: deliver it soon, once it is committed (a kick from a
+        call in the store's lane waits for its commit, see :func:`after_commit`)."""
+        after_commit(self._kick_now)
+
+    def _kick_now(self) -> None:
+        """The outbox works in the event loop that first kicked it (the serving loop); a
+        kick from another thread is passed there."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

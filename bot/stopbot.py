@@ -241,11 +241,9 @@ class Stopbot:
         """Housekeeping: end the approval requests past their expiry, warn the owners of
         locks about to expire, warn and end wake leases, owe the weekly savings digest when
         due, and read what is counted stopped (every ``savings.check_interval``)."""
-        # Off the loop (on PostgreSQL, writes wait their turn behind a run's); what they
-        # owe is kicked once committed.
+        # Off the loop (on PostgreSQL, writes wait their turn behind a run's).
         await self.store.off_loop(self.approvals.expire)
         await self.store.off_loop(self.locks.warn_expiring)
-        self.outbox.kick()
         try:
             if self.discovery.due():  # bounded: the other duties wait for it
                 await asyncio.wait_for(self.refresh(), DISCOVERY_WAIT)

@@ -36,7 +36,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -97,8 +97,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -526,7 +524,7 @@ class StopService:
         # Confirmed off the loop, then driven by the caller as soon as it has it: meanwhile
         # it counts as driven here, so no sweep takes it for stranded (and drives it twice).
         with self._driven(op.id):
-            await self._committed(decide)
+            await self.store.off_loop(decide)
         return preview
 
     @contextlib.contextmanager
@@ -745,34 +743,6 @@ class StopService:
         return ActionResult(
             ok=True, message=self._submitted(op), operation=op, run=True, joined=op.joined
         )
-
-    async def confirm_off_loop(
-        self,
-        op_id: str,
-        actor: Actor,
-        *,
-        require_approval: bool = True,
-        response_url: str | None = None,
-    ) -> ActionResult:
-        """:meth:`confirm`, as one call in the store's lane: off the loop, which on
-        PostgreSQL would otherwise wait through its round trips, behind a run's writes."""
-        return await self._committed(
-            partial(
-                self.confirm,
-                op_id,
-                actor,
-                require_approval=require_approval,
-                response_url=response_url,
-            )
-        )
-
-    async def _committed(self, call: Callable[[], T]) -> T:
-        """``call``, moves that owe progress, in the store's lane; the outbox kicked once
-        they are committed (the kick a move makes inside the lane's transaction comes
-        before its commit: the outbox may read before it, and miss what is owed)."""
-        result = await self.store.off_loop(call)
-        self.outbox.kick()
-        return result
 
     def _submitted(self, op: Operation) -> Text:
         if op.joined is None:
@@ -1107,7 +1077,7 @@ class StopService:
                     moved = self._observe(moved, accepted.status) or moved
                 return moved
 
-        moved = await self._committed(accept)
+        moved = await self.store.off_loop(accept)
         if moved is None:
             current = self.store.get_operation(op.id) or op
             if not current.state.final:
@@ -1170,7 +1140,7 @@ class StopService:
                     _ask_again(op),
                 ),
             )
-        moved = await self._committed(
+        moved = await self.store.off_loop(
             partial(
                 self._move,
                 op,
@@ -1273,7 +1243,7 @@ class StopService:
                     final = status.phase == Phase.FAILED or (
                         up if op.action is Action.START else status.phase == Phase.STOPPED
                     )
-                    op, changed = await self._committed(
+                    op, changed = await self.store.off_loop(
                         partial(self._look, op, status, shown=not final)
                     )
                 if op.action is Action.START and self.providers[resource.provider].is_up(status):
@@ -1337,7 +1307,7 @@ class StopService:
             self._open_lease(final)
             return final
 
-        final = await self._committed(end)
+        final = await self.store.off_loop(end)
         await self._notify(listener, final, status)
         return final
 

@@ -14,7 +14,7 @@ import pytest
 
 from bot.models import OpState
 from bot.store import Store, StoreError, StoreUnavailableError, open_store
-from bot.store.background import GROUP, Lane, following
+from bot.store.background import GROUP, Lane, after_commit, following
 from tests.test_store import Clock, _confirm, new_op
 
 T = TypeVar("T")
@@ -150,6 +150,36 @@ def test_a_group_shares_one_commit_and_settles_after_it(store: Store, location: 
     finally:
         other.close()
     assert seen == [[]]
+
+
+def test_what_a_call_does_after_its_commit_sees_the_commit(store: Store, location: str) -> None:
+    """An action a call asks for after its commit (the outbox's kick) runs once the
+    call's group is committed: another connection then sees the call's writes, alone or
+    in a group. Outside a lane it runs at once."""
+    other = open_store(location, clock=Clock())
+    seen: list[list[str]] = []
+
+    def write(action: str) -> None:
+        store.audit("U1", action)
+        after_commit(lambda: seen.append(_actions(other)))
+
+    async def main() -> None:
+        await store.off_loop(partial(write, "alone"))
+        release, held = await _held(store)
+        calls = _queued(
+            store.off_loop(partial(write, "one")), store.off_loop(partial(write, "two"))
+        )
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        await asyncio.gather(*calls)
+
+    try:
+        asyncio.run(main())
+        after_commit(lambda: seen.append(["at once"]))
+    finally:
+        other.close()
+    assert seen == [["alone"], ["alone", "one", "two"], ["alone", "one", "two"], ["at once"]]
 
 
 def test_at_most_a_group_of_calls_share_a_transaction(store: Store) -> None:

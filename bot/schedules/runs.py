@@ -516,7 +516,9 @@ class Runs:
             # A person's run goes through approval as their /stop would; a timed one as
             # the schedule says.
             needs = schedule.approval or run.kind == "manual"
-            confirmed = await self.service.confirm_off_loop(op.id, actor, require_approval=needs)
+            confirmed = await self.store.off_loop(
+                partial(self.service.confirm, op.id, actor, require_approval=needs)
+            )
             if confirmed.operation is None:
                 return self.store.get_operation(op.id) or op
             op = confirmed.operation

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -791,9 +792,13 @@ class SlackBot:
         op_id, actor = self.action_of(body)
         # Progress goes to the clicked message where the bot may not post.
         url = body.get("response_url")
-        result = await self.service.confirm_off_loop(
-            op_id, await self.actor(actor), response_url=str(url) if url else None
+        confirm = partial(
+            self.service.confirm,
+            op_id,
+            await self.actor(actor),
+            response_url=str(url) if url else None,
         )
+        result = await self.store.off_loop(confirm)
         if not result.ok or result.operation is None:
             await tell(respond, mrkdwn(result.message))
             return

@@ -56,7 +56,7 @@ from bot.store.errors import StoreUnavailableError
 if TYPE_CHECKING:
     from bot.store.base import Store
 
-__all__ = ["GROUP", "Lane", "LoopLane", "following", "lane_batch"]
+__all__ = ["GROUP", "Lane", "LoopLane", "after_commit", "following", "lane_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,42 @@ def lane_batch() -> bool:
     return _LANE_BATCH.get()
 
 
+_AFTER_COMMIT: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "stopbot_after_commit", default=None
+)
+
+
+def after_commit(action: Callable[[], None]) -> None:
+    """``action`` once the lane's calls running now are committed (or have failed); at
+    once outside a lane. What a call tells others (the outbox: something is owed) must
+    not reach them before its commit: a thread's lane commits after the call returns,
+    and another thread reading meanwhile would not see it."""
+    pending = _AFTER_COMMIT.get()
+    if pending is None:
+        action()
+    else:
+        pending.append(action)
+
+
 def _run_calls(
     store: Store,
     calls: list[_Call],
     deliver: Callable[[list[_Call], list[_Outcome]], None],
 ) -> None:
-    """``calls`` in order, in one batch; their outcomes delivered once it is committed."""
-    deliver(calls, _batch(store, calls))
+    """``calls`` in order, in one batch; their outcomes delivered once it is committed,
+    and what they asked to do after the commit done then."""
+    pending: list[Callable[[], None]] = []
+    token = _AFTER_COMMIT.set(pending)
+    try:
+        outcomes = _batch(store, calls)
+    finally:
+        _AFTER_COMMIT.reset(token)
+    for action in pending:
+        try:
+            action()
+        except Exception:  # (a kick: nothing of the calls' depends on it)
+            log.exception("an action after a commit failed")
+    deliver(calls, outcomes)
 
 
 def _one(call: _Call) -> _Outcome:
