@@ -265,7 +265,7 @@ class Definitions:
             selected = {r.name: r for r in self.selected(schedule)}
             return items, [selected[i.resource] for i in items if i.stop]
 
-        def judge(readings: dict[str, reads.Reading]) -> None:
+        def judge(items: list[PlanItem], readings: dict[str, reads.Reading]) -> None:
             # Stopbot's locks in one read (not one per resource: a round trip each on
             # PostgreSQL).
             locks = {lock.resource: lock for lock in self.store.active_locks()}
@@ -295,7 +295,7 @@ class Definitions:
         # 300 ms of building them and their items, which on the loop held every Slack ack
         # meanwhile (in a thread, the loop gets the GIL back every few milliseconds).
         items, stopping = await asyncio.to_thread(planned)
-        await asyncio.to_thread(judge, await reads.read(self.service.providers, stopping))
+        await asyncio.to_thread(judge, items, await reads.read(self.service.providers, stopping))
         return items
 
     def holiday(self, schedule: ScheduleConfig, fire: dt.datetime) -> str | None:
