@@ -836,6 +836,19 @@ def test_requests_received_at_once_say_whether_each_is_new_open_or_done(store: S
     assert [r["id"] for r in store.open_requests()] == ["r1", "r3"]
 
 
+async def test_a_recording_an_ack_awaits_says_the_same(store: Store) -> None:
+    """receive_now (what an ack awaits on the event loop) records as receive does."""
+    burst = [("r1", "body 1", "form"), ("r2", "body 2", "form"), ("r1", "body 1", "form")]
+    assert await store.receive_now(burst, "P1") == ["new", "new", "open"]
+    store.handled("r2")
+    assert await store.receive_now([("r3", "3", "form"), ("r2", "2", "form")], "P1") == [
+        "new",
+        "done",
+    ]
+    assert store.receive([("r1", "1", "form")], "P1") == ["open"]
+    assert [(r["id"], r["owner"]) for r in store.open_requests()] == [("r1", "P1"), ("r3", "P1")]
+
+
 # -- discovery ---------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ in tests/test_store.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import subprocess
@@ -25,6 +26,7 @@ from bot.models import OpState
 from bot.store import StoreError, StoreLocationError, StoreSchemaError, StoreUnavailableError
 from bot.store import postgres as pg_module
 from bot.store.postgres import PostgresLocation, PostgresStore, _schema_key
+from bot.store.postgres_loop import LoopConnection
 from bot.store.postgres_schema import MIGRATE_LOCK, MIGRATIONS, SCHEMA_VERSION
 from bot.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.pg import PostgresServer
@@ -336,6 +338,52 @@ def test_a_heartbeat_and_a_recording_wait_for_no_writer(
         writer.close()
 
 
+async def test_an_acks_recording_waits_for_no_thread_of_the_store(store: PostgresStore) -> None:
+    """An ack's recording runs on the event loop's own connection: with every thread of
+    the store's lanes busy (a run's writes), it goes through at once."""
+    release = threading.Event()
+    busy = [store.submit(release.wait, urgent=True)]
+    busy += [store.submit(release.wait) for _ in range(3)]
+    try:
+        recorded = store.receive_now([("r1", "body", "text/plain")], "P1")
+        assert await asyncio.wait_for(recorded, 5.0) == ["new"]
+        assert not any(future.done() for future in busy)
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+    assert [r["id"] for r in store.open_requests()] == ["r1"]
+
+
+async def test_the_loops_connection_is_dropped_when_a_call_on_it_is_cut(
+    store: PostgresStore,
+) -> None:
+    """A call past the timeout is the store's unavailability, and the next call opens a
+    new connection; a statement the server refuses leaves it as it was."""
+    connection = LoopConnection(store.url.connection_kwargs(), timeout=0.3)
+
+    async def pid(conn: psycopg.AsyncConnection[Any]) -> int:
+        row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def sleep(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT pg_sleep(5)")
+
+    async def refused(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT 1/0")
+
+    try:
+        first = await connection.run(pid)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await connection.run(refused)
+        assert await connection.run(pid) == first
+        with pytest.raises(psycopg.OperationalError, match=r"no answer within 0\.3 s"):
+            await connection.run(sleep)
+        assert await connection.run(pid) != first
+    finally:
+        connection.close()
+
+
 def test_sessions_name_stopbot_and_time_out_idle_transactions(store: PostgresStore) -> None:
     """Every session says it is stopbot's, in UTC, and is ended when idle in a transaction
     for 10 s."""
@@ -371,7 +419,12 @@ def test_a_stopped_server_is_unavailable_then_found_again(
         store.claim("before")
         postgres_server.stop()
         try:
-            for call in (store.health, lambda: store.claim("meanwhile")):
+            recording = [("while down", "body", "text/plain")]
+            for call in (
+                store.health,
+                lambda: store.claim("meanwhile"),
+                lambda: asyncio.run(store.receive_now(recording, "P1")),
+            ):
                 with pytest.raises(StoreUnavailableError, match="does not answer"):
                     call()
         finally:
@@ -386,6 +439,7 @@ def test_a_stopped_server_is_unavailable_then_found_again(
                 assert time.monotonic() < deadline, "the store never found the server again"
         assert store.claim("after")
         assert not store.claim("before")
+        assert asyncio.run(store.receive_now([("after", "body", "text/plain")], "P1")) == ["new"]
     finally:
         store.close()
 

@@ -153,16 +153,12 @@ class Inbox:
         if self._recording or not self._waiting:
             return
         self._recording = True
-        # Off the loop, on the store's urgent lane (no run's writes queue there): the loop
-        # goes on answering while the database commits; each answer leaves after it.
+        # Off the loop where the store has a server to wait for (Store.receive_now): the
+        # loop goes on answering while the database commits; each answer leaves after it.
         waiting, self._waiting = self._waiting, []
         store = self.bot.store
         requests = [(rid, body, kind) for rid, body, kind, _ in waiting]
-        recording = asyncio.ensure_future(
-            store.off_loop(
-                partial(store.receive, requests, self.bot.service.registry.id), urgent=True
-            )
-        )
+        recording = asyncio.ensure_future(store.receive_now(requests, self.bot.service.registry.id))
 
         def recorded(done: asyncio.Future[list[str]]) -> None:
             self._recording = False

@@ -38,6 +38,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypedDict, TypeVar
 
 from bot.leadership import Leadership, Sole
@@ -892,6 +893,12 @@ class Store(
         else:
             lane = self._lanes["urgent" if urgent else "work"]
         return lane.submit(call)
+
+    async def receive_now(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
+        """:meth:`receive`, for an ack that waits for it on the event loop: at once, on the
+        urgent lane (a backend may do better: PostgreSQL records on the loop's own
+        connection)."""
+        return await self.off_loop(partial(self.receive, requests, owner), urgent=True)
 
     def close_lanes(self) -> None:
         """Run the calls queued off the loop, then stop their threads (at close)."""

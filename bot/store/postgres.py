@@ -113,6 +113,7 @@ from bot.store.errors import (
     StoreUnavailableError,
 )
 from bot.store.postgres_leadership import AdvisoryLeadership
+from bot.store.postgres_loop import LoopConnection
 from bot.store.postgres_schema import migrate, schema_version
 from bot.text import Text
 from providers.base import utcnow
@@ -341,6 +342,32 @@ class _Errors:
         raise StoreError(f"{self.where}: {words}") from None
 
 
+# Requests recorded before they are answered (the inbox): one statement, committed on its
+# own (the connections are in autocommit), so one round trip where BEGIN, the inserts and
+# COMMIT were three or more. Each insert is a compare-and-set on its own (the id is
+# unique): no write lock, and a recording waits for no other writer. The arrays go in
+# binary (%b): as text, 200 bodies of 1 KB were quoted by psycopg and parsed by the server,
+# 8.6 ms against 2.7 (4.2 as 200 pipelined inserts).
+_RECEIVE = (
+    "INSERT INTO inbox (id, received_at, body, content_type, owner) "
+    "SELECT r.id, %s, r.body, r.content_type, %s "
+    "FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+    "AS r(id, body, content_type, n) ORDER BY r.n "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_DONE = "SELECT id FROM inbox WHERE id = ANY(%s) AND done_at IS NOT NULL"
+
+
+def _seen(ids: list[str], inserted: set[str], done: set[str]) -> list[str]:
+    """Each request's "new", or "done"/"open" for one seen before (a redelivery); the same
+    request twice in one recording is new once."""
+    seen = []
+    for rid in ids:
+        seen.append("new" if rid in inserted else "done" if rid in done else "open")
+        inserted.discard(rid)
+    return seen
+
+
 class PostgresStore(Store):
     """All persistent state of the bot, in one schema of a PostgreSQL database.
 
@@ -390,6 +417,7 @@ class PostgresStore(Store):
         )
         with self._errors:
             self._pool.open()
+        self._loop_connection = LoopConnection(self.url.connection_kwargs(), timeout=self.wait)
 
     def _closed(self) -> bool:
         return self.closed
@@ -443,6 +471,7 @@ class PostgresStore(Store):
     def close(self) -> None:
         self.close_lanes()
         self.closed = True
+        self._loop_connection.close()
         self._pool.close()
 
     def health(self) -> None:
@@ -1918,36 +1947,49 @@ class PostgresStore(Store):
     # -- the inbox: requests answered before they were handled --------------------
 
     def receive(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
-        now = self.clock()
-        # Each insert is a compare-and-set on its own (the id is unique): no write lock
-        # (an ack's recording waits for no other writer's turn), the inserts pipelined.
+        ids, params = self._received(requests, owner)
         in_batch = getattr(self._batches, "conn", None) is not None
-        with self.transaction() if in_batch else self._unlocked() as conn:
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO inbox (id, received_at, body, content_type, owner) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                    [[rid, now, body, kind, owner] for rid, body, kind in requests],
-                    returning=True,
-                )
-                new = [cursor.fetchone() is not None for _ in cursor.results()]
-            known = [
-                rid for (rid, _, _), inserted in zip(requests, new, strict=True) if not inserted
-            ]
-            done = (
-                {
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT id FROM inbox WHERE id = ANY(%s) AND done_at IS NOT NULL", [known]
-                    ).fetchall()
-                }
-                if known
-                else set()
+        with self.transaction() if in_batch else self._connection() as conn:
+            inserted = {row[0] for row in conn.execute(_RECEIVE, params).fetchall()}
+            known = [rid for rid in ids if rid not in inserted]
+            done = {row[0] for row in conn.execute(_DONE, [known]).fetchall()} if known else set()
+        return _seen(ids, inserted, done)
+
+    async def receive_now(self, requests: Sequence[tuple[str, str, str]], owner: str) -> list[str]:
+        # On the loop's own connection: no thread, no hand-off of the GIL
+        # (bot/store/postgres_loop.py).
+        ids, params = self._received(requests, owner)
+
+        async def record(conn: psycopg.AsyncConnection[Any]) -> tuple[set[str], set[str]]:
+            inserted = {row[0] for row in await (await conn.execute(_RECEIVE, params)).fetchall()}
+            known = [rid for rid in ids if rid not in inserted]
+            if not known:
+                return inserted, set()
+            done = await (await conn.execute(_DONE, [known])).fetchall()
+            return inserted, {row[0] for row in done}
+
+        if self._down is not None:
+            raise StoreUnavailableError(
+                f"the database {self.location} does not answer: {self._down}"
             )
-        return [
-            "new" if inserted else "done" if rid in done else "open"
-            for (rid, _, _), inserted in zip(requests, new, strict=True)
-        ]
+        try:
+            with self._errors:
+                if self.closed:
+                    raise StoreUnavailableError(f"the database {self.location} is closed")
+                inserted, done = await self._loop_connection.run(record)
+        except StoreUnavailableError as exc:
+            if not self.closed:
+                self._lost(str(exc).rpartition("does not answer: ")[2] or str(exc))
+            raise
+        return _seen(ids, inserted, done)
+
+    def _received(
+        self, requests: Sequence[tuple[str, str, str]], owner: str
+    ) -> tuple[list[str], list[Any]]:
+        """The ids of ``requests``, and the parameters of :data:`_RECEIVE` recording them."""
+        ids = [rid for rid, _, _ in requests]
+        bodies = [body for _, body, _ in requests]
+        return ids, [self.clock(), owner, ids, bodies, [kind for *_, kind in requests]]
 
     def handled(self, request_id: str) -> None:
         with self.transaction() as conn:
