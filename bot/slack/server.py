@@ -108,14 +108,17 @@ def _signed(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]
 def _read(
     verifier: SignatureVerifier | None, body: bytes, headers: Mapping[str, str]
 ) -> SlackRequest:
-    """The request, checked: UTF-8 (else Refused 400: slack_sdk verifies signatures of text
-    only), signed (else Refused 401), a form (a slash command, an interaction's payload,
-    Slack's SSL check) or Slack's URL check in JSON, of the shape Slack sends (else
-    Refused 400): Bolt, and the listeners, can read it."""
+    """The request, checked: UTF-8 without NUL (else Refused 400: slack_sdk verifies
+    signatures of text only, and the inbox keeps it as text), signed (else Refused 401), a
+    form (a slash command, an interaction's payload, Slack's SSL check) or Slack's URL
+    check in JSON, of the shape Slack sends (else Refused 400): Bolt, and the listeners,
+    can read it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise Refused(400, "the body is not UTF-8") from None
+    if "\x00" in text:  # Slack's forms and JSON escape it; a database's text cannot hold it
+        raise Refused(400, "the body holds a NUL character")
     if verifier is not None and not _signed(verifier, body, headers):
         # As Bolt logs it (the logging redacts what the body holds of secrets).
         log.info(
