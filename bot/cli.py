@@ -1078,9 +1078,20 @@ def _run_serving(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def _keep_alive(value: str) -> int:
+    """``--keep-alive``: whole seconds, at least one."""
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError("at least 1 second")
+    return seconds
+
+
 async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: bool) -> None:
     from bot.slack.app import SlackBot
-    from bot.slack.server import run_http, run_socket_mode
+    from bot.slack.server import KEEP_ALIVE, run_http, run_socket_mode
 
     runtime = Runtime.open(settings)
     try:
@@ -1102,7 +1113,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, *, http_mode: boo
             print(
                 f"stopbot: Slack endpoint http://{args.host}:{args.port}/slack/events", flush=True
             )
-            await run_http(bot, args.host, args.port)
+            await run_http(bot, args.host, args.port, keep_alive=args.keep_alive or KEEP_ALIVE)
         else:
             print(
                 f"stopbot: Socket Mode; health at http://{args.host}:{args.port}/healthz",
@@ -1149,6 +1160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)"
     )
     p.add_argument("--port", type=int, default=3000)
+    p.add_argument(
+        "--keep-alive",
+        type=_keep_alive,
+        metavar="SECONDS",
+        help="how long an idle HTTP connection is kept open (default 75): longer than the "
+        "idle timeout of the load balancer in front",
+    )
     _add_log_level(p, "info")
     p.set_defaults(func=cmd_serve)
 

@@ -28,7 +28,7 @@ from bot.slack.fake_api import (
     sign_request,
     slash_command_body,
 )
-from bot.slack.server import FORM, _answer_ahead, _form, build_http_app
+from bot.slack.server import FORM, KEEP_ALIVE, _answer_ahead, _form, build_http_app, http_config
 from tests.conftest import shared_path
 from tests.slack_harness import BOB, CHANNEL, SECRET, Slack
 
@@ -303,3 +303,12 @@ def test_no_http_endpoint_without_a_signing_secret(slack: Slack) -> None:
     with pytest.raises(ValueError, match="needs a signing secret"):
         build_http_app(slack.bot)
     assert build_http_app(slack.bot, slack_endpoint=False) is not None  # Socket Mode's health
+
+
+def test_the_server_keeps_idle_connections_past_a_load_balancers_timeout(slack: Slack) -> None:
+    """uvicorn closes an idle connection after 5 s by default: a balancer that reuses it
+    until its own 60 s sends a request on one the bot is closing, and answers 502. The
+    bot's server keeps them 75 s unless told otherwise."""
+    assert KEEP_ALIVE == 75
+    assert http_config(slack.bot, "127.0.0.1", 0).timeout_keep_alive == 75
+    assert http_config(slack.bot, "127.0.0.1", 0, keep_alive=650).timeout_keep_alive == 650

@@ -880,6 +880,24 @@ def test_a_reason_is_taken_wherever_its_words_stand(argv: list[str]) -> None:
     assert (args.resource, args.reason, args.yes) == ("dev-eu", ["end", "of", "day"], True)
 
 
+def test_serve_keeps_idle_connections_longer_than_a_load_balancer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`serve --keep-alive` takes whole seconds, 75 by default (past AWS's ALB and
+    nginx's 60 s, so the balancer closes an idle connection first, never the bot under a
+    request it sends); anything else is a usage error in words."""
+    assert parse_args(["serve", "--http"]).keep_alive is None  # the server's KEEP_ALIVE
+    assert parse_args(["serve", "--http", "--keep-alive", "650"]).keep_alive == 650
+    for wrong, why in [("0", "at least 1 second"), ("1.5", "'1.5' is not a whole number")]:
+        with pytest.raises(SystemExit) as usage:
+            parse_args(["serve", "--keep-alive", wrong])
+        assert usage.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"stopbot serve: error: argument --keep-alive: {why}"
+            + (" of seconds" if wrong == "1.5" else "")
+        )
+
+
 def test_usage_errors_say_what_is_missing_or_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     """`stopbot stop` alone asks for a resource (not a reason); an unknown option after the
     reason is still refused; --version says the version."""

@@ -28,7 +28,7 @@ from bot.slack.app import SlackBot, bolt_request
 from bot.slack.collector import QuietCollector
 from bot.store import StoreUnavailableError
 
-__all__ = ["build_http_app", "run_http", "run_socket_mode"]
+__all__ = ["KEEP_ALIVE", "build_http_app", "http_config", "run_http", "run_socket_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -352,15 +352,43 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def run_http(bot: SlackBot, host: str, port: int, *, slack_endpoint: bool = True) -> None:
-    config = uvicorn.Config(
+KEEP_ALIVE = 75
+"""Seconds an idle connection is kept open. A load balancer reuses its idle connections to
+the bot until its own idle timeout (AWS's ALB 60 s, nginx's upstream keep-alive 60 s): one
+the bot closes first can be closed just as a request is sent on it, which the balancer
+answers 502 (uvicorn's 5 s made that a request in a few hundred here, in a benchmark whose
+client, as aiohttp does, reuses the connection idle the longest). Longer than theirs, the
+balancer closes first."""
+
+
+def http_config(
+    bot: SlackBot,
+    host: str,
+    port: int,
+    *,
+    slack_endpoint: bool = True,
+    keep_alive: int = KEEP_ALIVE,
+) -> uvicorn.Config:
+    return uvicorn.Config(
         build_http_app(bot, slack_endpoint=slack_endpoint),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
         log_config=None,  # uvicorn's lines go through our (JSON, redacting) logging
+        timeout_keep_alive=keep_alive,
     )
+
+
+async def run_http(
+    bot: SlackBot,
+    host: str,
+    port: int,
+    *,
+    slack_endpoint: bool = True,
+    keep_alive: int = KEEP_ALIVE,
+) -> None:
+    config = http_config(bot, host, port, slack_endpoint=slack_endpoint, keep_alive=keep_alive)
     # Everything built so far lives as long as the process: keep it out of the garbage
     # collector's way, whose pauses otherwise stall acks in a burst.
     gc.collect()
