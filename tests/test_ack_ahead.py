@@ -312,3 +312,16 @@ def test_the_server_keeps_idle_connections_past_a_load_balancers_timeout(slack: 
     assert KEEP_ALIVE == 75
     assert http_config(slack.bot, "127.0.0.1", 0).timeout_keep_alive == 75
     assert http_config(slack.bot, "127.0.0.1", 0, keep_alive=650).timeout_keep_alive == 650
+
+
+async def test_only_slacks_posts_skip_starlettes_router(slack: Slack) -> None:
+    """A POST to /slack/events goes to the endpoint straight (the requests above); any other
+    method there, and every other path, still go through Starlette's router."""
+    assert slack.server is not None
+    async with httpx.AsyncClient(base_url=slack.server.url) as client:
+        assert (await client.get("/slack/events")).status_code == 405
+        assert (await client.put("/slack/events", content=b"x")).status_code == 405
+        assert (await client.post("/slack/event", content=b"x")).status_code == 404
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        unsigned = await client.post("/slack/events", content=b"command=%2Fstop")
+        assert (unsigned.status_code, unsigned.json()) == (401, {"error": "invalid signature"})

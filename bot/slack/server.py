@@ -8,7 +8,7 @@ import contextlib
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from bot.metrics import metrics_route
@@ -347,9 +348,39 @@ def build_http_app(bot: SlackBot, *, slack_endpoint: bool = True) -> Starlette:
         bot.metrics.detach()
 
     routes = [Route("/healthz", healthz, methods=["GET"]), metrics_route(bot.metrics)]
-    if slack_endpoint:
-        routes.append(Route("/slack/events", events, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    if not slack_endpoint:
+        return Starlette(routes=routes, lifespan=lifespan)
+    routes.append(Route("/slack/events", events, methods=["POST"]))
+    return _SlackFirst(events, routes=routes, lifespan=lifespan)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _SlackFirst(Starlette):
+    """The app, Slack's requests taken first: a POST to /slack/events goes to its endpoint
+    straight, without Starlette's middleware and router, which cost about 7 µs a request
+    (measured in process: 16 µs for an endpoint that answers at once, 9 without them).
+    During a run, uvicorn and Starlette are a third of the loop's time in a burst of acks.
+    Everything else (health, metrics, the lifespan, another method on the endpoint's path)
+    goes through them. An exception out of the endpoint reaches uvicorn, which logs it and
+    answers 500, as Starlette's ServerErrorMiddleware does."""
+
+    def __init__(self, endpoint: Endpoint, **starlette: Any) -> None:
+        super().__init__(**starlette)
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/slack/events"
+            and not scope.get("root_path")
+        ):
+            response = await self._endpoint(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 KEEP_ALIVE = 75

@@ -26,8 +26,9 @@ What it promises:
   of its own and split its turn's group in two: 2,500 stops through the loop's lane made
   1.22 commits a stop that way, 0.22 with claims in their groups.
 
-Two lanes: ``work`` (a run's stops, their moves) and ``urgent`` (what an ack waits for:
-recording a request before its answer), so an ack never queues behind a run's writes.
+Two lanes: ``work`` (a run's stops, their moves) and ``urgent`` (what must not queue behind
+a run's writes: the heartbeat; an ack's recording on a backend that has no better way, see
+:meth:`Store.receive_now`).
 
 A backend whose calls wait for nothing (SQLite: no server, no round trip) gets no thread
 for them: with one, the GIL's hand-offs between it and the loop held acks (p99 56 / 147 ms
