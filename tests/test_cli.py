@@ -898,6 +898,29 @@ def test_serve_keeps_idle_connections_longer_than_a_load_balancer(
         )
 
 
+def test_the_last_log_line_of_serve_survives_a_database_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's shutdown counts the stops in flight for its log line; a database that no
+    longer answers is said so, and does not keep the shutdown from going on."""
+    from bot.cli import _in_flight
+    from bot.store import open_store
+
+    store = open_store(str(tmp_path / "stopbot.db"))
+    store.create_operation(
+        resource="dev-eu",
+        provider="qovery",
+        resource_id="c1",
+        requested_by="U1",
+        source="slack",
+        state=OpState.IN_PROGRESS,
+    )
+    assert _in_flight(store) == 1
+    store.close()
+    assert _in_flight(store) is None
+    assert "could not count the stops in flight" in caplog.text
+
+
 def test_usage_errors_say_what_is_missing_or_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     """`stopbot stop` alone asks for a resource (not a reason); an unknown option after the
     reason is still refused; --version says the version."""

@@ -344,6 +344,14 @@ def test_operations_in_flight_are_the_tracked_ones(store: Store) -> None:
     }
 
 
+def test_counts_say_how_many_are_in_flight(store: Store) -> None:
+    """counts().in_flight() counts what operations_in_flight() reads, in one statement."""
+    for state in OpState:
+        new_op(store, state=state, resource=f"r-{state.value}")
+    new_op(store, state=OpState.ACCEPTED, resource="another", provider="nova")
+    assert store.counts().in_flight() == len(store.operations_in_flight()) == 4
+
+
 def test_in_flight_ids_are_an_owners_tracked_ones_oldest_first(store: Store, clock: Clock) -> None:
     """An owner's operations in flight, by id, oldest first: none of another owner's, none
     that is not in flight."""

@@ -43,6 +43,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 
 from bot.leadership import Leadership, Sole
 from bot.models import (
+    TRACKED_STATES,
     Action,
     Approval,
     AuditEntry,
@@ -160,6 +161,11 @@ class StoreCounts:
     """(provider, state) -> operations in that state."""
     runs: dict[tuple[str, str], int]
     """(schedule, status) -> runs with that status."""
+
+    def in_flight(self) -> int:
+        """Operations submitted and not yet ended, whoever follows them."""
+        tracked = {state.value for state in TRACKED_STATES}
+        return sum(n for (_, state), n in self.operations.items() if state in tracked)
 
 
 class AuditStore(ABC):
