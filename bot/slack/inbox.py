@@ -32,6 +32,7 @@ from slack_bolt.async_app import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot.store import StoreUnavailableError
+from bot.store.base import OpenRequest
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -256,27 +257,34 @@ class Inbox:
         verifier = SignatureVerifier(secret) if secret else None
         registry = self.bot.service.registry
         store = self.bot.store
-        live = registry.live()
-        for request_id in list(self.unmarked):
-            store.handled(request_id)
-            self.unmarked.discard(request_id)
+        unmarked = list(self.unmarked)
+
+        def read() -> tuple[set[str], list[OpenRequest]]:
+            # In the store's lane (every replica sweeps every few seconds; on PostgreSQL
+            # each read is a round trip the loop, answering Slack, would wait through).
+            for request_id in unmarked:
+                store.handled(request_id)
+            return registry.live(), store.open_requests()
+
+        live, rows = await store.off_loop(read)
+        self.unmarked.difference_update(unmarked)
         started = []
-        for row in store.open_requests():
+        for row in rows:
             if row["owner"] == registry.id:
                 if row["id"] not in self.deferred:
                     continue
                 self.deferred.discard(row["id"])
-            elif not registry.orphaned(row["owner"], live) or not registry.take(
-                "inbox", row["id"], row["owner"]
+            elif not registry.orphaned(row["owner"], live) or not await store.off_loop(
+                partial(registry.take, "inbox", row["id"], row["owner"])
             ):
                 continue
-            if store.retry_request(row["id"]) > MAX_ATTEMPTS:
+            if await store.off_loop(partial(store.retry_request, row["id"])) > MAX_ATTEMPTS:
                 log.error(
                     "a request was cut %d times while handled: dropped",
                     MAX_ATTEMPTS,
                     extra={"request": row["id"]},
                 )
-                store.handled(row["id"])
+                await store.off_loop(partial(store.handled, row["id"]))
                 continue
             body = str(row["body"])
             log.info("handling a request again", extra={"request": row["id"]})
