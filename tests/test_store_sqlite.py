@@ -18,7 +18,7 @@ import pytest
 
 from bot.models import OpState
 from bot.store import StoreError, StoreLocationError, StoreSchemaError, StoreUnavailableError
-from bot.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from bot.store.sqlite import _RUN_TALLY, SCHEMA_VERSION, SQLiteStore
 from tests.test_store import FIRE, new_op
 
 
@@ -89,7 +89,13 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
     assert store.claim("k")
 
 
+def undo_migration_13(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP INDEX schedule_items_outcome")
+    conn.execute("UPDATE schema_version SET version = 12")
+
+
 def undo_migration_12(conn: sqlite3.Connection) -> None:
+    undo_migration_13(conn)
     conn.execute("DROP TABLE costs")
     conn.execute("UPDATE schema_version SET version = 11")
 
@@ -298,6 +304,23 @@ def test_migration_8_indexes_the_audit_by_action(tmp_path: Path) -> None:
         ["2026-01-01"],
     )
     assert any("audit_action" in str(row) for row in plan), plan
+
+
+def test_migration_13_reads_a_runs_summary_from_an_index(tmp_path: Path) -> None:
+    """A database of schema 12 gets the run items' index by outcome: a run's summary reads
+    each outcome's count and first items from it, and sorts only the items it lists."""
+    SQLiteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    undo_migration_13(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.run_tally("R1", 5) == ({}, [])
+    plan = str(store.tuples(f"EXPLAIN QUERY PLAN {_RUN_TALLY}", ["R1", 5]))
+    assert plan.count("COVERING INDEX schedule_items_outcome") == 2, plan
+    assert "SCAN schedule_items" not in plan, plan
+    store.close()
 
 
 # -- checkpoints on a thread of their own (bot/store/sqlite_checkpoints.py) -----------------

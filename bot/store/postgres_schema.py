@@ -324,6 +324,11 @@ CREATE TABLE costs (
 );
 """
 
+# A run's items by outcome, as SQLite's 13 (its summary counts and lists them by outcome).
+_VERSION_13 = """
+CREATE INDEX schedule_items_outcome ON schedule_items (run_id, outcome, seq);
+"""
+
 # (version, the SQL that reaches it from the one before); the first creates it whole.
 MIGRATIONS: Sequence[tuple[int, str]] = (
     (6, _VERSION_6),
@@ -333,6 +338,7 @@ MIGRATIONS: Sequence[tuple[int, str]] = (
     (10, _VERSION_10),
     (11, _VERSION_11),
     (12, _VERSION_12),
+    (13, _VERSION_13),
 )
 
 

@@ -487,6 +487,13 @@ def _migration_12(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_13(db: sqlite_utils.Database) -> None:
+    """A run's items by outcome: its summary reads each outcome's first items and counts
+    from the index, where a window over all of them sorted the whole run (10,000 items:
+    21-28 ms, holding the store's one connection, against 2.7)."""
+    db.table("schedule_items").create_index(["run_id", "outcome"], "schedule_items_outcome")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
@@ -500,6 +507,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_10,
     _migration_11,
     _migration_12,
+    _migration_13,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -537,6 +545,19 @@ def _environment_row(run: EnvironmentRun) -> dict[str, Any]:
 def _environment_run(row: dict[str, Any]) -> EnvironmentRun:
     return EnvironmentRun.model_validate(row | {"skipped": json.loads(row["skipped"] or "[]")})
 
+
+# A run's counts by outcome and each outcome's first items (ScheduleStore.run_tally). One
+# statement, so the counts and the items listed agree; both read from the index by outcome
+# (migration 13), the items listed alone sorted.
+_RUN_TALLY = (
+    "SELECT i.run_id, i.resource, i.outcome, i.detail, i.op_id, c.count FROM ("
+    "  SELECT outcome, COUNT(*) AS count FROM schedule_items WHERE run_id = ?1"
+    "  GROUP BY outcome"
+    ") AS c JOIN schedule_items AS i ON i.rowid IN ("
+    "  SELECT rowid FROM schedule_items WHERE run_id = ?1 AND outcome IS c.outcome"
+    "  ORDER BY rowid LIMIT ?2"
+    ") ORDER BY i.rowid"
+)
 
 # SQLite's primary result codes, by the branch of bot/store/errors.py each one means.
 _NOT_A_STORE = frozenset({"SQLITE_CANTOPEN", "SQLITE_NOTADB"})
@@ -1763,16 +1784,7 @@ class SQLiteStore(Store):
         return [name for (name,) in rows]
 
     def run_tally(self, run_id: str, listed: int) -> tuple[dict[str | None, int], list[RunItem]]:
-        # One statement, so the counts and the items listed agree.
-        rows = self.rows(
-            "SELECT run_id, resource, outcome, detail, op_id, count FROM ("
-            "  SELECT *, rowid AS seq, ROW_NUMBER() OVER (PARTITION BY outcome ORDER BY rowid)"
-            "  AS place, COUNT(*) OVER (PARTITION BY outcome) AS count"
-            "  FROM schedule_items WHERE run_id = ?"
-            ") WHERE place <= ? ORDER BY seq",
-            [run_id, listed],
-        )
-        return tally(rows)
+        return tally(self.rows(_RUN_TALLY, [run_id, listed]))
 
     def add_exception(
         self, schedule: str, resource: str, until: dt.datetime, actor: str
