@@ -491,9 +491,13 @@ class Environments:
         """Take over the runs whose process died, and go on from the tier they were on;
         run again one of this process's own that nothing runs any more (its task failed:
         a database that stopped answering)."""
-        live = self.registry.live()
-        me = self.registry.id
-        for run in self.store.environment_runs([EnvRunState.RUNNING]):
+        me, registry, store = self.registry.id, self.registry, self.store
+        # Read in the store's lane: every replica sweeps every few seconds, and on
+        # PostgreSQL each read is a round trip the loop (answering Slack) would wait for.
+        live, running = await store.off_loop(
+            lambda: (registry.live(), store.environment_runs([EnvRunState.RUNNING]))
+        )
+        for run in running:
             if run.id in self._runs:
                 continue
             if run.owner != me and not self.registry.orphaned(run.owner, live):

@@ -1332,12 +1332,15 @@ class StopService:
         told; a submitted one is sent if its claim was never taken, judged by reading the
         provider if it was; one under way is followed to its end."""
         tasks = []
-        me, live = self.registry.id, self.registry.live()
+        me, registry = self.registry.id, self.registry
         # Ids only, read off the loop: during a run, thousands of this process's stops are
         # in flight (read whole on the loop every sweep, 10,000 held it 0.2 s on SQLite,
         # 1.8 s on PostgreSQL: every request it answers, every stop it sends, waited).
         orphans, own = await self.store.off_loop(
-            lambda: (self.store.orphaned_operations(_DRIVEN, live), self.store.in_flight_ids(me))
+            lambda: (
+                self.store.orphaned_operations(_DRIVEN, registry.live()),
+                self.store.in_flight_ids(me),
+            )
         )
         # This process's own are driven where they started (a click, a run), unless that
         # driver ended without ending them (the database stopped answering between a
