@@ -100,7 +100,9 @@ def test_a_failing_call_fails_alone_and_is_undone(store: Store) -> None:
     before and after it are committed with their results."""
 
     def half_then_fail() -> None:
+        # Two writes, each a savepoint of its own inside the call's: both are undone.
         store.audit("U1", "half")
+        store.audit("U1", "other half")
         raise ValueError("refused by the caller")
 
     async def main() -> list[object]:

@@ -549,16 +549,23 @@ class PostgresStore(Store):
         with self._connection() as conn:
             if getattr(self._batches, "conn", None) is conn:
                 # Inside a batch: a savepoint of its transaction, undone alone if it raises.
-                conn.execute("SAVEPOINT call")
+                # Never released: the commit ends them all, and a RELEASE was a round trip
+                # per call made under the store's write lock (a night's limit). Named by
+                # depth, a rollback goes to the newest of its depth: this call's own, with
+                # whatever it nested since.
+                depth = getattr(self._batches, "depth", 0) + 1
+                savepoint = f"call_{depth}"
+                self._batches.depth = depth
+                conn.execute(f"SAVEPOINT {savepoint}")
                 try:
                     yield conn
                 except BaseException:
                     if not conn.closed:
                         with suppress(psycopg.Error):
-                            conn.execute("ROLLBACK TO SAVEPOINT call")
-                            conn.execute("RELEASE SAVEPOINT call")
+                            conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     raise
-                conn.execute("RELEASE SAVEPOINT call")
+                finally:
+                    self._batches.depth = depth - 1
                 return
             conn.execute(self._begin)
             try:
