@@ -508,13 +508,19 @@ class PostgresStore(Store):
             with self._errors:
                 yield held
             return
+        with self._answering(), self._errors, self._pool.connection(timeout=self.wait) as conn:
+            yield conn
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Around a call that reaches the server: while it is known not to answer, the
+        store's error at once; a call that finds it gone says so (see :meth:`_lost`)."""
         if self._down is not None:
             raise StoreUnavailableError(
                 f"the database {self.location} does not answer: {self._down}"
             )
         try:
-            with self._errors, self._pool.connection(timeout=self.wait) as conn:
-                yield conn
+            yield
         except StoreUnavailableError as exc:
             if not self.closed:
                 self._lost(str(exc).rpartition("does not answer: ")[2] or str(exc))
@@ -1975,19 +1981,10 @@ class PostgresStore(Store):
             done = await (await conn.execute(_DONE, [known])).fetchall()
             return inserted, {row[0] for row in done}
 
-        if self._down is not None:
-            raise StoreUnavailableError(
-                f"the database {self.location} does not answer: {self._down}"
-            )
-        try:
-            with self._errors:
-                if self.closed:
-                    raise StoreUnavailableError(f"the database {self.location} is closed")
-                inserted, done = await self._loop_connection.run(record)
-        except StoreUnavailableError as exc:
-            if not self.closed:
-                self._lost(str(exc).rpartition("does not answer: ")[2] or str(exc))
-            raise
+        with self._answering(), self._errors:
+            if self.closed:
+                raise StoreUnavailableError(f"the database {self.location} is closed")
+            inserted, done = await self._loop_connection.run(record)
         return _seen(ids, inserted, done)
 
     def _received(
