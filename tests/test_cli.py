@@ -905,16 +905,10 @@ def test_the_last_log_line_of_serve_survives_a_database_gone(
     longer answers is said so, and does not keep the shutdown from going on."""
     from bot.cli import _in_flight
     from bot.store import open_store
+    from tests.test_store import new_op
 
     store = open_store(str(tmp_path / "stopbot.db"))
-    store.create_operation(
-        resource="dev-eu",
-        provider="qovery",
-        resource_id="c1",
-        requested_by="U1",
-        source="slack",
-        state=OpState.IN_PROGRESS,
-    )
+    new_op(store, state=OpState.IN_PROGRESS)
     assert _in_flight(store) == 1
     store.close()
     assert _in_flight(store) is None

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,6 +87,18 @@ def test_failed_transaction_writes_nothing(store: SQLiteStore) -> None:
         conn.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', 'now')")
         raise RuntimeError("boom")
     assert store.claim("k")
+
+
+def migrated_from(db: Path, undo: Callable[[sqlite3.Connection], None]) -> SQLiteStore:
+    """The store at ``db``, taken back to an older schema by ``undo``, then opened again:
+    migrated to the current one."""
+    conn = sqlite3.connect(db)
+    undo(conn)
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    return store
 
 
 def undo_migration_13(conn: sqlite3.Connection) -> None:
@@ -178,12 +190,7 @@ def test_migration_6_judges_old_submitting_stops_and_joins_doubles(tmp_path: Pat
 def test_migration_9_adds_the_in_use_questions(tmp_path: Path) -> None:
     """A database of schema 8 can ask and answer 'is anyone using it?' once migrated."""
     SQLiteStore(tmp_path / "a.db").close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_9(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_9)
     fire = dt.datetime(2026, 12, 4, 19, tzinfo=dt.UTC)
     store.ask_in_use("nightly", fire, "dev-eu", [{"kind": "ingesting"}])
     assert [q.resource for q in store.in_use_questions("nightly", fire)] == ["dev-eu"]
@@ -194,12 +201,7 @@ def test_migration_7_keeps_old_operations_as_stops(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "a.db")
     first = new_op(store)
     store.close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_7(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_7)
     op = store.get_operation(first)
     assert op is not None and op.action == "stop" and op.lease_seconds is None
     assert store.leases() == [] and store.unopened_leases() == []
@@ -262,12 +264,7 @@ def test_a_write_the_database_refuses_is_a_store_error(store: SQLiteStore) -> No
 def test_migration_11_adds_the_discovery_snapshots(tmp_path: Path) -> None:
     """A database of schema 10 gets the table of discovery snapshots, empty."""
     SQLiteStore(tmp_path / "a.db").close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_11(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_11)
     assert store.discovered() == {}
     store.save_discovered("nova", [{"id": "a"}])
     assert store.discovered()["nova"][1] == [{"id": "a"}]
@@ -277,12 +274,7 @@ def test_migration_11_adds_the_discovery_snapshots(tmp_path: Path) -> None:
 def test_migration_12_adds_the_kept_costs(tmp_path: Path) -> None:
     """A database of schema 11 gets the table of kept costs, empty."""
     SQLiteStore(tmp_path / "a.db").close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_12(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_12)
     assert store.costs(["dev-eu"]) == {}
     store.save_costs([("dev-eu", {"low": 1})])
     assert store.costs(["dev-eu"])["dev-eu"][1] == {"low": 1}
@@ -293,12 +285,7 @@ def test_migration_8_indexes_the_audit_by_action(tmp_path: Path) -> None:
     """A database of schema 7 gets the audit's index by action and time, which the
     savings' reads use."""
     SQLiteStore(tmp_path / "a.db").close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_8(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_8)
     plan = store.tuples(
         "EXPLAIN QUERY PLAN SELECT id FROM audit WHERE action IN ('stop.stopped') AND at >= ?",
         ["2026-01-01"],
@@ -310,12 +297,7 @@ def test_migration_13_reads_a_runs_summary_from_an_index(tmp_path: Path) -> None
     """A database of schema 12 gets the run items' index by outcome: a run's summary reads
     each outcome's count and first items from it, and sorts only the items it lists."""
     SQLiteStore(tmp_path / "a.db").close()
-    conn = sqlite3.connect(tmp_path / "a.db")
-    undo_migration_13(conn)
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.schema_version() == SCHEMA_VERSION
+    store = migrated_from(tmp_path / "a.db", undo_migration_13)
     assert store.run_tally("R1", 5) == ({}, [])
     plan = str(store.tuples(f"EXPLAIN QUERY PLAN {_RUN_TALLY}", ["R1", 5]))
     assert plan.count("COVERING INDEX schedule_items_outcome") == 2, plan
