@@ -42,7 +42,7 @@ from bot.slack.fake_api import (
 from bot.slack.local import LOCAL_ADMIN, LOCAL_APPROVER, LOCAL_CHANNEL, LOCAL_DEVELOPER
 from providers.simulators.server import SimulatorServer
 from tests.conftest import shared_path
-from tests.helpers import FAST_STOPS, SimTime
+from tests.helpers import FAST_STOPS, SimTime, clear_of_the_morning_start
 
 CHANNEL = LOCAL_CHANNEL.id
 DANA, ALICE = LOCAL_DEVELOPER, "U0LOCALAPP"
@@ -54,6 +54,7 @@ def served(sims: SimulatorServer) -> Iterator[PlaygroundServer]:
     """The playground on a free port, on the shared simulators with a frozen clock that the
     bot's polling moves instead of waiting."""
     sims.hub.clock.freeze()
+    clear_of_the_morning_start(sims)
     with PlaygroundServer(sims=sims, stops=FAST_STOPS, sleep=SimTime(sims).sleep) as server:
         yield server
 
@@ -1035,3 +1036,25 @@ async def test_the_home_tab_opens_and_its_buttons_reach_the_bot(page: Page) -> N
     assert page.playground.store.get_lock("etl") is None
     [home] = (await page.state())["slack"]["homes"]
     assert ":unlock: etl is unlocked." in json.dumps(home["view"]["blocks"])
+
+
+@pytest.mark.parametrize(
+    ("frozen", "moved_to"),
+    [
+        ("2026-12-07T06:58:00+00:00", "2026-12-07T07:05:00+00:00"),  # a Monday, 07:58 in Paris
+        ("2026-12-07T06:10:00+00:00", "2026-12-07T07:05:00+00:00"),
+        ("2026-12-07T07:03:00+00:00", "2026-12-07T07:05:00+00:00"),
+        ("2026-12-07T10:00:00+00:00", "2026-12-07T10:00:00+00:00"),
+        ("2026-12-05T06:58:00+00:00", "2026-12-05T06:58:00+00:00"),  # a Saturday
+    ],
+)
+def test_the_tests_clock_is_kept_clear_of_the_morning_start(
+    sims: SimulatorServer, frozen: str, moved_to: str
+) -> None:
+    """The fixture's clock never sits in the hour before the estate's morning start (its
+    warning would reach the tests whatever the wall clock says when they run)."""
+    sims.hub.clock.freeze()
+    sims.hub.clock.advance(dt.datetime.fromisoformat(frozen).timestamp() - sims.hub.clock.now())
+    clear_of_the_morning_start(sims)
+    now = dt.datetime.fromtimestamp(sims.hub.clock.now(), dt.UTC)
+    assert now == dt.datetime.fromisoformat(moved_to)

@@ -22,7 +22,7 @@ import pytest
 from bot.playground.dev import PlaygroundServer
 from bot.slack.local import LOCAL_CHANNEL
 from providers.simulators.server import SimulatorServer
-from tests.helpers import FAST_STOPS
+from tests.helpers import FAST_STOPS, clear_of_the_morning_start
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -112,6 +112,7 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def stepper(sims: SimulatorServer) -> Iterator[Stepper]:
     sims.hub.clock.freeze()
+    clear_of_the_morning_start(sims)
     stepper = Stepper(sims)
     yield stepper
     stepper.run_free()  # nothing left waiting when the server stops
